@@ -1,0 +1,150 @@
+//! Helpers on the generated types: the words the rest of reprise uses.
+
+use crate::pb::{Exchange, Header, Protocol, Request, Response};
+
+/// Lowercase hex of an exchange id (or any id bytes).
+pub fn display_id(id: &[u8]) -> String {
+    let mut out = String::with_capacity(id.len() * 2);
+    for byte in id {
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+    }
+    out
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lookup on an ordered, multi-valued header list.
+pub trait HeaderList {
+    /// The first value of `name` (compared case-insensitively).
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// The first value of `name` as text, when it is valid UTF-8.
+    fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+}
+
+impl HeaderList for [Header] {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_ref())
+    }
+}
+
+impl Header {
+    /// A header from a name and a value.
+    pub fn new(name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
+        Header {
+            name: name.into(),
+            value: bytes::Bytes::copy_from_slice(value.as_ref()),
+        }
+    }
+}
+
+impl Exchange {
+    /// The hex form of this exchange's id.
+    pub fn id_hex(&self) -> String {
+        display_id(&self.id)
+    }
+
+    /// `METHOD path` without the query: the key per-endpoint reports group by.
+    pub fn endpoint(&self) -> String {
+        match &self.request {
+            Some(req) => format!("{} {}", req.method, req.path_only()),
+            None => "-".to_string(),
+        }
+    }
+
+    /// HTTP status of the response, 0 when there is none.
+    pub fn status(&self) -> u32 {
+        self.response.as_ref().map_or(0, |r| r.status)
+    }
+
+    /// Whether this is a downstream call made while serving another exchange.
+    pub fn is_downstream(&self) -> bool {
+        !self.parent_id.is_empty() || self.role() == crate::pb::Role::Downstream
+    }
+
+    /// Short protocol label: `h1`, `h1.0`, `h2`, `grpc`, `h3`.
+    pub fn protocol_label(&self) -> &'static str {
+        protocol_label(self.protocol())
+    }
+
+    /// End of the call, ns since the epoch.
+    pub fn ended_at_ns(&self) -> u64 {
+        self.recorded_at_ns.saturating_add(self.duration_ns)
+    }
+}
+
+/// Short label for a protocol.
+pub fn protocol_label(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Unspecified => "-",
+        Protocol::Http11 => "h1",
+        Protocol::Http10 => "h1.0",
+        Protocol::Http2 => "h2",
+        Protocol::Grpc => "grpc",
+        Protocol::Http3 => "h3",
+    }
+}
+
+impl Request {
+    /// The path without its query string.
+    pub fn path_only(&self) -> &str {
+        self.path
+            .split_once('?')
+            .map_or(self.path.as_str(), |(p, _)| p)
+    }
+
+    /// The query string without the `?`, if any.
+    pub fn query(&self) -> Option<&str> {
+        self.path.split_once('?').map(|(_, q)| q)
+    }
+
+    /// Full body size: the recorded size, or the stored bytes when unknown.
+    pub fn size(&self) -> u64 {
+        self.body_size.max(self.body.len() as u64)
+    }
+}
+
+impl Response {
+    /// Full body size: the recorded size, or the stored bytes when unknown.
+    pub fn size(&self) -> u64 {
+        self.body_size.max(self.body.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_drops_query() {
+        let ex = Exchange {
+            request: Some(Request {
+                method: "GET".into(),
+                path: "/a/b?x=1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(ex.endpoint(), "GET /a/b");
+        assert_eq!(ex.request.as_ref().and_then(|r| r.query()), Some("x=1"));
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive() {
+        let headers = vec![
+            Header::new("Content-Type", "text/plain"),
+            Header::new("x", "1"),
+        ];
+        assert_eq!(headers.header_str("content-type"), Some("text/plain"));
+        assert_eq!(headers.header("missing"), None);
+    }
+
+    #[test]
+    fn hex_ids() {
+        assert_eq!(display_id(&[0x00, 0xab, 0x10]), "00ab10");
+    }
+}

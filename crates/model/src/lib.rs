@@ -1,0 +1,41 @@
+//! The reprise record model.
+//!
+//! One [`Exchange`] per call, as defined by `proto/reprise/v1/exchange.proto`
+//! (the types here are generated from it by prost). This crate also holds
+//! what every part of reprise shares about exchanges and is free of I/O:
+//!
+//! - [`codec`]: the one way exchanges become bytes and back, keeping fields
+//!   of newer schemas it does not know;
+//! - [`store`]: the [`Sink`]/[`Source`] traits behind which tapes, Kafka
+//!   and in-memory stores sit;
+//! - [`select`]: filters over exchanges (method, path glob, status, time);
+//! - [`id`]: exchange ids;
+//! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
+
+pub mod codec;
+mod exchange;
+pub mod id;
+pub mod select;
+pub mod store;
+pub mod time;
+
+/// Generated protobuf types of `reprise.v1`.
+#[allow(missing_docs, clippy::all)]
+pub mod pb {
+    include!(concat!(env!("OUT_DIR"), "/reprise.v1.rs"));
+}
+
+pub use codec::{DecodeError, decode, encode, encoded_len};
+pub use exchange::{HeaderList, display_id};
+pub use pb::{
+    Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Protocol, Replay, Request, Response,
+    Role, Source as RecordSource, StreamMessage, Timings, TransportError,
+};
+pub use store::{MemorySink, MemorySource, Sink, Source, StoreError};
+
+/// Version of the record schema (`reprise.v1`) this build reads and writes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The compiled schema as an encoded `FileDescriptorSet`, for tools that
+/// decode records dynamically.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/reprise_v1.fds"));

@@ -1,0 +1,181 @@
+//! The storage traits: where exchanges go ([`Sink`]) and come from
+//! ([`Source`]).
+//!
+//! Tapes, Kafka topics and in-memory stores implement them, so capture,
+//! replay and inspection code never names a concrete store.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::pb::Exchange;
+
+/// A store error, with the store's name (a path, a topic) in its message.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Part of the store is damaged and was skipped; reading goes on after
+    /// it. `detail` says exactly what was skipped and where.
+    #[error("{store}: {detail}")]
+    Damaged {
+        /// The store, e.g. a tape's path.
+        store: String,
+        /// What was skipped, e.g. "block 12 at offset 65536 (1048 bytes) fails its checksum".
+        detail: String,
+    },
+    /// The store cannot be read or written.
+    #[error("{store}: {detail}")]
+    Failed {
+        /// The store, e.g. a tape's path.
+        store: String,
+        /// What went wrong.
+        detail: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
+}
+
+impl StoreError {
+    /// Whether reading can go on after this error (damage was skipped).
+    pub fn is_damage(&self) -> bool {
+        matches!(self, StoreError::Damaged { .. })
+    }
+
+    /// A fatal error without an underlying cause.
+    pub fn failed(store: impl Into<String>, detail: impl Into<String>) -> Self {
+        StoreError::Failed {
+            store: store.into(),
+            detail: detail.into(),
+            source: None,
+        }
+    }
+}
+
+/// Where recorded exchanges go.
+pub trait Sink: Send {
+    /// Hands one exchange to the store. It may not be durable until
+    /// [`Sink::sync`] returns.
+    fn append(&mut self, exchange: Exchange) -> Result<(), StoreError>;
+
+    /// Makes everything appended so far durable (on a tape: written and
+    /// fsynced).
+    fn sync(&mut self) -> Result<(), StoreError>;
+
+    /// Syncs and releases the store. Appending after `close` is an error.
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.sync()
+    }
+}
+
+/// Where exchanges are read from, in store order.
+///
+/// A source is an iterator of exchanges. An `Err` that
+/// [`is_damage`](StoreError::is_damage) reports skipped data and the next
+/// call goes on after it; any other `Err` ends the source.
+pub trait Source: Iterator<Item = Result<Exchange, StoreError>> + Send {}
+
+impl<T: Iterator<Item = Result<Exchange, StoreError>> + Send> Source for T {}
+
+/// A sink that keeps exchanges in memory; clones share the same contents.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySink {
+    exchanges: Arc<Mutex<Vec<Exchange>>>,
+    closed: bool,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of what was appended so far, in order.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.exchanges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// A source over what was appended so far.
+    pub fn source(&self) -> MemorySource {
+        MemorySource::new(self.exchanges())
+    }
+}
+
+impl Sink for MemorySink {
+    fn append(&mut self, exchange: Exchange) -> Result<(), StoreError> {
+        if self.closed {
+            return Err(StoreError::failed("memory", "append after close"));
+        }
+        self.exchanges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(exchange);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.closed = true;
+        Ok(())
+    }
+}
+
+/// A source over exchanges held in memory.
+#[derive(Debug, Clone, Default)]
+pub struct MemorySource {
+    exchanges: VecDeque<Exchange>,
+}
+
+impl MemorySource {
+    /// A source yielding `exchanges` in order.
+    pub fn new(exchanges: impl IntoIterator<Item = Exchange>) -> Self {
+        MemorySource {
+            exchanges: exchanges.into_iter().collect(),
+        }
+    }
+}
+
+impl Iterator for MemorySource {
+    type Item = Result<Exchange, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.exchanges.pop_front().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(source: &mut dyn Source) -> Vec<Exchange> {
+        source.filter_map(Result::ok).collect()
+    }
+
+    #[test]
+    fn memory_sink_feeds_a_source() {
+        let mut sink = MemorySink::new();
+        let boxed: &mut dyn Sink = &mut sink;
+        for i in 0..3 {
+            boxed
+                .append(Exchange {
+                    recorded_at_ns: i,
+                    ..Default::default()
+                })
+                .expect("append");
+        }
+        boxed.close().expect("close");
+        assert!(
+            boxed.append(Exchange::default()).is_err(),
+            "closed sink refuses appends"
+        );
+        let got = drain(&mut sink.source());
+        assert_eq!(
+            got.iter().map(|e| e.recorded_at_ns).collect::<Vec<_>>(),
+            vec![0, 1, 2]
+        );
+    }
+}
