@@ -135,7 +135,7 @@ mod tests {
 
     #[test]
     fn header_lookup_is_case_insensitive() {
-        let headers = vec![
+        let headers = [
             Header::new("Content-Type", "text/plain"),
             Header::new("x", "1"),
         ];
