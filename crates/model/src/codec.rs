@@ -107,12 +107,18 @@ pub fn encoded_len(exchange: &Exchange) -> usize {
 
 /// Decodes one record, keeping the fields this schema does not know.
 pub fn decode(bytes: &[u8]) -> Result<Exchange, DecodeError> {
-    let mut exchange = Exchange::decode(bytes)?;
+    decode_bytes(bytes::Bytes::copy_from_slice(bytes))
+}
+
+/// Decodes one record held in `Bytes`; bodies and other byte fields share
+/// its buffer instead of being copied.
+pub fn decode_bytes(bytes: bytes::Bytes) -> Result<Exchange, DecodeError> {
+    let mut exchange = Exchange::decode(bytes.clone())?;
     // prost writes every known field canonically (minimal varints, default
     // scalars left out), so what it would write is never longer than what it
     // read. Equal lengths therefore mean there was nothing it did not know.
     if exchange.encoded_len() != bytes.len() {
-        let found = collect(bytes, shape_index("Exchange"), DecodeContext::default())?;
+        let found = collect(&bytes, shape_index("Exchange"), DecodeContext::default())?;
         if !is_empty(&found) {
             match exchange.unknown_fields.as_mut() {
                 Some(existing) => merge(existing, found),

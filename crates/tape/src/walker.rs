@@ -1,0 +1,324 @@
+//! The block walk: from one block header to the next, verifying checksums,
+//! skipping blocks outside the time window by their headers, waiting at
+//! the end when following, and resynchronising after damage.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+
+use crate::error::{Damage, DamageKind, TapeError};
+use crate::format::{
+    BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockHeader, Codec, FILE_HEADER_LEN, FileHeader,
+    FileHeaderProblem,
+};
+use crate::reader::{Follow, ReaderOptions};
+
+/// What the walk found next.
+pub(crate) enum Step {
+    /// A verified block; its decompressed records when they were wanted
+    /// (`None`: outside the time window, or the walk only verifies).
+    Block(BlockHeader, Option<Bytes>),
+    /// Damaged bytes, skipped.
+    Damage(Damage),
+    /// The end of the tape (or following was stopped).
+    End,
+}
+
+pub(crate) struct Walker {
+    pub(crate) path: PathBuf,
+    file: File,
+    pub(crate) offset: u64,
+    next_seq: u64,
+    since_ns: Option<u64>,
+    until_ns: Option<u64>,
+    follow: Option<Follow>,
+    /// Set when the reader is dropped, so a following walk ends.
+    pub(crate) abandoned: Arc<AtomicBool>,
+    decompress: bool,
+    decompressor: Option<zstd::bulk::Decompressor<'static>>,
+}
+
+/// What a raw look at `offset` found.
+enum Look {
+    Step(Step),
+    /// Following, and the bytes there are not complete yet.
+    Wait,
+}
+
+impl Walker {
+    /// Opens `path` and checks its file header. A damaged header is returned
+    /// as damage to report; the walk goes on with the blocks.
+    pub(crate) fn open(
+        path: &Path,
+        options: &ReaderOptions,
+        decompress: bool,
+    ) -> Result<(Walker, Option<FileHeader>, Option<Damage>), TapeError> {
+        if path.is_dir() {
+            return Err(TapeError::IsDirectory(path.to_path_buf()));
+        }
+        let file = File::open(path).map_err(|e| TapeError::io(path, "cannot open", e))?;
+        let walker = Walker {
+            path: path.to_path_buf(),
+            file,
+            offset: FILE_HEADER_LEN as u64,
+            next_seq: 0,
+            since_ns: options.since_ns,
+            until_ns: options.until_ns,
+            follow: options.follow.clone(),
+            abandoned: Arc::new(AtomicBool::new(false)),
+            decompress,
+            decompressor: zstd::bulk::Decompressor::new().ok(),
+        };
+        loop {
+            let mut buf = [0u8; FILE_HEADER_LEN];
+            let n = walker.read_at(&mut buf, 0)?;
+            let path = walker.path.clone();
+            return match FileHeader::decode(&buf[..n]) {
+                Ok(header) => Ok((walker, Some(header), None)),
+                Err(FileHeaderProblem::Short) if walker.wait() => continue,
+                Err(FileHeaderProblem::Short) => {
+                    let why = if n == 0 {
+                        "empty file"
+                    } else {
+                        "file header is cut short"
+                    };
+                    Err(TapeError::NotATape { path, why })
+                }
+                Err(FileHeaderProblem::NotATape) => Err(TapeError::NotATape {
+                    path,
+                    why: "wrong magic bytes",
+                }),
+                Err(FileHeaderProblem::NewerVersion(version)) => Err(TapeError::NewerVersion {
+                    path,
+                    version,
+                    supported: crate::format::FORMAT_VERSION,
+                }),
+                Err(FileHeaderProblem::Checksum) => {
+                    let damage = Damage {
+                        first_block: 0,
+                        last_block: 0,
+                        to_end: false,
+                        offset: 0,
+                        len: FILE_HEADER_LEN as u64,
+                        kind: DamageKind::BadFileHeader,
+                    };
+                    Ok((walker, None, Some(damage)))
+                }
+            };
+        }
+    }
+
+    /// The next step; waits at the end of the tape while following.
+    pub(crate) fn next_step(&mut self) -> Result<Step, TapeError> {
+        loop {
+            match self.look()? {
+                Look::Step(step) => return Ok(step),
+                Look::Wait => {
+                    if !self.wait() {
+                        return Ok(Step::End);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sleeps one poll interval when following; false when not following,
+    /// asked to stop, or abandoned.
+    fn wait(&self) -> bool {
+        let Some(follow) = &self.follow else {
+            return false;
+        };
+        let stopped =
+            || follow.stop.load(Ordering::Relaxed) || self.abandoned.load(Ordering::Relaxed);
+        if stopped() {
+            return false;
+        }
+        std::thread::sleep(follow.poll);
+        !stopped()
+    }
+
+    fn following(&self) -> bool {
+        self.follow.is_some()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<usize, TapeError> {
+        let mut filled = 0;
+        while filled < buf.len() {
+            match self
+                .file
+                .read_at(&mut buf[filled..], offset + filled as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TapeError::io(&self.path, "cannot read", e)),
+            }
+        }
+        Ok(filled)
+    }
+
+    fn file_len(&self) -> Result<u64, TapeError> {
+        self.file
+            .metadata()
+            .map(|m| m.len())
+            .map_err(|e| TapeError::io(&self.path, "cannot stat", e))
+    }
+
+    fn look(&mut self) -> Result<Look, TapeError> {
+        let mut buf = [0u8; BLOCK_HEADER_LEN];
+        let n = self.read_at(&mut buf, self.offset)?;
+        if n == 0 {
+            return Ok(if self.following() {
+                Look::Wait
+            } else {
+                Look::Step(Step::End)
+            });
+        }
+        let file_len = self.file_len()?;
+        let Some(header) = BlockHeader::decode(&buf[..n]).filter(|h| h.offset == self.offset)
+        else {
+            if n < BLOCK_HEADER_LEN {
+                if self.following() {
+                    return Ok(Look::Wait);
+                }
+                return Ok(self.damage_to(file_len, DamageKind::TornTail, self.next_seq));
+            }
+            return self.resync(file_len);
+        };
+        if file_len < header.end() {
+            if self.following() {
+                return Ok(Look::Wait);
+            }
+            return Ok(self.damage_to(file_len, DamageKind::TornTail, header.seq));
+        }
+        if self.decompress && !self.in_window(&header) {
+            // Outside the time window: skipped by its header alone.
+            self.advance_past(&header);
+            return Ok(Look::Step(Step::Block(header, None)));
+        }
+        let mut payload = vec![0u8; header.payload_len as usize];
+        let got = self.read_at(&mut payload, self.offset + BLOCK_HEADER_LEN as u64)?;
+        if got < payload.len() {
+            // The file shrank under us: what is left is a torn tail.
+            return Ok(self.damage_to(file_len, DamageKind::TornTail, header.seq));
+        }
+        if crc32c::crc32c(&payload) != header.payload_crc {
+            return Ok(self.damage_to(header.end(), DamageKind::BadChecksum, header.seq));
+        }
+        self.advance_past(&header);
+        if !self.decompress {
+            return Ok(Look::Step(Step::Block(header, None)));
+        }
+        Ok(Look::Step(match self.decompressed(&header, payload) {
+            Ok(raw) => Step::Block(header, Some(raw)),
+            Err(why) => Step::Damage(Damage {
+                first_block: header.seq,
+                last_block: header.seq,
+                to_end: false,
+                offset: header.offset,
+                len: header.end() - header.offset,
+                kind: DamageKind::BadPayload(why),
+            }),
+        }))
+    }
+
+    fn advance_past(&mut self, header: &BlockHeader) {
+        self.offset = header.end();
+        self.next_seq = header.seq + 1;
+    }
+
+    fn in_window(&self, header: &BlockHeader) -> bool {
+        !(self.since_ns.is_some_and(|s| header.max_ts < s)
+            || self.until_ns.is_some_and(|u| header.min_ts >= u))
+    }
+
+    fn decompressed(&mut self, header: &BlockHeader, payload: Vec<u8>) -> Result<Bytes, String> {
+        match header.codec {
+            Codec::None => Ok(Bytes::from(payload)),
+            Codec::Zstd => {
+                let decompressor = self.decompressor.as_mut().ok_or("no zstd decompressor")?;
+                let raw = decompressor
+                    .decompress(&payload, header.raw_len as usize)
+                    .map_err(|e| format!("zstd: {e}"))?;
+                if raw.len() != header.raw_len as usize {
+                    return Err(format!(
+                        "{} bytes once decompressed, header says {}",
+                        raw.len(),
+                        header.raw_len
+                    ));
+                }
+                Ok(Bytes::from(raw))
+            }
+        }
+    }
+
+    /// Reports the bytes from the current offset to `end` as damage and
+    /// moves past them.
+    fn damage_to(&mut self, end: u64, kind: DamageKind, block: u64) -> Look {
+        let to_end = self.file_len().is_ok_and(|len| end >= len);
+        let damage = Damage {
+            first_block: block,
+            last_block: block,
+            to_end,
+            offset: self.offset,
+            len: end.saturating_sub(self.offset),
+            kind,
+        };
+        self.offset = end.max(self.offset);
+        self.next_seq = block + 1;
+        Look::Step(Step::Damage(damage))
+    }
+
+    /// No valid block header at the current offset: report the bytes up to
+    /// the next valid one (or the end) as damage.
+    fn resync(&mut self, file_len: u64) -> Result<Look, TapeError> {
+        let expected = self.next_seq;
+        match self.find_header(self.offset + 1, file_len)? {
+            Some(next) => {
+                let look = self.damage_to(next.offset, DamageKind::BadHeader, expected);
+                self.next_seq = next.seq;
+                Ok(match look {
+                    Look::Step(Step::Damage(mut damage)) => {
+                        damage.last_block = next.seq.saturating_sub(1).max(expected);
+                        Look::Step(Step::Damage(damage))
+                    }
+                    other => other,
+                })
+            }
+            // A writer may be in the middle of writing a header.
+            None if self.following() => Ok(Look::Wait),
+            None => Ok(self.damage_to(file_len, DamageKind::BadHeader, expected)),
+        }
+    }
+
+    /// The first valid block header at or after `from` whose recorded
+    /// offset is where it was found (a header copied inside a payload is
+    /// not one of ours).
+    fn find_header(&self, from: u64, file_len: u64) -> Result<Option<BlockHeader>, TapeError> {
+        const CHUNK: usize = 1 << 20;
+        let finder = memchr::memmem::Finder::new(&BLOCK_MAGIC);
+        let mut start = from;
+        let mut chunk = vec![0u8; CHUNK];
+        while start < file_len {
+            let n = self.read_at(&mut chunk, start)?;
+            if n == 0 {
+                break;
+            }
+            for hit in finder.find_iter(&chunk[..n]) {
+                let at = start + hit as u64;
+                let mut buf = [0u8; BLOCK_HEADER_LEN];
+                let got = self.read_at(&mut buf, at)?;
+                if let Some(header) = BlockHeader::decode(&buf[..got]).filter(|h| h.offset == at) {
+                    return Ok(Some(header));
+                }
+            }
+            // Overlap the chunks so a magic split between two is still found.
+            start += n.saturating_sub(BLOCK_MAGIC.len() - 1).max(1) as u64;
+        }
+        Ok(None)
+    }
+}

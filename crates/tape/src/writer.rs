@@ -1,0 +1,447 @@
+//! The tape writer: batches records on its own thread, seals a block on a
+//! size or an age bound, and makes everything durable on `sync()`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use reprise_model::{Exchange, Sink, StoreError};
+
+use crate::error::{Damage, TapeError};
+use crate::format::{BlockHeader, Codec, FORMAT_VERSION, FileHeader, MAX_BLOCK_PAYLOAD};
+use crate::reader::append_point;
+
+/// How the writer batches and compresses.
+#[derive(Debug, Clone)]
+pub struct WriterOptions {
+    /// Seal a block once its uncompressed records reach this many bytes.
+    pub block_bytes: usize,
+    /// Seal a block once its oldest record has waited this long, so that
+    /// followers see records promptly and a crash loses little.
+    pub block_age: Duration,
+    /// zstd level (1 is fast and still compresses HTTP traffic well).
+    pub zstd_level: i32,
+    /// Records queued between `append` and the writer thread; `append`
+    /// waits when the queue is full.
+    pub queue_records: usize,
+}
+
+impl Default for WriterOptions {
+    fn default() -> Self {
+        WriterOptions {
+            block_bytes: 1 << 20,
+            block_age: Duration::from_millis(100),
+            zstd_level: 1,
+            queue_records: 4096,
+        }
+    }
+}
+
+/// What the writer has done so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WriterStats {
+    /// Records appended to sealed blocks.
+    pub records: u64,
+    /// Blocks sealed.
+    pub blocks: u64,
+    /// Bytes written to the file (headers included).
+    pub file_bytes: u64,
+    /// Uncompressed record bytes in sealed blocks.
+    pub raw_bytes: u64,
+}
+
+#[derive(Default)]
+struct SharedStats {
+    records: AtomicU64,
+    blocks: AtomicU64,
+    file_bytes: AtomicU64,
+    raw_bytes: AtomicU64,
+}
+
+enum Command {
+    Record { bytes: Vec<u8>, recorded_at_ns: u64 },
+    Sync(SyncSender<Result<(), String>>),
+    Close(SyncSender<Result<(), String>>),
+}
+
+/// Writes exchanges to a tape file. Implements [`Sink`].
+///
+/// `append` encodes the exchange on the caller's thread and queues it; a
+/// writer thread owns the file, compresses and writes sealed blocks.
+/// Sealed blocks are written to the OS at once (a killed process loses only
+/// the unsealed block); [`TapeWriter::sync`] also fsyncs.
+pub struct TapeWriter {
+    path: PathBuf,
+    tx: Option<SyncSender<Command>>,
+    thread: Option<JoinHandle<()>>,
+    failure: Arc<Mutex<Option<String>>>,
+    stats: Arc<SharedStats>,
+}
+
+/// What opening an existing tape for appending found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendReport {
+    /// Blocks already in the tape.
+    pub blocks: u64,
+    /// The torn tail cut off, if there was one.
+    pub cut: Option<Damage>,
+}
+
+impl TapeWriter {
+    /// Creates a new tape (mode 0600). Fails if `path` exists.
+    pub fn create(path: impl AsRef<Path>, options: WriterOptions) -> Result<TapeWriter, TapeError> {
+        let path = path.as_ref();
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::AlreadyExists if path.is_dir() => {
+                    TapeError::IsDirectory(path.to_path_buf())
+                }
+                std::io::ErrorKind::AlreadyExists => TapeError::Exists(path.to_path_buf()),
+                _ => TapeError::io(path, "cannot create", e),
+            })?;
+        let header = FileHeader {
+            format_version: FORMAT_VERSION,
+            schema_version: reprise_model::SCHEMA_VERSION,
+            created_at_ns: reprise_model::time::now_ns(),
+        };
+        let bytes = header.encode();
+        file.write_all(&bytes)
+            .map_err(|e| TapeError::io(path, "cannot write", e))?;
+        Ok(Self::start(path, file, bytes.len() as u64, 0, options))
+    }
+
+    /// Opens a tape for appending, creating it if it does not exist. A torn
+    /// tail left by a crash is cut off (and reported); blocks before it are
+    /// never touched.
+    pub fn open(
+        path: impl AsRef<Path>,
+        options: WriterOptions,
+    ) -> Result<(TapeWriter, AppendReport), TapeError> {
+        let path = path.as_ref();
+        if path.is_dir() {
+            return Err(TapeError::IsDirectory(path.to_path_buf()));
+        }
+        if !path.exists() {
+            return Ok((Self::create(path, options)?, AppendReport::default()));
+        }
+        let point = append_point(path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| TapeError::io(path, "cannot open", e))?;
+        if point.cut.is_some() {
+            file.set_len(point.end)
+                .map_err(|e| TapeError::io(path, "cannot cut the torn tail", e))?;
+            file.sync_all()
+                .map_err(|e| TapeError::io(path, "cannot sync", e))?;
+        }
+        let mut file = file;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(point.end))
+            .map_err(|e| TapeError::io(path, "cannot seek", e))?;
+        let writer = Self::start(path, file, point.end, point.next_seq, options);
+        Ok((
+            writer,
+            AppendReport {
+                blocks: point.next_seq,
+                cut: point.cut,
+            },
+        ))
+    }
+
+    fn start(path: &Path, file: File, offset: u64, seq: u64, options: WriterOptions) -> TapeWriter {
+        let (tx, rx) = mpsc::sync_channel(options.queue_records.max(1));
+        let failure = Arc::new(Mutex::new(None));
+        let stats = Arc::new(SharedStats::default());
+        let mut state = WriterThread {
+            path: path.to_path_buf(),
+            file,
+            offset,
+            seq,
+            raw: Vec::with_capacity(options.block_bytes + 4096),
+            count: 0,
+            min_ts: u64::MAX,
+            max_ts: 0,
+            oldest: None,
+            compressor: zstd::bulk::Compressor::new(options.zstd_level).ok(),
+            options,
+            stats: Arc::clone(&stats),
+        };
+        let thread_failure = Arc::clone(&failure);
+        let thread = std::thread::Builder::new()
+            .name("reprise-tape-writer".into())
+            .spawn(move || {
+                if let Err(message) = state.run(rx) {
+                    *thread_failure
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(message);
+                }
+            });
+        match thread {
+            Ok(thread) => TapeWriter {
+                path: path.to_path_buf(),
+                tx: Some(tx),
+                thread: Some(thread),
+                failure,
+                stats,
+            },
+            Err(e) => {
+                *failure.lock().unwrap_or_else(PoisonError::into_inner) =
+                    Some(format!("cannot start writer thread: {e}"));
+                TapeWriter {
+                    path: path.to_path_buf(),
+                    tx: None,
+                    thread: None,
+                    failure,
+                    stats,
+                }
+            }
+        }
+    }
+
+    /// The tape's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> WriterStats {
+        WriterStats {
+            records: self.stats.records.load(Ordering::Relaxed),
+            blocks: self.stats.blocks.load(Ordering::Relaxed),
+            file_bytes: self.stats.file_bytes.load(Ordering::Relaxed),
+            raw_bytes: self.stats.raw_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn closed(&self) -> TapeError {
+        let reason = self
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        TapeError::Closed {
+            path: self.path.clone(),
+            reason,
+        }
+    }
+
+    /// Queues one exchange. Waits while the queue is full.
+    pub fn write(&mut self, exchange: &Exchange) -> Result<(), TapeError> {
+        let len = reprise_model::encoded_len(exchange);
+        if len > MAX_BLOCK_PAYLOAD as usize - 16 {
+            return Err(TapeError::RecordTooLarge {
+                path: self.path.clone(),
+                len,
+                max: MAX_BLOCK_PAYLOAD as usize,
+            });
+        }
+        let mut bytes = Vec::with_capacity(len + 10);
+        prost::encoding::encode_varint(len as u64, &mut bytes);
+        reprise_model::encode(exchange, &mut bytes);
+        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        tx.send(Command::Record {
+            bytes,
+            recorded_at_ns: exchange.recorded_at_ns,
+        })
+        .map_err(|_| self.closed())
+    }
+
+    /// Seals the current block and fsyncs: everything written so far is
+    /// durable when this returns.
+    pub fn sync(&mut self) -> Result<(), TapeError> {
+        self.round_trip(Command::Sync)
+    }
+
+    /// Seals, fsyncs and stops the writer thread.
+    pub fn finish(&mut self) -> Result<WriterStats, TapeError> {
+        if self.tx.is_some() {
+            let result = self.round_trip(Command::Close);
+            self.tx = None;
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+            result?;
+        }
+        Ok(self.stats())
+    }
+
+    fn round_trip(
+        &mut self,
+        make: fn(SyncSender<Result<(), String>>) -> Command,
+    ) -> Result<(), TapeError> {
+        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        let (reply_tx, reply_rx) = mpsc::sync_channel(1);
+        tx.send(make(reply_tx)).map_err(|_| self.closed())?;
+        match reply_rx.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(TapeError::Closed {
+                path: self.path.clone(),
+                reason: Some(reason),
+            }),
+            Err(_) => Err(self.closed()),
+        }
+    }
+}
+
+impl Drop for TapeWriter {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+impl Sink for TapeWriter {
+    fn append(&mut self, exchange: Exchange) -> Result<(), StoreError> {
+        self.write(&exchange).map_err(StoreError::from)
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        TapeWriter::sync(self).map_err(StoreError::from)
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.finish().map(|_| ()).map_err(StoreError::from)
+    }
+}
+
+/// State owned by the writer thread.
+struct WriterThread {
+    path: PathBuf,
+    file: File,
+    offset: u64,
+    seq: u64,
+    raw: Vec<u8>,
+    count: u32,
+    min_ts: u64,
+    max_ts: u64,
+    oldest: Option<Instant>,
+    compressor: Option<zstd::bulk::Compressor<'static>>,
+    options: WriterOptions,
+    stats: Arc<SharedStats>,
+}
+
+impl WriterThread {
+    /// Runs until closed or until the file fails; returns the failure.
+    fn run(&mut self, rx: Receiver<Command>) -> Result<(), String> {
+        loop {
+            let command = match self.oldest {
+                Some(oldest) => {
+                    let due =
+                        (oldest + self.options.block_age).saturating_duration_since(Instant::now());
+                    match rx.recv_timeout(due) {
+                        Ok(command) => command,
+                        Err(RecvTimeoutError::Timeout) => {
+                            self.seal()?;
+                            continue;
+                        }
+                        Err(RecvTimeoutError::Disconnected) => return self.seal(),
+                    }
+                }
+                None => match rx.recv() {
+                    Ok(command) => command,
+                    Err(_) => return Ok(()),
+                },
+            };
+            match command {
+                Command::Record {
+                    bytes,
+                    recorded_at_ns,
+                } => self.add(&bytes, recorded_at_ns)?,
+                Command::Sync(reply) => {
+                    let result = self.seal().and_then(|()| self.fsync());
+                    let failed = result.clone().err();
+                    let _ = reply.send(result);
+                    if let Some(message) = failed {
+                        return Err(message);
+                    }
+                }
+                Command::Close(reply) => {
+                    let result = self.seal().and_then(|()| self.fsync());
+                    let _ = reply.send(result.clone());
+                    return result;
+                }
+            }
+        }
+    }
+
+    fn add(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), String> {
+        if self.count > 0 && self.raw.len() + record.len() > self.options.block_bytes {
+            self.seal()?;
+        }
+        self.raw.extend_from_slice(record);
+        self.count += 1;
+        self.min_ts = self.min_ts.min(recorded_at_ns);
+        self.max_ts = self.max_ts.max(recorded_at_ns);
+        if self.oldest.is_none() {
+            self.oldest = Some(Instant::now());
+        }
+        if self.raw.len() >= self.options.block_bytes {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    fn seal(&mut self) -> Result<(), String> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let compressed = self
+            .compressor
+            .as_mut()
+            .and_then(|c| c.compress(&self.raw).ok());
+        let (codec, payload) = match &compressed {
+            Some(bytes) if bytes.len() < self.raw.len() => (Codec::Zstd, bytes.as_slice()),
+            _ => (Codec::None, self.raw.as_slice()),
+        };
+        let header = BlockHeader {
+            codec,
+            seq: self.seq,
+            offset: self.offset,
+            payload_len: payload.len() as u32,
+            raw_len: self.raw.len() as u32,
+            count: self.count,
+            payload_crc: crc32c::crc32c(payload),
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+        };
+        let mut block = Vec::with_capacity(crate::format::BLOCK_HEADER_LEN + payload.len());
+        block.extend_from_slice(&header.encode());
+        block.extend_from_slice(payload);
+        self.file
+            .write_all(&block)
+            .map_err(|e| TapeError::io(&self.path, "cannot write", e).to_string())?;
+        self.offset += block.len() as u64;
+        self.seq += 1;
+        self.stats
+            .records
+            .fetch_add(u64::from(self.count), Ordering::Relaxed);
+        self.stats.blocks.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .file_bytes
+            .fetch_add(block.len() as u64, Ordering::Relaxed);
+        self.stats
+            .raw_bytes
+            .fetch_add(self.raw.len() as u64, Ordering::Relaxed);
+        self.raw.clear();
+        self.count = 0;
+        self.min_ts = u64::MAX;
+        self.max_ts = 0;
+        self.oldest = None;
+        Ok(())
+    }
+
+    fn fsync(&mut self) -> Result<(), String> {
+        self.file
+            .sync_data()
+            .map_err(|e| TapeError::io(&self.path, "cannot sync", e).to_string())
+    }
+}

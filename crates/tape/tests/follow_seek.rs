@@ -1,0 +1,154 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure with a message
+//! Following a tape being written, and skipping to a time.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reprise_tape::{Follow, ReaderOptions, TapeReader, TapeWriter, WriterOptions};
+
+#[test]
+fn follow_sees_records_as_they_are_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.tape");
+    let options = WriterOptions {
+        block_age: Duration::from_millis(10),
+        ..WriterOptions::default()
+    };
+    let mut writer = TapeWriter::create(&path, options).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let follow = Follow {
+        poll: Duration::from_millis(5),
+        stop: Arc::clone(&stop),
+    };
+    let reader_path = path.clone();
+    let reader = std::thread::spawn(move || {
+        let mut reader = TapeReader::open_with(
+            &reader_path,
+            ReaderOptions {
+                follow: Some(follow),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        while let Some(item) = reader.next_exchange() {
+            seen.push(item.unwrap());
+        }
+        seen
+    });
+    for i in 0..50 {
+        writer.write(&common::exchange(i, 100)).unwrap();
+        if i % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(15));
+        }
+    }
+    writer.sync().unwrap();
+    // Give the follower time to pick up the last block, then stop it.
+    std::thread::sleep(Duration::from_millis(100));
+    stop.store(true, Ordering::Relaxed);
+    let started = Instant::now();
+    let seen = reader.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "follower stops promptly"
+    );
+    assert_eq!(
+        seen,
+        (0..50)
+            .map(|i| common::exchange(i, 100))
+            .collect::<Vec<_>>()
+    );
+    writer.finish().unwrap();
+}
+
+#[test]
+fn follow_waits_for_a_header_and_block_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source.tape");
+    let mut writer = TapeWriter::create(&source, WriterOptions::default()).unwrap();
+    writer.write(&common::exchange(1, 1)).unwrap();
+    writer.finish().unwrap();
+    let bytes = std::fs::read(&source).unwrap();
+
+    // The followed file grows in pieces: part of the header, then part of
+    // the block, then the rest, the way a slow writer would leave it.
+    let path = dir.path().join("live.tape");
+    std::fs::write(&path, &bytes[..10]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let follow = Follow {
+        poll: Duration::from_millis(5),
+        stop: Arc::clone(&stop),
+    };
+    let reader_path = path.clone();
+    let reader = std::thread::spawn(move || {
+        let reader = TapeReader::open_with(
+            &reader_path,
+            ReaderOptions {
+                follow: Some(follow),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        reader.map(|r| r.unwrap()).collect::<Vec<_>>()
+    });
+    let append = |range: std::ops::Range<usize>| {
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(&bytes[range]).unwrap();
+    };
+    std::thread::sleep(Duration::from_millis(30));
+    append(10..60);
+    std::thread::sleep(Duration::from_millis(30));
+    append(60..bytes.len());
+    std::thread::sleep(Duration::from_millis(60));
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(reader.join().unwrap(), vec![common::exchange(1, 1)]);
+}
+
+#[test]
+fn time_window_skips_blocks_by_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(
+        &path,
+        WriterOptions {
+            block_bytes: 1024,
+            ..WriterOptions::default()
+        },
+    )
+    .unwrap();
+    for i in 0..200 {
+        writer.write(&common::exchange(i, 200)).unwrap();
+    }
+    writer.finish().unwrap();
+    // exchange(i) is recorded at 1e9 + i * 1000.
+    let since = 1_000_000_000 + 150 * 1000;
+    let until = 1_000_000_000 + 160 * 1000;
+    let mut reader = TapeReader::open_with(
+        &path,
+        ReaderOptions {
+            since_ns: Some(since),
+            until_ns: Some(until),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let got: Vec<_> = reader.by_ref().map(|r| r.unwrap()).collect();
+    assert_eq!(
+        got,
+        (150..160)
+            .map(|i| common::exchange(i, 200))
+            .collect::<Vec<_>>()
+    );
+    let stats = reader.stats();
+    assert!(
+        stats.blocks_skipped > stats.blocks * 5,
+        "most blocks skipped unread: {stats:?}"
+    );
+}

@@ -1,0 +1,158 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a panic is a failure with a message
+//! Whatever is written is read back identical, across block boundaries and
+//! after `sync()`.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+
+use proptest::prelude::*;
+use reprise_model::Sink;
+use reprise_tape::{TapeReader, TapeWriter, WriterOptions, block_index};
+
+fn small_blocks() -> WriterOptions {
+    WriterOptions {
+        block_bytes: 2048,
+        ..WriterOptions::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn written_then_read_is_identical(
+        exchanges in proptest::collection::vec(common::arb_exchange(), 0..60),
+        sync_every in 1usize..20,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tape");
+        let mut writer = TapeWriter::create(&path, small_blocks()).unwrap();
+        for (i, exchange) in exchanges.iter().enumerate() {
+            writer.write(exchange).unwrap();
+            if i % sync_every == 0 {
+                writer.sync().unwrap();
+                // After sync everything so far is on disk and readable.
+                let (read, damage) = common::read_all(&path);
+                prop_assert!(damage.is_empty());
+                prop_assert_eq!(&read[..], &exchanges[..=i]);
+            }
+        }
+        writer.finish().unwrap();
+        let (read, damage) = common::read_all(&path);
+        prop_assert!(damage.is_empty());
+        prop_assert_eq!(read, exchanges);
+    }
+}
+
+#[test]
+fn blocks_seal_on_size_and_carry_their_time_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, small_blocks()).unwrap();
+    for i in 0..100 {
+        writer.write(&common::exchange(i, 300)).unwrap();
+    }
+    let stats = writer.finish().unwrap();
+    assert_eq!(stats.records, 100);
+    let (blocks, damage) = block_index(&path).unwrap();
+    assert!(damage.is_empty());
+    assert_eq!(blocks.len() as u64, stats.blocks);
+    assert!(blocks.len() > 10, "2 KiB blocks: {} blocks", blocks.len());
+    assert_eq!(blocks.iter().map(|b| u64::from(b.count)).sum::<u64>(), 100);
+    for (i, block) in blocks.iter().enumerate() {
+        assert_eq!(block.seq, i as u64);
+        assert!(block.min_ts <= block.max_ts);
+    }
+    assert!(blocks.windows(2).all(|w| w[0].max_ts < w[1].min_ts));
+}
+
+#[test]
+fn blocks_seal_on_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let options = WriterOptions {
+        block_age: std::time::Duration::from_millis(20),
+        ..WriterOptions::default()
+    };
+    let mut writer = TapeWriter::create(&path, options).unwrap();
+    writer.write(&common::exchange(1, 10)).unwrap();
+    // No sync: the age bound alone must seal and write the block.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (read, _) = common::read_all(&path);
+        if read.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "block never sealed by age"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    writer.finish().unwrap();
+}
+
+#[test]
+fn new_tapes_are_private_and_not_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, WriterOptions::default()).unwrap();
+    writer.finish().unwrap();
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let err = TapeWriter::create(&path, WriterOptions::default())
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "tape {}: already exists (append to it, or choose another path)",
+            path.display()
+        )
+    );
+}
+
+#[test]
+fn append_continues_the_tape() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, small_blocks()).unwrap();
+    for i in 0..30 {
+        writer.write(&common::exchange(i, 200)).unwrap();
+    }
+    writer.finish().unwrap();
+    let (mut writer, report) = TapeWriter::open(&path, small_blocks()).unwrap();
+    assert!(report.cut.is_none());
+    assert!(report.blocks > 0);
+    for i in 30..60 {
+        Sink::append(&mut writer, common::exchange(i, 200)).unwrap();
+    }
+    Sink::close(&mut writer).unwrap();
+    let (read, damage) = common::read_all(&path);
+    assert!(damage.is_empty());
+    assert_eq!(
+        read,
+        (0..60)
+            .map(|i| common::exchange(i, 200))
+            .collect::<Vec<_>>()
+    );
+    let (blocks, _) = block_index(&path).unwrap();
+    assert!(
+        blocks.iter().enumerate().all(|(i, b)| b.seq == i as u64),
+        "indexes continue"
+    );
+}
+
+#[test]
+fn reader_is_a_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, WriterOptions::default()).unwrap();
+    for i in 0..5 {
+        writer.write(&common::exchange(i, 10)).unwrap();
+    }
+    writer.finish().unwrap();
+    let source: Box<dyn reprise_model::Source> = Box::new(TapeReader::open(&path).unwrap());
+    assert_eq!(source.filter_map(Result::ok).count(), 5);
+}
