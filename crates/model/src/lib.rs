@@ -36,6 +36,12 @@ pub use store::{MemorySink, MemorySource, Sink, Source, StoreError};
 /// Version of the record schema (`reprise.v1`) this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// Revision of `reprise.v1` this build knows: bumped each time fields are
+/// added to the schema. A record written by a build of this revision or an
+/// older one holds no field this build does not know, so stores that note
+/// the writer's revision can decode it with [`codec::decode_known`].
+pub const SCHEMA_REVISION: u16 = 1;
+
 /// The compiled schema as an encoded `FileDescriptorSet`, for tools that
 /// decode records dynamically.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/reprise_v1.fds"));

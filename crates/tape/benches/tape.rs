@@ -14,6 +14,10 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use reprise_model::{Exchange, Header, Protocol, Request, Response};
 use reprise_tape::{TapeReader, TapeWriter, WriterOptions};
 
+// The `reprise` binary uses mimalloc; measure the library as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXCHANGES: usize = 20_000;
 
 fn json_body(seed: usize, len: usize) -> Vec<u8> {

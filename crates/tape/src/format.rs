@@ -126,6 +126,12 @@ pub struct BlockHeader {
     pub count: u32,
     /// crc32c of the stored payload.
     pub payload_crc: u32,
+    /// Schema revision of the build that wrote the block
+    /// ([`reprise_model::SCHEMA_REVISION`]).
+    pub schema_rev: u16,
+    /// Some record of the block carries fields its writer did not know (read
+    /// from a newer recording and written back).
+    pub carries_unknown: bool,
     /// Earliest `recorded_at_ns` of the block's records.
     pub min_ts: u64,
     /// Latest `recorded_at_ns` of the block's records.
@@ -138,6 +144,8 @@ impl BlockHeader {
         let mut out = [0u8; BLOCK_HEADER_LEN];
         out[0..4].copy_from_slice(&BLOCK_MAGIC);
         out[4] = self.codec as u8;
+        out[5..7].copy_from_slice(&self.schema_rev.to_le_bytes());
+        out[7] = u8::from(self.carries_unknown);
         out[8..16].copy_from_slice(&self.seq.to_le_bytes());
         out[16..24].copy_from_slice(&self.offset.to_le_bytes());
         out[24..28].copy_from_slice(&self.payload_len.to_le_bytes());
@@ -161,6 +169,8 @@ impl BlockHeader {
         }
         let header = BlockHeader {
             codec: Codec::from_byte(bytes[4])?,
+            schema_rev: le_u16(&bytes[5..7]),
+            carries_unknown: bytes[7] & 1 != 0,
             seq: le_u64(&bytes[8..16]),
             offset: le_u64(&bytes[16..24]),
             payload_len: le_u32(&bytes[24..28]),
@@ -172,6 +182,12 @@ impl BlockHeader {
         };
         let sane = header.payload_len <= MAX_BLOCK_PAYLOAD && header.raw_len <= MAX_BLOCK_PAYLOAD;
         sane.then_some(header)
+    }
+
+    /// Whether every record of this block holds only fields this build
+    /// knows, so decoding can skip the unknown-field check.
+    pub fn only_known_fields(&self) -> bool {
+        !self.carries_unknown && self.schema_rev <= reprise_model::SCHEMA_REVISION
     }
 
     /// Offset just past this block.
@@ -207,6 +223,8 @@ mod tests {
             raw_len: 400,
             count: 7,
             payload_crc: 0xdead_beef,
+            schema_rev: 1,
+            carries_unknown: true,
             min_ts: 10,
             max_ts: 20,
         }

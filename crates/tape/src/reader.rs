@@ -232,7 +232,12 @@ impl TapeReader {
             .ok_or_else(|| "record length runs past the block".to_string())
             .and_then(|len| {
                 let record = self.block.split_to(len);
-                reprise_model::codec::decode_bytes(record).map_err(|e| e.to_string())
+                let decoded = if header.only_known_fields() {
+                    reprise_model::codec::decode_known(record)
+                } else {
+                    reprise_model::codec::decode_bytes(record)
+                };
+                decoded.map_err(|e| e.to_string())
             });
         match decoded {
             Ok(exchange) => {

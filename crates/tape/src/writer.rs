@@ -65,7 +65,11 @@ struct SharedStats {
 }
 
 enum Command {
-    Record { bytes: Vec<u8>, recorded_at_ns: u64 },
+    Record {
+        bytes: Vec<u8>,
+        recorded_at_ns: u64,
+        carries_unknown: bool,
+    },
     Sync(SyncSender<Result<(), String>>),
     Close(SyncSender<Result<(), String>>),
 }
@@ -169,6 +173,7 @@ impl TapeWriter {
             seq,
             raw: Vec::with_capacity(options.block_bytes + 4096),
             count: 0,
+            carries_unknown: false,
             min_ts: u64::MAX,
             max_ts: 0,
             oldest: None,
@@ -249,11 +254,12 @@ impl TapeWriter {
         prost::encoding::encode_varint(len as u64, &mut bytes);
         reprise_model::encode(exchange, &mut bytes);
         let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
-        tx.send(Command::Record {
+        let record = Command::Record {
             bytes,
             recorded_at_ns: exchange.recorded_at_ns,
-        })
-        .map_err(|_| self.closed())
+            carries_unknown: exchange.unknown_fields.is_some(),
+        };
+        tx.send(record).map_err(|_| self.closed())
     }
 
     /// Seals the current block and fsyncs: everything written so far is
@@ -321,6 +327,7 @@ struct WriterThread {
     seq: u64,
     raw: Vec<u8>,
     count: u32,
+    carries_unknown: bool,
     min_ts: u64,
     max_ts: u64,
     oldest: Option<Instant>,
@@ -355,7 +362,8 @@ impl WriterThread {
                 Command::Record {
                     bytes,
                     recorded_at_ns,
-                } => self.add(&bytes, recorded_at_ns)?,
+                    carries_unknown,
+                } => self.add(&bytes, recorded_at_ns, carries_unknown)?,
                 Command::Sync(reply) => {
                     let result = self.seal().and_then(|()| self.fsync());
                     let failed = result.clone().err();
@@ -373,12 +381,18 @@ impl WriterThread {
         }
     }
 
-    fn add(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), String> {
+    fn add(
+        &mut self,
+        record: &[u8],
+        recorded_at_ns: u64,
+        carries_unknown: bool,
+    ) -> Result<(), String> {
         if self.count > 0 && self.raw.len() + record.len() > self.options.block_bytes {
             self.seal()?;
         }
         self.raw.extend_from_slice(record);
         self.count += 1;
+        self.carries_unknown |= carries_unknown;
         self.min_ts = self.min_ts.min(recorded_at_ns);
         self.max_ts = self.max_ts.max(recorded_at_ns);
         if self.oldest.is_none() {
@@ -410,6 +424,8 @@ impl WriterThread {
             raw_len: self.raw.len() as u32,
             count: self.count,
             payload_crc: crc32c::crc32c(payload),
+            schema_rev: reprise_model::SCHEMA_REVISION,
+            carries_unknown: self.carries_unknown,
             min_ts: self.min_ts,
             max_ts: self.max_ts,
         };
@@ -433,6 +449,7 @@ impl WriterThread {
             .fetch_add(self.raw.len() as u64, Ordering::Relaxed);
         self.raw.clear();
         self.count = 0;
+        self.carries_unknown = false;
         self.min_ts = u64::MAX;
         self.max_ts = 0;
         self.oldest = None;

@@ -156,3 +156,73 @@ fn reader_is_a_source() {
     let source: Box<dyn reprise_model::Source> = Box::new(TapeReader::open(&path).unwrap());
     assert_eq!(source.filter_map(Result::ok).count(), 5);
 }
+
+/// A record as a newer reprise would write it: a known exchange plus a
+/// field this build does not know (number 99, a string).
+fn newer_record() -> Vec<u8> {
+    let mut bytes = reprise_model::codec::encode_to_vec(&common::exchange(7, 20));
+    prost::encoding::encode_key(99, prost::encoding::WireType::LengthDelimited, &mut bytes);
+    prost::encoding::encode_varint(6, &mut bytes);
+    bytes.extend_from_slice(b"future");
+    bytes
+}
+
+#[test]
+fn unknown_fields_survive_a_tape_round_trip() {
+    let newer = reprise_model::decode(&newer_record()).unwrap();
+    assert!(newer.unknown_fields.is_some());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, WriterOptions::default()).unwrap();
+    writer.write(&newer).unwrap();
+    writer.write(&common::exchange(8, 20)).unwrap();
+    writer.finish().unwrap();
+    let (blocks, _) = block_index(&path).unwrap();
+    assert!(
+        blocks[0].carries_unknown,
+        "the block says it carries unknown fields"
+    );
+    let (read, _) = common::read_all(&path);
+    assert_eq!(read[0], newer);
+    assert_eq!(
+        reprise_model::codec::encode_to_vec(&read[0]),
+        newer_record()
+    );
+}
+
+#[test]
+fn blocks_of_a_newer_revision_are_checked_for_unknown_fields() {
+    use reprise_tape::format::{BlockHeader, Codec, FILE_HEADER_LEN, FileHeader};
+    let record = newer_record();
+    let mut raw = Vec::new();
+    prost::encoding::encode_varint(record.len() as u64, &mut raw);
+    raw.extend_from_slice(&record);
+    let header = BlockHeader {
+        codec: Codec::None,
+        seq: 0,
+        offset: FILE_HEADER_LEN as u64,
+        payload_len: raw.len() as u32,
+        raw_len: raw.len() as u32,
+        count: 1,
+        payload_crc: crc32c::crc32c(&raw),
+        schema_rev: reprise_model::SCHEMA_REVISION + 1,
+        carries_unknown: false,
+        min_ts: 0,
+        max_ts: 0,
+    };
+    let mut file = FileHeader {
+        format_version: 1,
+        schema_version: 1,
+        created_at_ns: 0,
+    }
+    .encode()
+    .to_vec();
+    file.extend_from_slice(&header.encode());
+    file.extend_from_slice(&raw);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("newer.tape");
+    std::fs::write(&path, &file).unwrap();
+    let (read, damage) = common::read_all(&path);
+    assert!(damage.is_empty());
+    assert_eq!(reprise_model::codec::encode_to_vec(&read[0]), record);
+}
