@@ -17,6 +17,7 @@ mod exchange;
 pub mod id;
 pub mod select;
 pub mod store;
+pub mod synthetic;
 pub mod time;
 
 /// Generated protobuf types of `reprise.v1`.
