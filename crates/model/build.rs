@@ -21,7 +21,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     let mut config = prost_build::Config::new();
-    config.bytes(["."]);
+    // Bodies and messages share the buffer they were decoded from; small
+    // fields (ids, header values) are cheaper copied than reference-counted.
+    config.bytes([
+        ".reprise.v1.Request.body",
+        ".reprise.v1.Response.body",
+        ".reprise.v1.StreamMessage.data",
+        ".reprise.v1.UnknownFields.fields",
+    ]);
     config.compile_fds(fds)?;
     Ok(())
 }

@@ -37,7 +37,7 @@ impl Header {
     pub fn new(name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {
         Header {
             name: name.into(),
-            value: bytes::Bytes::copy_from_slice(value.as_ref()),
+            value: value.as_ref().to_vec(),
         }
     }
 }

@@ -4,11 +4,9 @@
 //! timestamp then random bits, so they sort roughly by time and sampling
 //! decisions taken from them are uniform.
 
-use bytes::Bytes;
-
 /// A new, time-ordered, random exchange id (16 bytes).
-pub fn new_id() -> Bytes {
-    Bytes::copy_from_slice(uuid::Uuid::now_v7().as_bytes())
+pub fn new_id() -> Vec<u8> {
+    uuid::Uuid::now_v7().as_bytes().to_vec()
 }
 
 /// Parses the hex form of an id (any even length up to 64 hex digits).

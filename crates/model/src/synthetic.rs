@@ -97,4 +97,3 @@ pub fn realistic(i: usize) -> Exchange {
         ..Default::default()
     }
 }
-

@@ -21,6 +21,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         i += 1;
     }
     let stats = writer.finish()?;
-    println!("{out}: {i} exchanges, {} MiB raw, {} MiB on disk", stats.raw_bytes >> 20, stats.file_bytes >> 20);
+    println!(
+        "{out}: {i} exchanges, {} MiB raw, {} MiB on disk",
+        stats.raw_bytes >> 20,
+        stats.file_bytes >> 20
+    );
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
@@ -73,25 +73,102 @@ pub struct ReadStats {
     pub damaged_bytes: u64,
 }
 
+/// What the reader gets next: a step of the walk, or the records of a
+/// block already decoded by the read-ahead thread.
+enum Ahead {
+    Step(Result<Step, TapeError>),
+    Decoded(Vec<Result<Exchange, Damage>>),
+}
+
 /// Where the reader gets its blocks: the walk itself, or a read-ahead
 /// thread running it.
 enum Blocks {
     Inline(Box<Walker>),
     Ahead {
-        steps: Receiver<Result<Step, TapeError>>,
+        items: Receiver<Ahead>,
         abandoned: Arc<AtomicBool>,
     },
 }
 
 impl Blocks {
-    fn next(&mut self) -> Result<Step, TapeError> {
+    fn next(&mut self) -> Ahead {
         match self {
-            Blocks::Inline(walker) => walker.next_step(),
+            Blocks::Inline(walker) => Ahead::Step(walker.next_step()),
             // The thread ends after sending End or an error; a closed
             // channel means the same.
-            Blocks::Ahead { steps, .. } => steps.recv().unwrap_or(Ok(Step::End)),
+            Blocks::Ahead { items, .. } => items.recv().unwrap_or(Ahead::Step(Ok(Step::End))),
         }
     }
+}
+
+/// The records of one block, decoded one at a time.
+struct BlockRecords {
+    header: BlockHeader,
+    bytes: Bytes,
+    left: u32,
+}
+
+impl BlockRecords {
+    fn new(header: BlockHeader, bytes: Bytes) -> Self {
+        BlockRecords {
+            header,
+            bytes,
+            left: header.count,
+        }
+    }
+
+    /// The next exchange; damage when the rest of the block does not
+    /// decode (the block then ends); `None` when done.
+    fn next(&mut self) -> Option<Result<Exchange, Damage>> {
+        if self.left == 0 {
+            if self.bytes.has_remaining() {
+                return Some(Err(self.give_up("bytes left after the last record".into())));
+            }
+            return None;
+        }
+        let header = self.header;
+        let decoded = prost::encoding::decode_varint(&mut self.bytes)
+            .ok()
+            .and_then(|len| usize::try_from(len).ok())
+            .filter(|len| *len <= self.bytes.remaining())
+            .ok_or_else(|| "record length runs past the block".to_string())
+            .and_then(|len| {
+                let record = self.bytes.split_to(len);
+                let decoded = if header.only_known_fields() {
+                    reprise_model::codec::decode_known(record)
+                } else {
+                    reprise_model::codec::decode_bytes(record)
+                };
+                decoded.map_err(|e| e.to_string())
+            });
+        Some(match decoded {
+            Ok(exchange) => {
+                self.left -= 1;
+                Ok(exchange)
+            }
+            Err(why) => Err(self.give_up(why)),
+        })
+    }
+
+    fn give_up(&mut self, why: String) -> Damage {
+        self.left = 0;
+        self.bytes = Bytes::new();
+        Damage {
+            first_block: self.header.seq,
+            last_block: self.header.seq,
+            to_end: false,
+            offset: self.header.offset,
+            len: self.header.end() - self.header.offset,
+            kind: DamageKind::BadPayload(why),
+        }
+    }
+}
+
+/// The block being read.
+enum Current {
+    None,
+    Raw(BlockRecords),
+    Decoded(std::vec::IntoIter<Result<Exchange, Damage>>),
 }
 
 /// Reads exchanges from a tape file in order. An iterator of
@@ -101,9 +178,7 @@ pub struct TapeReader {
     path: PathBuf,
     header: Option<FileHeader>,
     blocks: Blocks,
-    block: Bytes,
-    block_left: u32,
-    block_header: Option<BlockHeader>,
+    current: Current,
     pending: VecDeque<Damage>,
     damage: Vec<Damage>,
     since_ns: Option<u64>,
@@ -134,9 +209,7 @@ impl TapeReader {
             path: path.to_path_buf(),
             header,
             blocks,
-            block: Bytes::new(),
-            block_left: 0,
-            block_header: None,
+            current: Current::None,
             pending: VecDeque::new(),
             damage: Vec::new(),
             since_ns: options.since_ns,
@@ -180,29 +253,39 @@ impl TapeReader {
                     damage,
                 }));
             }
-            if self.block_left > 0 {
-                match self.next_record() {
-                    Some(exchange) if self.in_window(&exchange) => {
-                        self.stats.exchanges += 1;
-                        return Some(Ok(exchange));
-                    }
-                    _ => continue,
+            let record = match &mut self.current {
+                Current::None => None,
+                Current::Raw(records) => records.next(),
+                Current::Decoded(records) => records.next(),
+            };
+            match record {
+                Some(Ok(exchange)) if self.in_window(&exchange) => {
+                    self.stats.exchanges += 1;
+                    return Some(Ok(exchange));
                 }
+                Some(Ok(_)) => continue,
+                Some(Err(damage)) => {
+                    self.record_damage(damage);
+                    continue;
+                }
+                None => self.current = Current::None,
             }
             if self.finished {
                 return None;
             }
             match self.blocks.next() {
-                Ok(Step::Block(header, Some(records))) => {
+                Ahead::Decoded(records) => {
                     self.stats.blocks += 1;
-                    self.block = records;
-                    self.block_left = header.count;
-                    self.block_header = Some(header);
+                    self.current = Current::Decoded(records.into_iter());
                 }
-                Ok(Step::Block(_, None)) => self.stats.blocks_skipped += 1,
-                Ok(Step::Damage(damage)) => self.record_damage(damage),
-                Ok(Step::End) => self.finished = true,
-                Err(error) => {
+                Ahead::Step(Ok(Step::Block(header, Some(records)))) => {
+                    self.stats.blocks += 1;
+                    self.current = Current::Raw(BlockRecords::new(header, records));
+                }
+                Ahead::Step(Ok(Step::Block(_, None))) => self.stats.blocks_skipped += 1,
+                Ahead::Step(Ok(Step::Damage(damage))) => self.record_damage(damage),
+                Ahead::Step(Ok(Step::End)) => self.finished = true,
+                Ahead::Step(Err(error)) => {
                     self.finished = true;
                     return Some(Err(error));
                 }
@@ -220,57 +303,15 @@ impl TapeReader {
         let t = exchange.recorded_at_ns;
         !(self.since_ns.is_some_and(|s| t < s) || self.until_ns.is_some_and(|u| t >= u))
     }
-
-    /// Decodes the next record of the current block. A record that does not
-    /// decode ends the block with a damage report.
-    fn next_record(&mut self) -> Option<Exchange> {
-        let header = self.block_header?;
-        let decoded = prost::encoding::decode_varint(&mut self.block)
-            .ok()
-            .and_then(|len| usize::try_from(len).ok())
-            .filter(|len| *len <= self.block.remaining())
-            .ok_or_else(|| "record length runs past the block".to_string())
-            .and_then(|len| {
-                let record = self.block.split_to(len);
-                let decoded = if header.only_known_fields() {
-                    reprise_model::codec::decode_known(record)
-                } else {
-                    reprise_model::codec::decode_bytes(record)
-                };
-                decoded.map_err(|e| e.to_string())
-            });
-        match decoded {
-            Ok(exchange) => {
-                self.block_left -= 1;
-                if self.block_left == 0 && self.block.has_remaining() {
-                    self.block_damage(header, "bytes left after the last record".into());
-                }
-                Some(exchange)
-            }
-            Err(why) => {
-                self.block_damage(header, why);
-                None
-            }
-        }
-    }
-
-    fn block_damage(&mut self, header: BlockHeader, why: String) {
-        self.block_left = 0;
-        self.block = Bytes::new();
-        self.record_damage(Damage {
-            first_block: header.seq,
-            last_block: header.seq,
-            to_end: false,
-            offset: header.offset,
-            len: header.end() - header.offset,
-            kind: DamageKind::BadPayload(why),
-        });
-    }
 }
 
+/// Runs the walk on its own thread, two items ahead of the reader. When
+/// the reader is behind (the channel is full), the thread decodes the
+/// block's records itself instead of waiting, so both cores stay busy
+/// whichever side is slower.
 fn spawn_read_ahead(mut walker: Walker) -> Blocks {
     let abandoned = Arc::clone(&walker.abandoned);
-    // Two blocks in flight: one being decoded, one ready.
+    let path = walker.path.clone();
     let (tx, rx) = sync_channel(2);
     let spawned = std::thread::Builder::new()
         .name("reprise-tape-read-ahead".into())
@@ -278,27 +319,37 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
             loop {
                 let step = walker.next_step();
                 let last = matches!(step, Ok(Step::End) | Err(_));
-                if tx.send(step).is_err() || last {
+                let sent = match tx.try_send(Ahead::Step(step)) {
+                    Ok(()) => true,
+                    Err(TrySendError::Full(Ahead::Step(Ok(Step::Block(header, Some(bytes)))))) => {
+                        let mut records = BlockRecords::new(header, bytes);
+                        let decoded: Vec<_> = std::iter::from_fn(|| records.next()).collect();
+                        tx.send(Ahead::Decoded(decoded)).is_ok()
+                    }
+                    Err(TrySendError::Full(item)) => tx.send(item).is_ok(),
+                    Err(TrySendError::Disconnected(_)) => false,
+                };
+                if !sent || last {
                     return;
                 }
             }
         });
     match spawned {
         Ok(_) => Blocks::Ahead {
-            steps: rx,
+            items: rx,
             abandoned,
         },
         // No thread to be had: report it as the tape's error rather than
         // silently reading nothing.
         Err(e) => {
             let (tx, rx) = sync_channel(1);
-            let _ = tx.send(Err(TapeError::Io {
-                path: PathBuf::new(),
+            let _ = tx.send(Ahead::Step(Err(TapeError::Io {
+                path,
                 action: "cannot start the read-ahead thread",
                 source: e,
-            }));
+            })));
             Blocks::Ahead {
-                steps: rx,
+                items: rx,
                 abandoned,
             }
         }

@@ -40,6 +40,7 @@ pub(crate) struct Walker {
     pub(crate) abandoned: Arc<AtomicBool>,
     decompress: bool,
     decompressor: Option<zstd::bulk::Decompressor<'static>>,
+    payload: Vec<u8>,
 }
 
 /// What a raw look at `offset` found.
@@ -72,6 +73,7 @@ impl Walker {
             abandoned: Arc::new(AtomicBool::new(false)),
             decompress,
             decompressor: zstd::bulk::Decompressor::new().ok(),
+            payload: Vec::new(),
         };
         loop {
             let mut buf = [0u8; FILE_HEADER_LEN];
@@ -200,17 +202,30 @@ impl Walker {
             self.advance_past(&header);
             return Ok(Look::Step(Step::Block(header, None)));
         }
-        let mut payload = vec![0u8; header.payload_len as usize];
-        let got = self.read_at(&mut payload, self.offset + BLOCK_HEADER_LEN as u64)?;
+        // One buffer for every payload: fresh pages for each block would be
+        // zeroed by the kernel first, a measurable part of a scan.
+        let mut payload = std::mem::take(&mut self.payload);
+        payload.resize(header.payload_len as usize, 0);
+        let got = self.read_at(&mut payload, self.offset + BLOCK_HEADER_LEN as u64);
+        let got = match got {
+            Ok(got) => got,
+            Err(e) => {
+                self.payload = payload;
+                return Err(e);
+            }
+        };
         if got < payload.len() {
             // The file shrank under us: what is left is a torn tail.
+            self.payload = payload;
             return Ok(self.damage_to(file_len, DamageKind::TornTail, header.seq));
         }
         if crc32c::crc32c(&payload) != header.payload_crc {
+            self.payload = payload;
             return Ok(self.damage_to(header.end(), DamageKind::BadChecksum, header.seq));
         }
         self.advance_past(&header);
         if !self.decompress {
+            self.payload = payload;
             return Ok(Look::Step(Step::Block(header, None)));
         }
         Ok(Look::Step(match self.decompressed(&header, payload) {
@@ -241,9 +256,9 @@ impl Walker {
             Codec::None => Ok(Bytes::from(payload)),
             Codec::Zstd => {
                 let decompressor = self.decompressor.as_mut().ok_or("no zstd decompressor")?;
-                let raw = decompressor
-                    .decompress(&payload, header.raw_len as usize)
-                    .map_err(|e| format!("zstd: {e}"))?;
+                let raw = decompressor.decompress(&payload, header.raw_len as usize);
+                self.payload = payload;
+                let raw = raw.map_err(|e| format!("zstd: {e}"))?;
                 if raw.len() != header.raw_len as usize {
                     return Err(format!(
                         "{} bytes once decompressed, header says {}",

@@ -7,7 +7,7 @@ use reprise_model::{Exchange, Header, Protocol, Request, Response, StreamMessage
 /// A small but complete exchange; `i` makes it unique and sets its time.
 pub fn exchange(i: u64, body_len: usize) -> Exchange {
     Exchange {
-        id: i.to_be_bytes().repeat(2).into(),
+        id: i.to_be_bytes().repeat(2),
         recorded_at_ns: 1_000_000_000 + i * 1_000,
         duration_ns: 500 + i,
         protocol: Protocol::Http11 as i32,
@@ -63,7 +63,7 @@ pub fn arb_exchange() -> impl Strategy<Value = Exchange> {
     )
         .prop_map(
             |(id, at, dur, proto, method, path, headers, body, response, messages)| Exchange {
-                id: id.into(),
+                id,
                 recorded_at_ns: at,
                 duration_ns: dur,
                 protocol: proto,
