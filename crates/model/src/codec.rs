@@ -327,7 +327,7 @@ mod tests {
 
     fn sample() -> Exchange {
         Exchange {
-            id: vec![7; 16].into(),
+            id: vec![7; 16],
             recorded_at_ns: 1_700_000_000_000_000_000,
             duration_ns: 1_234_567,
             request: Some(Request {
