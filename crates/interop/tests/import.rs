@@ -1,0 +1,326 @@
+//! Importing real recordings made by other tools.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::path::PathBuf;
+
+use reprise_interop::{Format, ImportError, import_bytes, import_path};
+use reprise_model::{Exchange, HeaderList, MemorySink, Protocol};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn import(path: &std::path::Path) -> (reprise_interop::ImportReport, Vec<Exchange>) {
+    let mut sink = MemorySink::new();
+    let report = import_path(path, &mut sink).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (report, sink.exchanges())
+}
+
+#[test]
+fn real_goreplay_capture() {
+    let path = root().join("../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
+    let (report, exchanges) = import(&path);
+    assert_eq!(report.format, Format::Gor);
+    assert_eq!(report.exchanges, 101);
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    assert_eq!(exchanges.len(), 101);
+    assert!(
+        exchanges
+            .iter()
+            .all(|e| e.request.is_some() && e.response.is_none())
+    );
+    let methods = |m: &str| {
+        exchanges
+            .iter()
+            .filter(|e| e.request.as_ref().unwrap().method == m)
+            .count()
+    };
+    assert_eq!((methods("GET"), methods("POST")), (99, 2));
+
+    let first = &exchanges[0];
+    assert_eq!(
+        reprise_model::display_id(&first.id),
+        "b33c9c1a2bae6636d5389a1a47035170c58d367e"
+    );
+    assert_eq!(first.recorded_at_ns, 1_568_139_746_437_296_000);
+    let request = first.request.as_ref().unwrap();
+    assert_eq!(
+        (request.method.as_str(), request.path.as_str()),
+        ("GET", "/")
+    );
+    assert_eq!(request.authority, "localhost:3000");
+    assert_eq!(first.protocol(), Protocol::Http11);
+    let names: Vec<&str> = request
+        .headers
+        .iter()
+        .take(4)
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Host",
+            "Connection",
+            "Cache-Control",
+            "Upgrade-Insecure-Requests"
+        ]
+    );
+
+    for post in exchanges
+        .iter()
+        .filter(|e| e.request.as_ref().unwrap().method == "POST")
+    {
+        let request = post.request.as_ref().unwrap();
+        let declared: usize = request
+            .headers
+            .header_str("content-length")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(request.body.len(), declared, "POST {} body", request.path);
+        assert!(!request.body_truncated);
+    }
+}
+
+fn har_examples() -> Vec<PathBuf> {
+    let dir = root().join("target/har-examples/har");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} is missing: run scripts/fetch-har-examples.sh (scripts/test.sh does)",
+                dir.display()
+            )
+        })
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "har"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 20, "har-examples 5 ships 20 documents");
+    files
+}
+
+fn one(name: &str) -> Exchange {
+    let path = root()
+        .join("target/har-examples/har")
+        .join(format!("{name}.har"));
+    let (report, mut exchanges) = import(&path);
+    assert!(report.skipped.is_empty(), "{name}: {:?}", report.skipped);
+    assert_eq!(exchanges.len(), 1, "{name}");
+    exchanges.remove(0)
+}
+
+#[test]
+fn every_har_example_imports() {
+    for path in har_examples() {
+        let (report, exchanges) = import(&path);
+        assert_eq!(report.format, Format::Har);
+        assert!(
+            report.skipped.is_empty(),
+            "{}: {:?}",
+            path.display(),
+            report.skipped
+        );
+        assert!(!exchanges.is_empty(), "{}", path.display());
+        for exchange in &exchanges {
+            let request = exchange.request.as_ref().unwrap();
+            assert!(
+                !request.method.is_empty() && request.path.starts_with('/'),
+                "{}",
+                path.display()
+            );
+            assert_eq!(exchange.source.as_ref().unwrap().recorder, "import:har");
+        }
+    }
+}
+
+#[test]
+fn har_example_fields() {
+    let form = one("application-form-encoded");
+    assert_eq!(
+        &form.request.as_ref().unwrap().body[..],
+        b"foo=bar&hello=world"
+    );
+
+    let multipart = one("multipart-data");
+    let body = String::from_utf8(multipart.request.as_ref().unwrap().body.to_vec()).unwrap();
+    assert!(
+        body.contains("Content-Disposition: form-data; name=\"foo\"; filename=\"hello.txt\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("Content-Type: text/plain\r\n\r\nHello World\r\n"),
+        "{body}"
+    );
+
+    let png = one("image-png");
+    let response = png.response.as_ref().unwrap();
+    assert_eq!(response.status, 200);
+
+    let cookies = one("cookies");
+    let cookie = cookies
+        .request
+        .as_ref()
+        .unwrap()
+        .headers
+        .header_str("cookie");
+    assert!(cookie.is_some_and(|c| c.contains("foo=bar")), "{cookie:?}");
+
+    let query = one("query");
+    let path = &query.request.as_ref().unwrap().path;
+    assert!(
+        path.contains("foo=bar") && path.contains("foo=baz"),
+        "repeated keys kept: {path}"
+    );
+
+    let https = one("https");
+    assert_eq!(https.request.as_ref().unwrap().scheme, "https");
+
+    let full = one("full");
+    let request = full.request.as_ref().unwrap();
+    assert_eq!(request.method, "POST");
+    assert!(request.path.contains('?'), "{}", request.path);
+}
+
+#[test]
+fn ids_are_deterministic() {
+    let path = root().join("target/har-examples/har/full.har");
+    let (_, a) = import(&path);
+    let (_, b) = import(&path);
+    assert_eq!(a[0].id, b[0].id);
+    assert_eq!(a[0].id.len(), 16);
+}
+
+const BROWSER_HAR: &str = r#"{"log": {"version": "1.2", "creator": {"name": "WebInspector", "version": "537.36"},
+  "entries": [
+    {"startedDateTime": "2026-11-24T10:00:00.123456Z", "time": 12.5,
+     "request": {"method": "GET", "url": "https://api.example.test:8443/v1/items?id=3#frag", "httpVersion": "h2",
+                 "headers": [{"name": ":authority", "value": "api.example.test:8443"}, {"name": "accept", "value": "*/*"}],
+                 "queryString": [{"name": "id", "value": "3"}], "cookies": [], "headersSize": -1, "bodySize": 0},
+     "response": {"status": 200, "statusText": "", "httpVersion": "h2",
+                  "headers": [{"name": "content-type", "value": "image/png"}, {"name": "content-encoding", "value": "br"}],
+                  "content": {"size": 4, "mimeType": "image/png", "text": "iVBORw==", "encoding": "base64"},
+                  "redirectURL": "", "headersSize": -1, "bodySize": 3},
+     "timings": {"blocked": -1, "dns": -1, "connect": -1, "ssl": -1, "send": 0.1, "wait": 11.9, "receive": 0.5},
+     "serverIPAddress": "10.0.0.5", "connection": "4711", "_initiator": {"type": "script"}},
+    {"startedDateTime": "2026-11-24T10:00:01Z", "time": 3,
+     "request": {"method": "GET", "url": "https://blocked.test/", "httpVersion": "", "headers": []},
+     "response": {"status": 0, "statusText": "", "headers": [], "content": {"size": 0}, "_error": "net::ERR_BLOCKED_BY_CLIENT"}}
+  ]}}"#;
+
+#[test]
+fn browser_har_with_binary_h2_and_failures() {
+    let mut sink = MemorySink::new();
+    let report = import_bytes(BROWSER_HAR.as_bytes(), "chrome.har", &mut sink).unwrap();
+    assert_eq!(report.exchanges, 2);
+    let got = sink.exchanges();
+    let first = &got[0];
+    assert_eq!(first.recorded_at_ns, 1_795_514_400_123_456_000);
+    assert_eq!(first.duration_ns, 12_500_000);
+    assert_eq!(first.protocol(), Protocol::Http2);
+    let request = first.request.as_ref().unwrap();
+    assert_eq!(
+        (request.scheme.as_str(), request.authority.as_str()),
+        ("https", "api.example.test:8443")
+    );
+    assert_eq!(
+        request.path, "/v1/items?id=3",
+        "fragment dropped, query kept"
+    );
+    assert_eq!(request.headers.len(), 1, "pseudo-headers are not headers");
+    let response = first.response.as_ref().unwrap();
+    assert_eq!(&response.body[..], b"\x89PNG");
+    assert!(response.body_decoded, "HAR content is stored decoded");
+    let timings = first.timings.unwrap();
+    assert_eq!((timings.dns_ns, timings.wait_ns), (None, Some(11_900_000)));
+    assert_eq!(first.source.as_ref().unwrap().server_addr, "10.0.0.5");
+    let failed = &got[1];
+    assert!(failed.response.is_none());
+    assert_eq!(
+        failed.error.as_ref().unwrap().message,
+        "net::ERR_BLOCKED_BY_CLIENT"
+    );
+}
+
+fn error_of(content: &[u8]) -> String {
+    let mut sink = MemorySink::new();
+    match import_bytes(content, "x.har", &mut sink) {
+        Err(e) => e.to_string(),
+        Ok(report) => format!("skipped: {}", report.skipped.join(" | ")),
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    assert_eq!(error_of(b""), "x.har: empty file, not a recording");
+    assert_eq!(
+        error_of(b"\x00\x01garbage"),
+        "x.har: not a recording reprise can import (expected a HAR 1.2 JSON document or a GoReplay .gor file)"
+    );
+    assert!(
+        error_of(b"{\"log\": {\"entries\": [")
+            .starts_with("x.har: invalid HAR at (document): not valid JSON: EOF while parsing")
+    );
+    assert!(
+        error_of(b"{\"log\": {\"version\": \"1.2\"}}")
+            .starts_with("x.har: invalid HAR at log: missing field `entries`")
+    );
+    assert_eq!(
+        error_of(br#"{"log": {"entries": [{"startedDateTime": "2026-11-24T10:00:00Z", "time": 1, "request": {"method": "GET"}, "response": {"status": 200}}]}}"#),
+        "skipped: log.entries[0].request: missing field `url`"
+    );
+    assert_eq!(
+        error_of(br#"{"log": {"entries": [{"startedDateTime": "2026-11-24T10:00:00Z", "time": 1, "request": {"method": "GET", "url": "http://a/"}, "response": {"status": 200, "content": {"text": "!!!", "encoding": "base64"}}}]}}"#),
+        "skipped: log.entries[0].response.content.text: invalid base64: Invalid symbol 33, offset 0."
+    );
+    assert_eq!(
+        error_of(br#"{"log": {"entries": [{"startedDateTime": "yesterday", "time": 1, "request": {"method": "GET", "url": "http://a/"}, "response": {"status": 200}}]}}"#),
+        "skipped: log.entries[0].startedDateTime: not an ISO 8601 date-time: \"yesterday\""
+    );
+    assert_eq!(
+        error_of(br#"{"log": {"entries": [{"startedDateTime": "2026-11-24T10:00:00Z", "request": {"method": "GET", "url": "/relative"}, "response": {"status": 200}}]}}"#),
+        "skipped: log.entries[0].request.url: not an absolute URL: \"/relative\""
+    );
+}
+
+#[test]
+fn missing_paths_and_directories() {
+    let mut sink = MemorySink::new();
+    let dir = tempfile::tempdir().unwrap();
+    let err = import_path(dir.path(), &mut sink).unwrap_err();
+    assert!(matches!(err, ImportError::IsDirectory { .. }));
+    assert_eq!(
+        err.to_string(),
+        format!("{}: is a directory, not a recording", dir.path().display())
+    );
+    let missing = dir.path().join("nope.har");
+    let err = import_path(&missing, &mut sink).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: No such file or directory (os error 2)",
+            missing.display()
+        )
+    );
+}
+
+#[test]
+fn gor_cut_mid_payload_keeps_what_is_whole() {
+    let path = root().join("../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
+    let bytes = std::fs::read(path).unwrap();
+    let cut = &bytes[..bytes.len() / 2];
+    let mut sink = MemorySink::new();
+    let report = import_bytes(cut, "cut.gor", &mut sink).unwrap();
+    assert!(
+        report.exchanges > 40 && report.exchanges < 101,
+        "{}",
+        report.exchanges
+    );
+    // The last payload is cut: either its head is incomplete (skipped and
+    // named) or its body is (kept, flagged truncated).
+    let last = sink.exchanges().pop().unwrap();
+    assert!(
+        !report.skipped.is_empty()
+            || last.request.as_ref().unwrap().body_truncated
+            || cut.ends_with(b"\r\n\r\n")
+    );
+}
