@@ -324,3 +324,51 @@ fn gor_cut_mid_payload_keeps_what_is_whole() {
             || cut.ends_with(b"\r\n\r\n")
     );
 }
+
+#[test]
+fn mitmproxy_sample_recording() {
+    let (report, exchanges) = import(&root().join("samples/httpbin.har"));
+    assert_eq!(report.exchanges, 46);
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    let status = |code: u32| exchanges.iter().filter(|e| e.status() == code).count();
+    assert_eq!(
+        (status(200), status(302), status(404), status(500)),
+        (38, 3, 1, 1)
+    );
+    let png = exchanges
+        .iter()
+        .find(|e| e.request.as_ref().unwrap().path == "/image/png")
+        .unwrap();
+    assert!(
+        png.response.as_ref().unwrap().body.starts_with(b"\x89PNG"),
+        "base64 content decoded"
+    );
+    let gzip = exchanges
+        .iter()
+        .find(|e| e.request.as_ref().unwrap().path == "/gzip")
+        .unwrap();
+    let response = gzip.response.as_ref().unwrap();
+    assert!(
+        response.body_decoded && response.body.starts_with(b"{"),
+        "HAR keeps the decoded body"
+    );
+    let form = exchanges
+        .iter()
+        .find(|e| {
+            e.request
+                .as_ref()
+                .unwrap()
+                .headers
+                .header_str("content-type")
+                == Some("application/x-www-form-urlencoded")
+        })
+        .unwrap();
+    assert_eq!(
+        &form.request.as_ref().unwrap().body[..],
+        b"name=Ana+Lima&city=S%C3%A3o+Paulo"
+    );
+    assert!(exchanges.iter().all(|e| {
+        e.timings
+            .is_some_and(|t| t.dns_ns.is_none() && t.wait_ns.is_some())
+    }));
+}
