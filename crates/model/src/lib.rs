@@ -19,6 +19,7 @@ pub mod select;
 pub mod store;
 pub mod synthetic;
 pub mod time;
+pub mod wire;
 
 /// Generated protobuf types of `reprise.v1`.
 #[allow(missing_docs, clippy::all)]

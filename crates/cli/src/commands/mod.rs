@@ -1,0 +1,33 @@
+//! One function per command.
+
+mod demo;
+mod export;
+mod import;
+mod inspect;
+
+use crate::Outcome;
+use crate::args::{Cli, Command};
+
+/// Runs the command `cli` names.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    match cli.command {
+        Command::Ls(args) => inspect::ls(&args),
+        Command::Show(args) => inspect::show(&args),
+        Command::Stats(args) => inspect::stats(&args),
+        Command::Import(args) => import::run(&args),
+        Command::Export(args) => export::run(&args),
+        Command::Demo(args) => demo::run(&args),
+    }
+}
+
+/// Wraps a source so only exchanges passing `filter` come out; damage
+/// reports and errors pass through.
+pub(crate) fn filtered(
+    source: Box<dyn reprise_model::Source>,
+    filter: reprise_model::select::ExchangeFilter,
+) -> Box<dyn reprise_model::Source> {
+    Box::new(source.filter(move |item| {
+        item.as_ref()
+            .map_or(true, |exchange| filter.matches(exchange))
+    }))
+}

@@ -1,0 +1,70 @@
+//! The `reprise` command line: clap arguments mapped to library calls.
+//!
+//! Exit codes (documented in docs/cli.md):
+//! 0 success; 1 a comparison found regressions; 2 usage or runtime error;
+//! 3 the input was damaged: everything intact was processed and each
+//! skipped part was reported on stderr.
+
+mod args;
+mod commands;
+mod input;
+
+use std::io::Write;
+
+pub use args::Cli;
+
+/// How a command ended, as an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did what was asked.
+    Success,
+    /// A comparison found regressions.
+    Regressed,
+    /// Usage or runtime error.
+    Error,
+    /// The input was damaged; the intact part was processed.
+    Damaged,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Regressed => 1,
+            Outcome::Error => 2,
+            Outcome::Damaged => 3,
+        }
+    }
+}
+
+/// Runs the command `cli` names.
+pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    commands::run(cli)
+}
+
+/// An error and its causes on one line, without repeating a cause that
+/// its parent's message already contains.
+pub fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// Prints damage reports to stderr, one line each.
+pub(crate) fn report_damage(damage: &[String]) {
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    for line in damage {
+        let _ = writeln!(err, "reprise: {line}");
+    }
+}

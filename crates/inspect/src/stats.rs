@@ -1,0 +1,398 @@
+//! `reprise stats`: counts, rates and latency per endpoint, with memory
+//! bounded by the number of endpoints (and seconds of recording), not by
+//! the number of exchanges.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use hdrhistogram::Histogram;
+use reprise_model::select::ExchangeFilter;
+use reprise_model::{Exchange, Source, time::format_ns};
+use serde::Serialize;
+
+use crate::InspectError;
+use crate::format::{human_duration, human_size};
+
+/// What to count.
+#[derive(Debug, Clone)]
+pub struct StatsOptions {
+    /// Which exchanges.
+    pub filter: ExchangeFilter,
+    /// Distinct endpoints kept; the rest are counted under `(other)`.
+    pub max_endpoints: usize,
+}
+
+impl Default for StatsOptions {
+    fn default() -> Self {
+        StatsOptions {
+            filter: ExchangeFilter::new(),
+            max_endpoints: 1000,
+        }
+    }
+}
+
+/// Latency and status of one endpoint.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndpointStats {
+    /// `METHOD /path/{id}` (downstream calls: `↳METHOD authority/path`).
+    pub endpoint: String,
+    /// Exchanges.
+    pub count: u64,
+    /// Latency percentiles, ns (about 1% precision).
+    pub p50_ns: u64,
+    /// 90th percentile, ns.
+    pub p90_ns: u64,
+    /// 99th percentile, ns.
+    pub p99_ns: u64,
+    /// Slowest, ns.
+    pub max_ns: u64,
+    /// Exchanges by status class (`2xx`, `5xx`, `none`, `error`).
+    pub statuses: BTreeMap<String, u64>,
+}
+
+/// The statistics of a recording.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Stats {
+    /// Exchanges counted.
+    pub exchanges: u64,
+    /// Of which inbound.
+    pub inbound: u64,
+    /// Of which downstream.
+    pub downstream: u64,
+    /// Earliest start, RFC 3339 (absent for an empty recording).
+    pub first: Option<String>,
+    /// Latest start.
+    pub last: Option<String>,
+    /// Seconds between first and last start.
+    pub span_seconds: f64,
+    /// Exchanges per second over the span.
+    pub mean_rate: f64,
+    /// Most exchanges started within one wall-clock second.
+    pub peak_rate: u64,
+    /// Latency over all exchanges, as for an endpoint.
+    pub overall: Option<EndpointStats>,
+    /// Per endpoint, most frequent first.
+    pub endpoints: Vec<EndpointStats>,
+    /// Exchanges by status class.
+    pub statuses: BTreeMap<String, u64>,
+    /// Exchanges by protocol.
+    pub protocols: BTreeMap<String, u64>,
+    /// Request body bytes (full sizes, as recorded).
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+    /// Exchanges with a body cut at the size cap.
+    pub truncated: u64,
+    /// Exchanges with redacted values.
+    pub redacted: u64,
+    /// Transport errors by kind.
+    pub errors: BTreeMap<String, u64>,
+    /// Damage the source reported and skipped.
+    pub damage: Vec<String>,
+}
+
+struct Endpoint {
+    count: u64,
+    latency: Histogram<u32>,
+    statuses: BTreeMap<String, u64>,
+}
+
+fn histogram() -> Option<Histogram<u32>> {
+    // 1 µs to 1 hour with 2 significant digits: ~13 KiB per endpoint.
+    Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()
+}
+
+impl Endpoint {
+    fn new() -> Option<Self> {
+        Some(Endpoint {
+            count: 0,
+            latency: histogram()?,
+            statuses: BTreeMap::new(),
+        })
+    }
+
+    fn add(&mut self, exchange: &Exchange, class: &str) {
+        self.count += 1;
+        let us = (exchange.duration_ns / 1_000).clamp(1, 3_600_000_000);
+        self.latency.saturating_record(us);
+        *self.statuses.entry(class.to_string()).or_default() += 1;
+    }
+
+    fn finish(&self, endpoint: String) -> EndpointStats {
+        let at = |q: f64| self.latency.value_at_quantile(q) * 1_000;
+        EndpointStats {
+            endpoint,
+            count: self.count,
+            p50_ns: at(0.5),
+            p90_ns: at(0.9),
+            p99_ns: at(0.99),
+            max_ns: self.latency.max() * 1_000,
+            statuses: self.statuses.clone(),
+        }
+    }
+}
+
+/// A path segment that is an id of some kind: all digits, a UUID, or a
+/// long hex or token-like string.
+fn is_id_segment(segment: &str) -> bool {
+    let digits = segment.chars().filter(char::is_ascii_digit).count();
+    let hex = segment.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    !segment.is_empty()
+        && (digits == segment.len()
+            || (hex && segment.len() >= 16 && digits > 0)
+            || (segment.len() >= 20
+                && digits >= 4
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')))
+}
+
+/// `METHOD /users/{id}/orders`: what per-endpoint figures group by.
+pub fn endpoint_key(exchange: &Exchange) -> String {
+    let Some(request) = &exchange.request else {
+        return "(no request)".to_string();
+    };
+    let path: Vec<&str> = request
+        .path_only()
+        .split('/')
+        .map(|segment| {
+            if is_id_segment(segment) {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    let path = path.join("/");
+    if exchange.is_downstream() {
+        format!("↳{} {}{}", request.method, request.authority, path)
+    } else {
+        format!("{} {}", request.method, path)
+    }
+}
+
+fn status_class(exchange: &Exchange) -> String {
+    match (&exchange.response, &exchange.error) {
+        (Some(response), _) if (100..600).contains(&response.status) => {
+            format!("{}xx", response.status / 100)
+        }
+        (Some(response), _) => response.status.to_string(),
+        (None, Some(_)) => "error".to_string(),
+        (None, None) => "none".to_string(),
+    }
+}
+
+/// Reads `source` once and returns its statistics.
+pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, InspectError> {
+    let mut endpoints: HashMap<String, Endpoint> = HashMap::new();
+    let mut other = Endpoint::new();
+    let mut overall = Endpoint::new();
+    let mut per_second: HashMap<u64, u64> = HashMap::new();
+    let mut stats = Stats {
+        exchanges: 0,
+        inbound: 0,
+        downstream: 0,
+        first: None,
+        last: None,
+        span_seconds: 0.0,
+        mean_rate: 0.0,
+        peak_rate: 0,
+        overall: None,
+        endpoints: Vec::new(),
+        statuses: BTreeMap::new(),
+        protocols: BTreeMap::new(),
+        request_bytes: 0,
+        response_bytes: 0,
+        truncated: 0,
+        redacted: 0,
+        errors: BTreeMap::new(),
+        damage: Vec::new(),
+    };
+    let (mut first, mut last) = (u64::MAX, 0u64);
+    for item in source {
+        let exchange = match item {
+            Ok(exchange) => exchange,
+            Err(e) if e.is_damage() => {
+                stats.damage.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if !options.filter.matches(&exchange) {
+            continue;
+        }
+        stats.exchanges += 1;
+        if exchange.is_downstream() {
+            stats.downstream += 1;
+        } else {
+            stats.inbound += 1;
+        }
+        first = first.min(exchange.recorded_at_ns);
+        last = last.max(exchange.recorded_at_ns);
+        *per_second
+            .entry(exchange.recorded_at_ns / 1_000_000_000)
+            .or_default() += 1;
+        let class = status_class(&exchange);
+        *stats.statuses.entry(class.clone()).or_default() += 1;
+        *stats
+            .protocols
+            .entry(exchange.protocol_label().to_string())
+            .or_default() += 1;
+        let request = exchange.request.as_ref();
+        let response = exchange.response.as_ref();
+        stats.request_bytes += request.map_or(0, |r| r.size());
+        stats.response_bytes += response.map_or(0, |r| r.size());
+        if request.is_some_and(|r| r.body_truncated) || response.is_some_and(|r| r.body_truncated) {
+            stats.truncated += 1;
+        }
+        if exchange.flags.as_ref().is_some_and(|f| f.redacted) {
+            stats.redacted += 1;
+        }
+        if let Some(error) = &exchange.error {
+            *stats
+                .errors
+                .entry(crate::json::error_kind(error.kind()).to_string())
+                .or_default() += 1;
+        }
+        if let Some(all) = overall.as_mut() {
+            all.add(&exchange, &class);
+        }
+        let key = endpoint_key(&exchange);
+        if let Some(endpoint) = endpoints.get_mut(&key) {
+            endpoint.add(&exchange, &class);
+        } else if endpoints.len() < options.max_endpoints {
+            if let Some(mut endpoint) = Endpoint::new() {
+                endpoint.add(&exchange, &class);
+                endpoints.insert(key, endpoint);
+            }
+        } else if let Some(other) = other.as_mut() {
+            other.add(&exchange, &class);
+        }
+    }
+    if stats.exchanges > 0 {
+        stats.first = Some(format_ns(first));
+        stats.last = Some(format_ns(last));
+        stats.span_seconds = (last - first) as f64 / 1e9;
+        stats.mean_rate = if stats.span_seconds > 0.0 {
+            stats.exchanges as f64 / stats.span_seconds
+        } else {
+            stats.exchanges as f64
+        };
+        stats.peak_rate = per_second.values().copied().max().unwrap_or(0);
+        stats.overall = overall.map(|o| o.finish("(all)".to_string()));
+    }
+    let mut list: Vec<EndpointStats> = endpoints
+        .into_iter()
+        .map(|(key, e)| e.finish(key))
+        .collect();
+    list.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.endpoint.cmp(&b.endpoint))
+    });
+    if let Some(other) = other.filter(|o| o.count > 0) {
+        list.push(other.finish("(other)".to_string()));
+    }
+    stats.endpoints = list;
+    Ok(stats)
+}
+
+fn classes(map: &BTreeMap<String, u64>) -> String {
+    if map.is_empty() {
+        return "-".to_string();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join("  ")
+}
+
+/// Prints `stats` for a terminal.
+pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "exchanges   {} ({} inbound, {} downstream)",
+        stats.exchanges, stats.inbound, stats.downstream
+    )?;
+    if let (Some(first), Some(last)) = (&stats.first, &stats.last) {
+        writeln!(
+            out,
+            "time span   {first} .. {last} ({:.1} s)",
+            stats.span_seconds
+        )?;
+        writeln!(
+            out,
+            "rate        mean {:.1}/s, peak {}/s",
+            stats.mean_rate, stats.peak_rate
+        )?;
+    }
+    writeln!(out, "status      {}", classes(&stats.statuses))?;
+    writeln!(out, "protocols   {}", classes(&stats.protocols))?;
+    writeln!(
+        out,
+        "bytes       requests {}, responses {}",
+        human_size(stats.request_bytes),
+        human_size(stats.response_bytes)
+    )?;
+    writeln!(
+        out,
+        "flags       truncated {}, redacted {}, transport errors {}",
+        stats.truncated,
+        stats.redacted,
+        if stats.errors.is_empty() {
+            "0".to_string()
+        } else {
+            classes(&stats.errors)
+        }
+    )?;
+    if stats.endpoints.is_empty() {
+        return Ok(());
+    }
+    let width = stats
+        .endpoints
+        .iter()
+        .map(|e| e.endpoint.chars().count())
+        .max()
+        .unwrap_or(8)
+        .clamp(8, 60);
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  statuses",
+        "endpoint", "count", "p50", "p90", "p99", "max"
+    )?;
+    for e in stats.endpoints.iter().chain(&stats.overall) {
+        writeln!(
+            out,
+            "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
+            e.endpoint,
+            e.count,
+            human_duration(e.p50_ns),
+            human_duration(e.p90_ns),
+            human_duration(e.p99_ns),
+            human_duration(e.max_ns),
+            classes(&e.statuses)
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_segments_are_templated() {
+        for id in [
+            "42",
+            "0193a1c2-e4f5-7a6b-8c9d-0e1f2a3b4c5d",
+            "b33c9c1a2bae6636d5389a1a",
+            "tok_1A2b3C4d5E6f7G8h9I0j",
+        ] {
+            assert!(is_id_segment(id), "{id}");
+        }
+        for word in ["users", "v1", "api", "", "deadbeef", "monitoring-stein"] {
+            assert!(!is_id_segment(word), "{word}");
+        }
+    }
+}
