@@ -40,7 +40,20 @@ impl Outcome {
 
 /// Runs the command `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
-    commands::run(cli)
+    match commands::run(cli) {
+        // The reader of our output went away (`reprise ls | head`): that
+        // is how pipelines end, not an error.
+        Err(error) if is_broken_pipe(&error) => Ok(Outcome::Success),
+        other => other,
+    }
+}
+
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// An error and its causes on one line, without repeating a cause that

@@ -186,10 +186,8 @@ pub(crate) fn entry(exchange: &Exchange) -> Value {
             let mut content = json!({
                 "size": response.size(),
                 "mimeType": header_value(&response.headers, "content-type").unwrap_or_default(),
+                "text": text,
             });
-            if !response.body.is_empty() {
-                content["text"] = json!(text);
-            }
             if let Some(encoding) = encoding {
                 content["encoding"] = json!(encoding);
             }

@@ -1,0 +1,460 @@
+//! The real `reprise` binary on real recordings: the shared GoReplay
+//! capture, the mitmproxy sample, and tapes damaged on purpose.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn gor_fixture() -> PathBuf {
+    root().join("../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor")
+}
+
+fn sample_har() -> PathBuf {
+    root().join("samples/httpbin.har")
+}
+
+fn reprise(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(args)
+        .output()
+        .expect("runs the binary")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let output = reprise(args);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "reprise {args:?}\nstderr: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn import(input: &Path, dir: &Path, name: &str) -> PathBuf {
+    let tape = dir.join(name);
+    let out = ok(&["import", s(input), "--out", s(&tape)]);
+    assert!(out.starts_with("imported "), "{out}");
+    tape
+}
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn goreplay_capture_imports_lists_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = import(&gor_fixture(), dir.path(), "gor.tape");
+    let mode = std::fs::metadata(&tape).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "tapes are private");
+
+    let listing = ok(&["ls", s(&tape)]);
+    let lines: Vec<&str> = listing.lines().collect();
+    assert_eq!(lines.len(), 102, "header + 101 exchanges");
+    assert!(lines[0].starts_with("ID "));
+    assert!(lines[1].starts_with("b33c9c1a2bae6636d5389a1a47035170c58d367e"));
+    assert!(
+        lines[1].contains("2019-09-10T18:22:26.437Z"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].ends_with("localhost:3000/"), "{}", lines[1]);
+
+    let json = json_lines(&ok(&["ls", s(&tape), "--json", "--method", "post"]));
+    assert_eq!(json.len(), 2);
+    assert!(json.iter().all(|j| j["method"] == "POST"
+        && j["status"].is_null()
+        && j["request_bytes"].as_u64() > Some(0)));
+
+    let stats: Value = serde_json::from_str(&ok(&["stats", s(&tape), "--json"])).unwrap();
+    assert_eq!(stats["exchanges"], 101);
+    assert_eq!(stats["statuses"]["none"], 101, "requests without responses");
+    assert_eq!(stats["protocols"]["h1"], 101);
+
+    // The same listing straight from the .gor file, no tape needed.
+    assert_eq!(ok(&["ls", s(&gor_fixture())]), listing);
+}
+
+#[test]
+fn filters_select_what_they_say() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = import(&sample_har(), dir.path(), "s.tape");
+    let count = |args: &[&str]| {
+        let mut all = vec!["ls", s(&tape), "--json"];
+        all.extend_from_slice(args);
+        json_lines(&ok(&all)).len()
+    };
+    assert_eq!(count(&[]), 46);
+    assert_eq!(count(&["--status", "5xx"]), 2);
+    assert_eq!(count(&["--status", "404,500"]), 2);
+    assert_eq!(count(&["--path", "/status/*"]), 4);
+    assert_eq!(count(&["--method", "PUT,PATCH"]), 2);
+    assert_eq!(count(&["--limit", "5"]), 5);
+    assert_eq!(count(&["--match", "header=x-tenant:acme"]), 2);
+    assert_eq!(count(&["--match", "protocol=h2"]), 0);
+    let all = json_lines(&ok(&["ls", s(&tape), "--json"]));
+    let tenth = all[9]["recorded_at_ns"].as_u64().unwrap();
+    let since = tenth.to_string();
+    let after: Vec<Value> = json_lines(&ok(&["ls", s(&tape), "--json", "--since", &since]));
+    assert!(
+        after
+            .iter()
+            .all(|j| j["recorded_at_ns"].as_u64().unwrap() >= tenth)
+    );
+    assert_eq!(
+        after.len(),
+        all.iter()
+            .filter(|j| j["recorded_at_ns"].as_u64().unwrap() >= tenth)
+            .count()
+    );
+    let until = all[0]["recorded_at"].as_str().unwrap();
+    assert_eq!(count(&["--until", until]), 0, "--until is exclusive");
+}
+
+#[test]
+fn show_finds_by_prefix_and_renders_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = import(&sample_har(), dir.path(), "s.tape");
+    let all = json_lines(&ok(&["ls", s(&tape), "--json", "--path", "/image/png"]));
+    let id = all[0]["id"].as_str().unwrap();
+    let shown = ok(&["show", s(&tape), &id[..20]]);
+    assert!(
+        shown.starts_with(&format!("exchange {id}  (inbound, h1)")),
+        "{shown}"
+    );
+    assert!(shown.contains("< 200 OK\n"), "{shown}");
+    assert!(
+        shown.contains("00000000  89 50 4e 47"),
+        "PNG as a hex dump:\n{shown}"
+    );
+
+    let json: Value = serde_json::from_str(&ok(&["show", s(&tape), id, "--json"])).unwrap();
+    assert_eq!(json["id"], id);
+    assert_eq!(json["response"]["body_encoding"], "base64");
+    assert_eq!(json["downstream"], Value::Array(vec![]));
+
+    let posts = json_lines(&ok(&[
+        "ls",
+        s(&tape),
+        "--json",
+        "--path",
+        "/anything/orders",
+    ]));
+    let post = posts.iter().find(|p| p["method"] == "POST").unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shown = ok(&["show", s(&tape), &post]);
+    assert!(
+        shown.contains("{\n  \"customer\": {\n    \"id\": 7,"),
+        "JSON pretty, key order kept:\n{shown}"
+    );
+}
+
+#[test]
+fn show_nests_downstream_calls_stored_before_their_parent() {
+    use reprise_model::{Exchange, Request, Response, Role};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("nested.tape");
+    let parent_id = vec![0xab; 16];
+    let call = |id: u8, parent: Option<&Vec<u8>>, path: &str, at: u64| Exchange {
+        id: vec![id; 16],
+        parent_id: parent.cloned().unwrap_or_default(),
+        role: if parent.is_some() {
+            Role::Downstream
+        } else {
+            Role::Inbound
+        } as i32,
+        recorded_at_ns: at,
+        duration_ns: 1_000_000,
+        request: Some(Request {
+            method: "GET".into(),
+            authority: "svc".into(),
+            path: path.into(),
+            ..Default::default()
+        }),
+        response: Some(Response {
+            status: 200,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut writer =
+        reprise_tape::TapeWriter::create(&tape, reprise_tape::WriterOptions::default()).unwrap();
+    writer
+        .write(&call(1, Some(&parent_id), "/inventory", 20))
+        .unwrap();
+    writer
+        .write(&call(2, Some(&parent_id), "/pricing", 10))
+        .unwrap();
+    writer.write(&call(3, None, "/other", 5)).unwrap();
+    let mut parent = call(0, None, "/checkout", 0);
+    parent.id = parent_id.clone();
+    writer.write(&parent).unwrap();
+    writer.finish().unwrap();
+
+    let shown = ok(&["show", s(&tape), "abababab"]);
+    let pricing = shown.find("> GET http://svc/pricing").unwrap();
+    let inventory = shown.find("> GET http://svc/inventory").unwrap();
+    assert!(shown.contains("downstream calls (2):"), "{shown}");
+    assert!(pricing < inventory, "children in time order:\n{shown}");
+    assert!(!shown.contains("/other"));
+    let listing = ok(&["ls", s(&tape)]);
+    assert!(listing.contains("↳GET"), "{listing}");
+    let json: Value = serde_json::from_str(&ok(&["show", s(&tape), "abababab", "--json"])).unwrap();
+    assert_eq!(json["downstream"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn har_round_trip_through_a_tape() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = import(&sample_har(), dir.path(), "s.tape");
+    let exported = dir.path().join("out.har");
+    let output = reprise(&["export", s(&tape), "--har", s(&exported)]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        stderr(&output).trim(),
+        format!("exported 46 exchanges to {}", exported.display())
+    );
+    let again = import(&exported, dir.path(), "again.tape");
+    let first = ok(&["ls", s(&tape), "--json"]);
+    assert_eq!(
+        ok(&["ls", s(&again), "--json"]),
+        first,
+        "same exchanges, same ids"
+    );
+    let before: Value = serde_json::from_slice(&std::fs::read(sample_har()).unwrap()).unwrap();
+    let after: Value = serde_json::from_slice(&std::fs::read(&exported).unwrap()).unwrap();
+    for (b, a) in before["log"]["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(after["log"]["entries"].as_array().unwrap())
+    {
+        assert_eq!(b["request"]["method"], a["request"]["method"]);
+        assert_eq!(b["request"]["url"], a["request"]["url"]);
+        assert_eq!(b["request"]["headers"], a["request"]["headers"]);
+        assert_eq!(b["response"]["status"], a["response"]["status"]);
+        assert_eq!(b["response"]["headers"], a["response"]["headers"]);
+        assert_eq!(
+            b["response"]["content"]["text"],
+            a["response"]["content"]["text"]
+        );
+        // An empty body is an empty body, whether postData says "" or is absent.
+        let post = |v: &Value| {
+            v["request"]["postData"]["text"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        };
+        assert_eq!(post(b), post(a));
+    }
+    // A filtered export to stdout.
+    let har: Value =
+        serde_json::from_str(&ok(&["export", s(&tape), "--har", "-", "--status", "5xx"])).unwrap();
+    assert_eq!(har["log"]["entries"].as_array().unwrap().len(), 2);
+}
+
+/// A tape of 60 exchanges in small blocks, and its block index.
+fn multi_block_tape(dir: &Path) -> (PathBuf, Vec<reprise_tape::format::BlockHeader>) {
+    let path = dir.join("blocks.tape");
+    let options = reprise_tape::WriterOptions {
+        block_bytes: 16 << 10,
+        ..Default::default()
+    };
+    let mut writer = reprise_tape::TapeWriter::create(&path, options).unwrap();
+    for i in 0..60 {
+        writer
+            .write(&reprise_model::synthetic::realistic(i))
+            .unwrap();
+    }
+    writer.finish().unwrap();
+    let (blocks, _) = reprise_tape::block_index(&path).unwrap();
+    assert!(blocks.len() >= 4);
+    (path, blocks)
+}
+
+#[test]
+fn damaged_tapes_print_the_intact_part_and_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, blocks) = multi_block_tape(dir.path());
+    let mut bytes = std::fs::read(&path).unwrap();
+    let victim = blocks[1];
+    bytes[victim.offset as usize + 100] ^= 0x55;
+    std::fs::write(&path, &bytes).unwrap();
+
+    let output = reprise(&["ls", s(&path), "--json"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert_eq!(
+        json_lines(&stdout(&output)).len(),
+        60 - victim.count as usize
+    );
+    assert_eq!(
+        stderr(&output).trim(),
+        format!(
+            "reprise: tape {}: block 1 at offset {} ({} bytes) fails its checksum; skipped",
+            path.display(),
+            victim.offset,
+            victim.end() - victim.offset
+        )
+    );
+    let output = reprise(&["stats", s(&path), "--json"]);
+    assert_eq!(output.status.code(), Some(3));
+    let stats: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(stats["exchanges"], 60 - u64::from(victim.count));
+
+    // A crash mid-write: the torn tail is reported, the rest is read.
+    let last = *blocks.last().unwrap();
+    std::fs::write(&path, &bytes[..last.offset as usize + 10]).unwrap();
+    let output = reprise(&["ls", s(&path), "--json"]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stderr(&output).contains("is cut short (torn tail: an unfinished write); skipped"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn bad_input_gets_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.tape");
+    let not_json = dir.path().join("broken.har");
+    std::fs::write(
+        &not_json,
+        b"{\"log\": {\"entries\": [ {\"startedDateTime\": ",
+    )
+    .unwrap();
+    let random = dir.path().join("random.bin");
+    std::fs::write(&random, [0x13u8, 0x37, 0x00, 0xff, 0x42]).unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let tape = import(&sample_har(), dir.path(), "s.tape");
+    let x_tape = dir.path().join("x.tape");
+    let sample = sample_har();
+    let cases: Vec<(Vec<&str>, String)> = vec![
+        (vec!["ls", s(&missing)], format!("{}: cannot read: No such file or directory (os error 2)", missing.display())),
+        (vec!["ls", s(dir.path())], format!("{}: is a directory, not a recording", dir.path().display())),
+        (vec!["stats", s(&empty)], format!("{}: empty file, not a recording", empty.display())),
+        (
+            vec!["ls", s(&random)],
+            format!("{}: not a recording: neither a reprise tape, a HAR file nor a GoReplay file", random.display()),
+        ),
+        (
+            vec!["import", s(&not_json), "--out", s(&x_tape)],
+            format!("{}: invalid HAR at (document): not valid JSON: EOF while parsing a value at line 1 column 42", not_json.display()),
+        ),
+        (vec!["ls", s(&tape), "--match", "colour=red"], "invalid match \"colour=red\": expected FIELD=VALUE with FIELD one of method, path, authority, status, header, protocol".into()),
+        (vec!["ls", s(&tape), "--status", "6zz"], "invalid status \"6zz\": expected a code (404), a class (5xx) or a range (200-299)".into()),
+        (vec!["ls", s(&tape), "--since", "yesterday"], "--since: invalid time \"yesterday\": expected RFC 3339 (2026-11-24T10:00:00Z) or ns since the epoch".into()),
+        (vec!["show", s(&tape), "0000000000"], "no exchange with id 0000000000".into()),
+        (vec!["show", s(&tape), "xyz"], "invalid exchange id \"xyz\": expected hex digits (a unique prefix of at least 6)".into()),
+        (vec!["import", s(&sample), "--out", s(&tape)], format!("tape {}: already exists (append to it, or choose another path)", tape.display())),
+    ];
+    for (args, message) in cases {
+        let output = reprise(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert_eq!(stderr(&output), format!("reprise: {message}\n"), "{args:?}");
+    }
+    assert!(
+        !dir.path().join("x.tape").exists(),
+        "a failed import leaves no tape behind"
+    );
+    // The refused import did not touch the existing tape.
+    assert_eq!(json_lines(&ok(&["ls", s(&tape), "--json"])).len(), 46);
+}
+
+#[test]
+fn broken_gor_payloads_are_skipped_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let gor = dir.path().join("broken.gor");
+    let content = "1 aa01 1000000000\nGET /ok HTTP/1.1\r\nHost: a\r\n\r\n\n🐵🙈🙉\n1 bb02 1000000001\nG@T /bad HTTP/1.1\r\n\r\n\n🐵🙈🙉\n";
+    std::fs::write(&gor, content).unwrap();
+    let tape = dir.path().join("g.tape");
+    let output = reprise(&["import", s(&gor), "--out", s(&tape)]);
+    assert_eq!(output.status.code(), Some(3));
+    assert!(
+        stdout(&output).starts_with("imported 1 exchanges from "),
+        "{}",
+        stdout(&output)
+    );
+    assert_eq!(
+        stderr(&output).trim(),
+        format!(
+            "reprise: {}: skipped payload 2 at byte 61: malformed HTTP request: invalid token in the request line",
+            gor.display()
+        )
+    );
+    assert_eq!(json_lines(&ok(&["ls", s(&tape), "--json"])).len(), 1);
+}
+
+#[test]
+fn import_appends_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = import(&sample_har(), dir.path(), "s.tape");
+    ok(&["import", s(&gor_fixture()), "--out", s(&tape), "--append"]);
+    let stats: Value = serde_json::from_str(&ok(&["stats", s(&tape), "--json"])).unwrap();
+    assert_eq!(stats["exchanges"], 46 + 101);
+}
+
+#[test]
+fn demo_runs_on_embedded_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&["demo", "--dir", s(dir.path())]);
+    for section in [
+        "== reprise import",
+        "== reprise stats",
+        "== reprise ls",
+        "== reprise show",
+    ] {
+        assert!(out.contains(section), "{section} missing:\n{out}");
+    }
+    assert!(
+        out.contains("exchanges   46 (46 inbound, 0 downstream)"),
+        "{out}"
+    );
+    assert!(dir.path().join("httpbin.tape").exists());
+}
+
+#[test]
+fn ls_into_a_closed_pipe_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, _) = multi_block_tape(dir.path());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["ls", s(&path)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stderr(&output), "");
+}
