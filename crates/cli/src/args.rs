@@ -68,6 +68,9 @@ pub struct LsArgs {
     /// One JSON object per line.
     #[arg(long)]
     pub json: bool,
+    /// Keep reading as the tape grows (like `tail -f`); stop with Ctrl-C.
+    #[arg(long, short)]
+    pub follow: bool,
 }
 
 /// `reprise show`.

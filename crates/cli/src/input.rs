@@ -46,15 +46,32 @@ pub fn kind(path: &Path) -> anyhow::Result<InputKind> {
 /// Opens `path` as a source of exchanges restricted to the filter's time
 /// window (a tape skips whole blocks outside it).
 pub fn open(path: &Path, filter: &ExchangeFilter) -> anyhow::Result<Box<dyn Source>> {
+    open_with(path, filter, false)
+}
+
+/// Like [`open`]; with `follow`, a tape is read on as it grows.
+pub fn open_with(
+    path: &Path,
+    filter: &ExchangeFilter,
+    follow: bool,
+) -> anyhow::Result<Box<dyn Source>> {
     let (since_ns, until_ns) = filter.window();
     match kind(path)? {
         InputKind::Tape => {
+            let follow = follow.then(reprise_tape::Follow::default);
             let options = ReaderOptions {
                 since_ns,
                 until_ns,
+                follow,
                 ..ReaderOptions::default()
             };
             Ok(Box::new(TapeReader::open_with(path, options)?))
+        }
+        InputKind::Importable(_) if follow => {
+            bail!(
+                "{}: --follow reads a tape as it grows; this is a HAR or GoReplay file",
+                path.display()
+            )
         }
         InputKind::Importable(_) => {
             let mut sink = MemorySink::new();

@@ -458,3 +458,40 @@ fn ls_into_a_closed_pipe_is_not_an_error() {
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     assert_eq!(stderr(&output), "");
 }
+
+#[test]
+fn ls_follow_prints_exchanges_as_they_are_written() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.tape");
+    let options = reprise_tape::WriterOptions {
+        block_age: std::time::Duration::from_millis(10),
+        ..Default::default()
+    };
+    let mut writer = reprise_tape::TapeWriter::create(&path, options).unwrap();
+    writer
+        .write(&reprise_model::synthetic::realistic(0))
+        .unwrap();
+    writer.sync().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["ls", "--follow", "--json", s(&path)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(first["path"], "/api/orders/0?expand=items&page=0");
+    // Written after `ls` started: it must still show up.
+    writer
+        .write(&reprise_model::synthetic::realistic(1))
+        .unwrap();
+    writer.sync().unwrap();
+    let second: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(second["path"], "/api/orders/1?expand=items&page=1");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    writer.finish().unwrap();
+    let output = reprise(&["ls", "--follow", s(&sample_har())]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--follow reads a tape as it grows"));
+}

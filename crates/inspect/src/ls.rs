@@ -17,6 +17,8 @@ pub struct LsOptions {
     pub limit: Option<u64>,
     /// One JSON object per line instead of columns.
     pub json: bool,
+    /// Flush after every line (when following a live tape).
+    pub flush_each: bool,
 }
 
 /// What `ls` saw.
@@ -39,6 +41,9 @@ pub fn ls(
     let mut summary = LsSummary::default();
     if !options.json {
         writeln!(out, "{HEADER}")?;
+        if options.flush_each {
+            out.flush()?;
+        }
     }
     for item in source {
         if options.limit.is_some_and(|limit| summary.listed >= limit) {
@@ -61,6 +66,9 @@ pub fn ls(
             out.write_all(b"\n")?;
         } else {
             writeln!(out, "{}", line(&exchange))?;
+        }
+        if options.flush_each {
+            out.flush()?;
         }
         summary.listed += 1;
     }

@@ -20,13 +20,14 @@ fn outcome(damage: &[String]) -> Outcome {
 /// Lists exchanges.
 pub fn ls(args: &LsArgs) -> anyhow::Result<Outcome> {
     let filter = crate::input::filter(&args.filter)?;
-    let mut source = crate::input::open(&args.input, &filter)?;
+    let mut source = crate::input::open_with(&args.input, &filter, args.follow)?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     let options = LsOptions {
         filter,
         limit: args.limit,
         json: args.json,
+        flush_each: args.follow,
     };
     let summary = reprise_inspect::ls(source.as_mut(), &mut out, &options)?;
     out.flush()?;
