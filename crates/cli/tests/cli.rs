@@ -478,6 +478,18 @@ fn ls_follow_prints_exchanges_as_they_are_written() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // A watchdog: if a line never comes, the child is killed and the read
+    // below ends instead of hanging the suite.
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if finished
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .is_err()
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    });
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first: Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
     assert_eq!(first["path"], "/api/orders/0?expand=items&page=0");
@@ -490,6 +502,8 @@ fn ls_follow_prints_exchanges_as_they_are_written() {
     assert_eq!(second["path"], "/api/orders/1?expand=items&page=1");
     child.kill().unwrap();
     child.wait().unwrap();
+    let _ = done.send(());
+    watchdog.join().unwrap();
     writer.finish().unwrap();
     let output = reprise(&["ls", "--follow", s(&sample_har())]);
     assert_eq!(output.status.code(), Some(2));
