@@ -45,18 +45,12 @@ pub fn ls(
             out.flush()?;
         }
     }
-    for item in source {
+    let mut intact = reprise_model::Intact::new(source);
+    for item in intact.by_ref() {
         if options.limit.is_some_and(|limit| summary.listed >= limit) {
             break;
         }
-        let exchange = match item {
-            Ok(exchange) => exchange,
-            Err(e) if e.is_damage() => {
-                summary.damage.push(e.to_string());
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let exchange = item?;
         if !options.filter.matches(&exchange) {
             continue;
         }
@@ -72,6 +66,7 @@ pub fn ls(
         }
         summary.listed += 1;
     }
+    summary.damage = intact.into_damage();
     out.flush()?;
     Ok(summary)
 }

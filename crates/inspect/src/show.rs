@@ -58,16 +58,9 @@ pub fn show(
     }
     let mut found: Vec<Exchange> = Vec::new();
     let mut children: Vec<Exchange> = Vec::new();
-    let mut damage = Vec::new();
-    for item in source {
-        let exchange = match item {
-            Ok(exchange) => exchange,
-            Err(e) if e.is_damage() => {
-                damage.push(e.to_string());
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let mut intact = reprise_model::Intact::new(source);
+    for item in intact.by_ref() {
+        let exchange = item?;
         if exchange.id_hex().starts_with(&prefix) {
             if found.len() <= MAX_CANDIDATES && !found.iter().any(|f| f.id == exchange.id) {
                 found.push(exchange);
@@ -77,6 +70,7 @@ pub fn show(
             children.push(exchange);
         }
     }
+    let damage = intact.into_damage();
     let exchange = match found.len() {
         0 => return Err(InspectError::NotFound(prefix)),
         1 => found.remove(0),

@@ -209,15 +209,9 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
         damage: Vec::new(),
     };
     let (mut first, mut last) = (u64::MAX, 0u64);
-    for item in source {
-        let exchange = match item {
-            Ok(exchange) => exchange,
-            Err(e) if e.is_damage() => {
-                stats.damage.push(e.to_string());
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let mut intact = reprise_model::Intact::new(source);
+    for item in intact.by_ref() {
+        let exchange = item?;
         if !options.filter.matches(&exchange) {
             continue;
         }
@@ -269,6 +263,7 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
             other.add(&exchange, &class);
         }
     }
+    stats.damage = intact.into_damage();
     if stats.exchanges > 0 {
         stats.first = Some(format_ns(first));
         stats.last = Some(format_ns(last));

@@ -75,6 +75,47 @@ pub trait Source: Iterator<Item = Result<Exchange, StoreError>> + Send {}
 
 impl<T: Iterator<Item = Result<Exchange, StoreError>> + Send> Source for T {}
 
+/// A source seen through its damage: yields exchanges and fatal errors,
+/// and keeps the damage reports (one line each) for the caller to print
+/// once it is done.
+pub struct Intact<'a> {
+    source: &'a mut dyn Source,
+    damage: Vec<String>,
+}
+
+impl<'a> Intact<'a> {
+    /// Wraps `source`.
+    pub fn new(source: &'a mut dyn Source) -> Self {
+        Intact {
+            source,
+            damage: Vec::new(),
+        }
+    }
+
+    /// The damage reported so far.
+    pub fn damage(&self) -> &[String] {
+        &self.damage
+    }
+
+    /// The damage reported, once reading is over.
+    pub fn into_damage(self) -> Vec<String> {
+        self.damage
+    }
+}
+
+impl Iterator for Intact<'_> {
+    type Item = Result<Exchange, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            match self.source.next()? {
+                Err(error) if error.is_damage() => self.damage.push(error.to_string()),
+                other => return Some(other),
+            }
+        }
+    }
+}
+
 /// A sink that keeps exchanges in memory; clones share the same contents.
 #[derive(Debug, Clone, Default)]
 pub struct MemorySink {
@@ -153,6 +194,31 @@ mod tests {
 
     fn drain(source: &mut dyn Source) -> Vec<Exchange> {
         source.filter_map(Result::ok).collect()
+    }
+
+    #[test]
+    fn intact_keeps_damage_aside() {
+        let items = vec![
+            Ok(Exchange {
+                recorded_at_ns: 1,
+                ..Default::default()
+            }),
+            Err(StoreError::Damaged {
+                store: "t".into(),
+                detail: "block 1 skipped".into(),
+            }),
+            Ok(Exchange {
+                recorded_at_ns: 2,
+                ..Default::default()
+            }),
+            Err(StoreError::failed("t", "gone")),
+        ];
+        let mut source = items.into_iter();
+        let mut intact = Intact::new(&mut source);
+        let got: Vec<_> = intact.by_ref().collect();
+        assert_eq!(got.len(), 3);
+        assert!(got[2].is_err());
+        assert_eq!(intact.into_damage(), vec!["t: block 1 skipped".to_string()]);
     }
 
     #[test]

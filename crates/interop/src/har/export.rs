@@ -39,15 +39,9 @@ pub fn export_har(
         out,
         "{{\"log\":{{\"version\":\"1.2\",\"creator\":{creator},\"entries\":["
     )?;
-    for item in source {
-        let exchange = match item {
-            Ok(exchange) => exchange,
-            Err(e) if e.is_damage() => {
-                report.damage.push(e.to_string());
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let mut intact = reprise_model::Intact::new(source);
+    for item in intact.by_ref() {
+        let exchange = item?;
         if report.exchanges > 0 {
             out.write_all(b",")?;
         }
@@ -60,6 +54,7 @@ pub fn export_har(
         }
         report.exchanges += 1;
     }
+    report.damage = intact.into_damage();
     out.write_all(b"]}}\n")?;
     out.flush()?;
     Ok(report)
