@@ -15,6 +15,8 @@
 pub mod codec;
 mod exchange;
 pub mod id;
+pub mod redact;
+pub mod sample;
 pub mod select;
 pub mod store;
 pub mod synthetic;
