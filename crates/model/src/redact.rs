@@ -312,10 +312,10 @@ impl Redactor {
             }
             count += n;
         }
-        if count > 0 {
-            if let Ok(bytes) = serde_json::to_vec(&value) {
-                *body = bytes.into();
-            }
+        if count > 0
+            && let Ok(bytes) = serde_json::to_vec(&value)
+        {
+            *body = bytes.into();
         }
     }
 }
