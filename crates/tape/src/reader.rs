@@ -85,7 +85,10 @@ enum Ahead {
 enum Blocks {
     Inline(Box<Walker>),
     Ahead {
-        items: Receiver<Ahead>,
+        /// `None` once the reader is being dropped.
+        items: Option<Receiver<Ahead>>,
+        /// Joined when the reader is dropped: no thread outlives its reader.
+        thread: Option<std::thread::JoinHandle<()>>,
         abandoned: Arc<AtomicBool>,
     },
 }
@@ -96,7 +99,9 @@ impl Blocks {
             Blocks::Inline(walker) => Ahead::Step(walker.next_step()),
             // The thread ends after sending End or an error; a closed
             // channel means the same.
-            Blocks::Ahead { items, .. } => items.recv().unwrap_or(Ahead::Step(Ok(Step::End))),
+            Blocks::Ahead { items, .. } => {
+                items.as_ref().and_then(|items| items.recv().ok()).unwrap_or(Ahead::Step(Ok(Step::End)))
+            }
         }
     }
 }
@@ -335,8 +340,9 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
             }
         });
     match spawned {
-        Ok(_) => Blocks::Ahead {
-            items: rx,
+        Ok(thread) => Blocks::Ahead {
+            items: Some(rx),
+            thread: Some(thread),
             abandoned,
         },
         // No thread to be had: report it as the tape's error rather than
@@ -349,7 +355,8 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
                 source: e,
             })));
             Blocks::Ahead {
-                items: rx,
+                items: Some(rx),
+                thread: None,
                 abandoned,
             }
         }
@@ -358,8 +365,14 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
 
 impl Drop for TapeReader {
     fn drop(&mut self) {
-        if let Blocks::Ahead { abandoned, .. } = &self.blocks {
+        if let Blocks::Ahead { abandoned, items, thread } = &mut self.blocks {
+            // Stop a following walk, unblock a send into a full channel,
+            // then wait for the thread: it ends within one block or poll.
             abandoned.store(true, Ordering::Relaxed);
+            drop(items.take());
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }
