@@ -28,6 +28,14 @@ impl Sampler {
         Ok(Sampler { threshold, rate })
     }
 
+    /// Keeps everything.
+    pub fn all() -> Sampler {
+        Sampler {
+            threshold: u64::MAX,
+            rate: 1.0,
+        }
+    }
+
     /// The rate, for the exchange's `flags.sample_rate`.
     pub fn rate(&self) -> f64 {
         self.rate

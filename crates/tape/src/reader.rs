@@ -99,9 +99,10 @@ impl Blocks {
             Blocks::Inline(walker) => Ahead::Step(walker.next_step()),
             // The thread ends after sending End or an error; a closed
             // channel means the same.
-            Blocks::Ahead { items, .. } => {
-                items.as_ref().and_then(|items| items.recv().ok()).unwrap_or(Ahead::Step(Ok(Step::End)))
-            }
+            Blocks::Ahead { items, .. } => items
+                .as_ref()
+                .and_then(|items| items.recv().ok())
+                .unwrap_or(Ahead::Step(Ok(Step::End))),
         }
     }
 }
@@ -365,7 +366,12 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
 
 impl Drop for TapeReader {
     fn drop(&mut self) {
-        if let Blocks::Ahead { abandoned, items, thread } = &mut self.blocks {
+        if let Blocks::Ahead {
+            abandoned,
+            items,
+            thread,
+        } = &mut self.blocks
+        {
             // Stop a following walk, unblock a send into a full channel,
             // then wait for the thread: it ends within one block or poll.
             abandoned.store(true, Ordering::Relaxed);
