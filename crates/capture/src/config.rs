@@ -1,0 +1,133 @@
+//! What the recording proxy is told to do.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reprise_model::redact::Redactor;
+use reprise_model::sample::Sampler;
+use reprise_model::select::ExchangeFilter;
+
+/// An upstream the proxy forwards to: `http://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    /// `http`.
+    pub scheme: http::uri::Scheme,
+    /// `host:port`.
+    pub authority: http::uri::Authority,
+}
+
+/// An upstream URL that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid upstream {url:?}: {reason}")]
+pub struct UpstreamError {
+    url: String,
+    reason: String,
+}
+
+impl Upstream {
+    /// Parses `http://host[:port]` (a trailing `/` is fine; a path is not).
+    pub fn parse(url: &str) -> Result<Upstream, UpstreamError> {
+        let bad = |reason: &str| UpstreamError {
+            url: url.to_string(),
+            reason: reason.to_string(),
+        };
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri
+            .scheme()
+            .cloned()
+            .ok_or_else(|| bad("expected http://host:port"))?;
+        if scheme == http::uri::Scheme::HTTPS {
+            return Err(bad(
+                "https upstreams are not supported yet (TLS comes with the next step of the proxy)",
+            ));
+        }
+        if scheme != http::uri::Scheme::HTTP {
+            return Err(bad("the scheme must be http"));
+        }
+        let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
+        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+            return Err(bad(
+                "an upstream is a scheme and host only; paths are forwarded as they come",
+            ));
+        }
+        Ok(Upstream { scheme, authority })
+    }
+}
+
+/// The recording proxy's settings.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where to listen (HTTP/1.1 and h2c with prior knowledge on one port).
+    pub listen: SocketAddr,
+    /// Where to forward.
+    pub upstream: Upstream,
+    /// Bytes of each body kept in the recording (the rest is forwarded,
+    /// not stored, and the exchange flagged truncated).
+    pub max_body: usize,
+    /// Which exchanges are recorded, by id.
+    pub sampler: Sampler,
+    /// `--match` conditions.
+    pub filter: ExchangeFilter,
+    /// `--max-record-rate`.
+    pub max_record_rate: Option<u32>,
+    /// Redaction before storage.
+    pub redactor: Redactor,
+    /// Add `Via` and `X-Forwarded-For`/`-Proto`.
+    pub forwarded_headers: bool,
+    /// Keep the client's Host instead of the upstream's.
+    pub preserve_host: bool,
+    /// Connecting to the upstream.
+    pub connect_timeout: Duration,
+    /// From sending the request to the response head.
+    pub response_timeout: Duration,
+    /// How long in-flight calls may take to finish at shutdown.
+    pub drain_timeout: Duration,
+    /// Exchanges waiting for the writer before new ones are dropped.
+    pub queue_capacity: usize,
+    /// `source.service` of recorded exchanges.
+    pub service: String,
+}
+
+impl ProxyConfig {
+    /// Defaults for everything but where to listen and forward.
+    pub fn new(listen: SocketAddr, upstream: Upstream) -> ProxyConfig {
+        ProxyConfig {
+            listen,
+            upstream,
+            max_body: 1 << 20,
+            sampler: Sampler::all(),
+            filter: ExchangeFilter::new(),
+            max_record_rate: None,
+            redactor: Redactor::new(),
+            forwarded_headers: true,
+            preserve_host: false,
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(60),
+            drain_timeout: Duration::from_secs(10),
+            queue_capacity: 8192,
+            service: String::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstreams() {
+        assert!(Upstream::parse("http://127.0.0.1:8080").is_ok());
+        assert!(Upstream::parse("http://svc.local/").is_ok());
+        for bad in [
+            "127.0.0.1:8080",
+            "ftp://x",
+            "http://x/api",
+            "http://x/?a=1",
+            "https://x",
+        ] {
+            assert!(Upstream::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Errors of the recording proxy.
+
+use std::net::SocketAddr;
+
+/// Why the proxy could not run or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The sink failed; the recording may be incomplete.
+    #[error("recording failed: {0}")]
+    Sink(String),
+    /// Something that should not happen.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,302 @@
+//! The forward path: one request in, the same request to the upstream,
+//! its response back, both bodies streamed through taps. Failures become a
+//! 502 (gRPC: UNAVAILABLE) here, in one place.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use reprise_model::{ErrorKind, Exchange, Header, Protocol, RecordSource, Role};
+
+use crate::config::ProxyConfig;
+use crate::hop;
+use crate::recorder::Recorder;
+use crate::recording::{Recording, Side};
+use crate::tap::{Tap, TapBody};
+
+/// The body the proxy answers with: the upstream's, tapped, or its own.
+pub type ProxyBody = Either<TapBody<Incoming>, Full<Bytes>>;
+
+/// What every request handler shares.
+pub struct Forwarder {
+    pub config: ProxyConfig,
+    pub recorder: Recorder,
+    http1: Client<HttpConnector, TapBody<Incoming>>,
+    http2: Client<HttpConnector, TapBody<Incoming>>,
+}
+
+impl Forwarder {
+    /// Clients for both protocols to the configured upstream.
+    pub fn new(config: ProxyConfig, recorder: Recorder) -> Forwarder {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        let executor = hyper_util::rt::TokioExecutor::new();
+        let http1 = Client::builder(executor.clone()).build(connector.clone());
+        let http2 = Client::builder(executor).http2_only(true).build(connector);
+        Forwarder {
+            config,
+            recorder,
+            http1,
+            http2,
+        }
+    }
+}
+
+fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn protocol(version: Version, grpc: bool) -> Protocol {
+    match version {
+        Version::HTTP_2 if grpc => Protocol::Grpc,
+        Version::HTTP_2 => Protocol::Http2,
+        Version::HTTP_10 => Protocol::Http10,
+        _ => Protocol::Http11,
+    }
+}
+
+fn model_headers(map: &http::HeaderMap) -> Vec<Header> {
+    map.iter()
+        .map(|(n, v)| Header::new(n.as_str(), v.as_bytes()))
+        .collect()
+}
+
+/// Handles one request.
+pub async fn forward(
+    forwarder: Arc<Forwarder>,
+    peer: SocketAddr,
+    listener: String,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let counters = forwarder.recorder.counters();
+    counters.seen.fetch_add(1, Ordering::Relaxed);
+    let config = &forwarder.config;
+    let id = reprise_model::id::new_id();
+    let version = request.version();
+    let grpc = is_grpc(request.headers());
+    let sampled = config.sampler.keep(&id);
+    if !sampled {
+        counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+    }
+
+    let (mut parts, body) = request.into_parts();
+    // What the client sent, before any proxy rewriting, is what is recorded.
+    let recording = sampled.then(|| {
+        let authority = parts
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let exchange = Exchange {
+            id: id.clone(),
+            recorded_at_ns: reprise_model::time::now_ns(),
+            protocol: protocol(version, grpc) as i32,
+            role: Role::Inbound as i32,
+            source: Some(RecordSource {
+                service: config.service.clone(),
+                recorder: "proxy".into(),
+                listener: listener.clone(),
+                client_addr: peer.to_string(),
+                server_addr: config.upstream.authority.to_string(),
+                ..Default::default()
+            }),
+            request: Some(reprise_model::Request {
+                method: parts.method.to_string(),
+                scheme: "http".into(),
+                authority,
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_string(),
+                headers: model_headers(&parts.headers),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        Recording::new(forwarder.recorder.clone(), exchange, config.max_body, grpc)
+    });
+
+    let body = TapBody::new(
+        body,
+        recording
+            .as_ref()
+            .map(|r| Tap::new(Arc::clone(r), Side::Request)),
+    );
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let uri = http::Uri::builder()
+        .scheme(config.upstream.scheme.clone())
+        .authority(config.upstream.authority.clone())
+        .path_and_query(path)
+        .build();
+    let Ok(uri) = uri else {
+        return Ok(fail(
+            &recording,
+            grpc,
+            ErrorKind::Protocol,
+            "the request target cannot be forwarded".into(),
+            StatusCode::BAD_REQUEST,
+        ));
+    };
+    hop::strip_hop_by_hop(&mut parts.headers, false);
+    if config.forwarded_headers {
+        hop::add_forwarded(&mut parts.headers, version, &peer.ip().to_string(), "http");
+    }
+    if !config.preserve_host || version == Version::HTTP_2 {
+        parts.headers.remove(header::HOST);
+    }
+    if version != Version::HTTP_2
+        && !parts.headers.contains_key(header::HOST)
+        && let Ok(host) = HeaderValue::from_str(config.upstream.authority.as_str())
+    {
+        parts.headers.insert(header::HOST, host);
+    }
+    parts.uri = uri;
+    let client = if version == Version::HTTP_2 {
+        &forwarder.http2
+    } else {
+        &forwarder.http1
+    };
+    if version != Version::HTTP_2 {
+        parts.version = Version::HTTP_11;
+    }
+    let upstream = Request::from_parts(parts, body);
+
+    let response = tokio::time::timeout(config.response_timeout, client.request(upstream)).await;
+    match response {
+        Ok(Ok(response)) => {
+            let (mut parts, body) = response.into_parts();
+            if let Some(recording) = &recording {
+                recording.response_head(parts.status, &parts.headers);
+            }
+            hop::strip_hop_by_hop(&mut parts.headers, false);
+            let body = TapBody::new(
+                body,
+                recording
+                    .as_ref()
+                    .map(|r| Tap::new(Arc::clone(r), Side::Response)),
+            );
+            Ok(Response::from_parts(parts, Either::Left(body)))
+        }
+        Ok(Err(error)) => {
+            let kind = if error.is_connect() {
+                ErrorKind::Connect
+            } else {
+                ErrorKind::Protocol
+            };
+            let message = error_chain(&error);
+            Ok(fail(
+                &recording,
+                grpc,
+                kind,
+                message,
+                StatusCode::BAD_GATEWAY,
+            ))
+        }
+        Err(_) => {
+            let message = format!(
+                "no response from the upstream within {:?}",
+                config.response_timeout
+            );
+            Ok(fail(
+                &recording,
+                grpc,
+                ErrorKind::Timeout,
+                message,
+                StatusCode::GATEWAY_TIMEOUT,
+            ))
+        }
+    }
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The proxy's own answer when the upstream could not give one: a 502
+/// (or 504) with the reason, or for gRPC a trailers-only UNAVAILABLE.
+fn fail(
+    recording: &Option<Arc<Recording>>,
+    grpc: bool,
+    kind: ErrorKind,
+    message: String,
+    status: StatusCode,
+) -> Response<ProxyBody> {
+    let text = format!("reprise: upstream failed: {message}");
+    if let Some(recording) = recording {
+        recording.failed(kind, message);
+        // No response body will flow: that side is done.
+        recording.body_done(Side::Response, false, None);
+    }
+    let mut response = if grpc {
+        let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static("14"));
+        if let Ok(value) = HeaderValue::from_str(&percent_encode(&text)) {
+            headers.insert("grpc-message", value);
+        }
+        response
+    } else {
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(text + "\n"))));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    response
+        .headers_mut()
+        .insert("x-reprise-error", HeaderValue::from_static("upstream"));
+    response
+}
+
+/// gRPC's percent-encoding of `grpc-message`.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,29 @@
+//! The recording proxy behind `reprise record`: a reverse proxy in front of
+//! a service written in any language, recording every exchange it forwards.
+//!
+//! - One listener serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge);
+//!   requests go to the upstream in the protocol they came in (gRPC needs
+//!   HTTP/2).
+//! - Bodies stream: each frame is forwarded as it arrives and copied (up to
+//!   the size cap) by a [`tap`](TapBody) on the way.
+//! - Recording is a bypass: a finished exchange goes into a bounded queue
+//!   with `try_send`; when the queue is full it is dropped from the
+//!   recording, never from the forward path, and counted. A writer thread
+//!   applies `--match`, the rate cap and redaction, and owns the sink.
+//! - An upstream that cannot be reached gives the client a 502 (gRPC:
+//!   UNAVAILABLE) saying why, and the exchange is recorded with its error.
+
+mod config;
+mod error;
+mod forward;
+mod hop;
+mod recorder;
+mod recording;
+mod server;
+mod tap;
+
+pub use config::{ProxyConfig, Upstream, UpstreamError};
+pub use error::CaptureError;
+pub use recorder::{RecorderCounters, RecorderStats};
+pub use server::{RunningProxy, start};
+pub use tap::TapBody;

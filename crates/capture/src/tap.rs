@@ -1,0 +1,127 @@
+//! A body wrapper that passes every frame on unchanged and copies it to
+//! the exchange's recording on the way (the recording keeps at most the
+//! size cap). The forward path never waits on the recorder.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+use crate::recording::{Recording, Side};
+
+pin_project! {
+    /// `inner`, observed. When it ends, fails or is dropped early, the
+    /// recording is told which.
+    pub struct TapBody<B> {
+        #[pin]
+        inner: B,
+        tap: Option<Tap>,
+    }
+}
+
+/// The recording side of a [`TapBody`]; reports a drop before the end as
+/// a cancelled body.
+pub struct Tap {
+    recording: Arc<Recording>,
+    side: Side,
+    /// Set once the body's end (or failure) has been reported.
+    finished: bool,
+}
+
+impl Tap {
+    /// Observes `side` of `recording`.
+    pub fn new(recording: Arc<Recording>, side: Side) -> Tap {
+        Tap {
+            recording,
+            side,
+            finished: false,
+        }
+    }
+
+    fn finish(mut self, error: Option<String>) {
+        self.finished = true;
+        self.recording.body_done(self.side, false, error);
+    }
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.recording.body_done(self.side, true, None);
+        }
+    }
+}
+
+impl<B: Body> TapBody<B> {
+    /// Wraps `inner`; with no tap the body passes through unobserved. A
+    /// body already at its end (no body at all) is reported done at once.
+    pub fn new(inner: B, tap: Option<Tap>) -> Self {
+        let tap = match tap {
+            Some(tap) if inner.is_end_stream() => {
+                tap.finish(None);
+                None
+            }
+            other => other,
+        };
+        TapBody { inner, tap }
+    }
+}
+
+impl<B> Body for TapBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: std::fmt::Display,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let mut inner = this.inner;
+        let polled = inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(tap) = this.tap.as_ref() {
+                    if let Some(data) = frame.data_ref() {
+                        tap.recording.data(tap.side, data);
+                    } else if let Some(trailers) = frame.trailers_ref() {
+                        tap.recording.trailers(tap.side, trailers);
+                    }
+                }
+                // Whoever reads this body may stop once it says it is at
+                // its end, without polling for the final `None`.
+                if inner.is_end_stream()
+                    && let Some(tap) = this.tap.take()
+                {
+                    tap.finish(None);
+                }
+            }
+            Poll::Ready(Some(Err(error))) => {
+                if let Some(tap) = this.tap.take() {
+                    tap.finish(Some(error.to_string()));
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(tap) = this.tap.take() {
+                    tap.finish(None);
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

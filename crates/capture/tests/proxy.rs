@@ -1,0 +1,429 @@
+//! The recording proxy between real clients (hyper, curl) and a real axum
+//! service on 127.0.0.1: clients get exactly what the upstream sent, and
+//! the recording holds each exchange with its fields right.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use reprise_capture::{ProxyConfig, RunningProxy, Upstream};
+use reprise_model::{ErrorKind, Exchange, HeaderList, MemorySink, Protocol};
+
+/// What the upstream saw, echoed as JSON.
+async fn json(
+    headers: HeaderMap,
+    Query(query): Query<Vec<(String, String)>>,
+) -> (HeaderMap, String) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let body = serde_json::json!({
+        "host": header("host"),
+        "via": header("via"),
+        "x_forwarded_for": header("x-forwarded-for"),
+        "authorization": header("authorization"),
+        "connection": header("connection"),
+        "query": query,
+    });
+    let mut out = HeaderMap::new();
+    out.insert("content-type", "application/json".parse().unwrap());
+    out.insert("x-upstream", "axum".parse().unwrap());
+    (out, body.to_string())
+}
+
+/// Streams the request body straight back, however large.
+async fn echo(headers: HeaderMap, body: Body) -> (HeaderMap, Body) {
+    let mut out = HeaderMap::new();
+    if let Some(kind) = headers.get("content-type") {
+        out.insert("content-type", kind.clone());
+    }
+    (out, body)
+}
+
+async fn status(Path(code): Path<u16>) -> StatusCode {
+    StatusCode::from_u16(code).unwrap()
+}
+
+async fn upstream() -> SocketAddr {
+    let app = Router::new()
+        .route("/json", get(json))
+        .route("/echo", post(echo))
+        .route("/status/{code}", get(status))
+        .route(
+            "/stream",
+            get(|| async { Body::from_stream(slow_chunks()) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Three chunks, 20 ms apart.
+fn slow_chunks() -> tokio_stream::wrappers::ReceiverStream<Result<Bytes, std::io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        for i in 0..3 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let _ = tx.send(Ok(Bytes::from(format!("chunk {i}\n")))).await;
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+async fn proxy(
+    upstream: SocketAddr,
+    tweak: impl FnOnce(&mut ProxyConfig),
+) -> (RunningProxy, MemorySink) {
+    let mut config = ProxyConfig::new(
+        "127.0.0.1:0".parse().unwrap(),
+        Upstream::parse(&format!("http://{upstream}")).unwrap(),
+    );
+    config.service = "shop".into();
+    tweak(&mut config);
+    let sink = MemorySink::new();
+    let running = reprise_capture::start(config, Box::new(sink.clone()))
+        .await
+        .unwrap();
+    (running, sink)
+}
+
+fn client(http2: bool) -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(http2)
+        .build(HttpConnector::new())
+}
+
+async fn call(
+    http2: bool,
+    method: &str,
+    url: String,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut request = http::Request::builder().method(method).uri(url);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = client(http2)
+        .request(request.body(Full::new(Bytes::from(body))).unwrap())
+        .await
+        .unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+fn by_path<'a>(exchanges: &'a [Exchange], path: &str) -> &'a Exchange {
+    exchanges
+        .iter()
+        .find(|e| e.request.as_ref().unwrap().path == path)
+        .unwrap_or_else(|| panic!("no {path}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_and_h2c_are_forwarded_and_recorded() {
+    let upstream = upstream().await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let base = format!("http://{}", proxy.local_addr());
+    let started = reprise_model::time::now_ns();
+
+    // Straight to the upstream, for reference, then through the proxy.
+    let (_, _, direct) = call(
+        false,
+        "GET",
+        format!("http://{upstream}/json?x=1&x=2"),
+        &[],
+        vec![],
+    )
+    .await;
+    let direct: serde_json::Value = serde_json::from_slice(&direct).unwrap();
+    let (status, headers, body) = call(
+        false,
+        "GET",
+        format!("{base}/json?x=1&x=2"),
+        &[("authorization", "Bearer s3cret"), ("x-custom", "a")],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-upstream"], "axum");
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(
+        seen["host"], direct["host"],
+        "Host rewritten to the upstream"
+    );
+    assert_eq!(seen["via"], "1.1 reprise");
+    assert_eq!(seen["x_forwarded_for"], "127.0.0.1");
+    assert_eq!(
+        seen["authorization"], "Bearer s3cret",
+        "the upstream gets the real credential"
+    );
+    assert_eq!(seen["query"], direct["query"]);
+
+    let payload = br#"{"sku":"A1","qty":2}"#.to_vec();
+    let (status, headers, body) = call(
+        true,
+        "POST",
+        format!("{base}/echo"),
+        &[("content-type", "application/json")],
+        payload.clone(),
+    )
+    .await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &payload[..]));
+    assert_eq!(headers["content-type"], "application/json");
+
+    let stats = proxy.shutdown().await.unwrap();
+    assert_eq!((stats.seen, stats.recorded), (2, 2));
+    let exchanges = sink.exchanges();
+    let get = by_path(&exchanges, "/json?x=1&x=2");
+    assert_eq!(get.protocol(), Protocol::Http11);
+    assert!(get.recorded_at_ns >= started && get.duration_ns > 0);
+    let request = get.request.as_ref().unwrap();
+    assert_eq!(request.method, "GET");
+    assert_eq!(
+        request.authority,
+        format!("{}", base.trim_start_matches("http://"))
+    );
+    assert_eq!(
+        request.headers.header_str("authorization"),
+        Some("[redacted]")
+    );
+    assert_eq!(request.headers.header_str("x-custom"), Some("a"));
+    let response = get.response.as_ref().unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.headers.header_str("x-upstream"), Some("axum"));
+    assert_eq!(&response.body[..], &body_of(&seen)[..]);
+    assert!(get.flags.as_ref().unwrap().redacted);
+    let source = get.source.as_ref().unwrap();
+    assert_eq!(
+        (source.recorder.as_str(), source.service.as_str()),
+        ("proxy", "shop")
+    );
+    assert!(source.client_addr.starts_with("127.0.0.1:"));
+
+    let post = by_path(&exchanges, "/echo");
+    assert_eq!(post.protocol(), Protocol::Http2);
+    assert_eq!(&post.request.as_ref().unwrap().body[..], &payload[..]);
+    assert_eq!(&post.response.as_ref().unwrap().body[..], &payload[..]);
+    assert_eq!(
+        post.request.as_ref().unwrap().body_size,
+        payload.len() as u64
+    );
+    assert!(post.flags.is_none() || !post.flags.as_ref().unwrap().cancelled);
+}
+
+fn body_of(value: &serde_json::Value) -> Vec<u8> {
+    value.to_string().into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_pass_whole_and_are_recorded_up_to_the_cap() {
+    let upstream = upstream().await;
+    let (proxy, sink) = proxy(upstream, |c| c.max_body = 64 << 10).await;
+    let payload: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let (status, _, body) = call(
+        false,
+        "POST",
+        format!("http://{}/echo", proxy.local_addr()),
+        &[],
+        payload.clone(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body.len(), payload.len());
+    assert!(body[..] == payload[..], "the client gets every byte");
+    proxy.shutdown().await.unwrap();
+    let exchanges = sink.exchanges();
+    let request = exchanges[0].request.as_ref().unwrap();
+    assert_eq!(
+        (
+            request.body.len(),
+            request.body_size,
+            request.body_truncated
+        ),
+        (64 << 10, 3 << 20, true)
+    );
+    assert_eq!(&request.body[..], &payload[..64 << 10]);
+    let response = exchanges[0].response.as_ref().unwrap();
+    assert_eq!(
+        (
+            response.body.len(),
+            response.body_size,
+            response.body_truncated
+        ),
+        (64 << 10, 3 << 20, true)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_responses_flow_as_they_arrive() {
+    let upstream = upstream().await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let (status, _, body) = call(
+        true,
+        "GET",
+        format!("http://{}/stream", proxy.local_addr()),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (status, &body[..]),
+        (StatusCode::OK, &b"chunk 0\nchunk 1\nchunk 2\n"[..])
+    );
+    proxy.shutdown().await.unwrap();
+    let exchange = &sink.exchanges()[0];
+    assert_eq!(
+        &exchange.response.as_ref().unwrap().body[..],
+        b"chunk 0\nchunk 1\nchunk 2\n"
+    );
+    assert!(
+        exchange.duration_ns >= 40_000_000,
+        "the exchange lasts until the stream ends"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_upstream_is_a_502_and_recorded_with_its_error() {
+    // A port nothing listens on.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (proxy, sink) = proxy(closed, |_| {}).await;
+    let (status, headers, body) = call(
+        false,
+        "GET",
+        format!("http://{}/json", proxy.local_addr()),
+        &[],
+        vec![],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(headers["x-reprise-error"], "upstream");
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(
+        text.starts_with("reprise: upstream failed: client error (Connect)"),
+        "{text}"
+    );
+    assert!(text.contains("Connection refused"), "{text}");
+    // gRPC callers get UNAVAILABLE instead.
+    let (status, headers, _) = call(
+        true,
+        "POST",
+        format!("http://{}/pkg.Svc/Call", proxy.local_addr()),
+        &[("content-type", "application/grpc")],
+        vec![0, 0, 0, 0, 0],
+    )
+    .await;
+    assert_eq!(
+        (status, headers["grpc-status"].to_str().unwrap()),
+        (StatusCode::OK, "14")
+    );
+    proxy.shutdown().await.unwrap();
+    let exchanges = sink.exchanges();
+    assert_eq!(exchanges.len(), 2);
+    let error = exchanges[0].error.as_ref().unwrap();
+    assert_eq!(error.kind(), ErrorKind::Connect);
+    assert!(exchanges[0].response.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_and_matching_choose_what_is_recorded() {
+    let upstream = upstream().await;
+    let (sampled, sink) = proxy(upstream, |c| {
+        c.sampler = reprise_model::sample::Sampler::new(0.0).unwrap()
+    })
+    .await;
+    for _ in 0..5 {
+        let (status, _, _) = call(
+            false,
+            "GET",
+            format!("http://{}/status/204", sampled.local_addr()),
+            &[],
+            vec![],
+        )
+        .await;
+        assert_eq!(status, 204);
+    }
+    let stats = sampled.shutdown().await.unwrap();
+    assert_eq!((stats.seen, stats.sampled_out, stats.recorded), (5, 5, 0));
+    assert!(sink.exchanges().is_empty());
+
+    let (matched, sink) = proxy(upstream, |c| {
+        c.filter = reprise_model::select::ExchangeFilter::new()
+            .status("5xx")
+            .unwrap()
+    })
+    .await;
+    for code in [200, 500, 404, 503] {
+        call(
+            false,
+            "GET",
+            format!("http://{}/status/{code}", matched.local_addr()),
+            &[],
+            vec![],
+        )
+        .await;
+    }
+    let stats = matched.shutdown().await.unwrap();
+    assert_eq!((stats.recorded, stats.unmatched), (2, 2));
+    let statuses: Vec<u32> = sink.exchanges().iter().map(Exchange::status).collect();
+    assert_eq!(statuses.len(), 2);
+    assert!(statuses.contains(&500) && statuses.contains(&503));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_over_http1_and_http2_prior_knowledge() {
+    let upstream = upstream().await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let url = format!("http://{}/echo", proxy.local_addr());
+    for flag in ["--http1.1", "--http2-prior-knowledge"] {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "-S",
+                flag,
+                "-H",
+                "content-type: text/plain",
+                "--data-binary",
+                "hello curl",
+                &url,
+            ])
+            .output()
+            .await
+            .expect("curl runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout, b"hello curl");
+    }
+    proxy.shutdown().await.unwrap();
+    let protocols: Vec<Protocol> = sink.exchanges().iter().map(Exchange::protocol).collect();
+    assert_eq!(protocols, [Protocol::Http11, Protocol::Http2]);
+    assert!(
+        sink.exchanges()
+            .iter()
+            .all(|e| &e.request.as_ref().unwrap().body[..] == b"hello curl")
+    );
+}
