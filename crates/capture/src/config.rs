@@ -1,16 +1,17 @@
 //! What the recording proxy is told to do.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use reprise_model::redact::Redactor;
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
 
-/// An upstream the proxy forwards to: `http://host:port`.
+/// An upstream the proxy forwards to: `http://host:port` or `https://...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
-    /// `http`.
+    /// `http` or `https`.
     pub scheme: http::uri::Scheme,
     /// `host:port`.
     pub authority: http::uri::Authority,
@@ -25,7 +26,7 @@ pub struct UpstreamError {
 }
 
 impl Upstream {
-    /// Parses `http://host[:port]` (a trailing `/` is fine; a path is not).
+    /// Parses `http[s]://host[:port]` (a trailing `/` is fine; a path is not).
     pub fn parse(url: &str) -> Result<Upstream, UpstreamError> {
         let bad = |reason: &str| UpstreamError {
             url: url.to_string(),
@@ -37,14 +38,9 @@ impl Upstream {
         let scheme = uri
             .scheme()
             .cloned()
-            .ok_or_else(|| bad("expected http://host:port"))?;
-        if scheme == http::uri::Scheme::HTTPS {
-            return Err(bad(
-                "https upstreams are not supported yet (TLS comes with the next step of the proxy)",
-            ));
-        }
-        if scheme != http::uri::Scheme::HTTP {
-            return Err(bad("the scheme must be http"));
+            .ok_or_else(|| bad("expected http://host:port or https://host:port"))?;
+        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
+            return Err(bad("the scheme must be http or https"));
         }
         let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
         if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
@@ -88,6 +84,16 @@ pub struct ProxyConfig {
     pub queue_capacity: usize,
     /// `source.service` of recorded exchanges.
     pub service: String,
+    /// Serve TLS (ALPN h2, http/1.1) with this PEM certificate chain and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Trust only this CA (PEM) for https upstreams, not the system roots.
+    pub upstream_ca: Option<PathBuf>,
+    /// Serve `/metrics` and `/healthz` here.
+    pub admin: Option<SocketAddr>,
+    /// A client must send a request's whole head within this time.
+    pub header_timeout: Duration,
+    /// The largest request head accepted (HTTP/1.1 gets a 431 past it).
+    pub max_header_bytes: usize,
 }
 
 impl ProxyConfig {
@@ -108,6 +114,11 @@ impl ProxyConfig {
             drain_timeout: Duration::from_secs(10),
             queue_capacity: 8192,
             service: String::new(),
+            tls: None,
+            upstream_ca: None,
+            admin: None,
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 << 10,
         }
     }
 }
@@ -120,12 +131,13 @@ mod tests {
     fn upstreams() {
         assert!(Upstream::parse("http://127.0.0.1:8080").is_ok());
         assert!(Upstream::parse("http://svc.local/").is_ok());
+        assert!(Upstream::parse("https://svc.local:8443").is_ok());
         for bad in [
             "127.0.0.1:8080",
             "ftp://x",
             "http://x/api",
             "http://x/?a=1",
-            "https://x",
+            "http:///",
         ] {
             assert!(Upstream::parse(bad).is_err(), "{bad}");
         }

@@ -14,6 +14,9 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
+    /// A TLS certificate, key or CA file cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
     /// The sink failed; the recording may be incomplete.
     #[error("recording failed: {0}")]
     Sink(String),

@@ -5,19 +5,20 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::{ErrorKind, Exchange, Header, Protocol, RecordSource, Role};
 
 use crate::config::ProxyConfig;
 use crate::hop;
+use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::recording::{Recording, Side};
 use crate::tap::{Tap, TapBody};
@@ -25,30 +26,67 @@ use crate::tap::{Tap, TapBody};
 /// The body the proxy answers with: the upstream's, tapped, or its own.
 pub type ProxyBody = Either<TapBody<Incoming>, Full<Bytes>>;
 
+type UpstreamClient = Client<HttpsConnector<HttpConnector>, TapBody<Incoming>>;
+
 /// What every request handler shares.
 pub struct Forwarder {
     pub config: ProxyConfig,
     pub recorder: Recorder,
-    http1: Client<HttpConnector, TapBody<Incoming>>,
-    http2: Client<HttpConnector, TapBody<Incoming>>,
+    /// `http` or `https`: how clients reached the proxy.
+    pub listener_scheme: &'static str,
+    /// For clients that spoke HTTP/1.x (ALPN http/1.1 to https upstreams).
+    http1: UpstreamClient,
+    /// For clients that spoke HTTP/2 (h2c, or ALPN h2).
+    http2: UpstreamClient,
 }
 
 impl Forwarder {
     /// Clients for both protocols to the configured upstream.
-    pub fn new(config: ProxyConfig, recorder: Recorder) -> Forwarder {
+    pub fn new(
+        config: ProxyConfig,
+        recorder: Recorder,
+        listener_scheme: &'static str,
+    ) -> Result<Forwarder, crate::tls::TlsError> {
+        let tls = crate::tls::client_config(config.upstream_ca.as_deref())?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
+        connector.enforce_http(false);
+        let https1 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls.clone())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector.clone());
+        let https2 = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http2()
+            .wrap_connector(connector);
         let executor = hyper_util::rt::TokioExecutor::new();
-        let http1 = Client::builder(executor.clone()).build(connector.clone());
-        let http2 = Client::builder(executor).http2_only(true).build(connector);
-        Forwarder {
+        let http1 = Client::builder(executor.clone()).build(https1);
+        let http2 = Client::builder(executor).http2_only(true).build(https2);
+        Ok(Forwarder {
             config,
             recorder,
+            listener_scheme,
             http1,
             http2,
-        }
+        })
     }
+}
+
+/// A WebSocket-style upgrade (HTTP/1.1 `Upgrade` with `Connection:
+/// upgrade`): passed through as a tunnel once the upstream agrees.
+fn is_upgrade(request: &Request<Incoming>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 fn is_grpc(headers: &http::HeaderMap) -> bool {
@@ -80,17 +118,28 @@ pub async fn forward(
     listener: String,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let counters = forwarder.recorder.counters();
-    counters.seen.fetch_add(1, Ordering::Relaxed);
+    let metrics = forwarder.recorder.metrics();
+    metrics.seen.inc();
     let config = &forwarder.config;
     let id = reprise_model::id::new_id();
     let version = request.version();
     let grpc = is_grpc(request.headers());
     let sampled = config.sampler.keep(&id);
     if !sampled {
-        counters.sampled_out.fetch_add(1, Ordering::Relaxed);
+        metrics.sampled_out.inc();
     }
 
+    if request.method() == http::Method::CONNECT {
+        // A reverse proxy has no business opening tunnels to wherever a
+        // client names: only the upstream is ever reached.
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
+            b"reprise: CONNECT is not forwarded (this is a reverse proxy for one upstream)\n",
+        ))));
+        *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        return Ok(response);
+    }
+    let mut request = request;
+    let upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     // What the client sent, before any proxy rewriting, is what is recorded.
     let recording = sampled.then(|| {
@@ -121,7 +170,7 @@ pub async fn forward(
             }),
             request: Some(reprise_model::Request {
                 method: parts.method.to_string(),
-                scheme: "http".into(),
+                scheme: forwarder.listener_scheme.into(),
                 authority,
                 path: parts
                     .uri
@@ -154,6 +203,7 @@ pub async fn forward(
         .build();
     let Ok(uri) = uri else {
         return Ok(fail(
+            metrics,
             &recording,
             grpc,
             ErrorKind::Protocol,
@@ -161,9 +211,19 @@ pub async fn forward(
             StatusCode::BAD_REQUEST,
         ));
     };
-    hop::strip_hop_by_hop(&mut parts.headers, false);
+    hop::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    if upgrade.is_some() {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     if config.forwarded_headers {
-        hop::add_forwarded(&mut parts.headers, version, &peer.ip().to_string(), "http");
+        hop::add_forwarded(
+            &mut parts.headers,
+            version,
+            &peer.ip().to_string(),
+            forwarder.listener_scheme,
+        );
     }
     if !config.preserve_host || version == Version::HTTP_2 {
         parts.headers.remove(header::HOST);
@@ -185,9 +245,18 @@ pub async fn forward(
     }
     let upstream = Request::from_parts(parts, body);
 
+    let sent = std::time::Instant::now();
     let response = tokio::time::timeout(config.response_timeout, client.request(upstream)).await;
     match response {
-        Ok(Ok(response)) => {
+        Ok(Ok(mut response)) => {
+            metrics
+                .upstream_latency
+                .observe(sent.elapsed().as_secs_f64());
+            if let Some(client_side) = upgrade
+                && response.status() == StatusCode::SWITCHING_PROTOCOLS
+            {
+                return Ok(tunnel(client_side, &mut response, &recording));
+            }
             let (mut parts, body) = response.into_parts();
             if let Some(recording) = &recording {
                 recording.response_head(parts.status, &parts.headers);
@@ -209,6 +278,7 @@ pub async fn forward(
             };
             let message = error_chain(&error);
             Ok(fail(
+                metrics,
                 &recording,
                 grpc,
                 kind,
@@ -222,6 +292,7 @@ pub async fn forward(
                 config.response_timeout
             );
             Ok(fail(
+                metrics,
                 &recording,
                 grpc,
                 ErrorKind::Timeout,
@@ -230,6 +301,33 @@ pub async fn forward(
             ))
         }
     }
+}
+
+/// The upstream agreed to switch protocols: answer the client with the
+/// same 101 and, once both sides have switched, copy bytes both ways until
+/// either closes. The exchange is recorded as upgraded, without frames.
+fn tunnel(
+    client_side: hyper::upgrade::OnUpgrade,
+    response: &mut Response<Incoming>,
+    recording: &Option<Arc<Recording>>,
+) -> Response<ProxyBody> {
+    let upstream_side = hyper::upgrade::on(&mut *response);
+    if let Some(recording) = recording {
+        recording.response_head(response.status(), response.headers());
+        recording.upgraded();
+        recording.body_done(Side::Response, false, None);
+    }
+    tokio::spawn(async move {
+        if let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) {
+            let mut client = hyper_util::rt::TokioIo::new(client);
+            let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+        }
+    });
+    let mut answer = Response::new(Either::Right(Full::new(Bytes::new())));
+    *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *answer.headers_mut() = response.headers().clone();
+    answer
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -249,12 +347,14 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 /// The proxy's own answer when the upstream could not give one: a 502
 /// (or 504) with the reason, or for gRPC a trailers-only UNAVAILABLE.
 fn fail(
+    metrics: &Metrics,
     recording: &Option<Arc<Recording>>,
     grpc: bool,
     kind: ErrorKind,
     message: String,
     status: StatusCode,
 ) -> Response<ProxyBody> {
+    metrics.error(kind);
     let text = format!("reprise: upstream failed: {message}");
     if let Some(recording) = recording {
         recording.failed(kind, message);

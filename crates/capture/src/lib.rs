@@ -17,13 +17,16 @@ mod config;
 mod error;
 mod forward;
 mod hop;
+mod metrics;
 mod recorder;
 mod recording;
 mod server;
 mod tap;
+mod tls;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError};
 pub use error::CaptureError;
-pub use recorder::{RecorderCounters, RecorderStats};
+pub use metrics::{Metrics, RecorderStats};
 pub use server::{RunningProxy, start};
 pub use tap::TapBody;
+pub use tls::TlsError;

@@ -4,7 +4,6 @@
 //! thread applies the selection and redaction rules and owns the sink.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -14,66 +13,7 @@ use reprise_model::sample::RateLimit;
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Exchange, Flags, Sink};
 
-/// Counters of the recorder, readable while it runs.
-#[derive(Debug, Default)]
-pub struct RecorderCounters {
-    /// Exchanges that reached the proxy.
-    pub seen: AtomicU64,
-    /// Exchanges skipped by sampling.
-    pub sampled_out: AtomicU64,
-    /// Exchanges skipped by `--match`.
-    pub unmatched: AtomicU64,
-    /// Exchanges written to the sink.
-    pub recorded: AtomicU64,
-    /// Dropped: the queue to the writer was full.
-    pub dropped_queue_full: AtomicU64,
-    /// Dropped: over `--max-record-rate`.
-    pub dropped_rate_limit: AtomicU64,
-    /// Dropped: the sink refused them.
-    pub dropped_sink_error: AtomicU64,
-    /// Dropped: submitted after the recorder closed.
-    pub dropped_closed: AtomicU64,
-    /// Exchanges waiting in the queue.
-    pub queue_depth: AtomicU64,
-}
-
-/// A snapshot of the counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RecorderStats {
-    /// See [`RecorderCounters::seen`].
-    pub seen: u64,
-    /// See [`RecorderCounters::sampled_out`].
-    pub sampled_out: u64,
-    /// See [`RecorderCounters::unmatched`].
-    pub unmatched: u64,
-    /// See [`RecorderCounters::recorded`].
-    pub recorded: u64,
-    /// See [`RecorderCounters::dropped_queue_full`].
-    pub dropped_queue_full: u64,
-    /// See [`RecorderCounters::dropped_rate_limit`].
-    pub dropped_rate_limit: u64,
-    /// See [`RecorderCounters::dropped_sink_error`].
-    pub dropped_sink_error: u64,
-    /// See [`RecorderCounters::dropped_closed`].
-    pub dropped_closed: u64,
-}
-
-impl RecorderCounters {
-    /// A snapshot.
-    pub fn snapshot(&self) -> RecorderStats {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        RecorderStats {
-            seen: get(&self.seen),
-            sampled_out: get(&self.sampled_out),
-            unmatched: get(&self.unmatched),
-            recorded: get(&self.recorded),
-            dropped_queue_full: get(&self.dropped_queue_full),
-            dropped_rate_limit: get(&self.dropped_rate_limit),
-            dropped_sink_error: get(&self.dropped_sink_error),
-            dropped_closed: get(&self.dropped_closed),
-        }
-    }
-}
+use crate::metrics::Metrics;
 
 /// What the writer thread applies before storing.
 pub struct Rules {
@@ -98,7 +38,7 @@ enum Message {
 #[derive(Clone)]
 pub struct Recorder {
     tx: SyncSender<Message>,
-    counters: Arc<RecorderCounters>,
+    metrics: Arc<Metrics>,
 }
 
 /// The writer thread, to close at shutdown.
@@ -112,34 +52,32 @@ impl Recorder {
         sink: Box<dyn Sink>,
         rules: Rules,
         capacity: usize,
-        counters: Arc<RecorderCounters>,
+        metrics: Arc<Metrics>,
     ) -> std::io::Result<(Recorder, RecorderThread)> {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
-        let thread_counters = Arc::clone(&counters);
+        let thread_metrics = Arc::clone(&metrics);
         let thread = std::thread::Builder::new()
             .name("reprise-recorder".into())
-            .spawn(move || write_loop(rx, sink, rules, &thread_counters))?;
-        Ok((Recorder { tx, counters }, RecorderThread { thread }))
+            .spawn(move || write_loop(rx, sink, rules, &thread_metrics))?;
+        Ok((Recorder { tx, metrics }, RecorderThread { thread }))
     }
 
     /// The counters.
-    pub fn counters(&self) -> &Arc<RecorderCounters> {
-        &self.counters
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Queues an exchange for storage, or drops and counts it.
     pub fn submit(&self, exchange: Exchange) {
         match self.tx.try_send(Message::Record(Box::new(exchange))) {
             Ok(()) => {
-                self.counters.queue_depth.fetch_add(1, Ordering::Relaxed);
+                self.metrics.queue_depth.inc();
             }
             Err(TrySendError::Full(_)) => {
-                self.counters
-                    .dropped_queue_full
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped_queue_full.inc();
             }
             Err(TrySendError::Disconnected(_)) => {
-                self.counters.dropped_closed.fetch_add(1, Ordering::Relaxed);
+                self.metrics.dropped_closed.inc();
             }
         }
     }
@@ -152,10 +90,10 @@ impl RecorderThread {
     /// error saying how much was lost. Call it off the async runtime.
     pub fn close(self, recorder: &Recorder, deadline: Duration) -> Result<(), String> {
         let until = Instant::now() + deadline;
-        let stalled = |counters: &RecorderCounters| {
+        let stalled = |metrics: &Metrics| {
             format!(
                 "the sink did not finish writing within {deadline:?}; {} queued exchanges were not recorded",
-                counters.queue_depth.load(Ordering::Relaxed)
+                metrics.queue_depth.get()
             )
         };
         loop {
@@ -164,12 +102,12 @@ impl RecorderThread {
                 Err(TrySendError::Full(_)) if Instant::now() < until => {
                     std::thread::sleep(Duration::from_millis(2))
                 }
-                Err(TrySendError::Full(_)) => return Err(stalled(&recorder.counters)),
+                Err(TrySendError::Full(_)) => return Err(stalled(&recorder.metrics)),
             }
         }
         while !self.thread.is_finished() {
             if Instant::now() >= until {
-                return Err(stalled(&recorder.counters));
+                return Err(stalled(&recorder.metrics));
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -183,7 +121,7 @@ fn write_loop(
     rx: Receiver<Message>,
     mut sink: Box<dyn Sink>,
     rules: Rules,
-    counters: &RecorderCounters,
+    metrics: &Metrics,
 ) -> Result<(), String> {
     let mut limit = rules.max_rate.map(RateLimit::new);
     let mut first_error = None;
@@ -192,15 +130,15 @@ fn write_loop(
             break;
         };
         let mut exchange = *exchange;
-        counters.queue_depth.fetch_sub(1, Ordering::Relaxed);
+        metrics.queue_depth.dec();
         if !rules.filter.matches(&exchange) {
-            counters.unmatched.fetch_add(1, Ordering::Relaxed);
+            metrics.unmatched.inc();
             continue;
         }
         if let Some(limit) = limit.as_mut()
             && !limit.allow(reprise_model::time::now_ns())
         {
-            counters.dropped_rate_limit.fetch_add(1, Ordering::Relaxed);
+            metrics.dropped_rate_limit.inc();
             continue;
         }
         rules.redactor.apply(&mut exchange);
@@ -212,10 +150,15 @@ fn write_loop(
         }
         match sink.append(exchange) {
             Ok(()) => {
-                counters.recorded.fetch_add(1, Ordering::Relaxed);
+                metrics.recorded.inc();
+                if let Some(bytes) = sink.bytes_written() {
+                    metrics
+                        .sink_bytes
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
             }
             Err(error) => {
-                counters.dropped_sink_error.fetch_add(1, Ordering::Relaxed);
+                metrics.dropped_sink_error.inc();
                 first_error.get_or_insert_with(|| error.to_string());
             }
         }

@@ -135,6 +135,15 @@ impl Recording {
         }
     }
 
+    /// The connection was switched to another protocol (passed through).
+    pub fn upgraded(&self) {
+        self.partial()
+            .exchange
+            .flags
+            .get_or_insert_with(Flags::default)
+            .upgraded = true;
+    }
+
     /// The call failed below HTTP.
     pub fn failed(&self, kind: ErrorKind, message: String) {
         let mut partial = self.partial();
@@ -205,6 +214,7 @@ impl Recording {
             let mut partial = self.partial();
             partial.cancelled |= cancelled;
             if let Some(message) = error {
+                self.recorder.metrics().error(ErrorKind::Reset);
                 let after_head = partial.exchange.response.is_some() || side == Side::Response;
                 if partial.exchange.error.is_none() {
                     partial.exchange.error = Some(TransportError {

@@ -64,6 +64,12 @@ pub trait Sink: Send {
     fn close(&mut self) -> Result<(), StoreError> {
         self.sync()
     }
+
+    /// Bytes the store has written so far, where it knows (a tape: the
+    /// file's size), for progress and metrics.
+    fn bytes_written(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Where exchanges are read from, in store order.

@@ -317,6 +317,10 @@ impl Sink for TapeWriter {
     fn close(&mut self) -> Result<(), StoreError> {
         self.finish().map(|_| ()).map_err(StoreError::from)
     }
+
+    fn bytes_written(&self) -> Option<u64> {
+        Some(self.stats().file_bytes)
+    }
 }
 
 /// State owned by the writer thread.

@@ -1,0 +1,226 @@
+//! What the proxy counts, shared by the forward path, the recorder and the
+//! admin endpoint (`/metrics`, Prometheus/OpenMetrics text format).
+//!
+//! Every counter is an atomic; the per-reason ones are handles into their
+//! label family, taken once at start, so counting never takes a lock.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use reprise_model::ErrorKind;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Kind {
+    kind: String,
+}
+
+/// The proxy's counters.
+#[derive(Debug)]
+pub struct Metrics {
+    /// Exchanges that reached the proxy.
+    pub seen: Counter,
+    /// Exchanges written to the sink.
+    pub recorded: Counter,
+    /// Skipped by sampling.
+    pub sampled_out: Counter,
+    /// Skipped by `--match`.
+    pub unmatched: Counter,
+    /// Dropped: the queue to the writer was full.
+    pub dropped_queue_full: Counter,
+    /// Dropped: over `--max-record-rate`.
+    pub dropped_rate_limit: Counter,
+    /// Dropped: the sink refused them.
+    pub dropped_sink_error: Counter,
+    /// Dropped: finished after the recorder closed (past the drain).
+    pub dropped_closed: Counter,
+    /// Bytes the sink has written (a tape: the file's size).
+    pub sink_bytes: Gauge,
+    /// Exchanges waiting for the writer.
+    pub queue_depth: Gauge,
+    /// Seconds from sending a request upstream to its response head.
+    pub upstream_latency: Histogram,
+    errors: Family<Kind, Counter>,
+    registry: Registry,
+}
+
+/// A snapshot of the recording counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecorderStats {
+    /// Exchanges that reached the proxy.
+    pub seen: u64,
+    /// Skipped by sampling.
+    pub sampled_out: u64,
+    /// Skipped by `--match`.
+    pub unmatched: u64,
+    /// Written to the sink.
+    pub recorded: u64,
+    /// Dropped: the queue was full.
+    pub dropped_queue_full: u64,
+    /// Dropped: over the rate cap.
+    pub dropped_rate_limit: u64,
+    /// Dropped: the sink failed.
+    pub dropped_sink_error: u64,
+    /// Dropped: finished after the recorder closed.
+    pub dropped_closed: u64,
+}
+
+impl RecorderStats {
+    /// Exchanges dropped for any reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_queue_full
+            + self.dropped_rate_limit
+            + self.dropped_sink_error
+            + self.dropped_closed
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Fresh counters, registered for `/metrics`.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("reprise");
+        let seen = Counter::default();
+        let recorded = Counter::default();
+        let skipped = Family::<Reason, Counter>::default();
+        let dropped = Family::<Reason, Counter>::default();
+        let sink_bytes = Gauge::default();
+        let queue_depth = Gauge::default();
+        // 100 µs to ~52 s.
+        let upstream_latency = Histogram::new(exponential_buckets(0.0001, 2.0, 20));
+        let errors = Family::<Kind, Counter>::default();
+        registry.register(
+            "exchanges_seen",
+            "Exchanges that reached the proxy",
+            seen.clone(),
+        );
+        registry.register(
+            "exchanges_recorded",
+            "Exchanges written to the recording",
+            recorded.clone(),
+        );
+        registry.register(
+            "exchanges_skipped",
+            "Exchanges not recorded by choice (sampling, --match)",
+            skipped.clone(),
+        );
+        registry.register(
+            "exchanges_dropped",
+            "Exchanges that should have been recorded but were dropped",
+            dropped.clone(),
+        );
+        registry.register(
+            "sink_bytes",
+            "Bytes the recording has written (a tape: its file size)",
+            sink_bytes.clone(),
+        );
+        registry.register(
+            "record_queue_depth",
+            "Exchanges waiting for the recording writer",
+            queue_depth.clone(),
+        );
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from sending a request upstream to its response head",
+            upstream_latency.clone(),
+        );
+        registry.register("errors", "Failed exchanges by kind", errors.clone());
+        let reason = |family: &Family<Reason, Counter>, reason: &str| {
+            family.get_or_create_owned(&Reason {
+                reason: reason.into(),
+            })
+        };
+        Metrics {
+            seen,
+            recorded,
+            sampled_out: reason(&skipped, "sampled_out"),
+            unmatched: reason(&skipped, "unmatched"),
+            dropped_queue_full: reason(&dropped, "queue_full"),
+            dropped_rate_limit: reason(&dropped, "rate_limit"),
+            dropped_sink_error: reason(&dropped, "sink_error"),
+            dropped_closed: reason(&dropped, "closed"),
+            sink_bytes,
+            queue_depth,
+            upstream_latency,
+            errors,
+            registry,
+        }
+    }
+
+    /// Counts a failed exchange.
+    pub fn error(&self, kind: ErrorKind) {
+        let kind = match kind {
+            ErrorKind::Connect => "connect",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Reset => "reset",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::Cancelled => "cancelled",
+            _ => "other",
+        };
+        self.errors.get_or_create(&Kind { kind: kind.into() }).inc();
+    }
+
+    /// The recording counters now.
+    pub fn snapshot(&self) -> RecorderStats {
+        RecorderStats {
+            seen: self.seen.get(),
+            sampled_out: self.sampled_out.get(),
+            unmatched: self.unmatched.get(),
+            recorded: self.recorded.get(),
+            dropped_queue_full: self.dropped_queue_full.get(),
+            dropped_rate_limit: self.dropped_rate_limit.get(),
+            dropped_sink_error: self.dropped_sink_error.get(),
+            dropped_closed: self.dropped_closed.get(),
+        }
+    }
+
+    /// Everything in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let metrics = Metrics::new();
+        metrics.seen.inc();
+        metrics.dropped_queue_full.inc_by(3);
+        metrics.error(ErrorKind::Connect);
+        metrics.upstream_latency.observe(0.002);
+        let text = metrics.render();
+        for line in [
+            "reprise_exchanges_seen_total 1",
+            "reprise_exchanges_dropped_total{reason=\"queue_full\"} 3",
+            "reprise_exchanges_dropped_total{reason=\"sink_error\"} 0",
+            "reprise_errors_total{kind=\"connect\"} 1",
+            "reprise_upstream_latency_seconds_count 1",
+            "reprise_record_queue_depth 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
+        assert_eq!(metrics.snapshot().dropped(), 3);
+    }
+}
