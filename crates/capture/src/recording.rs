@@ -51,6 +51,33 @@ struct Framer {
     current: Vec<u8>,
 }
 
+impl BodyCopy {
+    /// A gRPC body that ended inside a message (a length prefix promising
+    /// more than came): what arrived is kept as one truncated message.
+    fn end_of_body(&mut self, direction: Direction, offset_ns: u64) {
+        let framer = std::mem::take(&mut self.framer);
+        if !framer.in_message && framer.prefix.is_empty() {
+            return;
+        }
+        self.truncated = true;
+        if self.messages.len() < MAX_MESSAGES {
+            let data = if framer.in_message {
+                framer.current
+            } else {
+                framer.prefix
+            };
+            self.messages.push(StreamMessage {
+                direction: direction as i32,
+                offset_ns,
+                data: data.into(),
+                compressed: framer.compressed,
+                size: framer.len as u64,
+                truncated: true,
+            });
+        }
+    }
+}
+
 struct Partial {
     exchange: Exchange,
     request: BodyCopy,
@@ -122,11 +149,7 @@ impl Recording {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok())
         {
-            let message = map
-                .get("grpc-message")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let message = grpc_message(map);
             response.grpc = Some(GrpcStatus {
                 code,
                 message,
@@ -186,11 +209,7 @@ impl Recording {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
         {
-            let message = map
-                .get("grpc-message")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let message = grpc_message(map);
             let response = partial
                 .exchange
                 .response
@@ -243,10 +262,12 @@ impl Recording {
         let mut partial = self.partial();
         let cancelled = partial.cancelled;
         let mut exchange = std::mem::take(&mut partial.exchange);
-        let request = std::mem::take(&mut partial.request);
-        let response = std::mem::take(&mut partial.response);
+        let mut request = std::mem::take(&mut partial.request);
+        let mut response = std::mem::take(&mut partial.response);
         drop(partial);
         exchange.duration_ns = duration;
+        request.end_of_body(Direction::Request, duration);
+        response.end_of_body(Direction::Response, duration);
         exchange.messages = request
             .messages
             .iter()
@@ -271,6 +292,35 @@ impl Recording {
         }
         self.recorder.submit(exchange);
     }
+}
+
+/// `grpc-message`, percent-decoded as gRPC encodes it.
+fn grpc_message(map: &http::HeaderMap) -> String {
+    let Some(raw) = map.get("grpc-message") else {
+        return String::new();
+    };
+    let raw = raw.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            raw[i],
+            raw.get(i + 1).copied().and_then(hex),
+            raw.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                // Two hex digits make one byte: hi * 16 + lo < 256.
+                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Feeds body bytes to the gRPC framer, recording each message completed.

@@ -26,7 +26,10 @@ pub enum Command {
     Import(ImportArgs),
     /// Export a recording to HAR 1.2.
     Export(ExportArgs),
-    /// Run the built-in demo on the sample recording shipped with reprise.
+    /// Record: a reverse proxy in front of a service, writing every
+    /// exchange it forwards to a tape.
+    Record(Box<RecordArgs>),
+    /// Run the built-in demo: record a sample service, then inspect the tape.
     Demo(DemoArgs),
 }
 
@@ -125,6 +128,82 @@ pub struct ExportArgs {
     /// Which exchanges to export.
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `reprise record`.
+#[derive(Debug, Args)]
+pub struct RecordArgs {
+    /// Where to listen: HTTP/1.1 and HTTP/2 (h2c, or TLS with ALPN) on one port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Where to forward: http://host:port or https://host:port.
+    #[arg(long, value_name = "URL")]
+    pub upstream: String,
+    /// The tape to write (mode 0600; an existing tape is an error unless --append).
+    #[arg(long, short, value_name = "TAPE")]
+    pub out: PathBuf,
+    /// Append to the tape if it exists.
+    #[arg(long)]
+    pub append: bool,
+    /// The service name stored with each exchange.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub service: String,
+    /// Record this fraction of exchanges (0.0-1.0), chosen by exchange id.
+    #[arg(long, value_name = "RATE", default_value_t = 1.0)]
+    pub sample: f64,
+    /// Record only exchanges matching FIELD=VALUE (repeatable): method,
+    /// path (glob), authority, status (5xx, 404, 200-299), header
+    /// (`header=x-tenant:acme*`), protocol (h1, h2, grpc).
+    #[arg(long = "match", value_name = "FIELD=VALUE")]
+    pub matches: Vec<String>,
+    /// Record at most N exchanges per second; the rest are counted as dropped.
+    #[arg(long, value_name = "N")]
+    pub max_record_rate: Option<u32>,
+    /// Bytes of each body kept in the recording (K, M, G, KiB, MiB, GiB suffixes).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    pub max_body: String,
+    /// Also redact this header's values (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub redact_header: Vec<String>,
+    /// Redact this JSON body field (`$.card.number`, `$..password`; repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub redact_json: Vec<String>,
+    /// Do not redact Authorization, Proxy-Authorization, Cookie and Set-Cookie.
+    #[arg(long)]
+    pub no_default_redaction: bool,
+    /// Keep the client's Host header instead of the upstream's.
+    #[arg(long)]
+    pub preserve_host: bool,
+    /// Do not add Via, X-Forwarded-For and X-Forwarded-Proto.
+    #[arg(long)]
+    pub no_forwarded_headers: bool,
+    /// Serve TLS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Trust only this CA (PEM) for an https upstream, not the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub upstream_ca: Option<PathBuf>,
+    /// Serve /metrics (Prometheus) and /healthz here.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Give up connecting to the upstream after this long.
+    #[arg(long, value_name = "DURATION", default_value = "5s")]
+    pub connect_timeout: String,
+    /// Give up waiting for the upstream's response head after this long.
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub upstream_timeout: String,
+    /// A client must send a request head within this long.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub header_timeout: String,
+    /// At shutdown, how long in-flight calls may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub drain_timeout: String,
+    /// Exchanges waiting for the tape writer before new ones are dropped.
+    #[arg(long, value_name = "N", default_value_t = 8192)]
+    pub queue: usize,
 }
 
 /// `reprise demo`.

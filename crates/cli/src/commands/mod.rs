@@ -4,6 +4,7 @@ mod demo;
 mod export;
 mod import;
 mod inspect;
+mod record;
 
 use crate::Outcome;
 use crate::args::{Cli, Command};
@@ -16,6 +17,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Stats(args) => inspect::stats(&args),
         Command::Import(args) => import::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Record(args) => record::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

@@ -1,0 +1,223 @@
+//! `reprise record`: the recording proxy until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reprise_capture::{ProxyConfig, RecorderStats, Upstream};
+use reprise_model::redact::Redactor;
+use reprise_model::sample::Sampler;
+use reprise_model::select::ExchangeFilter;
+use reprise_tape::{TapeWriter, WriterOptions};
+
+use crate::Outcome;
+use crate::args::RecordArgs;
+
+/// Reads `10s`, `500ms`, `2m`.
+pub(crate) fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
+    humantime::parse_duration(text)
+        .with_context(|| format!("{flag} {text:?}: expected a duration such as 500ms, 10s or 2m"))
+}
+
+/// Reads `1048576`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (K and KiB both
+/// mean 1024).
+pub(crate) fn size(flag: &str, text: &str) -> anyhow::Result<usize> {
+    let bad = || anyhow::anyhow!("{flag} {text:?}: expected a size such as 65536, 64KiB or 1MiB");
+    let text = text.trim();
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let number: usize = text[..digits].parse().map_err(|_| bad())?;
+    let unit: usize = match text[digits..].trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(unit).ok_or_else(bad)
+}
+
+fn address(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
+    text.parse()
+        .with_context(|| format!("{flag} {text:?}: expected IP:PORT, such as 127.0.0.1:8080"))
+}
+
+/// The proxy's settings from the command line.
+pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
+    let upstream = Upstream::parse(&args.upstream)?;
+    let mut config = ProxyConfig::new(address("--listen", &args.listen)?, upstream);
+    config.service = args.service.clone();
+    config.sampler = Sampler::new(args.sample).map_err(|e| anyhow::anyhow!("--sample: {e}"))?;
+    let mut filter = ExchangeFilter::new();
+    for term in &args.matches {
+        filter = filter
+            .add_match(term)
+            .with_context(|| format!("--match {term:?}"))?;
+    }
+    config.filter = filter;
+    if args.max_record_rate == Some(0) {
+        bail!(
+            "--max-record-rate 0 would record nothing; use --sample 0 to forward without recording"
+        );
+    }
+    config.max_record_rate = args.max_record_rate;
+    config.max_body = size("--max-body", &args.max_body)?;
+    let mut redactor = if args.no_default_redaction {
+        Redactor::none()
+    } else {
+        Redactor::new()
+    };
+    for name in &args.redact_header {
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            bail!("--redact-header {name:?}: not a header name");
+        }
+        redactor = redactor.header(name);
+    }
+    for path in &args.redact_json {
+        redactor = redactor
+            .json_path(path)
+            .with_context(|| format!("--redact-json {path:?}"))?;
+    }
+    config.redactor = redactor;
+    config.preserve_host = args.preserve_host;
+    config.forwarded_headers = !args.no_forwarded_headers;
+    config.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+        _ => None,
+    };
+    config.upstream_ca = args.upstream_ca.clone();
+    config.admin = args
+        .admin
+        .as_deref()
+        .map(|a| address("--admin", a))
+        .transpose()?;
+    config.connect_timeout = duration("--connect-timeout", &args.connect_timeout)?;
+    config.response_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
+    config.header_timeout = duration("--header-timeout", &args.header_timeout)?;
+    config.drain_timeout = duration("--drain-timeout", &args.drain_timeout)?;
+    if args.queue == 0 {
+        bail!("--queue must be at least 1");
+    }
+    config.queue_capacity = args.queue;
+    Ok(config)
+}
+
+/// Opens the tape: a new one, or (with `--append`) an existing one.
+pub(crate) fn open_tape(path: &Path, append: bool) -> anyhow::Result<TapeWriter> {
+    if append {
+        let (writer, report) = TapeWriter::open(path, WriterOptions::default())?;
+        if let Some(cut) = report.cut {
+            eprintln!(
+                "reprise: tape {}: cut off a torn tail: {cut}",
+                path.display()
+            );
+        }
+        Ok(writer)
+    } else {
+        Ok(TapeWriter::create(path, WriterOptions::default())?)
+    }
+}
+
+/// One line saying what was recorded and what was not.
+pub(crate) fn summary(stats: &RecorderStats) -> String {
+    let mut line = format!("{} exchanges seen, {} recorded", stats.seen, stats.recorded);
+    let mut part = |n: u64, what: &str| {
+        if n > 0 {
+            line.push_str(&format!(", {n} {what}"));
+        }
+    };
+    part(stats.sampled_out, "sampled out");
+    part(stats.unmatched, "not matching --match");
+    part(stats.dropped_queue_full, "dropped (queue full)");
+    part(stats.dropped_rate_limit, "dropped (--max-record-rate)");
+    part(stats.dropped_sink_error, "dropped (tape error)");
+    part(stats.dropped_closed, "dropped (finished after the drain)");
+    line
+}
+
+/// Runs the proxy until SIGINT or SIGTERM, then drains and syncs.
+pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
+    let config = config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        // Signals are hooked before the listener opens, so a signal that
+        // arrives as soon as the port answers is not lost.
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("cannot handle SIGTERM")?;
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("cannot handle SIGINT")?;
+        let writer = open_tape(&args.out, args.append)?;
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let upstream = args.upstream.clone();
+        let drain = config.drain_timeout;
+        let proxy = match reprise_capture::start(config, Box::new(writer)).await {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                // Nothing was recorded: a new tape must not be left behind.
+                if !args.append {
+                    let _ = std::fs::remove_file(&args.out);
+                }
+                return Err(error.into());
+            }
+        };
+        let mut line = format!(
+            "reprise: recording {scheme}://{} -> {upstream} into {}",
+            proxy.local_addr(),
+            args.out.display()
+        );
+        if let Some(admin) = proxy.admin_addr() {
+            line.push_str(&format!(" (metrics: http://{admin}/metrics)"));
+        }
+        eprintln!("{line}; stop with Ctrl-C");
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
+        }
+        eprintln!(
+            "reprise: stopping: finishing in-flight calls (up to {})",
+            humantime::format_duration(drain)
+        );
+        let stats = proxy
+            .shutdown()
+            .await
+            .with_context(|| format!("tape {}", args.out.display()))?;
+        eprintln!(
+            "reprise: {}; tape {} synced",
+            summary(&stats),
+            args.out.display()
+        );
+        Ok(Outcome::Success)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(size("--max-body", "65536").unwrap(), 65536);
+        assert_eq!(size("--max-body", "64KiB").unwrap(), 65536);
+        assert_eq!(size("--max-body", "1M").unwrap(), 1 << 20);
+        assert_eq!(size("--max-body", "2 GiB").unwrap(), 2 << 30);
+        for bad in ["", "MiB", "1.5M", "1T", "-1", "99999999999999999999G"] {
+            assert!(size("--max-body", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            duration("--drain-timeout", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert!(duration("--drain-timeout", "soon").is_err());
+    }
+}

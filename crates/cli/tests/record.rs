@@ -1,0 +1,800 @@
+//! `reprise record` end to end: the real binary between real clients
+//! (tonic, curl, raw sockets) and real services on 127.0.0.1, stopped by
+//! a real signal; then the tape is read back and checked field by field.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reprise_model::{Direction, Exchange, HeaderList, Protocol};
+use reprise_testkit::echo::{Count, Note};
+use reprise_testkit::{echo_client, start_echo};
+
+/// A `reprise record` process; killed if the test ends without stopping it.
+struct Recorder {
+    child: Option<Child>,
+    addr: SocketAddr,
+    admin: Option<SocketAddr>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Recorder {
+    /// Starts the binary and waits (bounded) for its "recording" line.
+    fn start(upstream: &str, tape: &Path, extra: &[&str]) -> Recorder {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args([
+                "record",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream,
+                "--out",
+            ])
+            .arg(tape)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("reprise record starts within 20 s");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| {
+                w.strip_prefix("http://")
+                    .or_else(|| w.strip_prefix("https://"))
+            })
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .parse()
+            .unwrap();
+        let admin = line
+            .split("metrics: http://")
+            .nth(1)
+            .map(|rest| rest.split('/').next().unwrap().parse().unwrap());
+        Recorder {
+            child: Some(child),
+            addr,
+            admin,
+            stderr: rx,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `signal`, waits (bounded) for the exit; returns the exit code
+    /// and the rest of stderr.
+    fn stop(mut self, signal: &str) -> (i32, String) {
+        let mut child = self.child.take().unwrap();
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reprise record did not stop within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest: Vec<String> = self.stderr.try_iter().collect();
+        (code, rest.join("\n"))
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn read_tape(path: &Path) -> Vec<Exchange> {
+    reprise_tape::TapeReader::open(path)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+}
+
+fn temp_tape(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn note(text: &str, number: i64) -> Note {
+    Note {
+        text: text.into(),
+        number,
+        tags: vec!["t".into()],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_all_three_streaming_kinds_are_forwarded_and_recorded() {
+    let echo = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "grpc.tape");
+    let recorder = Recorder::start(
+        &format!("http://{echo}"),
+        &tape,
+        &["--admin", "127.0.0.1:0", "--service", "echo"],
+    );
+    let mut direct = echo_client(echo).await;
+    let mut proxied = echo_client(recorder.addr).await;
+
+    // Unary, ok and failing: the same answer as straight from the service.
+    let want = direct.unary(note("hello", 7)).await.unwrap();
+    let got = proxied.unary(note("hello", 7)).await.unwrap();
+    assert_eq!(got.get_ref(), want.get_ref());
+    assert_eq!(got.metadata().get("x-echo").unwrap(), "unary");
+    let failed = proxied.unary(note("fail", 0)).await.unwrap_err();
+    assert_eq!(
+        (failed.code(), failed.message()),
+        (tonic::Code::NotFound, "no such note: fail")
+    );
+
+    // Server streaming: three notes, 40 ms apart.
+    let mut stream = proxied
+        .server_stream(Count { n: 3, gap_ms: 40 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut notes = Vec::new();
+    while let Some(note) = stream.message().await.unwrap() {
+        notes.push(note.text);
+    }
+    assert_eq!(notes, ["note 0", "note 1", "note 2"]);
+
+    // Client streaming and bidi.
+    let sent = vec![note("a", 1), note("b", 2), note("c", 3)];
+    let joined = proxied
+        .client_stream(tokio_stream::iter(sent.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((joined.text.as_str(), joined.number), ("a+b+c", 6));
+    let mut bidi = proxied
+        .bidi(tokio_stream::iter(sent.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut doubled = Vec::new();
+    while let Some(note) = bidi.message().await.unwrap() {
+        doubled.push(note.number);
+    }
+    assert_eq!(doubled, [2, 4, 6]);
+
+    // The admin endpoint counts them.
+    let (metrics, _) = curl(&[&format!("http://{}/metrics", recorder.admin.unwrap())]);
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "reprise_exchanges_seen_total 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("reprise_upstream_latency_seconds_count 5"),
+        "{metrics}"
+    );
+    let (health, _) = curl(&[&format!("http://{}/healthz", recorder.admin.unwrap())]);
+    assert_eq!(health, "ok\n");
+
+    let (code, stderr) = recorder.stop("-TERM");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("5 exchanges seen, 5 recorded"), "{stderr}");
+
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 5);
+    let by_method = |name: &str| -> Vec<&Exchange> {
+        exchanges
+            .iter()
+            .filter(|e| e.request.as_ref().unwrap().path == format!("/reprise.test.v1.Echo/{name}"))
+            .collect()
+    };
+    for exchange in &exchanges {
+        assert_eq!(exchange.protocol(), Protocol::Grpc);
+        assert_eq!(exchange.source.as_ref().unwrap().service, "echo");
+        assert_eq!(exchange.request.as_ref().unwrap().method, "POST");
+    }
+    let unary = by_method("Unary");
+    assert_eq!(unary.len(), 2);
+    let ok = unary
+        .iter()
+        .find(|e| e.response.as_ref().unwrap().grpc.as_ref().unwrap().code == 0)
+        .unwrap();
+    let response = ok.response.as_ref().unwrap();
+    assert_eq!(response.headers.header_str("x-echo"), Some("unary"));
+    assert_eq!(response.trailers.header_str("grpc-status"), Some("0"));
+    let messages: Vec<_> = ok
+        .messages
+        .iter()
+        .map(|m| (m.direction(), prost::Message::decode(&m.data[..]).unwrap()))
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            (Direction::Request, note("hello", 7)),
+            (Direction::Response, want.into_inner())
+        ]
+    );
+    let not_found = unary
+        .iter()
+        .find(|e| e.response.as_ref().unwrap().grpc.as_ref().unwrap().code == 5)
+        .unwrap();
+    assert_eq!(
+        not_found
+            .response
+            .as_ref()
+            .unwrap()
+            .grpc
+            .as_ref()
+            .unwrap()
+            .message,
+        "no such note: fail"
+    );
+
+    let server = by_method("ServerStream")[0];
+    let responses: Vec<_> = server
+        .messages
+        .iter()
+        .filter(|m| m.direction() == Direction::Response)
+        .collect();
+    assert_eq!(responses.len(), 3);
+    let gap = responses[2].offset_ns - responses[0].offset_ns;
+    assert!(
+        gap >= 70_000_000,
+        "messages keep their time offsets ({gap} ns between the first and the last)"
+    );
+    assert_eq!(
+        server
+            .messages
+            .iter()
+            .filter(|m| m.direction() == Direction::Request)
+            .count(),
+        1
+    );
+
+    let client = by_method("ClientStream")[0];
+    let requests: Vec<Note> = client
+        .messages
+        .iter()
+        .filter(|m| m.direction() == Direction::Request)
+        .map(|m| prost::Message::decode(&m.data[..]).unwrap())
+        .collect();
+    assert_eq!(requests, sent);
+    let bidi = by_method("Bidi")[0];
+    assert_eq!(bidi.messages.len(), 6);
+    assert_eq!(
+        bidi.response.as_ref().unwrap().grpc.as_ref().unwrap().code,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_over_http1_and_h2c_with_redaction_and_a_private_tape() {
+    let echo = start_json().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "json.tape");
+    let recorder = Recorder::start(
+        &format!("http://{echo}"),
+        &tape,
+        &[
+            "--redact-json",
+            "$..password",
+            "--redact-header",
+            "x-api-key",
+        ],
+    );
+    let body = r#"{"user":"ann","password":"hunter2","card":{"number":"4111"}}"#;
+    for flag in ["--http1.1", "--http2-prior-knowledge"] {
+        let (out, _) = curl(&[
+            flag,
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "x-api-key: k-123",
+            "-H",
+            "authorization: Bearer t0ken",
+            "--data-binary",
+            body,
+            &recorder.url("/echo?via=curl"),
+        ]);
+        assert_eq!(
+            out, body,
+            "the upstream got, and the client got back, the real body"
+        );
+    }
+    let (code, stderr) = recorder.stop("-INT");
+    assert_eq!(code, 0, "{stderr}");
+
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&tape).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let exchanges = read_tape(&tape);
+    let protocols: Vec<Protocol> = exchanges.iter().map(Exchange::protocol).collect();
+    assert_eq!(protocols, [Protocol::Http11, Protocol::Http2]);
+    for exchange in &exchanges {
+        let request = exchange.request.as_ref().unwrap();
+        assert_eq!(
+            (request.method.as_str(), request.path.as_str()),
+            ("POST", "/echo?via=curl")
+        );
+        assert_eq!(request.headers.header_str("x-api-key"), Some("[redacted]"));
+        assert_eq!(
+            request.headers.header_str("authorization"),
+            Some("[redacted]")
+        );
+        let recorded: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(recorded["password"], "[redacted]");
+        assert_eq!(recorded["card"]["number"], "4111");
+        let response = exchange.response.as_ref().unwrap();
+        assert_eq!(response.status, 200);
+        let echoed: serde_json::Value = serde_json::from_slice(&response.body).unwrap();
+        assert_eq!(
+            echoed["password"], "[redacted]",
+            "response bodies are redacted too"
+        );
+        assert!(exchange.flags.as_ref().unwrap().redacted);
+    }
+}
+
+/// An axum service that echoes the body, and upgrades `/upgrade` to a
+/// byte echo (the shape of a WebSocket, without its framing).
+async fn start_json() -> SocketAddr {
+    use axum::routing::{any, post};
+    async fn echo(
+        headers: axum::http::HeaderMap,
+        body: axum::body::Body,
+    ) -> axum::response::Response {
+        let mut response = axum::response::Response::new(body);
+        if let Some(kind) = headers.get("content-type") {
+            response.headers_mut().insert("content-type", kind.clone());
+        }
+        response
+    }
+    async fn upgrade(mut request: axum::extract::Request) -> axum::response::Response {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            let Ok(upgraded) = upgrade.await else { return };
+            let mut io = hyper_util::rt::TokioIo::new(upgraded);
+            let mut buf = [0u8; 1024];
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            while let Ok(n) = io.read(&mut buf).await {
+                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        });
+        axum::response::Response::builder()
+            .status(101)
+            .header("connection", "upgrade")
+            .header("upgrade", "echo")
+            .body(axum::body::Body::empty())
+            .unwrap()
+    }
+    let app = axum::Router::new()
+        .route("/echo", post(echo))
+        .route("/upgrade", any(upgrade));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_pass_through_and_are_recorded_as_upgraded() {
+    let upstream = start_json().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "upgrade.tape");
+    let recorder = Recorder::start(&format!("http://{upstream}"), &tape, &[]);
+    let addr = recorder.addr;
+    let echoed = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(
+                b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+            )
+            .unwrap();
+        let head = read_head(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        stream.write_all(b"ping over the tunnel").unwrap();
+        let mut buf = [0u8; 20];
+        stream.read_exact(&mut buf).unwrap();
+        buf
+    })
+    .await
+    .unwrap();
+    assert_eq!(&echoed, b"ping over the tunnel");
+    let (code, stderr) = recorder.stop("-TERM");
+    assert_eq!(code, 0, "{stderr}");
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 1);
+    assert_eq!(exchanges[0].status(), 101);
+    assert!(exchanges[0].flags.as_ref().unwrap().upgraded);
+}
+
+/// Reads an HTTP/1.1 response head, byte by byte (no more than the head).
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_what_http_says_and_the_proxy_stays_up() {
+    let upstream = start_json().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "faults.tape");
+    let recorder = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--header-timeout", "1s"],
+    );
+    let addr = recorder.addr;
+    tokio::task::spawn_blocking(move || {
+        let exchange = |bytes: &[u8]| {
+            let mut stream = TcpStream::connect(addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            stream.write_all(bytes).unwrap();
+            read_head(&mut stream)
+        };
+        // A malformed request line, a malformed header, oversized headers.
+        assert!(exchange(b"NOT A REQUEST\r\n\r\n").starts_with("HTTP/1.1 400"));
+        assert!(
+            exchange(b"GET / HTTP/1.1\r\nHost: x\r\nbad header\r\n\r\n")
+                .starts_with("HTTP/1.1 400")
+        );
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nx-big: {}\r\n\r\n",
+            "a".repeat(200 << 10)
+        );
+        assert!(exchange(big.as_bytes()).starts_with("HTTP/1.1 431"));
+
+        // A client sending its head a byte at a time is cut off by the
+        // header timeout (1 s), not served forever.
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let started = std::time::Instant::now();
+        let mut closed = false;
+        for byte in b"GET /echo HTTP/1.1\r\nHost: x\r\nx-slow: "
+            .iter()
+            .cycle()
+            .take(40)
+        {
+            if slow.write_all(&[*byte]).is_err() {
+                closed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut rest = Vec::new();
+        let read = slow.read_to_end(&mut rest);
+        assert!(
+            closed || read.is_ok() || read.is_err(),
+            "the slow connection ends"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "cut off at the header timeout"
+        );
+        assert!(
+            rest.is_empty() || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
+            "{:?}",
+            String::from_utf8_lossy(&rest)
+        );
+
+        // Broken HTTP/2: the preface, then garbage where frames belong.
+        let mut h2 = TcpStream::connect(addr).unwrap();
+        h2.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff")
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = h2.read_to_end(&mut answer);
+        // The server says GOAWAY (frame type 7) and closes.
+        assert!(
+            answer.windows(4).any(|w| w[3] == 7),
+            "a GOAWAY frame: {answer:?}"
+        );
+    })
+    .await
+    .unwrap();
+
+    // Still serving.
+    let (out, _) = curl(&["--data-binary", "still here", &recorder.url("/echo")]);
+    assert_eq!(out, "still here");
+    let (code, stderr) = recorder.stop("-TERM");
+    assert_eq!(code, 0, "{stderr}");
+    // Requests that never became HTTP are not exchanges: only the last is on tape.
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 1);
+    assert_eq!(
+        &exchanges[0].request.as_ref().unwrap().body[..],
+        b"still here"
+    );
+}
+
+#[test]
+fn bad_arguments_are_one_clear_error_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("t.tape");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let tape_arg = tape.to_str().unwrap();
+    let base = ["record", "--listen", "127.0.0.1:0", "--out", tape_arg];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--upstream", "ftp://x"],
+            "the scheme must be http or https",
+        ),
+        (
+            vec!["--upstream", "http://x/api"],
+            "paths are forwarded as they come",
+        ),
+        (
+            vec!["--upstream", "http://x", "--match", "colour=red"],
+            "--match \"colour=red\"",
+        ),
+        (
+            vec!["--upstream", "http://x", "--sample", "1.5"],
+            "--sample",
+        ),
+        (
+            vec!["--upstream", "http://x", "--max-body", "lots"],
+            "--max-body \"lots\"",
+        ),
+        (
+            vec!["--upstream", "http://x", "--drain-timeout", "soon"],
+            "--drain-timeout \"soon\"",
+        ),
+        (
+            vec!["--upstream", "http://x", "--redact-json", "password"],
+            "--redact-json \"password\"",
+        ),
+        (
+            vec![
+                "--upstream",
+                "http://x",
+                "--tls-cert",
+                "/nonexistent.pem",
+                "--tls-key",
+                "/nonexistent.key",
+            ],
+            "/nonexistent.pem",
+        ),
+        (
+            vec![
+                "--upstream",
+                "http://x",
+                "--upstream-ca",
+                "/nonexistent-ca.pem",
+            ],
+            "/nonexistent-ca.pem",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = base.to_vec();
+        args.extend(extra.iter());
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("reprise: ") && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    // A port already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let (code, stderr) = run(&[
+        "record",
+        "--listen",
+        &port,
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--out",
+        tape_arg,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains(&format!("cannot listen on {port}")),
+        "{stderr}"
+    );
+    // An existing tape is not overwritten.
+    std::fs::write(&tape, b"precious").unwrap();
+    let (code, stderr) = run(&[
+        "record",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--out",
+        tape_arg,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("exists"), "{stderr}");
+    assert_eq!(std::fs::read(&tape).unwrap(), b"precious");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_at_most_the_unsealed_block() {
+    let upstream = start_json().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "killed.tape");
+    let recorder = Recorder::start(&format!("http://{upstream}"), &tape, &[]);
+    for i in 0..20 {
+        curl(&[
+            "--data-binary",
+            &format!("call {i}"),
+            &recorder.url("/echo"),
+        ]);
+    }
+    // The writer seals a block within 100 ms of its first record.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, _) = recorder.stop("-KILL");
+    assert_ne!(code, 0);
+    assert_eq!(
+        read_tape(&tape).len(),
+        20,
+        "every sealed block survives a SIGKILL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_listener_with_alpn_and_an_https_upstream() {
+    let echo = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    let (cert, key) = (cert_path.to_str().unwrap(), key_path.to_str().unwrap());
+
+    // curl over TLS, both ALPN choices, to a proxy in front of the JSON service.
+    let json = start_json().await;
+    let json_tape = temp_tape(&dir, "json-tls.tape");
+    let json_proxy = Recorder::start(
+        &format!("http://{json}"),
+        &json_tape,
+        &["--tls-cert", cert, "--tls-key", key],
+    );
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let url = format!("https://localhost:{}/echo", json_proxy.addr.port());
+        let (out, _) = curl(&[
+            flag,
+            "--cacert",
+            cert,
+            "--data-binary",
+            "sealed",
+            "-w",
+            " %{http_version}",
+            &url,
+        ]);
+        assert_eq!(out, format!("sealed {version}"));
+    }
+    let (code, stderr) = json_proxy.stop("-TERM");
+    assert_eq!(code, 0, "{stderr}");
+    let exchanges = read_tape(&json_tape);
+    let protocols: Vec<Protocol> = exchanges.iter().map(Exchange::protocol).collect();
+    assert_eq!(protocols, [Protocol::Http11, Protocol::Http2]);
+    assert!(
+        exchanges
+            .iter()
+            .all(|e| e.request.as_ref().unwrap().scheme == "https")
+    );
+
+    // gRPC through two proxies: h2c to the outer one, which trusts the
+    // inner one's certificate as its upstream CA and speaks TLS with ALPN
+    // h2 to it; the inner one forwards to the gRPC service.
+    let inner_tape = temp_tape(&dir, "inner.tape");
+    let inner = Recorder::start(
+        &format!("http://{echo}"),
+        &inner_tape,
+        &["--tls-cert", cert, "--tls-key", key],
+    );
+    let outer_tape = temp_tape(&dir, "outer.tape");
+    let outer = Recorder::start(
+        &format!("https://localhost:{}", inner.addr.port()),
+        &outer_tape,
+        &["--upstream-ca", cert],
+    );
+    let mut client = echo_client(outer.addr).await;
+    let got = client
+        .unary(note("through tls", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.text, "THROUGH TLS");
+    let (code, stderr) = outer.stop("-TERM");
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = inner.stop("-TERM");
+    assert_eq!(code, 0, "{stderr}");
+    let inner_exchanges = read_tape(&inner_tape);
+    assert_eq!(inner_exchanges.len(), 1);
+    let grpc = &inner_exchanges[0];
+    assert_eq!(
+        (
+            grpc.protocol(),
+            grpc.request.as_ref().unwrap().scheme.as_str()
+        ),
+        (Protocol::Grpc, "https")
+    );
+    assert_eq!(
+        grpc.request.as_ref().unwrap().headers.header_str("via"),
+        Some("2 reprise")
+    );
+    let outer_exchanges = read_tape(&outer_tape);
+    assert_eq!(outer_exchanges.len(), 1);
+    assert_eq!(
+        outer_exchanges[0]
+            .response
+            .as_ref()
+            .unwrap()
+            .grpc
+            .as_ref()
+            .unwrap()
+            .code,
+        0
+    );
+}

@@ -1,0 +1,127 @@
+//! A tonic gRPC service for reprise's own tests, with one method of each
+//! streaming kind (see `proto/echo.proto`), served on 127.0.0.1.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure here is a broken test setup
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// The generated types and stubs.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod echo {
+    tonic::include_proto!("reprise.test.v1");
+}
+
+use echo::echo_server::{Echo, EchoServer};
+use echo::{Count, Note};
+
+type NoteStream = Pin<Box<dyn Stream<Item = Result<Note, Status>> + Send>>;
+
+/// The service.
+#[derive(Debug, Default, Clone)]
+pub struct EchoService;
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn unary(&self, request: Request<Note>) -> Result<Response<Note>, Status> {
+        let note = request.into_inner();
+        if note.text == "fail" {
+            return Err(Status::not_found("no such note: fail"));
+        }
+        let mut response = Response::new(Note {
+            text: note.text.to_uppercase(),
+            ..note
+        });
+        response
+            .metadata_mut()
+            .insert("x-echo", "unary".parse().unwrap());
+        Ok(response)
+    }
+
+    type ServerStreamStream = NoteStream;
+
+    async fn server_stream(&self, request: Request<Count>) -> Result<Response<NoteStream>, Status> {
+        let Count { n, gap_ms } = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for i in 0..n {
+                if i > 0 {
+                    tokio::time::sleep(Duration::from_millis(u64::from(gap_ms))).await;
+                }
+                let note = Note {
+                    text: format!("note {i}"),
+                    number: i64::from(i),
+                    tags: vec![],
+                };
+                if tx.send(Ok(note)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn client_stream(
+        &self,
+        request: Request<Streaming<Note>>,
+    ) -> Result<Response<Note>, Status> {
+        let mut stream = request.into_inner();
+        let mut texts = Vec::new();
+        let mut sum = 0;
+        while let Some(note) = stream.next().await {
+            let note = note?;
+            texts.push(note.text);
+            sum += note.number;
+        }
+        Ok(Response::new(Note {
+            text: texts.join("+"),
+            number: sum,
+            tags: vec![],
+        }))
+    }
+
+    type BidiStream = NoteStream;
+
+    async fn bidi(
+        &self,
+        request: Request<Streaming<Note>>,
+    ) -> Result<Response<NoteStream>, Status> {
+        let stream = request.into_inner();
+        let out = stream.map(|note| {
+            note.map(|n| Note {
+                number: n.number * 2,
+                ..n
+            })
+        });
+        Ok(Response::new(Box::pin(out)))
+    }
+}
+
+/// Starts the service on 127.0.0.1 (a free port) and returns its address.
+pub async fn start_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(EchoServer::new(EchoService))
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    addr
+}
+
+/// A client of the service at `addr` (h2c).
+pub async fn echo_client(
+    addr: SocketAddr,
+) -> echo::echo_client::EchoClient<tonic::transport::Channel> {
+    echo::echo_client::EchoClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
