@@ -427,3 +427,203 @@ async fn curl_over_http1_and_http2_prior_knowledge() {
             .all(|e| &e.request.as_ref().unwrap().body[..] == b"hello curl")
     );
 }
+
+/// A sink that never returns from `append` (a disk that hangs): the
+/// forward path must not notice.
+struct StalledSink(std::sync::Arc<std::sync::Barrier>);
+
+impl reprise_model::Sink for StalledSink {
+    fn append(&mut self, _: Exchange) -> Result<(), reprise_model::StoreError> {
+        // Waits for a party that never comes.
+        self.0.wait();
+        Ok(())
+    }
+    fn sync(&mut self) -> Result<(), reprise_model::StoreError> {
+        Ok(())
+    }
+}
+
+/// A sink that refuses everything.
+struct FailingSink;
+
+impl reprise_model::Sink for FailingSink {
+    fn append(&mut self, _: Exchange) -> Result<(), reprise_model::StoreError> {
+        Err(reprise_model::StoreError::failed(
+            "test sink",
+            "refused on purpose",
+        ))
+    }
+    fn sync(&mut self) -> Result<(), reprise_model::StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_or_failing_sink_never_fails_a_call() {
+    let upstream = upstream().await;
+    for stalled in [true, false] {
+        let mut config = ProxyConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            Upstream::parse(&format!("http://{upstream}")).unwrap(),
+        );
+        config.queue_capacity = 4;
+        config.drain_timeout = Duration::from_millis(300);
+        let sink: Box<dyn reprise_model::Sink> = if stalled {
+            Box::new(StalledSink(std::sync::Arc::new(std::sync::Barrier::new(2))))
+        } else {
+            Box::new(FailingSink)
+        };
+        let proxy = reprise_capture::start(config, sink).await.unwrap();
+        for i in 0..40 {
+            let payload = format!("call {i}").into_bytes();
+            let (status, _, body) = call(
+                i % 2 == 0,
+                "POST",
+                format!("http://{}/echo", proxy.local_addr()),
+                &[],
+                payload.clone(),
+            )
+            .await;
+            assert_eq!(
+                (status, &body[..]),
+                (StatusCode::OK, &payload[..]),
+                "call {i} answered correctly"
+            );
+        }
+        let metrics = proxy.metrics().render();
+        let stats = proxy.stats();
+        assert_eq!(stats.seen, 40);
+        if stalled {
+            // One exchange is stuck in the sink, four wait in the queue.
+            assert!(stats.dropped_queue_full >= 35, "{stats:?}");
+            assert!(
+                metrics.contains("reprise_exchanges_dropped_total{reason=\"queue_full\"}"),
+                "{metrics}"
+            );
+            let error = proxy.shutdown().await.unwrap_err().to_string();
+            assert!(
+                error.contains("the sink did not finish writing within 300ms"),
+                "{error}"
+            );
+        } else {
+            let error = proxy.shutdown().await.unwrap_err().to_string();
+            assert!(error.contains("refused on purpose"), "{error}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_reset_mid_body_is_recorded_with_its_error() {
+    // A raw upstream: a response head promising 1000 bytes, 10 of them, then a reset.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n0123456789")
+                .await;
+            drop(socket);
+        }
+    });
+    let (proxy, sink) = proxy(addr, |_| {}).await;
+    let response = client(false)
+        .request(
+            http::Request::get(format!("http://{}/half", proxy.local_addr()))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.into_body().collect().await.is_err(),
+        "the client sees the body break too"
+    );
+    let metrics = proxy.metrics().render();
+    proxy.shutdown().await.unwrap();
+    assert!(
+        metrics.contains("reprise_errors_total{kind=\"reset\"} 1"),
+        "{metrics}"
+    );
+    let exchanges = sink.exchanges();
+    let response = exchanges[0].response.as_ref().unwrap();
+    assert_eq!(&response.body[..], b"0123456789");
+    let error = exchanges[0].error.as_ref().unwrap();
+    assert_eq!(error.kind(), ErrorKind::Reset);
+    assert!(
+        error.after_response_head && error.message.starts_with("response body:"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_mid_upload_leaves_a_cancelled_exchange() {
+    let upstream = upstream().await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let addr = proxy.local_addr();
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        socket
+            .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n")
+            .await
+            .unwrap();
+        socket.write_all(&[b'x'; 100_000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The proxy notices, ends the exchange, and goes on serving.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (status, _, body) = call(
+        false,
+        "POST",
+        format!("http://{addr}/echo"),
+        &[],
+        b"next".to_vec(),
+    )
+    .await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"next"[..]));
+    proxy.shutdown().await.unwrap();
+    let exchanges = sink.exchanges();
+    assert_eq!(exchanges.len(), 2);
+    let left = exchanges
+        .iter()
+        .find(|e| e.request.as_ref().unwrap().body_size >= 100_000)
+        .unwrap();
+    let flagged = left.flags.as_ref().is_some_and(|f| f.cancelled) || left.error.is_some();
+    assert!(flagged, "{left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_grpc_length_prefix_is_forwarded_and_kept_as_a_truncated_message() {
+    let upstream = upstream().await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    // The prefix promises 1000 bytes; 3 follow. The echo upstream sends it back as is.
+    let body = vec![0, 0, 0, 3, 232, b'a', b'b', b'c'];
+    let (status, _, echoed) = call(
+        true,
+        "POST",
+        format!("http://{}/echo", proxy.local_addr()),
+        &[("content-type", "application/grpc")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(
+        (status, &echoed[..]),
+        (StatusCode::OK, &body[..]),
+        "forwarded untouched"
+    );
+    proxy.shutdown().await.unwrap();
+    let exchange = &sink.exchanges()[0];
+    assert_eq!(exchange.protocol(), Protocol::Grpc);
+    assert_eq!(exchange.messages.len(), 2);
+    for message in &exchange.messages {
+        assert_eq!(
+            (&message.data[..], message.size, message.truncated),
+            (&b"abc"[..], 1000, true)
+        );
+    }
+    assert!(exchange.request.as_ref().unwrap().body_truncated);
+}
