@@ -429,17 +429,28 @@ fn demo_runs_on_embedded_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let out = ok(&["demo", "--dir", s(dir.path())]);
     for section in [
-        "== reprise import",
+        "== a sample service",
+        "== reprise record",
+        "120 exchanges seen, 120 recorded",
         "== reprise stats",
         "== reprise ls",
         "== reprise show",
+        "\"number\": \"[redacted]\"",
+        "== reprise import",
     ] {
         assert!(out.contains(section), "{section} missing:\n{out}");
     }
     assert!(
-        out.contains("exchanges   46 (46 inbound, 0 downstream)"),
+        out.contains("exchanges   120 (120 inbound, 0 downstream)"),
         "{out}"
     );
+    assert!(
+        !out.contains("4111111111111111") && !out.contains("demo-secret-token"),
+        "{out}"
+    );
+    let stats: Value =
+        serde_json::from_str(&ok(&["stats", s(&dir.path().join("shop.tape")), "--json"])).unwrap();
+    assert_eq!(stats["exchanges"], 120);
     assert!(dir.path().join("httpbin.tape").exists());
 }
 

@@ -1,0 +1,163 @@
+//! `reprise demo`: the main job on embedded defaults. It starts a sample
+//! service, records traffic to it through the recording proxy, and shows
+//! what the tape holds; then it imports the sample HAR shipped in the
+//! binary. Nothing outside the process is needed.
+
+mod shop;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use reprise_capture::{ProxyConfig, Upstream};
+use reprise_inspect::{LsOptions, ShowOptions, StatsOptions};
+use reprise_model::Sink;
+use reprise_model::redact::Redactor;
+use reprise_tape::{TapeReader, TapeWriter, WriterOptions};
+
+use crate::Outcome;
+use crate::args::DemoArgs;
+
+/// The sample recording (httpbin behind mitmproxy, see samples/README.md).
+const SAMPLE_HAR: &[u8] = include_bytes!("../../../../../samples/httpbin.har");
+
+/// Calls the demo sends through the proxy.
+const CALLS: usize = 120;
+
+/// Runs the demo.
+pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
+    let temp;
+    let dir: PathBuf = match &args.dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create", dir.display()))?;
+            dir.clone()
+        }
+        None => {
+            temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+            temp.path().to_path_buf()
+        }
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let tape = dir.join("shop.tape");
+    remove_old(&tape)?;
+    record(&tape, &mut out)?;
+
+    writeln!(out, "\n== reprise stats {}", tape.display())?;
+    let stats = reprise_inspect::stats(&mut TapeReader::open(&tape)?, &StatsOptions::default())?;
+    reprise_inspect::render_text(&stats, &mut out)?;
+
+    writeln!(out, "\n== reprise ls {} --limit 8", tape.display())?;
+    let options = LsOptions {
+        limit: Some(8),
+        ..LsOptions::default()
+    };
+    reprise_inspect::ls(&mut TapeReader::open(&tape)?, &mut out, &options)?;
+
+    let post = TapeReader::open(&tape)?
+        .filter_map(Result::ok)
+        .find(|e| e.request.as_ref().is_some_and(|r| r.method == "POST"));
+    if let Some(post) = post {
+        let id = post.id_hex();
+        writeln!(
+            out,
+            "\n== reprise show {} {}   (credentials and the card number were redacted before storage)",
+            tape.display(),
+            &id[..16]
+        )?;
+        let options = ShowOptions {
+            max_body_bytes: 2048,
+            ..ShowOptions::default()
+        };
+        reprise_inspect::show(&mut TapeReader::open(&tape)?, &id[..16], &mut out, &options)?;
+    }
+
+    let har = dir.join("httpbin.har");
+    let imported = dir.join("httpbin.tape");
+    remove_old(&imported)?;
+    std::fs::write(&har, SAMPLE_HAR).with_context(|| format!("{}: cannot write", har.display()))?;
+    writeln!(
+        out,
+        "\n== reprise import {} --out {}",
+        har.display(),
+        imported.display()
+    )?;
+    writeln!(
+        out,
+        "   (46 real calls to httpbin, recorded by mitmproxy: see samples/README.md)"
+    )?;
+    let mut writer = TapeWriter::create(&imported, WriterOptions::default())?;
+    let report = reprise_interop::import_path(&har, &mut writer)?;
+    writer.close()?;
+    writeln!(out, "{}", report.summary(&har, &imported))?;
+
+    if args.dir.is_none() {
+        writeln!(
+            out,
+            "\n(demo files were in a temporary directory, now removed; keep them with --dir DIR)"
+        )?;
+    }
+    out.flush()?;
+    Ok(Outcome::Success)
+}
+
+fn remove_old(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        std::fs::remove_file(path)
+            .with_context(|| format!("{}: cannot replace", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Starts the shop and the recording proxy in front of it, sends the
+/// demo's traffic through the proxy (HTTP/1.1 and h2c), stops the proxy.
+fn record(tape: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shop = shop::start().await.context("cannot start the sample service")?;
+        writeln!(out, "== a sample service (a JSON shop) listening on http://{shop}")?;
+        let mut config = ProxyConfig::new(([127, 0, 0, 1], 0).into(), Upstream::parse(&format!("http://{shop}"))?);
+        config.service = "shop".into();
+        config.redactor = Redactor::new().json_path("$.card.number")?.json_path("$.card.cvc")?;
+        let writer = TapeWriter::create(tape, WriterOptions::default())?;
+        let proxy = reprise_capture::start(config, Box::new(writer)).await?;
+        let base = format!("http://{}", proxy.local_addr());
+        writeln!(
+            out,
+            "== reprise record --listen {} --upstream http://{shop} --out {} --redact-json '$.card.number' --redact-json '$.card.cvc'",
+            proxy.local_addr(),
+            tape.display()
+        )?;
+        let http1: Client<HttpConnector, Full<Bytes>> = Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let http2: Client<HttpConnector, Full<Bytes>> =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).http2_only(true).build_http();
+        let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+        for i in 0..CALLS {
+            let (method, path, body) = shop::call(i);
+            let mut request = http::Request::builder().method(method).uri(format!("{base}{path}"));
+            request = request.header("authorization", "Bearer demo-secret-token");
+            if body.is_some() {
+                request = request.header("content-type", "application/json");
+            }
+            let request = request.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+            let client = if i % 2 == 0 { &http1 } else { &http2 };
+            let response = client.request(request).await.context("calling the shop through the proxy")?;
+            *statuses.entry(response.status().as_u16()).or_default() += 1;
+            response.into_body().collect().await.context("reading a response through the proxy")?;
+        }
+        let mix: Vec<String> = statuses.iter().map(|(s, n)| format!("{n}× {s}")).collect();
+        writeln!(out, "   sent {CALLS} calls through it, half HTTP/1.1, half HTTP/2 (h2c): {}", mix.join(", "))?;
+        let stats = proxy.shutdown().await?;
+        writeln!(out, "   stopped: {}; tape synced", super::record::summary(&stats))?;
+        Ok(())
+    })
+}
