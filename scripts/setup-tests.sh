@@ -20,3 +20,6 @@ need_packages() {
 # npm fetches the third-party HAR files the interop tests import.
 command -v npm >/dev/null || need_packages nodejs npm
 scripts/fetch-har-examples.sh
+
+# nginx is a third-party upstream in the recording proxy's tests.
+scripts/install-nginx.sh

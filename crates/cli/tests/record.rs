@@ -798,3 +798,90 @@ async fn tls_listener_with_alpn_and_an_https_upstream() {
         0
     );
 }
+
+/// nginx from Debian's packages (scripts/install-nginx.sh), serving JSON
+/// files over HTTP/1.1 on one port and h2c on another, stopped on drop.
+struct Nginx {
+    dir: tempfile::TempDir,
+    http1: SocketAddr,
+    h2c: SocketAddr,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Nginx {
+    fn start() -> Nginx {
+        let binary = Path::new("/usr/sbin/nginx");
+        assert!(binary.exists(), "nginx is missing: run scripts/install-nginx.sh (scripts/test.sh does)");
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("api")).unwrap();
+        std::fs::write(root.join("api/item.json"), r#"{"id":7,"name":"teapot","tags":["kitchen","gift"]}"#).unwrap();
+        let (p1, p2) = (free_port(), free_port());
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon on; pid {d}/nginx.pid; error_log {d}/error.log; worker_processes 1;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               default_type application/json;\n\
+               server {{ listen 127.0.0.1:{p1}; root {root}; add_header x-served-by nginx; }}\n\
+               server {{ listen 127.0.0.1:{p2} http2; root {root}; add_header x-served-by nginx; }} }}\n",
+            root = root.display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let status = Command::new(binary).arg("-p").arg(dir.path()).arg("-c").arg(dir.path().join("nginx.conf")).status().unwrap();
+        assert!(status.success(), "nginx starts: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
+        let nginx = Nginx { http1: ([127, 0, 0, 1], p1).into(), h2c: ([127, 0, 0, 1], p2).into(), dir };
+        for addr in [nginx.http1, nginx.h2c] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(addr).is_err() {
+                assert!(std::time::Instant::now() < deadline, "nginx listens on {addr}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(self.dir.path().join("nginx.conf"))
+            .args(["-s", "stop"])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_as_a_third_party_upstream_over_http1_and_h2c() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    for (upstream, flag, protocol) in
+        [(nginx.http1, "--http1.1", Protocol::Http11), (nginx.h2c, "--http2-prior-knowledge", Protocol::Http2)]
+    {
+        let tape = temp_tape(&dir, &format!("nginx-{}.tape", upstream.port()));
+        let recorder = Recorder::start(&format!("http://{upstream}"), &tape, &[]);
+        let (direct, _) = curl(&[flag, &format!("http://{upstream}/api/item.json")]);
+        let (proxied, _) = curl(&[flag, &recorder.url("/api/item.json")]);
+        assert_eq!(proxied, direct);
+        let (missing, _) = curl(&[flag, "-o", "/dev/null", "-w", "%{http_code}", &recorder.url("/api/missing.json")]);
+        assert_eq!(missing, "404");
+        let (code, stderr) = recorder.stop("-TERM");
+        assert_eq!(code, 0, "{stderr}");
+        let exchanges = read_tape(&tape);
+        assert_eq!(exchanges.len(), 2);
+        let item = &exchanges[0];
+        assert_eq!(item.protocol(), protocol);
+        let response = item.response.as_ref().unwrap();
+        assert_eq!(response.status, 200);
+        assert_eq!(&response.body[..], direct.as_bytes());
+        assert_eq!(response.headers.header_str("x-served-by"), Some("nginx"));
+        assert!(response.headers.header_str("server").unwrap().starts_with("nginx"));
+        assert_eq!(exchanges[1].status(), 404);
+    }
+}
