@@ -808,17 +808,28 @@ struct Nginx {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Nginx {
     fn start() -> Nginx {
         let binary = Path::new("/usr/sbin/nginx");
-        assert!(binary.exists(), "nginx is missing: run scripts/install-nginx.sh (scripts/test.sh does)");
+        assert!(
+            binary.exists(),
+            "nginx is missing: run scripts/install-nginx.sh (scripts/test.sh does)"
+        );
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("www");
         std::fs::create_dir_all(root.join("api")).unwrap();
-        std::fs::write(root.join("api/item.json"), r#"{"id":7,"name":"teapot","tags":["kitchen","gift"]}"#).unwrap();
+        std::fs::write(
+            root.join("api/item.json"),
+            r#"{"id":7,"name":"teapot","tags":["kitchen","gift"]}"#,
+        )
+        .unwrap();
         let (p1, p2) = (free_port(), free_port());
         let d = dir.path().display();
         let conf = format!(
@@ -831,13 +842,30 @@ impl Nginx {
             root = root.display()
         );
         std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let status = Command::new(binary).arg("-p").arg(dir.path()).arg("-c").arg(dir.path().join("nginx.conf")).status().unwrap();
-        assert!(status.success(), "nginx starts: {}", std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default());
-        let nginx = Nginx { http1: ([127, 0, 0, 1], p1).into(), h2c: ([127, 0, 0, 1], p2).into(), dir };
+        let status = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "nginx starts: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+        let nginx = Nginx {
+            http1: ([127, 0, 0, 1], p1).into(),
+            h2c: ([127, 0, 0, 1], p2).into(),
+            dir,
+        };
         for addr in [nginx.http1, nginx.h2c] {
             let deadline = std::time::Instant::now() + Duration::from_secs(10);
             while TcpStream::connect(addr).is_err() {
-                assert!(std::time::Instant::now() < deadline, "nginx listens on {addr}");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nginx listens on {addr}"
+                );
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
@@ -861,15 +889,23 @@ impl Drop for Nginx {
 async fn nginx_as_a_third_party_upstream_over_http1_and_h2c() {
     let nginx = Nginx::start();
     let dir = tempfile::tempdir().unwrap();
-    for (upstream, flag, protocol) in
-        [(nginx.http1, "--http1.1", Protocol::Http11), (nginx.h2c, "--http2-prior-knowledge", Protocol::Http2)]
-    {
+    for (upstream, flag, protocol) in [
+        (nginx.http1, "--http1.1", Protocol::Http11),
+        (nginx.h2c, "--http2-prior-knowledge", Protocol::Http2),
+    ] {
         let tape = temp_tape(&dir, &format!("nginx-{}.tape", upstream.port()));
         let recorder = Recorder::start(&format!("http://{upstream}"), &tape, &[]);
         let (direct, _) = curl(&[flag, &format!("http://{upstream}/api/item.json")]);
         let (proxied, _) = curl(&[flag, &recorder.url("/api/item.json")]);
         assert_eq!(proxied, direct);
-        let (missing, _) = curl(&[flag, "-o", "/dev/null", "-w", "%{http_code}", &recorder.url("/api/missing.json")]);
+        let (missing, _) = curl(&[
+            flag,
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            &recorder.url("/api/missing.json"),
+        ]);
         assert_eq!(missing, "404");
         let (code, stderr) = recorder.stop("-TERM");
         assert_eq!(code, 0, "{stderr}");
@@ -881,7 +917,13 @@ async fn nginx_as_a_third_party_upstream_over_http1_and_h2c() {
         assert_eq!(response.status, 200);
         assert_eq!(&response.body[..], direct.as_bytes());
         assert_eq!(response.headers.header_str("x-served-by"), Some("nginx"));
-        assert!(response.headers.header_str("server").unwrap().starts_with("nginx"));
+        assert!(
+            response
+                .headers
+                .header_str("server")
+                .unwrap()
+                .starts_with("nginx")
+        );
         assert_eq!(exchanges[1].status(), 404);
     }
 }
