@@ -34,6 +34,7 @@ reprise=$root/target/release/reprise
 say() { echo "== $*" >&2; }
 die() { echo "proxy.sh: $*" >&2; exit 1; }
 
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 scripts/install-nginx.sh
 command -v python3 >/dev/null || die "python3 is needed to pick ports and summarise results"
 say "building reprise (release)"
@@ -257,7 +258,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n
 echo
 echo "## reprise proxy benchmark"
 echo
-echo "- machine: $(nproc) CPUs, $(uname -srm), ${cpu:-unknown CPU}"
+echo "- machine: $(nproc) CPUs, $(uname -srm), ${cpu:-unknown CPU}; load average at start $load_at_start (other work on the machine skews the numbers)"
 echo "- nginx $nginx_version (worker_processes 1), $(wrk --version 2>&1 | head -n 1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -n 1), reprise $("$reprise" --version | awk '{print $NF}')"
 echo "- command: \`$command_line\` ($runs runs; medians shown)"
 echo "- HTTP/1.1: \`wrk ${wrk_args[*]} http://127.0.0.1:PORT/hello.json\`"

@@ -287,7 +287,9 @@ impl Recording {
             r.body = response.bytes.into();
             r.trailers = response.trailers;
         }
-        if cancelled {
+        // A body dropped unfinished because the upstream failed is told by
+        // the error; `cancelled` is for calls abandoned by their client.
+        if cancelled && exchange.error.is_none() {
             exchange.flags.get_or_insert_with(Flags::default).cancelled = true;
         }
         self.recorder.submit(exchange);

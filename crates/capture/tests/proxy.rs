@@ -344,6 +344,10 @@ async fn unreachable_upstream_is_a_502_and_recorded_with_its_error() {
     let error = exchanges[0].error.as_ref().unwrap();
     assert_eq!(error.kind(), ErrorKind::Connect);
     assert!(exchanges[0].response.is_none());
+    assert!(
+        !exchanges[0].flags.as_ref().is_some_and(|f| f.cancelled),
+        "an upstream failure is not a cancellation"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
