@@ -17,6 +17,9 @@ need_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# curl is a real HTTP/1.1 and HTTP/2 client in the recording proxy's tests.
+command -v curl >/dev/null || need_packages curl
+
 # npm fetches the third-party HAR files the interop tests import.
 command -v npm >/dev/null || need_packages nodejs npm
 scripts/fetch-har-examples.sh

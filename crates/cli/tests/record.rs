@@ -82,8 +82,9 @@ impl Recorder {
     /// and the rest of stderr.
     fn stop(mut self, signal: &str) -> (i32, String) {
         let mut child = self.child.take().unwrap();
-        let status = Command::new("kill")
-            .args([signal, &child.id().to_string()])
+        // The shell's own `kill`: no procps needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill {signal} {}", child.id())])
             .status()
             .unwrap();
         assert!(status.success());
