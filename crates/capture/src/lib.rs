@@ -1,9 +1,10 @@
 //! The recording proxy behind `reprise record`: a reverse proxy in front of
 //! a service written in any language, recording every exchange it forwards.
 //!
-//! - One listener serves HTTP/1.1 and cleartext HTTP/2 (prior knowledge);
-//!   requests go to the upstream in the protocol they came in (gRPC needs
-//!   HTTP/2).
+//! - One listener serves HTTP/1.1 and HTTP/2: cleartext (h2c, prior
+//!   knowledge) or TLS with ALPN; requests go to the upstream (http or
+//!   https) in the protocol they came in (gRPC needs HTTP/2).
+//! - `/metrics` and `/healthz` on an admin address, from [`Metrics`].
 //! - Bodies stream: each frame is forwarded as it arrives and copied (up to
 //!   the size cap) by a [`tap`](TapBody) on the way.
 //! - Recording is a bypass: a finished exchange goes into a bounded queue
