@@ -8,6 +8,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reprise_model::drain::{Drain, Next};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::ExchangeFilter;
@@ -125,10 +126,10 @@ fn write_loop(
 ) -> Result<(), String> {
     let mut limit = rules.max_rate.map(RateLimit::new);
     let mut first_error = None;
-    for message in rx {
-        let Message::Record(exchange) = message else {
-            break;
-        };
+    // An exchange waits at most this long to be looked at; the forward
+    // path never wakes this thread.
+    let mut drain = Drain::new(rx, Duration::from_millis(20));
+    while let Next::Item(Message::Record(exchange)) = drain.next(None) {
         let mut exchange = *exchange;
         metrics.queue_depth.dec();
         if !rules.filter.matches(&exchange) {

@@ -13,6 +13,7 @@
 //! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
 
 pub mod codec;
+pub mod drain;
 mod exchange;
 pub mod id;
 pub mod redact;

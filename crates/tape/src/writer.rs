@@ -6,16 +6,21 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use reprise_model::drain::{Drain, Next};
 use reprise_model::{Exchange, Sink, StoreError};
 
 use crate::error::{Damage, TapeError};
 use crate::format::{BlockHeader, Codec, FORMAT_VERSION, FileHeader, MAX_BLOCK_PAYLOAD};
 use crate::reader::append_point;
+
+/// The longest the writer thread sleeps with nothing queued: how long a
+/// `sync` or `close` may wait to be noticed on an idle tape.
+const IDLE_NAP: Duration = Duration::from_millis(20);
 
 /// How the writer batches and compresses.
 #[derive(Debug, Clone)]
@@ -343,24 +348,18 @@ struct WriterThread {
 impl WriterThread {
     /// Runs until closed or until the file fails; returns the failure.
     fn run(&mut self, rx: Receiver<Command>) -> Result<(), String> {
+        let mut drain = Drain::new(rx, IDLE_NAP);
         loop {
-            let command = match self.oldest {
-                Some(oldest) => {
-                    let due =
-                        (oldest + self.options.block_age).saturating_duration_since(Instant::now());
-                    match rx.recv_timeout(due) {
-                        Ok(command) => command,
-                        Err(RecvTimeoutError::Timeout) => {
-                            self.seal()?;
-                            continue;
-                        }
-                        Err(RecvTimeoutError::Disconnected) => return self.seal(),
-                    }
+            let due = self.oldest.map(|oldest| {
+                (oldest + self.options.block_age).saturating_duration_since(Instant::now())
+            });
+            let command = match drain.next(due) {
+                Next::Item(command) => command,
+                Next::Timeout => {
+                    self.seal()?;
+                    continue;
                 }
-                None => match rx.recv() {
-                    Ok(command) => command,
-                    Err(_) => return Ok(()),
-                },
+                Next::Closed => return self.seal(),
             };
             match command {
                 Command::Record {
