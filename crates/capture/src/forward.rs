@@ -14,13 +14,13 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use reprise_model::{ErrorKind, Exchange, Header, Protocol, RecordSource, Role};
+use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
 use crate::hop;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
-use crate::recording::{Recording, Side};
+use crate::recording::{BodyCapture, Origin, Recording, RequestHead, Side};
 use crate::tap::{Tap, TapBody};
 
 /// The body the proxy answers with: the upstream's, tapped, or its own.
@@ -32,8 +32,9 @@ type UpstreamClient = Client<HttpsConnector<HttpConnector>, TapBody<Incoming>>;
 pub struct Forwarder {
     pub config: ProxyConfig,
     pub recorder: Recorder,
-    /// `http` or `https`: how clients reached the proxy.
-    pub listener_scheme: &'static str,
+    /// Where exchanges are recorded; `origin.scheme` is how clients
+    /// reached the proxy.
+    pub origin: Arc<Origin>,
     /// For clients that spoke HTTP/1.x (ALPN http/1.1 to https upstreams).
     http1: UpstreamClient,
     /// For clients that spoke HTTP/2 (h2c, or ALPN h2).
@@ -45,7 +46,7 @@ impl Forwarder {
     pub fn new(
         config: ProxyConfig,
         recorder: Recorder,
-        listener_scheme: &'static str,
+        origin: Origin,
     ) -> Result<Forwarder, crate::tls::TlsError> {
         let tls = crate::tls::client_config(config.upstream_ca.as_deref())?;
         let mut connector = HttpConnector::new();
@@ -68,7 +69,7 @@ impl Forwarder {
         Ok(Forwarder {
             config,
             recorder,
-            listener_scheme,
+            origin: Arc::new(origin),
             http1,
             http2,
         })
@@ -96,26 +97,10 @@ fn is_grpc(headers: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-fn protocol(version: Version, grpc: bool) -> Protocol {
-    match version {
-        Version::HTTP_2 if grpc => Protocol::Grpc,
-        Version::HTTP_2 => Protocol::Http2,
-        Version::HTTP_10 => Protocol::Http10,
-        _ => Protocol::Http11,
-    }
-}
-
-fn model_headers(map: &http::HeaderMap) -> Vec<Header> {
-    map.iter()
-        .map(|(n, v)| Header::new(n.as_str(), v.as_bytes()))
-        .collect()
-}
-
 /// Handles one request.
 pub async fn forward(
     forwarder: Arc<Forwarder>,
     peer: SocketAddr,
-    listener: String,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let metrics = forwarder.recorder.metrics();
@@ -141,48 +126,24 @@ pub async fn forward(
     let mut request = request;
     let upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
-    // What the client sent, before any proxy rewriting, is what is recorded.
+    // What the client sent, before any proxy rewriting, is what is
+    // recorded: the head is kept by reference, converted off this path.
     let recording = sampled.then(|| {
-        let authority = parts
-            .uri
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        let exchange = Exchange {
-            id: id.clone(),
-            recorded_at_ns: reprise_model::time::now_ns(),
-            protocol: protocol(version, grpc) as i32,
-            role: Role::Inbound as i32,
-            source: Some(RecordSource {
-                service: config.service.clone(),
-                recorder: "proxy".into(),
-                listener: listener.clone(),
-                client_addr: peer.to_string(),
-                server_addr: config.upstream.authority.to_string(),
-                ..Default::default()
-            }),
-            request: Some(reprise_model::Request {
-                method: parts.method.to_string(),
-                scheme: forwarder.listener_scheme.into(),
-                authority,
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_string(),
-                headers: model_headers(&parts.headers),
-                ..Default::default()
-            }),
-            ..Default::default()
+        let head = RequestHead {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            version,
+            headers: parts.headers.clone(),
         };
-        Recording::new(forwarder.recorder.clone(), exchange, config.max_body, grpc)
+        Recording::new(
+            forwarder.recorder.clone(),
+            Arc::clone(&forwarder.origin),
+            id,
+            peer,
+            head,
+            grpc,
+            config.max_body,
+        )
     });
 
     let body = TapBody::new(
@@ -222,7 +183,7 @@ pub async fn forward(
             &mut parts.headers,
             version,
             &peer.ip().to_string(),
-            forwarder.listener_scheme,
+            forwarder.origin.scheme,
         );
     }
     if !config.preserve_host || version == Version::HTTP_2 {
@@ -315,7 +276,7 @@ fn tunnel(
     if let Some(recording) = recording {
         recording.response_head(response.status(), response.headers());
         recording.upgraded();
-        recording.body_done(Side::Response, false, None);
+        recording.body_done(Side::Response, BodyCapture::default());
     }
     tokio::spawn(async move {
         if let (Ok(client), Ok(upstream)) = (client_side.await, upstream_side.await) {
@@ -359,7 +320,7 @@ fn fail(
     if let Some(recording) = recording {
         recording.failed(kind, message);
         // No response body will flow: that side is done.
-        recording.body_done(Side::Response, false, None);
+        recording.body_done(Side::Response, BodyCapture::default());
     }
     let mut response = if grpc {
         let mut response = Response::new(Either::Right(Full::new(Bytes::new())));

@@ -12,9 +12,10 @@ use reprise_model::drain::{Drain, Next};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Exchange, Flags, Sink};
+use reprise_model::{Flags, Sink};
 
 use crate::metrics::Metrics;
+use crate::recording::Captured;
 
 /// What the writer thread applies before storing.
 pub struct Rules {
@@ -30,7 +31,7 @@ pub struct Rules {
 
 /// What goes down the queue.
 enum Message {
-    Record(Box<Exchange>),
+    Record(Box<Captured>),
     /// Write what came before, close the sink, stop.
     Close,
 }
@@ -69,8 +70,8 @@ impl Recorder {
     }
 
     /// Queues an exchange for storage, or drops and counts it.
-    pub fn submit(&self, exchange: Exchange) {
-        match self.tx.try_send(Message::Record(Box::new(exchange))) {
+    pub fn submit(&self, captured: Captured) {
+        match self.tx.try_send(Message::Record(Box::new(captured))) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
             }
@@ -129,8 +130,8 @@ fn write_loop(
     // An exchange waits at most this long to be looked at; the forward
     // path never wakes this thread.
     let mut drain = Drain::new(rx, Duration::from_millis(20));
-    while let Next::Item(Message::Record(exchange)) = drain.next(None) {
-        let mut exchange = *exchange;
+    while let Next::Item(Message::Record(captured)) = drain.next(None) {
+        let mut exchange = captured.into_exchange();
         metrics.queue_depth.dec();
         if !rules.filter.matches(&exchange) {
             metrics.unmatched.inc();

@@ -1,15 +1,23 @@
-//! One exchange being recorded while it is forwarded: its request and
-//! response heads, the copies of both bodies (up to the size cap) and, for
-//! gRPC, each message with its direction and time offset. When both bodies
-//! have ended (or been dropped) the exchange is handed to the recorder.
+//! One exchange being recorded while it is forwarded.
+//!
+//! The forward path only keeps references: the heads as hyper parsed them
+//! (`HeaderMap` clones share their bytes), and each body's frames as
+//! `Bytes` handles with their time offsets, up to the size cap, held by
+//! the body's own tap with no lock. When both bodies have ended (or been
+//! dropped) the pieces go to the recorder as a [`Captured`]; turning them
+//! into an [`Exchange`] (header conversion, body assembly, gRPC message
+//! framing) happens on the recorder's thread, off the forward path.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use reprise_model::{
-    Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, StreamMessage, TransportError,
+    Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Protocol, RecordSource, Role,
+    StreamMessage, TransportError,
 };
 
 use crate::recorder::Recorder;
@@ -26,100 +34,154 @@ pub enum Side {
     Response,
 }
 
-/// Copies of one body.
-#[derive(Default)]
-struct BodyCopy {
-    bytes: Vec<u8>,
+/// What every exchange of one proxy shares: where it was recorded.
+#[derive(Debug)]
+pub struct Origin {
+    /// `source.service`.
+    pub service: String,
+    /// The listener's address.
+    pub listener: String,
+    /// `http` or `https`: how clients reached the proxy.
+    pub scheme: &'static str,
+    /// The upstream's `host:port`.
+    pub upstream: String,
+}
+
+/// One body as it passed: its frames up to the cap, by reference.
+#[derive(Debug, Default)]
+pub struct BodyCapture {
+    /// Frames kept (the last one cut at the cap), with their time offsets.
+    frames: Vec<(u64, Bytes)>,
+    kept: usize,
+    /// Every byte that passed.
     size: u64,
     truncated: bool,
-    trailers: Vec<Header>,
-    /// gRPC: the message being reassembled.
-    framer: Framer,
-    messages: Vec<StreamMessage>,
-    kept: usize,
+    trailers: Option<HeaderMap>,
+    /// The body broke (the error's text).
+    error: Option<String>,
+    /// The body was dropped before its end.
+    cancelled: bool,
 }
 
-/// Reassembles gRPC messages (1-byte flag, 4-byte length, payload) from a
-/// body's data frames, however the frames cut them.
-#[derive(Default)]
-struct Framer {
-    prefix: Vec<u8>,
-    in_message: bool,
-    compressed: bool,
-    len: usize,
-    remaining: usize,
-    current: Vec<u8>,
-}
-
-impl BodyCopy {
-    /// A gRPC body that ended inside a message (a length prefix promising
-    /// more than came): what arrived is kept as one truncated message.
-    fn end_of_body(&mut self, direction: Direction, offset_ns: u64) {
-        let framer = std::mem::take(&mut self.framer);
-        if !framer.in_message && framer.prefix.is_empty() {
-            return;
+impl BodyCapture {
+    /// A data frame passed at `offset_ns`; keeps a handle on at most
+    /// `max - kept` of its bytes.
+    pub fn data(&mut self, offset_ns: u64, data: &Bytes, max: usize) {
+        self.size += data.len() as u64;
+        let room = max.saturating_sub(self.kept);
+        if data.len() > room {
+            self.truncated = true;
         }
-        self.truncated = true;
-        if self.messages.len() < MAX_MESSAGES {
-            let data = if framer.in_message {
-                framer.current
-            } else {
-                framer.prefix
-            };
-            self.messages.push(StreamMessage {
-                direction: direction as i32,
-                offset_ns,
-                data: data.into(),
-                compressed: framer.compressed,
-                size: framer.len as u64,
-                truncated: true,
-            });
+        let take = room.min(data.len());
+        if take > 0 {
+            self.frames.push((offset_ns, data.slice(..take)));
+            self.kept += take;
+        }
+    }
+
+    /// The body's trailers.
+    pub fn trailers(&mut self, map: &HeaderMap) {
+        self.trailers = Some(map.clone());
+    }
+
+    /// The frames joined.
+    fn bytes(&self) -> Bytes {
+        match self.frames.as_slice() {
+            [] => Bytes::new(),
+            [(_, only)] => only.clone(),
+            frames => {
+                let mut joined = BytesMut::with_capacity(self.kept);
+                for (_, frame) in frames {
+                    joined.extend_from_slice(frame);
+                }
+                joined.freeze()
+            }
         }
     }
 }
 
+/// The request head as the client sent it, before any proxy rewriting.
+#[derive(Debug)]
+pub struct RequestHead {
+    /// The method.
+    pub method: Method,
+    /// The request target.
+    pub uri: Uri,
+    /// The protocol version.
+    pub version: Version,
+    /// The fields.
+    pub headers: HeaderMap,
+}
+
+/// Everything the forward path saw of one exchange.
+#[derive(Debug)]
+pub struct Captured {
+    origin: Arc<Origin>,
+    id: Vec<u8>,
+    recorded_at_ns: u64,
+    duration_ns: u64,
+    peer: SocketAddr,
+    grpc: bool,
+    request: RequestHead,
+    response: Option<(StatusCode, HeaderMap)>,
+    request_body: BodyCapture,
+    response_body: BodyCapture,
+    error: Option<TransportError>,
+    upgraded: bool,
+}
+
 struct Partial {
-    exchange: Exchange,
-    request: BodyCopy,
-    response: BodyCopy,
-    cancelled: bool,
+    request: Option<RequestHead>,
+    response: Option<(StatusCode, HeaderMap)>,
+    request_body: Option<BodyCapture>,
+    response_body: Option<BodyCapture>,
+    error: Option<TransportError>,
+    upgraded: bool,
 }
 
 /// An exchange in flight.
 pub struct Recording {
     recorder: Recorder,
+    origin: Arc<Origin>,
+    id: Vec<u8>,
+    recorded_at_ns: u64,
     started: Instant,
-    max_body: usize,
+    peer: SocketAddr,
     grpc: bool,
+    max_body: usize,
     partial: Mutex<Partial>,
     /// Bodies still open (request, response); the exchange is complete at 0.
     open: AtomicU8,
 }
 
-fn headers(map: &http::HeaderMap) -> Vec<Header> {
-    map.iter()
-        .map(|(name, value)| Header::new(name.as_str(), value.as_bytes()))
-        .collect()
-}
-
 impl Recording {
-    /// Starts recording `exchange` (its request head filled in).
+    /// Starts recording a call whose request head is `request`.
+    #[allow(clippy::too_many_arguments)] // one call site, each argument named there
     pub fn new(
         recorder: Recorder,
-        exchange: Exchange,
-        max_body: usize,
+        origin: Arc<Origin>,
+        id: Vec<u8>,
+        peer: SocketAddr,
+        request: RequestHead,
         grpc: bool,
+        max_body: usize,
     ) -> Arc<Recording> {
         Arc::new(Recording {
             recorder,
+            origin,
+            id,
+            recorded_at_ns: reprise_model::time::now_ns(),
             started: Instant::now(),
-            max_body,
+            peer,
             grpc,
+            max_body,
             partial: Mutex::new(Partial {
-                exchange,
-                request: BodyCopy::default(),
-                response: BodyCopy::default(),
-                cancelled: false,
+                request: Some(request),
+                response: None,
+                request_body: None,
+                response_body: None,
+                error: None,
+                upgraded: false,
             }),
             open: AtomicU8::new(2),
         })
@@ -129,126 +191,47 @@ impl Recording {
         self.partial.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn offset_ns(&self) -> u64 {
+    /// Nanoseconds since the request arrived.
+    pub fn offset_ns(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// The size cap of each body's copy.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
     /// The response head arrived.
-    pub fn response_head(&self, status: http::StatusCode, map: &http::HeaderMap) {
-        let mut partial = self.partial();
-        let response = partial
-            .exchange
-            .response
-            .get_or_insert_with(Default::default);
-        response.status = u32::from(status.as_u16());
-        response.reason = status.canonical_reason().unwrap_or("").to_string();
-        response.headers = headers(map);
-        // A trailers-only gRPC response carries its status in the head.
-        if let Some(code) = map
-            .get("grpc-status")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-        {
-            let message = grpc_message(map);
-            response.grpc = Some(GrpcStatus {
-                code,
-                message,
-                ..Default::default()
-            });
-        }
+    pub fn response_head(&self, status: StatusCode, headers: &HeaderMap) {
+        self.partial().response = Some((status, headers.clone()));
     }
 
     /// The connection was switched to another protocol (passed through).
     pub fn upgraded(&self) {
-        self.partial()
-            .exchange
-            .flags
-            .get_or_insert_with(Flags::default)
-            .upgraded = true;
+        self.partial().upgraded = true;
     }
 
     /// The call failed below HTTP.
     pub fn failed(&self, kind: ErrorKind, message: String) {
         let mut partial = self.partial();
-        let after_head = partial.exchange.response.is_some();
-        partial.exchange.error = Some(TransportError {
+        let after_response_head = partial.response.is_some();
+        partial.error = Some(TransportError {
             kind: kind as i32,
             message,
-            after_response_head: after_head,
+            after_response_head,
         });
     }
 
-    /// Bytes of a body passed through.
-    pub fn data(&self, side: Side, data: &Bytes) {
-        let offset = self.offset_ns();
-        let max = self.max_body;
-        let grpc = self.grpc;
-        let mut partial = self.partial();
-        let copy = match side {
-            Side::Request => &mut partial.request,
-            Side::Response => &mut partial.response,
-        };
-        copy.size += data.len() as u64;
-        if grpc {
-            split_messages(copy, data, side, offset, max);
-            return;
+    /// A body is done (ended, failed or dropped), with what passed.
+    pub fn body_done(&self, side: Side, body: BodyCapture) {
+        if body.error.is_some() {
+            self.recorder.metrics().error(ErrorKind::Reset);
         }
-        let room = max.saturating_sub(copy.bytes.len());
-        copy.bytes.extend_from_slice(&data[..room.min(data.len())]);
-        if data.len() > room {
-            copy.truncated = true;
-        }
-    }
-
-    /// Trailers of a body.
-    pub fn trailers(&self, side: Side, map: &http::HeaderMap) {
-        let mut partial = self.partial();
-        if side == Side::Response
-            && let Some(code) = map
-                .get("grpc-status")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse().ok())
-        {
-            let message = grpc_message(map);
-            let response = partial
-                .exchange
-                .response
-                .get_or_insert_with(Default::default);
-            response.grpc = Some(GrpcStatus {
-                code,
-                message,
-                ..Default::default()
-            });
-        }
-        let copy = match side {
-            Side::Request => &mut partial.request,
-            Side::Response => &mut partial.response,
-        };
-        copy.trailers = headers(map);
-    }
-
-    /// A body ended: `cancelled` when it was dropped before its end.
-    pub fn body_done(&self, side: Side, cancelled: bool, error: Option<String>) {
         {
             let mut partial = self.partial();
-            partial.cancelled |= cancelled;
-            if let Some(message) = error {
-                self.recorder.metrics().error(ErrorKind::Reset);
-                let after_head = partial.exchange.response.is_some() || side == Side::Response;
-                if partial.exchange.error.is_none() {
-                    partial.exchange.error = Some(TransportError {
-                        kind: ErrorKind::Reset as i32,
-                        message: format!(
-                            "{} body: {message}",
-                            if side == Side::Request {
-                                "request"
-                            } else {
-                                "response"
-                            }
-                        ),
-                        after_response_head: after_head,
-                    });
-                }
+            match side {
+                Side::Request => partial.request_body = Some(body),
+                Side::Response => partial.response_body = Some(body),
             }
         }
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
@@ -256,56 +239,79 @@ impl Recording {
         }
     }
 
-    /// Both bodies are done: assemble the exchange and hand it over.
+    /// Both bodies are done: hand everything to the recorder.
     fn finish(&self) {
-        let duration = self.offset_ns();
+        let duration_ns = self.offset_ns();
         let mut partial = self.partial();
-        let cancelled = partial.cancelled;
-        let mut exchange = std::mem::take(&mut partial.exchange);
-        let mut request = std::mem::take(&mut partial.request);
-        let mut response = std::mem::take(&mut partial.response);
+        // Taken once: `open` reaches 0 once.
+        let Some(request) = partial.request.take() else {
+            return;
+        };
+        let captured = Captured {
+            origin: Arc::clone(&self.origin),
+            id: self.id.clone(),
+            recorded_at_ns: self.recorded_at_ns,
+            duration_ns,
+            peer: self.peer,
+            grpc: self.grpc,
+            request,
+            response: partial.response.take(),
+            request_body: partial.request_body.take().unwrap_or_default(),
+            response_body: partial.response_body.take().unwrap_or_default(),
+            error: partial.error.take(),
+            upgraded: partial.upgraded,
+        };
         drop(partial);
-        exchange.duration_ns = duration;
-        request.end_of_body(Direction::Request, duration);
-        response.end_of_body(Direction::Response, duration);
-        exchange.messages = request
-            .messages
-            .iter()
-            .chain(&response.messages)
-            .cloned()
-            .collect();
-        exchange.messages.sort_by_key(|m| m.offset_ns);
-        if let Some(r) = exchange.request.as_mut() {
-            r.body_size = request.size;
-            r.body_truncated = request.truncated;
-            r.body = request.bytes.into();
-            r.trailers = request.trailers;
-        }
-        if let Some(r) = exchange.response.as_mut() {
-            r.body_size = response.size;
-            r.body_truncated = response.truncated;
-            r.body = response.bytes.into();
-            r.trailers = response.trailers;
-        }
-        // A body dropped unfinished because the upstream failed is told by
-        // the error; `cancelled` is for calls abandoned by their client.
-        if cancelled && exchange.error.is_none() {
-            exchange.flags.get_or_insert_with(Flags::default).cancelled = true;
-        }
-        self.recorder.submit(exchange);
+        self.recorder.submit(captured);
     }
 }
 
-/// `grpc-message`, percent-decoded as gRPC encodes it.
-fn grpc_message(map: &http::HeaderMap) -> String {
-    let Some(raw) = map.get("grpc-message") else {
-        return String::new();
-    };
-    let raw = raw.as_bytes();
+impl BodyCapture {
+    /// Marks the body as broken.
+    pub fn broke(&mut self, error: String) {
+        self.error = Some(error);
+    }
+
+    /// Marks the body as dropped before its end.
+    pub fn cancelled(&mut self) {
+        self.cancelled = true;
+    }
+}
+
+fn model_headers(map: &HeaderMap) -> Vec<Header> {
+    map.iter()
+        .map(|(name, value)| Header::new(name.as_str(), value.as_bytes()))
+        .collect()
+}
+
+fn protocol(version: Version, grpc: bool) -> Protocol {
+    match version {
+        Version::HTTP_2 if grpc => Protocol::Grpc,
+        Version::HTTP_2 => Protocol::Http2,
+        Version::HTTP_10 => Protocol::Http10,
+        _ => Protocol::Http11,
+    }
+}
+
+/// `grpc-status` and `grpc-message` (percent-decoded as gRPC encodes it).
+fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
+    let code = map.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    let message = map.get("grpc-message").map_or_else(String::new, |raw| {
+        let decoded: Vec<u8> = percent_decode(raw.as_bytes());
+        String::from_utf8_lossy(&decoded).into_owned()
+    });
+    Some(GrpcStatus {
+        code,
+        message,
+        ..Default::default()
+    })
+}
+
+fn percent_decode(raw: &[u8]) -> Vec<u8> {
+    let hex = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
-        let hex = |b: u8| char::from(b).to_digit(16);
         match (
             raw[i],
             raw.get(i + 1).copied().and_then(hex),
@@ -322,58 +328,268 @@ fn grpc_message(map: &http::HeaderMap) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
-/// Feeds body bytes to the gRPC framer, recording each message completed.
-fn split_messages(copy: &mut BodyCopy, mut data: &[u8], side: Side, offset_ns: u64, max: usize) {
-    let direction = if side == Side::Request {
-        Direction::Request
-    } else {
-        Direction::Response
-    };
-    while !data.is_empty() {
-        let framer = &mut copy.framer;
-        if !framer.in_message {
-            let take = (5 - framer.prefix.len()).min(data.len());
-            framer.prefix.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if framer.prefix.len() < 5 {
-                continue;
-            }
-            let p = &framer.prefix;
-            framer.compressed = p[0] == 1;
-            framer.len = u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize;
-            framer.remaining = framer.len;
-            framer.prefix.clear();
-            framer.current.clear();
-            framer.in_message = true;
-        } else {
-            let take = framer.remaining.min(data.len());
-            let room = max.saturating_sub(copy.kept + framer.current.len());
-            framer.current.extend_from_slice(&data[..take.min(room)]);
-            framer.remaining -= take;
-            data = &data[take..];
-        }
-        if framer.in_message && framer.remaining == 0 {
-            framer.in_message = false;
-            let payload = std::mem::take(&mut framer.current);
-            let truncated = payload.len() < framer.len;
-            let (size, compressed) = (framer.len as u64, framer.compressed);
-            copy.kept += payload.len();
-            copy.truncated |= truncated;
-            if copy.messages.len() < MAX_MESSAGES {
-                copy.messages.push(StreamMessage {
+/// Cuts a gRPC body's kept frames into messages (1-byte flag, 4-byte
+/// length, payload), however the frames cut them; each message takes the
+/// time offset of the frame that completed it. A message still open when
+/// the kept bytes end (a truncated body, or a length prefix promising more
+/// than came) is kept as what arrived, flagged truncated.
+fn grpc_messages(
+    body: &BodyCapture,
+    direction: Direction,
+    end_ns: u64,
+) -> (Vec<StreamMessage>, bool) {
+    let mut messages = Vec::new();
+    let mut truncated = false;
+    let mut prefix = Vec::with_capacity(5);
+    let mut current: Option<(bool, usize, Vec<u8>)> = None;
+    let push =
+        |messages: &mut Vec<StreamMessage>, offset_ns, compressed, size: usize, data: Vec<u8>| {
+            let cut = data.len() < size;
+            if messages.len() < MAX_MESSAGES {
+                messages.push(StreamMessage {
                     direction: direction as i32,
                     offset_ns,
-                    data: payload.into(),
+                    data: data.into(),
                     compressed,
-                    size,
-                    truncated,
+                    size: size as u64,
+                    truncated: cut,
                 });
-            } else {
-                copy.truncated = true;
+            }
+            cut || messages.len() >= MAX_MESSAGES
+        };
+    for (offset_ns, frame) in &body.frames {
+        let mut data = &frame[..];
+        while !data.is_empty() {
+            match current.as_mut() {
+                None => {
+                    let take = (5 - prefix.len()).min(data.len());
+                    prefix.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    if prefix.len() == 5 {
+                        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]])
+                            as usize;
+                        current =
+                            Some((prefix[0] == 1, len, Vec::with_capacity(len.min(body.kept))));
+                        prefix.clear();
+                    }
+                }
+                Some((_, len, payload)) => {
+                    let take = (*len - payload.len()).min(data.len());
+                    payload.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                }
+            }
+            if let Some((compressed, len, payload)) =
+                current.take_if(|(_, len, payload)| payload.len() == *len)
+            {
+                truncated |= push(&mut messages, *offset_ns, compressed, len, payload);
             }
         }
+    }
+    if let Some((compressed, len, payload)) = current {
+        push(&mut messages, end_ns, compressed, len, payload);
+        truncated = true;
+    } else if !prefix.is_empty() {
+        push(&mut messages, end_ns, false, 5, prefix);
+        truncated = true;
+    }
+    (messages, truncated)
+}
+
+impl Captured {
+    /// The exchange, built on the recorder's thread.
+    pub fn into_exchange(self) -> Exchange {
+        let Captured {
+            origin,
+            id,
+            recorded_at_ns,
+            duration_ns,
+            peer,
+            grpc,
+            request,
+            response,
+            request_body,
+            response_body,
+            error,
+            upgraded,
+        } = self;
+        let authority = request
+            .uri
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| {
+                request
+                    .headers
+                    .get(http::header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let mut exchange = Exchange {
+            id,
+            recorded_at_ns,
+            duration_ns,
+            protocol: protocol(request.version, grpc) as i32,
+            role: Role::Inbound as i32,
+            source: Some(RecordSource {
+                service: origin.service.clone(),
+                recorder: "proxy".into(),
+                listener: origin.listener.clone(),
+                client_addr: peer.to_string(),
+                server_addr: origin.upstream.clone(),
+                ..Default::default()
+            }),
+            error,
+            ..Default::default()
+        };
+        let mut model_request = reprise_model::Request {
+            method: request.method.to_string(),
+            scheme: origin.scheme.into(),
+            authority,
+            path: request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string(),
+            headers: model_headers(&request.headers),
+            body_size: request_body.size,
+            body_truncated: request_body.truncated,
+            trailers: request_body
+                .trailers
+                .as_ref()
+                .map(model_headers)
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut model_response = response.map(|(status, headers)| reprise_model::Response {
+            status: u32::from(status.as_u16()),
+            reason: status.canonical_reason().unwrap_or("").to_string(),
+            // A trailers-only gRPC response carries its status in the head.
+            grpc: grpc_status(&headers),
+            headers: model_headers(&headers),
+            body_size: response_body.size,
+            body_truncated: response_body.truncated,
+            trailers: response_body
+                .trailers
+                .as_ref()
+                .map(model_headers)
+                .unwrap_or_default(),
+            ..Default::default()
+        });
+        if let Some(response) = model_response.as_mut()
+            && let Some(status) = response_body.trailers.as_ref().and_then(grpc_status)
+        {
+            response.grpc = Some(status);
+        }
+        if grpc {
+            let (mut messages, cut) = grpc_messages(&request_body, Direction::Request, duration_ns);
+            model_request.body_truncated |= cut;
+            let (responses, cut) = grpc_messages(&response_body, Direction::Response, duration_ns);
+            if let Some(response) = model_response.as_mut() {
+                response.body_truncated |= cut;
+            }
+            messages.extend(responses);
+            messages.sort_by_key(|m| m.offset_ns);
+            exchange.messages = messages;
+        } else {
+            model_request.body = request_body.bytes();
+            if let Some(response) = model_response.as_mut() {
+                response.body = response_body.bytes();
+            }
+        }
+        exchange.request = Some(model_request);
+        exchange.response = model_response;
+        // A broken body: the first break is the exchange's error, unless
+        // the call had already failed.
+        for (side, body) in [("request", &request_body), ("response", &response_body)] {
+            if let (None, Some(message)) = (&exchange.error, &body.error) {
+                exchange.error = Some(TransportError {
+                    kind: ErrorKind::Reset as i32,
+                    message: format!("{side} body: {message}"),
+                    after_response_head: exchange.response.is_some(),
+                });
+            }
+        }
+        // A body dropped unfinished because the call failed is told by the
+        // error; `cancelled` is for calls abandoned by their client.
+        let cancelled = request_body.cancelled || response_body.cancelled;
+        if (cancelled && exchange.error.is_none()) || upgraded {
+            let flags = exchange.flags.get_or_insert_with(Flags::default);
+            flags.cancelled = cancelled && exchange.error.is_none();
+            flags.upgraded = upgraded;
+        }
+        exchange
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(frames: &[&[u8]], max: usize) -> BodyCapture {
+        let mut body = BodyCapture::default();
+        for (i, frame) in frames.iter().enumerate() {
+            body.data(i as u64 * 10, &Bytes::copy_from_slice(frame), max);
+        }
+        body
+    }
+
+    #[test]
+    fn grpc_messages_across_frames() {
+        // Two messages, cut across three frames at awkward places.
+        let b = body(
+            &[&[0, 0, 0], &[0, 2, b'h', b'i', 1, 0], &[0, 0, 1, b'!']],
+            1 << 20,
+        );
+        let (messages, truncated) = grpc_messages(&b, Direction::Response, 99);
+        assert!(!truncated);
+        let got: Vec<(u64, &[u8], bool)> = messages
+            .iter()
+            .map(|m| (m.offset_ns, &m.data[..], m.compressed))
+            .collect();
+        assert_eq!(got, [(10, &b"hi"[..], false), (20, &b"!"[..], true)]);
+    }
+
+    #[test]
+    fn grpc_message_past_the_end_is_kept_truncated() {
+        let b = body(&[&[0, 0, 0, 3, 232, b'a', b'b', b'c']], 1 << 20);
+        let (messages, truncated) = grpc_messages(&b, Direction::Request, 99);
+        assert!(truncated);
+        assert_eq!(
+            (
+                &messages[0].data[..],
+                messages[0].size,
+                messages[0].truncated,
+                messages[0].offset_ns
+            ),
+            (&b"abc"[..], 1000, true, 99)
+        );
+    }
+
+    #[test]
+    fn bodies_are_kept_up_to_the_cap_by_reference() {
+        let b = body(&[b"hello ", b"world"], 8);
+        assert_eq!(
+            (&b.bytes()[..], b.size, b.truncated),
+            (&b"hello wo"[..], 11, true)
+        );
+    }
+
+    #[test]
+    fn grpc_message_text_is_percent_decoded() {
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", "5".parse().unwrap());
+        map.insert(
+            "grpc-message",
+            "no%20such%20note:%20fail%E2%9C%93".parse().unwrap(),
+        );
+        let status = grpc_status(&map).unwrap();
+        assert_eq!(
+            (status.code, status.message.as_str()),
+            (5, "no such note: fail✓")
+        );
     }
 }

@@ -23,6 +23,7 @@ use crate::error::CaptureError;
 use crate::forward::{Forwarder, forward};
 use crate::metrics::{Metrics, RecorderStats};
 use crate::recorder::{Recorder, RecorderThread, Rules};
+use crate::recording::Origin;
 
 /// Longest a TLS handshake may take before the connection is closed.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -102,15 +103,18 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         Recorder::start(sink, rules, config.queue_capacity, Arc::clone(&metrics)).map_err(|e| {
             CaptureError::Internal(format!("cannot start the recorder thread: {e}"))
         })?;
-    let scheme = if acceptor.is_some() { "https" } else { "http" };
-    let forwarder = Arc::new(Forwarder::new(config, recorder, scheme)?);
+    let origin = Origin {
+        service: config.service.clone(),
+        listener: local_addr.to_string(),
+        scheme: if acceptor.is_some() { "https" } else { "http" },
+        upstream: config.upstream.authority.to_string(),
+    };
+    let forwarder = Arc::new(Forwarder::new(config, recorder, origin)?);
     let (stop, stopped) = watch::channel(false);
     if let Some((admin, _)) = admin {
         tokio::spawn(serve_admin(admin, Arc::clone(&metrics), stopped.clone()));
     }
-    let task = tokio::spawn(serve(
-        listener, local_addr, acceptor, forwarder, stopped, thread,
-    ));
+    let task = tokio::spawn(serve(listener, acceptor, forwarder, stopped, thread));
     Ok(RunningProxy {
         local_addr,
         admin_addr,
@@ -136,7 +140,6 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 
 async fn serve(
     listener: TcpListener,
-    local_addr: SocketAddr,
     acceptor: Option<TlsAcceptor>,
     forwarder: Arc<Forwarder>,
     mut stopped: watch::Receiver<bool>,
@@ -145,7 +148,6 @@ async fn serve(
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&forwarder.config));
     let drain = forwarder.config.drain_timeout;
-    let listener_name = local_addr.to_string();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -159,8 +161,7 @@ async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let forwarder = Arc::clone(&forwarder);
-                let name = listener_name.clone();
-                let service = service_fn(move |request| forward(Arc::clone(&forwarder), peer, name.clone(), request));
+                let service = service_fn(move |request| forward(Arc::clone(&forwarder), peer, request));
                 match &acceptor {
                     None => {
                         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();

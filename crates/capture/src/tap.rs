@@ -1,6 +1,7 @@
-//! A body wrapper that passes every frame on unchanged and copies it to
-//! the exchange's recording on the way (the recording keeps at most the
-//! size cap). The forward path never waits on the recorder.
+//! A body wrapper that passes every frame on unchanged and keeps a handle
+//! on it (up to the size cap) for the exchange's recording. The tap owns
+//! its body's capture, so the forward path takes no lock per frame and
+//! copies nothing; it never waits on the recorder.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,11 +11,11 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::recording::{Recording, Side};
+use crate::recording::{BodyCapture, Recording, Side};
 
 pin_project! {
     /// `inner`, observed. When it ends, fails or is dropped early, the
-    /// recording is told which.
+    /// recording gets what passed and how it ended.
     pub struct TapBody<B> {
         #[pin]
         inner: B,
@@ -22,11 +23,12 @@ pin_project! {
     }
 }
 
-/// The recording side of a [`TapBody`]; reports a drop before the end as
-/// a cancelled body.
+/// The recording side of a [`TapBody`]; a drop before the end reports the
+/// body as cancelled.
 pub struct Tap {
     recording: Arc<Recording>,
     side: Side,
+    capture: BodyCapture,
     /// Set once the body's end (or failure) has been reported.
     finished: bool,
 }
@@ -37,20 +39,39 @@ impl Tap {
         Tap {
             recording,
             side,
+            capture: BodyCapture::default(),
             finished: false,
         }
     }
 
+    fn frame(&mut self, frame: &Frame<Bytes>) {
+        if let Some(data) = frame.data_ref() {
+            let offset = self.recording.offset_ns();
+            self.capture.data(offset, data, self.recording.max_body());
+        } else if let Some(trailers) = frame.trailers_ref() {
+            self.capture.trailers(trailers);
+        }
+    }
+
     fn finish(mut self, error: Option<String>) {
+        if let Some(error) = error {
+            self.capture.broke(error);
+        }
+        self.report();
+    }
+
+    fn report(&mut self) {
         self.finished = true;
-        self.recording.body_done(self.side, false, error);
+        self.recording
+            .body_done(self.side, std::mem::take(&mut self.capture));
     }
 }
 
 impl Drop for Tap {
     fn drop(&mut self) {
         if !self.finished {
-            self.recording.body_done(self.side, true, None);
+            self.capture.cancelled();
+            self.report();
         }
     }
 }
@@ -87,12 +108,8 @@ where
         let polled = inner.as_mut().poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(tap) = this.tap.as_ref() {
-                    if let Some(data) = frame.data_ref() {
-                        tap.recording.data(tap.side, data);
-                    } else if let Some(trailers) = frame.trailers_ref() {
-                        tap.recording.trailers(tap.side, trailers);
-                    }
+                if let Some(tap) = this.tap.as_mut() {
+                    tap.frame(frame);
                 }
                 // Whoever reads this body may stop once it says it is at
                 // its end, without polling for the final `None`.
