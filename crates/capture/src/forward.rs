@@ -237,7 +237,7 @@ pub async fn forward(
             } else {
                 ErrorKind::Protocol
             };
-            let message = error_chain(&error);
+            let message = reprise_model::error::one_line(&error);
             Ok(fail(
                 metrics,
                 &recording,
@@ -289,20 +289,6 @@ fn tunnel(
     *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     *answer.headers_mut() = response.headers().clone();
     answer
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The proxy's own answer when the upstream could not give one: a 502

@@ -59,18 +59,7 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 /// An error and its causes on one line, without repeating a cause that
 /// its parent's message already contains.
 pub fn one_line(error: &anyhow::Error) -> String {
-    let mut line = String::new();
-    for cause in error.chain() {
-        let text = cause.to_string();
-        if line.contains(&text) {
-            continue;
-        }
-        if !line.is_empty() {
-            line.push_str(": ");
-        }
-        line.push_str(&text);
-    }
-    line
+    reprise_model::error::one_line(error.as_ref())
 }
 
 /// Prints damage reports to stderr, one line each.

@@ -104,6 +104,16 @@ impl Recorder {
     }
 }
 
+impl Recorder {
+    /// Stops with `signal` and checks that it exited 0; returns the rest
+    /// of stderr.
+    fn stop_cleanly(self, signal: &str) -> String {
+        let (code, stderr) = self.stop(signal);
+        assert_eq!(code, 0, "reprise record exited {code}: {stderr}");
+        stderr
+    }
+}
+
 impl Drop for Recorder {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -219,8 +229,7 @@ async fn grpc_unary_and_all_three_streaming_kinds_are_forwarded_and_recorded() {
     let (health, _) = curl(&[&format!("http://{}/healthz", recorder.admin.unwrap())]);
     assert_eq!(health, "ok\n");
 
-    let (code, stderr) = recorder.stop("-TERM");
-    assert_eq!(code, 0, "{stderr}");
+    let stderr = recorder.stop_cleanly("-TERM");
     assert!(stderr.contains("5 exchanges seen, 5 recorded"), "{stderr}");
 
     let exchanges = read_tape(&tape);
@@ -352,8 +361,7 @@ async fn json_over_http1_and_h2c_with_redaction_and_a_private_tape() {
             "the upstream got, and the client got back, the real body"
         );
     }
-    let (code, stderr) = recorder.stop("-INT");
-    assert_eq!(code, 0, "{stderr}");
+    recorder.stop_cleanly("-INT");
 
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
@@ -458,8 +466,7 @@ async fn upgrades_pass_through_and_are_recorded_as_upgraded() {
     .await
     .unwrap();
     assert_eq!(&echoed, b"ping over the tunnel");
-    let (code, stderr) = recorder.stop("-TERM");
-    assert_eq!(code, 0, "{stderr}");
+    recorder.stop_cleanly("-TERM");
     let exchanges = read_tape(&tape);
     assert_eq!(exchanges.len(), 1);
     assert_eq!(exchanges[0].status(), 101);
@@ -564,8 +571,7 @@ async fn bad_requests_get_what_http_says_and_the_proxy_stays_up() {
     // Still serving.
     let (out, _) = curl(&["--data-binary", "still here", &recorder.url("/echo")]);
     assert_eq!(out, "still here");
-    let (code, stderr) = recorder.stop("-TERM");
-    assert_eq!(code, 0, "{stderr}");
+    recorder.stop_cleanly("-TERM");
     // Requests that never became HTTP are not exchanges: only the last is on tape.
     let exchanges = read_tape(&tape);
     assert_eq!(exchanges.len(), 1);
@@ -742,8 +748,7 @@ async fn tls_listener_with_alpn_and_an_https_upstream() {
         ]);
         assert_eq!(out, format!("sealed {version}"));
     }
-    let (code, stderr) = json_proxy.stop("-TERM");
-    assert_eq!(code, 0, "{stderr}");
+    json_proxy.stop_cleanly("-TERM");
     let exchanges = read_tape(&json_tape);
     let protocols: Vec<Protocol> = exchanges.iter().map(Exchange::protocol).collect();
     assert_eq!(protocols, [Protocol::Http11, Protocol::Http2]);
@@ -775,10 +780,8 @@ async fn tls_listener_with_alpn_and_an_https_upstream() {
         .unwrap()
         .into_inner();
     assert_eq!(got.text, "THROUGH TLS");
-    let (code, stderr) = outer.stop("-TERM");
-    assert_eq!(code, 0, "{stderr}");
-    let (code, stderr) = inner.stop("-TERM");
-    assert_eq!(code, 0, "{stderr}");
+    outer.stop_cleanly("-TERM");
+    inner.stop_cleanly("-TERM");
     let inner_exchanges = read_tape(&inner_tape);
     assert_eq!(inner_exchanges.len(), 1);
     let grpc = &inner_exchanges[0];
@@ -916,8 +919,7 @@ async fn nginx_as_a_third_party_upstream_over_http1_and_h2c() {
             &recorder.url("/api/missing.json"),
         ]);
         assert_eq!(missing, "404");
-        let (code, stderr) = recorder.stop("-TERM");
-        assert_eq!(code, 0, "{stderr}");
+        recorder.stop_cleanly("-TERM");
         let exchanges = read_tape(&tape);
         assert_eq!(exchanges.len(), 2);
         let item = &exchanges[0];

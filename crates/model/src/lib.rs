@@ -14,6 +14,7 @@
 
 pub mod codec;
 pub mod drain;
+pub mod error;
 mod exchange;
 pub mod id;
 pub mod redact;
