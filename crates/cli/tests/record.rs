@@ -596,6 +596,9 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
         )
     };
     let tape_arg = tape.to_str().unwrap();
+    let garbage_path = dir.path().join("garbage.pem");
+    std::fs::write(&garbage_path, "this is not PEM\n").unwrap();
+    let garbage = garbage_path.to_str().unwrap();
     let base = ["record", "--listen", "127.0.0.1:0", "--out", tape_arg];
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -646,6 +649,37 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
             ],
             "/nonexistent-ca.pem",
         ),
+        (
+            vec!["--upstream", "http://x", "--admin", "localhost"],
+            "--admin \"localhost\": expected IP:PORT",
+        ),
+        (
+            vec!["--upstream", "http://x", "--queue", "0"],
+            "--queue must be at least 1",
+        ),
+        (
+            vec!["--upstream", "http://x", "--max-record-rate", "0"],
+            "--max-record-rate 0 would record nothing",
+        ),
+        (
+            vec!["--upstream", "http://x", "--redact-header", "bad name"],
+            "--redact-header \"bad name\": not a header name",
+        ),
+        (
+            vec![
+                "--upstream",
+                "http://x",
+                "--tls-cert",
+                garbage,
+                "--tls-key",
+                garbage,
+            ],
+            "no certificate in the file",
+        ),
+        (
+            vec!["--upstream", "http://x", "--upstream-ca", garbage],
+            "no certificate in the file",
+        ),
     ];
     for (extra, expected) in cases {
         let mut args = base.to_vec();
@@ -673,6 +707,24 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
     assert_eq!(code, Some(2));
     assert!(
         stderr.contains(&format!("cannot listen on {port}")),
+        "{stderr}"
+    );
+    assert!(
+        !tape.exists(),
+        "a proxy that never started leaves no tape behind"
+    );
+    let (code, stderr) = run(&[
+        "record",
+        "--listen",
+        "nowhere",
+        "--upstream",
+        "http://x",
+        "--out",
+        tape_arg,
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--listen \"nowhere\": expected IP:PORT"),
         "{stderr}"
     );
     // An existing tape is not overwritten.
