@@ -20,7 +20,7 @@ use crate::config::ProxyConfig;
 use crate::hop;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
-use crate::recording::{BodyCapture, Origin, Recording, RequestHead, Side};
+use crate::recording::{BodyCapture, Origin, Recording, RequestHead, Side, is_grpc};
 use crate::tap::{Tap, TapBody};
 
 /// The body the proxy answers with: the upstream's, tapped, or its own.
@@ -90,13 +90,6 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-fn is_grpc(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
-}
-
 /// Handles one request.
 pub async fn forward(
     forwarder: Arc<Forwarder>,
@@ -141,8 +134,6 @@ pub async fn forward(
             id,
             peer,
             head,
-            grpc,
-            config.max_body,
         )
     });
 

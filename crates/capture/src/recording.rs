@@ -45,6 +45,8 @@ pub struct Origin {
     pub scheme: &'static str,
     /// The upstream's `host:port`.
     pub upstream: String,
+    /// Bytes of each body kept.
+    pub max_body: usize,
 }
 
 /// One body as it passed: its frames up to the cap, by reference.
@@ -148,24 +150,22 @@ pub struct Recording {
     started: Instant,
     peer: SocketAddr,
     grpc: bool,
-    max_body: usize,
     partial: Mutex<Partial>,
     /// Bodies still open (request, response); the exchange is complete at 0.
     open: AtomicU8,
 }
 
 impl Recording {
-    /// Starts recording a call whose request head is `request`.
-    #[allow(clippy::too_many_arguments)] // one call site, each argument named there
+    /// Starts recording call `id` from `peer`, whose request head is
+    /// `request`.
     pub fn new(
         recorder: Recorder,
         origin: Arc<Origin>,
         id: Vec<u8>,
         peer: SocketAddr,
         request: RequestHead,
-        grpc: bool,
-        max_body: usize,
     ) -> Arc<Recording> {
+        let grpc = is_grpc(&request.headers);
         Arc::new(Recording {
             recorder,
             origin,
@@ -174,7 +174,6 @@ impl Recording {
             started: Instant::now(),
             peer,
             grpc,
-            max_body,
             partial: Mutex::new(Partial {
                 request: Some(request),
                 response: None,
@@ -198,7 +197,7 @@ impl Recording {
 
     /// The size cap of each body's copy.
     pub fn max_body(&self) -> usize {
-        self.max_body
+        self.origin.max_body
     }
 
     /// The response head arrived.
@@ -276,6 +275,14 @@ impl BodyCapture {
     pub fn cancelled(&mut self) {
         self.cancelled = true;
     }
+}
+
+/// A gRPC call, by its content type.
+pub fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 fn model_headers(map: &HeaderMap) -> Vec<Header> {

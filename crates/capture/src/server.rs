@@ -108,6 +108,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         listener: local_addr.to_string(),
         scheme: if acceptor.is_some() { "https" } else { "http" },
         upstream: config.upstream.authority.to_string(),
+        max_body: config.max_body,
     };
     let forwarder = Arc::new(Forwarder::new(config, recorder, origin)?);
     let (stop, stopped) = watch::channel(false);

@@ -68,13 +68,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
             out,
             "\n== reprise show {} {}   (credentials and the card number were redacted before storage)",
             tape.display(),
-            &id[..16]
+            &id
         )?;
         let options = ShowOptions {
             max_body_bytes: 2048,
             ..ShowOptions::default()
         };
-        reprise_inspect::show(&mut TapeReader::open(&tape)?, &id[..16], &mut out, &options)?;
+        reprise_inspect::show(&mut TapeReader::open(&tape)?, &id, &mut out, &options)?;
     }
 
     let har = dir.join("httpbin.har");
