@@ -5,11 +5,13 @@
 //!   knowledge) or TLS with ALPN; requests go to the upstream (http or
 //!   https) in the protocol they came in (gRPC needs HTTP/2).
 //! - `/metrics` and `/healthz` on an admin address, from [`Metrics`].
-//! - Bodies stream: each frame is forwarded as it arrives and copied (up to
-//!   the size cap) by a [`tap`](TapBody) on the way.
-//! - Recording is a bypass: a finished exchange goes into a bounded queue
-//!   with `try_send`; when the queue is full it is dropped from the
-//!   recording, never from the forward path, and counted. A writer thread
+//! - Bodies stream: each frame is forwarded as it arrives; a
+//!   [`tap`](TapBody) keeps a `Bytes` handle on it (up to the size cap),
+//!   with no copy and no lock.
+//! - Recording is a bypass: what a finished call left (heads and frames,
+//!   by reference) goes into a bounded queue with `try_send`; when the
+//!   queue is full it is dropped from the recording, never from the
+//!   forward path, and counted. A writer thread builds the exchange,
 //!   applies `--match`, the rate cap and redaction, and owns the sink.
 //! - An upstream that cannot be reached gives the client a 502 (gRPC:
 //!   UNAVAILABLE) saying why, and the exchange is recorded with its error.

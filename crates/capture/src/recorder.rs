@@ -1,7 +1,8 @@
 //! The bypass: a bounded queue between the forward path and the sink.
 //! `submit` never waits: when the queue is full the exchange is dropped
 //! from the recording (never from the forward path) and counted. A writer
-//! thread applies the selection and redaction rules and owns the sink.
+//! thread builds each exchange from what the forward path captured,
+//! applies the selection and redaction rules, and owns the sink.
 
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
