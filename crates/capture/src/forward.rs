@@ -142,6 +142,7 @@ pub async fn forward(
         recording
             .as_ref()
             .map(|r| Tap::new(Arc::clone(r), Side::Request)),
+        metrics,
     );
     let path = parts
         .uri
@@ -219,6 +220,7 @@ pub async fn forward(
                 recording
                     .as_ref()
                     .map(|r| Tap::new(Arc::clone(r), Side::Response)),
+                metrics,
             );
             Ok(Response::from_parts(parts, Either::Left(body)))
         }

@@ -223,9 +223,6 @@ impl Recording {
 
     /// A body is done (ended, failed or dropped), with what passed.
     pub fn body_done(&self, side: Side, body: BodyCapture) {
-        if body.error.is_some() {
-            self.recorder.metrics().error(ErrorKind::Reset);
-        }
         {
             let mut partial = self.partial();
             match side {

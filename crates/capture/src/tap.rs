@@ -11,6 +11,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use reprise_model::ErrorKind;
+
+use crate::metrics::Metrics;
 use crate::recording::{BodyCapture, Recording, Side};
 
 pin_project! {
@@ -20,6 +23,8 @@ pin_project! {
         #[pin]
         inner: B,
         tap: Option<Tap>,
+        // Counts a broken body, recorded or not.
+        metrics: Arc<Metrics>,
     }
 }
 
@@ -77,9 +82,10 @@ impl Drop for Tap {
 }
 
 impl<B: Body> TapBody<B> {
-    /// Wraps `inner`; with no tap the body passes through unobserved. A
-    /// body already at its end (no body at all) is reported done at once.
-    pub fn new(inner: B, tap: Option<Tap>) -> Self {
+    /// Wraps `inner`; with no tap the body passes through unrecorded (a
+    /// break is still counted in `metrics`). A body already at its end (no
+    /// body at all) is reported done at once.
+    pub fn new(inner: B, tap: Option<Tap>, metrics: &Arc<Metrics>) -> Self {
         let tap = match tap {
             Some(tap) if inner.is_end_stream() => {
                 tap.finish(None);
@@ -87,7 +93,11 @@ impl<B: Body> TapBody<B> {
             }
             other => other,
         };
-        TapBody { inner, tap }
+        TapBody {
+            inner,
+            tap,
+            metrics: Arc::clone(metrics),
+        }
     }
 }
 
@@ -120,6 +130,7 @@ where
                 }
             }
             Poll::Ready(Some(Err(error))) => {
+                this.metrics.error(ErrorKind::Reset);
                 if let Some(tap) = this.tap.take() {
                     tap.finish(Some(error.to_string()));
                 }

@@ -561,6 +561,28 @@ async fn an_upstream_reset_mid_body_is_recorded_with_its_error() {
         error.after_response_head && error.message.starts_with("response body:"),
         "{error:?}"
     );
+
+    // Not recorded (sampled out), still counted.
+    let (unsampled, sink) = self::proxy(addr, |c: &mut ProxyConfig| {
+        c.sampler = reprise_model::sample::Sampler::new(0.0).unwrap();
+    })
+    .await;
+    let response = client(false)
+        .request(
+            http::Request::get(format!("http://{}/half", unsampled.local_addr()))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(response.into_body().collect().await.is_err());
+    let metrics = unsampled.metrics().render();
+    unsampled.shutdown().await.unwrap();
+    assert!(
+        metrics.contains("reprise_errors_total{kind=\"reset\"} 1"),
+        "{metrics}"
+    );
+    assert!(sink.exchanges().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
