@@ -65,7 +65,9 @@ pub struct Stats {
     pub last: Option<String>,
     /// Seconds between first and last start.
     pub span_seconds: f64,
-    /// Exchanges per second over the span.
+    /// Exchanges per second over the span, a span under one second
+    /// counting as one (the window `peak_rate` is counted in), so a short
+    /// burst is not extrapolated into a rate it never reached.
     pub mean_rate: f64,
     /// Most exchanges started within one wall-clock second.
     pub peak_rate: u64,
@@ -268,11 +270,7 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
         stats.first = Some(format_ns(first));
         stats.last = Some(format_ns(last));
         stats.span_seconds = (last - first) as f64 / 1e9;
-        stats.mean_rate = if stats.span_seconds > 0.0 {
-            stats.exchanges as f64 / stats.span_seconds
-        } else {
-            stats.exchanges as f64
-        };
+        stats.mean_rate = stats.exchanges as f64 / stats.span_seconds.max(1.0);
         stats.peak_rate = per_second.values().copied().max().unwrap_or(0);
         stats.overall = overall.map(|o| o.finish("(all)".to_string()));
     }

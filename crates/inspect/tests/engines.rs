@@ -326,3 +326,18 @@ proptest::proptest! {
         let _: serde_json::Value = serde_json::from_slice(&json).unwrap();
     }
 }
+
+#[test]
+fn a_burst_shorter_than_a_second_is_not_extrapolated() {
+    // 120 calls within 300 ms: 120 in that second, not 400 per second.
+    let exchanges: Vec<Exchange> = (0..120u64)
+        .map(|i| http(u8::try_from(i).unwrap(), "GET", "/a", 200, i * 300 / 120, 1))
+        .collect();
+    let result = stats(&mut MemorySource::new(exchanges), &StatsOptions::default()).unwrap();
+    assert_eq!(result.peak_rate, 120);
+    assert!(
+        (result.mean_rate - 120.0).abs() < 1e-9,
+        "{}",
+        result.mean_rate
+    );
+}
