@@ -39,6 +39,8 @@ pub struct Forwarder {
     http1: UpstreamClient,
     /// For clients that spoke HTTP/2 (h2c, or ALPN h2).
     http2: UpstreamClient,
+    /// Connections to the upstream outside the pools (CONNECT tunnels).
+    connector: HttpsConnector<HttpConnector>,
 }
 
 impl Forwarder {
@@ -58,6 +60,7 @@ impl Forwarder {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector.clone());
+        let tunnels = https1.clone();
         let https2 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -72,6 +75,7 @@ impl Forwarder {
             origin: Arc::new(origin),
             http1,
             http2,
+            connector: tunnels,
         })
     }
 }
@@ -107,17 +111,20 @@ pub async fn forward(
         metrics.sampled_out.inc();
     }
 
-    if request.method() == http::Method::CONNECT {
-        // A reverse proxy has no business opening tunnels to wherever a
-        // client names: only the upstream is ever reached.
+    if request.method() == http::Method::CONNECT && version != Version::HTTP_11 {
+        // HTTP/2's CONNECT (RFC 9113 §8.5, and the extended form) is not
+        // passed through yet; refusing is safe, guessing is not.
         let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(
-            b"reprise: CONNECT is not forwarded (this is a reverse proxy for one upstream)\n",
+            b"reprise: CONNECT is passed through over HTTP/1.1 only\n",
         ))));
         *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
         return Ok(response);
     }
     let mut request = request;
-    let upgrade = is_upgrade(&request).then(|| hyper::upgrade::on(&mut request));
+    // CONNECT (HTTP/1.1) is sent to the upstream itself, never to the host
+    // it names: the upstream decides, and a 2xx opens a tunnel to it.
+    let connect = request.method() == http::Method::CONNECT && version == Version::HTTP_11;
+    let upgrade = (connect || is_upgrade(&request)).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     // What the client sent, before any proxy rewriting, is what is
     // recorded: the head is kept by reference, converted off this path.
@@ -144,16 +151,21 @@ pub async fn forward(
             .map(|r| Tap::new(Arc::clone(r), Side::Request)),
         metrics,
     );
-    let path = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let uri = http::Uri::builder()
-        .scheme(config.upstream.scheme.clone())
-        .authority(config.upstream.authority.clone())
-        .path_and_query(path)
-        .build();
+    let uri = if connect {
+        // The authority-form target goes as it came.
+        Ok(parts.uri.clone())
+    } else {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        http::Uri::builder()
+            .scheme(config.upstream.scheme.clone())
+            .authority(config.upstream.authority.clone())
+            .path_and_query(path)
+            .build()
+    };
     let Ok(uri) = uri else {
         return Ok(fail(
             metrics,
@@ -164,8 +176,8 @@ pub async fn forward(
             StatusCode::BAD_REQUEST,
         ));
     };
-    hop::strip_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    if upgrade.is_some() {
+    hop::strip_hop_by_hop(&mut parts.headers, upgrade.is_some() && !connect);
+    if upgrade.is_some() && !connect {
         parts
             .headers
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -178,7 +190,7 @@ pub async fn forward(
             forwarder.origin.scheme,
         );
     }
-    if !config.preserve_host || version == Version::HTTP_2 {
+    if (!config.preserve_host || version == Version::HTTP_2) && !connect {
         parts.headers.remove(header::HOST);
     }
     if version != Version::HTTP_2
@@ -199,14 +211,24 @@ pub async fn forward(
     let upstream = Request::from_parts(parts, body);
 
     let sent = std::time::Instant::now();
-    let response = tokio::time::timeout(config.response_timeout, client.request(upstream)).await;
+    let response = if connect {
+        tokio::time::timeout(
+            config.response_timeout,
+            send_alone(&forwarder.connector, &config.upstream, upstream),
+        )
+        .await
+    } else {
+        tokio::time::timeout(config.response_timeout, send_pooled(client, upstream)).await
+    };
     match response {
         Ok(Ok(mut response)) => {
             metrics
                 .upstream_latency
                 .observe(sent.elapsed().as_secs_f64());
+            let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
+                || (connect && response.status().is_success());
             if let Some(client_side) = upgrade
-                && response.status() == StatusCode::SWITCHING_PROTOCOLS
+                && switched
             {
                 return Ok(tunnel(client_side, &mut response, &recording));
             }
@@ -224,22 +246,14 @@ pub async fn forward(
             );
             Ok(Response::from_parts(parts, Either::Left(body)))
         }
-        Ok(Err(error)) => {
-            let kind = if error.is_connect() {
-                ErrorKind::Connect
-            } else {
-                ErrorKind::Protocol
-            };
-            let message = reprise_model::error::one_line(&error);
-            Ok(fail(
-                metrics,
-                &recording,
-                grpc,
-                kind,
-                message,
-                StatusCode::BAD_GATEWAY,
-            ))
-        }
+        Ok(Err((kind, message))) => Ok(fail(
+            metrics,
+            &recording,
+            grpc,
+            kind,
+            message,
+            StatusCode::BAD_GATEWAY,
+        )),
         Err(_) => {
             let message = format!(
                 "no response from the upstream within {:?}",
@@ -257,8 +271,65 @@ pub async fn forward(
     }
 }
 
-/// The upstream agreed to switch protocols: answer the client with the
-/// same 101 and, once both sides have switched, copy bytes both ways until
+/// Through the pool for the client's protocol.
+async fn send_pooled(
+    client: &UpstreamClient,
+    request: Request<TapBody<Incoming>>,
+) -> Result<Response<Incoming>, (ErrorKind, String)> {
+    client.request(request).await.map_err(|error| {
+        let kind = if error.is_connect() {
+            ErrorKind::Connect
+        } else {
+            ErrorKind::Protocol
+        };
+        (kind, reprise_model::error::one_line(&error))
+    })
+}
+
+/// On a connection of its own to the upstream (HTTP/1.1), kept for the
+/// tunnel that may follow: what a CONNECT needs, since a pooled client
+/// would connect to the host the request names.
+async fn send_alone(
+    connector: &HttpsConnector<HttpConnector>,
+    upstream: &crate::config::Upstream,
+    request: Request<TapBody<Incoming>>,
+) -> Result<Response<Incoming>, (ErrorKind, String)> {
+    use tower_service::Service;
+    let target = http::Uri::builder()
+        .scheme(upstream.scheme.clone())
+        .authority(upstream.authority.clone())
+        .path_and_query("/")
+        .build()
+        .map_err(|e| (ErrorKind::Protocol, e.to_string()))?;
+    let mut connector = connector.clone();
+    std::future::poll_fn(|cx| connector.poll_ready(cx))
+        .await
+        .map_err(|e| {
+            (
+                ErrorKind::Connect,
+                reprise_model::error::one_line(e.as_ref()),
+            )
+        })?;
+    let io = connector.call(target).await.map_err(|e| {
+        (
+            ErrorKind::Connect,
+            reprise_model::error::one_line(e.as_ref()),
+        )
+    })?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| (ErrorKind::Protocol, reprise_model::error::one_line(&e)))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    sender
+        .send_request(request)
+        .await
+        .map_err(|e| (ErrorKind::Protocol, reprise_model::error::one_line(&e)))
+}
+
+/// The upstream agreed to switch protocols (a 101, or a 2xx to CONNECT):
+/// answer the client the same and, once both sides have switched, copy bytes both ways until
 /// either closes. The exchange is recorded as upgraded, without frames.
 fn tunnel(
     client_side: hyper::upgrade::OnUpgrade,
@@ -279,7 +350,7 @@ fn tunnel(
         }
     });
     let mut answer = Response::new(Either::Right(Full::new(Bytes::new())));
-    *answer.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    *answer.status_mut() = response.status();
     *answer.headers_mut() = response.headers().clone();
     answer
 }

@@ -990,3 +990,112 @@ async fn nginx_as_a_third_party_upstream_over_http1_and_h2c() {
         assert_eq!(exchanges[1].status(), 404);
     }
 }
+
+/// A raw hyper HTTP/1.1 upstream that accepts CONNECT to `allowed:1`
+/// (then echoes bytes through the tunnel) and refuses any other target;
+/// it reports each target it was asked for.
+async fn start_connect_upstream() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, targets) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let seen = seen.clone();
+            let service = service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+                let _ = seen.send(format!("{} {}", request.method(), request.uri()));
+                let allowed = *request.uri() == "allowed:1";
+                if allowed {
+                    let upgrade = hyper::upgrade::on(&mut request);
+                    tokio::spawn(async move {
+                        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                        let Ok(upgraded) = upgrade.await else { return };
+                        let mut io = hyper_util::rt::TokioIo::new(upgraded);
+                        let mut buf = [0u8; 1024];
+                        while let Ok(n) = io.read(&mut buf).await {
+                            if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                let status = if allowed { 200 } else { 403 };
+                let body = if allowed { "" } else { "not that one\n" };
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        hyper::Response::builder()
+                            .status(status)
+                            .body(Full::new(bytes::Bytes::from(body)))
+                            .unwrap(),
+                    )
+                }
+            });
+            tokio::spawn(async move {
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(socket), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    (addr, targets)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_goes_to_the_upstream_which_decides_and_is_recorded_as_upgraded() {
+    let (upstream, mut targets) = start_connect_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "connect.tape");
+    let recorder = Recorder::start(&format!("http://{upstream}"), &tape, &[]);
+    let addr = recorder.addr;
+    let (tunnelled, refused) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream
+            .write_all(b"CONNECT allowed:1 HTTP/1.1\r\nHost: allowed:1\r\n\r\n")
+            .unwrap();
+        let head = read_head(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        stream.write_all(b"through the tunnel").unwrap();
+        let mut buf = [0u8; 18];
+        stream.read_exact(&mut buf).unwrap();
+
+        let mut other = TcpStream::connect(addr).unwrap();
+        other
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        other
+            .write_all(b"CONNECT elsewhere:22 HTTP/1.1\r\nHost: elsewhere:22\r\n\r\n")
+            .unwrap();
+        (buf, read_head(&mut other))
+    })
+    .await
+    .unwrap();
+    assert_eq!(&tunnelled, b"through the tunnel");
+    assert!(
+        refused.starts_with("HTTP/1.1 403"),
+        "the upstream's refusal reaches the client: {refused}"
+    );
+    // Both went to the upstream, named as the client named them.
+    assert_eq!(targets.recv().await.unwrap(), "CONNECT allowed:1");
+    assert_eq!(targets.recv().await.unwrap(), "CONNECT elsewhere:22");
+    recorder.stop_cleanly("-TERM");
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 2);
+    let tunnel = exchanges.iter().find(|e| e.status() == 200).unwrap();
+    let request = tunnel.request.as_ref().unwrap();
+    assert_eq!(
+        (request.method.as_str(), request.authority.as_str()),
+        ("CONNECT", "allowed:1")
+    );
+    assert!(tunnel.flags.as_ref().unwrap().upgraded);
+    let refusal = exchanges.iter().find(|e| e.status() == 403).unwrap();
+    assert_eq!(
+        &refusal.response.as_ref().unwrap().body[..],
+        b"not that one\n"
+    );
+    assert!(!refusal.flags.as_ref().is_some_and(|f| f.upgraded));
+}
