@@ -16,7 +16,7 @@ pub enum CaptureError {
     },
     /// A TLS certificate, key or CA file cannot be used.
     #[error("TLS: {0}")]
-    Tls(#[from] crate::tls::TlsError),
+    Tls(#[from] reprise_net::tls::TlsError),
     /// The sink failed; the recording may be incomplete.
     #[error("recording failed: {0}")]
     Sink(String),

@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
-use crate::hop;
+use reprise_net::hop;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::recording::{BodyCapture, Origin, Recording, RequestHead, Side, is_grpc};
@@ -49,8 +49,8 @@ impl Forwarder {
         config: ProxyConfig,
         recorder: Recorder,
         origin: Origin,
-    ) -> Result<Forwarder, crate::tls::TlsError> {
-        let tls = crate::tls::client_config(config.upstream_ca.as_deref())?;
+    ) -> Result<Forwarder, reprise_net::tls::TlsError> {
+        let tls = reprise_net::tls::client_config(config.upstream_ca.as_deref())?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);

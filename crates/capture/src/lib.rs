@@ -19,17 +19,15 @@
 mod config;
 mod error;
 mod forward;
-mod hop;
 mod metrics;
 mod recorder;
 mod recording;
 mod server;
 mod tap;
-mod tls;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError};
 pub use error::CaptureError;
 pub use metrics::{Metrics, RecorderStats};
 pub use server::{RunningProxy, start};
 pub use tap::TapBody;
-pub use tls::TlsError;
+pub use reprise_net::TlsError;

@@ -15,15 +15,13 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use reprise_model::grpc::{Deframer, percent_decode};
 use reprise_model::{
     Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Protocol, RecordSource, Role,
     StreamMessage, TransportError,
 };
 
 use crate::recorder::Recorder;
-
-/// Most gRPC messages kept per side of one exchange.
-const MAX_MESSAGES: usize = 10_000;
 
 /// Which body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,8 +299,7 @@ fn protocol(version: Version, grpc: bool) -> Protocol {
 fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
     let code = map.get("grpc-status")?.to_str().ok()?.parse().ok()?;
     let message = map.get("grpc-message").map_or_else(String::new, |raw| {
-        let decoded: Vec<u8> = percent_decode(raw.as_bytes());
-        String::from_utf8_lossy(&decoded).into_owned()
+        percent_decode(raw.as_bytes())
     });
     Some(GrpcStatus {
         code,
@@ -311,96 +308,18 @@ fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
     })
 }
 
-fn percent_decode(raw: &[u8]) -> Vec<u8> {
-    let hex = |b: u8| char::from(b).to_digit(16);
-    let mut out = Vec::with_capacity(raw.len());
-    let mut i = 0;
-    while i < raw.len() {
-        match (
-            raw[i],
-            raw.get(i + 1).copied().and_then(hex),
-            raw.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                // Two hex digits make one byte: hi * 16 + lo < 256.
-                out.push(u8::try_from(hi * 16 + lo).unwrap_or(b'?'));
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    out
-}
-
-/// Cuts a gRPC body's kept frames into messages (1-byte flag, 4-byte
-/// length, payload), however the frames cut them; each message takes the
-/// time offset of the frame that completed it. A message still open when
-/// the kept bytes end (a truncated body, or a length prefix promising more
-/// than came) is kept as what arrived, flagged truncated.
+/// Cuts a gRPC body's kept frames into messages (see [`Deframer`]).
 fn grpc_messages(
     body: &BodyCapture,
     direction: Direction,
     end_ns: u64,
 ) -> (Vec<StreamMessage>, bool) {
-    let mut messages = Vec::new();
-    let mut truncated = false;
-    let mut prefix = Vec::with_capacity(5);
-    let mut current: Option<(bool, usize, Vec<u8>)> = None;
-    let push =
-        |messages: &mut Vec<StreamMessage>, offset_ns, compressed, size: usize, data: Vec<u8>| {
-            let cut = data.len() < size;
-            if messages.len() < MAX_MESSAGES {
-                messages.push(StreamMessage {
-                    direction: direction as i32,
-                    offset_ns,
-                    data: data.into(),
-                    compressed,
-                    size: size as u64,
-                    truncated: cut,
-                });
-            }
-            cut || messages.len() >= MAX_MESSAGES
-        };
+    // The frames are already cut at the size cap: keep all they hold.
+    let mut deframer = Deframer::new(direction, usize::MAX);
     for (offset_ns, frame) in &body.frames {
-        let mut data = &frame[..];
-        while !data.is_empty() {
-            match current.as_mut() {
-                None => {
-                    let take = (5 - prefix.len()).min(data.len());
-                    prefix.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                    if prefix.len() == 5 {
-                        let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]])
-                            as usize;
-                        current =
-                            Some((prefix[0] == 1, len, Vec::with_capacity(len.min(body.kept))));
-                        prefix.clear();
-                    }
-                }
-                Some((_, len, payload)) => {
-                    let take = (*len - payload.len()).min(data.len());
-                    payload.extend_from_slice(&data[..take]);
-                    data = &data[take..];
-                }
-            }
-            if let Some((compressed, len, payload)) =
-                current.take_if(|(_, len, payload)| payload.len() == *len)
-            {
-                truncated |= push(&mut messages, *offset_ns, compressed, len, payload);
-            }
-        }
+        deframer.push(*offset_ns, frame);
     }
-    if let Some((compressed, len, payload)) = current {
-        push(&mut messages, end_ns, compressed, len, payload);
-        truncated = true;
-    } else if !prefix.is_empty() {
-        push(&mut messages, end_ns, false, 5, prefix);
-        truncated = true;
-    }
-    (messages, truncated)
+    deframer.finish(end_ns)
 }
 
 impl Captured {

@@ -15,6 +15,7 @@
 pub mod codec;
 pub mod drain;
 pub mod error;
+pub mod grpc;
 mod exchange;
 pub mod id;
 pub mod redact;
