@@ -7,7 +7,7 @@ use std::io::Write;
 
 use hdrhistogram::Histogram;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Exchange, Source, time::format_ns};
+use reprise_model::{Exchange, Source, endpoint_key, time::format_ns};
 use serde::Serialize;
 
 use crate::InspectError;
@@ -131,45 +131,6 @@ impl Endpoint {
             max_ns: self.latency.max() * 1_000,
             statuses: self.statuses.clone(),
         }
-    }
-}
-
-/// A path segment that is an id of some kind: all digits, a UUID, or a
-/// long hex or token-like string.
-fn is_id_segment(segment: &str) -> bool {
-    let digits = segment.chars().filter(char::is_ascii_digit).count();
-    let hex = segment.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
-    !segment.is_empty()
-        && (digits == segment.len()
-            || (hex && segment.len() >= 16 && digits > 0)
-            || (segment.len() >= 20
-                && digits >= 4
-                && segment
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')))
-}
-
-/// `METHOD /users/{id}/orders`: what per-endpoint figures group by.
-pub fn endpoint_key(exchange: &Exchange) -> String {
-    let Some(request) = &exchange.request else {
-        return "(no request)".to_string();
-    };
-    let path: Vec<&str> = request
-        .path_only()
-        .split('/')
-        .map(|segment| {
-            if is_id_segment(segment) {
-                "{id}"
-            } else {
-                segment
-            }
-        })
-        .collect();
-    let path = path.join("/");
-    if exchange.is_downstream() {
-        format!("↳{} {}{}", request.method, request.authority, path)
-    } else {
-        format!("{} {}", request.method, path)
     }
 }
 
@@ -382,10 +343,10 @@ mod tests {
             "b33c9c1a2bae6636d5389a1a",
             "tok_1A2b3C4d5E6f7G8h9I0j",
         ] {
-            assert!(is_id_segment(id), "{id}");
+            assert!(reprise_model::is_id_segment(id), "{id}");
         }
         for word in ["users", "v1", "api", "", "deadbeef", "monitoring-stein"] {
-            assert!(!is_id_segment(word), "{word}");
+            assert!(!reprise_model::is_id_segment(word), "{word}");
         }
     }
 }

@@ -115,6 +115,45 @@ impl Response {
     }
 }
 
+/// A path segment that is an id of some kind: all digits, a UUID, or a
+/// long hex or token-like string.
+pub fn is_id_segment(segment: &str) -> bool {
+    let digits = segment.chars().filter(char::is_ascii_digit).count();
+    let hex = segment.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    !segment.is_empty()
+        && (digits == segment.len()
+            || (hex && segment.len() >= 16 && digits > 0)
+            || (segment.len() >= 20
+                && digits >= 4
+                && segment
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')))
+}
+
+/// `METHOD /users/{id}/orders`: what per-endpoint figures group by.
+pub fn endpoint_key(exchange: &Exchange) -> String {
+    let Some(request) = &exchange.request else {
+        return "(no request)".to_string();
+    };
+    let path: Vec<&str> = request
+        .path_only()
+        .split('/')
+        .map(|segment| {
+            if is_id_segment(segment) {
+                "{id}"
+            } else {
+                segment
+            }
+        })
+        .collect();
+    let path = path.join("/");
+    if exchange.is_downstream() {
+        format!("↳{} {}{}", request.method, request.authority, path)
+    } else {
+        format!("{} {}", request.method, path)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
