@@ -1,5 +1,6 @@
 //! A tonic gRPC service for reprise's own tests, with one method of each
-//! streaming kind (see `proto/echo.proto`), served on 127.0.0.1.
+//! streaming kind (see `proto/echo.proto`), served on 127.0.0.1; and, in
+//! [`target`], a replay target that records every request it receives.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure here is a broken test setup
 
 use std::net::SocketAddr;
@@ -8,6 +9,8 @@ use std::time::Duration;
 
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+
+pub mod target;
 
 /// The generated types and stubs.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]
