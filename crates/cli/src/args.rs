@@ -29,6 +29,9 @@ pub enum Command {
     /// Record: a reverse proxy in front of a service, writing every
     /// exchange it forwards to a tape.
     Record(Box<RecordArgs>),
+    /// Replay: send the recorded calls to a target, open-loop, and report
+    /// what came back and how fast.
+    Replay(Box<ReplayArgs>),
     /// Run the built-in demo: record a sample service, then inspect the tape.
     Demo(DemoArgs),
 }
@@ -204,6 +207,102 @@ pub struct RecordArgs {
     /// Exchanges waiting for the tape writer before new ones are dropped.
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub queue: usize,
+}
+
+/// Which protocol replayed calls are sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProtocolArg {
+    /// The one each call was recorded in.
+    Recorded,
+    /// HTTP/1.1 for every call (gRPC calls are skipped).
+    H1,
+    /// HTTP/2 for every call.
+    H2,
+}
+
+/// `reprise replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    /// The recording: a tape, a HAR file or a GoReplay file.
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+    /// Where every call goes: http://host:port or https://host:port. A
+    /// recorded Host never decides it.
+    #[arg(long, value_name = "URL")]
+    pub target: String,
+    /// Write the replayed exchanges to this tape (mode 0600), each linked
+    /// to the recorded exchange it replays.
+    #[arg(long, short, value_name = "TAPE")]
+    pub out: Option<PathBuf>,
+    /// The recorded timing, sped up by this factor (2: twice as fast). The default.
+    #[arg(long, value_name = "FACTOR", conflicts_with_all = ["rate", "max"])]
+    pub speed: Option<f64>,
+    /// This many calls per second, evenly spaced.
+    #[arg(long, value_name = "N", conflicts_with = "max")]
+    pub rate: Option<f64>,
+    /// As fast as the target answers, bounded by --concurrency.
+    #[arg(long)]
+    pub max: bool,
+    /// Calls in flight at most.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub concurrency: usize,
+    /// Connections per protocol (default: one per call in flight on
+    /// HTTP/1.1, one per 100 on HTTP/2).
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Protocol to send in.
+    #[arg(long, value_enum, default_value = "recorded")]
+    pub protocol: ProtocolArg,
+    /// Start again from the beginning when the recording ends.
+    #[arg(long = "loop", conflicts_with = "follow")]
+    pub repeat: bool,
+    /// Stop sending after this long (10s, 5m).
+    #[arg(long, value_name = "DURATION")]
+    pub duration: Option<String>,
+    /// Send at most this many calls.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Which recorded exchanges to replay.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Send this header instead of the recorded one: "NAME: VALUE" (repeatable).
+    #[arg(long, value_name = "NAME: VALUE")]
+    pub set_header: Vec<String>,
+    /// Do not send this header (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub drop_header: Vec<String>,
+    /// Rewrite paths: every match of REGEX becomes REPLACEMENT ($1 for a
+    /// group); repeatable, applied in order.
+    #[arg(long, value_name = "REGEX=REPLACEMENT")]
+    pub rewrite_path: Vec<String>,
+    /// Send the recorded Host / :authority instead of the target's (the
+    /// call still goes to the target).
+    #[arg(long)]
+    pub preserve_host: bool,
+    /// Accept any certificate from an https target (self-signed staging).
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust only this CA (PEM) for an https target.
+    #[arg(long, value_name = "FILE", conflicts_with = "insecure")]
+    pub ca: Option<PathBuf>,
+    /// Give up on a call after this long, connecting included.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub timeout: String,
+    /// Response bytes kept per call in --out.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    pub max_body: String,
+    /// Read the tape as it grows (live shadowing) until interrupted.
+    #[arg(long)]
+    pub follow: bool,
+    /// Print the calls that would be sent, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// No progress display (the report is still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `reprise demo`.

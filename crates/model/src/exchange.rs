@@ -186,4 +186,19 @@ mod tests {
     fn hex_ids() {
         assert_eq!(display_id(&[0x00, 0xab, 0x10]), "00ab10");
     }
+
+    #[test]
+    fn id_segments_are_templated() {
+        for id in [
+            "42",
+            "0193a1c2-e4f5-7a6b-8c9d-0e1f2a3b4c5d",
+            "b33c9c1a2bae6636d5389a1a",
+            "tok_1A2b3C4d5E6f7G8h9I0j",
+        ] {
+            assert!(is_id_segment(id), "{id}");
+        }
+        for word in ["users", "v1", "api", "", "deadbeef", "monitoring-stein"] {
+            assert!(!is_id_segment(word), "{word}");
+        }
+    }
 }

@@ -217,6 +217,9 @@ mod tests {
 
     #[test]
     fn percent_decoding() {
-        assert_eq!(percent_decode(b"no such note: 50%25 %zz"), "no such note: 50% %zz");
+        assert_eq!(
+            percent_decode(b"no such note: 50%25 %zz"),
+            "no such note: 50% %zz"
+        );
     }
 }

@@ -15,8 +15,8 @@
 pub mod codec;
 pub mod drain;
 pub mod error;
-pub mod grpc;
 mod exchange;
+pub mod grpc;
 pub mod id;
 pub mod redact;
 pub mod sample;

@@ -5,6 +5,7 @@ mod export;
 mod import;
 mod inspect;
 mod record;
+mod replay;
 
 use crate::Outcome;
 use crate::args::{Cli, Command};
@@ -18,6 +19,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Import(args) => import::run(&args),
         Command::Export(args) => export::run(&args),
         Command::Record(args) => record::run(&args),
+        Command::Replay(args) => replay::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

@@ -1,0 +1,305 @@
+//! `reprise replay`: the replay engine with a progress display and a
+//! report.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use reprise_model::Sink;
+use reprise_replay::{
+    Opener, Pacing, ProtocolChoice, Replay, ReplayConfig, Report, Target, TrustChoice, micros,
+};
+
+use crate::Outcome;
+use crate::args::{ProtocolArg, ReplayArgs};
+use crate::commands::record::{duration, open_tape, size};
+
+/// How often a progress line is printed when stderr is not a terminal.
+const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The replay's settings from the command line.
+pub(crate) fn config(args: &ReplayArgs) -> anyhow::Result<ReplayConfig> {
+    let mut config = ReplayConfig::new(Target::parse(&args.target)?);
+    config.pacing = match (args.speed, args.rate, args.max) {
+        (_, _, true) => Pacing::Max,
+        (_, Some(rate), _) if rate.is_finite() && rate > 0.0 => Pacing::Rate(rate),
+        (_, Some(rate), _) => bail!("--rate {rate}: expected a number of calls per second above 0"),
+        (Some(speed), _, _) if speed.is_finite() && speed > 0.0 => Pacing::Speed(speed),
+        (Some(speed), _, _) => {
+            bail!("--speed {speed}: expected a factor above 0, such as 2 or 0.5")
+        }
+        (None, None, false) => Pacing::Speed(1.0),
+    };
+    if args.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    config.concurrency = args.concurrency;
+    if args.connections == Some(0) {
+        bail!("--connections must be at least 1");
+    }
+    config.connections = args.connections;
+    config.protocol = match args.protocol {
+        ProtocolArg::Recorded => ProtocolChoice::Recorded,
+        ProtocolArg::H1 => ProtocolChoice::Http1,
+        ProtocolArg::H2 => ProtocolChoice::Http2,
+    };
+    config.repeat = args.repeat;
+    config.duration = args
+        .duration
+        .as_deref()
+        .map(|d| duration("--duration", d))
+        .transpose()?;
+    if args.repeat && args.duration.is_none() && args.limit.is_none() && !args.dry_run {
+        eprintln!("reprise: --loop without --duration or --limit replays until interrupted");
+    }
+    config.limit = args.limit;
+    config.filter = crate::input::filter(&args.filter)?;
+    for spec in &args.set_header {
+        config.rewrites.set_header(spec)?;
+    }
+    for name in &args.drop_header {
+        config.rewrites.drop_header(name)?;
+    }
+    for spec in &args.rewrite_path {
+        config.rewrites.rewrite_path(spec)?;
+    }
+    config.rewrites.preserve_host = args.preserve_host;
+    config.timeout = duration("--timeout", &args.timeout)?;
+    if config.timeout.is_zero() {
+        bail!("--timeout must be above 0");
+    }
+    config.trust = match (&args.ca, args.insecure) {
+        (_, true) => TrustChoice::Any,
+        (Some(ca), false) => TrustChoice::CaFile(ca.clone()),
+        (None, false) => TrustChoice::System,
+    };
+    config.max_body = size("--max-body", &args.max_body)?;
+    Ok(config)
+}
+
+fn opener(path: PathBuf, args: &ReplayArgs, config: &ReplayConfig) -> anyhow::Result<Opener> {
+    // Opened once here so that a missing or unreadable recording is an
+    // error before anything starts; later passes of --loop reopen it.
+    let follow = args.follow;
+    let filter = config.filter.clone();
+    let mut first = Some(crate::input::open_with(&path, &filter, follow)?);
+    Ok(Box::new(move || match first.take() {
+        Some(source) => Ok(source),
+        None => crate::input::open_with(&path, &filter, follow).map_err(|e| {
+            reprise_model::StoreError::failed(path.display().to_string(), crate::one_line(&e))
+        }),
+    }))
+}
+
+/// Runs `reprise replay`.
+pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
+    let mut config = config(args)?;
+    if args.dry_run {
+        if args.repeat && config.limit.is_none() {
+            config.repeat = false;
+        }
+        let opener = opener(args.source.clone(), args, &config)?;
+        return dry_run(config, opener, args.follow);
+    }
+    let opener = opener(args.source.clone(), args, &config)?;
+    let results: Option<Box<dyn Sink>> = match &args.out {
+        Some(path) => Some(Box::new(open_tape(path, false)?)),
+        None => None,
+    };
+    let replay = Replay::start(config, opener, results, args.follow)?;
+    stop_on_signals(replay.stop_handle());
+    show_progress(&replay, args.quiet);
+    let report = replay.wait()?;
+    finish(args, &report)
+}
+
+fn finish(args: &ReplayArgs, report: &Report) -> anyhow::Result<Outcome> {
+    let stdout = std::io::stdout();
+    report.render(&mut stdout.lock())?;
+    if let Some(path) = &args.json {
+        write_json(path, report)?;
+    }
+    crate::report_damage(&report.recording.damage);
+    if report.calls == 0 {
+        let skipped: u64 = report.recording.skipped.values().sum();
+        bail!(
+            "{}: nothing to replay: no exchange in the recording can be replayed ({} filtered out, {} skipped)",
+            args.source.display(),
+            report.recording.filtered,
+            skipped
+        );
+    }
+    if report.nothing_reached() {
+        let why = report
+            .failure_examples
+            .values()
+            .next()
+            .cloned()
+            .unwrap_or_default();
+        bail!(
+            "no call reached {}: all {} failed ({why})",
+            report.target,
+            report.calls
+        );
+    }
+    if report.recording.damage.is_empty() {
+        Ok(Outcome::Success)
+    } else {
+        Ok(Outcome::Damaged)
+    }
+}
+
+fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
+    std::fs::write(path, text + "\n").with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Prints the calls that would be sent.
+fn dry_run(config: ReplayConfig, opener: Opener, follow: bool) -> anyhow::Result<Outcome> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let target = config.target.url();
+    let mut io_error = None;
+    let recording = reprise_replay::plan(config, opener, follow, |due, call| {
+        if io_error.is_some() {
+            return false;
+        }
+        let due = due.map_or_else(
+            || "now".to_string(),
+            |d| format!("+{:.3}s", d.as_secs_f64()),
+        );
+        let url = match call.uri.scheme() {
+            Some(_) => call.uri.to_string(),
+            None => format!("{target}{}", call.uri),
+        };
+        let wire = match (call.wire, call.grpc) {
+            (reprise_replay::Wire::Http2, true) => "grpc",
+            (reprise_replay::Wire::Http2, false) => "h2",
+            (reprise_replay::Wire::Http1, _) => "h1",
+        };
+        let body: usize =
+            call.body.len() + call.messages.iter().map(|(_, m)| m.len()).sum::<usize>();
+        let mut write = || -> std::io::Result<()> {
+            writeln!(out, "{due:>10}  {} {url}  {wire}, {body} B", call.method)?;
+            for (name, value) in &call.headers {
+                writeln!(
+                    out,
+                    "            {name}: {}",
+                    String::from_utf8_lossy(value.as_bytes())
+                )?;
+            }
+            Ok(())
+        };
+        if let Err(e) = write() {
+            io_error = Some(e);
+            return false;
+        }
+        true
+    })?;
+    if let Some(e) = io_error {
+        return Err(e.into());
+    }
+    let skipped: u64 = recording.skipped.values().sum();
+    writeln!(
+        out,
+        "dry run: {} calls would be sent to {target}; nothing was sent ({} filtered out, {skipped} skipped)",
+        recording.replayable, recording.filtered
+    )?;
+    for (reason, n) in &recording.skipped {
+        writeln!(out, "  {n} {reason}")?;
+    }
+    crate::report_damage(&recording.damage);
+    Ok(if recording.damage.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Damaged
+    })
+}
+
+/// SIGINT or SIGTERM stops sending; calls in flight finish and the report
+/// is printed.
+fn stop_on_signals(handle: reprise_replay::StopHandle) {
+    let _ = std::thread::Builder::new()
+        .name("reprise-signals".into())
+        .spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut term), Ok(mut int)) = (
+                    signal(SignalKind::terminate()),
+                    signal(SignalKind::interrupt()),
+                ) else {
+                    return;
+                };
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                handle.stop();
+            });
+        });
+}
+
+/// A progress bar on a terminal, a line every few seconds otherwise, or
+/// nothing with `--quiet`; returns when the replay has finished.
+fn show_progress(replay: &Replay, quiet: bool) {
+    let tick = Duration::from_millis(100);
+    if quiet {
+        while !replay.is_finished() {
+            std::thread::sleep(tick);
+        }
+        return;
+    }
+    let line = |p: &reprise_replay::Progress, rate: f64| {
+        format!(
+            "sent {}  ok {}  failed {}  {:.0} calls/s  p99 {}",
+            p.sent,
+            p.ok,
+            p.failed,
+            rate,
+            micros(p.p99_us)
+        )
+    };
+    let terminal = std::io::stderr().is_terminal();
+    let bar = terminal.then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    });
+    let mut last = replay.progress();
+    let mut last_line = std::time::Instant::now();
+    let mut window = (std::time::Instant::now(), last.sent);
+    let mut rate = 0.0;
+    while !replay.is_finished() {
+        std::thread::sleep(tick);
+        // The histograms are merged once a second, not every tick.
+        if window.0.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        last = replay.progress();
+        rate = (last.sent - window.1) as f64 / window.0.elapsed().as_secs_f64();
+        window = (std::time::Instant::now(), last.sent);
+        match &bar {
+            Some(bar) => bar.set_message(line(&last, rate)),
+            None if last_line.elapsed() >= PLAIN_PROGRESS_EVERY => {
+                eprintln!(
+                    "reprise: {:.0}s  {}",
+                    last.elapsed.as_secs_f64(),
+                    line(&last, rate)
+                );
+                last_line = std::time::Instant::now();
+            }
+            None => {}
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let _ = (last, rate);
+}

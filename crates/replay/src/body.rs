@@ -1,0 +1,108 @@
+//! The request body of a replayed call: the recorded bytes in one frame,
+//! or a gRPC call's messages each at its recorded offset, then the
+//! recorded trailers.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use tokio::time::{Instant, Sleep};
+
+use crate::call::Call;
+
+/// A replayed request body.
+#[derive(Debug)]
+pub struct ReplayBody {
+    call: Arc<Call>,
+    /// Next part to send: 0 is the body (or the first message).
+    next: usize,
+    trailers_sent: bool,
+    /// When the call started, and how recorded offsets scale (`None`:
+    /// messages go out back to back).
+    start: Instant,
+    speed: Option<f64>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl ReplayBody {
+    /// The body of `call`, starting now.
+    pub fn new(call: Arc<Call>, speed: Option<f64>) -> Self {
+        ReplayBody {
+            call,
+            next: 0,
+            trailers_sent: false,
+            start: Instant::now(),
+            speed,
+            sleep: None,
+        }
+    }
+
+    fn parts(&self) -> usize {
+        if self.call.messages.is_empty() {
+            usize::from(!self.call.body.is_empty())
+        } else {
+            self.call.messages.len()
+        }
+    }
+}
+
+impl Body for ReplayBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let this = &mut *self;
+        if this.next < this.parts() {
+            if this.call.messages.is_empty() {
+                this.next += 1;
+                return Poll::Ready(Some(Ok(Frame::data(this.call.body.clone()))));
+            }
+            let (offset_ns, message) = &this.call.messages[this.next];
+            if let Some(speed) = this.speed {
+                let due = this.start + Duration::from_nanos((*offset_ns as f64 / speed) as u64);
+                if due > Instant::now() {
+                    let sleep = this
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+            }
+            this.sleep = None;
+            this.next += 1;
+            return Poll::Ready(Some(Ok(Frame::data(message.clone()))));
+        }
+        if !this.trailers_sent {
+            this.trailers_sent = true;
+            if let Some(trailers) = &this.call.trailers {
+                return Poll::Ready(Some(Ok(Frame::trailers(trailers.clone()))));
+            }
+        }
+        Poll::Ready(None)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.parts() && (self.trailers_sent || self.call.trailers.is_none())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.call.messages.is_empty() && self.call.trailers.is_none() {
+            let left = if self.next == 0 {
+                self.call.body.len()
+            } else {
+                0
+            };
+            SizeHint::with_exact(left as u64)
+        } else {
+            SizeHint::default()
+        }
+    }
+}

@@ -1,0 +1,461 @@
+//! A recorded exchange turned into a call ready to send: the request as
+//! recorded, minus what belonged to the recorded connection, plus the
+//! rewrites and the replay's correlation headers. Prepared once, on the
+//! reader's thread; the workers only clone handles.
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use reprise_model::grpc::frame;
+use reprise_model::{Direction, Exchange, Protocol, Request};
+use serde::Serialize;
+
+use crate::config::{ProtocolChoice, Rewrites, Target};
+
+/// The replay correlation header: the recorded exchange a call replays.
+pub const REPLAY_HEADER: &str = "x-reprise-replay";
+
+/// The HTTP version a call is sent in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// HTTP/1.1 on a keep-alive connection of its own.
+    Http1,
+    /// HTTP/2, multiplexed (h2c with prior knowledge, or ALPN h2 on TLS).
+    Http2,
+}
+
+/// One call, ready to send.
+#[derive(Debug)]
+pub struct Call {
+    /// The recorded exchange this call replays.
+    pub recorded_id: Vec<u8>,
+    /// When the recorded call started, ns since the epoch.
+    pub recorded_at_ns: u64,
+    /// Index of its endpoint in the replay's endpoint table.
+    pub endpoint: usize,
+    /// Version it is sent in.
+    pub wire: Wire,
+    /// A gRPC call (its status comes from the trailers).
+    pub grpc: bool,
+    /// Method.
+    pub method: Method,
+    /// Origin form for HTTP/1.1, absolute for HTTP/2.
+    pub uri: Uri,
+    /// Headers to send, Host included on HTTP/1.1.
+    pub headers: HeaderMap,
+    /// Body, when it is not a sequence of messages.
+    pub body: Bytes,
+    /// gRPC request messages with their prefix, and their recorded offset
+    /// from the start of the call (ns).
+    pub messages: Vec<(u64, Bytes)>,
+    /// Request trailers.
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Call {
+    /// Bytes the call holds, for bounding what a replay keeps in memory.
+    pub fn weight(&self) -> usize {
+        256 + self.body.len() + self.messages.iter().map(|(_, m)| m.len()).sum::<usize>()
+    }
+}
+
+/// Why a recorded exchange is not replayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Skip {
+    /// A downstream call: mocks answer those, they are not replayed.
+    Downstream,
+    /// The exchange holds no request (an import without one).
+    NoRequest,
+    /// An upgraded connection (WebSocket, CONNECT): its frames were not
+    /// recorded.
+    Upgraded,
+    /// The request body was cut at the size cap when recorded.
+    TruncatedBody,
+    /// A gRPC call with `--protocol h1`.
+    GrpcNeedsHttp2,
+    /// The recorded method is not a valid HTTP method.
+    BadMethod,
+    /// The path, after rewrites, is not a valid request target.
+    BadPath,
+}
+
+impl Skip {
+    /// What the report says.
+    pub fn label(self) -> &'static str {
+        match self {
+            Skip::Downstream => "downstream calls (answered by mocks, not replayed)",
+            Skip::NoRequest => "no request recorded",
+            Skip::Upgraded => "upgraded connections (frames not recorded)",
+            Skip::TruncatedBody => "request body cut at the size cap when recorded",
+            Skip::GrpcNeedsHttp2 => "gRPC calls with --protocol h1 (gRPC needs HTTP/2)",
+            Skip::BadMethod => "invalid method",
+            Skip::BadPath => "invalid path after rewrites",
+        }
+    }
+}
+
+/// Turns recorded exchanges into calls for one target.
+#[derive(Debug, Clone)]
+pub struct CallBuilder {
+    target: Target,
+    rewrites: Rewrites,
+    protocol: ProtocolChoice,
+}
+
+impl CallBuilder {
+    /// A builder for calls to `target`.
+    pub fn new(target: Target, rewrites: Rewrites, protocol: ProtocolChoice) -> Self {
+        CallBuilder {
+            target,
+            rewrites,
+            protocol,
+        }
+    }
+
+    /// The call replaying `exchange`, or why there is none. `endpoint` is
+    /// the index the caller gave its endpoint.
+    pub fn build(&self, exchange: &Exchange, endpoint: usize) -> Result<Call, Skip> {
+        if exchange.is_downstream() {
+            return Err(Skip::Downstream);
+        }
+        let request = exchange.request.as_ref().ok_or(Skip::NoRequest)?;
+        let upgraded = exchange.flags.as_ref().is_some_and(|f| f.upgraded);
+        if upgraded || request.method.eq_ignore_ascii_case("CONNECT") {
+            return Err(Skip::Upgraded);
+        }
+        let grpc = exchange.protocol() == Protocol::Grpc
+            || request.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("content-type")
+                    && h.value.starts_with(b"application/grpc")
+            });
+        let wire = match (self.protocol, exchange.protocol()) {
+            (ProtocolChoice::Http1, _) if grpc => return Err(Skip::GrpcNeedsHttp2),
+            (ProtocolChoice::Http1, _) => Wire::Http1,
+            (ProtocolChoice::Http2, _) => Wire::Http2,
+            (ProtocolChoice::Recorded, Protocol::Http2 | Protocol::Grpc | Protocol::Http3) => {
+                Wire::Http2
+            }
+            (ProtocolChoice::Recorded, _) if grpc => Wire::Http2,
+            (ProtocolChoice::Recorded, _) => Wire::Http1,
+        };
+        let method = Method::from_bytes(request.method.as_bytes()).map_err(|_| Skip::BadMethod)?;
+
+        let mut messages = Vec::new();
+        for message in &exchange.messages {
+            if message.direction() == Direction::Request {
+                if message.truncated {
+                    return Err(Skip::TruncatedBody);
+                }
+                messages.push((message.offset_ns, Bytes::from(frame(message))));
+            }
+        }
+        if request.body_truncated {
+            return Err(Skip::TruncatedBody);
+        }
+        let body = if messages.is_empty() {
+            request.body.clone()
+        } else {
+            Bytes::new()
+        };
+
+        let authority = match (&self.rewrites.preserve_host, request.authority.as_str()) {
+            (true, recorded) if !recorded.is_empty() => recorded,
+            _ => self.target.authority.as_str(),
+        };
+        let path = self.path(request);
+        let uri = match wire {
+            Wire::Http1 => Uri::try_from(path.as_str()).map_err(|_| Skip::BadPath)?,
+            Wire::Http2 => Uri::builder()
+                .scheme(self.target.scheme())
+                .authority(authority)
+                .path_and_query(path.as_str())
+                .build()
+                .map_err(|_| Skip::BadPath)?,
+        };
+        if !path.starts_with('/') && path != "*" {
+            return Err(Skip::BadPath);
+        }
+
+        let trailers = headers_of(&request.trailers);
+        let trailers = (!trailers.is_empty()).then_some(trailers);
+        let headers = self.headers(
+            exchange, request, wire, authority, &body, &messages, &trailers,
+        );
+        Ok(Call {
+            recorded_id: exchange.id.clone(),
+            recorded_at_ns: exchange.recorded_at_ns,
+            endpoint,
+            wire,
+            grpc,
+            method,
+            uri,
+            headers,
+            body,
+            messages,
+            trailers,
+        })
+    }
+
+    /// The recorded path and query (origin form, even when the recorder
+    /// saw an absolute URL), after `--rewrite-path`.
+    fn path(&self, request: &Request) -> String {
+        let mut path = request.path.clone();
+        if !path.starts_with('/')
+            && let Ok(uri) = path.parse::<Uri>()
+            && uri.scheme().is_some()
+        {
+            path = uri
+                .path_and_query()
+                .map_or_else(|| "/".to_string(), |p| p.as_str().to_string());
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        for (regex, replacement) in &self.rewrites.paths {
+            path = regex.replace_all(&path, replacement.as_str()).into_owned();
+        }
+        path
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn headers(
+        &self,
+        exchange: &Exchange,
+        request: &Request,
+        wire: Wire,
+        authority: &str,
+        body: &Bytes,
+        messages: &[(u64, Bytes)],
+        trailers: &Option<HeaderMap>,
+    ) -> HeaderMap {
+        let mut headers = headers_of(&request.headers);
+        reprise_net::hop::strip_hop_by_hop(&mut headers, false);
+        headers.remove(header::HOST);
+        // A length that no longer matches (redaction changed the body, or
+        // it goes out chunked) is left for the client to compute.
+        let length_holds = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            .is_some_and(|n| n == body.len() && messages.is_empty() && trailers.is_none());
+        if !length_holds {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        if request.body_decoded {
+            headers.remove(header::CONTENT_ENCODING);
+        }
+        if let (Wire::Http1, Some(trailers)) = (wire, trailers) {
+            // HTTP/1.1 sends only the trailers the Trailer field announces.
+            let names: Vec<&str> = trailers.keys().map(HeaderName::as_str).collect();
+            if let Ok(value) = HeaderValue::from_str(&names.join(", ")) {
+                headers.insert(header::TRAILER, value);
+            }
+        }
+        for name in &self.rewrites.drop_headers {
+            headers.remove(name);
+        }
+        for (name, value) in &self.rewrites.set_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        if wire == Wire::Http1
+            && let Ok(host) = HeaderValue::from_str(authority)
+        {
+            headers.insert(header::HOST, host);
+        }
+        let id = exchange.id_hex();
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            headers.insert(HeaderName::from_static(REPLAY_HEADER), value);
+        }
+        if let Ok(value) = HeaderValue::from_str(&traceparent(&exchange.id)) {
+            headers.insert(HeaderName::from_static("traceparent"), value);
+        }
+        headers
+    }
+}
+
+/// Recorded fields as a header map: pseudo-headers (HAR files of HTTP/2
+/// calls list `:authority` and friends) and fields that are not valid
+/// HTTP are left out.
+fn headers_of(fields: &[reprise_model::Header]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        if field.name.starts_with(':') {
+            continue;
+        }
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(&field.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// The W3C `traceparent` of a replayed call: the trace id is the recorded
+/// exchange id's first 16 bytes (zero-padded), the parent span id its
+/// last 8 of those, so a mock can tell which recorded exchange a
+/// downstream call belongs to from the trace alone.
+pub fn traceparent(recorded_id: &[u8]) -> String {
+    let mut trace = [0u8; 16];
+    let n = recorded_id.len().min(16);
+    trace[..n].copy_from_slice(&recorded_id[..n]);
+    if trace == [0; 16] {
+        // An all-zero trace id is invalid; a recording without ids still
+        // gets a valid header.
+        trace[15] = 1;
+    }
+    let mut span = [0u8; 8];
+    span.copy_from_slice(&trace[8..]);
+    if span == [0; 8] {
+        span[7] = 1;
+    }
+    format!(
+        "00-{}-{}-01",
+        reprise_model::display_id(&trace),
+        reprise_model::display_id(&span)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reprise_model::{Header, StreamMessage};
+
+    fn exchange(protocol: Protocol, path: &str) -> Exchange {
+        Exchange {
+            id: vec![0xab; 16],
+            protocol: protocol as i32,
+            request: Some(Request {
+                method: "POST".into(),
+                authority: "prod.example:443".into(),
+                path: path.into(),
+                headers: vec![
+                    Header::new("Host", "prod.example:443"),
+                    Header::new("Connection", "keep-alive, x-hop"),
+                    Header::new("x-hop", "1"),
+                    Header::new("Content-Length", "5"),
+                    Header::new("x-keep", "a"),
+                    Header::new("x-keep", "b"),
+                    Header::new(":authority", "prod.example"),
+                    Header::new(
+                        "traceparent",
+                        "00-11111111111111111111111111111111-2222222222222222-01",
+                    ),
+                ],
+                body: Bytes::from_static(b"hello"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn builder() -> CallBuilder {
+        CallBuilder::new(
+            Target::parse("http://127.0.0.1:9").unwrap(),
+            Rewrites::default(),
+            ProtocolChoice::Recorded,
+        )
+    }
+
+    #[test]
+    fn http1_call_keeps_the_request_and_targets_the_target() {
+        let call = builder()
+            .build(&exchange(Protocol::Http11, "/a?b=1"), 0)
+            .unwrap();
+        assert_eq!(call.wire, Wire::Http1);
+        assert_eq!(call.uri, "/a?b=1");
+        assert_eq!(call.headers["host"], "127.0.0.1:9");
+        assert_eq!(call.headers["content-length"], "5");
+        let keep: Vec<_> = call.headers.get_all("x-keep").iter().collect();
+        assert_eq!(keep, ["a", "b"]);
+        assert!(!call.headers.contains_key("x-hop"));
+        assert!(!call.headers.contains_key("connection"));
+        assert_eq!(call.headers[REPLAY_HEADER], "ab".repeat(16));
+        assert_eq!(
+            call.headers["traceparent"],
+            format!("00-{}-{}-01", "ab".repeat(16), "ab".repeat(8))
+        );
+        assert_eq!(call.body, "hello");
+    }
+
+    #[test]
+    fn http2_call_has_an_absolute_uri_and_no_host() {
+        let call = builder()
+            .build(&exchange(Protocol::Http2, "/a"), 0)
+            .unwrap();
+        assert_eq!(call.wire, Wire::Http2);
+        assert_eq!(call.uri, "http://127.0.0.1:9/a");
+        assert!(!call.headers.contains_key("host"));
+    }
+
+    #[test]
+    fn rewrites_and_preserved_host() {
+        let mut rewrites = Rewrites::default();
+        rewrites.rewrite_path("^/v1/=/v2/").unwrap();
+        rewrites.set_header("x-env: staging").unwrap();
+        rewrites.drop_header("x-keep").unwrap();
+        rewrites.preserve_host = true;
+        let b = CallBuilder::new(
+            Target::parse("http://127.0.0.1:9").unwrap(),
+            rewrites,
+            ProtocolChoice::Recorded,
+        );
+        let call = b
+            .build(&exchange(Protocol::Http11, "/v1/x/v1/"), 0)
+            .unwrap();
+        assert_eq!(call.uri, "/v2/x/v1/");
+        assert_eq!(call.headers["host"], "prod.example:443");
+        assert_eq!(call.headers["x-env"], "staging");
+        assert!(!call.headers.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn changed_body_length_is_recomputed() {
+        let mut ex = exchange(Protocol::Http11, "/");
+        ex.request.as_mut().unwrap().body = Bytes::from_static(b"[redacted]");
+        let call = builder().build(&ex, 0).unwrap();
+        assert!(!call.headers.contains_key("content-length"));
+    }
+
+    #[test]
+    fn grpc_messages_are_framed_and_skips_are_explained() {
+        let mut ex = exchange(Protocol::Grpc, "/pkg.Svc/Method");
+        ex.messages = vec![
+            StreamMessage {
+                direction: Direction::Request as i32,
+                offset_ns: 7,
+                data: Bytes::from_static(b"hi"),
+                ..Default::default()
+            },
+            StreamMessage {
+                direction: Direction::Response as i32,
+                data: Bytes::from_static(b"ho"),
+                ..Default::default()
+            },
+        ];
+        let call = builder().build(&ex, 0).unwrap();
+        assert!(call.grpc);
+        assert_eq!(call.messages, [(7, Bytes::from_static(b"\0\0\0\0\x02hi"))]);
+        assert!(call.body.is_empty());
+        let h1 = CallBuilder::new(
+            Target::parse("http://127.0.0.1:9").unwrap(),
+            Rewrites::default(),
+            ProtocolChoice::Http1,
+        );
+        assert_eq!(h1.build(&ex, 0).unwrap_err(), Skip::GrpcNeedsHttp2);
+        ex.messages[0].truncated = true;
+        assert_eq!(builder().build(&ex, 0).unwrap_err(), Skip::TruncatedBody);
+        ex.parent_id = vec![1];
+        assert_eq!(builder().build(&ex, 0).unwrap_err(), Skip::Downstream);
+    }
+
+    #[test]
+    fn absolute_recorded_paths_become_origin_form() {
+        let call = builder()
+            .build(&exchange(Protocol::Http11, "http://prod.example/x?y"), 0)
+            .unwrap();
+        assert_eq!(call.uri, "/x?y");
+    }
+}

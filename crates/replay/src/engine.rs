@@ -1,0 +1,448 @@
+//! The replay engine: a reader thread feeding workers on a tokio runtime,
+//! each worker sending one call at a time at its due time, and a writer
+//! thread for the results. It produces a [`Report`] and live counters;
+//! what is printed is the caller's business.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+use http::Request;
+use reprise_model::redact::Redactor;
+use reprise_model::{Exchange, Sink, StoreError};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::body::ReplayBody;
+use crate::call::CallBuilder;
+use crate::client::{Client, Connector, Keep, Lanes};
+use crate::config::{ReplayConfig, TrustChoice};
+use crate::error::ReplayError;
+use crate::feed::{Feed, Job, Opener, ReadReport, Reader};
+use crate::report::{Progress, RecordingReport, Report};
+use crate::results::Finished;
+use crate::schedule::{Pacing, ReplaySchedule};
+use crate::stats::{EndpointTable, Live, Outcome, WorkerStats};
+
+/// Results waiting for the writer thread.
+const RESULTS_QUEUE: usize = 4096;
+
+/// A replay under way.
+pub struct Replay {
+    runtime: tokio::runtime::Runtime,
+    shared: Arc<Shared>,
+    reader: JoinHandle<ReadReport>,
+    writer: Option<JoinHandle<Result<u64, StoreError>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// What the workers share.
+struct Shared {
+    config: ReplayConfig,
+    feed: Feed,
+    lanes: Arc<Lanes>,
+    live: Live,
+    stats: Vec<Mutex<WorkerStats>>,
+    endpoints: EndpointTable,
+    start: Instant,
+    start_wall: SystemTime,
+    results: Option<mpsc::Sender<Exchange>>,
+    redactor: Redactor,
+    target: String,
+}
+
+/// Stops a replay from another thread (Ctrl-C): no new call leaves,
+/// calls in flight finish.
+#[derive(Clone, Debug)]
+pub struct StopHandle {
+    flag: Arc<AtomicBool>,
+}
+
+impl StopHandle {
+    /// Stops the replay.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Replay {
+    /// Resolves the target, opens nothing yet, and starts replaying what
+    /// `opener` reads. Results go to `results` when given.
+    pub fn start(
+        config: ReplayConfig,
+        opener: Opener,
+        results: Option<Box<dyn Sink>>,
+        follow: bool,
+    ) -> Result<Replay, ReplayError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("reprise-replay")
+            .build()
+            .map_err(ReplayError::Start)?;
+        let addrs = runtime.block_on(resolve(&config))?;
+        let tls = if config.target.tls {
+            let trust = match &config.trust {
+                TrustChoice::System => reprise_net::tls::Trust::System,
+                TrustChoice::CaFile(path) => reprise_net::tls::Trust::CaFile(path),
+                TrustChoice::Any => reprise_net::tls::Trust::Any,
+            };
+            Some((
+                reprise_net::tls::client_config_for(trust)?,
+                config.target.host.clone(),
+            ))
+        } else {
+            None
+        };
+        let connector = Connector::new(addrs, tls)?;
+        let lanes = Arc::new(Lanes::new(
+            connector,
+            config.h1_connections(),
+            config.h2_connections(),
+        ));
+        let concurrency = config.concurrency.max(1);
+        let (results_tx, writer) = match results {
+            Some(sink) => {
+                let (tx, rx) = mpsc::channel(RESULTS_QUEUE);
+                let writer = std::thread::Builder::new()
+                    .name("reprise-results".into())
+                    .spawn(move || write_results(rx, sink))
+                    .map_err(ReplayError::Start)?;
+                (Some(tx), Some(writer))
+            }
+            None => (None, None),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            target: config.target.url(),
+            feed: Feed::default(),
+            lanes,
+            live: Live::default(),
+            stats: (0..concurrency)
+                .map(|_| Mutex::new(WorkerStats::default()))
+                .collect(),
+            endpoints: EndpointTable::default(),
+            start: Instant::now(),
+            start_wall: SystemTime::now(),
+            results: results_tx,
+            redactor: Redactor::new(),
+            config,
+        });
+        let reader = Reader {
+            opener,
+            filter: shared.config.filter.clone(),
+            builder: CallBuilder::new(
+                shared.config.target.clone(),
+                shared.config.rewrites.clone(),
+                shared.config.protocol,
+            ),
+            schedule: ReplaySchedule::new(shared.config.pacing),
+            repeat: shared.config.repeat,
+            limit: shared.config.limit,
+            duration: shared.config.duration,
+            reorder: !follow,
+            stop: stop.clone(),
+        };
+        let feed_owner = shared.clone();
+        let reader = std::thread::Builder::new()
+            .name("reprise-reader".into())
+            .spawn(move || reader.run(&feed_owner.feed))
+            .map_err(ReplayError::Start)?;
+        let workers = (0..concurrency)
+            .map(|worker| runtime.spawn(work(shared.clone(), worker)))
+            .collect();
+        if let Some(duration) = shared.config.duration {
+            let shared = shared.clone();
+            runtime.spawn(async move {
+                tokio::time::sleep_until(shared.start + duration).await;
+                shared.feed.stop();
+            });
+        }
+        {
+            let shared = shared.clone();
+            let stop = stop.clone();
+            runtime.spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                shared.feed.stop();
+            });
+        }
+        Ok(Replay {
+            runtime,
+            shared,
+            reader,
+            writer,
+            workers,
+            stop,
+        })
+    }
+
+    /// A handle that stops this replay.
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            flag: self.stop.clone(),
+        }
+    }
+
+    /// Counters so far, for a progress display.
+    pub fn progress(&self) -> Progress {
+        let mut merged = WorkerStats::default();
+        for stats in &self.shared.stats {
+            merged.merge(&stats.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        Progress {
+            elapsed: self.shared.start.elapsed(),
+            sent: self.shared.live.sent.load(Ordering::Relaxed),
+            ok: self.shared.live.ok.load(Ordering::Relaxed),
+            failed: self.shared.live.failed.load(Ordering::Relaxed),
+            p99_us: merged.scheduled.value_at_quantile(0.99),
+        }
+    }
+
+    /// Whether every call has been sent and answered.
+    pub fn is_finished(&self) -> bool {
+        self.workers
+            .iter()
+            .all(tokio::task::JoinHandle::is_finished)
+    }
+
+    /// Waits for the replay to end and reports on it.
+    pub fn wait(self) -> Result<Report, ReplayError> {
+        let Replay {
+            runtime,
+            shared,
+            reader,
+            writer,
+            workers,
+            stop,
+        } = self;
+        runtime.block_on(async {
+            for worker in workers {
+                let _ = worker.await;
+            }
+        });
+        let elapsed = shared.start.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        let read = reader.join().unwrap_or_default();
+        let mut merged = WorkerStats::default();
+        for stats in &shared.stats {
+            merged.merge(&stats.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        let endpoints = shared.endpoints.take();
+        let target = shared.target.clone();
+        // The workers are done: the last sender of results goes with them.
+        drop(shared);
+        let written = match writer {
+            Some(writer) => Some(
+                writer
+                    .join()
+                    .map_err(|_| StoreError::failed("results", "the results writer stopped"))??,
+            ),
+            None => None,
+        };
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        if let Some(error) = read.error {
+            return Err(error.into());
+        }
+        Ok(Report::new(
+            target, elapsed, merged, endpoints, read, written,
+        ))
+    }
+}
+
+/// The calls a replay would send, in order, with their due offsets
+/// (`None`: at once), given to `each` until it returns false; nothing is
+/// sent (`--dry-run`).
+pub fn plan(
+    config: ReplayConfig,
+    opener: Opener,
+    follow: bool,
+    mut each: impl FnMut(Option<Duration>, &crate::Call) -> bool,
+) -> Result<RecordingReport, ReplayError> {
+    let feed = Arc::new(Feed::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = Reader {
+        opener,
+        filter: config.filter.clone(),
+        builder: CallBuilder::new(
+            config.target.clone(),
+            config.rewrites.clone(),
+            config.protocol,
+        ),
+        schedule: ReplaySchedule::new(config.pacing),
+        repeat: config.repeat,
+        limit: config.limit,
+        duration: config.duration,
+        reorder: !follow,
+        stop,
+    };
+    let reader_feed = feed.clone();
+    let reader = std::thread::Builder::new()
+        .name("reprise-reader".into())
+        .spawn(move || reader.run(&reader_feed))
+        .map_err(ReplayError::Start)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ReplayError::Start)?;
+    runtime.block_on(async {
+        while let Some(job) = feed.next().await {
+            if !each(job.due, &job.call) {
+                feed.stop();
+                break;
+            }
+        }
+    });
+    let read = reader
+        .join()
+        .map_err(|_| StoreError::failed("recording", "the reader stopped"))?;
+    if let Some(error) = read.error {
+        return Err(error.into());
+    }
+    Ok(RecordingReport::of(read))
+}
+
+async fn resolve(config: &ReplayConfig) -> Result<Vec<SocketAddr>, ReplayError> {
+    let host = config.target.host.clone();
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), config.target.port))
+        .await
+        .map_err(|source| ReplayError::Resolve {
+            host: host.clone(),
+            source,
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(ReplayError::Resolve {
+            host,
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        });
+    }
+    Ok(addrs)
+}
+
+/// One worker: takes the next call, waits for its due time, sends it,
+/// counts it.
+async fn work(shared: Arc<Shared>, worker: usize) {
+    let mut client = Client::new(shared.lanes.clone(), worker);
+    let config = &shared.config;
+    let speed = match config.pacing {
+        Pacing::Speed(speed) => Some(speed),
+        Pacing::Rate(_) => Some(1.0),
+        Pacing::Max => None,
+    };
+    let keep = Keep {
+        body: if shared.results.is_some() {
+            config.max_body
+        } else {
+            0
+        },
+        messages: shared.results.is_some(),
+    };
+    while let Some(Job { call, due }) = shared.feed.next().await {
+        let scheduled = match due {
+            Some(due) => {
+                let at = shared.start + due;
+                if config.duration.is_some_and(|d| due >= d) {
+                    continue;
+                }
+                tokio::time::sleep_until(at).await;
+                at
+            }
+            None => Instant::now(),
+        };
+        let sent = Instant::now();
+        shared.live.sent.fetch_add(1, Ordering::Relaxed);
+        let mut request = Request::new(ReplayBody::new(call.clone(), speed));
+        *request.method_mut() = call.method.clone();
+        *request.uri_mut() = call.uri.clone();
+        *request.headers_mut() = call.headers.clone();
+        if call.wire == crate::call::Wire::Http2 {
+            *request.version_mut() = http::Version::HTTP_2;
+        }
+        let result =
+            match tokio::time::timeout(config.timeout, client.send(&call, request, keep)).await {
+                Ok(result) => result,
+                Err(_) => Err(crate::client::Failure {
+                    kind: reprise_model::ErrorKind::Timeout,
+                    message: format!("no complete response within {:?}", config.timeout),
+                    after_head: false,
+                }),
+            };
+        let ended = Instant::now();
+        let (outcome, status, example) = match &result {
+            Ok(answer) => {
+                let status = answer.status.as_u16();
+                let outcome = match &answer.grpc {
+                    Some(grpc) if grpc.code != 0 => Outcome::Grpc(grpc.code),
+                    _ if status >= 400 => Outcome::Status(status / 100),
+                    _ => Outcome::Ok,
+                };
+                let example = match &outcome {
+                    Outcome::Grpc(_) => answer.grpc.as_ref().map(|g| g.message.clone()),
+                    Outcome::Status(_) => Some(format!("{} {}", call.method, call.uri)),
+                    _ => None,
+                };
+                (outcome, Some(status), example)
+            }
+            Err(failure) => (
+                Outcome::Failed(failure.kind),
+                None,
+                Some(failure.message.clone()),
+            ),
+        };
+        let ok = outcome == Outcome::Ok;
+        shared.live.finished(ok);
+        shared
+            .endpoints
+            .count(call.endpoint, ok, ended.duration_since(scheduled));
+        shared.stats[worker]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .count(
+                outcome,
+                status,
+                ended.duration_since(scheduled),
+                ended.duration_since(sent),
+                example.as_deref(),
+            );
+        if let Some(results) = &shared.results {
+            let wall = |at: Instant| {
+                let since = at.duration_since(shared.start);
+                crate::client::nanos(
+                    (shared.start_wall + since)
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .unwrap_or_default(),
+                )
+            };
+            let exchange = Finished {
+                call: &call,
+                result: &result,
+                target: &shared.target,
+                scheduled_at_ns: wall(scheduled),
+                sent_at_ns: wall(sent),
+                duration_ns: crate::client::nanos(ended.duration_since(sent)),
+            }
+            .into_exchange(&shared.redactor);
+            if results.send(exchange).await.is_err() {
+                // The writer failed; it reports why when the replay ends.
+                shared.feed.stop();
+            }
+        }
+    }
+}
+
+fn write_results(
+    mut rx: mpsc::Receiver<Exchange>,
+    mut sink: Box<dyn Sink>,
+) -> Result<u64, StoreError> {
+    let mut written = 0;
+    while let Some(exchange) = rx.blocking_recv() {
+        sink.append(exchange)?;
+        written += 1;
+    }
+    sink.close()?;
+    Ok(written)
+}

@@ -1,0 +1,45 @@
+//! What can stop a replay from running at all. Calls that fail are not
+//! errors: they are counted in the [`Report`](crate::Report).
+
+use reprise_model::StoreError;
+
+/// A replay that cannot start or cannot go on.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The target URL is not one reprise can send to.
+    #[error("--target {url}: {reason}")]
+    Target {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An option's value cannot be used.
+    #[error("{option} {value:?}: {reason}")]
+    Option {
+        /// The option, e.g. `--rewrite-path`.
+        option: &'static str,
+        /// Its value as given.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The target's host name does not resolve.
+    #[error("--target {host}: cannot resolve the host name: {source}")]
+    Resolve {
+        /// The host name.
+        host: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The recording cannot be read, or the results cannot be written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The TLS settings cannot be used.
+    #[error(transparent)]
+    Tls(#[from] reprise_net::TlsError),
+    /// The replay's threads or runtime cannot start.
+    #[error("cannot start the replay: {0}")]
+    Start(#[source] std::io::Error),
+}

@@ -1,0 +1,370 @@
+//! The feed: calls in due order, from the reader thread to the workers.
+//!
+//! A reader thread reads the recording, builds each call once, puts the
+//! calls in recorded start order (a recorder writes exchanges as they
+//! finish), gives each its due time and hands them over in batches. The
+//! workers take one call at a time. Handing over in batches keeps the
+//! reader and the workers from waking each other for every call.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use reprise_model::select::ExchangeFilter;
+use reprise_model::{Exchange, Intact, Source, StoreError, endpoint_key};
+use tokio::sync::Notify;
+
+use crate::call::{Call, CallBuilder, Skip};
+use crate::schedule::ReplaySchedule;
+
+/// Calls the reader keeps ready ahead of the workers.
+const AHEAD: usize = 1024;
+/// Calls handed over at once.
+const BATCH: usize = 64;
+/// How late an exchange may appear in the recording after others that
+/// started later, and still be put back in start order.
+const REORDER_HORIZON_NS: u64 = 10_000_000_000;
+/// Most calls held back for reordering.
+const REORDER_MAX: usize = 10_000;
+/// A recording whose calls fit in this many bytes is read once and kept
+/// for `--loop`; a bigger one is read again for each pass.
+const LOOP_CACHE_BYTES: usize = 256 << 20;
+
+/// One call with its due time.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The call.
+    pub call: Arc<Call>,
+    /// Due offset from the start of the replay; `None`: at once.
+    pub due: Option<Duration>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    jobs: VecDeque<Job>,
+    /// The reader is done (or was stopped): no more jobs will come.
+    closed: bool,
+    reader_waiting: bool,
+}
+
+/// The hand-over between the reader thread and the workers.
+#[derive(Debug, Default)]
+pub struct Feed {
+    state: Mutex<State>,
+    /// Workers wait here for jobs.
+    jobs: Notify,
+    /// The reader waits here for room.
+    room: Condvar,
+}
+
+impl Feed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next job, or `None` once the feed is closed and empty.
+    pub async fn next(&self) -> Option<Job> {
+        loop {
+            let notified = self.jobs.notified();
+            {
+                let mut state = self.lock();
+                if let Some(job) = state.jobs.pop_front() {
+                    if state.reader_waiting && state.jobs.len() <= AHEAD / 2 {
+                        state.reader_waiting = false;
+                        self.room.notify_one();
+                    }
+                    return Some(job);
+                }
+                if state.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Hands `batch` over, waiting for room. False when the feed was
+    /// closed from the other side (the replay is stopping).
+    fn push(&self, batch: &mut Vec<Job>) -> bool {
+        let mut state = self.lock();
+        while state.jobs.len() >= AHEAD && !state.closed {
+            state.reader_waiting = true;
+            state = self
+                .room
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        if state.closed {
+            return false;
+        }
+        state.jobs.extend(batch.drain(..));
+        drop(state);
+        self.jobs.notify_waiters();
+        true
+    }
+
+    /// No more jobs will come; workers finish what is queued.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.jobs.notify_waiters();
+        self.room.notify_all();
+    }
+
+    /// Stops the replay: queued jobs are dropped, the reader stops.
+    pub fn stop(&self) {
+        let mut state = self.lock();
+        state.closed = true;
+        state.jobs.clear();
+        drop(state);
+        self.jobs.notify_waiters();
+        self.room.notify_all();
+    }
+
+    fn stopped(&self) -> bool {
+        self.lock().closed
+    }
+}
+
+/// Opens the recording, once per pass.
+pub type Opener = Box<dyn FnMut() -> Result<Box<dyn Source>, StoreError> + Send>;
+
+/// What the reader found, for the report.
+#[derive(Debug, Default)]
+pub struct ReadReport {
+    /// Exchanges that became calls.
+    pub calls: u64,
+    /// Exchanges left out by the filters.
+    pub filtered: u64,
+    /// Exchanges not replayable, by reason.
+    pub skipped: HashMap<Skip, u64>,
+    /// Damage skipped in the recording, one line each.
+    pub damage: Vec<String>,
+    /// The error that ended reading early, if any.
+    pub error: Option<StoreError>,
+    /// Endpoint names, by index.
+    pub endpoints: Vec<String>,
+}
+
+/// What the reader needs.
+pub struct Reader {
+    /// Opens the recording.
+    pub opener: Opener,
+    /// Which exchanges to replay.
+    pub filter: ExchangeFilter,
+    /// Builds the calls.
+    pub builder: CallBuilder,
+    /// Due times.
+    pub schedule: ReplaySchedule,
+    /// Start again at the end.
+    pub repeat: bool,
+    /// Calls to hand over at most.
+    pub limit: Option<u64>,
+    /// Stop handing over calls due at or after this offset.
+    pub duration: Option<Duration>,
+    /// Put calls back in recorded start order (off when following a
+    /// live tape: a call is not held back waiting for later ones).
+    pub reorder: bool,
+    /// Set when the replay is stopped from outside.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Reader {
+    /// Reads the recording into `feed` until it ends (or the limits say
+    /// so), then closes the feed.
+    pub fn run(mut self, feed: &Feed) -> ReadReport {
+        let mut report = ReadReport::default();
+        let mut endpoints: HashMap<String, usize> = HashMap::new();
+        let mut handed = 0u64;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut cache: Option<Vec<Arc<Call>>> = self.repeat.then(Vec::new);
+        let mut cache_bytes = 0usize;
+        let mut cached_pass = false;
+        'passes: loop {
+            let mut pass_calls = 0u64;
+            let mut reorder = Reorder {
+                enabled: self.reorder,
+                ..Reorder::default()
+            };
+            // Either replay the kept calls, or read the recording.
+            let mut emit = |call: Arc<Call>, this: &mut Self, batch: &mut Vec<Job>| -> bool {
+                if this.limit.is_some_and(|l| handed >= l) || this.stop.load(Ordering::Relaxed) {
+                    return false;
+                }
+                let due = this.schedule.next(call.recorded_at_ns);
+                if let (Some(due), Some(limit)) = (due, this.duration)
+                    && due >= limit
+                {
+                    return false;
+                }
+                handed += 1;
+                pass_calls += 1;
+                batch.push(Job { call, due });
+                batch.len() < BATCH || feed.push(batch)
+            };
+            if cached_pass {
+                let calls = cache.clone().unwrap_or_default();
+                for call in calls {
+                    if !emit(call, &mut self, &mut batch) {
+                        break 'passes;
+                    }
+                }
+            } else {
+                let mut source = match (self.opener)() {
+                    Ok(source) => source,
+                    Err(error) => {
+                        report.error = Some(error);
+                        break 'passes;
+                    }
+                };
+                let mut intact = Intact::new(source.as_mut());
+                let mut ended = true;
+                for item in intact.by_ref() {
+                    let exchange = match item {
+                        Ok(exchange) => exchange,
+                        Err(error) => {
+                            report.error = Some(error);
+                            ended = false;
+                            break;
+                        }
+                    };
+                    let Some(call) = self.prepare(&exchange, &mut endpoints, &mut report) else {
+                        continue;
+                    };
+                    for ready in reorder.push(call) {
+                        if let Some(cache) = cache.as_mut() {
+                            cache_bytes += ready.weight();
+                            cache.push(ready.clone());
+                        }
+                        if !emit(ready, &mut self, &mut batch) {
+                            ended = false;
+                            break;
+                        }
+                    }
+                    if !ended || self.stop.load(Ordering::Relaxed) || feed.stopped() {
+                        ended = false;
+                        break;
+                    }
+                }
+                report.damage.extend(intact.into_damage());
+                if !ended {
+                    break 'passes;
+                }
+                for ready in reorder.drain() {
+                    if let Some(cache) = cache.as_mut() {
+                        cache_bytes += ready.weight();
+                        cache.push(ready.clone());
+                    }
+                    if !emit(ready, &mut self, &mut batch) {
+                        break 'passes;
+                    }
+                }
+                if cache_bytes > LOOP_CACHE_BYTES {
+                    cache = None;
+                }
+                cached_pass = cache.is_some();
+            }
+            if !self.repeat || pass_calls == 0 {
+                break;
+            }
+            self.schedule.new_pass();
+        }
+        if !batch.is_empty() {
+            feed.push(&mut batch);
+        }
+        feed.close();
+        let mut names: Vec<(String, usize)> = endpoints.into_iter().collect();
+        names.sort_by_key(|(_, i)| *i);
+        report.endpoints = names.into_iter().map(|(name, _)| name).collect();
+        report
+    }
+
+    fn prepare(
+        &self,
+        exchange: &Exchange,
+        endpoints: &mut HashMap<String, usize>,
+        report: &mut ReadReport,
+    ) -> Option<Arc<Call>> {
+        if !self.filter.matches(exchange) {
+            report.filtered += 1;
+            return None;
+        }
+        let key = endpoint_key(exchange);
+        let next = endpoints.len();
+        let endpoint = *endpoints.entry(key).or_insert(next);
+        match self.builder.build(exchange, endpoint) {
+            Ok(call) => {
+                report.calls += 1;
+                Some(Arc::new(call))
+            }
+            Err(skip) => {
+                *report.skipped.entry(skip).or_default() += 1;
+                None
+            }
+        }
+    }
+}
+
+/// Puts calls back in recorded start order, within a horizon.
+#[derive(Debug, Default)]
+struct Reorder {
+    enabled: bool,
+    heap: BinaryHeap<Reverse<(u64, u64, ByStart)>>,
+    seq: u64,
+    newest_ns: u64,
+}
+
+#[derive(Debug)]
+struct ByStart(Arc<Call>);
+
+impl PartialEq for ByStart {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for ByStart {}
+impl PartialOrd for ByStart {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ByStart {
+    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl Reorder {
+    /// Takes `call`; returns those now certain to come first.
+    fn push(&mut self, call: Arc<Call>) -> Vec<Arc<Call>> {
+        if !self.enabled {
+            return vec![call];
+        }
+        self.newest_ns = self.newest_ns.max(call.recorded_at_ns);
+        self.seq += 1;
+        self.heap
+            .push(Reverse((call.recorded_at_ns, self.seq, ByStart(call))));
+        let mut ready = Vec::new();
+        while let Some(Reverse((start, _, _))) = self.heap.peek() {
+            if self.heap.len() > REORDER_MAX
+                || start.saturating_add(REORDER_HORIZON_NS) <= self.newest_ns
+            {
+                if let Some(Reverse((_, _, call))) = self.heap.pop() {
+                    ready.push(call.0);
+                }
+            } else {
+                break;
+            }
+        }
+        ready
+    }
+
+    fn drain(&mut self) -> Vec<Arc<Call>> {
+        let mut out = Vec::with_capacity(self.heap.len());
+        while let Some(Reverse((_, _, call))) = self.heap.pop() {
+            out.push(call.0);
+        }
+        out
+    }
+}
