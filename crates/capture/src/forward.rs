@@ -17,11 +17,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
-use reprise_net::hop;
 use crate::metrics::Metrics;
 use crate::recorder::Recorder;
 use crate::recording::{BodyCapture, Origin, Recording, RequestHead, Side, is_grpc};
 use crate::tap::{Tap, TapBody};
+use reprise_net::hop;
 
 /// The body the proxy answers with: the upstream's, tapped, or its own.
 pub type ProxyBody = Either<TapBody<Incoming>, Full<Bytes>>;

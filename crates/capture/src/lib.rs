@@ -28,6 +28,6 @@ mod tap;
 pub use config::{ProxyConfig, Upstream, UpstreamError};
 pub use error::CaptureError;
 pub use metrics::{Metrics, RecorderStats};
+pub use reprise_net::TlsError;
 pub use server::{RunningProxy, start};
 pub use tap::TapBody;
-pub use reprise_net::TlsError;

@@ -298,9 +298,9 @@ fn protocol(version: Version, grpc: bool) -> Protocol {
 /// `grpc-status` and `grpc-message` (percent-decoded as gRPC encodes it).
 fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
     let code = map.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-    let message = map.get("grpc-message").map_or_else(String::new, |raw| {
-        percent_decode(raw.as_bytes())
-    });
+    let message = map
+        .get("grpc-message")
+        .map_or_else(String::new, |raw| percent_decode(raw.as_bytes()));
     Some(GrpcStatus {
         code,
         message,

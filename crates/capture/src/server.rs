@@ -83,7 +83,9 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CaptureErro
 /// once both listen.
 pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningProxy, CaptureError> {
     let acceptor = match &config.tls {
-        Some((cert, key)) => Some(TlsAcceptor::from(reprise_net::tls::server_config(cert, key)?)),
+        Some((cert, key)) => Some(TlsAcceptor::from(reprise_net::tls::server_config(
+            cert, key,
+        )?)),
         None => None,
     };
     let (listener, local_addr) = bind(config.listen).await?;
