@@ -55,10 +55,19 @@ pub fn open_with(
     filter: &ExchangeFilter,
     follow: bool,
 ) -> anyhow::Result<Box<dyn Source>> {
+    open_following(path, filter, follow.then(reprise_tape::Follow::default))
+}
+
+/// Like [`open`]; with `follow`, a tape is read on as it grows until its
+/// stop flag is set.
+pub fn open_following(
+    path: &Path,
+    filter: &ExchangeFilter,
+    follow: Option<reprise_tape::Follow>,
+) -> anyhow::Result<Box<dyn Source>> {
     let (since_ns, until_ns) = filter.window();
     match kind(path)? {
         InputKind::Tape => {
-            let follow = follow.then(reprise_tape::Follow::default);
             let options = ReaderOptions {
                 since_ns,
                 until_ns,
@@ -67,7 +76,7 @@ pub fn open_with(
             };
             Ok(Box::new(TapeReader::open_with(path, options)?))
         }
-        InputKind::Importable(_) if follow => {
+        InputKind::Importable(_) if follow.is_some() => {
             bail!(
                 "{}: --follow reads a tape as it grows; this is a HAR or GoReplay file",
                 path.display()

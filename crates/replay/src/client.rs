@@ -195,7 +195,15 @@ impl Connector {
                     return self.secure(tcp, wire).await;
                 }
                 Err(e) => {
-                    last = Failure::new(ErrorKind::Connect, format!("connect to {addr}: {e}"));
+                    // Refused, unreachable: connect. A peer that accepted
+                    // and reset at once: reset.
+                    let kind = match e.kind() {
+                        std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::ConnectionAborted => ErrorKind::Reset,
+                        std::io::ErrorKind::TimedOut => ErrorKind::Timeout,
+                        _ => ErrorKind::Connect,
+                    };
+                    last = Failure::new(kind, format!("connect to {addr}: {e}"));
                 }
             }
         }

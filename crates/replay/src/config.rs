@@ -223,8 +223,16 @@ impl Rewrites {
         let (pattern, replacement) = spec
             .split_once('=')
             .ok_or_else(|| bad("expected REGEX=REPLACEMENT".to_string()))?;
-        let regex =
-            Regex::new(pattern).map_err(|e| bad(format!("not a regular expression: {e}")))?;
+        let regex = Regex::new(pattern).map_err(|e| {
+            // The regex crate draws the error under the pattern over
+            // several lines; its last line says what is wrong.
+            let text = e.to_string();
+            let what = text.lines().last().unwrap_or_default();
+            bad(format!(
+                "not a regular expression: {}",
+                what.trim().trim_start_matches("error: ")
+            ))
+        })?;
         self.paths.push((regex, replacement.to_string()));
         Ok(())
     }

@@ -37,6 +37,7 @@ pub struct Replay {
     writer: Option<JoinHandle<Result<u64, StoreError>>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     stop: Arc<AtomicBool>,
+    live: Option<Arc<AtomicBool>>,
 }
 
 /// What the workers share.
@@ -70,12 +71,14 @@ impl StopHandle {
 
 impl Replay {
     /// Resolves the target, opens nothing yet, and starts replaying what
-    /// `opener` reads. Results go to `results` when given.
+    /// `opener` reads. Results go to `results` when given. `live` is the
+    /// stop flag of a source that follows a growing tape: the replay sets
+    /// it when it stops, so that the source ends.
     pub fn start(
         config: ReplayConfig,
         opener: Opener,
         results: Option<Box<dyn Sink>>,
-        follow: bool,
+        live: Option<Arc<AtomicBool>>,
     ) -> Result<Replay, ReplayError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -142,7 +145,7 @@ impl Replay {
             repeat: shared.config.repeat,
             limit: shared.config.limit,
             duration: shared.config.duration,
-            reorder: !follow,
+            live: live.is_some(),
             stop: stop.clone(),
         };
         let feed_owner = shared.clone();
@@ -177,6 +180,7 @@ impl Replay {
             writer,
             workers,
             stop,
+            live,
         })
     }
 
@@ -218,6 +222,7 @@ impl Replay {
             writer,
             workers,
             stop,
+            live,
         } = self;
         runtime.block_on(async {
             for worker in workers {
@@ -226,6 +231,9 @@ impl Replay {
         });
         let elapsed = shared.start.elapsed();
         stop.store(true, Ordering::SeqCst);
+        if let Some(live) = &live {
+            live.store(true, Ordering::SeqCst);
+        }
         let read = reader.join().unwrap_or_default();
         let mut merged = WorkerStats::default();
         for stats in &shared.stats {
@@ -259,7 +267,7 @@ impl Replay {
 pub fn plan(
     config: ReplayConfig,
     opener: Opener,
-    follow: bool,
+    live: Option<Arc<AtomicBool>>,
     mut each: impl FnMut(Option<Duration>, &crate::Call) -> bool,
 ) -> Result<RecordingReport, ReplayError> {
     let feed = Arc::new(Feed::default());
@@ -276,7 +284,7 @@ pub fn plan(
         repeat: config.repeat,
         limit: config.limit,
         duration: config.duration,
-        reorder: !follow,
+        live: live.is_some(),
         stop,
     };
     let reader_feed = feed.clone();
@@ -296,6 +304,9 @@ pub fn plan(
             }
         }
     });
+    if let Some(live) = &live {
+        live.store(true, Ordering::SeqCst);
+    }
     let read = reader
         .join()
         .map_err(|_| StoreError::failed("recording", "the reader stopped"))?;

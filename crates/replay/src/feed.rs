@@ -163,9 +163,10 @@ pub struct Reader {
     pub limit: Option<u64>,
     /// Stop handing over calls due at or after this offset.
     pub duration: Option<Duration>,
-    /// Put calls back in recorded start order (off when following a
-    /// live tape: a call is not held back waiting for later ones).
-    pub reorder: bool,
+    /// Following a live tape: calls are handed over one by one as they
+    /// are read, and not put back in start order (a call is not held back
+    /// waiting for later ones that may take long to come).
+    pub live: bool,
     /// Set when the replay is stopped from outside.
     pub stop: Arc<AtomicBool>,
 }
@@ -177,14 +178,15 @@ impl Reader {
         let mut report = ReadReport::default();
         let mut endpoints: HashMap<String, usize> = HashMap::new();
         let mut handed = 0u64;
-        let mut batch = Vec::with_capacity(BATCH);
+        let batch_size = if self.live { 1 } else { BATCH };
+        let mut batch = Vec::with_capacity(batch_size);
         let mut cache: Option<Vec<Arc<Call>>> = self.repeat.then(Vec::new);
         let mut cache_bytes = 0usize;
         let mut cached_pass = false;
         'passes: loop {
             let mut pass_calls = 0u64;
             let mut reorder = Reorder {
-                enabled: self.reorder,
+                enabled: !self.live,
                 ..Reorder::default()
             };
             // Either replay the kept calls, or read the recording.
@@ -201,7 +203,7 @@ impl Reader {
                 handed += 1;
                 pass_calls += 1;
                 batch.push(Job { call, due });
-                batch.len() < BATCH || feed.push(batch)
+                batch.len() < batch_size || feed.push(batch)
             };
             if cached_pass {
                 let calls = cache.clone().unwrap_or_default();

@@ -3,6 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -78,18 +80,30 @@ pub(crate) fn config(args: &ReplayArgs) -> anyhow::Result<ReplayConfig> {
     Ok(config)
 }
 
-fn opener(path: PathBuf, args: &ReplayArgs, config: &ReplayConfig) -> anyhow::Result<Opener> {
+/// Opens the recording for each pass; with `--follow`, also the flag
+/// that ends following.
+fn opener(
+    path: PathBuf,
+    args: &ReplayArgs,
+    config: &ReplayConfig,
+) -> anyhow::Result<(Opener, Option<Arc<AtomicBool>>)> {
+    let follow = args.follow.then(reprise_tape::Follow::default);
+    let live = follow.as_ref().map(|f| f.stop.clone());
+    let filter = config.filter.clone();
     // Opened once here so that a missing or unreadable recording is an
     // error before anything starts; later passes of --loop reopen it.
-    let follow = args.follow;
-    let filter = config.filter.clone();
-    let mut first = Some(crate::input::open_with(&path, &filter, follow)?);
-    Ok(Box::new(move || match first.take() {
+    let mut first = Some(crate::input::open_following(
+        &path,
+        &filter,
+        follow.clone(),
+    )?);
+    let opener: Opener = Box::new(move || match first.take() {
         Some(source) => Ok(source),
-        None => crate::input::open_with(&path, &filter, follow).map_err(|e| {
+        None => crate::input::open_following(&path, &filter, follow.clone()).map_err(|e| {
             reprise_model::StoreError::failed(path.display().to_string(), crate::one_line(&e))
         }),
-    }))
+    });
+    Ok((opener, live))
 }
 
 /// Runs `reprise replay`.
@@ -99,15 +113,15 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         if args.repeat && config.limit.is_none() {
             config.repeat = false;
         }
-        let opener = opener(args.source.clone(), args, &config)?;
-        return dry_run(config, opener, args.follow);
+        let (opener, live) = opener(args.source.clone(), args, &config)?;
+        return dry_run(config, opener, live);
     }
-    let opener = opener(args.source.clone(), args, &config)?;
+    let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
         Some(path) => Some(Box::new(open_tape(path, false)?)),
         None => None,
     };
-    let replay = Replay::start(config, opener, results, args.follow)?;
+    let replay = Replay::start(config, opener, results, live)?;
     stop_on_signals(replay.stop_handle());
     show_progress(&replay, args.quiet);
     let report = replay.wait()?;
@@ -156,12 +170,16 @@ fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
 }
 
 /// Prints the calls that would be sent.
-fn dry_run(config: ReplayConfig, opener: Opener, follow: bool) -> anyhow::Result<Outcome> {
+fn dry_run(
+    config: ReplayConfig,
+    opener: Opener,
+    live: Option<Arc<AtomicBool>>,
+) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let target = config.target.url();
     let mut io_error = None;
-    let recording = reprise_replay::plan(config, opener, follow, |due, call| {
+    let recording = reprise_replay::plan(config, opener, live, |due, call| {
         if io_error.is_some() {
             return false;
         }

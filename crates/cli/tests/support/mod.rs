@@ -1,0 +1,235 @@
+//! What the end-to-end tests of the binary share: running `reprise
+//! record`, starting nginx, calling curl, reading tapes.
+#![allow(dead_code)] // each test file uses its own part
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use reprise_model::Exchange;
+
+/// A `reprise record` process; killed if the test ends without stopping it.
+pub struct Recorder {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
+    pub stderr: mpsc::Receiver<String>,
+}
+
+impl Recorder {
+    /// Starts the binary and waits (bounded) for its "recording" line.
+    pub fn start(upstream: &str, tape: &Path, extra: &[&str]) -> Recorder {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args([
+                "record",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+                upstream,
+                "--out",
+            ])
+            .arg(tape)
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("reprise record starts within 20 s");
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| {
+                w.strip_prefix("http://")
+                    .or_else(|| w.strip_prefix("https://"))
+            })
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .parse()
+            .unwrap();
+        let admin = line
+            .split("metrics: http://")
+            .nth(1)
+            .map(|rest| rest.split('/').next().unwrap().parse().unwrap());
+        Recorder {
+            child: Some(child),
+            addr,
+            admin,
+            stderr: rx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Sends `signal`, waits (bounded) for the exit; returns the exit code
+    /// and the rest of stderr.
+    pub fn stop(mut self, signal: &str) -> (i32, String) {
+        let mut child = self.child.take().unwrap();
+        // The shell's own `kill`: no procps needed.
+        let status = Command::new("sh")
+            .args(["-c", &format!("kill {signal} {}", child.id())])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "reprise record did not stop within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let rest: Vec<String> = self.stderr.try_iter().collect();
+        (code, rest.join("\n"))
+    }
+}
+
+impl Recorder {
+    /// Stops with `signal` and checks that it exited 0; returns the rest
+    /// of stderr.
+    pub fn stop_cleanly(self, signal: &str) -> String {
+        let (code, stderr) = self.stop(signal);
+        assert_eq!(code, 0, "reprise record exited {code}: {stderr}");
+        stderr
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn read_tape(path: &Path) -> Vec<Exchange> {
+    reprise_tape::TapeReader::open(path)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .collect()
+}
+
+pub fn temp_tape(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
+
+pub fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// nginx from Debian's packages (scripts/install-nginx.sh), serving JSON
+/// files over HTTP/1.1 on one port and h2c on another, stopped on drop.
+pub struct Nginx {
+    pub dir: tempfile::TempDir,
+    pub http1: SocketAddr,
+    pub h2c: SocketAddr,
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        let binary = Path::new("/usr/sbin/nginx");
+        assert!(
+            binary.exists(),
+            "nginx is missing: run scripts/install-nginx.sh (scripts/test.sh does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("www");
+        std::fs::create_dir_all(root.join("api")).unwrap();
+        std::fs::write(
+            root.join("api/item.json"),
+            r#"{"id":7,"name":"teapot","tags":["kitchen","gift"]}"#,
+        )
+        .unwrap();
+        let (p1, p2) = (free_port(), free_port());
+        let d = dir.path().display();
+        let conf = format!(
+            "daemon on; pid {d}/nginx.pid; error_log {d}/error.log; worker_processes 1;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               default_type application/json;\n\
+               server {{ listen 127.0.0.1:{p1}; root {root}; add_header x-served-by nginx; }}\n\
+               server {{ listen 127.0.0.1:{p2} http2; root {root}; add_header x-served-by nginx; }} }}\n",
+            root = root.display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let status = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "nginx starts: {}",
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+        let nginx = Nginx {
+            http1: ([127, 0, 0, 1], p1).into(),
+            h2c: ([127, 0, 0, 1], p2).into(),
+            dir,
+        };
+        for addr in [nginx.http1, nginx.h2c] {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while TcpStream::connect(addr).is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "nginx listens on {addr}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        nginx
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(self.dir.path())
+            .arg("-c")
+            .arg(self.dir.path().join("nginx.conf"))
+            .args(["-s", "stop"])
+            .status();
+    }
+}
