@@ -246,6 +246,9 @@ pub struct ReplayArgs {
     /// Calls in flight at most.
     #[arg(long, value_name = "N", default_value_t = 32)]
     pub concurrency: usize,
+    /// Threads sending calls (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Connections per protocol (default: one per call in flight on
     /// HTTP/1.1, one per 100 on HTTP/2).
     #[arg(long, value_name = "N")]

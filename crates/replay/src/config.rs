@@ -41,6 +41,8 @@ pub struct ReplayConfig {
     pub trust: TrustChoice,
     /// Response bytes kept per call in the results (default 1 MiB).
     pub max_body: usize,
+    /// Threads sending calls (default: one per core).
+    pub threads: Option<usize>,
 }
 
 impl ReplayConfig {
@@ -60,6 +62,7 @@ impl ReplayConfig {
             timeout: Duration::from_secs(30),
             trust: TrustChoice::System,
             max_body: 1 << 20,
+            threads: None,
         }
     }
 

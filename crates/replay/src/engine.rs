@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -24,7 +24,7 @@ use crate::feed::{Feed, Job, Opener, ReadReport, Reader};
 use crate::report::{Progress, RecordingReport, Report};
 use crate::results::Finished;
 use crate::schedule::{Pacing, ReplaySchedule};
-use crate::stats::{EndpointTable, Live, Outcome, WorkerStats};
+use crate::stats::{Outcome, Sent, Shards};
 
 /// Results waiting for the writer thread.
 const RESULTS_QUEUE: usize = 4096;
@@ -45,9 +45,8 @@ struct Shared {
     config: ReplayConfig,
     feed: Feed,
     lanes: Arc<Lanes>,
-    live: Live,
-    stats: Vec<Mutex<WorkerStats>>,
-    endpoints: EndpointTable,
+    sent: Sent,
+    shards: Shards,
     start: Instant,
     start_wall: SystemTime,
     results: Option<mpsc::Sender<Exchange>>,
@@ -81,6 +80,7 @@ impl Replay {
         live: Option<Arc<AtomicBool>>,
     ) -> Result<Replay, ReplayError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.unwrap_or_else(cores).max(1))
             .enable_all()
             .thread_name("reprise-replay")
             .build()
@@ -122,11 +122,8 @@ impl Replay {
             target: config.target.url(),
             feed: Feed::default(),
             lanes,
-            live: Live::default(),
-            stats: (0..concurrency)
-                .map(|_| Mutex::new(WorkerStats::default()))
-                .collect(),
-            endpoints: EndpointTable::default(),
+            sent: Sent::default(),
+            shards: Shards::new(concurrency.min(2 * cores())),
             start: Instant::now(),
             start_wall: SystemTime::now(),
             results: results_tx,
@@ -193,15 +190,14 @@ impl Replay {
 
     /// Counters so far, for a progress display.
     pub fn progress(&self) -> Progress {
-        let mut merged = WorkerStats::default();
-        for stats in &self.shared.stats {
-            merged.merge(&stats.lock().unwrap_or_else(PoisonError::into_inner));
-        }
+        let merged = self.shared.shards.merged().stats;
+        let finished: u64 = merged.outcomes.values().sum();
+        let ok = merged.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
         Progress {
             elapsed: self.shared.start.elapsed(),
-            sent: self.shared.live.sent.load(Ordering::Relaxed),
-            ok: self.shared.live.ok.load(Ordering::Relaxed),
-            failed: self.shared.live.failed.load(Ordering::Relaxed),
+            sent: self.shared.sent.get(),
+            ok,
+            failed: finished - ok,
             p99_us: merged.scheduled.value_at_quantile(0.99),
         }
     }
@@ -235,11 +231,7 @@ impl Replay {
             live.store(true, Ordering::SeqCst);
         }
         let read = reader.join().unwrap_or_default();
-        let mut merged = WorkerStats::default();
-        for stats in &shared.stats {
-            merged.merge(&stats.lock().unwrap_or_else(PoisonError::into_inner));
-        }
-        let endpoints = shared.endpoints.take();
+        let merged = shared.shards.merged();
         let target = shared.target.clone();
         // The workers are done: the last sender of results goes with them.
         drop(shared);
@@ -256,7 +248,12 @@ impl Replay {
             return Err(error.into());
         }
         Ok(Report::new(
-            target, elapsed, merged, endpoints, read, written,
+            target,
+            elapsed,
+            merged.stats,
+            merged.endpoints,
+            read,
+            written,
         ))
     }
 }
@@ -316,6 +313,10 @@ pub fn plan(
     Ok(RecordingReport::of(read))
 }
 
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
 async fn resolve(config: &ReplayConfig) -> Result<Vec<SocketAddr>, ReplayError> {
     let host = config.target.host.clone();
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), config.target.port))
@@ -353,19 +354,31 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         messages: shared.results.is_some(),
     };
     while let Some(Job { call, due }) = shared.feed.next().await {
-        let scheduled = match due {
-            Some(due) => {
-                let at = shared.start + due;
-                if config.duration.is_some_and(|d| due >= d) {
-                    continue;
-                }
+        // Latency "from due" counts the time a call waited for a free
+        // worker: that wait is the target's doing. A worker that took the
+        // call early and slept until its due time sends it when the timer
+        // fires (the timer's granularity is a millisecond); that lateness
+        // is the replayer's own, so the call counts from its send.
+        let due_at = due.map(|due| shared.start + due);
+        if let (Some(due), Some(limit)) = (due, config.duration)
+            && due >= limit
+        {
+            continue;
+        }
+        let late = match due_at {
+            Some(at) if at > Instant::now() => {
                 tokio::time::sleep_until(at).await;
-                at
+                false
             }
-            None => Instant::now(),
+            Some(_) => true,
+            None => false,
         };
         let sent = Instant::now();
-        shared.live.sent.fetch_add(1, Ordering::Relaxed);
+        let scheduled = match due_at {
+            Some(at) if late => at,
+            _ => sent,
+        };
+        shared.sent.one();
         let mut request = Request::new(ReplayBody::new(call.clone(), speed));
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = call.uri.clone();
@@ -393,7 +406,11 @@ async fn work(shared: Arc<Shared>, worker: usize) {
                 };
                 let example = match &outcome {
                     Outcome::Grpc(_) => answer.grpc.as_ref().map(|g| g.message.clone()),
-                    Outcome::Status(_) => Some(format!("{} {}", call.method, call.uri)),
+                    Outcome::Status(_) => Some(format!(
+                        "{status} for {} {}",
+                        call.method,
+                        call.uri.path_and_query().map_or("/", |p| p.as_str())
+                    )),
                     _ => None,
                 };
                 (outcome, Some(status), example)
@@ -405,20 +422,17 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             ),
         };
         let ok = outcome == Outcome::Ok;
-        shared.live.finished(ok);
-        shared
-            .endpoints
-            .count(call.endpoint, ok, ended.duration_since(scheduled));
-        shared.stats[worker]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .count(
+        {
+            let mut shard = shared.shards.of(worker);
+            shard.count_endpoint(call.endpoint, ok, ended.duration_since(scheduled));
+            shard.stats.count(
                 outcome,
                 status,
                 ended.duration_since(scheduled),
                 ended.duration_since(sent),
                 example.as_deref(),
             );
+        }
         if let Some(results) = &shared.results {
             let wall = |at: Instant| {
                 let since = at.duration_since(shared.start);
@@ -432,7 +446,7 @@ async fn work(shared: Arc<Shared>, worker: usize) {
                 call: &call,
                 result: &result,
                 target: &shared.target,
-                scheduled_at_ns: wall(scheduled),
+                scheduled_at_ns: wall(due_at.unwrap_or(sent)),
                 sent_at_ns: wall(sent),
                 duration_ns: crate::client::nanos(ended.duration_since(sent)),
             }

@@ -1,6 +1,7 @@
-//! Latency and outcome accounting. Each worker counts into its own
-//! [`WorkerStats`] (a lock nobody else takes, but the progress display
-//! once a tick); endpoints are counted in one shared table.
+//! Latency and outcome accounting. Workers count into a few [`Shard`]s
+//! (about two per core, each behind a lock the progress display takes
+//! once a second), so that neither the locks nor the histograms grow with
+//! the concurrency.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,22 +14,34 @@ use reprise_model::ErrorKind;
 /// Latencies are counted in microseconds, up to an hour.
 const HIGHEST_US: u64 = 3_600_000_000;
 
-/// A latency histogram (µs).
+/// A latency histogram (µs) that starts small and grows to the largest
+/// latency recorded.
 pub fn histogram(significant: u8) -> Histogram<u64> {
-    // Bounds are constants that hdrhistogram accepts.
-    Histogram::new_with_bounds(1, HIGHEST_US, significant).unwrap_or_else(|_| {
-        Histogram::new(significant.min(5)).unwrap_or_else(|_| unreachable_histogram())
-    })
+    let mut h = Histogram::new_with_bounds(1, 2, significant.clamp(1, 5))
+        .unwrap_or_else(|_| fallback_histogram());
+    h.auto(true);
+    h
 }
 
 #[allow(clippy::expect_used)]
-fn unreachable_histogram() -> Histogram<u64> {
+fn fallback_histogram() -> Histogram<u64> {
+    // 1 to 2 with 1..=5 significant digits is always valid: never reached.
     Histogram::new(3).expect("3 significant digits is a valid histogram")
 }
 
-/// Microseconds of a duration, at least 1.
+/// Records a latency, growing the histogram as needed.
+fn record(h: &mut Histogram<u64>, latency: Duration) {
+    let us = micros(latency);
+    if h.record(us).is_err() {
+        h.saturating_record(us);
+    }
+}
+
+/// Microseconds of a duration, at least 1, at most an hour.
 pub fn micros(d: Duration) -> u64 {
-    u64::try_from(d.as_micros()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(d.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, HIGHEST_US)
 }
 
 /// How one call ended.
@@ -133,8 +146,8 @@ impl WorkerStats {
         sent: Duration,
         example: Option<&str>,
     ) {
-        self.scheduled.saturating_record(micros(scheduled));
-        self.sent.saturating_record(micros(sent));
+        record(&mut self.scheduled, scheduled);
+        record(&mut self.sent, sent);
         if let Some(status) = status {
             let class = usize::from(status / 100);
             self.classes[if (1..=5).contains(&class) { class } else { 0 }] += 1;
@@ -165,12 +178,6 @@ impl WorkerStats {
     }
 }
 
-/// Per-endpoint counts, shared by the workers.
-#[derive(Debug, Default)]
-pub struct EndpointTable {
-    rows: Mutex<Vec<EndpointRow>>,
-}
-
 /// One endpoint's counts.
 #[derive(Debug)]
 pub struct EndpointRow {
@@ -182,47 +189,129 @@ pub struct EndpointRow {
     pub latency: Histogram<u64>,
 }
 
-impl EndpointTable {
-    /// Counts a call to endpoint `index`.
-    pub fn count(&self, index: usize, ok: bool, scheduled: Duration) {
-        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
-        while rows.len() <= index {
-            rows.push(EndpointRow {
-                calls: 0,
-                ok: 0,
-                latency: histogram(2),
-            });
+impl EndpointRow {
+    fn new() -> Self {
+        EndpointRow {
+            calls: 0,
+            ok: 0,
+            latency: histogram(2),
         }
-        let row = &mut rows[index];
+    }
+
+    fn merge(&mut self, other: &EndpointRow) {
+        self.calls += other.calls;
+        self.ok += other.ok;
+        let _ = self.latency.add(&other.latency);
+    }
+}
+
+/// The counts of a group of workers, behind one lock: a worker takes it
+/// once per call; the progress display once a second.
+#[derive(Debug, Default)]
+pub struct Shard {
+    /// Latency and outcomes.
+    pub stats: WorkerStats,
+    /// Per endpoint, by endpoint index.
+    pub endpoints: Vec<EndpointRow>,
+}
+
+impl Shard {
+    /// Counts a call to endpoint `index`.
+    pub fn count_endpoint(&mut self, index: usize, ok: bool, scheduled: Duration) {
+        while self.endpoints.len() <= index {
+            self.endpoints.push(EndpointRow::new());
+        }
+        let row = &mut self.endpoints[index];
         row.calls += 1;
         row.ok += u64::from(ok);
-        row.latency.saturating_record(micros(scheduled));
+        record(&mut row.latency, scheduled);
     }
 
-    /// Takes the rows out.
-    pub fn take(&self) -> Vec<EndpointRow> {
-        std::mem::take(&mut *self.rows.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-/// Counters the progress display reads without locks.
-#[derive(Debug, Default)]
-pub struct Live {
-    /// Calls sent so far.
-    pub sent: AtomicU64,
-    /// Calls finished ok.
-    pub ok: AtomicU64,
-    /// Calls finished otherwise.
-    pub failed: AtomicU64,
-}
-
-impl Live {
-    /// Counts a finished call.
-    pub fn finished(&self, ok: bool) {
-        if ok {
-            self.ok.fetch_add(1, Ordering::Relaxed);
-        } else {
-            self.failed.fetch_add(1, Ordering::Relaxed);
+    /// Adds `other`'s counts to these.
+    pub fn merge(&mut self, other: &Shard) {
+        self.stats.merge(&other.stats);
+        while self.endpoints.len() < other.endpoints.len() {
+            self.endpoints.push(EndpointRow::new());
         }
+        for (mine, theirs) in self.endpoints.iter_mut().zip(&other.endpoints) {
+            mine.merge(theirs);
+        }
+    }
+}
+
+/// The shards of a replay.
+#[derive(Debug)]
+pub struct Shards(Vec<Mutex<Shard>>);
+
+impl Shards {
+    /// `n` shards (at least one).
+    pub fn new(n: usize) -> Self {
+        Shards((0..n.max(1)).map(|_| Mutex::new(Shard::default())).collect())
+    }
+
+    /// The shard worker `worker` counts into.
+    pub fn of(&self, worker: usize) -> std::sync::MutexGuard<'_, Shard> {
+        self.0[worker % self.0.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// All counts so far, merged.
+    pub fn merged(&self) -> Shard {
+        let mut all = Shard::default();
+        for shard in &self.0 {
+            all.merge(&shard.lock().unwrap_or_else(PoisonError::into_inner));
+        }
+        all
+    }
+}
+
+/// Calls sent so far, read by the progress display without a lock.
+#[derive(Debug, Default)]
+pub struct Sent(AtomicU64);
+
+impl Sent {
+    /// Counts a call leaving.
+    pub fn one(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Calls sent so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_grow_to_the_latencies_recorded() {
+        let mut shard = Shard::default();
+        for ms in [1, 10, 100, 2_000] {
+            let d = Duration::from_millis(ms);
+            shard.stats.count(Outcome::Ok, Some(200), d, d, None);
+            shard.count_endpoint(3, true, d);
+        }
+        let h = &shard.stats.scheduled;
+        assert_eq!(h.len(), 4);
+        assert!((1_990_000..=2_010_000).contains(&h.max()), "{}", h.max());
+        assert!((9_900..=10_100).contains(&h.value_at_quantile(0.5)));
+        assert_eq!(shard.endpoints.len(), 4);
+        assert!(shard.endpoints[3].latency.max() >= 1_980_000);
+        let mut all = Shard::default();
+        all.merge(&shard);
+        all.merge(&shard);
+        assert_eq!(all.stats.outcomes[&Outcome::Ok], 8);
+        assert_eq!(all.endpoints[3].calls, 8);
+    }
+
+    #[test]
+    fn outcome_labels() {
+        assert_eq!(Outcome::Grpc(14).label(), "grpc UNAVAILABLE");
+        assert_eq!(Outcome::Grpc(99).label(), "grpc 99");
+        assert_eq!(Outcome::Status(5).label(), "5xx");
+        assert_eq!(Outcome::Failed(ErrorKind::Connect).label(), "connect");
     }
 }

@@ -37,6 +37,10 @@ pub(crate) fn config(args: &ReplayArgs) -> anyhow::Result<ReplayConfig> {
         bail!("--concurrency must be at least 1");
     }
     config.concurrency = args.concurrency;
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    config.threads = args.threads;
     if args.connections == Some(0) {
         bail!("--connections must be at least 1");
     }

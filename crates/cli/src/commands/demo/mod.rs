@@ -1,7 +1,8 @@
 //! `reprise demo`: the main job on embedded defaults. It starts a sample
-//! service, records traffic to it through the recording proxy, and shows
-//! what the tape holds; then it imports the sample HAR shipped in the
-//! binary. Nothing outside the process is needed.
+//! service, records traffic to it through the recording proxy, shows what
+//! the tape holds, and replays it against a second copy of the service;
+//! then it imports the sample HAR shipped in the binary. Nothing outside
+//! the process is needed.
 
 mod shop;
 
@@ -17,6 +18,7 @@ use reprise_capture::{ProxyConfig, Upstream};
 use reprise_inspect::{LsOptions, ShowOptions, StatsOptions};
 use reprise_model::Sink;
 use reprise_model::redact::Redactor;
+use reprise_replay::{Opener, Replay, ReplayConfig, Target};
 use reprise_tape::{TapeReader, TapeWriter, WriterOptions};
 
 use crate::Outcome;
@@ -77,6 +79,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
         reprise_inspect::show(&mut TapeReader::open(&tape)?, &id, &mut out, &options)?;
     }
 
+    let replayed = dir.join("replayed.tape");
+    remove_old(&replayed)?;
+    replay(&tape, &replayed, &mut out)?;
+
     let har = dir.join("httpbin.har");
     let imported = dir.join("httpbin.tape");
     remove_old(&imported)?;
@@ -111,6 +117,46 @@ fn remove_old(path: &Path) -> anyhow::Result<()> {
         std::fs::remove_file(path)
             .with_context(|| format!("{}: cannot replace", path.display()))?;
     }
+    Ok(())
+}
+
+/// Starts a second copy of the shop (the build under test) and replays the
+/// recording against it, writing the results to `results`.
+fn replay(tape: &Path, results: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shop = runtime
+        .block_on(shop::start())
+        .context("cannot start the second sample service")?;
+    let target = format!("http://{shop}");
+    writeln!(
+        out,
+        "\n== a second copy of the shop (the build to test) listening on {target}"
+    )?;
+    writeln!(
+        out,
+        "== reprise replay {} --target {target} --out {}",
+        tape.display(),
+        results.display()
+    )?;
+    let config = ReplayConfig::new(Target::parse(&target)?);
+    let path = tape.to_path_buf();
+    let opener: Opener = Box::new(move || {
+        TapeReader::open(&path)
+            .map(|reader| Box::new(reader) as Box<dyn reprise_model::Source>)
+            .map_err(|e| reprise_model::StoreError::failed(path.display().to_string(), e.to_string()))
+    });
+    let sink = TapeWriter::create(results, WriterOptions::default())?;
+    let report = Replay::start(config, opener, Some(Box::new(sink)), None)?.wait()?;
+    report.render(out)?;
+    writeln!(
+        out,
+        "   (each replayed exchange in {} names the recorded one it replays; comparing them is the next issue)",
+        results.display()
+    )?;
     Ok(())
 }
 
