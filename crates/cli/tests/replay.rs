@@ -87,6 +87,18 @@ fn reprise_bounded(args: &[&str], limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// A child process killed if the test fails before it ends.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// `reprise replay TAPE --target URL ARGS...` from async tests.
 async fn replay(tape: &Path, target: &str, args: &[&str]) -> Output {
     let mut all = vec![
@@ -449,6 +461,8 @@ async fn grpc_unary_and_streaming_calls_replay_message_by_message() {
     assert_success(&out);
     let received = target.received();
     assert_eq!(received.len(), 5);
+    // HTTP/2 calls share one connection (32 in flight, 100 per connection).
+    assert_eq!(target.connections(), 1);
     for recorded in &recorded {
         let got = arrival(&received, recorded);
         assert_eq!(got.version, http::Version::HTTP_2);
@@ -516,13 +530,15 @@ async fn rate_is_kept_within_one_percent_against_nginx() {
             "--loop",
             "--duration",
             "10s",
-            "-q",
             "--json",
             s(&report),
         ],
     )
     .await;
     assert_success(&out);
+    // stderr is not a terminal: a plain progress line every 5 s.
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("reprise: 5s  sent 2"), "{stderr}");
     let report = json(&report);
     // Calls due in the first 10 s at 500/s: exactly 5000, all sent.
     assert_eq!(report["calls"], 5000, "{report}");
@@ -563,12 +579,14 @@ async fn a_slow_target_shows_as_latency_from_the_due_time() {
             "--limit",
             "40",
             "--loop",
+            "-q",
             "--json",
             s(&report),
         ],
     )
     .await;
     assert_success(&out);
+    assert!(out.stderr.is_empty(), "--quiet: {}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("from due") && stdout.contains("from send"),
@@ -623,6 +641,13 @@ async fn dry_run_prints_the_calls_and_sends_nothing() {
         "{stdout}"
     );
     assert!(stdout.contains("2 calls would be sent"), "{stdout}");
+    // The time window of the recording: only the first call is before T0 + 300 ms.
+    let until = (T0 + 300 * MS).to_string();
+    let out = replay(&tape, &target.url(), &["--dry-run", "--until", &until]).await;
+    assert_success(&out);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1 calls would be sent"), "{stdout}");
+    assert!(!stdout.contains("POST"), "{stdout}");
     assert!(target.received().is_empty());
     assert_eq!(target.connections(), 0);
 }
@@ -683,20 +708,22 @@ async fn follow_replays_a_tape_while_it_is_written() {
         .write(&exchange(Protocol::Http11, "GET", "/first", &[], b"", 0))
         .unwrap();
     writer.sync().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
-        .args([
-            "replay",
-            s(&tape),
-            "--target",
-            &target.url(),
-            "--follow",
-            "--speed",
-            "1000",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut running = Running(Some(
+        Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args([
+                "replay",
+                s(&tape),
+                "--target",
+                &target.url(),
+                "--follow",
+                "--speed",
+                "1000",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
     let wait_for = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(20);
         while target.received().len() < n {
@@ -717,6 +744,7 @@ async fn follow_replays_a_tape_while_it_is_written() {
         writer.sync().unwrap();
     }
     wait_for(3);
+    let child = running.0.as_mut().unwrap();
     let status = Command::new("sh")
         .args(["-c", &format!("kill -INT {}", child.id())])
         .status()
@@ -727,7 +755,7 @@ async fn follow_replays_a_tape_while_it_is_written() {
         assert!(Instant::now() < deadline, "replay --follow stops on SIGINT");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let out = child.wait_with_output().unwrap();
+    let out = running.0.take().unwrap().wait_with_output().unwrap();
     assert_success(&out);
     assert!(
         text(&out.stdout).contains("replay: 3 calls"),
@@ -865,6 +893,21 @@ async fn bad_targets_and_bad_input_get_clear_errors_or_counted_failures() {
         );
         assert!(text(&out.stderr).contains("no call reached"));
     }
+
+    // A target slower than --timeout.
+    let slow = Target::start(Behaviour::Delay(Duration::from_secs(3))).await;
+    let started = Instant::now();
+    let out = replay(&tape, &slow.url(), &["--timeout", "300ms"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stdout).contains("2 timeout"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the timeout cut the calls short"
+    );
 
     // Recordings with nothing to replay, or that are not recordings.
     let target = Target::start(Behaviour::Ok).await;

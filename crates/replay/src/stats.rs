@@ -246,7 +246,11 @@ pub struct Shards(Vec<Mutex<Shard>>);
 impl Shards {
     /// `n` shards (at least one).
     pub fn new(n: usize) -> Self {
-        Shards((0..n.max(1)).map(|_| Mutex::new(Shard::default())).collect())
+        Shards(
+            (0..n.max(1))
+                .map(|_| Mutex::new(Shard::default()))
+                .collect(),
+        )
     }
 
     /// The shard worker `worker` counts into.

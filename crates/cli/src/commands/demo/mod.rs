@@ -147,7 +147,9 @@ fn replay(tape: &Path, results: &Path, out: &mut impl Write) -> anyhow::Result<(
     let opener: Opener = Box::new(move || {
         TapeReader::open(&path)
             .map(|reader| Box::new(reader) as Box<dyn reprise_model::Source>)
-            .map_err(|e| reprise_model::StoreError::failed(path.display().to_string(), e.to_string()))
+            .map_err(|e| {
+                reprise_model::StoreError::failed(path.display().to_string(), e.to_string())
+            })
     });
     let sink = TapeWriter::create(results, WriterOptions::default())?;
     let report = Replay::start(config, opener, Some(Box::new(sink)), None)?.wait()?;
