@@ -1,6 +1,8 @@
-//! The replay engine: a reader thread feeding workers on a tokio runtime,
-//! each worker sending one call at a time at its due time, and a writer
-//! thread for the results. It produces a [`Report`] and live counters;
+//! The replay engine: a reader thread feeding workers, each sending one
+//! call at a time at its due time, and a writer thread for the results.
+//! The workers run on one single-threaded tokio runtime per sending
+//! thread (thread per core): a worker, its connections' tasks and its
+//! timers stay on one thread, so a call never wakes another thread. It produces a [`Report`] and live counters;
 //! what is printed is the caller's business.
 
 use std::net::SocketAddr;
@@ -31,12 +33,13 @@ const RESULTS_QUEUE: usize = 4096;
 
 /// A replay under way.
 pub struct Replay {
-    runtime: tokio::runtime::Runtime,
     shared: Arc<Shared>,
     reader: JoinHandle<ReadReport>,
     writer: Option<JoinHandle<Result<u64, StoreError>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
+    senders: Vec<JoinHandle<()>>,
+    control: JoinHandle<()>,
     stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
     live: Option<Arc<AtomicBool>>,
 }
 
@@ -79,13 +82,17 @@ impl Replay {
         results: Option<Box<dyn Sink>>,
         live: Option<Arc<AtomicBool>>,
     ) -> Result<Replay, ReplayError> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(config.threads.unwrap_or_else(cores).max(1))
-            .enable_all()
-            .thread_name("reprise-replay")
-            .build()
+        let concurrency = config.concurrency.max(1);
+        let threads = config.threads.unwrap_or_else(cores).clamp(1, concurrency);
+        let runtimes = (0..threads)
+            .map(|_| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            })
+            .collect::<Result<Vec<_>, _>>()
             .map_err(ReplayError::Start)?;
-        let addrs = runtime.block_on(resolve(&config))?;
+        let addrs = runtimes[0].block_on(resolve(&config))?;
         let tls = if config.target.tls {
             let trust = match &config.trust {
                 TrustChoice::System => reprise_net::tls::Trust::System,
@@ -105,7 +112,6 @@ impl Replay {
             config.h1_connections(),
             config.h2_connections(),
         ));
-        let concurrency = config.concurrency.max(1);
         let (results_tx, writer) = match results {
             Some(sink) => {
                 let (tx, rx) = mpsc::channel(RESULTS_QUEUE);
@@ -123,7 +129,7 @@ impl Replay {
             feed: Feed::default(),
             lanes,
             sent: Sent::default(),
-            shards: Shards::new(concurrency.min(2 * cores())),
+            shards: Shards::new(threads),
             start: Instant::now(),
             start_wall: SystemTime::now(),
             results: results_tx,
@@ -150,33 +156,54 @@ impl Replay {
             .name("reprise-reader".into())
             .spawn(move || reader.run(&feed_owner.feed))
             .map_err(ReplayError::Start)?;
-        let workers = (0..concurrency)
-            .map(|worker| runtime.spawn(work(shared.clone(), worker)))
-            .collect();
-        if let Some(duration) = shared.config.duration {
+        // Worker w runs on thread w % threads and counts into shard
+        // w % threads: each thread has its shard to itself.
+        let mut senders = Vec::with_capacity(threads);
+        for (thread, runtime) in runtimes.into_iter().enumerate() {
             let shared = shared.clone();
-            runtime.spawn(async move {
-                tokio::time::sleep_until(shared.start + duration).await;
-                shared.feed.stop();
-            });
+            let sender = std::thread::Builder::new()
+                .name(format!("reprise-send-{thread}"))
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let mut workers = tokio::task::JoinSet::new();
+                        for worker in (thread..concurrency).step_by(threads) {
+                            workers.spawn(work(shared.clone(), worker));
+                        }
+                        while workers.join_next().await.is_some() {}
+                    });
+                })
+                .map_err(ReplayError::Start)?;
+            senders.push(sender);
         }
-        {
-            let shared = shared.clone();
-            let stop = stop.clone();
-            runtime.spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                shared.feed.stop();
-            });
-        }
+        let done = Arc::new(AtomicBool::new(false));
+        let control = {
+            let (shared, stop, done) = (shared.clone(), stop.clone(), done.clone());
+            let deadline = shared
+                .config
+                .duration
+                .map(|d| shared.start.into_std() + d);
+            std::thread::Builder::new()
+                .name("reprise-control".into())
+                .spawn(move || {
+                    while !done.load(Ordering::Relaxed) {
+                        let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+                        if late || stop.load(Ordering::Relaxed) {
+                            shared.feed.stop();
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                })
+                .map_err(ReplayError::Start)?
+        };
         Ok(Replay {
-            runtime,
             shared,
             reader,
             writer,
-            workers,
+            senders,
+            control,
             stop,
+            done,
             live,
         })
     }
@@ -204,28 +231,27 @@ impl Replay {
 
     /// Whether every call has been sent and answered.
     pub fn is_finished(&self) -> bool {
-        self.workers
-            .iter()
-            .all(tokio::task::JoinHandle::is_finished)
+        self.senders.iter().all(JoinHandle::is_finished)
     }
 
     /// Waits for the replay to end and reports on it.
     pub fn wait(self) -> Result<Report, ReplayError> {
         let Replay {
-            runtime,
             shared,
             reader,
             writer,
-            workers,
+            senders,
+            control,
             stop,
+            done,
             live,
         } = self;
-        runtime.block_on(async {
-            for worker in workers {
-                let _ = worker.await;
-            }
-        });
+        for sender in senders {
+            let _ = sender.join();
+        }
         let elapsed = shared.start.elapsed();
+        done.store(true, Ordering::SeqCst);
+        let _ = control.join();
         stop.store(true, Ordering::SeqCst);
         if let Some(live) = &live {
             live.store(true, Ordering::SeqCst);
@@ -243,7 +269,6 @@ impl Replay {
             ),
             None => None,
         };
-        runtime.shutdown_timeout(Duration::from_secs(1));
         if let Some(error) = read.error {
             return Err(error.into());
         }
