@@ -1021,3 +1021,33 @@ fn the_recorded_authority_never_decides_where_calls_go() {
     assert!(stdout.contains("host: 127.0.0.1:9"), "{stdout}");
     assert!(!stdout.contains("evil.example"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_goreplay_capture_replays_call_for_call() {
+    // 101 real requests captured by GoReplay (../shared/fixtures), read on
+    // the fly and replayed with their original 8.6 minutes squeezed.
+    let gor = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
+    let target = Target::start(Behaviour::Ok).await;
+    let out = replay(&gor, &target.url(), &["--rate", "1000"]).await;
+    assert_success(&out);
+    let recorded: Vec<Exchange> = {
+        let mut sink = reprise_model::MemorySink::new();
+        reprise_interop::import_path(&gor, &mut sink).unwrap();
+        sink.exchanges()
+    };
+    assert_eq!(recorded.len(), 101);
+    let received = target.received();
+    assert_eq!(received.len(), 101);
+    for exchange in &recorded {
+        let got = arrival(&received, exchange);
+        let request = exchange.request.as_ref().unwrap();
+        assert_eq!(got.method, request.method);
+        assert_eq!(got.path, request.path);
+        assert_eq!(
+            got.authority.as_deref(),
+            Some(target.addr.to_string().as_str())
+        );
+        assert_headers_kept(exchange, got);
+    }
+}

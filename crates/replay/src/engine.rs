@@ -178,10 +178,7 @@ impl Replay {
         let done = Arc::new(AtomicBool::new(false));
         let control = {
             let (shared, stop, done) = (shared.clone(), stop.clone(), done.clone());
-            let deadline = shared
-                .config
-                .duration
-                .map(|d| shared.start.into_std() + d);
+            let deadline = shared.config.duration.map(|d| shared.start.into_std() + d);
             std::thread::Builder::new()
                 .name("reprise-control".into())
                 .spawn(move || {
