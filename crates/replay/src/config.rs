@@ -21,7 +21,8 @@ pub struct ReplayConfig {
     /// Calls in flight at most (default 32).
     pub concurrency: usize,
     /// Connections per protocol; `None`: one per concurrent call on
-    /// HTTP/1.1, one per 100 concurrent calls on HTTP/2.
+    /// HTTP/1.1; on HTTP/2 one per 100 concurrent calls and at least one
+    /// per sending thread.
     pub connections: Option<usize>,
     /// Which protocol calls are sent in.
     pub protocol: ProtocolChoice,
@@ -73,10 +74,12 @@ impl ReplayConfig {
             .clamp(1, self.concurrency.max(1))
     }
 
-    /// HTTP/2 connections: one per 100 calls in flight unless set.
-    pub(crate) fn h2_connections(&self) -> usize {
+    /// HTTP/2 connections: unless set, one per 100 calls in flight, and
+    /// at least one per sending thread (a connection is driven by the
+    /// thread that opened it).
+    pub(crate) fn h2_connections(&self, threads: usize) -> usize {
         self.connections
-            .unwrap_or_else(|| self.concurrency.div_ceil(100))
+            .unwrap_or_else(|| self.concurrency.div_ceil(100).max(threads))
             .clamp(1, self.concurrency.max(1))
     }
 }
@@ -282,8 +285,11 @@ mod tests {
     fn connection_counts() {
         let mut c = ReplayConfig::new(Target::parse("http://x").unwrap());
         c.concurrency = 250;
-        assert_eq!((c.h1_connections(), c.h2_connections()), (250, 3));
+        assert_eq!((c.h1_connections(), c.h2_connections(2)), (250, 3));
+        assert_eq!(c.h2_connections(4), 4);
         c.connections = Some(4);
-        assert_eq!((c.h1_connections(), c.h2_connections()), (4, 4));
+        assert_eq!((c.h1_connections(), c.h2_connections(2)), (4, 4));
+        c.concurrency = 1;
+        assert_eq!(c.h2_connections(2), 1);
     }
 }

@@ -110,7 +110,7 @@ impl Replay {
         let lanes = Arc::new(Lanes::new(
             connector,
             config.h1_connections(),
-            config.h2_connections(),
+            config.h2_connections(threads),
         ));
         let (results_tx, writer) = match results {
             Some(sink) => {
