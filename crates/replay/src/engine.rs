@@ -447,6 +447,9 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         {
             let mut shard = shared.shards.of(worker);
             shard.count_endpoint(call.endpoint, ok, ended.duration_since(scheduled));
+            if let Some(at) = due_at {
+                crate::stats::record(&mut shard.stats.lag, sent.saturating_duration_since(at));
+            }
             shard.stats.count(
                 outcome,
                 status,

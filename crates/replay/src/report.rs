@@ -72,6 +72,9 @@ pub struct Latency {
     pub from_due: Percentiles,
     /// From the time the call actually left.
     pub from_send: Percentiles,
+    /// How long after its due time each call left (the replayer's timer
+    /// and any wait for a free worker); absent with `--max`.
+    pub send_lag: Option<Percentiles>,
 }
 
 /// One endpoint's figures.
@@ -220,6 +223,7 @@ impl Report {
             latency: Latency {
                 from_due: Percentiles::of(&stats.scheduled),
                 from_send: Percentiles::of(&stats.sent),
+                send_lag: (!stats.lag.is_empty()).then(|| Percentiles::of(&stats.lag)),
             },
             endpoints: endpoint_reports,
             recording: RecordingReport::of(read),
@@ -286,6 +290,15 @@ impl Report {
                 out,
                 "  (\"from due\" counts the wait for a free connection: the gap between the rows is queueing the target caused)"
             )?;
+            if let Some(lag) = &self.latency.send_lag {
+                writeln!(
+                    out,
+                    "schedule: calls left {} (p50), {} (p99), {} (max) after their due time",
+                    micros(lag.p50_us),
+                    micros(lag.p99_us),
+                    micros(lag.max_us)
+                )?;
+            }
             let width = self
                 .endpoints
                 .iter()

@@ -30,7 +30,7 @@ fn fallback_histogram() -> Histogram<u64> {
 }
 
 /// Records a latency, growing the histogram as needed.
-fn record(h: &mut Histogram<u64>, latency: Duration) {
+pub fn record(h: &mut Histogram<u64>, latency: Duration) {
     let us = micros(latency);
     if h.record(us).is_err() {
         h.saturating_record(us);
@@ -116,6 +116,8 @@ pub struct WorkerStats {
     pub scheduled: Histogram<u64>,
     /// From the send to the end of the response.
     pub sent: Histogram<u64>,
+    /// From the due time to the send, for calls that had one.
+    pub lag: Histogram<u64>,
     /// Calls by outcome.
     pub outcomes: BTreeMap<Outcome, u64>,
     /// Responses by status class (1..=5; 0 for anything else).
@@ -129,6 +131,7 @@ impl Default for WorkerStats {
         WorkerStats {
             scheduled: histogram(3),
             sent: histogram(3),
+            lag: histogram(2),
             outcomes: BTreeMap::new(),
             classes: [0; 6],
             examples: BTreeMap::new(),
@@ -164,6 +167,7 @@ impl WorkerStats {
     pub fn merge(&mut self, other: &WorkerStats) {
         let _ = self.scheduled.add(&other.scheduled);
         let _ = self.sent.add(&other.sent);
+        let _ = self.lag.add(&other.lag);
         for (outcome, n) in &other.outcomes {
             *self.outcomes.entry(outcome.clone()).or_default() += n;
         }

@@ -204,6 +204,9 @@ fn dry_run(
             call.body.len() + call.messages.iter().map(|(_, m)| m.len()).sum::<usize>();
         let mut write = || -> std::io::Result<()> {
             writeln!(out, "{due:>10}  {} {url}  {wire}, {body} B", call.method)?;
+            if let Some(authority) = call.uri.authority() {
+                writeln!(out, "            :authority: {authority}")?;
+            }
             for (name, value) in &call.headers {
                 writeln!(
                     out,
