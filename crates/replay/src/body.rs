@@ -21,9 +21,9 @@ pub struct ReplayBody {
     /// Next part to send: 0 is the body (or the first message).
     next: usize,
     trailers_sent: bool,
-    /// When the call started, and how recorded offsets scale (`None`:
-    /// messages go out back to back).
-    start: Instant,
+    /// When the call started (taken when the first message is due), and
+    /// how recorded offsets scale (`None`: messages go out back to back).
+    start: Option<Instant>,
     speed: Option<f64>,
     sleep: Option<Pin<Box<Sleep>>>,
 }
@@ -35,7 +35,7 @@ impl ReplayBody {
             call,
             next: 0,
             trailers_sent: false,
-            start: Instant::now(),
+            start: None,
             speed,
             sleep: None,
         }
@@ -65,8 +65,9 @@ impl Body for ReplayBody {
                 return Poll::Ready(Some(Ok(Frame::data(this.call.body.clone()))));
             }
             let (offset_ns, message) = &this.call.messages[this.next];
+            let start = *this.start.get_or_insert_with(Instant::now);
             if let Some(speed) = this.speed {
-                let due = this.start + Duration::from_nanos((*offset_ns as f64 / speed) as u64);
+                let due = start + Duration::from_nanos((*offset_ns as f64 / speed) as u64);
                 if due > Instant::now() {
                     let sleep = this
                         .sleep

@@ -28,6 +28,9 @@ use crate::results::Finished;
 use crate::schedule::{Pacing, ReplaySchedule};
 use crate::stats::{Outcome, Sent, Shards};
 
+/// Calls due at once that a worker takes from the feed in one go.
+const LOCAL_JOBS: usize = 8;
+
 /// Results waiting for the writer thread.
 const RESULTS_QUEUE: usize = 4096;
 
@@ -375,7 +378,17 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         },
         messages: shared.results.is_some(),
     };
-    while let Some(Job { call, due }) = shared.feed.next().await {
+    let mut local = std::collections::VecDeque::with_capacity(LOCAL_JOBS);
+    loop {
+        if local.is_empty() {
+            shared.feed.take(&mut local, LOCAL_JOBS).await;
+        }
+        let Some(Job { call, due }) = local.pop_front() else {
+            break;
+        };
+        if shared.feed.is_stopped() {
+            break;
+        }
         // Latency "from due" counts the time a call waited for a free
         // worker: that wait is the target's doing. A worker that took the
         // call early and slept until its due time sends it when the timer

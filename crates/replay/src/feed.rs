@@ -57,6 +57,8 @@ pub struct Feed {
     jobs: Notify,
     /// The reader waits here for room.
     room: Condvar,
+    /// Set by [`Feed::stop`].
+    stopped: AtomicBool,
 }
 
 impl Feed {
@@ -66,23 +68,48 @@ impl Feed {
 
     /// The next job, or `None` once the feed is closed and empty.
     pub async fn next(&self) -> Option<Job> {
+        let mut one = VecDeque::with_capacity(1);
+        self.take(&mut one, 1).await;
+        one.pop_front()
+    }
+
+    /// Moves the next jobs into `local`: the next one, and with it up to
+    /// `most - 1` more when they are all due at once (`--max`), so that a
+    /// worker does not take the shared lock for every call. A job with a
+    /// due time always comes alone: the open-loop schedule needs every
+    /// free worker to be able to take it. Leaves `local` empty once the
+    /// feed is closed and empty.
+    pub async fn take(&self, local: &mut VecDeque<Job>, most: usize) {
         loop {
             let notified = self.jobs.notified();
             {
                 let mut state = self.lock();
                 if let Some(job) = state.jobs.pop_front() {
+                    let at_once = job.due.is_none();
+                    local.push_back(job);
+                    while at_once
+                        && local.len() < most
+                        && state.jobs.front().is_some_and(|j| j.due.is_none())
+                    {
+                        local.extend(state.jobs.pop_front());
+                    }
                     if state.reader_waiting && state.jobs.len() <= AHEAD / 2 {
                         state.reader_waiting = false;
                         self.room.notify_one();
                     }
-                    return Some(job);
+                    return;
                 }
                 if state.closed {
-                    return None;
+                    return;
                 }
             }
             notified.await;
         }
+    }
+
+    /// Whether the replay was stopped: jobs a worker holds are dropped.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
     }
 
     /// Hands `batch` over, waiting for room. False when the feed was
@@ -114,6 +141,7 @@ impl Feed {
 
     /// Stops the replay: queued jobs are dropped, the reader stops.
     pub fn stop(&self) {
+        self.stopped.store(true, Ordering::Relaxed);
         let mut state = self.lock();
         state.closed = true;
         state.jobs.clear();
@@ -368,5 +396,73 @@ impl Reorder {
             out.push(call.0);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProtocolChoice, Rewrites, Target};
+
+    fn job(due: Option<Duration>) -> Job {
+        let builder = CallBuilder::new(
+            Target::parse("http://127.0.0.1:9").unwrap_or_else(|e| panic!("{e}")),
+            Rewrites::default(),
+            ProtocolChoice::Recorded,
+        );
+        let exchange = Exchange {
+            request: Some(reprise_model::Request {
+                method: "GET".into(),
+                path: "/".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let call = builder
+            .build(&exchange, 0)
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        Job {
+            call: Arc::new(call),
+            due,
+        }
+    }
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+            .block_on(f)
+    }
+
+    #[test]
+    fn jobs_due_at_once_come_in_batches_and_timed_ones_alone() {
+        let feed = Feed::default();
+        let mut batch: Vec<Job> = (0..5).map(|_| job(None)).collect();
+        batch.push(job(Some(Duration::from_millis(1))));
+        batch.push(job(Some(Duration::from_millis(2))));
+        assert!(feed.push(&mut batch));
+        feed.close();
+        let mut local = VecDeque::new();
+        let mut sizes = Vec::new();
+        loop {
+            block_on(feed.take(&mut local, 3));
+            if local.is_empty() {
+                break;
+            }
+            sizes.push(local.len());
+            local.clear();
+        }
+        assert_eq!(sizes, [3, 2, 1, 1]);
+    }
+
+    #[test]
+    fn stop_drops_what_is_queued() {
+        let feed = Feed::default();
+        let mut batch: Vec<Job> = (0..4).map(|_| job(None)).collect();
+        assert!(feed.push(&mut batch));
+        feed.stop();
+        assert!(feed.is_stopped());
+        assert!(block_on(feed.next()).is_none());
+        assert!(!feed.push(&mut vec![job(None)]));
     }
 }

@@ -243,23 +243,26 @@ impl Shard {
     }
 }
 
+/// A shard's lock on a cache line of its own: threads taking their own
+/// shards never contend for one line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(Mutex<Shard>);
+
 /// The shards of a replay.
 #[derive(Debug)]
-pub struct Shards(Vec<Mutex<Shard>>);
+pub struct Shards(Vec<Padded>);
 
 impl Shards {
     /// `n` shards (at least one).
     pub fn new(n: usize) -> Self {
-        Shards(
-            (0..n.max(1))
-                .map(|_| Mutex::new(Shard::default()))
-                .collect(),
-        )
+        Shards((0..n.max(1)).map(|_| Padded::default()).collect())
     }
 
     /// The shard worker `worker` counts into.
     pub fn of(&self, worker: usize) -> std::sync::MutexGuard<'_, Shard> {
         self.0[worker % self.0.len()]
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -268,7 +271,7 @@ impl Shards {
     pub fn merged(&self) -> Shard {
         let mut all = Shard::default();
         for shard in &self.0 {
-            all.merge(&shard.lock().unwrap_or_else(PoisonError::into_inner));
+            all.merge(&shard.0.lock().unwrap_or_else(PoisonError::into_inner));
         }
         all
     }

@@ -1,0 +1,568 @@
+#!/usr/bin/env bash
+# Whole-system replay benchmark on 127.0.0.1: `reprise replay --max` against
+# nginx, side by side with the load generators people already trust.
+#
+# nginx (the same backend as bench/proxy.sh: worker_processes 1, access_log
+# off, keepalive_requests unlimited) serves a 1 KiB JSON file at /hello.json
+# on one HTTP/1.1 port and one h2c (prior knowledge) port. The recordings
+# replayed are made here: `reprise record` in front of each port, one
+# `curl -H 'User-Agent:' -H 'Accept:'` GET through it (so the recorded
+# request carries Host only, as wrk's does), then SIGTERM. Each
+# tape holds that one exchange; `--loop` replays it over and over.
+#
+# Each run measures, in one order on odd runs and the reverse on even runs:
+#   HTTP/1.1, C connections, one request in flight on each:
+#     wrk -tT -cC -dD                    vs  reprise replay --max --concurrency C
+#   h2c, N connections x M streams:
+#     h2load -tT -cN -mM -D D             vs  reprise replay --max
+#                                              --connections N --concurrency N*M
+#   and oha at the same settings when it is on the PATH (this script never
+#   installs it: `cargo install --locked oha` does).
+# T, the threads of every load generator (wrk -t, h2load -t, reprise
+# --threads), is nproc, reprise's default of one per core: each may use the
+# same cores, which it shares with nginx's one worker. Defaults C=64, N=16,
+# M=10, the counts bench/proxy.sh uses, so the two scripts' nginx figures
+# compare.
+# Then the pacing check: `reprise replay --rate 10000 --loop --duration D`
+# (HTTP/1.1), calls actually made per second against the 10,000 asked for.
+#
+# Targets: reprise >= 1.0x wrk's req/s (HTTP/1.1) and >= 1.0x h2load's
+# (h2c); --rate within 1 % of 10,000 calls/s. Missed targets are reported,
+# not failed: the exit status is non-zero only when the setup fails.
+#
+# Usage: bench/replay.sh [RUNS] [DURATION]   (defaults: 3 runs, 10 s each)
+# Environment: BENCH_CONNS (C, 64), BENCH_H2_CONNS (N, 16), BENCH_H2_STREAMS
+# (M, 10), BENCH_THREADS (T, nproc), BENCH_RATE (10000); REPRISE=PATH runs
+# that binary instead of building target/release/reprise.
+# Needs nginx, wrk and h2load (scripts/install-nginx.sh installs them), curl
+# and python3. Sends traffic only to 127.0.0.1; everything it starts is
+# stopped, and its temporary folder removed, on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+runs=${1:-3}
+duration=${2:-10}
+[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "replay.sh: RUNS must be a positive integer, not '$runs'" >&2; exit 2; }
+[[ $duration =~ ^[1-9][0-9]*$ ]] || { echo "replay.sh: DURATION must be whole seconds, not '$duration'" >&2; exit 2; }
+conns=${BENCH_CONNS:-64}
+h2_conns=${BENCH_H2_CONNS:-16}
+h2_streams=${BENCH_H2_STREAMS:-10}
+threads=${BENCH_THREADS:-$(nproc)}
+rate=${BENCH_RATE:-10000}
+for v in conns h2_conns h2_streams threads rate; do
+  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "replay.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
+done
+((threads <= conns && threads <= h2_conns)) || threads=$((conns < h2_conns ? conns : h2_conns))
+h2_concurrency=$((h2_conns * h2_streams))
+command_line="bench/replay.sh $runs $duration"
+
+nginx=/usr/sbin/nginx
+reprise=${REPRISE:-$root/target/release/reprise}
+
+say() { echo "== $*" >&2; }
+die() { echo "replay.sh: $*" >&2; exit 1; }
+
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
+scripts/install-nginx.sh
+command -v python3 >/dev/null || die "python3 is needed to pick ports and summarise results"
+command -v curl >/dev/null || die "curl is needed to make the recordings"
+if [ -z "${REPRISE:-}" ]; then
+  say "building reprise (release)"
+  cargo build --release -q -p reprise-cli
+fi
+[ -x "$reprise" ] || die "$reprise was not built"
+oha=$(command -v oha || true)
+
+# --- cleanup -----------------------------------------------------------------
+dir=
+declare -A reprise_pid=()
+nginx_pid=
+load_pid=
+# Sends SIGTERM to one reprise recorder and waits (at most 15 s) for it to
+# flush and exit; prints a warning unless it exited 0.
+stop_reprise() {
+  local name=$1 pid=${reprise_pid[$1]:-} status=0 i
+  [ -n "$pid" ] || return 0
+  unset "reprise_pid[$name]"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "replay.sh: reprise ($name) still running 15 s after SIGTERM; killing it" >&2
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  wait "$pid" 2>/dev/null || status=$?
+  if [ "$status" -ne 0 ]; then
+    echo "replay.sh: reprise ($name) exited with status $status after SIGTERM; its log:" >&2
+    tail -n 20 "$dir/$name.log" >&2 || true
+  fi
+  return "$status"
+}
+cleanup() {
+  local status=$? name i
+  set +e
+  # A load generator (or replay) interrupted mid-run: the terminal's Ctrl-C
+  # reaches it too, but a TERM sent to this script alone does not.
+  if [ -n "$load_pid" ]; then
+    kill -TERM "$load_pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do kill -0 "$load_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$load_pid" 2>/dev/null
+    wait "$load_pid" 2>/dev/null
+  fi
+  for name in "${!reprise_pid[@]}"; do stop_reprise "$name"; done
+  if [ -n "$dir" ] && [ -f "$dir/nginx.pid" ]; then
+    nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null)
+  fi
+  if [ -n "$nginx_pid" ]; then
+    kill -TERM "$nginx_pid" 2>/dev/null   # nginx's fast shutdown, as `nginx -s stop`
+    for ((i = 0; i < 100; i++)); do kill -0 "$nginx_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$nginx_pid" 2>/dev/null && kill -KILL "$nginx_pid" 2>/dev/null
+  fi
+  if [ -n "$dir" ]; then rm -rf "$dir"; fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+dir=$(mktemp -d "${TMPDIR:-/tmp}/reprise-replay-bench.XXXXXX")
+# nginx's workers may run as another user (nobody): they must reach the file.
+chmod 755 "$dir"
+mkdir -p "$dir/www" "$dir/tmp" "$dir/results"
+
+# The 1 KiB JSON body: exactly 1024 bytes.
+python3 - "$dir/www/hello.json" <<'PY'
+import json, sys
+doc = {"message": "hello from the reprise replay benchmark", "items": list(range(8)), "pad": ""}
+doc["pad"] = "x" * (1024 - len(json.dumps(doc, separators=(",", ":"))))
+text = json.dumps(doc, separators=(",", ":"))
+assert len(text) == 1024, len(text)
+open(sys.argv[1], "w").write(text)
+PY
+
+# Four free ports on 127.0.0.1, held together while chosen so they differ.
+read -r p_h1 p_h2 p_r1 p_r2 < <(python3 - <<'PY'
+import socket
+socks = []
+for _ in range(4):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    socks.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+)
+[ -n "${p_r2:-}" ] || die "could not pick free ports"
+
+# --- nginx: the target ----------------------------------------------------------
+nginx_version=$("$nginx" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
+[ -n "$nginx_version" ] || die "cannot tell nginx's version from: $("$nginx" -v 2>&1)"
+version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
+# nginx 1.25.1 made `http2 on;` the way to enable HTTP/2; older ones take
+# `http2` as a listen parameter.
+if version_at_least "$nginx_version" 1.25.1; then
+  h2_listen="listen 127.0.0.1:$p_h2;
+        http2 on;"
+else
+  h2_listen="listen 127.0.0.1:$p_h2 http2;"
+fi
+# -e (the log used before the config is read) exists from nginx 1.19.5.
+nginx_flags=(-p "$dir" -c "$dir/nginx.conf")
+if version_at_least "$nginx_version" 1.19.5; then nginx_flags+=(-e "$dir/error.log"); fi
+
+cat >"$dir/nginx.conf" <<EOF
+daemon on;
+worker_processes 1;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events {
+    worker_connections 4096;
+}
+http {
+    access_log off;
+    default_type application/json;
+    types { application/json json; }
+    client_body_temp_path $dir/tmp/client_body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    # No connection recycling after 1000 requests (nginx's default): the
+    # load generators keep their connections for the whole run.
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+
+    # HTTP/1.1
+    server {
+        listen 127.0.0.1:$p_h1;
+        root $dir/www;
+        location / { }
+    }
+    # h2c (HTTP/2 with prior knowledge)
+    server {
+        $h2_listen
+        root $dir/www;
+        location / { }
+    }
+}
+EOF
+say "starting nginx $nginx_version (HTTP/1.1 :$p_h1, h2c :$p_h2)"
+"$nginx" "${nginx_flags[@]}" -t -q || die "nginx rejected $dir/nginx.conf"
+"$nginx" "${nginx_flags[@]}" || { cat "$dir/error.log" >&2 2>/dev/null; die "nginx did not start"; }
+for ((i = 0; i < 50; i++)); do [ -s "$dir/nginx.pid" ] && break; sleep 0.1; done
+nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null) || die "nginx wrote no pid file"
+
+# Waits (at most 10 s) until nginx answers 200 for /hello.json on PORT.
+wait_nginx() {  # PORT [curl flags]
+  local port=$1 i
+  shift
+  for ((i = 0; i < 100; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "$@" "http://127.0.0.1:$port/hello.json" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  tail -n 20 "$dir/error.log" >&2 2>/dev/null || true
+  die "nginx did not answer on 127.0.0.1:$port within 10 s"
+}
+wait_nginx "$p_h1"
+wait_nginx "$p_h2" --http2-prior-knowledge
+
+# --- the recordings: one GET each -------------------------------------------------
+# NAME PORT UPSTREAM_PORT [curl flags]: starts `reprise record`, waits for its
+# "recording" line (printed once it listens: no request is spent on probing),
+# sends the one request, stops it and checks the tape holds one exchange.
+make_tape() {
+  local name=$1 port=$2 upstream=$3 i
+  shift 3
+  "$reprise" record --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$upstream" \
+    --out "$dir/$name.tape" 2>"$dir/$name.log" &
+  reprise_pid[$name]=$!
+  for ((i = 0; i < 100; i++)); do
+    grep -q '^reprise: recording ' "$dir/$name.log" 2>/dev/null && break
+    kill -0 "${reprise_pid[$name]}" 2>/dev/null \
+      || { cat "$dir/$name.log" >&2; die "reprise record ($name) exited before listening"; }
+    sleep 0.1
+  done
+  grep -q '^reprise: recording ' "$dir/$name.log" \
+    || { cat "$dir/$name.log" >&2; die "reprise record ($name) did not start within 10 s"; }
+  curl -fsS -o /dev/null --max-time 5 -H 'User-Agent:' -H 'Accept:' "$@" \
+    "http://127.0.0.1:$port/hello.json" || die "the request through reprise record ($name) failed"
+  stop_reprise "$name" || die "reprise record ($name) did not exit cleanly on SIGTERM"
+  local count
+  count=$("$reprise" ls "$dir/$name.tape" | grep -c 'hello.json' || true)
+  [ "$count" = 1 ] || die "$name.tape should hold 1 exchange, holds $count: $("$reprise" ls "$dir/$name.tape")"
+}
+say "recording one GET /hello.json over HTTP/1.1 and one over h2c"
+make_tape h1 "$p_r1" "$p_h1"
+make_tape h2 "$p_r2" "$p_h2" --http2-prior-knowledge
+# What reprise will send (the recorded request, plus its correlation headers).
+"$reprise" replay "$dir/h1.tape" --target "http://127.0.0.1:$p_h1" --dry-run >"$dir/h1.dry" \
+  || die "reprise replay --dry-run failed"
+"$reprise" replay "$dir/h2.tape" --target "http://127.0.0.1:$p_h2" --dry-run >"$dir/h2.dry" \
+  || die "reprise replay --dry-run failed"
+grep -q ' h1, 0 B$' "$dir/h1.dry" || die "h1.tape does not replay as HTTP/1.1: $(cat "$dir/h1.dry")"
+grep -q ' h2, 0 B$' "$dir/h2.dry" || die "h2.tape does not replay as HTTP/2: $(cat "$dir/h2.dry")"
+
+# --- load ---------------------------------------------------------------------------
+url_h1=http://127.0.0.1:$p_h1/hello.json
+url_h2=http://127.0.0.1:$p_h2/hello.json
+wrk_args=("-t$threads" "-c$conns" "-d${duration}s" --latency)
+h2load_args=("-t$threads" "-c$h2_conns" "-m$h2_streams" "-D$duration")
+# reprise's own thread count, when this build has the flag (its default is
+# one per core, which is also T's default).
+replay_threads=()
+if "$reprise" replay --help | grep -q -- '--threads'; then replay_threads=(--threads "$threads"); fi
+replay_h1_args=(--max --loop --concurrency "$conns" "${replay_threads[@]}")
+replay_h2_args=(--max --loop --connections "$h2_conns" --concurrency "$h2_concurrency" "${replay_threads[@]}")
+rate_args=(--rate "$rate" --loop --concurrency "$conns" "${replay_threads[@]}")
+oha_format=()
+if [ -n "$oha" ]; then
+  if "$oha" --help 2>&1 | grep -q -- '--output-format'; then
+    oha_format=(--output-format json)
+  else
+    oha_format=(-j)
+  fi
+fi
+oha_h1_args=(--no-tui -c "$conns" -z "${duration}s")
+oha_h2_args=(--no-tui --http2 -c "$h2_conns" -p "$h2_streams" -z "${duration}s")
+
+# Runs one command in the background (so that cleanup can stop it) and
+# waits for it; OUT gets its stdout, OUT.err its stderr. Never fails: the
+# summary notices missing or bad results.
+measure() {  # OUT command...
+  local out=$1 status=0
+  shift
+  "$@" >"$out" 2>"$out.err" &
+  load_pid=$!
+  wait "$load_pid" || status=$?
+  load_pid=
+  if [ "$status" -ne 0 ]; then
+    echo "replay.sh: $1 exited with status $status:" >&2
+    tail -n 5 "$out.err" >&2 || true
+  fi
+}
+# NAME RUN: one measurement.
+step() {
+  local name=$1 run=$2 base=$dir/results/$1.$2
+  say "run $run/$runs: $name"
+  case $name in
+    wrk) measure "$base.txt" wrk "${wrk_args[@]}" "$url_h1" ;;
+    reprise-h1)
+      measure "$base.txt" "$reprise" replay "$dir/h1.tape" --target "http://127.0.0.1:$p_h1" \
+        "${replay_h1_args[@]}" --duration "${duration}s" -q --json "$base.json" ;;
+    h2load)
+      measure "$base.txt" h2load "${h2load_args[@]}" --log-file="$base.log" "$url_h2" ;;
+    reprise-h2)
+      measure "$base.txt" "$reprise" replay "$dir/h2.tape" --target "http://127.0.0.1:$p_h2" \
+        "${replay_h2_args[@]}" --duration "${duration}s" -q --json "$base.json" ;;
+    oha-h1) measure "$base.json" "$oha" "${oha_h1_args[@]}" "${oha_format[@]}" "$url_h1" ;;
+    oha-h2) measure "$base.json" "$oha" "${oha_h2_args[@]}" "${oha_format[@]}" "$url_h2" ;;
+    rate)
+      measure "$base.txt" "$reprise" replay "$dir/h1.tape" --target "http://127.0.0.1:$p_h1" \
+        "${rate_args[@]}" --duration "${duration}s" -q --json "$base.json" ;;
+  esac
+}
+
+order=(wrk reprise-h1 h2load reprise-h2)
+[ -n "$oha" ] && order+=(oha-h1 oha-h2)
+say "warm-up: 1 s of each"
+wrk "-t$threads" "-c$conns" -d1s "$url_h1" >/dev/null
+h2load "-t$threads" "-c$h2_conns" "-m$h2_streams" -D1 "$url_h2" >/dev/null
+"$reprise" replay "$dir/h1.tape" --target "http://127.0.0.1:$p_h1" "${replay_h1_args[@]}" \
+  --duration 1s -q >/dev/null || die "reprise replay (HTTP/1.1) failed in the warm-up"
+"$reprise" replay "$dir/h2.tape" --target "http://127.0.0.1:$p_h2" "${replay_h2_args[@]}" \
+  --duration 1s -q >/dev/null || die "reprise replay (h2c) failed in the warm-up"
+for ((run = 1; run <= runs; run++)); do
+  if ((run % 2)); then
+    steps=("${order[@]}")
+  else
+    steps=()
+    for ((i = ${#order[@]} - 1; i >= 0; i--)); do steps+=("${order[i]}"); done
+  fi
+  for name in "${steps[@]}"; do step "$name" "$run"; done
+done
+for ((run = 1; run <= runs; run++)); do step rate "$run"; done
+
+# --- report ---------------------------------------------------------------------------
+cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
+oha_version=
+[ -n "$oha" ] && oha_version=$("$oha" --version 2>&1 | head -n 1)
+echo
+echo "## reprise replay benchmark"
+echo
+echo "- machine: $(nproc) CPUs, $(uname -srm), ${cpu:-unknown CPU}; load average at start $load_at_start (other work on the machine skews the numbers)"
+echo "- nginx $nginx_version (worker_processes 1) serving 1 KiB /hello.json; $(wrk --version 2>&1 | head -n 1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -n 1), ${oha_version:-oha: not installed (cargo install --locked oha to add it)}, reprise $("$reprise" --version | awk '{print $NF}')"
+echo "- command: \`$command_line\` ($runs runs, ${duration} s each, order reversed on even runs; medians shown)"
+echo "- HTTP/1.1: \`wrk ${wrk_args[*]} URL\` vs \`reprise replay h1.tape --target URL ${replay_h1_args[*]} --duration ${duration}s\`"
+echo "- h2c: \`h2load ${h2load_args[*]} URL\` vs \`reprise replay h2.tape --target URL ${replay_h2_args[*]} --duration ${duration}s\`"
+[ -n "$oha" ] && echo "- oha: \`oha ${oha_h1_args[*]} URL\`, \`oha ${oha_h2_args[*]} URL\`"
+echo "- pacing: \`reprise replay h1.tape --target URL ${rate_args[*]} --duration ${duration}s\`"
+echo "- threads: wrk, h2load and reprise all get $threads (reprise's default is one per core, $(nproc) here; oha uses one per core); nginx (one worker) and the load generator share the same cores"
+echo "- the recorded requests hold Host only; reprise adds its x-reprise-replay and traceparent headers to each call:"
+echo
+echo '```'
+sed 's/^/h1.tape: /' "$dir/h1.dry"
+sed 's/^/h2.tape: /' "$dir/h2.dry"
+echo '```'
+echo
+CONNS=$conns THREADS=$threads H2_CONNS=$h2_conns H2_STREAMS=$h2_streams \
+  python3 - "$dir/results" "$runs" "$rate" "$duration" "${oha:+yes}" <<'PY'
+import json, math, os, re, statistics, sys
+
+results, runs, rate, duration, have_oha = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "yes"
+UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+problems = []
+
+def path(name, run, ext):
+    return os.path.join(results, f"{name}.{run}.{ext}")
+
+def ms(text):
+    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
+    if not m:
+        raise ValueError(f"cannot read the latency {text!r}")
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+def wrk(run):
+    text = open(path("wrk", run, "txt")).read()
+    def find(pattern):
+        m = re.search(pattern, text, re.M)
+        if not m:
+            raise ValueError(f"no {pattern!r} in wrk's output:\n{text}")
+        return m.group(1)
+    errors = 0
+    m = re.search(r"^\s*Socket errors:(.*)$", text, re.M)
+    if m:
+        errors += sum(int(n) for n in re.findall(r"\d+", m.group(1)))
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    errors += int(m.group(1)) if m else 0
+    return {
+        "rps": float(find(r"^Requests/sec:\s*([0-9.]+)")),
+        "p50": ms(find(r"^\s*50%\s+(\S+)")),
+        "p99": ms(find(r"^\s*99%\s+(\S+)")),
+        "errors": errors,
+    }
+
+def h2load(run):
+    text = open(path("h2load", run, "txt")).read()
+    m = re.search(r"^finished in \S+, ([0-9.]+) req/s", text, re.M)
+    r = re.search(r"^requests: .* (\d+) failed, (\d+) errored, (\d+) timeout", text, re.M)
+    s = re.search(r"^status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if not (m and r and s):
+        raise ValueError(f"cannot read h2load's output:\n{text}")
+    times = sorted(int(line.split("\t")[2]) / 1000.0
+                   for line in open(path("h2load", run, "log")) if line.strip())
+    if not times:
+        raise ValueError("h2load's --log-file is empty")
+    pct = lambda p: times[max(0, math.ceil(p / 100.0 * len(times)) - 1)]  # nearest rank
+    return {
+        "rps": float(m.group(1)),
+        "p50": pct(50),
+        "p99": pct(99),
+        # Timing-based runs count a response or two more in "status codes"
+        # than in "done": the errors are the failures and non-2xx answers.
+        "errors": sum(int(n) for n in r.groups()) + sum(int(n) for n in s.groups()),
+    }
+
+def reprise(name):
+    def parse(run):
+        j = json.load(open(path(name, run, "json")))
+        return {
+            "rps": j["throughput"],
+            "p50": j["latency"]["from_send"]["p50_us"] / 1000.0,
+            "p99": j["latency"]["from_send"]["p99_us"] / 1000.0,
+            "due50": j["latency"]["from_due"]["p50_us"] / 1000.0,
+            "due99": j["latency"]["from_due"]["p99_us"] / 1000.0,
+            "errors": j["calls"] - j["statuses"].get("2xx", 0),
+            "calls": j["calls"], "elapsed": j["elapsed_s"],
+        }
+    return parse
+
+def oha(name):
+    def parse(run):
+        j = json.load(open(path(name, run, "json")))
+        errs = {k: n for k, n in j.get("errorDistribution", {}).items() if "deadline" not in k}
+        codes = j.get("statusCodeDistribution", {})
+        return {
+            "rps": j["summary"]["requestsPerSec"],
+            "p50": j["latencyPercentiles"]["p50"] * 1000.0,
+            "p99": j["latencyPercentiles"]["p99"] * 1000.0,
+            "errors": sum(errs.values()) + sum(n for k, n in codes.items() if not k.startswith("2")),
+        }
+    return parse
+
+def medians(label, parse):
+    per_run = {}
+    for run in range(1, runs + 1):
+        try:
+            per_run[run] = parse(run)
+        except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+            problems.append(f"{label}, run {run}: no result ({str(e).splitlines()[0]})")
+    if not per_run:
+        return None
+    rows = list(per_run.values())
+    keys = [k for k in rows[0] if k != "errors"]
+    out = {k: statistics.median(r[k] for r in rows) for k in keys}
+    out["errors"] = sum(r["errors"] for r in rows)
+    out["n"] = len(rows)
+    rps = [r["rps"] for r in rows]
+    out["spread"] = (max(rps) - min(rps)) / out["rps"] * 100 if out["rps"] else 0.0
+    out["runs"] = {run: r["rps"] for run, r in per_run.items()}
+    return out
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+def table(title, rows, base):
+    got = [(label, medians(label, parse)) for label, parse in rows]
+    ref = dict(got)[base]
+    print(f"### {title}")
+    print()
+    print(f"| load generator | req/s (median) | p50 ms | p99 ms | req/s vs {base.split()[0]} | req/s spread | errors |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for label, g in got:
+        if g is None:
+            print(f"| {label} | - | - | - | - | - | - |")
+            continue
+        ratio = g["rps"] / ref["rps"] if ref and ref["rps"] else None
+        print(f"| {label} | {g['rps']:.0f} | {g['p50']:.3f} | {g['p99']:.3f} | {fmt(ratio, '.2f')} "
+              f"| {g['spread']:.1f}% | {g['errors']} |")
+    print()
+    # The machine's other work moves every figure between runs; the ratio
+    # within one run (the two measured back to back) moves less.
+    for label, g in got:
+        if label == base or g is None or ref is None:
+            continue
+        pairs = [g["runs"][n] / ref["runs"][n] for n in sorted(g["runs"]) if ref["runs"].get(n)]
+        if pairs:
+            print(f"- {label.split(',')[0]} / {base.split()[0]}, run by run: "
+                  + ", ".join(f"{p:.2f}" for p in pairs) + f" (median {statistics.median(pairs):.2f})")
+    print()
+    return dict(got)
+
+c, t = os.environ["CONNS"], os.environ["THREADS"]
+n, m = os.environ["H2_CONNS"], os.environ["H2_STREAMS"]
+h1_rows = [(f"wrk -t{t} -c{c}", wrk), (f"reprise replay --max, {c} connections", reprise("reprise-h1"))]
+if have_oha:
+    h1_rows.append((f"oha -c {c}", oha("oha-h1")))
+h1 = table(f"HTTP/1.1, {c} connections", h1_rows, h1_rows[0][0])
+h2_rows = [(f"h2load -t{t} -c{n} -m{m}", h2load),
+           (f"reprise replay --max, {n} connections x {m} streams", reprise("reprise-h2"))]
+if have_oha:
+    h2_rows.append((f"oha --http2 -c {n} -p {m}", oha("oha-h2")))
+h2 = table(f"h2c, {n} connections x {m} streams", h2_rows, h2_rows[0][0])
+
+r = medians("reprise replay --rate", reprise("rate"))
+print(f"### --rate {rate:.0f} (HTTP/1.1, {duration:.0f} s)")
+print()
+if r is None:
+    print("no result")
+else:
+    err = (r["rps"] - rate) / rate * 100
+    count_err = (r["calls"] - rate * duration) / (rate * duration) * 100
+    print("| calls | elapsed s | calls/s achieved | error vs rate | calls vs rate x duration "
+          "| p50 / p99 ms from due | p50 / p99 ms from send | errors |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| {r['calls']:.0f} | {r['elapsed']:.3f} | {r['rps']:.0f} | {err:+.2f}% | {count_err:+.2f}% "
+          f"| {r['due50']:.3f} / {r['due99']:.3f} | {r['p50']:.3f} / {r['p99']:.3f} | {r['errors']} |")
+    print()
+    print(f"Medians over the runs. calls/s achieved = calls / elapsed_s (reprise's throughput). The "
+          f"schedule is exact when calls = rate x duration; the error then comes from elapsed_s, which "
+          f"runs from the replay's start (the first call is due at once, before any connection is "
+          f"open) to the last answer: here {(r['elapsed'] - duration) * 1000:.1f} ms more than the "
+          f"{duration:.0f} s of sending.")
+    print()
+
+print("### targets")
+print()
+def verdict(value, target, fmt_):
+    if value is None:
+        return "no result"
+    return f"{fmt_(value)} ({'met' if value >= target else 'NOT met'}, target >= {fmt_(target)})"
+x = lambda v: f"{v:.2f}x"
+rh1, rh2 = list(h1.values())[1], list(h2.values())[1]
+wr, hl = list(h1.values())[0], list(h2.values())[0]
+print(f"- HTTP/1.1 reprise/wrk req/s: {verdict(rh1['rps'] / wr['rps'] if rh1 and wr else None, 1.0, x)}")
+print(f"- h2c reprise/h2load req/s: {verdict(rh2['rps'] / hl['rps'] if rh2 and hl else None, 1.0, x)}")
+if r is not None:
+    e = abs(r["rps"] - rate) / rate * 100
+    print(f"- --rate {rate:.0f} accuracy: {e:.2f}% off ({'met' if e <= 1.0 else 'NOT met'}, target <= 1%)")
+for label, g in (("HTTP/1.1", rh1), ("h2c", rh2)):
+    if g and (g["due50"], g["due99"]) == (g["p50"], g["p99"]):
+        print(f"- reprise {label}: latency from due = from send under --max (a call is due when a slot frees)")
+    elif g:
+        print(f"- reprise {label} latency from due (queueing for a free slot included): "
+              f"p50 {g['due50']:.3f} ms, p99 {g['due99']:.3f} ms; from send (the table's): "
+              f"p50 {g['p50']:.3f} ms, p99 {g['p99']:.3f} ms")
+if not have_oha:
+    print("- oha: not installed (cargo install --locked oha to add it)")
+print()
+print("p50/p99: wrk's --latency, h2load's --log-file (nearest rank), reprise's from-send latency, "
+      "oha's latencyPercentiles. req/s spread: (max - min) / median over the runs. errors: socket "
+      "errors and non-2xx (wrk), failed, errored or timed-out requests and non-2xx (h2load), failed or non-2xx calls "
+      "(reprise), errors other than the deadline's aborts and non-2xx (oha), summed over the runs.")
+total = sum(g["errors"] for d in (h1, h2) for g in d.values() if g) + (r["errors"] if r else 0)
+if total:
+    print(f"\nWARNING: {total} errors; the numbers above are not trustworthy.")
+if problems:
+    print("\nWARNING: missing results:")
+    for p in problems:
+        print(f"- {p}")
+PY
