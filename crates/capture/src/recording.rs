@@ -33,7 +33,7 @@ pub enum Side {
 }
 
 /// What every exchange of one proxy shares: where it was recorded.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Origin {
     /// `source.service`.
     pub service: String,

@@ -2,6 +2,13 @@
 //! knowledge, or TLS with ALPN), each connection served by hyper; the
 //! admin endpoint; graceful shutdown, which drains in-flight calls, then
 //! lets the recorder write its queue and close the sink.
+//!
+//! Thread per core: the port is bound once per serving thread
+//! (`SO_REUSEPORT`, the kernel spreads connections over them), and each
+//! thread runs a single-threaded runtime with its own forwarder and
+//! upstream connection pools. A call, its upstream connection and their
+//! tasks stay on one thread, so forwarding never wakes another thread;
+//! only the finished exchange crosses to the recorder's thread.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use crate::config::ProxyConfig;
 use crate::error::CaptureError;
 use crate::forward::{Forwarder, forward};
 use crate::metrics::{Metrics, RecorderStats};
-use crate::recorder::{Recorder, RecorderThread, Rules};
+use crate::recorder::{Recorder, Rules};
 use crate::recording::Origin;
 
 /// Longest a TLS handshake may take before the connection is closed.
@@ -79,6 +86,37 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CaptureErro
     Ok((listener, local))
 }
 
+/// Binds `addr` `n` times with `SO_REUSEPORT` (port 0: the port the first
+/// bind picks); the listeners come back unregistered, for each serving
+/// thread's runtime to take.
+fn bind_shared(
+    addr: SocketAddr,
+    n: usize,
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), CaptureError> {
+    let error = |source| CaptureError::Bind { addr, source };
+    let mut listeners = Vec::with_capacity(n);
+    let mut local = addr;
+    for _ in 0..n.max(1) {
+        let socket = match local {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(error)?;
+        socket.set_reuseaddr(true).map_err(error)?;
+        socket.set_reuseport(true).map_err(error)?;
+        socket.bind(local).map_err(error)?;
+        let listener = socket.listen(1024).map_err(error)?;
+        local = listener.local_addr().map_err(error)?;
+        listeners.push(listener.into_std().map_err(error)?);
+    }
+    Ok((listeners, local))
+}
+
+/// Threads serving the listener: one per core.
+fn serving_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
 /// Binds the listener (and the admin endpoint), starts serving; returns
 /// once both listen.
 pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningProxy, CaptureError> {
@@ -88,7 +126,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         )?)),
         None => None,
     };
-    let (listener, local_addr) = bind(config.listen).await?;
+    let (listeners, local_addr) = bind_shared(config.listen, serving_threads())?;
     let admin = match config.admin {
         Some(addr) => Some(bind(addr).await?),
         None => None,
@@ -112,12 +150,62 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         upstream: config.upstream.authority.to_string(),
         max_body: config.max_body,
     };
-    let forwarder = Arc::new(Forwarder::new(config, recorder, origin)?);
+    let drain = config.drain_timeout;
     let (stop, stopped) = watch::channel(false);
+    let mut serving = Vec::with_capacity(listeners.len());
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let forwarder = Arc::new(Forwarder::new(
+            config.clone(),
+            recorder.clone(),
+            origin.clone(),
+        )?);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| CaptureError::Internal(format!("cannot start a serving thread: {e}")))?;
+        let (acceptor, stopped) = (acceptor.clone(), stopped.clone());
+        let (done, finished) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("reprise-serve-{i}"))
+            .spawn(move || {
+                let result = runtime.block_on(async move {
+                    let listener = TcpListener::from_std(listener).map_err(|source| {
+                        CaptureError::Bind {
+                            addr: local_addr,
+                            source,
+                        }
+                    })?;
+                    serve(listener, acceptor, forwarder, stopped).await;
+                    Ok::<(), CaptureError>(())
+                });
+                // Calls still running past the drain end with the runtime.
+                drop(runtime);
+                let _ = done.send(result);
+            })
+            .map_err(|e| CaptureError::Internal(format!("cannot start a serving thread: {e}")))?;
+        serving.push(finished);
+    }
     if let Some((admin, _)) = admin {
         tokio::spawn(serve_admin(admin, Arc::clone(&metrics), stopped.clone()));
     }
-    let task = tokio::spawn(serve(listener, acceptor, forwarder, stopped, thread));
+    let task = tokio::spawn(async move {
+        let mut first_error = None;
+        for finished in serving {
+            if let Ok(Err(e)) = finished.await {
+                first_error.get_or_insert(e);
+            }
+        }
+        // Every serving thread has drained: the recorder writes its queue
+        // and closes the sink.
+        let closed = tokio::task::spawn_blocking(move || thread.close(&recorder, drain))
+            .await
+            .map_err(|e| CaptureError::Internal(e.to_string()))?
+            .map_err(CaptureError::Sink);
+        match first_error {
+            Some(e) => Err(e),
+            None => closed,
+        }
+    });
     Ok(RunningProxy {
         local_addr,
         admin_addr,
@@ -146,8 +234,7 @@ async fn serve(
     acceptor: Option<TlsAcceptor>,
     forwarder: Arc<Forwarder>,
     mut stopped: watch::Receiver<bool>,
-    thread: RecorderThread,
-) -> Result<(), CaptureError> {
+) {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&forwarder.config));
     let drain = forwarder.config.drain_timeout;
@@ -183,14 +270,6 @@ async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
-    // Calls still running past the drain keep forwarding; what they
-    // finish from now on is not recorded.
-    let recorder = forwarder.recorder.clone();
-    drop(forwarder);
-    tokio::task::spawn_blocking(move || thread.close(&recorder, drain))
-        .await
-        .map_err(|e| CaptureError::Internal(e.to_string()))?
-        .map_err(CaptureError::Sink)
 }
 
 /// Handshakes off the accept loop, then serves the connection; it joins
