@@ -2,8 +2,9 @@
 //! call at a time at its due time, and a writer thread for the results.
 //! The workers run on one single-threaded tokio runtime per sending
 //! thread (thread per core): a worker, its connections' tasks and its
-//! timers stay on one thread, so a call never wakes another thread. It produces a [`Report`] and live counters;
-//! what is printed is the caller's business.
+//! timers stay on one thread, so a call never wakes another thread. It
+//! produces a [`Report`] and live counters; what is printed is the
+//! caller's business.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
