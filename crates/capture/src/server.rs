@@ -169,12 +169,11 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             .name(format!("reprise-serve-{i}"))
             .spawn(move || {
                 let result = runtime.block_on(async move {
-                    let listener = TcpListener::from_std(listener).map_err(|source| {
-                        CaptureError::Bind {
+                    let listener =
+                        TcpListener::from_std(listener).map_err(|source| CaptureError::Bind {
                             addr: local_addr,
                             source,
-                        }
-                    })?;
+                        })?;
                     serve(listener, acceptor, forwarder, stopped).await;
                     Ok::<(), CaptureError>(())
                 });

@@ -16,7 +16,17 @@ use crate::call::Call;
 
 /// A replayed request body.
 #[derive(Debug)]
-pub struct ReplayBody {
+pub enum ReplayBody {
+    /// Bytes in one frame and nothing else (most calls): no handle on the
+    /// call is kept.
+    Plain(Option<Bytes>),
+    /// Messages at their offsets, or trailers.
+    Parts(Parts),
+}
+
+/// A body sent in parts: gRPC messages at their offsets, then trailers.
+#[derive(Debug)]
+pub struct Parts {
     call: Arc<Call>,
     /// Next part to send: 0 is the body (or the first message).
     next: usize,
@@ -29,18 +39,23 @@ pub struct ReplayBody {
 }
 
 impl ReplayBody {
-    /// The body of `call`, starting now.
-    pub fn new(call: Arc<Call>, speed: Option<f64>) -> Self {
-        ReplayBody {
-            call,
+    /// The body of `call`; message offsets count from its first poll.
+    pub fn new(call: &Arc<Call>, speed: Option<f64>) -> Self {
+        if call.messages.is_empty() && call.trailers.is_none() {
+            return ReplayBody::Plain((!call.body.is_empty()).then(|| call.body.clone()));
+        }
+        ReplayBody::Parts(Parts {
+            call: Arc::clone(call),
             next: 0,
             trailers_sent: false,
             start: None,
             speed,
             sleep: None,
-        }
+        })
     }
+}
 
+impl Parts {
     fn parts(&self) -> usize {
         if self.call.messages.is_empty() {
             usize::from(!self.call.body.is_empty())
@@ -58,7 +73,12 @@ impl Body for ReplayBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        let this = &mut *self;
+        let this = match &mut *self {
+            ReplayBody::Plain(bytes) => {
+                return Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b))));
+            }
+            ReplayBody::Parts(parts) => parts,
+        };
         if this.next < this.parts() {
             if this.call.messages.is_empty() {
                 this.next += 1;
@@ -91,19 +111,20 @@ impl Body for ReplayBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.next >= self.parts() && (self.trailers_sent || self.call.trailers.is_none())
+        match self {
+            ReplayBody::Plain(bytes) => bytes.is_none(),
+            ReplayBody::Parts(p) => {
+                p.next >= p.parts() && (p.trailers_sent || p.call.trailers.is_none())
+            }
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.call.messages.is_empty() && self.call.trailers.is_none() {
-            let left = if self.next == 0 {
-                self.call.body.len()
-            } else {
-                0
-            };
-            SizeHint::with_exact(left as u64)
-        } else {
-            SizeHint::default()
+        match self {
+            ReplayBody::Plain(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            ReplayBody::Parts(_) => SizeHint::default(),
         }
     }
 }

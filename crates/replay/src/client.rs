@@ -291,7 +291,8 @@ pub struct Client {
 pub struct Keep {
     /// Body bytes kept (0: only counted).
     pub body: usize,
-    /// Cut gRPC responses into messages.
+    /// Cut gRPC responses into messages, and time the response head:
+    /// results are written.
     pub messages: bool,
 }
 
@@ -305,19 +306,24 @@ impl Client {
         }
     }
 
-    /// Sends `request` and reads the whole response.
+    /// Sends `request` (leaving at `sent`) and reads the whole response.
     pub async fn send(
         &mut self,
         call: &Call,
         request: Request<ReplayBody>,
         keep: Keep,
+        sent: Instant,
     ) -> Result<Answer, Failure> {
-        let sent = Instant::now();
         let response = match call.wire {
             Wire::Http1 => self.send_h1(request).await?,
             Wire::Http2 => self.send_h2(request).await?,
         };
-        let head_after = sent.elapsed();
+        // Only the results tape shows it: no clock read otherwise.
+        let head_after = if keep.messages {
+            sent.elapsed()
+        } else {
+            Duration::ZERO
+        };
         read_response(response, call.grpc, keep, sent, head_after).await
     }
 

@@ -27,7 +27,7 @@ use crate::feed::{Feed, Job, Opener, ReadReport, Reader};
 use crate::report::{Progress, RecordingReport, Report};
 use crate::results::Finished;
 use crate::schedule::{Pacing, ReplaySchedule};
-use crate::stats::{Outcome, Sent, Shards};
+use crate::stats::{Outcome, Shards};
 
 /// Calls due at once that a worker takes from the feed in one go.
 const LOCAL_JOBS: usize = 8;
@@ -52,7 +52,6 @@ struct Shared {
     config: ReplayConfig,
     feed: Feed,
     lanes: Arc<Lanes>,
-    sent: Sent,
     shards: Shards,
     start: Instant,
     start_wall: SystemTime,
@@ -132,7 +131,6 @@ impl Replay {
             target: config.target.url(),
             feed: Feed::default(),
             lanes,
-            sent: Sent::default(),
             shards: Shards::new(threads),
             start: Instant::now(),
             start_wall: SystemTime::now(),
@@ -223,7 +221,7 @@ impl Replay {
         let ok = merged.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
         Progress {
             elapsed: self.shared.start.elapsed(),
-            sent: self.shared.sent.get(),
+            sent: self.shared.shards.sent_total(),
             ok,
             failed: finished - ok,
             p99_us: merged.scheduled.value_at_quantile(0.99),
@@ -414,8 +412,8 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             Some(at) if late => at,
             _ => sent,
         };
-        shared.sent.one();
-        let mut request = Request::new(ReplayBody::new(call.clone(), speed));
+        shared.shards.sent(worker);
+        let mut request = Request::new(ReplayBody::new(&call, speed));
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = call.uri.clone();
         *request.headers_mut() = call.headers.clone();
@@ -423,7 +421,9 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             *request.version_mut() = http::Version::HTTP_2;
         }
         let result =
-            match tokio::time::timeout(config.timeout, client.send(&call, request, keep)).await {
+            match tokio::time::timeout(config.timeout, client.send(&call, request, keep, sent))
+                .await
+            {
                 Ok(result) => result,
                 Err(_) => Err(crate::client::Failure {
                     kind: reprise_model::ErrorKind::Timeout,
