@@ -32,6 +32,9 @@ pub enum Command {
     /// Replay: send the recorded calls to a target, open-loop, and report
     /// what came back and how fast.
     Replay(Box<ReplayArgs>),
+    /// Compare a replay with the recording it replays: exit 1 when
+    /// something regressed.
+    Diff(DiffArgs),
     /// Run the built-in demo: record a sample service, then inspect the tape.
     Demo(DemoArgs),
 }
@@ -306,6 +309,31 @@ pub struct ReplayArgs {
     /// No progress display (the report is still printed).
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `reprise diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The recording that was replayed (tape, HAR or .gor).
+    #[arg(value_name = "RECORDED")]
+    pub recorded: PathBuf,
+    /// The replay's results tape (`reprise replay --out`).
+    #[arg(value_name = "REPLAYED")]
+    pub replayed: PathBuf,
+    /// Do not compare what this JSON path selects, nor below it
+    /// (`$.id`, `$..created_at`, `$.items[*].etag`; repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub ignore: Vec<String>,
+    /// Do not compare this response header (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub ignore_header: Vec<String>,
+    /// Compare this response header even though it is ignored by default
+    /// (Date, Server, Content-Length, ...; repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub compare_header: Vec<String>,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
 }
 
 /// `reprise demo`.

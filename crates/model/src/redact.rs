@@ -128,6 +128,85 @@ impl JsonPath {
     pub fn redact(&self, value: &mut Value) -> usize {
         redact_steps(value, &self.steps)
     }
+
+    /// Whether the path selects the value at `at`, or one of the values
+    /// that hold it (`$.a` covers `$.a.b[2]`).
+    pub fn matches(&self, at: &[PathSegment]) -> bool {
+        matches_steps(&self.steps, at)
+    }
+}
+
+/// One step of a concrete path into a JSON document.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathSegment {
+    /// An object member.
+    Key(String),
+    /// An array element.
+    Index(usize),
+}
+
+/// The concrete path, as examples show it: `$.items[3].price`.
+pub fn render_path(at: &[PathSegment]) -> String {
+    render(at, false)
+}
+
+/// The path with array positions as `[*]`, as differences are counted:
+/// `$.items[*].price`.
+pub fn render_pattern(at: &[PathSegment]) -> String {
+    render(at, true)
+}
+
+fn render(at: &[PathSegment], wildcard: bool) -> String {
+    let mut out = String::from("$");
+    for segment in at {
+        match segment {
+            PathSegment::Key(key) if is_plain_name(key) => {
+                out.push('.');
+                out.push_str(key);
+            }
+            PathSegment::Key(key) => {
+                out.push_str("[\"");
+                out.push_str(&key.replace('\\', "\\\\").replace('"', "\\\""));
+                out.push_str("\"]");
+            }
+            PathSegment::Index(_) if wildcard => out.push_str("[*]"),
+            PathSegment::Index(i) => {
+                out.push('[');
+                out.push_str(&i.to_string());
+                out.push(']');
+            }
+        }
+    }
+    out
+}
+
+/// A name written after a dot: letters, digits, `_` and `-`, not first a digit.
+fn is_plain_name(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+fn matches_steps(steps: &[Step], at: &[PathSegment]) -> bool {
+    let Some((step, rest)) = steps.split_first() else {
+        return true;
+    };
+    match step {
+        Step::Key(key) => {
+            matches!(at.first(), Some(PathSegment::Key(k)) if k == key)
+                && matches_steps(rest, &at[1..])
+        }
+        Step::Index(index) => {
+            matches!(at.first(), Some(PathSegment::Index(i)) if i == index)
+                && matches_steps(rest, &at[1..])
+        }
+        Step::Any => !at.is_empty() && matches_steps(rest, &at[1..]),
+        Step::Descend(key) => (0..at.len()).any(|j| {
+            matches!(&at[j], PathSegment::Key(k) if k == key) && matches_steps(rest, &at[j + 1..])
+        }),
+    }
 }
 
 fn redact_steps(value: &mut Value, steps: &[Step]) -> usize {
@@ -429,5 +508,27 @@ mod tests {
             v.to_string(),
             r#"{"items":[{"p":"[redacted]"},{"p":"[redacted]"}],"q":[5,"[redacted]"]}"#
         );
+    }
+
+    #[test]
+    fn paths_match_concrete_positions_and_render_both_ways() {
+        use PathSegment::{Index, Key};
+        let at = [Key("items".into()), Index(3), Key("price".into())];
+        assert_eq!(render_path(&at), "$.items[3].price");
+        assert_eq!(render_pattern(&at), "$.items[*].price");
+        for (path, hit) in [
+            ("$.items[*].price", true),
+            ("$.items[3].price", true),
+            ("$.items[2].price", false),
+            ("$.items", true),
+            ("$..price", true),
+            ("$..items", true),
+            ("$.price", false),
+            ("$.items[*].price.cents", false),
+        ] {
+            assert_eq!(JsonPath::parse(path).unwrap().matches(&at), hit, "{path}");
+        }
+        let odd = [Key("a b".into()), Key("q\"x".into()), Key("7up".into())];
+        assert_eq!(render_path(&odd), r#"$["a b"]["q\"x"]["7up"]"#);
     }
 }

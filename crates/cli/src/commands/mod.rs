@@ -1,6 +1,7 @@
 //! One function per command.
 
 mod demo;
+mod diff;
 mod export;
 mod import;
 mod inspect;
@@ -20,6 +21,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Export(args) => export::run(&args),
         Command::Record(args) => record::run(&args),
         Command::Replay(args) => replay::run(&args),
+        Command::Diff(args) => diff::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

@@ -165,7 +165,16 @@ pub fn free_port() -> u16 {
 }
 
 impl Nginx {
+    /// Serves `api/item.json`: `{"id":7,"name":"teapot",...}`.
     pub fn start() -> Nginx {
+        Self::serving(&[(
+            "api/item.json",
+            r#"{"id":7,"name":"teapot","tags":["kitchen","gift"]}"#,
+        )])
+    }
+
+    /// Serves these files (path under the root, content).
+    pub fn serving(files: &[(&str, &str)]) -> Nginx {
         let binary = Path::new("/usr/sbin/nginx");
         assert!(
             binary.exists(),
@@ -173,12 +182,11 @@ impl Nginx {
         );
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("www");
-        std::fs::create_dir_all(root.join("api")).unwrap();
-        std::fs::write(
-            root.join("api/item.json"),
-            r#"{"id":7,"name":"teapot","tags":["kitchen","gift"]}"#,
-        )
-        .unwrap();
+        for (path, content) in files {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, content).unwrap();
+        }
         let (p1, p2) = (free_port(), free_port());
         let d = dir.path().display();
         let conf = format!(

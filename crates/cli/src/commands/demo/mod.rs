@@ -82,6 +82,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let replayed = dir.join("replayed.tape");
     remove_old(&replayed)?;
     replay(&tape, &replayed, &mut out)?;
+    compare(&tape, &replayed, &mut out)?;
 
     let har = dir.join("httpbin.har");
     let imported = dir.join("httpbin.tape");
@@ -154,11 +155,35 @@ fn replay(tape: &Path, results: &Path, out: &mut impl Write) -> anyhow::Result<(
     let sink = TapeWriter::create(results, WriterOptions::default())?;
     let report = Replay::start(config, opener, Some(Box::new(sink)), None)?.wait()?;
     report.render(out)?;
+    Ok(())
+}
+
+/// Compares the replay with the recording: once as is, where the order
+/// timestamps differ (noise: two runs of the same code), then with that
+/// field ignored.
+fn compare(tape: &Path, results: &Path, out: &mut impl Write) -> anyhow::Result<()> {
+    let mut rules = reprise_compare::Rules::default();
     writeln!(
         out,
-        "   (each replayed exchange in {} names the recorded one it replays; comparing them is the next issue)",
+        "\n== reprise diff {} {}",
+        tape.display(),
         results.display()
     )?;
+    let (report, _) = super::diff::diff(tape, results, &rules)?;
+    report.render(out)?;
+    writeln!(
+        out,
+        "   (a timestamp differs between two runs of the same code: noise, not a regression; ignore it)"
+    )?;
+    writeln!(
+        out,
+        "\n== reprise diff {} {} --ignore '$.created_at_ms'",
+        tape.display(),
+        results.display()
+    )?;
+    rules.ignore("$.created_at_ms")?;
+    let (report, _) = super::diff::diff(tape, results, &rules)?;
+    report.render(out)?;
     Ok(())
 }
 

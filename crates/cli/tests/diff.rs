@@ -1,0 +1,177 @@
+//! `reprise diff` end to end: record calls to nginx through the real
+//! proxy, replay them to nginx serving the same files or a copy with one
+//! field changed, and compare.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+mod support;
+use support::*;
+
+const ITEMS: [(&str, &str); 3] = [
+    (
+        "api/item.json",
+        r#"{"id":7,"name":"teapot","price":{"cents":1200},"tags":["kitchen","gift"]}"#,
+    ),
+    (
+        "api/list.json",
+        r#"{"items":[{"id":1,"stock":3},{"id":2,"stock":0}]}"#,
+    ),
+    ("notes.txt", "line one\nline two\n"),
+];
+
+fn reprise(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Records one call to each file of `nginx` through `reprise record`.
+fn record(nginx: &Nginx, tape: &Path) {
+    let recorder = Recorder::start(&format!("http://{}", nginx.http1), tape, &[]);
+    for (path, _) in ITEMS {
+        curl(&["-o", "/dev/null", &recorder.url(&format!("/{path}"))]);
+    }
+    recorder.stop_cleanly("-TERM");
+}
+
+fn replay(tape: &Path, nginx: &Nginx, out: &Path) {
+    let result = reprise(&[
+        "replay",
+        s(tape),
+        "--target",
+        &format!("http://{}", nginx.http1),
+        "--out",
+        s(out),
+        "-q",
+    ]);
+    assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
+}
+
+#[test]
+fn a_changed_field_is_reported_by_its_path_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let same = Nginx::serving(&ITEMS);
+    let mut changed_files = ITEMS;
+    changed_files[0].1 =
+        r#"{"id":7,"name":"teapot","price":{"cents":1300},"tags":["kitchen","gift"]}"#;
+    changed_files[1].1 = r#"{"items":[{"id":1,"stock":3},{"id":2,"stock":5}]}"#;
+    changed_files[2].1 = "line one\nline 2\n";
+    let changed = Nginx::serving(&changed_files);
+    let tape = dir.path().join("rec.tape");
+    record(&same, &tape);
+
+    // The same files: nothing differs (Date, ETag, Last-Modified and the
+    // like are ignored by default), exit 0.
+    let same_out = dir.path().join("same.tape");
+    replay(&tape, &same, &same_out);
+    let out = reprise(&["diff", s(&tape), s(&same_out)]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).starts_with("diff: 3 pairs: 3 identical, 0 regressed, 0 not compared"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // One field per file changed: exactly those paths, exit 1.
+    let changed_out = dir.path().join("changed.tape");
+    replay(&tape, &changed, &changed_out);
+    let json = dir.path().join("diff.json");
+    let out = reprise(&["diff", s(&tape), s(&changed_out), "--json", s(&json)]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("3 regressed"), "{stdout}");
+    assert!(
+        stdout.contains("$.price.cents") && stdout.contains("1200 → 1300"),
+        "{stdout}"
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mut found: Vec<(String, String, String)> = Vec::new();
+    for endpoint in report["endpoints"].as_array().unwrap() {
+        for path in endpoint["paths"].as_array().unwrap() {
+            found.push((
+                endpoint["endpoint"].as_str().unwrap().to_string(),
+                path["pattern"].as_str().unwrap().to_string(),
+                path["example"]["path"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "GET /api/item.json".to_string(),
+                "$.price.cents".to_string(),
+                "$.price.cents".to_string()
+            ),
+            (
+                "GET /api/list.json".to_string(),
+                "$.items[*].stock".to_string(),
+                "$.items[1].stock".to_string()
+            ),
+            (
+                "GET /notes.txt".to_string(),
+                "body:text".to_string(),
+                "body:line 2".to_string()
+            ),
+        ]
+    );
+
+    // An ignore rule takes a path out, and only that path.
+    let out = reprise(&[
+        "diff",
+        s(&tape),
+        s(&changed_out),
+        "--ignore",
+        "$.price",
+        "--ignore",
+        "$.items[*].stock",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("2 identical, 1 regressed"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = Nginx::serving(&ITEMS);
+    let tape = dir.path().join("rec.tape");
+    record(&nginx, &tape);
+    for (args, message) in [
+        (
+            vec!["diff", s(&tape), s(&tape)],
+            "holds no replayed exchange",
+        ),
+        (
+            vec!["diff", s(&tape), s(&tape), "--ignore", "price"],
+            "--ignore",
+        ),
+        (vec!["diff", s(&tape), "/nonexistent.tape"], "cannot read"),
+    ] {
+        let out = reprise(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with("reprise: ") && stderr.contains(message),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+}

@@ -1,0 +1,23 @@
+//! The comparator behind `reprise diff`: each replayed exchange against
+//! the recorded one it replays (paired by `replay.recorded_id`).
+//!
+//! - [`pair::compare`]: status, gRPC status, response headers (a default
+//!   set that differs between any two runs is ignored), and the body by
+//!   content type: JSON structurally, each difference by field path
+//!   (`$.items[3].price`, counted as `$.items[*].price`); text by line;
+//!   anything else by length and digest. Every pair ends as exactly one of
+//!   identical, regressed, or not compared with the reason.
+//! - [`Comparison`]: pairs gathered per endpoint and field path, with
+//!   counts, one example each, and latency recorded vs replayed; its
+//!   [`DiffReport`] renders to the terminal or serializes to JSON.
+//!
+//! Paths use the one grammar of `reprise_model::redact::JsonPath`, which
+//! `--ignore` rules are written in.
+
+pub mod json;
+pub mod pair;
+mod report;
+
+pub use json::{ChangeKind, Difference, diff};
+pub use pair::{IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
+pub use report::{Comparison, DiffReport, EndpointDiff, Example, LatencyPair, PathCount};

@@ -1,0 +1,349 @@
+//! One recorded exchange against its replay: status, gRPC status,
+//! headers, and the body by content type. Every pair ends as exactly one
+//! of identical, regressed, or not compared (with the reason).
+
+use std::collections::BTreeSet;
+
+use reprise_model::redact::JsonPath;
+use reprise_model::{Exchange, HeaderList, Response};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::json::{ChangeKind, Difference, diff};
+
+/// Response headers that differ between any two runs of the same code,
+/// never compared unless asked for.
+pub const IGNORED_HEADERS: [&str; 14] = [
+    "date",
+    "server",
+    "content-length",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "via",
+    "age",
+    "expires",
+    "last-modified",
+    "etag",
+    "x-request-id",
+    "x-reprise-replay",
+    "traceparent",
+];
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// Body paths never compared (`--ignore`).
+    pub ignore: Vec<JsonPath>,
+    /// Response headers never compared (lower case).
+    pub ignored_headers: BTreeSet<String>,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            ignore: Vec::new(),
+            ignored_headers: IGNORED_HEADERS.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+}
+
+impl Rules {
+    /// `--ignore PATH`.
+    pub fn ignore(&mut self, path: &str) -> Result<(), reprise_model::redact::PathError> {
+        self.ignore.push(JsonPath::parse(path)?);
+        Ok(())
+    }
+
+    /// `--ignore-header NAME`.
+    pub fn ignore_header(&mut self, name: &str) {
+        self.ignored_headers
+            .insert(name.trim().to_ascii_lowercase());
+    }
+
+    /// `--compare-header NAME`: compared even if ignored by default.
+    pub fn compare_header(&mut self, name: &str) {
+        self.ignored_headers
+            .remove(&name.trim().to_ascii_lowercase());
+    }
+}
+
+/// Why a pair was not compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum NotCompared {
+    /// The replayed call failed below HTTP.
+    ReplayFailed,
+    /// The recorded call had failed below HTTP.
+    RecordingFailed,
+    /// The recording has no replay of this exchange.
+    MissingReplay,
+    /// The replay names an exchange the recording does not hold.
+    MissingRecording,
+}
+
+impl NotCompared {
+    /// The report's words.
+    pub fn label(self) -> &'static str {
+        match self {
+            NotCompared::ReplayFailed => "replayed call failed (transport error)",
+            NotCompared::RecordingFailed => "recorded call had failed (transport error)",
+            NotCompared::MissingReplay => "recorded but not replayed",
+            NotCompared::MissingRecording => "replayed but not in the recording",
+        }
+    }
+}
+
+/// How a pair ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// Nothing compared differs.
+    Identical,
+    /// These differ.
+    Regressed(Vec<Difference>),
+    /// Not compared, and why.
+    NotCompared(NotCompared),
+}
+
+/// Compares `recorded` with `replayed`.
+pub fn compare(recorded: &Exchange, replayed: &Exchange, rules: &Rules) -> Verdict {
+    let (Some(a), Some(b)) = (&recorded.response, &replayed.response) else {
+        return Verdict::NotCompared(if recorded.response.is_none() {
+            NotCompared::RecordingFailed
+        } else {
+            NotCompared::ReplayFailed
+        });
+    };
+    let mut differences = Vec::new();
+    if a.status != b.status {
+        differences.push(scalar(
+            "status",
+            Value::from(a.status),
+            Value::from(b.status),
+        ));
+    }
+    let code = |r: &Response| r.grpc.as_ref().map(|g| g.code);
+    if code(a) != code(b) {
+        differences.push(scalar(
+            "grpc-status",
+            code(a).map_or(Value::Null, Value::from),
+            code(b).map_or(Value::Null, Value::from),
+        ));
+    }
+    headers(a, b, rules, &mut differences);
+    body(a, b, rules, &mut differences);
+    if differences.is_empty() {
+        Verdict::Identical
+    } else {
+        Verdict::Regressed(differences)
+    }
+}
+
+fn scalar(path: &str, recorded: Value, replayed: Value) -> Difference {
+    Difference {
+        path: path.to_string(),
+        pattern: path.to_string(),
+        kind: ChangeKind::Changed,
+        recorded: Some(recorded),
+        replayed: Some(replayed),
+    }
+}
+
+fn headers(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>) {
+    let names: BTreeSet<String> = a
+        .headers
+        .iter()
+        .chain(&b.headers)
+        .map(|h| h.name.to_ascii_lowercase())
+        .filter(|n| !rules.ignored_headers.contains(n))
+        .collect();
+    for name in names {
+        let values = |r: &Response| -> Vec<String> {
+            r.headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case(&name))
+                .map(|h| String::from_utf8_lossy(&h.value).into_owned())
+                .collect()
+        };
+        let (x, y) = (values(a), values(b));
+        if x != y {
+            let as_value = |v: Vec<String>| match v.len() {
+                0 => None,
+                1 => v.into_iter().next().map(Value::String),
+                _ => Some(Value::from(v)),
+            };
+            let kind = match (x.is_empty(), y.is_empty()) {
+                (true, _) => ChangeKind::Added,
+                (_, true) => ChangeKind::Removed,
+                _ => ChangeKind::Changed,
+            };
+            let path = format!("header:{name}");
+            out.push(Difference {
+                pattern: path.clone(),
+                path,
+                kind,
+                recorded: as_value(x),
+                replayed: as_value(y),
+            });
+        }
+    }
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers
+        .header_str("content-type")
+        .is_some_and(|t| {
+            let t = t.split(';').next().unwrap_or("").trim();
+            t == "application/json" || t.ends_with("+json")
+        })
+}
+
+fn body(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>) {
+    if a.body_truncated || b.body_truncated {
+        // A body cut at the size cap is compared by size only: its first
+        // bytes would give differences that are not there.
+        if a.size() != b.size() {
+            out.push(scalar(
+                "body:size",
+                Value::from(a.size()),
+                Value::from(b.size()),
+            ));
+        }
+        return;
+    }
+    if a.body == b.body {
+        return;
+    }
+    if is_json(a) || is_json(b) {
+        match (
+            serde_json::from_slice::<Value>(&a.body),
+            serde_json::from_slice::<Value>(&b.body),
+        ) {
+            (Ok(x), Ok(y)) => {
+                out.extend(diff(&x, &y, &rules.ignore));
+                return;
+            }
+            (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
+                out.push(scalar(
+                    "body",
+                    Value::from(describe(&a.body)),
+                    Value::from(describe(&b.body)),
+                ));
+                return;
+            }
+            (Err(_), Err(_)) => {}
+        }
+    }
+    match (std::str::from_utf8(&a.body), std::str::from_utf8(&b.body)) {
+        (Ok(x), Ok(y)) => {
+            let line = x
+                .lines()
+                .zip(y.lines())
+                .position(|(p, q)| p != q)
+                .unwrap_or_else(|| x.lines().count().min(y.lines().count()));
+            let at = |text: &str| text.lines().nth(line).unwrap_or("").to_string();
+            let path = format!("body:line {}", line + 1);
+            out.push(Difference {
+                path,
+                pattern: "body:text".to_string(),
+                kind: ChangeKind::Changed,
+                recorded: Some(Value::from(at(x))),
+                replayed: Some(Value::from(at(y))),
+            });
+        }
+        _ => out.push(scalar(
+            "body",
+            Value::from(describe(&a.body)),
+            Value::from(describe(&b.body)),
+        )),
+    }
+}
+
+/// A body summarised: its length and a digest.
+fn describe(body: &[u8]) -> String {
+    // FNV-1a: a stable digest that needs no dependency; it only has to
+    // tell two bodies apart in a report.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in body {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{} bytes, fnv {hash:016x}", body.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reprise_model::Header;
+
+    fn response(status: u32, headers: &[(&str, &str)], body: &str) -> Response {
+        Response {
+            status,
+            headers: headers.iter().map(|(n, v)| Header::new(*n, v)).collect(),
+            body: body.as_bytes().to_vec().into(),
+            ..Default::default()
+        }
+    }
+
+    fn exchange(response: Response) -> Exchange {
+        Exchange {
+            response: Some(response),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn json_bodies_by_path_headers_and_status() {
+        let json = [("content-type", "application/json"), ("date", "x")];
+        let a = exchange(response(200, &json, r#"{"a":1,"b":[1,2]}"#));
+        let b = exchange(response(
+            201,
+            &[
+                ("content-type", "application/json"),
+                ("date", "y"),
+                ("x-new", "1"),
+            ],
+            r#"{"a":1,"b":[1,3]}"#,
+        ));
+        let Verdict::Regressed(d) = compare(&a, &b, &Rules::default()) else {
+            panic!("expected differences");
+        };
+        let paths: Vec<&str> = d.iter().map(|d| d.path.as_str()).collect();
+        assert_eq!(paths, ["status", "header:x-new", "$.b[1]"]);
+        assert_eq!(compare(&a, &a, &Rules::default()), Verdict::Identical);
+    }
+
+    #[test]
+    fn text_by_line_and_bytes_by_digest() {
+        let a = exchange(response(200, &[], "one\ntwo\nthree"));
+        let b = exchange(response(200, &[], "one\n2\nthree"));
+        let Verdict::Regressed(d) = compare(&a, &b, &Rules::default()) else {
+            panic!("expected differences");
+        };
+        assert_eq!(d[0].path, "body:line 2");
+        assert_eq!(d[0].recorded, Some(Value::from("two")));
+        let mut x = response(200, &[], "");
+        x.body = vec![0xff, 0x00].into();
+        let mut y = x.clone();
+        y.body = vec![0xff, 0x01].into();
+        let Verdict::Regressed(d) = compare(&exchange(x), &exchange(y), &Rules::default()) else {
+            panic!("expected differences");
+        };
+        assert_eq!(d[0].path, "body");
+    }
+
+    #[test]
+    fn failures_are_not_compared_never_identical() {
+        let a = exchange(response(200, &[], "x"));
+        let failed = Exchange::default();
+        assert_eq!(
+            compare(&a, &failed, &Rules::default()),
+            Verdict::NotCompared(NotCompared::ReplayFailed)
+        );
+        assert_eq!(
+            compare(&failed, &a, &Rules::default()),
+            Verdict::NotCompared(NotCompared::RecordingFailed)
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! Pairs gathered per endpoint and field path, with counts, one example
+//! each and latency recorded vs replayed. Memory grows with endpoints ×
+//! field paths, not with the number of pairs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+
+use hdrhistogram::Histogram;
+use reprise_model::{Exchange, endpoint_key};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::json::ChangeKind;
+use crate::pair::{NotCompared, Verdict};
+
+/// One example of a difference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Example {
+    /// The concrete path (`$.items[3].price`).
+    pub path: String,
+    /// The recorded value.
+    pub recorded: Option<Value>,
+    /// The replayed value.
+    pub replayed: Option<Value>,
+    /// The recorded exchange it comes from.
+    pub recorded_id: String,
+}
+
+/// A field path that differed, with how often.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PathCount {
+    /// The path with positions as `[*]`.
+    pub pattern: String,
+    /// What changed.
+    pub kind: ChangeKind,
+    /// Pairs where it changed.
+    pub count: u64,
+    /// The first one seen.
+    pub example: Example,
+}
+
+/// Latency recorded vs replayed, µs.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct LatencyPair {
+    /// Recorded median.
+    pub recorded_p50_us: u64,
+    /// Recorded 99th percentile.
+    pub recorded_p99_us: u64,
+    /// Replayed median.
+    pub replayed_p50_us: u64,
+    /// Replayed 99th percentile.
+    pub replayed_p99_us: u64,
+}
+
+/// One endpoint's figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointDiff {
+    /// `METHOD /path/{id}`.
+    pub endpoint: String,
+    /// Pairs seen.
+    pub pairs: u64,
+    /// Pairs with no difference.
+    pub identical: u64,
+    /// Pairs with at least one.
+    pub regressed: u64,
+    /// Pairs not compared.
+    pub not_compared: u64,
+    /// Field paths that differed, most often first.
+    pub paths: Vec<PathCount>,
+    /// Latency of the pairs compared.
+    pub latency: LatencyPair,
+}
+
+/// The outcome of a comparison.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DiffReport {
+    /// Pairs seen (including those not compared).
+    pub pairs: u64,
+    /// Pairs with no difference.
+    pub identical: u64,
+    /// Pairs with at least one difference.
+    pub regressed: u64,
+    /// Pairs not compared, by reason.
+    pub not_compared: BTreeMap<String, u64>,
+    /// Per endpoint, most regressed first.
+    pub endpoints: Vec<EndpointDiff>,
+}
+
+impl DiffReport {
+    /// Whether anything regressed (the exit code's question).
+    pub fn has_regressions(&self) -> bool {
+        self.regressed > 0
+    }
+
+    /// The terminal report.
+    pub fn render(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let not_compared: u64 = self.not_compared.values().sum();
+        writeln!(
+            out,
+            "diff: {} pairs: {} identical, {} regressed, {} not compared",
+            self.pairs, self.identical, self.regressed, not_compared
+        )?;
+        let width = self
+            .endpoints
+            .iter()
+            .map(|e| e.endpoint.chars().count())
+            .max()
+            .unwrap_or(8)
+            .clamp(8, 60);
+        writeln!(
+            out,
+            "{:<w$} {:>7} {:>9} {:>9} {:>12}  {:>22}  {:>22}",
+            "endpoint",
+            "pairs",
+            "identical",
+            "regressed",
+            "not compared",
+            "p50 recorded→replayed",
+            "p99 recorded→replayed",
+            w = width + 2
+        )?;
+        for e in &self.endpoints {
+            let l = &e.latency;
+            writeln!(
+                out,
+                "  {:<w$} {:>7} {:>9} {:>9} {:>12}  {:>22}  {:>22}",
+                e.endpoint,
+                e.pairs,
+                e.identical,
+                e.regressed,
+                e.not_compared,
+                format!(
+                    "{}→{}",
+                    micros(l.recorded_p50_us),
+                    micros(l.replayed_p50_us)
+                ),
+                format!(
+                    "{}→{}",
+                    micros(l.recorded_p99_us),
+                    micros(l.replayed_p99_us)
+                ),
+                w = width
+            )?;
+        }
+        for e in self.endpoints.iter().filter(|e| !e.paths.is_empty()) {
+            writeln!(out, "{}: what differs", e.endpoint)?;
+            for p in e.paths.iter().take(10) {
+                let show =
+                    |v: &Option<Value>| v.as_ref().map_or_else(|| "(absent)".to_string(), short);
+                writeln!(
+                    out,
+                    "  {:<40} {:<12} {:>6}×   e.g. {}: {} → {}  (recorded {})",
+                    p.pattern,
+                    p.kind.label(),
+                    p.count,
+                    p.example.path,
+                    show(&p.example.recorded),
+                    show(&p.example.replayed),
+                    p.example.recorded_id
+                )?;
+            }
+            if e.paths.len() > 10 {
+                writeln!(out, "  ... {} more paths (see --json)", e.paths.len() - 10)?;
+            }
+        }
+        if not_compared > 0 {
+            writeln!(out, "not compared (never counted as identical):")?;
+            for (reason, n) in &self.not_compared {
+                writeln!(out, "  {n} {reason}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        let cut: String = text.chars().take(57).collect();
+        format!("{cut}...")
+    } else {
+        text
+    }
+}
+
+fn micros(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us}µs"),
+        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+#[derive(Debug)]
+struct PathAcc {
+    count: u64,
+    example: Example,
+}
+
+#[derive(Debug)]
+struct EndpointAcc {
+    pairs: u64,
+    identical: u64,
+    regressed: u64,
+    not_compared: u64,
+    paths: HashMap<(String, ChangeKind), PathAcc>,
+    recorded: Histogram<u64>,
+    replayed: Histogram<u64>,
+}
+
+fn histogram() -> Histogram<u64> {
+    let mut h = Histogram::new_with_bounds(1, 2, 2).unwrap_or_else(|_| fallback());
+    h.auto(true);
+    h
+}
+
+#[allow(clippy::expect_used)]
+fn fallback() -> Histogram<u64> {
+    // Never reached: 1..2 with 2 significant digits is valid.
+    Histogram::new(2).expect("2 significant digits is a valid histogram")
+}
+
+impl Default for EndpointAcc {
+    fn default() -> Self {
+        EndpointAcc {
+            pairs: 0,
+            identical: 0,
+            regressed: 0,
+            not_compared: 0,
+            paths: HashMap::new(),
+            recorded: histogram(),
+            replayed: histogram(),
+        }
+    }
+}
+
+/// Gathers pairs as they are compared.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    endpoints: HashMap<String, EndpointAcc>,
+    not_compared: BTreeMap<NotCompared, u64>,
+}
+
+impl Comparison {
+    /// Counts one pair: `recorded` (or the replay when the recording is
+    /// missing) decides the endpoint.
+    pub fn add(&mut self, recorded: &Exchange, replayed: Option<&Exchange>, verdict: &Verdict) {
+        let acc = self.endpoints.entry(endpoint_key(recorded)).or_default();
+        acc.pairs += 1;
+        match verdict {
+            Verdict::Identical => acc.identical += 1,
+            Verdict::Regressed(differences) => {
+                acc.regressed += 1;
+                for d in differences {
+                    acc.paths
+                        .entry((d.pattern.clone(), d.kind))
+                        .and_modify(|p| p.count += 1)
+                        .or_insert_with(|| PathAcc {
+                            count: 1,
+                            example: Example {
+                                path: d.path.clone(),
+                                recorded: d.recorded.clone(),
+                                replayed: d.replayed.clone(),
+                                recorded_id: recorded.id_hex(),
+                            },
+                        });
+                }
+            }
+            Verdict::NotCompared(reason) => {
+                acc.not_compared += 1;
+                *self.not_compared.entry(*reason).or_default() += 1;
+            }
+        }
+        if let (Some(replayed), false) = (replayed, matches!(verdict, Verdict::NotCompared(_))) {
+            let us = |ns: u64| (ns / 1_000).max(1);
+            let _ = acc.recorded.record(us(recorded.duration_ns));
+            let _ = acc.replayed.record(us(replayed.duration_ns));
+        }
+    }
+
+    /// The report.
+    pub fn finish(self) -> DiffReport {
+        let q = |h: &Histogram<u64>, q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
+        let mut endpoints: Vec<EndpointDiff> = self
+            .endpoints
+            .into_iter()
+            .map(|(endpoint, acc)| {
+                let mut paths: Vec<PathCount> = acc
+                    .paths
+                    .into_iter()
+                    .map(|((pattern, kind), p)| PathCount {
+                        pattern,
+                        kind,
+                        count: p.count,
+                        example: p.example,
+                    })
+                    .collect();
+                paths.sort_by(|a, b| b.count.cmp(&a.count).then(a.pattern.cmp(&b.pattern)));
+                EndpointDiff {
+                    endpoint,
+                    pairs: acc.pairs,
+                    identical: acc.identical,
+                    regressed: acc.regressed,
+                    not_compared: acc.not_compared,
+                    paths,
+                    latency: LatencyPair {
+                        recorded_p50_us: q(&acc.recorded, 0.5),
+                        recorded_p99_us: q(&acc.recorded, 0.99),
+                        replayed_p50_us: q(&acc.replayed, 0.5),
+                        replayed_p99_us: q(&acc.replayed, 0.99),
+                    },
+                }
+            })
+            .collect();
+        endpoints.sort_by(|a, b| {
+            b.regressed
+                .cmp(&a.regressed)
+                .then(b.pairs.cmp(&a.pairs))
+                .then(a.endpoint.cmp(&b.endpoint))
+        });
+        DiffReport {
+            pairs: endpoints.iter().map(|e| e.pairs).sum(),
+            identical: endpoints.iter().map(|e| e.identical).sum(),
+            regressed: endpoints.iter().map(|e| e.regressed).sum(),
+            not_compared: self
+                .not_compared
+                .into_iter()
+                .map(|(reason, n)| (reason.label().to_string(), n))
+                .collect(),
+            endpoints,
+        }
+    }
+}
