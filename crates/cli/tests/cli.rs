@@ -436,6 +436,13 @@ fn demo_runs_on_embedded_defaults() {
         "== reprise ls",
         "== reprise show",
         "\"number\": \"[redacted]\"",
+        "== reprise replay",
+        "replay: 120 calls to http://127.0.0.1:",
+        "results: 120 exchanges written",
+        "== reprise diff",
+        "diff: 120 pairs:",
+        "$.created_at_ms",
+        "--ignore '$.created_at_ms'",
         "== reprise import",
     ] {
         assert!(out.contains(section), "{section} missing:\n{out}");
@@ -452,6 +459,15 @@ fn demo_runs_on_embedded_defaults() {
         serde_json::from_str(&ok(&["stats", s(&dir.path().join("shop.tape")), "--json"])).unwrap();
     assert_eq!(stats["exchanges"], 120);
     assert!(dir.path().join("httpbin.tape").exists());
+    // The replay's results are a tape of their own, each exchange linked
+    // to the one it replays.
+    let replayed: Value = serde_json::from_str(&ok(&[
+        "stats",
+        s(&dir.path().join("replayed.tape")),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(replayed["exchanges"], 120);
 }
 
 #[test]
