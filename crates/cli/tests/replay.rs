@@ -1057,3 +1057,53 @@ async fn a_goreplay_capture_replays_call_for_call() {
         assert_headers_kept(exchange, got);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupt_during_a_long_gap_ends_the_replay_at_once() {
+    let target = Target::start(Behaviour::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("gap.tape");
+    // The second call is due an hour after the first.
+    write_tape(
+        &tape,
+        &[
+            exchange(Protocol::Http11, "GET", "/now", &[], b"", 0),
+            exchange(Protocol::Http11, "GET", "/later", &[], b"", 3_600_000 * MS),
+        ],
+    );
+    let mut running = Running(Some(
+        Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .args(["replay", s(&tape), "--target", &target.url()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while target.received().is_empty() {
+        assert!(Instant::now() < deadline, "the first call arrives");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let child = running.0.as_mut().unwrap();
+    let status = Command::new("sh")
+        .args(["-c", &format!("kill -INT {}", child.id())])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let interrupted = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(
+            interrupted.elapsed() < Duration::from_secs(5),
+            "the replay ends within 5 s of SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = running.0.take().unwrap().wait_with_output().unwrap();
+    assert_success(&out);
+    assert!(
+        text(&out.stdout).contains("replay: 1 calls"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(target.received().len(), 1);
+}

@@ -401,7 +401,12 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         }
         let late = match due_at {
             Some(at) if at > Instant::now() => {
-                tokio::time::sleep_until(at).await;
+                // A stop (Ctrl-C, --duration) ends the wait: a recording
+                // with long gaps does not hold the replay open.
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = shared.feed.until_stopped() => break,
+                }
                 false
             }
             Some(_) => true,

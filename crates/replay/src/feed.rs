@@ -59,6 +59,8 @@ pub struct Feed {
     room: Condvar,
     /// Set by [`Feed::stop`].
     stopped: AtomicBool,
+    /// Wakes workers sleeping until a due time when the replay stops.
+    stop_signal: Notify,
 }
 
 impl Feed {
@@ -112,6 +114,17 @@ impl Feed {
         self.stopped.load(Ordering::Relaxed)
     }
 
+    /// Returns once the replay is stopped.
+    pub async fn until_stopped(&self) {
+        loop {
+            let signal = self.stop_signal.notified();
+            if self.is_stopped() {
+                return;
+            }
+            signal.await;
+        }
+    }
+
     /// Hands `batch` over, waiting for room. False when the feed was
     /// closed from the other side (the replay is stopping).
     fn push(&self, batch: &mut Vec<Job>) -> bool {
@@ -142,6 +155,7 @@ impl Feed {
     /// Stops the replay: queued jobs are dropped, the reader stops.
     pub fn stop(&self) {
         self.stopped.store(true, Ordering::Relaxed);
+        self.stop_signal.notify_waiters();
         let mut state = self.lock();
         state.closed = true;
         state.jobs.clear();
