@@ -277,10 +277,7 @@ impl Reader {
                         continue;
                     };
                     for ready in reorder.push(call) {
-                        if let Some(cache) = cache.as_mut() {
-                            cache_bytes += ready.weight();
-                            cache.push(ready.clone());
-                        }
+                        keep(&mut cache, &mut cache_bytes, &ready);
                         if !emit(ready, &mut self, &mut batch) {
                             ended = false;
                             break;
@@ -296,16 +293,10 @@ impl Reader {
                     break 'passes;
                 }
                 for ready in reorder.drain() {
-                    if let Some(cache) = cache.as_mut() {
-                        cache_bytes += ready.weight();
-                        cache.push(ready.clone());
-                    }
+                    keep(&mut cache, &mut cache_bytes, &ready);
                     if !emit(ready, &mut self, &mut batch) {
                         break 'passes;
                     }
-                }
-                if cache_bytes > LOOP_CACHE_BYTES {
-                    cache = None;
                 }
                 cached_pass = cache.is_some();
             }
@@ -346,6 +337,20 @@ impl Reader {
                 *report.skipped.entry(skip).or_default() += 1;
                 None
             }
+        }
+    }
+}
+
+/// Keeps `call` for the next `--loop` pass, until the kept calls pass
+/// [`LOOP_CACHE_BYTES`]: then nothing is kept and each pass reads the
+/// recording again.
+fn keep(cache: &mut Option<Vec<Arc<Call>>>, bytes: &mut usize, call: &Arc<Call>) {
+    if let Some(kept) = cache.as_mut() {
+        *bytes += call.weight();
+        if *bytes > LOOP_CACHE_BYTES {
+            *cache = None;
+        } else {
+            kept.push(Arc::clone(call));
         }
     }
 }
