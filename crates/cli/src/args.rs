@@ -331,6 +331,28 @@ pub struct DiffArgs {
     /// (Date, Server, Content-Length, ...; repeatable).
     #[arg(long, value_name = "NAME")]
     pub compare_header: Vec<String>,
+    /// The same recording replayed against a second copy of the old build
+    /// (`reprise replay --out`): what differs between the two copies is
+    /// noise, not a regression.
+    #[arg(long, value_name = "BASELINE")]
+    pub baseline: Option<PathBuf>,
+    /// With --baseline: a path regressed only if |r-n|/(r+n) is above this
+    /// (r, n: pairs where the candidate, the baseline differ).
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        default_value_t = 0.2,
+        requires = "baseline"
+    )]
+    pub noise_relative: f64,
+    /// With --baseline: ... and |r-n| / pairs of the endpoint above this.
+    #[arg(
+        long,
+        value_name = "FRACTION",
+        default_value_t = 0.0003,
+        requires = "baseline"
+    )]
+    pub noise_absolute: f64,
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

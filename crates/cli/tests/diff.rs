@@ -80,7 +80,8 @@ fn a_changed_field_is_reported_by_its_path_and_nothing_else() {
     let out = reprise(&["diff", s(&tape), s(&same_out)]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
     assert!(
-        text(&out.stdout).starts_with("diff: 3 pairs: 3 identical, 0 regressed, 0 not compared"),
+        text(&out.stdout)
+            .starts_with("diff: 3 pairs: 3 identical, 0 regressed, 0 noise only, 0 not compared"),
         "{}",
         text(&out.stdout)
     );
@@ -174,4 +175,120 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
+}
+
+#[test]
+fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
+    use reprise_testkit::target::{Behaviour, Target};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let start = |version| runtime.block_on(Target::start(Behaviour::Noisy { version }));
+    // Every answer carries a request id that differs on every call (noise)
+    // and the build's version.
+    let (old, baseline, same, changed) = (start(1), start(1), start(1), start(2));
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("rec.tape");
+    let recorder = Recorder::start(&old.url(), &tape, &[]);
+    for i in 0..20 {
+        curl(&[
+            "-o",
+            "/dev/null",
+            &recorder.url(&format!("/items/{}", i % 4)),
+        ]);
+    }
+    recorder.stop_cleanly("-TERM");
+    let replay_to = |target: &Target, name: &str| {
+        let out = dir.path().join(name);
+        let result = reprise(&[
+            "replay",
+            s(&tape),
+            "--target",
+            &target.url(),
+            "--out",
+            s(&out),
+            "-q",
+        ]);
+        assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
+        out
+    };
+    let b = replay_to(&baseline, "baseline.tape");
+    let c_same = replay_to(&same, "same.tape");
+    let c_changed = replay_to(&changed, "changed.tape");
+
+    // Without a baseline the request id looks like a regression.
+    let out = reprise(&["diff", s(&tape), s(&c_same)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stdout).contains("$.request_id"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // With one, the same build is noise only: exit 0.
+    let out = reprise(&["diff", s(&tape), s(&c_same), "--baseline", s(&b)]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.starts_with("diff: 20 pairs: 0 identical, 0 regressed, 20 noise only"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("20 differences also seen by the baseline on the same call"),
+        "{stdout}"
+    );
+
+    // A changed build: the version is the regression, the id still noise.
+    let json = dir.path().join("diff.json");
+    let out = reprise(&[
+        "diff",
+        s(&tape),
+        s(&c_changed),
+        "--baseline",
+        s(&b),
+        "--json",
+        s(&json),
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("20 regressed"), "{stdout}");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let mut regressed = Vec::new();
+    let mut noise = Vec::new();
+    for endpoint in report["endpoints"].as_array().unwrap() {
+        for path in endpoint["paths"].as_array().unwrap() {
+            let pattern = path["pattern"].as_str().unwrap().to_string();
+            if path["regressed"].as_u64().unwrap() > 0 {
+                regressed.push(pattern.clone());
+            }
+            if path["noise"].as_u64().unwrap() > 0 {
+                noise.push(pattern);
+            }
+        }
+    }
+    regressed.dedup();
+    noise.dedup();
+    assert!(
+        regressed.iter().all(|p| p == "$.version") && !regressed.is_empty(),
+        "{regressed:?}"
+    );
+    assert!(
+        noise.iter().all(|p| p == "$.request_id") && !noise.is_empty(),
+        "{noise:?}"
+    );
+
+    // Bad thresholds are one clear line.
+    let out = reprise(&[
+        "diff",
+        s(&tape),
+        s(&c_same),
+        "--baseline",
+        s(&b),
+        "--noise-relative",
+        "3",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--noise-relative"),
+        "{}",
+        text(&out.stderr)
+    );
 }

@@ -11,13 +11,20 @@
 //!   counts, one example each, and latency recorded vs replayed; its
 //!   [`DiffReport`] renders to the terminal or serializes to JSON.
 //!
+//! - [`NoiseModel`]: with a baseline (the recording replayed against a
+//!   second copy of the old build), differences the baseline also shows
+//!   on the same call, or on too many calls for the candidate's count to
+//!   stand out, are noise, not regressions.
+//!
 //! Paths use the one grammar of `reprise_model::redact::JsonPath`, which
 //! `--ignore` rules are written in.
 
 pub mod json;
+pub mod noise;
 pub mod pair;
 mod report;
 
 pub use json::{ChangeKind, Difference, diff};
+pub use noise::{NoiseModel, Suppressed, Thresholds};
 pub use pair::{IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
 pub use report::{Comparison, DiffReport, EndpointDiff, Example, LatencyPair, PathCount};

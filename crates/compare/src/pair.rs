@@ -101,6 +101,8 @@ pub enum Verdict {
     Identical,
     /// These differ.
     Regressed(Vec<Difference>),
+    /// Every difference was judged noise (with a baseline).
+    NoiseOnly,
     /// Not compared, and why.
     NotCompared(NotCompared),
 }

@@ -10,7 +10,7 @@ use reprise_model::{Exchange, endpoint_key};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::json::ChangeKind;
+use crate::json::{ChangeKind, Difference};
 use crate::pair::{NotCompared, Verdict};
 
 /// One example of a difference.
@@ -33,8 +33,10 @@ pub struct PathCount {
     pub pattern: String,
     /// What changed.
     pub kind: ChangeKind,
-    /// Pairs where it changed.
-    pub count: u64,
+    /// Pairs where it changed and that counts as a regression.
+    pub regressed: u64,
+    /// Pairs where it changed and the baseline says it is noise.
+    pub noise: u64,
     /// The first one seen.
     pub example: Example,
 }
@@ -61,8 +63,10 @@ pub struct EndpointDiff {
     pub pairs: u64,
     /// Pairs with no difference.
     pub identical: u64,
-    /// Pairs with at least one.
+    /// Pairs with at least one regression.
     pub regressed: u64,
+    /// Pairs whose every difference is noise.
+    pub noise_only: u64,
     /// Pairs not compared.
     pub not_compared: u64,
     /// Field paths that differed, most often first.
@@ -78,10 +82,14 @@ pub struct DiffReport {
     pub pairs: u64,
     /// Pairs with no difference.
     pub identical: u64,
-    /// Pairs with at least one difference.
+    /// Pairs with at least one regression.
     pub regressed: u64,
+    /// Pairs whose every difference is noise (with a baseline).
+    pub noise_only: u64,
     /// Pairs not compared, by reason.
     pub not_compared: BTreeMap<String, u64>,
+    /// With a baseline: what the noise verdicts suppressed.
+    pub suppressed: Option<crate::noise::Suppressed>,
     /// Per endpoint, most regressed first.
     pub endpoints: Vec<EndpointDiff>,
 }
@@ -97,9 +105,16 @@ impl DiffReport {
         let not_compared: u64 = self.not_compared.values().sum();
         writeln!(
             out,
-            "diff: {} pairs: {} identical, {} regressed, {} not compared",
-            self.pairs, self.identical, self.regressed, not_compared
+            "diff: {} pairs: {} identical, {} regressed, {} noise only, {} not compared",
+            self.pairs, self.identical, self.regressed, self.noise_only, not_compared
         )?;
+        if let Some(s) = &self.suppressed {
+            writeln!(
+                out,
+                "  noise (from the baseline): {} differences also seen by the baseline on the same call, {} on paths whose count does not stand out from the baseline's",
+                s.same_call, s.below_thresholds
+            )?;
+        }
         let width = self
             .endpoints
             .iter()
@@ -147,12 +162,17 @@ impl DiffReport {
             for p in e.paths.iter().take(10) {
                 let show =
                     |v: &Option<Value>| v.as_ref().map_or_else(|| "(absent)".to_string(), short);
+                let count = match (p.regressed, p.noise) {
+                    (r, 0) => format!("{r}× regressed"),
+                    (0, n) => format!("{n}× noise"),
+                    (r, n) => format!("{r}× regressed, {n}× noise"),
+                };
                 writeln!(
                     out,
-                    "  {:<40} {:<12} {:>6}×   e.g. {}: {} → {}  (recorded {})",
+                    "  {:<40} {:<12} {:>14}   e.g. {}: {} → {}  (recorded {})",
                     p.pattern,
                     p.kind.label(),
-                    p.count,
+                    count,
                     p.example.path,
                     show(&p.example.recorded),
                     show(&p.example.replayed),
@@ -193,7 +213,8 @@ fn micros(us: u64) -> String {
 
 #[derive(Debug)]
 struct PathAcc {
-    count: u64,
+    regressed: u64,
+    noise: u64,
     example: Example,
 }
 
@@ -202,6 +223,7 @@ struct EndpointAcc {
     pairs: u64,
     identical: u64,
     regressed: u64,
+    noise_only: u64,
     not_compared: u64,
     paths: HashMap<(String, ChangeKind), PathAcc>,
     recorded: Histogram<u64>,
@@ -226,6 +248,7 @@ impl Default for EndpointAcc {
             pairs: 0,
             identical: 0,
             regressed: 0,
+            noise_only: 0,
             not_compared: 0,
             paths: HashMap::new(),
             recorded: histogram(),
@@ -239,32 +262,60 @@ impl Default for EndpointAcc {
 pub struct Comparison {
     endpoints: HashMap<String, EndpointAcc>,
     not_compared: BTreeMap<NotCompared, u64>,
+    suppressed: Option<crate::noise::Suppressed>,
 }
 
 impl Comparison {
     /// Counts one pair: `recorded` (or the replay when the recording is
     /// missing) decides the endpoint.
     pub fn add(&mut self, recorded: &Exchange, replayed: Option<&Exchange>, verdict: &Verdict) {
+        self.add_judged(recorded, replayed, verdict, &[]);
+    }
+
+    /// Like [`Comparison::add`], with the differences a [`NoiseModel`]
+    /// took out as `noise`.
+    ///
+    /// [`NoiseModel`]: crate::NoiseModel
+    pub fn add_judged(
+        &mut self,
+        recorded: &Exchange,
+        replayed: Option<&Exchange>,
+        verdict: &Verdict,
+        noise: &[Difference],
+    ) {
         let acc = self.endpoints.entry(endpoint_key(recorded)).or_default();
         acc.pairs += 1;
+        let mut count = |d: &Difference, regression: bool| {
+            let p = acc
+                .paths
+                .entry((d.pattern.clone(), d.kind))
+                .or_insert_with(|| PathAcc {
+                    regressed: 0,
+                    noise: 0,
+                    example: Example {
+                        path: d.path.clone(),
+                        recorded: d.recorded.clone(),
+                        replayed: d.replayed.clone(),
+                        recorded_id: recorded.id_hex(),
+                    },
+                });
+            if regression {
+                p.regressed += 1;
+            } else {
+                p.noise += 1;
+            }
+        };
+        for d in noise {
+            count(d, false);
+        }
         match verdict {
             Verdict::Identical => acc.identical += 1,
+            Verdict::NoiseOnly => acc.noise_only += 1,
             Verdict::Regressed(differences) => {
-                acc.regressed += 1;
                 for d in differences {
-                    acc.paths
-                        .entry((d.pattern.clone(), d.kind))
-                        .and_modify(|p| p.count += 1)
-                        .or_insert_with(|| PathAcc {
-                            count: 1,
-                            example: Example {
-                                path: d.path.clone(),
-                                recorded: d.recorded.clone(),
-                                replayed: d.replayed.clone(),
-                                recorded_id: recorded.id_hex(),
-                            },
-                        });
+                    count(d, true);
                 }
+                acc.regressed += 1;
             }
             Verdict::NotCompared(reason) => {
                 acc.not_compared += 1;
@@ -276,6 +327,11 @@ impl Comparison {
             let _ = acc.recorded.record(us(recorded.duration_ns));
             let _ = acc.replayed.record(us(replayed.duration_ns));
         }
+    }
+
+    /// Notes what a noise model suppressed, for the report.
+    pub fn suppressed(&mut self, suppressed: crate::noise::Suppressed) {
+        self.suppressed = Some(suppressed);
     }
 
     /// The report.
@@ -297,16 +353,23 @@ impl Comparison {
                     .map(|((pattern, kind), p)| PathCount {
                         pattern,
                         kind,
-                        count: p.count,
+                        regressed: p.regressed,
+                        noise: p.noise,
                         example: p.example,
                     })
                     .collect();
-                paths.sort_by(|a, b| b.count.cmp(&a.count).then(a.pattern.cmp(&b.pattern)));
+                paths.sort_by(|a, b| {
+                    b.regressed
+                        .cmp(&a.regressed)
+                        .then(b.noise.cmp(&a.noise))
+                        .then(a.pattern.cmp(&b.pattern))
+                });
                 EndpointDiff {
                     endpoint,
                     pairs: acc.pairs,
                     identical: acc.identical,
                     regressed: acc.regressed,
+                    noise_only: acc.noise_only,
                     not_compared: acc.not_compared,
                     paths,
                     latency: LatencyPair {
@@ -328,6 +391,8 @@ impl Comparison {
             pairs: endpoints.iter().map(|e| e.pairs).sum(),
             identical: endpoints.iter().map(|e| e.identical).sum(),
             regressed: endpoints.iter().map(|e| e.regressed).sum(),
+            noise_only: endpoints.iter().map(|e| e.noise_only).sum(),
+            suppressed: self.suppressed,
             not_compared: self
                 .not_compared
                 .into_iter()

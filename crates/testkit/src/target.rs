@@ -76,6 +76,13 @@ pub enum Behaviour {
     /// Like [`Behaviour::Ok`], after sleeping this long once the request has
     /// been read (tests of coordinated omission).
     Delay(Duration),
+    /// Like [`Behaviour::Ok`], as a service whose answers also carry noise
+    /// (`request_id`, different on every call) and its build's `version`:
+    /// two targets of the same version differ by noise only.
+    Noisy {
+        /// The build's version, answered as `$.version`.
+        version: u32,
+    },
     /// Accepts each connection and resets it at once, without answering.
     Reset,
     /// Accepts each connection, reads a little, writes bytes that are not
@@ -172,7 +179,7 @@ async fn accept(listener: TcpListener, behaviour: Behaviour, log: Arc<Log>) {
             Behaviour::Garbage => {
                 connections.spawn(garbage(stream));
             }
-            Behaviour::Ok | Behaviour::Delay(_) => {
+            Behaviour::Ok | Behaviour::Delay(_) | Behaviour::Noisy { .. } => {
                 connections.spawn(serve(stream, behaviour, Arc::clone(&log)));
             }
         }
@@ -236,7 +243,23 @@ async fn answer(
     while let Some(Ok(frame)) = body.frame().await {
         received.add(frame);
     }
-    let json = serde_json::json!({ "ok": true, "path": received.path }).to_string();
+    let json = match behaviour {
+        Behaviour::Noisy { version } => {
+            static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            serde_json::json!({
+                "ok": true,
+                "path": received.path,
+                "request_id": format!("{nanos:x}-{n}"),
+                "version": version,
+            })
+            .to_string()
+        }
+        _ => serde_json::json!({ "ok": true, "path": received.path }).to_string(),
+    };
     log.push(received);
     if let Behaviour::Delay(delay) = behaviour {
         tokio::time::sleep(delay).await;

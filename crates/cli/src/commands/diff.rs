@@ -1,10 +1,13 @@
-//! `reprise diff`: a replay's results against the recording it replays.
+//! `reprise diff`: a replay's results against the recording it replays,
+//! with noise taken out when a baseline is given.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use anyhow::{Context, bail};
-use reprise_compare::{Comparison, DiffReport, NotCompared, Rules, Verdict, compare};
+use reprise_compare::{
+    Comparison, DiffReport, NoiseModel, NotCompared, Rules, Thresholds, Verdict, compare,
+};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Exchange, Intact};
 
@@ -26,10 +29,29 @@ fn rules(args: &DiffArgs) -> anyhow::Result<Rules> {
     Ok(rules)
 }
 
+fn thresholds(args: &DiffArgs) -> anyhow::Result<Thresholds> {
+    for (flag, value) in [
+        ("--noise-relative", args.noise_relative),
+        ("--noise-absolute", args.noise_absolute),
+    ] {
+        if !(0.0..1.0).contains(&value) {
+            bail!("{flag} {value}: expected a fraction from 0 up to 1, such as 0.2");
+        }
+    }
+    Ok(Thresholds {
+        relative: args.noise_relative,
+        absolute: args.noise_absolute,
+    })
+}
+
 /// Runs `reprise diff`.
 pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
     let rules = rules(args)?;
-    let (report, damage) = diff(&args.recorded, &args.replayed, &rules)?;
+    let noise = match &args.baseline {
+        Some(baseline) => Some((baseline.as_path(), thresholds(args)?)),
+        None => None,
+    };
+    let (report, damage) = diff_with(&args.recorded, &args.replayed, noise, &rules)?;
     let stdout = std::io::stdout();
     report.render(&mut stdout.lock())?;
     if let Some(path) = &args.json {
@@ -47,20 +69,60 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// Pairs the replayed exchanges with the recorded ones they replay.
-///
-/// The recording's inbound exchanges are held in memory, keyed by id
-/// (responses only matter for the comparison); the replay streams.
+/// Compares without a baseline.
 pub(crate) fn diff(
     recorded: &Path,
     replayed: &Path,
     rules: &Rules,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
-    let everything = ExchangeFilter::new();
+    diff_with(recorded, replayed, None, rules)
+}
+
+/// Reads every exchange of `path` that replays a recorded one, with the
+/// recorded exchange it replays (or `None`), and hands both to `each`.
+/// Returns how many replayed exchanges it saw.
+fn replays(
+    path: &Path,
+    recorded: &HashMap<Vec<u8>, Exchange>,
+    damage: &mut Vec<String>,
+    mut each: impl FnMut(Option<&Exchange>, &Exchange),
+) -> anyhow::Result<u64> {
+    let mut source = crate::input::open(path, &ExchangeFilter::new())?;
+    let mut intact = Intact::new(source.as_mut());
+    let mut seen = 0;
+    for exchange in intact.by_ref() {
+        let exchange = exchange?;
+        let Some(link) = &exchange.replay else {
+            continue;
+        };
+        seen += 1;
+        each(recorded.get(&link.recorded_id), &exchange);
+    }
+    damage.extend(intact.into_damage());
+    if seen == 0 {
+        bail!(
+            "{}: holds no replayed exchange (expected the results of `reprise replay --out`)",
+            path.display()
+        );
+    }
+    Ok(seen)
+}
+
+/// Pairs the replayed exchanges with the recorded ones they replay.
+///
+/// The recording's inbound exchanges are held in memory, keyed by id;
+/// the replays stream (the candidate twice with a baseline: once to count
+/// its differences, once to judge them).
+fn diff_with(
+    recorded: &Path,
+    replayed: &Path,
+    baseline: Option<(&Path, Thresholds)>,
+    rules: &Rules,
+) -> anyhow::Result<(DiffReport, Vec<String>)> {
     let mut damage = Vec::new();
     let mut by_id: HashMap<Vec<u8>, Exchange> = HashMap::new();
     {
-        let mut source = crate::input::open(recorded, &everything)?;
+        let mut source = crate::input::open(recorded, &ExchangeFilter::new())?;
         let mut intact = Intact::new(source.as_mut());
         for exchange in intact.by_ref() {
             let exchange = exchange?;
@@ -70,39 +132,49 @@ pub(crate) fn diff(
         }
         damage.extend(intact.into_damage());
     }
+    let mut model = match baseline {
+        Some((path, thresholds)) => {
+            let mut model = NoiseModel::new(thresholds);
+            replays(path, &by_id, &mut damage, |original, exchange| {
+                if let Some(original) = original {
+                    model.baseline(original, &compare(original, exchange, rules));
+                }
+            })?;
+            replays(replayed, &by_id, &mut damage, |original, exchange| {
+                if let Some(original) = original {
+                    model.candidate(original, &compare(original, exchange, rules));
+                }
+            })?;
+            model.decide();
+            Some(model)
+        }
+        None => None,
+    };
     let mut comparison = Comparison::default();
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    let mut replays = 0u64;
-    {
-        let mut source = crate::input::open(replayed, &everything)?;
-        let mut intact = Intact::new(source.as_mut());
-        for exchange in intact.by_ref() {
-            let exchange = exchange?;
-            let Some(link) = &exchange.replay else {
-                continue;
-            };
-            replays += 1;
-            match by_id.get(&link.recorded_id) {
-                Some(original) => {
-                    seen.insert(link.recorded_id.clone());
-                    let verdict = compare(original, &exchange, rules);
-                    comparison.add(original, Some(&exchange), &verdict);
+    replays(
+        replayed,
+        &by_id,
+        &mut damage,
+        |original, exchange| match original {
+            Some(original) => {
+                seen.insert(original.id.clone());
+                let verdict = compare(original, exchange, rules);
+                match model.as_mut() {
+                    Some(model) => {
+                        let (verdict, noise) = model.judge(original, verdict);
+                        comparison.add_judged(original, Some(exchange), &verdict, &noise);
+                    }
+                    None => comparison.add(original, Some(exchange), &verdict),
                 }
-                None => comparison.add(
-                    &exchange,
-                    Some(&exchange),
-                    &Verdict::NotCompared(NotCompared::MissingRecording),
-                ),
             }
-        }
-        damage.extend(intact.into_damage());
-    }
-    if replays == 0 {
-        bail!(
-            "{}: holds no replayed exchange (expected the results of `reprise replay --out`)",
-            replayed.display()
-        );
-    }
+            None => comparison.add(
+                exchange,
+                Some(exchange),
+                &Verdict::NotCompared(NotCompared::MissingRecording),
+            ),
+        },
+    )?;
     for (id, original) in &by_id {
         if !seen.contains(id) {
             comparison.add(
@@ -111,6 +183,9 @@ pub(crate) fn diff(
                 &Verdict::NotCompared(NotCompared::MissingReplay),
             );
         }
+    }
+    if let Some(model) = &model {
+        comparison.suppressed(model.suppressed());
     }
     Ok((comparison.finish(), damage))
 }
