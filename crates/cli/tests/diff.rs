@@ -292,3 +292,61 @@ fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_grpc_field_that_changed_is_reported_by_its_field_number() {
+    use reprise_testkit::echo::Note;
+    use reprise_testkit::{EchoService, echo_client, start_echo_service};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let old = runtime.block_on(start_echo_service(EchoService::default()));
+    let same = runtime.block_on(start_echo_service(EchoService::default()));
+    let changed = runtime.block_on(start_echo_service(EchoService { unary_offset: 1 }));
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("grpc.tape");
+    let recorder = Recorder::start(&format!("http://{old}"), &tape, &[]);
+    runtime.block_on(async {
+        let mut client = echo_client(recorder.addr).await;
+        for i in 0..3 {
+            let note = Note {
+                text: format!("note {i}"),
+                number: i,
+                tags: vec!["t".into()],
+            };
+            client.unary(note).await.unwrap();
+        }
+    });
+    recorder.stop_cleanly("-TERM");
+    for (target, code, what) in [(same, 0, "3 identical"), (changed, 1, "3 regressed")] {
+        let out = dir.path().join(format!("{}.tape", target.port()));
+        let result = reprise(&[
+            "replay",
+            s(&tape),
+            "--target",
+            &format!("http://{target}"),
+            "--out",
+            s(&out),
+            "-q",
+        ]);
+        assert_eq!(result.status.code(), Some(0), "{}", text(&result.stderr));
+        let diff = reprise(&["diff", s(&tape), s(&out)]);
+        let stdout = text(&diff.stdout);
+        assert_eq!(diff.status.code(), Some(code), "{stdout}");
+        assert!(stdout.contains(what), "{stdout}");
+        if code == 1 {
+            // Field 2 of the answer (`number`) changed, nothing else: on
+            // the call whose number was 0 it was absent before (proto3
+            // leaves a zero out), so it shows as added there.
+            let lines: Vec<&str> = stdout
+                .lines()
+                .filter(|l| l.contains("× regressed"))
+                .collect();
+            assert!(!lines.is_empty(), "{stdout}");
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l.trim_start().starts_with(r#"$.messages[*]["2"]"#)),
+                "{stdout}"
+            );
+        }
+    }
+}

@@ -5,7 +5,8 @@
 use std::collections::BTreeSet;
 
 use reprise_model::redact::JsonPath;
-use reprise_model::{Exchange, HeaderList, Response};
+use reprise_model::wire::{RawField, RawValue};
+use reprise_model::{Direction, Exchange, HeaderList, Response};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -133,7 +134,23 @@ pub fn compare(recorded: &Exchange, replayed: &Exchange, rules: &Rules) -> Verdi
         ));
     }
     headers(a, b, rules, &mut differences);
-    body(a, b, rules, &mut differences);
+    let messages = |e: &Exchange| -> Vec<Value> {
+        e.messages
+            .iter()
+            .filter(|m| m.direction() == Direction::Response)
+            .map(|m| message_value(&m.data, m.compressed))
+            .collect()
+    };
+    let (x, y) = (messages(recorded), messages(replayed));
+    if x.is_empty() && y.is_empty() {
+        body(a, b, rules, &mut differences);
+    } else {
+        // gRPC: the response messages, each read by field number as
+        // `protoc --decode_raw` does, compared like JSON documents:
+        // `$.messages[0]["2"]` is field 2 of the first message.
+        let wrap = |v: Vec<Value>| serde_json::json!({ "messages": v });
+        differences.extend(diff(&wrap(x), &wrap(y), &rules.ignore));
+    }
     if differences.is_empty() {
         Verdict::Identical
     } else {
@@ -262,6 +279,43 @@ fn body(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>) {
     }
 }
 
+/// A gRPC message as a JSON value keyed by field number (repeated fields
+/// become arrays); a message that is compressed or not protobuf is its
+/// length and digest.
+fn message_value(data: &[u8], compressed: bool) -> Value {
+    if compressed {
+        return Value::from(format!("compressed: {}", describe(data)));
+    }
+    match reprise_model::wire::decode_raw(data) {
+        Ok(fields) => fields_value(&fields),
+        Err(_) => Value::from(describe(data)),
+    }
+}
+
+fn fields_value(fields: &[RawField]) -> Value {
+    let mut map = serde_json::Map::new();
+    for field in fields {
+        let value = match &field.value {
+            RawValue::Varint(v) | RawValue::Fixed64(v) => Value::from(*v),
+            RawValue::Fixed32(v) => Value::from(*v),
+            RawValue::Message(inner) | RawValue::Group(inner) => fields_value(inner),
+            RawValue::Text(text) => Value::from(text.as_str()),
+            RawValue::Bytes(bytes) => Value::from(describe(bytes)),
+        };
+        match map.get_mut(&field.number.to_string()) {
+            Some(Value::Array(items)) => items.push(value),
+            Some(first) => {
+                let first = first.take();
+                map.insert(field.number.to_string(), Value::from(vec![first, value]));
+            }
+            None => {
+                map.insert(field.number.to_string(), value);
+            }
+        }
+    }
+    Value::Object(map)
+}
+
 /// A body summarised: its length and a digest.
 fn describe(body: &[u8]) -> String {
     // FNV-1a: a stable digest that needs no dependency; it only has to
@@ -347,5 +401,44 @@ mod tests {
             compare(&failed, &a, &Rules::default()),
             Verdict::NotCompared(NotCompared::RecordingFailed)
         );
+    }
+
+    #[test]
+    fn grpc_messages_by_field_number() {
+        use reprise_model::{GrpcStatus, StreamMessage};
+        // Field 1 (text) "HELLO", field 2 (varint) 7; then 8.
+        let message = |n: u8| StreamMessage {
+            direction: Direction::Response as i32,
+            data: vec![0x0a, 5, b'H', b'E', b'L', b'L', b'O', 0x10, n].into(),
+            ..Default::default()
+        };
+        let grpc = |n: u8| {
+            let mut r = response(200, &[("content-type", "application/grpc")], "");
+            r.grpc = Some(GrpcStatus::default());
+            Exchange {
+                response: Some(r),
+                messages: vec![message(n)],
+                ..Default::default()
+            }
+        };
+        assert_eq!(
+            compare(&grpc(7), &grpc(7), &Rules::default()),
+            Verdict::Identical
+        );
+        let Verdict::Regressed(d) = compare(&grpc(7), &grpc(8), &Rules::default()) else {
+            panic!("a changed field must be a regression");
+        };
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, r#"$.messages[0]["2"]"#);
+        assert_eq!(
+            (d[0].recorded.clone(), d[0].replayed.clone()),
+            (Some(Value::from(7)), Some(Value::from(8)))
+        );
+        let mut fewer = grpc(7);
+        fewer.messages.clear();
+        let Verdict::Regressed(d) = compare(&grpc(7), &fewer, &Rules::default()) else {
+            panic!("a missing message must be a regression");
+        };
+        assert_eq!(d[0].path, "$.messages[0]");
     }
 }

@@ -25,7 +25,11 @@ type NoteStream = Pin<Box<dyn Stream<Item = Result<Note, Status>> + Send>>;
 
 /// The service.
 #[derive(Debug, Default, Clone)]
-pub struct EchoService;
+pub struct EchoService {
+    /// Added to the number of every unary answer: a second "build" of
+    /// the service whose answers differ in one field (compare tests).
+    pub unary_offset: i64,
+}
 
 #[tonic::async_trait]
 impl Echo for EchoService {
@@ -36,6 +40,7 @@ impl Echo for EchoService {
         }
         let mut response = Response::new(Note {
             text: note.text.to_uppercase(),
+            number: note.number + self.unary_offset,
             ..note
         });
         response
@@ -107,12 +112,17 @@ impl Echo for EchoService {
 
 /// Starts the service on 127.0.0.1 (a free port) and returns its address.
 pub async fn start_echo() -> SocketAddr {
+    start_echo_service(EchoService::default()).await
+}
+
+/// Starts `service` on 127.0.0.1 (a free port) and returns its address.
+pub async fn start_echo_service(service: EchoService) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     tokio::spawn(async move {
         tonic::transport::Server::builder()
-            .add_service(EchoServer::new(EchoService))
+            .add_service(EchoServer::new(service))
             .serve_with_incoming(incoming)
             .await
             .unwrap();
