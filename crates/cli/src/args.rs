@@ -356,6 +356,10 @@ pub struct DiffArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Also write JUnit XML to this file: one test case per endpoint, a
+    /// failure listing the regressed field paths.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
 }
 
 /// `reprise demo`.

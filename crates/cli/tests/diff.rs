@@ -90,7 +90,16 @@ fn a_changed_field_is_reported_by_its_path_and_nothing_else() {
     let changed_out = dir.path().join("changed.tape");
     replay(&tape, &changed, &changed_out);
     let json = dir.path().join("diff.json");
-    let out = reprise(&["diff", s(&tape), s(&changed_out), "--json", s(&json)]);
+    let junit = dir.path().join("junit.xml");
+    let out = reprise(&[
+        "diff",
+        s(&tape),
+        s(&changed_out),
+        "--json",
+        s(&json),
+        "--junit",
+        s(&junit),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
     let stdout = text(&out.stdout);
     assert!(stdout.contains("3 regressed"), "{stdout}");
@@ -129,6 +138,21 @@ fn a_changed_field_is_reported_by_its_path_and_nothing_else() {
                 "body:line 2".to_string()
             ),
         ]
+    );
+
+    // JUnit: one test case per endpoint, each failing with its path.
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        xml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?>"#),
+        "{xml}"
+    );
+    assert!(xml.contains(r#"tests="3" failures="3""#), "{xml}");
+    assert_eq!(xml.matches("<testcase ").count(), 3, "{xml}");
+    assert!(xml.contains(r#"name="GET /api/item.json""#), "{xml}");
+    assert!(xml.contains("$.price.cents changed in 1 pairs"), "{xml}");
+    assert!(
+        xml.contains("$.items[*].stock changed in 1 pairs, e.g. $.items[1].stock: 0 -&gt; 5"),
+        "{xml}"
     );
 
     // An ignore rule takes a path out, and only that path.

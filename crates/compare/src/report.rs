@@ -193,6 +193,92 @@ impl DiffReport {
     }
 }
 
+impl DiffReport {
+    /// JUnit XML for CI: one test case per endpoint; a failure lists the
+    /// regressed field paths with an example each.
+    pub fn render_junit(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let failures = self.endpoints.iter().filter(|e| e.regressed > 0).count();
+        let skipped = self
+            .endpoints
+            .iter()
+            .filter(|e| e.regressed == 0 && e.identical + e.noise_only == 0)
+            .count();
+        writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#)?;
+        writeln!(
+            out,
+            r#"<testsuites name="reprise diff" tests="{n}" failures="{failures}" skipped="{skipped}">"#,
+            n = self.endpoints.len()
+        )?;
+        writeln!(
+            out,
+            r#"  <testsuite name="reprise diff" tests="{n}" failures="{failures}" skipped="{skipped}">"#,
+            n = self.endpoints.len()
+        )?;
+        for e in &self.endpoints {
+            writeln!(
+                out,
+                r#"    <testcase classname="reprise.diff" name="{}">"#,
+                xml(&e.endpoint)
+            )?;
+            if e.regressed > 0 {
+                let paths: Vec<String> = e
+                    .paths
+                    .iter()
+                    .filter(|p| p.regressed > 0)
+                    .map(|p| {
+                        let show = |v: &Option<Value>| {
+                            v.as_ref().map_or_else(|| "(absent)".to_string(), short)
+                        };
+                        format!(
+                            "{} {} in {} pairs, e.g. {}: {} -> {} (recorded {})",
+                            p.pattern,
+                            p.kind.label(),
+                            p.regressed,
+                            p.example.path,
+                            show(&p.example.recorded),
+                            show(&p.example.replayed),
+                            p.example.recorded_id
+                        )
+                    })
+                    .collect();
+                writeln!(
+                    out,
+                    r#"      <failure type="regression" message="{}">{}</failure>"#,
+                    xml(&format!("{} of {} pairs regressed", e.regressed, e.pairs)),
+                    xml(&paths.join("\n"))
+                )?;
+            } else if e.identical + e.noise_only == 0 {
+                writeln!(
+                    out,
+                    r#"      <skipped message="{}"/>"#,
+                    xml(&format!("{} pairs not compared", e.not_compared))
+                )?;
+            }
+            writeln!(out, "    </testcase>")?;
+        }
+        writeln!(out, "  </testsuite>")?;
+        writeln!(out, "</testsuites>")
+    }
+}
+
+/// Text for an XML attribute or element.
+fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot hold at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn short(value: &Value) -> String {
     let text = value.to_string();
     if text.chars().count() > 60 {

@@ -59,6 +59,11 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
         std::fs::write(path, text + "\n")
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
+    if let Some(path) = &args.junit {
+        let mut xml = Vec::new();
+        report.render_junit(&mut xml)?;
+        std::fs::write(path, xml).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
     crate::report_damage(&damage);
     Ok(if report.has_regressions() {
         Outcome::Regressed
