@@ -161,15 +161,7 @@ impl Metrics {
 
     /// Counts a failed exchange.
     pub fn error(&self, kind: ErrorKind) {
-        let kind = match kind {
-            ErrorKind::Connect => "connect",
-            ErrorKind::Timeout => "timeout",
-            ErrorKind::Reset => "reset",
-            ErrorKind::Tls => "tls",
-            ErrorKind::Protocol => "protocol",
-            ErrorKind::Cancelled => "cancelled",
-            _ => "other",
-        };
+        let kind = reprise_model::error_kind_label(kind);
         self.errors.get_or_create(&Kind { kind: kind.into() }).inc();
     }
 

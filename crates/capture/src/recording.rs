@@ -15,11 +15,12 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
-use reprise_model::grpc::{Deframer, percent_decode};
+use reprise_model::grpc::Deframer;
 use reprise_model::{
-    Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Protocol, RecordSource, Role,
-    StreamMessage, TransportError,
+    Direction, ErrorKind, Exchange, Flags, Header, Protocol, RecordSource, Role, StreamMessage,
+    TransportError,
 };
+use reprise_net::grpc_status;
 
 use crate::recorder::Recorder;
 
@@ -295,19 +296,6 @@ fn protocol(version: Version, grpc: bool) -> Protocol {
     }
 }
 
-/// `grpc-status` and `grpc-message` (percent-decoded as gRPC encodes it).
-fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
-    let code = map.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-    let message = map
-        .get("grpc-message")
-        .map_or_else(String::new, |raw| percent_decode(raw.as_bytes()));
-    Some(GrpcStatus {
-        code,
-        message,
-        ..Default::default()
-    })
-}
-
 /// Cuts a gRPC body's kept frames into messages (see [`Deframer`]).
 fn grpc_messages(
     body: &BodyCapture,
@@ -498,21 +486,6 @@ mod tests {
         assert_eq!(
             (&b.bytes()[..], b.size, b.truncated),
             (&b"hello wo"[..], 11, true)
-        );
-    }
-
-    #[test]
-    fn grpc_message_text_is_percent_decoded() {
-        let mut map = HeaderMap::new();
-        map.insert("grpc-status", "5".parse().unwrap());
-        map.insert(
-            "grpc-message",
-            "no%20such%20note:%20fail%E2%9C%93".parse().unwrap(),
-        );
-        let status = grpc_status(&map).unwrap();
-        assert_eq!(
-            (status.code, status.message.as_str()),
-            (5, "no such note: fail✓")
         );
     }
 }

@@ -290,11 +290,7 @@ fn short(value: &Value) -> String {
 }
 
 fn micros(us: u64) -> String {
-    match us {
-        0..1_000 => format!("{us}µs"),
-        1_000..1_000_000 => format!("{:.1}ms", us as f64 / 1e3),
-        _ => format!("{:.2}s", us as f64 / 1e6),
-    }
+    reprise_model::time::human_duration(us.saturating_mul(1_000))
 }
 
 #[derive(Debug)]

@@ -1,17 +1,6 @@
 //! Numbers for people: durations, sizes, hex dumps.
 
-/// `850µs`, `12.3ms`, `1.24s`, `2m05s`; `-` for an unknown (zero) duration.
-pub fn human_duration(ns: u64) -> String {
-    let us = ns as f64 / 1_000.0;
-    match ns {
-        0 => "-".to_string(),
-        n if n < 1_000_000 => format!("{us:.0}µs"),
-        n if n < 100_000_000 => format!("{:.1}ms", us / 1_000.0),
-        n if n < 1_000_000_000 => format!("{:.0}ms", us / 1_000.0),
-        n if n < 60_000_000_000 => format!("{:.2}s", us / 1_000_000.0),
-        n => format!("{}m{:02}s", n / 60_000_000_000, (n / 1_000_000_000) % 60),
-    }
-}
+pub use reprise_model::time::human_duration;
 
 /// `512B`, `4.5KiB`, `12MiB`.
 pub fn human_size(bytes: u64) -> String {

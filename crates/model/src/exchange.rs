@@ -77,6 +77,21 @@ impl Exchange {
     }
 }
 
+/// Short label for a transport failure: `connect`, `timeout`, `reset`,
+/// `tls`, `protocol`, `cancelled`, `other` (metrics and reports use it).
+pub fn error_kind_label(kind: crate::pb::ErrorKind) -> &'static str {
+    use crate::pb::ErrorKind;
+    match kind {
+        ErrorKind::Connect => "connect",
+        ErrorKind::Timeout => "timeout",
+        ErrorKind::Reset => "reset",
+        ErrorKind::Tls => "tls",
+        ErrorKind::Protocol => "protocol",
+        ErrorKind::Cancelled => "cancelled",
+        ErrorKind::Other | ErrorKind::Unspecified => "other",
+    }
+}
+
 /// Short label for a protocol.
 pub fn protocol_label(protocol: Protocol) -> &'static str {
     match protocol {

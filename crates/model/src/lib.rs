@@ -33,7 +33,7 @@ pub mod pb {
 }
 
 pub use codec::{DecodeError, decode, encode, encoded_len};
-pub use exchange::{HeaderList, display_id, endpoint_key, is_id_segment};
+pub use exchange::{HeaderList, display_id, endpoint_key, error_kind_label, is_id_segment};
 pub use pb::{
     Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Protocol, Replay, Request, Response,
     Role, Source as RecordSource, StreamMessage, Timings, TransportError,

@@ -8,6 +8,19 @@ pub fn now_ns() -> u64 {
     u64::try_from(now.timestamp_nanos_opt().unwrap_or(0)).unwrap_or(0)
 }
 
+/// `850µs`, `12.3ms`, `1.24s`, `2m05s`; `-` for an unknown (zero) duration.
+pub fn human_duration(ns: u64) -> String {
+    let us = ns as f64 / 1_000.0;
+    match ns {
+        0 => "-".to_string(),
+        n if n < 1_000_000 => format!("{us:.0}µs"),
+        n if n < 100_000_000 => format!("{:.1}ms", us / 1_000.0),
+        n if n < 1_000_000_000 => format!("{:.0}ms", us / 1_000.0),
+        n if n < 60_000_000_000 => format!("{:.2}s", us / 1_000_000.0),
+        n => format!("{}m{:02}s", n / 60_000_000_000, (n / 1_000_000_000) % 60),
+    }
+}
+
 /// RFC 3339 with milliseconds, UTC: `2026-11-24T23:33:24.123Z`.
 pub fn format_ns(ns: u64) -> String {
     to_datetime(ns).to_rfc3339_opts(SecondsFormat::Millis, true)

@@ -6,4 +6,43 @@
 pub mod hop;
 pub mod tls;
 
+use http::HeaderMap;
+use reprise_model::GrpcStatus;
+use reprise_model::grpc::percent_decode;
+
+/// The gRPC status a header or trailer block carries: `grpc-status`, and
+/// `grpc-message` percent-decoded as gRPC encodes it.
+pub fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
+    let code = map.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
+    let message = map
+        .get("grpc-message")
+        .map_or_else(String::new, |raw| percent_decode(raw.as_bytes()));
+    Some(GrpcStatus {
+        code,
+        message,
+        ..Default::default()
+    })
+}
+
 pub use tls::TlsError;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn grpc_message_text_is_percent_decoded() {
+        let mut map = HeaderMap::new();
+        map.insert("grpc-status", "5".parse().unwrap());
+        map.insert(
+            "grpc-message",
+            "no%20such%20note:%20fail%E2%9C%93".parse().unwrap(),
+        );
+        let status = grpc_status(&map).unwrap();
+        assert_eq!(
+            (status.code, status.message.as_str()),
+            (5, "no such note: fail✓")
+        );
+    }
+}

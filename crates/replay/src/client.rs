@@ -14,8 +14,9 @@ use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use reprise_model::grpc::{Deframer, percent_decode};
+use reprise_model::grpc::Deframer;
 use reprise_model::{Direction, ErrorKind, GrpcStatus, StreamMessage};
+use reprise_net::grpc_status;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -435,18 +436,6 @@ async fn read_response(
         grpc: grpc_status,
         messages,
         head_after,
-    })
-}
-
-fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
-    let code = map.get("grpc-status")?.to_str().ok()?.trim().parse().ok()?;
-    let message = map
-        .get("grpc-message")
-        .map_or_else(String::new, |raw| percent_decode(raw.as_bytes()));
-    Some(GrpcStatus {
-        code,
-        message,
-        ..Default::default()
     })
 }
 

@@ -355,11 +355,7 @@ impl Report {
     }
 }
 
-/// A latency for people: `850µs`, `12.3ms`, `1.24s`.
+/// A latency in µs for people: `850µs`, `12.3ms`, `1.24s`.
 pub fn micros(us: u64) -> String {
-    match us {
-        0..1_000 => format!("{us}µs"),
-        1_000..1_000_000 => format!("{:.2}ms", us as f64 / 1e3),
-        _ => format!("{:.2}s", us as f64 / 1e6),
-    }
+    reprise_model::time::human_duration(us.saturating_mul(1_000))
 }

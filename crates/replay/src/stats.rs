@@ -64,21 +64,8 @@ impl Outcome {
             Outcome::Ok => "ok".to_string(),
             Outcome::Status(class) => format!("{class}xx"),
             Outcome::Grpc(code) => format!("grpc {}", grpc_code_name(*code)),
-            Outcome::Failed(kind) => failure_label(*kind).to_string(),
+            Outcome::Failed(kind) => reprise_model::error_kind_label(*kind).to_string(),
         }
-    }
-}
-
-/// The report's word for a transport failure.
-pub fn failure_label(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::Connect => "connect",
-        ErrorKind::Timeout => "timeout",
-        ErrorKind::Reset => "reset",
-        ErrorKind::Tls => "tls",
-        ErrorKind::Protocol => "protocol",
-        ErrorKind::Cancelled => "cancelled",
-        ErrorKind::Other | ErrorKind::Unspecified => "other",
     }
 }
 
