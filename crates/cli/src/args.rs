@@ -324,6 +324,15 @@ pub struct DiffArgs {
     /// (`$.id`, `$..created_at`, `$.items[*].etag`; repeatable).
     #[arg(long, value_name = "PATH")]
     pub ignore: Vec<String>,
+    /// Compare the array this JSON path selects as a multiset: order does
+    /// not matter (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub unordered: Vec<String>,
+    /// Comparison rules from a TOML file: `ignore`, `unordered`,
+    /// `ignore_headers`, `compare_headers`, and `[[rule]]` tables with an
+    /// `endpoint` ("POST /api/orders") and its own `ignore` / `unordered`.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
     /// Do not compare this response header (repeatable).
     #[arg(long, value_name = "NAME")]
     pub ignore_header: Vec<String>,

@@ -171,6 +171,50 @@ fn a_changed_field_is_reported_by_its_path_and_nothing_else() {
         "{}",
         text(&out.stdout)
     );
+
+    // The same from a rules file, per endpoint.
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "ignore_headers = [\"accept-ranges\"]\n\
+         [[rule]]\nendpoint = \"GET /api/item.json\"\nignore = [\"$.price\"]\n\
+         [[rule]]\nendpoint = \"GET /api/list.json\"\nignore = [\"$.items[*].stock\"]\n",
+    )
+    .unwrap();
+    let out = reprise(&["diff", s(&tape), s(&changed_out), "--rules", s(&rules)]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("2 identical, 1 regressed"), "{stdout}");
+    assert!(stdout.contains("body:text"), "{stdout}");
+}
+
+#[test]
+fn arrays_can_be_compared_as_multisets() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = [(
+        "api/list.json",
+        r#"{"items":[{"id":1,"stock":3},{"id":2,"stock":0}]}"#,
+    )];
+    let reordered = [(
+        "api/list.json",
+        r#"{"items":[{"stock":0,"id":2},{"id":1,"stock":3}]}"#,
+    )];
+    let (old, new) = (Nginx::serving(&files), Nginx::serving(&reordered));
+    let tape = dir.path().join("rec.tape");
+    let recorder = Recorder::start(&format!("http://{}", old.http1), &tape, &[]);
+    curl(&["-o", "/dev/null", &recorder.url("/api/list.json")]);
+    recorder.stop_cleanly("-TERM");
+    let out_tape = dir.path().join("out.tape");
+    replay(&tape, &new, &out_tape);
+    let by_position = reprise(&["diff", s(&tape), s(&out_tape)]);
+    assert_eq!(by_position.status.code(), Some(1));
+    let as_multiset = reprise(&["diff", s(&tape), s(&out_tape), "--unordered", "$.items"]);
+    assert_eq!(
+        as_multiset.status.code(),
+        Some(0),
+        "{}",
+        text(&as_multiset.stdout)
+    );
 }
 
 #[test]
@@ -196,6 +240,23 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         assert!(
             stderr.starts_with("reprise: ") && stderr.contains(message),
             "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    for (content, message) in [
+        ("ignore = [\"$.ok\"]\ncolour = 1\n", "unknown field"),
+        ("ignore = [\"price\"]\n", "must start with $"),
+        ("[[rule]]\nendpoint = \"/api\"\n", "expected METHOD /path"),
+        ("ignore = [\n", "TOML parse error"),
+    ] {
+        let rules = dir.path().join("bad.toml");
+        std::fs::write(&rules, content).unwrap();
+        let out = reprise(&["diff", s(&tape), s(&tape), "--rules", s(&rules)]);
+        assert_eq!(out.status.code(), Some(2), "{content}");
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--rules") && stderr.contains(message),
+            "{content}: {stderr}"
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }

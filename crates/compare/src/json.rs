@@ -49,20 +49,45 @@ pub struct Difference {
 /// Every difference between `recorded` and `replayed`, except under the
 /// `ignore` paths.
 pub fn diff(recorded: &Value, replayed: &Value, ignore: &[JsonPath]) -> Vec<Difference> {
+    diff_with(recorded, replayed, ignore, &[])
+}
+
+/// Like [`diff`]; the arrays the `unordered` paths select are compared as
+/// multisets: an element is the same wherever it moved, and what has no
+/// equal on the other side is added or removed at its position.
+pub fn diff_with(
+    recorded: &Value,
+    replayed: &Value,
+    ignore: &[JsonPath],
+    unordered: &[JsonPath],
+) -> Vec<Difference> {
     let mut out = Vec::new();
     let mut at = Vec::new();
-    walk(recorded, replayed, ignore, &mut at, &mut out);
+    let rules = Rules { ignore, unordered };
+    walk(recorded, replayed, &rules, &mut at, &mut out);
     out
+}
+
+struct Rules<'a> {
+    ignore: &'a [JsonPath],
+    unordered: &'a [JsonPath],
 }
 
 fn walk(
     a: &Value,
     b: &Value,
-    ignore: &[JsonPath],
+    rules: &Rules<'_>,
     at: &mut Vec<PathSegment>,
     out: &mut Vec<Difference>,
 ) {
+    let ignore = rules.ignore;
     if !at.is_empty() && ignore.iter().any(|p| p.matches(at)) {
+        return;
+    }
+    if let (Value::Array(x), Value::Array(y)) = (a, b)
+        && rules.unordered.iter().any(|p| p.selects(at))
+    {
+        multiset(x, y, ignore, at, out);
         return;
     }
     match (a, b) {
@@ -70,7 +95,7 @@ fn walk(
             for (key, left) in x {
                 at.push(PathSegment::Key(key.clone()));
                 match y.get(key) {
-                    Some(right) => walk(left, right, ignore, at, out),
+                    Some(right) => walk(left, right, rules, at, out),
                     None => push(out, ignore, at, ChangeKind::Removed, Some(left), None),
                 }
                 at.pop();
@@ -87,7 +112,7 @@ fn walk(
             for i in 0..x.len().max(y.len()) {
                 at.push(PathSegment::Index(i));
                 match (x.get(i), y.get(i)) {
-                    (Some(left), Some(right)) => walk(left, right, ignore, at, out),
+                    (Some(left), Some(right)) => walk(left, right, rules, at, out),
                     (Some(left), None) => {
                         push(out, ignore, at, ChangeKind::Removed, Some(left), None);
                     }
@@ -112,6 +137,65 @@ fn walk(
         }
         _ => push(out, ignore, at, ChangeKind::TypeChanged, Some(a), Some(b)),
     }
+}
+
+/// Arrays as multisets: elements matched by value, in any order.
+fn multiset(
+    x: &[Value],
+    y: &[Value],
+    ignore: &[JsonPath],
+    at: &mut Vec<PathSegment>,
+    out: &mut Vec<Difference>,
+) {
+    let mut left: std::collections::HashMap<String, Vec<usize>> = std::collections::HashMap::new();
+    for (i, v) in x.iter().enumerate().rev() {
+        left.entry(canonical(v)).or_default().push(i);
+    }
+    let mut added = Vec::new();
+    for (i, v) in y.iter().enumerate() {
+        match left.get_mut(&canonical(v)).and_then(Vec::pop) {
+            Some(_) => {}
+            None => added.push(i),
+        }
+    }
+    let mut removed: Vec<usize> = left.into_values().flatten().collect();
+    removed.sort_unstable();
+    for i in removed {
+        at.push(PathSegment::Index(i));
+        push(out, ignore, at, ChangeKind::Removed, Some(&x[i]), None);
+        at.pop();
+    }
+    for i in added {
+        at.push(PathSegment::Index(i));
+        push(out, ignore, at, ChangeKind::Added, None, Some(&y[i]));
+        at.pop();
+    }
+}
+
+/// A value as text with object members in name order, so that equal
+/// values give equal text whatever order their members came in.
+fn canonical(value: &Value) -> String {
+    fn sorted(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_by(|a, b| a.0.cmp(b.0));
+                Value::Object(
+                    members
+                        .into_iter()
+                        .map(|(k, v)| (k.clone(), sorted(v)))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+            Value::Number(n) => n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map_or_else(|| value.clone(), |f| Value::from(f as i64)),
+            other => other.clone(),
+        }
+    }
+    sorted(value).to_string()
 }
 
 fn push(
@@ -179,6 +263,27 @@ mod tests {
         assert_eq!(
             (d.recorded.clone(), d.replayed.clone()),
             (Some(json!(2)), Some(json!(3)))
+        );
+    }
+
+    #[test]
+    fn unordered_arrays_are_multisets() {
+        let unordered = [JsonPath::parse("$.tags").unwrap()];
+        let a = json!({"tags": ["a", {"x": 1, "y": 2}, "b", "b"], "list": [1, 2]});
+        let b = json!({"tags": ["b", "a", {"y": 2, "x": 1.0}, "c"], "list": [2, 1]});
+        let got: Vec<(String, ChangeKind)> = diff_with(&a, &b, &[], &unordered)
+            .into_iter()
+            .map(|d| (d.path, d.kind))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("$.tags[3]".to_string(), ChangeKind::Removed),
+                ("$.tags[3]".to_string(), ChangeKind::Added),
+                // Not unordered: by position.
+                ("$.list[0]".to_string(), ChangeKind::Changed),
+                ("$.list[1]".to_string(), ChangeKind::Changed),
+            ]
         );
     }
 

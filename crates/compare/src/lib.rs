@@ -24,7 +24,7 @@ pub mod noise;
 pub mod pair;
 mod report;
 
-pub use json::{ChangeKind, Difference, diff};
+pub use json::{ChangeKind, Difference, diff, diff_with};
 pub use noise::{NoiseModel, Suppressed, Thresholds};
-pub use pair::{IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
+pub use pair::{EndpointRules, IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
 pub use report::{Comparison, DiffReport, EndpointDiff, Example, LatencyPair, PathCount};

@@ -2,15 +2,16 @@
 //! headers, and the body by content type. Every pair ends as exactly one
 //! of identical, regressed, or not compared (with the reason).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use reprise_model::redact::JsonPath;
 use reprise_model::wire::{RawField, RawValue};
-use reprise_model::{Direction, Exchange, HeaderList, Response};
+use reprise_model::{Direction, Exchange, HeaderList, Response, endpoint_key};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::json::{ChangeKind, Difference, diff};
+use crate::json::{ChangeKind, Difference, diff_with};
 
 /// Response headers that differ between any two runs of the same code,
 /// never compared unless asked for.
@@ -36,6 +37,10 @@ pub const IGNORED_HEADERS: [&str; 14] = [
 pub struct Rules {
     /// Body paths never compared (`--ignore`).
     pub ignore: Vec<JsonPath>,
+    /// Arrays compared as multisets (`--unordered`).
+    pub unordered: Vec<JsonPath>,
+    /// More paths for one endpoint each (`[[rule]]` in a rules file).
+    pub endpoints: Vec<EndpointRules>,
     /// Response headers never compared (lower case).
     pub ignored_headers: BTreeSet<String>,
 }
@@ -44,6 +49,8 @@ impl Default for Rules {
     fn default() -> Self {
         Rules {
             ignore: Vec::new(),
+            unordered: Vec::new(),
+            endpoints: Vec::new(),
             ignored_headers: IGNORED_HEADERS.iter().map(|h| h.to_string()).collect(),
         }
     }
@@ -53,6 +60,12 @@ impl Rules {
     /// `--ignore PATH`.
     pub fn ignore(&mut self, path: &str) -> Result<(), reprise_model::redact::PathError> {
         self.ignore.push(JsonPath::parse(path)?);
+        Ok(())
+    }
+
+    /// `--unordered PATH`.
+    pub fn unordered(&mut self, path: &str) -> Result<(), reprise_model::redact::PathError> {
+        self.unordered.push(JsonPath::parse(path)?);
         Ok(())
     }
 
@@ -66,6 +79,34 @@ impl Rules {
     pub fn compare_header(&mut self, name: &str) {
         self.ignored_headers
             .remove(&name.trim().to_ascii_lowercase());
+    }
+}
+
+/// Rules for one endpoint, on top of the global ones.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointRules {
+    /// `METHOD /path`, as reports name endpoints (`GET /users/{id}`).
+    pub endpoint: String,
+    /// Body paths not compared for this endpoint.
+    pub ignore: Vec<JsonPath>,
+    /// Arrays compared as multisets for this endpoint.
+    pub unordered: Vec<JsonPath>,
+}
+
+impl Rules {
+    /// The ignore and unordered paths in force for `recorded`'s endpoint.
+    fn paths_for(&self, recorded: &Exchange) -> (Cow<'_, [JsonPath]>, Cow<'_, [JsonPath]>) {
+        if self.endpoints.is_empty() {
+            return (Cow::Borrowed(&self.ignore), Cow::Borrowed(&self.unordered));
+        }
+        let endpoint = endpoint_key(recorded);
+        let mut ignore = self.ignore.clone();
+        let mut unordered = self.unordered.clone();
+        for rule in self.endpoints.iter().filter(|r| r.endpoint == endpoint) {
+            ignore.extend(rule.ignore.iter().cloned());
+            unordered.extend(rule.unordered.iter().cloned());
+        }
+        (Cow::Owned(ignore), Cow::Owned(unordered))
     }
 }
 
@@ -142,14 +183,15 @@ pub fn compare(recorded: &Exchange, replayed: &Exchange, rules: &Rules) -> Verdi
             .collect()
     };
     let (x, y) = (messages(recorded), messages(replayed));
+    let (ignore, unordered) = rules.paths_for(recorded);
     if x.is_empty() && y.is_empty() {
-        body(a, b, rules, &mut differences);
+        body(a, b, &ignore, &unordered, &mut differences);
     } else {
         // gRPC: the response messages, each read by field number as
         // `protoc --decode_raw` does, compared like JSON documents:
         // `$.messages[0]["2"]` is field 2 of the first message.
         let wrap = |v: Vec<Value>| serde_json::json!({ "messages": v });
-        differences.extend(diff(&wrap(x), &wrap(y), &rules.ignore));
+        differences.extend(diff_with(&wrap(x), &wrap(y), &ignore, &unordered));
     }
     if differences.is_empty() {
         Verdict::Identical
@@ -218,7 +260,13 @@ fn is_json(response: &Response) -> bool {
         })
 }
 
-fn body(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>) {
+fn body(
+    a: &Response,
+    b: &Response,
+    ignore: &[JsonPath],
+    unordered: &[JsonPath],
+    out: &mut Vec<Difference>,
+) {
     if a.body_truncated || b.body_truncated {
         // A body cut at the size cap is compared by size only: its first
         // bytes would give differences that are not there.
@@ -240,7 +288,7 @@ fn body(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>) {
             serde_json::from_slice::<Value>(&b.body),
         ) {
             (Ok(x), Ok(y)) => {
-                out.extend(diff(&x, &y, &rules.ignore));
+                out.extend(diff_with(&x, &y, ignore, unordered));
                 return;
             }
             (Ok(_), Err(_)) | (Err(_), Ok(_)) => {

@@ -132,7 +132,12 @@ impl JsonPath {
     /// Whether the path selects the value at `at`, or one of the values
     /// that hold it (`$.a` covers `$.a.b[2]`).
     pub fn matches(&self, at: &[PathSegment]) -> bool {
-        matches_steps(&self.steps, at)
+        matches_steps(&self.steps, at, false)
+    }
+
+    /// Whether the path selects exactly the value at `at` (not a parent).
+    pub fn selects(&self, at: &[PathSegment]) -> bool {
+        matches_steps(&self.steps, at, true)
     }
 }
 
@@ -189,22 +194,23 @@ fn is_plain_name(key: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn matches_steps(steps: &[Step], at: &[PathSegment]) -> bool {
+fn matches_steps(steps: &[Step], at: &[PathSegment], exact: bool) -> bool {
     let Some((step, rest)) = steps.split_first() else {
-        return true;
+        return !exact || at.is_empty();
     };
     match step {
         Step::Key(key) => {
             matches!(at.first(), Some(PathSegment::Key(k)) if k == key)
-                && matches_steps(rest, &at[1..])
+                && matches_steps(rest, &at[1..], exact)
         }
         Step::Index(index) => {
             matches!(at.first(), Some(PathSegment::Index(i)) if i == index)
-                && matches_steps(rest, &at[1..])
+                && matches_steps(rest, &at[1..], exact)
         }
-        Step::Any => !at.is_empty() && matches_steps(rest, &at[1..]),
+        Step::Any => !at.is_empty() && matches_steps(rest, &at[1..], exact),
         Step::Descend(key) => (0..at.len()).any(|j| {
-            matches!(&at[j], PathSegment::Key(k) if k == key) && matches_steps(rest, &at[j + 1..])
+            matches!(&at[j], PathSegment::Key(k) if k == key)
+                && matches_steps(rest, &at[j + 1..], exact)
         }),
     }
 }
@@ -528,6 +534,8 @@ mod tests {
         ] {
             assert_eq!(JsonPath::parse(path).unwrap().matches(&at), hit, "{path}");
         }
+        assert!(JsonPath::parse("$.items[*].price").unwrap().selects(&at));
+        assert!(!JsonPath::parse("$.items").unwrap().selects(&at));
         let odd = [Key("a b".into()), Key("q\"x".into()), Key("7up".into())];
         assert_eq!(render_path(&odd), r#"$["a b"]["q\"x"]["7up"]"#);
     }

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 use reprise_compare::{
-    Comparison, DiffReport, NoiseModel, NotCompared, Rules, Thresholds, Verdict, compare,
+    Comparison, DiffReport, EndpointRules, NoiseModel, NotCompared, Rules, Thresholds, Verdict,
+    compare,
 };
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Exchange, Intact};
@@ -14,11 +15,90 @@ use reprise_model::{Exchange, Intact};
 use crate::Outcome;
 use crate::args::DiffArgs;
 
-/// The comparison rules from the command line.
+/// A rules file (`--rules FILE`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    unordered: Vec<String>,
+    #[serde(default)]
+    ignore_headers: Vec<String>,
+    #[serde(default)]
+    compare_headers: Vec<String>,
+    #[serde(default)]
+    rule: Vec<EndpointRule>,
+}
+
+/// One `[[rule]]` table.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndpointRule {
+    endpoint: String,
+    #[serde(default)]
+    ignore: Vec<String>,
+    #[serde(default)]
+    unordered: Vec<String>,
+}
+
+fn read_rules(path: &Path, rules: &mut Rules) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("--rules {}: cannot read", path.display()))?;
+    let file: RulesFile = toml::from_str(&text).map_err(|e| {
+        // toml draws the error under the line over several lines; the
+        // first says what and where.
+        let first = e.to_string().lines().next().unwrap_or_default().to_string();
+        anyhow::anyhow!("--rules {}: {first}: {}", path.display(), e.message())
+    })?;
+    let at = |what: &str| format!("--rules {}: {what}", path.display());
+    for p in &file.ignore {
+        rules.ignore(p).with_context(|| at("ignore"))?;
+    }
+    for p in &file.unordered {
+        rules.unordered(p).with_context(|| at("unordered"))?;
+    }
+    for name in &file.compare_headers {
+        rules.compare_header(name);
+    }
+    for name in &file.ignore_headers {
+        rules.ignore_header(name);
+    }
+    for rule in file.rule {
+        let parse = |paths: &[String], what: &str| {
+            paths
+                .iter()
+                .map(|p| reprise_model::redact::JsonPath::parse(p))
+                .collect::<Result<Vec<_>, _>>()
+                .with_context(|| at(&format!("rule for {:?}: {what}", rule.endpoint)))
+        };
+        let endpoint = rule.endpoint.trim();
+        if !endpoint.contains(' ') {
+            bail!(
+                "{}: endpoint {endpoint:?}: expected METHOD /path, such as \"POST /api/orders\"",
+                at("rule")
+            );
+        }
+        rules.endpoints.push(EndpointRules {
+            ignore: parse(&rule.ignore, "ignore")?,
+            unordered: parse(&rule.unordered, "unordered")?,
+            endpoint: endpoint.to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// The comparison rules from the command line (and a rules file).
 fn rules(args: &DiffArgs) -> anyhow::Result<Rules> {
     let mut rules = Rules::default();
+    if let Some(path) = &args.rules {
+        read_rules(path, &mut rules)?;
+    }
     for path in &args.ignore {
         rules.ignore(path).context("--ignore")?;
+    }
+    for path in &args.unordered {
+        rules.unordered(path).context("--unordered")?;
     }
     for name in &args.compare_header {
         rules.compare_header(name);
