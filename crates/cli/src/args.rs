@@ -309,6 +309,20 @@ pub struct ReplayArgs {
     /// No progress display (the report is still printed).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Compare what comes back with the recording, as `reprise diff`
+    /// does, and exit 1 when something regressed.
+    #[arg(long, conflicts_with_all = ["follow", "dry_run"])]
+    pub compare: bool,
+    /// With --compare: replay to this second copy of the old build at the
+    /// same time, as the baseline that tells noise from regressions.
+    #[arg(long, value_name = "URL", requires = "compare")]
+    pub baseline_target: Option<String>,
+    /// With --compare: write the comparison report as JSON to this file.
+    #[arg(long, value_name = "FILE", requires = "compare")]
+    pub diff_json: Option<PathBuf>,
+    /// How --compare compares.
+    #[command(flatten)]
+    pub rules: CompareArgs,
 }
 
 /// `reprise diff`.
@@ -320,6 +334,22 @@ pub struct DiffArgs {
     /// The replay's results tape (`reprise replay --out`).
     #[arg(value_name = "REPLAYED")]
     pub replayed: PathBuf,
+    /// The same recording replayed against a second copy of the old build
+    /// (`reprise replay --out`): what differs between the two copies is
+    /// noise, not a regression.
+    #[arg(long, value_name = "BASELINE")]
+    pub baseline: Option<PathBuf>,
+    /// How to compare.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+/// How `diff` and `replay --compare` compare.
+#[derive(Debug, Args, Default, Clone)]
+pub struct CompareArgs {
     /// Do not compare what this JSON path selects, nor below it
     /// (`$.id`, `$..created_at`, `$.items[*].etag`; repeatable).
     #[arg(long, value_name = "PATH")]
@@ -340,31 +370,13 @@ pub struct DiffArgs {
     /// (Date, Server, Content-Length, ...; repeatable).
     #[arg(long, value_name = "NAME")]
     pub compare_header: Vec<String>,
-    /// The same recording replayed against a second copy of the old build
-    /// (`reprise replay --out`): what differs between the two copies is
-    /// noise, not a regression.
-    #[arg(long, value_name = "BASELINE")]
-    pub baseline: Option<PathBuf>,
-    /// With --baseline: a path regressed only if |r-n|/(r+n) is above this
-    /// (r, n: pairs where the candidate, the baseline differ).
-    #[arg(
-        long,
-        value_name = "FRACTION",
-        default_value_t = 0.2,
-        requires = "baseline"
-    )]
+    /// With a baseline: a path regressed only if |r-n|/(r+n) is above
+    /// this (r, n: pairs where the candidate, the baseline differ).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.2)]
     pub noise_relative: f64,
-    /// With --baseline: ... and |r-n| / pairs of the endpoint above this.
-    #[arg(
-        long,
-        value_name = "FRACTION",
-        default_value_t = 0.0003,
-        requires = "baseline"
-    )]
+    /// With a baseline: ... and |r-n| / pairs of the endpoint above this.
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.0003)]
     pub noise_absolute: f64,
-    /// Also write the report as JSON to this file.
-    #[arg(long, value_name = "FILE")]
-    pub json: Option<PathBuf>,
     /// Also write JUnit XML to this file: one test case per endpoint, a
     /// failure listing the regressed field paths.
     #[arg(long, value_name = "FILE")]

@@ -435,3 +435,61 @@ fn a_grpc_field_that_changed_is_reported_by_its_field_number() {
         }
     }
 }
+
+#[test]
+fn replay_compare_replays_to_target_and_baseline_and_compares_in_one_run() {
+    use reprise_testkit::target::{Behaviour, Target};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let start = |version| runtime.block_on(Target::start(Behaviour::Noisy { version }));
+    let (old, baseline, same, changed) = (start(1), start(1), start(1), start(2));
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("rec.tape");
+    let recorder = Recorder::start(&old.url(), &tape, &[]);
+    for i in 0..10 {
+        curl(&["-o", "/dev/null", &recorder.url(&format!("/items/{i}"))]);
+    }
+    recorder.stop_cleanly("-TERM");
+    for (target, code) in [(&same, 0), (&changed, 1)] {
+        let json = dir.path().join(format!("diff-{code}.json"));
+        let out = reprise(&[
+            "replay",
+            s(&tape),
+            "--target",
+            &target.url(),
+            "--baseline-target",
+            &baseline.url(),
+            "--compare",
+            "--diff-json",
+            s(&json),
+            "-q",
+        ]);
+        let stdout = text(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{stdout}{}",
+            text(&out.stderr)
+        );
+        assert!(stdout.contains("replay: 10 calls"), "{stdout}");
+        assert!(stdout.contains("baseline: 10 calls"), "{stdout}");
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["pairs"], 10);
+        assert_eq!(report["regressed"], if code == 1 { 10 } else { 0 });
+        assert_eq!(report["noise_only"], if code == 1 { 0 } else { 10 });
+    }
+    // Rules without --compare are a usage error.
+    let out = reprise(&[
+        "replay",
+        s(&tape),
+        "--target",
+        &same.url(),
+        "--ignore",
+        "$.id",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("go with --compare"),
+        "{}",
+        text(&out.stderr)
+    );
+}

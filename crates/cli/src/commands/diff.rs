@@ -13,7 +13,7 @@ use reprise_model::select::ExchangeFilter;
 use reprise_model::{Exchange, Intact};
 
 use crate::Outcome;
-use crate::args::DiffArgs;
+use crate::args::{CompareArgs, DiffArgs};
 
 /// A rules file (`--rules FILE`).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -89,7 +89,7 @@ fn read_rules(path: &Path, rules: &mut Rules) -> anyhow::Result<()> {
 }
 
 /// The comparison rules from the command line (and a rules file).
-fn rules(args: &DiffArgs) -> anyhow::Result<Rules> {
+pub(crate) fn rules(args: &CompareArgs) -> anyhow::Result<Rules> {
     let mut rules = Rules::default();
     if let Some(path) = &args.rules {
         read_rules(path, &mut rules)?;
@@ -109,7 +109,7 @@ fn rules(args: &DiffArgs) -> anyhow::Result<Rules> {
     Ok(rules)
 }
 
-fn thresholds(args: &DiffArgs) -> anyhow::Result<Thresholds> {
+pub(crate) fn thresholds(args: &CompareArgs) -> anyhow::Result<Thresholds> {
     for (flag, value) in [
         ("--noise-relative", args.noise_relative),
         ("--noise-absolute", args.noise_absolute),
@@ -126,25 +126,39 @@ fn thresholds(args: &DiffArgs) -> anyhow::Result<Thresholds> {
 
 /// Runs `reprise diff`.
 pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
-    let rules = rules(args)?;
-    let noise = match &args.baseline {
-        Some(baseline) => Some((baseline.as_path(), thresholds(args)?)),
-        None => None,
-    };
+    let rules = rules(&args.compare)?;
+    let thresholds = thresholds(&args.compare)?;
+    let noise = args.baseline.as_deref().map(|b| (b, thresholds));
     let (report, damage) = diff_with(&args.recorded, &args.replayed, noise, &rules)?;
+    finish(
+        &report,
+        &damage,
+        args.json.as_deref(),
+        args.compare.junit.as_deref(),
+    )
+}
+
+/// Prints the report, writes the JSON and JUnit files asked for, and
+/// says how the comparison ended.
+pub(crate) fn finish(
+    report: &DiffReport,
+    damage: &[String],
+    json: Option<&Path>,
+    junit: Option<&Path>,
+) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     report.render(&mut stdout.lock())?;
-    if let Some(path) = &args.json {
-        let text = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(report)?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    if let Some(path) = &args.junit {
+    if let Some(path) = junit {
         let mut xml = Vec::new();
         report.render_junit(&mut xml)?;
         std::fs::write(path, xml).with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    crate::report_damage(&damage);
+    crate::report_damage(damage);
     Ok(if report.has_regressions() {
         Outcome::Regressed
     } else if !damage.is_empty() {
@@ -198,7 +212,7 @@ fn replays(
 /// The recording's inbound exchanges are held in memory, keyed by id;
 /// the replays stream (the candidate twice with a baseline: once to count
 /// its differences, once to judge them).
-fn diff_with(
+pub(crate) fn diff_with(
     recorded: &Path,
     replayed: &Path,
     baseline: Option<(&Path, Thresholds)>,

@@ -120,6 +120,21 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         let (opener, live) = opener(args.source.clone(), args, &config)?;
         return dry_run(config, opener, live);
     }
+    if args.compare {
+        return replay_and_compare(args, config);
+    }
+    let given = &args.rules;
+    if !given.ignore.is_empty()
+        || !given.unordered.is_empty()
+        || given.rules.is_some()
+        || !given.ignore_header.is_empty()
+        || !given.compare_header.is_empty()
+        || given.junit.is_some()
+    {
+        bail!(
+            "--ignore, --unordered, --rules, --ignore-header, --compare-header and --junit go with --compare"
+        );
+    }
     let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
         Some(path) => Some(Box::new(open_tape(path, false)?)),
@@ -130,6 +145,78 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     show_progress(&replay, args.quiet);
     let report = replay.wait()?;
     finish(args, &report)
+}
+
+/// `--compare`: replays to the target (and to the baseline target, at the
+/// same time), then compares what came back with the recording.
+fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result<Outcome> {
+    let rules = super::diff::rules(&args.rules)?;
+    let thresholds = super::diff::thresholds(&args.rules)?;
+    let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let candidate_out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| temp.path().join("replayed.tape"));
+    let baseline = match &args.baseline_target {
+        Some(url) => {
+            let mut baseline = config.clone();
+            baseline.target = Target::parse(url).context("--baseline-target")?;
+            Some((baseline, temp.path().join("baseline.tape")))
+        }
+        None => None,
+    };
+    let (opener_c, _) = opener(args.source.clone(), args, &config)?;
+    let candidate = Replay::start(
+        config,
+        opener_c,
+        Some(Box::new(open_tape(&candidate_out, false)?)),
+        None,
+    )?;
+    let baseline = match baseline {
+        Some((config, out)) => {
+            let (opener_b, _) = opener(args.source.clone(), args, &config)?;
+            let replay = Replay::start(
+                config,
+                opener_b,
+                Some(Box::new(open_tape(&out, false)?)),
+                None,
+            )?;
+            Some((replay, out))
+        }
+        None => None,
+    };
+    stop_on_signals(candidate.stop_handle());
+    if let Some((replay, _)) = &baseline {
+        stop_on_signals(replay.stop_handle());
+    }
+    show_progress(&candidate, args.quiet);
+    let report = candidate.wait()?;
+    let replay_outcome = finish(args, &report)?;
+    let baseline_out = match baseline {
+        Some((replay, out)) => {
+            let report = replay.wait()?;
+            println!(
+                "baseline: {} calls to {} in {:.2} s, {} ok, {} failed",
+                report.calls, report.target, report.elapsed_s, report.ok, report.failed
+            );
+            Some(out)
+        }
+        None => None,
+    };
+    println!();
+    let noise = baseline_out.as_deref().map(|b| (b, thresholds));
+    let (diff, damage) = super::diff::diff_with(&args.source, &candidate_out, noise, &rules)?;
+    let outcome = super::diff::finish(
+        &diff,
+        &damage,
+        args.diff_json.as_deref(),
+        args.rules.junit.as_deref(),
+    )?;
+    Ok(match (outcome, replay_outcome) {
+        (Outcome::Regressed, _) => Outcome::Regressed,
+        (_, Outcome::Damaged) | (Outcome::Damaged, _) => Outcome::Damaged,
+        _ => Outcome::Success,
+    })
 }
 
 fn finish(args: &ReplayArgs, report: &Report) -> anyhow::Result<Outcome> {
