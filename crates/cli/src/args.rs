@@ -370,6 +370,11 @@ pub struct CompareArgs {
     /// (Date, Server, Content-Length, ...; repeatable).
     #[arg(long, value_name = "NAME")]
     pub compare_header: Vec<String>,
+    /// Without a baseline: take differences between two timestamps close
+    /// to each other, two UUIDs or two generated ids as noise. A guess,
+    /// labelled as one in every report.
+    #[arg(long)]
+    pub auto_noise: bool,
     /// With a baseline: a path regressed only if |r-n|/(r+n) is above
     /// this (r, n: pairs where the candidate, the baseline differ).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.2)]

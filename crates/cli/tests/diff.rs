@@ -308,6 +308,37 @@ fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
         text(&out.stdout)
     );
 
+    // --auto-noise guesses that two UUIDs are noise, and says it guessed.
+    let out = reprise(&["diff", s(&tape), s(&c_same), "--auto-noise"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("20 noise only") && stdout.contains("GUESSED"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("20× noise (guess)"), "{stdout}");
+    let out = reprise(&["diff", s(&tape), s(&c_changed), "--auto-noise"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the version is no id: {}",
+        text(&out.stdout)
+    );
+    let out = reprise(&[
+        "diff",
+        s(&tape),
+        s(&c_same),
+        "--auto-noise",
+        "--baseline",
+        s(&b),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--auto-noise"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // With one, the same build is noise only: exit 0.
     let out = reprise(&["diff", s(&tape), s(&c_same), "--baseline", s(&b)]);
     let stdout = text(&out.stdout);

@@ -25,6 +25,6 @@ pub mod pair;
 mod report;
 
 pub use json::{ChangeKind, Difference, diff, diff_with};
-pub use noise::{NoiseModel, Suppressed, Thresholds};
+pub use noise::{NoiseModel, Suppressed, Thresholds, guess};
 pub use pair::{EndpointRules, IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
 pub use report::{Comparison, DiffReport, EndpointDiff, Example, LatencyPair, PathCount};

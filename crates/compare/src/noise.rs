@@ -164,6 +164,93 @@ impl NoiseModel {
     }
 }
 
+/// `--auto-noise` without a baseline: differences whose two values are
+/// both timestamps close to each other, both UUIDs, or both generated
+/// ids of one shape are taken out as noise. A guess, and every report
+/// says so.
+pub fn guess(verdict: Verdict) -> (Verdict, Vec<Difference>) {
+    let Verdict::Regressed(differences) = verdict else {
+        return (verdict, Vec::new());
+    };
+    let (noise, regressions): (Vec<Difference>, Vec<Difference>) =
+        differences.into_iter().partition(looks_generated);
+    let verdict = if regressions.is_empty() {
+        Verdict::NoiseOnly
+    } else {
+        Verdict::Regressed(regressions)
+    };
+    (verdict, noise)
+}
+
+/// Whether a difference looks like values a service makes up per call.
+fn looks_generated(d: &Difference) -> bool {
+    use serde_json::Value;
+    if d.kind != crate::json::ChangeKind::Changed {
+        return false;
+    }
+    let (Some(a), Some(b)) = (&d.recorded, &d.replayed) else {
+        return false;
+    };
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_u64(), y.as_u64()) {
+            (Some(x), Some(y)) => epoch_ns(x).zip(epoch_ns(y)).is_some_and(close),
+            _ => false,
+        },
+        (Value::String(x), Value::String(y)) => {
+            let times = reprise_model::time::parse_time(x)
+                .ok()
+                .filter(|_| !x.trim().bytes().all(|c| c.is_ascii_digit()))
+                .zip(reprise_model::time::parse_time(y).ok());
+            if let Some(pair) = times {
+                return close(pair);
+            }
+            (is_uuid(x) && is_uuid(y)) || (same_shape(x, y) && reprise_model::is_id_segment(x))
+        }
+        _ => false,
+    }
+}
+
+/// A number read as a time since the epoch in s, ms, µs or ns (between
+/// 2001 and 2100), in ns.
+fn epoch_ns(n: u64) -> Option<u64> {
+    const LOW_S: u64 = 1_000_000_000; // 2001-09-09
+    const HIGH_S: u64 = 4_102_444_800; // 2100-01-01
+    [1, 1_000, 1_000_000, 1_000_000_000]
+        .iter()
+        .find_map(|&per_s| {
+            (LOW_S.saturating_mul(per_s)..HIGH_S.saturating_mul(per_s))
+                .contains(&n)
+                .then(|| n.saturating_mul(1_000_000_000 / per_s))
+        })
+}
+
+/// Two times within a day of each other.
+fn close((a, b): (u64, u64)) -> bool {
+    a.abs_diff(b) < 86_400 * 1_000_000_000
+}
+
+fn is_uuid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.iter().map(|g| g.len()).eq([8, 4, 4, 4, 12])
+        && groups
+            .iter()
+            .all(|g| g.bytes().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// The same length and the same kind of character at each place.
+fn same_shape(a: &str, b: &str) -> bool {
+    let kind = |c: char| {
+        if c.is_ascii_digit() || c.is_ascii_hexdigit() {
+            'h'
+        } else if c.is_alphanumeric() {
+            'a'
+        } else {
+            c
+        }
+    };
+    a.chars().count() == b.chars().count() && a.chars().map(kind).eq(b.chars().map(kind))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -246,5 +333,62 @@ mod tests {
         assert_eq!(verdict, Verdict::NoiseOnly);
         assert_eq!(noise.len(), 1);
         assert_eq!(model.judge(&call, Verdict::Identical).0, Verdict::Identical);
+    }
+
+    #[test]
+    fn guesses_take_out_times_uuids_and_ids_only() {
+        use serde_json::Value;
+        let change = |a: Value, b: Value| Difference {
+            path: "$.x".into(),
+            pattern: "$.x".into(),
+            kind: ChangeKind::Changed,
+            recorded: Some(a),
+            replayed: Some(b),
+        };
+        for (a, b) in [
+            (
+                Value::from(1_795_897_155_612_u64),
+                Value::from(1_795_897_155_987_u64),
+            ),
+            (
+                Value::from(1_795_897_155_u64),
+                Value::from(1_795_897_160_u64),
+            ),
+            (
+                Value::from("2026-11-28T10:00:00Z"),
+                Value::from("2026-11-28T10:00:05.5Z"),
+            ),
+            (
+                Value::from("0193a1c2-e4f5-7a6b-8c9d-0e1f2a3b4c5d"),
+                Value::from("0193a1c2-ffff-7a6b-8c9d-0e1f2a3b4c5e"),
+            ),
+            (
+                Value::from("b33c9c1a2bae6636d5389a1a"),
+                Value::from("a12c9c1a2bae6636d5389f00"),
+            ),
+        ] {
+            let (verdict, noise) = guess(Verdict::Regressed(vec![change(a.clone(), b.clone())]));
+            assert_eq!(
+                (verdict, noise.len()),
+                (Verdict::NoiseOnly, 1),
+                "{a} vs {b}"
+            );
+        }
+        for (a, b) in [
+            (Value::from(10), Value::from(12)),
+            (Value::from("teapot"), Value::from("kettle")),
+            (
+                Value::from(1_795_897_155_612_u64),
+                Value::from(1_695_897_155_612_u64),
+            ),
+            (
+                Value::from("2026-11-28T10:00:00Z"),
+                Value::from("2026-12-28T10:00:00Z"),
+            ),
+            (Value::from("ord-00001"), Value::from("ord-00002")),
+        ] {
+            let (verdict, _) = guess(Verdict::Regressed(vec![change(a.clone(), b.clone())]));
+            assert!(matches!(verdict, Verdict::Regressed(_)), "{a} vs {b}");
+        }
     }
 }

@@ -90,6 +90,8 @@ pub struct DiffReport {
     pub not_compared: BTreeMap<String, u64>,
     /// With a baseline: what the noise verdicts suppressed.
     pub suppressed: Option<crate::noise::Suppressed>,
+    /// The noise was guessed (`--auto-noise`), not learned from a baseline.
+    pub noise_guessed: bool,
     /// Per endpoint, most regressed first.
     pub endpoints: Vec<EndpointDiff>,
 }
@@ -108,6 +110,12 @@ impl DiffReport {
             "diff: {} pairs: {} identical, {} regressed, {} noise only, {} not compared",
             self.pairs, self.identical, self.regressed, self.noise_only, not_compared
         )?;
+        if self.noise_guessed {
+            writeln!(
+                out,
+                "  noise GUESSED by --auto-noise (timestamps, UUIDs, generated ids): a guess, not a baseline's verdict; check the paths marked noise"
+            )?;
+        }
         if let Some(s) = &self.suppressed {
             writeln!(
                 out,
@@ -162,10 +170,15 @@ impl DiffReport {
             for p in e.paths.iter().take(10) {
                 let show =
                     |v: &Option<Value>| v.as_ref().map_or_else(|| "(absent)".to_string(), short);
+                let noise = if self.noise_guessed {
+                    "noise (guess)"
+                } else {
+                    "noise"
+                };
                 let count = match (p.regressed, p.noise) {
                     (r, 0) => format!("{r}× regressed"),
-                    (0, n) => format!("{n}× noise"),
-                    (r, n) => format!("{r}× regressed, {n}× noise"),
+                    (0, n) => format!("{n}× {noise}"),
+                    (r, n) => format!("{r}× regressed, {n}× {noise}"),
                 };
                 writeln!(
                     out,
@@ -345,9 +358,15 @@ pub struct Comparison {
     endpoints: HashMap<String, EndpointAcc>,
     not_compared: BTreeMap<NotCompared, u64>,
     suppressed: Option<crate::noise::Suppressed>,
+    noise_guessed: bool,
 }
 
 impl Comparison {
+    /// Marks the report's noise as guessed (`--auto-noise`).
+    pub fn noise_guessed(&mut self) {
+        self.noise_guessed = true;
+    }
+
     /// Counts one pair: `recorded` (or the replay when the recording is
     /// missing) decides the endpoint.
     pub fn add(&mut self, recorded: &Exchange, replayed: Option<&Exchange>, verdict: &Verdict) {
@@ -475,6 +494,7 @@ impl Comparison {
             regressed: endpoints.iter().map(|e| e.regressed).sum(),
             noise_only: endpoints.iter().map(|e| e.noise_only).sum(),
             suppressed: self.suppressed,
+            noise_guessed: self.noise_guessed,
             not_compared: self
                 .not_compared
                 .into_iter()

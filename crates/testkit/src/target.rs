@@ -90,6 +90,19 @@ pub enum Behaviour {
     Garbage,
 }
 
+/// 128 bits as a UUID's text: 8-4-4-4-12 hex digits.
+fn uuid_like(v: u128) -> String {
+    let hex = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// A running replay target; the server stops when this is dropped.
 #[derive(Debug)]
 pub struct Target {
@@ -253,7 +266,7 @@ async fn answer(
             serde_json::json!({
                 "ok": true,
                 "path": received.path,
-                "request_id": format!("{nanos:x}-{n}"),
+                "request_id": uuid_like(nanos ^ (u128::from(n) << 64)),
                 "version": version,
             })
             .to_string()

@@ -128,7 +128,16 @@ pub(crate) fn thresholds(args: &CompareArgs) -> anyhow::Result<Thresholds> {
 pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
     let rules = rules(&args.compare)?;
     let thresholds = thresholds(&args.compare)?;
-    let noise = args.baseline.as_deref().map(|b| (b, thresholds));
+    let noise = match (args.baseline.as_deref(), args.compare.auto_noise) {
+        (Some(_), true) => {
+            bail!(
+                "--auto-noise guesses noise without a baseline; with --baseline the baseline decides"
+            )
+        }
+        (Some(b), false) => Noise::Baseline(b, thresholds),
+        (None, true) => Noise::Guess,
+        (None, false) => Noise::None,
+    };
     let (report, damage) = diff_with(&args.recorded, &args.replayed, noise, &rules)?;
     finish(
         &report,
@@ -168,13 +177,24 @@ pub(crate) fn finish(
     })
 }
 
+/// How noise is told apart.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Noise<'a> {
+    /// It is not: every difference counts.
+    None,
+    /// From a baseline's results.
+    Baseline(&'a Path, Thresholds),
+    /// Guessed from the values (`--auto-noise`).
+    Guess,
+}
+
 /// Compares without a baseline.
 pub(crate) fn diff(
     recorded: &Path,
     replayed: &Path,
     rules: &Rules,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
-    diff_with(recorded, replayed, None, rules)
+    diff_with(recorded, replayed, Noise::None, rules)
 }
 
 /// Reads every exchange of `path` that replays a recorded one, with the
@@ -215,7 +235,7 @@ fn replays(
 pub(crate) fn diff_with(
     recorded: &Path,
     replayed: &Path,
-    baseline: Option<(&Path, Thresholds)>,
+    noise: Noise<'_>,
     rules: &Rules,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
     let mut damage = Vec::new();
@@ -231,8 +251,8 @@ pub(crate) fn diff_with(
         }
         damage.extend(intact.into_damage());
     }
-    let mut model = match baseline {
-        Some((path, thresholds)) => {
+    let mut model = match noise {
+        Noise::Baseline(path, thresholds) => {
             let mut model = NoiseModel::new(thresholds);
             replays(path, &by_id, &mut damage, |original, exchange| {
                 if let Some(original) = original {
@@ -247,9 +267,13 @@ pub(crate) fn diff_with(
             model.decide();
             Some(model)
         }
-        None => None,
+        Noise::None | Noise::Guess => None,
     };
+    let guess = matches!(noise, Noise::Guess);
     let mut comparison = Comparison::default();
+    if guess {
+        comparison.noise_guessed();
+    }
     let mut seen: HashSet<Vec<u8>> = HashSet::new();
     replays(
         replayed,
@@ -262,6 +286,10 @@ pub(crate) fn diff_with(
                 match model.as_mut() {
                     Some(model) => {
                         let (verdict, noise) = model.judge(original, verdict);
+                        comparison.add_judged(original, Some(exchange), &verdict, &noise);
+                    }
+                    None if guess => {
+                        let (verdict, noise) = reprise_compare::guess(verdict);
                         comparison.add_judged(original, Some(exchange), &verdict, &noise);
                     }
                     None => comparison.add(original, Some(exchange), &verdict),

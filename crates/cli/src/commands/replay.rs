@@ -130,6 +130,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         || !given.ignore_header.is_empty()
         || !given.compare_header.is_empty()
         || given.junit.is_some()
+        || given.auto_noise
     {
         bail!(
             "--ignore, --unordered, --rules, --ignore-header, --compare-header and --junit go with --compare"
@@ -152,6 +153,11 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
 fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result<Outcome> {
     let rules = super::diff::rules(&args.rules)?;
     let thresholds = super::diff::thresholds(&args.rules)?;
+    if args.rules.auto_noise && args.baseline_target.is_some() {
+        bail!(
+            "--auto-noise guesses noise without a baseline; with --baseline-target the baseline decides"
+        );
+    }
     let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
     let candidate_out = args
         .out
@@ -204,7 +210,11 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
         None => None,
     };
     println!();
-    let noise = baseline_out.as_deref().map(|b| (b, thresholds));
+    let noise = match (baseline_out.as_deref(), args.rules.auto_noise) {
+        (Some(b), _) => super::diff::Noise::Baseline(b, thresholds),
+        (None, true) => super::diff::Noise::Guess,
+        (None, false) => super::diff::Noise::None,
+    };
     let (diff, damage) = super::diff::diff_with(&args.source, &candidate_out, noise, &rules)?;
     let outcome = super::diff::finish(
         &diff,
