@@ -647,6 +647,22 @@ async fn dry_run_prints_the_calls_and_sends_nothing() {
         "{stdout}"
     );
     assert!(stdout.contains("2 calls would be sent"), "{stdout}");
+    // Looping: the calls of every pass are listed and counted.
+    let out = replay(
+        &tape,
+        &target.url(),
+        &["--dry-run", "--loop", "--limit", "5"],
+    )
+    .await;
+    assert_success(&out);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("5 calls would be sent"), "{stdout}");
+    assert_eq!(
+        stdout.matches(" GET ").count() + stdout.matches(" POST ").count(),
+        5,
+        "{stdout}"
+    );
+
     // The time window of the recording: only the first call is before T0 + 300 ms.
     let until = (T0 + 300 * MS).to_string();
     let out = replay(&tape, &target.url(), &["--dry-run", "--until", &until]).await;

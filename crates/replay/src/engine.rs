@@ -180,7 +180,11 @@ impl Replay {
         let done = Arc::new(AtomicBool::new(false));
         let control = {
             let (shared, stop, done) = (shared.clone(), stop.clone(), done.clone());
-            let deadline = shared.config.duration.map(|d| shared.start.into_std() + d);
+            // A duration past what the clock can hold never ends the run.
+            let deadline = shared
+                .config
+                .duration
+                .and_then(|d| shared.start.into_std().checked_add(d));
             std::thread::Builder::new()
                 .name("reprise-control".into())
                 .spawn(move || {
@@ -393,7 +397,9 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         // call early and slept until its due time sends it when the timer
         // fires (the timer's granularity is a millisecond); that lateness
         // is the replayer's own, so the call counts from its send.
-        let due_at = due.map(|due| shared.start + due);
+        // Due offsets are capped at a century (`MAX_DUE`): this cannot
+        // overflow the clock.
+        let due_at = due.and_then(|due| shared.start.checked_add(due));
         if let (Some(due), Some(limit)) = (due, config.duration)
             && due >= limit
         {

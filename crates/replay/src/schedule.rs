@@ -5,6 +5,11 @@
 
 use std::time::Duration;
 
+/// The latest a call can be due: a century. Pacing that would put a call
+/// later (a tiny `--rate` or `--speed`) waits that long instead of
+/// overflowing the clock.
+pub const MAX_DUE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// How calls are spaced.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Pacing {
@@ -48,13 +53,14 @@ impl ReplaySchedule {
     pub fn next(&mut self, recorded_at_ns: u64) -> Option<Duration> {
         let due = match self.pacing {
             Pacing::Max => None,
-            Pacing::Rate(rate) => Some(Duration::from_secs_f64(self.calls as f64 / rate)),
+            Pacing::Rate(rate) => Some(seconds(self.calls as f64 / rate)),
             Pacing::Speed(speed) => {
                 let origin = *self.origin_ns.get_or_insert(recorded_at_ns);
-                let gap = recorded_at_ns.saturating_sub(origin) as f64 / speed;
-                Some((self.base + Duration::from_nanos(gap as u64)).max(self.last))
+                let gap = recorded_at_ns.saturating_sub(origin) as f64 / speed / 1e9;
+                Some(self.base.saturating_add(seconds(gap)).max(self.last))
             }
-        };
+        }
+        .map(|due| due.min(MAX_DUE));
         if let Some(due) = due {
             self.last = due;
         }
@@ -70,15 +76,20 @@ impl ReplaySchedule {
         if let Pacing::Speed(speed) = self.pacing {
             let span = self.last.saturating_sub(self.base);
             let gap = match self.calls_in_pass {
-                0 | 1 => Duration::from_secs_f64(1.0 / speed),
+                0 | 1 => seconds(1.0 / speed),
                 n => span / u32::try_from(n - 1).unwrap_or(u32::MAX),
             };
-            self.base = self.last + gap;
+            self.base = self.last.saturating_add(gap).min(MAX_DUE);
             self.last = self.base;
             self.origin_ns = None;
         }
         self.calls_in_pass = 0;
     }
+}
+
+/// Seconds as a duration, at most [`MAX_DUE`].
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).map_or(MAX_DUE, |d| d.min(MAX_DUE))
 }
 
 #[cfg(test)]
@@ -118,5 +129,17 @@ mod tests {
         s.new_pass();
         assert_eq!(s.next(0).unwrap().as_millis(), 500);
         assert_eq!(ReplaySchedule::new(Pacing::Max).next(0), None);
+    }
+
+    #[test]
+    fn extreme_pacing_saturates_instead_of_overflowing() {
+        let mut s = ReplaySchedule::new(Pacing::Rate(1e-300));
+        assert_eq!(s.next(0), Some(Duration::ZERO));
+        assert_eq!(s.next(0), Some(MAX_DUE));
+        let mut s = ReplaySchedule::new(Pacing::Speed(1e-300));
+        s.next(0);
+        assert_eq!(s.next(u64::MAX), Some(MAX_DUE));
+        s.new_pass();
+        assert_eq!(s.next(5), Some(MAX_DUE));
     }
 }

@@ -280,10 +280,12 @@ fn dry_run(
     let mut out = stdout.lock();
     let target = config.target.url();
     let mut io_error = None;
+    let mut planned = 0u64;
     let recording = reprise_replay::plan(config, opener, live, |due, call| {
         if io_error.is_some() {
             return false;
         }
+        planned += 1;
         let due = due.map_or_else(
             || "now".to_string(),
             |d| format!("+{:.3}s", d.as_secs_f64()),
@@ -325,8 +327,8 @@ fn dry_run(
     let skipped: u64 = recording.skipped.values().sum();
     writeln!(
         out,
-        "dry run: {} calls would be sent to {target}; nothing was sent ({} filtered out, {skipped} skipped)",
-        recording.replayable, recording.filtered
+        "dry run: {planned} calls would be sent to {target}; nothing was sent ({} filtered out, {skipped} skipped)",
+        recording.filtered
     )?;
     for (reason, n) in &recording.skipped {
         writeln!(out, "  {n} {reason}")?;
