@@ -260,6 +260,39 @@ fn is_json(response: &Response) -> bool {
         })
 }
 
+/// Most bytes a compressed body is inflated to before it is compared
+/// (a decompression bomb stops there and is compared as sent).
+const MAX_DECODED: u64 = 64 << 20;
+
+/// The body as the service meant it: Content-Encoding (gzip, deflate,
+/// br, zstd) removed, unless the recorder already stored it decoded. A
+/// body that does not decode is compared as it is.
+fn decoded(response: &Response) -> Cow<'_, [u8]> {
+    use std::io::Read;
+    let raw = &response.body[..];
+    if response.body_decoded || raw.is_empty() {
+        return Cow::Borrowed(raw);
+    }
+    let Some(encoding) = response.headers.header_str("content-encoding") else {
+        return Cow::Borrowed(raw);
+    };
+    let reader: Box<dyn Read + '_> = match encoding.trim().to_ascii_lowercase().as_str() {
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(raw)),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(raw)),
+        "br" => Box::new(brotli_decompressor::Decompressor::new(raw, 4096)),
+        "zstd" => match zstd::stream::read::Decoder::new(raw) {
+            Ok(decoder) => Box::new(decoder),
+            Err(_) => return Cow::Borrowed(raw),
+        },
+        _ => return Cow::Borrowed(raw),
+    };
+    let mut out = Vec::new();
+    match reader.take(MAX_DECODED).read_to_end(&mut out) {
+        Ok(_) => Cow::Owned(out),
+        Err(_) => Cow::Borrowed(raw),
+    }
+}
+
 fn body(
     a: &Response,
     b: &Response,
@@ -279,13 +312,14 @@ fn body(
         }
         return;
     }
-    if a.body == b.body {
+    let (body_a, body_b) = (decoded(a), decoded(b));
+    if body_a == body_b {
         return;
     }
     if is_json(a) || is_json(b) {
         match (
-            serde_json::from_slice::<Value>(&a.body),
-            serde_json::from_slice::<Value>(&b.body),
+            serde_json::from_slice::<Value>(&body_a),
+            serde_json::from_slice::<Value>(&body_b),
         ) {
             (Ok(x), Ok(y)) => {
                 out.extend(diff_with(&x, &y, ignore, unordered));
@@ -294,15 +328,15 @@ fn body(
             (Ok(_), Err(_)) | (Err(_), Ok(_)) => {
                 out.push(scalar(
                     "body",
-                    Value::from(describe(&a.body)),
-                    Value::from(describe(&b.body)),
+                    Value::from(describe(&body_a)),
+                    Value::from(describe(&body_b)),
                 ));
                 return;
             }
             (Err(_), Err(_)) => {}
         }
     }
-    match (std::str::from_utf8(&a.body), std::str::from_utf8(&b.body)) {
+    match (std::str::from_utf8(&body_a), std::str::from_utf8(&body_b)) {
         (Ok(x), Ok(y)) => {
             let line = x
                 .lines()
@@ -321,8 +355,8 @@ fn body(
         }
         _ => out.push(scalar(
             "body",
-            Value::from(describe(&a.body)),
-            Value::from(describe(&b.body)),
+            Value::from(describe(&body_a)),
+            Value::from(describe(&body_b)),
         )),
     }
 }
@@ -488,5 +522,67 @@ mod tests {
             panic!("a missing message must be a regression");
         };
         assert_eq!(d[0].path, "$.messages[0]");
+    }
+
+    #[test]
+    fn compressed_bodies_are_compared_decoded() {
+        use std::io::Write;
+        let gzip = |text: &str| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(text.as_bytes()).unwrap();
+            e.finish().unwrap()
+        };
+        let headers = [
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ];
+        let mut a = response(200, &headers, "");
+        a.body = gzip(r#"{"price":10,"name":"tea"}"#).into();
+        let mut b = response(200, &headers, "");
+        b.body = gzip(r#"{"name":"tea","price":12}"#).into();
+        let Verdict::Regressed(d) = compare(&exchange(a.clone()), &exchange(b), &Rules::default())
+        else {
+            panic!("expected a difference");
+        };
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].path, "$.price");
+        // zstd on one side, stored decoded on the other (a HAR import):
+        // the same JSON.
+        let mut z = response(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "zstd"),
+            ],
+            "",
+        );
+        z.body = zstd::encode_all(&br#"{"price":10,"name":"tea"}"#[..], 1)
+            .unwrap()
+            .into();
+        let mut plain = response(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "zstd"),
+            ],
+            r#"{"price":10,"name":"tea"}"#,
+        );
+        plain.body_decoded = true;
+        assert_eq!(
+            compare(&exchange(z), &exchange(plain), &Rules::default()),
+            Verdict::Identical
+        );
+        // Garbage that claims gzip is compared as sent.
+        let mut bad = response(200, &headers, "not gzip");
+        let bad2 = bad.clone();
+        assert_eq!(
+            compare(&exchange(bad.clone()), &exchange(bad2), &Rules::default()),
+            Verdict::Identical
+        );
+        bad.body = b"not gzip either".to_vec().into();
+        assert!(matches!(
+            compare(&exchange(a), &exchange(bad), &Rules::default()),
+            Verdict::Regressed(_)
+        ));
     }
 }

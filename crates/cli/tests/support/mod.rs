@@ -193,7 +193,7 @@ impl Nginx {
             "daemon on; pid {d}/nginx.pid; error_log {d}/error.log; worker_processes 1;\n\
              events {{ worker_connections 64; }}\n\
              http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               default_type application/json;\n\
+               default_type application/json; gzip on; gzip_proxied any; gzip_types application/json; gzip_min_length 1;\n\
                server {{ listen 127.0.0.1:{p1}; root {root}; add_header x-served-by nginx; }}\n\
                server {{ listen 127.0.0.1:{p2} http2; root {root}; add_header x-served-by nginx; }} }}\n",
             root = root.display()
