@@ -227,6 +227,21 @@ fn replays(
     Ok(seen)
 }
 
+/// What a recorded exchange needs to be compared and grouped: its
+/// response, its response messages and its endpoint. The request's
+/// headers, body and messages are dropped to keep the map small.
+fn for_comparison(mut exchange: Exchange) -> Exchange {
+    if let Some(request) = exchange.request.as_mut() {
+        request.headers = Vec::new();
+        request.trailers = Vec::new();
+        request.body = Default::default();
+    }
+    exchange
+        .messages
+        .retain(|m| m.direction() != reprise_model::Direction::Request);
+    exchange
+}
+
 /// Pairs the replayed exchanges with the recorded ones they replay.
 ///
 /// The recording's inbound exchanges are held in memory, keyed by id;
@@ -246,7 +261,7 @@ pub(crate) fn diff_with(
         for exchange in intact.by_ref() {
             let exchange = exchange?;
             if !exchange.is_downstream() {
-                by_id.insert(exchange.id.clone(), exchange);
+                by_id.insert(exchange.id.clone(), for_comparison(exchange));
             }
         }
         damage.extend(intact.into_damage());
