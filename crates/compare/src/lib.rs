@@ -27,4 +27,4 @@ mod report;
 pub use json::{ChangeKind, Difference, diff, diff_with};
 pub use noise::{NoiseModel, Suppressed, Thresholds, guess};
 pub use pair::{EndpointRules, IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
-pub use report::{Comparison, DiffReport, EndpointDiff, Example, LatencyPair, PathCount};
+pub use report::{Comparison, DiffReport, EndpointDiff, Example, Group, LatencyPair, PathCount};

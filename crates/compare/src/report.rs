@@ -75,6 +75,26 @@ pub struct EndpointDiff {
     pub latency: LatencyPair,
 }
 
+/// Regressed pairs with the same set of differences (path pattern and
+/// kind), with a sample of them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Group {
+    /// The endpoint.
+    pub endpoint: String,
+    /// The differences every pair of the group shows: `$.total (changed)`.
+    pub differences: Vec<String>,
+    /// Pairs in the group.
+    pub count: u64,
+    /// Recorded exchange ids, a uniform sample of the group (reservoir
+    /// sampling, not the first few).
+    pub examples: Vec<String>,
+}
+
+/// Examples kept per group.
+const GROUP_EXAMPLES: usize = 3;
+/// Groups kept; later signatures are counted in `other_groups`.
+const MAX_GROUPS: usize = 1000;
+
 /// The outcome of a comparison.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DiffReport {
@@ -94,6 +114,10 @@ pub struct DiffReport {
     pub noise_guessed: bool,
     /// Per endpoint, most regressed first.
     pub endpoints: Vec<EndpointDiff>,
+    /// Regressed pairs grouped by their set of differences, largest first.
+    pub groups: Vec<Group>,
+    /// Regressed pairs past the number of groups kept.
+    pub other_groups: u64,
 }
 
 impl DiffReport {
@@ -194,6 +218,26 @@ impl DiffReport {
             }
             if e.paths.len() > 10 {
                 writeln!(out, "  ... {} more paths (see --json)", e.paths.len() - 10)?;
+            }
+        }
+        if !self.groups.is_empty() {
+            writeln!(out, "regressions grouped by what differs:")?;
+            for g in self.groups.iter().take(10) {
+                writeln!(
+                    out,
+                    "  {:>6}× {}: {}   e.g. {}",
+                    g.count,
+                    g.endpoint,
+                    g.differences.join(", "),
+                    g.examples.join(", ")
+                )?;
+            }
+            if self.groups.len() > 10 || self.other_groups > 0 {
+                writeln!(
+                    out,
+                    "  ... {} more groups (see --json)",
+                    self.groups.len().saturating_sub(10) + usize::from(self.other_groups > 0)
+                )?;
             }
         }
         if not_compared > 0 {
@@ -352,9 +396,38 @@ impl Default for EndpointAcc {
     }
 }
 
+#[derive(Debug)]
+struct GroupAcc {
+    count: u64,
+    examples: Vec<String>,
+}
+
+/// A small deterministic generator for reservoir sampling (xorshift64*):
+/// the same comparison always picks the same examples.
+#[derive(Debug)]
+struct Sampler(u64);
+
+impl Default for Sampler {
+    fn default() -> Self {
+        Sampler(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+impl Sampler {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1)
+    }
+}
+
 /// Gathers pairs as they are compared.
 #[derive(Debug, Default)]
 pub struct Comparison {
+    groups: HashMap<(String, Vec<String>), GroupAcc>,
+    other_groups: u64,
+    sampler: Sampler,
     endpoints: HashMap<String, EndpointAcc>,
     not_compared: BTreeMap<NotCompared, u64>,
     suppressed: Option<crate::noise::Suppressed>,
@@ -417,6 +490,41 @@ impl Comparison {
                     count(d, true);
                 }
                 acc.regressed += 1;
+                let mut signature: Vec<String> = differences
+                    .iter()
+                    .map(|d| format!("{} ({})", d.pattern, d.kind.label()))
+                    .collect();
+                signature.sort();
+                signature.dedup();
+                let key = (endpoint_key(recorded), signature);
+                let id = recorded.id_hex();
+                let full = self.groups.len() >= MAX_GROUPS;
+                match self.groups.get_mut(&key) {
+                    Some(group) => {
+                        group.count += 1;
+                        if group.examples.len() < GROUP_EXAMPLES {
+                            group.examples.push(id);
+                        } else {
+                            let j = self.sampler.below(group.count);
+                            if let Some(slot) = usize::try_from(j)
+                                .ok()
+                                .and_then(|j| group.examples.get_mut(j))
+                            {
+                                *slot = id;
+                            }
+                        }
+                    }
+                    None if !full => {
+                        self.groups.insert(
+                            key,
+                            GroupAcc {
+                                count: 1,
+                                examples: vec![id],
+                            },
+                        );
+                    }
+                    None => self.other_groups += 1,
+                }
             }
             Verdict::NotCompared(reason) => {
                 acc.not_compared += 1;
@@ -488,7 +596,25 @@ impl Comparison {
                 .then(b.pairs.cmp(&a.pairs))
                 .then(a.endpoint.cmp(&b.endpoint))
         });
+        let mut groups: Vec<Group> = self
+            .groups
+            .into_iter()
+            .map(|((endpoint, differences), g)| Group {
+                endpoint,
+                differences,
+                count: g.count,
+                examples: g.examples,
+            })
+            .collect();
+        groups.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then(a.endpoint.cmp(&b.endpoint))
+                .then(a.differences.cmp(&b.differences))
+        });
         DiffReport {
+            groups,
+            other_groups: self.other_groups,
             pairs: endpoints.iter().map(|e| e.pairs).sum(),
             identical: endpoints.iter().map(|e| e.identical).sum(),
             regressed: endpoints.iter().map(|e| e.regressed).sum(),
@@ -502,5 +628,56 @@ impl Comparison {
                 .collect(),
             endpoints,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::json::{ChangeKind, Difference};
+
+    fn pair(id: u32, path: &str) -> (Exchange, Verdict) {
+        let exchange = Exchange {
+            id: id.to_be_bytes().to_vec(),
+            request: Some(reprise_model::Request {
+                method: "GET".into(),
+                path: "/x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let verdict = Verdict::Regressed(vec![Difference {
+            path: path.into(),
+            pattern: path.into(),
+            kind: ChangeKind::Changed,
+            recorded: None,
+            replayed: None,
+        }]);
+        (exchange, verdict)
+    }
+
+    #[test]
+    fn regressions_group_by_their_differences_with_sampled_examples() {
+        let mut c = Comparison::default();
+        for i in 0..1000 {
+            let (e, v) = pair(i, if i % 10 == 0 { "$.b" } else { "$.a" });
+            c.add(&e, None, &v);
+        }
+        let report = c.finish();
+        let counts: Vec<(u64, &str)> = report
+            .groups
+            .iter()
+            .map(|g| (g.count, g.differences[0].as_str()))
+            .collect();
+        assert_eq!(counts, [(900, "$.a (changed)"), (100, "$.b (changed)")]);
+        let examples = &report.groups[0].examples;
+        assert_eq!(examples.len(), GROUP_EXAMPLES);
+        // A uniform sample, not the first three seen.
+        let first: Vec<String> = (1..4).map(|i: u32| display(i)).collect();
+        assert_ne!(examples, &first);
+    }
+
+    fn display(i: u32) -> String {
+        reprise_model::display_id(&i.to_be_bytes())
     }
 }
