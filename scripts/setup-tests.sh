@@ -24,5 +24,8 @@ command -v curl >/dev/null || need_packages curl
 command -v npm >/dev/null || need_packages nodejs npm
 scripts/fetch-har-examples.sh
 
+# Headless Chromium renders the HTML diff report in its test.
+command -v chromium >/dev/null || need_packages chromium
+
 # nginx is a third-party upstream in the recording proxy's tests.
 scripts/install-nginx.sh

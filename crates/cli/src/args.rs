@@ -386,6 +386,11 @@ pub struct CompareArgs {
     /// failure listing the regressed field paths.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Also write the report as one self-contained HTML page: sortable
+    /// endpoint table, differences by field path with a side-by-side
+    /// viewer, regression groups, latency charts.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// `reprise demo`.

@@ -23,6 +23,55 @@ const ITEMS: [(&str, &str); 3] = [
     ("notes.txt", "line one\nline two\n"),
 ];
 
+/// Renders `html` in headless Chromium (Debian's package, installed by
+/// scripts/setup-tests.sh): the DOM after its scripts ran, and what the
+/// browser logged. A screenshot goes to target/diff-report.png.
+fn render(html: &Path) -> (String, String) {
+    let chromium = Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "chromium is missing: run scripts/setup-tests.sh (scripts/test.sh does)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--enable-logging=stderr",
+        "--v=0",
+    ];
+    let url = format!("file://{}", html.display());
+    let run = |extra: &[String]| {
+        let out = Command::new(chromium)
+            .args(flags)
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .args(extra)
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chromium: {}", text(&out.stderr));
+        out
+    };
+    let dom = run(&["--dump-dom".to_string()]);
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/diff-report.png");
+    run(&[
+        format!("--screenshot={}", shot.display()),
+        "--window-size=1200,1400".to_string(),
+    ]);
+    assert!(shot.exists(), "a screenshot at {}", shot.display());
+    let console: String = text(&dom.stderr)
+        .lines()
+        .filter(|l| l.contains("CONSOLE") || l.contains("Uncaught"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    (text(&dom.stdout), console)
+}
+
 fn reprise(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reprise"))
         .args(args)
@@ -139,6 +188,39 @@ fn a_changed_field_is_reported_by_its_path_and_nothing_else() {
             ),
         ]
     );
+
+    // The HTML report, rendered by headless Chromium: the script ran
+    // without an error and the numbers on the page are the JSON's.
+    let html = dir.path().join("report.html");
+    let out = reprise(&["diff", s(&tape), s(&changed_out), "--report", s(&html)]);
+    assert_eq!(out.status.code(), Some(1));
+    let (dom, console) = render(&html);
+    assert!(
+        dom.contains(r#"data-rendered="yes""#),
+        "the page's script ran to the end:\n{console}"
+    );
+    assert!(!console.contains("Uncaught"), "console errors:\n{console}");
+    for (id, field) in [
+        ("pairs", "pairs"),
+        ("identical", "identical"),
+        ("regressed", "regressed"),
+    ] {
+        let shown = format!(r#"id="{id}""#);
+        let at = dom
+            .find(&shown)
+            .unwrap_or_else(|| panic!("#{id} on the page"));
+        let text = &dom[at..];
+        let text = &text[text.find('>').unwrap() + 1..text.find('<').unwrap()];
+        assert_eq!(
+            text.split_whitespace().next().unwrap(),
+            report[field].to_string(),
+            "#{id}: {text}"
+        );
+    }
+    for path in ["$.price.cents", "$.items[*].stock", "body:text"] {
+        assert!(dom.contains(path), "{path} on the page");
+    }
+    assert!(dom.contains("<svg"), "latency charts drawn");
 
     // JUnit: one test case per endpoint, each failing with its path.
     let xml = std::fs::read_to_string(&junit).unwrap();

@@ -19,6 +19,7 @@
 //! Paths use the one grammar of `reprise_model::redact::JsonPath`, which
 //! `--ignore` rules are written in.
 
+mod html;
 pub mod json;
 pub mod noise;
 pub mod pair;

@@ -42,7 +42,7 @@ pub struct PathCount {
 }
 
 /// Latency recorded vs replayed, µs.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LatencyPair {
     /// Recorded median.
     pub recorded_p50_us: u64,
@@ -52,6 +52,10 @@ pub struct LatencyPair {
     pub replayed_p50_us: u64,
     /// Replayed 99th percentile.
     pub replayed_p99_us: u64,
+    /// Recorded latency at the 5th, 10th, ... 100th percentiles (a CDF).
+    pub recorded_cdf_us: Vec<u64>,
+    /// Replayed latency at the same percentiles.
+    pub replayed_cdf_us: Vec<u64>,
 }
 
 /// One endpoint's figures.
@@ -369,6 +373,16 @@ struct EndpointAcc {
     replayed: Histogram<u64>,
 }
 
+/// Latency at every 5th percentile, for a CDF chart.
+fn cdf(h: &Histogram<u64>) -> Vec<u64> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    (1..=20)
+        .map(|i| h.value_at_quantile(f64::from(i) / 20.0))
+        .collect()
+}
+
 fn histogram() -> Histogram<u64> {
     let mut h = Histogram::new_with_bounds(1, 2, 2).unwrap_or_else(|_| fallback());
     h.auto(true);
@@ -586,6 +600,8 @@ impl Comparison {
                         recorded_p99_us: q(&acc.recorded, 0.99),
                         replayed_p50_us: q(&acc.replayed, 0.5),
                         replayed_p99_us: q(&acc.replayed, 0.99),
+                        recorded_cdf_us: cdf(&acc.recorded),
+                        replayed_cdf_us: cdf(&acc.replayed),
                     },
                 }
             })

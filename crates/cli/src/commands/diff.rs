@@ -139,12 +139,7 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
         (None, false) => Noise::None,
     };
     let (report, damage) = diff_with(&args.recorded, &args.replayed, noise, &rules)?;
-    finish(
-        &report,
-        &damage,
-        args.json.as_deref(),
-        args.compare.junit.as_deref(),
-    )
+    finish(&report, &damage, args.json.as_deref(), &args.compare)
 }
 
 /// Prints the report, writes the JSON and JUnit files asked for, and
@@ -153,7 +148,7 @@ pub(crate) fn finish(
     report: &DiffReport,
     damage: &[String],
     json: Option<&Path>,
-    junit: Option<&Path>,
+    files: &CompareArgs,
 ) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     report.render(&mut stdout.lock())?;
@@ -162,10 +157,15 @@ pub(crate) fn finish(
         std::fs::write(path, text + "\n")
             .with_context(|| format!("{}: cannot write", path.display()))?;
     }
-    if let Some(path) = junit {
+    if let Some(path) = &files.junit {
         let mut xml = Vec::new();
         report.render_junit(&mut xml)?;
         std::fs::write(path, xml).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    if let Some(path) = &files.report {
+        let mut html = Vec::new();
+        report.render_html(&mut html)?;
+        std::fs::write(path, html).with_context(|| format!("{}: cannot write", path.display()))?;
     }
     crate::report_damage(damage);
     Ok(if report.has_regressions() {

@@ -130,6 +130,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         || !given.ignore_header.is_empty()
         || !given.compare_header.is_empty()
         || given.junit.is_some()
+        || given.report.is_some()
         || given.auto_noise
     {
         bail!(
@@ -216,12 +217,7 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
         (None, false) => super::diff::Noise::None,
     };
     let (diff, damage) = super::diff::diff_with(&args.source, &candidate_out, noise, &rules)?;
-    let outcome = super::diff::finish(
-        &diff,
-        &damage,
-        args.diff_json.as_deref(),
-        args.rules.junit.as_deref(),
-    )?;
+    let outcome = super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)?;
     Ok(match (outcome, replay_outcome) {
         (Outcome::Regressed, _) => Outcome::Regressed,
         (_, Outcome::Damaged) | (Outcome::Damaged, _) => Outcome::Damaged,
