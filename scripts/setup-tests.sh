@@ -24,6 +24,17 @@ command -v curl >/dev/null || need_packages curl
 command -v npm >/dev/null || need_packages nodejs npm
 scripts/fetch-har-examples.sh
 
+# httpbin (with gunicorn), from PyPI, is a third-party service the
+# comparison's noise-cancellation test records and replays.
+if ! python3 -c 'import httpbin, gunicorn' >/dev/null 2>&1; then
+  echo "== installing httpbin and gunicorn (PyPI)"
+  if [ "$(id -u)" -eq 0 ]; then
+    python3 -m pip install -q --root-user-action=ignore httpbin gunicorn
+  else
+    python3 -m pip install -q --user httpbin gunicorn
+  fi
+fi
+
 # Headless Chromium renders the HTML diff report in its test.
 command -v chromium >/dev/null || need_packages chromium
 

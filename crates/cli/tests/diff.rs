@@ -643,3 +643,62 @@ fn gzip_bodies_are_compared_field_by_field() {
         "{stdout}"
     );
 }
+
+#[test]
+fn httpbin_replayed_against_a_copy_with_a_baseline_is_noise_only() {
+    // Three instances of the same third-party service: what differs
+    // between them (/uuid, the request's own headers and URL echoed by
+    // /anything) is noise; nothing regressed.
+    let (old, new, baseline) = (Httpbin::start(), Httpbin::start(), Httpbin::start());
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("httpbin.tape");
+    let recorder = Recorder::start(&old.url(), &tape, &[]);
+    for i in 0..5 {
+        curl(&["-o", "/dev/null", &recorder.url("/uuid")]);
+        curl(&[
+            "-o",
+            "/dev/null",
+            &recorder.url(&format!("/anything?n={i}")),
+        ]);
+        curl(&["-o", "/dev/null", &recorder.url("/json")]);
+    }
+    recorder.stop_cleanly("-TERM");
+    let json = dir.path().join("diff.json");
+    let out = reprise(&[
+        "replay",
+        s(&tape),
+        "--target",
+        &new.url(),
+        "--baseline-target",
+        &baseline.url(),
+        "--compare",
+        "--diff-json",
+        s(&json),
+        "-q",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["pairs"], 15, "{stdout}");
+    assert_eq!(report["regressed"], 0, "{stdout}");
+    let endpoint = |name: &str| {
+        report["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["endpoint"] == name)
+            .unwrap_or_else(|| panic!("{name} in {stdout}"))
+            .clone()
+    };
+    assert_eq!(endpoint("GET /uuid")["noise_only"], 5, "{stdout}");
+    assert_eq!(endpoint("GET /anything")["noise_only"], 5, "{stdout}");
+    assert_eq!(endpoint("GET /json")["identical"], 5, "{stdout}");
+    let uuid = endpoint("GET /uuid");
+    let uuid_paths: Vec<&str> = uuid["paths"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pattern"].as_str().unwrap())
+        .collect();
+    assert!(uuid_paths.contains(&"$.uuid"), "{stdout}");
+}

@@ -241,3 +241,49 @@ impl Drop for Nginx {
             .status();
     }
 }
+
+/// httpbin (PyPI) under gunicorn on a free port of 127.0.0.1, stopped on
+/// drop. scripts/setup-tests.sh installs both.
+pub struct Httpbin {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Httpbin {
+    pub fn start() -> Httpbin {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "gunicorn", "-w", "1", "-b"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("httpbin:app")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs gunicorn (scripts/setup-tests.sh installs httpbin and gunicorn)");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut httpbin = Httpbin { child, addr };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = httpbin.child.try_wait() {
+                panic!("gunicorn httpbin:app exited with {status}: run scripts/setup-tests.sh");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "httpbin listens on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        httpbin
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Httpbin {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
