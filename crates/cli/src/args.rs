@@ -382,6 +382,14 @@ pub struct CompareArgs {
     /// With a baseline: ... and |r-n| / pairs of the endpoint above this.
     #[arg(long, value_name = "FRACTION", default_value_t = 0.0003)]
     pub noise_absolute: f64,
+    /// Compare gRPC messages by field name, with the types of this .proto
+    /// file (imports beside it; repeatable).
+    #[arg(long, value_name = "FILE.proto")]
+    pub proto: Vec<PathBuf>,
+    /// Compare gRPC messages by field name, with the types of this
+    /// encoded FileDescriptorSet (`protoc -o`, `buf build -o`).
+    #[arg(long, value_name = "FILE", conflicts_with = "proto")]
+    pub descriptor_set: Option<PathBuf>,
     /// Also write JUnit XML to this file: one test case per endpoint, a
     /// failure listing the regressed field paths.
     #[arg(long, value_name = "FILE")]

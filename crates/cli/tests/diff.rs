@@ -545,6 +545,29 @@ fn a_grpc_field_that_changed_is_reported_by_its_field_number() {
                     .all(|l| l.trim_start().starts_with(r#"$.messages[*]["2"]"#)),
                 "{stdout}"
             );
+            // With the service's .proto the field has its name, and a
+            // zero is a value: 0 -> 1 is a change like the others.
+            let proto = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testkit/proto/echo.proto");
+            let diff = reprise(&["diff", s(&tape), s(&out), "--proto", s(&proto)]);
+            let stdout = text(&diff.stdout);
+            assert_eq!(diff.status.code(), Some(1), "{stdout}");
+            assert!(stdout.contains("$.messages[*].number"), "{stdout}");
+            assert!(stdout.contains("3× regressed"), "{stdout}");
+            assert!(!stdout.contains("added"), "{stdout}");
+            let bad = reprise(&["diff", s(&tape), s(&out), "--proto", "/nonexistent.proto"]);
+            assert_eq!(bad.status.code(), Some(2));
+            assert!(
+                text(&bad.stderr).contains("--proto"),
+                "{}",
+                text(&bad.stderr)
+            );
+            let bad = reprise(&["diff", s(&tape), s(&out), "--descriptor-set", s(&tape)]);
+            assert_eq!(bad.status.code(), Some(2));
+            assert!(
+                text(&bad.stderr).contains("not a FileDescriptorSet"),
+                "{}",
+                text(&bad.stderr)
+            );
         }
     }
 }

@@ -24,8 +24,10 @@ pub mod json;
 pub mod noise;
 pub mod pair;
 mod report;
+mod schema;
 
 pub use json::{ChangeKind, Difference, diff, diff_with};
 pub use noise::{NoiseModel, Suppressed, Thresholds, guess};
 pub use pair::{EndpointRules, IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
 pub use report::{Comparison, DiffReport, EndpointDiff, Example, Group, LatencyPair, PathCount};
+pub use schema::{Schema, SchemaError};

@@ -41,6 +41,8 @@ pub struct Rules {
     pub unordered: Vec<JsonPath>,
     /// More paths for one endpoint each (`[[rule]]` in a rules file).
     pub endpoints: Vec<EndpointRules>,
+    /// gRPC message types, to compare messages by field name.
+    pub schema: Option<crate::schema::Schema>,
     /// Response headers never compared (lower case).
     pub ignored_headers: BTreeSet<String>,
 }
@@ -51,6 +53,7 @@ impl Default for Rules {
             ignore: Vec::new(),
             unordered: Vec::new(),
             endpoints: Vec::new(),
+            schema: None,
             ignored_headers: IGNORED_HEADERS.iter().map(|h| h.to_string()).collect(),
         }
     }
@@ -175,11 +178,25 @@ pub fn compare(recorded: &Exchange, replayed: &Exchange, rules: &Rules) -> Verdi
         ));
     }
     headers(a, b, rules, &mut differences);
+    // With a schema that knows the method, messages are read by name;
+    // otherwise by field number.
+    let typed = rules.schema.as_ref().and_then(|schema| {
+        recorded
+            .request
+            .as_ref()
+            .and_then(|r| schema.response_type(r.path_only()))
+    });
     let messages = |e: &Exchange| -> Vec<Value> {
         e.messages
             .iter()
             .filter(|m| m.direction() == Direction::Response)
-            .map(|m| message_value(&m.data, m.compressed))
+            .map(|m| {
+                typed
+                    .as_ref()
+                    .filter(|_| !m.compressed)
+                    .and_then(|t| crate::schema::Schema::decode(t, &m.data))
+                    .unwrap_or_else(|| message_value(&m.data, m.compressed))
+            })
             .collect()
     };
     let (x, y) = (messages(recorded), messages(replayed));

@@ -97,6 +97,13 @@ pub(crate) fn rules(args: &CompareArgs) -> anyhow::Result<Rules> {
     for path in &args.ignore {
         rules.ignore(path).context("--ignore")?;
     }
+    if !args.proto.is_empty() {
+        rules.schema = Some(reprise_compare::Schema::from_protos(&args.proto).context("--proto")?);
+    }
+    if let Some(path) = &args.descriptor_set {
+        rules.schema =
+            Some(reprise_compare::Schema::from_descriptor_set(path).context("--descriptor-set")?);
+    }
     for path in &args.unordered {
         rules.unordered(path).context("--unordered")?;
     }
