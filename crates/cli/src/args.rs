@@ -390,6 +390,10 @@ pub struct CompareArgs {
     /// encoded FileDescriptorSet (`protoc -o`, `buf build -o`).
     #[arg(long, value_name = "FILE", conflicts_with = "proto")]
     pub descriptor_set: Option<PathBuf>,
+    /// Compare gRPC messages by field name, with the types this gRPC
+    /// server tells by server reflection (http://host:port).
+    #[arg(long, value_name = "URL", conflicts_with_all = ["proto", "descriptor_set"])]
+    pub reflection: Option<String>,
     /// Also write JUnit XML to this file: one test case per endpoint, a
     /// failure listing the regressed field paths.
     #[arg(long, value_name = "FILE")]

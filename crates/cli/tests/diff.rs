@@ -554,6 +554,33 @@ fn a_grpc_field_that_changed_is_reported_by_its_field_number() {
             assert!(stdout.contains("$.messages[*].number"), "{stdout}");
             assert!(stdout.contains("3× regressed"), "{stdout}");
             assert!(!stdout.contains("added"), "{stdout}");
+            // The same types asked from the old service by server reflection.
+            let diff = reprise(&[
+                "diff",
+                s(&tape),
+                s(&out),
+                "--reflection",
+                &format!("http://{old}"),
+            ]);
+            let by_reflection = text(&diff.stdout);
+            assert_eq!(
+                diff.status.code(),
+                Some(1),
+                "{by_reflection}{}",
+                text(&diff.stderr)
+            );
+            assert!(
+                by_reflection.contains("$.messages[*].number"),
+                "{by_reflection}"
+            );
+            let closed = format!("http://127.0.0.1:{}", free_port());
+            let bad = reprise(&["diff", s(&tape), s(&out), "--reflection", &closed]);
+            assert_eq!(bad.status.code(), Some(2));
+            assert!(
+                text(&bad.stderr).contains("gRPC server reflection at"),
+                "{}",
+                text(&bad.stderr)
+            );
             let bad = reprise(&["diff", s(&tape), s(&out), "--proto", "/nonexistent.proto"]);
             assert_eq!(bad.status.code(), Some(2));
             assert!(

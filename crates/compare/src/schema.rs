@@ -64,6 +64,16 @@ impl Schema {
         Ok(Schema { pool })
     }
 
+    /// An encoded `FileDescriptorSet` that came from `origin` (a server's
+    /// reflection, say).
+    pub fn from_encoded(bytes: &[u8], origin: &str) -> Result<Schema, SchemaError> {
+        let pool = DescriptorPool::decode(bytes).map_err(|e| SchemaError {
+            path: PathBuf::from(origin),
+            reason: format!("not a usable schema: {e}"),
+        })?;
+        Ok(Schema { pool })
+    }
+
     /// The response type of the gRPC method at `path` (`/pkg.Svc/Method`).
     pub fn response_type(&self, path: &str) -> Option<MessageDescriptor> {
         let (service, method) = path.trim_start_matches('/').split_once('/')?;

@@ -4,6 +4,7 @@
 //! the ring provider) for listeners and clients.
 
 pub mod hop;
+pub mod reflection;
 pub mod tls;
 
 use http::HeaderMap;

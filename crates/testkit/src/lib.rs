@@ -115,7 +115,11 @@ pub async fn start_echo() -> SocketAddr {
     start_echo_service(EchoService::default()).await
 }
 
-/// Starts `service` on 127.0.0.1 (a free port) and returns its address.
+/// The service's schema as an encoded `FileDescriptorSet`.
+pub const ECHO_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/echo.fds"));
+
+/// Starts `service` on 127.0.0.1 (a free port), with gRPC server
+/// reflection (v1), and returns its address.
 pub async fn start_echo_service(service: EchoService) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -123,6 +127,12 @@ pub async fn start_echo_service(service: EchoService) -> SocketAddr {
     tokio::spawn(async move {
         tonic::transport::Server::builder()
             .add_service(EchoServer::new(service))
+            .add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(ECHO_DESCRIPTOR_SET)
+                    .build_v1()
+                    .unwrap(),
+            )
             .serve_with_incoming(incoming)
             .await
             .unwrap();

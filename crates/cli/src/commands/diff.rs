@@ -104,6 +104,14 @@ pub(crate) fn rules(args: &CompareArgs) -> anyhow::Result<Rules> {
         rules.schema =
             Some(reprise_compare::Schema::from_descriptor_set(path).context("--descriptor-set")?);
     }
+    if let Some(url) = &args.reflection {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let bytes = runtime.block_on(reprise_net::reflection::fetch_schema(url))?;
+        rules.schema = Some(reprise_compare::Schema::from_encoded(&bytes, url)?);
+    }
     for path in &args.unordered {
         rules.unordered(path).context("--unordered")?;
     }

@@ -133,6 +133,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         || given.report.is_some()
         || !given.proto.is_empty()
         || given.descriptor_set.is_some()
+        || given.reflection.is_some()
         || given.auto_noise
     {
         bail!(
