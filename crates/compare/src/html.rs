@@ -86,10 +86,13 @@ const paths = document.getElementById('paths');
 const recordedView = document.getElementById('recorded-value');
 const replayedView = document.getElementById('replayed-value');
 const viewerTitle = document.getElementById('viewer-title');
+const detailView = document.getElementById('detail');
 function pick(e, p) {
   viewerTitle.textContent = `${e.endpoint} — ${p.example.path} (recorded exchange ${p.example.recorded_id})`;
   recordedView.textContent = show(p.example.recorded);
   replayedView.textContent = show(p.example.replayed);
+  detailView.textContent = p.example.detail || '';
+  detailView.style.display = p.example.detail ? 'block' : 'none';
 }
 const pathRows = [];
 for (const e of data.endpoints) for (const p of e.paths) pathRows.push([e, p]);
@@ -166,6 +169,7 @@ impl DiffReport {
   <div><strong>recorded</strong><pre id="recorded-value"></pre></div>
   <div><strong>replayed</strong><pre id="replayed-value"></pre></div>
 </div>
+<pre id="detail" style="display:none; background:#f7f7f9; border:1px solid #e3e6ea; padding:8px; margin-top:8px"></pre>
 <h2>Regressions grouped by what differs</h2>
 <ul id="groups"></ul>
 <h2>Latency, recorded vs replayed (CDF)</h2>

@@ -44,6 +44,10 @@ pub struct Difference {
     pub recorded: Option<Value>,
     /// The replayed value (absent when removed).
     pub replayed: Option<Value>,
+    /// More about it where there is more to say: for text, a unified
+    /// diff of the two bodies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Every difference between `recorded` and `replayed`, except under the
@@ -215,6 +219,7 @@ fn push(
         kind,
         recorded: recorded.cloned(),
         replayed: replayed.cloned(),
+        detail: None,
     });
 }
 

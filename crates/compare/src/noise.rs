@@ -279,6 +279,7 @@ mod tests {
                     kind: ChangeKind::Changed,
                     recorded: None,
                     replayed: None,
+                    detail: None,
                 })
                 .collect(),
         )
@@ -344,6 +345,7 @@ mod tests {
             kind: ChangeKind::Changed,
             recorded: Some(a),
             replayed: Some(b),
+            detail: None,
         };
         for (a, b) in [
             (

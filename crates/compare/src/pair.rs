@@ -224,20 +224,35 @@ fn scalar(path: &str, recorded: Value, replayed: Value) -> Difference {
         kind: ChangeKind::Changed,
         recorded: Some(recorded),
         replayed: Some(replayed),
+        detail: None,
     }
 }
 
 fn headers(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>) {
+    fields(&a.headers, &b.headers, "header", rules, out);
+    // grpc-status is compared as the gRPC status; the rest of the
+    // trailers (grpc-message among them) as fields.
+    fields(&a.trailers, &b.trailers, "trailer", rules, out);
+}
+
+/// Header or trailer fields, by name (values in order), minus the
+/// ignored ones.
+fn fields(
+    a: &[reprise_model::Header],
+    b: &[reprise_model::Header],
+    kind_of: &str,
+    rules: &Rules,
+    out: &mut Vec<Difference>,
+) {
     let names: BTreeSet<String> = a
-        .headers
         .iter()
-        .chain(&b.headers)
+        .chain(b)
         .map(|h| h.name.to_ascii_lowercase())
-        .filter(|n| !rules.ignored_headers.contains(n))
+        .filter(|n| !rules.ignored_headers.contains(n) && n != "grpc-status")
         .collect();
     for name in names {
-        let values = |r: &Response| -> Vec<String> {
-            r.headers
+        let values = |fields: &[reprise_model::Header]| -> Vec<String> {
+            fields
                 .iter()
                 .filter(|h| h.name.eq_ignore_ascii_case(&name))
                 .map(|h| String::from_utf8_lossy(&h.value).into_owned())
@@ -255,13 +270,14 @@ fn headers(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>)
                 (_, true) => ChangeKind::Removed,
                 _ => ChangeKind::Changed,
             };
-            let path = format!("header:{name}");
+            let path = format!("{kind_of}:{name}");
             out.push(Difference {
                 pattern: path.clone(),
                 path,
                 kind,
                 recorded: as_value(x),
                 replayed: as_value(y),
+                detail: None,
             });
         }
     }
@@ -368,6 +384,7 @@ fn body(
                 kind: ChangeKind::Changed,
                 recorded: Some(Value::from(at(x))),
                 replayed: Some(Value::from(at(y))),
+                detail: Some(unified(x, y)),
             });
         }
         _ => out.push(scalar(
@@ -413,6 +430,26 @@ fn fields_value(fields: &[RawField]) -> Value {
         }
     }
     Value::Object(map)
+}
+
+/// Most lines of a unified diff kept in a report.
+const MAX_DIFF_LINES: usize = 200;
+
+/// A unified diff of two texts (two lines of context), cut at
+/// [`MAX_DIFF_LINES`].
+fn unified(recorded: &str, replayed: &str) -> String {
+    let diff = similar::TextDiff::from_lines(recorded, replayed);
+    let text = diff
+        .unified_diff()
+        .context_radius(2)
+        .header("recorded", "replayed")
+        .to_string();
+    let mut lines = text.lines();
+    let mut out: Vec<&str> = lines.by_ref().take(MAX_DIFF_LINES).collect();
+    if lines.next().is_some() {
+        out.push("... (cut)");
+    }
+    out.join("\n")
 }
 
 /// A body summarised: its length and a digest.
@@ -478,6 +515,11 @@ mod tests {
         };
         assert_eq!(d[0].path, "body:line 2");
         assert_eq!(d[0].recorded, Some(Value::from("two")));
+        let detail = d[0].detail.as_deref().unwrap();
+        assert!(
+            detail.contains("--- recorded") && detail.contains("-two\n+2"),
+            "{detail}"
+        );
         let mut x = response(200, &[], "");
         x.body = vec![0xff, 0x00].into();
         let mut y = x.clone();
@@ -601,5 +643,28 @@ mod tests {
             compare(&exchange(a), &exchange(bad), &Rules::default()),
             Verdict::Regressed(_)
         ));
+    }
+
+    #[test]
+    fn trailers_are_compared_too() {
+        let mut a = response(200, &[], "");
+        a.trailers = vec![
+            Header::new("grpc-status", "0"),
+            Header::new("x-checksum", "1"),
+        ];
+        let mut b = a.clone();
+        b.trailers = vec![
+            Header::new("grpc-status", "0"),
+            Header::new("x-checksum", "2"),
+        ];
+        let Verdict::Regressed(d) = compare(&exchange(a.clone()), &exchange(b), &Rules::default())
+        else {
+            panic!("a changed trailer is a difference");
+        };
+        assert_eq!(d[0].path, "trailer:x-checksum");
+        assert_eq!(
+            compare(&exchange(a.clone()), &exchange(a), &Rules::default()),
+            Verdict::Identical
+        );
     }
 }

@@ -24,6 +24,9 @@ pub struct Example {
     pub replayed: Option<Value>,
     /// The recorded exchange it comes from.
     pub recorded_id: String,
+    /// More about it (text: a unified diff).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// A field path that differed, with how often.
@@ -485,6 +488,7 @@ impl Comparison {
                         recorded: d.recorded.clone(),
                         replayed: d.replayed.clone(),
                         recorded_id: recorded.id_hex(),
+                        detail: d.detail.clone(),
                     },
                 });
             if regression {
@@ -668,6 +672,7 @@ mod tests {
             kind: ChangeKind::Changed,
             recorded: None,
             replayed: None,
+            detail: None,
         }]);
         (exchange, verdict)
     }
