@@ -72,6 +72,15 @@ fn render(html: &Path) -> (String, String) {
     (text(&dom.stdout), console)
 }
 
+/// Runs `reprise ARGS` and checks it fails with exit 2 and `message`
+/// on stderr.
+fn fails_with(args: &[&str], message: &str) {
+    let out = reprise(args);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
+}
+
 fn reprise(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reprise"))
         .args(args)
@@ -406,19 +415,16 @@ fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
         "the version is no id: {}",
         text(&out.stdout)
     );
-    let out = reprise(&[
-        "diff",
-        s(&tape),
-        s(&c_same),
+    fails_with(
+        &[
+            "diff",
+            s(&tape),
+            s(&c_same),
+            "--auto-noise",
+            "--baseline",
+            s(&b),
+        ],
         "--auto-noise",
-        "--baseline",
-        s(&b),
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--auto-noise"),
-        "{}",
-        text(&out.stderr)
     );
 
     // With one, the same build is noise only: exit 0.
@@ -474,20 +480,17 @@ fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
     );
 
     // Bad thresholds are one clear line.
-    let out = reprise(&[
-        "diff",
-        s(&tape),
-        s(&c_same),
-        "--baseline",
-        s(&b),
+    fails_with(
+        &[
+            "diff",
+            s(&tape),
+            s(&c_same),
+            "--baseline",
+            s(&b),
+            "--noise-relative",
+            "3",
+        ],
         "--noise-relative",
-        "3",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("--noise-relative"),
-        "{}",
-        text(&out.stderr)
     );
 }
 
@@ -574,26 +577,17 @@ fn a_grpc_field_that_changed_is_reported_by_its_field_number() {
                 "{by_reflection}"
             );
             let closed = format!("http://127.0.0.1:{}", free_port());
-            let bad = reprise(&["diff", s(&tape), s(&out), "--reflection", &closed]);
-            assert_eq!(bad.status.code(), Some(2));
-            assert!(
-                text(&bad.stderr).contains("gRPC server reflection at"),
-                "{}",
-                text(&bad.stderr)
+            fails_with(
+                &["diff", s(&tape), s(&out), "--reflection", &closed],
+                "gRPC server reflection at",
             );
-            let bad = reprise(&["diff", s(&tape), s(&out), "--proto", "/nonexistent.proto"]);
-            assert_eq!(bad.status.code(), Some(2));
-            assert!(
-                text(&bad.stderr).contains("--proto"),
-                "{}",
-                text(&bad.stderr)
+            fails_with(
+                &["diff", s(&tape), s(&out), "--proto", "/nonexistent.proto"],
+                "--proto",
             );
-            let bad = reprise(&["diff", s(&tape), s(&out), "--descriptor-set", s(&tape)]);
-            assert_eq!(bad.status.code(), Some(2));
-            assert!(
-                text(&bad.stderr).contains("not a FileDescriptorSet"),
-                "{}",
-                text(&bad.stderr)
+            fails_with(
+                &["diff", s(&tape), s(&out), "--descriptor-set", s(&tape)],
+                "not a FileDescriptorSet",
             );
         }
     }
@@ -641,19 +635,16 @@ fn replay_compare_replays_to_target_and_baseline_and_compares_in_one_run() {
         assert_eq!(report["noise_only"], if code == 1 { 0 } else { 10 });
     }
     // Rules without --compare are a usage error.
-    let out = reprise(&[
-        "replay",
-        s(&tape),
-        "--target",
-        &same.url(),
-        "--ignore",
-        "$.id",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("go with --compare"),
-        "{}",
-        text(&out.stderr)
+    fails_with(
+        &[
+            "replay",
+            s(&tape),
+            "--target",
+            &same.url(),
+            "--ignore",
+            "$.id",
+        ],
+        "go with --compare",
     );
 }
 
