@@ -398,6 +398,10 @@ pub struct CompareArgs {
     /// failure listing the regressed field paths.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Write a rules file (the --rules format) that ignores what was only
+    /// ever noise, per endpoint, for a person to review and commit.
+    #[arg(long, value_name = "FILE")]
+    pub suggest_rules: Option<PathBuf>,
     /// Also write the report as one self-contained HTML page: sortable
     /// endpoint table, differences by field path with a side-by-side
     /// viewer, regression groups, latency charts.

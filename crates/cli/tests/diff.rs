@@ -705,6 +705,8 @@ fn httpbin_replayed_against_a_copy_with_a_baseline_is_noise_only() {
     }
     recorder.stop_cleanly("-TERM");
     let json = dir.path().join("diff.json");
+    let suggested = dir.path().join("suggested.toml");
+    let candidate = dir.path().join("candidate.tape");
     let out = reprise(&[
         "replay",
         s(&tape),
@@ -713,8 +715,12 @@ fn httpbin_replayed_against_a_copy_with_a_baseline_is_noise_only() {
         "--baseline-target",
         &baseline.url(),
         "--compare",
+        "--out",
+        s(&candidate),
         "--diff-json",
         s(&json),
+        "--suggest-rules",
+        s(&suggested),
         "-q",
     ]);
     let stdout = text(&out.stdout);
@@ -742,4 +748,20 @@ fn httpbin_replayed_against_a_copy_with_a_baseline_is_noise_only() {
         .map(|p| p["pattern"].as_str().unwrap())
         .collect();
     assert!(uuid_paths.contains(&"$.uuid"), "{stdout}");
+
+    // The noise learned from the baseline, as rules a person reviews: with
+    // them, the same comparison without a baseline finds nothing either.
+    let rules = std::fs::read_to_string(&suggested).unwrap();
+    assert!(rules.contains(r#"endpoint = "GET /uuid""#), "{rules}");
+    assert!(rules.contains(r#""$.uuid","#), "{rules}");
+    assert!(!rules.contains("GET /json"), "{rules}");
+    let without = reprise(&["diff", s(&tape), s(&candidate)]);
+    assert_eq!(without.status.code(), Some(1), "noise without a baseline");
+    let with_rules = reprise(&["diff", s(&tape), s(&candidate), "--rules", s(&suggested)]);
+    assert_eq!(
+        with_rules.status.code(),
+        Some(0),
+        "{rules}\n{}",
+        text(&with_rules.stdout)
+    );
 }

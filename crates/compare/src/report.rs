@@ -325,6 +325,86 @@ impl DiffReport {
     }
 }
 
+impl DiffReport {
+    /// A rules file (the format of `--rules`) that ignores what was only
+    /// ever noise: per endpoint, each JSON path that differed as noise and
+    /// never as a regression. Header and trailer fields are listed for the
+    /// top-level `ignore_headers`, commented out: they apply everywhere.
+    /// Meant to be read by a person and committed, not applied blindly.
+    pub fn suggest_rules(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        writeln!(
+            out,
+            "# Rules proposed by `reprise diff`: what differed only as noise ({}).",
+            if self.noise_guessed {
+                "guessed by --auto-noise"
+            } else {
+                "judged from the baseline"
+            }
+        )?;
+        writeln!(
+            out,
+            "# Review each line before committing this file; use it with --rules."
+        )?;
+        let mut headers: Vec<&str> = Vec::new();
+        for e in &self.endpoints {
+            let mut ignore: Vec<&PathCount> = Vec::new();
+            for p in e.paths.iter().filter(|p| p.regressed == 0 && p.noise > 0) {
+                if p.pattern.starts_with('$') {
+                    ignore.push(p);
+                } else if let Some(name) = p
+                    .pattern
+                    .strip_prefix("header:")
+                    .or_else(|| p.pattern.strip_prefix("trailer:"))
+                    && !headers.contains(&name)
+                {
+                    headers.push(name);
+                }
+            }
+            if ignore.is_empty() {
+                continue;
+            }
+            writeln!(out, "\n[[rule]]")?;
+            writeln!(out, "endpoint = {}", toml_string(&e.endpoint))?;
+            writeln!(out, "ignore = [")?;
+            for p in ignore {
+                writeln!(
+                    out,
+                    "  {},  # noise in {} of {} pairs, e.g. {}",
+                    toml_string(&p.pattern),
+                    p.noise,
+                    e.pairs,
+                    p.example.path
+                )?;
+            }
+            writeln!(out, "]")?;
+        }
+        if !headers.is_empty() {
+            let list: Vec<String> = headers.iter().map(|h| toml_string(h)).collect();
+            writeln!(
+                out,
+                "\n# Fields that were noise; ignoring them applies to every endpoint:"
+            )?;
+            writeln!(out, "# ignore_headers = [{}]", list.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// A TOML basic string.
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// Text for an XML attribute or element.
 fn xml(text: &str) -> String {
     let mut out = String::with_capacity(text.len());

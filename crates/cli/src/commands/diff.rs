@@ -177,6 +177,11 @@ pub(crate) fn finish(
         report.render_junit(&mut xml)?;
         std::fs::write(path, xml).with_context(|| format!("{}: cannot write", path.display()))?;
     }
+    if let Some(path) = &files.suggest_rules {
+        let mut toml = Vec::new();
+        report.suggest_rules(&mut toml)?;
+        std::fs::write(path, toml).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
     if let Some(path) = &files.report {
         let mut html = Vec::new();
         report.render_html(&mut html)?;

@@ -131,6 +131,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         || !given.compare_header.is_empty()
         || given.junit.is_some()
         || given.report.is_some()
+        || given.suggest_rules.is_some()
         || !given.proto.is_empty()
         || given.descriptor_set.is_some()
         || given.reflection.is_some()
