@@ -34,7 +34,7 @@ pub enum Command {
     Replay(Box<ReplayArgs>),
     /// Compare a replay with the recording it replays: exit 1 when
     /// something regressed.
-    Diff(DiffArgs),
+    Diff(Box<DiffArgs>),
     /// Run the built-in demo: record a sample service, then inspect the tape.
     Demo(DemoArgs),
 }
@@ -398,6 +398,10 @@ pub struct CompareArgs {
     /// failure listing the regressed field paths.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
+    /// Memory for the recording's responses while comparing; a bigger
+    /// recording is compared part by part, cut on disk by exchange id.
+    #[arg(long, value_name = "SIZE", default_value = "256MiB")]
+    pub max_memory: String,
     /// Write a rules file (the --rules format) that ignores what was only
     /// ever noise, per endpoint, for a person to review and commit.
     #[arg(long, value_name = "FILE")]

@@ -81,6 +81,41 @@ fn fails_with(args: &[&str], message: &str) {
     assert!(stderr.contains(message), "{args:?}: {stderr}");
 }
 
+/// A report's figures without its examples (which pair is "first seen"
+/// depends on the order pairs are compared in).
+fn figures(report: &Value) -> Value {
+    let endpoints: Vec<Value> = report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let paths: Vec<Value> = e["paths"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| serde_json::json!([p["pattern"], p["kind"], p["regressed"], p["noise"]]))
+                .collect();
+            serde_json::json!([
+                e["endpoint"],
+                e["pairs"],
+                e["identical"],
+                e["regressed"],
+                e["noise_only"],
+                e["not_compared"],
+                paths
+            ])
+        })
+        .collect();
+    serde_json::json!([
+        report["pairs"],
+        report["identical"],
+        report["regressed"],
+        report["noise_only"],
+        report["not_compared"],
+        endpoints
+    ])
+}
+
 fn reprise(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_reprise"))
         .args(args)
@@ -197,6 +232,23 @@ fn a_changed_field_is_reported_by_its_path_and_nothing_else() {
             ),
         ]
     );
+
+    // The same comparison cut into parts on disk (as a recording too big
+    // for --max-memory is): the same figures.
+    let parted_json = dir.path().join("parted.json");
+    let out = reprise(&[
+        "diff",
+        s(&tape),
+        s(&changed_out),
+        "--max-memory",
+        "16",
+        "--json",
+        s(&parted_json),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let parted: Value =
+        serde_json::from_str(&std::fs::read_to_string(&parted_json).unwrap()).unwrap();
+    assert_eq!(figures(&parted), figures(&report));
 
     // The HTML report, rendered by headless Chromium: the script ran
     // without an error and the numbers on the page are the JSON's.
@@ -334,6 +386,10 @@ fn bad_input_is_one_clear_line_and_exit_2() {
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
     }
+    fails_with(
+        &["diff", s(&tape), s(&tape), "--max-memory", "lots"],
+        "--max-memory",
+    );
     for (content, message) in [
         ("ignore = [\"$.ok\"]\ncolour = 1\n", "unknown field"),
         ("ignore = [\"price\"]\n", "must start with $"),
@@ -470,6 +526,26 @@ fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
     }
     regressed.dedup();
     noise.dedup();
+    let parted_json = dir.path().join("parted.json");
+    let out = reprise(&[
+        "diff",
+        s(&tape),
+        s(&c_changed),
+        "--baseline",
+        s(&b),
+        "--max-memory",
+        "1",
+        "--json",
+        s(&parted_json),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let parted: Value =
+        serde_json::from_str(&std::fs::read_to_string(&parted_json).unwrap()).unwrap();
+    assert_eq!(
+        figures(&parted),
+        figures(&report),
+        "cut into parts, with a baseline"
+    );
     assert!(
         regressed.iter().all(|p| p == "$.version") && !regressed.is_empty(),
         "{regressed:?}"

@@ -75,7 +75,8 @@ impl NoiseModel {
         }
     }
 
-    /// First pass: the baseline's verdict on one recorded exchange.
+    /// First pass: the baseline's verdict on one recorded exchange,
+    /// counted and remembered for the call.
     pub fn baseline(&mut self, recorded: &Exchange, verdict: &Verdict) {
         if let Verdict::Regressed(differences) = verdict {
             let endpoint = endpoint_key(recorded);
@@ -89,6 +90,23 @@ impl NoiseModel {
                 }
             }
         }
+    }
+
+    /// The baseline's verdict on one recorded exchange, remembered for
+    /// the call only (when it was counted in an earlier pass).
+    pub fn remember(&mut self, recorded: &Exchange, verdict: &Verdict) {
+        if let Verdict::Regressed(differences) = verdict {
+            let patterns = self.baseline.entry(recorded.id.clone()).or_default();
+            for d in differences {
+                patterns.insert(d.pattern.clone());
+            }
+        }
+    }
+
+    /// Forgets what the baseline showed per call, keeping the counts:
+    /// comparisons done part by part keep one part's calls at a time.
+    pub fn forget_calls(&mut self) {
+        self.baseline = HashMap::new();
     }
 
     /// Second pass: the candidate's verdict on one recorded exchange.

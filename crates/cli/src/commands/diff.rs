@@ -2,7 +2,8 @@
 //! with noise taken out when a baseline is given.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use reprise_compare::{
@@ -153,7 +154,8 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
         (None, true) => Noise::Guess,
         (None, false) => Noise::None,
     };
-    let (report, damage) = diff_with(&args.recorded, &args.replayed, noise, &rules)?;
+    let max_memory = super::record::size("--max-memory", &args.compare.max_memory)?;
+    let (report, damage) = diff_with(&args.recorded, &args.replayed, noise, &rules, max_memory)?;
     finish(&report, &damage, args.json.as_deref(), &args.compare)
 }
 
@@ -208,43 +210,16 @@ pub(crate) enum Noise<'a> {
     Guess,
 }
 
+/// Memory for the recording's responses unless `--max-memory` says.
+pub(crate) const DEFAULT_MAX_MEMORY: usize = 256 << 20;
+
 /// Compares without a baseline.
 pub(crate) fn diff(
     recorded: &Path,
     replayed: &Path,
     rules: &Rules,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
-    diff_with(recorded, replayed, Noise::None, rules)
-}
-
-/// Reads every exchange of `path` that replays a recorded one, with the
-/// recorded exchange it replays (or `None`), and hands both to `each`.
-/// Returns how many replayed exchanges it saw.
-fn replays(
-    path: &Path,
-    recorded: &HashMap<Vec<u8>, Exchange>,
-    damage: &mut Vec<String>,
-    mut each: impl FnMut(Option<&Exchange>, &Exchange),
-) -> anyhow::Result<u64> {
-    let mut source = crate::input::open(path, &ExchangeFilter::new())?;
-    let mut intact = Intact::new(source.as_mut());
-    let mut seen = 0;
-    for exchange in intact.by_ref() {
-        let exchange = exchange?;
-        let Some(link) = &exchange.replay else {
-            continue;
-        };
-        seen += 1;
-        each(recorded.get(&link.recorded_id), &exchange);
-    }
-    damage.extend(intact.into_damage());
-    if seen == 0 {
-        bail!(
-            "{}: holds no replayed exchange (expected the results of `reprise replay --out`)",
-            path.display()
-        );
-    }
-    Ok(seen)
+    diff_with(recorded, replayed, Noise::None, rules, DEFAULT_MAX_MEMORY)
 }
 
 /// What a recorded exchange needs to be compared and grouped: its
@@ -262,92 +237,298 @@ fn for_comparison(mut exchange: Exchange) -> Exchange {
     exchange
 }
 
+/// Which exchanges of an input take part, and by what key they pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// A recording: its inbound exchanges, by their id.
+    Recording,
+    /// A replay's results: exchanges that replay one, by the id they replay.
+    Replays,
+}
+
+impl Role {
+    /// The exchange as it takes part, and its key; `None` when it does not.
+    fn admit(self, exchange: Exchange) -> Option<(Vec<u8>, Exchange)> {
+        match self {
+            Role::Recording if !exchange.is_downstream() => {
+                Some((exchange.id.clone(), for_comparison(exchange)))
+            }
+            Role::Recording => None,
+            Role::Replays => {
+                let key = exchange.replay.as_ref()?.recorded_id.clone();
+                Some((key, exchange))
+            }
+        }
+    }
+}
+
+/// An input cut into parts by key, so that one part of the recording at a
+/// time is held in memory. With one part the input is read in place.
+struct Parted {
+    path: PathBuf,
+    role: Role,
+    /// Files of length-prefixed encoded exchanges, one per part; empty
+    /// when there is one part.
+    parts: Vec<PathBuf>,
+    /// Exchanges that took part.
+    count: u64,
+}
+
+/// The part a key falls in (FNV-1a: stable, no dependency).
+fn part_of(key: &[u8], parts: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in key {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    usize::try_from(hash % parts.max(1) as u64).unwrap_or(0)
+}
+
+impl Parted {
+    /// Reads `path` once and writes its exchanges into `parts` files under
+    /// `dir` (nothing when `parts` is 1).
+    fn split(
+        path: &Path,
+        role: Role,
+        parts: usize,
+        dir: &Path,
+        damage: &mut Vec<String>,
+    ) -> anyhow::Result<Parted> {
+        let mut parted = Parted {
+            path: path.to_path_buf(),
+            role,
+            parts: Vec::new(),
+            count: 0,
+        };
+        if parts <= 1 {
+            // Read in place later; a replay's results are counted now, so
+            // that a file holding none is an error before any work.
+            if role == Role::Replays {
+                parted.for_each(0, damage, |_| {})?;
+            }
+            return Ok(parted);
+        }
+        let stem = format!("{:?}-{}", role, dir.read_dir().map_or(0, Iterator::count));
+        let mut writers = Vec::with_capacity(parts);
+        for i in 0..parts {
+            let file = dir.join(format!("{stem}-{i}.part"));
+            let handle = std::fs::File::create(&file)
+                .with_context(|| format!("{}: cannot create", file.display()))?;
+            writers.push(std::io::BufWriter::new(handle));
+            parted.parts.push(file);
+        }
+        let mut source = crate::input::open(path, &ExchangeFilter::new())?;
+        let mut intact = Intact::new(source.as_mut());
+        for exchange in intact.by_ref() {
+            let Some((key, exchange)) = role.admit(exchange?) else {
+                continue;
+            };
+            parted.count += 1;
+            let mut bytes = Vec::new();
+            reprise_model::encode(&exchange, &mut bytes);
+            let writer = &mut writers[part_of(&key, parts)];
+            let len = u32::try_from(bytes.len()).context("an exchange over 4 GiB")?;
+            writer.write_all(&len.to_le_bytes())?;
+            writer.write_all(&bytes)?;
+        }
+        damage.extend(intact.into_damage());
+        for mut writer in writers {
+            writer.flush()?;
+        }
+        Ok(parted)
+    }
+
+    /// Hands each exchange of part `part` (with its key) to `each`.
+    fn for_each(
+        &mut self,
+        part: usize,
+        damage: &mut Vec<String>,
+        mut each: impl FnMut((Vec<u8>, Exchange)),
+    ) -> anyhow::Result<()> {
+        if self.parts.is_empty() {
+            let mut source = crate::input::open(&self.path, &ExchangeFilter::new())?;
+            let mut intact = Intact::new(source.as_mut());
+            let mut count = 0;
+            for exchange in intact.by_ref() {
+                if let Some(admitted) = self.role.admit(exchange?) {
+                    count += 1;
+                    each(admitted);
+                }
+            }
+            damage.extend(intact.into_damage());
+            self.count = count;
+            return Ok(());
+        }
+        let file = &self.parts[part];
+        let handle = std::fs::File::open(file)
+            .with_context(|| format!("{}: cannot read", file.display()))?;
+        let mut reader = std::io::BufReader::new(handle);
+        let mut len = [0u8; 4];
+        let mut record = Vec::new();
+        loop {
+            match reader.read_exact(&mut len) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("{}: cannot read", file.display()));
+                }
+            }
+            record.resize(u32::from_le_bytes(len) as usize, 0);
+            reader
+                .read_exact(&mut record)
+                .with_context(|| format!("{}: cut short", file.display()))?;
+            if let Some(admitted) = self.role.admit(reprise_model::decode(&record)?) {
+                each(admitted);
+            }
+        }
+        Ok(())
+    }
+
+    /// The recorded exchanges of part `part`, by id.
+    fn load(
+        &mut self,
+        part: usize,
+        damage: &mut Vec<String>,
+    ) -> anyhow::Result<HashMap<Vec<u8>, Exchange>> {
+        let mut map = HashMap::new();
+        self.for_each(part, damage, |(key, exchange)| {
+            map.insert(key, exchange);
+        })?;
+        Ok(map)
+    }
+
+    fn must_hold_replays(&self) -> anyhow::Result<()> {
+        if self.count == 0 {
+            bail!(
+                "{}: holds no replayed exchange (expected the results of `reprise replay --out`)",
+                self.path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Parts to cut a recording into so that one part's responses fit in
+/// `max_memory` (a tape's records take about eight times their
+/// compressed size in memory).
+fn parts_for(recorded: &Path, max_memory: usize) -> usize {
+    let size = std::fs::metadata(recorded).map_or(0, |m| m.len());
+    let estimate = size.saturating_mul(8);
+    let parts = estimate.div_ceil(max_memory.max(1) as u64);
+    usize::try_from(parts)
+        .unwrap_or(MAX_PARTS)
+        .clamp(1, MAX_PARTS)
+}
+
+/// Most parts a comparison is cut into.
+const MAX_PARTS: usize = 1024;
+
 /// Pairs the replayed exchanges with the recorded ones they replay.
 ///
-/// The recording's inbound exchanges are held in memory, keyed by id;
-/// the replays stream (the candidate twice with a baseline: once to count
-/// its differences, once to judge them).
+/// One part of the recording (its inbound exchanges, responses only) is
+/// held in memory at a time; the inputs are cut into parts by recorded id
+/// on disk first when the recording would not fit in `max_memory`. With a
+/// baseline, every part is compared twice: once to count the differences
+/// per endpoint and path, once to judge each pair.
 pub(crate) fn diff_with(
     recorded: &Path,
     replayed: &Path,
     noise: Noise<'_>,
     rules: &Rules,
+    max_memory: usize,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
     let mut damage = Vec::new();
-    let mut by_id: HashMap<Vec<u8>, Exchange> = HashMap::new();
-    {
-        let mut source = crate::input::open(recorded, &ExchangeFilter::new())?;
-        let mut intact = Intact::new(source.as_mut());
-        for exchange in intact.by_ref() {
-            let exchange = exchange?;
-            if !exchange.is_downstream() {
-                by_id.insert(exchange.id.clone(), for_comparison(exchange));
-            }
+    let parts = parts_for(recorded, max_memory);
+    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let dir = scratch.path();
+    let mut rec = Parted::split(recorded, Role::Recording, parts, dir, &mut damage)?;
+    let mut cand = Parted::split(replayed, Role::Replays, parts, dir, &mut damage)?;
+    cand.must_hold_replays()?;
+    let mut base = match noise {
+        Noise::Baseline(path, _) => {
+            let base = Parted::split(path, Role::Replays, parts, dir, &mut damage)?;
+            base.must_hold_replays()?;
+            Some(base)
         }
-        damage.extend(intact.into_damage());
-    }
-    let mut model = match noise {
-        Noise::Baseline(path, thresholds) => {
+        Noise::None | Noise::Guess => None,
+    };
+    let mut model = match (noise, base.as_mut()) {
+        (Noise::Baseline(_, thresholds), Some(base)) => {
             let mut model = NoiseModel::new(thresholds);
-            replays(path, &by_id, &mut damage, |original, exchange| {
-                if let Some(original) = original {
-                    model.baseline(original, &compare(original, exchange, rules));
-                }
-            })?;
-            replays(replayed, &by_id, &mut damage, |original, exchange| {
-                if let Some(original) = original {
-                    model.candidate(original, &compare(original, exchange, rules));
-                }
-            })?;
+            for part in 0..parts {
+                let map = rec.load(part, &mut damage)?;
+                base.for_each(part, &mut damage, |(key, exchange)| {
+                    if let Some(original) = map.get(&key) {
+                        model.baseline(original, &compare(original, &exchange, rules));
+                    }
+                })?;
+                cand.for_each(part, &mut damage, |(key, exchange)| {
+                    if let Some(original) = map.get(&key) {
+                        model.candidate(original, &compare(original, &exchange, rules));
+                    }
+                })?;
+                model.forget_calls();
+            }
             model.decide();
             Some(model)
         }
-        Noise::None | Noise::Guess => None,
+        _ => None,
     };
     let guess = matches!(noise, Noise::Guess);
     let mut comparison = Comparison::default();
     if guess {
         comparison.noise_guessed();
     }
-    let mut seen: HashSet<Vec<u8>> = HashSet::new();
-    replays(
-        replayed,
-        &by_id,
-        &mut damage,
-        |original, exchange| match original {
+    for part in 0..parts {
+        let map = rec.load(part, &mut damage)?;
+        if let (Some(model), Some(base)) = (model.as_mut(), base.as_mut()) {
+            base.for_each(part, &mut damage, |(key, exchange)| {
+                if let Some(original) = map.get(&key) {
+                    model.remember(original, &compare(original, &exchange, rules));
+                }
+            })?;
+        }
+        let mut seen: HashSet<Vec<u8>> = HashSet::new();
+        cand.for_each(part, &mut damage, |(key, exchange)| match map.get(&key) {
             Some(original) => {
-                seen.insert(original.id.clone());
-                let verdict = compare(original, exchange, rules);
+                seen.insert(key);
+                let verdict = compare(original, &exchange, rules);
                 match model.as_mut() {
                     Some(model) => {
                         let (verdict, noise) = model.judge(original, verdict);
-                        comparison.add_judged(original, Some(exchange), &verdict, &noise);
+                        comparison.add_judged(original, Some(&exchange), &verdict, &noise);
                     }
                     None if guess => {
                         let (verdict, noise) = reprise_compare::guess(verdict);
-                        comparison.add_judged(original, Some(exchange), &verdict, &noise);
+                        comparison.add_judged(original, Some(&exchange), &verdict, &noise);
                     }
-                    None => comparison.add(original, Some(exchange), &verdict),
+                    None => comparison.add(original, Some(&exchange), &verdict),
                 }
             }
             None => comparison.add(
-                exchange,
-                Some(exchange),
+                &exchange,
+                Some(&exchange),
                 &Verdict::NotCompared(NotCompared::MissingRecording),
             ),
-        },
-    )?;
-    for (id, original) in &by_id {
-        if !seen.contains(id) {
-            comparison.add(
-                original,
-                None,
-                &Verdict::NotCompared(NotCompared::MissingReplay),
-            );
+        })?;
+        for (id, original) in &map {
+            if !seen.contains(id) {
+                comparison.add(
+                    original,
+                    None,
+                    &Verdict::NotCompared(NotCompared::MissingReplay),
+                );
+            }
+        }
+        if let Some(model) = model.as_mut() {
+            model.forget_calls();
         }
     }
     if let Some(model) = &model {
         comparison.suppressed(model.suppressed());
     }
+    // An input read more than once reports its damage each time.
+    let mut reported = HashSet::new();
+    damage.retain(|line| reported.insert(line.clone()));
     Ok((comparison.finish(), damage))
 }
