@@ -409,15 +409,28 @@ impl Parted {
 }
 
 /// Parts to cut a recording into so that one part's responses fit in
-/// `max_memory` (a tape's records take about eight times their
-/// compressed size in memory).
-fn parts_for(recorded: &Path, max_memory: usize) -> usize {
-    let size = std::fs::metadata(recorded).map_or(0, |m| m.len());
-    let estimate = size.saturating_mul(8);
-    let parts = estimate.div_ceil(max_memory.max(1) as u64);
-    usize::try_from(parts)
+/// `max_memory`. The recording is read once to weigh what comparing
+/// holds of each exchange: a decoded exchange takes about three times its
+/// encoded size in memory (headers as separate allocations, the map's
+/// own entry), plus a fixed kilobyte.
+fn parts_for(
+    recorded: &Path,
+    max_memory: usize,
+    damage: &mut Vec<String>,
+) -> anyhow::Result<usize> {
+    let mut weight = 0u64;
+    let mut source = crate::input::open(recorded, &ExchangeFilter::new())?;
+    let mut intact = Intact::new(source.as_mut());
+    for exchange in intact.by_ref() {
+        if let Some((_, exchange)) = Role::Recording.admit(exchange?) {
+            weight += reprise_model::encoded_len(&exchange) as u64 * 3 + 1024;
+        }
+    }
+    damage.extend(intact.into_damage());
+    let parts = weight.div_ceil(max_memory.max(1) as u64);
+    Ok(usize::try_from(parts)
         .unwrap_or(MAX_PARTS)
-        .clamp(1, MAX_PARTS)
+        .clamp(1, MAX_PARTS))
 }
 
 /// Most parts a comparison is cut into.
@@ -438,7 +451,7 @@ pub(crate) fn diff_with(
     max_memory: usize,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
     let mut damage = Vec::new();
-    let parts = parts_for(recorded, max_memory);
+    let parts = parts_for(recorded, max_memory, &mut damage)?;
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let dir = scratch.path();
     let mut rec = Parted::split(recorded, Role::Recording, parts, dir, &mut damage)?;
