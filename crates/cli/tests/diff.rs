@@ -710,6 +710,19 @@ fn replay_compare_replays_to_target_and_baseline_and_compares_in_one_run() {
         assert_eq!(report["regressed"], if code == 1 { 10 } else { 0 });
         assert_eq!(report["noise_only"], if code == 1 { 0 } else { 10 });
     }
+    // A baseline target that is no target.
+    fails_with(
+        &[
+            "replay",
+            s(&tape),
+            "--target",
+            &same.url(),
+            "--compare",
+            "--baseline-target",
+            "ftp://127.0.0.1",
+        ],
+        "--baseline-target",
+    );
     // Rules without --compare are a usage error.
     fails_with(
         &[

@@ -443,7 +443,7 @@ async fn work(shared: Arc<Shared>, worker: usize) {
                 }),
             };
         let ended = Instant::now();
-        let (outcome, status, example) = match &result {
+        let (outcome, status) = match &result {
             Ok(answer) => {
                 let status = answer.status.as_u16();
                 let outcome = match &answer.grpc {
@@ -451,22 +451,9 @@ async fn work(shared: Arc<Shared>, worker: usize) {
                     _ if status >= 400 => Outcome::Status(status / 100),
                     _ => Outcome::Ok,
                 };
-                let example = match &outcome {
-                    Outcome::Grpc(_) => answer.grpc.as_ref().map(|g| g.message.clone()),
-                    Outcome::Status(_) => Some(format!(
-                        "{status} for {} {}",
-                        call.method,
-                        call.uri.path_and_query().map_or("/", |p| p.as_str())
-                    )),
-                    _ => None,
-                };
-                (outcome, Some(status), example)
+                (outcome, Some(status))
             }
-            Err(failure) => (
-                Outcome::Failed(failure.kind),
-                None,
-                Some(failure.message.clone()),
-            ),
+            Err(failure) => (Outcome::Failed(failure.kind), None),
         };
         let ok = outcome == Outcome::Ok;
         {
@@ -475,6 +462,11 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             if let Some(at) = due_at {
                 crate::stats::record(&mut shard.stats.lag, sent.saturating_duration_since(at));
             }
+            // One example per kind of failure: its text is made only for
+            // the first, not for every failed call of a failing run.
+            let example = (!ok && !shard.stats.examples.contains_key(&outcome))
+                .then(|| example(&call, &result))
+                .flatten();
             shard.stats.count(
                 outcome,
                 status,
@@ -506,6 +498,25 @@ async fn work(shared: Arc<Shared>, worker: usize) {
                 shared.feed.stop();
             }
         }
+    }
+}
+
+/// What the report shows for a failed call.
+fn example(
+    call: &crate::Call,
+    result: &Result<crate::client::Answer, crate::client::Failure>,
+) -> Option<String> {
+    match result {
+        Ok(answer) => match &answer.grpc {
+            Some(grpc) if grpc.code != 0 => Some(grpc.message.clone()),
+            _ => Some(format!(
+                "{} for {} {}",
+                answer.status.as_u16(),
+                call.method,
+                call.uri.path_and_query().map_or("/", |p| p.as_str())
+            )),
+        },
+        Err(failure) => Some(failure.message.clone()),
     }
 }
 

@@ -301,11 +301,7 @@ impl Parted {
             count: 0,
         };
         if parts <= 1 {
-            // Read in place later; a replay's results are counted now, so
-            // that a file holding none is an error before any work.
-            if role == Role::Replays {
-                parted.for_each(0, damage, |_| {})?;
-            }
+            // Read in place, and counted on the first reading.
             return Ok(parted);
         }
         let stem = format!("{:?}-{}", role, dir.read_dir().map_or(0, Iterator::count));
@@ -456,12 +452,9 @@ pub(crate) fn diff_with(
     let dir = scratch.path();
     let mut rec = Parted::split(recorded, Role::Recording, parts, dir, &mut damage)?;
     let mut cand = Parted::split(replayed, Role::Replays, parts, dir, &mut damage)?;
-    cand.must_hold_replays()?;
     let mut base = match noise {
         Noise::Baseline(path, _) => {
-            let base = Parted::split(path, Role::Replays, parts, dir, &mut damage)?;
-            base.must_hold_replays()?;
-            Some(base)
+            Some(Parted::split(path, Role::Replays, parts, dir, &mut damage)?)
         }
         Noise::None | Noise::Guess => None,
     };
@@ -482,6 +475,8 @@ pub(crate) fn diff_with(
                 })?;
                 model.forget_calls();
             }
+            base.must_hold_replays()?;
+            cand.must_hold_replays()?;
             model.decide();
             Some(model)
         }
@@ -537,6 +532,7 @@ pub(crate) fn diff_with(
             model.forget_calls();
         }
     }
+    cand.must_hold_replays()?;
     if let Some(model) = &model {
         comparison.suppressed(model.suppressed());
     }
