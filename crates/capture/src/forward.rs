@@ -17,10 +17,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
-use crate::metrics::Metrics;
-use crate::recorder::Recorder;
-use crate::recording::{BodyCapture, Origin, Recording, RequestHead, Side, is_grpc};
-use crate::tap::{Tap, TapBody};
+use reprise_record::{
+    BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
+    is_grpc,
+};
 use reprise_net::hop;
 
 /// The body the proxy answers with: the upstream's, tapped, or its own.
@@ -138,8 +138,11 @@ pub async fn forward(
         Recording::new(
             forwarder.recorder.clone(),
             Arc::clone(&forwarder.origin),
-            id,
-            peer,
+            Identity {
+                id,
+                peer: Some(peer),
+                ..Identity::default()
+            },
             head,
         )
     });

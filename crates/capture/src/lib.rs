@@ -5,6 +5,8 @@
 //!   knowledge) or TLS with ALPN; requests go to the upstream (http or
 //!   https) in the protocol they came in (gRPC needs HTTP/2).
 //! - `/metrics` and `/healthz` on an admin address, from [`Metrics`].
+//! - The recording itself is `reprise-record`'s, shared with the tower
+//!   layers.
 //! - Bodies stream: each frame is forwarded as it arrives; a
 //!   [`tap`](TapBody) keeps a `Bytes` handle on it (up to the size cap),
 //!   with no copy and no lock.
@@ -19,15 +21,10 @@
 mod config;
 mod error;
 mod forward;
-mod metrics;
-mod recorder;
-mod recording;
 mod server;
-mod tap;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError};
 pub use error::CaptureError;
-pub use metrics::{Metrics, RecorderStats};
 pub use reprise_net::TlsError;
+pub use reprise_record::{Metrics, RecorderStats, TapBody};
 pub use server::{RunningProxy, start};
-pub use tap::TapBody;

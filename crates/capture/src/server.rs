@@ -28,9 +28,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::ProxyConfig;
 use crate::error::CaptureError;
 use crate::forward::{Forwarder, forward};
-use crate::metrics::{Metrics, RecorderStats};
-use crate::recorder::{Recorder, Rules};
-use crate::recording::Origin;
+use reprise_record::{Metrics, Origin, Recorder, RecorderStats, Rules};
 
 /// Longest a TLS handshake may take before the connection is closed.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -145,9 +143,13 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         })?;
     let origin = Origin {
         service: config.service.clone(),
+        instance: String::new(),
+        recorder: "proxy",
+        role: reprise_model::Role::Inbound,
         listener: local_addr.to_string(),
         scheme: if acceptor.is_some() { "https" } else { "http" },
-        upstream: config.upstream.authority.to_string(),
+        authority: String::new(),
+        server_addr: config.upstream.authority.to_string(),
         max_body: config.max_body,
     };
     let drain = config.drain_timeout;

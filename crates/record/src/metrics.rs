@@ -1,5 +1,6 @@
-//! What the proxy counts, shared by the forward path, the recorder and the
-//! admin endpoint (`/metrics`, Prometheus/OpenMetrics text format).
+//! What a recorder counts (the proxy or the tower layers), shared by the call
+//! path, the writer thread and whatever serves it
+//! (`/metrics`, Prometheus/OpenMetrics text format).
 //!
 //! Every counter is an atomic; the per-reason ones are handles into their
 //! label family, taken once at start, so counting never takes a lock.
@@ -22,10 +23,10 @@ struct Kind {
     kind: String,
 }
 
-/// The proxy's counters.
+/// A recorder's counters.
 #[derive(Debug)]
 pub struct Metrics {
-    /// Exchanges that reached the proxy.
+    /// Exchanges that reached the recorder.
     pub seen: Counter,
     /// Exchanges written to the sink.
     pub recorded: Counter,
@@ -54,7 +55,7 @@ pub struct Metrics {
 /// A snapshot of the recording counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecorderStats {
-    /// Exchanges that reached the proxy.
+    /// Exchanges that reached the recorder.
     pub seen: u64,
     /// Skipped by sampling.
     pub sampled_out: u64,
@@ -103,7 +104,7 @@ impl Metrics {
         let errors = Family::<Kind, Counter>::default();
         registry.register(
             "exchanges_seen",
-            "Exchanges that reached the proxy",
+            "Exchanges that reached the recorder",
             seen.clone(),
         );
         registry.register(

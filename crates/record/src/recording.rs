@@ -33,19 +33,43 @@ pub enum Side {
     Response,
 }
 
-/// What every exchange of one proxy shares: where it was recorded.
+/// What every exchange of one recorder shares: where it was recorded.
 #[derive(Debug, Clone)]
 pub struct Origin {
     /// `source.service`.
     pub service: String,
-    /// The listener's address.
+    /// `source.instance` (host name, pod); may be empty.
+    pub instance: String,
+    /// `source.recorder`: `proxy`, `tower`.
+    pub recorder: &'static str,
+    /// Inbound calls (reaching the service) or downstream calls (leaving it).
+    pub role: Role,
+    /// `source.listener`: the listener or client the calls pass through.
     pub listener: String,
-    /// `http` or `https`: how clients reached the proxy.
+    /// `http` or `https`: for inbound calls, how clients reached the
+    /// service; for downstream calls, the scheme when the request's target
+    /// has none.
     pub scheme: &'static str,
-    /// The upstream's `host:port`.
-    pub upstream: String,
+    /// The authority recorded when neither the target nor a Host field
+    /// names one (a tonic client's requests carry only a path).
+    pub authority: String,
+    /// `source.server_addr` (the proxy's upstream); empty: the authority.
+    pub server_addr: String,
     /// Bytes of each body kept.
     pub max_body: usize,
+}
+
+/// One exchange's own identity.
+#[derive(Debug, Clone, Default)]
+pub struct Identity {
+    /// The exchange id.
+    pub id: Vec<u8>,
+    /// For a downstream call, the inbound exchange being served.
+    pub parent_id: Vec<u8>,
+    /// The W3C trace id, when one was seen or assigned.
+    pub trace_id: Vec<u8>,
+    /// The client's address, when known.
+    pub peer: Option<SocketAddr>,
 }
 
 /// One body as it passed: its frames up to the cap, by reference.
@@ -118,10 +142,9 @@ pub struct RequestHead {
 #[derive(Debug)]
 pub struct Captured {
     origin: Arc<Origin>,
-    id: Vec<u8>,
+    identity: Identity,
     recorded_at_ns: u64,
     duration_ns: u64,
-    peer: SocketAddr,
     grpc: bool,
     request: RequestHead,
     response: Option<(StatusCode, HeaderMap)>,
@@ -144,10 +167,9 @@ struct Partial {
 pub struct Recording {
     recorder: Recorder,
     origin: Arc<Origin>,
-    id: Vec<u8>,
+    identity: Identity,
     recorded_at_ns: u64,
     started: Instant,
-    peer: SocketAddr,
     grpc: bool,
     partial: Mutex<Partial>,
     /// Bodies still open (request, response); the exchange is complete at 0.
@@ -155,23 +177,21 @@ pub struct Recording {
 }
 
 impl Recording {
-    /// Starts recording call `id` from `peer`, whose request head is
+    /// Starts recording the call `identity`, whose request head is
     /// `request`.
     pub fn new(
         recorder: Recorder,
         origin: Arc<Origin>,
-        id: Vec<u8>,
-        peer: SocketAddr,
+        identity: Identity,
         request: RequestHead,
     ) -> Arc<Recording> {
         let grpc = is_grpc(&request.headers);
         Arc::new(Recording {
             recorder,
             origin,
-            id,
+            identity,
             recorded_at_ns: reprise_model::time::now_ns(),
             started: Instant::now(),
-            peer,
             grpc,
             partial: Mutex::new(Partial {
                 request: Some(request),
@@ -244,10 +264,9 @@ impl Recording {
         };
         let captured = Captured {
             origin: Arc::clone(&self.origin),
-            id: self.id.clone(),
+            identity: self.identity.clone(),
             recorded_at_ns: self.recorded_at_ns,
             duration_ns,
-            peer: self.peer,
             grpc: self.grpc,
             request,
             response: partial.response.take(),
@@ -315,10 +334,9 @@ impl Captured {
     pub fn into_exchange(self) -> Exchange {
         let Captured {
             origin,
-            id,
+            identity,
             recorded_at_ns,
             duration_ns,
-            peer,
             grpc,
             request,
             response,
@@ -338,19 +356,37 @@ impl Captured {
                     .and_then(|h| h.to_str().ok())
                     .map(str::to_string)
             })
-            .unwrap_or_default();
+            .unwrap_or_else(|| origin.authority.clone());
+        let scheme = match (origin.role, request.uri.scheme_str()) {
+            (Role::Downstream, Some(scheme)) => scheme.to_string(),
+            _ => origin.scheme.to_string(),
+        };
+        let server_addr = if origin.server_addr.is_empty() {
+            authority.clone()
+        } else {
+            origin.server_addr.clone()
+        };
+        let Identity {
+            id,
+            parent_id,
+            trace_id,
+            peer,
+        } = identity;
         let mut exchange = Exchange {
             id,
+            parent_id,
+            trace_id,
             recorded_at_ns,
             duration_ns,
             protocol: protocol(request.version, grpc) as i32,
-            role: Role::Inbound as i32,
+            role: origin.role as i32,
             source: Some(RecordSource {
                 service: origin.service.clone(),
-                recorder: "proxy".into(),
+                instance: origin.instance.clone(),
+                recorder: origin.recorder.into(),
                 listener: origin.listener.clone(),
-                client_addr: peer.to_string(),
-                server_addr: origin.upstream.clone(),
+                client_addr: peer.map(|p| p.to_string()).unwrap_or_default(),
+                server_addr,
                 ..Default::default()
             }),
             error,
@@ -358,7 +394,7 @@ impl Captured {
         };
         let mut model_request = reprise_model::Request {
             method: request.method.to_string(),
-            scheme: origin.scheme.into(),
+            scheme,
             authority,
             path: request
                 .uri

@@ -1,0 +1,26 @@
+//! The recording core shared by reprise's recorders: the proxy behind
+//! `reprise record` and the tower layers a Rust service adds.
+//!
+//! - A [`Recording`] is one exchange in flight. The call's path keeps only
+//!   references: the heads as parsed (`HeaderMap` clones share their
+//!   bytes) and each body's frames as `Bytes` handles with their time
+//!   offsets, taken by a [`TapBody`] as the body streams, up to the size
+//!   cap, with no copy and no lock.
+//! - Recording is a bypass: when both bodies are done, what the call left
+//!   goes into a bounded queue with `try_send` ([`Recorder`]); when the
+//!   queue is full it is dropped from the recording, never from the call,
+//!   and counted in [`Metrics`]. A writer thread builds the exchange,
+//!   applies the `--match` filter, the rate cap and redaction ([`Rules`],
+//!   from the model crate), and owns the sink.
+
+mod metrics;
+mod recorder;
+mod recording;
+mod tap;
+
+pub use metrics::{Metrics, RecorderStats};
+pub use recorder::{Recorder, RecorderThread, Rules};
+pub use recording::{
+    BodyCapture, Captured, Identity, Origin, Recording, RequestHead, Side, is_grpc,
+};
+pub use tap::{Tap, TapBody};
