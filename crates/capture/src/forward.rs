@@ -17,11 +17,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
+use reprise_net::hop;
 use reprise_record::{
     BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
     is_grpc,
 };
-use reprise_net::hop;
 
 /// The body the proxy answers with: the upstream's, tapped, or its own.
 pub type ProxyBody = Either<TapBody<Incoming>, Full<Bytes>>;
@@ -383,7 +383,7 @@ fn fail(
             HeaderValue::from_static("application/grpc"),
         );
         headers.insert("grpc-status", HeaderValue::from_static("14"));
-        if let Ok(value) = HeaderValue::from_str(&percent_encode(&text)) {
+        if let Ok(value) = HeaderValue::from_str(&reprise_model::grpc::percent_encode(&text)) {
             headers.insert("grpc-message", value);
         }
         response
@@ -400,17 +400,4 @@ fn fail(
         .headers_mut()
         .insert("x-reprise-error", HeaderValue::from_static("upstream"));
     response
-}
-
-/// gRPC's percent-encoding of `grpc-message`.
-fn percent_encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if (0x20..0x7f).contains(&b) && b != b'%' {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

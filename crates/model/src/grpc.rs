@@ -130,6 +130,19 @@ pub fn frame(message: &StreamMessage) -> Vec<u8> {
     out
 }
 
+/// gRPC's percent-encoding of `grpc-message`.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if (0x20..0x7f).contains(&b) && b != b'%' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// `grpc-message` text as gRPC percent-encodes it, decoded.
 pub fn percent_decode(raw: &[u8]) -> String {
     let hex = |b: u8| char::from(b).to_digit(16);

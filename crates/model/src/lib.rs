@@ -10,6 +10,7 @@
 //!   and in-memory stores sit;
 //! - [`select`]: filters over exchanges (method, path glob, status, time);
 //! - [`id`]: exchange ids;
+//! - [`key`]: the canonical key a mocked call is matched by;
 //! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
 
 pub mod codec;
@@ -18,6 +19,7 @@ pub mod error;
 mod exchange;
 pub mod grpc;
 pub mod id;
+pub mod key;
 pub mod redact;
 pub mod sample;
 pub mod select;

@@ -13,7 +13,7 @@ use reprise_model::drain::{Drain, Next};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Flags, Sink};
+use reprise_model::{Flags, Role, Sink};
 
 use crate::metrics::Metrics;
 use crate::recording::Captured;
@@ -44,7 +44,16 @@ pub struct Recorder {
     metrics: Arc<Metrics>,
 }
 
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorder")
+            .field("queued", &self.metrics.queue_depth.get())
+            .finish()
+    }
+}
+
 /// The writer thread, to close at shutdown.
+#[derive(Debug)]
 pub struct RecorderThread {
     thread: JoinHandle<Result<(), String>>,
 }
@@ -134,7 +143,9 @@ fn write_loop(
     while let Next::Item(Message::Record(captured)) = drain.next(None) {
         let mut exchange = captured.into_exchange();
         metrics.queue_depth.dec();
-        if !rules.filter.matches(&exchange) {
+        // `--match` chooses inbound calls; a recorded call's downstream
+        // calls are kept with it.
+        if exchange.role() != Role::Downstream && !rules.filter.matches(&exchange) {
             metrics.unmatched.inc();
             continue;
         }

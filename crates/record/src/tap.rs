@@ -24,7 +24,7 @@ pin_project! {
         inner: B,
         tap: Option<Tap>,
         // Counts a broken body, recorded or not.
-        metrics: Arc<Metrics>,
+        metrics: Option<Arc<Metrics>>,
     }
 }
 
@@ -96,7 +96,17 @@ impl<B: Body> TapBody<B> {
         TapBody {
             inner,
             tap,
-            metrics: Arc::clone(metrics),
+            metrics: Some(Arc::clone(metrics)),
+        }
+    }
+
+    /// `inner` unobserved and uncounted: what a recorder that is switched
+    /// off passes on.
+    pub fn passthrough(inner: B) -> Self {
+        TapBody {
+            inner,
+            tap: None,
+            metrics: None,
         }
     }
 }
@@ -130,7 +140,9 @@ where
                 }
             }
             Poll::Ready(Some(Err(error))) => {
-                this.metrics.error(ErrorKind::Reset);
+                if let Some(metrics) = this.metrics {
+                    metrics.error(ErrorKind::Reset);
+                }
                 if let Some(tap) = this.tap.take() {
                     tap.finish(Some(error.to_string()));
                 }

@@ -1,0 +1,387 @@
+//! The client side: [`CaptureLayer`] records each downstream call as a
+//! child of the inbound call being served; [`MockLayer`] answers them from
+//! a recording. Both make a [`Downstream`] service, which is also what
+//! [`Reprise::downstream`](crate::Reprise::downstream) gives in every mode,
+//! so a client's type does not depend on the mode.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response};
+use http_body::Body;
+use http_body_util::BodyExt;
+use reprise_model::ErrorKind;
+use reprise_model::key::{CallKey, KeyParts};
+use reprise_model::sample::Sampler;
+use reprise_record::{
+    BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
+    is_grpc,
+};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::body::{DownstreamBody, Observe};
+use crate::mock::{MockStore, miss_response, respond};
+use crate::scope::{Scope, trace_id_from, trace_id_of, traceparent};
+
+/// The error type of [`Downstream`]: the wrapped client's error, or a
+/// mocked call's [`RecordedFailure`](crate::RecordedFailure).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the capturing services of one layer share.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    pub recorder: Recorder,
+    pub origin: Arc<Origin>,
+    pub sampler: Sampler,
+    pub metrics: Arc<Metrics>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Mode {
+    Off,
+    Capture(Outbound),
+    Mock {
+        store: Arc<MockStore>,
+        /// The authority of requests whose target names none.
+        authority: String,
+    },
+}
+
+/// Records each downstream call the wrapped client makes as a child of the
+/// inbound call being served (see [`Scope`]), adding a `traceparent` when
+/// the call has none. [`Reprise::downstream`](crate::Reprise::downstream)
+/// gives one in record mode (as a [`DownstreamLayer`]), and
+/// [`Reprise::capture`](crate::Reprise::capture) as itself.
+#[derive(Clone, Debug)]
+pub struct CaptureLayer {
+    mode: Arc<Mode>,
+}
+
+/// Answers each downstream call from a recording instead of calling out
+/// (see [`MockStore`] for the matching rules). Made by
+/// [`Reprise::downstream`](crate::Reprise::downstream) in mock mode, or
+/// directly with [`MockLayer::new`].
+#[derive(Clone, Debug)]
+pub struct MockLayer {
+    mode: Arc<Mode>,
+}
+
+/// What [`Reprise::downstream`](crate::Reprise::downstream) gives: a
+/// [`CaptureLayer`], a [`MockLayer`] or a pass-through, by configuration.
+#[derive(Clone, Debug)]
+pub struct DownstreamLayer {
+    mode: Arc<Mode>,
+}
+
+impl CaptureLayer {
+    pub(crate) fn from_outbound(outbound: Outbound) -> Self {
+        CaptureLayer {
+            mode: Arc::new(Mode::Capture(outbound)),
+        }
+    }
+}
+
+impl MockLayer {
+    /// Answers from `store`; `authority` is used for requests whose target
+    /// names none (a tonic client's requests carry only a path), and should
+    /// be the one the recording was made with.
+    pub fn new(store: Arc<MockStore>, authority: impl Into<String>) -> Self {
+        MockLayer {
+            mode: Arc::new(Mode::Mock {
+                store,
+                authority: authority.into(),
+            }),
+        }
+    }
+}
+
+impl DownstreamLayer {
+    pub(crate) fn new(mode: Mode) -> Self {
+        DownstreamLayer {
+            mode: Arc::new(mode),
+        }
+    }
+}
+
+impl From<CaptureLayer> for DownstreamLayer {
+    fn from(layer: CaptureLayer) -> Self {
+        DownstreamLayer { mode: layer.mode }
+    }
+}
+
+impl From<MockLayer> for DownstreamLayer {
+    fn from(layer: MockLayer) -> Self {
+        DownstreamLayer { mode: layer.mode }
+    }
+}
+
+macro_rules! downstream_layer {
+    ($layer:ty) => {
+        impl<S> Layer<S> for $layer {
+            type Service = Downstream<S>;
+
+            fn layer(&self, inner: S) -> Downstream<S> {
+                Downstream {
+                    inner,
+                    mode: Arc::clone(&self.mode),
+                }
+            }
+        }
+    };
+}
+
+downstream_layer!(CaptureLayer);
+downstream_layer!(MockLayer);
+downstream_layer!(DownstreamLayer);
+
+/// The client-side service: captures, mocks or passes through.
+#[derive(Clone, Debug)]
+pub struct Downstream<S> {
+    inner: S,
+    mode: Arc<Mode>,
+}
+
+type DownstreamFuture<RB> =
+    Pin<Box<dyn Future<Output = Result<Response<DownstreamBody<RB>>, BoxError>> + Send>>;
+
+/// The authority a request addresses: its target's, its Host field's, or
+/// the configured one.
+fn authority_of<B>(request: &Request<B>, default: &str) -> String {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.to_string())
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| default.to_string())
+}
+
+impl<S, B, RB> Service<Request<B>> for Downstream<S>
+where
+    S: Service<Request<B::Observed>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Observe,
+    B::Error: Into<BoxError>,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: std::fmt::Display,
+{
+    type Response = Response<DownstreamBody<RB>>;
+    type Error = BoxError;
+    type Future = DownstreamFuture<RB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match *self.mode {
+            // Mocked calls never reach the client.
+            Mode::Mock { .. } => Poll::Ready(Ok(())),
+            _ => self.inner.poll_ready(cx).map_err(Into::into),
+        }
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        match &*self.mode {
+            Mode::Off => {
+                let future = self.inner.call(request.map(B::untapped));
+                Box::pin(async move {
+                    let response = future.await.map_err(Into::into)?;
+                    Ok(response.map(|b| DownstreamBody::live(TapBody::passthrough(b))))
+                })
+            }
+            Mode::Capture(outbound) => capture(&mut self.inner, outbound, request),
+            Mode::Mock { store, authority } => {
+                Box::pin(mock(Arc::clone(store), authority.clone(), request))
+            }
+        }
+    }
+}
+
+fn capture<S, B, RB>(
+    inner: &mut S,
+    outbound: &Outbound,
+    mut request: Request<B>,
+) -> DownstreamFuture<RB>
+where
+    S: Service<Request<B::Observed>, Response = Response<RB>>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Observe,
+    RB: Body<Data = Bytes> + Send + 'static,
+    RB::Error: std::fmt::Display,
+{
+    let scope = Scope::of(&request);
+    let id = reprise_model::id::new_id();
+    let headers = request.headers_mut();
+    let trace_id = match headers
+        .get("traceparent")
+        .and_then(|v| trace_id_of(v.as_bytes()))
+    {
+        Some(trace_id) => trace_id,
+        None => {
+            let trace_id = scope
+                .as_ref()
+                .map_or_else(|| trace_id_from(&id), Scope::trace_id);
+            if let Ok(value) = HeaderValue::from_str(&traceparent(trace_id, &id)) {
+                headers.insert("traceparent", value);
+            }
+            trace_id
+        }
+    };
+    outbound.metrics.seen.inc();
+    let keep = match &scope {
+        Some(scope) => scope.recorded(),
+        None => outbound.sampler.keep(&id),
+    };
+    if !keep {
+        outbound.metrics.sampled_out.inc();
+    }
+    let recording = keep.then(|| {
+        let head = RequestHead {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        };
+        let identity = Identity {
+            id,
+            parent_id: scope.as_ref().map(|s| s.id().to_vec()).unwrap_or_default(),
+            trace_id: trace_id.to_vec(),
+            peer: None,
+        };
+        Recording::new(
+            outbound.recorder.clone(),
+            Arc::clone(&outbound.origin),
+            identity,
+            head,
+        )
+    });
+    let metrics = Arc::clone(&outbound.metrics);
+    let request = request.map(|body| match &recording {
+        Some(recording) => B::tapped(TapBody::new(
+            body,
+            Some(Tap::new(Arc::clone(recording), Side::Request)),
+            &metrics,
+        )),
+        None => body.untapped(),
+    });
+    let future = inner.call(request);
+    Box::pin(async move {
+        let started = std::time::Instant::now();
+        match future.await {
+            Ok(response) => {
+                metrics
+                    .upstream_latency
+                    .observe(started.elapsed().as_secs_f64());
+                let (parts, body) = response.into_parts();
+                let body = match recording {
+                    Some(recording) => {
+                        recording.response_head(parts.status, &parts.headers);
+                        TapBody::new(body, Some(Tap::new(recording, Side::Response)), &metrics)
+                    }
+                    None => TapBody::passthrough(body),
+                };
+                Ok(Response::from_parts(parts, DownstreamBody::live(body)))
+            }
+            Err(error) => {
+                let error: BoxError = error.into();
+                let kind = classify(error.as_ref());
+                metrics.error(kind);
+                if let Some(recording) = recording {
+                    recording.failed(kind, reprise_model::error::one_line(error.as_ref()));
+                    recording.body_done(Side::Response, BodyCapture::default());
+                }
+                Err(error)
+            }
+        }
+    })
+}
+
+async fn mock<B, RB>(
+    store: Arc<MockStore>,
+    authority: String,
+    request: Request<B>,
+) -> Result<Response<DownstreamBody<RB>>, BoxError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let scope = Scope::of(&request);
+    let authority = authority_of(&request, &authority);
+    let (parts, body) = request.into_parts();
+    let grpc = is_grpc(&parts.headers);
+    let body = read_capped(body, store.options().max_body).await?;
+    let key = CallKey::new(
+        KeyParts {
+            method: parts.method.as_str(),
+            authority: &authority,
+            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+            content_type: parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+            body: &body,
+        },
+        store.options().ignore_authority,
+    );
+    let call = crate::mock::describe(&key);
+    let response = match store.choose(scope.as_ref(), &key, call) {
+        Ok(exchange) => respond(exchange, store.options().timing)?,
+        Err(miss) => miss_response(miss, grpc),
+    };
+    Ok(response.map(DownstreamBody::mocked))
+}
+
+/// The body's first `max` bytes, read to its end.
+async fn read_capped<B>(body: B, max: usize) -> Result<Bytes, BoxError>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut kept = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(Into::into)?;
+        if let Some(data) = frame.data_ref() {
+            let room = max.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..room.min(data.len())]);
+        }
+    }
+    Ok(kept.freeze())
+}
+
+/// The kind of a client's failure, from the I/O error under it or its text.
+fn classify(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let chain = std::iter::successors(Some(error), |e| e.source());
+    for e in chain {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as Io;
+            return match io.kind() {
+                Io::ConnectionRefused => ErrorKind::Connect,
+                Io::TimedOut => ErrorKind::Timeout,
+                Io::ConnectionReset
+                | Io::BrokenPipe
+                | Io::ConnectionAborted
+                | Io::UnexpectedEof => ErrorKind::Reset,
+                _ => ErrorKind::Other,
+            };
+        }
+    }
+    let text = reprise_model::error::one_line(error).to_ascii_lowercase();
+    if text.contains("certificate") || text.contains("tls") {
+        ErrorKind::Tls
+    } else if text.contains("timed out") || text.contains("elapsed") {
+        ErrorKind::Timeout
+    } else if text.contains("connect") {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Other
+    }
+}

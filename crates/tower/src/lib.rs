@@ -1,0 +1,69 @@
+//! Record and mock inside a Rust service: tower layers for tonic, axum and
+//! hyper.
+//!
+//! - [`RecordLayer`] (server side) records each inbound call into a tape
+//!   through a bounded queue that never blocks or fails the call, with the
+//!   same sampling, `--match` filter and redaction as `reprise record`,
+//!   and makes the call's [`Scope`] current while it is served.
+//! - [`CaptureLayer`] (client side) records each downstream call as a child
+//!   of the inbound call being served, and adds a `traceparent`.
+//! - [`MockLayer`] (client side, replay mode) answers downstream calls from
+//!   a recording, scoped by the `x-reprise-replay` header `reprise replay`
+//!   puts on each inbound call.
+//!
+//! One build does all three: [`Reprise::from_env`] reads `REPRISE_MODE`
+//! (`off`, `record`, `mock`) and `REPRISE_TAPE` (see [`Config`]), and the
+//! same wiring records in one deployment and mocks in another.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use reprise_tower::Reprise;
+//!
+//! # async fn run(router: axum::Router) -> Result<(), Box<dyn std::error::Error>> {
+//! let reprise = Reprise::from_env()?;
+//! // Inbound: every call to the router.
+//! let app = router.layer(reprise.inbound());
+//! // Downstream: a hyper-util client whose calls are captured or mocked.
+//! let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+//!     .build_http::<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>>();
+//! let client = tower::ServiceBuilder::new()
+//!     .layer(reprise.downstream("inventory:8080"))
+//!     .service(client);
+//! # let _ = client;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! // Let the writer store what is queued and close the tape.
+//! tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(5))).await??;
+//! # Ok(()) }
+//! ```
+//!
+//! With tonic: `Server::builder().layer(reprise.inbound())` on the server,
+//! and `ServiceBuilder::new().layer(reprise.downstream("inventory:50051"))
+//! .service(channel)` under a generated client.
+//!
+//! Downstream calls made from a task started with `tokio::spawn` are not
+//! linked to their inbound call (task-locals do not cross `spawn`): start
+//! such tasks with [`spawn`], or run their future in [`Scope::run`].
+//!
+//! A replayed bidirectional gRPC stream is answered once its request
+//! stream has ended: mocks key a stream by its whole request sequence.
+
+mod body;
+mod config;
+mod downstream;
+mod error;
+mod mock;
+mod record;
+mod scope;
+
+pub use body::{DownstreamBody, MockBody, Observe, RecordBody};
+pub use config::{Config, Mode, Reprise};
+pub use downstream::{BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer};
+pub use error::TowerError;
+pub use mock::{
+    Exhausted, MissReason, MockMiss, MockOptions, MockReport, MockServed, MockStore, Nearest,
+    RecordedFailure,
+};
+pub use record::{REPLAY_HEADER, Record, RecordFuture, RecordLayer};
+pub use reprise_record::{Metrics, RecorderStats, TapBody};
+pub use scope::{Scope, spawn};

@@ -1,0 +1,566 @@
+//! Answering downstream calls from a recording.
+//!
+//! A call is looked up among the downstream calls recorded under the
+//! exchange its inbound call replays (the `x-reprise-replay` header, see
+//! [`Scope::replay_of`]), by its canonical [`CallKey`]: method, authority,
+//! path, sorted query, normalized body. Identical calls are served the
+//! recorded responses in recorded order, each once per inbound call; when
+//! they run out, the [`Exhausted`] policy decides. A call that matches
+//! nothing is a miss: a 502 (gRPC: UNAVAILABLE) that says why and names
+//! the nearest recorded calls, counted and kept in the [`MockReport`].
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use reprise_model::key::{CallKey, KeyField};
+use reprise_model::{Direction, Exchange, Header, Protocol, display_id};
+use tokio::time::Instant;
+
+use crate::body::MockBody;
+use crate::error::TowerError;
+use crate::scope::{MockUse, Scope};
+
+/// What to do when a call has used up every recorded response of its kind
+/// in its scope.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Exhausted {
+    /// A miss (the default): the code under test made a call more often
+    /// than the recording did, which is a difference to see.
+    #[default]
+    Error,
+    /// The last recorded response again.
+    RepeatLast,
+    /// The recorded responses again from the first.
+    Cycle,
+}
+
+impl std::str::FromStr for Exhausted {
+    type Err = TowerError;
+    fn from_str(text: &str) -> Result<Self, TowerError> {
+        match text {
+            "error" => Ok(Exhausted::Error),
+            "repeat-last" => Ok(Exhausted::RepeatLast),
+            "cycle" => Ok(Exhausted::Cycle),
+            other => Err(TowerError::Config(format!(
+                "unknown exhausted-mock policy {other:?}: use error, repeat-last or cycle"
+            ))),
+        }
+    }
+}
+
+/// How a [`MockStore`] answers.
+#[derive(Debug, Clone)]
+pub struct MockOptions {
+    /// When identical calls outnumber the recorded ones.
+    pub exhausted: Exhausted,
+    /// Leave the authority out of the key (the downstream moved).
+    pub ignore_authority: bool,
+    /// Serve calls made outside any replayed inbound call (or whose scope
+    /// has no recorded calls) from all recorded calls. Off by default:
+    /// scoping by causality is what keeps concurrent replays apart.
+    pub global: bool,
+    /// Release streamed response messages at their recorded gaps.
+    pub timing: bool,
+    /// Bytes of a request body read for its key (the recorder's cap).
+    pub max_body: usize,
+}
+
+impl Default for MockOptions {
+    fn default() -> Self {
+        MockOptions {
+            exhausted: Exhausted::Error,
+            ignore_authority: false,
+            global: false,
+            timing: true,
+            max_body: 1 << 20,
+        }
+    }
+}
+
+struct RecordedCall {
+    exchange: Exchange,
+    key: CallKey,
+}
+
+/// Recorded downstream calls, ready to answer from.
+pub struct MockStore {
+    /// Tells stores apart in a scope's record of what it used.
+    id: u64,
+    calls: Vec<RecordedCall>,
+    by_parent: HashMap<Vec<u8>, Vec<usize>>,
+    all: Vec<usize>,
+    options: MockOptions,
+    /// What a call made with no scope (and `global`) has used.
+    unscoped: Mutex<MockUse>,
+    served: AtomicU64,
+    missed: AtomicU64,
+    misses: Mutex<VecDeque<MockMiss>>,
+}
+
+impl fmt::Debug for MockStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockStore")
+            .field("calls", &self.calls.len())
+            .field("scopes", &self.by_parent.len())
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+/// Misses kept for the report; older ones are only counted.
+const KEPT_MISSES: usize = 1000;
+
+static STORE_IDS: AtomicU64 = AtomicU64::new(1);
+
+impl MockStore {
+    /// The downstream calls among `exchanges` (inbound ones are skipped),
+    /// in recorded order.
+    pub fn new(exchanges: impl IntoIterator<Item = Exchange>, options: MockOptions) -> MockStore {
+        let mut downstream: Vec<Exchange> = exchanges
+            .into_iter()
+            .filter(Exchange::is_downstream)
+            .collect();
+        downstream.sort_by_key(|e| e.recorded_at_ns);
+        let mut by_parent: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+        let calls: Vec<RecordedCall> = downstream
+            .into_iter()
+            .enumerate()
+            .map(|(i, exchange)| {
+                by_parent
+                    .entry(exchange.parent_id.clone())
+                    .or_default()
+                    .push(i);
+                RecordedCall {
+                    key: CallKey::of_exchange(&exchange, options.ignore_authority),
+                    exchange,
+                }
+            })
+            .collect();
+        MockStore {
+            id: STORE_IDS.fetch_add(1, Ordering::Relaxed),
+            all: (0..calls.len()).collect(),
+            calls,
+            by_parent,
+            options,
+            unscoped: Mutex::new(MockUse::default()),
+            served: AtomicU64::new(0),
+            missed: AtomicU64::new(0),
+            misses: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The downstream calls of the tape at `path`.
+    pub fn from_tape(
+        path: impl AsRef<Path>,
+        options: MockOptions,
+    ) -> Result<MockStore, TowerError> {
+        let path = path.as_ref();
+        let mut reader = reprise_tape::TapeReader::open(path)?;
+        let mut exchanges = Vec::new();
+        while let Some(exchange) = reader.next_exchange() {
+            let exchange = exchange?;
+            if exchange.is_downstream() {
+                exchanges.push(exchange);
+            }
+        }
+        if let Some(damage) = reader.damage().first() {
+            return Err(TowerError::Config(format!(
+                "{} is damaged ({damage:?}); mocks from a damaged recording would miss calls",
+                path.display()
+            )));
+        }
+        Ok(MockStore::new(exchanges, options))
+    }
+
+    /// Recorded downstream calls held.
+    pub fn len(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Whether no downstream call was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.calls.is_empty()
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &MockOptions {
+        &self.options
+    }
+
+    /// What has been served and missed so far.
+    pub fn report(&self) -> MockReport {
+        MockReport {
+            served: self.served.load(Ordering::Relaxed),
+            missed: self.missed.load(Ordering::Relaxed),
+            misses: self
+                .misses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The recorded call that answers `key` in `scope`, or the miss.
+    pub(crate) fn choose(
+        &self,
+        scope: Option<&Scope>,
+        key: &CallKey,
+        call: String,
+    ) -> Result<&Exchange, MockMiss> {
+        let replay_of = scope.and_then(Scope::replay_of);
+        let scoped = replay_of.and_then(|id| self.by_parent.get(id));
+        let candidates: &[usize] = match (scoped, self.options.global) {
+            (Some(found), _) => found,
+            (None, true) => &self.all,
+            (None, false) => {
+                let reason = match (scope, replay_of) {
+                    (None, _) => MissReason::NoScope,
+                    (Some(_), None) => MissReason::NotReplayed,
+                    (Some(_), Some(_)) => MissReason::NothingRecorded,
+                };
+                return Err(self.miss(call, replay_of, reason, Vec::new()));
+            }
+        };
+        let mut unscoped;
+        let mut scoped_use;
+        let usage: &mut MockUse = match scope {
+            Some(scope) if scoped.is_some() => {
+                scoped_use = scope.mocks();
+                &mut scoped_use
+            }
+            _ => {
+                unscoped = self.unscoped.lock().unwrap_or_else(PoisonError::into_inner);
+                &mut unscoped
+            }
+        };
+        usage.calls += 1;
+        let call_number = usage.calls;
+        let matching: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| self.calls[i].key == *key)
+            .collect();
+        let unused = matching
+            .iter()
+            .copied()
+            .find(|&i| !usage.used.contains_key(&(self.id, i)));
+        let chosen = match (unused, matching.last(), self.options.exhausted) {
+            (Some(i), _, _) => Some(i),
+            (None, Some(&last), Exhausted::RepeatLast) => Some(last),
+            (None, Some(_), Exhausted::Cycle) => {
+                let extra = usage.cycles.entry((self.id, matching[0])).or_insert(0);
+                let i = matching[*extra as usize % matching.len()];
+                *extra += 1;
+                Some(i)
+            }
+            _ => None,
+        };
+        if let Some(i) = chosen {
+            usage.used.entry((self.id, i)).or_insert(call_number);
+            self.served.fetch_add(1, Ordering::Relaxed);
+            let exchange = &self.calls[i].exchange;
+            tracing::debug!(
+                call = %call,
+                recorded = %display_id(&exchange.id),
+                scope = %replay_of.map(display_id).unwrap_or_default(),
+                "reprise mock: served"
+            );
+            return Ok(exchange);
+        }
+        let mut nearest: Vec<Nearest> = candidates
+            .iter()
+            .map(|&i| {
+                let recorded = &self.calls[i];
+                Nearest {
+                    id: recorded.exchange.id_hex(),
+                    call: describe(&recorded.key),
+                    differs: recorded.key.differences(key),
+                    used_by: usage.used.get(&(self.id, i)).copied(),
+                }
+            })
+            .collect();
+        nearest.sort_by_key(|n| n.differs.len());
+        nearest.truncate(3);
+        let reason = if matching.is_empty() {
+            MissReason::NoMatch {
+                recorded: candidates.len(),
+            }
+        } else {
+            MissReason::Exhausted {
+                recorded: matching.len(),
+            }
+        };
+        Err(self.miss(call, replay_of, reason, nearest))
+    }
+
+    fn miss(
+        &self,
+        call: String,
+        scope: Option<&[u8]>,
+        reason: MissReason,
+        nearest: Vec<Nearest>,
+    ) -> MockMiss {
+        self.missed.fetch_add(1, Ordering::Relaxed);
+        let miss = MockMiss {
+            call,
+            scope: scope.map(display_id),
+            reason,
+            nearest,
+        };
+        tracing::warn!("{miss}");
+        let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
+        if misses.len() == KEPT_MISSES {
+            misses.pop_front();
+        }
+        misses.push_back(miss.clone());
+        miss
+    }
+}
+
+/// `METHOD authority/path?query` of a key, for explanations.
+pub(crate) fn describe(key: &CallKey) -> String {
+    let query: Vec<String> = key.query.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", query.join("&"))
+    };
+    format!("{} {}{}{}", key.method, key.authority, key.path, query)
+}
+
+/// What has been served so far.
+#[derive(Debug, Clone, Default)]
+pub struct MockReport {
+    /// Calls answered from the recording.
+    pub served: u64,
+    /// Calls that matched nothing (or found their responses used up).
+    pub missed: u64,
+    /// The latest misses (up to 1000), oldest first.
+    pub misses: Vec<MockMiss>,
+}
+
+/// Why a call was not served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissReason {
+    /// The call was made outside any inbound call served through
+    /// `RecordLayer` (a task not started with `reprise_tower::spawn`?).
+    NoScope,
+    /// The inbound call carried no `x-reprise-replay` header: it is not a
+    /// replay, so nothing was recorded for it.
+    NotReplayed,
+    /// The replayed exchange has no recorded downstream calls.
+    NothingRecorded,
+    /// No recorded call in scope has this key.
+    NoMatch {
+        /// Recorded calls in scope.
+        recorded: usize,
+    },
+    /// Every recorded call with this key has been served already.
+    Exhausted {
+        /// How many times it was recorded.
+        recorded: usize,
+    },
+}
+
+/// A recorded call close to a missed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nearest {
+    /// Its exchange id, hex.
+    pub id: String,
+    /// `METHOD authority/path?query`.
+    pub call: String,
+    /// Key fields in which it differs from the missed call.
+    pub differs: Vec<KeyField>,
+    /// The call of the same scope (1-based) it already answered.
+    pub used_by: Option<u32>,
+}
+
+/// A downstream call the recording could not answer. It reaches the
+/// calling code as a failed call (HTTP 502 with an `x-reprise-mock-miss`
+/// header, gRPC UNAVAILABLE) whose response extensions hold this value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockMiss {
+    /// `METHOD authority/path?query` of the call.
+    pub call: String,
+    /// The replayed exchange whose recorded calls were searched, hex.
+    pub scope: Option<String>,
+    /// Why it missed.
+    pub reason: MissReason,
+    /// Up to three recorded calls in scope, nearest first.
+    pub nearest: Vec<Nearest>,
+}
+
+impl fmt::Display for MockMiss {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "reprise mock miss: {}", self.call)?;
+        if let Some(scope) = &self.scope {
+            write!(f, " (replaying {scope})")?;
+        }
+        match &self.reason {
+            MissReason::NoScope => write!(
+                f,
+                ": made outside any inbound call served through RecordLayer; start tasks with reprise_tower::spawn to carry the scope"
+            )?,
+            MissReason::NotReplayed => write!(
+                f,
+                ": the inbound call carried no x-reprise-replay header, so no recorded calls belong to it"
+            )?,
+            MissReason::NothingRecorded => {
+                write!(f, ": no downstream call was recorded under that exchange")?
+            }
+            MissReason::NoMatch { recorded } => write!(
+                f,
+                ": none of the {recorded} recorded calls in scope matches"
+            )?,
+            MissReason::Exhausted { recorded } => write!(
+                f,
+                ": recorded {recorded} time(s), and every recorded response has been served"
+            )?,
+        }
+        for near in &self.nearest {
+            let differs: Vec<&str> = near.differs.iter().map(|d| d.name()).collect();
+            write!(f, "; nearest {} {}", near.id, near.call)?;
+            if differs.is_empty() {
+                write!(f, " (same key")?;
+            } else {
+                write!(f, " (differs in {}", differs.join(", "))?;
+            }
+            match near.used_by {
+                Some(n) => write!(f, ", already used by call {n})")?,
+                None => write!(f, ")")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for MockMiss {}
+
+/// Which recorded exchange answered a mocked call: in the response's
+/// extensions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MockServed {
+    /// The recorded exchange's id.
+    pub recorded_id: Vec<u8>,
+}
+
+/// The recorded downstream call failed below HTTP; the mocked call fails
+/// the same way.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("recorded failure ({kind}): {message}")]
+pub struct RecordedFailure {
+    /// `connect`, `timeout`, `reset`, ...
+    pub kind: &'static str,
+    /// What the recorder noted.
+    pub message: String,
+}
+
+fn header_map(headers: &[Header], drop_length: bool) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for header in headers {
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_bytes(&header.value),
+        ) else {
+            continue;
+        };
+        if drop_length && name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        map.append(name, value);
+    }
+    reprise_net::hop::strip_hop_by_hop(&mut map, false);
+    map
+}
+
+/// The recorded response of `exchange`, as a response to hand the caller.
+pub(crate) fn respond(
+    exchange: &Exchange,
+    timing: bool,
+) -> Result<Response<MockBody>, RecordedFailure> {
+    let Some(recorded) = exchange.response.as_ref() else {
+        let (kind, message) = exchange
+            .error
+            .as_ref()
+            .map_or(("other", "no response was recorded".to_string()), |e| {
+                (reprise_model::error_kind_label(e.kind()), e.message.clone())
+            });
+        return Err(RecordedFailure { kind, message });
+    };
+    if recorded.body_truncated {
+        tracing::warn!(
+            recorded = %exchange.id_hex(),
+            "reprise mock: the recorded response body was cut at the size cap; serving what was kept"
+        );
+    }
+    let now = Instant::now();
+    let (data, end) = if exchange.protocol() == Protocol::Grpc {
+        let messages: Vec<_> = exchange
+            .messages
+            .iter()
+            .filter(|m| m.direction() == Direction::Response)
+            .collect();
+        let first = messages.first().map_or(0, |m| m.offset_ns);
+        let at =
+            |offset: u64| timing.then(|| now + Duration::from_nanos(offset.saturating_sub(first)));
+        let data: Vec<(Option<Instant>, Bytes)> = messages
+            .iter()
+            .map(|m| (at(m.offset_ns), Bytes::from(reprise_model::grpc::frame(m))))
+            .collect();
+        let end = messages.last().and_then(|m| at(m.offset_ns));
+        (data, end)
+    } else {
+        (vec![(None, recorded.body.clone())], None)
+    };
+    let trailers =
+        (!recorded.trailers.is_empty()).then(|| (end, header_map(&recorded.trailers, false)));
+    let mut response = Response::new(MockBody::new(data, trailers));
+    *response.status_mut() = StatusCode::from_u16(u16::try_from(recorded.status).unwrap_or(0))
+        .unwrap_or(StatusCode::BAD_GATEWAY);
+    *response.headers_mut() = header_map(&recorded.headers, recorded.body_truncated);
+    response.extensions_mut().insert(MockServed {
+        recorded_id: exchange.id.clone(),
+    });
+    Ok(response)
+}
+
+/// The answer to a missed call: 502 with `x-reprise-mock-miss`, or for
+/// gRPC a trailers-only UNAVAILABLE; the miss in its extensions.
+pub(crate) fn miss_response(miss: MockMiss, grpc: bool) -> Response<MockBody> {
+    let text = miss.to_string();
+    let mut response = if grpc {
+        let mut response = Response::new(MockBody::new(Vec::new(), None));
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from_static("14"));
+        if let Ok(value) = HeaderValue::from_str(&reprise_model::grpc::percent_encode(&text)) {
+            headers.insert("grpc-message", value);
+        }
+        response
+    } else {
+        let mut response =
+            Response::new(MockBody::new(vec![(None, Bytes::from(text + "\n"))], None));
+        *response.status_mut() = StatusCode::BAD_GATEWAY;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    };
+    response
+        .headers_mut()
+        .insert("x-reprise-mock-miss", HeaderValue::from_static("1"));
+    response.extensions_mut().insert(miss);
+    response
+}

@@ -1,0 +1,201 @@
+//! The inbound call being served: what links a downstream call to its
+//! parent.
+//!
+//! [`RecordLayer`](crate::RecordLayer) makes one [`Scope`] per inbound call
+//! and makes it reachable two ways: in the request's extensions (code that
+//! builds its downstream requests from the inbound one can copy it), and
+//! as a task-local around the call's future and its response body, so any
+//! downstream call made while serving it finds it. A task started with
+//! `tokio::spawn` does not inherit task-locals: start it with [`spawn`] (or
+//! wrap its future in [`Scope::run`]) to carry the scope along.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::task::JoinHandle;
+
+tokio::task_local! {
+    static CURRENT: Scope;
+}
+
+/// One inbound call, as seen by the downstream calls made to serve it.
+#[derive(Clone, Debug)]
+pub struct Scope(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    id: Vec<u8>,
+    trace_id: [u8; 16],
+    recorded: bool,
+    replay_of: Option<Vec<u8>>,
+    mocks: Mutex<MockUse>,
+}
+
+/// Which recorded downstream calls this scope has been served, per mock
+/// store: consumed in recorded order, each once.
+#[derive(Debug, Default)]
+pub(crate) struct MockUse {
+    /// Downstream calls mocked so far in this scope.
+    pub calls: u32,
+    /// (store, index of the recorded call) → the call (1-based) it served.
+    pub used: HashMap<(u64, usize), u32>,
+    /// (store, first recorded call of a key) → times served again under
+    /// the `cycle` policy.
+    pub cycles: HashMap<(u64, usize), u32>,
+}
+
+impl Scope {
+    pub(crate) fn new(
+        id: Vec<u8>,
+        trace_id: [u8; 16],
+        recorded: bool,
+        replay_of: Option<Vec<u8>>,
+    ) -> Scope {
+        Scope(Arc::new(Inner {
+            id,
+            trace_id,
+            recorded,
+            replay_of,
+            mocks: Mutex::new(MockUse::default()),
+        }))
+    }
+
+    /// The scope of the inbound call this task is serving, if any.
+    pub fn current() -> Option<Scope> {
+        CURRENT.try_with(Scope::clone).ok()
+    }
+
+    /// The scope a request carries in its extensions, else the current one.
+    pub fn of<B>(request: &http::Request<B>) -> Option<Scope> {
+        request
+            .extensions()
+            .get::<Scope>()
+            .cloned()
+            .or_else(Scope::current)
+    }
+
+    /// The inbound exchange's id (the parent id of its downstream calls).
+    pub fn id(&self) -> &[u8] {
+        &self.0.id
+    }
+
+    /// The W3C trace id of the inbound call: the one its `traceparent`
+    /// carried, or one derived from its id.
+    pub fn trace_id(&self) -> [u8; 16] {
+        self.0.trace_id
+    }
+
+    /// Whether the inbound call is being recorded (its downstream calls are
+    /// recorded with it, and only then).
+    pub fn recorded(&self) -> bool {
+        self.0.recorded
+    }
+
+    /// The recorded exchange this call replays (its `x-reprise-replay`
+    /// header), which scopes the mocks it is served.
+    pub fn replay_of(&self) -> Option<&[u8]> {
+        self.0.replay_of.as_deref()
+    }
+
+    pub(crate) fn mocks(&self) -> MutexGuard<'_, MockUse> {
+        self.0.mocks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `future` with this scope as the current one.
+    pub fn run<F: Future>(self, future: F) -> tokio::task::futures::TaskLocalFuture<Scope, F> {
+        CURRENT.scope(self, future)
+    }
+
+    /// Calls `f` with this scope as the current one.
+    pub(crate) fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self.clone(), f)
+    }
+}
+
+/// `tokio::spawn`, carrying the current scope (if any) into the new task,
+/// so that its downstream calls are linked to the inbound call being
+/// served.
+pub fn spawn<F>(future: F) -> JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match Scope::current() {
+        Some(scope) => tokio::spawn(scope.run(future)),
+        None => tokio::spawn(future),
+    }
+}
+
+/// The trace id a `traceparent` field carries (W3C Trace Context, version
+/// 00 layout), unless it is malformed or all zero.
+pub(crate) fn trace_id_of(value: &[u8]) -> Option<[u8; 16]> {
+    let text = std::str::from_utf8(value).ok()?;
+    let mut parts = text.trim().split('-');
+    let (_version, trace) = (parts.next()?, parts.next()?);
+    let bytes = reprise_model::id::parse_hex(trace)?;
+    let id: [u8; 16] = bytes.try_into().ok()?;
+    (id != [0; 16]).then_some(id)
+}
+
+/// A trace id for a call that came with none: its exchange id's bytes (the
+/// same rule `reprise replay` uses, so a replayed call and its recording
+/// share the trace id).
+pub(crate) fn trace_id_from(id: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    for (slot, byte) in out.iter_mut().zip(id) {
+        *slot = *byte;
+    }
+    out
+}
+
+/// A `traceparent` value: `trace_id`, the span named by the last 8 bytes of
+/// `span_of`, sampled.
+pub(crate) fn traceparent(trace_id: [u8; 16], span_of: &[u8]) -> String {
+    let mut span = [0u8; 8];
+    let tail = span_of.len().saturating_sub(8);
+    for (slot, byte) in span.iter_mut().zip(&span_of[tail..]) {
+        *slot = *byte;
+    }
+    if span == [0; 8] {
+        span[7] = 1;
+    }
+    format!(
+        "00-{}-{}-01",
+        reprise_model::display_id(&trace_id),
+        reprise_model::display_id(&span)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_round_trips_and_bad_ones_are_refused() {
+        let trace = [7u8; 16];
+        let value = traceparent(trace, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(value, format!("00-{}-030405060708090a-01", "07".repeat(16)));
+        assert_eq!(trace_id_of(value.as_bytes()), Some(trace));
+        for bad in [
+            &b"00-zz-01"[..],
+            b"",
+            b"00-00000000000000000000000000000000-0000000000000001-01",
+            b"\xff",
+        ] {
+            assert_eq!(trace_id_of(bad), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn spawn_carries_the_scope() {
+        let scope = Scope::new(vec![9; 16], [9; 16], true, None);
+        let seen = scope
+            .clone()
+            .run(async { spawn(async { Scope::current().map(|s| s.id().to_vec()) }).await })
+            .await;
+        assert_eq!(seen.ok().flatten(), Some(vec![9; 16]));
+        let outside = spawn(async { Scope::current().is_none() }).await;
+        assert_eq!(outside.ok(), Some(true));
+    }
+}
