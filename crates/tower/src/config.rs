@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reprise_model::Role;
+use reprise_model::{Role, Sink};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
@@ -260,53 +260,81 @@ impl Reprise {
     /// starts the writer thread; in mock mode reads the tape's downstream
     /// calls.
     pub fn start(config: Config) -> Result<Reprise, TowerError> {
-        let sampler = Sampler::new(config.sample)
-            .map_err(|e| TowerError::Config(format!("REPRISE_SAMPLE: {e}")))?;
-        let metrics = Arc::new(Metrics::new());
-        let tape = || {
+        let tape = |verb: &str| {
             config.tape.clone().ok_or_else(|| {
                 TowerError::Config(format!(
-                    "REPRISE_MODE={} needs REPRISE_TAPE, the tape to {}",
-                    if config.mode == Mode::Record {
-                        "record"
-                    } else {
-                        "mock"
-                    },
-                    if config.mode == Mode::Record {
-                        "write"
-                    } else {
-                        "answer from"
-                    },
+                    "REPRISE_MODE={} needs REPRISE_TAPE, the tape to {verb}",
+                    if config.mode == Mode::Record { "record" } else { "mock" },
                 ))
             })
         };
-        let (recorder, mocks) = match config.mode {
-            Mode::Off => (None, None),
+        match config.mode {
+            Mode::Off => Reprise::build(config, None, None),
             Mode::Record => {
-                let rules = Rules {
-                    filter: config.filter()?,
-                    max_rate: config.max_record_rate,
-                    redactor: config.redactor()?,
-                    sample_rate: sampler.rate(),
-                };
+                // Checked before a file is made.
+                Reprise::check(&config)?;
                 let (writer, _) = reprise_tape::TapeWriter::open(
-                    tape()?,
+                    tape("write")?,
                     reprise_tape::WriterOptions::default(),
                 )?;
-                let started =
-                    Recorder::start(Box::new(writer), rules, config.queue, Arc::clone(&metrics))
-                        .map_err(|e| {
-                            TowerError::Recorder(format!("cannot start the recorder thread: {e}"))
-                        })?;
-                (Some(started), None)
+                Reprise::record_to(config, Box::new(writer))
             }
             Mode::Mock => {
                 let mut options = config.mock.clone();
                 options.max_body = config.max_body;
-                let store = MockStore::from_tape(tape()?, options)?;
-                (None, Some(Arc::new(store)))
+                let store = MockStore::from_tape(tape("answer from")?, options)?;
+                Reprise::build(config, None, Some(Arc::new(store)))
             }
+        }
+    }
+
+    /// Record mode into `sink` (a tape, Kafka, memory) instead of
+    /// `config.tape`; `config.mode` is not looked at.
+    pub fn record_to(mut config: Config, sink: Box<dyn Sink>) -> Result<Reprise, TowerError> {
+        config.mode = Mode::Record;
+        Reprise::check(&config)?;
+        let rules = Rules {
+            filter: config.filter()?,
+            max_rate: config.max_record_rate,
+            redactor: config.redactor()?,
+            sample_rate: config.sample,
         };
+        let metrics = Arc::new(Metrics::new());
+        let started = Recorder::start(sink, rules, config.queue, Arc::clone(&metrics))
+            .map_err(|e| TowerError::Recorder(format!("cannot start the recorder thread: {e}")))?;
+        Reprise::build_with(config, Some(started), None, metrics)
+    }
+
+    /// Mock mode from `store` instead of `config.tape`.
+    pub fn mock_from(mut config: Config, store: MockStore) -> Result<Reprise, TowerError> {
+        config.mode = Mode::Mock;
+        Reprise::build(config, None, Some(Arc::new(store)))
+    }
+
+    fn check(config: &Config) -> Result<(), TowerError> {
+        Sampler::new(config.sample)
+            .map_err(|e| TowerError::Config(format!("REPRISE_SAMPLE: {e}")))?;
+        config.filter()?;
+        config.redactor()?;
+        Ok(())
+    }
+
+    fn build(
+        config: Config,
+        recorder: Option<(Recorder, RecorderThread)>,
+        mocks: Option<Arc<MockStore>>,
+    ) -> Result<Reprise, TowerError> {
+        Reprise::build_with(config, recorder, mocks, Arc::new(Metrics::new()))
+    }
+
+    fn build_with(
+        config: Config,
+        recorder: Option<(Recorder, RecorderThread)>,
+        mocks: Option<Arc<MockStore>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Reprise, TowerError> {
+        let sampler = Sampler::new(config.sample)
+            .map_err(|e| TowerError::Config(format!("REPRISE_SAMPLE: {e}")))?;
         let inbound = Arc::new(Inbound {
             recorder: recorder.as_ref().map(|(r, _)| r.clone()),
             origin: Arc::new(origin(&config, Role::Inbound, "")),
