@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reprise_model::{Role, Sink};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
+use reprise_model::{Role, Sink};
 use reprise_record::{Metrics, Origin, Recorder, RecorderStats, RecorderThread, Rules};
 
 use crate::downstream::{CaptureLayer, DownstreamLayer, Mode as Client, Outbound};
@@ -264,7 +264,11 @@ impl Reprise {
             config.tape.clone().ok_or_else(|| {
                 TowerError::Config(format!(
                     "REPRISE_MODE={} needs REPRISE_TAPE, the tape to {verb}",
-                    if config.mode == Mode::Record { "record" } else { "mock" },
+                    if config.mode == Mode::Record {
+                        "record"
+                    } else {
+                        "mock"
+                    },
                 ))
             })
         };

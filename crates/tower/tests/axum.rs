@@ -43,7 +43,9 @@ async fn record(tape: &std::path::Path, calls: &[String]) -> (Vec<Exchange>, Str
     }
     let checkout = http::Request::post(format!("http://{shop_addr}/checkout"))
         .header("content-type", "application/json")
-        .body(body(r#"{"items": [{"sku": "pen", "n": 2}], "card": "4242"}"#))
+        .body(body(
+            r#"{"items": [{"sku": "pen", "n": 2}], "card": "4242"}"#,
+        ))
         .unwrap();
     let (status, _, answer) = send(checkout).await;
     assert_eq!(status, 200, "{answer:?}");
@@ -109,15 +111,26 @@ async fn inbound_calls_are_recorded_with_their_interleaved_downstream_calls() {
             let children = children_of(&exchanges, parent);
             assert_eq!(children.len(), 1);
             let reserve = children[0].request.as_ref().unwrap();
-            assert_eq!((reserve.method.as_str(), reserve.path.as_str()), ("POST", "/reserve"));
+            assert_eq!(
+                (reserve.method.as_str(), reserve.path.as_str()),
+                ("POST", "/reserve")
+            );
             assert_eq!(reserve.body, request.body);
             assert_eq!(json_of(&response.body)["reservation"], 1);
             continue;
         }
         // The secret never reaches the tape.
-        assert_eq!(request.headers.header_str("authorization"), Some(reprise_model::redact::MARKER));
+        assert_eq!(
+            request.headers.header_str("authorization"),
+            Some(reprise_model::redact::MARKER)
+        );
         assert!(parent.flags.as_ref().unwrap().redacted);
-        let call: usize = request.headers.header_str("x-call").unwrap().parse().unwrap();
+        let call: usize = request
+            .headers
+            .header_str("x-call")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert_eq!(request.path, calls[call]);
         let sku = format!("sku{call}");
         let answer = json_of(&response.body);
@@ -197,7 +210,12 @@ async fn mocks_answer_replayed_calls_with_the_downstream_switched_off() {
     let report = reprise.mock_report().unwrap();
     let downstream = exchanges.iter().filter(|e| e.is_downstream()).count() as u64;
     assert_eq!(downstream, 6 * 3 + 1 + 1);
-    assert_eq!((report.served, report.missed), (2 * downstream, 0), "{:?}", report.misses);
+    assert_eq!(
+        (report.served, report.missed),
+        (2 * downstream, 0),
+        "{:?}",
+        report.misses
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -217,9 +235,17 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
     let replaying = [("x-reprise-replay", ink.as_str())];
     let cases = [
         // A call the recording never made: the nearest differs in path.
-        ("/order/paper", &replaying[..], "none of the 2 recorded calls in scope matches"),
+        (
+            "/order/paper",
+            &replaying[..],
+            "none of the 2 recorded calls in scope matches",
+        ),
         // One more call than recorded.
-        ("/order/ink?times=3", &replaying[..], "every recorded response has been served"),
+        (
+            "/order/ink?times=3",
+            &replaying[..],
+            "every recorded response has been served",
+        ),
         // Not a replay.
         ("/order/ink", &[][..], "carried no x-reprise-replay header"),
         // A task that lost the scope.
@@ -298,7 +324,8 @@ async fn a_stalled_or_failing_sink_never_fails_or_blocks_a_call() {
         queue: 2,
         ..Default::default()
     };
-    let stalled = Reprise::record_to(small_queue.clone(), Box::new(Stalling(Arc::clone(&gate)))).unwrap();
+    let stalled =
+        Reprise::record_to(small_queue.clone(), Box::new(Stalling(Arc::clone(&gate)))).unwrap();
     let failing = Reprise::record_to(small_queue, Box::new(Failing)).unwrap();
     for reprise in [&stalled, &failing] {
         let (shop_addr, _shop) = serve(shop(reprise, &inventory)).await;
@@ -323,7 +350,10 @@ async fn a_stalled_or_failing_sink_never_fails_or_blocks_a_call() {
     })
     .await;
     let stats = failing.metrics().snapshot();
-    assert!(stats.dropped_sink_error > 0 && stats.recorded == 0, "{stats:?}");
+    assert!(
+        stats.dropped_sink_error > 0 && stats.recorded == 0,
+        "{stats:?}"
+    );
     let text = failing.metrics().render();
     let line = format!(
         "reprise_exchanges_dropped_total{{reason=\"sink_error\"}} {}",
@@ -382,8 +412,14 @@ async fn a_client_that_drops_a_stream_leaves_a_cancelled_exchange_and_no_task() 
     let first = stream.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(&first[..], b"tick 0\n");
     drop(stream);
-    eventually("the stream is dropped server-side", || dropped.load(Ordering::SeqCst)).await;
-    eventually("the exchange is written", || reprise.metrics().snapshot().recorded == 1).await;
+    eventually("the stream is dropped server-side", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+    eventually("the exchange is written", || {
+        reprise.metrics().snapshot().recorded == 1
+    })
+    .await;
     assert_eq!(reprise.metrics().queue_depth.get(), 0);
     shut(reprise).await;
     let exchanges = read_tape(&tape);

@@ -168,7 +168,9 @@ pub fn shop(reprise: &Reprise, inventory: &str) -> Router {
         .route(
             "/order/{sku}",
             get(
-                |State(shop): State<Shop>, UrlPath(sku): UrlPath<String>, Query(times): Query<Times>| async move {
+                |State(shop): State<Shop>,
+                 UrlPath(sku): UrlPath<String>,
+                 Query(times): Query<Times>| async move {
                     let mut answers = Vec::new();
                     for _ in 0..times.times.unwrap_or(1) {
                         if let Some(ms) = times.pause_ms {
@@ -195,17 +197,21 @@ pub fn shop(reprise: &Reprise, inventory: &str) -> Router {
         )
         .route(
             "/spawned/{sku}",
-            get(|State(shop): State<Shop>, UrlPath(sku): UrlPath<String>| async move {
-                let task = reprise_tower::spawn(async move { shop.stock(&sku).await });
-                answer(task.await.unwrap_or_else(|e| Err(e.to_string())))
-            }),
+            get(
+                |State(shop): State<Shop>, UrlPath(sku): UrlPath<String>| async move {
+                    let task = reprise_tower::spawn(async move { shop.stock(&sku).await });
+                    answer(task.await.unwrap_or_else(|e| Err(e.to_string())))
+                },
+            ),
         )
         .route(
             "/detached/{sku}",
-            get(|State(shop): State<Shop>, UrlPath(sku): UrlPath<String>| async move {
-                let task = tokio::spawn(async move { shop.stock(&sku).await });
-                answer(task.await.unwrap_or_else(|e| Err(e.to_string())))
-            }),
+            get(
+                |State(shop): State<Shop>, UrlPath(sku): UrlPath<String>| async move {
+                    let task = tokio::spawn(async move { shop.stock(&sku).await });
+                    answer(task.await.unwrap_or_else(|e| Err(e.to_string())))
+                },
+            ),
         )
         .with_state(shop)
         .layer(reprise.inbound())
@@ -217,9 +223,7 @@ pub fn client() -> Client<HttpConnector, Body> {
 }
 
 /// Sends `request`; gives the status, headers and body.
-pub async fn send(
-    request: http::Request<Body>,
-) -> (http::StatusCode, http::HeaderMap, Bytes) {
+pub async fn send(request: http::Request<Body>) -> (http::StatusCode, http::HeaderMap, Bytes) {
     let response = tokio::time::timeout(Duration::from_secs(10), client().request(request))
         .await
         .expect("the call took over 10 s")
