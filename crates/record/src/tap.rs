@@ -132,8 +132,9 @@ where
                     tap.frame(frame);
                 }
                 // Whoever reads this body may stop once it says it is at
-                // its end, without polling for the final `None`.
-                if inner.is_end_stream()
+                // its end, or once it has the trailers (always the last
+                // frame), without polling for the final `None`.
+                if (frame.is_trailers() || inner.is_end_stream())
                     && let Some(tap) = this.tap.take()
                 {
                     tap.finish(None);
