@@ -1,0 +1,282 @@
+//! The two example services under `examples/`, end to end with the real
+//! `reprise` binary: record a session with `REPRISE_MODE=record`, switch
+//! the downstream off, serve the same build with `REPRISE_MODE=mock`,
+//! replay the recording against it with `reprise replay`, and see `reprise
+//! diff` find every response identical. As a control, the same replay
+//! against the build with the layers off (downstream still off) is a
+//! regression, so the clean result is the mock's doing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use reprise_tower::{Config, Mode, Reprise};
+use tokio::runtime::Runtime;
+use tokio::sync::oneshot;
+
+fn reprise(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn config(mode: Mode, tape: &Path, service: &str) -> Config {
+    Config {
+        mode,
+        tape: Some(tape.to_path_buf()),
+        service: service.into(),
+        ..Default::default()
+    }
+}
+
+/// A server started on the runtime, stopped (gracefully) on demand.
+struct Running {
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn stop(self, rt: &Runtime) {
+        let _ = self.stop.send(());
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), self.done)
+                .await
+                .expect("the server did not stop within 10 s")
+                .unwrap();
+        });
+    }
+}
+
+/// Binds 127.0.0.1 and runs `serve(listener, stop)` on `rt`.
+fn start<F, Fut>(rt: &Runtime, serve: F) -> Running
+where
+    F: FnOnce(tokio::net::TcpListener, oneshot::Receiver<()>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel();
+    let done = rt.spawn(serve(listener, stopped));
+    Running { addr, stop, done }
+}
+
+fn stopped(rx: oneshot::Receiver<()>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = rx.await;
+    }
+}
+
+/// Replays `tape` against `target` and diffs; gives the diff's exit code
+/// and its JSON report.
+fn replay_and_diff(
+    dir: &Path,
+    tape: &Path,
+    target: SocketAddr,
+    name: &str,
+) -> (i32, serde_json::Value) {
+    let out = dir.join(format!("{name}.tape"));
+    let replayed = reprise(&[
+        "replay",
+        s(tape),
+        "--target",
+        &format!("http://{target}"),
+        "--out",
+        s(&out),
+        "-q",
+    ]);
+    assert_eq!(
+        replayed.status.code(),
+        Some(0),
+        "{}",
+        text(&replayed.stderr)
+    );
+    let json = dir.join(format!("{name}.json"));
+    let diff = reprise(&["diff", s(tape), s(&out), "--json", s(&json)]);
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    (diff.status.code().unwrap_or(-1), report)
+}
+
+fn shut(rt: &Runtime, reprise: Reprise) -> reprise_tower::RecorderStats {
+    rt.block_on(async {
+        tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(10)))
+            .await
+            .unwrap()
+            .unwrap()
+    })
+}
+
+#[test]
+fn the_axum_example_replays_identically_with_its_downstream_mocked() {
+    use example_json_shop::{inventory, serve, shop};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("json-shop.tape");
+    let rt = Runtime::new().unwrap();
+
+    let inventory_server = start(&rt, |l, rx| async move {
+        serve(l, inventory(), stopped(rx)).await.unwrap();
+    });
+    let downstream = inventory_server.addr.to_string();
+    let recording = Reprise::start(config(Mode::Record, &tape, "json-shop")).unwrap();
+    let router = shop(&recording, &downstream);
+    let shop_server = start(&rt, |l, rx| async move {
+        serve(l, router, stopped(rx)).await.unwrap();
+    });
+    let base = format!("http://{}", shop_server.addr);
+    for path in ["/order/pen?qty=3", "/order/ink?qty=50", "/order/paper"] {
+        let (_, status) = curl_status(&format!("{base}{path}"), None);
+        assert_eq!(status, "200", "{path}");
+    }
+    for order in [r#"{"sku":"pen","qty":1}"#, r#"{"qty":2,"sku":"ink"}"#] {
+        let (body, status) = curl_status(&format!("{base}/checkout"), Some(order));
+        assert_eq!(status, "200", "{body}");
+        assert!(body.contains("R-0000"), "{body}");
+    }
+    shop_server.stop(&rt);
+    let stats = shut(&rt, recording);
+    assert_eq!((stats.recorded, stats.dropped()), (10, 0), "{stats:?}");
+    // The downstream is switched off from here on.
+    inventory_server.stop(&rt);
+
+    let mocking = Reprise::start(config(Mode::Mock, &tape, "json-shop")).unwrap();
+    let router = shop(&mocking, &downstream);
+    let mocked = start(&rt, |l, rx| async move {
+        serve(l, router, stopped(rx)).await.unwrap();
+    });
+    let (code, report) = replay_and_diff(dir.path(), &tape, mocked.addr, "mocked");
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        (&report["pairs"], &report["identical"]),
+        (&5.into(), &5.into()),
+        "{report:#}"
+    );
+    let mocks = mocking.mock_report().unwrap();
+    assert_eq!((mocks.served, mocks.missed), (5, 0), "{:?}", mocks.misses);
+    mocked.stop(&rt);
+
+    // Control: the layers off, the downstream still off.
+    let off = Reprise::off();
+    let router = shop(&off, &downstream);
+    let unmocked = start(&rt, |l, rx| async move {
+        serve(l, router, stopped(rx)).await.unwrap();
+    });
+    let (code, report) = replay_and_diff(dir.path(), &tape, unmocked.addr, "unmocked");
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["regressed"], 5, "{report:#}");
+    unmocked.stop(&rt);
+}
+
+/// `curl -s` the URL (POSTing `body` as JSON when given); gives the body
+/// and the status code.
+fn curl_status(url: &str, body: Option<&str>) -> (String, String) {
+    let mut command = Command::new("curl");
+    command.args(["-s", "--max-time", "10", "-w", "\n%{http_code}"]);
+    if let Some(body) = body {
+        command.args(["-H", "content-type: application/json", "--data", body]);
+    }
+    let output = command.arg(url).output().unwrap();
+    let out = text(&output.stdout);
+    let (body, status) = out.rsplit_once('\n').unwrap_or((&out, ""));
+    (body.to_string(), status.to_string())
+}
+
+#[test]
+fn the_tonic_example_replays_identically_with_its_downstream_mocked() {
+    use example_grpc_shop::pb::shop_client::ShopClient;
+    use example_grpc_shop::pb::{OrderRequest, TrackRequest};
+    use example_grpc_shop::{ShopService, serve_inventory, serve_shop};
+    use tokio_stream::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("grpc-shop.tape");
+    let rt = Runtime::new().unwrap();
+
+    let inventory_server = start(&rt, |l, rx| async move {
+        serve_inventory(l, stopped(rx)).await.unwrap();
+    });
+    let downstream = inventory_server.addr.to_string();
+    let start_shop = |reprise: Reprise| {
+        // The lazy channel starts its worker on the runtime.
+        let shop = {
+            let _runtime = rt.enter();
+            ShopService::new(&reprise, &downstream).unwrap()
+        };
+        start(&rt, |l, rx| async move {
+            serve_shop(l, &reprise, shop, stopped(rx)).await.unwrap();
+            // The tape is complete once the server has stopped.
+            tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(10)))
+                .await
+                .unwrap()
+                .unwrap();
+        })
+    };
+    let recording = Reprise::start(config(Mode::Record, &tape, "grpc-shop")).unwrap();
+    let metrics = std::sync::Arc::clone(recording.metrics());
+    let shop_server = start_shop(recording);
+    rt.block_on(async {
+        let mut client = ShopClient::connect(format!("http://{}", shop_server.addr))
+            .await
+            .unwrap();
+        for (sku, qty) in [("pen", 3), ("ink", 50)] {
+            let reply = client
+                .order(OrderRequest {
+                    sku: sku.into(),
+                    qty,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert_eq!(reply.sku, sku);
+        }
+        let events: Vec<_> = client
+            .track(TrackRequest {
+                order: "o-1".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .collect()
+            .await;
+        assert_eq!(events.len(), 3);
+        let lost = client
+            .track(TrackRequest {
+                order: "lost".into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(lost.code(), tonic::Code::NotFound);
+    });
+    shop_server.stop(&rt);
+    let stats = metrics.snapshot();
+    assert_eq!((stats.recorded, stats.dropped()), (8, 0), "{stats:?}");
+    inventory_server.stop(&rt);
+
+    let mocking = Reprise::start(config(Mode::Mock, &tape, "grpc-shop")).unwrap();
+    let mocked = start_shop(mocking);
+    let (code, report) = replay_and_diff(dir.path(), &tape, mocked.addr, "mocked");
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(
+        (&report["pairs"], &report["identical"]),
+        (&4.into(), &4.into()),
+        "{report:#}"
+    );
+    mocked.stop(&rt);
+
+    let unmocked = start_shop(Reprise::off());
+    let (code, report) = replay_and_diff(dir.path(), &tape, unmocked.addr, "unmocked");
+    assert_eq!(code, 1, "{report:#}");
+    unmocked.stop(&rt);
+}

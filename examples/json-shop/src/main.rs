@@ -1,0 +1,65 @@
+//! `json-shop inventory LISTEN` serves the downstream;
+//! `json-shop shop LISTEN INVENTORY` serves the shop in front of it, in the
+//! mode `REPRISE_MODE` says (`off`, `record`, `mock`; with `REPRISE_TAPE`).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use reprise_tower::Reprise;
+
+const USAGE: &str = "usage: json-shop inventory LISTEN | json-shop shop LISTEN INVENTORY_HOST:PORT";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match run(std::env::args().skip(1).collect()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("json-shop: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Vec<String>) -> Result<(), String> {
+    let (role, listen) = match args.as_slice() {
+        [role, listen, ..] => (role.as_str(), listen.as_str()),
+        _ => return Err(USAGE.into()),
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    match (role, args.get(2)) {
+        ("inventory", None) => example_json_shop::serve(
+            listener,
+            example_json_shop::inventory(),
+            example_json_shop::stop_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        ("shop", Some(inventory)) => {
+            let reprise = Reprise::from_env().map_err(|e| e.to_string())?;
+            eprintln!(
+                "json-shop: serving on {listen}, reprise mode {:?}",
+                reprise.mode()
+            );
+            let router = example_json_shop::shop(&reprise, inventory);
+            let served =
+                example_json_shop::serve(listener, router, example_json_shop::stop_signal()).await;
+            let closed =
+                tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(5)))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            served.map_err(|e| e.to_string())?;
+            let stats = closed.map_err(|e| e.to_string())?;
+            if stats.recorded > 0 || stats.dropped() > 0 {
+                eprintln!(
+                    "json-shop: recorded {} exchanges, dropped {}",
+                    stats.recorded,
+                    stats.dropped()
+                );
+            }
+            Ok(())
+        }
+        _ => Err(USAGE.into()),
+    }
+}
