@@ -512,4 +512,42 @@ mod tests {
             .unwrap_or_default();
         assert!(error.contains("REPRISE_SAMPLE"), "{error}");
     }
+
+    fn start_error(mode: &str, tape: &std::path::Path) -> String {
+        let tape = tape.to_string_lossy();
+        Config::from_vars(vars(&[("REPRISE_MODE", mode), ("REPRISE_TAPE", &tape)]))
+            .and_then(Reprise::start)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn tapes_that_cannot_be_used_are_named() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let missing = dir.path().join("missing.tape");
+        let error = start_error("mock", &missing);
+        assert!(error.contains("missing.tape"), "{error}");
+        let error = start_error("record", dir.path());
+        assert!(error.contains("directory"), "{error}");
+        let garbage = dir.path().join("garbage.tape");
+        std::fs::write(&garbage, b"this is not a tape at all, just text")?;
+        let error = start_error("mock", &garbage);
+        assert!(error.contains("garbage.tape"), "{error}");
+        // A recording made by a run of record mode mocks without error.
+        let made = dir.path().join("made.tape");
+        let reprise = Config::from_vars(vars(&[
+            ("REPRISE_MODE", "record"),
+            ("REPRISE_TAPE", &made.to_string_lossy()),
+        ]))
+        .and_then(Reprise::start)?;
+        reprise.shutdown(std::time::Duration::from_secs(5))?;
+        let mocks = Config::from_vars(vars(&[
+            ("REPRISE_MODE", "mock"),
+            ("REPRISE_TAPE", &made.to_string_lossy()),
+        ]))
+        .and_then(Reprise::start)?;
+        assert_eq!(mocks.mock_report().map(|r| r.served), Some(0));
+        Ok(())
+    }
 }

@@ -411,7 +411,7 @@ impl fmt::Display for MockMiss {
             )?,
             MissReason::NotReplayed => write!(
                 f,
-                ": the inbound call carried no x-reprise-replay header, so no recorded calls belong to it"
+                ": the inbound call carried no valid x-reprise-replay header (a recorded exchange id in hex), so no recorded calls belong to it"
             )?,
             MissReason::NothingRecorded => {
                 write!(f, ": no downstream call was recorded under that exchange")?

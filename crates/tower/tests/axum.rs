@@ -246,8 +246,17 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
             &replaying[..],
             "every recorded response has been served",
         ),
-        // Not a replay.
-        ("/order/ink", &[][..], "carried no x-reprise-replay header"),
+        // Not a replay, or not a valid one.
+        (
+            "/order/ink",
+            &[][..],
+            "carried no valid x-reprise-replay header",
+        ),
+        (
+            "/order/ink",
+            &[("x-reprise-replay", "not-an-id")][..],
+            "carried no valid x-reprise-replay header",
+        ),
         // A task that lost the scope.
         ("/detached/ink", &replaying[..], "outside any inbound call"),
     ];
@@ -266,8 +275,8 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
         }
     }
     let report = reprise.mock_report().unwrap();
-    assert_eq!(report.missed, 4);
-    assert_eq!(report.misses.len(), 4);
+    assert_eq!(report.missed, 5);
+    assert_eq!(report.misses.len(), 5);
     // The exhausted case served its two recorded answers before missing.
     assert_eq!(report.served, 2);
 
