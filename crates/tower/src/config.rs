@@ -20,7 +20,7 @@ use crate::record::{Inbound, RecordLayer};
 /// What the layers do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Mode {
-    /// Nothing: calls pass through (each inbound call is still scoped).
+    /// Nothing: calls pass through untouched.
     #[default]
     Off,
     /// Inbound calls and their downstream calls are recorded to the tape.
@@ -245,6 +245,7 @@ impl Reprise {
             sampler: Sampler::all(),
             inbound: Arc::new(Inbound {
                 recorder: None,
+                scoped: false,
                 origin: Arc::new(origin(&config, Role::Inbound, "")),
                 sampler: Sampler::all(),
                 metrics: Arc::clone(&metrics),
@@ -341,6 +342,7 @@ impl Reprise {
             .map_err(|e| TowerError::Config(format!("REPRISE_SAMPLE: {e}")))?;
         let inbound = Arc::new(Inbound {
             recorder: recorder.as_ref().map(|(r, _)| r.clone()),
+            scoped: config.mode != Mode::Off,
             origin: Arc::new(origin(&config, Role::Inbound, "")),
             sampler,
             metrics: Arc::clone(&metrics),

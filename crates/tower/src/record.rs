@@ -27,8 +27,11 @@ pub const REPLAY_HEADER: &str = "x-reprise-replay";
 /// What every [`Record`] service of one layer shares.
 #[derive(Debug)]
 pub(crate) struct Inbound {
-    /// `None`: calls are scoped (for the mocks) but not recorded.
+    /// `None`: calls are not recorded.
     pub recorder: Option<Recorder>,
+    /// Whether calls get a [`Scope`] (record and mock mode); switched off,
+    /// calls pass through untouched.
+    pub scoped: bool,
     pub origin: Arc<Origin>,
     pub sampler: Sampler,
     pub metrics: Arc<Metrics>,
@@ -41,7 +44,7 @@ pub(crate) struct Inbound {
 ///
 /// Made by [`Reprise::inbound`](crate::Reprise::inbound). In mock mode it
 /// records nothing and only scopes each call by its `x-reprise-replay`
-/// header; switched off it only scopes.
+/// header; switched off it passes calls through untouched.
 #[derive(Clone, Debug)]
 pub struct RecordLayer {
     shared: Arc<Inbound>,
@@ -107,6 +110,15 @@ where
 
     fn call(&mut self, mut request: Request<B>) -> Self::Future {
         let shared = &self.shared;
+        if !shared.scoped {
+            let future = self.inner.call(request.map(B::untapped));
+            return RecordFuture {
+                inner: Scoping::Plain { future },
+                pending: Pending(None),
+                scope: None,
+                metrics: Arc::clone(&shared.metrics),
+            };
+        }
         shared.metrics.seen.inc();
         let id = reprise_model::id::new_id();
         let headers = request.headers();
@@ -160,7 +172,9 @@ where
         let inner = &mut self.inner;
         let future = scope.enter(|| inner.call(request));
         RecordFuture {
-            inner: scope.clone().run(future),
+            inner: Scoping::Scoped {
+                future: scope.clone().run(future),
+            },
             pending: Pending(recording),
             scope: Some(scope),
             metrics: Arc::clone(&shared.metrics),
@@ -183,10 +197,29 @@ impl Drop for Pending {
 }
 
 pin_project! {
+    #[project = ScopingProj]
+    enum Scoping<F> {
+        Scoped { #[pin] future: tokio::task::futures::TaskLocalFuture<Scope, F> },
+        Plain { #[pin] future: F },
+    }
+}
+
+impl<F: Future> Future for Scoping<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.project() {
+            ScopingProj::Scoped { future } => future.poll(cx),
+            ScopingProj::Plain { future } => future.poll(cx),
+        }
+    }
+}
+
+pin_project! {
     /// The future of a [`Record`] call.
     pub struct RecordFuture<F> {
         #[pin]
-        inner: tokio::task::futures::TaskLocalFuture<Scope, F>,
+        inner: Scoping<F>,
         pending: Pending,
         scope: Option<Scope>,
         metrics: Arc<Metrics>,
