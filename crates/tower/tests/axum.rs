@@ -452,3 +452,40 @@ fn futures_ticks<G: Send + 'static>(
         Ok(Bytes::from(format!("tick {}\n", n - 1)))
     })
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_downstream_that_failed_when_recorded_fails_the_same_way_when_mocked() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("down.tape");
+    // Nothing listens there: the inventory call is refused.
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let reprise = Reprise::start(config(Mode::Record, &tape)).unwrap();
+    let (shop_addr, _shop) = serve(shop(&reprise, &closed)).await;
+    let (status, _, answer) = get_with(shop_addr, "/order/pen", &[]).await;
+    assert_eq!(status, 502, "{answer:?}");
+    shut(reprise).await;
+    let exchanges = read_tape(&tape);
+    let child = exchanges.iter().find(|e| e.is_downstream()).unwrap();
+    let error = child.error.as_ref().unwrap();
+    assert_eq!(error.kind(), reprise_model::ErrorKind::Connect, "{error:?}");
+    assert!(child.response.is_none());
+    let parent = exchanges.iter().find(|e| !e.is_downstream()).unwrap();
+
+    let reprise = Reprise::start(config(Mode::Mock, &tape)).unwrap();
+    let (shop_addr, _shop) = serve(shop(&reprise, &closed)).await;
+    let id = parent.id_hex();
+    let (status, _, answer) = get_with(
+        shop_addr,
+        "/order/pen",
+        &[("x-reprise-replay", id.as_str())],
+    )
+    .await;
+    let text = String::from_utf8_lossy(&answer);
+    assert_eq!(status, 502, "{text}");
+    assert!(text.contains("recorded failure (connect)"), "{text}");
+    let report = reprise.mock_report().unwrap();
+    assert_eq!((report.served, report.missed), (1, 0));
+}
