@@ -75,10 +75,8 @@ where
     Running { addr, stop, done }
 }
 
-fn stopped(rx: oneshot::Receiver<()>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.await;
-    }
+async fn stopped(rx: oneshot::Receiver<()>) {
+    let _ = rx.await;
 }
 
 /// Replays `tape` against `target` and diffs; gives the diff's exit code
