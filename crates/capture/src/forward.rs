@@ -103,7 +103,7 @@ pub async fn forward(
     let metrics = forwarder.recorder.metrics();
     metrics.seen.inc();
     let config = &forwarder.config;
-    let id = reprise_model::id::new_id();
+    let id = reprise_model::id::new_id_bytes();
     let version = request.version();
     let grpc = is_grpc(request.headers());
     let sampled = config.sampler.keep(&id);
@@ -130,10 +130,10 @@ pub async fn forward(
     // recorded: the head is kept by reference, converted off this path.
     let recording = sampled.then(|| {
         let head = RequestHead {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
+            method: &parts.method,
+            uri: &parts.uri,
             version,
-            headers: parts.headers.clone(),
+            headers: &parts.headers,
         };
         Recording::new(
             forwarder.recorder.clone(),

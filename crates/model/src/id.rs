@@ -8,7 +8,12 @@
 /// come from a thread-local generator (uuid's `fast-rng`), not a system
 /// call per id: ids are made on the proxy's forward path.
 pub fn new_id() -> Vec<u8> {
-    uuid::Uuid::now_v7().as_bytes().to_vec()
+    new_id_bytes().to_vec()
+}
+
+/// A new exchange id as its 16 bytes (no allocation).
+pub fn new_id_bytes() -> [u8; 16] {
+    *uuid::Uuid::now_v7().as_bytes()
 }
 
 /// Parses the hex form of an id (any even length up to 64 hex digits).

@@ -4,8 +4,8 @@
 //! thread builds each exchange from what the forward path captured,
 //! applies the selection and redaction rules, and owns the sink.
 
-use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,44 @@ enum Message {
 pub struct Recorder {
     tx: SyncSender<Message>,
     metrics: Arc<Metrics>,
+    pool: Arc<Pool>,
+}
+
+/// Records cleared by the writer thread, for the next exchanges: in a
+/// steady state the call's path allocates none and frees none.
+#[derive(Debug, Default)]
+pub struct Pool {
+    // Boxed: a record travels the queue as a box, which is what is reused.
+    #[allow(clippy::vec_box)]
+    free: Mutex<Vec<Box<Captured>>>,
+}
+
+/// Records kept for reuse at most (each one small unless a body was big,
+/// see `recording::KEEP_CAPACITY`).
+const POOL_MAX: usize = 1024;
+
+/// Records the writer gives back at once.
+const GIVE_BATCH: usize = 8;
+
+impl Pool {
+    /// A cleared record.
+    pub fn take(&self) -> Box<Captured> {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    #[allow(clippy::vec_box)] // see `free`
+    fn give(&self, batch: &mut Vec<Box<Captured>>) {
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        let room = POOL_MAX.saturating_sub(free.len());
+        let keep = batch.len().min(room);
+        free.extend(batch.drain(..keep));
+        drop(free);
+        batch.clear();
+    }
 }
 
 impl std::fmt::Debug for Recorder {
@@ -68,10 +106,12 @@ impl Recorder {
     ) -> std::io::Result<(Recorder, RecorderThread)> {
         let (tx, rx) = mpsc::sync_channel(capacity.max(1));
         let thread_metrics = Arc::clone(&metrics);
+        let pool = Arc::new(Pool::default());
+        let thread_pool = Arc::clone(&pool);
         let thread = std::thread::Builder::new()
             .name("reprise-recorder".into())
-            .spawn(move || write_loop(rx, sink, rules, &thread_metrics))?;
-        Ok((Recorder { tx, metrics }, RecorderThread { thread }))
+            .spawn(move || write_loop(rx, sink, rules, &thread_metrics, &thread_pool))?;
+        Ok((Recorder { tx, metrics, pool }, RecorderThread { thread }))
     }
 
     /// The counters.
@@ -79,9 +119,14 @@ impl Recorder {
         &self.metrics
     }
 
+    /// Where a new exchange's record comes from.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
     /// Queues an exchange for storage, or drops and counts it.
-    pub fn submit(&self, captured: Captured) {
-        match self.tx.try_send(Message::Record(Box::new(captured))) {
+    pub fn submit(&self, captured: Box<Captured>) {
+        match self.tx.try_send(Message::Record(captured)) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
             }
@@ -134,15 +179,22 @@ fn write_loop(
     mut sink: Box<dyn Sink>,
     rules: Rules,
     metrics: &Metrics,
+    pool: &Pool,
 ) -> Result<(), String> {
+    let mut cleared: Vec<Box<Captured>> = Vec::with_capacity(GIVE_BATCH);
     let mut limit = rules.max_rate.map(RateLimit::new);
     let mut first_error = None;
     // An exchange waits at most this long to be looked at; the forward
     // path never wakes this thread.
     let mut drain = Drain::new(rx, Duration::from_millis(20));
-    while let Next::Item(Message::Record(captured)) = drain.next(None) {
-        let mut exchange = captured.into_exchange();
+    while let Next::Item(Message::Record(mut captured)) = drain.next(None) {
+        let mut exchange = captured.to_exchange();
         metrics.queue_depth.dec();
+        captured.recycle();
+        cleared.push(captured);
+        if cleared.len() >= GIVE_BATCH {
+            pool.give(&mut cleared);
+        }
         // `--match` chooses inbound calls; a recorded call's downstream
         // calls are kept with it.
         if exchange.role() != Role::Downstream && !rules.filter.matches(&exchange) {

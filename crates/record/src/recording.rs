@@ -1,26 +1,31 @@
-//! One exchange being recorded while it is forwarded.
+//! One exchange being recorded while it is served or forwarded.
 //!
-//! The forward path only keeps references: the heads as hyper parsed them
-//! (`HeaderMap` clones share their bytes), and each body's frames as
-//! `Bytes` handles with their time offsets, up to the size cap, held by
-//! the body's own tap with no lock. When both bodies have ended (or been
-//! dropped) the pieces go to the recorder as a [`Captured`]; turning them
-//! into an [`Exchange`] (header conversion, body assembly, gRPC message
-//! framing) happens on the recorder's thread, off the forward path.
+//! What the call's path keeps is copied into one [`Captured`] record per
+//! exchange: the heads encoded into a byte buffer as they pass, each
+//! body's bytes (up to the size cap) with the time offset of each frame.
+//! The record is taken from a pool and, once the writer thread has built
+//! the [`Exchange`] from it, cleared and given back: in a steady state the
+//! call's path allocates nothing for the recording, and nothing it
+//! allocated is freed by another thread. (Holding hyper's own buffers
+//! instead, and letting the writer thread drop them, made the two threads
+//! fight over the allocator's locks: with glibc's malloc, a fifth of a
+//! serving thread's time.) When both bodies have ended (or been dropped)
+//! the record goes to the recorder; turning it into an [`Exchange`]
+//! (header conversion, body assembly, gRPC message framing) happens on the
+//! recorder's thread.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
-use reprise_model::grpc::Deframer;
+use reprise_model::grpc::{Deframer, percent_decode};
 use reprise_model::{
-    Direction, ErrorKind, Exchange, Flags, Header, Protocol, RecordSource, Role, StreamMessage,
-    TransportError,
+    Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, HeaderList, Protocol, RecordSource,
+    Role, StreamMessage, TransportError,
 };
-use reprise_net::grpc_status;
 
 use crate::recorder::Recorder;
 
@@ -60,153 +65,285 @@ pub struct Origin {
 }
 
 /// One exchange's own identity.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Identity {
     /// The exchange id.
-    pub id: Vec<u8>,
+    pub id: [u8; 16],
     /// For a downstream call, the inbound exchange being served.
-    pub parent_id: Vec<u8>,
+    pub parent_id: Option<[u8; 16]>,
     /// The W3C trace id, when one was seen or assigned.
-    pub trace_id: Vec<u8>,
+    pub trace_id: Option<[u8; 16]>,
     /// The client's address, when known.
     pub peer: Option<SocketAddr>,
 }
 
-/// One body as it passed: its frames up to the cap, by reference.
+/// A body's bytes as they passed, copied up to the cap, with where each
+/// frame ends and when it passed.
 #[derive(Debug, Default)]
 pub struct BodyCapture {
-    /// Frames kept (the last one cut at the cap), with their time offsets.
-    frames: Vec<(u64, Bytes)>,
-    kept: usize,
+    data: Vec<u8>,
+    /// (time offset, end in `data`) of each frame kept.
+    frames: Vec<(u64, usize)>,
     /// Every byte that passed.
     size: u64,
     truncated: bool,
-    trailers: Option<HeaderMap>,
+    /// The trailers, encoded like a head's fields.
+    trailers: Vec<u8>,
+    has_trailers: bool,
     /// The body broke (the error's text).
     error: Option<String>,
     /// The body was dropped before its end.
     cancelled: bool,
 }
 
+/// Buffers larger than this are not kept for the next exchange.
+const KEEP_CAPACITY: usize = 64 << 10;
+
+fn clear_bounded<T>(v: &mut Vec<T>) {
+    if v.capacity() * std::mem::size_of::<T>() > KEEP_CAPACITY {
+        *v = Vec::new();
+    } else {
+        v.clear();
+    }
+}
+
 impl BodyCapture {
-    /// A data frame passed at `offset_ns`; keeps a handle on at most
+    /// A data frame passed at `offset_ns`; keeps a copy of at most
     /// `max - kept` of its bytes.
-    pub fn data(&mut self, offset_ns: u64, data: &Bytes, max: usize) {
+    pub fn data(&mut self, offset_ns: u64, data: &[u8], max: usize) {
         self.size += data.len() as u64;
-        let room = max.saturating_sub(self.kept);
+        let room = max.saturating_sub(self.data.len());
         if data.len() > room {
             self.truncated = true;
         }
         let take = room.min(data.len());
         if take > 0 {
-            self.frames.push((offset_ns, data.slice(..take)));
-            self.kept += take;
+            self.data.extend_from_slice(&data[..take]);
+            self.frames.push((offset_ns, self.data.len()));
         }
     }
 
     /// The body's trailers.
     pub fn trailers(&mut self, map: &HeaderMap) {
-        self.trailers = Some(map.clone());
+        self.trailers.clear();
+        put_fields(&mut self.trailers, map);
+        self.has_trailers = true;
     }
 
-    /// The frames joined.
-    fn bytes(&self) -> Bytes {
-        match self.frames.as_slice() {
-            [] => Bytes::new(),
-            [(_, only)] => only.clone(),
-            frames => {
-                let mut joined = BytesMut::with_capacity(self.kept);
-                for (_, frame) in frames {
-                    joined.extend_from_slice(frame);
-                }
-                joined.freeze()
-            }
+    /// Marks the body as broken.
+    pub fn broke(&mut self, error: String) {
+        self.error = Some(error);
+    }
+
+    /// Marks the body as dropped before its end.
+    pub fn cancelled(&mut self) {
+        self.cancelled = true;
+    }
+
+    fn recycle(&mut self) {
+        clear_bounded(&mut self.data);
+        clear_bounded(&mut self.frames);
+        clear_bounded(&mut self.trailers);
+        self.size = 0;
+        self.truncated = false;
+        self.has_trailers = false;
+        self.error = None;
+        self.cancelled = false;
+    }
+
+    fn model_trailers(&self) -> Vec<Header> {
+        if self.has_trailers {
+            fields(&self.trailers, &mut 0)
+        } else {
+            Vec::new()
         }
+    }
+
+    /// The frames kept, with their time offsets.
+    fn frames(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut start = 0;
+        self.frames.iter().map(move |&(offset, end)| {
+            let frame = self.data.get(start..end).unwrap_or_default();
+            start = end;
+            (offset, frame)
+        })
     }
 }
 
 /// The request head as the client sent it, before any proxy rewriting.
-#[derive(Debug)]
-pub struct RequestHead {
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHead<'a> {
     /// The method.
-    pub method: Method,
+    pub method: &'a Method,
     /// The request target.
-    pub uri: Uri,
+    pub uri: &'a Uri,
     /// The protocol version.
     pub version: Version,
     /// The fields.
-    pub headers: HeaderMap,
+    pub headers: &'a HeaderMap,
 }
 
-/// Everything the forward path saw of one exchange.
-#[derive(Debug)]
+/// Everything one exchange left, copied; pooled from exchange to exchange.
+#[derive(Debug, Default)]
 pub struct Captured {
-    origin: Arc<Origin>,
+    origin: Option<Arc<Origin>>,
     identity: Identity,
     recorded_at_ns: u64,
     duration_ns: u64,
     grpc: bool,
-    request: RequestHead,
-    response: Option<(StatusCode, HeaderMap)>,
+    version: Option<Version>,
+    /// The request head encoded (method, target, fields), then the
+    /// response's fields from `response.1` on.
+    heads: Vec<u8>,
+    response: Option<(StatusCode, usize)>,
     request_body: BodyCapture,
     response_body: BodyCapture,
     error: Option<TransportError>,
     upgraded: bool,
 }
 
-struct Partial {
-    request: Option<RequestHead>,
-    response: Option<(StatusCode, HeaderMap)>,
-    request_body: Option<BodyCapture>,
-    response_body: Option<BodyCapture>,
-    error: Option<TransportError>,
-    upgraded: bool,
+impl Captured {
+    /// Cleared for the next exchange, keeping its buffers.
+    pub(crate) fn recycle(&mut self) {
+        self.origin = None;
+        self.identity = Identity::default();
+        self.recorded_at_ns = 0;
+        self.duration_ns = 0;
+        self.grpc = false;
+        self.version = None;
+        clear_bounded(&mut self.heads);
+        self.response = None;
+        self.request_body.recycle();
+        self.response_body.recycle();
+        self.error = None;
+        self.upgraded = false;
+    }
+
+    fn body_mut(&mut self, side: Side) -> &mut BodyCapture {
+        match side {
+            Side::Request => &mut self.request_body,
+            Side::Response => &mut self.response_body,
+        }
+    }
+}
+
+fn put(buf: &mut Vec<u8>, bytes: &[u8]) {
+    // A field is far below 4 GiB: hyper and h2 cap heads well before.
+    let len = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&bytes[..len as usize]);
+}
+
+fn put_fields(buf: &mut Vec<u8>, map: &HeaderMap) {
+    let count = u32::try_from(map.len()).unwrap_or(u32::MAX);
+    buf.extend_from_slice(&count.to_le_bytes());
+    for (name, value) in map.iter().take(count as usize) {
+        put(buf, name.as_str().as_bytes());
+        put(buf, value.as_bytes());
+    }
+}
+
+/// The next length-prefixed piece at `*at` (empty past the end: the
+/// buffer is this module's own encoding, so that is never reached).
+fn get<'a>(buf: &'a [u8], at: &mut usize) -> &'a [u8] {
+    let Some(len) = buf
+        .get(*at..*at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map(|b| u32::from_le_bytes(b) as usize)
+    else {
+        return &[];
+    };
+    let start = *at + 4;
+    let piece = buf.get(start..start + len).unwrap_or_default();
+    *at = start + piece.len();
+    piece
+}
+
+fn fields(buf: &[u8], at: &mut usize) -> Vec<Header> {
+    let count = get_u32(buf, at) as usize;
+    let mut out = Vec::with_capacity(count.min(256));
+    for _ in 0..count {
+        let name = String::from_utf8_lossy(get(buf, at)).into_owned();
+        let value = get(buf, at);
+        out.push(Header::new(name, value));
+    }
+    out
+}
+
+fn get_u32(buf: &[u8], at: &mut usize) -> u32 {
+    let value = buf
+        .get(*at..*at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes);
+    *at += 4;
+    value
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
 }
 
 /// An exchange in flight.
 pub struct Recording {
     recorder: Recorder,
-    origin: Arc<Origin>,
-    identity: Identity,
-    recorded_at_ns: u64,
     started: Instant,
-    grpc: bool,
-    partial: Mutex<Partial>,
+    max_body: usize,
+    partial: Mutex<Option<Box<Captured>>>,
     /// Bodies still open (request, response); the exchange is complete at 0.
     open: AtomicU8,
 }
 
 impl Recording {
     /// Starts recording the call `identity`, whose request head is
-    /// `request`.
+    /// `request` (copied now).
     pub fn new(
         recorder: Recorder,
         origin: Arc<Origin>,
         identity: Identity,
-        request: RequestHead,
+        request: RequestHead<'_>,
     ) -> Arc<Recording> {
-        let grpc = is_grpc(&request.headers);
+        let mut captured = recorder.pool().take();
+        captured.grpc = is_grpc(request.headers);
+        captured.identity = identity;
+        captured.recorded_at_ns = reprise_model::time::now_ns();
+        captured.version = Some(request.version);
+        let heads = &mut captured.heads;
+        put(heads, request.method.as_str().as_bytes());
+        put(
+            heads,
+            request.uri.scheme_str().unwrap_or_default().as_bytes(),
+        );
+        put(
+            heads,
+            request
+                .uri
+                .authority()
+                .map_or("", |a| a.as_str())
+                .as_bytes(),
+        );
+        put(
+            heads,
+            request
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .as_bytes(),
+        );
+        put_fields(heads, request.headers);
+        let max_body = origin.max_body;
+        captured.origin = Some(origin);
         Arc::new(Recording {
             recorder,
-            origin,
-            identity,
-            recorded_at_ns: reprise_model::time::now_ns(),
             started: Instant::now(),
-            grpc,
-            partial: Mutex::new(Partial {
-                request: Some(request),
-                response: None,
-                request_body: None,
-                response_body: None,
-                error: None,
-                upgraded: false,
-            }),
+            max_body,
+            partial: Mutex::new(Some(captured)),
             open: AtomicU8::new(2),
         })
     }
 
-    fn partial(&self) -> std::sync::MutexGuard<'_, Partial> {
-        self.partial.lock().unwrap_or_else(PoisonError::into_inner)
+    fn with<R>(&self, f: impl FnOnce(&mut Captured) -> R) -> Option<R> {
+        let mut partial = self.partial.lock().unwrap_or_else(PoisonError::into_inner);
+        partial.as_deref_mut().map(f)
     }
 
     /// Nanoseconds since the request arrived.
@@ -216,39 +353,43 @@ impl Recording {
 
     /// The size cap of each body's copy.
     pub fn max_body(&self) -> usize {
-        self.origin.max_body
+        self.max_body
     }
 
-    /// The response head arrived.
+    /// The response head arrived (copied now).
     pub fn response_head(&self, status: StatusCode, headers: &HeaderMap) {
-        self.partial().response = Some((status, headers.clone()));
+        self.with(|c| {
+            let start = c.heads.len();
+            put_fields(&mut c.heads, headers);
+            c.response = Some((status, start));
+        });
     }
 
     /// The connection was switched to another protocol (passed through).
     pub fn upgraded(&self) {
-        self.partial().upgraded = true;
+        self.with(|c| c.upgraded = true);
     }
 
     /// The call failed below HTTP.
     pub fn failed(&self, kind: ErrorKind, message: String) {
-        let mut partial = self.partial();
-        let after_response_head = partial.response.is_some();
-        partial.error = Some(TransportError {
-            kind: kind as i32,
-            message,
-            after_response_head,
+        self.with(|c| {
+            c.error = Some(TransportError {
+                kind: kind as i32,
+                message,
+                after_response_head: c.response.is_some(),
+            });
         });
+    }
+
+    /// The capture `side`'s tap fills (its buffers, from the pool).
+    pub fn lend_body(&self, side: Side) -> BodyCapture {
+        self.with(|c| std::mem::take(c.body_mut(side)))
+            .unwrap_or_default()
     }
 
     /// A body is done (ended, failed or dropped), with what passed.
     pub fn body_done(&self, side: Side, body: BodyCapture) {
-        {
-            let mut partial = self.partial();
-            match side {
-                Side::Request => partial.request_body = Some(body),
-                Side::Response => partial.response_body = Some(body),
-            }
-        }
+        self.with(|c| *c.body_mut(side) = body);
         if self.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.finish();
         }
@@ -257,38 +398,16 @@ impl Recording {
     /// Both bodies are done: hand everything to the recorder.
     fn finish(&self) {
         let duration_ns = self.offset_ns();
-        let mut partial = self.partial();
         // Taken once: `open` reaches 0 once.
-        let Some(request) = partial.request.take() else {
-            return;
-        };
-        let captured = Captured {
-            origin: Arc::clone(&self.origin),
-            identity: self.identity.clone(),
-            recorded_at_ns: self.recorded_at_ns,
-            duration_ns,
-            grpc: self.grpc,
-            request,
-            response: partial.response.take(),
-            request_body: partial.request_body.take().unwrap_or_default(),
-            response_body: partial.response_body.take().unwrap_or_default(),
-            error: partial.error.take(),
-            upgraded: partial.upgraded,
-        };
-        drop(partial);
-        self.recorder.submit(captured);
-    }
-}
-
-impl BodyCapture {
-    /// Marks the body as broken.
-    pub fn broke(&mut self, error: String) {
-        self.error = Some(error);
-    }
-
-    /// Marks the body as dropped before its end.
-    pub fn cancelled(&mut self) {
-        self.cancelled = true;
+        let taken = self
+            .partial
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut captured) = taken {
+            captured.duration_ns = duration_ns;
+            self.recorder.submit(captured);
+        }
     }
 }
 
@@ -300,19 +419,26 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-fn model_headers(map: &HeaderMap) -> Vec<Header> {
-    map.iter()
-        .map(|(name, value)| Header::new(name.as_str(), value.as_bytes()))
-        .collect()
-}
-
-fn protocol(version: Version, grpc: bool) -> Protocol {
+fn protocol(version: Option<Version>, grpc: bool) -> Protocol {
     match version {
-        Version::HTTP_2 if grpc => Protocol::Grpc,
-        Version::HTTP_2 => Protocol::Http2,
-        Version::HTTP_10 => Protocol::Http10,
+        Some(Version::HTTP_2) if grpc => Protocol::Grpc,
+        Some(Version::HTTP_2) => Protocol::Http2,
+        Some(Version::HTTP_10) => Protocol::Http10,
         _ => Protocol::Http11,
     }
+}
+
+/// The gRPC status a block of fields carries.
+fn grpc_status(fields: &[Header]) -> Option<GrpcStatus> {
+    let code = fields.header_str("grpc-status")?.trim().parse().ok()?;
+    let message = fields
+        .header("grpc-message")
+        .map_or_else(String::new, percent_decode);
+    Some(GrpcStatus {
+        code,
+        message,
+        ..Default::default()
+    })
 }
 
 /// Cuts a gRPC body's kept frames into messages (see [`Deframer`]).
@@ -323,42 +449,50 @@ fn grpc_messages(
 ) -> (Vec<StreamMessage>, bool) {
     // The frames are already cut at the size cap: keep all they hold.
     let mut deframer = Deframer::new(direction, usize::MAX);
-    for (offset_ns, frame) in &body.frames {
-        deframer.push(*offset_ns, frame);
+    for (offset_ns, frame) in body.frames() {
+        deframer.push(offset_ns, frame);
     }
     deframer.finish(end_ns)
 }
 
 impl Captured {
-    /// The exchange, built on the recorder's thread.
-    pub fn into_exchange(self) -> Exchange {
-        let Captured {
-            origin,
-            identity,
-            recorded_at_ns,
-            duration_ns,
-            grpc,
-            request,
-            response,
-            request_body,
-            response_body,
-            error,
-            upgraded,
-        } = self;
-        let authority = request
-            .uri
-            .authority()
-            .map(|a| a.to_string())
-            .or_else(|| {
-                request
-                    .headers
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            })
-            .unwrap_or_else(|| origin.authority.clone());
-        let scheme = match (origin.role, request.uri.scheme_str()) {
-            (Role::Downstream, Some(scheme)) => scheme.to_string(),
+    /// The exchange, built on the recorder's thread; the record is left
+    /// as it was, to be recycled.
+    pub fn to_exchange(&self) -> Exchange {
+        let fallback;
+        let origin: &Origin = match &self.origin {
+            Some(origin) => origin,
+            None => {
+                fallback = Origin {
+                    service: String::new(),
+                    instance: String::new(),
+                    recorder: "",
+                    role: Role::Inbound,
+                    listener: String::new(),
+                    scheme: "http",
+                    authority: String::new(),
+                    server_addr: String::new(),
+                    max_body: 0,
+                };
+                &fallback
+            }
+        };
+        let heads = &self.heads[..];
+        let mut at = 0;
+        let method = text(get(heads, &mut at));
+        let target_scheme = get(heads, &mut at);
+        let target_authority = get(heads, &mut at);
+        let path = text(get(heads, &mut at));
+        let request_headers = fields(heads, &mut at);
+        let authority = if !target_authority.is_empty() {
+            text(target_authority)
+        } else if let Some(host) = request_headers.header_str("host") {
+            host.to_string()
+        } else {
+            origin.authority.clone()
+        };
+        let scheme = match (origin.role, target_scheme) {
+            (Role::Downstream, scheme) if !scheme.is_empty() => text(scheme),
             _ => origin.scheme.to_string(),
         };
         let server_addr = if origin.server_addr.is_empty() {
@@ -371,14 +505,14 @@ impl Captured {
             parent_id,
             trace_id,
             peer,
-        } = identity;
+        } = self.identity;
         let mut exchange = Exchange {
-            id,
-            parent_id,
-            trace_id,
-            recorded_at_ns,
-            duration_ns,
-            protocol: protocol(request.version, grpc) as i32,
+            id: id.to_vec(),
+            parent_id: parent_id.map(|p| p.to_vec()).unwrap_or_default(),
+            trace_id: trace_id.map(|t| t.to_vec()).unwrap_or_default(),
+            recorded_at_ns: self.recorded_at_ns,
+            duration_ns: self.duration_ns,
+            protocol: protocol(self.version, self.grpc) as i32,
             role: origin.role as i32,
             source: Some(RecordSource {
                 service: origin.service.clone(),
@@ -389,52 +523,42 @@ impl Captured {
                 server_addr,
                 ..Default::default()
             }),
-            error,
+            error: self.error.clone(),
             ..Default::default()
         };
+        let (request_body, response_body) = (&self.request_body, &self.response_body);
         let mut model_request = reprise_model::Request {
-            method: request.method.to_string(),
+            method,
             scheme,
             authority,
-            path: request
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string(),
-            headers: model_headers(&request.headers),
+            path,
+            headers: request_headers,
             body_size: request_body.size,
             body_truncated: request_body.truncated,
-            trailers: request_body
-                .trailers
-                .as_ref()
-                .map(model_headers)
-                .unwrap_or_default(),
+            trailers: request_body.model_trailers(),
             ..Default::default()
         };
-        let mut model_response = response.map(|(status, headers)| reprise_model::Response {
-            status: u32::from(status.as_u16()),
-            reason: status.canonical_reason().unwrap_or("").to_string(),
+        let mut model_response = self.response.map(|(status, start)| {
+            let headers = fields(heads, &mut { start });
+            let trailers = response_body.model_trailers();
             // A trailers-only gRPC response carries its status in the head.
-            grpc: grpc_status(&headers),
-            headers: model_headers(&headers),
-            body_size: response_body.size,
-            body_truncated: response_body.truncated,
-            trailers: response_body
-                .trailers
-                .as_ref()
-                .map(model_headers)
-                .unwrap_or_default(),
-            ..Default::default()
+            let grpc = grpc_status(&trailers).or_else(|| grpc_status(&headers));
+            reprise_model::Response {
+                status: u32::from(status.as_u16()),
+                reason: status.canonical_reason().unwrap_or("").to_string(),
+                grpc,
+                headers,
+                body_size: response_body.size,
+                body_truncated: response_body.truncated,
+                trailers,
+                ..Default::default()
+            }
         });
-        if let Some(response) = model_response.as_mut()
-            && let Some(status) = response_body.trailers.as_ref().and_then(grpc_status)
-        {
-            response.grpc = Some(status);
-        }
-        if grpc {
-            let (mut messages, cut) = grpc_messages(&request_body, Direction::Request, duration_ns);
+        if self.grpc {
+            let end = self.duration_ns;
+            let (mut messages, cut) = grpc_messages(request_body, Direction::Request, end);
             model_request.body_truncated |= cut;
-            let (responses, cut) = grpc_messages(&response_body, Direction::Response, duration_ns);
+            let (responses, cut) = grpc_messages(response_body, Direction::Response, end);
             if let Some(response) = model_response.as_mut() {
                 response.body_truncated |= cut;
             }
@@ -442,16 +566,16 @@ impl Captured {
             messages.sort_by_key(|m| m.offset_ns);
             exchange.messages = messages;
         } else {
-            model_request.body = request_body.bytes();
+            model_request.body = Bytes::copy_from_slice(&request_body.data);
             if let Some(response) = model_response.as_mut() {
-                response.body = response_body.bytes();
+                response.body = Bytes::copy_from_slice(&response_body.data);
             }
         }
         exchange.request = Some(model_request);
         exchange.response = model_response;
         // A broken body: the first break is the exchange's error, unless
         // the call had already failed.
-        for (side, body) in [("request", &request_body), ("response", &response_body)] {
+        for (side, body) in [("request", request_body), ("response", response_body)] {
             if let (None, Some(message)) = (&exchange.error, &body.error) {
                 exchange.error = Some(TransportError {
                     kind: ErrorKind::Reset as i32,
@@ -463,10 +587,10 @@ impl Captured {
         // A body dropped unfinished because the call failed is told by the
         // error; `cancelled` is for calls abandoned by their client.
         let cancelled = request_body.cancelled || response_body.cancelled;
-        if (cancelled && exchange.error.is_none()) || upgraded {
+        if (cancelled && exchange.error.is_none()) || self.upgraded {
             let flags = exchange.flags.get_or_insert_with(Flags::default);
             flags.cancelled = cancelled && exchange.error.is_none();
-            flags.upgraded = upgraded;
+            flags.upgraded = self.upgraded;
         }
         exchange
     }
@@ -479,7 +603,7 @@ mod tests {
     fn body(frames: &[&[u8]], max: usize) -> BodyCapture {
         let mut body = BodyCapture::default();
         for (i, frame) in frames.iter().enumerate() {
-            body.data(i as u64 * 10, &Bytes::copy_from_slice(frame), max);
+            body.data(i as u64 * 10, frame, max);
         }
         body
     }
@@ -517,11 +641,45 @@ mod tests {
     }
 
     #[test]
-    fn bodies_are_kept_up_to_the_cap_by_reference() {
+    fn bodies_are_kept_up_to_the_cap() {
         let b = body(&[b"hello ", b"world"], 8);
         assert_eq!(
-            (&b.bytes()[..], b.size, b.truncated),
+            (&b.data[..], b.size, b.truncated),
             (&b"hello wo"[..], 11, true)
         );
+        let frames: Vec<(u64, &[u8])> = b.frames().collect();
+        assert_eq!(frames, [(0, &b"hello "[..]), (10, &b"wo"[..])]);
+    }
+
+    #[test]
+    fn heads_round_trip_through_their_encoding() {
+        let mut map = HeaderMap::new();
+        map.append(
+            "x-a",
+            "1".parse().unwrap_or(http::HeaderValue::from_static("?")),
+        );
+        map.append("x-a", http::HeaderValue::from_static("2"));
+        map.append(
+            "x-bin",
+            http::HeaderValue::from_bytes(b"\xff\xfe")
+                .unwrap_or(http::HeaderValue::from_static("?")),
+        );
+        let mut buf = Vec::new();
+        put_fields(&mut buf, &map);
+        put(&mut buf, b"tail");
+        let mut at = 0;
+        let got = fields(&buf, &mut at);
+        assert_eq!(
+            got,
+            [
+                Header::new("x-a", "1"),
+                Header::new("x-a", "2"),
+                Header::new("x-bin", b"\xff\xfe")
+            ]
+        );
+        assert_eq!(get(&buf, &mut at), b"tail");
+        // Past the end: empty, never a panic.
+        assert_eq!(get(&buf, &mut at), b"");
+        assert!(fields(&buf, &mut at).is_empty());
     }
 }

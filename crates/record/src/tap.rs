@@ -1,7 +1,7 @@
-//! A body wrapper that passes every frame on unchanged and keeps a handle
-//! on it (up to the size cap) for the exchange's recording. The tap owns
-//! its body's capture, so the forward path takes no lock per frame and
-//! copies nothing; it never waits on the recorder.
+//! A body wrapper that passes every frame on unchanged and copies it (up to
+//! the size cap) into the exchange's pooled record. The tap owns its
+//! body's capture, so the call's path takes no lock per frame; it never
+//! waits on the recorder.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -42,9 +42,9 @@ impl Tap {
     /// Observes `side` of `recording`.
     pub fn new(recording: Arc<Recording>, side: Side) -> Tap {
         Tap {
+            capture: recording.lend_body(side),
             recording,
             side,
-            capture: BodyCapture::default(),
             finished: false,
         }
     }

@@ -218,7 +218,7 @@ where
     RB::Error: std::fmt::Display,
 {
     let scope = Scope::of(&request);
-    let id = reprise_model::id::new_id();
+    let id = reprise_model::id::new_id_bytes();
     let headers = request.headers_mut();
     let trace_id = match headers
         .get("traceparent")
@@ -245,15 +245,15 @@ where
     }
     let recording = keep.then(|| {
         let head = RequestHead {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
+            method: request.method(),
+            uri: request.uri(),
             version: request.version(),
-            headers: request.headers().clone(),
+            headers: request.headers(),
         };
         let identity = Identity {
             id,
-            parent_id: scope.as_ref().map(|s| s.id().to_vec()).unwrap_or_default(),
-            trace_id: trace_id.to_vec(),
+            parent_id: scope.as_ref().map(Scope::id_bytes),
+            trace_id: Some(trace_id),
             peer: None,
         };
         Recording::new(

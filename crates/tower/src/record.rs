@@ -120,7 +120,7 @@ where
             };
         }
         shared.metrics.seen.inc();
-        let id = reprise_model::id::new_id();
+        let id = reprise_model::id::new_id_bytes();
         let headers = request.headers();
         let replay_of = headers
             .get(REPLAY_HEADER)
@@ -133,15 +133,15 @@ where
         let recording = match &shared.recorder {
             Some(recorder) if shared.sampler.keep(&id) => {
                 let head = RequestHead {
-                    method: request.method().clone(),
-                    uri: request.uri().clone(),
+                    method: request.method(),
+                    uri: request.uri(),
                     version: request.version(),
-                    headers: request.headers().clone(),
+                    headers: request.headers(),
                 };
                 let identity = Identity {
-                    id: id.clone(),
-                    parent_id: Vec::new(),
-                    trace_id: trace_id.to_vec(),
+                    id,
+                    parent_id: None,
+                    trace_id: Some(trace_id),
                     peer: peer(&request),
                 };
                 Some(Recording::new(

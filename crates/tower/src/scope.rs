@@ -25,7 +25,7 @@ pub struct Scope(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    id: Vec<u8>,
+    id: [u8; 16],
     trace_id: [u8; 16],
     recorded: bool,
     replay_of: Option<Vec<u8>>,
@@ -47,7 +47,7 @@ pub(crate) struct MockUse {
 
 impl Scope {
     pub(crate) fn new(
-        id: Vec<u8>,
+        id: [u8; 16],
         trace_id: [u8; 16],
         recorded: bool,
         replay_of: Option<Vec<u8>>,
@@ -78,6 +78,10 @@ impl Scope {
     /// The inbound exchange's id (the parent id of its downstream calls).
     pub fn id(&self) -> &[u8] {
         &self.0.id
+    }
+
+    pub(crate) fn id_bytes(&self) -> [u8; 16] {
+        self.0.id
     }
 
     /// The W3C trace id of the inbound call: the one its `traceparent`
@@ -189,7 +193,7 @@ mod tests {
 
     #[tokio::test]
     async fn spawn_carries_the_scope() {
-        let scope = Scope::new(vec![9; 16], [9; 16], true, None);
+        let scope = Scope::new([9; 16], [9; 16], true, None);
         let seen = scope
             .clone()
             .run(async { spawn(async { Scope::current().map(|s| s.id().to_vec()) }).await })
