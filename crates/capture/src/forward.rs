@@ -127,7 +127,7 @@ pub async fn forward(
     let upgrade = (connect || is_upgrade(&request)).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     // What the client sent, before any proxy rewriting, is what is
-    // recorded: the head is kept by reference, converted off this path.
+    // recorded: the head is copied into the exchange's record as it is.
     let recording = sampled.then(|| {
         let head = RequestHead {
             method: &parts.method,

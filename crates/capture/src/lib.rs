@@ -8,10 +8,10 @@
 //! - The recording itself is `reprise-record`'s, shared with the tower
 //!   layers.
 //! - Bodies stream: each frame is forwarded as it arrives; a
-//!   [`tap`](TapBody) keeps a `Bytes` handle on it (up to the size cap),
-//!   with no copy and no lock.
-//! - Recording is a bypass: what a finished call left (heads and frames,
-//!   by reference) goes into a bounded queue with `try_send`; when the
+//!   [`tap`](TapBody) copies it (up to the size cap) into the exchange's
+//!   pooled record, with no lock.
+//! - Recording is a bypass: what a finished call left (its record) goes
+//!   into a bounded queue with `try_send`; when the
 //!   queue is full it is dropped from the recording, never from the
 //!   forward path, and counted. A writer thread builds the exchange,
 //!   applies `--match`, the rate cap and redaction, and owns the sink.

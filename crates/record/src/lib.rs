@@ -1,11 +1,13 @@
 //! The recording core shared by reprise's recorders: the proxy behind
 //! `reprise record` and the tower layers a Rust service adds.
 //!
-//! - A [`Recording`] is one exchange in flight. The call's path keeps only
-//!   references: the heads as parsed (`HeaderMap` clones share their
-//!   bytes) and each body's frames as `Bytes` handles with their time
-//!   offsets, taken by a [`TapBody`] as the body streams, up to the size
-//!   cap, with no copy and no lock.
+//! - A [`Recording`] is one exchange in flight. The call's path copies
+//!   what it sees into a [`Captured`] record taken from a pool: the heads
+//!   encoded into one buffer, each body's frames (with their time offsets)
+//!   copied by a [`TapBody`] as the body streams, up to the size cap, with
+//!   no lock per frame. The writer thread gives the record back cleared,
+//!   so in a steady state the call's path allocates nothing for the
+//!   recording and no thread frees what another allocated.
 //! - Recording is a bypass: when both bodies are done, what the call left
 //!   goes into a bounded queue with `try_send` ([`Recorder`]); when the
 //!   queue is full it is dropped from the recording, never from the call,

@@ -17,7 +17,7 @@ use crate::scope::Scope;
 /// A request body type the layers can observe as it streams.
 ///
 /// A layer wraps the body in a [`TapBody`] (which passes each frame on and
-/// keeps a handle on it) and gives the wrapped service the type it expects:
+/// copies it, up to the cap, into the exchange's record) and gives the wrapped service the type it expects:
 /// tonic and axum services take their own boxed body type, so a tapped body
 /// is boxed back into it; hyper's `Incoming` becomes `TapBody<Incoming>`
 /// (a plain hyper service then takes `Request<TapBody<Incoming>>`); the
