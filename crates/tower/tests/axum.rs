@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use reprise_model::{Exchange, HeaderList, Role, Sink, StoreError};
-use reprise_tower::{Config, Exhausted, Mode, Reprise};
+use reprise_tower::{Config, Exhausted, MockOptions, MockStore, Mode, Reprise};
 use serde_json::{Value, json};
 use support::*;
 
@@ -216,6 +216,14 @@ async fn mocks_answer_replayed_calls_with_the_downstream_switched_off() {
         "{:?}",
         report.misses
     );
+
+    // The same from an in-memory recording instead of a tape.
+    let store = MockStore::new(exchanges.clone(), MockOptions::default());
+    assert_eq!(store.len() as u64, downstream);
+    let reprise = Reprise::mock_from(Config::default(), store).unwrap();
+    let (shop_addr, _shop) = serve(shop(&reprise, &inventory)).await;
+    replay_all(shop_addr, &exchanges).await;
+    assert_eq!(reprise.mock_report().unwrap().served, downstream);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
