@@ -77,13 +77,19 @@ pub struct Identity {
     pub peer: Option<SocketAddr>,
 }
 
-/// A body's bytes as they passed, copied up to the cap, with where each
-/// frame ends and when it passed.
+/// A body's bytes as they passed, up to the cap, with when each frame
+/// passed. Small frames are copied into the record's own buffer (no
+/// allocation, nothing for another thread to free); a large one is kept by
+/// its `Bytes` handle, as copying it would cost more than the allocator
+/// does and would hold a second copy of a big body in memory.
 #[derive(Debug, Default)]
 pub struct BodyCapture {
+    /// The small frames' bytes.
     data: Vec<u8>,
-    /// (time offset, end in `data`) of each frame kept.
-    frames: Vec<(u64, usize)>,
+    /// Each frame kept, with its time offset.
+    frames: Vec<(u64, Piece)>,
+    /// Bytes kept in all.
+    kept: usize,
     /// Every byte that passed.
     size: u64,
     truncated: bool,
@@ -99,6 +105,18 @@ pub struct BodyCapture {
 /// Buffers larger than this are not kept for the next exchange.
 const KEEP_CAPACITY: usize = 64 << 10;
 
+/// Frames of this size or more are kept by handle, not copied.
+const SHARE_AT: usize = 4 << 10;
+
+/// Where a kept frame's bytes are.
+#[derive(Debug, Clone)]
+enum Piece {
+    /// In `data`, up to this end.
+    Copied(usize),
+    /// Its own handle.
+    Shared(Bytes),
+}
+
 fn clear_bounded<T>(v: &mut Vec<T>) {
     if v.capacity() * std::mem::size_of::<T>() > KEEP_CAPACITY {
         *v = Vec::new();
@@ -108,19 +126,26 @@ fn clear_bounded<T>(v: &mut Vec<T>) {
 }
 
 impl BodyCapture {
-    /// A data frame passed at `offset_ns`; keeps a copy of at most
-    /// `max - kept` of its bytes.
-    pub fn data(&mut self, offset_ns: u64, data: &[u8], max: usize) {
+    /// A data frame passed at `offset_ns`; keeps at most `max - kept` of
+    /// its bytes.
+    pub fn data(&mut self, offset_ns: u64, data: &Bytes, max: usize) {
         self.size += data.len() as u64;
-        let room = max.saturating_sub(self.data.len());
+        let room = max.saturating_sub(self.kept);
         if data.len() > room {
             self.truncated = true;
         }
         let take = room.min(data.len());
-        if take > 0 {
-            self.data.extend_from_slice(&data[..take]);
-            self.frames.push((offset_ns, self.data.len()));
+        if take == 0 {
+            return;
         }
+        self.kept += take;
+        let piece = if take >= SHARE_AT {
+            Piece::Shared(data.slice(..take))
+        } else {
+            self.data.extend_from_slice(&data[..take]);
+            Piece::Copied(self.data.len())
+        };
+        self.frames.push((offset_ns, piece));
     }
 
     /// The body's trailers.
@@ -143,6 +168,7 @@ impl BodyCapture {
     fn recycle(&mut self) {
         clear_bounded(&mut self.data);
         clear_bounded(&mut self.frames);
+        self.kept = 0;
         clear_bounded(&mut self.trailers);
         self.size = 0;
         self.truncated = false;
@@ -162,11 +188,39 @@ impl BodyCapture {
     /// The frames kept, with their time offsets.
     fn frames(&self) -> impl Iterator<Item = (u64, &[u8])> {
         let mut start = 0;
-        self.frames.iter().map(move |&(offset, end)| {
-            let frame = self.data.get(start..end).unwrap_or_default();
-            start = end;
-            (offset, frame)
+        self.frames.iter().map(move |(offset, piece)| {
+            let frame = match piece {
+                Piece::Copied(end) => {
+                    let frame = self.data.get(start..*end).unwrap_or_default();
+                    start = *end;
+                    frame
+                }
+                Piece::Shared(bytes) => &bytes[..],
+            };
+            (*offset, frame)
         })
+    }
+
+    /// The body kept, in one piece (a lone large frame is not copied).
+    fn bytes(&self) -> Bytes {
+        match self.frames.as_slice() {
+            [] => Bytes::new(),
+            [(_, Piece::Shared(only))] => only.clone(),
+            _ if self
+                .frames
+                .iter()
+                .all(|(_, p)| matches!(p, Piece::Copied(_))) =>
+            {
+                Bytes::copy_from_slice(&self.data)
+            }
+            _ => {
+                let mut joined = Vec::with_capacity(self.kept);
+                for (_, frame) in self.frames() {
+                    joined.extend_from_slice(frame);
+                }
+                Bytes::from(joined)
+            }
+        }
     }
 }
 
@@ -566,9 +620,9 @@ impl Captured {
             messages.sort_by_key(|m| m.offset_ns);
             exchange.messages = messages;
         } else {
-            model_request.body = Bytes::copy_from_slice(&request_body.data);
+            model_request.body = request_body.bytes();
             if let Some(response) = model_response.as_mut() {
-                response.body = Bytes::copy_from_slice(&response_body.data);
+                response.body = response_body.bytes();
             }
         }
         exchange.request = Some(model_request);
@@ -603,7 +657,7 @@ mod tests {
     fn body(frames: &[&[u8]], max: usize) -> BodyCapture {
         let mut body = BodyCapture::default();
         for (i, frame) in frames.iter().enumerate() {
-            body.data(i as u64 * 10, frame, max);
+            body.data(i as u64 * 10, &Bytes::copy_from_slice(frame), max);
         }
         body
     }
@@ -644,11 +698,22 @@ mod tests {
     fn bodies_are_kept_up_to_the_cap() {
         let b = body(&[b"hello ", b"world"], 8);
         assert_eq!(
-            (&b.data[..], b.size, b.truncated),
+            (&b.bytes()[..], b.size, b.truncated),
             (&b"hello wo"[..], 11, true)
         );
         let frames: Vec<(u64, &[u8])> = b.frames().collect();
         assert_eq!(frames, [(0, &b"hello "[..]), (10, &b"wo"[..])]);
+        // Large frames are kept by handle, in order with copied ones.
+        let big = vec![7u8; SHARE_AT];
+        let mixed = body(&[b"ab", &big, b"cd", &big], 2 * SHARE_AT + 2);
+        let frames: Vec<usize> = mixed.frames().map(|(_, f)| f.len()).collect();
+        assert_eq!(frames, [2, SHARE_AT, 2, SHARE_AT - 2]);
+        let bytes = mixed.bytes();
+        assert_eq!(
+            (bytes.len(), &bytes[..3], mixed.truncated),
+            (2 * SHARE_AT + 2, &[b'a', b'b', 7][..], true)
+        );
+        assert_eq!(&bytes[SHARE_AT + 2..SHARE_AT + 4], b"cd");
     }
 
     #[test]
