@@ -4,8 +4,8 @@
 //! - A [`Recording`] is one exchange in flight. The call's path copies
 //!   what it sees into a [`Captured`] record taken from a pool: the heads
 //!   encoded into one buffer, each body's frames (with their time offsets)
-//!   copied by a [`TapBody`] as the body streams, up to the size cap, with
-//!   no lock per frame. The writer thread gives the record back cleared,
+//!   kept by a [`TapBody`] as the body streams, up to the size cap, with
+//!   no lock per frame (small frames copied, large ones by handle). The writer thread gives the record back cleared,
 //!   so in a steady state the call's path allocates nothing for the
 //!   recording and no thread frees what another allocated.
 //! - Recording is a bypass: when both bodies are done, what the call left
