@@ -377,15 +377,8 @@ fn fail(
     }
     let mut response = if grpc {
         let mut response = Response::new(Either::Right(Full::new(Bytes::new())));
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from_static("14"));
-        if let Ok(value) = HeaderValue::from_str(&reprise_model::grpc::percent_encode(&text)) {
-            headers.insert("grpc-message", value);
-        }
+        // UNAVAILABLE.
+        reprise_net::grpc_error_fields(response.headers_mut(), 14, &text);
         response
     } else {
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(text + "\n"))));

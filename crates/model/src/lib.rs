@@ -26,6 +26,7 @@ pub mod select;
 pub mod store;
 pub mod synthetic;
 pub mod time;
+pub mod trace;
 pub mod wire;
 
 /// Generated protobuf types of `reprise.v1`.

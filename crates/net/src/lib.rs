@@ -25,6 +25,20 @@ pub fn grpc_status(map: &HeaderMap) -> Option<GrpcStatus> {
     })
 }
 
+/// Makes `headers` those of a trailers-only gRPC error response:
+/// `content-type: application/grpc`, `grpc-status: code` and `message` as
+/// gRPC percent-encodes `grpc-message`.
+pub fn grpc_error_fields(headers: &mut HeaderMap, code: u16, message: &str) {
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", http::HeaderValue::from(code));
+    if let Ok(value) = http::HeaderValue::from_str(&reprise_model::grpc::percent_encode(message)) {
+        headers.insert("grpc-message", value);
+    }
+}
+
 pub use tls::TlsError;
 
 #[cfg(test)]

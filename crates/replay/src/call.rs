@@ -298,24 +298,8 @@ fn headers_of(fields: &[reprise_model::Header]) -> HeaderMap {
 /// last 8 of those, so a mock can tell which recorded exchange a
 /// downstream call belongs to from the trace alone.
 pub fn traceparent(recorded_id: &[u8]) -> String {
-    let mut trace = [0u8; 16];
-    let n = recorded_id.len().min(16);
-    trace[..n].copy_from_slice(&recorded_id[..n]);
-    if trace == [0; 16] {
-        // An all-zero trace id is invalid; a recording without ids still
-        // gets a valid header.
-        trace[15] = 1;
-    }
-    let mut span = [0u8; 8];
-    span.copy_from_slice(&trace[8..]);
-    if span == [0; 8] {
-        span[7] = 1;
-    }
-    format!(
-        "00-{}-{}-01",
-        reprise_model::display_id(&trace),
-        reprise_model::display_id(&span)
-    )
+    let trace = reprise_model::trace::trace_id_from(recorded_id);
+    reprise_model::trace::traceparent(trace, &trace)
 }
 
 #[cfg(test)]

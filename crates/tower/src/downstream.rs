@@ -25,7 +25,8 @@ use tower_service::Service;
 
 use crate::body::{DownstreamBody, Observe};
 use crate::mock::{MockStore, miss_response, respond};
-use crate::scope::{Scope, trace_id_from, trace_id_of, traceparent};
+use crate::scope::Scope;
+use reprise_model::trace::{trace_id_from, trace_id_of, traceparent};
 
 /// The error type of [`Downstream`]: the wrapped client's error, or a
 /// mocked call's [`RecordedFailure`](crate::RecordedFailure).

@@ -538,15 +538,8 @@ pub(crate) fn miss_response(miss: MockMiss, grpc: bool) -> Response<MockBody> {
     let text = miss.to_string();
     let mut response = if grpc {
         let mut response = Response::new(MockBody::new(Vec::new(), None));
-        let headers = response.headers_mut();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        headers.insert("grpc-status", HeaderValue::from_static("14"));
-        if let Ok(value) = HeaderValue::from_str(&reprise_model::grpc::percent_encode(&text)) {
-            headers.insert("grpc-message", value);
-        }
+        // UNAVAILABLE.
+        reprise_net::grpc_error_fields(response.headers_mut(), 14, &text);
         response
     } else {
         let mut response =

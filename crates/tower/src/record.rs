@@ -18,7 +18,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{Observe, RecordBody};
-use crate::scope::{Scope, trace_id_from, trace_id_of};
+use crate::scope::Scope;
+use reprise_model::trace::{trace_id_from, trace_id_of};
 
 /// The replay correlation header `reprise replay` puts on every call: the
 /// recorded exchange's id, in hex.

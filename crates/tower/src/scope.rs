@@ -131,65 +131,9 @@ where
     }
 }
 
-/// The trace id a `traceparent` field carries (W3C Trace Context, version
-/// 00 layout), unless it is malformed or all zero.
-pub(crate) fn trace_id_of(value: &[u8]) -> Option<[u8; 16]> {
-    let text = std::str::from_utf8(value).ok()?;
-    let mut parts = text.trim().split('-');
-    let (_version, trace) = (parts.next()?, parts.next()?);
-    let bytes = reprise_model::id::parse_hex(trace)?;
-    let id: [u8; 16] = bytes.try_into().ok()?;
-    (id != [0; 16]).then_some(id)
-}
-
-/// A trace id for a call that came with none: its exchange id's bytes (the
-/// same rule `reprise replay` uses, so a replayed call and its recording
-/// share the trace id).
-pub(crate) fn trace_id_from(id: &[u8]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (slot, byte) in out.iter_mut().zip(id) {
-        *slot = *byte;
-    }
-    out
-}
-
-/// A `traceparent` value: `trace_id`, the span named by the last 8 bytes of
-/// `span_of`, sampled.
-pub(crate) fn traceparent(trace_id: [u8; 16], span_of: &[u8]) -> String {
-    let mut span = [0u8; 8];
-    let tail = span_of.len().saturating_sub(8);
-    for (slot, byte) in span.iter_mut().zip(&span_of[tail..]) {
-        *slot = *byte;
-    }
-    if span == [0; 8] {
-        span[7] = 1;
-    }
-    format!(
-        "00-{}-{}-01",
-        reprise_model::display_id(&trace_id),
-        reprise_model::display_id(&span)
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn traceparent_round_trips_and_bad_ones_are_refused() {
-        let trace = [7u8; 16];
-        let value = traceparent(trace, &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
-        assert_eq!(value, format!("00-{}-030405060708090a-01", "07".repeat(16)));
-        assert_eq!(trace_id_of(value.as_bytes()), Some(trace));
-        for bad in [
-            &b"00-zz-01"[..],
-            b"",
-            b"00-00000000000000000000000000000000-0000000000000001-01",
-            b"\xff",
-        ] {
-            assert_eq!(trace_id_of(bad), None);
-        }
-    }
 
     #[tokio::test]
     async fn spawn_carries_the_scope() {
