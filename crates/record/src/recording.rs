@@ -237,6 +237,18 @@ pub struct RequestHead<'a> {
     pub headers: &'a HeaderMap,
 }
 
+impl<'a> RequestHead<'a> {
+    /// The head of `request`.
+    pub fn of<B>(request: &'a http::Request<B>) -> Self {
+        RequestHead {
+            method: request.method(),
+            uri: request.uri(),
+            version: request.version(),
+            headers: request.headers(),
+        }
+    }
+}
+
 /// Everything one exchange left, copied; pooled from exchange to exchange.
 #[derive(Debug, Default)]
 pub struct Captured {

@@ -245,12 +245,7 @@ where
         outbound.metrics.sampled_out.inc();
     }
     let recording = keep.then(|| {
-        let head = RequestHead {
-            method: request.method(),
-            uri: request.uri(),
-            version: request.version(),
-            headers: request.headers(),
-        };
+        let head = RequestHead::of(&request);
         let identity = Identity {
             id,
             parent_id: scope.as_ref().map(Scope::id_bytes),

@@ -133,12 +133,7 @@ where
             .unwrap_or_else(|| trace_id_from(&id));
         let recording = match &shared.recorder {
             Some(recorder) if shared.sampler.keep(&id) => {
-                let head = RequestHead {
-                    method: request.method(),
-                    uri: request.uri(),
-                    version: request.version(),
-                    headers: request.headers(),
-                };
+                let head = RequestHead::of(&request);
                 let identity = Identity {
                     id,
                     parent_id: None,
