@@ -15,6 +15,8 @@ pub struct Upstream {
     pub scheme: http::uri::Scheme,
     /// `host:port`.
     pub authority: http::uri::Authority,
+    /// `scheme://host:port/`: what the proxy's connections dial.
+    pub base: http::Uri,
 }
 
 /// An upstream URL that cannot be used.
@@ -48,7 +50,17 @@ impl Upstream {
                 "an upstream is a scheme and host only; paths are forwarded as they come",
             ));
         }
-        Ok(Upstream { scheme, authority })
+        let base = http::Uri::builder()
+            .scheme(scheme.clone())
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(Upstream {
+            scheme,
+            authority,
+            base,
+        })
     }
 }
 

@@ -26,7 +26,33 @@ use reprise_record::{
 /// The body the proxy answers with: the upstream's, tapped, or its own.
 pub type ProxyBody = Either<TapBody<Incoming>, Full<Bytes>>;
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, TapBody<Incoming>>;
+type UpstreamClient = Client<ToUpstream, TapBody<Incoming>>;
+
+/// Connects to the configured upstream whatever the request's target
+/// names, so that the target (and with it HTTP/2's `:authority`) can keep
+/// the client's authority under `--preserve-host`. TLS names the upstream.
+#[derive(Clone)]
+pub struct ToUpstream {
+    inner: HttpsConnector<HttpConnector>,
+    upstream: http::Uri,
+}
+
+impl tower_service::Service<http::Uri> for ToUpstream {
+    type Response = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Response;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, _target: http::Uri) -> Self::Future {
+        self.inner.call(self.upstream.clone())
+    }
+}
 
 /// What every request handler shares.
 pub struct Forwarder {
@@ -66,9 +92,15 @@ impl Forwarder {
             .https_or_http()
             .enable_http2()
             .wrap_connector(connector);
+        let fixed = |inner| ToUpstream {
+            inner,
+            upstream: config.upstream.base.clone(),
+        };
         let executor = hyper_util::rt::TokioExecutor::new();
-        let http1 = Client::builder(executor.clone()).build(https1);
-        let http2 = Client::builder(executor).http2_only(true).build(https2);
+        let http1 = Client::builder(executor.clone()).build(fixed(https1));
+        let http2 = Client::builder(executor)
+            .http2_only(true)
+            .build(fixed(https2));
         Ok(Forwarder {
             config,
             recorder,
@@ -163,9 +195,15 @@ pub async fn forward(
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_string();
+        // The connection always goes to the upstream (`ToUpstream`); the
+        // target's authority is what HTTP/2 sends as `:authority`.
+        let authority = match (config.preserve_host, parts.uri.authority()) {
+            (true, Some(client)) if version == Version::HTTP_2 => client.clone(),
+            _ => config.upstream.authority.clone(),
+        };
         http::Uri::builder()
             .scheme(config.upstream.scheme.clone())
-            .authority(config.upstream.authority.clone())
+            .authority(authority)
             .path_and_query(path)
             .build()
     };
@@ -298,12 +336,7 @@ async fn send_alone(
     request: Request<TapBody<Incoming>>,
 ) -> Result<Response<Incoming>, (ErrorKind, String)> {
     use tower_service::Service;
-    let target = http::Uri::builder()
-        .scheme(upstream.scheme.clone())
-        .authority(upstream.authority.clone())
-        .path_and_query("/")
-        .build()
-        .map_err(|e| (ErrorKind::Protocol, e.to_string()))?;
+    let target = upstream.base.clone();
     let mut connector = connector.clone();
     std::future::poll_fn(|cx| connector.poll_ready(cx))
         .await

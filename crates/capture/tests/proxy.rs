@@ -64,6 +64,18 @@ async fn upstream() -> SocketAddr {
         .route("/echo", post(echo))
         .route("/status/{code}", get(status))
         .route(
+            "/host",
+            // Host over HTTP/1.1, the target's authority over HTTP/2.
+            get(|headers: HeaderMap, uri: http::Uri| async move {
+                headers
+                    .get("host")
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+                    .or_else(|| uri.authority().map(|a| a.to_string()))
+                    .unwrap_or_default()
+            }),
+        )
+        .route(
             "/stream",
             get(|| async { Body::from_stream(slow_chunks()) }),
         );
@@ -652,4 +664,25 @@ async fn an_invalid_grpc_length_prefix_is_forwarded_and_kept_as_a_truncated_mess
         );
     }
     assert!(exchange.request.as_ref().unwrap().body_truncated);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_host_is_the_upstreams_unless_preserved_over_both_protocols() {
+    let upstream = upstream().await;
+    for preserve in [false, true] {
+        let (proxy, _) = proxy(upstream, |c| c.preserve_host = preserve).await;
+        let front = proxy.local_addr();
+        for http2 in [false, true] {
+            let (status, _, host) =
+                call(http2, "GET", format!("http://{front}/host"), &[], vec![]).await;
+            assert_eq!(status, 200);
+            let expected = if preserve { front } else { upstream };
+            assert_eq!(
+                std::str::from_utf8(&host).unwrap(),
+                expected.to_string(),
+                "preserve {preserve}, http2 {http2}"
+            );
+        }
+        proxy.shutdown().await.unwrap();
+    }
 }
