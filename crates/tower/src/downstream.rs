@@ -330,7 +330,12 @@ where
     let call = crate::mock::describe(&key);
     let response = match store.choose(scope.as_ref(), &key, call) {
         Ok(exchange) => respond(exchange, store.options().timing)?,
-        Err(miss) => miss_response(miss, grpc),
+        Err(miss) => {
+            if let Some(scope) = &scope {
+                scope.note_miss();
+            }
+            miss_response(miss, grpc)
+        }
     };
     Ok(response.map(DownstreamBody::mocked))
 }

@@ -25,6 +25,12 @@ use reprise_model::trace::{trace_id_from, trace_id_of};
 /// recorded exchange's id, in hex.
 pub const REPLAY_HEADER: &str = "x-reprise-replay";
 
+/// On an inbound response in mock mode: how many of the call's downstream
+/// calls the mocks could not answer (absent when none). A service that
+/// swallows a failed downstream call still answers differently from the
+/// recording, so a replay with misses never looks clean.
+pub const MISSES_HEADER: &str = "x-reprise-mock-misses";
+
 /// What every [`Record`] service of one layer shares.
 #[derive(Debug)]
 pub(crate) struct Inbound {
@@ -239,7 +245,14 @@ where
         let recording = this.pending.0.take();
         match result {
             Ok(response) => {
-                let (parts, body) = response.into_parts();
+                let (mut parts, body) = response.into_parts();
+                if let Some(misses) = this.scope.as_ref().map(Scope::mock_misses)
+                    && misses > 0
+                {
+                    parts
+                        .headers
+                        .insert(MISSES_HEADER, http::HeaderValue::from(misses));
+                }
                 let body = match recording {
                     Some(recording) => {
                         recording.response_head(parts.status, &parts.headers);

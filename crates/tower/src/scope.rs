@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::task::JoinHandle;
@@ -30,6 +31,8 @@ struct Inner {
     recorded: bool,
     replay_of: Option<Vec<u8>>,
     mocks: Mutex<MockUse>,
+    /// Downstream calls of this scope the mocks could not answer.
+    misses: AtomicU32,
 }
 
 /// Which recorded downstream calls this scope has been served, per mock
@@ -58,6 +61,7 @@ impl Scope {
             recorded,
             replay_of,
             mocks: Mutex::new(MockUse::default()),
+            misses: AtomicU32::new(0),
         }))
     }
 
@@ -100,6 +104,15 @@ impl Scope {
     /// header), which scopes the mocks it is served.
     pub fn replay_of(&self) -> Option<&[u8]> {
         self.0.replay_of.as_deref()
+    }
+
+    /// Downstream calls made in this scope that the mocks missed.
+    pub fn mock_misses(&self) -> u32 {
+        self.0.misses.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn note_miss(&self) {
+        self.0.misses.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn mocks(&self) -> MutexGuard<'_, MockUse> {

@@ -269,9 +269,20 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
         ("/detached/ink", &replaying[..], "outside any inbound call"),
     ];
     for (path, headers, says) in cases {
-        let (status, _, answer) = get_with(shop_addr, path, headers).await;
+        let (status, response_headers, answer) = get_with(shop_addr, path, headers).await;
         let text = String::from_utf8_lossy(&answer);
         assert_eq!(status, 502, "{path}: {text}");
+        // The inbound answer says so too, whatever the service did with
+        // the failed call (a call made outside any scope cannot be told).
+        let told = response_headers
+            .get("x-reprise-mock-misses")
+            .and_then(|v| v.to_str().ok());
+        let expected = if path.starts_with("/detached") {
+            None
+        } else {
+            Some("1")
+        };
+        assert_eq!(told, expected, "{path}");
         assert!(text.contains("reprise mock miss"), "{path}: {text}");
         assert!(text.contains(says), "{path}: {text}");
         if path == "/order/paper" {
