@@ -54,9 +54,10 @@ pub struct Pool {
     free: Mutex<Vec<Box<Captured>>>,
 }
 
-/// Records kept for reuse at most (each one small unless a body was big,
-/// see `recording::KEEP_CAPACITY`).
-const POOL_MAX: usize = 1024;
+/// Records kept for reuse at most. Each keeps buffers of at most 8 KiB
+/// (`recording::KEEP_CAPACITY`: bigger ones are freed), so the pool holds a
+/// few MiB at worst and well under one for typical calls.
+const POOL_MAX: usize = 512;
 
 /// Records the writer gives back at once.
 const GIVE_BATCH: usize = 8;

@@ -103,7 +103,7 @@ pub struct BodyCapture {
 }
 
 /// Buffers larger than this are not kept for the next exchange.
-const KEEP_CAPACITY: usize = 64 << 10;
+const KEEP_CAPACITY: usize = 8 << 10;
 
 /// Frames of this size or more are kept by handle, not copied.
 const SHARE_AT: usize = 4 << 10;
