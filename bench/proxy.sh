@@ -19,149 +19,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+script=proxy.sh server_program=reprise
+# shellcheck source-path=SCRIPTDIR/..
+. bench/lib.sh
 
-runs=${1:-3}
-duration=${2:-10}
-[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "proxy.sh: RUNS must be a positive integer, not '$runs'" >&2; exit 2; }
-[[ $duration =~ ^[1-9][0-9]*$ ]] || { echo "proxy.sh: DURATION must be whole seconds, not '$duration'" >&2; exit 2; }
+read_runs_and_duration "$@"
 command_line="bench/proxy.sh $runs $duration"
 
 wrk_args=(-t2 -c64 "-d${duration}s" --latency)
 h2load_args=(-n 20000 -c 16 -m 10)
-nginx=/usr/sbin/nginx
 reprise=$root/target/release/reprise
 
-say() { echo "== $*" >&2; }
-die() { echo "proxy.sh: $*" >&2; exit 1; }
-
-load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 scripts/install-nginx.sh
-command -v python3 >/dev/null || die "python3 is needed to pick ports and summarise results"
-say "building reprise (release)"
-cargo build --release -q -p reprise-cli
-[ -x "$reprise" ] || die "$reprise was not built"
+require_tool python3 "to pick ports and summarise results"
+build_release reprise "$reprise" -p reprise-cli
 
-# --- cleanup -----------------------------------------------------------------
-dir=
-declare -A reprise_pid=()
-nginx_pid=
-# Sends SIGTERM to one reprise instance and waits (at most 15 s) for it to
-# flush and exit; prints a warning unless it exited 0.
-stop_reprise() {
-  local name=$1 pid=${reprise_pid[$1]:-} status=0 i
-  [ -n "$pid" ] || return 0
-  unset "reprise_pid[$name]"
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "proxy.sh: reprise ($name) still running 15 s after SIGTERM; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || status=$?
-  if [ "$status" -ne 0 ]; then
-    echo "proxy.sh: reprise ($name) exited with status $status after SIGTERM; its log:" >&2
-    tail -n 20 "$dir/$name.log" >&2 || true
-  fi
-  return "$status"
-}
-cleanup() {
-  local status=$? name i
-  set +e
-  for name in "${!reprise_pid[@]}"; do stop_reprise "$name"; done
-  if [ -n "$dir" ] && [ -f "$dir/nginx.pid" ]; then
-    nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null)
-  fi
-  if [ -n "$nginx_pid" ]; then
-    kill -TERM "$nginx_pid" 2>/dev/null   # nginx's fast shutdown, as `nginx -s stop`
-    for ((i = 0; i < 100; i++)); do kill -0 "$nginx_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$nginx_pid" 2>/dev/null && kill -KILL "$nginx_pid" 2>/dev/null
-  fi
-  if [ -n "$dir" ]; then rm -rf "$dir"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-dir=$(mktemp -d "${TMPDIR:-/tmp}/reprise-proxy-bench.XXXXXX")
-# nginx's workers may run as another user (nobody): they must reach the file.
-chmod 755 "$dir"
-mkdir -p "$dir/www" "$dir/tmp" "$dir/results"
-
-# The 1 KiB JSON body: exactly 1024 bytes.
-python3 - "$dir/www/hello.json" <<'PY'
-import json, sys
-doc = {"message": "hello from the reprise proxy benchmark", "items": list(range(8)), "pad": ""}
-doc["pad"] = "x" * (1024 - len(json.dumps(doc, separators=(",", ":"))))
-text = json.dumps(doc, separators=(",", ":"))
-assert len(text) == 1024, len(text)
-open(sys.argv[1], "w").write(text)
-PY
-
-# Seven free ports on 127.0.0.1, held together while chosen so they differ.
-read -r p_a p_a2 p_b p_c p_d p_c2 p_d2 < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(7):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+make_work_dir proxy
+mkdir -p "$dir/results"
+nginx_files proxy
+read -r p_a p_a2 p_b p_c p_d p_c2 p_d2 < <(free_ports 7)
 [ -n "${p_d2:-}" ] || die "could not pick free ports"
 
 # --- nginx: backend (a) and reverse proxy (b) ---------------------------------
-nginx_version=$("$nginx" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
-[ -n "$nginx_version" ] || die "cannot tell nginx's version from: $("$nginx" -v 2>&1)"
-version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
-# nginx 1.25.1 made `http2 on;` the way to enable HTTP/2; older ones take
-# `http2` as a listen parameter.
-if version_at_least "$nginx_version" 1.25.1; then
-  h2_listen="listen 127.0.0.1:$p_a2;
-        http2 on;"
-else
-  h2_listen="listen 127.0.0.1:$p_a2 http2;"
-fi
-# -e (the log used before the config is read) exists from nginx 1.19.5.
-nginx_flags=(-p "$dir" -c "$dir/nginx.conf")
-if version_at_least "$nginx_version" 1.19.5; then nginx_flags+=(-e "$dir/error.log"); fi
-
-cat >"$dir/nginx.conf" <<EOF
-daemon on;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    default_type application/json;
-    types { application/json json; }
-    client_body_temp_path $dir/tmp/client_body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    # No connection recycling after 1000 requests (nginx's default): the
-    # load generators keep their connections for the whole run.
-    keepalive_requests 100000000;
-    keepalive_timeout 75s;
-
-    # (a) the backend, HTTP/1.1
-    server {
-        listen 127.0.0.1:$p_a;
-        root $dir/www;
-        location / { }
-    }
-    # (a) the backend, h2c (HTTP/2 with prior knowledge)
-    server {
-        $h2_listen
-        root $dir/www;
-        location / { }
-    }
-
+nginx_detect
+nginx_conf "$p_a" "$p_a2" "
     # (b) the reference reverse proxy
     upstream be {
         server 127.0.0.1:$p_a;
@@ -173,24 +54,18 @@ http {
         location / {
             proxy_pass http://be;
             proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            proxy_set_header Connection '';
         }
-    }
-}
-EOF
+    }" >"$dir/nginx.conf"
 say "starting nginx $nginx_version (backend :$p_a, h2c :$p_a2; proxy :$p_b)"
-"$nginx" "${nginx_flags[@]}" -t -q || die "nginx rejected $dir/nginx.conf"
-"$nginx" "${nginx_flags[@]}" || { cat "$dir/error.log" >&2 2>/dev/null; die "nginx did not start"; }
-for ((i = 0; i < 50; i++)); do [ -s "$dir/nginx.pid" ] && break; sleep 0.1; done
-nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null) || die "nginx wrote no pid file"
+start_nginx
 
 # --- reprise: (c), (d), (c2), (d2) --------------------------------------------
 start_reprise() {  # NAME PORT UPSTREAM_PORT [extra args]
   local name=$1 port=$2 upstream=$3
   shift 3
-  "$reprise" record "$@" --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$upstream" \
-    --out "$dir/$name.tape" 2>"$dir/$name.log" &
-  reprise_pid[$name]=$!
+  start_server "$name" "$reprise" record "$@" --listen "127.0.0.1:$port" \
+    --upstream "http://127.0.0.1:$upstream" --out "$dir/$name.tape"
 }
 start_reprise c "$p_c" "$p_a" --sample 0
 start_reprise d "$p_d" "$p_a"
@@ -205,7 +80,7 @@ wait_ready() {  # NAME PORT [curl flags]
     if curl -fsS -o /dev/null --max-time 1 "$@" "http://127.0.0.1:$port/hello.json" 2>/dev/null; then
       return 0
     fi
-    if [ -n "${reprise_pid[$name]:-}" ] && ! kill -0 "${reprise_pid[$name]}" 2>/dev/null; then
+    if [ -n "${server_pid[$name]:-}" ] && ! kill -0 "${server_pid[$name]}" 2>/dev/null; then
       cat "$dir/$name.log" >&2
       die "reprise ($name) exited before answering on port $port"
     fi
@@ -250,16 +125,15 @@ for ((run = 1; run <= runs; run++)); do
 done
 
 # The recording (d) must have flushed everything before it is read.
-stop_reprise d || die "reprise (d) did not exit cleanly on SIGTERM"
+stop_server d || die "reprise (d) did not exit cleanly on SIGTERM"
 d_stats=$("$reprise" stats "$dir/d.tape") || die "reprise stats $dir/d.tape failed"
 
 # --- report -------------------------------------------------------------------
-cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
 echo
 echo "## reprise proxy benchmark"
 echo
-echo "- machine: $(nproc) CPUs, $(uname -srm), ${cpu:-unknown CPU}; load average at start $load_at_start (other work on the machine skews the numbers)"
-echo "- nginx $nginx_version (worker_processes 1), $(wrk --version 2>&1 | head -n 1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -n 1), reprise $("$reprise" --version | awk '{print $NF}')"
+report_machine
+echo "- nginx $nginx_version (worker_processes 1), $(wrk_version), $(h2load_version), reprise $("$reprise" --version | awk '{print $NF}')"
 echo "- command: \`$command_line\` ($runs runs; medians shown)"
 echo "- HTTP/1.1: \`wrk ${wrk_args[*]} http://127.0.0.1:PORT/hello.json\`"
 echo "- h2c: \`h2load ${h2load_args[*]} http://127.0.0.1:PORT/hello.json\` (latency percentiles from its --log-file)"

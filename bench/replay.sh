@@ -40,176 +40,43 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+script=replay.sh server_program=reprise
+# shellcheck source-path=SCRIPTDIR/..
+. bench/lib.sh
 
-runs=${1:-3}
-duration=${2:-10}
-[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "replay.sh: RUNS must be a positive integer, not '$runs'" >&2; exit 2; }
-[[ $duration =~ ^[1-9][0-9]*$ ]] || { echo "replay.sh: DURATION must be whole seconds, not '$duration'" >&2; exit 2; }
+read_runs_and_duration "$@"
 conns=${BENCH_CONNS:-64}
 h2_conns=${BENCH_H2_CONNS:-16}
 h2_streams=${BENCH_H2_STREAMS:-10}
 threads=${BENCH_THREADS:-$(nproc)}
 rate=${BENCH_RATE:-10000}
-for v in conns h2_conns h2_streams threads rate; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "replay.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
-done
+require_positive_ints conns h2_conns h2_streams threads rate
 ((threads <= conns && threads <= h2_conns)) || threads=$((conns < h2_conns ? conns : h2_conns))
 h2_concurrency=$((h2_conns * h2_streams))
 command_line="bench/replay.sh $runs $duration"
 
-nginx=/usr/sbin/nginx
 reprise=${REPRISE:-$root/target/release/reprise}
 
-say() { echo "== $*" >&2; }
-die() { echo "replay.sh: $*" >&2; exit 1; }
-
-load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 scripts/install-nginx.sh
-command -v python3 >/dev/null || die "python3 is needed to pick ports and summarise results"
-command -v curl >/dev/null || die "curl is needed to make the recordings"
+require_tool python3 "to pick ports and summarise results"
+require_tool curl "to make the recordings"
 if [ -z "${REPRISE:-}" ]; then
-  say "building reprise (release)"
-  cargo build --release -q -p reprise-cli
+  build_release reprise "$reprise" -p reprise-cli
 fi
 [ -x "$reprise" ] || die "$reprise was not built"
 oha=$(command -v oha || true)
 
-# --- cleanup -----------------------------------------------------------------
-dir=
-declare -A reprise_pid=()
-nginx_pid=
-load_pid=
-# Sends SIGTERM to one reprise recorder and waits (at most 15 s) for it to
-# flush and exit; prints a warning unless it exited 0.
-stop_reprise() {
-  local name=$1 pid=${reprise_pid[$1]:-} status=0 i
-  [ -n "$pid" ] || return 0
-  unset "reprise_pid[$name]"
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "replay.sh: reprise ($name) still running 15 s after SIGTERM; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || status=$?
-  if [ "$status" -ne 0 ]; then
-    echo "replay.sh: reprise ($name) exited with status $status after SIGTERM; its log:" >&2
-    tail -n 20 "$dir/$name.log" >&2 || true
-  fi
-  return "$status"
-}
-cleanup() {
-  local status=$? name i
-  set +e
-  # A load generator (or replay) interrupted mid-run: the terminal's Ctrl-C
-  # reaches it too, but a TERM sent to this script alone does not.
-  if [ -n "$load_pid" ]; then
-    kill -TERM "$load_pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do kill -0 "$load_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$load_pid" 2>/dev/null
-    wait "$load_pid" 2>/dev/null
-  fi
-  for name in "${!reprise_pid[@]}"; do stop_reprise "$name"; done
-  if [ -n "$dir" ] && [ -f "$dir/nginx.pid" ]; then
-    nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null)
-  fi
-  if [ -n "$nginx_pid" ]; then
-    kill -TERM "$nginx_pid" 2>/dev/null   # nginx's fast shutdown, as `nginx -s stop`
-    for ((i = 0; i < 100; i++)); do kill -0 "$nginx_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$nginx_pid" 2>/dev/null && kill -KILL "$nginx_pid" 2>/dev/null
-  fi
-  if [ -n "$dir" ]; then rm -rf "$dir"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-dir=$(mktemp -d "${TMPDIR:-/tmp}/reprise-replay-bench.XXXXXX")
-# nginx's workers may run as another user (nobody): they must reach the file.
-chmod 755 "$dir"
-mkdir -p "$dir/www" "$dir/tmp" "$dir/results"
-
-# The 1 KiB JSON body: exactly 1024 bytes.
-python3 - "$dir/www/hello.json" <<'PY'
-import json, sys
-doc = {"message": "hello from the reprise replay benchmark", "items": list(range(8)), "pad": ""}
-doc["pad"] = "x" * (1024 - len(json.dumps(doc, separators=(",", ":"))))
-text = json.dumps(doc, separators=(",", ":"))
-assert len(text) == 1024, len(text)
-open(sys.argv[1], "w").write(text)
-PY
-
-# Four free ports on 127.0.0.1, held together while chosen so they differ.
-read -r p_h1 p_h2 p_r1 p_r2 < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(4):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+make_work_dir replay
+mkdir -p "$dir/results"
+nginx_files replay
+read -r p_h1 p_h2 p_r1 p_r2 < <(free_ports 4)
 [ -n "${p_r2:-}" ] || die "could not pick free ports"
 
 # --- nginx: the target ----------------------------------------------------------
-nginx_version=$("$nginx" -v 2>&1 | sed -n 's|.*nginx/\([0-9.]*\).*|\1|p')
-[ -n "$nginx_version" ] || die "cannot tell nginx's version from: $("$nginx" -v 2>&1)"
-version_at_least() { [ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n 1)" = "$2" ]; }
-# nginx 1.25.1 made `http2 on;` the way to enable HTTP/2; older ones take
-# `http2` as a listen parameter.
-if version_at_least "$nginx_version" 1.25.1; then
-  h2_listen="listen 127.0.0.1:$p_h2;
-        http2 on;"
-else
-  h2_listen="listen 127.0.0.1:$p_h2 http2;"
-fi
-# -e (the log used before the config is read) exists from nginx 1.19.5.
-nginx_flags=(-p "$dir" -c "$dir/nginx.conf")
-if version_at_least "$nginx_version" 1.19.5; then nginx_flags+=(-e "$dir/error.log"); fi
-
-cat >"$dir/nginx.conf" <<EOF
-daemon on;
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events {
-    worker_connections 4096;
-}
-http {
-    access_log off;
-    default_type application/json;
-    types { application/json json; }
-    client_body_temp_path $dir/tmp/client_body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    # No connection recycling after 1000 requests (nginx's default): the
-    # load generators keep their connections for the whole run.
-    keepalive_requests 100000000;
-    keepalive_timeout 75s;
-
-    # HTTP/1.1
-    server {
-        listen 127.0.0.1:$p_h1;
-        root $dir/www;
-        location / { }
-    }
-    # h2c (HTTP/2 with prior knowledge)
-    server {
-        $h2_listen
-        root $dir/www;
-        location / { }
-    }
-}
-EOF
+nginx_detect
+nginx_conf "$p_h1" "$p_h2" >"$dir/nginx.conf"
 say "starting nginx $nginx_version (HTTP/1.1 :$p_h1, h2c :$p_h2)"
-"$nginx" "${nginx_flags[@]}" -t -q || die "nginx rejected $dir/nginx.conf"
-"$nginx" "${nginx_flags[@]}" || { cat "$dir/error.log" >&2 2>/dev/null; die "nginx did not start"; }
-for ((i = 0; i < 50; i++)); do [ -s "$dir/nginx.pid" ] && break; sleep 0.1; done
-nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null) || die "nginx wrote no pid file"
+start_nginx
 
 # Waits (at most 10 s) until nginx answers 200 for /hello.json on PORT.
 wait_nginx() {  # PORT [curl flags]
@@ -232,12 +99,11 @@ wait_nginx "$p_h2" --http2-prior-knowledge
 make_tape() {
   local name=$1 port=$2 upstream=$3 i
   shift 3
-  "$reprise" record --listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$upstream" \
-    --out "$dir/$name.tape" 2>"$dir/$name.log" &
-  reprise_pid[$name]=$!
+  start_server "$name" "$reprise" record --listen "127.0.0.1:$port" \
+    --upstream "http://127.0.0.1:$upstream" --out "$dir/$name.tape"
   for ((i = 0; i < 100; i++)); do
     grep -q '^reprise: recording ' "$dir/$name.log" 2>/dev/null && break
-    kill -0 "${reprise_pid[$name]}" 2>/dev/null \
+    kill -0 "${server_pid[$name]}" 2>/dev/null \
       || { cat "$dir/$name.log" >&2; die "reprise record ($name) exited before listening"; }
     sleep 0.1
   done
@@ -245,7 +111,7 @@ make_tape() {
     || { cat "$dir/$name.log" >&2; die "reprise record ($name) did not start within 10 s"; }
   curl -fsS -o /dev/null --max-time 5 -H 'User-Agent:' -H 'Accept:' "$@" \
     "http://127.0.0.1:$port/hello.json" || die "the request through reprise record ($name) failed"
-  stop_reprise "$name" || die "reprise record ($name) did not exit cleanly on SIGTERM"
+  stop_server "$name" || die "reprise record ($name) did not exit cleanly on SIGTERM"
   local count
   count=$("$reprise" ls "$dir/$name.tape" | grep -c 'hello.json' || true)
   [ "$count" = 1 ] || die "$name.tape should hold 1 exchange, holds $count: $("$reprise" ls "$dir/$name.tape")"
@@ -290,12 +156,9 @@ oha_h2_args=(--no-tui --http2 -c "$h2_conns" -p "$h2_streams" -z "${duration}s")
 measure() {  # OUT command...
   local out=$1 status=0
   shift
-  "$@" >"$out" 2>"$out.err" &
-  load_pid=$!
-  wait "$load_pid" || status=$?
-  load_pid=
+  run_load "$@" >"$out" 2>"$out.err" || status=$?
   if [ "$status" -ne 0 ]; then
-    echo "replay.sh: $1 exited with status $status:" >&2
+    warn "$1 exited with status $status:"
     tail -n 5 "$out.err" >&2 || true
   fi
 }
@@ -342,14 +205,13 @@ done
 for ((run = 1; run <= runs; run++)); do step rate "$run"; done
 
 # --- report ---------------------------------------------------------------------------
-cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
 oha_version=
 [ -n "$oha" ] && oha_version=$("$oha" --version 2>&1 | head -n 1)
 echo
 echo "## reprise replay benchmark"
 echo
-echo "- machine: $(nproc) CPUs, $(uname -srm), ${cpu:-unknown CPU}; load average at start $load_at_start (other work on the machine skews the numbers)"
-echo "- nginx $nginx_version (worker_processes 1) serving 1 KiB /hello.json; $(wrk --version 2>&1 | head -n 1 | awk '{print $1, $2}'), $(h2load --version 2>&1 | head -n 1), ${oha_version:-oha: not installed (cargo install --locked oha to add it)}, reprise $("$reprise" --version | awk '{print $NF}')"
+report_machine
+echo "- nginx $nginx_version (worker_processes 1) serving 1 KiB /hello.json; $(wrk_version), $(h2load_version), ${oha_version:-oha: not installed (cargo install --locked oha to add it)}, reprise $("$reprise" --version | awk '{print $NF}')"
 echo "- command: \`$command_line\` ($runs runs, ${duration} s each, order reversed on even runs; medians shown)"
 echo "- HTTP/1.1: \`wrk ${wrk_args[*]} URL\` vs \`reprise replay h1.tape --target URL ${replay_h1_args[*]} --duration ${duration}s\`"
 echo "- h2c: \`h2load ${h2load_args[*]} URL\` vs \`reprise replay h2.tape --target URL ${replay_h2_args[*]} --duration ${duration}s\`"

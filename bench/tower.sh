@@ -37,93 +37,32 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
+script=tower.sh server_program=hello
+# shellcheck source-path=SCRIPTDIR/..
+. bench/lib.sh
 
-runs=${1:-3}
-duration=${2:-10}
-[[ $runs =~ ^[1-9][0-9]*$ ]] || { echo "tower.sh: RUNS must be a positive integer, not '$runs'" >&2; exit 2; }
-[[ $duration =~ ^[1-9][0-9]*$ ]] || { echo "tower.sh: DURATION must be whole seconds, not '$duration'" >&2; exit 2; }
+read_runs_and_duration "$@"
 conns=${BENCH_CONNS:-64}
 threads=${BENCH_THREADS:-1}
-for v in conns threads; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "tower.sh: $v must be a positive integer, not '${!v}'" >&2; exit 2; }
-done
+require_positive_ints conns threads
 ((threads <= conns)) || threads=$conns
 preload=${BENCH_PRELOAD:-}
-[ -z "$preload" ] || [ -f "$preload" ] || { echo "tower.sh: BENCH_PRELOAD: no file $preload" >&2; exit 2; }
+[ -z "$preload" ] || [ -f "$preload" ] || usage_error "BENCH_PRELOAD: no file $preload"
 command_line="bench/tower.sh $runs $duration"
 
 load_args=("-t$threads" "-c$conns" "-d${duration}s" --latency)
 latency_args=(-t1 -c1 "-d${duration}s" --latency)
 hello=$root/target/release/examples/hello
 
-say() { echo "== $*" >&2; }
-die() { echo "tower.sh: $*" >&2; exit 1; }
-
-load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
 command -v wrk >/dev/null || scripts/install-nginx.sh
-command -v wrk >/dev/null || die "wrk is needed (scripts/install-nginx.sh installs it)"
-command -v python3 >/dev/null || die "python3 is needed to pick ports and summarise results"
-command -v curl >/dev/null || die "curl is needed to check the servers answer"
-say "building examples/hello (release)"
-cargo build --release -q -p reprise-tower --example hello
-[ -x "$hello" ] || die "$hello was not built"
+require_tool wrk "(scripts/install-nginx.sh installs it)"
+require_tool python3 "to pick ports and summarise results"
+require_tool curl "to check the servers answer"
+build_release examples/hello "$hello" -p reprise-tower --example hello
 
-# --- cleanup -----------------------------------------------------------------
-dir=
-declare -A hello_pid=()
-load_pid=
-# Sends SIGTERM to one server and waits (at most 15 s) for it to close its
-# tape and exit; prints a warning unless it exited 0.
-stop_hello() {
-  local name=$1 pid=${hello_pid[$1]:-} status=0 i
-  [ -n "$pid" ] || return 0
-  unset "hello_pid[$name]"
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$pid" 2>/dev/null; then
-    echo "tower.sh: hello ($name) still running 15 s after SIGTERM; killing it" >&2
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || status=$?
-  if [ "$status" -ne 0 ]; then
-    echo "tower.sh: hello ($name) exited with status $status after SIGTERM; its log:" >&2
-    tail -n 20 "$dir/$name.log" >&2 || true
-  fi
-  return "$status"
-}
-cleanup() {
-  local status=$? name i
-  set +e
-  # A wrk interrupted mid-run: the terminal's Ctrl-C reaches it too, but a
-  # TERM sent to this script alone does not.
-  if [ -n "$load_pid" ]; then
-    kill -TERM "$load_pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do kill -0 "$load_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$load_pid" 2>/dev/null
-    wait "$load_pid" 2>/dev/null
-  fi
-  for name in "${!hello_pid[@]}"; do stop_hello "$name"; done
-  if [ -n "$dir" ]; then rm -rf "$dir"; fi
-  exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-dir=$(mktemp -d "${TMPDIR:-/tmp}/reprise-tower-bench.XXXXXX")
+make_work_dir tower
 mkdir -p "$dir/results"
-
-# Three free ports on 127.0.0.1, held together while chosen so they differ.
-read -r p_n p_o p_r < <(python3 - <<'PY'
-import socket
-socks = []
-for _ in range(3):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)
+read -r p_n p_o p_r < <(free_ports 3)
 [ -n "${p_r:-}" ] || die "could not pick free ports"
 
 # --- the three servers ----------------------------------------------------------
@@ -131,10 +70,9 @@ PY
 start_hello() {  # NAME PORT [VAR=VALUE...]
   local name=$1 port=$2
   shift 2
-  env -u HELLO_NO_LAYER -u REPRISE_MODE -u REPRISE_TAPE -u REPRISE_SAMPLE -u REPRISE_MATCH \
-    -u REPRISE_MAX_RECORD_RATE -u REPRISE_QUEUE -u REPRISE_MAX_BODY -u LD_PRELOAD \
-    ${preload:+"LD_PRELOAD=$preload"} "$@" "$hello" --listen "127.0.0.1:$port" 2>"$dir/$name.log" &
-  hello_pid[$name]=$!
+  start_server "$name" env -u HELLO_NO_LAYER -u REPRISE_MODE -u REPRISE_TAPE -u REPRISE_SAMPLE \
+    -u REPRISE_MATCH -u REPRISE_MAX_RECORD_RATE -u REPRISE_QUEUE -u REPRISE_MAX_BODY -u LD_PRELOAD \
+    ${preload:+"LD_PRELOAD=$preload"} "$@" "$hello" --listen "127.0.0.1:$port"
 }
 tape=$dir/r.tape
 start_hello n "$p_n" HELLO_NO_LAYER=1
@@ -147,7 +85,7 @@ wait_ready() {  # NAME PORT
   for ((i = 0; i < 100; i++)); do
     size=$(curl -fsS -o /dev/null -w '%{size_download}' --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) || size=
     [ "$size" = 1024 ] && return 0
-    if ! kill -0 "${hello_pid[$name]}" 2>/dev/null; then
+    if ! kill -0 "${server_pid[$name]}" 2>/dev/null; then
       cat "$dir/$name.log" >&2
       die "hello ($name) exited before answering on port $port"
     fi
@@ -164,21 +102,18 @@ grep -q 'recording everything' "$dir/r.log" || die "hello (r) is not recording: 
 say "serving: (n) no layer :$p_n, (o) layer off :$p_o, (r) layer recording :$p_r"
 
 # --- load ---------------------------------------------------------------------
-# Runs wrk in the background so the cleanup can stop it.
+# Runs wrk, where the cleanup can stop it.
 measure() {  # OUT ARGS...
   local out=$1 status=0
   shift
-  wrk "$@" >"$out" 2>&1 &
-  load_pid=$!
-  wait "$load_pid" || status=$?
-  load_pid=
+  run_load wrk "$@" >"$out" 2>&1 || status=$?
   [ "$status" -eq 0 ] || { cat "$out" >&2; die "wrk $* failed (status $status)"; }
 }
 # CPU time each thread of server NAME has used so far: "THREAD TICKS" lines
 # (utime + stime, in USER_HZ ticks of 10 ms).
 thread_ticks() {  # NAME
   local task comm stat rest
-  for task in /proc/"${hello_pid[$1]}"/task/*; do
+  for task in /proc/"${server_pid[$1]}"/task/*; do
     { read -r comm <"$task/comm" && stat=$(<"$task/stat"); } 2>/dev/null || continue
     rest=${stat##*) }
     read -r -a f <<<"$rest"
@@ -209,21 +144,20 @@ done
 
 # --- the recording --------------------------------------------------------------
 # (r) must close its tape on SIGTERM and say what it stored.
-stop_hello r || die "hello (r) did not stop cleanly; the tape may be incomplete"
+stop_server r || die "hello (r) did not stop cleanly; the tape may be incomplete"
 stored_line=$(grep -E '^hello: [0-9]+ calls seen' "$dir/r.log" || true)
 [ -n "$stored_line" ] || die "hello (r) printed no recorder counts: $(cat "$dir/r.log")"
 tape_bytes=$(stat -c %s "$tape" 2>/dev/null || echo 0)
-for t in n o; do stop_hello "$t" || true; done
+for t in n o; do stop_server "$t" || true; done
 
 # --- report ---------------------------------------------------------------------
 malloc_label="glibc (no LD_PRELOAD)"
 [ -z "$preload" ] || malloc_label="LD_PRELOAD=$preload"
-cpu=$(sed -n 's/^model name[[:space:]]*:[[:space:]]*//p' /proc/cpuinfo | head -n 1)
 echo
 echo "## RecordLayer: axum hello-world with and without recording"
 echo
-echo "- machine: $(nproc) CPUs, $(uname -srm), ${cpu:-unknown CPU}; load average at start $load_at_start (other work on the machine skews the numbers)"
-echo "- $(wrk --version 2>&1 | head -n 1 | awk '{print $1, $2}'), $(rustc --version), reprise $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- crates 2>/dev/null || echo ' (with local changes)')"
+report_machine
+echo "- $(wrk_version), $(rustc --version), reprise $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- crates 2>/dev/null || echo ' (with local changes)')"
 echo "- command: \`$command_line\` ($runs runs, ${duration} s each, order rotated run to run; medians shown)"
 echo "- server: target/release/examples/hello, one serving thread (tokio current-thread); (r) also runs the recorder's and the tape writer's threads; wrk and the servers share the same cores; malloc: $malloc_label"
 echo "- load: \`wrk ${load_args[*]} URL\`; latency: \`wrk ${latency_args[*]} URL\`"
