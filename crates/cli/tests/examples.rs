@@ -10,27 +10,16 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 use reprise_tower::{Config, Mode, Reprise};
 use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
-fn reprise(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_reprise"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+mod support;
 
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
+use support::{reprise, s, text};
 
 fn config(mode: Mode, tape: &Path, service: &str) -> Config {
     Config {

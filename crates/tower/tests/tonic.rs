@@ -40,6 +40,7 @@ where
     let layer = reprise.inbound();
     tokio::spawn(async move {
         tonic::transport::Server::builder()
+            .tcp_nodelay(true)
             .layer(layer)
             .add_service(EchoServer::new(service))
             .serve_with_incoming(incoming)

@@ -139,6 +139,7 @@ pub async fn serve_inventory(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .add_service(InventoryServer::new(InventoryService))
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -156,6 +157,7 @@ pub async fn serve_shop(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .tcp_nodelay(true)
         .layer(reprise.inbound())
         .add_service(ShopServer::new(shop))
         .serve_with_incoming_shutdown(
