@@ -116,6 +116,18 @@ impl ExchangeFilter {
         Self::default()
     }
 
+    /// Whether it has no condition (accepts everything).
+    pub fn is_empty(&self) -> bool {
+        self.methods.is_empty()
+            && self.paths.is_empty()
+            && self.authorities.is_empty()
+            && self.statuses.is_empty()
+            && self.headers.is_empty()
+            && self.protocols.is_empty()
+            && self.since_ns.is_none()
+            && self.until_ns.is_none()
+    }
+
     /// Accept only these methods (case-insensitive); repeatable, and a value
     /// may list several: `GET,POST`.
     pub fn method(mut self, methods: &str) -> Self {

@@ -4,6 +4,7 @@
 //! thread builds each exchange from what the forward path captured,
 //! applies the selection and redaction rules, and owns the sink.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -13,7 +14,7 @@ use reprise_model::drain::{Drain, Next};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Flags, Role, Sink};
+use reprise_model::{Exchange, Flags, Role, Sink};
 
 use crate::metrics::Metrics;
 use crate::recording::Captured;
@@ -175,64 +176,290 @@ impl RecorderThread {
     }
 }
 
+/// Downstream calls waiting for their inbound call's verdict (`--match`
+/// and the rate cap decide about inbound calls): a recorded call's
+/// downstream calls are stored with it, an unrecorded call's dropped with
+/// it. A downstream call usually ends before its inbound call does, so it
+/// waits here; one whose inbound call does not come within [`HOLD_FOR`]
+/// (a long stream, or dropped from a full queue), or past [`HOLD_MAX`]
+/// waiting, is stored anyway.
+#[derive(Default)]
+struct Families {
+    waiting: HashMap<Vec<u8>, (Instant, Vec<Exchange>)>,
+    held: usize,
+    /// Verdicts on recent inbound calls, for downstream calls that end
+    /// after them (from a task that outlived its call).
+    verdicts: HashMap<Vec<u8>, (Instant, bool)>,
+    last_sweep: Option<Instant>,
+}
+
+/// Longest wait for an inbound call's verdict.
+const HOLD_FOR: Duration = Duration::from_secs(60);
+
+/// Most downstream calls waiting at once.
+const HOLD_MAX: usize = 10_000;
+
+/// What to do with one exchange.
+enum Verdict {
+    Store(Exchange),
+    /// Its downstream calls follow it (`true`: stored with it).
+    Family(Option<Exchange>, Vec<Exchange>, bool),
+    Wait,
+}
+
+impl Families {
+    fn downstream(&mut self, exchange: Exchange) -> Verdict {
+        if let Some(&(_, keep)) = self.verdicts.get(&exchange.parent_id) {
+            return if keep {
+                Verdict::Store(exchange)
+            } else {
+                Verdict::Family(None, vec![exchange], false)
+            };
+        }
+        if self.held >= HOLD_MAX {
+            return Verdict::Store(exchange);
+        }
+        self.held += 1;
+        self.waiting
+            .entry(exchange.parent_id.clone())
+            .or_insert_with(|| (Instant::now(), Vec::new()))
+            .1
+            .push(exchange);
+        Verdict::Wait
+    }
+
+    fn inbound(&mut self, exchange: Exchange, keep: bool) -> Verdict {
+        let children = match self.waiting.remove(&exchange.id) {
+            Some((_, children)) => {
+                self.held -= children.len();
+                children
+            }
+            None => Vec::new(),
+        };
+        self.verdicts
+            .insert(exchange.id.clone(), (Instant::now(), keep));
+        Verdict::Family(keep.then_some(exchange), children, keep)
+    }
+
+    /// Downstream calls that waited too long, to store; forgets old
+    /// verdicts. Looks at most once a second.
+    fn expired(&mut self, now: Instant) -> Vec<Exchange> {
+        if self
+            .last_sweep
+            .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
+        {
+            return Vec::new();
+        }
+        self.last_sweep = Some(now);
+        self.verdicts
+            .retain(|_, (at, _)| now.duration_since(*at) < HOLD_FOR);
+        let old: Vec<Vec<u8>> = self
+            .waiting
+            .iter()
+            .filter(|(_, (at, _))| now.duration_since(*at) >= HOLD_FOR)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut out = Vec::new();
+        for id in old {
+            if let Some((_, children)) = self.waiting.remove(&id) {
+                self.held -= children.len();
+                out.extend(children);
+            }
+        }
+        out
+    }
+
+    /// Everything still waiting (at close).
+    fn rest(&mut self) -> Vec<Exchange> {
+        self.held = 0;
+        self.waiting.drain().flat_map(|(_, (_, c))| c).collect()
+    }
+}
+
+/// Applies redaction and the sampling note, and stores.
+struct Store<'a> {
+    sink: Box<dyn Sink>,
+    rules: &'a Rules,
+    metrics: &'a Metrics,
+    first_error: Option<String>,
+}
+
+impl Store<'_> {
+    fn put(&mut self, mut exchange: Exchange) {
+        self.rules.redactor.apply(&mut exchange);
+        if self.rules.sample_rate < 1.0 {
+            exchange
+                .flags
+                .get_or_insert_with(Flags::default)
+                .sample_rate = Some(self.rules.sample_rate);
+        }
+        match self.sink.append(exchange) {
+            Ok(()) => {
+                self.metrics.recorded.inc();
+                if let Some(bytes) = self.sink.bytes_written() {
+                    self.metrics
+                        .sink_bytes
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+            }
+            Err(error) => {
+                self.metrics.dropped_sink_error.inc();
+                self.first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+}
+
 fn write_loop(
     rx: Receiver<Message>,
-    mut sink: Box<dyn Sink>,
+    sink: Box<dyn Sink>,
     rules: Rules,
     metrics: &Metrics,
     pool: &Pool,
 ) -> Result<(), String> {
     let mut cleared: Vec<Box<Captured>> = Vec::with_capacity(GIVE_BATCH);
     let mut limit = rules.max_rate.map(RateLimit::new);
-    let mut first_error = None;
+    // Downstream calls wait for their inbound call only when something
+    // can refuse an inbound call.
+    let gated = !rules.filter.is_empty() || limit.is_some();
+    let mut families = Families::default();
+    let mut store = Store {
+        sink,
+        rules: &rules,
+        metrics,
+        first_error: None,
+    };
     // An exchange waits at most this long to be looked at; the forward
     // path never wakes this thread.
     let mut drain = Drain::new(rx, Duration::from_millis(20));
     while let Next::Item(Message::Record(mut captured)) = drain.next(None) {
-        let mut exchange = captured.to_exchange();
+        let exchange = captured.to_exchange();
         metrics.queue_depth.dec();
         captured.recycle();
         cleared.push(captured);
         if cleared.len() >= GIVE_BATCH {
             pool.give(&mut cleared);
         }
-        // `--match` chooses inbound calls; a recorded call's downstream
-        // calls are kept with it.
-        if exchange.role() != Role::Downstream && !rules.filter.matches(&exchange) {
-            metrics.unmatched.inc();
-            continue;
-        }
-        if let Some(limit) = limit.as_mut()
-            && !limit.allow(reprise_model::time::now_ns())
-        {
-            metrics.dropped_rate_limit.inc();
-            continue;
-        }
-        rules.redactor.apply(&mut exchange);
-        if rules.sample_rate < 1.0 {
-            exchange
-                .flags
-                .get_or_insert_with(Flags::default)
-                .sample_rate = Some(rules.sample_rate);
-        }
-        match sink.append(exchange) {
-            Ok(()) => {
-                metrics.recorded.inc();
-                if let Some(bytes) = sink.bytes_written() {
-                    metrics
-                        .sink_bytes
-                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        let verdict = if !gated {
+            Verdict::Store(exchange)
+        } else if exchange.role() == Role::Downstream && !exchange.parent_id.is_empty() {
+            families.downstream(exchange)
+        } else if exchange.role() == Role::Downstream {
+            Verdict::Store(exchange)
+        } else {
+            let keep = if !rules.filter.matches(&exchange) {
+                metrics.unmatched.inc();
+                false
+            } else if let Some(limit) = limit.as_mut()
+                && !limit.allow(reprise_model::time::now_ns())
+            {
+                metrics.dropped_rate_limit.inc();
+                false
+            } else {
+                true
+            };
+            families.inbound(exchange, keep)
+        };
+        match verdict {
+            Verdict::Store(exchange) => store.put(exchange),
+            Verdict::Family(parent, children, keep) => {
+                if let Some(parent) = parent {
+                    store.put(parent);
+                }
+                for child in children {
+                    if keep {
+                        store.put(child);
+                    } else {
+                        metrics.unmatched.inc();
+                    }
                 }
             }
-            Err(error) => {
-                metrics.dropped_sink_error.inc();
-                first_error.get_or_insert_with(|| error.to_string());
+            Verdict::Wait => {}
+        }
+        if gated {
+            for child in families.expired(Instant::now()) {
+                store.put(child);
             }
         }
     }
+    for child in families.rest() {
+        store.put(child);
+    }
+    let Store {
+        mut sink,
+        first_error,
+        ..
+    } = store;
     let closed = sink.close().map_err(|e| e.to_string());
     match first_error {
         Some(error) => Err(error),
         None => closed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exchange(id: u8, parent: Option<u8>) -> Exchange {
+        Exchange {
+            id: vec![id; 16],
+            parent_id: parent.map(|p| vec![p; 16]).unwrap_or_default(),
+            role: if parent.is_some() {
+                Role::Downstream as i32
+            } else {
+                Role::Inbound as i32
+            },
+            ..Default::default()
+        }
+    }
+
+    fn ids(exchanges: &[Exchange]) -> Vec<u8> {
+        exchanges.iter().map(|e| e.id[0]).collect()
+    }
+
+    #[test]
+    fn downstream_calls_follow_their_inbound_calls_verdict() {
+        let mut families = Families::default();
+        for (child, parent) in [(11, 1), (12, 1), (21, 2)] {
+            assert!(matches!(
+                families.downstream(exchange(child, Some(parent))),
+                Verdict::Wait
+            ));
+        }
+        let Verdict::Family(Some(parent), children, true) =
+            families.inbound(exchange(1, None), true)
+        else {
+            panic!("a kept parent comes with its children");
+        };
+        assert_eq!((parent.id[0], ids(&children)), (1, vec![11, 12]));
+        let Verdict::Family(None, children, false) = families.inbound(exchange(2, None), false)
+        else {
+            panic!("a refused parent takes its children");
+        };
+        assert_eq!(ids(&children), [21]);
+        // A late child of a known parent follows the verdict at once.
+        assert!(matches!(
+            families.downstream(exchange(13, Some(1))),
+            Verdict::Store(_)
+        ));
+        assert!(matches!(
+            families.downstream(exchange(22, Some(2))),
+            Verdict::Family(None, _, false)
+        ));
+        // An orphan waits, then is stored when its parent never comes.
+        assert!(matches!(
+            families.downstream(exchange(31, Some(3))),
+            Verdict::Wait
+        ));
+        let now = Instant::now();
+        assert!(families.expired(now).is_empty());
+        assert!(families.expired(now + Duration::from_millis(10)).is_empty());
+        assert_eq!(
+            ids(&families.expired(now + HOLD_FOR + Duration::from_secs(2))),
+            [31]
+        );
+        assert_eq!(families.held, 0);
+        assert!(families.rest().is_empty());
     }
 }

@@ -508,3 +508,33 @@ async fn a_downstream_that_failed_when_recorded_fails_the_same_way_when_mocked()
     let report = reprise.mock_report().unwrap();
     assert_eq!((report.served, report.missed), (1, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filtered_out_call_takes_its_downstream_calls_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("checkout.tape");
+    let (inventory_addr, _inventory) = inventory().await;
+    let mut only_checkout = config(Mode::Record, &tape);
+    only_checkout.matches = vec!["path=/checkout".into()];
+    let reprise = Reprise::start(only_checkout).unwrap();
+    let (shop_addr, _shop) = serve(shop(&reprise, &inventory_addr.to_string())).await;
+    for i in 0..3 {
+        let (status, _, _) = get_with(shop_addr, &format!("/order/sku{i}?times=2"), &[]).await;
+        assert_eq!(status, 200);
+    }
+    let checkout = http::Request::post(format!("http://{shop_addr}/checkout"))
+        .header("content-type", "application/json")
+        .body(body(r#"{"sku":"pen"}"#))
+        .unwrap();
+    assert_eq!(send(checkout).await.0, 200);
+    let stats = shut(reprise).await;
+    let exchanges = read_tape(&tape);
+    let paths: Vec<&str> = exchanges
+        .iter()
+        .map(|e| e.request.as_ref().unwrap().path.as_str())
+        .collect();
+    assert_eq!(paths, ["/checkout", "/reserve"], "{stats:?}");
+    assert_eq!(exchanges[1].parent_id, exchanges[0].id);
+    // Three orders and their six inventory calls were left out.
+    assert_eq!((stats.recorded, stats.unmatched), (2, 9), "{stats:?}");
+}
