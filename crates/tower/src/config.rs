@@ -249,6 +249,7 @@ impl Reprise {
                 origin: Arc::new(origin(&config, Role::Inbound, "")),
                 sampler: Sampler::all(),
                 metrics: Arc::clone(&metrics),
+                mocks: None,
             }),
             config,
             metrics,
@@ -346,6 +347,7 @@ impl Reprise {
             origin: Arc::new(origin(&config, Role::Inbound, "")),
             sampler,
             metrics: Arc::clone(&metrics),
+            mocks: mocks.clone(),
         });
         Ok(Reprise {
             mode: config.mode,

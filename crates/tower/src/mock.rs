@@ -188,6 +188,19 @@ impl MockStore {
         self.calls.is_empty()
     }
 
+    /// Downstream calls recorded under the exchange `scope` replays that
+    /// it has not been served (0 when it replays none).
+    pub fn unused_in(&self, scope: &Scope) -> usize {
+        let Some(recorded) = scope.replay_of().and_then(|id| self.by_parent.get(id)) else {
+            return 0;
+        };
+        let usage = scope.mocks();
+        recorded
+            .iter()
+            .filter(|&&i| !usage.used.contains_key(&(self.id, i)))
+            .count()
+    }
+
     /// The options in force.
     pub fn options(&self) -> &MockOptions {
         &self.options

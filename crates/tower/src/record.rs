@@ -18,6 +18,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::body::{Observe, RecordBody};
+use crate::mock::MockStore;
 use crate::scope::Scope;
 use reprise_model::trace::{trace_id_from, trace_id_of};
 
@@ -31,6 +32,12 @@ pub const REPLAY_HEADER: &str = "x-reprise-replay";
 /// recording, so a replay with misses never looks clean.
 pub const MISSES_HEADER: &str = "x-reprise-mock-misses";
 
+/// On an inbound response in mock mode: how many downstream calls recorded
+/// under the replayed exchange the call had not made when its response
+/// head was sent (absent when none): a call the new build no longer makes
+/// is a difference too.
+pub const UNUSED_HEADER: &str = "x-reprise-mock-unused";
+
 /// What every [`Record`] service of one layer shares.
 #[derive(Debug)]
 pub(crate) struct Inbound {
@@ -42,6 +49,9 @@ pub(crate) struct Inbound {
     pub origin: Arc<Origin>,
     pub sampler: Sampler,
     pub metrics: Arc<Metrics>,
+    /// Mock mode: the recording, to tell recorded downstream calls a
+    /// replayed call never made.
+    pub mocks: Option<Arc<MockStore>>,
 }
 
 /// Records each inbound call (HTTP/1.1, HTTP/2, gRPC of every streaming
@@ -124,6 +134,7 @@ where
                 pending: Pending(None),
                 scope: None,
                 metrics: Arc::clone(&shared.metrics),
+                mocks: None,
             };
         }
         shared.metrics.seen.inc();
@@ -180,6 +191,7 @@ where
             pending: Pending(recording),
             scope: Some(scope),
             metrics: Arc::clone(&shared.metrics),
+            mocks: shared.mocks.clone(),
         }
     }
 }
@@ -225,6 +237,7 @@ pin_project! {
         pending: Pending,
         scope: Option<Scope>,
         metrics: Arc<Metrics>,
+        mocks: Option<Arc<MockStore>>,
     }
 }
 
@@ -246,12 +259,19 @@ where
         match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
-                if let Some(misses) = this.scope.as_ref().map(Scope::mock_misses)
-                    && misses > 0
-                {
-                    parts
-                        .headers
-                        .insert(MISSES_HEADER, http::HeaderValue::from(misses));
+                if let Some(scope) = this.scope.as_ref() {
+                    let misses = scope.mock_misses();
+                    if misses > 0 {
+                        parts
+                            .headers
+                            .insert(MISSES_HEADER, http::HeaderValue::from(misses));
+                    }
+                    let unused = this.mocks.as_ref().map_or(0, |m| m.unused_in(scope));
+                    if unused > 0 {
+                        parts
+                            .headers
+                            .insert(UNUSED_HEADER, http::HeaderValue::from(unused));
+                    }
                 }
                 let body = match recording {
                     Some(recording) => {

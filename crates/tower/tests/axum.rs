@@ -293,11 +293,23 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
             assert!(text.contains("already used by call 1"), "{text}");
         }
     }
+    // One call fewer than recorded: answered, and the answer says one
+    // recorded call was not made.
+    let (status, response_headers, _) = get_with(shop_addr, "/order/ink?times=1", &replaying).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        response_headers
+            .get("x-reprise-mock-unused")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    assert!(response_headers.get("x-reprise-mock-misses").is_none());
     let report = reprise.mock_report().unwrap();
     assert_eq!(report.missed, 5);
     assert_eq!(report.misses.len(), 5);
-    // The exhausted case served its two recorded answers before missing.
-    assert_eq!(report.served, 2);
+    // The exhausted case served its two recorded answers before missing,
+    // the short one one.
+    assert_eq!(report.served, 3);
 
     // With repeat-last, the third identical call gets the second answer.
     let mut repeat = config(Mode::Mock, &tape);
