@@ -153,18 +153,20 @@ async fn grpc_unary_and_all_three_streaming_kinds_are_forwarded_and_recorded() {
         .filter(|m| m.direction() == Direction::Response)
         .collect();
     assert_eq!(responses.len(), 3);
-    // The last message left the service 80 ms after the first; the first
-    // may be held back until the second is sent (seen once in ~20 runs),
-    // so at least one 40 ms gap is certain, and the order always is.
+    // The service sends the last message 80 ms after it got the request,
+    // which the proxy had before: its offset (from the request's arrival)
+    // is at least that, however late a busy machine delivers the others.
+    // (A gap between two messages is not certain: under load the first
+    // can be held back until the second.) The order always is.
     assert!(
         responses
             .windows(2)
             .all(|w| w[0].offset_ns <= w[1].offset_ns)
     );
-    let gap = responses[2].offset_ns - responses[0].offset_ns;
+    let last = responses[2].offset_ns;
     assert!(
-        gap >= 38_000_000,
-        "messages keep their time offsets ({gap} ns between the first and the last)"
+        last >= 80_000_000,
+        "messages keep their time offsets (the last at {last} ns)"
     );
     assert_eq!(
         server
