@@ -156,10 +156,10 @@ async fn grpc_calls_of_every_kind_are_recorded_with_status_and_trailers() {
         .filter(|m| m.direction() == Direction::Response)
         .map(|m| m.offset_ns)
         .collect();
-    assert!(
-        offsets.windows(2).all(|w| w[1] >= w[0] + 4_000_000),
-        "{offsets:?}"
-    );
+    // In order, and the last no earlier than the service sent it (two
+    // 5 ms gaps after the call reached it).
+    assert!(offsets.windows(2).all(|w| w[0] <= w[1]), "{offsets:?}");
+    assert!(offsets[2] >= 10_000_000, "{offsets:?}");
 
     let client_stream = by_path("/reprise.test.v1.Echo/ClientStream")[0];
     assert_eq!(messages(client_stream, Direction::Request).len(), 3);
