@@ -64,6 +64,18 @@ impl Observe for hyper::body::Incoming {
     }
 }
 
+/// A hyper-util client built for `TapBody<Full<Bytes>>` bodies takes
+/// requests with `Full<Bytes>` bodies through the client-side layer.
+impl Observe for http_body_util::Full<Bytes> {
+    type Observed = TapBody<http_body_util::Full<Bytes>>;
+    fn tapped(body: TapBody<Self>) -> Self::Observed {
+        body
+    }
+    fn untapped(self) -> Self::Observed {
+        TapBody::passthrough(self)
+    }
+}
+
 impl<E> Observe for http_body_util::combinators::UnsyncBoxBody<Bytes, E>
 where
     E: std::fmt::Display + Send + 'static,

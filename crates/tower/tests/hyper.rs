@@ -212,3 +212,35 @@ async fn the_layer_and_the_proxy_record_the_same_exchange() {
         assert_eq!(layer, proxy);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_full_bodies_is_captured() {
+    use http_body_util::Full;
+    let sink = MemorySink::new();
+    let reprise = Reprise::record_to(Config::default(), Box::new(sink.clone())).unwrap();
+    let service = serve_hyper(&Reprise::off()).await;
+    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .build_http::<TapBody<Full<Bytes>>>();
+    let client = tower::ServiceBuilder::new()
+        .layer(reprise.downstream(&service.to_string()))
+        .service(client);
+    use tower::ServiceExt;
+    let request = Request::post(format!("http://{service}/reverse"))
+        .body(Full::new(Bytes::from_static(b"full body")))
+        .unwrap();
+    let response = client.oneshot(request).await.unwrap();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ydob lluf");
+    support::shut(reprise).await;
+    let exchanges = sink.exchanges();
+    assert_eq!(exchanges.len(), 1);
+    let request = exchanges[0].request.as_ref().unwrap();
+    assert_eq!(
+        (&request.body[..], exchanges[0].is_downstream()),
+        (&b"full body"[..], true)
+    );
+    assert_eq!(
+        &exchanges[0].response.as_ref().unwrap().body[..],
+        b"ydob lluf"
+    );
+}
