@@ -143,7 +143,7 @@ impl ExchangeFilter {
         Ok(self)
     }
 
-    /// Accept only authorities (host[:port]) matching this glob.
+    /// Accept only authorities (`host[:port]`) matching this glob.
     pub fn authority(mut self, pattern: &str) -> Result<Self, FilterError> {
         self.authorities.push(glob(pattern)?);
         Ok(self)
