@@ -266,6 +266,30 @@ mod tests {
         assert_eq!(broken.body, b"{oops");
     }
 
+    proptest::proptest! {
+        // Any request makes a key without panicking, the same request the
+        // same key, and a normalized JSON body normalizes to itself.
+        #[test]
+        fn keys_are_total_and_stable(
+            method in "[A-Za-z]{0,8}",
+            path in ".{0,40}",
+            content_type in proptest::option::of("(application/json|application/x-www-form-urlencoded|text/plain)(; charset=utf-8)?"),
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..128),
+        ) {
+            let parts = KeyParts {
+                method: &method,
+                authority: "Host:1",
+                path_and_query: &path,
+                content_type: content_type.as_deref(),
+                body: &body,
+            };
+            let key = CallKey::new(parts, false);
+            proptest::prop_assert_eq!(&key, &CallKey::new(parts, false));
+            let again = CallKey::new(KeyParts { body: &key.body, ..parts }, false);
+            proptest::prop_assert_eq!(again.body, key.body);
+        }
+    }
+
     #[test]
     fn recorded_grpc_messages_are_framed_back() {
         let exchange = Exchange {

@@ -41,6 +41,12 @@
 //! and `ServiceBuilder::new().layer(reprise.downstream("inventory:50051"))
 //! .service(channel)` under a generated client.
 //!
+//! Two complete services are wired this way in the repository's
+//! `examples/`: `json-shop` (axum, calling its inventory with a hyper-util
+//! client) and `grpc-shop` (tonic, calling its inventory through a
+//! `Channel`, with a streaming call). `docs/tower.md` has the whole
+//! reference: every variable, what is recorded, how mocks match.
+//!
 //! Downstream calls made from a task started with `tokio::spawn` are not
 //! linked to their inbound call (task-locals do not cross `spawn`): start
 //! such tasks with [`spawn`], or run their future in [`Scope::run`].
