@@ -3,7 +3,7 @@
 //! field changed, and compare.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_json::Value;
@@ -394,26 +394,56 @@ fn bad_input_is_one_clear_line_and_exit_2() {
     }
 }
 
+/// Four copies of a target whose every answer carries a request id that
+/// differs on every call (noise) and its build's version: the old build,
+/// recorded; a baseline copy of it; the same build again; a changed build.
+struct Noisy {
+    // Keeps the targets serving.
+    _runtime: tokio::runtime::Runtime,
+    baseline: reprise_testkit::target::Target,
+    same: reprise_testkit::target::Target,
+    changed: reprise_testkit::target::Target,
+    dir: tempfile::TempDir,
+    tape: PathBuf,
+}
+
+impl Noisy {
+    /// Records `calls` GETs of `/items/{i % items}` to the old build.
+    fn recorded(calls: usize, items: usize) -> Noisy {
+        use reprise_testkit::target::{Behaviour, Target};
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let start = |version| runtime.block_on(Target::start(Behaviour::Noisy { version }));
+        let (old, baseline, same, changed) = (start(1), start(1), start(1), start(2));
+        let dir = tempfile::tempdir().unwrap();
+        let tape = dir.path().join("rec.tape");
+        let recorder = Recorder::start(&old.url(), &tape, &[]);
+        for i in 0..calls {
+            let url = recorder.url(&format!("/items/{}", i % items));
+            curl(&["-o", "/dev/null", &url]);
+        }
+        recorder.stop_cleanly("-TERM");
+        Noisy {
+            _runtime: runtime,
+            baseline,
+            same,
+            changed,
+            dir,
+            tape,
+        }
+    }
+}
+
 #[test]
 fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
-    use reprise_testkit::target::{Behaviour, Target};
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let start = |version| runtime.block_on(Target::start(Behaviour::Noisy { version }));
-    // Every answer carries a request id that differs on every call (noise)
-    // and the build's version.
-    let (old, baseline, same, changed) = (start(1), start(1), start(1), start(2));
-    let dir = tempfile::tempdir().unwrap();
-    let tape = dir.path().join("rec.tape");
-    let recorder = Recorder::start(&old.url(), &tape, &[]);
-    for i in 0..20 {
-        curl(&[
-            "-o",
-            "/dev/null",
-            &recorder.url(&format!("/items/{}", i % 4)),
-        ]);
-    }
-    recorder.stop_cleanly("-TERM");
-    let replay_to = |target: &Target, name: &str| {
+    let noisy = Noisy::recorded(20, 4);
+    let (dir, tape, baseline, same, changed) = (
+        &noisy.dir,
+        &noisy.tape,
+        &noisy.baseline,
+        &noisy.same,
+        &noisy.changed,
+    );
+    let replay_to = |target: &reprise_testkit::target::Target, name: &str| {
         let out = dir.path().join(name);
         let result = reprise(&[
             "replay",
@@ -656,17 +686,14 @@ fn a_grpc_field_that_changed_is_reported_by_its_field_number() {
 
 #[test]
 fn replay_compare_replays_to_target_and_baseline_and_compares_in_one_run() {
-    use reprise_testkit::target::{Behaviour, Target};
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let start = |version| runtime.block_on(Target::start(Behaviour::Noisy { version }));
-    let (old, baseline, same, changed) = (start(1), start(1), start(1), start(2));
-    let dir = tempfile::tempdir().unwrap();
-    let tape = dir.path().join("rec.tape");
-    let recorder = Recorder::start(&old.url(), &tape, &[]);
-    for i in 0..10 {
-        curl(&["-o", "/dev/null", &recorder.url(&format!("/items/{i}"))]);
-    }
-    recorder.stop_cleanly("-TERM");
+    let noisy = Noisy::recorded(10, 10);
+    let (dir, tape, baseline, same, changed) = (
+        &noisy.dir,
+        &noisy.tape,
+        &noisy.baseline,
+        &noisy.same,
+        &noisy.changed,
+    );
     for (target, code) in [(&same, 0), (&changed, 1)] {
         let json = dir.path().join(format!("diff-{code}.json"));
         let out = reprise(&[

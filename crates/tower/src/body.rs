@@ -31,50 +31,55 @@ pub trait Observe: Body<Data = Bytes> + Send + Sized + 'static {
     fn untapped(self) -> Self::Observed;
 }
 
-#[cfg(feature = "tonic")]
-impl Observe for tonic::body::Body {
-    type Observed = tonic::body::Body;
-    fn tapped(body: TapBody<Self>) -> Self::Observed {
-        tonic::body::Body::new(body)
-    }
-    fn untapped(self) -> Self::Observed {
-        self
-    }
+/// A body type the service takes boxed: the tapped body is boxed back.
+macro_rules! reboxed {
+    ($(#[$meta:meta])* $body:ty) => {
+        $(#[$meta])*
+        impl Observe for $body {
+            type Observed = $body;
+            fn tapped(body: TapBody<Self>) -> Self::Observed {
+                <$body>::new(body)
+            }
+            fn untapped(self) -> Self::Observed {
+                self
+            }
+        }
+    };
 }
 
-#[cfg(feature = "axum")]
-impl Observe for axum::body::Body {
-    type Observed = axum::body::Body;
-    fn tapped(body: TapBody<Self>) -> Self::Observed {
-        axum::body::Body::new(body)
-    }
-    fn untapped(self) -> Self::Observed {
-        self
-    }
+/// A body type that cannot be rebuilt: the service takes `TapBody<B>`.
+macro_rules! wrapped {
+    ($(#[$meta:meta])* $body:ty) => {
+        $(#[$meta])*
+        impl Observe for $body {
+            type Observed = TapBody<$body>;
+            fn tapped(body: TapBody<Self>) -> Self::Observed {
+                body
+            }
+            fn untapped(self) -> Self::Observed {
+                TapBody::passthrough(self)
+            }
+        }
+    };
 }
 
-#[cfg(feature = "hyper")]
-impl Observe for hyper::body::Incoming {
-    type Observed = TapBody<hyper::body::Incoming>;
-    fn tapped(body: TapBody<Self>) -> Self::Observed {
-        body
-    }
-    fn untapped(self) -> Self::Observed {
-        TapBody::passthrough(self)
-    }
-}
-
-/// A hyper-util client built for `TapBody<Full<Bytes>>` bodies takes
-/// requests with `Full<Bytes>` bodies through the client-side layer.
-impl Observe for http_body_util::Full<Bytes> {
-    type Observed = TapBody<http_body_util::Full<Bytes>>;
-    fn tapped(body: TapBody<Self>) -> Self::Observed {
-        body
-    }
-    fn untapped(self) -> Self::Observed {
-        TapBody::passthrough(self)
-    }
-}
+reboxed!(
+    #[cfg(feature = "tonic")]
+    tonic::body::Body
+);
+reboxed!(
+    #[cfg(feature = "axum")]
+    axum::body::Body
+);
+wrapped!(
+    #[cfg(feature = "hyper")]
+    hyper::body::Incoming
+);
+wrapped!(
+    /// A hyper-util client built for `TapBody<Full<Bytes>>` bodies takes
+    /// requests with `Full<Bytes>` bodies through the client-side layer.
+    http_body_util::Full<Bytes>
+);
 
 impl<E> Observe for http_body_util::combinators::UnsyncBoxBody<Bytes, E>
 where
