@@ -321,7 +321,10 @@ async fn send_pooled(
         let kind = if error.is_connect() {
             ErrorKind::Connect
         } else {
-            ErrorKind::Protocol
+            match reprise_model::error::io_failure(&error) {
+                Some(ErrorKind::Other) | None => ErrorKind::Protocol,
+                Some(kind) => kind,
+            }
         };
         (kind, reprise_model::error::one_line(&error))
     })

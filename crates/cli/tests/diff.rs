@@ -435,14 +435,14 @@ impl Noisy {
 
 #[test]
 fn a_baseline_turns_noise_into_noise_and_leaves_the_regression() {
-    let noisy = Noisy::recorded(20, 4);
-    let (dir, tape, baseline, same, changed) = (
-        &noisy.dir,
-        &noisy.tape,
-        &noisy.baseline,
-        &noisy.same,
-        &noisy.changed,
-    );
+    let Noisy {
+        _runtime,
+        baseline,
+        same,
+        changed,
+        dir,
+        tape,
+    } = Noisy::recorded(20, 4);
     let replay_to = |target: &reprise_testkit::target::Target, name: &str| {
         let out = dir.path().join(name);
         let result = reprise(&[
@@ -686,14 +686,14 @@ fn a_grpc_field_that_changed_is_reported_by_its_field_number() {
 
 #[test]
 fn replay_compare_replays_to_target_and_baseline_and_compares_in_one_run() {
-    let noisy = Noisy::recorded(10, 10);
-    let (dir, tape, baseline, same, changed) = (
-        &noisy.dir,
-        &noisy.tape,
-        &noisy.baseline,
-        &noisy.same,
-        &noisy.changed,
-    );
+    let Noisy {
+        _runtime,
+        baseline,
+        same,
+        changed,
+        dir,
+        tape,
+    } = Noisy::recorded(10, 10);
     for (target, code) in [(&same, 0), (&changed, 1)] {
         let json = dir.path().join(format!("diff-{code}.json"));
         let out = reprise(&[

@@ -18,6 +18,25 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     line
 }
 
+/// The transport failure an I/O error in `error`'s causes tells, if any:
+/// refused is `connect`, timed out `timeout`, reset, aborted, a broken
+/// pipe or an early end `reset`, anything else `other`. Every networked
+/// part sorts its clients' failures with it first.
+pub fn io_failure(error: &(dyn std::error::Error + 'static)) -> Option<crate::ErrorKind> {
+    use crate::ErrorKind;
+    use std::io::ErrorKind as Io;
+    let io = std::iter::successors(Some(error), |e| e.source())
+        .find_map(|e| e.downcast_ref::<std::io::Error>())?;
+    Some(match io.kind() {
+        Io::ConnectionRefused => ErrorKind::Connect,
+        Io::TimedOut => ErrorKind::Timeout,
+        Io::ConnectionReset | Io::BrokenPipe | Io::ConnectionAborted | Io::UnexpectedEof => {
+            ErrorKind::Reset
+        }
+        _ => ErrorKind::Other,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[derive(Debug, thiserror::Error)]
@@ -33,5 +52,20 @@ mod tests {
         );
         let repeated = Outer("x", std::io::Error::other("cannot read x"));
         assert_eq!(super::one_line(&repeated), "cannot read x");
+    }
+
+    #[test]
+    fn io_causes_tell_the_failure() {
+        use crate::ErrorKind;
+        let wrapped = |kind| Outer("x", std::io::Error::from(kind));
+        for (io, kind) in [
+            (std::io::ErrorKind::ConnectionRefused, ErrorKind::Connect),
+            (std::io::ErrorKind::TimedOut, ErrorKind::Timeout),
+            (std::io::ErrorKind::BrokenPipe, ErrorKind::Reset),
+            (std::io::ErrorKind::PermissionDenied, ErrorKind::Other),
+        ] {
+            assert_eq!(super::io_failure(&wrapped(io)), Some(kind));
+        }
+        assert_eq!(super::io_failure(&std::fmt::Error), None);
     }
 }

@@ -447,24 +447,13 @@ pub fn nanos(d: Duration) -> u64 {
 /// Sorts a hyper error into the kinds the report counts.
 fn classify(error: &hyper::Error) -> Failure {
     let message = reprise_model::error::one_line(error);
-    let io_kind = std::iter::successors(Some(error as &(dyn std::error::Error + 'static)), |e| {
-        e.source()
-    })
-    .find_map(|e| e.downcast_ref::<std::io::Error>())
-    .map(std::io::Error::kind);
+    let io = reprise_model::error::io_failure(error);
     let kind = if error.is_timeout() {
         ErrorKind::Timeout
     } else if error.is_parse() || error.is_parse_status() {
         ErrorKind::Protocol
-    } else if matches!(
-        io_kind,
-        Some(
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::BrokenPipe
-                | std::io::ErrorKind::UnexpectedEof
-                | std::io::ErrorKind::ConnectionAborted
-        )
-    ) || error.is_incomplete_message()
+    } else if io == Some(ErrorKind::Reset)
+        || error.is_incomplete_message()
         || error.is_closed()
         || error.is_canceled()
     {

@@ -360,20 +360,8 @@ where
 
 /// The kind of a client's failure, from the I/O error under it or its text.
 fn classify(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
-    let chain = std::iter::successors(Some(error), |e| e.source());
-    for e in chain {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as Io;
-            return match io.kind() {
-                Io::ConnectionRefused => ErrorKind::Connect,
-                Io::TimedOut => ErrorKind::Timeout,
-                Io::ConnectionReset
-                | Io::BrokenPipe
-                | Io::ConnectionAborted
-                | Io::UnexpectedEof => ErrorKind::Reset,
-                _ => ErrorKind::Other,
-            };
-        }
+    if let Some(kind) = reprise_model::error::io_failure(error) {
+        return kind;
     }
     let text = reprise_model::error::one_line(error).to_ascii_lowercase();
     if text.contains("certificate") || text.contains("tls") {
