@@ -274,11 +274,12 @@ impl Reprise {
                 ))
             })
         };
+        // Every setting is checked in every mode: one that is wrong is
+        // found when it is deployed, not when the mode is switched.
+        Reprise::check(&config)?;
         match config.mode {
             Mode::Off => Reprise::build(config, None, None),
             Mode::Record => {
-                // Checked before a file is made.
-                Reprise::check(&config)?;
                 let (writer, _) = reprise_tape::TapeWriter::open(
                     tape("write")?,
                     reprise_tape::WriterOptions::default(),
@@ -498,9 +499,17 @@ mod tests {
                 .unwrap_or_default();
             assert!(error.contains(says), "{name}={value}: {error}");
         }
-        let bad_match = Config::from_vars(vars(&[("REPRISE_MATCH", "colour=red")]))
-            .and_then(|c| c.filter().map(|_| ()));
-        assert!(bad_match.is_err());
+        for (name, value) in [
+            ("REPRISE_MATCH", "colour=red"),
+            ("REPRISE_REDACT_JSON", "card.number"),
+        ] {
+            let error = Config::from_vars(vars(&[(name, value)]))
+                .and_then(Reprise::start)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(error.starts_with(name), "{name}={value}: {error}");
+        }
         for mode in ["record", "mock"] {
             let error = Config::from_vars(vars(&[("REPRISE_MODE", mode)]))
                 .and_then(Reprise::start)
