@@ -20,9 +20,12 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
     )
 }
 
+/// Arguments, environment, what the error says.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn bad_arguments_and_settings_are_named() {
-    let cases: [(&[&str], &[(&str, &str)], &str); 5] = [
+    let cases: [Case; 5] = [
         (&[], &[], "usage: json-shop"),
         (&["pantry", "127.0.0.1:0"], &[], "usage: json-shop"),
         (
