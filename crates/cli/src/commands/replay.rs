@@ -146,8 +146,9 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         Some(path) => Some(Box::new(open_tape(path, false)?)),
         None => None,
     };
+    let signals = Signals::catch()?;
     let replay = Replay::start(config, opener, results, live)?;
-    stop_on_signals(replay.stop_handle());
+    signals.stop(vec![replay.stop_handle()]);
     show_progress(&replay, args.quiet);
     let report = replay.wait()?;
     finish(args, &report)
@@ -177,6 +178,7 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
         None => None,
     };
     let (opener_c, _) = opener(args.source.clone(), args, &config)?;
+    let signals = Signals::catch()?;
     let candidate = Replay::start(
         config,
         opener_c,
@@ -196,10 +198,11 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
         }
         None => None,
     };
-    stop_on_signals(candidate.stop_handle());
+    let mut handles = vec![candidate.stop_handle()];
     if let Some((replay, _)) = &baseline {
-        stop_on_signals(replay.stop_handle());
+        handles.push(replay.stop_handle());
     }
+    signals.stop(handles);
     show_progress(&candidate, args.quiet);
     let report = candidate.wait()?;
     let replay_outcome = finish(args, &report)?;
@@ -343,33 +346,55 @@ fn dry_run(
     })
 }
 
-/// SIGINT or SIGTERM stops sending; calls in flight finish and the report
-/// is printed.
-fn stop_on_signals(handle: reprise_replay::StopHandle) {
-    let _ = std::thread::Builder::new()
-        .name("reprise-signals".into())
-        .spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            runtime.block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut term), Ok(mut int)) = (
-                    signal(SignalKind::terminate()),
-                    signal(SignalKind::interrupt()),
-                ) else {
-                    return;
-                };
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment this is made: made before
+/// any call leaves, so that a signal that arrives with the first call
+/// stops the replay (calls in flight finish, the report is printed)
+/// instead of killing the process.
+struct Signals {
+    runtime: tokio::runtime::Runtime,
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the signal handler")?;
+        let entered = runtime.enter();
+        let terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+        let interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+        drop(entered);
+        Ok(Signals {
+            runtime,
+            terminate,
+            interrupt,
+        })
+    }
+
+    /// The first signal stops every replay in `handles`.
+    fn stop(self, handles: Vec<reprise_replay::StopHandle>) {
+        let Signals {
+            runtime,
+            mut terminate,
+            mut interrupt,
+        } = self;
+        let _ = std::thread::Builder::new()
+            .name("reprise-signals".into())
+            .spawn(move || {
+                runtime.block_on(async {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
+                });
+                for handle in handles {
+                    handle.stop();
                 }
-                handle.stop();
             });
-        });
+    }
 }
 
 /// A progress bar on a terminal, a line every few seconds otherwise, or
