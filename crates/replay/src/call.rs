@@ -50,12 +50,16 @@ pub struct Call {
     pub messages: Vec<(u64, Bytes)>,
     /// Request trailers.
     pub trailers: Option<HeaderMap>,
+    /// The encoded HTTP/1.1 request head (empty for HTTP/2).
+    pub h1_head: Bytes,
 }
 
 impl Call {
     /// Bytes the call holds, for bounding what a replay keeps in memory.
     pub fn weight(&self) -> usize {
-        256 + self.body.len() + self.messages.iter().map(|(_, m)| m.len()).sum::<usize>()
+        256 + self.h1_head.len()
+            + self.body.len()
+            + self.messages.iter().map(|(_, m)| m.len()).sum::<usize>()
     }
 }
 
@@ -182,6 +186,12 @@ impl CallBuilder {
         let headers = self.headers(
             exchange, request, wire, authority, &body, &messages, &trailers,
         );
+        let h1_head = match wire {
+            Wire::Http1 => {
+                crate::h1::encode_head(&method, &uri, &headers, body.len(), trailers.is_some())
+            }
+            Wire::Http2 => Bytes::new(),
+        };
         Ok(Call {
             recorded_id: exchange.id.clone(),
             recorded_at_ns: exchange.recorded_at_ns,
@@ -194,6 +204,7 @@ impl CallBuilder {
             body,
             messages,
             trailers,
+            h1_head,
         })
     }
 

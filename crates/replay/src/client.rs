@@ -1,8 +1,9 @@
 //! Connections to the target and sending one call on them.
 //!
 //! HTTP/1.1: a fixed set of keep-alive connections, each used by one call
-//! at a time. HTTP/2: a fixed set of multiplexed connections that every
-//! worker shares. Connections open on first use and again after the
+//! at a time (the client is [`crate::h1`]'s). HTTP/2: a fixed set of
+//! multiplexed connections that every worker shares, each driven by a
+//! hyper connection task. Connections open on first use and again after the
 //! target closes them; they only ever go to the target's address.
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use reprise_model::grpc::Deframer;
 use reprise_model::{Direction, ErrorKind, GrpcStatus, StreamMessage};
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 
 use crate::body::ReplayBody;
 use crate::call::{Call, Wire};
+use crate::h1;
 
 /// What came back for one call.
 #[derive(Debug)]
@@ -60,7 +62,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Failure {
             kind,
             message: message.into(),
@@ -187,7 +189,7 @@ impl Connector {
         Ok(Connector { addrs, tls })
     }
 
-    async fn connect(&self, wire: Wire) -> Result<Io, Failure> {
+    async fn connect(&self, wire: Wire) -> Result<Stream, Failure> {
         let mut last = Failure::new(ErrorKind::Connect, "no address to connect to");
         for addr in &self.addrs {
             match TcpStream::connect(addr).await {
@@ -211,9 +213,9 @@ impl Connector {
         Err(last)
     }
 
-    async fn secure(&self, tcp: TcpStream, wire: Wire) -> Result<Io, Failure> {
+    async fn secure(&self, tcp: TcpStream, wire: Wire) -> Result<Stream, Failure> {
         let Some(tls) = &self.tls else {
-            return Ok(TokioIo::new(Stream::Plain(tcp)));
+            return Ok(Stream::Plain(tcp));
         };
         let config = match wire {
             Wire::Http1 => tls.h1.clone(),
@@ -229,23 +231,15 @@ impl Connector {
                 "the target does not offer HTTP/2 over TLS (ALPN h2)",
             ));
         }
-        Ok(TokioIo::new(Stream::Tls(Box::new(stream))))
+        Ok(Stream::Tls(Box::new(stream)))
     }
 
-    async fn open_h1(&self) -> Result<http1::SendRequest<ReplayBody>, Failure> {
-        let io = self.connect(Wire::Http1).await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| classify(&e))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+    async fn open_h1(&self) -> Result<h1::Connection, Failure> {
+        Ok(h1::Connection::new(self.connect(Wire::Http1).await?))
     }
 
     async fn open_h2(&self) -> Result<http2::SendRequest<ReplayBody>, Failure> {
-        let io = self.connect(Wire::Http2).await?;
+        let io: Io = TokioIo::new(self.connect(Wire::Http2).await?);
         let (sender, connection) = http2::Builder::new(TokioExecutor::new())
             .initial_stream_window_size(1 << 20)
             .initial_connection_window_size(8 << 20)
@@ -263,7 +257,7 @@ impl Connector {
 #[derive(Debug)]
 pub struct Lanes {
     connector: Connector,
-    h1: Vec<Mutex<Option<http1::SendRequest<ReplayBody>>>>,
+    h1: Vec<Mutex<Option<h1::Connection>>>,
     h2: Vec<Mutex<Option<http2::SendRequest<ReplayBody>>>>,
 }
 
@@ -307,60 +301,49 @@ impl Client {
         }
     }
 
-    /// Sends `request` (leaving at `sent`) and reads the whole response.
+    /// Sends `call` (leaving at `sent`; gRPC messages paced by `speed`)
+    /// and reads the whole response.
     pub async fn send(
         &mut self,
-        call: &Call,
-        request: Request<ReplayBody>,
+        call: &Arc<Call>,
+        speed: Option<f64>,
         keep: Keep,
         sent: Instant,
     ) -> Result<Answer, Failure> {
-        let response = match call.wire {
-            Wire::Http1 => self.send_h1(request).await?,
-            Wire::Http2 => self.send_h2(request).await?,
-        };
-        // Only the results tape shows it: no clock read otherwise.
-        let head_after = if keep.messages {
-            sent.elapsed()
-        } else {
-            Duration::ZERO
-        };
-        read_response(response, call.grpc, keep, sent, head_after).await
-    }
-
-    async fn send_h1(
-        &mut self,
-        mut request: Request<ReplayBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, Failure> {
-        let slot = &self.lanes.h1[self.worker % self.lanes.h1.len()];
-        let mut guard = slot.lock().await;
-        // A kept-alive connection the target has closed in the meantime
-        // gives the request back unsent: it is sent again, once, on a new
-        // connection. A request that left is never sent twice.
-        for attempt in 0..2 {
-            let kept = match guard.take() {
-                Some(mut s) => s.ready().await.is_ok().then_some(s),
-                None => None,
-            };
-            let mut sender = match kept {
-                Some(s) => s,
-                None => self.lanes.connector.open_h1().await?,
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    *guard = Some(sender);
-                    return Ok(response);
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if attempt == 0 => request = unsent,
-                    _ => return Err(classify(e.error())),
-                },
+        match call.wire {
+            Wire::Http1 => self.send_h1(call, keep, sent).await,
+            Wire::Http2 => {
+                let mut request = Request::new(ReplayBody::new(call, speed));
+                *request.method_mut() = call.method.clone();
+                *request.uri_mut() = call.uri.clone();
+                *request.headers_mut() = call.headers.clone();
+                *request.version_mut() = http::Version::HTTP_2;
+                let response = self.send_h2(request).await?;
+                read_response(response, call.grpc, keep, sent).await
             }
         }
-        Err(Failure::new(
-            ErrorKind::Reset,
-            "the connection closed twice before the request could be sent",
-        ))
+    }
+
+    /// Sends on this worker's HTTP/1.1 slot. A kept connection the target
+    /// has closed in the meantime is replaced before the request goes
+    /// out; a request that left is never sent twice. The connection goes
+    /// back to the slot only after a complete answer that allows it; a
+    /// call that fails or is dropped (timeout, stop) closes it.
+    async fn send_h1(&mut self, call: &Call, keep: Keep, sent: Instant) -> Result<Answer, Failure> {
+        let slot = &self.lanes.h1[self.worker % self.lanes.h1.len()];
+        let mut guard = slot.lock().await;
+        let kept = guard
+            .take()
+            .and_then(|mut kept| (!kept.closed_while_idle()).then_some(kept));
+        let mut connection = match kept {
+            Some(kept) => kept,
+            None => self.lanes.connector.open_h1().await?,
+        };
+        let (answer, reuse) = connection.call(call, keep, sent).await?;
+        if reuse == h1::Reuse::Keep {
+            *guard = Some(connection);
+        }
+        Ok(answer)
     }
 
     async fn send_h2(
@@ -387,13 +370,19 @@ impl Client {
     }
 }
 
+/// Reads the whole HTTP/2 response whose head has just arrived.
 async fn read_response(
     response: http::Response<hyper::body::Incoming>,
     grpc: bool,
     keep: Keep,
     sent: Instant,
-    head_after: Duration,
 ) -> Result<Answer, Failure> {
+    // Only the results tape shows it: no clock read otherwise.
+    let head_after = if keep.messages {
+        sent.elapsed()
+    } else {
+        Duration::ZERO
+    };
     let (parts, mut body) = response.into_parts();
     let mut kept = BytesMut::new();
     let mut body_size = 0u64;

@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-use http::Request;
 use reprise_model::redact::Redactor;
 use reprise_model::{Exchange, Sink, StoreError};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::body::ReplayBody;
 use crate::call::CallBuilder;
 use crate::client::{Client, Connector, Keep, Lanes};
 use crate::config::{ReplayConfig, TrustChoice};
@@ -424,16 +422,8 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             _ => sent,
         };
         shared.shards.sent(worker);
-        let mut request = Request::new(ReplayBody::new(&call, speed));
-        *request.method_mut() = call.method.clone();
-        *request.uri_mut() = call.uri.clone();
-        *request.headers_mut() = call.headers.clone();
-        if call.wire == crate::call::Wire::Http2 {
-            *request.version_mut() = http::Version::HTTP_2;
-        }
         let result =
-            match tokio::time::timeout(config.timeout, client.send(&call, request, keep, sent))
-                .await
+            match tokio::time::timeout(config.timeout, client.send(&call, speed, keep, sent)).await
             {
                 Ok(result) => result,
                 Err(_) => Err(crate::client::Failure {

@@ -26,6 +26,7 @@ mod config;
 mod engine;
 mod error;
 mod feed;
+mod h1;
 mod report;
 mod results;
 mod schedule;
