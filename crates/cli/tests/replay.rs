@@ -895,22 +895,25 @@ async fn bad_targets_and_bad_input_get_clear_errors_or_counted_failures() {
         "{stderr}"
     );
 
-    // A target that resets every connection, and one that answers garbage.
-    for (behaviour, kind) in [
-        (Behaviour::Reset, "reset"),
-        (Behaviour::Garbage, "protocol"),
+    // A target that resets every connection, and one that answers garbage,
+    // over either protocol.
+    for (behaviour, kind, protocol) in [
+        (Behaviour::Reset, "reset", "h1"),
+        (Behaviour::Garbage, "protocol", "h1"),
+        (Behaviour::Reset, "reset", "h2"),
+        (Behaviour::Garbage, "protocol", "h2"),
     ] {
         let target = Target::start(behaviour).await;
         let out = replay(
             &tape,
             &target.url(),
-            &["--timeout", "5s", "--protocol", "h1"],
+            &["--timeout", "5s", "--protocol", protocol],
         )
         .await;
-        assert_eq!(out.status.code(), Some(2), "{behaviour:?}");
+        assert_eq!(out.status.code(), Some(2), "{behaviour:?} {protocol}");
         assert!(
             text(&out.stdout).contains(&format!("2 {kind}")),
-            "{behaviour:?}: {}",
+            "{behaviour:?} {protocol}: {}",
             text(&out.stdout)
         );
         assert!(text(&out.stderr).contains("no call reached"));

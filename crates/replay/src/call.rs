@@ -269,6 +269,11 @@ impl CallBuilder {
         for (name, value) in &self.rewrites.set_headers {
             headers.insert(name.clone(), value.clone());
         }
+        if wire == Wire::Http2 {
+            // HTTP/2 forbids connection-specific fields; one set with
+            // --set-header would fail every call.
+            reprise_net::hop::strip_hop_by_hop(&mut headers, false);
+        }
         if wire == Wire::Http1
             && let Ok(host) = HeaderValue::from_str(authority)
         {
@@ -452,5 +457,35 @@ mod tests {
             .build(&exchange(Protocol::Http11, "http://prod.example/x?y"), 0)
             .unwrap();
         assert_eq!(call.uri, "/x?y");
+    }
+
+    #[test]
+    fn http2_calls_never_carry_connection_fields_even_when_set() {
+        let mut rewrites = Rewrites::default();
+        rewrites.set_header("Connection: close").unwrap();
+        rewrites.set_header("Keep-Alive: 5").unwrap();
+        rewrites.set_header("x-set: 1").unwrap();
+        let builder = |protocol| {
+            CallBuilder::new(
+                Target::parse("http://127.0.0.1:9").unwrap(),
+                rewrites.clone(),
+                protocol,
+            )
+        };
+        let ex = exchange(Protocol::Http11, "/a");
+        let h2 = builder(ProtocolChoice::Http2).build(&ex, 0).unwrap();
+        assert!(!h2.headers.contains_key("connection"));
+        assert!(!h2.headers.contains_key("keep-alive"));
+        assert_eq!(h2.headers["x-set"], "1");
+        assert!(h2.h1_head.is_empty());
+        // HTTP/1.1 sends what the user set, in the encoded head too.
+        let h1 = builder(ProtocolChoice::Http1).build(&ex, 0).unwrap();
+        assert_eq!(h1.headers["connection"], "close");
+        let head = String::from_utf8_lossy(&h1.h1_head).into_owned();
+        assert!(head.starts_with("POST /a HTTP/1.1\r\n"), "{head:?}");
+        assert!(head.contains("\r\nconnection: close\r\n"), "{head:?}");
+        // The recorded length still holds: sent once, as recorded.
+        assert_eq!(head.matches("content-length: 5\r\n").count(), 1, "{head:?}");
+        assert!(head.ends_with("\r\n\r\n"), "{head:?}");
     }
 }

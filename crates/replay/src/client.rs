@@ -3,30 +3,24 @@
 //! HTTP/1.1: a fixed set of keep-alive connections, each used by one call
 //! at a time (the client is [`crate::h1`]'s). HTTP/2: a fixed set of
 //! multiplexed connections that every worker shares, each driven by a
-//! hyper connection task. Connections open on first use and again after the
+//! task of its own (calls are made by [`crate::h2`]). Connections open on first use and again after the
 //! target closes them; they only ever go to the target's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use reprise_model::grpc::Deframer;
-use reprise_model::{Direction, ErrorKind, GrpcStatus, StreamMessage};
-use reprise_net::grpc_status;
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use reprise_model::{ErrorKind, GrpcStatus, StreamMessage};
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::body::ReplayBody;
 use crate::call::{Call, Wire};
-use crate::h1;
+use crate::{h1, h2};
 
 /// What came back for one call.
 #[derive(Debug)]
@@ -84,9 +78,6 @@ struct Tls {
     h2: Arc<ClientConfig>,
     name: ServerName<'static>,
 }
-
-/// A transport to the target, plain or TLS.
-type Io = TokioIo<Stream>;
 
 /// TCP, or TLS over TCP.
 #[derive(Debug)]
@@ -238,18 +229,8 @@ impl Connector {
         Ok(h1::Connection::new(self.connect(Wire::Http1).await?))
     }
 
-    async fn open_h2(&self) -> Result<http2::SendRequest<ReplayBody>, Failure> {
-        let io: Io = TokioIo::new(self.connect(Wire::Http2).await?);
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .initial_stream_window_size(1 << 20)
-            .initial_connection_window_size(8 << 20)
-            .handshake(io)
-            .await
-            .map_err(|e| classify(&e))?;
-        tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(sender)
+    async fn open_h2(&self) -> Result<::h2::client::SendRequest<Bytes>, Failure> {
+        h2::open(self.connect(Wire::Http2).await?).await
     }
 }
 
@@ -258,7 +239,7 @@ impl Connector {
 pub struct Lanes {
     connector: Connector,
     h1: Vec<Mutex<Option<h1::Connection>>>,
-    h2: Vec<Mutex<Option<http2::SendRequest<ReplayBody>>>>,
+    h2: Vec<Mutex<Option<::h2::client::SendRequest<Bytes>>>>,
 }
 
 impl Lanes {
@@ -278,7 +259,7 @@ impl Lanes {
 pub struct Client {
     lanes: Arc<Lanes>,
     worker: usize,
-    h2: Option<http2::SendRequest<ReplayBody>>,
+    h2: Option<::h2::client::SendRequest<Bytes>>,
 }
 
 /// What a call keeps of the response.
@@ -313,13 +294,10 @@ impl Client {
         match call.wire {
             Wire::Http1 => self.send_h1(call, keep, sent).await,
             Wire::Http2 => {
-                let mut request = Request::new(ReplayBody::new(call, speed));
-                *request.method_mut() = call.method.clone();
-                *request.uri_mut() = call.uri.clone();
-                *request.headers_mut() = call.headers.clone();
-                *request.version_mut() = http::Version::HTTP_2;
-                let response = self.send_h2(request).await?;
-                read_response(response, call.grpc, keep, sent).await
+                let mut sender = self.h2_sender().await?;
+                let result = h2::call(&mut sender, call, speed, keep, sent).await;
+                self.h2 = Some(sender);
+                result
             }
         }
     }
@@ -346,114 +324,35 @@ impl Client {
         Ok(answer)
     }
 
-    async fn send_h2(
-        &mut self,
-        request: Request<ReplayBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, Failure> {
-        let mut sender = match self.h2.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => {
-                let slot = &self.lanes.h2[self.worker % self.lanes.h2.len()];
-                let mut guard = slot.lock().await;
-                let shared = match guard.take() {
-                    Some(s) if !s.is_closed() => s,
-                    _ => self.lanes.connector.open_h2().await?,
-                };
-                *guard = Some(shared.clone());
-                shared
-            }
-        };
-        sender.ready().await.map_err(|e| classify(&e))?;
-        let result = sender.send_request(request).await;
-        self.h2 = Some(sender);
-        result.map_err(|e| classify(&e))
-    }
-}
-
-/// Reads the whole HTTP/2 response whose head has just arrived.
-async fn read_response(
-    response: http::Response<hyper::body::Incoming>,
-    grpc: bool,
-    keep: Keep,
-    sent: Instant,
-) -> Result<Answer, Failure> {
-    // Only the results tape shows it: no clock read otherwise.
-    let head_after = if keep.messages {
-        sent.elapsed()
-    } else {
-        Duration::ZERO
-    };
-    let (parts, mut body) = response.into_parts();
-    let mut kept = BytesMut::new();
-    let mut body_size = 0u64;
-    let mut trailers = None;
-    let mut deframer =
-        (grpc && keep.messages).then(|| Deframer::new(Direction::Response, keep.body));
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| Failure {
-            after_head: true,
-            ..classify(&e)
-        })?;
-        match frame.into_data() {
-            Ok(data) => {
-                body_size += data.len() as u64;
-                if let Some(deframer) = deframer.as_mut() {
-                    deframer.push(nanos(sent.elapsed()), &data);
-                } else if kept.len() < keep.body {
-                    let room = (keep.body - kept.len()).min(data.len());
-                    kept.extend_from_slice(&data[..room]);
-                }
-            }
-            Err(frame) => {
-                if let Ok(t) = frame.into_trailers() {
-                    trailers = Some(t);
-                }
+    /// A sender ready for a new stream: this worker's own copy, or the
+    /// slot's shared connection, opened (again) when it has gone.
+    async fn h2_sender(&mut self) -> Result<::h2::client::SendRequest<Bytes>, Failure> {
+        if let Some(own) = self.h2.take() {
+            match own.ready().await {
+                Ok(ready) => return Ok(ready),
+                Err(e) if !h2::connection_gone(&e) => return Err(h2::classify(&e, false)),
+                Err(_) => {}
             }
         }
+        let slot = &self.lanes.h2[self.worker % self.lanes.h2.len()];
+        let mut guard = slot.lock().await;
+        if let Some(shared) = guard.take() {
+            match shared.ready().await {
+                Ok(ready) => {
+                    *guard = Some(ready.clone());
+                    return Ok(ready);
+                }
+                Err(e) if !h2::connection_gone(&e) => return Err(h2::classify(&e, false)),
+                Err(_) => {}
+            }
+        }
+        let fresh = self.lanes.connector.open_h2().await?;
+        *guard = Some(fresh.clone());
+        fresh.ready().await.map_err(|e| h2::classify(&e, false))
     }
-    let grpc_status = trailers
-        .as_ref()
-        .and_then(grpc_status)
-        .or_else(|| grpc_status(&parts.headers));
-    let messages = deframer.map_or_else(Vec::new, |d| d.finish(nanos(sent.elapsed())).0);
-    Ok(Answer {
-        status: parts.status,
-        headers: parts.headers,
-        body: kept.freeze(),
-        body_size,
-        trailers,
-        grpc: grpc_status,
-        messages,
-        head_after,
-    })
 }
 
 /// Nanoseconds of a duration, saturating.
 pub fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-/// Sorts a hyper error into the kinds the report counts.
-fn classify(error: &hyper::Error) -> Failure {
-    let message = reprise_model::error::one_line(error);
-    let io = reprise_model::error::io_failure(error);
-    let kind = if error.is_timeout() {
-        ErrorKind::Timeout
-    } else if error.is_parse() || error.is_parse_status() {
-        ErrorKind::Protocol
-    } else if io == Some(ErrorKind::Reset)
-        || error.is_incomplete_message()
-        || error.is_closed()
-        || error.is_canceled()
-    {
-        ErrorKind::Reset
-    } else if message.contains("protocol")
-        || message.contains("frame")
-        || message.contains("GOAWAY")
-    {
-        ErrorKind::Protocol
-    } else {
-        ErrorKind::Other
-    };
-    Failure::new(kind, message)
 }

@@ -19,7 +19,6 @@
 //! - The engine produces counters and a [`Report`]; printing them is the
 //!   caller's business.
 
-mod body;
 mod call;
 mod client;
 mod config;
@@ -27,6 +26,7 @@ mod engine;
 mod error;
 mod feed;
 mod h1;
+mod h2;
 mod report;
 mod results;
 mod schedule;
