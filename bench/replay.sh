@@ -204,6 +204,53 @@ for ((run = 1; run <= runs; run++)); do
 done
 for ((run = 1; run <= runs; run++)); do step rate "$run"; done
 
+# --- CPU cost per call ------------------------------------------------------------
+# On a machine this small, the load generator and nginx share the cores, so
+# every instruction the load generator spends is taken from nginx. callgrind
+# counts the instructions each one executes per call: the same count for
+# the same binaries and inputs however busy the machine is, so it resolves
+# what the req/s tables cannot. One thread each (valgrind runs threads one
+# at a time anyway), the tables' connection counts. Skipped without valgrind.
+cost_calls=${BENCH_COST_CALLS:-40000}
+require_positive_ints cost_calls
+# OUT command...: prints the instructions the command executed.
+instructions() {
+  local out=$1
+  shift
+  valgrind --tool=callgrind --callgrind-out-file="$out.cg" "$@" >"$out.txt" 2>"$out.err" || true
+  sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$out.err" | tail -n 1
+}
+cost_report=
+if command -v valgrind >/dev/null; then
+  say "CPU cost per call: callgrind, $cost_calls calls each"
+  c_dir=$dir/results/cost
+  mkdir -p "$c_dir"
+  one_thread=()
+  ((${#replay_threads[@]})) && one_thread=(--threads 1)
+  i_wrk=$(instructions "$c_dir/wrk" wrk -t1 "-c$conns" -d5s "$url_h1")
+  n_wrk=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$c_dir/wrk.txt")
+  i_h1=$(instructions "$c_dir/h1" "$reprise" replay "$dir/h1.tape" --target "http://127.0.0.1:$p_h1" \
+    --max --loop --concurrency "$conns" --limit "$cost_calls" -q "${one_thread[@]}")
+  i_h2load=$(instructions "$c_dir/h2load" h2load -t1 "-c$h2_conns" "-m$h2_streams" -n "$cost_calls" "$url_h2")
+  i_h2=$(instructions "$c_dir/h2" "$reprise" replay "$dir/h2.tape" --target "http://127.0.0.1:$p_h2" \
+    --max --loop --connections "$h2_conns" --concurrency "$h2_concurrency" --limit "$cost_calls" -q "${one_thread[@]}")
+  if [ -n "$i_wrk" ] && [ -n "$n_wrk" ] && [ -n "$i_h1" ] && [ -n "$i_h2load" ] && [ -n "$i_h2" ]; then
+    cost_report=$(awk -v iw="$i_wrk" -v nw="$n_wrk" -v i1="$i_h1" -v ih="$i_h2load" -v i2="$i_h2" -v n="$cost_calls" 'BEGIN {
+      w = iw / nw; r1 = i1 / n; h = ih / n; r2 = i2 / n
+      print "| load generator | instructions per call | vs the reference |"
+      print "| --- | ---: | ---: |"
+      printf "| wrk (HTTP/1.1) | %.0f | 1.00x |\n", w
+      printf "| reprise replay (HTTP/1.1) | %.0f | %.2fx |\n", r1, r1 / w
+      printf "| h2load (h2c) | %.0f | 1.00x |\n", h
+      printf "| reprise replay (h2c) | %.0f | %.2fx |\n", r2, r2 / h
+    }')
+  else
+    cost_report="no result: see $c_dir"
+  fi
+else
+  cost_report="skipped: valgrind is not installed"
+fi
+
 # --- report ---------------------------------------------------------------------------
 oha_version=
 [ -n "$oha" ] && oha_version=$("$oha" --version 2>&1 | head -n 1)
@@ -428,3 +475,9 @@ if problems:
     for p in problems:
         print(f"- {p}")
 PY
+echo
+echo "### CPU cost per call (callgrind)"
+echo
+echo "Instructions executed per call (user space, the whole process), one thread each: \`wrk -t1 -c$conns -d5s\` (per request it made), \`h2load -t1 -c$h2_conns -m$h2_streams -n $cost_calls\`, reprise with \`--limit $cost_calls --threads 1\`. Lower is better; the same on every run."
+echo
+echo "$cost_report"

@@ -371,6 +371,12 @@ impl Recording {
         let mut captured = recorder.pool().take();
         captured.grpc = is_grpc(request.headers);
         captured.identity = identity;
+        // Both clocks read together: the end of an exchange is its start
+        // on the wall clock plus its duration on the monotonic one, so a
+        // gap between the two reads (copying the head, a preemption) would
+        // move every end it computes. A child call could then seem to end
+        // after its parent.
+        let started = Instant::now();
         captured.recorded_at_ns = reprise_model::time::now_ns();
         captured.version = Some(request.version);
         let heads = &mut captured.heads;
@@ -400,7 +406,7 @@ impl Recording {
         captured.origin = Some(origin);
         Arc::new(Recording {
             recorder,
-            started: Instant::now(),
+            started,
             max_body,
             partial: Mutex::new(Some(captured)),
             open: AtomicU8::new(2),
