@@ -211,7 +211,7 @@ where
     fn is_end_stream(&self) -> bool {
         match &self.inner {
             Source::Live { body } => body.is_end_stream(),
-            Source::Mocked { body } => body.frames.is_empty(),
+            Source::Mocked { body } => body.is_done(),
         }
     }
 
@@ -228,6 +228,9 @@ where
 pub struct MockBody {
     frames: VecDeque<(Option<Instant>, Frame<Bytes>)>,
     sleep: Option<Pin<Box<Sleep>>>,
+    /// Frames still to come, for a stream answered as its requests arrive
+    /// (see `crate::live`); closed at the end.
+    live: Option<tokio::sync::mpsc::Receiver<(Option<Instant>, Frame<Bytes>)>>,
 }
 
 impl MockBody {
@@ -247,10 +250,30 @@ impl MockBody {
         MockBody {
             frames,
             sleep: None,
+            live: None,
         }
     }
 
+    /// A body whose frames come from `frames` as they are decided.
+    pub(crate) fn live(
+        frames: tokio::sync::mpsc::Receiver<(Option<Instant>, Frame<Bytes>)>,
+    ) -> MockBody {
+        MockBody {
+            frames: VecDeque::new(),
+            sleep: None,
+            live: Some(frames),
+        }
+    }
+
+    /// Whether every frame has been handed out.
+    pub(crate) fn is_done(&self) -> bool {
+        self.frames.is_empty() && self.live.is_none()
+    }
+
     fn size_hint(&self) -> SizeHint {
+        if self.live.is_some() {
+            return SizeHint::default();
+        }
         let size: u64 = self
             .frames
             .iter()
@@ -267,6 +290,15 @@ impl MockBody {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame<Bytes>>> {
+        if self.frames.is_empty()
+            && let Some(live) = self.live.as_mut()
+        {
+            match live.poll_recv(cx) {
+                Poll::Ready(Some(next)) => self.frames.push_back(next),
+                Poll::Ready(None) => self.live = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
         let Some((due, _)) = self.frames.front() else {
             return Poll::Ready(None);
         };

@@ -306,23 +306,50 @@ async fn mock<B, RB>(
     request: Request<B>,
 ) -> Result<Response<DownstreamBody<RB>>, BoxError>
 where
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let scope = Scope::of(&request);
     let authority = authority_of(&request, &authority);
     let (parts, body) = request.into_parts();
     let grpc = is_grpc(&parts.headers);
+    let content_type = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    if grpc {
+        // A stream recorded answering before its request stream ended is
+        // answered as it goes (see `crate::live`), not once it has ended.
+        let head = CallKey::new(
+            KeyParts {
+                method: parts.method.as_str(),
+                authority: &authority,
+                path_and_query,
+                content_type,
+                body: &[],
+            },
+            store.options().ignore_authority,
+        );
+        if let Some(candidates) = store.live_candidates(scope.as_ref(), &head) {
+            let call = crate::mock::describe(&head);
+            let stream = crate::live::Stream {
+                store: Arc::clone(&store),
+                scope,
+                head,
+                call,
+                candidates,
+            };
+            return Ok(crate::live::answer(stream, body).map(DownstreamBody::mocked));
+        }
+    }
     let body = read_capped(body, store.options().max_body).await?;
     let key = CallKey::new(
         KeyParts {
             method: parts.method.as_str(),
             authority: &authority,
-            path_and_query: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-            content_type: parts
-                .headers
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok()),
+            path_and_query,
+            content_type,
             body: &body,
         },
         store.options().ignore_authority,

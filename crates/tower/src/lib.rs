@@ -58,6 +58,7 @@ mod body;
 mod config;
 mod downstream;
 mod error;
+mod live;
 mod mock;
 mod record;
 mod scope;

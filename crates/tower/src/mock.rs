@@ -19,7 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use reprise_model::key::{CallKey, KeyField};
-use reprise_model::{Direction, Exchange, Header, Protocol, display_id};
+use reprise_model::{Direction, Exchange, Header, HeaderList, Protocol, display_id};
 use tokio::time::Instant;
 
 use crate::body::MockBody;
@@ -314,6 +314,122 @@ impl MockStore {
         Err(self.miss(call, replay_of, reason, nearest))
     }
 
+    /// The recorded calls in scope that a gRPC stream with key `head`
+    /// (its body aside) may follow message by message, in recorded
+    /// order; `None` unless at least one of them is interactive (answered
+    /// before its request stream ended) and every one of them answered
+    /// with an ordinary head (status 200, not trailers-only), the head
+    /// the stream is answered with before any request message arrives.
+    pub(crate) fn live_candidates(
+        &self,
+        scope: Option<&Scope>,
+        head: &CallKey,
+    ) -> Option<Vec<usize>> {
+        let replay_of = scope.and_then(Scope::replay_of);
+        let candidates: &[usize] = match (
+            replay_of.and_then(|id| self.by_parent.get(id)),
+            self.options.global,
+        ) {
+            (Some(found), _) => found,
+            (None, true) => &self.all,
+            (None, false) => return None,
+        };
+        let heads: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| {
+                let key = &self.calls[i].key;
+                key.method == head.method
+                    && key.authority == head.authority
+                    && key.path == head.path
+                    && key.query == head.query
+            })
+            .collect();
+        let plain_head = |exchange: &Exchange| {
+            exchange.protocol() == Protocol::Grpc
+                && exchange.response.as_ref().is_some_and(|r| {
+                    r.status == 200 && r.headers.header_str("grpc-status").is_none()
+                })
+        };
+        let usable = !heads.is_empty()
+            && heads.iter().all(|&i| plain_head(&self.calls[i].exchange))
+            && heads
+                .iter()
+                .any(|&i| crate::live::interactive(&self.calls[i].exchange));
+        usable.then_some(heads)
+    }
+
+    /// Recorded call `i`: the exchange and its key.
+    pub(crate) fn recorded(&self, i: usize) -> (&Exchange, &CallKey) {
+        let call = &self.calls[i];
+        (&call.exchange, &call.key)
+    }
+
+    /// Runs `f` on what `scope` (or, for a call whose scope has no
+    /// recorded calls, the store) has used, as [`MockStore::choose`]
+    /// counts it.
+    fn with_usage<R>(&self, scope: Option<&Scope>, f: impl FnOnce(&mut MockUse) -> R) -> R {
+        let scoped = scope
+            .and_then(Scope::replay_of)
+            .is_some_and(|id| self.by_parent.contains_key(id));
+        match scope {
+            Some(scope) if scoped => f(&mut scope.mocks()),
+            _ => f(&mut self.unscoped.lock().unwrap_or_else(PoisonError::into_inner)),
+        }
+    }
+
+    /// Whether recorded call `i` has answered a call in `scope` already.
+    pub(crate) fn is_used(&self, scope: Option<&Scope>, i: usize) -> bool {
+        self.with_usage(scope, |usage| usage.used.contains_key(&(self.id, i)))
+    }
+
+    /// Recorded call `i` answers a call in `scope` (a stream answered
+    /// message by message commits to it).
+    pub(crate) fn take(&self, scope: Option<&Scope>, i: usize, call: &str) {
+        self.with_usage(scope, |usage| {
+            usage.calls += 1;
+            let number = usage.calls;
+            usage.used.entry((self.id, i)).or_insert(number);
+        });
+        self.served.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            call = %call,
+            recorded = %display_id(&self.calls[i].exchange.id),
+            "reprise mock: serving a stream as it goes"
+        );
+    }
+
+    /// Counts and keeps a miss found while a stream was being answered.
+    /// With `key`, names the nearest of `candidates` as a miss does.
+    pub(crate) fn stream_miss(
+        &self,
+        call: String,
+        scope: Option<&Scope>,
+        reason: MissReason,
+        key: Option<&CallKey>,
+        candidates: &[usize],
+    ) -> MockMiss {
+        let mut nearest: Vec<Nearest> = match key {
+            None => Vec::new(),
+            Some(key) => candidates
+                .iter()
+                .map(|&i| {
+                    let recorded = &self.calls[i];
+                    Nearest {
+                        id: recorded.exchange.id_hex(),
+                        call: describe(&recorded.key),
+                        differs: recorded.key.differences(key),
+                        used_by: self
+                            .with_usage(scope, |usage| usage.used.get(&(self.id, i)).copied()),
+                    }
+                })
+                .collect(),
+        };
+        nearest.sort_by_key(|n| n.differs.len());
+        nearest.truncate(3);
+        self.miss(call, scope.and_then(Scope::replay_of), reason, nearest)
+    }
+
     fn miss(
         &self,
         call: String,
@@ -381,6 +497,16 @@ pub enum MissReason {
         /// How many times it was recorded.
         recorded: usize,
     },
+    /// A gRPC stream answered message by message (its client waits for
+    /// answers) left the recorded call it was following: request message
+    /// `at` (1-based) differs from the recorded one, or the stream ended
+    /// before it or went on past the recorded end.
+    Diverged {
+        /// The recorded exchange it was following, hex.
+        recorded: String,
+        /// The first request message that does not match.
+        at: usize,
+    },
 }
 
 /// A recorded call close to a missed one.
@@ -437,6 +563,10 @@ impl fmt::Display for MockMiss {
                 f,
                 ": recorded {recorded} time(s), and every recorded response has been served"
             )?,
+            MissReason::Diverged { recorded, at } => write!(
+                f,
+                ": the stream was answered from recorded call {recorded} as it went, and its request message {at} is not the recorded one (different, missing, or past the recorded end)"
+            )?,
         }
         for near in &self.nearest {
             let differs: Vec<&str> = near.differs.iter().map(|d| d.name()).collect();
@@ -476,7 +606,7 @@ pub struct RecordedFailure {
     pub message: String,
 }
 
-fn header_map(headers: &[Header], drop_length: bool) -> HeaderMap {
+pub(crate) fn header_map(headers: &[Header], drop_length: bool) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(headers.len());
     for header in headers {
         let (Ok(name), Ok(value)) = (

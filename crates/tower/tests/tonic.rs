@@ -17,6 +17,7 @@ use reprise_testkit::echo::echo_server::{Echo, EchoServer};
 use reprise_testkit::echo::{Count, Note};
 use reprise_tower::{Downstream, Mode, Reprise};
 use support::{config, read_tape, shut};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -222,9 +223,106 @@ impl Echo for Front {
 
     type BidiStream = NoteStream;
 
-    async fn bidi(&self, _: Request<Streaming<Note>>) -> Result<Response<NoteStream>, Status> {
-        Err(Status::unimplemented("not in the front"))
+    /// A conversation relayed one note at a time: each note goes to the
+    /// downstream's bidi stream, and the next is read only once the
+    /// downstream has answered it.
+    async fn bidi(
+        &self,
+        request: Request<Streaming<Note>>,
+    ) -> Result<Response<NoteStream>, Status> {
+        let mut inbound = request.into_inner();
+        let Some(first) = inbound.message().await? else {
+            return Ok(Response::new(Box::pin(tokio_stream::empty())));
+        };
+        let (to_downstream, notes) = tokio::sync::mpsc::channel::<Note>(1);
+        let gone = |_| Status::internal("the downstream stream closed");
+        to_downstream.send(first).await.map_err(gone)?;
+        let mut replies = self
+            .downstream
+            .clone()
+            .bidi(ReceiverStream::new(notes))
+            .await?
+            .into_inner();
+        let (answers, out) = tokio::sync::mpsc::channel::<Result<Note, Status>>(4);
+        tokio::spawn(async move {
+            loop {
+                let reply = replies.message().await;
+                let more = matches!(reply, Ok(Some(_)));
+                if let Some(reply) = reply.transpose() {
+                    let _ = answers.send(reply).await;
+                }
+                if !more {
+                    return;
+                }
+                let Ok(Some(next)) = inbound.message().await else {
+                    break;
+                };
+                if to_downstream.send(next).await.is_err() {
+                    break;
+                }
+            }
+            // The caller has finished: end the downstream stream and pass
+            // on what it still says.
+            drop(to_downstream);
+            while let Some(reply) = replies.message().await.transpose() {
+                let failed = reply.is_err();
+                let _ = answers.send(reply).await;
+                if failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(out))))
     }
+}
+
+/// Says `notes` to `client`'s bidi stream one at a time, each after the
+/// answer to the one before (an interactive client), then ends its side;
+/// every answer, and the error that ended the stream if one did. Bounded:
+/// a stream that stops answering fails the test.
+async fn converse(
+    client: &mut EchoClient<Channel>,
+    replay_of: Option<&str>,
+    notes: &[Note],
+) -> Vec<Result<Note, Status>> {
+    let talk = async {
+        let (say, said) = tokio::sync::mpsc::channel::<Note>(1);
+        say.send(notes[0].clone()).await.unwrap();
+        let mut request = Request::new(ReceiverStream::new(said));
+        if let Some(id) = replay_of {
+            request
+                .metadata_mut()
+                .insert("x-reprise-replay", id.parse().unwrap());
+        }
+        let mut answers = Vec::new();
+        let mut replies = match client.bidi(request).await {
+            Ok(replies) => replies.into_inner(),
+            Err(status) => return vec![Err(status)],
+        };
+        for next in &notes[1..] {
+            match replies.message().await.transpose() {
+                Some(Ok(note)) => answers.push(Ok(note)),
+                Some(Err(status)) => {
+                    answers.push(Err(status));
+                    return answers;
+                }
+                None => return answers,
+            }
+            say.send(next.clone()).await.unwrap();
+        }
+        drop(say);
+        while let Some(reply) = replies.message().await.transpose() {
+            let failed = reply.is_err();
+            answers.push(reply);
+            if failed {
+                break;
+            }
+        }
+        answers
+    };
+    tokio::time::timeout(Duration::from_secs(10), talk)
+        .await
+        .expect("the conversation ends within 10 s")
 }
 
 /// The front, as a deployment of `reprise` would run it: `channel` to the
@@ -413,6 +511,116 @@ async fn a_tonic_downstream_is_recorded_then_mocked_message_by_message() {
     assert_eq!(
         (report.served, report.missed),
         (2 + 2 + 1 + 1, 1),
+        "{:?}",
+        report.misses
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interactive_bidi_stream_is_mocked_message_by_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("chat.tape");
+    let echo_addr = reprise_testkit::start_echo().await;
+    let notes = [note("hello", 1), note("how are you", 2), note("bye", 3)];
+
+    // Record: each note reaches the downstream only after the answer to
+    // the one before.
+    let reprise = Reprise::start(config(Mode::Record, &tape)).unwrap();
+    let channel = Channel::from_shared(format!("http://{echo_addr}"))
+        .unwrap()
+        .connect_lazy();
+    let front_addr = front(&reprise, channel).await;
+    let recorded: Vec<Note> = converse(&mut client(front_addr).await, None, &notes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        recorded.iter().map(|n| n.number).collect::<Vec<_>>(),
+        [2, 4, 6],
+        "the echo doubles each number"
+    );
+    let stats = shut(reprise).await;
+    assert_eq!((stats.recorded, stats.dropped()), (2, 0), "{stats:?}");
+    let exchanges = read_tape(&tape);
+    let inbound = exchanges
+        .iter()
+        .find(|e| e.role() == Role::Inbound)
+        .unwrap();
+    let child = exchanges.iter().find(|e| e.is_downstream()).unwrap();
+    assert_eq!(child.parent_id, inbound.id);
+    // Recorded interleaved: each answer before the next note.
+    let order: Vec<Direction> = {
+        let mut messages: Vec<_> = child.messages.iter().collect();
+        messages.sort_by_key(|m| m.offset_ns);
+        messages.iter().map(|m| m.direction()).collect()
+    };
+    use Direction::{Request as Rq, Response as Rs};
+    assert_eq!(order, [Rq, Rs, Rq, Rs, Rq, Rs], "{order:?}");
+
+    // Mock: the downstream is unreachable; the conversation goes as
+    // recorded, each answer coming as its note arrives.
+    let reprise = Reprise::start(config(Mode::Mock, &tape)).unwrap();
+    let nowhere = Channel::from_static("http://127.0.0.1:9").connect_lazy();
+    let front_addr = front(&reprise, nowhere).await;
+    let mut front_client = client(front_addr).await;
+    let id = inbound.id_hex();
+    let again: Vec<Note> = converse(&mut front_client, Some(&id), &notes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(again, recorded);
+    // Again: each inbound call has the recorded calls to itself.
+    let twice: Vec<Note> = converse(&mut front_client, Some(&id), &notes)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(twice, recorded);
+    let report = reprise.mock_report().unwrap();
+    assert_eq!(
+        (report.served, report.missed),
+        (2, 0),
+        "{:?}",
+        report.misses
+    );
+
+    // A conversation that leaves the recording at its second note: the
+    // first answer comes, then UNAVAILABLE naming the note.
+    let reprise = Reprise::start(config(Mode::Mock, &tape)).unwrap();
+    let front_addr = front(
+        &reprise,
+        Channel::from_static("http://127.0.0.1:9").connect_lazy(),
+    )
+    .await;
+    let other = [note("hello", 1), note("something else", 2), note("bye", 3)];
+    let answers = converse(&mut client(front_addr).await, Some(&id), &other).await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert_eq!(answers[0].as_ref().unwrap(), &recorded[0]);
+    let status = answers[1].as_ref().unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("reprise mock miss"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status
+            .message()
+            .contains("request message 2 is not the recorded one"),
+        "{}",
+        status.message()
+    );
+    assert!(
+        status.message().contains(&child.id_hex()),
+        "{}",
+        status.message()
+    );
+    let report = reprise.mock_report().unwrap();
+    assert_eq!(
+        (report.served, report.missed),
+        (1, 1),
         "{:?}",
         report.misses
     );
