@@ -77,7 +77,9 @@ pub struct Config {
     pub default_redaction: bool,
     /// Mock mode: `REPRISE_MOCK_EXHAUSTED` (`error`, `repeat-last`,
     /// `cycle`), `REPRISE_MOCK_GLOBAL=1`, `REPRISE_MOCK_IGNORE_AUTHORITY=1`,
-    /// `REPRISE_MOCK_TIMING=0`.
+    /// `REPRISE_MOCK_TIMING=0`, `REPRISE_MOCK_SHARED` (`;`-separated
+    /// `FIELD=VALUE` terms, as `REPRISE_MATCH`, picking the recorded
+    /// downstream calls that answer in any scope).
     pub mock: MockOptions,
 }
 
@@ -181,6 +183,15 @@ impl Config {
         }
         if let Some(v) = var("REPRISE_MOCK_TIMING") {
             config.mock.timing = flag("REPRISE_MOCK_TIMING", &v)?;
+        }
+        if let Some(v) = var("REPRISE_MOCK_SHARED") {
+            let mut filter = ExchangeFilter::new();
+            for term in list(&v, ';') {
+                filter = filter
+                    .add_match(&term)
+                    .map_err(|e| TowerError::Config(format!("REPRISE_MOCK_SHARED: {e}")))?;
+            }
+            config.mock.shared = (!filter.is_empty()).then_some(filter);
         }
         config.mock.max_body = config.max_body;
         Ok(config)
@@ -470,6 +481,7 @@ mod tests {
             ("REPRISE_MOCK_EXHAUSTED", "cycle"),
             ("REPRISE_MOCK_GLOBAL", "1"),
             ("REPRISE_MOCK_TIMING", "0"),
+            ("REPRISE_MOCK_SHARED", "path=/oauth/*; method=POST"),
         ]))?;
         assert_eq!(config.mode, Mode::Record);
         assert_eq!(config.tape, Some(PathBuf::from("/tmp/x.tape")));
@@ -479,6 +491,18 @@ mod tests {
         assert_eq!(config.redact_headers, ["x-api-key", "x-token"]);
         assert_eq!(config.mock.exhausted, crate::Exhausted::Cycle);
         assert!(config.mock.global && !config.mock.timing);
+        let shared = config.mock.shared.as_ref().expect("a shared filter");
+        let token = |method: &str, path: &str| reprise_model::Exchange {
+            request: Some(reprise_model::Request {
+                method: method.into(),
+                path: path.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(shared.matches(&token("POST", "/oauth/token")));
+        assert!(!shared.matches(&token("GET", "/oauth/token")));
+        assert!(!shared.matches(&token("POST", "/stock")));
         config.filter()?;
         config.redactor()?;
         Ok(())
@@ -492,6 +516,7 @@ mod tests {
             ("REPRISE_MAX_BODY", "-1", "REPRISE_MAX_BODY"),
             ("REPRISE_MOCK_EXHAUSTED", "twice", "repeat-last"),
             ("REPRISE_MOCK_GLOBAL", "maybe", "use 1 or 0"),
+            ("REPRISE_MOCK_SHARED", "colour=red", "REPRISE_MOCK_SHARED: "),
         ] {
             let error = Config::from_vars(vars(&[(name, value)]))
                 .err()

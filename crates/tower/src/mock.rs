@@ -19,6 +19,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use reprise_model::key::{CallKey, KeyField};
+use reprise_model::select::ExchangeFilter;
 use reprise_model::{Direction, Exchange, Header, HeaderList, Protocol, display_id};
 use tokio::time::Instant;
 
@@ -65,6 +66,11 @@ pub struct MockOptions {
     /// has no recorded calls) from all recorded calls. Off by default:
     /// scoping by causality is what keeps concurrent replays apart.
     pub global: bool,
+    /// Recorded downstream calls that answer any call with their key, in
+    /// any scope and any number of times (auth tokens, handshakes,
+    /// configuration fetches): the ones this filter accepts. Tried after
+    /// the calls recorded under the replayed exchange, before `global`.
+    pub shared: Option<ExchangeFilter>,
     /// Release streamed response messages at their recorded gaps.
     pub timing: bool,
     /// Bytes of a request body read for its key (the recorder's cap).
@@ -77,6 +83,7 @@ impl Default for MockOptions {
             exhausted: Exhausted::Error,
             ignore_authority: false,
             global: false,
+            shared: None,
             timing: true,
             max_body: 1 << 20,
         }
@@ -95,10 +102,14 @@ pub struct MockStore {
     calls: Vec<RecordedCall>,
     by_parent: HashMap<Vec<u8>, Vec<usize>>,
     all: Vec<usize>,
+    /// The recorded calls `options.shared` accepts.
+    shared: Vec<usize>,
     options: MockOptions,
     /// What a call made with no scope (and `global`) has used.
     unscoped: Mutex<MockUse>,
     served: AtomicU64,
+    served_shared: AtomicU64,
+    served_global: AtomicU64,
     missed: AtomicU64,
     misses: Mutex<VecDeque<MockMiss>>,
 }
@@ -142,14 +153,23 @@ impl MockStore {
                 }
             })
             .collect();
+        let shared = match &options.shared {
+            Some(filter) => (0..calls.len())
+                .filter(|&i| filter.matches(&calls[i].exchange))
+                .collect(),
+            None => Vec::new(),
+        };
         MockStore {
             id: STORE_IDS.fetch_add(1, Ordering::Relaxed),
             all: (0..calls.len()).collect(),
+            shared,
             calls,
             by_parent,
             options,
             unscoped: Mutex::new(MockUse::default()),
             served: AtomicU64::new(0),
+            served_shared: AtomicU64::new(0),
+            served_global: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             misses: Mutex::new(VecDeque::new()),
         }
@@ -210,6 +230,8 @@ impl MockStore {
     pub fn report(&self) -> MockReport {
         MockReport {
             served: self.served.load(Ordering::Relaxed),
+            shared: self.served_shared.load(Ordering::Relaxed),
+            global: self.served_global.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
             misses: self
                 .misses
@@ -230,6 +252,13 @@ impl MockStore {
     ) -> Result<&Exchange, MockMiss> {
         let replay_of = scope.and_then(Scope::replay_of);
         let scoped = replay_of.and_then(|id| self.by_parent.get(id));
+        // No recorded call under the replayed exchange: a shared one, then
+        // (when asked) the global pool.
+        if scoped.is_none()
+            && let Some(exchange) = self.shared_answer(key, &call)
+        {
+            return Ok(exchange);
+        }
         let candidates: &[usize] = match (scoped, self.options.global) {
             (Some(found), _) => found,
             (None, true) => &self.all,
@@ -242,6 +271,7 @@ impl MockStore {
                 return Err(self.miss(call, replay_of, reason, Vec::new()));
             }
         };
+        let global = scoped.is_none();
         let mut unscoped;
         let mut scoped_use;
         let usage: &mut MockUse = match scope {
@@ -279,6 +309,9 @@ impl MockStore {
         if let Some(i) = chosen {
             usage.used.entry((self.id, i)).or_insert(call_number);
             self.served.fetch_add(1, Ordering::Relaxed);
+            if global {
+                self.served_global.fetch_add(1, Ordering::Relaxed);
+            }
             let exchange = &self.calls[i].exchange;
             tracing::debug!(
                 call = %call,
@@ -286,6 +319,11 @@ impl MockStore {
                 scope = %replay_of.map(display_id).unwrap_or_default(),
                 "reprise mock: served"
             );
+            return Ok(exchange);
+        }
+        // The recorded calls under the replayed exchange are used up or
+        // do not match: a shared one may answer.
+        if !global && let Some(exchange) = self.shared_answer(key, &call) {
             return Ok(exchange);
         }
         let mut nearest: Vec<Nearest> = candidates
@@ -312,6 +350,20 @@ impl MockStore {
             }
         };
         Err(self.miss(call, replay_of, reason, nearest))
+    }
+
+    /// The first shared recorded call with `key`, served (never used up).
+    fn shared_answer(&self, key: &CallKey, call: &str) -> Option<&Exchange> {
+        let &i = self.shared.iter().find(|&&i| self.calls[i].key == *key)?;
+        self.served.fetch_add(1, Ordering::Relaxed);
+        self.served_shared.fetch_add(1, Ordering::Relaxed);
+        let exchange = &self.calls[i].exchange;
+        tracing::debug!(
+            call = %call,
+            recorded = %display_id(&exchange.id),
+            "reprise mock: served by a shared recorded call"
+        );
+        Some(exchange)
     }
 
     /// The recorded calls in scope that a gRPC stream with key `head`
@@ -470,6 +522,11 @@ pub(crate) fn describe(key: &CallKey) -> String {
 pub struct MockReport {
     /// Calls answered from the recording.
     pub served: u64,
+    /// Of those, calls answered by a shared recorded call (none recorded
+    /// under the replayed exchange matched): a fallback, counted apart.
+    pub shared: u64,
+    /// Of those, calls answered from the global pool.
+    pub global: u64,
     /// Calls that matched nothing (or found their responses used up).
     pub missed: u64,
     /// The latest misses (up to 1000), oldest first.
@@ -699,4 +756,138 @@ pub(crate) fn miss_response(miss: MockMiss, grpc: bool) -> Response<MockBody> {
         .insert("x-reprise-mock-miss", HeaderValue::from_static("1"));
     response.extensions_mut().insert(miss);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use reprise_model::key::KeyParts;
+    use reprise_model::{Exchange, Request, Response, Role};
+
+    use super::*;
+
+    /// A downstream `GET inventory/PATH` recorded under `parent`,
+    /// answered with `answer`.
+    fn recorded(parent: u8, path: &str, answer: &str, at: u64) -> Exchange {
+        Exchange {
+            id: vec![parent, at as u8],
+            parent_id: vec![parent; 16],
+            role: Role::Downstream as i32,
+            recorded_at_ns: at,
+            request: Some(Request {
+                method: "GET".into(),
+                authority: "inventory".into(),
+                path: path.into(),
+                ..Default::default()
+            }),
+            response: Some(Response {
+                status: 200,
+                body: Bytes::from(answer.to_string()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn key(path: &str) -> CallKey {
+        CallKey::new(
+            KeyParts {
+                method: "GET",
+                authority: "inventory",
+                path_and_query: path,
+                content_type: None,
+                body: &[],
+            },
+            false,
+        )
+    }
+
+    fn replaying(parent: u8) -> Scope {
+        Scope::new([9; 16], [9; 16], false, Some(vec![parent; 16]))
+    }
+
+    fn answer(store: &MockStore, scope: Option<&Scope>, path: &str) -> Result<String, MissReason> {
+        store
+            .choose(scope, &key(path), path.to_string())
+            .map(|e| String::from_utf8_lossy(&e.response.as_ref().unwrap().body).into_owned())
+            .map_err(|miss| miss.reason)
+    }
+
+    #[test]
+    fn shared_calls_answer_in_any_scope_any_number_of_times_after_the_scoped_ones() {
+        let tape = vec![
+            recorded(1, "/token", "token recorded under 1", 1),
+            recorded(1, "/stock", "stock of 1", 2),
+            recorded(2, "/stock", "stock of 2", 3),
+        ];
+        let options = MockOptions {
+            shared: Some(ExchangeFilter::new().add_match("path=/token").unwrap()),
+            ..MockOptions::default()
+        };
+        let store = MockStore::new(tape.clone(), options);
+        let (one, two) = (replaying(1), replaying(2));
+        // Scope 1 recorded its own token call: that one answers first,
+        // then, used up, the shared one goes on answering.
+        assert_eq!(
+            answer(&store, Some(&one), "/token").unwrap(),
+            "token recorded under 1"
+        );
+        assert_eq!(
+            answer(&store, Some(&one), "/token").unwrap(),
+            "token recorded under 1"
+        );
+        // Scope 2 never fetched a token when recorded; outside any scope
+        // (a token fetched at startup) too.
+        assert_eq!(
+            answer(&store, Some(&two), "/token").unwrap(),
+            "token recorded under 1"
+        );
+        assert_eq!(
+            answer(&store, None, "/token").unwrap(),
+            "token recorded under 1"
+        );
+        // Calls not marked shared stay in their scope.
+        assert_eq!(answer(&store, Some(&two), "/stock").unwrap(), "stock of 2");
+        assert_eq!(
+            answer(&store, Some(&two), "/stock").unwrap_err(),
+            MissReason::Exhausted { recorded: 1 }
+        );
+        assert_eq!(
+            answer(&store, None, "/stock").unwrap_err(),
+            MissReason::NoScope
+        );
+        let report = store.report();
+        assert_eq!(
+            (report.served, report.shared, report.global, report.missed),
+            (5, 3, 0, 2)
+        );
+
+        // Without the mark, the same calls miss.
+        let store = MockStore::new(tape, MockOptions::default());
+        assert_eq!(
+            answer(&store, None, "/token").unwrap_err(),
+            MissReason::NoScope
+        );
+        assert_eq!(
+            answer(&store, Some(&two), "/token").unwrap_err(),
+            MissReason::NoMatch { recorded: 1 }
+        );
+    }
+
+    #[test]
+    fn the_global_pool_comes_after_the_shared_calls_and_is_counted() {
+        let tape = vec![
+            recorded(1, "/token", "token", 1),
+            recorded(1, "/stock", "stock of 1", 2),
+        ];
+        let options = MockOptions {
+            shared: Some(ExchangeFilter::new().add_match("path=/token").unwrap()),
+            global: true,
+            ..MockOptions::default()
+        };
+        let store = MockStore::new(tape, options);
+        assert_eq!(answer(&store, None, "/token").unwrap(), "token");
+        assert_eq!(answer(&store, None, "/stock").unwrap(), "stock of 1");
+        let report = store.report();
+        assert_eq!((report.served, report.shared, report.global), (2, 1, 1));
+    }
 }

@@ -327,6 +327,54 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
     assert_eq!(asked, [json!(1), json!(2), json!(2)]);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_recorded_calls_answer_outside_their_scope_and_past_their_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("shop.tape");
+    let (exchanges, inventory) = record(&tape, &["/order/ink?times=2".to_string()]).await;
+    let ink = exchanges
+        .iter()
+        .find(|e| e.request.as_ref().unwrap().path.starts_with("/order/ink"))
+        .unwrap()
+        .id_hex();
+    let replaying = [("x-reprise-replay", ink.as_str())];
+
+    let mut shared = config(Mode::Mock, &tape);
+    shared.mock.shared = Some(
+        reprise_model::select::ExchangeFilter::new()
+            .add_match("path=/stock/ink")
+            .unwrap(),
+    );
+    let reprise = Reprise::start(shared).unwrap();
+    let (shop_addr, _shop) = serve(shop(&reprise, &inventory)).await;
+    // A task that lost the scope: the shared call answers it.
+    let (status, _, answer) = get_with(shop_addr, "/detached/ink", &replaying).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(json_of(&answer)["sku"], "ink");
+    // One call more than recorded: the two recorded under the replayed
+    // exchange, in order, then the shared one (the first recorded).
+    let (status, headers, answer) = get_with(shop_addr, "/order/ink?times=3", &replaying).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
+    let asked: Vec<Value> = json_of(&answer)["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["asked"].clone())
+        .collect();
+    assert_eq!(asked, [json!(1), json!(2), json!(1)]);
+    assert!(headers.get("x-reprise-mock-misses").is_none());
+    // Calls the filter does not name still miss outside their scope.
+    let (status, _, _) = get_with(shop_addr, "/detached/paper", &replaying).await;
+    assert_eq!(status, 502);
+    let report = reprise.mock_report().unwrap();
+    assert_eq!(
+        (report.served, report.shared, report.missed),
+        (4, 2, 1),
+        "{:?}",
+        report.misses
+    );
+}
+
 /// A sink that blocks in `append` until released.
 struct Stalling(Arc<(Mutex<bool>, std::sync::Condvar)>);
 
