@@ -359,7 +359,7 @@ where
         Ok(exchange) => respond(exchange, store.options().timing)?,
         Err(miss) => {
             if let Some(scope) = &scope {
-                scope.note_miss();
+                scope.note_miss(&miss.call);
             }
             miss_response(miss, grpc)
         }

@@ -71,6 +71,9 @@ pub use mock::{
     Exhausted, MissReason, MockMiss, MockOptions, MockReport, MockServed, MockStore, Nearest,
     RecordedFailure,
 };
-pub use record::{MISSES_HEADER, REPLAY_HEADER, Record, RecordFuture, RecordLayer, UNUSED_HEADER};
+pub use record::{
+    MISSES_HEADER, MISSING_CALLS_HEADER, NEW_CALLS_HEADER, REPLAY_HEADER, Record, RecordFuture,
+    RecordLayer, UNUSED_HEADER,
+};
 pub use reprise_record::{Metrics, RecorderStats, TapBody};
 pub use scope::{Scope, spawn};

@@ -159,7 +159,7 @@ where
     let mut last_due: Option<Instant> = None;
     let miss = |reason: MissReason, key: Option<&CallKey>| {
         if let Some(scope) = &scope {
-            scope.note_miss();
+            scope.note_miss(&call);
         }
         store.stream_miss(call.clone(), scope.as_ref(), reason, key, &candidates)
     };

@@ -221,6 +221,21 @@ impl MockStore {
             .count()
     }
 
+    /// The first `limit` of those, named `METHOD authority/path?query`,
+    /// in recorded order.
+    pub(crate) fn unused_calls_in(&self, scope: &Scope, limit: usize) -> Vec<String> {
+        let Some(recorded) = scope.replay_of().and_then(|id| self.by_parent.get(id)) else {
+            return Vec::new();
+        };
+        let usage = scope.mocks();
+        recorded
+            .iter()
+            .filter(|&&i| !usage.used.contains_key(&(self.id, i)))
+            .take(limit)
+            .map(|&i| describe(&self.calls[i].key))
+            .collect()
+    }
+
     /// The options in force.
     pub fn options(&self) -> &MockOptions {
         &self.options

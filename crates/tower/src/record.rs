@@ -38,6 +38,17 @@ pub const MISSES_HEADER: &str = "x-reprise-mock-misses";
 /// is a difference too.
 pub const UNUSED_HEADER: &str = "x-reprise-mock-unused";
 
+/// On an inbound response in mock mode: each downstream call the mocks
+/// could not answer, named `METHOD authority/path?query` (one field per
+/// call, the first 16): the calls the new build makes that the recording
+/// never saw, so `reprise diff` names them.
+pub const NEW_CALLS_HEADER: &str = "x-reprise-mock-new";
+
+/// On an inbound response in mock mode: each downstream call recorded
+/// under the replayed exchange that the call had not made, named (one
+/// field per call, the first 16): the calls the new build no longer makes.
+pub const MISSING_CALLS_HEADER: &str = "x-reprise-mock-missing";
+
 /// What every [`Record`] service of one layer shares.
 #[derive(Debug)]
 pub(crate) struct Inbound {
@@ -265,12 +276,17 @@ where
                         parts
                             .headers
                             .insert(MISSES_HEADER, http::HeaderValue::from(misses));
+                        name_calls(&mut parts.headers, NEW_CALLS_HEADER, scope.mock_missed());
                     }
-                    let unused = this.mocks.as_ref().map_or(0, |m| m.unused_in(scope));
-                    if unused > 0 {
-                        parts
-                            .headers
-                            .insert(UNUSED_HEADER, http::HeaderValue::from(unused));
+                    if let Some(mocks) = this.mocks.as_ref() {
+                        let unused = mocks.unused_in(scope);
+                        if unused > 0 {
+                            parts
+                                .headers
+                                .insert(UNUSED_HEADER, http::HeaderValue::from(unused));
+                            let named = mocks.unused_calls_in(scope, crate::scope::NAMED);
+                            name_calls(&mut parts.headers, MISSING_CALLS_HEADER, named);
+                        }
                     }
                 }
                 let body = match recording {
@@ -295,6 +311,16 @@ where
                 this.metrics.error(reprise_model::ErrorKind::Other);
                 Poll::Ready(Err(error))
             }
+        }
+    }
+}
+
+/// One `name` field per call (calls whose text is not a valid field value
+/// are only counted).
+fn name_calls(headers: &mut http::HeaderMap, name: &'static str, calls: Vec<String>) {
+    for call in calls {
+        if let Ok(value) = http::HeaderValue::from_str(&call) {
+            headers.append(name, value);
         }
     }
 }

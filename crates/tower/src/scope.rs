@@ -33,7 +33,12 @@ struct Inner {
     mocks: Mutex<MockUse>,
     /// Downstream calls of this scope the mocks could not answer.
     misses: AtomicU32,
+    /// The first [`NAMED`] missed calls, `METHOD authority/path?query`.
+    missed: Mutex<Vec<String>>,
 }
+
+/// Calls named on an inbound response (the rest only counted).
+pub(crate) const NAMED: usize = 16;
 
 /// Which recorded downstream calls this scope has been served, per mock
 /// store: consumed in recorded order, each once.
@@ -62,6 +67,7 @@ impl Scope {
             replay_of,
             mocks: Mutex::new(MockUse::default()),
             misses: AtomicU32::new(0),
+            missed: Mutex::new(Vec::new()),
         }))
     }
 
@@ -111,7 +117,22 @@ impl Scope {
         self.0.misses.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn note_miss(&self) {
+    /// Downstream calls made in this scope that the mocks missed, named
+    /// (`METHOD authority/path?query`; the first 16).
+    pub fn mock_missed(&self) -> Vec<String> {
+        self.0
+            .missed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn note_miss(&self, call: &str) {
+        let mut missed = self.0.missed.lock().unwrap_or_else(PoisonError::into_inner);
+        if missed.len() < NAMED {
+            missed.push(call.to_string());
+        }
+        drop(missed);
         self.0.misses.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -288,6 +288,26 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
         if path == "/order/paper" {
             assert!(text.contains("differs in path"), "{text}");
             assert!(text.contains("/stock/ink"), "{text}");
+            // Named for `reprise diff`: the call the recording never saw,
+            // and the two recorded ones it did not make.
+            let named = |name: &str| -> Vec<String> {
+                response_headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_string())
+                    .collect()
+            };
+            assert_eq!(
+                named("x-reprise-mock-new"),
+                [format!("GET {inventory}/stock/paper")]
+            );
+            assert_eq!(
+                named("x-reprise-mock-missing"),
+                [
+                    format!("GET {inventory}/stock/ink"),
+                    format!("GET {inventory}/stock/ink")
+                ]
+            );
         }
         if path.ends_with("times=3") {
             assert!(text.contains("already used by call 1"), "{text}");
@@ -304,6 +324,13 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
         Some("1")
     );
     assert!(response_headers.get("x-reprise-mock-misses").is_none());
+    assert_eq!(
+        response_headers
+            .get("x-reprise-mock-missing")
+            .and_then(|v| v.to_str().ok()),
+        Some(format!("GET {inventory}/stock/ink").as_str())
+    );
+    assert!(response_headers.get("x-reprise-mock-new").is_none());
     let report = reprise.mock_report().unwrap();
     assert_eq!(report.missed, 5);
     assert_eq!(report.misses.len(), 5);
