@@ -329,7 +329,7 @@ fn fields(buf: &[u8], at: &mut usize) -> Vec<Header> {
     let count = get_u32(buf, at) as usize;
     let mut out = Vec::with_capacity(count.min(256));
     for _ in 0..count {
-        let name = String::from_utf8_lossy(get(buf, at)).into_owned();
+        let name = text(get(buf, at));
         let value = get(buf, at);
         out.push(Header::new(name, value));
     }
@@ -379,7 +379,11 @@ fn push_decimal(out: &mut String, mut n: u32) {
 }
 
 fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
+    // Valid UTF-8 (names and methods always are) takes the quick check.
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 /// An exchange in flight.
