@@ -20,29 +20,41 @@ const HOP_BY_HOP: [&str; 8] = [
 /// `upgrade` is kept when the caller passes an upgrade through. `TE:
 /// trailers` is kept: gRPC needs it end to end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+    // One pass over the names present, then a removal for each that must
+    // go: most messages carry one such field (Connection) or none, and a
+    // removal per rule (a parse, hash and probe each) cost more than the
+    // rest of forwarding the head.
+    let hop = |name: &HeaderName| {
+        HOP_BY_HOP.contains(&name.as_str()) || (!keep_upgrade && *name == header::UPGRADE)
+    };
+    let mut doomed: Vec<HeaderName> = headers.keys().filter(|n| hop(n)).cloned().collect();
+    if doomed.is_empty() {
+        return;
+    }
+    doomed.extend(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            // `keep-alive` and the like are gone already; `close` is an
+            // option, not a field.
+            .filter(|token| {
+                !token.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(token))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && *name == header::UPGRADE)),
+    );
     let te_trailers = headers.get_all(header::TE).iter().any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
         })
     });
-    for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(name);
-        }
-    }
-    for name in HOP_BY_HOP {
+    for name in doomed {
         headers.remove(name);
-    }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -106,6 +118,22 @@ mod tests {
         let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep", "te"]);
         assert_eq!(h["te"], "trailers");
+    }
+
+    #[test]
+    fn messages_without_hop_fields_pass_unchanged_and_upgrade_follows_the_flag() {
+        let mut h = HeaderMap::new();
+        h.insert("x-b", HeaderValue::from_static("2"));
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("3"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h, before);
     }
 
     #[test]
