@@ -127,9 +127,12 @@ fn is_upgrade(request: &Request<Incoming>) -> bool {
 }
 
 /// Handles one request.
+/// `peer_ip` is `peer`'s address as `X-Forwarded-For` gives it, made once
+/// per connection.
 pub async fn forward(
     forwarder: Arc<Forwarder>,
     peer: SocketAddr,
+    peer_ip: HeaderValue,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let metrics = forwarder.recorder.metrics();
@@ -227,7 +230,7 @@ pub async fn forward(
         hop::add_forwarded(
             &mut parts.headers,
             version,
-            &peer.ip().to_string(),
+            peer_ip,
             forwarder.origin.scheme,
         );
     }

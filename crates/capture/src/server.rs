@@ -252,7 +252,10 @@ async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let forwarder = Arc::clone(&forwarder);
-                let service = service_fn(move |request| forward(Arc::clone(&forwarder), peer, request));
+                let peer_ip = reprise_net::hop::client_ip(peer);
+                let service = service_fn(move |request| {
+                    forward(Arc::clone(&forwarder), peer, peer_ip.clone(), request)
+                });
                 match &acceptor {
                     None => {
                         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();

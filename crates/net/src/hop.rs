@@ -61,11 +61,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
-/// Adds `Via` and `X-Forwarded-For` / `X-Forwarded-Proto`.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Adds `Via` and `X-Forwarded-For` / `X-Forwarded-Proto`. `client_ip` is
+/// made once per connection ([`client_ip`]): this runs for every call.
 pub fn add_forwarded(
     headers: &mut HeaderMap,
     version: http::Version,
-    client_ip: &str,
+    client_ip: HeaderValue,
     proto: &str,
 ) {
     let via = match version {
@@ -73,28 +77,42 @@ pub fn add_forwarded(
         http::Version::HTTP_10 => "1.0 reprise",
         _ => "1.1 reprise",
     };
-    append(headers, header::VIA, via);
-    append(
-        headers,
-        HeaderName::from_static("x-forwarded-for"),
-        client_ip,
-    );
-    if !headers.contains_key("x-forwarded-proto")
-        && let Ok(value) = HeaderValue::from_str(proto)
-    {
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), value);
+    append(headers, header::VIA, HeaderValue::from_static(via));
+    append(headers, X_FORWARDED_FOR, client_ip);
+    if !headers.contains_key(X_FORWARDED_PROTO) {
+        let value = match proto {
+            "http" => Ok(HeaderValue::from_static("http")),
+            "https" => Ok(HeaderValue::from_static("https")),
+            other => HeaderValue::from_str(other),
+        };
+        if let Ok(value) = value {
+            headers.insert(X_FORWARDED_PROTO, value);
+        }
     }
 }
 
-/// Appends to a comma-separated list field.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let joined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {value}"),
-        None => value.to_string(),
+/// A client's address as an `X-Forwarded-For` entry.
+pub fn client_ip(peer: std::net::SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Appends to a comma-separated list field (a value that is not text is
+/// replaced).
+fn append(headers: &mut HeaderMap, name: HeaderName, value: HeaderValue) {
+    let joined = match headers.get(&name).map(HeaderValue::to_str) {
+        None | Some(Err(_)) => value,
+        Some(Ok(existing)) => {
+            match value
+                .to_str()
+                .ok()
+                .and_then(|v| HeaderValue::from_str(&format!("{existing}, {v}")).ok())
+            {
+                Some(joined) => joined,
+                None => return,
+            }
+        }
     };
-    if let Ok(value) = HeaderValue::from_str(&joined) {
-        headers.insert(name, value);
-    }
+    headers.insert(name, joined);
 }
 
 #[cfg(test)]
@@ -140,7 +158,8 @@ mod tests {
     fn forwarded_trail_appends() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        add_forwarded(&mut h, http::Version::HTTP_11, "127.0.0.1", "http");
+        let peer = "127.0.0.1:4000".parse().unwrap();
+        add_forwarded(&mut h, http::Version::HTTP_11, client_ip(peer), "http");
         assert_eq!(h["x-forwarded-for"], "10.1.1.1, 127.0.0.1");
         assert_eq!(h["via"], "1.1 reprise");
         assert_eq!(h["x-forwarded-proto"], "http");
