@@ -3,8 +3,9 @@
 //! HTTP/1.1: a fixed set of keep-alive connections, each used by one call
 //! at a time (the client is [`crate::h1`]'s). HTTP/2: a fixed set of
 //! multiplexed connections that every worker shares, each driven by a
-//! task of its own (calls are made by [`crate::h2`]). Connections open on first use and again after the
-//! target closes them; they only ever go to the target's address.
+//! task of its own (calls are made by [`crate::h2`]). Connections open on
+//! first use and again after the target closes them; they only ever go to
+//! the target's address.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,7 +57,7 @@ pub struct Failure {
 }
 
 impl Failure {
-    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+    fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
         Failure {
             kind,
             message: message.into(),

@@ -34,20 +34,19 @@ use crate::scope::Scope;
 
 /// Whether a recorded gRPC call answered before its request stream ended.
 pub(crate) fn interactive(exchange: &Exchange) -> bool {
-    let requests = || {
-        exchange
-            .messages
-            .iter()
-            .filter(|m| m.direction() == Direction::Request)
-    };
-    let Some(last) = requests().map(|m| m.offset_ns).max() else {
+    let last = exchange
+        .messages
+        .iter()
+        .filter(|m| m.direction() == Direction::Request)
+        .map(|m| m.offset_ns)
+        .max();
+    let Some(last) = last else {
         return false;
     };
-    requests().count() > 1
-        && exchange
-            .messages
-            .iter()
-            .any(|m| m.direction() == Direction::Response && m.offset_ns < last)
+    exchange
+        .messages
+        .iter()
+        .any(|m| m.direction() == Direction::Response && m.offset_ns < last)
 }
 
 /// A recorded stream as the mock follows it.
@@ -163,16 +162,24 @@ where
         }
         store.stream_miss(call.clone(), scope.as_ref(), reason, key, &candidates)
     };
+    // Decided before the first request message too: a recorded server
+    // may speak first.
+    let mut ended = false;
+    let mut first = true;
     loop {
-        // The error is dropped at once: it need not be `Send`.
-        let next = body.frame().await.map(|frame| frame.map_err(|_| ()));
-        let ended = match next {
-            None => true,
-            // The caller gave up on its own stream: nothing to answer.
-            Some(Err(_)) => return,
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
+        if !first {
+            // The error is dropped at once: it need not be `Send`.
+            let next = body.frame().await.map(|frame| frame.map_err(|_| ()));
+            match next {
+                None => ended = true,
+                // The caller gave up on its own stream: nothing to answer.
+                Some(Err(())) => return,
+                Some(Ok(frame)) => {
+                    let Some(data) = frame.data_ref() else {
+                        continue;
+                    };
                     pending.extend_from_slice(data);
+                    let before = received.len();
                     while let Some(message) = next_message(&mut pending) {
                         received.push(message);
                         arrived.push(Instant::now());
@@ -186,10 +193,14 @@ where
                         let _ = end_with_miss(&out, missed).await;
                         return;
                     }
+                    if received.len() == before {
+                        // Part of a message: nothing new to decide.
+                        continue;
+                    }
                 }
-                false
             }
-        };
+        }
+        first = false;
         if committed.is_none() {
             // The first recorded stream that the messages so far follow; an
             // unused one first, a used one only when the policy repeats.
@@ -299,4 +310,136 @@ async fn end_with_miss(out: &Out, miss: crate::MockMiss) -> Result<(), ()> {
     out.send((None, Frame::trailers(trailers)))
         .await
         .map_err(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use bytes::Bytes;
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use reprise_model::key::{CallKey, KeyParts};
+    use reprise_model::{
+        Direction, Exchange, Header, Protocol, Request, Response, Role, StreamMessage,
+    };
+    use tokio::sync::mpsc;
+
+    use super::{Stream, answer};
+    use crate::mock::{MockOptions, MockStore};
+    use crate::scope::Scope;
+
+    fn message(direction: Direction, offset_ns: u64, text: &str) -> StreamMessage {
+        StreamMessage {
+            direction: direction as i32,
+            offset_ns,
+            data: Bytes::from(text.to_string()),
+            ..Default::default()
+        }
+    }
+
+    /// A recorded bidi call whose server spoke first: "welcome", then an
+    /// answer to each of two requests.
+    fn recorded() -> Exchange {
+        Exchange {
+            id: vec![7; 16],
+            parent_id: vec![1; 16],
+            role: Role::Downstream as i32,
+            protocol: Protocol::Grpc as i32,
+            request: Some(Request {
+                method: "POST".into(),
+                authority: "chat".into(),
+                path: "/chat.Chat/Talk".into(),
+                headers: vec![Header::new("content-type", "application/grpc")],
+                ..Default::default()
+            }),
+            response: Some(Response {
+                status: 200,
+                headers: vec![Header::new("content-type", "application/grpc")],
+                trailers: vec![Header::new("grpc-status", "0")],
+                ..Default::default()
+            }),
+            messages: vec![
+                message(Direction::Response, 1_000, "welcome"),
+                message(Direction::Request, 2_000, "hi"),
+                message(Direction::Response, 3_000, "hello"),
+                message(Direction::Request, 4_000, "bye"),
+                message(Direction::Response, 5_000, "goodbye"),
+            ],
+            ..Default::default()
+        }
+    }
+
+    fn framed(text: &str) -> Bytes {
+        Bytes::from(reprise_model::grpc::frame(&message(
+            Direction::Request,
+            0,
+            text,
+        )))
+    }
+
+    type Answer = crate::DownstreamBody<http_body_util::Empty<Bytes>>;
+
+    async fn next(response: &mut Answer) -> Option<Result<Frame<Bytes>, Infallible>> {
+        tokio::time::timeout(std::time::Duration::from_secs(5), response.frame())
+            .await
+            .expect("a frame within 5 s")
+    }
+
+    #[tokio::test]
+    async fn a_server_that_spoke_first_speaks_before_any_request_message() {
+        let store = std::sync::Arc::new(MockStore::new(
+            vec![recorded()],
+            MockOptions {
+                timing: false,
+                ..MockOptions::default()
+            },
+        ));
+        let scope = Scope::new([2; 16], [2; 16], false, Some(vec![1; 16]));
+        let head = CallKey::new(
+            KeyParts {
+                method: "POST",
+                authority: "chat",
+                path_and_query: "/chat.Chat/Talk",
+                content_type: Some("application/grpc"),
+                body: &[],
+            },
+            false,
+        );
+        let candidates = store
+            .live_candidates(Some(&scope), &head)
+            .expect("interactive");
+        let (say, said) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(said));
+        let stream = Stream {
+            store: std::sync::Arc::clone(&store),
+            scope: Some(scope),
+            head,
+            call: "POST chat/chat.Chat/Talk".into(),
+            candidates,
+        };
+        let mut response = Answer::mocked(answer(stream, body).into_body());
+        // Nothing said yet: the recorded welcome comes anyway.
+        let frame = next(&mut response).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), framed("welcome")[..]);
+        say.send(Ok(Frame::data(framed("hi")))).await.unwrap();
+        let frame = next(&mut response).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), framed("hello")[..]);
+        // The last message in two pieces, then the end.
+        let bye = framed("bye");
+        say.send(Ok(Frame::data(bye.slice(..3)))).await.unwrap();
+        say.send(Ok(Frame::data(bye.slice(3..)))).await.unwrap();
+        let frame = next(&mut response).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), framed("goodbye")[..]);
+        drop(say);
+        let trailers = next(&mut response)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert!(next(&mut response).await.is_none());
+        assert_eq!(store.report().served, 1);
+    }
 }
