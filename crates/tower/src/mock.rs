@@ -341,20 +341,7 @@ impl MockStore {
         if !global && let Some(exchange) = self.shared_answer(key, &call) {
             return Ok(exchange);
         }
-        let mut nearest: Vec<Nearest> = candidates
-            .iter()
-            .map(|&i| {
-                let recorded = &self.calls[i];
-                Nearest {
-                    id: recorded.exchange.id_hex(),
-                    call: describe(&recorded.key),
-                    differs: recorded.key.differences(key),
-                    used_by: usage.used.get(&(self.id, i)).copied(),
-                }
-            })
-            .collect();
-        nearest.sort_by_key(|n| n.differs.len());
-        nearest.truncate(3);
+        let nearest = self.nearest(candidates, key, |i| usage.used.get(&(self.id, i)).copied());
         let reason = if matching.is_empty() {
             MissReason::NoMatch {
                 recorded: candidates.len(),
@@ -476,25 +463,38 @@ impl MockStore {
         key: Option<&CallKey>,
         candidates: &[usize],
     ) -> MockMiss {
-        let mut nearest: Vec<Nearest> = match key {
+        let nearest = match key {
             None => Vec::new(),
-            Some(key) => candidates
-                .iter()
-                .map(|&i| {
-                    let recorded = &self.calls[i];
-                    Nearest {
-                        id: recorded.exchange.id_hex(),
-                        call: describe(&recorded.key),
-                        differs: recorded.key.differences(key),
-                        used_by: self
-                            .with_usage(scope, |usage| usage.used.get(&(self.id, i)).copied()),
-                    }
-                })
-                .collect(),
+            Some(key) => self.nearest(candidates, key, |i| {
+                self.with_usage(scope, |usage| usage.used.get(&(self.id, i)).copied())
+            }),
         };
+        self.miss(call, scope.and_then(Scope::replay_of), reason, nearest)
+    }
+
+    /// The three of `candidates` nearest to `key` (fewest differing
+    /// fields), each with the call it was used by.
+    fn nearest(
+        &self,
+        candidates: &[usize],
+        key: &CallKey,
+        used_by: impl Fn(usize) -> Option<u32>,
+    ) -> Vec<Nearest> {
+        let mut nearest: Vec<Nearest> = candidates
+            .iter()
+            .map(|&i| {
+                let recorded = &self.calls[i];
+                Nearest {
+                    id: recorded.exchange.id_hex(),
+                    call: describe(&recorded.key),
+                    differs: recorded.key.differences(key),
+                    used_by: used_by(i),
+                }
+            })
+            .collect();
         nearest.sort_by_key(|n| n.differs.len());
         nearest.truncate(3);
-        self.miss(call, scope.and_then(Scope::replay_of), reason, nearest)
+        nearest
     }
 
     fn miss(

@@ -20,6 +20,17 @@ fn json_of(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes).unwrap()
 }
 
+/// The inventory's count in each answer of a `/order` call: which
+/// recorded answer served each downstream call.
+fn asked(answer: &[u8]) -> Vec<Value> {
+    json_of(answer)["answers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["asked"].clone())
+        .collect()
+}
+
 /// Records `calls` (paths of GET /order/...) plus one checkout, all at
 /// once; gives the tape's exchanges and the inventory's authority. The
 /// inventory is stopped afterwards.
@@ -345,13 +356,7 @@ async fn misses_say_why_and_name_the_nearest_recorded_calls() {
     let (shop_addr, _shop) = serve(shop(&reprise, &inventory)).await;
     let (status, _, answer) = get_with(shop_addr, "/order/ink?times=3", &replaying).await;
     assert_eq!(status, 200, "{answer:?}");
-    let asked: Vec<Value> = json_of(&answer)["answers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["asked"].clone())
-        .collect();
-    assert_eq!(asked, [json!(1), json!(2), json!(2)]);
+    assert_eq!(asked(&answer), [json!(1), json!(2), json!(2)]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,13 +387,7 @@ async fn shared_recorded_calls_answer_outside_their_scope_and_past_their_count()
     // exchange, in order, then the shared one (the first recorded).
     let (status, headers, answer) = get_with(shop_addr, "/order/ink?times=3", &replaying).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
-    let asked: Vec<Value> = json_of(&answer)["answers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["asked"].clone())
-        .collect();
-    assert_eq!(asked, [json!(1), json!(2), json!(1)]);
+    assert_eq!(asked(&answer), [json!(1), json!(2), json!(1)]);
     assert!(headers.get("x-reprise-mock-misses").is_none());
     // Calls the filter does not name still miss outside their scope.
     let (status, _, _) = get_with(shop_addr, "/detached/paper", &replaying).await;
