@@ -155,6 +155,44 @@ fn the_axum_example_replays_identically_with_its_downstream_mocked() {
     assert_eq!((mocks.served, mocks.missed), (5, 0), "{:?}", mocks.misses);
     mocked.stop(&rt);
 
+    // A build that asks the inventory something the recording never saw:
+    // here, mocks from a recording without the pen order's stock call.
+    // The pen order regresses, and the diff names the call.
+    let exchanges: Vec<reprise_model::Exchange> = reprise_tape::TapeReader::open(&tape)
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let pen = exchanges
+        .iter()
+        .find(|e| e.request.as_ref().unwrap().path == "/order/pen?qty=3")
+        .unwrap()
+        .id
+        .clone();
+    let without: Vec<_> = exchanges
+        .into_iter()
+        .filter(|e| e.parent_id != pen)
+        .collect();
+    let store = reprise_tower::MockStore::new(without, reprise_tower::MockOptions::default());
+    let changed = Reprise::mock_from(config(Mode::Mock, &tape, "json-shop"), store).unwrap();
+    let router = shop(&changed, &downstream);
+    let new_call = start(&rt, |l, rx| async move {
+        serve(l, router, stopped(rx)).await.unwrap();
+    });
+    let (code, report) = replay_and_diff(dir.path(), &tape, new_call.addr, "new-call");
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(
+        (&report["pairs"], &report["identical"]),
+        (&5.into(), &4.into()),
+        "{report:#}"
+    );
+    let said = report.to_string();
+    assert!(said.contains("x-reprise-mock-new"), "{report:#}");
+    assert!(
+        said.contains(&format!("GET {downstream}/stock/pen")),
+        "{report:#}"
+    );
+    new_call.stop(&rt);
+
     // Control: the layers off, the downstream still off.
     let off = Reprise::off();
     let router = shop(&off, &downstream);
