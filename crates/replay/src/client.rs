@@ -310,7 +310,11 @@ impl Client {
     /// call that fails or is dropped (timeout, stop) closes it.
     async fn send_h1(&mut self, call: &Call, keep: Keep, sent: Instant) -> Result<Answer, Failure> {
         let slot = &self.lanes.h1[self.worker % self.lanes.h1.len()];
-        let mut guard = slot.lock().await;
+        // A worker usually has its slot to itself: no waiting to set up.
+        let mut guard = match slot.try_lock() {
+            Ok(guard) => guard,
+            Err(_) => slot.lock().await,
+        };
         let kept = guard
             .take()
             .and_then(|mut kept| (!kept.closed_while_idle()).then_some(kept));

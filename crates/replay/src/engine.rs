@@ -380,6 +380,8 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         messages: shared.results.is_some(),
     };
     let mut local = std::collections::VecDeque::with_capacity(LOCAL_JOBS);
+    let expiry = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(expiry);
     loop {
         if local.is_empty() {
             shared.feed.take(&mut local, LOCAL_JOBS).await;
@@ -422,16 +424,23 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             _ => sent,
         };
         shared.shards.sent(worker);
-        let result =
-            match tokio::time::timeout(config.timeout, client.send(&call, speed, keep, sent)).await
-            {
-                Ok(result) => result,
-                Err(_) => Err(crate::client::Failure {
-                    kind: reprise_model::ErrorKind::Timeout,
-                    message: format!("no complete response within {:?}", config.timeout),
-                    after_head: false,
-                }),
-            };
+        // One timer per worker, moved for each call: cheaper than a new
+        // timeout registered and dropped per call.
+        let result = match sent.checked_add(config.timeout) {
+            Some(deadline) => {
+                expiry.as_mut().reset(deadline);
+                tokio::select! {
+                    biased;
+                    result = client.send(&call, speed, keep, sent) => result,
+                    () = expiry.as_mut() => Err(crate::client::Failure {
+                        kind: reprise_model::ErrorKind::Timeout,
+                        message: format!("no complete response within {:?}", config.timeout),
+                        after_head: false,
+                    }),
+                }
+            }
+            None => client.send(&call, speed, keep, sent).await,
+        };
         let ended = Instant::now();
         let (outcome, status) = match &result {
             Ok(answer) => {
