@@ -118,11 +118,15 @@ fn the_axum_example_replays_identically_with_its_downstream_mocked() {
         serve(l, inventory(), stopped(rx)).await.unwrap();
     });
     let downstream = inventory_server.addr.to_string();
+    // The shop, built with `reprise`'s layers, served until stopped.
+    let start_shop = |reprise: &Reprise| {
+        let router = shop(reprise, &downstream);
+        start(&rt, |l, rx| async move {
+            serve(l, router, stopped(rx)).await.unwrap();
+        })
+    };
     let recording = Reprise::start(config(Mode::Record, &tape, "json-shop")).unwrap();
-    let router = shop(&recording, &downstream);
-    let shop_server = start(&rt, |l, rx| async move {
-        serve(l, router, stopped(rx)).await.unwrap();
-    });
+    let shop_server = start_shop(&recording);
     let base = format!("http://{}", shop_server.addr);
     for path in ["/order/pen?qty=3", "/order/ink?qty=50", "/order/paper"] {
         let (_, status) = curl_status(&format!("{base}{path}"), None);
@@ -140,10 +144,7 @@ fn the_axum_example_replays_identically_with_its_downstream_mocked() {
     inventory_server.stop(&rt);
 
     let mocking = Reprise::start(config(Mode::Mock, &tape, "json-shop")).unwrap();
-    let router = shop(&mocking, &downstream);
-    let mocked = start(&rt, |l, rx| async move {
-        serve(l, router, stopped(rx)).await.unwrap();
-    });
+    let mocked = start_shop(&mocking);
     let (code, report) = replay_and_diff(dir.path(), &tape, mocked.addr, "mocked");
     assert_eq!(code, 0, "{report:#}");
     assert_eq!(
@@ -174,10 +175,7 @@ fn the_axum_example_replays_identically_with_its_downstream_mocked() {
         .collect();
     let store = reprise_tower::MockStore::new(without, reprise_tower::MockOptions::default());
     let changed = Reprise::mock_from(config(Mode::Mock, &tape, "json-shop"), store).unwrap();
-    let router = shop(&changed, &downstream);
-    let new_call = start(&rt, |l, rx| async move {
-        serve(l, router, stopped(rx)).await.unwrap();
-    });
+    let new_call = start_shop(&changed);
     let (code, report) = replay_and_diff(dir.path(), &tape, new_call.addr, "new-call");
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(
@@ -195,10 +193,7 @@ fn the_axum_example_replays_identically_with_its_downstream_mocked() {
 
     // Control: the layers off, the downstream still off.
     let off = Reprise::off();
-    let router = shop(&off, &downstream);
-    let unmocked = start(&rt, |l, rx| async move {
-        serve(l, router, stopped(rx)).await.unwrap();
-    });
+    let unmocked = start_shop(&off);
     let (code, report) = replay_and_diff(dir.path(), &tape, unmocked.addr, "unmocked");
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["regressed"], 5, "{report:#}");
