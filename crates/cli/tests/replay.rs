@@ -236,9 +236,14 @@ async fn http1_and_http2_requests_arrive_as_recorded() {
     );
     post2.request.as_mut().unwrap().trailers =
         vec![Header::new("x-t", "1"), Header::new("x-t", "2")];
+    // Bodies larger than any flow-control window and socket buffer: sent
+    // whole over both protocols.
+    let big: Vec<u8> = (0..3 << 20).map(|i| (i % 251) as u8).collect();
+    let big1 = exchange(Protocol::Http11, "POST", "/big/1", &[], &big, 5 * MS);
+    let big2 = exchange(Protocol::Http2, "POST", "/big/2", &[], &big, 6 * MS);
     let mut downstream = exchange(Protocol::Http11, "GET", "/downstream", &[], b"", 4 * MS);
     downstream.parent_id = post.id.clone();
-    let recorded = [post, chunked, get2, post2];
+    let recorded = [post, chunked, get2, post2, big1, big2];
     let mut all = recorded.to_vec();
     all.push(downstream);
     write_tape(&tape, &all);
@@ -253,11 +258,11 @@ async fn http1_and_http2_requests_arrive_as_recorded() {
     .await;
     assert_success(&out);
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("replay: 4 calls"), "{stdout}");
+    assert!(stdout.contains("replay: 6 calls"), "{stdout}");
     assert!(stdout.contains("1 downstream calls"), "{stdout}");
 
     let received = target.received();
-    assert_eq!(received.len(), 4, "{received:#?}");
+    assert_eq!(received.len(), 6);
     let authority = target.addr.to_string();
     for recorded in &recorded {
         let got = arrival(&received, recorded);
@@ -288,7 +293,7 @@ async fn http1_and_http2_requests_arrive_as_recorded() {
 
     // The results tape: one exchange per call, linked to what it replays.
     let results = read_tape(&results);
-    assert_eq!(results.len(), 4);
+    assert_eq!(results.len(), 6);
     for result in &results {
         let replay = result.replay.as_ref().unwrap();
         let recorded = recorded
@@ -308,15 +313,16 @@ async fn http1_and_http2_requests_arrive_as_recorded() {
         assert_eq!(result.source.as_ref().unwrap().recorder, "replay");
     }
     let report = json(&report);
-    assert_eq!(report["calls"], 4);
-    assert_eq!(report["ok"], 4);
-    assert_eq!(report["statuses"]["2xx"], 4);
-    assert_eq!(report["results_written"], 4);
+    assert_eq!(report["calls"], 6);
+    assert_eq!(report["ok"], 6);
+    assert_eq!(report["statuses"]["2xx"], 6);
+    assert_eq!(report["results_written"], 6);
     assert_eq!(
         report["recording"]["skipped"]["downstream calls (answered by mocks, not replayed)"],
         1
     );
-    assert_eq!(report["endpoints"].as_array().unwrap().len(), 4);
+    // `/big/1` and `/big/2` are one endpoint, `POST /big/{id}`.
+    assert_eq!(report["endpoints"].as_array().unwrap().len(), 5);
 }
 
 fn note(text: &str, number: i64) -> Vec<u8> {
