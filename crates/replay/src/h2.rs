@@ -80,8 +80,8 @@ pub async fn call(
 }
 
 /// The request body: the recorded bytes, or the gRPC messages each at its
-/// recorded offset from the first (scaled by `speed`; back to back
-/// without one), then the trailers.
+/// recorded offset from the start of the call (divided by `speed`; back
+/// to back without one), then the trailers.
 async fn send_body(
     mut stream: h2::SendStream<Bytes>,
     call: &Call,
@@ -128,6 +128,8 @@ async fn send_data(
             None => return Ok(()),
         };
         if granted == 0 {
+            // Nothing granted yet: let the connection run before asking again.
+            tokio::task::yield_now().await;
             continue;
         }
         let chunk = data.split_to(granted.min(data.len()));
