@@ -138,37 +138,17 @@ echo "- command: \`$command_line\` ($runs runs; medians shown)"
 echo "- HTTP/1.1: \`wrk ${wrk_args[*]} http://127.0.0.1:PORT/hello.json\`"
 echo "- h2c: \`h2load ${h2load_args[*]} http://127.0.0.1:PORT/hello.json\` (latency percentiles from its --log-file)"
 echo
-python3 - "$dir/results" "$runs" <<'PY'
+PYTHONPATH="$root/bench" python3 - "$dir/results" "$runs" <<'PY'
 import math, os, re, statistics, sys
 
+import loadgen
+
 results, runs = sys.argv[1], int(sys.argv[2])
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
-
-def ms(text):
-    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
-    if not m:
-        sys.exit(f"proxy.sh: cannot read the latency {text!r}")
-    return float(m.group(1)) * UNITS[m.group(2)]
-
 def wrk(path):
-    text = open(path).read()
-    def find(pattern):
-        m = re.search(pattern, text, re.M)
-        if not m:
-            sys.exit(f"proxy.sh: no {pattern!r} in wrk's output:\n{text}")
-        return m.group(1)
-    errors = 0
-    m = re.search(r"^\s*Socket errors:(.*)$", text, re.M)
-    if m:
-        errors += sum(int(n) for n in re.findall(r"\d+", m.group(1)))
-    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
-    errors += int(m.group(1)) if m else 0
-    return {
-        "rps": float(find(r"^Requests/sec:\s*([0-9.]+)")),
-        "p50": ms(find(r"^\s*50%\s+(\S+)")),
-        "p99": ms(find(r"^\s*99%\s+(\S+)")),
-        "errors": errors,
-    }
+    try:
+        return loadgen.wrk(open(path).read())
+    except ValueError as e:
+        sys.exit(f"proxy.sh: {e}")
 
 def h2load(path):
     text = open(path).read()

@@ -273,41 +273,19 @@ sed 's/^/h2.tape: /' "$dir/h2.dry"
 echo '```'
 echo
 CONNS=$conns THREADS=$threads H2_CONNS=$h2_conns H2_STREAMS=$h2_streams \
-  python3 - "$dir/results" "$runs" "$rate" "$duration" "${oha:+yes}" <<'PY'
+  PYTHONPATH="$root/bench" python3 - "$dir/results" "$runs" "$rate" "$duration" "${oha:+yes}" <<'PY'
 import json, math, os, re, statistics, sys
 
+import loadgen
+
 results, runs, rate, duration, have_oha = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "yes"
-UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 problems = []
 
 def path(name, run, ext):
     return os.path.join(results, f"{name}.{run}.{ext}")
 
-def ms(text):
-    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
-    if not m:
-        raise ValueError(f"cannot read the latency {text!r}")
-    return float(m.group(1)) * UNITS[m.group(2)]
-
 def wrk(run):
-    text = open(path("wrk", run, "txt")).read()
-    def find(pattern):
-        m = re.search(pattern, text, re.M)
-        if not m:
-            raise ValueError(f"no {pattern!r} in wrk's output:\n{text}")
-        return m.group(1)
-    errors = 0
-    m = re.search(r"^\s*Socket errors:(.*)$", text, re.M)
-    if m:
-        errors += sum(int(n) for n in re.findall(r"\d+", m.group(1)))
-    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
-    errors += int(m.group(1)) if m else 0
-    return {
-        "rps": float(find(r"^Requests/sec:\s*([0-9.]+)")),
-        "p50": ms(find(r"^\s*50%\s+(\S+)")),
-        "p99": ms(find(r"^\s*99%\s+(\S+)")),
-        "errors": errors,
-    }
+    return loadgen.wrk(open(path("wrk", run, "txt")).read())
 
 def h2load(run):
     text = open(path("h2load", run, "txt")).read()

@@ -162,41 +162,25 @@ echo "- command: \`$command_line\` ($runs runs, ${duration} s each, order rotate
 echo "- server: target/release/examples/hello, one serving thread (tokio current-thread); (r) also runs the recorder's and the tape writer's threads; wrk and the servers share the same cores; malloc: $malloc_label"
 echo "- load: \`wrk ${load_args[*]} URL\`; latency: \`wrk ${latency_args[*]} URL\`"
 echo
-CONNS=$conns python3 - "$dir/results" "$runs" "$stored_line" "$tape_bytes" "$tape_after_warmup" <<'PY'
+CONNS=$conns PYTHONPATH="$root/bench" python3 - "$dir/results" "$runs" "$stored_line" "$tape_bytes" "$tape_after_warmup" <<'PY'
 import os, re, statistics, sys
+
+import loadgen
 
 results, runs, stored_line, tape_bytes, tape_after_warmup = (
     sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
 conns = os.environ["CONNS"]
-UNITS = {"us": 1.0, "ms": 1e3, "s": 1e6, "m": 60e6, "h": 3600e6}
 LABELS = {"n": "(n) no layer", "o": "(o) RecordLayer, off", "r": "(r) RecordLayer, recording all"}
 
-def us(text):
-    m = re.fullmatch(r"([0-9.]+)(us|ms|s|m|h)", text)
-    if not m:
-        sys.exit(f"tower.sh: cannot read the latency {text!r}")
-    return float(m.group(1)) * UNITS[m.group(2)]
-
 def wrk(path):
-    text = open(path).read()
-    def find(pattern):
-        m = re.search(pattern, text, re.M)
-        if not m:
-            sys.exit(f"tower.sh: no {pattern!r} in wrk's output:\n{text}")
-        return m.group(1)
-    errors = 0
-    m = re.search(r"^\s*Socket errors:(.*)$", text, re.M)
-    if m:
-        errors += sum(int(n) for n in re.findall(r"\d+", m.group(1)))
-    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
-    errors += int(m.group(1)) if m else 0
-    return {
-        "rps": float(find(r"^Requests/sec:\s*([0-9.]+)")),
-        "p50": us(find(r"^\s*50%\s+(\S+)")),
-        "p99": us(find(r"^\s*99%\s+(\S+)")),
-        "requests": int(find(r"^\s*(\d+) requests in")),
-        "errors": errors,
-    }
+    """wrk's figures, latencies in µs."""
+    try:
+        got = loadgen.wrk(open(path).read())
+    except ValueError as e:
+        sys.exit(f"tower.sh: {e}")
+    got["p50"] *= 1000.0
+    got["p99"] *= 1000.0
+    return got
 
 def phase(name):
     rows = {t: [wrk(os.path.join(results, f"{name}.{t}.{n}.txt")) for n in range(1, runs + 1)]
