@@ -11,6 +11,11 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo run (the README's first command finds the reprise binary)"
+# The demo itself is tested in crates/cli/tests/cli.rs; this checks that
+# plain `cargo run` picks the binary at all (it could not once the
+# examples brought binaries of their own).
+cargo run --locked -q -- --version
 echo "== cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
