@@ -10,9 +10,13 @@
 #   (d2) reprise record -> (a)'s h2c port
 # HTTP/1.1 load: wrk -t2 -c64 against (a)..(d). h2c load (prior knowledge):
 # h2load -n 20000 -c 16 -m 10 against (a)'s h2c port, (c2) and (d2). Each
-# target is measured RUNS times; the tables show medians.
+# target is measured RUNS times; the tables show medians. Then, with
+# valgrind, the instructions (b), (c) and (d) each execute per HTTP/1.1
+# call (callgrind), which unlike req/s do not move from run to run.
 #
 # Usage: bench/proxy.sh [RUNS] [DURATION]   (defaults: 3 runs, 10 s per wrk run)
+# Environment: REPRISE=PATH runs that binary instead of building
+# target/release/reprise (to measure two builds side by side).
 # Needs nginx, wrk and h2load (scripts/install-nginx.sh installs them) and
 # python3. Sends traffic only to 127.0.0.1; everything it starts is stopped,
 # and its temporary folder removed, on exit.
@@ -28,11 +32,14 @@ command_line="bench/proxy.sh $runs $duration"
 
 wrk_args=(-t2 -c64 "-d${duration}s" --latency)
 h2load_args=(-n 20000 -c 16 -m 10)
-reprise=$root/target/release/reprise
+reprise=${REPRISE:-$root/target/release/reprise}
 
 scripts/install-nginx.sh
 require_tool python3 "to pick ports and summarise results"
-build_release reprise "$reprise" -p reprise-cli
+if [ -z "${REPRISE:-}" ]; then
+  build_release reprise "$reprise" -p reprise-cli
+fi
+[ -x "$reprise" ] || die "$reprise was not built"
 
 make_work_dir proxy
 mkdir -p "$dir/results"
@@ -128,6 +135,90 @@ done
 stop_server d || die "reprise (d) did not exit cleanly on SIGTERM"
 d_stats=$("$reprise" stats "$dir/d.tape") || die "reprise stats $dir/d.tape failed"
 
+# --- CPU cost per call -----------------------------------------------------------
+# The tables above are set by the kernel's loopback TCP as much as by the
+# proxies; callgrind counts the instructions each proxy itself executes per
+# call, the same on every run. (b), (c) and (d) are each started afresh
+# under valgrind on a port of their own, loaded with `wrk -t1 -c16 -d5s`,
+# and stopped; an instance started and stopped with no load gives the
+# startup and shutdown cost, which is taken off. Skipped without valgrind.
+# NAME PORT LOAD(yes|no) command...: prints "instructions requests".
+cost_of() {
+  local name=$1 port=$2 load=$3 requests=0 total
+  shift 3
+  start_server "$name" valgrind --tool=callgrind --callgrind-out-file="$dir/$name.cg" "$@"
+  wait_ready "$name" "$port" >&2
+  if [ "$load" = yes ]; then
+    wrk -t1 -c16 -d5s "http://127.0.0.1:$port/hello.json" >"$dir/results/$name.txt"
+    requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/results/$name.txt")
+  fi
+  stop_server "$name" >&2 || true
+  total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$dir/$name.log" | tail -n 1)
+  echo "${total:-0} ${requests:-0}"
+}
+cost_report="skipped: valgrind is not installed"
+if command -v valgrind >/dev/null; then
+  say "CPU cost per call: callgrind, 5 s of wrk -t1 -c16 per proxy"
+  mkdir -p "$dir/tmp/cost"
+  read -r p_vb p_vc p_vd < <(free_ports 3)
+  [ -n "${p_vd:-}" ] || die "could not pick free ports"
+  # (b) as one foreground process, so that valgrind sees all its work.
+  cat >"$dir/nginx-cost.conf" <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/nginx-cost.pid;
+error_log $dir/error-cost.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/cost;
+    proxy_temp_path $dir/tmp/cost;
+    fastcgi_temp_path $dir/tmp/cost;
+    uwsgi_temp_path $dir/tmp/cost;
+    scgi_temp_path $dir/tmp/cost;
+    upstream be { server 127.0.0.1:$p_a; keepalive 64; keepalive_requests 100000000; }
+    server {
+        listen 127.0.0.1:$p_vb;
+        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ''; }
+    }
+}
+NGINX
+  rows=()
+  for t in b c d; do
+    for load in no yes; do
+      case $t in
+        b) port=$p_vb; cmd=(nginx -c "$dir/nginx-cost.conf") ;;
+        c) port=$p_vc; cmd=("$reprise" record --sample 0) ;;
+        d) port=$p_vd; cmd=("$reprise" record) ;;
+      esac
+      if [ "$t" != b ]; then
+        cmd+=(--listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$p_a"
+          --out "$dir/cost-$t-$load.tape")
+      fi
+      read -r instructions requests < <(cost_of "cost-$t-$load" "$port" "$load" "${cmd[@]}")
+      rows+=("$t $load $instructions $requests")
+    done
+  done
+  cost_report=$(printf '%s\n' "${rows[@]}" | awk '
+    $2 == "no" { idle[$1] = $3 }
+    $2 == "yes" { busy[$1] = $3; n[$1] = $4 }
+    END {
+      for (t in n) if (n[t] + 0 == 0 || busy[t] + 0 == 0) { print "no result: see the cost-* logs"; exit }
+      name["b"] = "(b) nginx reverse proxy"
+      name["c"] = "(c) reprise record --sample 0"
+      name["d"] = "(d) reprise record (recording all)"
+      ref = (busy["b"] - idle["b"]) / n["b"]
+      print "| proxy | instructions per call | vs (b) |"
+      print "| --- | ---: | ---: |"
+      split("b c d", order, " ")
+      for (i = 1; i <= 3; i++) {
+        t = order[i]; per = (busy[t] - idle[t]) / n[t]
+        printf "| %s | %.0f | %.2fx |\n", name[t], per, per / ref
+      }
+    }')
+fi
+
 # --- report -------------------------------------------------------------------
 echo
 echo "## reprise proxy benchmark"
@@ -215,3 +306,9 @@ echo
 echo '```'
 printf '%s\n' "$d_stats" | head -n 5
 echo '```'
+echo
+echo "### CPU cost per call (callgrind)"
+echo
+echo "Instructions each HTTP/1.1 proxy executes per call under \`wrk -t1 -c16 -d5s\` (the whole process; an idle instance's startup and shutdown taken off), in front of the same nginx backend. Lower is better; it moves by a few percent at most from run to run."
+echo
+echo "$cost_report"

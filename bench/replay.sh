@@ -456,6 +456,6 @@ PY
 echo
 echo "### CPU cost per call (callgrind)"
 echo
-echo "Instructions executed per call (user space, the whole process), one thread each: \`wrk -t1 -c$conns -d5s\` (per request it made), \`h2load -t1 -c$h2_conns -m$h2_streams -n $cost_calls\`, reprise with \`--limit $cost_calls --threads 1\`. Lower is better; the same on every run."
+echo "Instructions executed per call (user space, the whole process), one thread each: \`wrk -t1 -c$conns -d5s\` (per request it made), \`h2load -t1 -c$h2_conns -m$h2_streams -n $cost_calls\`, reprise with \`--limit $cost_calls --threads 1\`. Lower is better; it moves by a few percent at most from run to run."
 echo
 echo "$cost_report"
