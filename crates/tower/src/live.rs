@@ -386,15 +386,13 @@ mod tests {
             .expect("a frame within 5 s")
     }
 
-    #[tokio::test]
-    async fn a_server_that_spoke_first_speaks_before_any_request_message() {
-        let store = std::sync::Arc::new(MockStore::new(
-            vec![recorded()],
-            MockOptions {
-                timing: false,
-                ..MockOptions::default()
-            },
-        ));
+    type Say = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+
+    /// A call to the recorded method in the recorded call's scope, answered
+    /// by `answer` from a store with `options`: what the caller says, what
+    /// comes back, and the store.
+    fn converse(options: MockOptions) -> (Say, Answer, std::sync::Arc<MockStore>) {
+        let store = std::sync::Arc::new(MockStore::new(vec![recorded()], options));
         let scope = Scope::new([2; 16], [2; 16], false, Some(vec![1; 16]));
         let head = CallKey::new(
             KeyParts {
@@ -409,7 +407,7 @@ mod tests {
         let candidates = store
             .live_candidates(Some(&scope), &head)
             .expect("interactive");
-        let (say, said) = mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+        let (say, said) = mpsc::channel(1);
         let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(said));
         let stream = Stream {
             store: std::sync::Arc::clone(&store),
@@ -418,7 +416,15 @@ mod tests {
             call: "POST chat/chat.Chat/Talk".into(),
             candidates,
         };
-        let mut response = Answer::mocked(answer(stream, body).into_body());
+        (say, Answer::mocked(answer(stream, body).into_body()), store)
+    }
+
+    #[tokio::test]
+    async fn a_server_that_spoke_first_speaks_before_any_request_message() {
+        let (say, mut response, store) = converse(MockOptions {
+            timing: false,
+            ..MockOptions::default()
+        });
         // Nothing said yet: the recorded welcome comes anyway.
         let frame = next(&mut response).await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), framed("welcome")[..]);
@@ -441,5 +447,32 @@ mod tests {
         assert_eq!(trailers["grpc-status"], "0");
         assert!(next(&mut response).await.is_none());
         assert_eq!(store.report().served, 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_message_larger_than_the_body_cap_ends_the_stream_with_a_miss() {
+        let (say, mut response, store) = converse(MockOptions {
+            timing: false,
+            max_body: 16,
+            ..MockOptions::default()
+        });
+        let frame = next(&mut response).await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), framed("welcome")[..]);
+        // A prefix announcing 1 MiB, then more than the cap of it.
+        let mut huge = vec![0, 0, 0x10, 0, 0];
+        huge.extend_from_slice(&[b'x'; 32]);
+        say.send(Ok(Frame::data(Bytes::from(huge)))).await.unwrap();
+        let trailers = next(&mut response)
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["grpc-status"], "14");
+        assert_eq!(trailers["x-reprise-mock-miss"], "1");
+        let message = trailers["grpc-message"].to_str().unwrap();
+        assert!(message.contains("request message 1 is not"), "{message}");
+        assert!(next(&mut response).await.is_none());
+        assert_eq!(store.report().missed, 1);
     }
 }

@@ -571,8 +571,9 @@ pub enum MissReason {
     },
     /// A gRPC stream answered message by message (its client waits for
     /// answers) left the recorded call it was following: request message
-    /// `at` (1-based) differs from the recorded one, or the stream ended
-    /// before it or went on past the recorded end.
+    /// `at` (1-based) differs from the recorded one, is larger than the
+    /// body cap, or the stream ended before it or went on past the
+    /// recorded end.
     Diverged {
         /// The recorded exchange it was following, hex.
         recorded: String,
@@ -637,7 +638,7 @@ impl fmt::Display for MockMiss {
             )?,
             MissReason::Diverged { recorded, at } => write!(
                 f,
-                ": the stream was answered from recorded call {recorded} as it went, and its request message {at} is not the recorded one (different, missing, or past the recorded end)"
+                ": the stream was answered from recorded call {recorded} as it went, and its request message {at} is not the recorded one (different, missing, larger than the body cap, or past the recorded end)"
             )?,
         }
         for near in &self.nearest {
