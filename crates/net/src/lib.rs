@@ -1,10 +1,13 @@
 //! HTTP plumbing that every part of reprise that speaks to the network
 //! shares (the recording proxy, the replayer, the tower layers): which
-//! header fields belong to one hop only, and the TLS settings (rustls with
-//! the ring provider) for listeners and clients.
+//! header fields belong to one hop only, reading HTTP/1.1 answers off a
+//! connection, the client connection type, and the TLS settings (rustls
+//! with the ring provider) for listeners and clients.
 
+pub mod h1;
 pub mod hop;
 pub mod reflection;
+pub mod stream;
 pub mod tls;
 
 use http::HeaderMap;

@@ -10,29 +10,27 @@
 //! wrk's. Here the request head is encoded once, when the call is built
 //! ([`encode_head`]), the response head is parsed with `httparse` into a
 //! stack array, and a header map is built only when results are written:
-//! about 8,000 instructions a call. The framing rules are RFC 9112's: 1xx
-//! answers skipped, no body for HEAD, 204 and 304, chunked (with
-//! trailers) before Content-Length, close-delimited bodies, and
-//! `Connection: close` and HTTP/1.0 honoured when deciding to reuse.
+//! about 8,000 instructions a call. The answer is read with
+//! [`reprise_net::h1`] (RFC 9112's framing, shared with the recording
+//! proxy's upstream client); here, 1xx answers are skipped and the
+//! connection is kept only when the answer allows it and nothing follows
+//! it.
 
 use std::io::IoSlice;
-use std::pin::Pin;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, Uri};
 use reprise_model::ErrorKind;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use reprise_net::h1::{self, BodyDecoder, Decoded, Framing, ResponseHead, put_field};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::call::Call;
 use crate::client::{Answer, Failure, Keep, Stream};
 
-/// Most response header fields read (hyper's limit too).
-const MAX_HEADERS: usize = 100;
-/// Largest response head read before giving up on the target.
-const MAX_HEAD: usize = 1 << 20;
+pub use reprise_net::h1::Reuse;
+
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -54,31 +52,15 @@ pub fn encode_head(
     head.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in headers {
-        field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        put_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
     }
     if trailers {
-        field(&mut head, b"transfer-encoding", b"chunked");
+        put_field(&mut head, b"transfer-encoding", b"chunked");
     } else if body > 0 && !headers.contains_key(http::header::CONTENT_LENGTH) {
-        field(&mut head, b"content-length", body.to_string().as_bytes());
+        put_field(&mut head, b"content-length", body.to_string().as_bytes());
     }
     head.extend_from_slice(b"\r\n");
     Bytes::from(head)
-}
-
-fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Whether the connection may carry another call after this answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reuse {
-    /// Keep it.
-    Keep,
-    /// Close it: the target said so, or the body ran to the close.
-    Close,
 }
 
 /// One HTTP/1.1 connection to the target.
@@ -88,23 +70,6 @@ pub struct Connection {
     read: BytesMut,
     /// Encoded chunk framing and trailers, for calls that send trailers.
     scratch: Vec<u8>,
-}
-
-/// How the response body is delimited.
-#[derive(Debug, Clone, Copy)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// What the response head says.
-struct Head {
-    status: StatusCode,
-    headers: HeaderMap,
-    framing: Framing,
-    reuse: Reuse,
 }
 
 impl Connection {
@@ -122,13 +87,7 @@ impl Connection {
     /// connection is used, so a request never goes out on a connection
     /// already known dead.
     pub fn closed_while_idle(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut byte = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut byte);
-        !matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
-            Poll::Pending
-        )
+        self.io.closed_while_idle()
     }
 
     /// Sends `call` and reads the whole answer. `sent` is when the call
@@ -160,19 +119,10 @@ impl Connection {
             size: 0,
         };
         let mut reuse = head.reuse;
-        let trailers = match head.framing {
-            Framing::Empty => None,
-            Framing::Length(length) => {
-                self.read_length(length, &mut body).await?;
-                None
-            }
-            Framing::Chunked => self.read_chunked(&mut body).await?,
-            Framing::UntilClose => {
-                reuse = Reuse::Close;
-                self.read_until_close(&mut body).await?;
-                None
-            }
-        };
+        if head.framing == Framing::UntilClose {
+            reuse = Reuse::Close;
+        }
+        let trailers = self.read_body(head.framing, &mut body).await?;
         // Bytes past the answer were never asked for: the connection's
         // framing cannot be trusted any more.
         if !self.read.is_empty() {
@@ -214,7 +164,7 @@ impl Connection {
                 }
                 scratch.extend_from_slice(b"0\r\n");
                 for (name, value) in trailers {
-                    field(scratch, name.as_str().as_bytes(), value.as_bytes());
+                    put_field(scratch, name.as_str().as_bytes(), value.as_bytes());
                 }
                 scratch.extend_from_slice(b"\r\n");
                 let (size, tail) = scratch.split_at(split);
@@ -233,13 +183,13 @@ impl Connection {
     }
 
     /// Reads and parses one response head.
-    async fn read_head(&mut self, call: &Call, keep: Keep) -> Result<Head, Failure> {
+    async fn read_head(&mut self, call: &Call, keep: Keep) -> Result<ResponseHead, Failure> {
         loop {
-            if let Some(head) = parse_head(&mut self.read, &call.method, keep.messages)? {
+            let parsed =
+                h1::parse_response_head(&mut self.read, call.method == Method::HEAD, keep.messages)
+                    .map_err(|e| protocol(&e.0, false))?;
+            if let Some(head) = parsed {
                 return Ok(head);
-            }
-            if self.read.len() > MAX_HEAD {
-                return Err(protocol("the response head is larger than 1 MiB", false));
             }
             let more = self
                 .fill()
@@ -251,97 +201,31 @@ impl Connection {
         }
     }
 
-    async fn read_length(&mut self, mut left: u64, body: &mut BodySink) -> Result<(), Failure> {
+    /// Reads a body framed as `framing` into `body`; the trailers of a
+    /// chunked one.
+    async fn read_body(
+        &mut self,
+        framing: Framing,
+        body: &mut BodySink,
+    ) -> Result<Option<HeaderMap>, Failure> {
+        let mut decoder = BodyDecoder::new(framing);
         loop {
-            let take = usize::try_from(left)
-                .unwrap_or(usize::MAX)
-                .min(self.read.len());
-            body.take(&mut self.read, take);
-            left -= take as u64;
-            if left == 0 {
-                return Ok(());
-            }
-            self.fill_body().await?;
-        }
-    }
-
-    async fn read_until_close(&mut self, body: &mut BodySink) -> Result<(), Failure> {
-        loop {
-            let all = self.read.len();
-            body.take(&mut self.read, all);
-            self.read.reserve(READ_CHUNK);
-            match self.io.read_buf(&mut self.read).await {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(io_failure(&e, "reading the response body", true)),
-            }
-        }
-    }
-
-    /// Reads a chunked body and its trailers (RFC 9112 §7.1).
-    async fn read_chunked(&mut self, body: &mut BodySink) -> Result<Option<HeaderMap>, Failure> {
-        loop {
-            let size = loop {
-                match httparse::parse_chunk_size(&self.read) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        self.read.advance(used);
-                        break size;
+            match decoder
+                .decode(&mut self.read)
+                .map_err(|e| protocol(&e.0, true))?
+            {
+                Decoded::Data(n) => body.take(&mut self.read, n),
+                Decoded::End(trailers) => return Ok(trailers),
+                Decoded::More => {
+                    let more = self
+                        .fill()
+                        .await
+                        .map_err(|e| io_failure(&e, "reading the response body", true))?;
+                    if !more {
+                        decoder.closed().map_err(|_| closed(true))?;
                     }
-                    Ok(httparse::Status::Partial) => self.fill_body().await?,
-                    Err(_) => return Err(protocol("invalid chunk size line", true)),
                 }
-            };
-            if size == 0 {
-                return self.read_trailers().await;
             }
-            let mut left = size;
-            while left > 0 {
-                if self.read.is_empty() {
-                    self.fill_body().await?;
-                }
-                let take = usize::try_from(left)
-                    .unwrap_or(usize::MAX)
-                    .min(self.read.len());
-                body.take(&mut self.read, take);
-                left -= take as u64;
-            }
-            while self.read.len() < 2 {
-                self.fill_body().await?;
-            }
-            if &self.read[..2] != b"\r\n" {
-                return Err(protocol("a chunk does not end with CRLF", true));
-            }
-            self.read.advance(2);
-        }
-    }
-
-    async fn read_trailers(&mut self) -> Result<Option<HeaderMap>, Failure> {
-        loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::parse_headers(&self.read, &mut fields) {
-                Ok(httparse::Status::Complete((used, fields))) => {
-                    let trailers = header_map(fields);
-                    self.read.advance(used);
-                    return Ok((!trailers.is_empty()).then_some(trailers));
-                }
-                Ok(httparse::Status::Partial) => {
-                    if self.read.len() > MAX_HEAD {
-                        return Err(protocol("the trailers are larger than 1 MiB", true));
-                    }
-                    self.fill_body().await?;
-                }
-                Err(e) => return Err(protocol(&format!("invalid trailers: {e}"), true)),
-            }
-        }
-    }
-
-    /// [`Connection::fill`] inside a body, where the end of the stream
-    /// means the answer was cut short.
-    async fn fill_body(&mut self) -> Result<(), Failure> {
-        match self.fill().await {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(closed(true)),
-            Err(e) => Err(io_failure(&e, "reading the response body", true)),
         }
     }
 }
@@ -366,112 +250,6 @@ impl BodySink {
         read.advance(n);
         self.size += n as u64;
     }
-}
-
-/// Parses a complete response head off the front of `read` (`None`:
-/// not all there yet). Builds a header map only when `headers` is set.
-fn parse_head(
-    read: &mut BytesMut,
-    method: &Method,
-    headers: bool,
-) -> Result<Option<Head>, Failure> {
-    // Uninitialised: filling a hundred empty fields costs more than
-    // parsing the head.
-    let mut fields =
-        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut []);
-    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-        &mut response,
-        read,
-        &mut fields,
-    );
-    let used = match parsed {
-        Ok(httparse::Status::Complete(used)) => used,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(protocol(&format!("invalid response head: {e}"), false)),
-    };
-    let code = response.code.unwrap_or(0);
-    let status = StatusCode::from_u16(code)
-        .map_err(|_| protocol(&format!("invalid status code {code}"), false))?;
-    let http10 = response.version == Some(0);
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let mut close = false;
-    let mut keep_alive = false;
-    for field in response.headers.iter() {
-        let name = field.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            for value in field.value.split(|&b| b == b',') {
-                let value = std::str::from_utf8(value)
-                    .ok()
-                    .map(str::trim)
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .ok_or_else(|| protocol("invalid content-length", false))?;
-                if length.is_some_and(|l| l != value) {
-                    return Err(protocol("conflicting content-length values", false));
-                }
-                length = Some(value);
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only the last coding decides whether the body is chunked.
-            let last = field
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in field.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        }
-    }
-    let no_body = *method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let framing = match (no_body, chunked, length) {
-        (true, _, _) => Framing::Empty,
-        (false, Some(true), _) => Framing::Chunked,
-        (false, Some(false), _) => Framing::UntilClose,
-        (false, None, Some(0)) => Framing::Empty,
-        (false, None, Some(n)) => Framing::Length(n),
-        (false, None, None) => Framing::UntilClose,
-    };
-    let reuse = if close || (http10 && !keep_alive) || status == StatusCode::SWITCHING_PROTOCOLS {
-        Reuse::Close
-    } else {
-        Reuse::Keep
-    };
-    let headers = if headers {
-        header_map(response.headers)
-    } else {
-        HeaderMap::new()
-    };
-    read.advance(used);
-    Ok(Some(Head {
-        status,
-        headers,
-        framing,
-        reuse,
-    }))
-}
-
-/// Parsed fields as a header map; fields that are not valid HTTP are
-/// left out.
-fn header_map(fields: &[httparse::Header<'_>]) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.as_bytes()),
-            HeaderValue::from_bytes(field.value),
-        ) {
-            map.append(name, value);
-        }
-    }
-    map
 }
 
 /// Writes every slice whole, with vectored writes.

@@ -1,0 +1,490 @@
+//! Reading HTTP/1.1 answers off a connection: the response head and the
+//! body's framing (RFC 9112), shared by the replay's client and the
+//! recording proxy's upstream client, which both read answers straight
+//! off the socket instead of through hyper (see `docs/architecture.md`).
+//!
+//! [`parse_response_head`] parses a head off the front of a read buffer
+//! with `httparse` (into a stack array; a header map only when asked) and
+//! decides the framing: no body for HEAD, 1xx, 204 and 304; chunked
+//! before Content-Length; a body without either runs to the close.
+//! [`BodyDecoder`] then walks the body as bytes arrive, without copying
+//! them: it says how many of the buffer's first bytes are body data and
+//! the caller takes them.
+
+use bytes::{Buf, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+
+/// Most header (or trailer) fields read (hyper's limit too).
+pub const MAX_HEADERS: usize = 100;
+/// Largest response head, or trailer block, read before giving up.
+pub const MAX_HEAD: usize = 1 << 20;
+
+/// An answer that is not valid HTTP/1.1; the text says what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(message: impl Into<String>) -> Invalid {
+    Invalid(message.into())
+}
+
+/// How a response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked, perhaps with trailers.
+    Chunked,
+    /// Everything until the connection closes.
+    UntilClose,
+}
+
+/// Whether the connection may carry another request after this answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Keep it.
+    Keep,
+    /// Close it: the server said so, the answer is HTTP/1.0 without
+    /// keep-alive, or it switched protocols.
+    Close,
+}
+
+/// A parsed response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    /// The status.
+    pub status: StatusCode,
+    /// The fields (empty unless asked for).
+    pub headers: HeaderMap,
+    /// How the body is delimited.
+    pub framing: Framing,
+    /// Whether the connection may be reused after the body.
+    pub reuse: Reuse,
+}
+
+/// Parses a complete response head off the front of `read` (`None`: not
+/// all there yet; the buffer is left as it was). `head_request`: the
+/// request was HEAD, so the answer has no body whatever it says. Builds
+/// a header map only when `headers` is set.
+pub fn parse_response_head(
+    read: &mut BytesMut,
+    head_request: bool,
+    headers: bool,
+) -> Result<Option<ResponseHead>, Invalid> {
+    // Uninitialised: filling a hundred empty fields costs more than
+    // parsing the head.
+    let mut fields =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        read,
+        &mut fields,
+    );
+    let used = match parsed {
+        Ok(httparse::Status::Complete(used)) => used,
+        Ok(httparse::Status::Partial) => {
+            if read.len() > MAX_HEAD {
+                return Err(invalid("the response head is larger than 1 MiB"));
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(invalid(format!("invalid response head: {e}"))),
+    };
+    let code = response.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
+    let http10 = response.version == Some(0);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut close = false;
+    let mut keep_alive = false;
+    for field in response.headers.iter() {
+        let name = field.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            for value in field.value.split(|&b| b == b',') {
+                let value = std::str::from_utf8(value)
+                    .ok()
+                    .map(str::trim)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .ok_or_else(|| invalid("invalid content-length"))?;
+                if length.is_some_and(|l| l != value) {
+                    return Err(invalid("conflicting content-length values"));
+                }
+                length = Some(value);
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only the last coding decides whether the body is chunked.
+            let last = field
+                .value
+                .rsplit(|&b| b == b',')
+                .next()
+                .unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name.eq_ignore_ascii_case("connection") {
+            for token in field.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                close |= token.eq_ignore_ascii_case(b"close");
+                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        }
+    }
+    let no_body = head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = match (no_body, chunked, length) {
+        (true, _, _) => Framing::Empty,
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) => Framing::UntilClose,
+        (false, None, Some(0)) => Framing::Empty,
+        (false, None, Some(n)) => Framing::Length(n),
+        (false, None, None) => Framing::UntilClose,
+    };
+    let reuse = if close || (http10 && !keep_alive) || status == StatusCode::SWITCHING_PROTOCOLS {
+        Reuse::Close
+    } else {
+        Reuse::Keep
+    };
+    let headers = if headers {
+        header_map(response.headers)
+    } else {
+        HeaderMap::new()
+    };
+    read.advance(used);
+    Ok(Some(ResponseHead {
+        status,
+        headers,
+        framing,
+        reuse,
+    }))
+}
+
+/// Parsed fields as a header map; fields that are not valid HTTP are
+/// left out.
+pub fn header_map(fields: &[httparse::Header<'_>]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// Appends `name: value\r\n` to an encoded head.
+pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the next bytes of a body are.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// The buffer's first `n` bytes are body data: the caller takes them
+    /// off (all of them) before decoding again.
+    Data(usize),
+    /// More bytes are needed (or, for a body that runs to the close, the
+    /// close); read, then decode again, or call [`BodyDecoder::closed`]
+    /// if the connection ended.
+    More,
+    /// The body is complete, with the trailers a chunked body ended with.
+    End(Option<HeaderMap>),
+}
+
+/// Walks one response body through a read buffer (RFC 9112 §6, §7.1).
+#[derive(Debug, Clone)]
+pub struct BodyDecoder {
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// This many bytes left of a length-delimited body.
+    Length(u64),
+    /// Before a chunk-size line.
+    ChunkSize,
+    /// This many bytes left of a chunk.
+    ChunkData(u64),
+    /// Before the CRLF that ends a chunk.
+    ChunkEnd,
+    /// Before the trailer section (after the last chunk).
+    Trailers,
+    /// Until the connection closes.
+    UntilClose,
+    /// Complete.
+    Done,
+}
+
+impl BodyDecoder {
+    /// A decoder for a body framed as `framing`.
+    pub fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        BodyDecoder { state }
+    }
+
+    /// Whether the body is complete.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Bytes of body still to come, when the framing says.
+    pub fn remaining(&self) -> Option<u64> {
+        match self.state {
+            State::Length(n) => Some(n),
+            State::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// Decodes from the front of `read`: framing bytes are consumed,
+    /// data bytes are left for the caller (see [`Decoded::Data`]).
+    pub fn decode(&mut self, read: &mut BytesMut) -> Result<Decoded, Invalid> {
+        loop {
+            match self.state {
+                State::Done => return Ok(Decoded::End(None)),
+                State::Length(left) | State::ChunkData(left) => {
+                    if read.is_empty() {
+                        return Ok(Decoded::More);
+                    }
+                    let n = usize::try_from(left).unwrap_or(usize::MAX).min(read.len());
+                    let left = left - n as u64;
+                    self.state = match self.state {
+                        State::Length(_) if left == 0 => State::Done,
+                        State::Length(_) => State::Length(left),
+                        _ if left == 0 => State::ChunkEnd,
+                        _ => State::ChunkData(left),
+                    };
+                    return Ok(Decoded::Data(n));
+                }
+                State::UntilClose => {
+                    return Ok(if read.is_empty() {
+                        Decoded::More
+                    } else {
+                        Decoded::Data(read.len())
+                    });
+                }
+                State::ChunkSize => match httparse::parse_chunk_size(read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        read.advance(used);
+                        self.state = if size == 0 {
+                            State::Trailers
+                        } else {
+                            State::ChunkData(size)
+                        };
+                    }
+                    Ok(httparse::Status::Partial) => {
+                        if read.len() > MAX_HEAD {
+                            return Err(invalid("a chunk-size line is larger than 1 MiB"));
+                        }
+                        return Ok(Decoded::More);
+                    }
+                    Err(_) => return Err(invalid("invalid chunk size line")),
+                },
+                State::ChunkEnd => {
+                    if read.len() < 2 {
+                        return Ok(Decoded::More);
+                    }
+                    if &read[..2] != b"\r\n" {
+                        return Err(invalid("a chunk does not end with CRLF"));
+                    }
+                    read.advance(2);
+                    self.state = State::ChunkSize;
+                }
+                State::Trailers => {
+                    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                    match httparse::parse_headers(read, &mut fields) {
+                        Ok(httparse::Status::Complete((used, fields))) => {
+                            let trailers = header_map(fields);
+                            read.advance(used);
+                            self.state = State::Done;
+                            return Ok(Decoded::End((!trailers.is_empty()).then_some(trailers)));
+                        }
+                        Ok(httparse::Status::Partial) => {
+                            if read.len() > MAX_HEAD {
+                                return Err(invalid("the trailers are larger than 1 MiB"));
+                            }
+                            return Ok(Decoded::More);
+                        }
+                        Err(e) => return Err(invalid(format!("invalid trailers: {e}"))),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection ended (with nothing left in the buffer): the end
+    /// of a body that runs to the close, `Err` for any other body that
+    /// is not complete.
+    pub fn closed(&mut self) -> Result<(), Cut> {
+        match self.state {
+            State::UntilClose | State::Done => {
+                self.state = State::Done;
+                Ok(())
+            }
+            _ => Err(Cut),
+        }
+    }
+}
+
+/// The connection ended before the body was complete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the connection closed before the response was complete")]
+pub struct Cut;
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, Invalid> {
+        parse_response_head(&mut BytesMut::from(text), head_request, true)
+    }
+
+    /// Decodes `wire` fed `step` bytes at a time: the data and trailers.
+    fn decode(framing: Framing, wire: &[u8], step: usize) -> (Vec<u8>, Option<HeaderMap>) {
+        let mut decoder = BodyDecoder::new(framing);
+        let mut read = BytesMut::new();
+        let mut rest = wire;
+        let mut data = Vec::new();
+        loop {
+            match decoder.decode(&mut read).unwrap() {
+                Decoded::Data(n) => data.extend_from_slice(&read.split_to(n)),
+                Decoded::End(trailers) => return (data, trailers),
+                Decoded::More if rest.is_empty() => {
+                    decoder.closed().unwrap();
+                    return (data, None);
+                }
+                Decoded::More => {
+                    let n = step.min(rest.len());
+                    read.extend_from_slice(&rest[..n]);
+                    rest = &rest[n..];
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let framing = |text: &str, head_request| head(text, head_request).unwrap().unwrap().framing;
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false),
+            Framing::Length(5)
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", true),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing(
+                "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                false
+            ),
+            Framing::Chunked
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n", false),
+            Framing::UntilClose
+        );
+        assert_eq!(
+            framing("HTTP/1.1 200 OK\r\n\r\n", false),
+            Framing::UntilClose
+        );
+        assert_eq!(
+            framing("HTTP/1.1 204 No Content\r\n\r\n", false),
+            Framing::Empty
+        );
+        assert_eq!(
+            framing("HTTP/1.1 304 OK\r\ncontent-length: 9\r\n\r\n", false),
+            Framing::Empty
+        );
+        let reuse = |text: &str| head(text, false).unwrap().unwrap().reuse;
+        assert_eq!(
+            reuse("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            Reuse::Keep
+        );
+        assert_eq!(
+            reuse("HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n"),
+            Reuse::Close
+        );
+        assert_eq!(
+            reuse("HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n"),
+            Reuse::Close
+        );
+        assert_eq!(
+            reuse("HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 0\r\n\r\n"),
+            Reuse::Keep
+        );
+    }
+
+    #[test]
+    fn bad_heads_are_invalid_and_partial_heads_wait() {
+        assert!(
+            head("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n", false)
+                .unwrap()
+                .is_none()
+        );
+        for bad in [
+            "HTTP/1.1 abc OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
+            "SPDY/3 200 OK\r\n\r\n",
+        ] {
+            assert!(head(bad, false).is_err(), "{bad:?}");
+        }
+        let mut read = BytesMut::from(&b"HTTP/1.1 200 OK\r\nx: "[..]);
+        read.extend_from_slice(&vec![b'a'; MAX_HEAD]);
+        assert!(parse_response_head(&mut read, false, false).is_err());
+    }
+
+    #[test]
+    fn bodies_decode_whole_however_they_arrive() {
+        let chunked = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 1\r\n\r\n";
+        for step in [1, 2, 7, 1000] {
+            let (data, trailers) = decode(Framing::Chunked, chunked, step);
+            assert_eq!(data, b"hello world");
+            assert_eq!(trailers.unwrap()["x-sum"], "1");
+            let (data, trailers) = decode(Framing::Length(5), b"hello", step);
+            assert_eq!((&data[..], trailers), (&b"hello"[..], None));
+            let (data, _) = decode(Framing::UntilClose, b"to the end", step);
+            assert_eq!(data, b"to the end");
+        }
+        let (data, trailers) = decode(Framing::Chunked, b"0\r\n\r\n", 1);
+        assert_eq!((data.len(), trailers), (0, None));
+    }
+
+    #[test]
+    fn bad_or_cut_bodies_are_errors() {
+        for bad in [&b"zz\r\n"[..], b"2\r\nabXY", b"1\r\na\r\n0\r\n: x\r\n\r\n"] {
+            let mut decoder = BodyDecoder::new(Framing::Chunked);
+            let mut read = BytesMut::from(bad);
+            let failed = loop {
+                match decoder.decode(&mut read) {
+                    Ok(Decoded::Data(n)) => read.advance(n),
+                    Ok(Decoded::More | Decoded::End(_)) => break false,
+                    Err(_) => break true,
+                }
+            };
+            assert!(failed, "{bad:?}");
+        }
+        let mut decoder = BodyDecoder::new(Framing::Length(10));
+        let mut read = BytesMut::from(&b"12345"[..]);
+        assert_eq!(decoder.decode(&mut read), Ok(Decoded::Data(5)));
+        read.advance(5);
+        assert_eq!(decoder.remaining(), Some(5));
+        assert_eq!(decoder.decode(&mut read), Ok(Decoded::More));
+        assert_eq!(decoder.closed(), Err(Cut));
+    }
+}
