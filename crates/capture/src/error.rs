@@ -17,6 +17,9 @@ pub enum CaptureError {
     /// A TLS certificate, key or CA file cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] reprise_net::tls::TlsError),
+    /// An https upstream's host cannot be checked against a certificate.
+    #[error("TLS: the upstream host {0:?} is not a name a certificate can be checked against")]
+    TlsName(String),
     /// The sink failed; the recording may be incomplete.
     #[error("recording failed: {0}")]
     Sink(String),

@@ -1,6 +1,11 @@
 //! The forward path: one request in, the same request to the upstream,
 //! its response back, both bodies streamed through taps. Failures become a
 //! 502 (gRPC: UNAVAILABLE) here, in one place.
+//!
+//! HTTP/1.x calls go to the upstream through the proxy's own client
+//! ([`crate::upstream`]); HTTP/2 calls through hyper-util's pooled
+//! client; CONNECT and upgrades on a hyper connection of their own, kept
+//! for the tunnel.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -17,14 +22,16 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
+use crate::upstream::{Http1Upstream, RequestFraming, UpstreamBody, encode_head};
 use reprise_net::hop;
 use reprise_record::{
     BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
     is_grpc,
 };
 
-/// The body the proxy answers with: the upstream's, tapped, or its own.
-pub type ProxyBody = Either<TapBody<Incoming>, Full<Bytes>>;
+/// The body the proxy answers with: the upstream's (HTTP/1.1 or
+/// HTTP/2), tapped, or its own.
+pub type ProxyBody = Either<TapBody<Either<UpstreamBody, Incoming>>, Full<Bytes>>;
 
 type UpstreamClient = Client<ToUpstream, TapBody<Incoming>>;
 
@@ -62,7 +69,7 @@ pub struct Forwarder {
     /// reached the proxy.
     pub origin: Arc<Origin>,
     /// For clients that spoke HTTP/1.x (ALPN http/1.1 to https upstreams).
-    http1: UpstreamClient,
+    http1: Arc<Http1Upstream>,
     /// For clients that spoke HTTP/2 (h2c, or ALPN h2).
     http2: UpstreamClient,
     /// Connections to the upstream outside the pools (CONNECT tunnels).
@@ -70,23 +77,29 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Clients for both protocols to the configured upstream.
+    /// Clients for both protocols to the configured upstream; `tls` is
+    /// what https upstreams are trusted by.
     pub fn new(
         config: ProxyConfig,
         recorder: Recorder,
         origin: Origin,
-    ) -> Result<Forwarder, reprise_net::tls::TlsError> {
-        let tls = reprise_net::tls::client_config(config.upstream_ca.as_deref())?;
+        tls: &rustls::ClientConfig,
+    ) -> Result<Forwarder, crate::CaptureError> {
+        let http1 = Arc::new(Http1Upstream::new(
+            &config.upstream,
+            tls,
+            config.connect_timeout,
+        )?);
+        let tls = tls.clone();
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(false);
-        let https1 = hyper_rustls::HttpsConnectorBuilder::new()
+        let tunnels = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls.clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector.clone());
-        let tunnels = https1.clone();
         let https2 = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -96,9 +109,7 @@ impl Forwarder {
             inner,
             upstream: config.upstream.base.clone(),
         };
-        let executor = hyper_util::rt::TokioExecutor::new();
-        let http1 = Client::builder(executor.clone()).build(fixed(https1));
-        let http2 = Client::builder(executor)
+        let http2 = Client::builder(hyper_util::rt::TokioExecutor::new())
             .http2_only(true)
             .build(fixed(https2));
         Ok(Forwarder {
@@ -189,37 +200,6 @@ pub async fn forward(
             .map(|r| Tap::new(Arc::clone(r), Side::Request)),
         metrics,
     );
-    let uri = if connect {
-        // The authority-form target goes as it came.
-        Ok(parts.uri.clone())
-    } else {
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_string();
-        // The connection always goes to the upstream (`ToUpstream`); the
-        // target's authority is what HTTP/2 sends as `:authority`.
-        let authority = match (config.preserve_host, parts.uri.authority()) {
-            (true, Some(client)) if version == Version::HTTP_2 => client.clone(),
-            _ => config.upstream.authority.clone(),
-        };
-        http::Uri::builder()
-            .scheme(config.upstream.scheme.clone())
-            .authority(authority)
-            .path_and_query(path)
-            .build()
-    };
-    let Ok(uri) = uri else {
-        return Ok(fail(
-            metrics,
-            &recording,
-            grpc,
-            ErrorKind::Protocol,
-            "the request target cannot be forwarded".into(),
-            StatusCode::BAD_REQUEST,
-        ));
-    };
     hop::strip_hop_by_hop(&mut parts.headers, upgrade.is_some() && !connect);
     if upgrade.is_some() && !connect {
         parts
@@ -243,26 +223,50 @@ pub async fn forward(
     {
         parts.headers.insert(header::HOST, host);
     }
-    parts.uri = uri;
-    let client = if version == Version::HTTP_2 {
-        &forwarder.http2
-    } else {
-        &forwarder.http1
-    };
-    if version != Version::HTTP_2 {
-        parts.version = Version::HTTP_11;
-    }
-    let upstream = Request::from_parts(parts, body);
 
     let sent = std::time::Instant::now();
-    let response = if connect {
-        tokio::time::timeout(
-            config.response_timeout,
-            send_alone(&forwarder.connector, &config.upstream, upstream),
-        )
-        .await
+    let response = if version != Version::HTTP_2 && upgrade.is_none() {
+        // Plain HTTP/1.x: the proxy's own client.
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let framing = RequestFraming::of(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
+        let head = encode_head(&parts.method, target, &parts.headers, framing);
+        let head_request = parts.method == http::Method::HEAD;
+        let sending = async {
+            let (head, body) = forwarder
+                .http1
+                .send(head, body, framing, head_request)
+                .await?;
+            let mut response = Response::new(Either::Left(body));
+            *response.status_mut() = head.status;
+            *response.headers_mut() = head.headers;
+            Ok(response)
+        };
+        tokio::time::timeout(config.response_timeout, sending).await
     } else {
-        tokio::time::timeout(config.response_timeout, send_pooled(client, upstream)).await
+        let Some(uri) = hyper_target(config, &parts, connect) else {
+            return Ok(fail(
+                metrics,
+                &recording,
+                grpc,
+                ErrorKind::Protocol,
+                "the request target cannot be forwarded".into(),
+                StatusCode::BAD_REQUEST,
+            ));
+        };
+        parts.uri = uri;
+        if version != Version::HTTP_2 {
+            parts.version = Version::HTTP_11;
+        }
+        let upstream = Request::from_parts(parts, body);
+        let sending = async {
+            let response = if upgrade.is_some() {
+                send_alone(&forwarder.connector, &config.upstream, upstream).await
+            } else {
+                send_pooled(&forwarder.http2, upstream).await
+            };
+            response.map(|r| r.map(Either::Right))
+        };
+        tokio::time::timeout(config.response_timeout, sending).await
     };
     match response {
         Ok(Ok(mut response)) => {
@@ -315,7 +319,41 @@ pub async fn forward(
     }
 }
 
-/// Through the pool for the client's protocol.
+/// The target for hyper's clients: HTTP/2's (absolute; its authority
+/// becomes `:authority`), an upgrade's (origin-form, on a connection of
+/// its own) or CONNECT's (authority-form, as it came). `None`: it cannot
+/// be built.
+fn hyper_target(
+    config: &ProxyConfig,
+    parts: &http::request::Parts,
+    connect: bool,
+) -> Option<http::Uri> {
+    if connect {
+        return Some(parts.uri.clone());
+    }
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    if parts.version != Version::HTTP_2 {
+        return http::Uri::builder().path_and_query(path).build().ok();
+    }
+    // The connection always goes to the upstream (`ToUpstream`); the
+    // target's authority is what HTTP/2 sends as `:authority`.
+    let authority = match (config.preserve_host, parts.uri.authority()) {
+        (true, Some(client)) => client.clone(),
+        _ => config.upstream.authority.clone(),
+    };
+    http::Uri::builder()
+        .scheme(config.upstream.scheme.clone())
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+        .ok()
+}
+
+/// Through hyper-util's pool (HTTP/2).
 async fn send_pooled(
     client: &UpstreamClient,
     request: Request<TapBody<Incoming>>,
@@ -334,8 +372,7 @@ async fn send_pooled(
 }
 
 /// On a connection of its own to the upstream (HTTP/1.1), kept for the
-/// tunnel that may follow: what a CONNECT needs, since a pooled client
-/// would connect to the host the request names.
+/// tunnel that may follow (CONNECT, upgrades).
 async fn send_alone(
     connector: &HttpsConnector<HttpConnector>,
     upstream: &crate::config::Upstream,
@@ -373,9 +410,9 @@ async fn send_alone(
 /// The upstream agreed to switch protocols (a 101, or a 2xx to CONNECT):
 /// answer the client the same and, once both sides have switched, copy bytes both ways until
 /// either closes. The exchange is recorded as upgraded, without frames.
-fn tunnel(
+fn tunnel<B>(
     client_side: hyper::upgrade::OnUpgrade,
-    response: &mut Response<Incoming>,
+    response: &mut Response<B>,
     recording: &Option<Arc<Recording>>,
 ) -> Response<ProxyBody> {
     let upstream_side = hyper::upgrade::on(&mut *response);

@@ -22,6 +22,7 @@ mod config;
 mod error;
 mod forward;
 mod server;
+mod upstream;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError};
 pub use error::CaptureError;

@@ -152,6 +152,14 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         server_addr: config.upstream.authority.to_string(),
         max_body: config.max_body,
     };
+    // Read once for every serving thread; the system's roots only when
+    // the upstream speaks TLS.
+    let trust = match (&config.upstream_ca, config.upstream.scheme.as_str()) {
+        (Some(ca), _) => reprise_net::tls::Trust::CaFile(ca),
+        (None, "https") => reprise_net::tls::Trust::System,
+        (None, _) => reprise_net::tls::Trust::Nobody,
+    };
+    let tls = reprise_net::tls::client_config_for(trust)?;
     let drain = config.drain_timeout;
     let (stop, stopped) = watch::channel(false);
     let mut serving = Vec::with_capacity(listeners.len());
@@ -160,6 +168,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             config.clone(),
             recorder.clone(),
             origin.clone(),
+            &tls,
         )?);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

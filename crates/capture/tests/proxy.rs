@@ -333,7 +333,9 @@ async fn unreachable_upstream_is_a_502_and_recorded_with_its_error() {
     assert_eq!(headers["x-reprise-error"], "upstream");
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(
-        text.starts_with("reprise: upstream failed: client error (Connect)"),
+        text.starts_with(&format!(
+            "reprise: upstream failed: cannot connect to {closed}"
+        )),
         "{text}"
     );
     assert!(text.contains("Connection refused"), "{text}");
@@ -685,4 +687,306 @@ async fn the_host_is_the_upstreams_unless_preserved_over_both_protocols() {
         }
         proxy.shutdown().await.unwrap();
     }
+}
+
+/// What a scripted upstream connection does with each request it reads.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Writes these bytes (one at a time when `slowly`).
+    Answer(&'static [u8], bool),
+    /// Closes the connection without answering.
+    Close,
+}
+
+/// A raw HTTP/1.1 upstream: its n-th connection reads requests and
+/// follows `scripts[n]`, one step per request, then closes. Every request
+/// read (connection, bytes) goes to the returned channel.
+async fn scripted_upstream(
+    scripts: Vec<Vec<Step>>,
+) -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(usize, Vec<u8>)>,
+) {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen, requests) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        for (n, script) in scripts.into_iter().enumerate() {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buffered = Vec::new();
+                for step in script {
+                    let Some(request) = read_request(&mut socket, &mut buffered).await else {
+                        return;
+                    };
+                    let _ = seen.send((n, request));
+                    match step {
+                        Step::Answer(bytes, false) => socket.write_all(bytes).await.unwrap(),
+                        Step::Answer(bytes, true) => {
+                            for byte in bytes {
+                                socket.write_all(&[*byte]).await.unwrap();
+                                socket.flush().await.unwrap();
+                            }
+                        }
+                        Step::Close => return,
+                    }
+                }
+            });
+        }
+    });
+    (addr, requests)
+}
+
+/// Reads one whole request (head, then a content-length or chunked
+/// body) off `socket`, keeping what follows it in `buffered`.
+async fn read_request(
+    socket: &mut tokio::net::TcpStream,
+    buffered: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let complete = |data: &[u8]| -> Option<usize> {
+        let end = data.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+        if head.contains("transfer-encoding: chunked") {
+            let tail = data[end..].windows(5).position(|w| w == b"0\r\n\r\n")?;
+            return Some(end + tail + 5);
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+        (data.len() >= end + length).then_some(end + length)
+    };
+    loop {
+        if let Some(n) = complete(buffered) {
+            return Some(buffered.drain(..n).collect());
+        }
+        let mut chunk = [0u8; 4096];
+        match socket.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_http1_framing_passes_through_and_connections_are_reused() {
+    let (upstream, mut requests) = scripted_upstream(vec![
+        vec![
+            Step::Answer(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                  5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
+                true,
+            ),
+            Step::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfixed", true),
+            Step::Answer(b"HTTP/1.1 204 No Content\r\n\r\n", false),
+            Step::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n", false),
+            // HTTP/1.0, no length: the body runs to the close.
+            Step::Answer(b"HTTP/1.0 200 OK\r\n\r\nuntil the close", true),
+        ],
+        vec![Step::Answer(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\nagain",
+            false,
+        )],
+    ])
+    .await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let base = format!("http://{}", proxy.local_addr());
+    let client = client(false);
+    let mut got = Vec::new();
+    for (method, path, body) in [
+        ("GET", "/chunked", ""),
+        ("GET", "/length", ""),
+        ("DELETE", "/empty", ""),
+        ("HEAD", "/head", ""),
+        ("GET", "/close", ""),
+        ("POST", "/after", "posted"),
+    ] {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let length = response.headers().get("content-length").cloned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        got.push((status, String::from_utf8(body.to_vec()).unwrap(), length));
+    }
+    let bodies: Vec<_> = got.iter().map(|(s, b, _)| (*s, b.as_str())).collect();
+    assert_eq!(
+        bodies,
+        [
+            (200, "hello world"),
+            (200, "fixed"),
+            (204, ""),
+            (200, ""),
+            (200, "until the close"),
+            (201, "again"),
+        ]
+    );
+    // A HEAD answer keeps its length field.
+    assert_eq!(got[3].2.as_ref().unwrap(), "4");
+    proxy.shutdown().await.unwrap();
+
+    // One connection until the upstream ended it; the body went framed.
+    let mut seen = Vec::new();
+    while let Ok((connection, request)) = requests.try_recv() {
+        seen.push((connection, String::from_utf8(request).unwrap()));
+    }
+    let connections: Vec<usize> = seen.iter().map(|(c, _)| *c).collect();
+    assert_eq!(connections, [0, 0, 0, 0, 0, 1]);
+    assert!(
+        seen[5].1.starts_with("POST /after HTTP/1.1\r\n"),
+        "{}",
+        seen[5].1
+    );
+    assert!(
+        seen[5].1.contains("\r\ncontent-length: 6\r\n"),
+        "{}",
+        seen[5].1
+    );
+    assert!(seen[5].1.ends_with("\r\n\r\nposted"), "{}", seen[5].1);
+    assert!(!seen[0].1.contains("content-length"), "{}", seen[0].1);
+
+    let exchanges = sink.exchanges();
+    let chunked = by_path(&exchanges, "/chunked").response.as_ref().unwrap();
+    assert_eq!(&chunked.body[..], b"hello world");
+    assert_eq!(
+        (
+            chunked.trailers[0].name.as_str(),
+            &chunked.trailers[0].value[..]
+        ),
+        ("x-sum", &b"11"[..])
+    );
+    let closed = by_path(&exchanges, "/close").response.as_ref().unwrap();
+    assert_eq!((closed.body_size, closed.status), (15, 200));
+    assert!(exchanges.iter().all(|e| e.error.is_none()), "{exchanges:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_before_the_upload_ends_reaches_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The upstream answers 413 after the head, without reading the body.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let _ = socket
+                    .write_all(
+                        b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big!",
+                    )
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            });
+        }
+    });
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let socket = tokio::net::TcpStream::connect(proxy.local_addr())
+        .await
+        .unwrap();
+    let (mut reader, mut writer) = socket.into_split();
+    let upload = tokio::spawn(async move {
+        let _ = writer
+            .write_all(b"PUT /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 67108864\r\n\r\n")
+            .await;
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..64 {
+            if writer.write_all(&block).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(2), async {
+        while !answer.ends_with(b"too big!") {
+            let n = reader.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the early answer reaches the client while it is still uploading");
+    assert!(answer.starts_with(b"HTTP/1.1 413 "));
+    upload.abort();
+    drop(reader);
+    proxy.shutdown().await.unwrap();
+    let exchanges = sink.exchanges();
+    assert_eq!(exchanges[0].response.as_ref().unwrap().status, 413);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bodiless_request_the_upstream_drops_on_a_kept_connection_is_sent_again() {
+    let ok = |body: &'static [u8]| Step::Answer(body, false);
+    let (upstream, mut requests) = scripted_upstream(vec![
+        // Answers, then drops the next request unanswered (the race of an
+        // upstream closing an idle connection as a request arrives).
+        vec![
+            ok(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\none"),
+            Step::Close,
+        ],
+        vec![
+            ok(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo"),
+            Step::Close,
+        ],
+        vec![ok(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfour")],
+    ])
+    .await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let base = format!("http://{}", proxy.local_addr());
+    // One client connection, so one serving thread and its one pool.
+    let client = client(false);
+    let send = |method: &str, path: &str, body: &'static [u8]| {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .body(Full::new(Bytes::from_static(body)))
+            .unwrap();
+        let response = client.request(request);
+        async move {
+            let response = response.await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    assert_eq!(send("GET", "/1", b"").await.1, "one");
+    // Dropped on connection 0, sent again on connection 1.
+    assert_eq!(send("GET", "/2", b"").await.1, "two");
+    // A request with a body is not sent twice: the client hears why.
+    let (status, text) = send("POST", "/3", b"once").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        text.contains("closed the connection before answering"),
+        "{text}"
+    );
+    assert_eq!(send("GET", "/4", b"").await.1, "four");
+    proxy.shutdown().await.unwrap();
+    let mut seen = Vec::new();
+    while let Ok((connection, request)) = requests.try_recv() {
+        let line = String::from_utf8(request).unwrap();
+        seen.push((connection, line.split(' ').nth(1).unwrap().to_string()));
+    }
+    let seen: Vec<(usize, &str)> = seen.iter().map(|(c, p)| (*c, p.as_str())).collect();
+    assert_eq!(
+        seen,
+        [(0, "/1"), (0, "/2"), (1, "/2"), (1, "/3"), (2, "/4")]
+    );
+    let exchanges = sink.exchanges();
+    let failed = by_path(&exchanges, "/3").error.as_ref().unwrap();
+    assert_eq!(failed.kind(), ErrorKind::Reset);
 }

@@ -78,6 +78,10 @@ pub enum Trust<'a> {
     /// servers). Handshake signatures are still checked, so the peer must
     /// hold the key of the certificate it shows.
     Any,
+    /// No certificate at all: for a client that will not speak TLS (an
+    /// http:// upstream), so that the system's store is not read for
+    /// nothing.
+    Nobody,
 }
 
 /// A client configuration for `trust`, without ALPN (callers set it).
@@ -94,10 +98,11 @@ pub fn client_config_for(trust: Trust<'_>) -> Result<ClientConfig, TlsError> {
             return Ok(config);
         }
         Trust::CaFile(ca) => Some(ca),
-        Trust::System => None,
+        Trust::System | Trust::Nobody => None,
     };
     let mut roots = RootCertStore::empty();
     match ca {
+        None if matches!(trust, Trust::Nobody) => {}
         Some(ca) => {
             for cert in certificates(ca)? {
                 roots

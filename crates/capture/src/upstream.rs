@@ -1,0 +1,597 @@
+//! The proxy's HTTP/1.1 client to the upstream: a pool of keep-alive
+//! connections per serving thread, the request written straight to the
+//! socket, the answer read off it with [`reprise_net::h1`], and its body
+//! handed to the client's connection as it arrives ([`UpstreamBody`]).
+//!
+//! Why not hyper's client (HTTP/2 calls and tunnels still use it): under
+//! callgrind, hyper-util's pooled client cost about 25,000 instructions
+//! per forwarded call (a dispatch channel and a task per connection, the
+//! pool's bookkeeping, a header map built and encoded again), more than
+//! nginx spends on a whole proxied call. Here the request head is encoded
+//! once from the forwarded fields and the pool is a list.
+//!
+//! A connection goes back to the pool only once its answer has been read
+//! to the end, with nothing after it, and the upstream allowed reuse. An
+//! idle connection the upstream has closed is noticed before it is used;
+//! a bodiless request that fails on a reused connection before any answer
+//! arrived is sent once more on a new one (the upstream may have closed
+//! it as the request left).
+
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
+use http::header;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use reprise_model::ErrorKind;
+use reprise_net::h1::{self, BodyDecoder, Decoded, Framing, ResponseHead, Reuse, put_field};
+use reprise_net::stream::Stream;
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Idle connections kept per serving thread.
+const MAX_IDLE: usize = 1024;
+/// An idle connection older than this is closed, not reused (hyper's
+/// client default).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why a call to the upstream failed: the kind and one line.
+pub type Failed = (ErrorKind, String);
+
+/// How the request body goes to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No body and no length field.
+    None,
+    /// `content-length: n`, then the body as it comes.
+    Length(u64),
+    /// `transfer-encoding: chunked` (a body of unknown length, or with
+    /// trailers).
+    Chunked,
+}
+
+impl RequestFraming {
+    /// What suits `body`: its length when known (`content-length: 0` only
+    /// if the client sent one), chunked otherwise.
+    pub fn of(body: &impl Body, client_sent_length: bool) -> Self {
+        match body.size_hint().exact() {
+            Some(0) if !client_sent_length => RequestFraming::None,
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// Encodes a request head for the upstream: the request line, every
+/// field of `headers` but `content-length` (the framing decides it), and
+/// the framing's field.
+pub fn encode_head(
+    method: &http::Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(64 + target.len() + headers.len() * 48);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if name != header::CONTENT_LENGTH {
+            put_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => {
+            put_field(&mut head, b"content-length", n.to_string().as_bytes());
+        }
+        RequestFraming::Chunked => put_field(&mut head, b"transfer-encoding", b"chunked"),
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// One connection to the upstream and what has been read off it.
+struct Connection {
+    io: Stream,
+    read: BytesMut,
+}
+
+struct Idle {
+    connection: Connection,
+    since: Instant,
+}
+
+/// Connections to the upstream for HTTP/1.1 calls.
+pub struct Http1Upstream {
+    /// `host:port`.
+    authority: String,
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    connect_timeout: Duration,
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl Http1Upstream {
+    /// Connections to `upstream`; TLS with `tls` (ALPN http/1.1) when it
+    /// is https.
+    pub fn new(
+        upstream: &crate::config::Upstream,
+        tls: &rustls::ClientConfig,
+        connect_timeout: Duration,
+    ) -> Result<Self, crate::CaptureError> {
+        let tls = if upstream.scheme == http::uri::Scheme::HTTPS {
+            let host = upstream.authority.host();
+            // `[::1]` names the address inside the brackets.
+            let host = host
+                .strip_prefix('[')
+                .and_then(|h| h.strip_suffix(']'))
+                .unwrap_or(host);
+            let name = ServerName::try_from(host.to_string())
+                .map_err(|_| crate::CaptureError::TlsName(host.to_string()))?;
+            let mut config = tls.clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
+        } else {
+            None
+        };
+        let port = upstream
+            .authority
+            .port_u16()
+            .unwrap_or(if tls.is_some() { 443 } else { 80 });
+        Ok(Http1Upstream {
+            authority: format!("{}:{port}", upstream.authority.host()),
+            tls,
+            connect_timeout,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A kept connection still open, or a new one; whether it was kept.
+    async fn checkout(&self) -> Result<(Connection, bool), Failed> {
+        loop {
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let Some(mut idle) = idle else { break };
+            if idle.since.elapsed() < IDLE_TIMEOUT && !idle.connection.io.closed_while_idle() {
+                return Ok((idle.connection, true));
+            }
+        }
+        Ok((self.connect().await?, false))
+    }
+
+    fn checkin(&self, connection: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+        {
+            idle.push(Idle {
+                connection,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<Connection, Failed> {
+        let failed = |message: String| (ErrorKind::Connect, message);
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+            .await
+            .map_err(|_| {
+                failed(format!(
+                    "cannot connect to {} within {:?}",
+                    self.authority, self.connect_timeout
+                ))
+            })?
+            .map_err(|e| failed(format!("cannot connect to {}: {e}", self.authority)))?;
+        let _ = tcp.set_nodelay(true);
+        let io = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some((connector, name)) => {
+                let tls = tokio::time::timeout(
+                    self.connect_timeout,
+                    connector.connect(name.clone(), tcp),
+                )
+                .await
+                .map_err(|_| {
+                    failed(format!(
+                        "no TLS handshake with {} within {:?}",
+                        self.authority, self.connect_timeout
+                    ))
+                })?
+                .map_err(|e| (ErrorKind::Tls, format!("TLS with {}: {e}", self.authority)))?;
+                Stream::Tls(Box::new(tls))
+            }
+        };
+        Ok(Connection {
+            io,
+            read: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
+    /// Sends a request (`head` from [`encode_head`], then `body` framed
+    /// as `framing`) and reads the answer's head; the body follows in the
+    /// returned [`UpstreamBody`]. `head_request`: the method was HEAD.
+    pub async fn send<B>(
+        self: &Arc<Self>,
+        head: Vec<u8>,
+        body: B,
+        framing: RequestFraming,
+        head_request: bool,
+    ) -> Result<(ResponseHead, UpstreamBody), Failed>
+    where
+        B: Body<Data = Bytes> + Unpin,
+        B::Error: std::fmt::Display,
+    {
+        let (mut connection, kept) = self.checkout().await?;
+        let answer = if framing == RequestFraming::None {
+            match exchange_bodiless(&mut connection, &head, head_request).await {
+                // The upstream closed the kept connection as the request
+                // left: once more, on a new one.
+                Err(Attempt::Unanswered(_)) if kept => {
+                    connection = self.connect().await?;
+                    exchange_bodiless(&mut connection, &head, head_request).await
+                }
+                other => other,
+            }
+        } else {
+            exchange_with_body(&mut connection, &head, body, framing, head_request).await
+        };
+        let head = answer.map_err(Attempt::into_failed)?;
+        let mut reuse = head.reuse;
+        if head.framing == Framing::UntilClose {
+            reuse = Reuse::Close;
+        }
+        let decoder = BodyDecoder::new(head.framing);
+        let mut body = UpstreamBody {
+            connection: Some(connection),
+            decoder,
+            reuse,
+            pool: Arc::clone(self),
+            broken: None,
+        };
+        if body.decoder.is_done() {
+            body.release();
+        }
+        Ok((head, body))
+    }
+}
+
+/// How an exchange failed: before any answer arrived (safe to send a
+/// bodiless request again), or after.
+enum Attempt {
+    Unanswered(Failed),
+    Failed(Failed),
+}
+
+impl Attempt {
+    fn into_failed(self) -> Failed {
+        match self {
+            Attempt::Unanswered(failed) | Attempt::Failed(failed) => failed,
+        }
+    }
+}
+
+fn io_kind(error: &std::io::Error) -> ErrorKind {
+    match reprise_model::error::io_failure(error) {
+        Some(ErrorKind::Other) | None => ErrorKind::Protocol,
+        Some(kind) => kind,
+    }
+}
+
+async fn exchange_bodiless(
+    connection: &mut Connection,
+    head: &[u8],
+    head_request: bool,
+) -> Result<ResponseHead, Attempt> {
+    connection
+        .io
+        .write_all(head)
+        .await
+        .map_err(|e| Attempt::Unanswered((io_kind(&e), format!("sending the request: {e}"))))?;
+    read_answer_head(connection, head_request).await
+}
+
+/// Writes the head and the body while watching for the answer: an
+/// upstream may answer (a 413, say) before it has read the whole body,
+/// and that answer is the client's.
+async fn exchange_with_body<B>(
+    connection: &mut Connection,
+    head: &[u8],
+    mut body: B,
+    framing: RequestFraming,
+    head_request: bool,
+) -> Result<ResponseHead, Attempt>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let Connection { io, read } = connection;
+    let (mut reader, mut writer) = tokio::io::split(io);
+    let sending = async {
+        writer
+            .write_all(head)
+            .await
+            .map_err(|e| (io_kind(&e), format!("sending the request: {e}")))?;
+        send_body(&mut writer, &mut body, framing).await
+    };
+    let answering = async {
+        loop {
+            while let Some(head) = h1::parse_response_head(read, head_request, true)
+                .map_err(|e| (ErrorKind::Protocol, invalid_answer(&e)))?
+            {
+                if !is_interim(&head) {
+                    return Ok::<_, Failed>(head);
+                }
+            }
+            read.reserve(READ_CHUNK);
+            match reader.read_buf(read).await {
+                Ok(0) => return Err(cut_before_head()),
+                Ok(_) => {}
+                Err(e) => {
+                    return Err((io_kind(&e), format!("reading the response: {e}")));
+                }
+            }
+        }
+    };
+    tokio::pin!(answering);
+    tokio::select! {
+        biased;
+        answered = &mut answering => {
+            // An answer before the whole body went: the connection's
+            // framing is off; it will not be reused.
+            let mut head = answered.map_err(Attempt::Failed)?;
+            head.reuse = Reuse::Close;
+            return Ok(head);
+        }
+        sent = sending => sent.map_err(Attempt::Failed)?,
+    }
+    answering.await.map_err(Attempt::Failed)
+}
+
+/// Writes `body` framed as `framing`.
+async fn send_body<W, B>(
+    writer: &mut W,
+    body: &mut B,
+    framing: RequestFraming,
+) -> Result<(), Failed>
+where
+    W: tokio::io::AsyncWrite + Unpin,
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let chunked = framing == RequestFraming::Chunked;
+    let sending = |e: std::io::Error| (io_kind(&e), format!("sending the request body: {e}"));
+    let mut tail = Vec::new();
+    loop {
+        let frame = match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => frame,
+            Some(Err(e)) => {
+                return Err((ErrorKind::Reset, format!("reading the request body: {e}")));
+            }
+        };
+        match frame.into_data() {
+            Ok(data) if data.is_empty() => {}
+            Ok(data) if chunked => {
+                let size = format!("{:x}\r\n", data.len());
+                write_all(writer, &[size.as_bytes(), &data, b"\r\n"])
+                    .await
+                    .map_err(sending)?;
+            }
+            Ok(data) => writer.write_all(&data).await.map_err(sending)?,
+            Err(frame) => {
+                if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
+                    for (name, value) in &trailers {
+                        put_field(&mut tail, name.as_str().as_bytes(), value.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+    if chunked {
+        write_all(writer, &[b"0\r\n", &tail, b"\r\n"])
+            .await
+            .map_err(sending)?;
+    }
+    writer.flush().await.map_err(sending)
+}
+
+/// Writes every slice whole, with vectored writes.
+async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
+    io: &mut W,
+    parts: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| IoSlice::new(p))
+        .collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let n = io.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
+}
+
+/// 1xx answers other than 101 come before the real one and are skipped
+/// (the client's `100 Continue` is the proxy's own).
+fn is_interim(head: &ResponseHead) -> bool {
+    head.status.is_informational() && head.status != http::StatusCode::SWITCHING_PROTOCOLS
+}
+
+fn invalid_answer(e: &h1::Invalid) -> String {
+    format!("the upstream's answer is not valid HTTP/1.1: {e}")
+}
+
+fn cut_before_head() -> Failed {
+    (
+        ErrorKind::Reset,
+        "the upstream closed the connection before answering".to_string(),
+    )
+}
+
+/// Reads the answer's head (skipping interim answers).
+async fn read_answer_head(
+    connection: &mut Connection,
+    head_request: bool,
+) -> Result<ResponseHead, Attempt> {
+    let mut answered = false;
+    loop {
+        while let Some(head) = h1::parse_response_head(&mut connection.read, head_request, true)
+            .map_err(|e| Attempt::Failed((ErrorKind::Protocol, invalid_answer(&e))))?
+        {
+            if !is_interim(&head) {
+                return Ok(head);
+            }
+            answered = true;
+        }
+        connection.read.reserve(READ_CHUNK);
+        let read = connection.io.read_buf(&mut connection.read).await;
+        let nothing_yet = !answered && connection.read.is_empty();
+        let failed = match read {
+            Ok(0) => cut_before_head(),
+            Ok(_) => continue,
+            Err(e) => (io_kind(&e), format!("reading the response: {e}")),
+        };
+        return Err(if nothing_yet {
+            Attempt::Unanswered(failed)
+        } else {
+            Attempt::Failed(failed)
+        });
+    }
+}
+
+/// The upstream's answer body, read off its connection as the client's
+/// connection asks for it; the connection goes back to the pool once the
+/// body has been read whole (or is dropped with it otherwise).
+pub struct UpstreamBody {
+    connection: Option<Connection>,
+    decoder: BodyDecoder,
+    reuse: Reuse,
+    pool: Arc<Http1Upstream>,
+    /// A break found but not yet reported (see [`UpstreamBody::fail`]).
+    broken: Option<UpstreamBodyError>,
+}
+
+/// The upstream's answer body broke.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct UpstreamBodyError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What happened.
+    pub message: String,
+}
+
+impl UpstreamBody {
+    /// The body is complete: its connection is kept if it may carry
+    /// another request.
+    fn release(&mut self) {
+        if let Some(connection) = self.connection.take()
+            && self.reuse == Reuse::Keep
+            && connection.read.is_empty()
+        {
+            self.pool.checkin(connection);
+        }
+    }
+
+    /// The body broke. The break is reported at the next poll: the
+    /// client's connection first writes out what came before it (hyper
+    /// drops its unwritten buffer when a body fails), so the client sees
+    /// the answer cut where the upstream cut it.
+    fn fail(
+        &mut self,
+        cx: &mut Context<'_>,
+        kind: ErrorKind,
+        message: String,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        self.connection = None;
+        self.broken = Some(UpstreamBodyError { kind, message });
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let this = self.get_mut();
+        if let Some(broken) = this.broken.take() {
+            return Poll::Ready(Some(Err(broken)));
+        }
+        loop {
+            let Some(connection) = this.connection.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut connection.read) {
+                Err(e) => {
+                    let message = invalid_answer(&e);
+                    return this.fail(cx, ErrorKind::Protocol, message);
+                }
+                Ok(Decoded::Data(n)) => {
+                    let data = connection.read.split_to(n).freeze();
+                    if this.decoder.is_done() {
+                        this.release();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Decoded::End(trailers)) => {
+                    this.release();
+                    return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
+                }
+                Ok(Decoded::More) => {
+                    connection.read.reserve(READ_CHUNK);
+                    let read = tokio_util::io::poll_read_buf(
+                        Pin::new(&mut connection.io),
+                        cx,
+                        &mut connection.read,
+                    );
+                    match read {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(0)) => {
+                            if this.decoder.closed().is_err() {
+                                let message = "the upstream closed the connection before the \
+                                               response body was complete"
+                                    .to_string();
+                                return this.fail(cx, ErrorKind::Reset, message);
+                            }
+                            this.connection = None;
+                            return Poll::Ready(None);
+                        }
+                        Poll::Ready(Ok(_)) => {}
+                        Poll::Ready(Err(e)) => {
+                            let message = format!("reading the response body: {e}");
+                            return this.fail(cx, io_kind(&e), message);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done() && self.broken.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.decoder.remaining() {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
