@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Head to head on 127.0.0.1: wrk against nginx as a reverse proxy and
+# `reprise record`, one after another in rounds, so that each ratio is of
+# two runs a few seconds apart. On a noisy 2-core machine this resolves
+# differences that bench/proxy.sh's medians of separate runs cannot.
+#
+# Each round runs `wrk -t2 -c64 -dDURATIONs` against, in turn:
+#   (b) nginx reverse proxy -> nginx backend (keepalive upstream)
+#   (c) reprise record --sample 0 -> the backend
+#   (d) reprise record (recording everything to a tape) -> the backend
+#   (o) OLD=PATH record (recording everything), when OLD is set: another
+#       build, to measure a change
+# and prints each round's req/s and the ratios (d)/(b), (d)/(c), (d)/(o),
+# then their medians.
+#
+# Usage: bench/proxy-pairs.sh [ROUNDS] [DURATION]   (defaults: 5 rounds, 5 s)
+# Environment: REPRISE=PATH runs that binary as (c) and (d) instead of
+# building target/release/reprise; OLD=PATH adds (o).
+# Needs nginx and wrk (scripts/install-nginx.sh installs them) and
+# python3. Sends traffic only to 127.0.0.1; everything it starts is
+# stopped, and its temporary folder removed, on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+script=proxy-pairs.sh server_program=reprise
+# shellcheck source-path=SCRIPTDIR/..
+. bench/lib.sh
+
+rounds=${1:-5}
+duration=${2:-5}
+require_positive_ints rounds duration
+reprise=${REPRISE:-$root/target/release/reprise}
+old=${OLD:-}
+
+scripts/install-nginx.sh
+require_tool python3 "to pick ports and summarise results"
+if [ -z "${REPRISE:-}" ]; then
+  build_release reprise "$reprise" -p reprise-cli
+fi
+[ -x "$reprise" ] || die "$reprise was not built"
+[ -z "$old" ] || [ -x "$old" ] || usage_error "OLD=$old is not an executable"
+
+make_work_dir proxy-pairs
+nginx_files proxy-pairs
+read -r p_a p_a2 p_b p_c p_d p_o < <(free_ports 6)
+[ -n "${p_o:-}" ] || die "could not pick free ports"
+nginx_detect
+nginx_conf "$p_a" "$p_a2" "
+    upstream be {
+        server 127.0.0.1:$p_a;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$p_b;
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+        }
+    }" >"$dir/nginx.conf"
+start_nginx
+
+targets=(b c d)
+declare -A port=([b]=$p_b [c]=$p_c [d]=$p_d [o]=$p_o)
+start_server c "$reprise" record --sample 0 --listen "127.0.0.1:$p_c" \
+  --upstream "http://127.0.0.1:$p_a" --out "$dir/c.tape"
+start_server d "$reprise" record --listen "127.0.0.1:$p_d" \
+  --upstream "http://127.0.0.1:$p_a" --out "$dir/d.tape"
+if [ -n "$old" ]; then
+  targets+=(o)
+  start_server o "$old" record --listen "127.0.0.1:$p_o" \
+    --upstream "http://127.0.0.1:$p_a" --out "$dir/o.tape"
+fi
+for t in "${targets[@]}"; do
+  for ((i = 0; i < 100; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" \
+    || die "($t) does not answer on port ${port[$t]}: $(cat "$dir/$t.log" 2>/dev/null)"
+  wrk -t2 -c64 -d1s "http://127.0.0.1:${port[$t]}/hello.json" >/dev/null
+done
+
+mkdir -p "$dir/results"
+for ((round = 1; round <= rounds; round++)); do
+  for t in "${targets[@]}"; do
+    say "round $round/$rounds: ($t)"
+    run_load wrk -t2 -c64 "-d${duration}s" --latency "http://127.0.0.1:${port[$t]}/hello.json" \
+      >"$dir/results/$t.$round.txt"
+  done
+done
+
+echo
+echo "## reprise proxy, head to head"
+echo
+report_machine
+echo "- command: \`${OLD:+OLD=$old }bench/proxy-pairs.sh $rounds $duration\`; each round \`wrk -t2 -c64 -d${duration}s\` against ${targets[*]} in turn"
+echo
+PYTHONPATH="$root/bench" python3 - "$dir/results" "$rounds" "${targets[@]}" <<'PY'
+import statistics, sys
+
+import loadgen
+
+results, rounds, targets = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+rps = {t: [] for t in targets}
+for r in range(1, rounds + 1):
+    for t in targets:
+        try:
+            rps[t].append(loadgen.wrk(open(f"{results}/{t}.{r}.txt").read())["rps"])
+        except ValueError as e:
+            sys.exit(f"proxy-pairs.sh: {e}")
+pairs = [("d", "b"), ("d", "c")] + ([("d", "o")] if "o" in targets else [])
+print("| round | " + " | ".join(f"({t}) req/s" for t in targets) + " | "
+      + " | ".join(f"({a})/({b})" for a, b in pairs) + " |")
+print("| ---: " * (1 + len(targets) + len(pairs)) + "|")
+for i in range(rounds):
+    cells = [f"{rps[t][i]:.0f}" for t in targets]
+    cells += [f"{rps[a][i] / rps[b][i]:.2f}" for a, b in pairs]
+    print(f"| {i + 1} | " + " | ".join(cells) + " |")
+print()
+for a, b in pairs:
+    ratios = [rps[a][i] / rps[b][i] for i in range(rounds)]
+    print(f"- ({a})/({b}): median {statistics.median(ratios):.2f}x "
+          f"(rounds {min(ratios):.2f}-{max(ratios):.2f})")
+PY
