@@ -225,7 +225,7 @@ impl Http1Upstream {
         head_request: bool,
     ) -> Result<(ResponseHead, UpstreamBody), Failed>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
         let (mut connection, kept) = self.checkout().await?;
@@ -239,17 +239,18 @@ impl Http1Upstream {
                 }
                 other => other,
             }
+            .map(|head| (head, Reader::Whole(connection)))
         } else {
-            exchange_with_body(&mut connection, &head, body, framing, head_request).await
+            exchange_with_body(connection, head, body, framing, head_request).await
         };
-        let head = answer.map_err(Attempt::into_failed)?;
+        let (head, reader) = answer.map_err(Attempt::into_failed)?;
         let mut reuse = head.reuse;
         if head.framing == Framing::UntilClose {
             reuse = Reuse::Close;
         }
         let decoder = BodyDecoder::new(head.framing);
         let mut body = UpstreamBody {
-            connection: Some(connection),
+            reader: Some(reader),
             decoder,
             reuse,
             pool: Arc::clone(self),
@@ -294,64 +295,98 @@ async fn exchange_bodiless(
         .write_all(head)
         .await
         .map_err(|e| Attempt::Unanswered((io_kind(&e), format!("sending the request: {e}"))))?;
-    read_answer_head(connection, head_request).await
+    read_head_from(&mut connection.io, &mut connection.read, head_request).await
 }
 
-/// Writes the head and the body while watching for the answer: an
-/// upstream may answer (a 413, say) before it has read the whole body,
-/// and that answer is the client's.
+/// Writes the head and the body while watching for the answer. An
+/// upstream may answer before it has read the whole body: a 413 that
+/// refuses it, or an answer that does not need it (nginx's `return`,
+/// which reads the rest and discards it). Either way the answer is the
+/// client's at once, as hyper's client does: the upload goes on, on a
+/// task of its own, until it ends or either side stops it; the answer is
+/// read off the connection's read half, and the connection is not kept.
 async fn exchange_with_body<B>(
-    connection: &mut Connection,
-    head: &[u8],
+    connection: Connection,
+    head: Vec<u8>,
     mut body: B,
     framing: RequestFraming,
     head_request: bool,
-) -> Result<ResponseHead, Attempt>
+) -> Result<(ResponseHead, Reader), Attempt>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::fmt::Display,
 {
-    let Connection { io, read } = connection;
+    let Connection { io, mut read } = connection;
     let (mut reader, mut writer) = tokio::io::split(io);
-    let sending = async {
-        writer
-            .write_all(head)
-            .await
-            .map_err(|e| (io_kind(&e), format!("sending the request: {e}")))?;
-        send_body(&mut writer, &mut body, framing).await
-    };
-    let answering = async {
-        loop {
-            while let Some(head) = h1::parse_response_head(read, head_request, true)
-                .map_err(|e| (ErrorKind::Protocol, invalid_answer(&e)))?
-            {
-                if !is_interim(&head) {
-                    return Ok::<_, Failed>(head);
-                }
-            }
-            read.reserve(READ_CHUNK);
-            match reader.read_buf(read).await {
-                Ok(0) => return Err(cut_before_head()),
-                Ok(_) => {}
-                Err(e) => {
-                    return Err((io_kind(&e), format!("reading the response: {e}")));
-                }
+    let mut sending = Box::pin(async move {
+        let sent = async {
+            writer
+                .write_all(&head)
+                .await
+                .map_err(|e| (io_kind(&e), format!("sending the request: {e}")))?;
+            send_body(&mut writer, &mut body, framing).await
+        }
+        .await;
+        (writer, sent)
+    });
+    let (answer, sent) = {
+        let answering = read_head_from(&mut reader, &mut read, head_request);
+        tokio::pin!(answering);
+        tokio::select! {
+            biased;
+            answered = &mut answering => (answered, None),
+            (writer, sent) = &mut sending => {
+                sent.map_err(Attempt::Failed)?;
+                (answering.await, Some(writer))
             }
         }
     };
-    tokio::pin!(answering);
-    tokio::select! {
-        biased;
-        answered = &mut answering => {
-            // An answer before the whole body went: the connection's
-            // framing is off; it will not be reused.
-            let mut head = answered.map_err(Attempt::Failed)?;
+    let mut head = answer?;
+    match sent {
+        Some(writer) => {
+            let io = reader.unsplit(writer);
+            Ok((head, Reader::Whole(Connection { io, read })))
+        }
+        None => {
+            tokio::spawn(async move {
+                let _ = sending.await;
+            });
             head.reuse = Reuse::Close;
-            return Ok(head);
+            Ok((head, Reader::Half { io: reader, read }))
         }
-        sent = sending => sent.map_err(Attempt::Failed)?,
     }
-    answering.await.map_err(Attempt::Failed)
+}
+
+/// Reads an answer's head (skipping interim answers) off `io`;
+/// [`Attempt::Unanswered`] when the connection failed before a byte of
+/// any answer came.
+async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut R,
+    read: &mut BytesMut,
+    head_request: bool,
+) -> Result<ResponseHead, Attempt> {
+    let mut answered = false;
+    loop {
+        while let Some(head) = h1::parse_response_head(read, head_request, true)
+            .map_err(|e| Attempt::Failed((ErrorKind::Protocol, invalid_answer(&e))))?
+        {
+            if !is_interim(&head) {
+                return Ok(head);
+            }
+            answered = true;
+        }
+        read.reserve(READ_CHUNK);
+        let failed = match io.read_buf(read).await {
+            Ok(0) => cut_before_head(),
+            Ok(_) => continue,
+            Err(e) => (io_kind(&e), format!("reading the response: {e}")),
+        };
+        return Err(if answered || !read.is_empty() {
+            Attempt::Failed(failed)
+        } else {
+            Attempt::Unanswered(failed)
+        });
+    }
 }
 
 /// Writes `body` framed as `framing`.
@@ -440,34 +475,42 @@ fn cut_before_head() -> Failed {
     )
 }
 
-/// Reads the answer's head (skipping interim answers).
-async fn read_answer_head(
-    connection: &mut Connection,
-    head_request: bool,
-) -> Result<ResponseHead, Attempt> {
-    let mut answered = false;
-    loop {
-        while let Some(head) = h1::parse_response_head(&mut connection.read, head_request, true)
-            .map_err(|e| Attempt::Failed((ErrorKind::Protocol, invalid_answer(&e))))?
-        {
-            if !is_interim(&head) {
-                return Ok(head);
-            }
-            answered = true;
+/// Where an answer's body is read from.
+enum Reader {
+    /// The connection, which may go back to the pool.
+    Whole(Connection),
+    /// The read half of a connection whose other half is still sending
+    /// the request body (an early answer): never kept.
+    Half {
+        io: tokio::io::ReadHalf<Stream>,
+        read: BytesMut,
+    },
+}
+
+impl Reader {
+    fn buffer(&mut self) -> &mut BytesMut {
+        match self {
+            Reader::Whole(connection) => &mut connection.read,
+            Reader::Half { read, .. } => read,
         }
-        connection.read.reserve(READ_CHUNK);
-        let read = connection.io.read_buf(&mut connection.read).await;
-        let nothing_yet = !answered && connection.read.is_empty();
-        let failed = match read {
-            Ok(0) => cut_before_head(),
-            Ok(_) => continue,
-            Err(e) => (io_kind(&e), format!("reading the response: {e}")),
-        };
-        return Err(if nothing_yet {
-            Attempt::Unanswered(failed)
-        } else {
-            Attempt::Failed(failed)
-        });
+    }
+
+    /// Reads more into the buffer.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        match self {
+            Reader::Whole(connection) => {
+                connection.read.reserve(READ_CHUNK);
+                tokio_util::io::poll_read_buf(
+                    Pin::new(&mut connection.io),
+                    cx,
+                    &mut connection.read,
+                )
+            }
+            Reader::Half { io, read } => {
+                read.reserve(READ_CHUNK);
+                tokio_util::io::poll_read_buf(Pin::new(io), cx, read)
+            }
+        }
     }
 }
 
@@ -475,7 +518,7 @@ async fn read_answer_head(
 /// connection asks for it; the connection goes back to the pool once the
 /// body has been read whole (or is dropped with it otherwise).
 pub struct UpstreamBody {
-    connection: Option<Connection>,
+    reader: Option<Reader>,
     decoder: BodyDecoder,
     reuse: Reuse,
     pool: Arc<Http1Upstream>,
@@ -497,7 +540,7 @@ impl UpstreamBody {
     /// The body is complete: its connection is kept if it may carry
     /// another request.
     fn release(&mut self) {
-        if let Some(connection) = self.connection.take()
+        if let Some(Reader::Whole(connection)) = self.reader.take()
             && self.reuse == Reuse::Keep
             && connection.read.is_empty()
         {
@@ -515,7 +558,7 @@ impl UpstreamBody {
         kind: ErrorKind,
         message: String,
     ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
-        self.connection = None;
+        self.reader = None;
         self.broken = Some(UpstreamBodyError { kind, message });
         cx.waker().wake_by_ref();
         Poll::Pending
@@ -535,16 +578,16 @@ impl Body for UpstreamBody {
             return Poll::Ready(Some(Err(broken)));
         }
         loop {
-            let Some(connection) = this.connection.as_mut() else {
+            let Some(reader) = this.reader.as_mut() else {
                 return Poll::Ready(None);
             };
-            match this.decoder.decode(&mut connection.read) {
+            match this.decoder.decode(reader.buffer()) {
                 Err(e) => {
                     let message = invalid_answer(&e);
                     return this.fail(cx, ErrorKind::Protocol, message);
                 }
                 Ok(Decoded::Data(n)) => {
-                    let data = connection.read.split_to(n).freeze();
+                    let data = reader.buffer().split_to(n).freeze();
                     if this.decoder.is_done() {
                         this.release();
                     }
@@ -554,32 +597,24 @@ impl Body for UpstreamBody {
                     this.release();
                     return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                 }
-                Ok(Decoded::More) => {
-                    connection.read.reserve(READ_CHUNK);
-                    let read = tokio_util::io::poll_read_buf(
-                        Pin::new(&mut connection.io),
-                        cx,
-                        &mut connection.read,
-                    );
-                    match read {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(Ok(0)) => {
-                            if this.decoder.closed().is_err() {
-                                let message = "the upstream closed the connection before the \
-                                               response body was complete"
-                                    .to_string();
-                                return this.fail(cx, ErrorKind::Reset, message);
-                            }
-                            this.connection = None;
-                            return Poll::Ready(None);
+                Ok(Decoded::More) => match reader.poll_fill(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) => {
+                        if this.decoder.closed().is_err() {
+                            let message = "the upstream closed the connection before the \
+                                           response body was complete"
+                                .to_string();
+                            return this.fail(cx, ErrorKind::Reset, message);
                         }
-                        Poll::Ready(Ok(_)) => {}
-                        Poll::Ready(Err(e)) => {
-                            let message = format!("reading the response body: {e}");
-                            return this.fail(cx, io_kind(&e), message);
-                        }
+                        this.reader = None;
+                        return Poll::Ready(None);
                     }
-                }
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(e)) => {
+                        let message = format!("reading the response body: {e}");
+                        return this.fail(cx, io_kind(&e), message);
+                    }
+                },
             }
         }
     }

@@ -689,6 +689,20 @@ async fn the_host_is_the_upstreams_unless_preserved_over_both_protocols() {
     }
 }
 
+/// One HTTP/1.1 connection to `addr`: every request sent on it reaches
+/// the same serving thread, and so the same upstream pool (a pooling
+/// client may open a second connection while the first is on its way
+/// back to its pool).
+async fn one_connection(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// What a scripted upstream connection does with each request it reads.
 #[derive(Clone, Copy)]
 enum Step {
@@ -796,7 +810,7 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
     .await;
     let (proxy, sink) = proxy(upstream, |_| {}).await;
     let base = format!("http://{}", proxy.local_addr());
-    let client = client(false);
+    let mut client = one_connection(proxy.local_addr()).await;
     let mut got = Vec::new();
     for (method, path, body) in [
         ("GET", "/chunked", ""),
@@ -811,7 +825,8 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
             .uri(format!("{base}{path}"))
             .body(Full::new(Bytes::from(body)))
             .unwrap();
-        let response = client.request(request).await.unwrap();
+        client.ready().await.unwrap();
+        let response = client.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         let length = response.headers().get("content-length").cloned();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -949,16 +964,20 @@ async fn a_bodiless_request_the_upstream_drops_on_a_kept_connection_is_sent_agai
     let (proxy, sink) = proxy(upstream, |_| {}).await;
     let base = format!("http://{}", proxy.local_addr());
     // One client connection, so one serving thread and its one pool.
-    let client = client(false);
+    let client = std::sync::Arc::new(tokio::sync::Mutex::new(
+        one_connection(proxy.local_addr()).await,
+    ));
     let send = |method: &str, path: &str, body: &'static [u8]| {
         let request = http::Request::builder()
             .method(method)
             .uri(format!("{base}{path}"))
             .body(Full::new(Bytes::from_static(body)))
             .unwrap();
-        let response = client.request(request);
+        let client = std::sync::Arc::clone(&client);
         async move {
-            let response = response.await.unwrap();
+            let mut client = client.lock().await;
+            client.ready().await.unwrap();
+            let response = client.send_request(request).await.unwrap();
             let status = response.status();
             let body = response.into_body().collect().await.unwrap().to_bytes();
             (status, String::from_utf8(body.to_vec()).unwrap())
@@ -989,4 +1008,70 @@ async fn a_bodiless_request_the_upstream_drops_on_a_kept_connection_is_sent_agai
     let exchanges = sink.exchanges();
     let failed = by_path(&exchanges, "/3").error.as_ref().unwrap();
     assert_eq!(failed.kind(), ErrorKind::Reset);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_does_not_wait_for_the_body_lets_the_upload_finish() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // As nginx's `return`: answers after the head, then reads the body
+    // and throws it away, and serves the next request.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (discarded, mut discards) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let discarded = discarded.clone();
+            tokio::spawn(async move {
+                loop {
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push(byte[0]);
+                    }
+                    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+                    socket
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly")
+                        .await
+                        .unwrap();
+                    let mut rest = (&mut socket).take(length);
+                    let thrown = tokio::io::copy(&mut rest, &mut tokio::io::sink())
+                        .await
+                        .unwrap();
+                    let _ = discarded.send(thrown);
+                }
+            });
+        }
+    });
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let client = client(false);
+    let url = format!("http://{}/upload", proxy.local_addr());
+    for size in [8 << 20, 10] {
+        let request = http::Request::post(&url)
+            .body(Full::new(Bytes::from(vec![b'x'; size])))
+            .unwrap();
+        let response = client.request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"early");
+        let thrown = tokio::time::timeout(Duration::from_secs(5), discards.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(thrown, size as u64, "the whole upload reached the upstream");
+    }
+    proxy.shutdown().await.unwrap();
+    let exchanges = sink.exchanges();
+    assert_eq!(exchanges.len(), 2);
+    for exchange in &exchanges {
+        assert_eq!(exchange.response.as_ref().unwrap().status, 200);
+        assert!(exchange.error.is_none(), "{exchange:?}");
+    }
+    assert_eq!(exchanges[0].request.as_ref().unwrap().body_size, 8 << 20);
 }
