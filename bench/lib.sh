@@ -216,6 +216,25 @@ ${3:-}
 }
 EOF
 }
+# nginx as the reference reverse proxy, for nginx_conf's MORE: PORT
+# forwards to the backend on BACKEND_PORT over kept HTTP/1.1 connections.
+nginx_reverse_proxy() {  # PORT BACKEND_PORT
+  cat <<NGINX
+    upstream be {
+        server 127.0.0.1:$2;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$1;
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection '';
+        }
+    }
+NGINX
+}
 # Starts nginx with $dir/nginx.conf and sets nginx_pid.
 start_nginx() {
   local flags=(-p "$dir" -c "$dir/nginx.conf") i

@@ -45,20 +45,7 @@ nginx_files proxy-pairs
 read -r p_a p_a2 p_b p_c p_d p_o < <(free_ports 6)
 [ -n "${p_o:-}" ] || die "could not pick free ports"
 nginx_detect
-nginx_conf "$p_a" "$p_a2" "
-    upstream be {
-        server 127.0.0.1:$p_a;
-        keepalive 64;
-        keepalive_requests 100000000;
-    }
-    server {
-        listen 127.0.0.1:$p_b;
-        location / {
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection '';
-        }
-    }" >"$dir/nginx.conf"
+nginx_conf "$p_a" "$p_a2" "$(nginx_reverse_proxy "$p_b" "$p_a")" >"$dir/nginx.conf"
 start_nginx
 
 targets=(b c d)

@@ -49,21 +49,7 @@ read -r p_a p_a2 p_b p_c p_d p_c2 p_d2 < <(free_ports 7)
 
 # --- nginx: backend (a) and reverse proxy (b) ---------------------------------
 nginx_detect
-nginx_conf "$p_a" "$p_a2" "
-    # (b) the reference reverse proxy
-    upstream be {
-        server 127.0.0.1:$p_a;
-        keepalive 64;
-        keepalive_requests 100000000;
-    }
-    server {
-        listen 127.0.0.1:$p_b;
-        location / {
-            proxy_pass http://be;
-            proxy_http_version 1.1;
-            proxy_set_header Connection '';
-        }
-    }" >"$dir/nginx.conf"
+nginx_conf "$p_a" "$p_a2" "$(nginx_reverse_proxy "$p_b" "$p_a")" >"$dir/nginx.conf"
 say "starting nginx $nginx_version (backend :$p_a, h2c :$p_a2; proxy :$p_b)"
 start_nginx
 
@@ -144,12 +130,12 @@ d_stats=$("$reprise" stats "$dir/d.tape") || die "reprise stats $dir/d.tape fail
 # startup and shutdown cost, which is taken off. Skipped without valgrind.
 # NAME PORT LOAD(yes|no) command...: prints "instructions requests".
 cost_of() {
-  local name=$1 port=$2 load=$3 requests=0 total
+  local name=$1 at=$2 load=$3 requests=0 total
   shift 3
   start_server "$name" valgrind --tool=callgrind --callgrind-out-file="$dir/$name.cg" "$@"
-  wait_ready "$name" "$port" >&2
+  wait_ready "$name" "$at" >&2
   if [ "$load" = yes ]; then
-    wrk -t1 -c16 -d5s "http://127.0.0.1:$port/hello.json" >"$dir/results/$name.txt"
+    wrk -t1 -c16 -d5s "http://127.0.0.1:$at/hello.json" >"$dir/results/$name.txt"
     requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/results/$name.txt")
   fi
   stop_server "$name" >&2 || true
@@ -188,15 +174,15 @@ NGINX
   for t in b c d; do
     for load in no yes; do
       case $t in
-        b) port=$p_vb; cmd=(nginx -c "$dir/nginx-cost.conf") ;;
-        c) port=$p_vc; cmd=("$reprise" record --sample 0) ;;
-        d) port=$p_vd; cmd=("$reprise" record) ;;
+        b) cost_port=$p_vb; cmd=(nginx -c "$dir/nginx-cost.conf") ;;
+        c) cost_port=$p_vc; cmd=("$reprise" record --sample 0) ;;
+        d) cost_port=$p_vd; cmd=("$reprise" record) ;;
       esac
       if [ "$t" != b ]; then
-        cmd+=(--listen "127.0.0.1:$port" --upstream "http://127.0.0.1:$p_a"
+        cmd+=(--listen "127.0.0.1:$cost_port" --upstream "http://127.0.0.1:$p_a"
           --out "$dir/cost-$t-$load.tape")
       fi
-      read -r instructions requests < <(cost_of "cost-$t-$load" "$port" "$load" "${cmd[@]}")
+      read -r instructions requests < <(cost_of "cost-$t-$load" "$cost_port" "$load" "${cmd[@]}")
       rows+=("$t $load $instructions $requests")
     done
   done

@@ -17,7 +17,6 @@
 //! arrived is sent once more on a new one (the upstream may have closed
 //! it as the request left).
 
-use std::io::IoSlice;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -30,7 +29,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use reprise_model::ErrorKind;
 use reprise_net::h1::{self, BodyDecoder, Decoded, Framing, ResponseHead, Reuse, put_field};
-use reprise_net::stream::Stream;
+use reprise_net::stream::{Stream, write_all_vectored};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -415,7 +414,7 @@ where
             Ok(data) if data.is_empty() => {}
             Ok(data) if chunked => {
                 let size = format!("{:x}\r\n", data.len());
-                write_all(writer, &[size.as_bytes(), &data, b"\r\n"])
+                write_all_vectored(writer, &[size.as_bytes(), &data, b"\r\n"])
                     .await
                     .map_err(sending)?;
             }
@@ -430,32 +429,11 @@ where
         }
     }
     if chunked {
-        write_all(writer, &[b"0\r\n", &tail, b"\r\n"])
+        write_all_vectored(writer, &[b"0\r\n", &tail, b"\r\n"])
             .await
             .map_err(sending)?;
     }
     writer.flush().await.map_err(sending)
-}
-
-/// Writes every slice whole, with vectored writes.
-async fn write_all<W: tokio::io::AsyncWrite + Unpin>(
-    io: &mut W,
-    parts: &[&[u8]],
-) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        let n = io.write_vectored(slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
 }
 
 /// 1xx answers other than 101 come before the real one and are skipped

@@ -883,6 +883,21 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
     assert!(exchanges.iter().all(|e| e.error.is_none()), "{exchanges:?}");
 }
 
+/// Reads a request head a byte at a time, leaving the body unread;
+/// lower-cased. `None`: the connection closed first.
+async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8(head).unwrap().to_ascii_lowercase())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_before_the_upload_ends_reaches_the_client() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -892,13 +907,8 @@ async fn an_answer_before_the_upload_ends_reaches_the_client() {
     tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                        return;
-                    }
-                    head.push(byte[0]);
+                if read_head(&mut socket).await.is_none() {
+                    return;
                 }
                 let _ = socket
                     .write_all(
@@ -1023,15 +1033,9 @@ async fn an_answer_that_does_not_wait_for_the_body_lets_the_upload_finish() {
             let discarded = discarded.clone();
             tokio::spawn(async move {
                 loop {
-                    let mut head = Vec::new();
-                    let mut byte = [0u8; 1];
-                    while !head.ends_with(b"\r\n\r\n") {
-                        if socket.read(&mut byte).await.unwrap_or(0) == 0 {
-                            return;
-                        }
-                        head.push(byte[0]);
-                    }
-                    let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+                    let Some(head) = read_head(&mut socket).await else {
+                        return;
+                    };
                     let length = head
                         .lines()
                         .find_map(|l| l.strip_prefix("content-length: "))

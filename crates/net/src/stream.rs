@@ -5,7 +5,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// TCP, or TLS over TCP.
@@ -92,4 +92,26 @@ impl Stream {
         let mut buf = ReadBuf::new(&mut byte);
         !matches!(Pin::new(self).poll_read(&mut cx, &mut buf), Poll::Pending)
     }
+}
+
+/// Writes every slice whole, with vectored writes (empty slices skipped):
+/// a head and a body in one system call where the socket takes them.
+pub async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized>(
+    io: &mut W,
+    parts: &[&[u8]],
+) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice<'_>> = parts
+        .iter()
+        .filter(|p| !p.is_empty())
+        .map(|p| std::io::IoSlice::new(p))
+        .collect();
+    let mut slices = &mut slices[..];
+    while !slices.is_empty() {
+        let n = io.write_vectored(slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        std::io::IoSlice::advance_slices(&mut slices, n);
+    }
+    Ok(())
 }

@@ -16,14 +16,14 @@
 //! connection is kept only when the answer allows it and nothing follows
 //! it.
 
-use std::io::IoSlice;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, Uri};
 use reprise_model::ErrorKind;
 use reprise_net::h1::{self, BodyDecoder, Decoded, Framing, ResponseHead, put_field};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use reprise_net::stream::write_all_vectored;
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 
 use crate::call::Call;
@@ -149,7 +149,7 @@ impl Connection {
     async fn send(&mut self, call: &Call) -> Result<(), Failure> {
         let failed = |e: std::io::Error| io_failure(&e, "sending the request", false);
         match &call.trailers {
-            None => write_all(&mut self.io, &[&call.h1_head, &call.body])
+            None => write_all_vectored(&mut self.io, &[&call.h1_head, &call.body])
                 .await
                 .map_err(failed),
             Some(trailers) => {
@@ -168,7 +168,7 @@ impl Connection {
                 }
                 scratch.extend_from_slice(b"\r\n");
                 let (size, tail) = scratch.split_at(split);
-                write_all(&mut self.io, &[&call.h1_head, size, &call.body, tail])
+                write_all_vectored(&mut self.io, &[&call.h1_head, size, &call.body, tail])
                     .await
                     .map_err(failed)
             }
@@ -250,24 +250,6 @@ impl BodySink {
         read.advance(n);
         self.size += n as u64;
     }
-}
-
-/// Writes every slice whole, with vectored writes.
-async fn write_all(io: &mut Stream, parts: &[&[u8]]) -> std::io::Result<()> {
-    let mut slices: Vec<IoSlice<'_>> = parts
-        .iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| IoSlice::new(p))
-        .collect();
-    let mut slices = &mut slices[..];
-    while !slices.is_empty() {
-        let n = io.write_vectored(slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        IoSlice::advance_slices(&mut slices, n);
-    }
-    Ok(())
 }
 
 fn protocol(message: &str, after_head: bool) -> Failure {
