@@ -89,6 +89,7 @@ impl Forwarder {
             &config.upstream,
             tls,
             config.connect_timeout,
+            config.response_timeout,
         )?);
         let tls = tls.clone();
         let mut connector = HttpConnector::new();
@@ -230,11 +231,10 @@ pub async fn forward(
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = RequestFraming::of(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
         let head = encode_head(&parts.method, target, &parts.headers, framing);
-        let head_request = parts.method == http::Method::HEAD;
         let sending = async {
             let (head, body) = forwarder
                 .http1
-                .send(head, body, framing, head_request)
+                .send(&parts.method, head, body, framing)
                 .await?;
             let mut response = Response::new(Either::Left(body));
             *response.status_mut() = head.status;

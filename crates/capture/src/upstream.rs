@@ -13,10 +13,12 @@
 //! A connection goes back to the pool only once its answer has been read
 //! to the end, with nothing after it, and the upstream allowed reuse. An
 //! idle connection the upstream has closed is noticed before it is used;
-//! a bodiless request that fails on a reused connection before any answer
-//! arrived is sent once more on a new one (the upstream may have closed
-//! it as the request left).
+//! an idempotent bodiless request that fails on a reused connection before
+//! any answer arrived is sent once more on a new one (the upstream may
+//! have closed it as the request left). Idle connections older than 90 s
+//! are closed, not reused.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -36,6 +38,9 @@ use tokio::net::TcpStream;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
+/// How long an answer may take to be read once sending the request
+/// failed (an upstream that answered and closed).
+const LATE_ANSWER: Duration = Duration::from_millis(250);
 /// Idle connections kept per serving thread.
 const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed, not reused (hyper's
@@ -116,7 +121,11 @@ pub struct Http1Upstream {
     authority: String,
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     connect_timeout: Duration,
-    idle: Mutex<Vec<Idle>>,
+    /// How long the rest of an upload may take once the upstream has
+    /// answered before it ended.
+    response_timeout: Duration,
+    /// Newest at the back, taken first; expired ones leave from the front.
+    idle: Mutex<VecDeque<Idle>>,
 }
 
 impl Http1Upstream {
@@ -126,6 +135,7 @@ impl Http1Upstream {
         upstream: &crate::config::Upstream,
         tls: &rustls::ClientConfig,
         connect_timeout: Duration,
+        response_timeout: Duration,
     ) -> Result<Self, crate::CaptureError> {
         let tls = if upstream.scheme == http::uri::Scheme::HTTPS {
             let host = upstream.authority.host();
@@ -150,14 +160,15 @@ impl Http1Upstream {
             authority: format!("{}:{port}", upstream.authority.host()),
             tls,
             connect_timeout,
-            idle: Mutex::new(Vec::new()),
+            response_timeout,
+            idle: Mutex::new(VecDeque::new()),
         })
     }
 
     /// A kept connection still open, or a new one; whether it was kept.
     async fn checkout(&self) -> Result<(Connection, bool), Failed> {
         loop {
-            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop_back());
             let Some(mut idle) = idle else { break };
             if idle.since.elapsed() < IDLE_TIMEOUT && !idle.connection.io.closed_while_idle() {
                 return Ok((idle.connection, true));
@@ -167,10 +178,19 @@ impl Http1Upstream {
     }
 
     fn checkin(&self, connection: Connection) {
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < MAX_IDLE
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        // Connections idle too long are closed here, not left waiting
+        // at the bottom of the pool for a burst to reach them.
+        while idle
+            .front()
+            .is_some_and(|oldest| oldest.since.elapsed() >= IDLE_TIMEOUT)
         {
-            idle.push(Idle {
+            idle.pop_front();
+        }
+        if idle.len() < MAX_IDLE {
+            idle.push_back(Idle {
                 connection,
                 since: Instant::now(),
             });
@@ -218,21 +238,23 @@ impl Http1Upstream {
     /// returned [`UpstreamBody`]. `head_request`: the method was HEAD.
     pub async fn send<B>(
         self: &Arc<Self>,
+        method: &http::Method,
         head: Vec<u8>,
         body: B,
         framing: RequestFraming,
-        head_request: bool,
     ) -> Result<(ResponseHead, UpstreamBody), Failed>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: std::fmt::Display,
     {
+        let head_request = method == http::Method::HEAD;
         let (mut connection, kept) = self.checkout().await?;
-        let answer = if framing == RequestFraming::None {
+        let answer = if matches!(framing, RequestFraming::None | RequestFraming::Length(0)) {
             match exchange_bodiless(&mut connection, &head, head_request).await {
                 // The upstream closed the kept connection as the request
-                // left: once more, on a new one.
-                Err(Attempt::Unanswered(_)) if kept => {
+                // left: once more, on a new one, if sending it twice is
+                // harmless (RFC 9110 §9.2.2).
+                Err(Attempt::Unanswered(_)) if kept && method.is_idempotent() => {
                     connection = self.connect().await?;
                     exchange_bodiless(&mut connection, &head, head_request).await
                 }
@@ -240,9 +262,17 @@ impl Http1Upstream {
             }
             .map(|head| (head, Reader::Whole(connection)))
         } else {
-            exchange_with_body(connection, head, body, framing, head_request).await
+            let bound = self.response_timeout;
+            exchange_with_body(connection, head, body, framing, head_request, bound).await
         };
-        let (head, reader) = answer.map_err(Attempt::into_failed)?;
+        let (mut head, reader) = answer.map_err(Attempt::into_failed)?;
+        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            return Err((
+                ErrorKind::Protocol,
+                "the upstream switched protocols for a request that did not ask to".into(),
+            ));
+        }
+        fix_length(&mut head);
         let mut reuse = head.reuse;
         if head.framing == Framing::UntilClose {
             reuse = Reuse::Close;
@@ -259,6 +289,30 @@ impl Http1Upstream {
             body.release();
         }
         Ok((head, body))
+    }
+}
+
+/// Makes the answer's `content-length` agree with its framing, for the
+/// client's connection, which frames by it: dropped when
+/// `transfer-encoding` overrides it (RFC 9112 §6.3), one plain number
+/// when the upstream sent a list of the same value.
+fn fix_length(head: &mut ResponseHead) {
+    match head.framing {
+        Framing::Chunked | Framing::UntilClose => {
+            head.headers.remove(header::CONTENT_LENGTH);
+        }
+        Framing::Length(n) => {
+            let mut values = head.headers.get_all(header::CONTENT_LENGTH).iter();
+            let plain = values
+                .next()
+                .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit))
+                && values.next().is_none();
+            if !plain {
+                head.headers
+                    .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            }
+        }
+        Framing::Empty => {}
     }
 }
 
@@ -289,10 +343,11 @@ async fn exchange_bodiless(
     head: &[u8],
     head_request: bool,
 ) -> Result<ResponseHead, Attempt> {
-    connection
-        .io
-        .write_all(head)
-        .await
+    let sent = async {
+        connection.io.write_all(head).await?;
+        connection.io.flush().await
+    };
+    sent.await
         .map_err(|e| Attempt::Unanswered((io_kind(&e), format!("sending the request: {e}"))))?;
     read_head_from(&mut connection.io, &mut connection.read, head_request).await
 }
@@ -310,6 +365,7 @@ async fn exchange_with_body<B>(
     mut body: B,
     framing: RequestFraming,
     head_request: bool,
+    bound: Duration,
 ) -> Result<(ResponseHead, Reader), Attempt>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
@@ -334,9 +390,14 @@ where
         tokio::select! {
             biased;
             answered = &mut answering => (answered, None),
-            (writer, sent) = &mut sending => {
-                sent.map_err(Attempt::Failed)?;
-                (answering.await, Some(writer))
+            (writer, sent) = &mut sending => match sent {
+                Ok(()) => (answering.await, Some(writer)),
+                // The upstream may have answered and closed (a 413): its
+                // answer, if it is there, is the client's.
+                Err(failed) => match tokio::time::timeout(LATE_ANSWER, &mut answering).await {
+                    Ok(Ok(head)) => (Ok(head), None),
+                    _ => return Err(Attempt::Failed(failed)),
+                },
             }
         }
     };
@@ -347,8 +408,11 @@ where
             Ok((head, Reader::Whole(Connection { io, read })))
         }
         None => {
+            // Bounded: an upstream that answered, then stopped reading
+            // without closing, must not hold the task and both
+            // connections forever.
             tokio::spawn(async move {
-                let _ = sending.await;
+                let _ = tokio::time::timeout(bound, sending).await;
             });
             head.reuse = Reuse::Close;
             Ok((head, Reader::Half { io: reader, read }))
@@ -411,7 +475,7 @@ where
             }
         };
         match frame.into_data() {
-            Ok(data) if data.is_empty() => {}
+            Ok(data) if data.is_empty() => continue,
             Ok(data) if chunked => {
                 let size = format!("{:x}\r\n", data.len());
                 write_all_vectored(writer, &[size.as_bytes(), &data, b"\r\n"])
@@ -425,8 +489,11 @@ where
                         put_field(&mut tail, name.as_str().as_bytes(), value.as_bytes());
                     }
                 }
+                continue;
             }
         }
+        // Each piece goes on as it came (TLS may hold it otherwise).
+        writer.flush().await.map_err(sending)?;
     }
     if chunked {
         write_all_vectored(writer, &[b"0\r\n", &tail, b"\r\n"])

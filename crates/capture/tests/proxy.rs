@@ -792,11 +792,17 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
     let (upstream, mut requests) = scripted_upstream(vec![
         vec![
             Step::Answer(
-                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n\
                   5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-sum: 11\r\n\r\n",
                 true,
             ),
             Step::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfixed", true),
+            // Transfer-Encoding overrides the length (RFC 9112 §6.3).
+            Step::Answer(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n\
+                  7\r\nchunked\r\n0\r\n\r\n",
+                false,
+            ),
             Step::Answer(b"HTTP/1.1 204 No Content\r\n\r\n", false),
             Step::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\n", false),
             // HTTP/1.0, no length: the body runs to the close.
@@ -806,46 +812,71 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
             b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 5\r\n\r\nagain",
             false,
         )],
+        // Switching protocols for a request that did not ask to.
+        vec![Step::Answer(
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\nconnection: upgrade\r\n\r\n",
+            false,
+        )],
     ])
     .await;
     let (proxy, sink) = proxy(upstream, |_| {}).await;
     let base = format!("http://{}", proxy.local_addr());
     let mut client = one_connection(proxy.local_addr()).await;
     let mut got = Vec::new();
+    let mut trailers = None;
     for (method, path, body) in [
         ("GET", "/chunked", ""),
         ("GET", "/length", ""),
+        ("GET", "/overridden", ""),
         ("DELETE", "/empty", ""),
         ("HEAD", "/head", ""),
         ("GET", "/close", ""),
         ("POST", "/after", "posted"),
+        ("GET", "/switch", ""),
     ] {
         let request = http::Request::builder()
             .method(method)
             .uri(format!("{base}{path}"))
+            .header("te", "trailers")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
         client.ready().await.unwrap();
         let response = client.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         let length = response.headers().get("content-length").cloned();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        got.push((status, String::from_utf8(body.to_vec()).unwrap(), length));
+        let body = response.into_body().collect().await.unwrap();
+        if path == "/chunked" {
+            trailers = body.trailers().cloned();
+        }
+        let body = body.to_bytes();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        got.push((status, text, length));
     }
-    let bodies: Vec<_> = got.iter().map(|(s, b, _)| (*s, b.as_str())).collect();
+    let bodies: Vec<_> = got
+        .iter()
+        .map(|(s, b, _)| (*s, b.lines().next().unwrap_or("")))
+        .collect();
     assert_eq!(
         bodies,
         [
             (200, "hello world"),
             (200, "fixed"),
+            (200, "chunked"),
             (204, ""),
             (200, ""),
             (200, "until the close"),
             (201, "again"),
+            (
+                502,
+                "reprise: upstream failed: the upstream switched protocols for a request that did not ask to"
+            ),
         ]
     );
-    // A HEAD answer keeps its length field.
-    assert_eq!(got[3].2.as_ref().unwrap(), "4");
+    // Declared trailers reach a client that takes them.
+    assert_eq!(trailers.unwrap()["x-sum"], "11");
+    // The overridden length is not the client's; a HEAD answer keeps its own.
+    assert!(got[2].2.is_none(), "{:?}", got[2]);
+    assert_eq!(got[4].2.as_ref().unwrap(), "4");
     proxy.shutdown().await.unwrap();
 
     // One connection until the upstream ended it; the body went framed.
@@ -854,18 +885,11 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
         seen.push((connection, String::from_utf8(request).unwrap()));
     }
     let connections: Vec<usize> = seen.iter().map(|(c, _)| *c).collect();
-    assert_eq!(connections, [0, 0, 0, 0, 0, 1]);
-    assert!(
-        seen[5].1.starts_with("POST /after HTTP/1.1\r\n"),
-        "{}",
-        seen[5].1
-    );
-    assert!(
-        seen[5].1.contains("\r\ncontent-length: 6\r\n"),
-        "{}",
-        seen[5].1
-    );
-    assert!(seen[5].1.ends_with("\r\n\r\nposted"), "{}", seen[5].1);
+    assert_eq!(connections, [0, 0, 0, 0, 0, 0, 1, 2]);
+    let posted = &seen[6].1;
+    assert!(posted.starts_with("POST /after HTTP/1.1\r\n"), "{posted}");
+    assert!(posted.contains("\r\ncontent-length: 6\r\n"), "{posted}");
+    assert!(posted.ends_with("\r\n\r\nposted"), "{posted}");
     assert!(!seen[0].1.contains("content-length"), "{}", seen[0].1);
 
     let exchanges = sink.exchanges();
@@ -880,7 +904,14 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
     );
     let closed = by_path(&exchanges, "/close").response.as_ref().unwrap();
     assert_eq!((closed.body_size, closed.status), (15, 200));
-    assert!(exchanges.iter().all(|e| e.error.is_none()), "{exchanges:?}");
+    let switched = by_path(&exchanges, "/switch").error.as_ref().unwrap();
+    assert_eq!(switched.kind(), ErrorKind::Protocol);
+    let failed: Vec<&str> = exchanges
+        .iter()
+        .filter(|e| e.error.is_some())
+        .map(|e| e.request.as_ref().unwrap().path.as_str())
+        .collect();
+    assert_eq!(failed, ["/switch"]);
 }
 
 /// Reads a request head a byte at a time, leaving the body unread;
@@ -968,7 +999,10 @@ async fn a_bodiless_request_the_upstream_drops_on_a_kept_connection_is_sent_agai
             ok(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\ntwo"),
             Step::Close,
         ],
-        vec![ok(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfour")],
+        vec![
+            ok(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nfour"),
+            Step::Close,
+        ],
     ])
     .await;
     let (proxy, sink) = proxy(upstream, |_| {}).await;
@@ -1004,6 +1038,14 @@ async fn a_bodiless_request_the_upstream_drops_on_a_kept_connection_is_sent_agai
         "{text}"
     );
     assert_eq!(send("GET", "/4", b"").await.1, "four");
+    // Nor is a POST without a body (not idempotent: it may have been
+    // carried out before the connection dropped).
+    let (status, text) = send("POST", "/5", b"").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        text.contains("closed the connection before answering"),
+        "{text}"
+    );
     proxy.shutdown().await.unwrap();
     let mut seen = Vec::new();
     while let Ok((connection, request)) = requests.try_recv() {
@@ -1013,7 +1055,14 @@ async fn a_bodiless_request_the_upstream_drops_on_a_kept_connection_is_sent_agai
     let seen: Vec<(usize, &str)> = seen.iter().map(|(c, p)| (*c, p.as_str())).collect();
     assert_eq!(
         seen,
-        [(0, "/1"), (0, "/2"), (1, "/2"), (1, "/3"), (2, "/4")]
+        [
+            (0, "/1"),
+            (0, "/2"),
+            (1, "/2"),
+            (1, "/3"),
+            (2, "/4"),
+            (2, "/5")
+        ]
     );
     let exchanges = sink.exchanges();
     let failed = by_path(&exchanges, "/3").error.as_ref().unwrap();

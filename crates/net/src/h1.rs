@@ -16,8 +16,12 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// Most header (or trailer) fields read (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
-/// Largest response head, or trailer block, read before giving up.
+/// Largest response head read before giving up.
 pub const MAX_HEAD: usize = 1 << 20;
+/// Largest chunk-size line (with its extensions) read before giving up.
+const MAX_CHUNK_LINE: usize = 4 << 10;
+/// Largest trailer section read before giving up.
+const MAX_TRAILERS: usize = 64 << 10;
 
 /// An answer that is not valid HTTP/1.1; the text says what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -105,10 +109,11 @@ pub fn parse_response_head(
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
             for value in field.value.split(|&b| b == b',') {
-                let value = std::str::from_utf8(value)
-                    .ok()
-                    .map(str::trim)
-                    .and_then(|v| v.parse::<u64>().ok())
+                // Digits only: `+5` or a Unicode space is not a length.
+                let value = value.trim_ascii();
+                let value = (!value.is_empty() && value.iter().all(u8::is_ascii_digit))
+                    .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                    .flatten()
                     .ok_or_else(|| invalid("invalid content-length"))?;
                 if length.is_some_and(|l| l != value) {
                     return Err(invalid("conflicting content-length values"));
@@ -286,8 +291,8 @@ impl BodyDecoder {
                         };
                     }
                     Ok(httparse::Status::Partial) => {
-                        if read.len() > MAX_HEAD {
-                            return Err(invalid("a chunk-size line is larger than 1 MiB"));
+                        if read.len() > MAX_CHUNK_LINE {
+                            return Err(invalid("a chunk-size line is larger than 4 KiB"));
                         }
                         return Ok(Decoded::More);
                     }
@@ -313,8 +318,8 @@ impl BodyDecoder {
                             return Ok(Decoded::End((!trailers.is_empty()).then_some(trailers)));
                         }
                         Ok(httparse::Status::Partial) => {
-                            if read.len() > MAX_HEAD {
-                                return Err(invalid("the trailers are larger than 1 MiB"));
+                            if read.len() > MAX_TRAILERS {
+                                return Err(invalid("the trailers are larger than 64 KiB"));
                             }
                             return Ok(Decoded::More);
                         }
@@ -441,6 +446,8 @@ mod tests {
             "HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
             "HTTP/1.1 200 OK\r\ncontent-length: 5, 6\r\n\r\n",
             "SPDY/3 200 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n",
+            "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
         ] {
             assert!(head(bad, false).is_err(), "{bad:?}");
         }
@@ -479,6 +486,13 @@ mod tests {
             };
             assert!(failed, "{bad:?}");
         }
+        let mut long_line = BytesMut::from(&b"5;"[..]);
+        long_line.extend_from_slice(&vec![b'x'; MAX_CHUNK_LINE]);
+        assert!(
+            BodyDecoder::new(Framing::Chunked)
+                .decode(&mut long_line)
+                .is_err()
+        );
         let mut decoder = BodyDecoder::new(Framing::Length(10));
         let mut read = BytesMut::from(&b"12345"[..]);
         assert_eq!(decoder.decode(&mut read), Ok(Decoded::Data(5)));

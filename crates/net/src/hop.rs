@@ -4,15 +4,16 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
-/// Fields that describe one connection, never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+/// Fields that describe one connection, never forwarded. (`Trailer`,
+/// which RFC 2616 listed, is end to end in RFC 9110 §6.6.2: it declares
+/// the trailers, and an HTTP/1.1 server sends only declared ones.)
+const HOP_BY_HOP: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
     "proxy-authorization",
     "te",
-    "trailer",
     "transfer-encoding",
 ];
 
