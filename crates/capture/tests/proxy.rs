@@ -693,7 +693,12 @@ async fn the_host_is_the_upstreams_unless_preserved_over_both_protocols() {
 /// the same serving thread, and so the same upstream pool (a pooling
 /// client may open a second connection while the first is on its way
 /// back to its pool).
-async fn one_connection(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<Full<Bytes>> {
+async fn one_connection<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (sender, connection) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -766,8 +771,15 @@ async fn read_request(
         let end = data.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
         let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
         if head.contains("transfer-encoding: chunked") {
-            let tail = data[end..].windows(5).position(|w| w == b"0\r\n\r\n")?;
-            return Some(end + tail + 5);
+            // The last chunk ("0"), then trailers up to an empty line.
+            let body = &data[end..];
+            let last = if body.starts_with(b"0\r\n") {
+                0
+            } else {
+                body.windows(5).position(|w| w == b"\r\n0\r\n")? + 2
+            };
+            let tail = body[last..].windows(4).position(|w| w == b"\r\n\r\n")?;
+            return Some(end + last + tail + 4);
         }
         let length = head
             .lines()
@@ -1127,4 +1139,58 @@ async fn an_answer_that_does_not_wait_for_the_body_lets_the_upload_finish() {
         assert!(exchange.error.is_none(), "{exchange:?}");
     }
     assert_eq!(exchanges[0].request.as_ref().unwrap().body_size, 8 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_upload_goes_chunked_with_its_trailers() {
+    let (upstream, mut requests) = scripted_upstream(vec![vec![Step::Answer(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        false,
+    )]])
+    .await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let mut client = one_connection(proxy.local_addr()).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
+    let request = http::Request::post(format!("http://{}/stream", proxy.local_addr()))
+        .header("trailer", "x-sum")
+        .body(http_body_util::StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .unwrap();
+    client.ready().await.unwrap();
+    let response = client.send_request(request);
+    let feed = tokio::spawn(async move {
+        for piece in [&b"one "[..], b"two"] {
+            tx.send(Ok(http_body::Frame::data(Bytes::from_static(piece))))
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", "7".parse().unwrap());
+        tx.send(Ok(http_body::Frame::trailers(trailers)))
+            .await
+            .unwrap();
+    });
+    let response = response.await.unwrap();
+    feed.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"ok");
+    proxy.shutdown().await.unwrap();
+
+    let (_, request) = requests.try_recv().unwrap();
+    let request = String::from_utf8(request).unwrap();
+    assert!(
+        request.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{request}"
+    );
+    assert!(request.contains("\r\ntrailer: x-sum\r\n"), "{request}");
+    assert!(!request.contains("content-length"), "{request}");
+    let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
+    assert_eq!(body, "4\r\none \r\n3\r\ntwo\r\n0\r\nx-sum: 7\r\n\r\n");
+    let exchanges = sink.exchanges();
+    let recorded = exchanges[0].request.as_ref().unwrap();
+    assert_eq!(&recorded.body[..], b"one two");
+    assert_eq!(recorded.trailers[0].name, "x-sum");
 }
