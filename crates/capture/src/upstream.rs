@@ -233,9 +233,9 @@ impl Http1Upstream {
         })
     }
 
-    /// Sends a request (`head` from [`encode_head`], then `body` framed
-    /// as `framing`) and reads the answer's head; the body follows in the
-    /// returned [`UpstreamBody`]. `head_request`: the method was HEAD.
+    /// Sends a `method` request (`head` from [`encode_head`], then `body`
+    /// framed as `framing`) and reads the answer's head; the body follows
+    /// in the returned [`UpstreamBody`].
     pub async fn send<B>(
         self: &Arc<Self>,
         method: &http::Method,
@@ -384,30 +384,30 @@ where
         .await;
         (writer, sent)
     });
-    let (answer, sent) = {
+    let (answer, upload) = {
         let answering = read_head_from(&mut reader, &mut read, head_request);
         tokio::pin!(answering);
         tokio::select! {
             biased;
-            answered = &mut answering => (answered, None),
+            answered = &mut answering => (answered, Upload::Going),
             (writer, sent) = &mut sending => match sent {
-                Ok(()) => (answering.await, Some(writer)),
+                Ok(()) => (answering.await, Upload::Done(writer)),
                 // The upstream may have answered and closed (a 413): its
                 // answer, if it is there, is the client's.
                 Err(failed) => match tokio::time::timeout(LATE_ANSWER, &mut answering).await {
-                    Ok(Ok(head)) => (Ok(head), None),
+                    Ok(Ok(head)) => (Ok(head), Upload::Failed),
                     _ => return Err(Attempt::Failed(failed)),
                 },
             }
         }
     };
     let mut head = answer?;
-    match sent {
-        Some(writer) => {
+    match upload {
+        Upload::Done(writer) => {
             let io = reader.unsplit(writer);
             Ok((head, Reader::Whole(Connection { io, read })))
         }
-        None => {
+        Upload::Going => {
             // Bounded: an upstream that answered, then stopped reading
             // without closing, must not hold the task and both
             // connections forever.
@@ -417,7 +417,21 @@ where
             head.reuse = Reuse::Close;
             Ok((head, Reader::Half { io: reader, read }))
         }
+        Upload::Failed => {
+            head.reuse = Reuse::Close;
+            Ok((head, Reader::Half { io: reader, read }))
+        }
     }
+}
+
+/// Where the request body stands once the answer's head is in.
+enum Upload<W> {
+    /// Sent whole; the write half, to make the connection whole again.
+    Done(W),
+    /// Still going (the answer came first).
+    Going,
+    /// Failed after the upstream had answered.
+    Failed,
 }
 
 /// Reads an answer's head (skipping interim answers) off `io`;
