@@ -41,6 +41,8 @@ const READ_CHUNK: usize = 16 * 1024;
 /// How long an answer may take to be read once sending the request
 /// failed (an upstream that answered and closed).
 const LATE_ANSWER: Duration = Duration::from_millis(250);
+/// How long a half-close of a cut upload may take.
+const SHUTDOWN: Duration = Duration::from_secs(1);
 /// Idle connections kept per serving thread.
 const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed, not reused (hyper's
@@ -266,12 +268,6 @@ impl Http1Upstream {
             exchange_with_body(connection, head, body, framing, head_request, bound).await
         };
         let (mut head, reader) = answer.map_err(Attempt::into_failed)?;
-        if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            return Err((
-                ErrorKind::Protocol,
-                "the upstream switched protocols for a request that did not ask to".into(),
-            ));
-        }
         fix_length(&mut head);
         let mut reuse = head.reuse;
         if head.framing == Framing::UntilClose {
@@ -373,15 +369,36 @@ where
 {
     let Connection { io, mut read } = connection;
     let (mut reader, mut writer) = tokio::io::split(io);
+    // Armed only if the answer comes first: the rest of the upload then
+    // has `bound` to finish.
+    let (arm, armed) = tokio::sync::oneshot::channel::<tokio::time::Instant>();
     let mut sending = Box::pin(async move {
-        let sent = async {
+        let deadline = async {
+            match armed.await {
+                Ok(at) => tokio::time::sleep_until(at).await,
+                Err(_) => std::future::pending().await,
+            }
+        };
+        let upload = async {
             writer
                 .write_all(&head)
                 .await
                 .map_err(|e| (io_kind(&e), format!("sending the request: {e}")))?;
             send_body(&mut writer, &mut body, framing).await
+        };
+        let sent = tokio::select! {
+            sent = upload => sent,
+            () = deadline => Err((
+                ErrorKind::Timeout,
+                "the upload outlasted --upstream-timeout after the upstream answered".into(),
+            )),
+        };
+        if sent.is_err() {
+            // Half-closed, so the upstream sees the request end rather
+            // than wait for the rest of it (the read half still holds
+            // the connection open).
+            let _ = tokio::time::timeout(SHUTDOWN, writer.shutdown()).await;
         }
-        .await;
         (writer, sent)
     });
     let (answer, upload) = {
@@ -411,9 +428,8 @@ where
             // Bounded: an upstream that answered, then stopped reading
             // without closing, must not hold the task and both
             // connections forever.
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(bound, sending).await;
-            });
+            let _ = arm.send(tokio::time::Instant::now() + bound);
+            tokio::spawn(sending);
             head.reuse = Reuse::Close;
             Ok((head, Reader::Half { io: reader, read }))
         }
@@ -447,6 +463,12 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
         while let Some(head) = h1::parse_response_head(read, head_request, true)
             .map_err(|e| Attempt::Failed((ErrorKind::Protocol, invalid_answer(&e))))?
         {
+            if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+                return Err(Attempt::Failed((
+                    ErrorKind::Protocol,
+                    "the upstream switched protocols for a request that did not ask to".into(),
+                )));
+            }
             if !is_interim(&head) {
                 return Ok(head);
             }
@@ -480,6 +502,7 @@ where
     let chunked = framing == RequestFraming::Chunked;
     let sending = |e: std::io::Error| (io_kind(&e), format!("sending the request body: {e}"));
     let mut tail = Vec::new();
+    let mut sent: u64 = 0;
     loop {
         let frame = match body.frame().await {
             None => break,
@@ -491,12 +514,21 @@ where
         match frame.into_data() {
             Ok(data) if data.is_empty() => continue,
             Ok(data) if chunked => {
+                sent += data.len() as u64;
                 let size = format!("{:x}\r\n", data.len());
                 write_all_vectored(writer, &[size.as_bytes(), &data, b"\r\n"])
                     .await
                     .map_err(sending)?;
             }
-            Ok(data) => writer.write_all(&data).await.map_err(sending)?,
+            Ok(data) => {
+                sent += data.len() as u64;
+                if let RequestFraming::Length(n) = framing
+                    && sent > n
+                {
+                    return Err(longer_than_declared(n));
+                }
+                writer.write_all(&data).await.map_err(sending)?;
+            }
             Err(frame) => {
                 if let (true, Ok(trailers)) = (chunked, frame.into_trailers()) {
                     for (name, value) in &trailers {
@@ -509,12 +541,24 @@ where
         // Each piece goes on as it came (TLS may hold it otherwise).
         writer.flush().await.map_err(sending)?;
     }
-    if chunked {
-        write_all_vectored(writer, &[b"0\r\n", &tail, b"\r\n"])
-            .await
-            .map_err(sending)?;
+    match framing {
+        RequestFraming::Chunked => {
+            write_all_vectored(writer, &[b"0\r\n", &tail, b"\r\n"])
+                .await
+                .map_err(sending)?;
+        }
+        // The connection's framing would be off: it must not be reused.
+        RequestFraming::Length(n) if sent != n => return Err(longer_than_declared(n)),
+        _ => {}
     }
     writer.flush().await.map_err(sending)
+}
+
+fn longer_than_declared(n: u64) -> Failed {
+    (
+        ErrorKind::Protocol,
+        format!("the request body is not the {n} bytes its length says"),
+    )
 }
 
 /// 1xx answers other than 101 come before the real one and are skipped
@@ -652,8 +696,9 @@ impl Body for UpstreamBody {
                     }
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Ok(Decoded::End(trailers)) => {
+                Ok(Decoded::End) => {
                     this.release();
+                    let trailers = this.decoder.take_trailers();
                     return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                 }
                 Ok(Decoded::More) => match reader.poll_fill(cx) {

@@ -200,14 +200,18 @@ pub enum Decoded {
     /// close); read, then decode again, or call [`BodyDecoder::closed`]
     /// if the connection ended.
     More,
-    /// The body is complete, with the trailers a chunked body ended with.
-    End(Option<HeaderMap>),
+    /// The body is complete; a chunked body's trailers, if it had any,
+    /// are in [`BodyDecoder::take_trailers`].
+    End,
 }
 
 /// Walks one response body through a read buffer (RFC 9112 §6, §7.1).
 #[derive(Debug, Clone)]
 pub struct BodyDecoder {
     state: State,
+    /// A chunked body's trailers, once read. (Kept here rather than in
+    /// [`Decoded`], which stays small: it is returned once per read.)
+    trailers: Option<HeaderMap>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -237,7 +241,16 @@ impl BodyDecoder {
             Framing::Chunked => State::ChunkSize,
             Framing::UntilClose => State::UntilClose,
         };
-        BodyDecoder { state }
+        BodyDecoder {
+            state,
+            trailers: None,
+        }
+    }
+
+    /// The trailers a chunked body ended with, once [`Decoded::End`] has
+    /// been returned.
+    pub fn take_trailers(&mut self) -> Option<HeaderMap> {
+        self.trailers.take()
     }
 
     /// Whether the body is complete.
@@ -259,7 +272,7 @@ impl BodyDecoder {
     pub fn decode(&mut self, read: &mut BytesMut) -> Result<Decoded, Invalid> {
         loop {
             match self.state {
-                State::Done => return Ok(Decoded::End(None)),
+                State::Done => return Ok(Decoded::End),
                 State::Length(left) | State::ChunkData(left) => {
                     if read.is_empty() {
                         return Ok(Decoded::More);
@@ -315,7 +328,8 @@ impl BodyDecoder {
                             let trailers = header_map(fields);
                             read.advance(used);
                             self.state = State::Done;
-                            return Ok(Decoded::End((!trailers.is_empty()).then_some(trailers)));
+                            self.trailers = (!trailers.is_empty()).then_some(trailers);
+                            return Ok(Decoded::End);
                         }
                         Ok(httparse::Status::Partial) => {
                             if read.len() > MAX_TRAILERS {
@@ -367,7 +381,7 @@ mod tests {
         loop {
             match decoder.decode(&mut read).unwrap() {
                 Decoded::Data(n) => data.extend_from_slice(&read.split_to(n)),
-                Decoded::End(trailers) => return (data, trailers),
+                Decoded::End => return (data, decoder.take_trailers()),
                 Decoded::More if rest.is_empty() => {
                     decoder.closed().unwrap();
                     return (data, None);
@@ -480,7 +494,7 @@ mod tests {
             let failed = loop {
                 match decoder.decode(&mut read) {
                     Ok(Decoded::Data(n)) => read.advance(n),
-                    Ok(Decoded::More | Decoded::End(_)) => break false,
+                    Ok(Decoded::More | Decoded::End) => break false,
                     Err(_) => break true,
                 }
             };

@@ -215,7 +215,7 @@ impl Connection {
                 .map_err(|e| protocol(&e.0, true))?
             {
                 Decoded::Data(n) => body.take(&mut self.read, n),
-                Decoded::End(trailers) => return Ok(trailers),
+                Decoded::End => return Ok(decoder.take_trailers()),
                 Decoded::More => {
                     let more = self
                         .fill()
