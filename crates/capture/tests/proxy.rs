@@ -1194,3 +1194,62 @@ async fn a_streamed_upload_goes_chunked_with_its_trailers() {
     assert_eq!(&recorded.body[..], b"one two");
     assert_eq!(recorded.trailers[0].name, "x-sum");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_outlasts_the_timeout_after_an_early_answer_is_cut_and_ended() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers at once, streams, and ends its answer when the upload ends.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if read_head(&mut socket).await.is_none() {
+                    return;
+                }
+                socket
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
+                    )
+                    .await
+                    .unwrap();
+                let mut rest = Vec::new();
+                let _ = socket.read_to_end(&mut rest).await;
+                let _ = socket.write_all(b"4\r\ndone\r\n0\r\n\r\n").await;
+            });
+        }
+    });
+    let (proxy, _sink) = proxy(upstream, |c: &mut ProxyConfig| {
+        c.response_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let mut socket = tokio::net::TcpStream::connect(proxy.local_addr())
+        .await
+        .unwrap();
+    // A chunked upload that stalls after its first chunk.
+    socket
+        .write_all(
+            b"POST /slow HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !answer.ends_with(b"0\r\n\r\n") {
+            let n = socket.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("the upstream sees the cut upload end, and so its answer ends");
+    let answer = String::from_utf8(answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        answer.contains("first") && answer.contains("done"),
+        "{answer}"
+    );
+    drop(socket);
+    proxy.shutdown().await.unwrap();
+}
