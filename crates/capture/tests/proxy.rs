@@ -941,27 +941,37 @@ async fn read_head(socket: &mut tokio::net::TcpStream) -> Option<String> {
     Some(String::from_utf8(head).unwrap().to_ascii_lowercase())
 }
 
+/// A raw upstream on 127.0.0.1: each connection it accepts goes to
+/// `serve` on a task of its own.
+async fn raw_upstream<F, Fut>(serve: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            tokio::spawn(serve(socket));
+        }
+    });
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_before_the_upload_ends_reaches_the_client() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // The upstream answers 413 after the head, without reading the body.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if read_head(&mut socket).await.is_none() {
-                    return;
-                }
-                let _ = socket
-                    .write_all(
-                        b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big!",
-                    )
-                    .await;
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            });
+    let upstream = raw_upstream(|mut socket| async move {
+        if read_head(&mut socket).await.is_none() {
+            return;
         }
-    });
+        let _ = socket
+            .write_all(b"HTTP/1.1 413 Content Too Large\r\ncontent-length: 8\r\n\r\ntoo big!")
+            .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    })
+    .await;
     let (proxy, sink) = proxy(upstream, |_| {}).await;
     let socket = tokio::net::TcpStream::connect(proxy.local_addr())
         .await
@@ -1086,34 +1096,31 @@ async fn an_answer_that_does_not_wait_for_the_body_lets_the_upload_finish() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // As nginx's `return`: answers after the head, then reads the body
     // and throws it away, and serves the next request.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
     let (discarded, mut discards) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let discarded = discarded.clone();
-            tokio::spawn(async move {
-                loop {
-                    let Some(head) = read_head(&mut socket).await else {
-                        return;
-                    };
-                    let length = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length: "))
-                        .map_or(0, |v| v.trim().parse::<u64>().unwrap());
-                    socket
-                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly")
-                        .await
-                        .unwrap();
-                    let mut rest = (&mut socket).take(length);
-                    let thrown = tokio::io::copy(&mut rest, &mut tokio::io::sink())
-                        .await
-                        .unwrap();
-                    let _ = discarded.send(thrown);
-                }
-            });
+    let upstream = raw_upstream(move |mut socket| {
+        let discarded = discarded.clone();
+        async move {
+            loop {
+                let Some(head) = read_head(&mut socket).await else {
+                    return;
+                };
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse::<u64>().unwrap());
+                socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly")
+                    .await
+                    .unwrap();
+                let mut rest = (&mut socket).take(length);
+                let thrown = tokio::io::copy(&mut rest, &mut tokio::io::sink())
+                    .await
+                    .unwrap();
+                let _ = discarded.send(thrown);
+            }
         }
-    });
+    })
+    .await;
     let (proxy, sink) = proxy(upstream, |_| {}).await;
     let client = client(false);
     let url = format!("http://{}/upload", proxy.local_addr());
@@ -1199,26 +1206,19 @@ async fn a_streamed_upload_goes_chunked_with_its_trailers() {
 async fn an_upload_that_outlasts_the_timeout_after_an_early_answer_is_cut_and_ended() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // Answers at once, streams, and ends its answer when the upload ends.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let upstream = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if read_head(&mut socket).await.is_none() {
-                    return;
-                }
-                socket
-                    .write_all(
-                        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n",
-                    )
-                    .await
-                    .unwrap();
-                let mut rest = Vec::new();
-                let _ = socket.read_to_end(&mut rest).await;
-                let _ = socket.write_all(b"4\r\ndone\r\n0\r\n\r\n").await;
-            });
+    let upstream = raw_upstream(|mut socket| async move {
+        if read_head(&mut socket).await.is_none() {
+            return;
         }
-    });
+        socket
+            .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = socket.read_to_end(&mut rest).await;
+        let _ = socket.write_all(b"4\r\ndone\r\n0\r\n\r\n").await;
+    })
+    .await;
     let (proxy, _sink) = proxy(upstream, |c: &mut ProxyConfig| {
         c.response_timeout = Duration::from_millis(500);
     })
