@@ -16,7 +16,8 @@
 //! an idempotent bodiless request that fails on a reused connection before
 //! any answer arrived is sent once more on a new one (the upstream may
 //! have closed it as the request left). Idle connections older than 90 s
-//! are closed, not reused.
+//! are closed, not reused. An upstream silent for `--upstream-timeout` in
+//! the middle of a body is given up on.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -280,6 +281,7 @@ impl Http1Upstream {
             reuse,
             pool: Arc::clone(self),
             broken: None,
+            idle: None,
         };
         if body.decoder.is_done() {
             body.release();
@@ -627,6 +629,10 @@ pub struct UpstreamBody {
     pool: Arc<Http1Upstream>,
     /// A break found but not yet reported (see [`UpstreamBody::fail`]).
     broken: Option<UpstreamBodyError>,
+    /// Runs while the body waits on a silent upstream: made the first
+    /// time a read has to wait (a body that came with its head never
+    /// needs one), moved on whenever bytes arrive.
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// The upstream's answer body broke.
@@ -702,7 +708,22 @@ impl Body for UpstreamBody {
                     return Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))));
                 }
                 Ok(Decoded::More) => match reader.poll_fill(cx) {
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {
+                        // An upstream that goes silent mid-body is given
+                        // up on after --upstream-timeout, as nginx does
+                        // with proxy_read_timeout.
+                        let limit = this.pool.response_timeout;
+                        let idle = this
+                            .idle
+                            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                        if idle.as_mut().poll(cx).is_ready() {
+                            let message = format!(
+                                "the upstream sent nothing more of the response body for {limit:?}"
+                            );
+                            return this.fail(cx, ErrorKind::Timeout, message);
+                        }
+                        return Poll::Pending;
+                    }
                     Poll::Ready(Ok(0)) => {
                         if this.decoder.closed().is_err() {
                             let message = "the upstream closed the connection before the \
@@ -713,7 +734,12 @@ impl Body for UpstreamBody {
                         this.reader = None;
                         return Poll::Ready(None);
                     }
-                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Ok(_)) => {
+                        if let Some(idle) = this.idle.as_mut() {
+                            let limit = this.pool.response_timeout;
+                            idle.as_mut().reset(tokio::time::Instant::now() + limit);
+                        }
+                    }
                     Poll::Ready(Err(e)) => {
                         let message = format!("reading the response body: {e}");
                         return this.fail(cx, io_kind(&e), message);

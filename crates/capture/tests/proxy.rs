@@ -1205,18 +1205,27 @@ async fn a_streamed_upload_goes_chunked_with_its_trailers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upload_that_outlasts_the_timeout_after_an_early_answer_is_cut_and_ended() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // Answers at once, streams, and ends its answer when the upload ends.
+    // Answers at once, streams (a piece every 100 ms, so the answer is
+    // never idle long), and ends its answer when the upload ends.
     let upstream = raw_upstream(|mut socket| async move {
         if read_head(&mut socket).await.is_none() {
             return;
         }
-        socket
+        let (mut read, mut write) = socket.into_split();
+        let upload = tokio::spawn(async move {
+            let mut rest = Vec::new();
+            let _ = read.read_to_end(&mut rest).await;
+        });
+        let _ = write
             .write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-            .await
-            .unwrap();
-        let mut rest = Vec::new();
-        let _ = socket.read_to_end(&mut rest).await;
-        let _ = socket.write_all(b"4\r\ndone\r\n0\r\n\r\n").await;
+            .await;
+        while !upload.is_finished() {
+            if write.write_all(b"1\r\n.\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = write.write_all(b"4\r\ndone\r\n0\r\n\r\n").await;
     })
     .await;
     let (proxy, _sink) = proxy(upstream, |c: &mut ProxyConfig| {
@@ -1252,4 +1261,50 @@ async fn an_upload_that_outlasts_the_timeout_after_an_early_answer_is_cut_and_en
     );
     drop(socket);
     proxy.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_goes_silent_mid_body_is_given_up_on() {
+    use tokio::io::AsyncWriteExt;
+    // A head promising 100 bytes, 10 of them, then silence (not a close).
+    let upstream = raw_upstream(|mut socket| async move {
+        if read_head(&mut socket).await.is_none() {
+            return;
+        }
+        let _ = socket
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789")
+            .await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    })
+    .await;
+    let (proxy, sink) = proxy(upstream, |c: &mut ProxyConfig| {
+        c.response_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let response = client(false)
+        .request(
+            http::Request::get(format!("http://{}/silent", proxy.local_addr()))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(Duration::from_secs(3), response.into_body().collect())
+        .await
+        .expect("the body ends (broken) soon after the upstream's silence passes the timeout");
+    assert!(body.is_err(), "the client sees the body break");
+    proxy.shutdown().await.unwrap();
+    let exchanges = sink.exchanges();
+    assert_eq!(
+        &exchanges[0].response.as_ref().unwrap().body[..],
+        b"0123456789"
+    );
+    let error = exchanges[0].error.as_ref().unwrap();
+    assert!(
+        error
+            .message
+            .contains("sent nothing more of the response body"),
+        "{error:?}"
+    );
 }
