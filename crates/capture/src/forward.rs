@@ -362,10 +362,7 @@ async fn send_pooled(
         let kind = if error.is_connect() {
             ErrorKind::Connect
         } else {
-            match reprise_model::error::io_failure(&error) {
-                Some(ErrorKind::Other) | None => ErrorKind::Protocol,
-                Some(kind) => kind,
-            }
+            crate::upstream::failure_kind(&error)
         };
         (kind, reprise_model::error::one_line(&error))
     })

@@ -31,7 +31,9 @@ use http::header;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use reprise_model::ErrorKind;
-use reprise_net::h1::{self, BodyDecoder, Decoded, Framing, ResponseHead, Reuse, put_field};
+use reprise_net::h1::{
+    self, BodyDecoder, Decoded, Framing, LengthField, ResponseHead, Reuse, put_field,
+};
 use reprise_net::stream::{Stream, write_all_vectored};
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -295,22 +297,17 @@ impl Http1Upstream {
 /// `transfer-encoding` overrides it (RFC 9112 §6.3), one plain number
 /// when the upstream sent a list of the same value.
 fn fix_length(head: &mut ResponseHead) {
-    match head.framing {
-        Framing::Chunked | Framing::UntilClose => {
+    match (head.framing, head.length_field) {
+        (_, LengthField::Absent)
+        | (Framing::Length(_), LengthField::Plain)
+        | (Framing::Empty, _) => {}
+        (Framing::Chunked | Framing::UntilClose, _) => {
             head.headers.remove(header::CONTENT_LENGTH);
         }
-        Framing::Length(n) => {
-            let mut values = head.headers.get_all(header::CONTENT_LENGTH).iter();
-            let plain = values
-                .next()
-                .is_some_and(|v| v.as_bytes().iter().all(u8::is_ascii_digit))
-                && values.next().is_none();
-            if !plain {
-                head.headers
-                    .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
-            }
+        (Framing::Length(n), LengthField::Other) => {
+            head.headers
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
         }
-        Framing::Empty => {}
     }
 }
 
@@ -329,7 +326,10 @@ impl Attempt {
     }
 }
 
-fn io_kind(error: &std::io::Error) -> ErrorKind {
+/// The kind of a failure talking to the upstream: the I/O error's in its
+/// chain (reset, timeout...), else a protocol failure. Both clients,
+/// this one and hyper-util's for HTTP/2, classify with it.
+pub fn failure_kind(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
     match reprise_model::error::io_failure(error) {
         Some(ErrorKind::Other) | None => ErrorKind::Protocol,
         Some(kind) => kind,
@@ -345,8 +345,9 @@ async fn exchange_bodiless(
         connection.io.write_all(head).await?;
         connection.io.flush().await
     };
-    sent.await
-        .map_err(|e| Attempt::Unanswered((io_kind(&e), format!("sending the request: {e}"))))?;
+    sent.await.map_err(|e| {
+        Attempt::Unanswered((failure_kind(&e), format!("sending the request: {e}")))
+    })?;
     read_head_from(&mut connection.io, &mut connection.read, head_request).await
 }
 
@@ -385,7 +386,7 @@ where
             writer
                 .write_all(&head)
                 .await
-                .map_err(|e| (io_kind(&e), format!("sending the request: {e}")))?;
+                .map_err(|e| (failure_kind(&e), format!("sending the request: {e}")))?;
             send_body(&mut writer, &mut body, framing).await
         };
         let sent = tokio::select! {
@@ -480,7 +481,7 @@ async fn read_head_from<R: tokio::io::AsyncRead + Unpin>(
         let failed = match io.read_buf(read).await {
             Ok(0) => cut_before_head(),
             Ok(_) => continue,
-            Err(e) => (io_kind(&e), format!("reading the response: {e}")),
+            Err(e) => (failure_kind(&e), format!("reading the response: {e}")),
         };
         return Err(if answered || !read.is_empty() {
             Attempt::Failed(failed)
@@ -502,7 +503,7 @@ where
     B::Error: std::fmt::Display,
 {
     let chunked = framing == RequestFraming::Chunked;
-    let sending = |e: std::io::Error| (io_kind(&e), format!("sending the request body: {e}"));
+    let sending = |e: std::io::Error| (failure_kind(&e), format!("sending the request body: {e}"));
     let mut tail = Vec::new();
     let mut sent: u64 = 0;
     loop {
@@ -742,7 +743,7 @@ impl Body for UpstreamBody {
                     }
                     Poll::Ready(Err(e)) => {
                         let message = format!("reading the response body: {e}");
-                        return this.fail(cx, io_kind(&e), message);
+                        return this.fail(cx, failure_kind(&e), message);
                     }
                 },
             }

@@ -809,6 +809,11 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
                 true,
             ),
             Step::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfixed", true),
+            // A list of one value: the client gets one plain number.
+            Step::Answer(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\nlists",
+                false,
+            ),
             // Transfer-Encoding overrides the length (RFC 9112 §6.3).
             Step::Answer(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n\
@@ -839,6 +844,7 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
     for (method, path, body) in [
         ("GET", "/chunked", ""),
         ("GET", "/length", ""),
+        ("GET", "/listed", ""),
         ("GET", "/overridden", ""),
         ("DELETE", "/empty", ""),
         ("HEAD", "/head", ""),
@@ -873,6 +879,7 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
         [
             (200, "hello world"),
             (200, "fixed"),
+            (200, "lists"),
             (200, "chunked"),
             (204, ""),
             (200, ""),
@@ -886,9 +893,11 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
     );
     // Declared trailers reach a client that takes them.
     assert_eq!(trailers.unwrap()["x-sum"], "11");
-    // The overridden length is not the client's; a HEAD answer keeps its own.
-    assert!(got[2].2.is_none(), "{:?}", got[2]);
-    assert_eq!(got[4].2.as_ref().unwrap(), "4");
+    // A listed length arrives plain, an overridden one not at all; a HEAD
+    // answer keeps its own.
+    assert_eq!(got[2].2.as_ref().unwrap(), "5");
+    assert!(got[3].2.is_none(), "{:?}", got[3]);
+    assert_eq!(got[5].2.as_ref().unwrap(), "4");
     proxy.shutdown().await.unwrap();
 
     // One connection until the upstream ended it; the body went framed.
@@ -897,8 +906,8 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
         seen.push((connection, String::from_utf8(request).unwrap()));
     }
     let connections: Vec<usize> = seen.iter().map(|(c, _)| *c).collect();
-    assert_eq!(connections, [0, 0, 0, 0, 0, 0, 1, 2]);
-    let posted = &seen[6].1;
+    assert_eq!(connections, [0, 0, 0, 0, 0, 0, 0, 1, 2]);
+    let posted = &seen[7].1;
     assert!(posted.starts_with("POST /after HTTP/1.1\r\n"), "{posted}");
     assert!(posted.contains("\r\ncontent-length: 6\r\n"), "{posted}");
     assert!(posted.ends_with("\r\n\r\nposted"), "{posted}");
@@ -1305,6 +1314,58 @@ async fn an_upstream_that_goes_silent_mid_body_is_given_up_on() {
         error
             .message
             .contains("sent nothing more of the response body"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_that_are_not_http_are_a_502_or_a_broken_body() {
+    let (upstream, _requests) = scripted_upstream(vec![
+        vec![Step::Answer(b"SPDY/3 200 OK\r\n\r\n", false)],
+        vec![Step::Answer(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n",
+            false,
+        )],
+    ])
+    .await;
+    let (proxy, sink) = proxy(upstream, |_| {}).await;
+    let mut client = one_connection(proxy.local_addr()).await;
+    let base = format!("http://{}", proxy.local_addr());
+    // A head that is not HTTP/1.1: the client hears why.
+    client.ready().await.unwrap();
+    let response = client
+        .send_request(
+            http::Request::get(format!("{base}/garbage"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    assert!(text.contains("not valid HTTP/1.1"), "{text}");
+    // A bad chunk after a good one: the client sees the body break.
+    client.ready().await.unwrap();
+    let response = client
+        .send_request(
+            http::Request::get(format!("{base}/badchunk"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.into_body().collect().await.is_err());
+    proxy.shutdown().await.unwrap();
+    let exchanges = sink.exchanges();
+    let garbage = by_path(&exchanges, "/garbage").error.as_ref().unwrap();
+    assert_eq!(garbage.kind(), ErrorKind::Protocol);
+    let bad = by_path(&exchanges, "/badchunk");
+    assert_eq!(&bad.response.as_ref().unwrap().body[..], b"hello");
+    let error = bad.error.as_ref().unwrap();
+    assert!(
+        error.after_response_head && error.message.contains("invalid chunk size"),
         "{error:?}"
     );
 }

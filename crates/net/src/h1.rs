@@ -66,6 +66,20 @@ pub struct ResponseHead {
     pub framing: Framing,
     /// Whether the connection may be reused after the body.
     pub reuse: Reuse,
+    /// What the `content-length` field looked like, for a proxy that
+    /// passes the head on.
+    pub length_field: LengthField,
+}
+
+/// The shape of a response's `content-length` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthField {
+    /// There is none.
+    Absent,
+    /// One field, one plain decimal number.
+    Plain,
+    /// Present otherwise: repeated, a list of the same value, padded.
+    Other,
 }
 
 /// Parses a complete response head off the front of `read` (`None`: not
@@ -102,12 +116,20 @@ pub fn parse_response_head(
         StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
     let http10 = response.version == Some(0);
     let mut length: Option<u64> = None;
+    let mut length_field = LengthField::Absent;
     let mut chunked = None;
     let mut close = false;
     let mut keep_alive = false;
     for field in response.headers.iter() {
         let name = field.name;
         if name.eq_ignore_ascii_case("content-length") {
+            length_field = if length_field == LengthField::Absent
+                && field.value.iter().all(u8::is_ascii_digit)
+            {
+                LengthField::Plain
+            } else {
+                LengthField::Other
+            };
             for value in field.value.split(|&b| b == b',') {
                 // Digits only: `+5` or a Unicode space is not a length.
                 let value = value.trim_ascii();
@@ -164,6 +186,7 @@ pub fn parse_response_head(
         headers,
         framing,
         reuse,
+        length_field,
     }))
 }
 
@@ -428,6 +451,20 @@ mod tests {
         assert_eq!(
             framing("HTTP/1.1 304 OK\r\ncontent-length: 9\r\n\r\n", false),
             Framing::Empty
+        );
+        let field = |text: &str| head(text, false).unwrap().unwrap().length_field;
+        assert_eq!(field("HTTP/1.1 200 OK\r\n\r\n"), LengthField::Absent);
+        assert_eq!(
+            field("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"),
+            LengthField::Plain
+        );
+        assert_eq!(
+            field("HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n"),
+            LengthField::Other
+        );
+        assert_eq!(
+            field("HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n"),
+            LengthField::Other
         );
         let reuse = |text: &str| head(text, false).unwrap().unwrap().reuse;
         assert_eq!(

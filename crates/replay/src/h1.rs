@@ -1,7 +1,7 @@
 //! The replay's HTTP/1.1 client: one keep-alive connection, one call at a
 //! time, on the worker's own task.
 //!
-//! Why not hyper's client here (the HTTP/2 calls do use hyper): a replay
+//! Why not hyper's client here (nor for HTTP/2, see `h2.rs`): a replay
 //! sends the same few prepared requests as fast as the target answers,
 //! and on a shared machine every instruction the load generator spends is
 //! taken from the target. hyper's connection runs as a task of its own

@@ -386,6 +386,12 @@ mod tests {
             .expect("a frame within 5 s")
     }
 
+    /// The next frame, which must be the trailers.
+    async fn trailers_of(response: &mut Answer) -> http::HeaderMap {
+        let frame = next(response).await.unwrap().unwrap();
+        frame.into_trailers().unwrap()
+    }
+
     type Say = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
 
     /// A call to the recorded method in the recorded call's scope, answered
@@ -438,12 +444,7 @@ mod tests {
         let frame = next(&mut response).await.unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), framed("goodbye")[..]);
         drop(say);
-        let trailers = next(&mut response)
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
+        let trailers = trailers_of(&mut response).await;
         assert_eq!(trailers["grpc-status"], "0");
         assert!(next(&mut response).await.is_none());
         assert_eq!(store.report().served, 1);
@@ -462,12 +463,7 @@ mod tests {
         let mut huge = vec![0, 0, 0x10, 0, 0];
         huge.extend_from_slice(&[b'x'; 32]);
         say.send(Ok(Frame::data(Bytes::from(huge)))).await.unwrap();
-        let trailers = next(&mut response)
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
+        let trailers = trailers_of(&mut response).await;
         assert_eq!(trailers["grpc-status"], "14");
         assert_eq!(trailers["x-reprise-mock-miss"], "1");
         let message = trailers["grpc-message"].to_str().unwrap();
