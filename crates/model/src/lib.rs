@@ -11,6 +11,7 @@
 //! - [`select`]: filters over exchanges (method, path glob, status, time);
 //! - [`id`]: exchange ids;
 //! - [`key`]: the canonical key a mocked call is matched by;
+//! - [`writer`]: records written field by field, without an [`Exchange`];
 //! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
 
 pub mod codec;
@@ -28,6 +29,7 @@ pub mod synthetic;
 pub mod time;
 pub mod trace;
 pub mod wire;
+pub mod writer;
 
 /// Generated protobuf types of `reprise.v1`.
 #[allow(missing_docs, clippy::all)]

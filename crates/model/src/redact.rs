@@ -46,6 +46,17 @@ enum Step {
     Descend(String),
 }
 
+/// What the JSON rules did to one body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyRedaction<'r> {
+    /// The body to store instead: the redacted document, or nothing when
+    /// the body could not be read. `None`: keep it.
+    pub body: Option<Vec<u8>>,
+    /// What was redacted: each path that selected something, or
+    /// `unparsed`.
+    pub notes: Vec<&'r str>,
+}
+
 /// A JSONPath-like selector of body fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonPath {
@@ -342,18 +353,12 @@ impl Redactor {
 
     fn redact_headers(&self, headers: &mut [Header], place: &str, notes: &mut Vec<String>) {
         for header in headers.iter_mut() {
-            // Compared without lower-casing a copy of every name: this
-            // runs for every field of every exchange recorded.
-            let Some(name) = self
-                .headers
-                .iter()
-                .find(|h| h.eq_ignore_ascii_case(&header.name))
-            else {
+            let Some(rule) = self.header_rule(header.name.as_bytes()) else {
                 continue;
             };
             if header.value != MARKER.as_bytes() {
                 header.value = MARKER.as_bytes().to_vec();
-                notes.push(format!("{place}:{name}"));
+                notes.push(format!("{place}:{rule}"));
             }
         }
     }
@@ -365,13 +370,50 @@ impl Redactor {
         place: &str,
         notes: &mut Vec<String>,
     ) {
-        if self.json.is_empty() || body.is_empty() {
+        let Some(done) = self.redact_json_body(
+            body,
+            headers.header_str("content-type"),
+            headers.header_str("content-encoding"),
+        ) else {
             return;
+        };
+        if let Some(replacement) = done.body {
+            *body = replacement.into();
         }
-        let content_type = headers
-            .header_str("content-type")
-            .unwrap_or("")
-            .to_ascii_lowercase();
+        notes.extend(done.notes.iter().map(|note| format!("{place}:{note}")));
+    }
+
+    /// The rule (a configured name, lower case) that redacts the values of
+    /// header `name`, if one does.
+    pub fn header_rule(&self, name: &[u8]) -> Option<&str> {
+        // Compared without lower-casing a copy of every name: this runs for
+        // every field of every exchange recorded.
+        self.headers
+            .iter()
+            .find(|h| h.as_bytes().eq_ignore_ascii_case(name))
+            .map(String::as_str)
+    }
+
+    /// Whether there are JSON body rules.
+    pub fn has_json_rules(&self) -> bool {
+        !self.json.is_empty()
+    }
+
+    /// What the JSON rules make of one body, given its `Content-Type` and
+    /// `Content-Encoding` (as text, when valid): `None` when they leave it
+    /// as it is. A JSON body they cannot be applied to (cut at the size
+    /// cap, compressed, malformed) is not stored at all: a secret must
+    /// never reach storage because its body did not parse.
+    pub fn redact_json_body(
+        &self,
+        body: &[u8],
+        content_type: Option<&str>,
+        content_encoding: Option<&str>,
+    ) -> Option<BodyRedaction<'_>> {
+        if self.json.is_empty() || body.is_empty() {
+            return None;
+        }
+        let content_type = content_type.unwrap_or("").to_ascii_lowercase();
         let looks_json = content_type.contains("json")
             || (content_type.is_empty()
                 && matches!(
@@ -379,37 +421,33 @@ impl Redactor {
                     Some(b'{' | b'[')
                 ));
         if !looks_json {
-            return;
+            return None;
         }
-        let encoded = headers
-            .header_str("content-encoding")
-            .is_some_and(|c| !c.trim().eq_ignore_ascii_case("identity"));
+        let encoded = content_encoding.is_some_and(|c| !c.trim().eq_ignore_ascii_case("identity"));
         let parsed = if encoded {
             None
         } else {
             serde_json::from_slice::<Value>(body).ok()
         };
         let Some(mut value) = parsed else {
-            // A JSON body the rules cannot be applied to (cut at the size
-            // cap, compressed, malformed) is not stored at all: a secret
-            // must never reach storage because its body did not parse.
-            *body = bytes::Bytes::new();
-            notes.push(format!("{place}:unparsed"));
-            return;
+            return Some(BodyRedaction {
+                body: Some(Vec::new()),
+                notes: vec!["unparsed"],
+            });
         };
-        let mut count = 0;
+        let mut notes = Vec::new();
         for path in &self.json {
-            let n = path.redact(&mut value);
-            if n > 0 {
-                notes.push(format!("{place}:{}", path.as_str()));
+            if path.redact(&mut value) > 0 {
+                notes.push(path.as_str());
             }
-            count += n;
         }
-        if count > 0
-            && let Ok(bytes) = serde_json::to_vec(&value)
-        {
-            *body = bytes.into();
+        if notes.is_empty() {
+            return None;
         }
+        Some(BodyRedaction {
+            body: serde_json::to_vec(&value).ok(),
+            notes,
+        })
     }
 }
 

@@ -56,6 +56,20 @@ pub trait Sink: Send {
     /// [`Sink::sync`] returns.
     fn append(&mut self, exchange: Exchange) -> Result<(), StoreError>;
 
+    /// Hands one exchange to the store as its encoding (what
+    /// [`codec::encode`](crate::codec::encode) writes), recorded at
+    /// `recorded_at_ns`. Stores that keep records as bytes take them as
+    /// they are; the others decode them.
+    fn append_encoded(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), StoreError> {
+        let _ = recorded_at_ns;
+        let exchange = crate::codec::decode(record).map_err(|e| StoreError::Failed {
+            store: "record".into(),
+            detail: e.to_string(),
+            source: Some(Box::new(e)),
+        })?;
+        self.append(exchange)
+    }
+
     /// Makes everything appended so far durable (on a tape: written and
     /// fsynced).
     fn sync(&mut self) -> Result<(), StoreError>;
@@ -249,5 +263,27 @@ mod tests {
             got.iter().map(|e| e.recorded_at_ns).collect::<Vec<_>>(),
             vec![0, 1, 2]
         );
+    }
+
+    #[test]
+    fn a_sink_takes_records_as_bytes() {
+        let exchange = Exchange {
+            recorded_at_ns: 9,
+            comment: "as bytes".into(),
+            ..Default::default()
+        };
+        let mut sink = MemorySink::new();
+        sink.append_encoded(&crate::codec::encode_to_vec(&exchange), 9)
+            .expect("a valid record");
+        let error = sink
+            .append_encoded(&[0xff, 0xff, 0xff], 10)
+            .expect_err("not a record");
+        assert!(
+            error
+                .to_string()
+                .contains("not a valid reprise.v1.Exchange record"),
+            "{error}"
+        );
+        assert_eq!(drain(&mut sink.source()), [exchange]);
     }
 }

@@ -11,9 +11,12 @@
 //! - Recording is a bypass: when both bodies are done, what the call left
 //!   goes into a bounded queue with `try_send` ([`Recorder`]); when the
 //!   queue is full it is dropped from the recording, never from the call,
-//!   and counted in [`Metrics`]. A writer thread builds the exchange,
-//!   applies the `--match` filter, the rate cap and redaction ([`Rules`],
-//!   from the model crate), and owns the sink.
+//!   and counted in [`Metrics`]. A writer thread applies the `--match`
+//!   filter, the rate cap and redaction ([`Rules`], from the model
+//!   crate), and owns the sink. It encodes each record's bytes straight
+//!   from the record ([`Captured::encode`]); only when the filter or the
+//!   rate cap must judge a call does it build the call's exchange
+//!   ([`Captured::to_exchange`]), which encodes to the same bytes.
 
 mod metrics;
 mod recorder;

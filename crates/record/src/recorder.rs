@@ -1,8 +1,10 @@
 //! The bypass: a bounded queue between the forward path and the sink.
 //! `submit` never waits: when the queue is full the exchange is dropped
 //! from the recording (never from the forward path) and counted. A writer
-//! thread builds each exchange from what the forward path captured,
-//! applies the selection and redaction rules, and owns the sink.
+//! thread turns what the forward path captured into records (encoded
+//! straight from it, or through an `Exchange` when the selection rules
+//! must look at one), applies the selection and redaction rules, and owns
+//! the sink.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -14,10 +16,10 @@ use reprise_model::drain::{Drain, Next};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Exchange, Flags, Role, Sink};
+use reprise_model::{Exchange, Role, Sink, StoreError};
 
 use crate::metrics::Metrics;
-use crate::recording::Captured;
+use crate::recording::{Captured, prepare};
 
 /// What the writer thread applies before storing.
 pub struct Rules {
@@ -282,18 +284,38 @@ struct Store<'a> {
     rules: &'a Rules,
     metrics: &'a Metrics,
     first_error: Option<String>,
+    /// Where records are encoded, reused.
+    scratch: Vec<u8>,
 }
 
 impl Store<'_> {
     fn put(&mut self, mut exchange: Exchange) {
-        self.rules.redactor.apply(&mut exchange);
-        if self.rules.sample_rate < 1.0 {
-            exchange
-                .flags
-                .get_or_insert_with(Flags::default)
-                .sample_rate = Some(self.rules.sample_rate);
+        prepare(&mut exchange, &self.rules.redactor, self.rules.sample_rate);
+        let stored = self.sink.append(exchange);
+        self.stored(stored);
+    }
+
+    /// Stores `captured` encoded straight from the record, with the same
+    /// bytes `put` would store for its exchange (the recording's tests
+    /// hold them equal).
+    fn put_captured(&mut self, captured: &Captured) {
+        self.scratch.clear();
+        captured.encode(
+            &self.rules.redactor,
+            self.rules.sample_rate,
+            &mut self.scratch,
+        );
+        let stored = self
+            .sink
+            .append_encoded(&self.scratch, captured.recorded_at_ns());
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
         }
-        match self.sink.append(exchange) {
+        self.stored(stored);
+    }
+
+    fn stored(&mut self, result: Result<(), StoreError>) {
+        match result {
             Ok(()) => {
                 self.metrics.recorded.inc();
                 if let Some(bytes) = self.sink.bytes_written() {
@@ -309,6 +331,10 @@ impl Store<'_> {
         }
     }
 }
+
+/// The encoding buffer kept between records at most (a bigger one, left
+/// by a large body, is freed).
+const SCRATCH_KEEP: usize = 64 << 10;
 
 fn write_loop(
     rx: Receiver<Message>,
@@ -328,21 +354,30 @@ fn write_loop(
         rules: &rules,
         metrics,
         first_error: None,
+        scratch: Vec::new(),
     };
     // An exchange waits at most this long to be looked at; the forward
     // path never wakes this thread.
     let mut drain = Drain::new(rx, Duration::from_millis(20));
     while let Next::Item(Message::Record(mut captured)) = drain.next(None) {
-        let exchange = captured.to_exchange();
         metrics.queue_depth.dec();
+        // With nothing to decide about, the record is encoded as it is;
+        // otherwise the rules look at its exchange.
+        let exchange = if gated {
+            Some(captured.to_exchange())
+        } else {
+            store.put_captured(&captured);
+            None
+        };
         captured.recycle();
         cleared.push(captured);
         if cleared.len() >= GIVE_BATCH {
             pool.give(&mut cleared);
         }
-        let verdict = if !gated {
-            Verdict::Store(exchange)
-        } else if exchange.role() == Role::Downstream && !exchange.parent_id.is_empty() {
+        let Some(exchange) = exchange else {
+            continue;
+        };
+        let verdict = if exchange.role() == Role::Downstream && !exchange.parent_id.is_empty() {
             families.downstream(exchange)
         } else if exchange.role() == Role::Downstream {
             Verdict::Store(exchange)

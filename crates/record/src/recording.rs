@@ -3,17 +3,18 @@
 //! What the call's path keeps is copied into one [`Captured`] record per
 //! exchange: the heads encoded into a byte buffer as they pass, each
 //! body's bytes (up to the size cap) with the time offset of each frame.
-//! The record is taken from a pool and, once the writer thread has built
-//! the [`Exchange`] from it, cleared and given back: in a steady state the
+//! The record is taken from a pool and, once the writer thread has stored
+//! it, cleared and given back: in a steady state the
 //! call's path allocates nothing for the recording, and nothing it
 //! allocated is freed by another thread. (Holding hyper's own buffers
 //! instead, and letting the writer thread drop them, made the two threads
 //! fight over the allocator's locks: with glibc's malloc, a fifth of a
 //! serving thread's time.) When both bodies have ended (or been dropped)
-//! the record goes to the recorder; turning it into an [`Exchange`]
-//! (header conversion, body assembly, gRPC message framing) happens on the
+//! the record goes to the recorder; turning it into a stored record (body
+//! assembly, gRPC message framing, redaction, encoding) happens on the
 //! recorder's thread.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +23,8 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use reprise_model::grpc::{Deframer, percent_decode};
+use reprise_model::redact::{MARKER, Redactor};
+use reprise_model::writer::MessageWriter;
 use reprise_model::{
     Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, HeaderList, Protocol, RecordSource,
     Role, StreamMessage, TransportError,
@@ -177,12 +180,8 @@ impl BodyCapture {
         self.cancelled = false;
     }
 
-    fn model_trailers(&self) -> Vec<Header> {
-        if self.has_trailers {
-            fields(&self.trailers, &mut 0)
-        } else {
-            Vec::new()
-        }
+    fn trailer_fields(&self) -> Option<Fields<'_>> {
+        self.has_trailers.then(|| Fields::at(&self.trailers, 0))
     }
 
     /// The frames kept, with their time offsets.
@@ -285,6 +284,11 @@ impl Captured {
         self.upgraded = false;
     }
 
+    /// When the exchange started, in nanoseconds since the epoch.
+    pub fn recorded_at_ns(&self) -> u64 {
+        self.recorded_at_ns
+    }
+
     fn body_mut(&mut self, side: Side) -> &mut BodyCapture {
         match side {
             Side::Request => &mut self.request_body,
@@ -325,15 +329,64 @@ fn get<'a>(buf: &'a [u8], at: &mut usize) -> &'a [u8] {
     piece
 }
 
-fn fields(buf: &[u8], at: &mut usize) -> Vec<Header> {
-    let count = get_u32(buf, at) as usize;
-    let mut out = Vec::with_capacity(count.min(256));
-    for _ in 0..count {
-        let name = text(get(buf, at));
-        let value = get(buf, at);
-        out.push(Header::new(name, value));
+/// A block of fields as [`put_fields`] encoded them, read in place.
+#[derive(Debug, Clone, Copy)]
+struct Fields<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    /// The block starting at `start` of `buf`.
+    fn at(buf: &'a [u8], start: usize) -> Fields<'a> {
+        Fields {
+            buf: buf.get(start..).unwrap_or_default(),
+        }
     }
-    out
+
+    /// Each field's name and value, in order.
+    fn iter(self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        let mut at = 0;
+        let count = get_u32(self.buf, &mut at);
+        let buf = self.buf;
+        // Bounded by the bytes too: the buffer is this module's own
+        // encoding, so the count always holds, but nothing loops on it.
+        (0..count)
+            .map_while(move |_| (at < buf.len()).then(|| (get(buf, &mut at), get(buf, &mut at))))
+    }
+
+    /// Where the block ends in the buffer it was read from.
+    #[cfg(test)]
+    fn len(self) -> usize {
+        let mut at = 4;
+        for (name, value) in self.iter() {
+            at += 8 + name.len() + value.len();
+        }
+        at.min(self.buf.len())
+    }
+
+    fn to_headers(self) -> Vec<Header> {
+        let mut out = Vec::with_capacity(self.iter().size_hint().1.unwrap_or(0).min(256));
+        out.extend(
+            self.iter()
+                .map(|(name, value)| Header::new(text(name), value)),
+        );
+        out
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// The first value of `name` (compared case-insensitively).
+    fn get(self, name: &str) -> Option<&'a [u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, value)| value)
+    }
+}
+
+impl HeaderList for Fields<'_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.get(name)
+    }
 }
 
 fn get_u32(buf: &[u8], at: &mut usize) -> u32 {
@@ -353,36 +406,24 @@ fn addr_text(addr: std::net::SocketAddr) -> String {
         return addr.to_string();
     };
     let mut out = String::with_capacity(21);
+    let mut digits = itoa::Buffer::new();
     for (i, octet) in v4.ip().octets().into_iter().enumerate() {
         if i > 0 {
             out.push('.');
         }
-        push_decimal(&mut out, u32::from(octet));
+        out.push_str(digits.format(octet));
     }
     out.push(':');
-    push_decimal(&mut out, u32::from(v4.port()));
+    out.push_str(digits.format(v4.port()));
     out
 }
 
-fn push_decimal(out: &mut String, mut n: u32) {
-    let mut digits = [0u8; 10];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[at..].iter().map(|&d| char::from(d)));
-}
-
-fn text(bytes: &[u8]) -> String {
-    // Valid UTF-8 (names and methods always are) takes the quick check.
+fn text(bytes: &[u8]) -> Cow<'_, str> {
+    // Valid UTF-8 (names and methods always are) is borrowed as it is;
+    // `from_utf8` checks it faster than `from_utf8_lossy` does.
     match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
     }
 }
 
@@ -538,7 +579,7 @@ fn protocol(version: Option<Version>, grpc: bool) -> Protocol {
 }
 
 /// The gRPC status a block of fields carries.
-fn grpc_status(fields: &[Header]) -> Option<GrpcStatus> {
+fn grpc_status(fields: &impl HeaderList) -> Option<GrpcStatus> {
     let code = fields.header_str("grpc-status")?.trim().parse().ok()?;
     let message = fields
         .header("grpc-message")
@@ -564,145 +605,402 @@ fn grpc_messages(
     deframer.finish(end_ns)
 }
 
+/// What a record says, read once. Both ways of storing it start from
+/// here: as an [`Exchange`] ([`Captured::to_exchange`]), or encoded
+/// straight into a record's bytes ([`Captured::encode`]), so the two
+/// cannot disagree on what an exchange holds.
+struct Parts<'a> {
+    origin: &'a Origin,
+    method: Cow<'a, str>,
+    scheme: Cow<'a, str>,
+    authority: Cow<'a, str>,
+    path: Cow<'a, str>,
+    server_addr: Cow<'a, str>,
+    request_fields: Fields<'a>,
+    response: Option<(StatusCode, Fields<'a>)>,
+    request_trailers: Option<Fields<'a>>,
+    response_trailers: Option<Fields<'a>>,
+    /// A gRPC call's status, from the response's trailers (a
+    /// trailers-only response carries it in the head).
+    grpc_status: Option<GrpcStatus>,
+    /// For a gRPC call, both bodies' messages in time order, and whether
+    /// the last message of the request, then of the response, was cut.
+    messages: Option<(Vec<StreamMessage>, bool, bool)>,
+    error: Option<TransportError>,
+    /// The call's own flags, when it has any: (cancelled, upgraded).
+    flags: Option<(bool, bool)>,
+}
+
+/// The origin of a record that has none (never the case for one made by
+/// [`Recording::new`]).
+static NO_ORIGIN: Origin = Origin {
+    service: String::new(),
+    instance: String::new(),
+    recorder: "",
+    role: Role::Inbound,
+    listener: String::new(),
+    scheme: "http",
+    authority: String::new(),
+    server_addr: String::new(),
+    max_body: 0,
+};
+
+/// Where each body's redaction notes go, in the order
+/// [`Redactor::apply`] lists them: request head, trailers and body, then
+/// the response's.
+const NOTE_PLACES: [&str; 6] = [
+    "request.header",
+    "request.trailer",
+    "request.body",
+    "response.header",
+    "response.trailer",
+    "response.body",
+];
+
 impl Captured {
-    /// The exchange, built on the recorder's thread; the record is left
-    /// as it was, to be recycled.
-    pub fn to_exchange(&self) -> Exchange {
-        let fallback;
-        let origin: &Origin = match &self.origin {
-            Some(origin) => origin,
-            None => {
-                fallback = Origin {
-                    service: String::new(),
-                    instance: String::new(),
-                    recorder: "",
-                    role: Role::Inbound,
-                    listener: String::new(),
-                    scheme: "http",
-                    authority: String::new(),
-                    server_addr: String::new(),
-                    max_body: 0,
-                };
-                &fallback
-            }
-        };
+    fn parts(&self) -> Parts<'_> {
+        let origin = self.origin.as_deref().unwrap_or(&NO_ORIGIN);
         let heads = &self.heads[..];
         let mut at = 0;
         let method = text(get(heads, &mut at));
         let target_scheme = get(heads, &mut at);
         let target_authority = get(heads, &mut at);
         let path = text(get(heads, &mut at));
-        let request_headers = fields(heads, &mut at);
+        let request_fields = Fields::at(heads, at);
         let authority = if !target_authority.is_empty() {
             text(target_authority)
-        } else if let Some(host) = request_headers.header_str("host") {
-            host.to_string()
+        } else if let Some(host) = request_fields
+            .get("host")
+            .and_then(|host| std::str::from_utf8(host).ok())
+        {
+            Cow::Borrowed(host)
         } else {
-            origin.authority.clone()
+            Cow::Borrowed(origin.authority.as_str())
         };
         let scheme = match (origin.role, target_scheme) {
             (Role::Downstream, scheme) if !scheme.is_empty() => text(scheme),
-            _ => origin.scheme.to_string(),
+            _ => Cow::Borrowed(origin.scheme),
         };
         let server_addr = if origin.server_addr.is_empty() {
             authority.clone()
         } else {
-            origin.server_addr.clone()
+            Cow::Borrowed(origin.server_addr.as_str())
         };
+        let response = self
+            .response
+            .map(|(status, start)| (status, Fields::at(heads, start)));
+        let (request_body, response_body) = (&self.request_body, &self.response_body);
+        let response_trailers = response_body.trailer_fields();
+        let grpc_status = response.filter(|_| self.grpc).and_then(|(_, headers)| {
+            response_trailers
+                .and_then(|trailers| grpc_status(&trailers))
+                .or_else(|| grpc_status(&headers))
+        });
+        let messages = self.grpc.then(|| {
+            let end = self.duration_ns;
+            let (mut messages, request_cut) = grpc_messages(request_body, Direction::Request, end);
+            let (responses, response_cut) = grpc_messages(response_body, Direction::Response, end);
+            messages.extend(responses);
+            messages.sort_by_key(|m| m.offset_ns);
+            (messages, request_cut, response_cut)
+        });
+        // A broken body: the first break is the exchange's error, unless
+        // the call had already failed.
+        let mut error = self.error.clone();
+        for (side, body) in [("request", request_body), ("response", response_body)] {
+            if let (None, Some(message)) = (&error, &body.error) {
+                error = Some(TransportError {
+                    kind: ErrorKind::Reset as i32,
+                    message: format!("{side} body: {message}"),
+                    after_response_head: response.is_some(),
+                });
+            }
+        }
+        // A body dropped unfinished because the call failed is told by the
+        // error; `cancelled` is for calls abandoned by their client.
+        let cancelled = (request_body.cancelled || response_body.cancelled) && error.is_none();
+        Parts {
+            origin,
+            method,
+            scheme,
+            authority,
+            path,
+            server_addr,
+            request_fields,
+            response,
+            request_trailers: request_body.trailer_fields(),
+            response_trailers,
+            grpc_status,
+            messages,
+            error,
+            flags: (cancelled || self.upgraded).then_some((cancelled, self.upgraded)),
+        }
+    }
+
+    /// The exchange, built on the recorder's thread; the record is left
+    /// as it was, to be recycled.
+    pub fn to_exchange(&self) -> Exchange {
+        let parts = self.parts();
+        let origin = parts.origin;
         let Identity {
             id,
             parent_id,
             trace_id,
             peer,
         } = self.identity;
-        let mut exchange = Exchange {
+        let (request_body, response_body) = (&self.request_body, &self.response_body);
+        let (request_cut, response_cut) = parts
+            .messages
+            .as_ref()
+            .map_or((false, false), |(_, request, response)| {
+                (*request, *response)
+            });
+        let mut request = reprise_model::Request {
+            method: parts.method.into_owned(),
+            scheme: parts.scheme.into_owned(),
+            authority: parts.authority.into_owned(),
+            path: parts.path.into_owned(),
+            headers: parts.request_fields.to_headers(),
+            body_size: request_body.size,
+            body_truncated: request_body.truncated || request_cut,
+            trailers: parts
+                .request_trailers
+                .map(Fields::to_headers)
+                .unwrap_or_default(),
+            ..Default::default()
+        };
+        let mut response = parts
+            .response
+            .map(|(status, headers)| reprise_model::Response {
+                status: u32::from(status.as_u16()),
+                reason: status.canonical_reason().unwrap_or("").to_string(),
+                grpc: parts.grpc_status,
+                headers: headers.to_headers(),
+                body_size: response_body.size,
+                body_truncated: response_body.truncated || response_cut,
+                trailers: parts
+                    .response_trailers
+                    .map(Fields::to_headers)
+                    .unwrap_or_default(),
+                ..Default::default()
+            });
+        let messages = match parts.messages {
+            Some((messages, _, _)) => messages,
+            None => {
+                request.body = request_body.bytes();
+                if let Some(response) = response.as_mut() {
+                    response.body = response_body.bytes();
+                }
+                Vec::new()
+            }
+        };
+        Exchange {
             id: id.to_vec(),
             parent_id: parent_id.map(|p| p.to_vec()).unwrap_or_default(),
             trace_id: trace_id.map(|t| t.to_vec()).unwrap_or_default(),
             recorded_at_ns: self.recorded_at_ns,
             duration_ns: self.duration_ns,
-            protocol: protocol(self.version, self.grpc) as i32,
-            role: origin.role as i32,
             source: Some(RecordSource {
                 service: origin.service.clone(),
                 instance: origin.instance.clone(),
                 recorder: origin.recorder.into(),
                 listener: origin.listener.clone(),
                 client_addr: peer.map(addr_text).unwrap_or_default(),
-                server_addr,
+                server_addr: parts.server_addr.into_owned(),
                 ..Default::default()
             }),
-            error: self.error.clone(),
-            ..Default::default()
-        };
-        let (request_body, response_body) = (&self.request_body, &self.response_body);
-        let mut model_request = reprise_model::Request {
-            method,
-            scheme,
-            authority,
-            path,
-            headers: request_headers,
-            body_size: request_body.size,
-            body_truncated: request_body.truncated,
-            trailers: request_body.model_trailers(),
-            ..Default::default()
-        };
-        let mut model_response = self.response.map(|(status, start)| {
-            let headers = fields(heads, &mut { start });
-            let trailers = response_body.model_trailers();
-            // A trailers-only gRPC response carries its status in the head.
-            let grpc = grpc_status(&trailers).or_else(|| grpc_status(&headers));
-            reprise_model::Response {
-                status: u32::from(status.as_u16()),
-                reason: status.canonical_reason().unwrap_or("").to_string(),
-                grpc,
-                headers,
-                body_size: response_body.size,
-                body_truncated: response_body.truncated,
-                trailers,
+            protocol: protocol(self.version, self.grpc) as i32,
+            role: origin.role as i32,
+            request: Some(request),
+            response,
+            messages,
+            error: parts.error,
+            flags: parts.flags.map(|(cancelled, upgraded)| Flags {
+                cancelled,
+                upgraded,
                 ..Default::default()
-            }
-        });
-        if self.grpc {
-            let end = self.duration_ns;
-            let (mut messages, cut) = grpc_messages(request_body, Direction::Request, end);
-            model_request.body_truncated |= cut;
-            let (responses, cut) = grpc_messages(response_body, Direction::Response, end);
-            if let Some(response) = model_response.as_mut() {
-                response.body_truncated |= cut;
-            }
-            messages.extend(responses);
-            messages.sort_by_key(|m| m.offset_ns);
-            exchange.messages = messages;
-        } else {
-            model_request.body = request_body.bytes();
-            if let Some(response) = model_response.as_mut() {
-                response.body = response_body.bytes();
-            }
+            }),
+            ..Default::default()
         }
-        exchange.request = Some(model_request);
-        exchange.response = model_response;
-        // A broken body: the first break is the exchange's error, unless
-        // the call had already failed.
-        for (side, body) in [("request", request_body), ("response", response_body)] {
-            if let (None, Some(message)) = (&exchange.error, &body.error) {
-                exchange.error = Some(TransportError {
-                    kind: ErrorKind::Reset as i32,
-                    message: format!("{side} body: {message}"),
-                    after_response_head: exchange.response.is_some(),
-                });
-            }
-        }
-        // A body dropped unfinished because the call failed is told by the
-        // error; `cancelled` is for calls abandoned by their client.
-        let cancelled = request_body.cancelled || response_body.cancelled;
-        if (cancelled && exchange.error.is_none()) || self.upgraded {
-            let flags = exchange.flags.get_or_insert_with(Flags::default);
-            flags.cancelled = cancelled && exchange.error.is_none();
-            flags.upgraded = self.upgraded;
-        }
-        exchange
     }
+
+    /// Appends the record of this exchange, redacted by `redactor` and
+    /// noting `sample_rate` when below 1, to `out`: the bytes
+    /// `reprise_model::encode` writes for [`Captured::to_exchange`]'s
+    /// exchange after [`prepare`], without building the exchange.
+    pub fn encode(&self, redactor: &Redactor, sample_rate: f64, out: &mut Vec<u8>) {
+        let parts = self.parts();
+        let origin = parts.origin;
+        let identity = &self.identity;
+        let (request_body, response_body) = (&self.request_body, &self.response_body);
+        let mut notes: [Vec<String>; 6] = Default::default();
+        let [
+            request_head,
+            request_trailer,
+            request_body_notes,
+            response_head,
+            response_trailer,
+            response_body_notes,
+        ] = &mut notes;
+        let (request_cut, response_cut) = parts
+            .messages
+            .as_ref()
+            .map_or((false, false), |(_, request, response)| {
+                (*request, *response)
+            });
+        let bodies = parts.messages.is_none();
+        let mut w = MessageWriter::new(out);
+        w.bytes(1, &identity.id);
+        w.bytes(2, identity.parent_id.as_ref().map_or(&[][..], |p| &p[..]));
+        w.bytes(3, identity.trace_id.as_ref().map_or(&[][..], |t| &t[..]));
+        w.uint(4, self.recorded_at_ns);
+        w.uint(5, self.duration_ns);
+        w.message(6, |s| {
+            s.string(1, &origin.service);
+            s.string(2, &origin.instance);
+            s.string(3, &origin.listener);
+            s.string(4, origin.recorder);
+            if let Some(peer) = identity.peer {
+                s.string(5, &addr_text(peer));
+            }
+            s.string(6, &parts.server_addr);
+        });
+        w.uint(7, protocol(self.version, self.grpc) as u64);
+        w.uint(8, origin.role as u64);
+        w.large_message(9, |r| {
+            r.string(1, &parts.method);
+            r.string(2, &parts.scheme);
+            r.string(3, &parts.authority);
+            r.string(4, &parts.path);
+            write_fields(r, 5, parts.request_fields, redactor, request_head);
+            if bodies {
+                write_body(
+                    r,
+                    6,
+                    request_body,
+                    parts.request_fields,
+                    redactor,
+                    request_body_notes,
+                );
+            }
+            if let Some(trailers) = parts.request_trailers {
+                write_fields(r, 7, trailers, redactor, request_trailer);
+            }
+            r.uint(8, request_body.size);
+            r.bool(9, request_body.truncated || request_cut);
+        });
+        if let Some((status, headers)) = parts.response {
+            w.large_message(10, |r| {
+                r.uint(1, u64::from(status.as_u16()));
+                r.string(2, status.canonical_reason().unwrap_or(""));
+                write_fields(r, 3, headers, redactor, response_head);
+                if bodies {
+                    write_body(r, 4, response_body, headers, redactor, response_body_notes);
+                }
+                if let Some(trailers) = parts.response_trailers {
+                    write_fields(r, 5, trailers, redactor, response_trailer);
+                }
+                r.uint(6, response_body.size);
+                r.bool(7, response_body.truncated || response_cut);
+                if let Some(grpc) = &parts.grpc_status {
+                    r.prost(9, grpc);
+                }
+            });
+        }
+        for message in parts.messages.iter().flat_map(|(messages, _, _)| messages) {
+            w.prost(11, message);
+        }
+        if let Some(error) = &parts.error {
+            w.prost(12, error);
+        }
+        let mut redactions: Vec<String> = Vec::new();
+        for (place, notes) in NOTE_PLACES.iter().zip(notes) {
+            for note in notes {
+                let note = format!("{place}:{note}");
+                if !redactions.contains(&note) {
+                    redactions.push(note);
+                }
+            }
+        }
+        let (cancelled, upgraded) = parts.flags.unwrap_or_default();
+        if parts.flags.is_some() || !redactions.is_empty() || sample_rate < 1.0 {
+            w.message(13, |f| {
+                f.bool(1, !redactions.is_empty());
+                for note in &redactions {
+                    f.each_string(2, note);
+                }
+                f.bool(3, upgraded);
+                f.bool(4, cancelled);
+                if sample_rate < 1.0 {
+                    f.double(5, sample_rate);
+                }
+            });
+        }
+    }
+}
+
+/// Redacts `exchange` by `redactor` and notes `sample_rate` when below 1:
+/// what the recorder does to an exchange before storing it.
+pub(crate) fn prepare(exchange: &mut Exchange, redactor: &Redactor, sample_rate: f64) {
+    redactor.apply(exchange);
+    if sample_rate < 1.0 {
+        exchange
+            .flags
+            .get_or_insert_with(Flags::default)
+            .sample_rate = Some(sample_rate);
+    }
+}
+
+/// Writes a block of fields as `field`'s `Header` messages, redacting as
+/// [`Redactor::apply`] does; each rule that replaced a value goes to `notes`.
+fn write_fields(
+    w: &mut MessageWriter<'_>,
+    field: u32,
+    fields: Fields<'_>,
+    redactor: &Redactor,
+    notes: &mut Vec<String>,
+) {
+    for (name, value) in fields.iter() {
+        // Written as they are: a name comes from an `http::HeaderName`, so
+        // it is always visible ASCII, which `to_headers` keeps as it is too.
+        let value = match redactor.header_rule(name) {
+            Some(rule) if value != MARKER.as_bytes() => {
+                notes.push(rule.to_string());
+                MARKER.as_bytes()
+            }
+            _ => value,
+        };
+        w.pair(field, name, value);
+    }
+}
+
+/// Writes a body's kept bytes as `field`, after the JSON rules (which see
+/// the head's fields as redacted); what they redacted goes to `notes`.
+fn write_body(
+    w: &mut MessageWriter<'_>,
+    field: u32,
+    body: &BodyCapture,
+    head: Fields<'_>,
+    redactor: &Redactor,
+    notes: &mut Vec<String>,
+) {
+    if redactor.has_json_rules() && body.kept > 0 {
+        let seen = |name: &str| match redactor.header_rule(name.as_bytes()) {
+            Some(_) => head.header(name).map(|_| MARKER),
+            None => head.header_str(name),
+        };
+        let whole = body.bytes();
+        if let Some(done) =
+            redactor.redact_json_body(&whole, seen("content-type"), seen("content-encoding"))
+        {
+            notes.extend(done.notes.iter().map(|note| note.to_string()));
+            w.bytes(field, done.body.as_deref().unwrap_or(&whole));
+            return;
+        }
+        w.bytes(field, &whole);
+        return;
+    }
+    w.bytes_in_pieces(field, body.kept, body.frames().map(|(_, frame)| frame));
 }
 
 #[cfg(test)]
@@ -802,10 +1100,10 @@ mod tests {
         let mut buf = Vec::new();
         put_fields(&mut buf, &map);
         put(&mut buf, b"tail");
-        let mut at = 0;
-        let got = fields(&buf, &mut at);
+        let block = Fields::at(&buf, 0);
+        let mut at = block.len();
         assert_eq!(
-            got,
+            block.to_headers(),
             [
                 Header::new("x-a", "1"),
                 Header::new("x-a", "2"),
@@ -815,6 +1113,285 @@ mod tests {
         assert_eq!(get(&buf, &mut at), b"tail");
         // Past the end: empty, never a panic.
         assert_eq!(get(&buf, &mut at), b"");
-        assert!(fields(&buf, &mut at).is_empty());
+        assert_eq!(Fields::at(&buf, at).iter().count(), 0);
+        assert_eq!(Fields::at(&buf, buf.len() + 9).iter().count(), 0);
+    }
+
+    // --- The record encoded directly is the exchange's encoding -----------
+
+    fn map(fields: &[(&str, &[u8])]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            let name = http::HeaderName::from_bytes(name.as_bytes());
+            let value = http::HeaderValue::from_bytes(value);
+            if let (Ok(name), Ok(value)) = (name, value) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    fn origin(role: Role) -> Arc<Origin> {
+        Arc::new(Origin {
+            service: "shop".into(),
+            instance: "pod-1".into(),
+            recorder: "proxy",
+            role,
+            listener: "127.0.0.1:8080".into(),
+            scheme: "http",
+            authority: "fallback.example".into(),
+            server_addr: String::new(),
+            max_body: 1 << 20,
+        })
+    }
+
+    /// A record as `Recording` fills one: the request head, then the rest.
+    fn record(
+        origin: Option<Arc<Origin>>,
+        method: &str,
+        uri: &str,
+        version: Version,
+        headers: &[(&str, &[u8])],
+    ) -> Captured {
+        let mut c = Captured {
+            origin,
+            version: Some(version),
+            recorded_at_ns: 1_700_000_000_123_456_789,
+            duration_ns: 5_000,
+            ..Default::default()
+        };
+        c.identity.id = [7; 16];
+        let uri: Uri = uri.parse().unwrap_or_default();
+        let headers = map(headers);
+        c.grpc = is_grpc(&headers);
+        put(&mut c.heads, method.as_bytes());
+        put(
+            &mut c.heads,
+            uri.scheme_str().unwrap_or_default().as_bytes(),
+        );
+        put(
+            &mut c.heads,
+            uri.authority().map_or("", |a| a.as_str()).as_bytes(),
+        );
+        put(
+            &mut c.heads,
+            uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes(),
+        );
+        put_fields(&mut c.heads, &headers);
+        c
+    }
+
+    fn respond(c: &mut Captured, status: u16, headers: &[(&str, &[u8])]) {
+        let start = c.heads.len();
+        put_fields(&mut c.heads, &map(headers));
+        c.response = Some((StatusCode::from_u16(status).unwrap_or_default(), start));
+    }
+
+    fn frames(body: &mut BodyCapture, frames: &[&[u8]], max: usize) {
+        for (i, frame) in frames.iter().enumerate() {
+            body.data(100 + i as u64 * 10, &Bytes::copy_from_slice(frame), max);
+        }
+    }
+
+    /// Both ways of storing `c` give the same bytes.
+    fn assert_same(c: &Captured, redactor: &Redactor, rate: f64) -> Exchange {
+        let mut direct = Vec::new();
+        c.encode(redactor, rate, &mut direct);
+        let mut exchange = c.to_exchange();
+        prepare(&mut exchange, redactor, rate);
+        let decoded = reprise_model::decode(&direct);
+        assert_eq!(decoded.ok().as_ref(), Some(&exchange));
+        assert_eq!(direct, reprise_model::codec::encode_to_vec(&exchange));
+        exchange
+    }
+
+    #[test]
+    fn a_plain_call_encodes_as_its_exchange() {
+        let mut c = record(
+            Some(origin(Role::Inbound)),
+            "POST",
+            "/api/orders?x=1",
+            Version::HTTP_11,
+            &[
+                ("host", b"shop.example:8080"),
+                ("authorization", b"Bearer secret"),
+                ("cookie", b"a=1"),
+                ("content-type", b"application/json"),
+                ("x-bin", b"\xff\x01"),
+            ],
+        );
+        c.identity.peer = "10.1.2.3:45678".parse().ok();
+        let big = vec![b'z'; SHARE_AT + 10];
+        frames(&mut c.request_body, &[b"{\"a\":", b"1}"], 1 << 20);
+        respond(
+            &mut c,
+            201,
+            &[("set-cookie", b"s=2"), ("content-type", b"text/plain")],
+        );
+        frames(&mut c.response_body, &[b"ok ", &big, b"!"], 1 << 20);
+        let redactor = Redactor::default();
+        let exchange = assert_same(&c, &redactor, 1.0);
+        let flags = exchange.flags.unwrap_or_default();
+        assert_eq!(
+            flags.redactions,
+            [
+                "request.header:authorization",
+                "request.header:cookie",
+                "response.header:set-cookie"
+            ]
+        );
+        assert_eq!(
+            exchange.request.map(|r| r.authority),
+            Some("shop.example:8080".into())
+        );
+        assert_same(&c, &Redactor::none(), 0.25);
+        assert_same(&c, &Redactor::none(), 0.0);
+        assert_same(&c, &Redactor::none().header("X-BIN"), 1.0);
+    }
+
+    #[test]
+    fn json_rules_encode_as_they_apply() {
+        let json = |content_type: &'static [u8]| {
+            let mut c = record(
+                Some(origin(Role::Inbound)),
+                "POST",
+                "/pay",
+                Version::HTTP_11,
+                &[
+                    ("content-type", content_type),
+                    ("authorization", b"[redacted]"),
+                ],
+            );
+            frames(
+                &mut c.request_body,
+                &[b"{\"card\":{\"number\":", b"\"4111\"},\"password\":\"p\"}"],
+                1 << 20,
+            );
+            respond(&mut c, 200, &[]);
+            // Cut at the cap: not readable, so not stored.
+            frames(&mut c.response_body, &[b"{\"password\":\"abcdef\"}"], 8);
+            c
+        };
+        let rules = Redactor::default()
+            .json_path("$.card.number")
+            .and_then(|r| r.json_path("$..password"))
+            .unwrap_or_default();
+        let exchange = assert_same(&json(b"application/json"), &rules, 1.0);
+        assert_eq!(
+            exchange.flags.unwrap_or_default().redactions,
+            [
+                "request.body:$.card.number",
+                "request.body:$..password",
+                "response.body:unparsed"
+            ]
+        );
+        // The content type redacted: the rules see the marker, and leave
+        // the body alone.
+        assert_same(
+            &json(b"application/json"),
+            &rules.clone().header("content-type"),
+            1.0,
+        );
+        assert_same(&json(b"text/plain"), &rules, 0.5);
+        // Nothing the paths select: untouched; only the cut body is noted.
+        let quiet = Redactor::none().json_path("$.nothing").unwrap_or_default();
+        let exchange = assert_same(&json(b"application/json"), &quiet, 1.0);
+        assert_eq!(
+            exchange.flags.unwrap_or_default().redactions,
+            ["response.body:unparsed"]
+        );
+    }
+
+    #[test]
+    fn a_grpc_call_encodes_as_its_exchange() {
+        let mut c = record(
+            Some(origin(Role::Downstream)),
+            "POST",
+            "https://inventory.internal:443/shop.Stock/Watch",
+            Version::HTTP_2,
+            &[("content-type", b"application/grpc"), ("te", b"trailers")],
+        );
+        c.identity.parent_id = Some([1; 16]);
+        c.identity.trace_id = Some([2; 16]);
+        c.identity.peer = "[::1]:9000".parse().ok();
+        frames(
+            &mut c.request_body,
+            &[&[0, 0, 0], &[0, 2, b'h', b'i']],
+            1 << 20,
+        );
+        let mut trailers = HeaderMap::new();
+        trailers.insert("authorization", http::HeaderValue::from_static("x"));
+        c.request_body.trailers(&trailers);
+        respond(&mut c, 200, &[("content-type", b"application/grpc")]);
+        // The second message is cut by the cap.
+        frames(
+            &mut c.response_body,
+            &[&[0, 0, 0, 0, 1, 9, 0, 0, 0, 0, 9, 1, 2]],
+            9,
+        );
+        c.response_body.trailers(&map(&[
+            ("grpc-status", b"5"),
+            ("grpc-message", b"not%20found"),
+        ]));
+        let exchange = assert_same(&c, &Redactor::default(), 1.0);
+        assert_eq!(exchange.messages.len(), 3);
+        assert_eq!(
+            exchange.response.and_then(|r| r.grpc).map(|g| g.code),
+            Some(5)
+        );
+        // Trailers-only: the status is in the head.
+        let mut c = record(
+            None,
+            "POST",
+            "/shop.Stock/Get",
+            Version::HTTP_2,
+            &[("content-type", b"application/grpc+proto")],
+        );
+        respond(
+            &mut c,
+            200,
+            &[("grpc-status", b"14"), ("grpc-message", b"down")],
+        );
+        assert_same(&c, &Redactor::default(), 1.0);
+    }
+
+    #[test]
+    fn failed_and_odd_calls_encode_as_their_exchanges() {
+        // No response: the connection failed; the client gave up.
+        let mut c = record(
+            Some(origin(Role::Inbound)),
+            "GET",
+            "/",
+            Version::HTTP_10,
+            &[("host", b"\xffbad")],
+        );
+        c.error = Some(TransportError {
+            kind: ErrorKind::Connect as i32,
+            message: "connection refused".into(),
+            after_response_head: false,
+        });
+        c.request_body.cancelled();
+        assert_same(&c, &Redactor::default(), 1.0);
+        // Cancelled with no error: flagged.
+        c.error = None;
+        assert_same(&c, &Redactor::default(), 1.0);
+        // Upgraded, and a body that broke after the head.
+        let mut c = record(
+            Some(origin(Role::Inbound)),
+            "GET",
+            "/ws",
+            Version::HTTP_11,
+            &[("upgrade", b"websocket")],
+        );
+        respond(&mut c, 101, &[("upgrade", b"websocket")]);
+        c.upgraded = true;
+        c.response_body.broke("reset by peer".into());
+        c.response_body.cancelled();
+        assert_same(&c, &Redactor::default(), 1.0);
+        // A status with no reason, empty heads, empty bodies, no origin.
+        let mut c = record(None, "GET", "/", Version::HTTP_11, &[]);
+        respond(&mut c, 599, &[]);
+        assert_same(&c, &Redactor::none(), 1.0);
+        assert_same(&Captured::default(), &Redactor::default(), 1.0);
     }
 }

@@ -248,6 +248,29 @@ impl TapeWriter {
     /// Queues one exchange. Waits while the queue is full.
     pub fn write(&mut self, exchange: &Exchange) -> Result<(), TapeError> {
         let len = reprise_model::encoded_len(exchange);
+        self.check_len(len)?;
+        let mut bytes = Vec::with_capacity(len + 10);
+        prost::encoding::encode_varint(len as u64, &mut bytes);
+        reprise_model::encode(exchange, &mut bytes);
+        self.queue(
+            bytes,
+            exchange.recorded_at_ns,
+            exchange.unknown_fields.is_some(),
+        )
+    }
+
+    /// Queues one exchange given as its encoding (`reprise_model::encode`'s
+    /// bytes, holding no fields of a newer schema). Waits while the queue
+    /// is full.
+    pub fn write_encoded(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), TapeError> {
+        self.check_len(record.len())?;
+        let mut bytes = Vec::with_capacity(record.len() + 10);
+        prost::encoding::encode_varint(record.len() as u64, &mut bytes);
+        bytes.extend_from_slice(record);
+        self.queue(bytes, recorded_at_ns, false)
+    }
+
+    fn check_len(&self, len: usize) -> Result<(), TapeError> {
         if len > MAX_BLOCK_PAYLOAD as usize - 16 {
             return Err(TapeError::RecordTooLarge {
                 path: self.path.clone(),
@@ -255,14 +278,20 @@ impl TapeWriter {
                 max: MAX_BLOCK_PAYLOAD as usize,
             });
         }
-        let mut bytes = Vec::with_capacity(len + 10);
-        prost::encoding::encode_varint(len as u64, &mut bytes);
-        reprise_model::encode(exchange, &mut bytes);
+        Ok(())
+    }
+
+    fn queue(
+        &mut self,
+        bytes: Vec<u8>,
+        recorded_at_ns: u64,
+        carries_unknown: bool,
+    ) -> Result<(), TapeError> {
         let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
         let record = Command::Record {
             bytes,
-            recorded_at_ns: exchange.recorded_at_ns,
-            carries_unknown: exchange.unknown_fields.is_some(),
+            recorded_at_ns,
+            carries_unknown,
         };
         tx.send(record).map_err(|_| self.closed())
     }
@@ -313,6 +342,11 @@ impl Drop for TapeWriter {
 impl Sink for TapeWriter {
     fn append(&mut self, exchange: Exchange) -> Result<(), StoreError> {
         self.write(&exchange).map_err(StoreError::from)
+    }
+
+    fn append_encoded(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), StoreError> {
+        self.write_encoded(record, recorded_at_ns)
+            .map_err(StoreError::from)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {

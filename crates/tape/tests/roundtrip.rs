@@ -226,3 +226,47 @@ fn blocks_of_a_newer_revision_are_checked_for_unknown_fields() {
     assert!(damage.is_empty());
     assert_eq!(reprise_model::codec::encode_to_vec(&read[0]), record);
 }
+
+#[test]
+fn records_given_encoded_read_back_as_their_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, small_blocks()).unwrap();
+    let exchanges: Vec<_> = (0..40).map(|i| common::exchange(i, 200)).collect();
+    for (i, exchange) in exchanges.iter().enumerate() {
+        // Alternately as an exchange and as its bytes, through the sink.
+        if i % 2 == 0 {
+            let bytes = reprise_model::codec::encode_to_vec(exchange);
+            writer
+                .append_encoded(&bytes, exchange.recorded_at_ns)
+                .unwrap();
+        } else {
+            writer.append(exchange.clone()).unwrap();
+        }
+    }
+    writer.finish().unwrap();
+    let (read, damage) = common::read_all(&path);
+    assert!(damage.is_empty());
+    assert_eq!(read, exchanges);
+    // The blocks' time ranges come from the times given with the bytes.
+    let (blocks, _) = block_index(&path).unwrap();
+    assert_eq!(blocks[0].min_ts, exchanges[0].recorded_at_ns);
+    assert!(blocks.windows(2).all(|w| w[0].max_ts < w[1].min_ts));
+}
+
+#[test]
+fn a_record_larger_than_a_block_is_refused_with_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, WriterOptions::default()).unwrap();
+    let huge = vec![0u8; reprise_tape::format::MAX_BLOCK_PAYLOAD as usize];
+    let error = writer.write_encoded(&huge, 1).unwrap_err().to_string();
+    assert!(
+        error.contains("larger than the") && error.contains(&huge.len().to_string()),
+        "{error}"
+    );
+    // The tape goes on.
+    writer.write(&common::exchange(1, 10)).unwrap();
+    writer.finish().unwrap();
+    assert_eq!(common::read_all(&path).0.len(), 1);
+}
