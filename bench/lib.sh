@@ -216,8 +216,9 @@ ${3:-}
 }
 EOF
 }
-# nginx as the reference reverse proxy, for nginx_conf's MORE: PORT
-# forwards to the backend on BACKEND_PORT over kept HTTP/1.1 connections.
+# nginx as the reference reverse proxy, as server blocks (for
+# nginx_conf's MORE, or nginx_proxy_conf): PORT forwards to the backend on
+# BACKEND_PORT over kept HTTP/1.1 connections.
 nginx_reverse_proxy() {  # PORT BACKEND_PORT
   cat <<NGINX
     upstream be {
@@ -234,6 +235,48 @@ nginx_reverse_proxy() {  # PORT BACKEND_PORT
         }
     }
 NGINX
+}
+# The reverse proxy as an nginx of its own: a whole nginx.conf, in the
+# foreground, one process (`master_process off`) that is its only worker,
+# its files named after NAME in $dir. Start it with start_nginx_proxy.
+# A process of its own, as reprise is, so that its CPU time is its own
+# (as a server block of the backend's nginx it shares one worker with the
+# backend; measured that way it was also 10 % slower).
+nginx_proxy_conf() {  # PORT BACKEND_PORT NAME
+  mkdir -p "$dir/tmp/$3"
+  cat <<NGINX
+daemon off;
+master_process off;
+worker_processes 1;
+pid $dir/$3.pid;
+error_log $dir/$3-error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/$3;
+    proxy_temp_path $dir/tmp/$3;
+    fastcgi_temp_path $dir/tmp/$3;
+    uwsgi_temp_path $dir/tmp/$3;
+    scgi_temp_path $dir/tmp/$3;
+    keepalive_requests 100000000;
+    keepalive_timeout 75s;
+$(nginx_reverse_proxy "$1" "$2")
+}
+NGINX
+}
+# Writes $dir/NAME.conf (nginx_proxy_conf: PORT to BACKEND_PORT) and sets
+# nginx_proxy_cmd to the command that runs it in the foreground.
+nginx_proxy_command() {  # NAME PORT BACKEND_PORT
+  nginx_proxy_conf "$2" "$3" "$1" >"$dir/$1.conf"
+  nginx_proxy_cmd=("$nginx" -p "$dir" -c "$dir/$1.conf")
+  # -e (the log used before the config is read) exists from nginx 1.19.5.
+  if version_at_least "$nginx_version" 1.19.5; then nginx_proxy_cmd+=(-e "$dir/$1-error.log"); fi
+  "${nginx_proxy_cmd[@]}" -t -q || die "nginx rejected $dir/$1.conf"
+}
+# Starts server NAME: an nginx of its own proxying PORT to BACKEND_PORT.
+start_nginx_proxy() {  # NAME PORT BACKEND_PORT
+  nginx_proxy_command "$@"
+  start_server "$1" "${nginx_proxy_cmd[@]}"
 }
 # Starts nginx with $dir/nginx.conf and sets nginx_pid.
 start_nginx() {

@@ -3,7 +3,8 @@
 #
 # Targets, all serving the same 1 KiB JSON file at /hello.json:
 #   (a)  nginx backend, no proxy (HTTP/1.1 port; a second port speaks h2c)
-#   (b)  nginx reverse proxy -> (a), keepalive upstream: the reference proxy
+#   (b)  nginx reverse proxy -> (a), keepalive upstream: the reference proxy,
+#        an nginx process of its own with one worker (bench/lib.sh)
 #   (c)  reprise record --sample 0 -> (a): proxying, nothing recorded
 #   (d)  reprise record -> (a): proxying, every exchange recorded to a tape
 #   (c2) reprise record --sample 0 -> (a)'s h2c port
@@ -49,9 +50,10 @@ read -r p_a p_a2 p_b p_c p_d p_c2 p_d2 < <(free_ports 7)
 
 # --- nginx: backend (a) and reverse proxy (b) ---------------------------------
 nginx_detect
-nginx_conf "$p_a" "$p_a2" "$(nginx_reverse_proxy "$p_b" "$p_a")" >"$dir/nginx.conf"
-say "starting nginx $nginx_version (backend :$p_a, h2c :$p_a2; proxy :$p_b)"
+nginx_conf "$p_a" "$p_a2" >"$dir/nginx.conf"
+say "starting nginx $nginx_version (backend :$p_a, h2c :$p_a2; proxy :$p_b, an nginx of its own)"
 start_nginx
+start_nginx_proxy b "$p_b" "$p_a"
 
 # --- reprise: (c), (d), (c2), (d2) --------------------------------------------
 start_reprise() {  # NAME PORT UPSTREAM_PORT [extra args]
@@ -145,36 +147,14 @@ cost_of() {
 cost_report="skipped: valgrind is not installed"
 if command -v valgrind >/dev/null; then
   say "CPU cost per call: callgrind, 5 s of wrk -t1 -c16 per proxy"
-  mkdir -p "$dir/tmp/cost"
   read -r p_vb p_vc p_vd < <(free_ports 3)
   [ -n "${p_vd:-}" ] || die "could not pick free ports"
-  # (b) as one foreground process, so that valgrind sees all its work.
-  cat >"$dir/nginx-cost.conf" <<NGINX
-daemon off;
-master_process off;
-worker_processes 1;
-pid $dir/nginx-cost.pid;
-error_log $dir/error-cost.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $dir/tmp/cost;
-    proxy_temp_path $dir/tmp/cost;
-    fastcgi_temp_path $dir/tmp/cost;
-    uwsgi_temp_path $dir/tmp/cost;
-    scgi_temp_path $dir/tmp/cost;
-    upstream be { server 127.0.0.1:$p_a; keepalive 64; keepalive_requests 100000000; }
-    server {
-        listen 127.0.0.1:$p_vb;
-        location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ''; }
-    }
-}
-NGINX
+  nginx_proxy_command cost-b "$p_vb" "$p_a"
   rows=()
   for t in b c d; do
     for load in no yes; do
       case $t in
-        b) cost_port=$p_vb; cmd=(nginx -c "$dir/nginx-cost.conf") ;;
+        b) cost_port=$p_vb; cmd=("${nginx_proxy_cmd[@]}") ;;
         c) cost_port=$p_vc; cmd=("$reprise" record --sample 0) ;;
         d) cost_port=$p_vd; cmd=("$reprise" record) ;;
       esac

@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Where a proxied call's CPU time goes, user and kernel, thread by thread:
+# `wrk -t2 -c64` against nginx as a reverse proxy (an nginx process of its
+# own, one worker) and against `reprise record` (each thread apart: the
+# serving threads, the recorder, the tape writer), in turn, ROUNDS times,
+# in front of the same nginx backend (the 1 KiB /hello.json of
+# bench/proxy.sh). Prints the medians, in microseconds per call, read from
+# /proc/PID/task/TID/stat around each run. Unlike req/s, which the other
+# processes on a 2-core machine set as much as the proxy, this is the
+# proxy's own cost, the kernel's share of it included (callgrind counts
+# user-space instructions only).
+#
+# Usage: bench/proxy-cpu.sh [ROUNDS] [DURATION] [reprise record flags...]
+#   (defaults: 3 rounds of 5 s; e.g. bench/proxy-cpu.sh 3 5 --sample 0)
+# Environment: REPRISE=PATH runs that binary instead of building
+# target/release/reprise.
+# Needs nginx and wrk (scripts/install-nginx.sh installs them) and
+# python3. Sends traffic only to 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+script=proxy-cpu.sh server_program=reprise
+# shellcheck source-path=SCRIPTDIR/..
+. bench/lib.sh
+
+rounds=${1:-3}
+duration=${2:-5}
+shift 2 || shift $#
+require_positive_ints rounds duration
+reprise=${REPRISE:-$root/target/release/reprise}
+
+scripts/install-nginx.sh
+require_tool python3 "to pick ports and summarise results"
+if [ -z "${REPRISE:-}" ]; then
+  build_release reprise "$reprise" -p reprise-cli
+fi
+[ -x "$reprise" ] || die "$reprise was not built"
+
+make_work_dir proxy-cpu
+nginx_files proxy-cpu
+read -r p_a p_a2 p_b p_r < <(free_ports 4)
+[ -n "${p_r:-}" ] || die "could not pick free ports"
+nginx_detect
+nginx_conf "$p_a" "$p_a2" >"$dir/nginx.conf"
+start_nginx
+start_nginx_proxy b "$p_b" "$p_a"
+start_server r "$reprise" record "$@" --listen "127.0.0.1:$p_r" \
+  --upstream "http://127.0.0.1:$p_a" --out "$dir/r.tape"
+declare -A port=([b]=$p_b [r]=$p_r)
+for t in b r; do
+  for ((i = 0; i < 100; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" \
+    || die "($t) does not answer on port ${port[$t]}: $(cat "$dir/$t.log" 2>/dev/null)"
+  wrk -t2 -c64 -d1s "http://127.0.0.1:${port[$t]}/hello.json" >/dev/null
+done
+
+# One line per thread of server TARGET: "name user_ticks system_ticks".
+threads() {  # TARGET
+  local task
+  for task in /proc/"${server_pid[$1]}"/task/*; do
+    # Fields 14 and 15 (utime, stime), counted after the ")" that ends
+    # the thread's name, which may hold spaces.
+    printf '%s %s\n' "$(tr ' ' '_' <"$task/comm")" "$(sed 's/.*) //' "$task/stat" | awk '{ print $12, $13 }')"
+  done
+}
+mkdir -p "$dir/results"
+for ((round = 1; round <= rounds; round++)); do
+  for t in b r; do
+    say "round $round/$rounds: ($t)"
+    threads "$t" >"$dir/results/$t.$round.before"
+    run_load wrk -t2 -c64 "-d${duration}s" "http://127.0.0.1:${port[$t]}/hello.json" \
+      >"$dir/results/$t.$round.txt"
+    threads "$t" >"$dir/results/$t.$round.after"
+  done
+done
+
+echo
+echo "## CPU time per proxied call, by thread"
+echo
+report_machine
+echo "- command: \`bench/proxy-cpu.sh $rounds $duration${*:+ $*}\`; each round \`wrk -t2 -c64 -d${duration}s\` against (b) then (r)"
+echo
+python3 - "$dir/results" "$rounds" "$(getconf CLK_TCK)" <<'PY'
+import collections, re, statistics, sys
+
+results, rounds, tick = sys.argv[1], int(sys.argv[2]), 1 / int(sys.argv[3])
+
+
+def ticks(path):
+    out = collections.defaultdict(lambda: [0, 0])
+    for line in open(path):
+        name, user, system = line.split()
+        # Serving threads are one row, whatever their number.
+        name = re.sub(r"-\d+$", "", name)
+        out[name][0] += int(user)
+        out[name][1] += int(system)
+    return out
+
+
+label = {"b": "(b) nginx reverse proxy", "r": "(r) reprise record"}
+for t in ("b", "r"):
+    rows = collections.defaultdict(lambda: ([], []))
+    for r in range(1, rounds + 1):
+        text = open(f"{results}/{t}.{r}.txt").read()
+        calls = int(re.search(r"^\s*(\d+) requests in", text, re.M).group(1))
+        before, after = ticks(f"{results}/{t}.{r}.before"), ticks(f"{results}/{t}.{r}.after")
+        for name, (user, system) in after.items():
+            u0, s0 = before.get(name, (0, 0))
+            rows[name][0].append((user - u0) * tick / calls * 1e6)
+            rows[name][1].append((system - s0) * tick / calls * 1e6)
+    print(f"| {label[t]}: thread | user µs/call | kernel µs/call | total |")
+    print("| --- | ---: | ---: | ---: |")
+    total_user = total_system = 0.0
+    for name, (user, system) in sorted(rows.items()):
+        u, s = statistics.median(user), statistics.median(system)
+        if u + s < 0.05:
+            continue
+        total_user += u
+        total_system += s
+        print(f"| {name} | {u:.1f} | {s:.1f} | {u + s:.1f} |")
+    print(f"| all | {total_user:.1f} | {total_system:.1f} | {total_user + total_system:.1f} |")
+    print()
+print("Medians over the rounds, per thread (the totals add the medians).")
+print("Ticks are 1/CLK_TCK s, so a 5 s run resolves about 0.1 µs per call.")
+PY
