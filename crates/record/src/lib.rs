@@ -14,9 +14,10 @@
 //!   and counted in [`Metrics`]. A writer thread applies the `--match`
 //!   filter, the rate cap and redaction ([`Rules`], from the model
 //!   crate), and owns the sink. It encodes each record's bytes straight
-//!   from the record ([`Captured::encode`]); only when the filter or the
-//!   rate cap must judge a call does it build the call's exchange
-//!   ([`Captured::to_exchange`]), which encodes to the same bytes.
+//!   from the record ([`Captured::encode`]: the bytes of the exchange
+//!   [`Captured::to_exchange`] describes, without building it); the filter
+//!   and the rate cap judge an exchange of the call's head alone
+//!   ([`Captured::head_exchange`]).
 
 mod metrics;
 mod recorder;

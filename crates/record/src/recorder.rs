@@ -1,10 +1,9 @@
 //! The bypass: a bounded queue between the forward path and the sink.
 //! `submit` never waits: when the queue is full the exchange is dropped
 //! from the recording (never from the forward path) and counted. A writer
-//! thread turns what the forward path captured into records (encoded
-//! straight from it, or through an `Exchange` when the selection rules
-//! must look at one), applies the selection and redaction rules, and owns
-//! the sink.
+//! thread encodes what the forward path captured into records (straight
+//! from the pooled record, redacted on the way), applies the selection
+//! rules to the call's head, and owns the sink.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -16,10 +15,10 @@ use reprise_model::drain::{Drain, Next};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Exchange, Role, Sink, StoreError};
+use reprise_model::{Role, Sink, StoreError};
 
 use crate::metrics::Metrics;
-use crate::recording::{Captured, prepare};
+use crate::recording::Captured;
 
 /// What the writer thread applies before storing.
 pub struct Rules {
@@ -185,14 +184,24 @@ impl RecorderThread {
 /// waits here; one whose inbound call does not come within [`HOLD_FOR`]
 /// (a long stream, or dropped from a full queue), or past [`HOLD_MAX`]
 /// waiting, is stored anyway.
-#[derive(Default)]
-struct Families {
-    waiting: HashMap<Vec<u8>, (Instant, Vec<Exchange>)>,
+struct Families<T> {
+    waiting: HashMap<[u8; 16], (Instant, Vec<T>)>,
     held: usize,
     /// Verdicts on recent inbound calls, for downstream calls that end
     /// after them (from a task that outlived its call).
-    verdicts: HashMap<Vec<u8>, (Instant, bool)>,
+    verdicts: HashMap<[u8; 16], (Instant, bool)>,
     last_sweep: Option<Instant>,
+}
+
+impl<T> Default for Families<T> {
+    fn default() -> Self {
+        Families {
+            waiting: HashMap::new(),
+            held: 0,
+            verdicts: HashMap::new(),
+            last_sweep: None,
+        }
+    }
 }
 
 /// Longest wait for an inbound call's verdict.
@@ -201,51 +210,53 @@ const HOLD_FOR: Duration = Duration::from_secs(60);
 /// Most downstream calls waiting at once.
 const HOLD_MAX: usize = 10_000;
 
-/// What to do with one exchange.
-enum Verdict {
-    Store(Exchange),
-    /// Its downstream calls follow it (`true`: stored with it).
-    Family(Option<Exchange>, Vec<Exchange>, bool),
+/// What to do with one call's record.
+enum Verdict<T> {
+    Store(T),
+    /// Its downstream calls follow it (`true`: stored with it; the
+    /// inbound call's own record is there only then).
+    Family(Option<T>, Vec<T>, bool),
     Wait,
 }
 
-impl Families {
-    fn downstream(&mut self, exchange: Exchange) -> Verdict {
-        if let Some(&(_, keep)) = self.verdicts.get(&exchange.parent_id) {
+impl<T> Families<T> {
+    /// A downstream call of the inbound call `parent`.
+    fn downstream(&mut self, parent: [u8; 16], record: T) -> Verdict<T> {
+        if let Some(&(_, keep)) = self.verdicts.get(&parent) {
             return if keep {
-                Verdict::Store(exchange)
+                Verdict::Store(record)
             } else {
-                Verdict::Family(None, vec![exchange], false)
+                Verdict::Family(None, vec![record], false)
             };
         }
         if self.held >= HOLD_MAX {
-            return Verdict::Store(exchange);
+            return Verdict::Store(record);
         }
         self.held += 1;
         self.waiting
-            .entry(exchange.parent_id.clone())
+            .entry(parent)
             .or_insert_with(|| (Instant::now(), Vec::new()))
             .1
-            .push(exchange);
+            .push(record);
         Verdict::Wait
     }
 
-    fn inbound(&mut self, exchange: Exchange, keep: bool) -> Verdict {
-        let children = match self.waiting.remove(&exchange.id) {
+    /// The inbound call `id` was judged: `record` is its own, when kept.
+    fn inbound(&mut self, id: [u8; 16], record: Option<T>, keep: bool) -> Verdict<T> {
+        let children = match self.waiting.remove(&id) {
             Some((_, children)) => {
                 self.held -= children.len();
                 children
             }
             None => Vec::new(),
         };
-        self.verdicts
-            .insert(exchange.id.clone(), (Instant::now(), keep));
-        Verdict::Family(keep.then_some(exchange), children, keep)
+        self.verdicts.insert(id, (Instant::now(), keep));
+        Verdict::Family(record.filter(|_| keep), children, keep)
     }
 
     /// Downstream calls that waited too long, to store; forgets old
     /// verdicts. Looks at most once a second.
-    fn expired(&mut self, now: Instant) -> Vec<Exchange> {
+    fn expired(&mut self, now: Instant) -> Vec<T> {
         if self
             .last_sweep
             .is_some_and(|at| now.duration_since(at) < Duration::from_secs(1))
@@ -255,11 +266,11 @@ impl Families {
         self.last_sweep = Some(now);
         self.verdicts
             .retain(|_, (at, _)| now.duration_since(*at) < HOLD_FOR);
-        let old: Vec<Vec<u8>> = self
+        let old: Vec<[u8; 16]> = self
             .waiting
             .iter()
             .filter(|(_, (at, _))| now.duration_since(*at) >= HOLD_FOR)
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| *id)
             .collect();
         let mut out = Vec::new();
         for id in old {
@@ -272,10 +283,16 @@ impl Families {
     }
 
     /// Everything still waiting (at close).
-    fn rest(&mut self) -> Vec<Exchange> {
+    fn rest(&mut self) -> Vec<T> {
         self.held = 0;
         self.waiting.drain().flat_map(|(_, (_, c))| c).collect()
     }
+}
+
+/// A record encoded and held for its inbound call's verdict.
+struct Encoded {
+    bytes: Vec<u8>,
+    recorded_at_ns: u64,
 }
 
 /// Applies redaction and the sampling note, and stores.
@@ -289,28 +306,39 @@ struct Store<'a> {
 }
 
 impl Store<'_> {
-    fn put(&mut self, mut exchange: Exchange) {
-        prepare(&mut exchange, &self.rules.redactor, self.rules.sample_rate);
-        let stored = self.sink.append(exchange);
+    /// Encodes `captured` into `out`: redacted, with the sampling note.
+    fn encode(&self, captured: &Captured, out: &mut Vec<u8>) {
+        captured.encode(&self.rules.redactor, self.rules.sample_rate, out);
+    }
+
+    /// Stores `captured`, encoded straight from the record.
+    fn put(&mut self, captured: &Captured) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.encode(captured, &mut scratch);
+        let stored = self
+            .sink
+            .append_encoded(&scratch, captured.recorded_at_ns());
+        if scratch.capacity() <= SCRATCH_KEEP {
+            self.scratch = scratch;
+        }
         self.stored(stored);
     }
 
-    /// Stores `captured` encoded straight from the record, with the same
-    /// bytes `put` would store for its exchange (the recording's tests
-    /// hold them equal).
-    fn put_captured(&mut self, captured: &Captured) {
-        self.scratch.clear();
-        captured.encode(
-            &self.rules.redactor,
-            self.rules.sample_rate,
-            &mut self.scratch,
-        );
+    /// `captured` encoded, to be stored later.
+    fn hold(&self, captured: &Captured) -> Encoded {
+        let mut bytes = Vec::new();
+        self.encode(captured, &mut bytes);
+        Encoded {
+            bytes,
+            recorded_at_ns: captured.recorded_at_ns(),
+        }
+    }
+
+    fn put_held(&mut self, record: Encoded) {
         let stored = self
             .sink
-            .append_encoded(&self.scratch, captured.recorded_at_ns());
-        if self.scratch.capacity() > SCRATCH_KEEP {
-            self.scratch = Vec::new();
-        }
+            .append_encoded(&record.bytes, record.recorded_at_ns);
         self.stored(stored);
     }
 
@@ -361,28 +389,19 @@ fn write_loop(
     let mut drain = Drain::new(rx, Duration::from_millis(20));
     while let Next::Item(Message::Record(mut captured)) = drain.next(None) {
         metrics.queue_depth.dec();
-        // With nothing to decide about, the record is encoded as it is;
-        // otherwise the rules look at its exchange.
-        let exchange = if gated {
-            Some(captured.to_exchange())
-        } else {
-            store.put_captured(&captured);
+        let identity = captured.identity();
+        let verdict = if !gated {
+            store.put(&captured);
             None
-        };
-        captured.recycle();
-        cleared.push(captured);
-        if cleared.len() >= GIVE_BATCH {
-            pool.give(&mut cleared);
-        }
-        let Some(exchange) = exchange else {
-            continue;
-        };
-        let verdict = if exchange.role() == Role::Downstream && !exchange.parent_id.is_empty() {
-            families.downstream(exchange)
-        } else if exchange.role() == Role::Downstream {
-            Verdict::Store(exchange)
+        } else if captured.role() == Role::Downstream {
+            Some(match identity.parent_id {
+                Some(parent) => families.downstream(parent, store.hold(&captured)),
+                None => Verdict::Store(store.hold(&captured)),
+            })
         } else {
-            let keep = if !rules.filter.matches(&exchange) {
+            // The rules look at the call's head; its record is encoded
+            // only when it is kept.
+            let keep = if !rules.filter.matches(&captured.head_exchange()) {
                 metrics.unmatched.inc();
                 false
             } else if let Some(limit) = limit.as_mut()
@@ -393,32 +412,38 @@ fn write_loop(
             } else {
                 true
             };
-            families.inbound(exchange, keep)
+            let record = keep.then(|| store.hold(&captured));
+            Some(families.inbound(identity.id, record, keep))
         };
+        captured.recycle();
+        cleared.push(captured);
+        if cleared.len() >= GIVE_BATCH {
+            pool.give(&mut cleared);
+        }
         match verdict {
-            Verdict::Store(exchange) => store.put(exchange),
-            Verdict::Family(parent, children, keep) => {
+            None | Some(Verdict::Wait) => {}
+            Some(Verdict::Store(record)) => store.put_held(record),
+            Some(Verdict::Family(parent, children, keep)) => {
                 if let Some(parent) = parent {
-                    store.put(parent);
+                    store.put_held(parent);
                 }
                 for child in children {
                     if keep {
-                        store.put(child);
+                        store.put_held(child);
                     } else {
                         metrics.unmatched.inc();
                     }
                 }
             }
-            Verdict::Wait => {}
         }
         if gated {
             for child in families.expired(Instant::now()) {
-                store.put(child);
+                store.put_held(child);
             }
         }
     }
     for child in families.rest() {
-        store.put(child);
+        store.put_held(child);
     }
     let Store {
         mut sink,
@@ -436,62 +461,41 @@ fn write_loop(
 mod tests {
     use super::*;
 
-    fn exchange(id: u8, parent: Option<u8>) -> Exchange {
-        Exchange {
-            id: vec![id; 16],
-            parent_id: parent.map(|p| vec![p; 16]).unwrap_or_default(),
-            role: if parent.is_some() {
-                Role::Downstream as i32
-            } else {
-                Role::Inbound as i32
-            },
-            ..Default::default()
-        }
-    }
-
-    fn ids(exchanges: &[Exchange]) -> Vec<u8> {
-        exchanges.iter().map(|e| e.id[0]).collect()
+    fn id(n: u8) -> [u8; 16] {
+        [n; 16]
     }
 
     #[test]
     fn downstream_calls_follow_their_inbound_calls_verdict() {
-        let mut families = Families::default();
+        let mut families: Families<u8> = Families::default();
         for (child, parent) in [(11, 1), (12, 1), (21, 2)] {
             assert!(matches!(
-                families.downstream(exchange(child, Some(parent))),
+                families.downstream(id(parent), child),
                 Verdict::Wait
             ));
         }
-        let Verdict::Family(Some(parent), children, true) =
-            families.inbound(exchange(1, None), true)
+        let Verdict::Family(Some(1), children, true) = families.inbound(id(1), Some(1), true)
         else {
             panic!("a kept parent comes with its children");
         };
-        assert_eq!((parent.id[0], ids(&children)), (1, vec![11, 12]));
-        let Verdict::Family(None, children, false) = families.inbound(exchange(2, None), false)
-        else {
+        assert_eq!(children, [11, 12]);
+        let Verdict::Family(None, children, false) = families.inbound(id(2), None, false) else {
             panic!("a refused parent takes its children");
         };
-        assert_eq!(ids(&children), [21]);
+        assert_eq!(children, [21]);
         // A late child of a known parent follows the verdict at once.
+        assert!(matches!(families.downstream(id(1), 13), Verdict::Store(13)));
         assert!(matches!(
-            families.downstream(exchange(13, Some(1))),
-            Verdict::Store(_)
-        ));
-        assert!(matches!(
-            families.downstream(exchange(22, Some(2))),
+            families.downstream(id(2), 22),
             Verdict::Family(None, _, false)
         ));
         // An orphan waits, then is stored when its parent never comes.
-        assert!(matches!(
-            families.downstream(exchange(31, Some(3))),
-            Verdict::Wait
-        ));
+        assert!(matches!(families.downstream(id(3), 31), Verdict::Wait));
         let now = Instant::now();
         assert!(families.expired(now).is_empty());
         assert!(families.expired(now + Duration::from_millis(10)).is_empty());
         assert_eq!(
-            ids(&families.expired(now + HOLD_FOR + Duration::from_secs(2))),
+            families.expired(now + HOLD_FOR + Duration::from_secs(2)),
             [31]
         );
         assert_eq!(families.held, 0);

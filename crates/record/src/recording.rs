@@ -289,6 +289,16 @@ impl Captured {
         self.recorded_at_ns
     }
 
+    /// The exchange's id, parent and trace.
+    pub fn identity(&self) -> Identity {
+        self.identity
+    }
+
+    /// Inbound or downstream.
+    pub fn role(&self) -> Role {
+        self.origin.as_deref().unwrap_or(&NO_ORIGIN).role
+    }
+
     fn body_mut(&mut self, side: Side) -> &mut BodyCapture {
         match side {
             Side::Request => &mut self.request_body,
@@ -737,8 +747,10 @@ impl Captured {
         }
     }
 
-    /// The exchange, built on the recorder's thread; the record is left
-    /// as it was, to be recycled.
+    /// The exchange this record describes, before redaction. The
+    /// recorder stores [`Captured::encode`]'s bytes instead, which tests
+    /// hold equal to this exchange's encoding; it is here for them and
+    /// for callers that want the record as an [`Exchange`].
     pub fn to_exchange(&self) -> Exchange {
         let parts = self.parts();
         let origin = parts.origin;
@@ -818,6 +830,32 @@ impl Captured {
             flags: parts.flags.map(|(cancelled, upgraded)| Flags {
                 cancelled,
                 upgraded,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// What the `--match` rules look at, without building the whole
+    /// exchange: its times, protocol and role, the request's head and the
+    /// response's status (no bodies, messages or response fields).
+    pub fn head_exchange(&self) -> Exchange {
+        let parts = self.parts();
+        Exchange {
+            recorded_at_ns: self.recorded_at_ns,
+            duration_ns: self.duration_ns,
+            protocol: protocol(self.version, self.grpc) as i32,
+            role: parts.origin.role as i32,
+            request: Some(reprise_model::Request {
+                method: parts.method.into_owned(),
+                scheme: parts.scheme.into_owned(),
+                authority: parts.authority.into_owned(),
+                path: parts.path.into_owned(),
+                headers: parts.request_fields.to_headers(),
+                ..Default::default()
+            }),
+            response: parts.response.map(|(status, _)| reprise_model::Response {
+                status: u32::from(status.as_u16()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -940,8 +978,9 @@ impl Captured {
 }
 
 /// Redacts `exchange` by `redactor` and notes `sample_rate` when below 1:
-/// what the recorder does to an exchange before storing it.
-pub(crate) fn prepare(exchange: &mut Exchange, redactor: &Redactor, sample_rate: f64) {
+/// what [`Captured::encode`] does to the record, done to its exchange.
+#[cfg(test)]
+fn prepare(exchange: &mut Exchange, redactor: &Redactor, sample_rate: f64) {
     redactor.apply(exchange);
     if sample_rate < 1.0 {
         exchange
@@ -1193,8 +1232,36 @@ mod tests {
         }
     }
 
-    /// Both ways of storing `c` give the same bytes.
+    /// Both ways of storing `c` give the same bytes, and the `--match`
+    /// rules judge its head as they would judge its exchange.
     fn assert_same(c: &Captured, redactor: &Redactor, rate: f64) -> Exchange {
+        let head = c.head_exchange();
+        for term in [
+            "",
+            "method=POST",
+            "path=/api/*",
+            "status=2xx",
+            "status=101",
+            "header=content-type",
+            "header=host:shop.*",
+            "authority=inventory.*",
+            "protocol=grpc",
+        ] {
+            let filter = reprise_model::select::ExchangeFilter::new();
+            let filter = if term.is_empty() {
+                filter
+            } else {
+                match filter.add_match(term) {
+                    Ok(filter) => filter,
+                    Err(error) => panic!("{term}: {error}"),
+                }
+            };
+            assert_eq!(
+                filter.matches(&head),
+                filter.matches(&c.to_exchange()),
+                "{term}"
+            );
+        }
         let mut direct = Vec::new();
         c.encode(redactor, rate, &mut direct);
         let mut exchange = c.to_exchange();
