@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Where a proxied call's CPU time goes, user and kernel, thread by thread:
-# `wrk -t2 -c64` against nginx as a reverse proxy (an nginx process of its
-# own, one worker) and against `reprise record` (each thread apart: the
-# serving threads, the recorder, the tape writer), in turn, ROUNDS times,
-# in front of the same nginx backend (the 1 KiB /hello.json of
+# `wrk -t2 -c64` against (b) nginx as a reverse proxy (an nginx process of
+# its own, one worker), (c) `reprise record --sample 0` and (d) `reprise
+# record` recording everything (each thread apart: the serving threads,
+# the recorder, the tape writer), in turn, ROUNDS times, in front of the
+# same nginx backend (the 1 KiB /hello.json of
 # bench/proxy.sh). Prints the medians, in microseconds per call, read from
 # /proc/PID/task/TID/stat around each run. Unlike req/s, which the other
 # processes on a 2-core machine set as much as the proxy, this is the
@@ -11,7 +12,8 @@
 # user-space instructions only).
 #
 # Usage: bench/proxy-cpu.sh [ROUNDS] [DURATION] [reprise record flags...]
-#   (defaults: 3 rounds of 5 s; e.g. bench/proxy-cpu.sh 3 5 --sample 0)
+#   (defaults: 3 rounds of 5 s; the flags go to (c) and (d), e.g.
+#   bench/proxy-cpu.sh 3 5 --match method=GET)
 # Environment: REPRISE=PATH runs that binary instead of building
 # target/release/reprise.
 # Needs nginx and wrk (scripts/install-nginx.sh installs them) and
@@ -38,16 +40,19 @@ fi
 
 make_work_dir proxy-cpu
 nginx_files proxy-cpu
-read -r p_a p_a2 p_b p_r < <(free_ports 4)
-[ -n "${p_r:-}" ] || die "could not pick free ports"
+read -r p_a p_a2 p_b p_c p_d < <(free_ports 5)
+[ -n "${p_d:-}" ] || die "could not pick free ports"
 nginx_detect
 nginx_conf "$p_a" "$p_a2" >"$dir/nginx.conf"
 start_nginx
 start_nginx_proxy b "$p_b" "$p_a"
-start_server r "$reprise" record "$@" --listen "127.0.0.1:$p_r" \
-  --upstream "http://127.0.0.1:$p_a" --out "$dir/r.tape"
-declare -A port=([b]=$p_b [r]=$p_r)
-for t in b r; do
+start_server c "$reprise" record --sample 0 "$@" --listen "127.0.0.1:$p_c" \
+  --upstream "http://127.0.0.1:$p_a" --out "$dir/c.tape"
+start_server d "$reprise" record "$@" --listen "127.0.0.1:$p_d" \
+  --upstream "http://127.0.0.1:$p_a" --out "$dir/d.tape"
+targets=(b c d)
+declare -A port=([b]=$p_b [c]=$p_c [d]=$p_d)
+for t in "${targets[@]}"; do
   for ((i = 0; i < 100; i++)); do
     curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" 2>/dev/null && break
     sleep 0.1
@@ -57,18 +62,21 @@ for t in b r; do
   wrk -t2 -c64 -d1s "http://127.0.0.1:${port[$t]}/hello.json" >/dev/null
 done
 
-# One line per thread of server TARGET: "name user_ticks system_ticks".
+# One line per thread of server TARGET: "name user_ticks system_ticks
+# voluntary_switches forced_switches".
 threads() {  # TARGET
   local task
   for task in /proc/"${server_pid[$1]}"/task/*; do
     # Fields 14 and 15 (utime, stime), counted after the ")" that ends
     # the thread's name, which may hold spaces.
-    printf '%s %s\n' "$(tr ' ' '_' <"$task/comm")" "$(sed 's/.*) //' "$task/stat" | awk '{ print $12, $13 }')"
+    printf '%s %s %s\n' "$(tr ' ' '_' <"$task/comm")" \
+      "$(sed 's/.*) //' "$task/stat" | awk '{ print $12, $13 }')" \
+      "$(awk '/^voluntary_ctxt_switches/ { v = $2 } /^nonvoluntary_ctxt_switches/ { n = $2 } END { print v + 0, n + 0 }' "$task/status")"
   done
 }
 mkdir -p "$dir/results"
 for ((round = 1; round <= rounds; round++)); do
-  for t in b r; do
+  for t in "${targets[@]}"; do
     say "round $round/$rounds: ($t)"
     threads "$t" >"$dir/results/$t.$round.before"
     run_load wrk -t2 -c64 "-d${duration}s" "http://127.0.0.1:${port[$t]}/hello.json" \
@@ -81,7 +89,7 @@ echo
 echo "## CPU time per proxied call, by thread"
 echo
 report_machine
-echo "- command: \`bench/proxy-cpu.sh $rounds $duration${*:+ $*}\`; each round \`wrk -t2 -c64 -d${duration}s\` against (b) then (r)"
+echo "- command: \`bench/proxy-cpu.sh $rounds $duration${*:+ $*}\`; each round \`wrk -t2 -c64 -d${duration}s\` against ${targets[*]} in turn"
 echo
 python3 - "$dir/results" "$rounds" "$(getconf CLK_TCK)" <<'PY'
 import collections, re, statistics, sys
@@ -90,39 +98,52 @@ results, rounds, tick = sys.argv[1], int(sys.argv[2]), 1 / int(sys.argv[3])
 
 
 def ticks(path):
-    out = collections.defaultdict(lambda: [0, 0])
+    out = collections.defaultdict(lambda: [0, 0, 0, 0])
     for line in open(path):
-        name, user, system = line.split()
+        name, *counts = line.split()
         # Serving threads are one row, whatever their number.
         name = re.sub(r"-\d+$", "", name)
-        out[name][0] += int(user)
-        out[name][1] += int(system)
+        for i, count in enumerate(counts):
+            out[name][i] += int(count)
     return out
 
 
-label = {"b": "(b) nginx reverse proxy", "r": "(r) reprise record"}
-for t in ("b", "r"):
-    rows = collections.defaultdict(lambda: ([], []))
+label = {
+    "b": "(b) nginx reverse proxy",
+    "c": "(c) reprise record --sample 0",
+    "d": "(d) reprise record (recording all)",
+}
+totals = {}
+for t in ("b", "c", "d"):
+    rows = collections.defaultdict(lambda: ([], [], [], []))
     for r in range(1, rounds + 1):
         text = open(f"{results}/{t}.{r}.txt").read()
         calls = int(re.search(r"^\s*(\d+) requests in", text, re.M).group(1))
         before, after = ticks(f"{results}/{t}.{r}.before"), ticks(f"{results}/{t}.{r}.after")
-        for name, (user, system) in after.items():
-            u0, s0 = before.get(name, (0, 0))
-            rows[name][0].append((user - u0) * tick / calls * 1e6)
-            rows[name][1].append((system - s0) * tick / calls * 1e6)
-    print(f"| {label[t]}: thread | user µs/call | kernel µs/call | total |")
-    print("| --- | ---: | ---: | ---: |")
+        for name, now in after.items():
+            then = before.get(name, [0, 0, 0, 0])
+            rows[name][0].append((now[0] - then[0]) * tick / calls * 1e6)
+            rows[name][1].append((now[1] - then[1]) * tick / calls * 1e6)
+            rows[name][2].append((now[2] - then[2]) / calls * 1000)
+            rows[name][3].append((now[3] - then[3]) / calls * 1000)
+    print(f"| {label[t]}: thread | user µs/call | kernel µs/call | total "
+          "| switches per 1k calls: waited | preempted |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     total_user = total_system = 0.0
-    for name, (user, system) in sorted(rows.items()):
-        u, s = statistics.median(user), statistics.median(system)
+    for name, columns in sorted(rows.items()):
+        u, s, waited, preempted = (statistics.median(c) for c in columns)
         if u + s < 0.05:
             continue
         total_user += u
         total_system += s
-        print(f"| {name} | {u:.1f} | {s:.1f} | {u + s:.1f} |")
-    print(f"| all | {total_user:.1f} | {total_system:.1f} | {total_user + total_system:.1f} |")
+        print(f"| {name} | {u:.1f} | {s:.1f} | {u + s:.1f} | {waited:.0f} | {preempted:.0f} |")
+    print(f"| all | {total_user:.1f} | {total_system:.1f} | {total_user + total_system:.1f} | | |")
     print()
-print("Medians over the rounds, per thread (the totals add the medians).")
+    totals[t] = total_user + total_system
+print(f"- CPU per call, (d)/(b): {totals['d'] / totals['b']:.2f}x, "
+      f"(c)/(b): {totals['c'] / totals['b']:.2f}x, (d)/(c): {totals['d'] / totals['c']:.2f}x")
+print()
+print("Medians over the rounds, per thread (the totals add the medians). Switches:")
+print("the thread gave up the CPU to wait (voluntary) or was preempted.")
 print("Ticks are 1/CLK_TCK s, so a 5 s run resolves about 0.1 µs per call.")
 PY

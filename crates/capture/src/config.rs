@@ -106,6 +106,9 @@ pub struct ProxyConfig {
     pub header_timeout: Duration,
     /// The largest request head accepted (HTTP/1.1 gets a 431 past it).
     pub max_header_bytes: usize,
+    /// Serving threads, each with its own listening socket and runtime;
+    /// `None`: one per core.
+    pub threads: Option<usize>,
 }
 
 impl ProxyConfig {
@@ -131,6 +134,7 @@ impl ProxyConfig {
             admin: None,
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 << 10,
+            threads: None,
         }
     }
 }

@@ -110,9 +110,12 @@ fn bind_shared(
     Ok((listeners, local))
 }
 
-/// Threads serving the listener: one per core.
-fn serving_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+/// Threads serving the listener: as configured, or one per core.
+fn serving_threads(config: &ProxyConfig) -> usize {
+    config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZero::get))
+        .max(1)
 }
 
 /// Binds the listener (and the admin endpoint), starts serving; returns
@@ -124,7 +127,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         )?)),
         None => None,
     };
-    let (listeners, local_addr) = bind_shared(config.listen, serving_threads())?;
+    let (listeners, local_addr) = bind_shared(config.listen, serving_threads(&config))?;
     let admin = match config.admin {
         Some(addr) => Some(bind(addr).await?),
         None => None,

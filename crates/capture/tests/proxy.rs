@@ -1369,3 +1369,30 @@ async fn answers_that_are_not_http_are_a_502_or_a_broken_body() {
         "{error:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_serving_thread_serves_every_connection_from_one_upstream_pool() {
+    let ok = Step::Answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", false);
+    // One upstream connection answers all four calls; a second would get
+    // nothing but a close.
+    let (upstream, mut requests) = scripted_upstream(vec![vec![ok; 4], vec![Step::Close; 4]]).await;
+    let (proxy, _sink) = proxy(upstream, |config| config.threads = Some(1)).await;
+    for n in 0..4 {
+        // A new client connection each time: with one serving thread,
+        // each reaches the same pool, and its kept upstream connection.
+        let mut client = one_connection::<Full<Bytes>>(proxy.local_addr()).await;
+        let request = http::Request::builder()
+            .uri(format!("http://{}/{n}", proxy.local_addr()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = client.send_request(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "call {n}");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+    }
+    for n in 0..4 {
+        let (connection, _) = requests.recv().await.unwrap();
+        assert_eq!(connection, 0, "call {n} took a new upstream connection");
+    }
+    proxy.shutdown().await.unwrap();
+}

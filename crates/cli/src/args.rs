@@ -210,6 +210,10 @@ pub struct RecordArgs {
     /// Exchanges waiting for the tape writer before new ones are dropped.
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub queue: usize,
+    /// Threads serving clients, each with its own socket on the port
+    /// (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 /// Which protocol replayed calls are sent in.

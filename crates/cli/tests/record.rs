@@ -524,6 +524,10 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
             "--queue must be at least 1",
         ),
         (
+            vec!["--upstream", "http://x", "--threads", "0"],
+            "--threads must be at least 1",
+        ),
+        (
             vec!["--upstream", "http://x", "--max-record-rate", "0"],
             "--max-record-rate 0 would record nothing",
         ),

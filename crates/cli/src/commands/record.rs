@@ -101,6 +101,10 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
         bail!("--queue must be at least 1");
     }
     config.queue_capacity = args.queue;
+    if args.threads == Some(0) {
+        bail!("--threads must be at least 1");
+    }
+    config.threads = args.threads;
     Ok(config)
 }
 
