@@ -49,6 +49,19 @@ build_release() {  # LABEL BINARY cargo-build-args...
   [ -x "$binary" ] || die "$binary was not built"
 }
 
+# Sets up a benchmark of reprise in front of nginx: nginx, wrk and h2load
+# installed (scripts/install-nginx.sh), python3 found, and $reprise set:
+# REPRISE if given, else target/release/reprise, built now.
+reprise_and_nginx() {
+  reprise=${REPRISE:-$root/target/release/reprise}
+  scripts/install-nginx.sh
+  require_tool python3 "to pick ports and summarise results"
+  if [ -z "${REPRISE:-}" ]; then
+    build_release reprise "$reprise" -p reprise-cli
+  fi
+  [ -x "$reprise" ] || die "$reprise was not built"
+}
+
 # --- the temporary folder and the cleanup ------------------------------------
 # Everything a script starts is recorded here, so that cleanup can stop it
 # however the script ends.
@@ -287,6 +300,19 @@ start_nginx() {
   "$nginx" "${flags[@]}" || { cat "$dir/error.log" >&2 2>/dev/null; die "nginx did not start"; }
   for ((i = 0; i < 50; i++)); do [ -s "$dir/nginx.pid" ] && break; sleep 0.1; done
   nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null) || die "nginx wrote no pid file"
+}
+
+# Waits (at most 10 s) until server NAME answers /hello.json on PORT,
+# then warms it up with 1 s of wrk.
+ready_and_warm() {  # NAME PORT
+  local i
+  for ((i = 0; i < 100; i++)); do
+    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$2/hello.json" 2>/dev/null && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$2/hello.json" \
+    || die "($1) does not answer on port $2: $(cat "$dir/$1.log" 2>/dev/null)"
+  wrk -t2 -c64 -d1s "http://127.0.0.1:$2/hello.json" >/dev/null
 }
 
 # --- the report --------------------------------------------------------------

@@ -29,14 +29,7 @@ rounds=${1:-3}
 duration=${2:-5}
 shift 2 || shift $#
 require_positive_ints rounds duration
-reprise=${REPRISE:-$root/target/release/reprise}
-
-scripts/install-nginx.sh
-require_tool python3 "to pick ports and summarise results"
-if [ -z "${REPRISE:-}" ]; then
-  build_release reprise "$reprise" -p reprise-cli
-fi
-[ -x "$reprise" ] || die "$reprise was not built"
+reprise_and_nginx
 
 make_work_dir proxy-cpu
 nginx_files proxy-cpu
@@ -53,13 +46,7 @@ start_server d "$reprise" record "$@" --listen "127.0.0.1:$p_d" \
 targets=(b c d)
 declare -A port=([b]=$p_b [c]=$p_c [d]=$p_d)
 for t in "${targets[@]}"; do
-  for ((i = 0; i < 100; i++)); do
-    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" 2>/dev/null && break
-    sleep 0.1
-  done
-  curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" \
-    || die "($t) does not answer on port ${port[$t]}: $(cat "$dir/$t.log" 2>/dev/null)"
-  wrk -t2 -c64 -d1s "http://127.0.0.1:${port[$t]}/hello.json" >/dev/null
+  ready_and_warm "$t" "${port[$t]}"
 done
 
 # One line per thread of server TARGET: "name user_ticks system_ticks

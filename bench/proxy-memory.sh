@@ -9,11 +9,14 @@ size=${1:-1G}
 scripts/install-nginx.sh
 cargo build --release -q -p reprise-cli
 dir=$(mktemp -d)
-nginx_pid=
 reprise_pid=
 cleanup() {
-  [ -n "$reprise_pid" ] && kill -TERM "$reprise_pid" 2>/dev/null && wait "$reprise_pid" 2>/dev/null || true
-  [ -f "$dir/nginx.pid" ] && kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+  if [ -n "$reprise_pid" ] && kill -TERM "$reprise_pid" 2>/dev/null; then
+    wait "$reprise_pid" 2>/dev/null || true
+  fi
+  if [ -f "$dir/nginx.pid" ]; then
+    kill "$(cat "$dir/nginx.pid")" 2>/dev/null || true
+  fi
   rm -rf "$dir"
 }
 trap cleanup EXIT

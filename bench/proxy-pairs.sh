@@ -34,15 +34,8 @@ script=proxy-pairs.sh server_program=reprise
 rounds=${1:-5}
 duration=${2:-5}
 require_positive_ints rounds duration
-reprise=${REPRISE:-$root/target/release/reprise}
 old=${OLD:-}
-
-scripts/install-nginx.sh
-require_tool python3 "to pick ports and summarise results"
-if [ -z "${REPRISE:-}" ]; then
-  build_release reprise "$reprise" -p reprise-cli
-fi
-[ -x "$reprise" ] || die "$reprise was not built"
+reprise_and_nginx
 [ -z "$old" ] || [ -x "$old" ] || usage_error "OLD=$old is not an executable"
 
 make_work_dir proxy-pairs
@@ -67,13 +60,7 @@ if [ -n "$old" ]; then
     --upstream "http://127.0.0.1:$p_a" --out "$dir/o.tape"
 fi
 for t in "${targets[@]}"; do
-  for ((i = 0; i < 100; i++)); do
-    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" 2>/dev/null && break
-    sleep 0.1
-  done
-  curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:${port[$t]}/hello.json" \
-    || die "($t) does not answer on port ${port[$t]}: $(cat "$dir/$t.log" 2>/dev/null)"
-  wrk -t2 -c64 -d1s "http://127.0.0.1:${port[$t]}/hello.json" >/dev/null
+  ready_and_warm "$t" "${port[$t]}"
 done
 
 # CPU time (user + system, all threads, in clock ticks) a server has

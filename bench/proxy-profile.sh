@@ -21,16 +21,9 @@ script=proxy-profile.sh server_program=reprise
 duration=${1:-5}
 shift || true
 require_positive_ints duration
-reprise=${REPRISE:-$root/target/release/reprise}
-
-scripts/install-nginx.sh
+reprise_and_nginx
 require_tool valgrind "to count instructions (apt-get install valgrind)"
 require_tool callgrind_annotate "to read the counts (Debian's valgrind package)"
-require_tool python3 "to pick ports"
-if [ -z "${REPRISE:-}" ]; then
-  build_release reprise "$reprise" -p reprise-cli
-fi
-[ -x "$reprise" ] || die "$reprise was not built"
 
 make_work_dir proxy-profile
 nginx_files proxy-profile

@@ -33,14 +33,7 @@ command_line="bench/proxy.sh $runs $duration"
 
 wrk_args=(-t2 -c64 "-d${duration}s" --latency)
 h2load_args=(-n 20000 -c 16 -m 10)
-reprise=${REPRISE:-$root/target/release/reprise}
-
-scripts/install-nginx.sh
-require_tool python3 "to pick ports and summarise results"
-if [ -z "${REPRISE:-}" ]; then
-  build_release reprise "$reprise" -p reprise-cli
-fi
-[ -x "$reprise" ] || die "$reprise was not built"
+reprise_and_nginx
 
 make_work_dir proxy
 mkdir -p "$dir/results"

@@ -55,15 +55,8 @@ require_positive_ints conns h2_conns h2_streams threads rate
 h2_concurrency=$((h2_conns * h2_streams))
 command_line="bench/replay.sh $runs $duration"
 
-reprise=${REPRISE:-$root/target/release/reprise}
-
-scripts/install-nginx.sh
-require_tool python3 "to pick ports and summarise results"
+reprise_and_nginx
 require_tool curl "to make the recordings"
-if [ -z "${REPRISE:-}" ]; then
-  build_release reprise "$reprise" -p reprise-cli
-fi
-[ -x "$reprise" ] || die "$reprise was not built"
 oha=$(command -v oha || true)
 
 make_work_dir replay

@@ -12,7 +12,7 @@ command -v zstd >/dev/null || { apt-get update -qq && apt-get install -y -qq zst
 out=target/bench-tape
 mkdir -p "$out"
 : > "$out/runs.txt"
-for run in $(seq "$runs"); do
+for _ in $(seq "$runs"); do
   cargo bench -q -p reprise-tape --bench tape -- --noplot >/dev/null 2>&1
   python3 - "$out" >> "$out/runs.txt" <<'PY'
 import json, os, subprocess, sys, time

@@ -24,7 +24,7 @@ pids+=($!)
 "$venv/bin/mitmdump" -q --mode "reverse:http://127.0.0.1:$app_port" --listen-host 127.0.0.1 \
   --listen-port "$proxy_port" --set "hardump=$work/out.har" &
 mitm=$!
-pids+=($mitm)
+pids+=("$mitm")
 for _ in $(seq 100); do
   curl -s -o /dev/null "http://127.0.0.1:$proxy_port/get" && break
   sleep 0.1

@@ -13,8 +13,8 @@
 //! - Recording is a bypass: what a finished call left (its record) goes
 //!   into a bounded queue with `try_send`; when the
 //!   queue is full it is dropped from the recording, never from the
-//!   forward path, and counted. A writer thread builds the exchange,
-//!   applies `--match`, the rate cap and redaction, and owns the sink.
+//!   forward path, and counted. A writer thread applies `--match`, the
+//!   rate cap and redaction, encodes the record, and owns the sink.
 //! - An upstream that cannot be reached gives the client a 502 (gRPC:
 //!   UNAVAILABLE) saying why, and the exchange is recorded with its error.
 

@@ -4,8 +4,9 @@
 //! walks it twice, once to size each nested message and once to write it).
 //!
 //! A nested message's length is filled in when the message closes: one
-//! byte is set aside for it, and the message is moved up when its length
-//! needs more. Written in field-number order, with proto3's defaults left
+//! byte is set aside for it (two for a
+//! [`large_message`](MessageWriter::large_message)), and the message is
+//! moved when its length needs another number of bytes. Written in field-number order, with proto3's defaults left
 //! out (which the methods here do), the bytes are exactly those
 //! [`codec::encode`](crate::codec::encode) writes for the same record; the
 //! recorder's tests hold the two equal.

@@ -187,8 +187,12 @@ impl RecorderThread {
 ///
 /// The verdicts on the last [`VERDICTS_MAX`] inbound calls (of the last
 /// [`HOLD_FOR`] at most) are kept for downstream calls that end after
-/// their inbound call (from a task that outlived it); one that ends later
-/// still waits, and is stored after [`HOLD_FOR`].
+/// their inbound call (from a task that outlived it). One that ends after
+/// its inbound call's verdict was forgotten (more than 1,000 inbound
+/// calls a second for a minute) is taken for an orphan: it waits, and is
+/// stored after [`HOLD_FOR`] even if its inbound call was refused.
+/// Keeping every verdict of the last minute instead would cost memory in
+/// proportion to the load.
 struct Families<T> {
     waiting: HashMap<[u8; 16], (Instant, Vec<T>)>,
     held: usize,
@@ -216,7 +220,7 @@ const HOLD_FOR: Duration = Duration::from_secs(60);
 /// Most downstream calls waiting at once.
 const HOLD_MAX: usize = 10_000;
 
-/// Most verdicts kept (about 4 MiB). Keeping every verdict of the last
+/// Most verdicts kept (about 6 MiB with their index). Keeping every verdict of the last
 /// [`HOLD_FOR`] grew the proxy to 216 MiB in 20 s of `--match` under load.
 const VERDICTS_MAX: usize = 65_536;
 

@@ -633,8 +633,9 @@ struct Parts<'a> {
     /// A gRPC call's status, from the response's trailers (a
     /// trailers-only response carries it in the head).
     grpc_status: Option<GrpcStatus>,
-    /// For a gRPC call, both bodies' messages in time order, and whether
-    /// the last message of the request, then of the response, was cut.
+    /// For a gRPC call (when asked for), both bodies' messages in time
+    /// order, and whether the last message of the request, then of the
+    /// response, was cut.
     messages: Option<(Vec<StreamMessage>, bool, bool)>,
     error: Option<TransportError>,
     /// The call's own flags, when it has any: (cancelled, upgraded).
@@ -668,7 +669,9 @@ const NOTE_PLACES: [&str; 6] = [
 ];
 
 impl Captured {
-    fn parts(&self) -> Parts<'_> {
+    /// The record's parts; a gRPC call's messages only `with_messages`
+    /// (cutting them out of the bodies is the costly part).
+    fn parts(&self, with_messages: bool) -> Parts<'_> {
         let origin = self.origin.as_deref().unwrap_or(&NO_ORIGIN);
         let heads = &self.heads[..];
         let mut at = 0;
@@ -706,7 +709,7 @@ impl Captured {
                 .and_then(|trailers| grpc_status(&trailers))
                 .or_else(|| grpc_status(&headers))
         });
-        let messages = self.grpc.then(|| {
+        let messages = (self.grpc && with_messages).then(|| {
             let end = self.duration_ns;
             let (mut messages, request_cut) = grpc_messages(request_body, Direction::Request, end);
             let (responses, response_cut) = grpc_messages(response_body, Direction::Response, end);
@@ -752,7 +755,7 @@ impl Captured {
     /// hold equal to this exchange's encoding; it is here for them and
     /// for callers that want the record as an [`Exchange`].
     pub fn to_exchange(&self) -> Exchange {
-        let parts = self.parts();
+        let parts = self.parts(true);
         let origin = parts.origin;
         let Identity {
             id,
@@ -840,7 +843,7 @@ impl Captured {
     /// exchange: its times, protocol and role, the request's head and the
     /// response's status (no bodies, messages or response fields).
     pub fn head_exchange(&self) -> Exchange {
-        let parts = self.parts();
+        let parts = self.parts(false);
         Exchange {
             recorded_at_ns: self.recorded_at_ns,
             duration_ns: self.duration_ns,
@@ -867,7 +870,7 @@ impl Captured {
     /// `reprise_model::encode` writes for [`Captured::to_exchange`]'s
     /// exchange after [`prepare`], without building the exchange.
     pub fn encode(&self, redactor: &Redactor, sample_rate: f64, out: &mut Vec<u8>) {
-        let parts = self.parts();
+        let parts = self.parts(true);
         let origin = parts.origin;
         let identity = &self.identity;
         let (request_body, response_body) = (&self.request_body, &self.response_body);
@@ -1420,6 +1423,60 @@ mod tests {
             &[("grpc-status", b"14"), ("grpc-message", b"down")],
         );
         assert_same(&c, &Redactor::default(), 1.0);
+    }
+
+    #[test]
+    fn repeated_notes_large_bodies_and_grpc_web_encode_as_their_exchanges() {
+        // The same rule twice (noted once), with a sampling note and JSON
+        // rules on a body past 16 KiB held partly by handle.
+        let mut c = record(
+            Some(origin(Role::Inbound)),
+            "PUT",
+            "/big",
+            Version::HTTP_11,
+            &[
+                ("cookie", b"a=1"),
+                ("cookie", b"b=2"),
+                ("content-type", b"application/json"),
+            ],
+        );
+        let filler = vec![b' '; 20 << 10];
+        frames(
+            &mut c.request_body,
+            &[b"{\"password\":\"p\",", &filler, b"\"n\":1}"],
+            1 << 20,
+        );
+        respond(&mut c, 200, &[("set-cookie", b"x"), ("set-cookie", b"y")]);
+        let rules = Redactor::default()
+            .json_path("$..password")
+            .unwrap_or_default();
+        let exchange = assert_same(&c, &rules, 0.125);
+        assert_eq!(
+            exchange.flags.unwrap_or_default().redactions,
+            [
+                "request.header:cookie",
+                "request.body:$..password",
+                "response.header:set-cookie"
+            ]
+        );
+        assert_same(&c, &Redactor::default(), 0.5);
+        // gRPC-web over HTTP/1.1: a gRPC call, its messages framed alike.
+        let mut c = record(
+            Some(origin(Role::Inbound)),
+            "POST",
+            "/shop.Stock/Get",
+            Version::HTTP_11,
+            &[("content-type", b"application/grpc-web+proto")],
+        );
+        frames(&mut c.request_body, &[&[0, 0, 0, 0, 1, 7]], 1 << 20);
+        respond(
+            &mut c,
+            200,
+            &[("content-type", b"application/grpc-web+proto")],
+        );
+        frames(&mut c.response_body, &[&[0, 0, 0, 0, 0]], 1 << 20);
+        let exchange = assert_same(&c, &Redactor::default(), 1.0);
+        assert_eq!(exchange.messages.len(), 2);
     }
 
     #[test]
