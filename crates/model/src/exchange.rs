@@ -32,6 +32,12 @@ impl HeaderList for [Header] {
     }
 }
 
+impl HeaderList for Vec<Header> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.as_slice().header(name)
+    }
+}
+
 impl Header {
     /// A header from a name and a value.
     pub fn new(name: impl Into<String>, value: impl AsRef<[u8]>) -> Self {

@@ -38,7 +38,9 @@ pub mod pb {
 }
 
 pub use codec::{DecodeError, decode, encode, encoded_len};
-pub use exchange::{HeaderList, display_id, endpoint_key, error_kind_label, is_id_segment};
+pub use exchange::{
+    HeaderList, display_id, endpoint_key, error_kind_label, is_id_segment, protocol_label,
+};
 pub use pb::{
     Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Protocol, Replay, Request, Response,
     Role, Source as RecordSource, StreamMessage, Timings, TransportError,

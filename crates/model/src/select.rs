@@ -81,6 +81,54 @@ impl StatusSpec {
     }
 }
 
+/// What a filter reads of a call: an [`Exchange`], or a recorder's view of
+/// a call it has not built an exchange for.
+pub trait CallHead {
+    /// When the call started, ns since the epoch.
+    fn recorded_at_ns(&self) -> u64;
+    /// The response's status, 0 when there is none.
+    fn status(&self) -> u32;
+    /// `h1`, `h1.0`, `h2`, `grpc`, `h3`.
+    fn protocol_label(&self) -> &'static str;
+    /// The request's head, when there is a request.
+    fn request_head(&self) -> Option<RequestHead<'_>>;
+}
+
+/// A request's head, as a filter reads it.
+pub struct RequestHead<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// The path, with its query.
+    pub path: &'a str,
+    /// The authority.
+    pub authority: &'a str,
+    /// The fields.
+    pub headers: &'a dyn HeaderList,
+}
+
+impl CallHead for Exchange {
+    fn recorded_at_ns(&self) -> u64 {
+        self.recorded_at_ns
+    }
+
+    fn status(&self) -> u32 {
+        Exchange::status(self)
+    }
+
+    fn protocol_label(&self) -> &'static str {
+        Exchange::protocol_label(self)
+    }
+
+    fn request_head(&self) -> Option<RequestHead<'_>> {
+        self.request.as_ref().map(|r| RequestHead {
+            method: &r.method,
+            path: &r.path,
+            authority: &r.authority,
+            headers: &r.headers,
+        })
+    }
+}
+
 /// A conjunction of conditions on an exchange. The empty filter accepts all.
 #[derive(Debug, Clone, Default)]
 pub struct ExchangeFilter {
@@ -212,21 +260,17 @@ impl ExchangeFilter {
         }
     }
 
-    /// Whether `exchange` passes every condition.
-    pub fn matches(&self, exchange: &Exchange) -> bool {
-        let t = exchange.recorded_at_ns;
+    /// Whether `call` (an [`Exchange`], or a view of one) passes every
+    /// condition.
+    pub fn matches(&self, call: &impl CallHead) -> bool {
+        let t = call.recorded_at_ns();
         if self.since_ns.is_some_and(|s| t < s) || self.until_ns.is_some_and(|u| t >= u) {
             return false;
         }
-        if !self.statuses.is_empty() && !self.statuses.iter().any(|s| s.matches(exchange.status()))
-        {
+        if !self.statuses.is_empty() && !self.statuses.iter().any(|s| s.matches(call.status())) {
             return false;
         }
-        if !self.protocols.is_empty()
-            && !self
-                .protocols
-                .iter()
-                .any(|p| p == exchange.protocol_label())
+        if !self.protocols.is_empty() && !self.protocols.iter().any(|p| p == call.protocol_label())
         {
             return false;
         }
@@ -237,17 +281,18 @@ impl ExchangeFilter {
         if !needs_request {
             return true;
         }
-        let Some(req) = exchange.request.as_ref() else {
+        let Some(req) = call.request_head() else {
             return false;
         };
+        let path_only = req.path.split_once('?').map_or(req.path, |(p, _)| p);
         (self.methods.is_empty()
             || self
                 .methods
                 .iter()
                 .any(|m| req.method.eq_ignore_ascii_case(m)))
-            && (self.paths.is_empty() || self.paths.iter().any(|g| g.is_match(req.path_only())))
+            && (self.paths.is_empty() || self.paths.iter().any(|g| g.is_match(path_only)))
             && (self.authorities.is_empty()
-                || self.authorities.iter().any(|g| g.is_match(&req.authority)))
+                || self.authorities.iter().any(|g| g.is_match(req.authority)))
             && self
                 .headers
                 .iter()

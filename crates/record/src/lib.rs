@@ -16,8 +16,7 @@
 //!   crate), and owns the sink. It encodes each record's bytes straight
 //!   from the record ([`Captured::encode`]: the bytes of the exchange
 //!   [`Captured::to_exchange`] describes, without building it); the filter
-//!   and the rate cap judge an exchange of the call's head alone
-//!   ([`Captured::head_exchange`]).
+//!   and the rate cap read the call's head in place ([`Captured::head`]).
 
 mod metrics;
 mod recorder;
@@ -27,6 +26,6 @@ mod tap;
 pub use metrics::{Metrics, RecorderStats};
 pub use recorder::{Recorder, RecorderThread, Rules};
 pub use recording::{
-    BodyCapture, Captured, Identity, Origin, Recording, RequestHead, Side, is_grpc,
+    BodyCapture, Captured, HeadView, Identity, Origin, Recording, RequestHead, Side, is_grpc,
 };
 pub use tap::{Tap, TapBody};

@@ -431,7 +431,7 @@ fn write_loop(
         } else {
             // The rules look at the call's head; its record is encoded
             // only when it is kept.
-            let keep = if !rules.filter.matches(&captured.head_exchange()) {
+            let keep = if !rules.filter.matches(&captured.head()) {
                 metrics.unmatched.inc();
                 false
             } else if let Some(limit) = limit.as_mut()

@@ -24,6 +24,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use reprise_model::grpc::{Deframer, percent_decode};
 use reprise_model::redact::{MARKER, Redactor};
+use reprise_model::select::{CallHead, RequestHead as FilteredHead};
 use reprise_model::writer::MessageWriter;
 use reprise_model::{
     Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, HeaderList, Protocol, RecordSource,
@@ -839,29 +840,13 @@ impl Captured {
         }
     }
 
-    /// What the `--match` rules look at, without building the whole
-    /// exchange: its times, protocol and role, the request's head and the
-    /// response's status (no bodies, messages or response fields).
-    pub fn head_exchange(&self) -> Exchange {
-        let parts = self.parts(false);
-        Exchange {
-            recorded_at_ns: self.recorded_at_ns,
-            duration_ns: self.duration_ns,
-            protocol: protocol(self.version, self.grpc) as i32,
-            role: parts.origin.role as i32,
-            request: Some(reprise_model::Request {
-                method: parts.method.into_owned(),
-                scheme: parts.scheme.into_owned(),
-                authority: parts.authority.into_owned(),
-                path: parts.path.into_owned(),
-                headers: parts.request_fields.to_headers(),
-                ..Default::default()
-            }),
-            response: parts.response.map(|(status, _)| reprise_model::Response {
-                status: u32::from(status.as_u16()),
-                ..Default::default()
-            }),
-            ..Default::default()
+    /// The call's head as the `--match` rules and the rate cap read it,
+    /// without building its exchange (nor cutting a gRPC call's messages
+    /// out of its bodies).
+    pub fn head(&self) -> HeadView<'_> {
+        HeadView {
+            captured: self,
+            parts: self.parts(false),
         }
     }
 
@@ -977,6 +962,37 @@ impl Captured {
                 }
             });
         }
+    }
+}
+
+/// A recorded call's head, as filters read it ([`CallHead`]).
+pub struct HeadView<'a> {
+    captured: &'a Captured,
+    parts: Parts<'a>,
+}
+
+impl CallHead for HeadView<'_> {
+    fn recorded_at_ns(&self) -> u64 {
+        self.captured.recorded_at_ns
+    }
+
+    fn status(&self) -> u32 {
+        self.parts
+            .response
+            .map_or(0, |(status, _)| u32::from(status.as_u16()))
+    }
+
+    fn protocol_label(&self) -> &'static str {
+        reprise_model::protocol_label(protocol(self.captured.version, self.captured.grpc))
+    }
+
+    fn request_head(&self) -> Option<FilteredHead<'_>> {
+        Some(FilteredHead {
+            method: &self.parts.method,
+            path: &self.parts.path,
+            authority: &self.parts.authority,
+            headers: &self.parts.request_fields,
+        })
     }
 }
 
@@ -1238,7 +1254,7 @@ mod tests {
     /// Both ways of storing `c` give the same bytes, and the `--match`
     /// rules judge its head as they would judge its exchange.
     fn assert_same(c: &Captured, redactor: &Redactor, rate: f64) -> Exchange {
-        let head = c.head_exchange();
+        let head = c.head();
         for term in [
             "",
             "method=POST",
