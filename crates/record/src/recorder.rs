@@ -6,6 +6,7 @@
 //! rules to the call's head, and owns the sink.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -194,9 +195,9 @@ impl RecorderThread {
 /// Keeping every verdict of the last minute instead would cost memory in
 /// proportion to the load.
 struct Families<T> {
-    waiting: HashMap<[u8; 16], (Instant, Vec<T>)>,
+    waiting: HashMap<[u8; 16], (Instant, Vec<T>), Ids>,
     held: usize,
-    verdicts: HashMap<[u8; 16], bool>,
+    verdicts: HashMap<[u8; 16], bool, Ids>,
     /// The ids in `verdicts`, oldest first, with when each was judged.
     judged: VecDeque<([u8; 16], Instant)>,
     last_sweep: Option<Instant>,
@@ -205,11 +206,34 @@ struct Families<T> {
 impl<T> Default for Families<T> {
     fn default() -> Self {
         Families {
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             held: 0,
-            verdicts: HashMap::new(),
+            verdicts: HashMap::default(),
             judged: VecDeque::new(),
             last_sweep: None,
+        }
+    }
+}
+
+/// Exchange ids hashed cheaply. They are reprise's own UUIDv7s (never a
+/// client's), so a keyed hash buys nothing here, and SipHash was 7 % of
+/// the recorder's time per call with `--match`.
+type Ids = BuildHasherDefault<IdHash>;
+
+#[derive(Default)]
+struct IdHash(u64);
+
+impl Hasher for IdHash {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
         }
     }
 }
@@ -224,39 +248,39 @@ const HOLD_MAX: usize = 10_000;
 /// [`HOLD_FOR`] grew the proxy to 216 MiB in 20 s of `--match` under load.
 const VERDICTS_MAX: usize = 65_536;
 
-/// What to do with one call's record.
-enum Verdict<T> {
-    Store(T),
-    /// Its downstream calls follow it (`true`: stored with it; the
-    /// inbound call's own record is there only then).
-    Family(Option<T>, Vec<T>, bool),
-    Wait,
+/// What becomes of a downstream call's record.
+#[derive(Debug, PartialEq, Eq)]
+enum Child {
+    /// Stored now.
+    Keep,
+    /// Dropped with its refused inbound call.
+    Drop,
+    /// Held until its inbound call is judged.
+    Held,
 }
 
 impl<T> Families<T> {
-    /// A downstream call of the inbound call `parent`.
-    fn downstream(&mut self, parent: [u8; 16], record: T) -> Verdict<T> {
+    /// A downstream call of the inbound call `parent`; `hold` makes its
+    /// record when it must wait.
+    fn downstream(&mut self, parent: [u8; 16], hold: impl FnOnce() -> T) -> Child {
         if let Some(&keep) = self.verdicts.get(&parent) {
-            return if keep {
-                Verdict::Store(record)
-            } else {
-                Verdict::Family(None, vec![record], false)
-            };
+            return if keep { Child::Keep } else { Child::Drop };
         }
         if self.held >= HOLD_MAX {
-            return Verdict::Store(record);
+            return Child::Keep;
         }
         self.held += 1;
         self.waiting
             .entry(parent)
             .or_insert_with(|| (Instant::now(), Vec::new()))
             .1
-            .push(record);
-        Verdict::Wait
+            .push(hold());
+        Child::Held
     }
 
-    /// The inbound call `id` was judged: `record` is its own, when kept.
-    fn inbound(&mut self, id: [u8; 16], record: Option<T>, keep: bool) -> Verdict<T> {
+    /// The inbound call `id` was judged: its held downstream calls, to
+    /// store with it or to drop with it.
+    fn inbound(&mut self, id: [u8; 16], keep: bool) -> Vec<T> {
         let children = match self.waiting.remove(&id) {
             Some((_, children)) => {
                 self.held -= children.len();
@@ -270,7 +294,7 @@ impl<T> Families<T> {
                 self.forget_oldest();
             }
         }
-        Verdict::Family(record.filter(|_| keep), children, keep)
+        children
     }
 
     /// Downstream calls that waited too long, to store; forgets old
@@ -355,10 +379,16 @@ impl Store<'_> {
         self.stored(stored);
     }
 
-    /// `captured` encoded, to be stored later.
-    fn hold(&self, captured: &Captured) -> Encoded {
-        let mut bytes = Vec::new();
-        self.encode(captured, &mut bytes);
+    /// `captured` encoded, to be stored later (in a buffer of its size:
+    /// one grown by doubling would hold up to twice that).
+    fn hold(&mut self, captured: &Captured) -> Encoded {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        self.encode(captured, &mut scratch);
+        let bytes = scratch.as_slice().to_vec();
+        if scratch.capacity() <= SCRATCH_KEEP {
+            self.scratch = scratch;
+        }
         Encoded {
             bytes,
             recorded_at_ns: captured.recorded_at_ns(),
@@ -420,17 +450,21 @@ fn write_loop(
     while let Next::Item(Message::Record(mut captured)) = drain.next(None) {
         metrics.queue_depth.dec();
         let identity = captured.identity();
-        let verdict = if !gated {
+        let mut judged = None;
+        if !gated {
             store.put(&captured);
-            None
         } else if captured.role() == Role::Downstream {
-            Some(match identity.parent_id {
-                Some(parent) => families.downstream(parent, store.hold(&captured)),
-                None => Verdict::Store(store.hold(&captured)),
-            })
+            let parent = identity.parent_id;
+            match parent.map(|p| families.downstream(p, || store.hold(&captured))) {
+                None | Some(Child::Keep) => store.put(&captured),
+                Some(Child::Drop) => {
+                    metrics.unmatched.inc();
+                }
+                Some(Child::Held) => {}
+            }
         } else {
-            // The rules look at the call's head; its record is encoded
-            // only when it is kept.
+            // The rules read the call's head in place; its record is
+            // encoded only when it is kept.
             let keep = if !rules.filter.matches(&captured.head()) {
                 metrics.unmatched.inc();
                 false
@@ -442,27 +476,23 @@ fn write_loop(
             } else {
                 true
             };
-            let record = keep.then(|| store.hold(&captured));
-            Some(families.inbound(identity.id, record, keep))
-        };
+            if keep {
+                store.put(&captured);
+            }
+            judged = Some((families.inbound(identity.id, keep), keep));
+        }
         captured.recycle();
         cleared.push(captured);
         if cleared.len() >= GIVE_BATCH {
             pool.give(&mut cleared);
         }
-        match verdict {
-            None | Some(Verdict::Wait) => {}
-            Some(Verdict::Store(record)) => store.put_held(record),
-            Some(Verdict::Family(parent, children, keep)) => {
-                if let Some(parent) = parent {
-                    store.put_held(parent);
-                }
-                for child in children {
-                    if keep {
-                        store.put_held(child);
-                    } else {
-                        metrics.unmatched.inc();
-                    }
+        // Its downstream calls follow an inbound call.
+        if let Some((children, keep)) = judged {
+            for child in children {
+                if keep {
+                    store.put_held(child);
+                } else {
+                    metrics.unmatched.inc();
                 }
             }
         }
@@ -499,28 +529,23 @@ mod tests {
     fn downstream_calls_follow_their_inbound_calls_verdict() {
         let mut families: Families<u8> = Families::default();
         for (child, parent) in [(11, 1), (12, 1), (21, 2)] {
-            assert!(matches!(
-                families.downstream(id(parent), child),
-                Verdict::Wait
-            ));
+            assert_eq!(families.downstream(id(parent), || child), Child::Held);
         }
-        let Verdict::Family(Some(1), children, true) = families.inbound(id(1), Some(1), true)
-        else {
-            panic!("a kept parent comes with its children");
-        };
-        assert_eq!(children, [11, 12]);
-        let Verdict::Family(None, children, false) = families.inbound(id(2), None, false) else {
-            panic!("a refused parent takes its children");
-        };
-        assert_eq!(children, [21]);
+        assert_eq!(
+            families.inbound(id(1), true),
+            [11, 12],
+            "a kept parent's children"
+        );
+        assert_eq!(
+            families.inbound(id(2), false),
+            [21],
+            "a refused parent's children"
+        );
         // A late child of a known parent follows the verdict at once.
-        assert!(matches!(families.downstream(id(1), 13), Verdict::Store(13)));
-        assert!(matches!(
-            families.downstream(id(2), 22),
-            Verdict::Family(None, _, false)
-        ));
+        assert_eq!(families.downstream(id(1), || 13), Child::Keep);
+        assert_eq!(families.downstream(id(2), || 22), Child::Drop);
         // An orphan waits, then is stored when its parent never comes.
-        assert!(matches!(families.downstream(id(3), 31), Verdict::Wait));
+        assert_eq!(families.downstream(id(3), || 31), Child::Held);
         let now = Instant::now();
         assert!(families.expired(now).is_empty());
         assert!(families.expired(now + Duration::from_millis(10)).is_empty());
@@ -530,6 +555,14 @@ mod tests {
         );
         assert_eq!(families.held, 0);
         assert!(families.rest().is_empty());
+        // Past HOLD_MAX waiting, a child is stored at once.
+        for n in 0..HOLD_MAX {
+            let mut parent = [9; 16];
+            parent[..8].copy_from_slice(&(n as u64).to_le_bytes());
+            assert_eq!(families.downstream(parent, || 0), Child::Held);
+        }
+        assert_eq!(families.downstream(id(4), || 41), Child::Keep);
+        assert_eq!(families.rest().len(), HOLD_MAX);
     }
 
     #[test]
@@ -538,18 +571,15 @@ mod tests {
         for n in 0..VERDICTS_MAX as u32 + 10 {
             let mut id = [0; 16];
             id[..4].copy_from_slice(&n.to_le_bytes());
-            families.inbound(id, None, false);
+            families.inbound(id, false);
         }
         assert_eq!(families.verdicts.len(), VERDICTS_MAX);
         assert_eq!(families.judged.len(), VERDICTS_MAX);
         // The oldest are forgotten: a late child of one waits.
-        assert!(matches!(families.downstream([0; 16], 1), Verdict::Wait));
+        assert_eq!(families.downstream([0; 16], || 1), Child::Held);
         let mut last = [0; 16];
         last[..4].copy_from_slice(&(VERDICTS_MAX as u32 + 9).to_le_bytes());
-        assert!(matches!(
-            families.downstream(last, 2),
-            Verdict::Family(None, _, false)
-        ));
+        assert_eq!(families.downstream(last, || 2), Child::Drop);
         // All are forgotten once old.
         families.expired(Instant::now() + HOLD_FOR + Duration::from_secs(1));
         assert!(families.verdicts.is_empty() && families.judged.is_empty());
