@@ -14,8 +14,9 @@
 #            calls, C / throughput, so the added p50 of one call is read here)
 # and prints medians: req/s, p50 and p99 for each; (o)/(n) and (r)/(n)
 # req/s; the p50 that (o) and (r) add to (n) in µs; and, from /proc, each
-# server thread's CPU time per call under load (serving, recorder, tape
-# writer: on 2 cores shared with wrk, the sum is what bounds throughput).
+# server thread's CPU time per call under load (serving, recorder, which
+# also writes the tape: on 2 cores shared with wrk, the sum is what bounds
+# throughput).
 # Then (r) is stopped
 # with SIGTERM, which must close its tape: the script checks that its
 # recorder accounts for every call wrk made to it (stored, or dropped when
@@ -159,7 +160,7 @@ echo
 report_machine
 echo "- $(wrk_version), $(rustc --version), reprise $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$root" diff --quiet HEAD -- crates 2>/dev/null || echo ' (with local changes)')"
 echo "- command: \`$command_line\` ($runs runs, ${duration} s each, order rotated run to run; medians shown)"
-echo "- server: target/release/examples/hello, one serving thread (tokio current-thread); (r) also runs the recorder's and the tape writer's threads; wrk and the servers share the same cores; malloc: $malloc_label"
+echo "- server: target/release/examples/hello, one serving thread (tokio current-thread); (r) also runs the recorder's thread, which also compresses and writes the tape; wrk and the servers share the same cores; malloc: $malloc_label"
 echo "- load: \`wrk ${load_args[*]} URL\`; latency: \`wrk ${latency_args[*]} URL\`"
 echo
 CONNS=$conns PYTHONPATH="$root/bench" python3 - "$dir/results" "$runs" "$stored_line" "$tape_bytes" "$tape_after_warmup" <<'PY'

@@ -70,6 +70,14 @@ pub trait Sink: Send {
         self.append(exchange)
     }
 
+    /// Does what is due by time for a store that works on its caller's
+    /// thread (an inline tape seals a block that has waited its age).
+    /// Writers that own such a store call it every few milliseconds,
+    /// also while idle.
+    fn tick(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Makes everything appended so far durable (on a tape: written and
     /// fsynced).
     fn sync(&mut self) -> Result<(), StoreError>;

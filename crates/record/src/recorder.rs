@@ -402,6 +402,14 @@ impl Store<'_> {
         self.stored(stored);
     }
 
+    /// Lets the sink do what is due by time (an inline tape seals an old
+    /// block); a failure is the sink's, as a failed append is.
+    fn tick(&mut self) {
+        if let Err(error) = self.sink.tick() {
+            self.first_error.get_or_insert_with(|| error.to_string());
+        }
+    }
+
     fn stored(&mut self, result: Result<(), StoreError>) {
         match result {
             Ok(()) => {
@@ -419,6 +427,11 @@ impl Store<'_> {
         }
     }
 }
+
+/// How often, at least, the writer thread looks at the time: an
+/// exchange waits at most this long to be looked at (the forward path
+/// never wakes this thread), and the sink is ticked.
+const TICK: Duration = Duration::from_millis(20);
 
 /// The encoding buffer kept between records at most (a bigger one, left
 /// by a large body, is freed).
@@ -444,10 +457,21 @@ fn write_loop(
         first_error: None,
         scratch: Vec::new(),
     };
-    // An exchange waits at most this long to be looked at; the forward
-    // path never wakes this thread.
-    let mut drain = Drain::new(rx, Duration::from_millis(20));
-    while let Next::Item(Message::Record(mut captured)) = drain.next(None) {
+    let mut drain = Drain::new(rx, TICK);
+    loop {
+        let mut captured = match drain.next(Some(TICK)) {
+            Next::Item(Message::Record(captured)) => captured,
+            Next::Item(Message::Close) | Next::Closed => break,
+            Next::Timeout => {
+                store.tick();
+                if gated {
+                    for child in families.expired(Instant::now()) {
+                        store.put_held(child);
+                    }
+                }
+                continue;
+            }
+        };
         metrics.queue_depth.dec();
         let identity = captured.identity();
         let mut judged = None;
@@ -501,6 +525,7 @@ fn write_loop(
                 store.put_held(child);
             }
         }
+        store.tick();
     }
     for child in families.rest() {
         store.put_held(child);

@@ -35,6 +35,12 @@ pub struct WriterOptions {
     /// Records queued between `append` and the writer thread; `append`
     /// waits when the queue is full.
     pub queue_records: usize,
+    /// Compress and write on the caller's thread, with no writer thread:
+    /// for a caller that is itself a thread of its own writing records
+    /// (the recorder), which saves a hand-off and a thread waking per
+    /// record. Blocks are then sealed on age when the caller calls
+    /// [`Sink::tick`] (or writes, syncs or closes).
+    pub inline: bool,
 }
 
 impl Default for WriterOptions {
@@ -44,6 +50,7 @@ impl Default for WriterOptions {
             block_age: Duration::from_millis(100),
             zstd_level: 1,
             queue_records: 4096,
+            inline: false,
         }
     }
 }
@@ -89,6 +96,9 @@ pub struct TapeWriter {
     path: PathBuf,
     tx: Option<SyncSender<Command>>,
     thread: Option<JoinHandle<()>>,
+    /// The writer's state, when it runs on the caller's thread
+    /// ([`WriterOptions::inline`]); gone once closed or failed.
+    inline: Option<Box<WriterThread>>,
     failure: Arc<Mutex<Option<String>>>,
     stats: Arc<SharedStats>,
 }
@@ -168,9 +178,9 @@ impl TapeWriter {
     }
 
     fn start(path: &Path, file: File, offset: u64, seq: u64, options: WriterOptions) -> TapeWriter {
-        let (tx, rx) = mpsc::sync_channel(options.queue_records.max(1));
         let failure = Arc::new(Mutex::new(None));
         let stats = Arc::new(SharedStats::default());
+        let inline = options.inline;
         let mut state = WriterThread {
             path: path.to_path_buf(),
             file,
@@ -186,6 +196,17 @@ impl TapeWriter {
             options,
             stats: Arc::clone(&stats),
         };
+        if inline {
+            return TapeWriter {
+                path: path.to_path_buf(),
+                tx: None,
+                thread: None,
+                inline: Some(Box::new(state)),
+                failure,
+                stats,
+            };
+        }
+        let (tx, rx) = mpsc::sync_channel(state.options.queue_records.max(1));
         let thread_failure = Arc::clone(&failure);
         let thread = std::thread::Builder::new()
             .name("reprise-tape-writer".into())
@@ -201,6 +222,7 @@ impl TapeWriter {
                 path: path.to_path_buf(),
                 tx: Some(tx),
                 thread: Some(thread),
+                inline: None,
                 failure,
                 stats,
             },
@@ -211,6 +233,7 @@ impl TapeWriter {
                     path: path.to_path_buf(),
                     tx: None,
                     thread: None,
+                    inline: None,
                     failure,
                     stats,
                 }
@@ -264,6 +287,14 @@ impl TapeWriter {
     /// is full.
     pub fn write_encoded(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), TapeError> {
         self.check_len(record.len())?;
+        if let Some(state) = self.inline.as_mut() {
+            let mut prefix = [0; 10];
+            let mut slot = &mut prefix[..];
+            prost::encoding::encode_varint(record.len() as u64, &mut slot);
+            let width = 10 - slot.len();
+            let added = state.add(&[&prefix[..width], record], recorded_at_ns, false);
+            return self.inline_result(added);
+        }
         let mut bytes = Vec::with_capacity(record.len() + 10);
         prost::encoding::encode_varint(record.len() as u64, &mut bytes);
         bytes.extend_from_slice(record);
@@ -287,6 +318,10 @@ impl TapeWriter {
         recorded_at_ns: u64,
         carries_unknown: bool,
     ) -> Result<(), TapeError> {
+        if let Some(state) = self.inline.as_mut() {
+            let added = state.add(&[&bytes], recorded_at_ns, carries_unknown);
+            return self.inline_result(added);
+        }
         let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
         let record = Command::Record {
             bytes,
@@ -299,11 +334,49 @@ impl TapeWriter {
     /// Seals the current block and fsyncs: everything written so far is
     /// durable when this returns.
     pub fn sync(&mut self) -> Result<(), TapeError> {
+        if let Some(state) = self.inline.as_mut() {
+            let synced = state.seal().and_then(|()| state.fsync());
+            return self.inline_result(synced);
+        }
         self.round_trip(Command::Sync)
+    }
+
+    /// Seals the current block if its oldest record has waited the
+    /// block's age: what the writer thread does by itself, for an inline
+    /// writer ([`WriterOptions::inline`]).
+    pub fn tick(&mut self) -> Result<(), TapeError> {
+        let Some(state) = self.inline.as_mut() else {
+            return Ok(());
+        };
+        if state
+            .oldest
+            .is_some_and(|oldest| oldest.elapsed() >= state.options.block_age)
+        {
+            let sealed = state.seal();
+            return self.inline_result(sealed);
+        }
+        Ok(())
+    }
+
+    /// An inline writer's outcome: a failure closes it, with its reason.
+    fn inline_result(&mut self, result: Result<(), String>) -> Result<(), TapeError> {
+        result.map_err(|reason| {
+            self.inline = None;
+            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+            TapeError::Closed {
+                path: self.path.clone(),
+                reason: Some(reason),
+            }
+        })
     }
 
     /// Seals, fsyncs and stops the writer thread.
     pub fn finish(&mut self) -> Result<WriterStats, TapeError> {
+        if let Some(mut state) = self.inline.take() {
+            let closed = state.seal().and_then(|()| state.fsync());
+            self.inline_result(closed)?;
+            return Ok(self.stats());
+        }
         if self.tx.is_some() {
             let result = self.round_trip(Command::Close);
             self.tx = None;
@@ -347,6 +420,10 @@ impl Sink for TapeWriter {
     fn append_encoded(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), StoreError> {
         self.write_encoded(record, recorded_at_ns)
             .map_err(StoreError::from)
+    }
+
+    fn tick(&mut self) -> Result<(), StoreError> {
+        TapeWriter::tick(self).map_err(StoreError::from)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
@@ -400,7 +477,7 @@ impl WriterThread {
                     bytes,
                     recorded_at_ns,
                     carries_unknown,
-                } => self.add(&bytes, recorded_at_ns, carries_unknown)?,
+                } => self.add(&[&bytes], recorded_at_ns, carries_unknown)?,
                 Command::Sync(reply) => {
                     let result = self.seal().and_then(|()| self.fsync());
                     let failed = result.clone().err();
@@ -418,16 +495,20 @@ impl WriterThread {
         }
     }
 
+    /// Adds one record, given in pieces (its length prefix, its bytes).
     fn add(
         &mut self,
-        record: &[u8],
+        record: &[&[u8]],
         recorded_at_ns: u64,
         carries_unknown: bool,
     ) -> Result<(), String> {
-        if self.count > 0 && self.raw.len() + record.len() > self.options.block_bytes {
+        let len: usize = record.iter().map(|piece| piece.len()).sum();
+        if self.count > 0 && self.raw.len() + len > self.options.block_bytes {
             self.seal()?;
         }
-        self.raw.extend_from_slice(record);
+        for piece in record {
+            self.raw.extend_from_slice(piece);
+        }
         self.count += 1;
         self.carries_unknown |= carries_unknown;
         self.min_ts = self.min_ts.min(recorded_at_ns);

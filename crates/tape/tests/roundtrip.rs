@@ -270,3 +270,47 @@ fn a_record_larger_than_a_block_is_refused_with_its_size() {
     writer.finish().unwrap();
     assert_eq!(common::read_all(&path).0.len(), 1);
 }
+
+#[test]
+fn an_inline_writer_writes_the_same_tape_on_the_callers_thread() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let options = WriterOptions {
+        inline: true,
+        block_age: std::time::Duration::from_millis(30),
+        ..small_blocks()
+    };
+    let mut writer = TapeWriter::create(&path, options).unwrap();
+    let exchanges: Vec<_> = (0..40).map(|i| common::exchange(i, 200)).collect();
+    for (i, exchange) in exchanges.iter().enumerate() {
+        if i % 2 == 0 {
+            let bytes = reprise_model::codec::encode_to_vec(exchange);
+            writer
+                .write_encoded(&bytes, exchange.recorded_at_ns)
+                .unwrap();
+        } else {
+            writer.write(exchange).unwrap();
+        }
+    }
+    // 2 KiB blocks: sealed by size as the records come, on this thread.
+    let (blocks, _) = block_index(&path).unwrap();
+    assert!(blocks.len() > 3, "{} blocks", blocks.len());
+    writer.sync().unwrap();
+    assert_eq!(common::read_all(&path).0, exchanges);
+
+    // A record waits in the open block until it is old enough and the
+    // writer is ticked.
+    writer.write(&common::exchange(99, 10)).unwrap();
+    writer.tick().unwrap();
+    let sealed = block_index(&path).unwrap().0.len();
+    assert_eq!(common::read_all(&path).0.len(), 40, "not sealed yet");
+    std::thread::sleep(std::time::Duration::from_millis(40));
+    writer.tick().unwrap();
+    assert_eq!(block_index(&path).unwrap().0.len(), sealed + 1);
+    assert_eq!(common::read_all(&path).0.len(), 41);
+
+    let stats = writer.finish().unwrap();
+    assert_eq!(stats.records, 41);
+    let error = writer.write(&common::exchange(100, 10)).unwrap_err();
+    assert!(error.to_string().contains("closed"), "{error}");
+}

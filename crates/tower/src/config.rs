@@ -291,10 +291,12 @@ impl Reprise {
         match config.mode {
             Mode::Off => Reprise::build(config, None, None),
             Mode::Record => {
-                let (writer, _) = reprise_tape::TapeWriter::open(
-                    tape("write")?,
-                    reprise_tape::WriterOptions::default(),
-                )?;
+                // The recorder's thread writes it: no writer thread of its own.
+                let options = reprise_tape::WriterOptions {
+                    inline: true,
+                    ..reprise_tape::WriterOptions::default()
+                };
+                let (writer, _) = reprise_tape::TapeWriter::open(tape("write")?, options)?;
                 Reprise::record_to(config, Box::new(writer))
             }
             Mode::Mock => {

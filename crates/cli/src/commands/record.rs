@@ -109,9 +109,15 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
 }
 
 /// Opens the tape: a new one, or (with `--append`) an existing one.
-pub(crate) fn open_tape(path: &Path, append: bool) -> anyhow::Result<TapeWriter> {
+/// `inline`: written on the caller's thread (the recorder's), see
+/// [`WriterOptions::inline`].
+pub(crate) fn open_tape(path: &Path, append: bool, inline: bool) -> anyhow::Result<TapeWriter> {
+    let options = WriterOptions {
+        inline,
+        ..WriterOptions::default()
+    };
     if append {
-        let (writer, report) = TapeWriter::open(path, WriterOptions::default())?;
+        let (writer, report) = TapeWriter::open(path, options)?;
         if let Some(cut) = report.cut {
             eprintln!(
                 "reprise: tape {}: cut off a torn tail: {cut}",
@@ -120,7 +126,7 @@ pub(crate) fn open_tape(path: &Path, append: bool) -> anyhow::Result<TapeWriter>
         }
         Ok(writer)
     } else {
-        Ok(TapeWriter::create(path, WriterOptions::default())?)
+        Ok(TapeWriter::create(path, options)?)
     }
 }
 
@@ -157,7 +163,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
         let mut interrupt =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .context("cannot handle SIGINT")?;
-        let writer = open_tape(&args.out, args.append)?;
+        // The recorder's thread writes it: no writer thread of its own.
+        let writer = open_tape(&args.out, args.append, true)?;
         let scheme = if config.tls.is_some() {
             "https"
         } else {

@@ -143,7 +143,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     }
     let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
-        Some(path) => Some(Box::new(open_tape(path, false)?)),
+        Some(path) => Some(Box::new(open_tape(path, false, false)?)),
         None => None,
     };
     let signals = Signals::catch()?;
@@ -182,7 +182,7 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
     let candidate = Replay::start(
         config,
         opener_c,
-        Some(Box::new(open_tape(&candidate_out, false)?)),
+        Some(Box::new(open_tape(&candidate_out, false, false)?)),
         None,
     )?;
     let baseline = match baseline {
@@ -191,7 +191,7 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
             let replay = Replay::start(
                 config,
                 opener_b,
-                Some(Box::new(open_tape(&out, false)?)),
+                Some(Box::new(open_tape(&out, false, false)?)),
                 None,
             )?;
             Some((replay, out))

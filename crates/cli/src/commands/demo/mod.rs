@@ -201,7 +201,11 @@ fn record(tape: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         let mut config = ProxyConfig::new(([127, 0, 0, 1], 0).into(), Upstream::parse(&format!("http://{shop}"))?);
         config.service = "shop".into();
         config.redactor = Redactor::new().json_path("$.card.number")?.json_path("$.card.cvc")?;
-        let writer = TapeWriter::create(tape, WriterOptions::default())?;
+        let options = WriterOptions {
+            inline: true,
+            ..WriterOptions::default()
+        };
+        let writer = TapeWriter::create(tape, options)?;
         let proxy = reprise_capture::start(config, Box::new(writer)).await?;
         let base = format!("http://{}", proxy.local_addr());
         writeln!(
