@@ -227,14 +227,10 @@ fn blocks_of_a_newer_revision_are_checked_for_unknown_fields() {
     assert_eq!(reprise_model::codec::encode_to_vec(&read[0]), record);
 }
 
-#[test]
-fn records_given_encoded_read_back_as_their_exchanges() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.tape");
-    let mut writer = TapeWriter::create(&path, small_blocks()).unwrap();
-    let exchanges: Vec<_> = (0..40).map(|i| common::exchange(i, 200)).collect();
+/// Writes `exchanges` through the sink, alternately as exchanges and as
+/// their bytes.
+fn write_alternately(writer: &mut TapeWriter, exchanges: &[reprise_model::Exchange]) {
     for (i, exchange) in exchanges.iter().enumerate() {
-        // Alternately as an exchange and as its bytes, through the sink.
         if i % 2 == 0 {
             let bytes = reprise_model::codec::encode_to_vec(exchange);
             writer
@@ -244,6 +240,15 @@ fn records_given_encoded_read_back_as_their_exchanges() {
             writer.append(exchange.clone()).unwrap();
         }
     }
+}
+
+#[test]
+fn records_given_encoded_read_back_as_their_exchanges() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.tape");
+    let mut writer = TapeWriter::create(&path, small_blocks()).unwrap();
+    let exchanges: Vec<_> = (0..40).map(|i| common::exchange(i, 200)).collect();
+    write_alternately(&mut writer, &exchanges);
     writer.finish().unwrap();
     let (read, damage) = common::read_all(&path);
     assert!(damage.is_empty());
@@ -282,16 +287,7 @@ fn an_inline_writer_writes_the_same_tape_on_the_callers_thread() {
     };
     let mut writer = TapeWriter::create(&path, options).unwrap();
     let exchanges: Vec<_> = (0..40).map(|i| common::exchange(i, 200)).collect();
-    for (i, exchange) in exchanges.iter().enumerate() {
-        if i % 2 == 0 {
-            let bytes = reprise_model::codec::encode_to_vec(exchange);
-            writer
-                .write_encoded(&bytes, exchange.recorded_at_ns)
-                .unwrap();
-        } else {
-            writer.write(exchange).unwrap();
-        }
-    }
+    write_alternately(&mut writer, &exchanges);
     // 2 KiB blocks: sealed by size as the records come, on this thread.
     let (blocks, _) = block_index(&path).unwrap();
     assert!(blocks.len() > 3, "{} blocks", blocks.len());
