@@ -6,7 +6,6 @@
 //! rules to the call's head, and owns the sink.
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -15,11 +14,12 @@ use std::time::{Duration, Instant};
 use reprise_model::drain::{Drain, Next};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
+use reprise_model::select::CallHead;
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Role, Sink, StoreError};
 
 use crate::metrics::Metrics;
-use crate::recording::Captured;
+use crate::recording::{Captured, HeadView};
 
 /// What the writer thread applies before storing.
 pub struct Rules {
@@ -215,28 +215,10 @@ impl<T> Default for Families<T> {
     }
 }
 
-/// Exchange ids hashed cheaply. They are reprise's own UUIDv7s (never a
-/// client's), so a keyed hash buys nothing here, and SipHash was 7 % of
-/// the recorder's time per call with `--match`.
-type Ids = BuildHasherDefault<IdHash>;
-
-#[derive(Default)]
-struct IdHash(u64);
-
-impl Hasher for IdHash {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        }
-    }
-}
+/// Exchange ids hashed with foldhash: they are reprise's own UUIDv7s
+/// (never a client's), so SipHash's defence buys nothing here, and it was
+/// 7 % of the recorder's time per call with `--match`.
+type Ids = foldhash::fast::RandomState;
 
 /// Longest wait for an inbound call's verdict.
 const HOLD_FOR: Duration = Duration::from_secs(60);
@@ -367,12 +349,27 @@ impl Store<'_> {
 
     /// Stores `captured`, encoded straight from the record.
     fn put(&mut self, captured: &Captured) {
+        let rules = self.rules;
+        self.put_by(captured.recorded_at_ns(), |out| {
+            captured.encode(&rules.redactor, rules.sample_rate, out);
+        });
+    }
+
+    /// Stores a call judged on its head, encoded from the parts the
+    /// judging read.
+    fn put_head(&mut self, head: HeadView<'_>) {
+        let rules = self.rules;
+        self.put_by(head.recorded_at_ns(), |out| {
+            head.encode(&rules.redactor, rules.sample_rate, out);
+        });
+    }
+
+    /// Stores what `encode` writes, recorded at `recorded_at_ns`.
+    fn put_by(&mut self, recorded_at_ns: u64, encode: impl FnOnce(&mut Vec<u8>)) {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
-        self.encode(captured, &mut scratch);
-        let stored = self
-            .sink
-            .append_encoded(&scratch, captured.recorded_at_ns());
+        encode(&mut scratch);
+        let stored = self.sink.append_encoded(&scratch, recorded_at_ns);
         if scratch.capacity() <= SCRATCH_KEEP {
             self.scratch = scratch;
         }
@@ -488,8 +485,9 @@ fn write_loop(
             }
         } else {
             // The rules read the call's head in place; its record is
-            // encoded only when it is kept.
-            let keep = if !rules.filter.matches(&captured.head()) {
+            // encoded, from the same reading, only when it is kept.
+            let head = captured.head();
+            let keep = if !rules.filter.matches(&head) {
                 metrics.unmatched.inc();
                 false
             } else if let Some(limit) = limit.as_mut()
@@ -501,7 +499,7 @@ fn write_loop(
                 true
             };
             if keep {
-                store.put(&captured);
+                store.put_head(head);
             }
             judged = Some((families.inbound(identity.id, keep), keep));
         }

@@ -710,14 +710,7 @@ impl Captured {
                 .and_then(|trailers| grpc_status(&trailers))
                 .or_else(|| grpc_status(&headers))
         });
-        let messages = (self.grpc && with_messages).then(|| {
-            let end = self.duration_ns;
-            let (mut messages, request_cut) = grpc_messages(request_body, Direction::Request, end);
-            let (responses, response_cut) = grpc_messages(response_body, Direction::Response, end);
-            messages.extend(responses);
-            messages.sort_by_key(|m| m.offset_ns);
-            (messages, request_cut, response_cut)
-        });
+        let messages = if with_messages { self.messages() } else { None };
         // A broken body: the first break is the exchange's error, unless
         // the call had already failed.
         let mut error = self.error.clone();
@@ -840,6 +833,21 @@ impl Captured {
         }
     }
 
+    /// For a gRPC call, both bodies' messages in time order, and whether
+    /// the last message of the request, then of the response, was cut.
+    fn messages(&self) -> Option<(Vec<StreamMessage>, bool, bool)> {
+        self.grpc.then(|| {
+            let end = self.duration_ns;
+            let (mut messages, request_cut) =
+                grpc_messages(&self.request_body, Direction::Request, end);
+            let (responses, response_cut) =
+                grpc_messages(&self.response_body, Direction::Response, end);
+            messages.extend(responses);
+            messages.sort_by_key(|m| m.offset_ns);
+            (messages, request_cut, response_cut)
+        })
+    }
+
     /// The call's head as the `--match` rules and the rate cap read it,
     /// without building its exchange (nor cutting a gRPC call's messages
     /// out of its bodies).
@@ -855,7 +863,16 @@ impl Captured {
     /// `reprise_model::encode` writes for [`Captured::to_exchange`]'s
     /// exchange after [`prepare`], without building the exchange.
     pub fn encode(&self, redactor: &Redactor, sample_rate: f64, out: &mut Vec<u8>) {
-        let parts = self.parts(true);
+        self.encode_parts(self.parts(true), redactor, sample_rate, out);
+    }
+
+    fn encode_parts(
+        &self,
+        parts: Parts<'_>,
+        redactor: &Redactor,
+        sample_rate: f64,
+        out: &mut Vec<u8>,
+    ) {
         let origin = parts.origin;
         let identity = &self.identity;
         let (request_body, response_body) = (&self.request_body, &self.response_body);
@@ -969,6 +986,16 @@ impl Captured {
 pub struct HeadView<'a> {
     captured: &'a Captured,
     parts: Parts<'a>,
+}
+
+impl HeadView<'_> {
+    /// [`Captured::encode`], from the parts already read for the head.
+    pub fn encode(self, redactor: &Redactor, sample_rate: f64, out: &mut Vec<u8>) {
+        let mut parts = self.parts;
+        parts.messages = self.captured.messages();
+        self.captured
+            .encode_parts(parts, redactor, sample_rate, out);
+    }
 }
 
 impl CallHead for HeadView<'_> {
@@ -1254,6 +1281,8 @@ mod tests {
     /// Both ways of storing `c` give the same bytes, and the `--match`
     /// rules judge its head as they would judge its exchange.
     fn assert_same(c: &Captured, redactor: &Redactor, rate: f64) -> Exchange {
+        let mut from_head = Vec::new();
+        c.head().encode(redactor, rate, &mut from_head);
         let head = c.head();
         for term in [
             "",
@@ -1288,6 +1317,7 @@ mod tests {
         let decoded = reprise_model::decode(&direct);
         assert_eq!(decoded.ok().as_ref(), Some(&exchange));
         assert_eq!(direct, reprise_model::codec::encode_to_vec(&exchange));
+        assert_eq!(from_head, direct, "encoded from the head's parts");
         exchange
     }
 
