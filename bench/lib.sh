@@ -291,6 +291,14 @@ start_nginx_proxy() {  # NAME PORT BACKEND_PORT
   nginx_proxy_command "$@"
   start_server "$1" "${nginx_proxy_cmd[@]}"
 }
+# The backend: nginx_conf's nginx (PORT, H2_PORT, MORE server blocks),
+# started, with nginx_version and nginx_pid set.
+start_nginx_backend() {  # PORT H2_PORT [MORE]
+  nginx_detect
+  nginx_conf "$@" >"$dir/nginx.conf"
+  say "starting nginx $nginx_version (HTTP/1.1 :$1, h2c :$2)"
+  start_nginx
+}
 # Starts nginx with $dir/nginx.conf and sets nginx_pid.
 start_nginx() {
   local flags=(-p "$dir" -c "$dir/nginx.conf") i

@@ -35,9 +35,7 @@ make_work_dir proxy-cpu
 nginx_files proxy-cpu
 read -r p_a p_a2 p_b p_c p_d < <(free_ports 5)
 [ -n "${p_d:-}" ] || die "could not pick free ports"
-nginx_detect
-nginx_conf "$p_a" "$p_a2" >"$dir/nginx.conf"
-start_nginx
+start_nginx_backend "$p_a" "$p_a2"
 start_nginx_proxy b "$p_b" "$p_a"
 start_server c "$reprise" record --sample 0 "$@" --listen "127.0.0.1:$p_c" \
   --upstream "http://127.0.0.1:$p_a" --out "$dir/c.tape"

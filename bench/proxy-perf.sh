@@ -29,9 +29,7 @@ make_work_dir proxy-perf
 nginx_files proxy-perf
 read -r p_a p_a2 p_p < <(free_ports 3)
 [ -n "${p_p:-}" ] || die "could not pick free ports"
-nginx_detect
-nginx_conf "$p_a" "$p_a2" >"$dir/nginx.conf"
-start_nginx
+start_nginx_backend "$p_a" "$p_a2"
 start_server profiled "$reprise" record "$@" --listen "127.0.0.1:$p_p" \
   --upstream "http://127.0.0.1:$p_a" --out "$dir/profile.tape"
 ready_and_warm profiled "$p_p"
@@ -48,8 +46,8 @@ grep "requests in" "$dir/wrk.txt"
 echo
 echo "### time by thread and binary"
 perf report -i "$dir/perf.data" --no-children --sort comm,dso --stdio -g none 2>/dev/null \
-  | grep -v '^#' | grep -v '^$' | head -n 16
+  | grep -v '^#' | grep -v '^$' | head -n 16 || true  # head stops reading early
 echo
 echo "### top functions ([k]: kernel)"
 perf report -i "$dir/perf.data" --no-children --sort sym --stdio -g none 2>/dev/null \
-  | grep -v '^#' | grep -v '^$' | head -n 30
+  | grep -v '^#' | grep -v '^$' | head -n 30 || true

@@ -29,9 +29,7 @@ make_work_dir proxy-profile
 nginx_files proxy-profile
 read -r p_a p_a2 p_p < <(free_ports 3)
 [ -n "${p_p:-}" ] || die "could not pick free ports"
-nginx_detect
-nginx_conf "$p_a" "$p_a2" >"$dir/nginx.conf"
-start_nginx
+start_nginx_backend "$p_a" "$p_a2"
 
 start_server profiled valgrind --tool=callgrind --separate-threads=yes \
   --callgrind-out-file="$dir/cg.out" \

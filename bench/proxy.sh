@@ -42,10 +42,7 @@ read -r p_a p_a2 p_b p_c p_d p_c2 p_d2 < <(free_ports 7)
 [ -n "${p_d2:-}" ] || die "could not pick free ports"
 
 # --- nginx: backend (a) and reverse proxy (b) ---------------------------------
-nginx_detect
-nginx_conf "$p_a" "$p_a2" >"$dir/nginx.conf"
-say "starting nginx $nginx_version (backend :$p_a, h2c :$p_a2; proxy :$p_b, an nginx of its own)"
-start_nginx
+start_nginx_backend "$p_a" "$p_a2"
 start_nginx_proxy b "$p_b" "$p_a"
 
 # --- reprise: (c), (d), (c2), (d2) --------------------------------------------

@@ -66,10 +66,7 @@ read -r p_h1 p_h2 p_r1 p_r2 < <(free_ports 4)
 [ -n "${p_r2:-}" ] || die "could not pick free ports"
 
 # --- nginx: the target ----------------------------------------------------------
-nginx_detect
-nginx_conf "$p_h1" "$p_h2" >"$dir/nginx.conf"
-say "starting nginx $nginx_version (HTTP/1.1 :$p_h1, h2c :$p_h2)"
-start_nginx
+start_nginx_backend "$p_h1" "$p_h2"
 
 # Waits (at most 10 s) until nginx answers 200 for /hello.json on PORT.
 wait_nginx() {  # PORT [curl flags]
