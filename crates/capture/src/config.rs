@@ -107,7 +107,7 @@ pub struct ProxyConfig {
     /// The largest request head accepted (HTTP/1.1 gets a 431 past it).
     pub max_header_bytes: usize,
     /// Serving threads, each with its own listening socket and runtime;
-    /// `None`: one per core.
+    /// `None`: one per two cores (at least one), see `server`.
     pub threads: Option<usize>,
 }
 

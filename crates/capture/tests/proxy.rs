@@ -492,10 +492,14 @@ async fn a_stalled_or_failing_sink_never_fails_a_call() {
             Box::new(FailingSink)
         };
         let proxy = reprise_capture::start(config, sink).await.unwrap();
-        for i in 0..40 {
-            let payload = format!("call {i}").into_bytes();
+        // Calls go on until the stalled sink's queue overflows: each
+        // serving thread packs its calls and hands a pack over when it has
+        // waited its age (20 ms), so it takes a few packs.
+        let mut calls = 0;
+        while calls < 40 || (stalled && proxy.stats().dropped_queue_full == 0 && calls < 2000) {
+            let payload = format!("call {calls}").into_bytes();
             let (status, _, body) = call(
-                i % 2 == 0,
+                calls % 2 == 0,
                 "POST",
                 format!("http://{}/echo", proxy.local_addr()),
                 &[],
@@ -505,15 +509,19 @@ async fn a_stalled_or_failing_sink_never_fails_a_call() {
             assert_eq!(
                 (status, &body[..]),
                 (StatusCode::OK, &payload[..]),
-                "call {i} answered correctly"
+                "call {calls} answered correctly"
             );
+            calls += 1;
         }
         let metrics = proxy.metrics().render();
         let stats = proxy.stats();
-        assert_eq!(stats.seen, 40);
+        assert_eq!(stats.seen, calls);
+        assert_eq!(stats.recorded, 0, "{stats:?}");
         if stalled {
-            // One exchange is stuck in the sink, four wait in the queue.
-            assert!(stats.dropped_queue_full >= 35, "{stats:?}");
+            // One pack is stuck in the sink, one waits in the queue (it
+            // takes a pack bigger than its 4 records when empty), the
+            // rest were dropped.
+            assert!(stats.dropped_queue_full > 0, "{stats:?}");
             assert!(
                 metrics.contains("reprise_exchanges_dropped_total{reason=\"queue_full\"}"),
                 "{metrics}"
@@ -524,8 +532,18 @@ async fn a_stalled_or_failing_sink_never_fails_a_call() {
                 "{error}"
             );
         } else {
+            let counters = std::sync::Arc::clone(proxy.metrics());
             let error = proxy.shutdown().await.unwrap_err().to_string();
             assert!(error.contains("refused on purpose"), "{error}");
+            // Every call was refused by the sink, or dropped before it
+            // from the 4-record queue.
+            let stats = counters.snapshot();
+            assert!(stats.dropped_sink_error > 0, "{stats:?}");
+            assert_eq!(
+                stats.dropped_sink_error + stats.dropped_queue_full,
+                calls,
+                "{stats:?}"
+            );
         }
     }
 }

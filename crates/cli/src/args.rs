@@ -211,7 +211,7 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub queue: usize,
     /// Threads serving clients, each with its own socket on the port
-    /// (default: one per core).
+    /// (default: one per two cores, at least one).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
 }

@@ -21,6 +21,7 @@ mod exchange;
 pub mod grpc;
 pub mod id;
 pub mod key;
+pub mod pack;
 pub mod redact;
 pub mod sample;
 pub mod select;

@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::pack::{Packed, PackedError, Packer, PlainPacker};
 use crate::pb::Exchange;
 
 /// A store error, with the store's name (a path, a topic) in its message.
@@ -62,12 +63,7 @@ pub trait Sink: Send {
     /// they are; the others decode them.
     fn append_encoded(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), StoreError> {
         let _ = recorded_at_ns;
-        let exchange = crate::codec::decode(record).map_err(|e| StoreError::Failed {
-            store: "record".into(),
-            detail: e.to_string(),
-            source: Some(Box::new(e)),
-        })?;
-        self.append(exchange)
+        self.append(decode_record(record)?)
     }
 
     /// Does what is due by time for a store that works on its caller's
@@ -75,6 +71,27 @@ pub trait Sink: Send {
     /// Writers that own such a store call it every few milliseconds,
     /// also while idle.
     fn tick(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// A packer for a producer's thread, whose packs this store takes
+    /// ([`Sink::append_packed`]). Stores with no packing of their own get
+    /// plain packs.
+    fn packer(&self) -> Box<dyn Packer> {
+        Box::new(PlainPacker::default())
+    }
+
+    /// Stores a pack made by this store's [`Sink::packer`]. The default
+    /// takes a plain pack's records one by one, in order, and stops at
+    /// the first failure.
+    fn append_packed(&mut self, packed: Packed) -> Result<(), PackedError> {
+        let failed = |stored, error| PackedError { stored, error };
+        let records = packed.plain_records().map_err(|e| failed(0, e))?;
+        for (stored, record) in (0..).zip(records) {
+            decode_record(record)
+                .and_then(|exchange| self.append(exchange))
+                .map_err(|e| failed(stored, e))?;
+        }
         Ok(())
     }
 
@@ -92,6 +109,16 @@ pub trait Sink: Send {
     fn bytes_written(&self) -> Option<u64> {
         None
     }
+}
+
+/// A record given as its encoding, decoded for a store that keeps
+/// exchanges.
+fn decode_record(record: &[u8]) -> Result<Exchange, StoreError> {
+    crate::codec::decode(record).map_err(|e| StoreError::Failed {
+        store: "record".into(),
+        detail: e.to_string(),
+        source: Some(Box::new(e)),
+    })
 }
 
 /// Where exchanges are read from, in store order.

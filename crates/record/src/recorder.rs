@@ -1,9 +1,17 @@
 //! The bypass: a bounded queue between the forward path and the sink.
 //! `submit` never waits: when the queue is full the exchange is dropped
 //! from the recording (never from the forward path) and counted. A writer
-//! thread encodes what the forward path captured into records (straight
-//! from the pooled record, redacted on the way), applies the selection
-//! rules to the call's head, and owns the sink.
+//! thread owns the sink.
+//!
+//! What the forward path captured becomes a record in one of two places.
+//! On a handle made by [`Recorder::local`] (one per serving thread of the
+//! proxy), the thread that served the call applies the selection rules to
+//! its head, encodes it (straight from the pooled record, redacted on the
+//! way) and packs it with the sink's [`Packer`] (a tape's compresses
+//! whole blocks); only full packs cross to the writer thread, which
+//! stores them as they are. On a shared handle (the tower layers, whose
+//! downstream calls wait for their inbound call's verdict), the record
+//! itself crosses, and the writer thread judges, encodes and stores it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -12,6 +20,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reprise_model::drain::{Drain, Next};
+use reprise_model::pack::{Packed, PackedError, Packer};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::CallHead;
@@ -36,6 +45,8 @@ pub struct Rules {
 /// What goes down the queue.
 enum Message {
     Record(Box<Captured>),
+    /// Records a serving thread packed.
+    Packed(Packed),
     /// Write what came before, close the sink, stop.
     Close,
 }
@@ -46,6 +57,148 @@ pub struct Recorder {
     tx: SyncSender<Message>,
     metrics: Arc<Metrics>,
     pool: Arc<Pool>,
+    shared: Arc<Shared>,
+    /// The packing of the thread this handle is for ([`Recorder::local`]).
+    local: Option<Arc<Mutex<Local>>>,
+}
+
+/// What every handle and the writer thread share.
+struct Shared {
+    rules: Rules,
+    /// `--max-record-rate`, over every thread's calls.
+    limit: Option<Mutex<RateLimit>>,
+    /// Most records queued (a pack counts its records).
+    capacity: usize,
+    /// The sink's packer, which each local handle's is made from.
+    packer: Mutex<Box<dyn Packer>>,
+    /// The first failure met packing (a record too large for the sink),
+    /// reported at close as the sink's own are.
+    first_error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Whether a downstream call waits for its inbound call's verdict:
+    /// only when something can refuse an inbound call.
+    fn gated(&self) -> bool {
+        !self.rules.filter.is_empty() || self.limit.is_some()
+    }
+
+    /// Whether the inbound call `head` is kept, by `--match` then the rate
+    /// cap; a refusal is counted.
+    fn keeps(&self, head: &HeadView<'_>, metrics: &Metrics) -> bool {
+        if !self.rules.filter.matches(head) {
+            metrics.unmatched.inc();
+            return false;
+        }
+        if let Some(limit) = &self.limit
+            && !limit
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .allow(reprise_model::time::now_ns())
+        {
+            metrics.dropped_rate_limit.inc();
+            return false;
+        }
+        true
+    }
+}
+
+/// A serving thread's own packing: its pack being filled, its encoding
+/// buffer and its cleared records.
+struct Local {
+    packer: Box<dyn Packer>,
+    scratch: Vec<u8>,
+    #[allow(clippy::vec_box)] // records travel boxed; the box is reused
+    free: Vec<Box<Captured>>,
+    tx: SyncSender<Message>,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+}
+
+/// Cleared records a thread keeps for its next calls, at most.
+const LOCAL_FREE_MAX: usize = 256;
+
+impl Local {
+    /// Judges, encodes and packs `captured` on this thread.
+    fn pack(&mut self, mut captured: Box<Captured>) {
+        let shared = &*self.shared;
+        let rules = &shared.rules;
+        let recorded_at_ns = captured.recorded_at_ns();
+        self.scratch.clear();
+        let keep = if shared.gated() {
+            // Read once: the rules judge the head, and a kept call is
+            // encoded from the same reading.
+            let head = captured.head();
+            let keep = shared.keeps(&head, &self.metrics);
+            if keep {
+                head.encode(&rules.redactor, rules.sample_rate, &mut self.scratch);
+            }
+            keep
+        } else {
+            captured.encode(&rules.redactor, rules.sample_rate, &mut self.scratch);
+            true
+        };
+        if keep {
+            match self.packer.add(&self.scratch, recorded_at_ns) {
+                Ok(Some(packed)) => self.hand_over(packed),
+                Ok(None) => {}
+                Err(error) => {
+                    self.metrics.dropped_sink_error.inc();
+                    shared
+                        .first_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert_with(|| error.to_string());
+                }
+            }
+        }
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
+        }
+        captured.recycle();
+        if self.free.len() < LOCAL_FREE_MAX {
+            self.free.push(captured);
+        }
+    }
+
+    /// Queues a pack for the writer thread, or drops and counts its
+    /// records: the queue holds at most `capacity` records, but takes a
+    /// pack of more when it is empty (else such packs would never pass).
+    fn hand_over(&self, packed: Packed) {
+        let count = packed.count;
+        let queued = self.metrics.queue_depth.inc_by(i64::from(count));
+        let capacity = i64::try_from(self.shared.capacity).unwrap_or(i64::MAX);
+        if queued > 0 && queued.saturating_add(i64::from(count)) > capacity {
+            self.metrics.queue_depth.dec_by(i64::from(count));
+            self.metrics.dropped_queue_full.inc_by(u64::from(count));
+            return;
+        }
+        match self.tx.try_send(Message::Packed(packed)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.queue_depth.dec_by(i64::from(count));
+                self.metrics.dropped_queue_full.inc_by(u64::from(count));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.dec_by(i64::from(count));
+                self.metrics.dropped_closed.inc_by(u64::from(count));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(packed) = self.packer.flush() {
+            self.hand_over(packed);
+        }
+    }
+}
+
+impl Drop for Local {
+    /// The last handle of a thread is gone (its calls with it): what it
+    /// packed goes to the writer.
+    fn drop(&mut self) {
+        self.flush();
+    }
 }
 
 /// Records cleared by the writer thread, for the next exchanges: in a
@@ -101,21 +254,100 @@ pub struct RecorderThread {
 }
 
 impl Recorder {
-    /// Starts the writer thread over `sink` with a queue of `capacity`.
+    /// Starts the writer thread over `sink` with a queue of `capacity`
+    /// records.
     pub fn start(
         sink: Box<dyn Sink>,
         rules: Rules,
         capacity: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Recorder, RecorderThread)> {
-        let (tx, rx) = mpsc::sync_channel(capacity.max(1));
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::sync_channel(capacity);
+        let shared = Arc::new(Shared {
+            limit: rules.max_rate.map(|rate| Mutex::new(RateLimit::new(rate))),
+            rules,
+            capacity,
+            packer: Mutex::new(sink.packer()),
+            first_error: Mutex::new(None),
+        });
         let thread_metrics = Arc::clone(&metrics);
         let pool = Arc::new(Pool::default());
         let thread_pool = Arc::clone(&pool);
+        let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("reprise-recorder".into())
-            .spawn(move || write_loop(rx, sink, rules, &thread_metrics, &thread_pool))?;
-        Ok((Recorder { tx, metrics, pool }, RecorderThread { thread }))
+            .spawn(move || write_loop(rx, sink, &thread_shared, &thread_metrics, &thread_pool))?;
+        let recorder = Recorder {
+            tx,
+            metrics,
+            pool,
+            shared,
+            local: None,
+        };
+        Ok((recorder, RecorderThread { thread }))
+    }
+
+    /// A handle for one thread, which judges, encodes and packs the calls
+    /// submitted through it on the submitting thread (see the module's
+    /// documentation). Its clones share its packing; what it packed goes
+    /// to the writer when full, when [`Recorder::tick`] finds it due, on
+    /// [`Recorder::flush`], and when the last clone is dropped. A
+    /// downstream call waiting for its inbound call's verdict still goes
+    /// to the writer thread.
+    pub fn local(&self) -> Recorder {
+        let packer = self
+            .shared
+            .packer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .another();
+        let local = Local {
+            packer,
+            scratch: Vec::new(),
+            free: Vec::new(),
+            tx: self.tx.clone(),
+            metrics: Arc::clone(&self.metrics),
+            shared: Arc::clone(&self.shared),
+        };
+        Recorder {
+            local: Some(Arc::new(Mutex::new(local))),
+            ..self.clone()
+        }
+    }
+
+    /// Hands what this thread packed to the writer if its oldest record
+    /// has waited long enough; a local handle's thread calls it every few
+    /// milliseconds, also while idle.
+    pub fn tick(&self) {
+        if let Some(local) = &self.local {
+            let mut local = local.lock().unwrap_or_else(PoisonError::into_inner);
+            if local.packer.due(Instant::now()) {
+                local.flush();
+            }
+        }
+    }
+
+    /// Hands what this thread packed to the writer now.
+    pub fn flush(&self) {
+        if let Some(local) = &self.local {
+            local.lock().unwrap_or_else(PoisonError::into_inner).flush();
+        }
+    }
+
+    /// A cleared record for a new exchange: this thread's own on a local
+    /// handle, else from the pool.
+    pub fn take(&self) -> Box<Captured> {
+        if let Some(local) = &self.local
+            && let Some(captured) = local
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .free
+                .pop()
+        {
+            return captured;
+        }
+        self.pool.take()
     }
 
     /// The counters.
@@ -128,8 +360,18 @@ impl Recorder {
         &self.pool
     }
 
-    /// Queues an exchange for storage, or drops and counts it.
+    /// Queues an exchange for storage (on a local handle: packs it), or
+    /// drops and counts it.
     pub fn submit(&self, captured: Box<Captured>) {
+        if let Some(local) = &self.local
+            && !(captured.role() == Role::Downstream && self.shared.gated())
+        {
+            local
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pack(captured);
+            return;
+        }
         match self.tx.try_send(Message::Record(captured)) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
@@ -392,6 +634,32 @@ impl Store<'_> {
         }
     }
 
+    /// Stores records a serving thread packed.
+    fn put_packed(&mut self, packed: Packed) {
+        let count = packed.count;
+        match self.sink.append_packed(packed) {
+            Ok(()) => {
+                self.metrics.recorded.inc_by(u64::from(count));
+                self.sink_bytes();
+            }
+            Err(PackedError { stored, error }) => {
+                self.metrics.recorded.inc_by(u64::from(stored));
+                self.metrics
+                    .dropped_sink_error
+                    .inc_by(u64::from(count.saturating_sub(stored)));
+                self.first_error.get_or_insert_with(|| error.to_string());
+            }
+        }
+    }
+
+    fn sink_bytes(&self) {
+        if let Some(bytes) = self.sink.bytes_written() {
+            self.metrics
+                .sink_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+
     fn put_held(&mut self, record: Encoded) {
         let stored = self
             .sink
@@ -411,11 +679,7 @@ impl Store<'_> {
         match result {
             Ok(()) => {
                 self.metrics.recorded.inc();
-                if let Some(bytes) = self.sink.bytes_written() {
-                    self.metrics
-                        .sink_bytes
-                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-                }
+                self.sink_bytes();
             }
             Err(error) => {
                 self.metrics.dropped_sink_error.inc();
@@ -437,19 +701,16 @@ const SCRATCH_KEEP: usize = 64 << 10;
 fn write_loop(
     rx: Receiver<Message>,
     sink: Box<dyn Sink>,
-    rules: Rules,
+    shared: &Shared,
     metrics: &Metrics,
     pool: &Pool,
 ) -> Result<(), String> {
     let mut cleared: Vec<Box<Captured>> = Vec::with_capacity(GIVE_BATCH);
-    let mut limit = rules.max_rate.map(RateLimit::new);
-    // Downstream calls wait for their inbound call only when something
-    // can refuse an inbound call.
-    let gated = !rules.filter.is_empty() || limit.is_some();
+    let gated = shared.gated();
     let mut families = Families::default();
     let mut store = Store {
         sink,
-        rules: &rules,
+        rules: &shared.rules,
         metrics,
         first_error: None,
         scratch: Vec::new(),
@@ -458,6 +719,12 @@ fn write_loop(
     loop {
         let mut captured = match drain.next(Some(TICK)) {
             Next::Item(Message::Record(captured)) => captured,
+            Next::Item(Message::Packed(packed)) => {
+                metrics.queue_depth.dec_by(i64::from(packed.count));
+                store.put_packed(packed);
+                store.tick();
+                continue;
+            }
             Next::Item(Message::Close) | Next::Closed => break,
             Next::Timeout => {
                 store.tick();
@@ -487,17 +754,7 @@ fn write_loop(
             // The rules read the call's head in place; its record is
             // encoded, from the same reading, only when it is kept.
             let head = captured.head();
-            let keep = if !rules.filter.matches(&head) {
-                metrics.unmatched.inc();
-                false
-            } else if let Some(limit) = limit.as_mut()
-                && !limit.allow(reprise_model::time::now_ns())
-            {
-                metrics.dropped_rate_limit.inc();
-                false
-            } else {
-                true
-            };
+            let keep = shared.keeps(&head, metrics);
             if keep {
                 store.put_head(head);
             }
@@ -534,7 +791,12 @@ fn write_loop(
         ..
     } = store;
     let closed = sink.close().map_err(|e| e.to_string());
-    match first_error {
+    let packing = shared
+        .first_error
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    match first_error.or(packing) {
         Some(error) => Err(error),
         None => closed,
     }
@@ -586,6 +848,107 @@ mod tests {
         }
         assert_eq!(families.downstream(id(4), || 41), Child::Keep);
         assert_eq!(families.rest().len(), HOLD_MAX);
+    }
+
+    /// A call through `recorder` to `path`, answered 200, both bodies done.
+    fn call(recorder: &Recorder, path: &str) {
+        let origin = Arc::new(crate::recording::Origin {
+            service: "shop".into(),
+            instance: String::new(),
+            recorder: "proxy",
+            role: Role::Inbound,
+            listener: "127.0.0.1:8080".into(),
+            scheme: "http",
+            authority: "shop.example".into(),
+            server_addr: String::new(),
+            max_body: 1 << 20,
+        });
+        let uri: http::Uri = path.parse().unwrap_or_default();
+        let headers = http::HeaderMap::new();
+        let identity = crate::recording::Identity {
+            id: reprise_model::id::new_id_bytes(),
+            ..Default::default()
+        };
+        let recording = crate::recording::Recording::new(
+            recorder.clone(),
+            origin,
+            identity,
+            crate::recording::RequestHead {
+                method: &http::Method::GET,
+                uri: &uri,
+                version: http::Version::HTTP_11,
+                headers: &headers,
+            },
+        );
+        recording.response_head(http::StatusCode::OK, &headers);
+        for side in [
+            crate::recording::Side::Request,
+            crate::recording::Side::Response,
+        ] {
+            let body = recording.lend_body(side);
+            recording.body_done(side, body);
+        }
+    }
+
+    #[test]
+    fn a_local_handle_judges_and_packs_on_its_thread() {
+        let sink = reprise_model::MemorySink::new();
+        let rules = Rules {
+            filter: ExchangeFilter::new()
+                .add_match("path=/keep/*")
+                .unwrap_or_else(|e| panic!("{e}")),
+            max_rate: None,
+            redactor: Redactor::default(),
+            sample_rate: 1.0,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let started = Recorder::start(Box::new(sink.clone()), rules, 100, Arc::clone(&metrics));
+        let Ok((recorder, thread)) = started else {
+            panic!("no recorder thread");
+        };
+        let local = recorder.local();
+        for path in ["/keep/1", "/other", "/keep/2"] {
+            call(&local, path);
+        }
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.unmatched, stats.recorded),
+            (1, 0),
+            "judged here, packed"
+        );
+        // The pack goes once its oldest record is old enough (20 ms for a
+        // store with no packer of its own) and the thread ticks.
+        local.tick();
+        std::thread::sleep(Duration::from_millis(25));
+        local.tick();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.snapshot().recorded < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(metrics.snapshot().recorded, 2);
+        // The last clone of a handle hands over what it still holds.
+        let other = recorder.local();
+        call(&other, "/keep/3");
+        drop(other);
+        drop(local);
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        let paths: Vec<String> = sink
+            .exchanges()
+            .iter()
+            .map(|e| {
+                e.request
+                    .as_ref()
+                    .map(|r| r.path.clone())
+                    .unwrap_or_default()
+            })
+            .collect();
+        assert_eq!(paths, ["/keep/1", "/keep/2", "/keep/3"]);
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.recorded, stats.unmatched, stats.dropped()),
+            (3, 1, 0)
+        );
+        assert_eq!(metrics.queue_depth.get(), 0);
     }
 
     #[test]

@@ -457,7 +457,7 @@ impl Recording {
         identity: Identity,
         request: RequestHead<'_>,
     ) -> Arc<Recording> {
-        let mut captured = recorder.pool().take();
+        let mut captured = recorder.take();
         captured.grpc = is_grpc(request.headers);
         captured.identity = identity;
         // Both clocks read together: the end of an exchange is its start

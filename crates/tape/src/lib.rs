@@ -22,4 +22,6 @@ mod writer;
 
 pub use error::{Damage, DamageKind, TapeError};
 pub use reader::{Follow, ReadStats, ReaderOptions, TapeReader, block_index};
-pub use writer::{AppendReport, TapeWriter, WriterOptions, WriterStats};
+pub use writer::{
+    AppendReport, PACKED_BLOCK_BYTES, TapePacker, TapeWriter, WriterOptions, WriterStats,
+};

@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reprise_model::drain::{Drain, Next};
+use reprise_model::pack::{Packed, PackedCodec, PackedError, Packer};
 use reprise_model::{Exchange, Sink, StoreError};
 
 use crate::error::{Damage, TapeError};
@@ -82,6 +83,8 @@ enum Command {
         recorded_at_ns: u64,
         carries_unknown: bool,
     },
+    /// A block packed by a producer's thread ([`TapePacker`]).
+    Packed(Packed),
     Sync(SyncSender<Result<(), String>>),
     Close(SyncSender<Result<(), String>>),
 }
@@ -101,6 +104,8 @@ pub struct TapeWriter {
     inline: Option<Box<WriterThread>>,
     failure: Arc<Mutex<Option<String>>>,
     stats: Arc<SharedStats>,
+    /// What the writer was made with (for [`Sink::packer`]).
+    options: WriterOptions,
 }
 
 /// What opening an existing tape for appending found.
@@ -181,18 +186,13 @@ impl TapeWriter {
         let failure = Arc::new(Mutex::new(None));
         let stats = Arc::new(SharedStats::default());
         let inline = options.inline;
+        let kept = options.clone();
         let mut state = WriterThread {
             path: path.to_path_buf(),
             file,
             offset,
             seq,
-            raw: Vec::with_capacity(options.block_bytes + 4096),
-            count: 0,
-            carries_unknown: false,
-            min_ts: u64::MAX,
-            max_ts: 0,
-            oldest: None,
-            compressor: zstd::bulk::Compressor::new(options.zstd_level).ok(),
+            block: OpenBlock::new(options.block_bytes + 4096, options.zstd_level),
             options,
             stats: Arc::clone(&stats),
         };
@@ -204,6 +204,7 @@ impl TapeWriter {
                 inline: Some(Box::new(state)),
                 failure,
                 stats,
+                options: kept,
             };
         }
         let (tx, rx) = mpsc::sync_channel(state.options.queue_records.max(1));
@@ -225,6 +226,7 @@ impl TapeWriter {
                 inline: None,
                 failure,
                 stats,
+                options: kept,
             },
             Err(e) => {
                 *failure.lock().unwrap_or_else(PoisonError::into_inner) =
@@ -236,6 +238,7 @@ impl TapeWriter {
                     inline: None,
                     failure,
                     stats,
+                    options: kept,
                 }
             }
         }
@@ -289,9 +292,7 @@ impl TapeWriter {
         self.check_len(record.len())?;
         if let Some(state) = self.inline.as_mut() {
             let mut prefix = [0; 10];
-            let mut slot = &mut prefix[..];
-            prost::encoding::encode_varint(record.len() as u64, &mut slot);
-            let width = 10 - slot.len();
+            let width = varint(record.len(), &mut prefix);
             let added = state.add(&[&prefix[..width], record], recorded_at_ns, false);
             return self.inline_result(added);
         }
@@ -301,8 +302,19 @@ impl TapeWriter {
         self.queue(bytes, recorded_at_ns, false)
     }
 
+    /// Writes a block packed by this tape's [`TapePacker`] (or any plain
+    /// pack), after the block being filled.
+    pub fn write_packed(&mut self, packed: Packed) -> Result<(), TapeError> {
+        if let Some(state) = self.inline.as_mut() {
+            let written = state.put_packed(&packed);
+            return self.inline_result(written);
+        }
+        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        tx.send(Command::Packed(packed)).map_err(|_| self.closed())
+    }
+
     fn check_len(&self, len: usize) -> Result<(), TapeError> {
-        if len > MAX_BLOCK_PAYLOAD as usize - 16 {
+        if len > MAX_RECORD {
             return Err(TapeError::RecordTooLarge {
                 path: self.path.clone(),
                 len,
@@ -348,10 +360,7 @@ impl TapeWriter {
         let Some(state) = self.inline.as_mut() else {
             return Ok(());
         };
-        if state
-            .oldest
-            .is_some_and(|oldest| oldest.elapsed() >= state.options.block_age)
-        {
+        if state.block.due(Instant::now(), state.options.block_age) {
             let sealed = state.seal();
             return self.inline_result(sealed);
         }
@@ -426,6 +435,17 @@ impl Sink for TapeWriter {
         TapeWriter::tick(self).map_err(StoreError::from)
     }
 
+    fn packer(&self) -> Box<dyn Packer> {
+        Box::new(TapePacker::new(&self.options))
+    }
+
+    fn append_packed(&mut self, packed: Packed) -> Result<(), PackedError> {
+        self.write_packed(packed).map_err(|e| PackedError {
+            stored: 0,
+            error: StoreError::from(e),
+        })
+    }
+
     fn sync(&mut self) -> Result<(), StoreError> {
         TapeWriter::sync(self).map_err(StoreError::from)
     }
@@ -439,12 +459,8 @@ impl Sink for TapeWriter {
     }
 }
 
-/// State owned by the writer thread.
-struct WriterThread {
-    path: PathBuf,
-    file: File,
-    offset: u64,
-    seq: u64,
+/// The block being filled: records, then sealed (compressed) at once.
+struct OpenBlock {
     raw: Vec<u8>,
     count: u32,
     carries_unknown: bool,
@@ -452,6 +468,174 @@ struct WriterThread {
     max_ts: u64,
     oldest: Option<Instant>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
+}
+
+impl OpenBlock {
+    fn new(capacity: usize, zstd_level: i32) -> Self {
+        OpenBlock {
+            raw: Vec::with_capacity(capacity),
+            count: 0,
+            carries_unknown: false,
+            min_ts: u64::MAX,
+            max_ts: 0,
+            oldest: None,
+            compressor: zstd::bulk::Compressor::new(zstd_level).ok(),
+        }
+    }
+
+    /// Adds one record, given in pieces (its length prefix, its bytes).
+    fn add(&mut self, record: &[&[u8]], recorded_at_ns: u64, carries_unknown: bool) {
+        for piece in record {
+            self.raw.extend_from_slice(piece);
+        }
+        self.count += 1;
+        self.carries_unknown |= carries_unknown;
+        self.min_ts = self.min_ts.min(recorded_at_ns);
+        self.max_ts = self.max_ts.max(recorded_at_ns);
+        self.oldest.get_or_insert_with(Instant::now);
+    }
+
+    /// Whether adding `len` bytes would take a block holding records
+    /// past `block_bytes`.
+    fn overflows(&self, len: usize, block_bytes: usize) -> bool {
+        self.count > 0 && self.raw.len() + len > block_bytes
+    }
+
+    fn due(&self, now: Instant, age: Duration) -> bool {
+        self.oldest
+            .is_some_and(|oldest| now.saturating_duration_since(oldest) >= age)
+    }
+
+    /// The block's records, compressed when that makes them smaller, and
+    /// whether some carry fields unknown to this build; the block is
+    /// empty again. `None` when it was.
+    fn seal(&mut self) -> Option<(Packed, bool)> {
+        if self.count == 0 {
+            return None;
+        }
+        let compressed = self
+            .compressor
+            .as_mut()
+            .and_then(|c| c.compress(&self.raw).ok())
+            .filter(|bytes| bytes.len() < self.raw.len());
+        let (codec, bytes) = match compressed {
+            Some(bytes) => (PackedCodec::Zstd, bytes),
+            None => (PackedCodec::Plain, self.raw.clone()),
+        };
+        let sealed = Packed {
+            codec,
+            bytes,
+            raw_len: self.raw.len(),
+            count: self.count,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+        };
+        let carries_unknown = self.carries_unknown;
+        self.raw.clear();
+        self.count = 0;
+        self.carries_unknown = false;
+        self.min_ts = u64::MAX;
+        self.max_ts = 0;
+        self.oldest = None;
+        Some((sealed, carries_unknown))
+    }
+}
+
+/// A tape's [`Packer`]: packs are whole blocks, compressed on the
+/// producer's thread, which the writer only frames and writes. They are
+/// at most [`PACKED_BLOCK_BYTES`] of records: the calls waiting on a
+/// producer's thread wait while it compresses.
+pub struct TapePacker {
+    block: OpenBlock,
+    block_bytes: usize,
+    block_age: Duration,
+    zstd_level: i32,
+}
+
+/// The records of a block a producer's thread seals, at most (unless one
+/// record is bigger): zstd takes about 0.25 ms to compress it.
+pub const PACKED_BLOCK_BYTES: usize = 256 << 10;
+
+impl TapePacker {
+    /// A packer making the blocks `options` ask for, of at most
+    /// [`PACKED_BLOCK_BYTES`].
+    pub fn new(options: &WriterOptions) -> TapePacker {
+        let block_bytes = options.block_bytes.clamp(1, PACKED_BLOCK_BYTES);
+        TapePacker {
+            block: OpenBlock::new(block_bytes + 4096, options.zstd_level),
+            block_bytes,
+            block_age: options.block_age,
+            zstd_level: options.zstd_level,
+        }
+    }
+}
+
+impl Packer for TapePacker {
+    fn add(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<Option<Packed>, StoreError> {
+        if record.len() > MAX_RECORD {
+            return Err(StoreError::failed(
+                "tape",
+                format!(
+                    "a record of {} bytes is over the limit of {MAX_RECORD}",
+                    record.len()
+                ),
+            ));
+        }
+        let mut prefix = [0; 10];
+        let width = varint(record.len(), &mut prefix);
+        let len = width + record.len();
+        // A block full before this record goes first; this one waits in
+        // the next (alone if it is that big, until the next add or flush).
+        if self.block.overflows(len, self.block_bytes) {
+            let sealed = self.block.seal().map(|(sealed, _)| sealed);
+            self.block
+                .add(&[&prefix[..width], record], recorded_at_ns, false);
+            return Ok(sealed);
+        }
+        self.block
+            .add(&[&prefix[..width], record], recorded_at_ns, false);
+        if self.block.raw.len() >= self.block_bytes {
+            return Ok(self.flush());
+        }
+        Ok(None)
+    }
+
+    fn flush(&mut self) -> Option<Packed> {
+        self.block.seal().map(|(sealed, _)| sealed)
+    }
+
+    fn due(&self, now: Instant) -> bool {
+        self.block.due(now, self.block_age)
+    }
+
+    fn another(&self) -> Box<dyn Packer> {
+        Box::new(TapePacker {
+            block: OpenBlock::new(self.block_bytes + 4096, self.zstd_level),
+            block_bytes: self.block_bytes,
+            block_age: self.block_age,
+            zstd_level: self.zstd_level,
+        })
+    }
+}
+
+/// The longest record a block can hold (a block's records are at most
+/// [`MAX_BLOCK_PAYLOAD`] bytes, its length prefix included).
+const MAX_RECORD: usize = MAX_BLOCK_PAYLOAD as usize - 16;
+
+/// Writes `len` as a varint into `out`; returns its width.
+fn varint(len: usize, out: &mut [u8; 10]) -> usize {
+    let mut slot = &mut out[..];
+    prost::encoding::encode_varint(len as u64, &mut slot);
+    10 - slot.len()
+}
+
+/// State owned by the writer thread.
+struct WriterThread {
+    path: PathBuf,
+    file: File,
+    offset: u64,
+    seq: u64,
+    block: OpenBlock,
     options: WriterOptions,
     stats: Arc<SharedStats>,
 }
@@ -461,7 +645,7 @@ impl WriterThread {
     fn run(&mut self, rx: Receiver<Command>) -> Result<(), String> {
         let mut drain = Drain::new(rx, IDLE_NAP);
         loop {
-            let due = self.oldest.map(|oldest| {
+            let due = self.block.oldest.map(|oldest| {
                 (oldest + self.options.block_age).saturating_duration_since(Instant::now())
             });
             let command = match drain.next(due) {
@@ -478,6 +662,7 @@ impl WriterThread {
                     recorded_at_ns,
                     carries_unknown,
                 } => self.add(&[&bytes], recorded_at_ns, carries_unknown)?,
+                Command::Packed(packed) => self.put_packed(&packed)?,
                 Command::Sync(reply) => {
                     let result = self.seal().and_then(|()| self.fsync());
                     let failed = result.clone().err();
@@ -503,74 +688,74 @@ impl WriterThread {
         carries_unknown: bool,
     ) -> Result<(), String> {
         let len: usize = record.iter().map(|piece| piece.len()).sum();
-        if self.count > 0 && self.raw.len() + len > self.options.block_bytes {
+        if self.block.overflows(len, self.options.block_bytes) {
             self.seal()?;
         }
-        for piece in record {
-            self.raw.extend_from_slice(piece);
-        }
-        self.count += 1;
-        self.carries_unknown |= carries_unknown;
-        self.min_ts = self.min_ts.min(recorded_at_ns);
-        self.max_ts = self.max_ts.max(recorded_at_ns);
-        if self.oldest.is_none() {
-            self.oldest = Some(Instant::now());
-        }
-        if self.raw.len() >= self.options.block_bytes {
+        self.block.add(record, recorded_at_ns, carries_unknown);
+        if self.block.raw.len() >= self.options.block_bytes {
             self.seal()?;
         }
         Ok(())
     }
 
     fn seal(&mut self) -> Result<(), String> {
-        if self.count == 0 {
-            return Ok(());
+        match self.block.seal() {
+            Some((sealed, carries_unknown)) => self.write_block(&sealed, carries_unknown),
+            None => Ok(()),
         }
-        let compressed = self
-            .compressor
-            .as_mut()
-            .and_then(|c| c.compress(&self.raw).ok());
-        let (codec, payload) = match &compressed {
-            Some(bytes) if bytes.len() < self.raw.len() => (Codec::Zstd, bytes.as_slice()),
-            _ => (Codec::None, self.raw.as_slice()),
+    }
+
+    /// Seals the open block, then writes `packed` as the next one.
+    fn put_packed(&mut self, packed: &Packed) -> Result<(), String> {
+        self.seal()?;
+        self.write_block(packed, false)
+    }
+
+    /// Frames `block` (header, then payload) and writes it in one call.
+    fn write_block(&mut self, block: &Packed, carries_unknown: bool) -> Result<(), String> {
+        let fits = |len: usize| u32::try_from(len).ok().filter(|&n| n <= MAX_BLOCK_PAYLOAD);
+        let (Some(payload_len), Some(raw_len)) = (fits(block.bytes.len()), fits(block.raw_len))
+        else {
+            return Err(format!(
+                "{}: a block of {} bytes is over the limit of {MAX_BLOCK_PAYLOAD}",
+                self.path.display(),
+                block.raw_len.max(block.bytes.len())
+            ));
         };
         let header = BlockHeader {
-            codec,
+            codec: match block.codec {
+                PackedCodec::Plain => Codec::None,
+                PackedCodec::Zstd => Codec::Zstd,
+            },
             seq: self.seq,
             offset: self.offset,
-            payload_len: payload.len() as u32,
-            raw_len: self.raw.len() as u32,
-            count: self.count,
-            payload_crc: crc32c::crc32c(payload),
+            payload_len,
+            raw_len,
+            count: block.count,
+            payload_crc: crc32c::crc32c(&block.bytes),
             schema_rev: reprise_model::SCHEMA_REVISION,
-            carries_unknown: self.carries_unknown,
-            min_ts: self.min_ts,
-            max_ts: self.max_ts,
+            carries_unknown,
+            min_ts: block.min_ts,
+            max_ts: block.max_ts,
         };
-        let mut block = Vec::with_capacity(crate::format::BLOCK_HEADER_LEN + payload.len());
-        block.extend_from_slice(&header.encode());
-        block.extend_from_slice(payload);
+        let mut framed = Vec::with_capacity(crate::format::BLOCK_HEADER_LEN + block.bytes.len());
+        framed.extend_from_slice(&header.encode());
+        framed.extend_from_slice(&block.bytes);
         self.file
-            .write_all(&block)
+            .write_all(&framed)
             .map_err(|e| TapeError::io(&self.path, "cannot write", e).to_string())?;
-        self.offset += block.len() as u64;
+        self.offset += framed.len() as u64;
         self.seq += 1;
         self.stats
             .records
-            .fetch_add(u64::from(self.count), Ordering::Relaxed);
+            .fetch_add(u64::from(block.count), Ordering::Relaxed);
         self.stats.blocks.fetch_add(1, Ordering::Relaxed);
         self.stats
             .file_bytes
-            .fetch_add(block.len() as u64, Ordering::Relaxed);
+            .fetch_add(framed.len() as u64, Ordering::Relaxed);
         self.stats
             .raw_bytes
-            .fetch_add(self.raw.len() as u64, Ordering::Relaxed);
-        self.raw.clear();
-        self.count = 0;
-        self.carries_unknown = false;
-        self.min_ts = u64::MAX;
-        self.max_ts = 0;
-        self.oldest = None;
+            .fetch_add(block.raw_len as u64, Ordering::Relaxed);
         Ok(())
     }
 

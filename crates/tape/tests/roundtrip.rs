@@ -310,3 +310,115 @@ fn an_inline_writer_writes_the_same_tape_on_the_callers_thread() {
     let error = writer.write(&common::exchange(100, 10)).unwrap_err();
     assert!(error.to_string().contains("closed"), "{error}");
 }
+
+/// Packs `exchanges` with `packer` (as a serving thread does), the last
+/// pack flushed.
+fn pack_all(
+    mut packer: Box<dyn reprise_model::pack::Packer>,
+    exchanges: &[reprise_model::Exchange],
+) -> Vec<reprise_model::pack::Packed> {
+    let mut packs = Vec::new();
+    for exchange in exchanges {
+        let mut record = Vec::new();
+        reprise_model::encode(exchange, &mut record);
+        packs.extend(packer.add(&record, exchange.recorded_at_ns).unwrap());
+    }
+    packs.extend(packer.flush());
+    packs
+}
+
+#[test]
+fn blocks_packed_on_other_threads_are_written_whole_after_the_open_block() {
+    for inline in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tape");
+        let options = WriterOptions {
+            inline,
+            ..small_blocks()
+        };
+        let mut writer = TapeWriter::create(&path, options).unwrap();
+        let first: Vec<_> = (0..20).map(|i| common::exchange(i, 300)).collect();
+        let second: Vec<_> = (20..40).map(|i| common::exchange(i, 300)).collect();
+        let (a, b) = (writer.packer(), writer.packer().another());
+        let (first_packs, second_packs) = std::thread::scope(|s| {
+            let a = s.spawn(|| pack_all(a, &first));
+            let b = s.spawn(|| pack_all(b, &second));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        // Each pack is one block of at most 2 KiB of records (and one more).
+        assert!(first_packs.len() > 3, "{} packs", first_packs.len());
+        for pack in first_packs.iter().chain(&second_packs) {
+            assert!(pack.raw_len <= 2048 + 400, "{}", pack.raw_len);
+            assert_eq!(pack.codec, reprise_model::pack::PackedCodec::Zstd);
+        }
+        // A record written the usual way waits in the open block; a pack
+        // goes after it.
+        let lone = common::exchange(100, 10);
+        writer.write(&lone).unwrap();
+        let first_counts: Vec<u32> = first_packs.iter().map(|p| p.count).collect();
+        for pack in first_packs.into_iter().chain(second_packs) {
+            writer.write_packed(pack).unwrap();
+        }
+        // A plain pack (any store's) is a block stored as it is.
+        let plain = pack_all(
+            Box::new(reprise_model::pack::PlainPacker::default()),
+            &[common::exchange(200, 10)],
+        );
+        writer
+            .append_packed(plain.into_iter().next().unwrap())
+            .unwrap();
+        let stats = writer.finish().unwrap();
+        assert_eq!(stats.records, 42);
+
+        let mut expected = vec![lone.clone()];
+        expected.extend(first.iter().cloned());
+        expected.extend(second.iter().cloned());
+        expected.push(common::exchange(200, 10));
+        let (read, damage) = common::read_all(&path);
+        assert!(damage.is_empty(), "{damage:?}");
+        assert_eq!(read, expected, "inline: {inline}");
+        let (blocks, _) = block_index(&path).unwrap();
+        assert_eq!(blocks[0].count, 1, "the open block, sealed first");
+        let counts: Vec<u32> = blocks[1..=first_counts.len()]
+            .iter()
+            .map(|b| b.count)
+            .collect();
+        assert_eq!(counts, first_counts);
+        let last = blocks.last().unwrap();
+        assert_eq!((last.count, last.codec as u8), (1, 0));
+        let pack = &blocks[1];
+        assert_eq!(
+            (pack.min_ts, pack.max_ts),
+            (
+                first[0].recorded_at_ns,
+                first[pack.count as usize - 1].recorded_at_ns
+            )
+        );
+
+        let late = pack_all(writer.packer(), &[common::exchange(300, 10)]);
+        let error = writer
+            .write_packed(late.into_iter().next().unwrap())
+            .unwrap_err();
+        assert!(error.to_string().contains("closed"), "{error}");
+    }
+}
+
+#[test]
+fn a_packer_hands_its_block_over_at_the_blocks_age() {
+    let options = WriterOptions {
+        block_age: std::time::Duration::from_millis(30),
+        ..WriterOptions::default()
+    };
+    let mut packer = reprise_tape::TapePacker::new(&options);
+    use reprise_model::pack::Packer;
+    let mut record = Vec::new();
+    reprise_model::encode(&common::exchange(1, 10), &mut record);
+    assert!(packer.add(&record, 5).unwrap().is_none());
+    let now = std::time::Instant::now();
+    assert!(!packer.due(now));
+    assert!(packer.due(now + std::time::Duration::from_millis(30)));
+    let pack = packer.flush().unwrap();
+    assert_eq!((pack.count, pack.min_ts, pack.max_ts), (1, 5, 5));
+    assert!(!packer.due(now + std::time::Duration::from_secs(1)));
+    assert!(packer.flush().is_none());
+}
