@@ -210,6 +210,15 @@ pub struct RecordArgs {
     /// Exchanges waiting for the tape writer before new ones are dropped.
     #[arg(long, value_name = "N", default_value_t = 8192)]
     pub queue: usize,
+    /// The tape's zstd level (negative: faster, larger tapes), or `none`
+    /// to store blocks uncompressed.
+    #[arg(
+        long,
+        value_name = "LEVEL",
+        default_value = "1",
+        allow_hyphen_values = true
+    )]
+    pub compression: String,
     /// Threads serving clients, each with its own socket on the port
     /// (default: one per two cores, at least one).
     #[arg(long, value_name = "N")]

@@ -262,6 +262,35 @@ async fn json_over_http1_and_h2c_with_redaction_and_a_private_tape() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_none_or_a_level_sets_how_blocks_are_stored() {
+    let echo = start_json().await;
+    let dir = tempfile::tempdir().unwrap();
+    // Level 1 (the default), a fast negative level, and none.
+    for (flag, codec) in [(None, 1), (Some("-5"), 1), (Some("none"), 0)] {
+        let tape = temp_tape(&dir, &format!("{}.tape", flag.unwrap_or("default")));
+        let args: Vec<&str> = flag.map(|f| vec!["--compression", f]).unwrap_or_default();
+        let recorder = Recorder::start(&format!("http://{echo}"), &tape, &args);
+        let body = "{\"n\":1}".repeat(200);
+        let (out, _) = curl(&["--data-binary", &body, &recorder.url("/echo")]);
+        assert_eq!(out, body);
+        recorder.stop_cleanly("-TERM");
+        let (blocks, damage) = reprise_tape::block_index(&tape).unwrap();
+        assert!(damage.is_empty(), "{damage:?}");
+        assert!(!blocks.is_empty());
+        assert!(
+            blocks.iter().all(|b| b.codec as u8 == codec),
+            "{flag:?}: {blocks:?}"
+        );
+        let exchanges = read_tape(&tape);
+        assert_eq!(exchanges.len(), 1, "{flag:?}");
+        assert_eq!(
+            &exchanges[0].request.as_ref().unwrap().body[..],
+            body.as_bytes()
+        );
+    }
+}
+
 /// An axum service that echoes the body, and upgrades `/upgrade` to a
 /// byte echo (the shape of a WebSocket, without its framing).
 async fn start_json() -> SocketAddr {
@@ -526,6 +555,14 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
         (
             vec!["--upstream", "http://x", "--threads", "0"],
             "--threads must be at least 1",
+        ),
+        (
+            vec!["--upstream", "http://x", "--compression", "fast"],
+            "--compression \"fast\": expected none or a zstd level from",
+        ),
+        (
+            vec!["--upstream", "http://x", "--compression", "99"],
+            "--compression \"99\": expected none or a zstd level from",
         ),
         (
             vec!["--upstream", "http://x", "--max-record-rate", "0"],

@@ -24,4 +24,5 @@ pub use error::{Damage, DamageKind, TapeError};
 pub use reader::{Follow, ReadStats, ReaderOptions, TapeReader, block_index};
 pub use writer::{
     AppendReport, PACKED_BLOCK_BYTES, TapePacker, TapeWriter, WriterOptions, WriterStats,
+    zstd_levels,
 };

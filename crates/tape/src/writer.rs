@@ -23,6 +23,11 @@ use crate::reader::append_point;
 /// `sync` or `close` may wait to be noticed on an idle tape.
 const IDLE_NAP: Duration = Duration::from_millis(20);
 
+/// The zstd levels a writer accepts (negative ones trade size for speed).
+pub fn zstd_levels() -> std::ops::RangeInclusive<i32> {
+    zstd::compression_level_range()
+}
+
 /// How the writer batches and compresses.
 #[derive(Debug, Clone)]
 pub struct WriterOptions {
@@ -31,8 +36,10 @@ pub struct WriterOptions {
     /// Seal a block once its oldest record has waited this long, so that
     /// followers see records promptly and a crash loses little.
     pub block_age: Duration,
-    /// zstd level (1 is fast and still compresses HTTP traffic well).
-    pub zstd_level: i32,
+    /// zstd level (1 is fast and still compresses HTTP traffic well;
+    /// negative levels are faster still); `None` stores blocks as they
+    /// are (codec 0).
+    pub zstd_level: Option<i32>,
     /// Records queued between `append` and the writer thread; `append`
     /// waits when the queue is full.
     pub queue_records: usize,
@@ -49,7 +56,7 @@ impl Default for WriterOptions {
         WriterOptions {
             block_bytes: 1 << 20,
             block_age: Duration::from_millis(100),
-            zstd_level: 1,
+            zstd_level: Some(1),
             queue_records: 4096,
             inline: false,
         }
@@ -471,7 +478,7 @@ struct OpenBlock {
 }
 
 impl OpenBlock {
-    fn new(capacity: usize, zstd_level: i32) -> Self {
+    fn new(capacity: usize, zstd_level: Option<i32>) -> Self {
         OpenBlock {
             raw: Vec::with_capacity(capacity),
             count: 0,
@@ -479,7 +486,7 @@ impl OpenBlock {
             min_ts: u64::MAX,
             max_ts: 0,
             oldest: None,
-            compressor: zstd::bulk::Compressor::new(zstd_level).ok(),
+            compressor: zstd_level.and_then(|level| zstd::bulk::Compressor::new(level).ok()),
         }
     }
 
@@ -549,7 +556,7 @@ pub struct TapePacker {
     block: OpenBlock,
     block_bytes: usize,
     block_age: Duration,
-    zstd_level: i32,
+    zstd_level: Option<i32>,
 }
 
 /// The records of a block a producer's thread seals, at most (unless one

@@ -108,12 +108,34 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     Ok(config)
 }
 
-/// Opens the tape: a new one, or (with `--append`) an existing one.
-/// `inline`: written on the caller's thread (the recorder's), see
-/// [`WriterOptions::inline`].
-pub(crate) fn open_tape(path: &Path, append: bool, inline: bool) -> anyhow::Result<TapeWriter> {
+/// `--compression`: a zstd level, or `none`.
+pub(crate) fn compression(text: &str) -> anyhow::Result<Option<i32>> {
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let levels = reprise_tape::zstd_levels();
+    match text.trim().parse::<i32>() {
+        Ok(level) if levels.contains(&level) => Ok(Some(level)),
+        _ => bail!(
+            "--compression {text:?}: expected none or a zstd level from {} to {}",
+            levels.start(),
+            levels.end()
+        ),
+    }
+}
+
+/// Opens the tape: a new one, or (with `--append`) an existing one,
+/// compressed at `zstd_level` (`None`: not). `inline`: written on the
+/// caller's thread (the recorder's), see [`WriterOptions::inline`].
+pub(crate) fn open_tape(
+    path: &Path,
+    append: bool,
+    inline: bool,
+    zstd_level: Option<i32>,
+) -> anyhow::Result<TapeWriter> {
     let options = WriterOptions {
         inline,
+        zstd_level,
         ..WriterOptions::default()
     };
     if append {
@@ -150,6 +172,7 @@ pub(crate) fn summary(stats: &RecorderStats) -> String {
 /// Runs the proxy until SIGINT or SIGTERM, then drains and syncs.
 pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
     let config = config(args)?;
+    let zstd_level = compression(&args.compression)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -164,7 +187,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .context("cannot handle SIGINT")?;
         // The recorder's thread writes it: no writer thread of its own.
-        let writer = open_tape(&args.out, args.append, true)?;
+        let writer = open_tape(&args.out, args.append, true, zstd_level)?;
         let scheme = if config.tls.is_some() {
             "https"
         } else {

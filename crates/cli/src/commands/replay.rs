@@ -143,7 +143,12 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     }
     let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
-        Some(path) => Some(Box::new(open_tape(path, false, false)?)),
+        Some(path) => Some(Box::new(open_tape(
+            path,
+            false,
+            false,
+            reprise_tape::WriterOptions::default().zstd_level,
+        )?)),
         None => None,
     };
     let signals = Signals::catch()?;
@@ -182,7 +187,12 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
     let candidate = Replay::start(
         config,
         opener_c,
-        Some(Box::new(open_tape(&candidate_out, false, false)?)),
+        Some(Box::new(open_tape(
+            &candidate_out,
+            false,
+            false,
+            reprise_tape::WriterOptions::default().zstd_level,
+        )?)),
         None,
     )?;
     let baseline = match baseline {
@@ -191,7 +201,12 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
             let replay = Replay::start(
                 config,
                 opener_b,
-                Some(Box::new(open_tape(&out, false, false)?)),
+                Some(Box::new(open_tape(
+                    &out,
+                    false,
+                    false,
+                    reprise_tape::WriterOptions::default().zstd_level,
+                )?)),
                 None,
             )?;
             Some((replay, out))
