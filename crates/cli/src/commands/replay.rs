@@ -143,12 +143,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     }
     let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
-        Some(path) => Some(Box::new(open_tape(
-            path,
-            false,
-            false,
-            reprise_tape::WriterOptions::default().zstd_level,
-        )?)),
+        Some(path) => Some(Box::new(results_tape(path)?)),
         None => None,
     };
     let signals = Signals::catch()?;
@@ -157,6 +152,17 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     show_progress(&replay, args.quiet);
     let report = replay.wait()?;
     finish(args, &report)
+}
+
+/// A new tape for what a replay sent and got back, compressed as tapes
+/// are by default.
+fn results_tape(path: &Path) -> anyhow::Result<reprise_tape::TapeWriter> {
+    open_tape(
+        path,
+        false,
+        false,
+        reprise_tape::WriterOptions::default().zstd_level,
+    )
 }
 
 /// `--compare`: replays to the target (and to the baseline target, at the
@@ -187,28 +193,14 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
     let candidate = Replay::start(
         config,
         opener_c,
-        Some(Box::new(open_tape(
-            &candidate_out,
-            false,
-            false,
-            reprise_tape::WriterOptions::default().zstd_level,
-        )?)),
+        Some(Box::new(results_tape(&candidate_out)?)),
         None,
     )?;
     let baseline = match baseline {
         Some((config, out)) => {
             let (opener_b, _) = opener(args.source.clone(), args, &config)?;
-            let replay = Replay::start(
-                config,
-                opener_b,
-                Some(Box::new(open_tape(
-                    &out,
-                    false,
-                    false,
-                    reprise_tape::WriterOptions::default().zstd_level,
-                )?)),
-                None,
-            )?;
+            let replay =
+                Replay::start(config, opener_b, Some(Box::new(results_tape(&out)?)), None)?;
             Some((replay, out))
         }
         None => None,
