@@ -3,8 +3,9 @@
 //! admin endpoint; graceful shutdown, which drains in-flight calls, then
 //! lets the recorder write its queue and close the sink.
 //!
-//! Thread per core: the port is bound once per serving thread
-//! (`SO_REUSEPORT`, the kernel spreads connections over them), and each
+//! Serving threads (one per two cores by default): the port is bound
+//! once per serving thread (`SO_REUSEPORT`, the kernel spreads
+//! connections over them), and each
 //! thread runs a single-threaded runtime with its own forwarder and
 //! upstream connection pools. A call, its upstream connection and their
 //! tasks stay on one thread, so forwarding never wakes another thread.
@@ -203,9 +204,10 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                     Ok::<(), CaptureError>(())
                 });
                 // Calls still running past the drain end with the runtime;
-                // then what this thread packed goes to the writer.
+                // then what this thread packed goes to the writer, which
+                // is still taking its queue.
                 drop(runtime);
-                local.flush();
+                local.flush_within(drain);
                 drop(local);
                 let _ = done.send(result);
             })

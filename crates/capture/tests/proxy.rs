@@ -106,12 +106,23 @@ async fn proxy(
         Upstream::parse(&format!("http://{upstream}")).unwrap(),
     );
     config.service = "shop".into();
+    // Two serving threads whatever the machine: each records the calls
+    // it served in packs of its own, so the sink sees calls of different
+    // threads in pack order (`recorded` sorts them back).
+    config.threads = Some(2);
     tweak(&mut config);
     let sink = MemorySink::new();
     let running = reprise_capture::start(config, Box::new(sink.clone()))
         .await
         .unwrap();
     (running, sink)
+}
+
+/// What `sink` got, in the order the calls started.
+fn recorded(sink: &MemorySink) -> Vec<Exchange> {
+    let mut exchanges = sink.exchanges();
+    exchanges.sort_by_key(|e| e.recorded_at_ns);
+    exchanges
 }
 
 fn client(http2: bool) -> Client<HttpConnector, Full<Bytes>> {
@@ -204,7 +215,7 @@ async fn http1_and_h2c_are_forwarded_and_recorded() {
 
     let stats = proxy.shutdown().await.unwrap();
     assert_eq!((stats.seen, stats.recorded), (2, 2));
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     let get = by_path(&exchanges, "/json?x=1&x=2");
     assert_eq!(get.protocol(), Protocol::Http11);
     assert!(get.recorded_at_ns >= started && get.duration_ns > 0);
@@ -263,7 +274,7 @@ async fn large_bodies_pass_whole_and_are_recorded_up_to_the_cap() {
     assert_eq!(body.len(), payload.len());
     assert!(body[..] == payload[..], "the client gets every byte");
     proxy.shutdown().await.unwrap();
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     let request = exchanges[0].request.as_ref().unwrap();
     assert_eq!(
         (
@@ -302,7 +313,7 @@ async fn streamed_responses_flow_as_they_arrive() {
         (StatusCode::OK, &b"chunk 0\nchunk 1\nchunk 2\n"[..])
     );
     proxy.shutdown().await.unwrap();
-    let exchange = &sink.exchanges()[0];
+    let exchange = &recorded(&sink)[0];
     assert_eq!(
         &exchange.response.as_ref().unwrap().body[..],
         b"chunk 0\nchunk 1\nchunk 2\n"
@@ -353,7 +364,7 @@ async fn unreachable_upstream_is_a_502_and_recorded_with_its_error() {
         (StatusCode::OK, "14")
     );
     proxy.shutdown().await.unwrap();
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     assert_eq!(exchanges.len(), 2);
     let error = exchanges[0].error.as_ref().unwrap();
     assert_eq!(error.kind(), ErrorKind::Connect);
@@ -384,7 +395,7 @@ async fn sampling_and_matching_choose_what_is_recorded() {
     }
     let stats = sampled.shutdown().await.unwrap();
     assert_eq!((stats.seen, stats.sampled_out, stats.recorded), (5, 5, 0));
-    assert!(sink.exchanges().is_empty());
+    assert!(recorded(&sink).is_empty());
 
     let (matched, sink) = proxy(upstream, |c| {
         c.filter = reprise_model::select::ExchangeFilter::new()
@@ -404,7 +415,7 @@ async fn sampling_and_matching_choose_what_is_recorded() {
     }
     let stats = matched.shutdown().await.unwrap();
     assert_eq!((stats.recorded, stats.unmatched), (2, 2));
-    let statuses: Vec<u32> = sink.exchanges().iter().map(Exchange::status).collect();
+    let statuses: Vec<u32> = recorded(&sink).iter().map(Exchange::status).collect();
     assert_eq!(statuses.len(), 2);
     assert!(statuses.contains(&500) && statuses.contains(&503));
 }
@@ -437,10 +448,10 @@ async fn curl_over_http1_and_http2_prior_knowledge() {
         assert_eq!(out.stdout, b"hello curl");
     }
     proxy.shutdown().await.unwrap();
-    let protocols: Vec<Protocol> = sink.exchanges().iter().map(Exchange::protocol).collect();
+    let protocols: Vec<Protocol> = recorded(&sink).iter().map(Exchange::protocol).collect();
     assert_eq!(protocols, [Protocol::Http11, Protocol::Http2]);
     assert!(
-        sink.exchanges()
+        recorded(&sink)
             .iter()
             .all(|e| &e.request.as_ref().unwrap().body[..] == b"hello curl")
     );
@@ -584,7 +595,7 @@ async fn an_upstream_reset_mid_body_is_recorded_with_its_error() {
         metrics.contains("reprise_errors_total{kind=\"reset\"} 1"),
         "{metrics}"
     );
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     let response = exchanges[0].response.as_ref().unwrap();
     assert_eq!(&response.body[..], b"0123456789");
     let error = exchanges[0].error.as_ref().unwrap();
@@ -614,7 +625,7 @@ async fn an_upstream_reset_mid_body_is_recorded_with_its_error() {
         metrics.contains("reprise_errors_total{kind=\"reset\"} 1"),
         "{metrics}"
     );
-    assert!(sink.exchanges().is_empty());
+    assert!(recorded(&sink).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,7 +655,7 @@ async fn a_client_that_leaves_mid_upload_leaves_a_cancelled_exchange() {
     .await;
     assert_eq!((status, &body[..]), (StatusCode::OK, &b"next"[..]));
     proxy.shutdown().await.unwrap();
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     assert_eq!(exchanges.len(), 2);
     let left = exchanges
         .iter()
@@ -674,7 +685,7 @@ async fn an_invalid_grpc_length_prefix_is_forwarded_and_kept_as_a_truncated_mess
         "forwarded untouched"
     );
     proxy.shutdown().await.unwrap();
-    let exchange = &sink.exchanges()[0];
+    let exchange = &recorded(&sink)[0];
     assert_eq!(exchange.protocol(), Protocol::Grpc);
     assert_eq!(exchange.messages.len(), 2);
     for message in &exchange.messages {
@@ -931,7 +942,7 @@ async fn every_http1_framing_passes_through_and_connections_are_reused() {
     assert!(posted.ends_with("\r\n\r\nposted"), "{posted}");
     assert!(!seen[0].1.contains("content-length"), "{}", seen[0].1);
 
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     let chunked = by_path(&exchanges, "/chunked").response.as_ref().unwrap();
     assert_eq!(&chunked.body[..], b"hello world");
     assert_eq!(
@@ -1030,7 +1041,7 @@ async fn an_answer_before_the_upload_ends_reaches_the_client() {
     upload.abort();
     drop(reader);
     proxy.shutdown().await.unwrap();
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     assert_eq!(exchanges[0].response.as_ref().unwrap().status, 413);
 }
 
@@ -1113,7 +1124,7 @@ async fn a_bodiless_request_the_upstream_drops_on_a_kept_connection_is_sent_agai
             (2, "/5")
         ]
     );
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     let failed = by_path(&exchanges, "/3").error.as_ref().unwrap();
     assert_eq!(failed.kind(), ErrorKind::Reset);
 }
@@ -1166,7 +1177,7 @@ async fn an_answer_that_does_not_wait_for_the_body_lets_the_upload_finish() {
         assert_eq!(thrown, size as u64, "the whole upload reached the upstream");
     }
     proxy.shutdown().await.unwrap();
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     assert_eq!(exchanges.len(), 2);
     for exchange in &exchanges {
         assert_eq!(exchange.response.as_ref().unwrap().status, 200);
@@ -1223,7 +1234,7 @@ async fn a_streamed_upload_goes_chunked_with_its_trailers() {
     assert!(!request.contains("content-length"), "{request}");
     let body = &request[request.find("\r\n\r\n").unwrap() + 4..];
     assert_eq!(body, "4\r\none \r\n3\r\ntwo\r\n0\r\nx-sum: 7\r\n\r\n");
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     let recorded = exchanges[0].request.as_ref().unwrap();
     assert_eq!(&recorded.body[..], b"one two");
     assert_eq!(recorded.trailers[0].name, "x-sum");
@@ -1322,7 +1333,7 @@ async fn an_upstream_that_goes_silent_mid_body_is_given_up_on() {
         .expect("the body ends (broken) soon after the upstream's silence passes the timeout");
     assert!(body.is_err(), "the client sees the body break");
     proxy.shutdown().await.unwrap();
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     assert_eq!(
         &exchanges[0].response.as_ref().unwrap().body[..],
         b"0123456789"
@@ -1376,7 +1387,7 @@ async fn answers_that_are_not_http_are_a_502_or_a_broken_body() {
     assert_eq!(response.status(), 200);
     assert!(response.into_body().collect().await.is_err());
     proxy.shutdown().await.unwrap();
-    let exchanges = sink.exchanges();
+    let exchanges = recorded(&sink);
     let garbage = by_path(&exchanges, "/garbage").error.as_ref().unwrap();
     assert_eq!(garbage.kind(), ErrorKind::Protocol);
     let bad = by_path(&exchanges, "/badchunk");

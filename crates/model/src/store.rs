@@ -82,8 +82,10 @@ pub trait Sink: Send {
     }
 
     /// Stores a pack made by this store's [`Sink::packer`]. The default
-    /// takes a plain pack's records one by one, in order, and stops at
-    /// the first failure.
+    /// decodes a plain pack's records and appends them one by one
+    /// ([`Sink::append`]), in order, stopping at the first failure; a
+    /// store that takes records as bytes (`append_encoded`) overrides
+    /// this too.
     fn append_packed(&mut self, packed: Packed) -> Result<(), PackedError> {
         let failed = |stored, error| PackedError { stored, error };
         let records = packed.plain_records().map_err(|e| failed(0, e))?;

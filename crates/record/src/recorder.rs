@@ -45,6 +45,10 @@ pub struct Rules {
 /// What goes down the queue.
 enum Message {
     Record(Box<Captured>),
+    /// A call too big to pack on a local handle's thread: judged alone
+    /// (an inbound call by the rules; a downstream call not held for its
+    /// inbound call's verdict), encoded and stored by the writer thread.
+    Whole(Box<Captured>),
     /// Records a serving thread packed.
     Packed(Packed),
     /// Write what came before, close the sink, stop.
@@ -118,6 +122,10 @@ struct Local {
 /// Cleared records a thread keeps for its next calls, at most.
 const LOCAL_FREE_MAX: usize = 256;
 
+/// The biggest record a local handle's thread packs itself (see
+/// [`Recorder::local`]).
+pub const LOCAL_RECORD_MAX: usize = 64 << 10;
+
 impl Local {
     /// Judges, encodes and packs `captured` on this thread.
     fn pack(&mut self, mut captured: Box<Captured>) {
@@ -125,7 +133,7 @@ impl Local {
         let rules = &shared.rules;
         let recorded_at_ns = captured.recorded_at_ns();
         self.scratch.clear();
-        let keep = if shared.gated() {
+        let keep = if shared.gated() && captured.role() == Role::Inbound {
             // Read once: the rules judge the head, and a kept call is
             // encoded from the same reading.
             let head = captured.head();
@@ -190,6 +198,25 @@ impl Local {
         if let Some(packed) = self.packer.flush() {
             self.hand_over(packed);
         }
+    }
+
+    /// Hands what is packed over, waiting up to `deadline` for room in
+    /// the queue (at shutdown, when the thread has nothing else to do).
+    fn flush_within(&mut self, deadline: Duration) {
+        let Some(packed) = self.packer.flush() else {
+            return;
+        };
+        let until = Instant::now() + deadline;
+        let count = i64::from(packed.count);
+        let capacity = i64::try_from(self.shared.capacity).unwrap_or(i64::MAX);
+        while Instant::now() < until {
+            let queued = self.metrics.queue_depth.get();
+            if queued == 0 || queued + count <= capacity {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.hand_over(packed);
     }
 }
 
@@ -292,9 +319,18 @@ impl Recorder {
     /// submitted through it on the submitting thread (see the module's
     /// documentation). Its clones share its packing; what it packed goes
     /// to the writer when full, when [`Recorder::tick`] finds it due, on
-    /// [`Recorder::flush`], and when the last clone is dropped. A
-    /// downstream call waiting for its inbound call's verdict still goes
-    /// to the writer thread.
+    /// [`Recorder::flush`], and when the last clone is dropped.
+    ///
+    /// A call whose record holds more than [`LOCAL_RECORD_MAX`] bytes goes
+    /// to the writer thread whole, after what the thread packed before it,
+    /// so that the thread's other calls never wait on a big record's
+    /// encoding, redaction or compression.
+    ///
+    /// It is for a thread whose calls are inbound (the proxy's): the
+    /// verdicts of `--match` and the rate cap stay on the thread, so a
+    /// downstream call submitted through it is stored without waiting for
+    /// its inbound call's verdict. The tower layers, whose downstream
+    /// calls follow that verdict, use the shared handle.
     pub fn local(&self) -> Recorder {
         let packer = self
             .shared
@@ -328,10 +364,15 @@ impl Recorder {
         }
     }
 
-    /// Hands what this thread packed to the writer now.
-    pub fn flush(&self) {
+    /// Hands what this thread packed to the writer now; waits up to
+    /// `deadline` for room in the queue (call it off the async runtime,
+    /// at shutdown).
+    pub fn flush_within(&self, deadline: Duration) {
         if let Some(local) = &self.local {
-            local.lock().unwrap_or_else(PoisonError::into_inner).flush();
+            local
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .flush_within(deadline);
         }
     }
 
@@ -363,16 +404,20 @@ impl Recorder {
     /// Queues an exchange for storage (on a local handle: packs it), or
     /// drops and counts it.
     pub fn submit(&self, captured: Box<Captured>) {
-        if let Some(local) = &self.local
-            && !(captured.role() == Role::Downstream && self.shared.gated())
-        {
-            local
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pack(captured);
-            return;
-        }
-        match self.tx.try_send(Message::Record(captured)) {
+        let message = match &self.local {
+            Some(local) => {
+                let mut local = local.lock().unwrap_or_else(PoisonError::into_inner);
+                if captured.kept_bytes() <= LOCAL_RECORD_MAX {
+                    local.pack(captured);
+                    return;
+                }
+                // What the thread packed goes first, then this call.
+                local.flush();
+                Message::Whole(captured)
+            }
+            None => Message::Record(captured),
+        };
+        match self.tx.try_send(message) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
             }
@@ -719,6 +764,24 @@ fn write_loop(
     loop {
         let mut captured = match drain.next(Some(TICK)) {
             Next::Item(Message::Record(captured)) => captured,
+            Next::Item(Message::Whole(mut captured)) => {
+                metrics.queue_depth.dec();
+                if !gated || captured.role() == Role::Downstream {
+                    store.put(&captured);
+                } else {
+                    let head = captured.head();
+                    if shared.keeps(&head, metrics) {
+                        store.put_head(head);
+                    }
+                }
+                captured.recycle();
+                cleared.push(captured);
+                if cleared.len() >= GIVE_BATCH {
+                    pool.give(&mut cleared);
+                }
+                store.tick();
+                continue;
+            }
             Next::Item(Message::Packed(packed)) => {
                 metrics.queue_depth.dec_by(i64::from(packed.count));
                 store.put_packed(packed);
@@ -785,6 +848,16 @@ fn write_loop(
     for child in families.rest() {
         store.put_held(child);
     }
+    // What was queued after the close is not stored: counted as dropped.
+    while let Next::Item(message) = drain.next(Some(Duration::ZERO)) {
+        let records = match message {
+            Message::Record(_) | Message::Whole(_) => 1,
+            Message::Packed(packed) => packed.count,
+            Message::Close => 0,
+        };
+        metrics.queue_depth.dec_by(i64::from(records));
+        metrics.dropped_closed.inc_by(u64::from(records));
+    }
     let Store {
         mut sink,
         first_error,
@@ -850,13 +923,23 @@ mod tests {
         assert_eq!(families.rest().len(), HOLD_MAX);
     }
 
-    /// A call through `recorder` to `path`, answered 200, both bodies done.
-    fn call(recorder: &Recorder, path: &str) {
+    /// A call through `recorder` to `path`, answered 200 with `body_len`
+    /// bytes, both bodies done; a downstream call of `parent` when given.
+    fn call_with(
+        recorder: &Recorder,
+        path: &str,
+        body_len: usize,
+        parent: Option<[u8; 16]>,
+    ) -> [u8; 16] {
         let origin = Arc::new(crate::recording::Origin {
             service: "shop".into(),
             instance: String::new(),
             recorder: "proxy",
-            role: Role::Inbound,
+            role: if parent.is_some() {
+                Role::Downstream
+            } else {
+                Role::Inbound
+            },
             listener: "127.0.0.1:8080".into(),
             scheme: "http",
             authority: "shop.example".into(),
@@ -867,6 +950,7 @@ mod tests {
         let headers = http::HeaderMap::new();
         let identity = crate::recording::Identity {
             id: reprise_model::id::new_id_bytes(),
+            parent_id: parent,
             ..Default::default()
         };
         let recording = crate::recording::Recording::new(
@@ -881,23 +965,42 @@ mod tests {
             },
         );
         recording.response_head(http::StatusCode::OK, &headers);
-        for side in [
-            crate::recording::Side::Request,
-            crate::recording::Side::Response,
-        ] {
-            let body = recording.lend_body(side);
-            recording.body_done(side, body);
+        let request = recording.lend_body(crate::recording::Side::Request);
+        recording.body_done(crate::recording::Side::Request, request);
+        let mut response = recording.lend_body(crate::recording::Side::Response);
+        if body_len > 0 {
+            response.data(0, &bytes::Bytes::from(vec![b'x'; body_len]), 1 << 20);
         }
+        recording.body_done(crate::recording::Side::Response, response);
+        identity.id
     }
 
-    #[test]
-    fn a_local_handle_judges_and_packs_on_its_thread() {
+    fn call(recorder: &Recorder, path: &str) {
+        call_with(recorder, path, 0, None);
+    }
+
+    /// A recorder over a memory sink, with `--match path=/keep/*` when
+    /// `matching` and the rate cap `max_rate`.
+    fn recorder(
+        matching: bool,
+        max_rate: Option<u32>,
+    ) -> (
+        reprise_model::MemorySink,
+        Arc<Metrics>,
+        Recorder,
+        RecorderThread,
+    ) {
         let sink = reprise_model::MemorySink::new();
-        let rules = Rules {
-            filter: ExchangeFilter::new()
+        let filter = if matching {
+            ExchangeFilter::new()
                 .add_match("path=/keep/*")
-                .unwrap_or_else(|e| panic!("{e}")),
-            max_rate: None,
+                .unwrap_or_else(|e| panic!("{e}"))
+        } else {
+            ExchangeFilter::new()
+        };
+        let rules = Rules {
+            filter,
+            max_rate,
             redactor: Redactor::default(),
             sample_rate: 1.0,
         };
@@ -906,6 +1009,24 @@ mod tests {
         let Ok((recorder, thread)) = started else {
             panic!("no recorder thread");
         };
+        (sink, metrics, recorder, thread)
+    }
+
+    fn paths(sink: &reprise_model::MemorySink) -> Vec<String> {
+        sink.exchanges()
+            .iter()
+            .map(|e| {
+                e.request
+                    .as_ref()
+                    .map(|r| r.path.clone())
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_local_handle_judges_and_packs_on_its_thread() {
+        let (sink, metrics, recorder, thread) = recorder(true, None);
         let local = recorder.local();
         for path in ["/keep/1", "/other", "/keep/2"] {
             call(&local, path);
@@ -932,22 +1053,120 @@ mod tests {
         drop(other);
         drop(local);
         assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
-        let paths: Vec<String> = sink
-            .exchanges()
-            .iter()
-            .map(|e| {
-                e.request
-                    .as_ref()
-                    .map(|r| r.path.clone())
-                    .unwrap_or_default()
-            })
-            .collect();
-        assert_eq!(paths, ["/keep/1", "/keep/2", "/keep/3"]);
+        assert_eq!(paths(&sink), ["/keep/1", "/keep/2", "/keep/3"]);
         let stats = metrics.snapshot();
         assert_eq!(
             (stats.recorded, stats.unmatched, stats.dropped()),
             (3, 1, 0)
         );
+        assert_eq!(metrics.queue_depth.get(), 0);
+    }
+
+    #[test]
+    fn a_big_call_goes_whole_after_what_its_thread_packed() {
+        let (sink, metrics, recorder, thread) = recorder(true, None);
+        let local = recorder.local();
+        call(&local, "/keep/small-1");
+        call_with(&local, "/keep/big", LOCAL_RECORD_MAX + 1, None);
+        call_with(&local, "/other-big", LOCAL_RECORD_MAX + 1, None);
+        call(&local, "/keep/small-2");
+        local.flush_within(Duration::from_secs(1));
+        drop(local);
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        // In the thread's order; the big call judged by the writer thread.
+        assert_eq!(
+            paths(&sink),
+            ["/keep/small-1", "/keep/big", "/keep/small-2"]
+        );
+        let big = &sink.exchanges()[1];
+        assert_eq!(
+            big.response.as_ref().map(|r| r.body.len()),
+            Some(LOCAL_RECORD_MAX + 1)
+        );
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.recorded, stats.unmatched, stats.dropped()),
+            (3, 1, 0)
+        );
+        assert_eq!(metrics.queue_depth.get(), 0);
+    }
+
+    #[test]
+    fn a_downstream_call_on_a_local_handle_does_not_wait_for_a_verdict() {
+        let (sink, metrics, recorder, thread) = recorder(true, None);
+        let local = recorder.local();
+        let refused = call_with(&local, "/other", 0, None);
+        call_with(&local, "/child-of-other", 0, Some(refused));
+        call_with(&local, "/big-child", LOCAL_RECORD_MAX + 1, Some(refused));
+        local.flush_within(Duration::from_secs(1));
+        drop(local);
+        let closed_at = Instant::now();
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        assert!(closed_at.elapsed() < Duration::from_secs(2), "nothing held");
+        // As documented: a local handle's verdicts stay on its thread.
+        assert_eq!(paths(&sink), ["/child-of-other", "/big-child"]);
+        assert_eq!(metrics.snapshot().unmatched, 1);
+    }
+
+    #[test]
+    fn the_rate_cap_counts_every_threads_calls() {
+        let (sink, metrics, recorder, thread) = recorder(false, Some(2));
+        let (a, b) = (recorder.local(), recorder.local());
+        for i in 0..3 {
+            call(&a, &format!("/a/{i}"));
+            call(&b, &format!("/b/{i}"));
+        }
+        drop((a, b));
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.recorded, stats.dropped_rate_limit),
+            (2, 4),
+            "{stats:?}"
+        );
+        assert_eq!(sink.exchanges().len(), 2);
+    }
+
+    /// A sink whose first append takes 300 ms.
+    struct Slow(bool);
+
+    impl Sink for Slow {
+        fn append(&mut self, _: reprise_model::Exchange) -> Result<(), StoreError> {
+            if !self.0 {
+                self.0 = true;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn what_is_queued_after_the_close_is_counted_as_dropped() {
+        let rules = Rules {
+            filter: ExchangeFilter::new(),
+            max_rate: None,
+            redactor: Redactor::default(),
+            sample_rate: 1.0,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let started = Recorder::start(Box::new(Slow(false)), rules, 100, Arc::clone(&metrics));
+        let Ok((recorder, thread)) = started else {
+            panic!("no recorder thread");
+        };
+        // The first call holds the writer in the sink while the close,
+        // then another call, are queued behind it.
+        call(&recorder, "/first");
+        std::thread::sleep(Duration::from_millis(50));
+        let closing = recorder.clone();
+        let closer = std::thread::spawn(move || thread.close(&closing, Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(50));
+        call(&recorder, "/late");
+        assert_eq!(closer.join().ok(), Some(Ok(())));
+        let stats = metrics.snapshot();
+        assert_eq!((stats.recorded, stats.dropped_closed), (1, 1), "{stats:?}");
         assert_eq!(metrics.queue_depth.get(), 0);
     }
 

@@ -285,6 +285,13 @@ impl Captured {
         self.upgraded = false;
     }
 
+    /// Bytes the record holds: its heads, the bodies' kept bytes and the
+    /// trailers (about what its encoding takes).
+    pub fn kept_bytes(&self) -> usize {
+        let body = |b: &BodyCapture| b.kept + b.trailers.len();
+        self.heads.len() + body(&self.request_body) + body(&self.response_body)
+    }
+
     /// When the exchange started, in nanoseconds since the epoch.
     pub fn recorded_at_ns(&self) -> u64 {
         self.recorded_at_ns

@@ -131,6 +131,16 @@ pub enum TapeError {
         /// Limit.
         max: usize,
     },
+    /// A pack of records larger than a block can hold.
+    #[error("tape {path}: a pack of {len} bytes is larger than the {max}-byte block limit")]
+    PackTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The pack's size (the larger of stored and raw).
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
 }
 
 impl TapeError {
@@ -163,7 +173,8 @@ impl From<TapeError> for StoreError {
                     | TapeError::NotATape { path, .. }
                     | TapeError::NewerVersion { path, .. }
                     | TapeError::Closed { path, .. }
-                    | TapeError::RecordTooLarge { path, .. } => format!("tape {}", path.display()),
+                    | TapeError::RecordTooLarge { path, .. }
+                    | TapeError::PackTooLarge { path, .. } => format!("tape {}", path.display()),
                     TapeError::Damaged { .. } => String::new(),
                 };
                 let full = other.to_string();

@@ -422,3 +422,68 @@ fn a_packer_hands_its_block_over_at_the_blocks_age() {
     assert!(!packer.due(now + std::time::Duration::from_secs(1)));
     assert!(packer.flush().is_none());
 }
+
+#[test]
+fn a_pack_over_a_blocks_limit_is_refused_and_the_tape_goes_on() {
+    for inline in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tape");
+        let options = WriterOptions {
+            inline,
+            ..small_blocks()
+        };
+        let mut writer = TapeWriter::create(&path, options).unwrap();
+        let huge = reprise_model::pack::Packed {
+            codec: reprise_model::pack::PackedCodec::Plain,
+            bytes: Vec::new(),
+            raw_len: 300 << 20,
+            count: 1,
+            min_ts: 0,
+            max_ts: 0,
+        };
+        let error = writer.write_packed(huge).unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "a pack of 314572800 bytes is larger than the 268435456-byte block limit"
+            ),
+            "{error}"
+        );
+        writer.write(&common::exchange(1, 10)).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(common::read_all(&path).0, [common::exchange(1, 10)]);
+    }
+}
+
+#[test]
+fn without_compression_blocks_are_stored_as_they_are() {
+    for inline in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.tape");
+        let options = WriterOptions {
+            inline,
+            zstd_level: None,
+            ..small_blocks()
+        };
+        let mut writer = TapeWriter::create(&path, options).unwrap();
+        let exchanges: Vec<_> = (0..40).map(|i| common::exchange(i, 300)).collect();
+        for exchange in &exchanges[..20] {
+            writer.write(exchange).unwrap();
+        }
+        // Packed on another thread too: plain packs.
+        let packs = pack_all(writer.packer(), &exchanges[20..]);
+        for pack in packs {
+            assert_eq!(pack.codec, reprise_model::pack::PackedCodec::Plain);
+            writer.write_packed(pack).unwrap();
+        }
+        writer.finish().unwrap();
+        assert_eq!(common::read_all(&path).0, exchanges, "inline: {inline}");
+        let (blocks, _) = block_index(&path).unwrap();
+        assert!(blocks.len() > 4, "{} blocks", blocks.len());
+        assert!(
+            blocks
+                .iter()
+                .all(|b| b.codec as u8 == 0 && b.payload_len == b.raw_len),
+            "{blocks:?}"
+        );
+    }
+}

@@ -110,11 +110,12 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
 
 /// `--compression`: a zstd level, or `none`.
 pub(crate) fn compression(text: &str) -> anyhow::Result<Option<i32>> {
-    if text.eq_ignore_ascii_case("none") {
+    let level = text.trim();
+    if level.eq_ignore_ascii_case("none") {
         return Ok(None);
     }
     let levels = reprise_tape::zstd_levels();
-    match text.trim().parse::<i32>() {
+    match level.parse::<i32>() {
         Ok(level) if levels.contains(&level) => Ok(Some(level)),
         _ => bail!(
             "--compression {text:?}: expected none or a zstd level from {} to {}",

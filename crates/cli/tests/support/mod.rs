@@ -32,6 +32,13 @@ impl Recorder {
                 "--out",
             ])
             .arg(tape)
+            // Two serving threads whatever the machine, so that the tests
+            // see calls recorded by different threads.
+            .args(if extra.contains(&"--threads") {
+                &[][..]
+            } else {
+                &["--threads", "2"][..]
+            })
             .args(extra)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -120,11 +127,15 @@ impl Drop for Recorder {
     }
 }
 
+/// The tape's exchanges in the order the calls started: a proxy with
+/// several serving threads writes each thread's blocks as they fill.
 pub fn read_tape(path: &Path) -> Vec<Exchange> {
-    reprise_tape::TapeReader::open(path)
+    let mut exchanges: Vec<Exchange> = reprise_tape::TapeReader::open(path)
         .unwrap()
         .map(|e| e.unwrap())
-        .collect()
+        .collect();
+    exchanges.sort_by_key(|e| e.recorded_at_ns);
+    exchanges
 }
 
 pub fn temp_tape(dir: &tempfile::TempDir, name: &str) -> PathBuf {
