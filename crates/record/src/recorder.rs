@@ -319,9 +319,9 @@ impl Recorder {
     /// submitted through it on the submitting thread (see the module's
     /// documentation). Its clones share its packing; what it packed goes
     /// to the writer when full, when [`Recorder::tick`] finds it due, on
-    /// [`Recorder::flush`], and when the last clone is dropped.
+    /// [`Recorder::flush_within`], and when the last clone is dropped.
     ///
-    /// A call whose record holds more than [`LOCAL_RECORD_MAX`] bytes goes
+    /// A call whose record holds more than `LOCAL_RECORD_MAX` (64 KiB) goes
     /// to the writer thread whole, after what the thread packed before it,
     /// so that the thread's other calls never wait on a big record's
     /// encoding, redaction or compression.

@@ -868,7 +868,7 @@ impl Captured {
     /// Appends the record of this exchange, redacted by `redactor` and
     /// noting `sample_rate` when below 1, to `out`: the bytes
     /// `reprise_model::encode` writes for [`Captured::to_exchange`]'s
-    /// exchange after [`prepare`], without building the exchange.
+    /// exchange after `prepare`, without building the exchange.
     pub fn encode(&self, redactor: &Redactor, sample_rate: f64, out: &mut Vec<u8>) {
         self.encode_parts(self.parts(true), redactor, sample_rate, out);
     }

@@ -12,7 +12,7 @@
 //! - damage (a torn tail after a crash, flipped bytes) costs only the blocks
 //!   it touches: [`TapeReader`] reports exactly what it skipped and reads on.
 //!
-//! The byte layout is in `docs/tape-format.md` and in [`format`].
+//! The byte layout is in `docs/tape-format.md` and in [`mod@format`].
 
 mod error;
 pub mod format;
