@@ -109,17 +109,17 @@ start_server() {  # NAME command...
   "$@" 2>"$dir/$name.log" &
   server_pid[$name]=$!
 }
-# Sends SIGTERM to server NAME and waits (at most 15 s) for it to finish
-# (flush, close its tape) and exit; prints a warning, with the end of its
-# log, unless it exited 0. Returns its exit status.
-stop_server() {  # NAME
-  local name=$1 pid=${server_pid[$1]:-} status=0 i
+# Sends SIGTERM to server NAME and waits (at most SECONDS, 15 by default)
+# for it to finish (flush, close its tape) and exit; prints a warning, with
+# the end of its log, unless it exited 0. Returns its exit status.
+stop_server() {  # NAME [SECONDS]
+  local name=$1 seconds=${2:-15} pid=${server_pid[$1]:-} status=0 i
   [ -n "$pid" ] || return 0
   unset "server_pid[$name]"
   kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  for ((i = 0; i < seconds * 10; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   if kill -0 "$pid" 2>/dev/null; then
-    warn "$server_program ($name) still running 15 s after SIGTERM; killing it"
+    warn "$server_program ($name) still running $seconds s after SIGTERM; killing it"
     kill -KILL "$pid" 2>/dev/null || true
   fi
   wait "$pid" 2>/dev/null || status=$?

@@ -42,7 +42,7 @@ for ((i = 0; i < 300; i++)); do
 done
 run_load wrk -t1 -c16 "-d${duration}s" "http://127.0.0.1:$p_p/hello.json" >"$dir/wrk.txt"
 calls=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/wrk.txt")
-stop_server profiled || die "reprise did not exit cleanly"
+stop_server profiled 60 || die "reprise did not exit cleanly"
 
 if [ -n "${KEEP:-}" ]; then
   mkdir -p "$KEEP"

@@ -130,7 +130,9 @@ cost_of() {
     wrk -t1 -c16 -d5s "http://127.0.0.1:$at/hello.json" >"$dir/results/$name.txt"
     requests=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/results/$name.txt")
   fi
-  stop_server "$name" >&2 || true
+  # Under valgrind a process can take a while to exit, and killing it
+  # loses its counts (one run saw nginx pass 15 s).
+  stop_server "$name" 60 >&2 || true
   total=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$dir/$name.log" | tail -n 1)
   echo "${total:-0} ${requests:-0}"
 }
