@@ -991,6 +991,16 @@ mod tests {
         RecorderThread,
     ) {
         let sink = reprise_model::MemorySink::new();
+        let (metrics, recorder, thread) = recorder_over(Box::new(sink.clone()), matching, max_rate);
+        (sink, metrics, recorder, thread)
+    }
+
+    /// A recorder over `sink`, with the rules [`recorder`] takes.
+    fn recorder_over(
+        sink: Box<dyn Sink>,
+        matching: bool,
+        max_rate: Option<u32>,
+    ) -> (Arc<Metrics>, Recorder, RecorderThread) {
         let filter = if matching {
             ExchangeFilter::new()
                 .add_match("path=/keep/*")
@@ -1005,11 +1015,30 @@ mod tests {
             sample_rate: 1.0,
         };
         let metrics = Arc::new(Metrics::new());
-        let started = Recorder::start(Box::new(sink.clone()), rules, 100, Arc::clone(&metrics));
+        let started = Recorder::start(sink, rules, 100, Arc::clone(&metrics));
         let Ok((recorder, thread)) = started else {
             panic!("no recorder thread");
         };
-        (sink, metrics, recorder, thread)
+        (metrics, recorder, thread)
+    }
+
+    /// Closes `thread`; `sink` then holds the calls to `paths`, in order,
+    /// and the counters say so, with `unmatched` refused by `--match`.
+    fn closed_with(
+        thread: RecorderThread,
+        recorder: &Recorder,
+        (sink, metrics): (&reprise_model::MemorySink, &Metrics),
+        want: &[&str],
+        unmatched: u64,
+    ) {
+        assert_eq!(thread.close(recorder, Duration::from_secs(5)), Ok(()));
+        assert_eq!(paths(sink), want);
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.recorded, stats.unmatched, stats.dropped()),
+            (want.len() as u64, unmatched, 0)
+        );
+        assert_eq!(metrics.queue_depth.get(), 0);
     }
 
     fn paths(sink: &reprise_model::MemorySink) -> Vec<String> {
@@ -1052,14 +1081,13 @@ mod tests {
         call(&other, "/keep/3");
         drop(other);
         drop(local);
-        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
-        assert_eq!(paths(&sink), ["/keep/1", "/keep/2", "/keep/3"]);
-        let stats = metrics.snapshot();
-        assert_eq!(
-            (stats.recorded, stats.unmatched, stats.dropped()),
-            (3, 1, 0)
+        closed_with(
+            thread,
+            &recorder,
+            (&sink, &metrics),
+            &["/keep/1", "/keep/2", "/keep/3"],
+            1,
         );
-        assert_eq!(metrics.queue_depth.get(), 0);
     }
 
     #[test]
@@ -1072,23 +1100,19 @@ mod tests {
         call(&local, "/keep/small-2");
         local.flush_within(Duration::from_secs(1));
         drop(local);
-        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
         // In the thread's order; the big call judged by the writer thread.
-        assert_eq!(
-            paths(&sink),
-            ["/keep/small-1", "/keep/big", "/keep/small-2"]
+        closed_with(
+            thread,
+            &recorder,
+            (&sink, &metrics),
+            &["/keep/small-1", "/keep/big", "/keep/small-2"],
+            1,
         );
         let big = &sink.exchanges()[1];
         assert_eq!(
             big.response.as_ref().map(|r| r.body.len()),
             Some(LOCAL_RECORD_MAX + 1)
         );
-        let stats = metrics.snapshot();
-        assert_eq!(
-            (stats.recorded, stats.unmatched, stats.dropped()),
-            (3, 1, 0)
-        );
-        assert_eq!(metrics.queue_depth.get(), 0);
     }
 
     #[test]
@@ -1145,17 +1169,7 @@ mod tests {
 
     #[test]
     fn what_is_queued_after_the_close_is_counted_as_dropped() {
-        let rules = Rules {
-            filter: ExchangeFilter::new(),
-            max_rate: None,
-            redactor: Redactor::default(),
-            sample_rate: 1.0,
-        };
-        let metrics = Arc::new(Metrics::new());
-        let started = Recorder::start(Box::new(Slow(false)), rules, 100, Arc::clone(&metrics));
-        let Ok((recorder, thread)) = started else {
-            panic!("no recorder thread");
-        };
+        let (metrics, recorder, thread) = recorder_over(Box::new(Slow(false)), false, None);
         // The first call holds the writer in the sink while the close,
         // then another call, are queued behind it.
         call(&recorder, "/first");

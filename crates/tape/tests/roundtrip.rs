@@ -327,16 +327,28 @@ fn pack_all(
     packs
 }
 
+/// A new tape in `dir` with 2 KiB blocks, written inline or on the
+/// writer's thread, compressed at `zstd_level`.
+fn small_tape(
+    dir: &tempfile::TempDir,
+    inline: bool,
+    zstd_level: Option<i32>,
+) -> (std::path::PathBuf, TapeWriter) {
+    let path = dir.path().join("t.tape");
+    let options = WriterOptions {
+        inline,
+        zstd_level,
+        ..small_blocks()
+    };
+    let writer = TapeWriter::create(&path, options).unwrap();
+    (path, writer)
+}
+
 #[test]
 fn blocks_packed_on_other_threads_are_written_whole_after_the_open_block() {
     for inline in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.tape");
-        let options = WriterOptions {
-            inline,
-            ..small_blocks()
-        };
-        let mut writer = TapeWriter::create(&path, options).unwrap();
+        let (path, mut writer) = small_tape(&dir, inline, WriterOptions::default().zstd_level);
         let first: Vec<_> = (0..20).map(|i| common::exchange(i, 300)).collect();
         let second: Vec<_> = (20..40).map(|i| common::exchange(i, 300)).collect();
         let (a, b) = (writer.packer(), writer.packer().another());
@@ -427,12 +439,7 @@ fn a_packer_hands_its_block_over_at_the_blocks_age() {
 fn a_pack_over_a_blocks_limit_is_refused_and_the_tape_goes_on() {
     for inline in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.tape");
-        let options = WriterOptions {
-            inline,
-            ..small_blocks()
-        };
-        let mut writer = TapeWriter::create(&path, options).unwrap();
+        let (path, mut writer) = small_tape(&dir, inline, WriterOptions::default().zstd_level);
         let huge = reprise_model::pack::Packed {
             codec: reprise_model::pack::PackedCodec::Plain,
             bytes: Vec::new(),
@@ -458,13 +465,7 @@ fn a_pack_over_a_blocks_limit_is_refused_and_the_tape_goes_on() {
 fn without_compression_blocks_are_stored_as_they_are() {
     for inline in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.tape");
-        let options = WriterOptions {
-            inline,
-            zstd_level: None,
-            ..small_blocks()
-        };
-        let mut writer = TapeWriter::create(&path, options).unwrap();
+        let (path, mut writer) = small_tape(&dir, inline, None);
         let exchanges: Vec<_> = (0..40).map(|i| common::exchange(i, 300)).collect();
         for exchange in &exchanges[..20] {
             writer.write(exchange).unwrap();
