@@ -321,7 +321,7 @@ impl Recorder {
     /// to the writer when full, when [`Recorder::tick`] finds it due, on
     /// [`Recorder::flush_within`], and when the last clone is dropped.
     ///
-    /// A call whose record holds more than `LOCAL_RECORD_MAX` (64 KiB) goes
+    /// A call whose record holds more than [`LOCAL_RECORD_MAX`] bytes goes
     /// to the writer thread whole, after what the thread packed before it,
     /// so that the thread's other calls never wait on a big record's
     /// encoding, redaction or compression.
