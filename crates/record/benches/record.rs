@@ -200,9 +200,19 @@ fn bench(c: &mut Criterion) {
         )
         .unwrap();
         let local = recorder.local();
-        group.bench_function(name, |b| b.iter(|| call.record(&local)));
+        let mut calls = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                calls += 1;
+                call.record(&local);
+            });
+        });
         drop(local);
         thread.close(&recorder, Duration::from_secs(10)).unwrap();
+        if calls == 0 {
+            // Filtered out (`cargo bench -- NAME`).
+            continue;
+        }
         let stats = metrics.snapshot();
         // None lost: a drop would make the figure a floor, not a cost.
         assert_eq!(stats.dropped(), 0, "{name}: {stats:?}");
