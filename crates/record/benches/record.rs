@@ -35,13 +35,9 @@ use reprise_model::{Exchange, Role, Sink, StoreError};
 use reprise_record::{Identity, Metrics, Origin, Recorder, Recording, RequestHead, Rules, Side};
 use reprise_tape::{TapePacker, WriterOptions};
 
-/// The 1 KiB JSON body of bench/proxy.sh's /hello.json.
+/// A 1 KiB JSON body, as bench/proxy.sh's /hello.json.
 fn hello_json() -> Bytes {
-    let head =
-        r#"{"message":"hello from the reprise proxy benchmark","items":[0,1,2,3,4,5,6,7],"pad":""#;
-    let tail = r#""}"#;
-    let pad = "x".repeat(1024 - head.len() - tail.len());
-    Bytes::from(format!("{head}{pad}{tail}"))
+    reprise_testkit::hello_json("hello from the reprise proxy benchmark")
 }
 
 /// What the packers make.

@@ -1,6 +1,7 @@
 //! A tonic gRPC service for reprise's own tests, with one method of each
-//! streaming kind (see `proto/echo.proto`), served on 127.0.0.1; and, in
-//! [`target`], a replay target that records every request it receives.
+//! streaming kind (see `proto/echo.proto`), served on 127.0.0.1; in
+//! [`target`], a replay target that records every request it receives;
+//! and [`hello_json`], the 1 KiB body the benchmarks serve.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure here is a broken test setup
 
 use std::net::SocketAddr;
@@ -11,6 +12,22 @@ use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 pub mod target;
+
+/// A JSON document of exactly 1024 bytes saying `message`, padded: the
+/// body the benchmarks' services answer.
+pub fn hello_json(message: &str) -> bytes::Bytes {
+    let head = format!(r#"{{"message":"{message}","items":[0,1,2,3,4,5,6,7],"pad":""#);
+    let tail = r#""}"#;
+    let pad = "x".repeat(1024usize.saturating_sub(head.len() + tail.len()));
+    let text = format!("{head}{pad}{tail}");
+    assert_eq!(
+        text.len(),
+        1024,
+        "a message of {} bytes is too long",
+        message.len()
+    );
+    bytes::Bytes::from(text)
+}
 
 /// The generated types and stubs.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -40,13 +40,7 @@ const QUEUE: usize = 8192;
 
 /// The 1 KiB JSON document examples/hello.rs answers: exactly 1024 bytes.
 fn hello_json() -> Bytes {
-    let head =
-        r#"{"message":"hello from the reprise tower benchmark","items":[0,1,2,3,4,5,6,7],"pad":""#;
-    let tail = r#""}"#;
-    let pad = "x".repeat(1024 - head.len() - tail.len());
-    let text = format!("{head}{pad}{tail}");
-    assert_eq!(text.len(), 1024);
-    Bytes::from(text)
+    reprise_testkit::hello_json("hello from the reprise tower benchmark")
 }
 
 fn hello_router(body: Bytes) -> Router {
