@@ -310,16 +310,29 @@ start_nginx() {
   nginx_pid=$(cat "$dir/nginx.pid" 2>/dev/null) || die "nginx wrote no pid file"
 }
 
-# Waits (at most 10 s) until server NAME answers /hello.json on PORT,
-# then warms it up with 1 s of wrk.
-ready_and_warm() {  # NAME PORT
-  local i
-  for ((i = 0; i < 100; i++)); do
-    curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$2/hello.json" 2>/dev/null && break
+# Waits (at most $ready_seconds, 10 by default) until server NAME answers
+# 200 for /hello.json on PORT; dies, with its log, if it exits first or
+# never answers.
+wait_ready() {  # NAME PORT [curl flags]
+  local name=$1 port=$2 seconds=${ready_seconds:-10} i
+  shift 2
+  for ((i = 0; i < seconds * 10; i++)); do
+    if curl -fsS -o /dev/null --max-time 1 "$@" "http://127.0.0.1:$port/hello.json" 2>/dev/null; then
+      return 0
+    fi
+    if [ -n "${server_pid[$name]:-}" ] && ! kill -0 "${server_pid[$name]}" 2>/dev/null; then
+      cat "$dir/$name.log" >&2
+      die "($name) exited before answering on port $port"
+    fi
     sleep 0.1
   done
-  curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$2/hello.json" \
-    || die "($1) does not answer on port $2: $(cat "$dir/$1.log" 2>/dev/null)"
+  [ -f "$dir/$name.log" ] && cat "$dir/$name.log" >&2
+  tail -n 20 "$dir/error.log" >&2 2>/dev/null || true
+  die "($name) did not answer on 127.0.0.1:$port within $seconds s"
+}
+# wait_ready, then warms server NAME up with 1 s of wrk.
+ready_and_warm() {  # NAME PORT
+  wait_ready "$1" "$2"
   wrk -t2 -c64 -d1s "http://127.0.0.1:$2/hello.json" >/dev/null
 }
 

@@ -33,8 +33,7 @@ reprise_and_nginx
 
 make_work_dir proxy-cpu
 nginx_files proxy-cpu
-read -r p_a p_a2 p_b p_c p_d < <(free_ports 5)
-[ -n "${p_d:-}" ] || die "could not pick free ports"
+read -r p_a p_a2 p_b p_c p_d < <(free_ports 5) || die "could not pick free ports"
 start_nginx_backend "$p_a" "$p_a2"
 start_nginx_proxy b "$p_b" "$p_a"
 start_server c "$reprise" record --sample 0 "$@" --listen "127.0.0.1:$p_c" \

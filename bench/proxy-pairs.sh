@@ -40,8 +40,7 @@ reprise_and_nginx
 
 make_work_dir proxy-pairs
 nginx_files proxy-pairs
-read -r p_a p_a2 p_b p_s p_c p_d p_o < <(free_ports 7)
-[ -n "${p_o:-}" ] || die "could not pick free ports"
+read -r p_a p_a2 p_b p_s p_c p_d p_o < <(free_ports 7) || die "could not pick free ports"
 # (s): the reverse proxy as a server block of the backend's own nginx.
 start_nginx_backend "$p_a" "$p_a2" "$(nginx_reverse_proxy "$p_s" "$p_a")"
 start_nginx_proxy b "$p_b" "$p_a"

@@ -27,8 +27,7 @@ require_tool perf "to sample the proxy (apt-get install linux-perf)"
 
 make_work_dir proxy-perf
 nginx_files proxy-perf
-read -r p_a p_a2 p_p < <(free_ports 3)
-[ -n "${p_p:-}" ] || die "could not pick free ports"
+read -r p_a p_a2 p_p < <(free_ports 3) || die "could not pick free ports"
 start_nginx_backend "$p_a" "$p_a2"
 start_server profiled "$reprise" record "$@" --listen "127.0.0.1:$p_p" \
   --upstream "http://127.0.0.1:$p_a" --out "$dir/profile.tape"

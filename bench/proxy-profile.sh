@@ -27,19 +27,15 @@ require_tool callgrind_annotate "to read the counts (Debian's valgrind package)"
 
 make_work_dir proxy-profile
 nginx_files proxy-profile
-read -r p_a p_a2 p_p < <(free_ports 3)
-[ -n "${p_p:-}" ] || die "could not pick free ports"
+read -r p_a p_a2 p_p < <(free_ports 3) || die "could not pick free ports"
 start_nginx_backend "$p_a" "$p_a2"
 
 start_server profiled valgrind --tool=callgrind --separate-threads=yes \
   --callgrind-out-file="$dir/cg.out" \
   "$reprise" record "$@" --listen "127.0.0.1:$p_p" \
   --upstream "http://127.0.0.1:$p_a" --out "$dir/profile.tape"
-for ((i = 0; i < 300; i++)); do
-  curl -fsS -o /dev/null --max-time 1 "http://127.0.0.1:$p_p/hello.json" 2>/dev/null && break
-  kill -0 "${server_pid[profiled]}" 2>/dev/null || { cat "$dir/profiled.log" >&2; die "reprise exited"; }
-  sleep 0.1
-done
+# Under valgrind it takes a while to start.
+ready_seconds=30 wait_ready profiled "$p_p"
 run_load wrk -t1 -c16 "-d${duration}s" "http://127.0.0.1:$p_p/hello.json" >"$dir/wrk.txt"
 calls=$(sed -n 's/^ *\([0-9]*\) requests in.*/\1/p' "$dir/wrk.txt")
 stop_server profiled 60 || die "reprise did not exit cleanly"

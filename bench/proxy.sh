@@ -38,8 +38,7 @@ reprise_and_nginx
 make_work_dir proxy
 mkdir -p "$dir/results"
 nginx_files proxy
-read -r p_a p_a2 p_b p_c p_d p_c2 p_d2 < <(free_ports 7)
-[ -n "${p_d2:-}" ] || die "could not pick free ports"
+read -r p_a p_a2 p_b p_c p_d p_c2 p_d2 < <(free_ports 7) || die "could not pick free ports"
 
 # --- nginx: backend (a) and reverse proxy (b) ---------------------------------
 start_nginx_backend "$p_a" "$p_a2"
@@ -57,24 +56,6 @@ start_reprise d "$p_d" "$p_a"
 start_reprise c2 "$p_c2" "$p_a2" --sample 0
 start_reprise d2 "$p_d2" "$p_a2"
 
-# Waits (at most 10 s) until NAME answers 200 for /hello.json on PORT.
-wait_ready() {  # NAME PORT [curl flags]
-  local name=$1 port=$2 i
-  shift 2
-  for ((i = 0; i < 100; i++)); do
-    if curl -fsS -o /dev/null --max-time 1 "$@" "http://127.0.0.1:$port/hello.json" 2>/dev/null; then
-      return 0
-    fi
-    if [ -n "${server_pid[$name]:-}" ] && ! kill -0 "${server_pid[$name]}" 2>/dev/null; then
-      cat "$dir/$name.log" >&2
-      die "reprise ($name) exited before answering on port $port"
-    fi
-    sleep 0.1
-  done
-  [ -f "$dir/$name.log" ] && cat "$dir/$name.log" >&2
-  tail -n 20 "$dir/error.log" >&2 2>/dev/null || true
-  die "($name) did not answer on 127.0.0.1:$port within 10 s"
-}
 wait_ready a "$p_a"
 wait_ready a2 "$p_a2" --http2-prior-knowledge
 wait_ready b "$p_b"
@@ -139,8 +120,7 @@ cost_of() {
 cost_report="skipped: valgrind is not installed"
 if command -v valgrind >/dev/null; then
   say "CPU cost per call: callgrind, 5 s of wrk -t1 -c16 per proxy"
-  read -r p_vb p_vc p_vd < <(free_ports 3)
-  [ -n "${p_vd:-}" ] || die "could not pick free ports"
+  read -r p_vb p_vc p_vd < <(free_ports 3) || die "could not pick free ports"
   nginx_proxy_command cost-b "$p_vb" "$p_a"
   rows=()
   for t in b c d; do

@@ -62,8 +62,7 @@ oha=$(command -v oha || true)
 make_work_dir replay
 mkdir -p "$dir/results"
 nginx_files replay
-read -r p_h1 p_h2 p_r1 p_r2 < <(free_ports 4)
-[ -n "${p_r2:-}" ] || die "could not pick free ports"
+read -r p_h1 p_h2 p_r1 p_r2 < <(free_ports 4) || die "could not pick free ports"
 
 # --- nginx: the target ----------------------------------------------------------
 start_nginx_backend "$p_h1" "$p_h2"

@@ -63,8 +63,7 @@ build_release examples/hello "$hello" -p reprise-tower --example hello
 
 make_work_dir tower
 mkdir -p "$dir/results"
-read -r p_n p_o p_r < <(free_ports 3)
-[ -n "${p_r:-}" ] || die "could not pick free ports"
+read -r p_n p_o p_r < <(free_ports 3) || die "could not pick free ports"
 
 # --- the three servers ----------------------------------------------------------
 # env -u: a REPRISE_* or HELLO_* setting of the caller's must not change a variant.
@@ -81,7 +80,7 @@ start_hello o "$p_o" REPRISE_MODE=off
 start_hello r "$p_r" REPRISE_MODE=record "REPRISE_TAPE=$tape"
 
 # Waits (at most 10 s) until NAME answers 200 with 1024 bytes on PORT.
-wait_ready() {  # NAME PORT
+wait_hello() {  # NAME PORT
   local name=$1 port=$2 i size
   for ((i = 0; i < 100; i++)); do
     size=$(curl -fsS -o /dev/null -w '%{size_download}' --max-time 1 "http://127.0.0.1:$port/" 2>/dev/null) || size=
@@ -96,7 +95,7 @@ wait_ready() {  # NAME PORT
   die "hello ($name) did not answer 1024 bytes on 127.0.0.1:$port within 10 s (last: '$size')"
 }
 declare -A port=([n]=$p_n [o]=$p_o [r]=$p_r)
-for t in n o r; do wait_ready "$t" "${port[$t]}"; done
+for t in n o r; do wait_hello "$t" "${port[$t]}"; done
 grep -q 'no layer' "$dir/n.log" || die "hello (n) is not serving without the layer: $(cat "$dir/n.log")"
 grep -q 'REPRISE_MODE=off' "$dir/o.log" || die "hello (o) is not switched off: $(cat "$dir/o.log")"
 grep -q 'recording everything' "$dir/r.log" || die "hello (r) is not recording: $(cat "$dir/r.log")"
