@@ -18,9 +18,13 @@
 # process spent per call: on a machine the load generator and the backend
 # keep busy, the firmer measure of what a change costs.
 #
-# Usage: bench/proxy-pairs.sh [ROUNDS] [DURATION]   (defaults: 5 rounds, 5 s)
+# Usage: bench/proxy-pairs.sh [ROUNDS] [DURATION] [reprise record flags...]
+#   (defaults: 5 rounds, 5 s; the flags go to (c) and (d))
 # Environment: REPRISE=PATH runs that binary as (c) and (d) instead of
-# building target/release/reprise; OLD=PATH adds (o).
+# building target/release/reprise; OLD=PATH adds (o), with OLD_FLAGS (split
+# on spaces) as its flags. E.g. one serving thread against two, same
+# binary: OLD=target/release/reprise OLD_FLAGS="--threads 2"
+# bench/proxy-pairs.sh 7 5 --threads 1
 # Needs nginx and wrk (scripts/install-nginx.sh installs them) and
 # python3. Sends traffic only to 127.0.0.1; everything it starts is
 # stopped, and its temporary folder removed, on exit.
@@ -33,8 +37,10 @@ script=proxy-pairs.sh server_program=reprise
 
 rounds=${1:-5}
 duration=${2:-5}
+shift 2 || shift $#
 require_positive_ints rounds duration
 old=${OLD:-}
+read -r -a old_flags <<<"${OLD_FLAGS:-}"
 reprise_and_nginx
 [ -z "$old" ] || [ -x "$old" ] || usage_error "OLD=$old is not an executable"
 
@@ -47,13 +53,13 @@ start_nginx_proxy b "$p_b" "$p_a"
 
 targets=(b s c d)
 declare -A port=([b]=$p_b [s]=$p_s [c]=$p_c [d]=$p_d [o]=$p_o)
-start_server c "$reprise" record --sample 0 --listen "127.0.0.1:$p_c" \
+start_server c "$reprise" record --sample 0 "$@" --listen "127.0.0.1:$p_c" \
   --upstream "http://127.0.0.1:$p_a" --out "$dir/c.tape"
-start_server d "$reprise" record --listen "127.0.0.1:$p_d" \
+start_server d "$reprise" record "$@" --listen "127.0.0.1:$p_d" \
   --upstream "http://127.0.0.1:$p_a" --out "$dir/d.tape"
 if [ -n "$old" ]; then
   targets+=(o)
-  start_server o "$old" record --listen "127.0.0.1:$p_o" \
+  start_server o "$old" record "${old_flags[@]}" --listen "127.0.0.1:$p_o" \
     --upstream "http://127.0.0.1:$p_a" --out "$dir/o.tape"
 fi
 for t in "${targets[@]}"; do
@@ -84,7 +90,7 @@ echo
 echo "## reprise proxy, head to head"
 echo
 report_machine
-echo "- command: \`${OLD:+OLD=$old }bench/proxy-pairs.sh $rounds $duration\`; each round \`wrk -t2 -c64 -d${duration}s\` against ${targets[*]} in turn"
+echo "- command: \`${OLD:+OLD=$old }${OLD_FLAGS:+OLD_FLAGS=\"$OLD_FLAGS\" }bench/proxy-pairs.sh $rounds $duration${*:+ $*}\`; each round \`wrk -t2 -c64 -d${duration}s\` against ${targets[*]} in turn"
 echo
 PYTHONPATH="$root/bench" python3 - "$dir/results" "$rounds" "$(getconf CLK_TCK)" "${targets[@]}" <<'PY'
 import statistics, sys

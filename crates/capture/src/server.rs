@@ -120,7 +120,7 @@ fn bind_shared(
 /// Threads serving the listener: as configured, or one per two cores (at
 /// least one). A recording proxy shares its machine with the service it
 /// records (and in a load test, with the load): on 2 cores shared with
-/// wrk and nginx, one serving thread answered 29–32 % more calls a second
+/// wrk and nginx, one serving thread answered 24–32 % more calls a second
 /// than two, which woke and waited in turn (docs/benchmarks.md).
 fn serving_threads(config: &ProxyConfig) -> usize {
     config

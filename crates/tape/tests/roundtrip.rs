@@ -488,3 +488,17 @@ fn without_compression_blocks_are_stored_as_they_are() {
         );
     }
 }
+
+#[test]
+fn a_record_too_large_for_a_block_is_refused_by_the_packer_which_goes_on() {
+    use reprise_model::pack::Packer;
+    let mut packer = reprise_tape::TapePacker::new(&WriterOptions::default());
+    // Zeroed pages, never touched: the size is refused before any copy.
+    let huge = vec![0u8; 256 << 20];
+    let error = packer.add(&huge, 1).unwrap_err().to_string();
+    assert!(error.contains("is over the limit"), "{error}");
+    let mut record = Vec::new();
+    reprise_model::encode(&common::exchange(1, 10), &mut record);
+    assert!(packer.add(&record, 2).unwrap().is_none());
+    assert_eq!(packer.flush().map(|p| p.count), Some(1));
+}
