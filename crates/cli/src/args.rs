@@ -35,6 +35,9 @@ pub enum Command {
     /// Compare a replay with the recording it replays: exit 1 when
     /// something regressed.
     Diff(Box<DiffArgs>),
+    /// Mock: serve recorded calls, scoped by the replayed call they were
+    /// made for; exit 1 when a call was missed.
+    Mock(Box<MockArgs>),
     /// Run the built-in demo: record a sample service, then inspect the tape.
     Demo(DemoArgs),
 }
@@ -134,6 +137,56 @@ pub struct ExportArgs {
     /// Which exchanges to export.
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `reprise mock`.
+#[derive(Debug, Args)]
+pub struct MockArgs {
+    /// The recording: a tape, a HAR file or a GoReplay file.
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+    /// Where to listen: HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on
+    /// one port. Calls come to it directly, or through it as an HTTP
+    /// proxy (`http_proxy`), which keeps each call's own authority.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// Serve the recording's inbound calls instead of its downstream
+    /// calls: a recording made in front of the service this mock stands
+    /// in for. They belong to no replayed call: implies --global.
+    #[arg(long)]
+    pub inbound: bool,
+    /// Serve a call that belongs to no replayed call (or whose replayed
+    /// call has no recorded calls) from all recorded calls.
+    #[arg(long)]
+    pub global: bool,
+    /// Recorded calls matching FIELD=VALUE answer any call with their key,
+    /// in any scope, any number of times (auth tokens, configuration);
+    /// repeatable, all must match: method, path (glob), authority, status,
+    /// header, protocol.
+    #[arg(long, value_name = "FIELD=VALUE")]
+    pub shared: Vec<String>,
+    /// When identical calls outnumber the recorded ones: error (a miss),
+    /// repeat-last or cycle.
+    #[arg(long, value_name = "POLICY", default_value = "error")]
+    pub exhausted: String,
+    /// The authority every call is matched as: the downstream this mock
+    /// stands in for (default: the call's own, from its target or Host).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub authority: Option<String>,
+    /// Leave the authority out of the match.
+    #[arg(long)]
+    pub ignore_authority: bool,
+    /// Answer streamed gRPC messages at once, not at their recorded gaps.
+    #[arg(long)]
+    pub no_timing: bool,
+    /// Print a line per call on stderr: the call, the replayed call it was
+    /// made for, and the recorded call that answered it (or the miss).
+    #[arg(long)]
+    pub log: bool,
+    /// Bytes of a request body read to match it (K, M, G, KiB, MiB, GiB
+    /// suffixes); the recorder's --max-body.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    pub max_body: String,
 }
 
 /// `reprise record`.

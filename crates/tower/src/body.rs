@@ -316,3 +316,23 @@ impl MockBody {
         Poll::Ready(self.frames.pop_front().map(|(_, frame)| frame))
     }
 }
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.get_mut().poll(cx).map(|frame| frame.map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        MockBody::size_hint(self)
+    }
+}

@@ -23,7 +23,7 @@ use reprise_record::{
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{DownstreamBody, Observe};
+use crate::body::{DownstreamBody, MockBody, Observe};
 use crate::mock::{MockStore, miss_response, respond};
 use crate::scope::Scope;
 use reprise_model::trace::{trace_id_from, trace_id_of, traceparent};
@@ -199,7 +199,12 @@ where
             }
             Mode::Capture(outbound) => capture(&mut self.inner, outbound, request),
             Mode::Mock { store, authority } => {
-                Box::pin(mock(Arc::clone(store), authority.clone(), request))
+                let authority = authority_of(&request, authority);
+                let store = Arc::clone(store);
+                Box::pin(async move {
+                    let response = store.answer(authority, request).await?;
+                    Ok(response.map(DownstreamBody::mocked))
+                })
             }
         }
     }
@@ -300,71 +305,81 @@ where
     })
 }
 
-async fn mock<B, RB>(
-    store: Arc<MockStore>,
-    authority: String,
-    request: Request<B>,
-) -> Result<Response<DownstreamBody<RB>>, BoxError>
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
-    let scope = Scope::of(&request);
-    let authority = authority_of(&request, &authority);
-    let (parts, body) = request.into_parts();
-    let grpc = is_grpc(&parts.headers);
-    let content_type = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok());
-    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    if grpc {
-        // A stream recorded answering before its request stream ended is
-        // answered as it goes (see `crate::live`), not once it has ended.
-        let head = CallKey::new(
+impl MockStore {
+    /// Answers one call made to `authority` from the recording, as a
+    /// [`MockLayer`] does: in the scope the request carries in its
+    /// extensions (else the current task's; see [`Scope::of`]), by its
+    /// [`CallKey`]. A miss is a 502 (gRPC: UNAVAILABLE) that says why;
+    /// a recorded call that failed below HTTP is its
+    /// [`RecordedFailure`](crate::RecordedFailure), as the error. The
+    /// request body is read (up to `max_body` for the key) before the
+    /// answer, except for a gRPC stream the recording shows answered as it
+    /// went, which is answered message by message.
+    pub async fn answer<B>(
+        self: Arc<Self>,
+        authority: String,
+        request: Request<B>,
+    ) -> Result<Response<MockBody>, BoxError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let store = self;
+        let scope = Scope::of(&request);
+        let (parts, body) = request.into_parts();
+        let grpc = is_grpc(&parts.headers);
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if grpc {
+            // A stream recorded answering before its request stream ended is
+            // answered as it goes (see `crate::live`), not once it has ended.
+            let head = CallKey::new(
+                KeyParts {
+                    method: parts.method.as_str(),
+                    authority: &authority,
+                    path_and_query,
+                    content_type,
+                    body: &[],
+                },
+                store.options().ignore_authority,
+            );
+            if let Some(candidates) = store.live_candidates(scope.as_ref(), &head) {
+                let call = crate::mock::describe(&head);
+                let stream = crate::live::Stream {
+                    store: Arc::clone(&store),
+                    scope,
+                    head,
+                    call,
+                    candidates,
+                };
+                return Ok(crate::live::answer(stream, body));
+            }
+        }
+        let body = read_capped(body, store.options().max_body).await?;
+        let key = CallKey::new(
             KeyParts {
                 method: parts.method.as_str(),
                 authority: &authority,
                 path_and_query,
                 content_type,
-                body: &[],
+                body: &body,
             },
             store.options().ignore_authority,
         );
-        if let Some(candidates) = store.live_candidates(scope.as_ref(), &head) {
-            let call = crate::mock::describe(&head);
-            let stream = crate::live::Stream {
-                store: Arc::clone(&store),
-                scope,
-                head,
-                call,
-                candidates,
-            };
-            return Ok(crate::live::answer(stream, body).map(DownstreamBody::mocked));
+        let call = crate::mock::describe(&key);
+        match store.choose(scope.as_ref(), &key, call) {
+            Ok(exchange) => Ok(respond(exchange, store.options().timing)?),
+            Err(miss) => {
+                if let Some(scope) = &scope {
+                    scope.note_miss(&miss.call);
+                }
+                Ok(miss_response(miss, grpc))
+            }
         }
     }
-    let body = read_capped(body, store.options().max_body).await?;
-    let key = CallKey::new(
-        KeyParts {
-            method: parts.method.as_str(),
-            authority: &authority,
-            path_and_query,
-            content_type,
-            body: &body,
-        },
-        store.options().ignore_authority,
-    );
-    let call = crate::mock::describe(&key);
-    let response = match store.choose(scope.as_ref(), &key, call) {
-        Ok(exchange) => respond(exchange, store.options().timing)?,
-        Err(miss) => {
-            if let Some(scope) = &scope {
-                scope.note_miss(&miss.call);
-            }
-            miss_response(miss, grpc)
-        }
-    };
-    Ok(response.map(DownstreamBody::mocked))
 }
 
 /// The body's first `max` bytes, read to its end.

@@ -75,6 +75,12 @@ pub struct MockOptions {
     pub timing: bool,
     /// Bytes of a request body read for its key (the recorder's cap).
     pub max_body: usize,
+    /// Answer from the recording's inbound calls instead of its
+    /// downstream calls: a recording made in front of the service the
+    /// mock stands in for (`reprise record`, a HAR, a GoReplay file).
+    /// Those belong to no replayed call, so they are one pool, served as
+    /// with `global`.
+    pub inbound: bool,
 }
 
 impl Default for MockOptions {
@@ -86,6 +92,7 @@ impl Default for MockOptions {
             shared: None,
             timing: true,
             max_body: 1 << 20,
+            inbound: false,
         }
     }
 }
@@ -130,12 +137,17 @@ const KEPT_MISSES: usize = 1000;
 static STORE_IDS: AtomicU64 = AtomicU64::new(1);
 
 impl MockStore {
-    /// The downstream calls among `exchanges` (inbound ones are skipped),
-    /// in recorded order.
-    pub fn new(exchanges: impl IntoIterator<Item = Exchange>, options: MockOptions) -> MockStore {
+    /// The downstream calls among `exchanges` (inbound ones are skipped;
+    /// with `options.inbound`, the other way round), in recorded order.
+    pub fn new(
+        exchanges: impl IntoIterator<Item = Exchange>,
+        mut options: MockOptions,
+    ) -> MockStore {
+        options.global |= options.inbound;
+        let inbound = options.inbound;
         let mut downstream: Vec<Exchange> = exchanges
             .into_iter()
-            .filter(Exchange::is_downstream)
+            .filter(|e| e.is_downstream() != inbound)
             .collect();
         downstream.sort_by_key(|e| e.recorded_at_ns);
         let mut by_parent: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
@@ -175,7 +187,8 @@ impl MockStore {
         }
     }
 
-    /// The downstream calls of the tape at `path`.
+    /// The downstream calls of the tape at `path` (its inbound calls with
+    /// `options.inbound`).
     pub fn from_tape(
         path: impl AsRef<Path>,
         options: MockOptions,
@@ -185,7 +198,7 @@ impl MockStore {
         let mut exchanges = Vec::new();
         while let Some(exchange) = reader.next_exchange() {
             let exchange = exchange?;
-            if exchange.is_downstream() {
+            if exchange.is_downstream() != options.inbound {
                 exchanges.push(exchange);
             }
         }
@@ -552,7 +565,9 @@ pub struct MockReport {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MissReason {
     /// The call was made outside any inbound call served through
-    /// `RecordLayer` (a task not started with `reprise_tower::spawn`?).
+    /// `RecordLayer` (a task not started with `reprise_tower::spawn`?),
+    /// or came to `reprise mock` with neither `x-reprise-replay` nor
+    /// `traceparent`.
     NoScope,
     /// The inbound call carried no `x-reprise-replay` header: it is not a
     /// replay, so nothing was recorded for it.
@@ -619,7 +634,7 @@ impl fmt::Display for MockMiss {
         match &self.reason {
             MissReason::NoScope => write!(
                 f,
-                ": made outside any inbound call served through RecordLayer; start tasks with reprise_tower::spawn to carry the scope"
+                ": made outside any replayed call (to `reprise mock`: it carried neither x-reprise-replay nor traceparent; in a service: outside the inbound calls RecordLayer serves, so start tasks with reprise_tower::spawn to carry the scope); --global serves such calls from all recorded calls"
             )?,
             MissReason::NotReplayed => write!(
                 f,

@@ -71,6 +71,19 @@ impl Scope {
         }))
     }
 
+    /// The scope of calls made while serving a replay of the recorded
+    /// exchange `replay_of` (its id, as `x-reprise-replay` names it): what
+    /// a mock standing apart from the service keeps per replayed call, so
+    /// that calls of one replayed call share what they were served.
+    pub fn replaying(replay_of: &[u8]) -> Scope {
+        Scope::new(
+            reprise_model::id::new_id_bytes(),
+            reprise_model::trace::trace_id_from(replay_of),
+            false,
+            Some(replay_of.to_vec()),
+        )
+    }
+
     /// The scope of the inbound call this task is serving, if any.
     pub fn current() -> Option<Scope> {
         CURRENT.try_with(Scope::clone).ok()

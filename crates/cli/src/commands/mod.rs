@@ -5,6 +5,7 @@ mod diff;
 mod export;
 mod import;
 mod inspect;
+mod mock;
 mod record;
 mod replay;
 
@@ -22,6 +23,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Record(args) => record::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Diff(args) => diff::run(&args),
+        Command::Mock(args) => mock::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

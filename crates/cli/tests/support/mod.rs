@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use reprise_model::Exchange;
 
-/// A `reprise record` process; killed if the test ends without stopping it.
+/// A `reprise record` (or `reprise mock`) process; killed if the test
+/// ends without stopping it.
 pub struct Recorder {
     child: Option<Child>,
     pub addr: SocketAddr,
@@ -22,7 +23,8 @@ pub struct Recorder {
 impl Recorder {
     /// Starts the binary and waits (bounded) for its "recording" line.
     pub fn start(upstream: &str, tape: &Path, extra: &[&str]) -> Recorder {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reprise"));
+        command
             .args([
                 "record",
                 "--listen",
@@ -39,7 +41,26 @@ impl Recorder {
             } else {
                 &["--threads", "2"][..]
             })
-            .args(extra)
+            .args(extra);
+        Recorder::spawn(command)
+    }
+
+    /// Starts `reprise mock SOURCE --listen 127.0.0.1:0 EXTRA...` and waits
+    /// (bounded) for its "mocking" line.
+    pub fn mock(source: &Path, extra: &[&str]) -> Recorder {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reprise"));
+        command
+            .arg("mock")
+            .arg(source)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra);
+        Recorder::spawn(command)
+    }
+
+    /// Runs `command` and reads the address it serves from its first line
+    /// on stderr.
+    fn spawn(mut command: Command) -> Recorder {
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -56,7 +77,7 @@ impl Recorder {
         });
         let line = rx
             .recv_timeout(Duration::from_secs(20))
-            .expect("reprise record starts within 20 s");
+            .expect("reprise starts serving within 20 s");
         let addr = line
             .split_whitespace()
             .find_map(|w| {
@@ -99,7 +120,7 @@ impl Recorder {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "reprise record did not stop within 30 s"
+                "reprise did not stop within 30 s"
             );
             std::thread::sleep(Duration::from_millis(20));
         };
@@ -113,7 +134,7 @@ impl Recorder {
     /// of stderr.
     pub fn stop_cleanly(self, signal: &str) -> String {
         let (code, stderr) = self.stop(signal);
-        assert_eq!(code, 0, "reprise record exited {code}: {stderr}");
+        assert_eq!(code, 0, "reprise exited {code}: {stderr}");
         stderr
     }
 }

@@ -1,0 +1,340 @@
+//! `reprise mock`: recorded calls served over HTTP/1.1 and h2c until
+//! SIGINT or SIGTERM, by `reprise_tower::MockStore`, the matching the
+//! tower layers' mock mode uses; then what was served and missed.
+//!
+//! Each call is scoped by the replayed call it was made for: its
+//! `x-reprise-replay` header (a recorded exchange id), else the trace id
+//! of its `traceparent` (`reprise replay` gives each replayed call the
+//! trace id of the exchange it replays, and a traced service passes it on
+//! to the calls it makes). The calls of one scope share what they were
+//! served, as they do inside a service under the tower layers.
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use reprise_model::select::ExchangeFilter;
+use reprise_model::{Intact, Source, display_id};
+use reprise_tower::{
+    Exhausted, MockBody, MockOptions, MockReport, MockServed, MockStore, REPLAY_HEADER, Scope,
+};
+
+use crate::Outcome;
+use crate::args::MockArgs;
+use crate::commands::record::size;
+
+/// Scopes remembered at once; the oldest is forgotten past this (its
+/// calls would then be served as if first made).
+const SCOPES_KEPT: usize = 65_536;
+
+/// How long calls in flight may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Misses printed at the end (all are counted).
+const MISSES_SHOWN: usize = 20;
+
+/// The store's options from the command line.
+fn options(args: &MockArgs) -> anyhow::Result<MockOptions> {
+    let exhausted: Exhausted = args
+        .exhausted
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--exhausted: {e}"))?;
+    let shared = if args.shared.is_empty() {
+        None
+    } else {
+        let mut filter = ExchangeFilter::new();
+        for term in &args.shared {
+            filter = filter
+                .add_match(term)
+                .with_context(|| format!("--shared {term:?}"))?;
+        }
+        Some(filter)
+    };
+    if let Some(authority) = &args.authority
+        && authority.parse::<http::uri::Authority>().is_err()
+    {
+        bail!("--authority {authority:?}: expected HOST or HOST:PORT, such as inventory:8080");
+    }
+    Ok(MockOptions {
+        exhausted,
+        ignore_authority: args.ignore_authority,
+        global: args.global,
+        shared,
+        timing: !args.no_timing,
+        max_body: size("--max-body", &args.max_body)?,
+        inbound: args.inbound,
+    })
+}
+
+/// Every exchange of the recording; damage is an error, since mocks from
+/// a damaged recording would miss calls.
+fn read_all(args: &MockArgs) -> anyhow::Result<Vec<reprise_model::Exchange>> {
+    let mut source: Box<dyn Source> = crate::input::open(&args.source, &ExchangeFilter::new())?;
+    let mut intact = Intact::new(source.as_mut());
+    let exchanges = intact
+        .by_ref()
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{}: cannot read", args.source.display()))?;
+    if let Some(damage) = intact.damage().first() {
+        bail!(
+            "{}: damaged ({damage}); mocks from a damaged recording would miss calls",
+            args.source.display()
+        );
+    }
+    Ok(exchanges)
+}
+
+/// The scopes seen so far, by the id of the exchange they replay.
+#[derive(Default)]
+struct Scopes {
+    by_id: HashMap<Vec<u8>, Scope>,
+    order: VecDeque<Vec<u8>>,
+}
+
+impl Scopes {
+    fn get(&mut self, replay_of: &[u8]) -> Scope {
+        if let Some(scope) = self.by_id.get(replay_of) {
+            return scope.clone();
+        }
+        if self.order.len() == SCOPES_KEPT
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.by_id.remove(&oldest);
+        }
+        let scope = Scope::replaying(replay_of);
+        self.by_id.insert(replay_of.to_vec(), scope.clone());
+        self.order.push_back(replay_of.to_vec());
+        scope
+    }
+}
+
+/// The recorded exchange a call was made for: its `x-reprise-replay`, else
+/// its `traceparent`'s trace id.
+fn replay_of(headers: &http::HeaderMap) -> Option<Vec<u8>> {
+    headers
+        .get(REPLAY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| reprise_model::id::parse_hex(v.trim()))
+        .filter(|id| !id.is_empty())
+        .or_else(|| {
+            headers
+                .get("traceparent")
+                .and_then(|v| reprise_model::trace::trace_id_of(v.as_bytes()))
+                .map(|trace| trace.to_vec())
+        })
+}
+
+/// What each connection's calls share.
+struct Mock {
+    store: Arc<MockStore>,
+    scopes: Mutex<Scopes>,
+    authority: Option<String>,
+    log: bool,
+}
+
+type MockResponse = Response<Either<MockBody, Full<Bytes>>>;
+
+impl Mock {
+    async fn answer(self: Arc<Self>, mut request: Request<Incoming>) -> MockResponse {
+        let scope = replay_of(request.headers());
+        if let Some(id) = &scope {
+            let scope = self
+                .scopes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get(id);
+            request.extensions_mut().insert(scope);
+        }
+        let authority = match &self.authority {
+            Some(authority) => authority.clone(),
+            None => call_authority(&request),
+        };
+        let call = self.log.then(|| {
+            let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+            let scope = scope.as_deref().map_or_else(
+                || "no replayed call".to_string(),
+                |id| format!("replaying {}", display_id(id)),
+            );
+            format!("{} {authority}{target} ({scope})", request.method())
+        });
+        match Arc::clone(&self.store).answer(authority, request).await {
+            Ok(response) => {
+                if let Some(call) = call {
+                    match response.extensions().get::<MockServed>() {
+                        Some(served) => eprintln!(
+                            "reprise: mock: {call}: answered by recorded {}",
+                            display_id(&served.recorded_id)
+                        ),
+                        None => eprintln!("reprise: mock: {call}: missed"),
+                    }
+                }
+                response.map(Either::Left)
+            }
+            Err(error) => {
+                // A recorded call that failed below HTTP, or a request
+                // body that broke off.
+                let text = format!(
+                    "reprise mock: {}\n",
+                    reprise_model::error::one_line(error.as_ref())
+                );
+                if let Some(call) = call {
+                    eprint!("reprise: mock: {call}: {}", &text["reprise mock: ".len()..]);
+                }
+                let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
+                *response.status_mut() = StatusCode::BAD_GATEWAY;
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+                    .headers_mut()
+                    .insert("x-reprise-mock-failure", HeaderValue::from_static("1"));
+                response
+            }
+        }
+    }
+}
+
+/// The authority a call names: its target's (absolute form, as through a
+/// proxy, or HTTP/2's `:authority`), else its Host field's.
+fn call_authority<B>(request: &Request<B>) -> String {
+    request
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            request
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default()
+}
+
+/// Serves until SIGINT or SIGTERM; exit 1 when a call was missed.
+pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
+    let options = options(args)?;
+    let listen: SocketAddr = args.listen.parse().with_context(|| {
+        format!(
+            "--listen {:?}: expected IP:PORT, such as 127.0.0.1:8081",
+            args.listen
+        )
+    })?;
+    let exchanges = read_all(args)?;
+    let store = MockStore::new(exchanges, options);
+    if store.is_empty() {
+        if args.inbound {
+            bail!("{}: no inbound calls recorded", args.source.display());
+        }
+        bail!(
+            "{}: no downstream calls recorded; --inbound serves its inbound calls (a recording of the service the mock stands in for)",
+            args.source.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(serve(args, listen, store))?;
+    print_report(&report);
+    Ok(if report.missed > 0 {
+        Outcome::Regressed
+    } else {
+        Outcome::Success
+    })
+}
+
+async fn serve(
+    args: &MockArgs,
+    listen: SocketAddr,
+    store: MockStore,
+) -> anyhow::Result<MockReport> {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot handle SIGTERM")?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot handle SIGINT")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("--listen {listen}: cannot listen"))?;
+    let local = listener
+        .local_addr()
+        .with_context(|| format!("--listen {listen}: cannot listen"))?;
+    let calls = store.len();
+    let mock = Arc::new(Mock {
+        store: Arc::new(store),
+        scopes: Mutex::new(Scopes::default()),
+        authority: args.authority.clone(),
+        log: args.log,
+    });
+    eprintln!(
+        "reprise: mocking http://{local} from {} ({calls} recorded {} calls); stop with Ctrl-C",
+        args.source.display(),
+        if args.inbound {
+            "inbound"
+        } else {
+            "downstream"
+        },
+    );
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new());
+    builder.http2().timer(TokioTimer::new());
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors and the like: wait, go on.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let mock = Arc::clone(&mock);
+                let service = service_fn(move |request| {
+                    let mock = Arc::clone(&mock);
+                    async move { Ok::<_, Infallible>(mock.answer(request).await) }
+                });
+                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    Ok(mock.store.report())
+}
+
+fn print_report(report: &MockReport) {
+    let mut line = format!("reprise: mock served {} calls", report.served);
+    if report.shared > 0 {
+        line.push_str(&format!(" ({} by shared recorded calls)", report.shared));
+    }
+    if report.global > 0 {
+        line.push_str(&format!(" ({} from all recorded calls)", report.global));
+    }
+    line.push_str(&format!(", missed {}", report.missed));
+    eprintln!("{line}");
+    for miss in report.misses.iter().take(MISSES_SHOWN) {
+        eprintln!("reprise: {miss}");
+    }
+    let more = report.misses.len().saturating_sub(MISSES_SHOWN);
+    if more > 0 {
+        eprintln!("reprise: ... and {more} more misses");
+    }
+}
