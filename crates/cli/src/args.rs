@@ -146,8 +146,9 @@ pub struct MockArgs {
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
     /// Where to listen: HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on
-    /// one port. Calls come to it directly, or through it as an HTTP
-    /// proxy (`http_proxy`), which keeps each call's own authority.
+    /// one port. Calls come to it directly, or through it as a plain HTTP
+    /// proxy (`http_proxy`, no CONNECT), which keeps each call's own
+    /// authority.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
     pub listen: String,
     /// Serve the recording's inbound calls instead of its downstream

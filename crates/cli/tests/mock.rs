@@ -89,7 +89,12 @@ async fn a_recording_of_a_json_service_stands_in_for_it() {
     let (status, head, body) = call(&url("/price?sku=a"), &[]);
     assert_eq!((status, body.as_str()), (200, recorded[0].as_str()));
     assert!(head.contains("content-type: application/json"), "{head}");
-    let (status, _, body) = call(&url("/price?sku=a"), &["--http2-prior-knowledge"]);
+    // A traced caller's trace id does not scope inbound calls: one pool.
+    let traced = "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, _, body) = call(
+        &url("/price?sku=a"),
+        &["--http2-prior-knowledge", "-H", traced],
+    );
     assert_eq!((status, body.as_str()), (200, recorded[1].as_str()));
     assert_eq!(call(&url("/price?sku=b"), &[]).2, recorded[2]);
     // JSON bodies match by content: keys in another order are the same call.
@@ -327,12 +332,14 @@ async fn downstream_calls_are_served_in_the_scope_of_the_replayed_call() {
         "reprise mock: recorded failure (connect): connection refused (os error 111)\n"
     );
     // Outside any replayed call: a miss that says so, unless --global.
-    let (status, _, body) = call(&url, &[]);
-    assert_eq!(status, 502);
-    assert!(
-        body.contains("neither x-reprise-replay nor traceparent"),
-        "{body}"
-    );
+    for headers in [&[][..], &["-H", "x-reprise-replay: not-an-id"][..]] {
+        let (status, _, body) = call(&url, headers);
+        assert_eq!(status, 502);
+        assert!(
+            body.contains("carried no valid x-reprise-replay or traceparent"),
+            "{body}"
+        );
+    }
     let (status, _, body) = call(&url, &["-H", &replaying(9)]);
     assert_eq!(status, 502);
     assert!(
@@ -341,7 +348,7 @@ async fn downstream_calls_are_served_in_the_scope_of_the_replayed_call() {
     );
     let stderr = stop_expecting(mock, 1);
     assert!(
-        stderr.contains("served 4 calls") && stderr.contains("missed 3"),
+        stderr.contains("served 4 calls") && stderr.contains("missed 4"),
         "{stderr}"
     );
     // --log: each call, its scope and what answered it.
@@ -362,6 +369,18 @@ async fn downstream_calls_are_served_in_the_scope_of_the_replayed_call() {
     assert_eq!(answers, ["10", "11", "20"]);
     let stderr = stop_expecting(mock, 0);
     assert!(stderr.contains("3 from all recorded calls"), "{stderr}");
+
+    // Shared recorded calls answer in any scope, as often as asked.
+    let mock = Recorder::mock(
+        &tape,
+        &["--authority", "prices:8080", "--shared", "path=/price"],
+    );
+    let url = format!("http://{}/price?sku=a", mock.addr);
+    let answers: Vec<String> = (0..3).map(|_| call(&url, &[]).2).collect();
+    assert_eq!(answers, ["10", "10", "10"]);
+    let (code, stderr) = mock.stop("-TERM");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("(3 by shared recorded calls)"), "{stderr}");
 
     // Through the mock as an HTTP proxy: each call keeps its authority.
     let mock = Recorder::mock(&tape, &["--global"]);

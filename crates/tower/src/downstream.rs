@@ -14,17 +14,15 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use reprise_model::ErrorKind;
-use reprise_model::key::{CallKey, KeyParts};
 use reprise_model::sample::Sampler;
 use reprise_record::{
     BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
-    is_grpc,
 };
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::body::{DownstreamBody, MockBody, Observe};
-use crate::mock::{MockStore, miss_response, respond};
+use crate::body::{DownstreamBody, Observe};
+use crate::mock::MockStore;
 use crate::scope::Scope;
 use reprise_model::trace::{trace_id_from, trace_id_of, traceparent};
 
@@ -305,85 +303,8 @@ where
     })
 }
 
-impl MockStore {
-    /// Answers one call made to `authority` from the recording, as a
-    /// [`MockLayer`] does: in the scope the request carries in its
-    /// extensions (else the current task's; see [`Scope::of`]), by its
-    /// [`CallKey`]. A miss is a 502 (gRPC: UNAVAILABLE) that says why;
-    /// a recorded call that failed below HTTP is its
-    /// [`RecordedFailure`](crate::RecordedFailure), as the error. The
-    /// request body is read (up to `max_body` for the key) before the
-    /// answer, except for a gRPC stream the recording shows answered as it
-    /// went, which is answered message by message.
-    pub async fn answer<B>(
-        self: Arc<Self>,
-        authority: String,
-        request: Request<B>,
-    ) -> Result<Response<MockBody>, BoxError>
-    where
-        B: Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<BoxError>,
-    {
-        let store = self;
-        let scope = Scope::of(&request);
-        let (parts, body) = request.into_parts();
-        let grpc = is_grpc(&parts.headers);
-        let content_type = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
-        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        if grpc {
-            // A stream recorded answering before its request stream ended is
-            // answered as it goes (see `crate::live`), not once it has ended.
-            let head = CallKey::new(
-                KeyParts {
-                    method: parts.method.as_str(),
-                    authority: &authority,
-                    path_and_query,
-                    content_type,
-                    body: &[],
-                },
-                store.options().ignore_authority,
-            );
-            if let Some(candidates) = store.live_candidates(scope.as_ref(), &head) {
-                let call = crate::mock::describe(&head);
-                let stream = crate::live::Stream {
-                    store: Arc::clone(&store),
-                    scope,
-                    head,
-                    call,
-                    candidates,
-                };
-                return Ok(crate::live::answer(stream, body));
-            }
-        }
-        let body = read_capped(body, store.options().max_body).await?;
-        let key = CallKey::new(
-            KeyParts {
-                method: parts.method.as_str(),
-                authority: &authority,
-                path_and_query,
-                content_type,
-                body: &body,
-            },
-            store.options().ignore_authority,
-        );
-        let call = crate::mock::describe(&key);
-        match store.choose(scope.as_ref(), &key, call) {
-            Ok(exchange) => Ok(respond(exchange, store.options().timing)?),
-            Err(miss) => {
-                if let Some(scope) = &scope {
-                    scope.note_miss(&miss.call);
-                }
-                Ok(miss_response(miss, grpc))
-            }
-        }
-    }
-}
-
 /// The body's first `max` bytes, read to its end.
-async fn read_capped<B>(body: B, max: usize) -> Result<Bytes, BoxError>
+pub(crate) async fn read_capped<B>(body: B, max: usize) -> Result<Bytes, BoxError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,

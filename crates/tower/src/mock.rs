@@ -13,17 +13,20 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
-use reprise_model::key::{CallKey, KeyField};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body::Body;
+use reprise_model::key::{CallKey, KeyField, KeyParts};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Direction, Exchange, Header, HeaderList, Protocol, display_id};
+use reprise_record::is_grpc;
 use tokio::time::Instant;
 
 use crate::body::MockBody;
+use crate::downstream::{BoxError, read_capped};
 use crate::error::TowerError;
 use crate::scope::{MockUse, Scope};
 
@@ -534,6 +537,83 @@ impl MockStore {
     }
 }
 
+impl MockStore {
+    /// Answers one call made to `authority` from the recording, as a
+    /// [`MockLayer`] does: in the scope the request carries in its
+    /// extensions (else the current task's; see [`Scope::of`]), by its
+    /// [`CallKey`]. A miss is a 502 (gRPC: UNAVAILABLE) that says why;
+    /// a recorded call that failed below HTTP is its
+    /// [`RecordedFailure`](crate::RecordedFailure), as the error. The
+    /// request body is read (up to `max_body` for the key) before the
+    /// answer, except for a gRPC stream the recording shows answered as it
+    /// went, which is answered message by message.
+    pub async fn answer<B>(
+        self: Arc<Self>,
+        authority: String,
+        request: Request<B>,
+    ) -> Result<Response<MockBody>, BoxError>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let store = self;
+        let scope = Scope::of(&request);
+        let (parts, body) = request.into_parts();
+        let grpc = is_grpc(&parts.headers);
+        let content_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        if grpc {
+            // A stream recorded answering before its request stream ended is
+            // answered as it goes (see `crate::live`), not once it has ended.
+            let head = CallKey::new(
+                KeyParts {
+                    method: parts.method.as_str(),
+                    authority: &authority,
+                    path_and_query,
+                    content_type,
+                    body: &[],
+                },
+                store.options().ignore_authority,
+            );
+            if let Some(candidates) = store.live_candidates(scope.as_ref(), &head) {
+                let call = crate::mock::describe(&head);
+                let stream = crate::live::Stream {
+                    store: Arc::clone(&store),
+                    scope,
+                    head,
+                    call,
+                    candidates,
+                };
+                return Ok(crate::live::answer(stream, body));
+            }
+        }
+        let body = read_capped(body, store.options().max_body).await?;
+        let key = CallKey::new(
+            KeyParts {
+                method: parts.method.as_str(),
+                authority: &authority,
+                path_and_query,
+                content_type,
+                body: &body,
+            },
+            store.options().ignore_authority,
+        );
+        let call = crate::mock::describe(&key);
+        match store.choose(scope.as_ref(), &key, call) {
+            Ok(exchange) => Ok(respond(exchange, store.options().timing)?),
+            Err(miss) => {
+                if let Some(scope) = &scope {
+                    scope.note_miss(&miss.call);
+                }
+                Ok(miss_response(miss, grpc))
+            }
+        }
+    }
+}
+
 /// `METHOD authority/path?query` of a key, for explanations.
 pub(crate) fn describe(key: &CallKey) -> String {
     let query: Vec<String> = key.query.iter().map(|(n, v)| format!("{n}={v}")).collect();
@@ -634,7 +714,7 @@ impl fmt::Display for MockMiss {
         match &self.reason {
             MissReason::NoScope => write!(
                 f,
-                ": made outside any replayed call (to `reprise mock`: it carried neither x-reprise-replay nor traceparent; in a service: outside the inbound calls RecordLayer serves, so start tasks with reprise_tower::spawn to carry the scope); --global serves such calls from all recorded calls"
+                ": made outside any inbound call being replayed (in a service: not while serving one through RecordLayer, so start tasks with reprise_tower::spawn to carry the scope; to reprise mock: it carried no valid x-reprise-replay or traceparent)"
             )?,
             MissReason::NotReplayed => write!(
                 f,

@@ -7,7 +7,10 @@
 //! of its `traceparent` (`reprise replay` gives each replayed call the
 //! trace id of the exchange it replays, and a traced service passes it on
 //! to the calls it makes). The calls of one scope share what they were
-//! served, as they do inside a service under the tower layers.
+//! served, as they do inside a service under the tower layers; for the
+//! whole run: a second replay of the same recording against the same
+//! mock finds its answers used (restart the mock, or `--exhausted
+//! cycle`).
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -147,7 +150,12 @@ type MockResponse = Response<Either<MockBody, Full<Bytes>>>;
 
 impl Mock {
     async fn answer(self: Arc<Self>, mut request: Request<Incoming>) -> MockResponse {
-        let scope = replay_of(request.headers());
+        // Inbound calls belong to no replayed call: they are one pool.
+        let scope = if self.store.options().inbound {
+            None
+        } else {
+            replay_of(request.headers())
+        };
         if let Some(id) = &scope {
             let scope = self
                 .scopes
@@ -184,13 +192,11 @@ impl Mock {
             Err(error) => {
                 // A recorded call that failed below HTTP, or a request
                 // body that broke off.
-                let text = format!(
-                    "reprise mock: {}\n",
-                    reprise_model::error::one_line(error.as_ref())
-                );
+                let reason = reprise_model::error::one_line(error.as_ref());
                 if let Some(call) = call {
-                    eprint!("reprise: mock: {call}: {}", &text["reprise mock: ".len()..]);
+                    eprintln!("reprise: mock: {call}: {reason}");
                 }
+                let text = format!("reprise mock: {reason}\n");
                 let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
                 *response.status_mut() = StatusCode::BAD_GATEWAY;
                 response.headers_mut().insert(

@@ -124,7 +124,20 @@ impl Recorder {
             );
             std::thread::sleep(Duration::from_millis(20));
         };
-        let rest: Vec<String> = self.stderr.try_iter().collect();
+        // The rest of stderr, to its end: the thread reading it may not
+        // have passed on the last lines yet when the process is gone.
+        let mut rest = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.stderr.recv_timeout(left) {
+                Ok(line) => rest.push(line),
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("stderr still open 10 s after the exit")
+                }
+            }
+        }
         (code, rest.join("\n"))
     }
 }
