@@ -156,6 +156,29 @@ fn the_axum_example_replays_identically_with_its_downstream_mocked() {
     assert_eq!((mocks.served, mocks.missed), (5, 0), "{:?}", mocks.misses);
     mocked.stop(&rt);
 
+    // The same with the mock standing apart, as for a service in any
+    // language: the build with its layers off calls `reprise mock` for
+    // its inventory. It passes no trace context on, so the recorded calls
+    // are one pool (--global), matched as made to the recorded inventory.
+    let mock = support::Recorder::mock(&tape, &["--global", "--authority", &downstream]);
+    let off = Reprise::off();
+    let apart = {
+        let router = shop(&off, &mock.addr.to_string());
+        start(&rt, |l, rx| async move {
+            serve(l, router, stopped(rx)).await.unwrap();
+        })
+    };
+    let (code, report) = replay_and_diff(dir.path(), &tape, apart.addr, "apart");
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(report["identical"], 5, "{report:#}");
+    apart.stop(&rt);
+    let (code, stderr) = mock.stop("-INT");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("served 5 calls (5 from all recorded calls), missed 0"),
+        "{stderr}"
+    );
+
     // A build that asks the inventory something the recording never saw:
     // here, mocks from a recording without the pen order's stock call.
     // The pen order regresses, and the diff names the call.

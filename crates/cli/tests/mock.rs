@@ -451,3 +451,27 @@ fn bad_arguments_and_recordings_are_one_clear_error_and_exit_2() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("damaged"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_har_file_serves_as_the_recording() {
+    let har = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/httpbin.har");
+    let mut sink = reprise_model::MemorySink::new();
+    reprise_interop::import_path(&har, &mut sink).unwrap();
+    let recorded: Vec<String> = sink
+        .exchanges()
+        .iter()
+        .filter(|e| e.request.as_ref().unwrap().path == "/uuid")
+        .map(|e| text(&e.response.as_ref().unwrap().body))
+        .collect();
+    assert_eq!(recorded.len(), 2);
+    let mock = Recorder::mock(&har, &["--inbound", "--ignore-authority"]);
+    let url = |path: &str| format!("http://{}{path}", mock.addr);
+    assert_eq!(call(&url("/uuid"), &[]).2, recorded[0]);
+    assert_eq!(call(&url("/uuid"), &[]).2, recorded[1]);
+    // The query matches as a multimap: its fields in another order.
+    let (status, _, body) = call(&url("/get?tag=a&tag=b&item=42"), &[]);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"item\""), "{body}");
+    let stderr = stop_expecting(mock, 0);
+    assert!(stderr.contains("served 3 calls"), "{stderr}");
+}
