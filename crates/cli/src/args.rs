@@ -38,6 +38,10 @@ pub enum Command {
     /// Mock: serve recorded calls, scoped by the replayed call they were
     /// made for; exit 1 when a call was missed.
     Mock(Box<MockArgs>),
+    /// Mirror: record, as `record` does, and send a copy of every
+    /// recorded call to a shadow, off the primary's path; with --compare,
+    /// exit 1 when the shadow's answers regressed.
+    Mirror(Box<MirrorArgs>),
     /// Run the built-in demo: record a sample service, then inspect the tape.
     Demo(DemoArgs),
 }
@@ -137,6 +141,41 @@ pub struct ExportArgs {
     /// Which exchanges to export.
     #[command(flatten)]
     pub filter: FilterArgs,
+}
+
+/// `reprise mirror`.
+#[derive(Debug, Args)]
+pub struct MirrorArgs {
+    /// Where the copies go: http://host:port or https://host:port.
+    #[arg(long, value_name = "URL")]
+    pub shadow: String,
+    /// Write what the shadow answered to this tape (mode 0600), each
+    /// linked to the recorded call.
+    #[arg(long, value_name = "TAPE")]
+    pub shadow_out: Option<PathBuf>,
+    /// Send the shadow this header instead of the recorded one: "NAME:
+    /// VALUE" (repeatable), e.g. a staging credential for a redacted one.
+    #[arg(long, value_name = "NAME: VALUE")]
+    pub set_header: Vec<String>,
+    /// Do not send the shadow this header (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub drop_header: Vec<String>,
+    /// Give up on a copy after this long, connecting included.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub shadow_timeout: String,
+    /// At the end, compare the shadow's answers with the primary's, as
+    /// `reprise diff` does, and exit 1 when something regressed.
+    #[arg(long)]
+    pub compare: bool,
+    /// With --compare: write the comparison report as JSON to this file.
+    #[arg(long, value_name = "FILE", requires = "compare")]
+    pub diff_json: Option<PathBuf>,
+    /// How to compare (with --compare).
+    #[command(flatten)]
+    pub rules: CompareArgs,
+    /// The recording proxy in front of the primary (--upstream).
+    #[command(flatten)]
+    pub record: RecordArgs,
 }
 
 /// `reprise mock`.

@@ -21,7 +21,8 @@ use crate::walker::{Step, Walker};
 pub struct Follow {
     /// How often to look for new blocks at the end of the tape.
     pub poll: Duration,
-    /// Set to stop following: the reader then ends at the next poll.
+    /// Set to stop following: the reader then ends once it finds no more
+    /// at the end of the tape (what was written before is read).
     pub stop: Arc<AtomicBool>,
 }
 

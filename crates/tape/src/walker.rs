@@ -129,18 +129,18 @@ impl Walker {
     }
 
     /// Sleeps one poll interval when following; false when not following,
-    /// asked to stop, or abandoned.
+    /// asked to stop, or abandoned. A stop takes effect at the end of the
+    /// tape: what was written before it was asked for is read first (the
+    /// tape is looked at once more after every sleep).
     fn wait(&self) -> bool {
         let Some(follow) = &self.follow else {
             return false;
         };
-        let stopped =
-            || follow.stop.load(Ordering::Relaxed) || self.abandoned.load(Ordering::Relaxed);
-        if stopped() {
+        if follow.stop.load(Ordering::SeqCst) || self.abandoned.load(Ordering::Relaxed) {
             return false;
         }
         std::thread::sleep(follow.poll);
-        !stopped()
+        true
     }
 
     fn following(&self) -> bool {

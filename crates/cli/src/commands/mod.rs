@@ -5,6 +5,7 @@ mod diff;
 mod export;
 mod import;
 mod inspect;
+mod mirror;
 mod mock;
 mod record;
 mod replay;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Replay(args) => replay::run(&args),
         Command::Diff(args) => diff::run(&args),
         Command::Mock(args) => mock::run(&args),
+        Command::Mirror(args) => mirror::run(&args),
         Command::Demo(args) => demo::run(&args),
     }
 }

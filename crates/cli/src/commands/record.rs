@@ -172,6 +172,20 @@ pub(crate) fn summary(stats: &RecorderStats) -> String {
 
 /// Runs the proxy until SIGINT or SIGTERM, then drains and syncs.
 pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
+    record_until_signal(args, "recording", |_| Ok(()))?;
+    Ok(Outcome::Success)
+}
+
+/// Runs the recording proxy `args` describe until SIGINT or SIGTERM, then
+/// drains it and syncs its tape; says `doing` (`recording`) on stderr
+/// once it listens. `started` runs then, on a thread of its own (it may
+/// block, or start runtimes), with the proxy's address; what it gives
+/// comes back with the recording's counts.
+pub(crate) fn record_until_signal<T: Send + 'static>(
+    args: &RecordArgs,
+    doing: &str,
+    started: impl FnOnce(SocketAddr) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<(RecorderStats, T)> {
     let config = config(args)?;
     let zstd_level = compression(&args.compression)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -206,9 +220,27 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
                 return Err(error.into());
             }
         };
+        let addr = proxy.local_addr();
+        let (done, result) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            let _ = done.send(started(addr));
+        });
+        let extra = match result.await {
+            Ok(Ok(extra)) => extra,
+            failed => {
+                // Nothing was served: the proxy goes, and a new tape too.
+                let _ = proxy.shutdown().await;
+                if !args.append {
+                    let _ = std::fs::remove_file(&args.out);
+                }
+                return Err(match failed {
+                    Ok(Err(error)) => error,
+                    _ => anyhow::anyhow!("the {doing} proxy's start-up failed"),
+                });
+            }
+        };
         let mut line = format!(
-            "reprise: recording {scheme}://{} -> {upstream} into {}",
-            proxy.local_addr(),
+            "reprise: {doing} {scheme}://{addr} -> {upstream} into {}",
             args.out.display()
         );
         if let Some(admin) = proxy.admin_addr() {
@@ -232,7 +264,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
             summary(&stats),
             args.out.display()
         );
-        Ok(Outcome::Success)
+        Ok((stats, extra))
     })
 }
 

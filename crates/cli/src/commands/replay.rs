@@ -156,7 +156,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
 
 /// A new tape for what a replay sent and got back, compressed as tapes
 /// are by default.
-fn results_tape(path: &Path) -> anyhow::Result<reprise_tape::TapeWriter> {
+pub(crate) fn results_tape(path: &Path) -> anyhow::Result<reprise_tape::TapeWriter> {
     open_tape(
         path,
         false,

@@ -57,6 +57,19 @@ impl Recorder {
         Recorder::spawn(command)
     }
 
+    /// Starts `reprise mirror` (two serving threads) in front of `primary`,
+    /// copying to `shadow`, recording into `tape`, and waits (bounded) for
+    /// its "mirroring" line.
+    pub fn mirror(primary: &str, shadow: &str, tape: &Path, extra: &[&str]) -> Recorder {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_reprise"));
+        command
+            .args(["mirror", "--listen", "127.0.0.1:0", "--threads", "2"])
+            .args(["--upstream", primary, "--shadow", shadow, "--out"])
+            .arg(tape)
+            .args(extra);
+        Recorder::spawn(command)
+    }
+
     /// Runs `command` and reads the address it serves from its first line
     /// on stderr.
     fn spawn(mut command: Command) -> Recorder {
