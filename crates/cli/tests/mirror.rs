@@ -29,6 +29,11 @@ async fn start_prices(b_price: u32, delay: Duration, seen: Seen) -> SocketAddr {
                         .get("x-reprise-replay")
                         .map(|v| v.to_str().unwrap().to_string())
                         .unwrap_or_default();
+                    // A staging credential given to the shadow only.
+                    let replay = match request.headers().get("x-staging") {
+                        Some(v) => format!("{replay} {}", v.to_str().unwrap()),
+                        None => replay,
+                    };
                     seen.lock()
                         .unwrap()
                         .push((request.uri().path_and_query().unwrap().to_string(), replay));
@@ -73,6 +78,8 @@ async fn the_shadow_gets_a_copy_of_every_call_and_the_comparison_finds_its_chang
             s(&shadow_tape),
             "--diff-json",
             s(&report),
+            "--set-header",
+            "x-staging: yes",
         ],
     );
     // Clients get the primary's answers, over HTTP/1.1 and h2c.
@@ -96,12 +103,25 @@ async fn the_shadow_gets_a_copy_of_every_call_and_the_comparison_finds_its_chang
         "{stderr}"
     );
     assert_eq!(primary_seen.lock().unwrap().len(), 6);
+    assert!(
+        primary_seen
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|(_, r)| r.is_empty()),
+        "the primary got a shadow's header"
+    );
     let recorded = read_tape(&tape);
     assert_eq!(recorded.len(), 6);
     let mut copied: Vec<(String, String)> = shadow_seen.lock().unwrap().clone();
     let mut want: Vec<(String, String)> = recorded
         .iter()
-        .map(|e| (e.request.as_ref().unwrap().path.clone(), e.id_hex()))
+        .map(|e| {
+            (
+                e.request.as_ref().unwrap().path.clone(),
+                format!("{} yes", e.id_hex()),
+            )
+        })
         .collect();
     copied.sort();
     want.sort();
@@ -161,35 +181,57 @@ async fn a_slow_or_absent_shadow_never_touches_the_primary() {
 fn bad_arguments_are_one_clear_error_and_exit_2() {
     let dir = tempfile::tempdir().unwrap();
     let tape = dir.path().join("t.tape");
+    let shadow_tape = dir.path().join("shadow.tape");
     let base = [
         "mirror",
+        "--listen",
+        "127.0.0.1:0",
         "--upstream",
         "http://127.0.0.1:1",
         "--out",
         s(&tape),
     ];
+    let shadow = "http://127.0.0.1:1";
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--shadow", "ftp://127.0.0.1:1"], "--shadow"),
         (
-            vec!["--shadow", "http://127.0.0.1:1", "--shadow-timeout", "0s"],
+            vec!["--shadow", shadow, "--shadow-timeout", "0s"],
             "--shadow-timeout must be above 0",
         ),
         (
-            vec!["--shadow", "http://127.0.0.1:1", "--shadow-timeout", "soon"],
+            vec!["--shadow", shadow, "--shadow-timeout", "soon"],
             "--shadow-timeout \"soon\"",
         ),
         (
-            vec!["--shadow", "http://127.0.0.1:1", "--set-header", "no colon"],
+            vec!["--shadow", shadow, "--set-header", "no colon"],
             "no colon",
         ),
-        (
-            vec!["--shadow", "http://127.0.0.1:1", "--sample", "2"],
-            "--sample",
-        ),
+        (vec!["--shadow", shadow, "--sample", "2"], "--sample"),
         (vec![], "--shadow <URL>"),
         (
-            vec!["--shadow", "http://127.0.0.1:1", "--diff-json", "x.json"],
+            vec!["--shadow", shadow, "--diff-json", "x.json"],
             "--compare",
+        ),
+        (
+            vec!["--shadow", shadow, "--junit", "j.xml"],
+            "go with --compare",
+        ),
+        (
+            vec!["--shadow", shadow, "--compare", "--max-memory", "lots"],
+            "--max-memory",
+        ),
+        (
+            vec!["--shadow", shadow, "--shadow-out", s(&tape)],
+            "--shadow-out and --out are the same tape",
+        ),
+        (
+            vec![
+                "--shadow",
+                "http://no-such-host.invalid:80",
+                "--shadow-out",
+                s(&shadow_tape),
+            ],
+            "--shadow http://no-such-host.invalid:80",
         ),
     ];
     for (args, want) in cases {
@@ -200,5 +242,51 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(stderr.contains(want), "{args:?}: {stderr}");
         assert!(!tape.exists(), "{args:?} left a tape behind");
+        assert!(!shadow_tape.exists(), "{args:?} left a shadow tape behind");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_appended_tape_sends_only_the_new_calls() {
+    let shadow_seen = Seen::default();
+    let primary = start_prices(10, Duration::ZERO, Seen::default()).await;
+    let shadow = start_prices(10, Duration::ZERO, Arc::clone(&shadow_seen)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "primary.tape");
+    let recorder = Recorder::start(&format!("http://{primary}"), &tape, &[]);
+    for i in 0..3 {
+        curl(&[&recorder.url(&format!("/price?sku=old{i}"))]);
+    }
+    recorder.stop_cleanly("-INT");
+    // Nothing copied, nothing compared: a clean exit.
+    let mirror = Recorder::mirror(
+        &format!("http://{primary}"),
+        &format!("http://{shadow}"),
+        &tape,
+        &["--append", "--compare"],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, stderr) = mirror.stop("-INT");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("nothing to compare"), "{stderr}");
+    let mirror = Recorder::mirror(
+        &format!("http://{primary}"),
+        &format!("http://{shadow}"),
+        &tape,
+        &["--append"],
+    );
+    curl(&[&mirror.url("/price?sku=new")]);
+    wait_for("the new call reaches the shadow", 20, || {
+        !shadow_seen.lock().unwrap().is_empty()
+    });
+    let stderr = mirror.stop_cleanly("-INT");
+    assert!(stderr.contains("shadow: 1 calls copied"), "{stderr}");
+    let seen: Vec<String> = shadow_seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(path, _)| path.clone())
+        .collect();
+    assert_eq!(seen, ["/price?sku=new"]);
+    assert_eq!(read_tape(&tape).len(), 4);
 }

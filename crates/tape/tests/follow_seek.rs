@@ -64,6 +64,55 @@ fn follow_sees_records_as_they_are_written() {
     writer.finish().unwrap();
 }
 
+/// A stop asked for right after the last block was written still lets
+/// the follower read that block, even while it is asleep between polls
+/// (`reprise mirror` stops its follower once its tape is closed, and the
+/// shadow must get every call).
+#[test]
+fn a_stop_takes_effect_at_an_end_found_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("live.tape");
+    let mut writer = TapeWriter::create(&path, WriterOptions::default()).unwrap();
+    writer.write(&common::exchange(0, 100)).unwrap();
+    writer.sync().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    // A long poll: the follower sleeps through the last write and the stop.
+    let follow = Follow {
+        poll: Duration::from_millis(300),
+        stop: Arc::clone(&stop),
+    };
+    let reader_path = path.clone();
+    let (first, got_first) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut reader = TapeReader::open_with(
+            &reader_path,
+            ReaderOptions {
+                follow: Some(follow),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        while let Some(item) = reader.next_exchange() {
+            seen.push(item.unwrap());
+            let _ = first.send(());
+        }
+        seen
+    });
+    got_first.recv_timeout(Duration::from_secs(10)).unwrap();
+    // The follower is at the end, asleep: the last block and the stop come
+    // during its sleep.
+    std::thread::sleep(Duration::from_millis(50));
+    writer.write(&common::exchange(1, 100)).unwrap();
+    writer.finish().unwrap();
+    stop.store(true, Ordering::SeqCst);
+    let seen = reader.join().unwrap();
+    assert_eq!(
+        seen,
+        (0..2).map(|i| common::exchange(i, 100)).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn follow_waits_for_a_header_and_block_being_written() {
     let dir = tempfile::tempdir().unwrap();

@@ -90,6 +90,28 @@ fn read_rules(path: &Path, rules: &mut Rules) -> anyhow::Result<()> {
 }
 
 /// The comparison rules from the command line (and a rules file).
+/// Refuses comparison options given without `--compare`.
+pub(crate) fn only_with_compare(given: &CompareArgs) -> anyhow::Result<()> {
+    if !given.ignore.is_empty()
+        || !given.unordered.is_empty()
+        || given.rules.is_some()
+        || !given.ignore_header.is_empty()
+        || !given.compare_header.is_empty()
+        || given.junit.is_some()
+        || given.report.is_some()
+        || given.suggest_rules.is_some()
+        || !given.proto.is_empty()
+        || given.descriptor_set.is_some()
+        || given.reflection.is_some()
+        || given.auto_noise
+    {
+        anyhow::bail!(
+            "--ignore, --unordered, --rules, --ignore-header, --compare-header and --junit go with --compare"
+        );
+    }
+    Ok(())
+}
+
 pub(crate) fn rules(args: &CompareArgs) -> anyhow::Result<Rules> {
     let mut rules = Rules::default();
     if let Some(path) = &args.rules {

@@ -9,8 +9,10 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
+use reprise_compare::Rules;
 use reprise_model::Sink;
+use reprise_model::select::ExchangeFilter;
 use reprise_replay::{Pacing, Replay, ReplayConfig, Report, Target};
 
 use crate::Outcome;
@@ -18,13 +20,17 @@ use crate::args::MirrorArgs;
 use crate::commands::record::{duration, record_until_signal, size};
 use crate::commands::replay::results_tape;
 
-/// The shadow's replay settings: as fast as the tape grows, at most
-/// `--shadow-timeout` a call, the header rewrites given.
-fn shadow_config(args: &MirrorArgs) -> anyhow::Result<ReplayConfig> {
+/// The shadow's replay settings: as fast as the tape grows, on one
+/// thread (the shadow's copies take as little from the primary's
+/// machine as they can), at most `--shadow-timeout` a call, the header
+/// rewrites given, only calls recorded from `since_ns` on (an appended
+/// tape's older calls are not sent again).
+fn shadow_config(args: &MirrorArgs, since_ns: u64) -> anyhow::Result<ReplayConfig> {
     let target = Target::parse(&args.shadow).context("--shadow")?;
     let mut config = ReplayConfig::new(target);
     // Copies leave as they are read: the recording already spaced them.
     config.pacing = Pacing::Max;
+    config.threads = Some(1);
     for spec in &args.set_header {
         config.rewrites.set_header(spec)?;
     }
@@ -33,65 +39,105 @@ fn shadow_config(args: &MirrorArgs) -> anyhow::Result<ReplayConfig> {
     }
     config.timeout = duration("--shadow-timeout", &args.shadow_timeout)?;
     if config.timeout.is_zero() {
-        anyhow::bail!("--shadow-timeout must be above 0");
+        bail!("--shadow-timeout must be above 0");
     }
     config.max_body = size("--max-body", &args.record.max_body)?;
+    config.filter = ExchangeFilter::new().since(since_ns);
     Ok(config)
+}
+
+/// How the shadow's answers are compared, when they are.
+struct Comparing {
+    rules: Rules,
+    max_memory: usize,
+    /// Where the shadow's answers go: `--shadow-out`, or a temporary tape.
+    out: PathBuf,
 }
 
 /// Runs the mirror until SIGINT or SIGTERM.
 pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
-    let config = shadow_config(args)?;
-    let rules = if args.compare {
-        Some(super::diff::rules(&args.rules)?)
+    let since_ns = reprise_model::time::now_ns();
+    let config = shadow_config(args, since_ns)?;
+    // Everything the end needs is checked before anything starts.
+    let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
+    if args.shadow_out.as_ref() == Some(&args.record.out) {
+        bail!("--shadow-out and --out are the same tape");
+    }
+    let comparing = if args.compare {
+        Some(Comparing {
+            rules: super::diff::rules(&args.rules)?,
+            max_memory: size("--max-memory", &args.rules.max_memory)?,
+            out: args
+                .shadow_out
+                .clone()
+                .unwrap_or_else(|| temp.path().join("shadow.tape")),
+        })
     } else {
+        super::diff::only_with_compare(&args.rules)?;
         None
     };
-    let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let shadow_out: Option<PathBuf> = match (&args.shadow_out, args.compare) {
-        (Some(path), _) => Some(path.clone()),
-        (None, true) => Some(temp.path().join("shadow.tape")),
-        (None, false) => None,
-    };
-    let results: Option<Box<dyn Sink>> = match &shadow_out {
-        Some(path) => Some(Box::new(results_tape(path)?)),
-        None => None,
-    };
+    let shadow_out: Option<PathBuf> = comparing
+        .as_ref()
+        .map(|c| c.out.clone())
+        .or_else(|| args.shadow_out.clone());
     let tape = args.record.out.clone();
     let shadow = args.shadow.clone();
-    let (stats, (replay, follow)) = record_until_signal(&args.record, "mirroring", move |_| {
+    let results_path = shadow_out.clone();
+    let started = record_until_signal(&args.record, "mirroring", move |_| {
+        // The shadow's tape is made only once the proxy is up, so a
+        // failed start leaves none behind.
+        let results: Option<Box<dyn Sink>> = match &results_path {
+            Some(path) => Some(Box::new(results_tape(path)?)),
+            None => None,
+        };
         // The replay follows the tape the proxy has just opened.
         let follow = reprise_tape::Follow::default();
         let live = follow.stop.clone();
-        let filter = reprise_model::select::ExchangeFilter::new();
+        let filter = config.filter.clone();
         let opener: reprise_replay::Opener = Box::new(move || {
             crate::input::open_following(&tape, &filter, Some(follow.clone())).map_err(|e| {
                 reprise_model::StoreError::failed(tape.display().to_string(), crate::one_line(&e))
             })
         });
-        let replay = Replay::start(config, opener, results, Some(live.clone()))
-            .with_context(|| format!("--shadow {shadow}"))?;
-        Ok((replay, live))
-    })?;
-    // The tape is whole: the replay sends what is left of it, then ends.
+        match Replay::start(config, opener, results, Some(live.clone())) {
+            Ok(replay) => Ok((replay, live)),
+            Err(error) => {
+                if let Some(path) = &results_path {
+                    let _ = std::fs::remove_file(path);
+                }
+                Err(anyhow::Error::new(error).context(format!("--shadow {shadow}")))
+            }
+        }
+    });
+    let (stats, (replay, follow)) = started?;
+    // The tape is whole: the replay sends what is left of it, then ends;
+    // a signal now stops it (calls in flight finish).
+    let signals = super::replay::Signals::catch()?;
+    signals.stop(vec![replay.stop_handle()]);
     follow.store(true, std::sync::atomic::Ordering::SeqCst);
+    eprintln!("reprise: shadow: sending what is left of the tape (Ctrl-C stops)");
     let report = replay.wait()?;
     print_shadow(&report);
-    if stats.recorded == 0 {
-        eprintln!("reprise: nothing was recorded, so nothing went to the shadow");
-    }
-    let (Some(rules), Some(shadow_out)) = (rules, shadow_out) else {
+    let Some(comparing) = comparing else {
         return Ok(Outcome::Success);
     };
+    if stats.recorded == 0 || report.calls == 0 {
+        eprintln!("reprise: nothing was copied to the shadow: nothing to compare");
+        return Ok(Outcome::Success);
+    }
     println!();
     let noise = if args.rules.auto_noise {
         super::diff::Noise::Guess
     } else {
         super::diff::Noise::None
     };
-    let max_memory = size("--max-memory", &args.rules.max_memory)?;
-    let (diff, damage) =
-        super::diff::diff_with(&args.record.out, &shadow_out, noise, &rules, max_memory)?;
+    let (diff, damage) = super::diff::diff_with(
+        &args.record.out,
+        &comparing.out,
+        noise,
+        &comparing.rules,
+        comparing.max_memory,
+    )?;
     super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)
 }
 

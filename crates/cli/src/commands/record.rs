@@ -222,21 +222,26 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         };
         let addr = proxy.local_addr();
         let (done, result) = tokio::sync::oneshot::channel();
-        std::thread::spawn(move || {
-            let _ = done.send(started(addr));
-        });
-        let extra = match result.await {
-            Ok(Ok(extra)) => extra,
-            failed => {
-                // Nothing was served: the proxy goes, and a new tape too.
+        let spawned = std::thread::Builder::new()
+            .name("reprise-start".into())
+            .spawn(move || {
+                let _ = done.send(started(addr));
+            });
+        let outcome = match spawned {
+            Ok(_) => result
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the {doing} proxy's start-up failed"))),
+            Err(e) => Err(anyhow::anyhow!("cannot start a thread: {e}")),
+        };
+        let extra = match outcome {
+            Ok(extra) => extra,
+            Err(error) => {
+                // The proxy goes, and a new tape with it.
                 let _ = proxy.shutdown().await;
                 if !args.append {
                     let _ = std::fs::remove_file(&args.out);
                 }
-                return Err(match failed {
-                    Ok(Err(error)) => error,
-                    _ => anyhow::anyhow!("the {doing} proxy's start-up failed"),
-                });
+                return Err(error);
             }
         };
         let mut line = format!(

@@ -123,24 +123,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     if args.compare {
         return replay_and_compare(args, config);
     }
-    let given = &args.rules;
-    if !given.ignore.is_empty()
-        || !given.unordered.is_empty()
-        || given.rules.is_some()
-        || !given.ignore_header.is_empty()
-        || !given.compare_header.is_empty()
-        || given.junit.is_some()
-        || given.report.is_some()
-        || given.suggest_rules.is_some()
-        || !given.proto.is_empty()
-        || given.descriptor_set.is_some()
-        || given.reflection.is_some()
-        || given.auto_noise
-    {
-        bail!(
-            "--ignore, --unordered, --rules, --ignore-header, --compare-header and --junit go with --compare"
-        );
-    }
+    super::diff::only_with_compare(&args.rules)?;
     let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
         Some(path) => Some(Box::new(results_tape(path)?)),
@@ -357,14 +340,14 @@ fn dry_run(
 /// any call leaves, so that a signal that arrives with the first call
 /// stops the replay (calls in flight finish, the report is printed)
 /// instead of killing the process.
-struct Signals {
+pub(crate) struct Signals {
     runtime: tokio::runtime::Runtime,
     terminate: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn catch() -> anyhow::Result<Self> {
+    pub(crate) fn catch() -> anyhow::Result<Self> {
         use tokio::signal::unix::{SignalKind, signal};
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -382,7 +365,7 @@ impl Signals {
     }
 
     /// The first signal stops every replay in `handles`.
-    fn stop(self, handles: Vec<reprise_replay::StopHandle>) {
+    pub(crate) fn stop(self, handles: Vec<reprise_replay::StopHandle>) {
         let Signals {
             runtime,
             mut terminate,
