@@ -336,6 +336,28 @@ ready_and_warm() {  # NAME PORT
   wrk -t2 -c64 -d1s "http://127.0.0.1:$2/hello.json" >/dev/null
 }
 
+# The three proxies most scripts compare, in front of one nginx backend
+# (the 1 KiB /hello.json): (b) nginx as a reverse proxy, (c) `reprise
+# record --sample 0` and (d) `reprise record`, FLAGS given to (c) and
+# (d); each started, answering and warmed up. Sets targets=(b c d) and
+# proxy_port[b|c|d].
+declare -A proxy_port=()
+start_b_c_d() {  # reprise record flags...
+  local p_a p_a2 p_b p_c p_d t
+  read -r p_a p_a2 p_b p_c p_d < <(free_ports 5) || die "could not pick free ports"
+  start_nginx_backend "$p_a" "$p_a2"
+  start_nginx_proxy b "$p_b" "$p_a"
+  start_server c "$reprise" record --sample 0 "$@" --listen "127.0.0.1:$p_c" \
+    --upstream "http://127.0.0.1:$p_a" --out "$dir/c.tape"
+  start_server d "$reprise" record "$@" --listen "127.0.0.1:$p_d" \
+    --upstream "http://127.0.0.1:$p_a" --out "$dir/d.tape"
+  targets=(b c d)
+  proxy_port=([b]=$p_b [c]=$p_c [d]=$p_d)
+  for t in "${targets[@]}"; do
+    ready_and_warm "$t" "${proxy_port[$t]}"
+  done
+}
+
 # --- the report --------------------------------------------------------------
 # The report's first line: the machine, and how busy it was at the start.
 report_machine() {

@@ -33,18 +33,7 @@ reprise_and_nginx
 
 make_work_dir proxy-cpu
 nginx_files proxy-cpu
-read -r p_a p_a2 p_b p_c p_d < <(free_ports 5) || die "could not pick free ports"
-start_nginx_backend "$p_a" "$p_a2"
-start_nginx_proxy b "$p_b" "$p_a"
-start_server c "$reprise" record --sample 0 "$@" --listen "127.0.0.1:$p_c" \
-  --upstream "http://127.0.0.1:$p_a" --out "$dir/c.tape"
-start_server d "$reprise" record "$@" --listen "127.0.0.1:$p_d" \
-  --upstream "http://127.0.0.1:$p_a" --out "$dir/d.tape"
-targets=(b c d)
-declare -A port=([b]=$p_b [c]=$p_c [d]=$p_d)
-for t in "${targets[@]}"; do
-  ready_and_warm "$t" "${port[$t]}"
-done
+start_b_c_d "$@"
 
 # One line per thread of server TARGET: "name user_ticks system_ticks
 # voluntary_switches forced_switches".
@@ -63,7 +52,7 @@ for ((round = 1; round <= rounds; round++)); do
   for t in "${targets[@]}"; do
     say "round $round/$rounds: ($t)"
     threads "$t" >"$dir/results/$t.$round.before"
-    run_load wrk -t2 -c64 "-d${duration}s" "http://127.0.0.1:${port[$t]}/hello.json" \
+    run_load wrk -t2 -c64 "-d${duration}s" "http://127.0.0.1:${proxy_port[$t]}/hello.json" \
       >"$dir/results/$t.$round.txt"
     threads "$t" >"$dir/results/$t.$round.after"
   done

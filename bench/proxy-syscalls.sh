@@ -32,18 +32,7 @@ require_tool perf "to count system calls (apt-get install linux-perf)"
 
 make_work_dir proxy-syscalls
 nginx_files proxy-syscalls
-read -r p_a p_a2 p_b p_c p_d < <(free_ports 5) || die "could not pick free ports"
-start_nginx_backend "$p_a" "$p_a2"
-start_nginx_proxy b "$p_b" "$p_a"
-start_server c "$reprise" record --sample 0 "$@" --listen "127.0.0.1:$p_c" \
-  --upstream "http://127.0.0.1:$p_a" --out "$dir/c.tape"
-start_server d "$reprise" record "$@" --listen "127.0.0.1:$p_d" \
-  --upstream "http://127.0.0.1:$p_a" --out "$dir/d.tape"
-targets=(b c d)
-declare -A port=([b]=$p_b [c]=$p_c [d]=$p_d)
-for t in "${targets[@]}"; do
-  ready_and_warm "$t" "${port[$t]}"
-done
+start_b_c_d "$@"
 
 for t in "${targets[@]}"; do
   say "($t): counting system calls for ${duration} s of load"
@@ -51,7 +40,7 @@ for t in "${targets[@]}"; do
     -- sleep "$((duration + 1))" 2>"$dir/$t.perf.log" &
   perf_pid=$!
   sleep 0.3
-  run_load wrk -t2 -c64 "-d${duration}s" --latency "http://127.0.0.1:${port[$t]}/hello.json" >"$dir/$t.wrk"
+  run_load wrk -t2 -c64 "-d${duration}s" --latency "http://127.0.0.1:${proxy_port[$t]}/hello.json" >"$dir/$t.wrk"
   wait "$perf_pid" || die "perf stat failed (tracepoints need root or perf_event_paranoid <= -1): $(cat "$dir/$t.perf.log")"
 done
 

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use reprise_model::{Exchange, Header, Protocol, Request, Response, Role, display_id};
-use reprise_testkit::echo::{Count, Note};
+use reprise_testkit::echo::Count;
 use reprise_testkit::{echo_client, start_echo};
 
 mod support;
@@ -174,14 +174,6 @@ fn recorder_authority(tape: &Path) -> String {
         .unwrap()
         .authority
         .clone()
-}
-
-fn note(text: &str, number: i64) -> Note {
-    Note {
-        text: text.into(),
-        number,
-        tags: vec!["t".into()],
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

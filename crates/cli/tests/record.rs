@@ -15,14 +15,6 @@ use reprise_testkit::{echo_client, start_echo};
 mod support;
 use support::*;
 
-fn note(text: &str, number: i64) -> Note {
-    Note {
-        text: text.into(),
-        number,
-        tags: vec!["t".into()],
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_all_three_streaming_kinds_are_forwarded_and_recorded() {
     let echo = start_echo().await;

@@ -9,6 +9,32 @@ use std::time::{Duration, Instant};
 
 use reprise_tape::{Follow, ReaderOptions, TapeReader, TapeWriter, WriterOptions};
 
+/// A thread following the tape at `path` until it ends; `each` runs
+/// after every exchange read. Gives what it read.
+fn follower(
+    path: &std::path::Path,
+    follow: Follow,
+    each: impl Fn() + Send + 'static,
+) -> std::thread::JoinHandle<Vec<reprise_model::Exchange>> {
+    let path = path.to_path_buf();
+    std::thread::spawn(move || {
+        let mut reader = TapeReader::open_with(
+            &path,
+            ReaderOptions {
+                follow: Some(follow),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        while let Some(item) = reader.next_exchange() {
+            seen.push(item.unwrap());
+            each();
+        }
+        seen
+    })
+}
+
 #[test]
 fn follow_sees_records_as_they_are_written() {
     let dir = tempfile::tempdir().unwrap();
@@ -23,22 +49,7 @@ fn follow_sees_records_as_they_are_written() {
         poll: Duration::from_millis(5),
         stop: Arc::clone(&stop),
     };
-    let reader_path = path.clone();
-    let reader = std::thread::spawn(move || {
-        let mut reader = TapeReader::open_with(
-            &reader_path,
-            ReaderOptions {
-                follow: Some(follow),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut seen = Vec::new();
-        while let Some(item) = reader.next_exchange() {
-            seen.push(item.unwrap());
-        }
-        seen
-    });
+    let reader = follower(&path, follow, || {});
     for i in 0..50 {
         writer.write(&common::exchange(i, 100)).unwrap();
         if i % 10 == 0 {
@@ -81,23 +92,9 @@ fn a_stop_takes_effect_at_an_end_found_after_it() {
         poll: Duration::from_millis(300),
         stop: Arc::clone(&stop),
     };
-    let reader_path = path.clone();
     let (first, got_first) = std::sync::mpsc::channel();
-    let reader = std::thread::spawn(move || {
-        let mut reader = TapeReader::open_with(
-            &reader_path,
-            ReaderOptions {
-                follow: Some(follow),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let mut seen = Vec::new();
-        while let Some(item) = reader.next_exchange() {
-            seen.push(item.unwrap());
-            let _ = first.send(());
-        }
-        seen
+    let reader = follower(&path, follow, move || {
+        let _ = first.send(());
     });
     got_first.recv_timeout(Duration::from_secs(10)).unwrap();
     // The follower is at the end, asleep: the last block and the stop come

@@ -147,9 +147,10 @@ pub struct Downstream<S> {
 type DownstreamFuture<RB> =
     Pin<Box<dyn Future<Output = Result<Response<DownstreamBody<RB>>, BoxError>> + Send>>;
 
-/// The authority a request addresses: its target's, its Host field's, or
-/// the configured one.
-fn authority_of<B>(request: &Request<B>, default: &str) -> String {
+/// The authority a request addresses, as the mock matches it: its
+/// target's (absolute form, or HTTP/2's `:authority`), its Host field's,
+/// or `default`.
+pub fn authority_of<B>(request: &Request<B>, default: &str) -> String {
     request
         .uri()
         .authority()

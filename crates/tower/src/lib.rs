@@ -65,7 +65,9 @@ mod scope;
 
 pub use body::{DownstreamBody, MockBody, Observe, RecordBody};
 pub use config::{Config, Mode, Reprise};
-pub use downstream::{BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer};
+pub use downstream::{
+    BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer, authority_of,
+};
 pub use error::TowerError;
 pub use mock::{
     Exhausted, MissReason, MockMiss, MockOptions, MockReport, MockServed, MockStore, Nearest,

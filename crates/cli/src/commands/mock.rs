@@ -166,7 +166,7 @@ impl Mock {
         }
         let authority = match &self.authority {
             Some(authority) => authority.clone(),
-            None => call_authority(&request),
+            None => reprise_tower::authority_of(&request, ""),
         };
         let call = self.log.then(|| {
             let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
@@ -210,23 +210,6 @@ impl Mock {
             }
         }
     }
-}
-
-/// The authority a call names: its target's (absolute form, as through a
-/// proxy, or HTTP/2's `:authority`), else its Host field's.
-fn call_authority<B>(request: &Request<B>) -> String {
-    request
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default()
 }
 
 /// Serves until SIGINT or SIGTERM; exit 1 when a call was missed.

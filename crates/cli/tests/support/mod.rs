@@ -363,3 +363,12 @@ pub fn text(bytes: &[u8]) -> String {
 pub fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
+
+/// A note for the test echo service (one tag).
+pub fn note(text: &str, number: i64) -> reprise_testkit::echo::Note {
+    reprise_testkit::echo::Note {
+        text: text.into(),
+        number,
+        tags: vec!["t".into()],
+    }
+}
