@@ -185,12 +185,7 @@ async fn a_recording_of_a_grpc_service_stands_in_for_it() {
     let mut client = echo_client(recorder.addr).await;
     let want = client.unary(note("hello", 7)).await.unwrap();
     let failed = client.unary(note("fail", 0)).await.unwrap_err();
-    let mut stream = client
-        .server_stream(Count { n: 3, gap_ms: 30 })
-        .await
-        .unwrap()
-        .into_inner();
-    while stream.message().await.unwrap().is_some() {}
+    streamed_notes(&mut client, Count { n: 3, gap_ms: 30 }).await;
     drop(client);
     recorder.stop_cleanly("-INT");
 
@@ -204,15 +199,7 @@ async fn a_recording_of_a_grpc_service_stands_in_for_it() {
         (again.code(), again.message()),
         (failed.code(), failed.message())
     );
-    let mut stream = client
-        .server_stream(Count { n: 3, gap_ms: 30 })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut notes = Vec::new();
-    while let Some(note) = stream.message().await.unwrap() {
-        notes.push(note.text);
-    }
+    let notes = streamed_notes(&mut client, Count { n: 3, gap_ms: 30 }).await;
     assert_eq!(notes, ["note 0", "note 1", "note 2"]);
     // A call never recorded: UNAVAILABLE, with the reason.
     let missed = client.unary(note("other", 1)).await.unwrap_err();

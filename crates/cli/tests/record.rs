@@ -40,15 +40,7 @@ async fn grpc_unary_and_all_three_streaming_kinds_are_forwarded_and_recorded() {
     );
 
     // Server streaming: three notes, 40 ms apart.
-    let mut stream = proxied
-        .server_stream(Count { n: 3, gap_ms: 40 })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut notes = Vec::new();
-    while let Some(note) = stream.message().await.unwrap() {
-        notes.push(note.text);
-    }
+    let notes = streamed_notes(&mut proxied, Count { n: 3, gap_ms: 40 }).await;
     assert_eq!(notes, ["note 0", "note 1", "note 2"]);
 
     // Client streaming and bidi.

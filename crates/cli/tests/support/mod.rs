@@ -372,3 +372,17 @@ pub fn note(text: &str, number: i64) -> reprise_testkit::echo::Note {
         tags: vec!["t".into()],
     }
 }
+
+/// The texts of the notes the echo service's server stream sends for
+/// `count`, read to the stream's end.
+pub async fn streamed_notes(
+    client: &mut reprise_testkit::echo::echo_client::EchoClient<tonic::transport::Channel>,
+    count: reprise_testkit::echo::Count,
+) -> Vec<String> {
+    let mut stream = client.server_stream(count).await.unwrap().into_inner();
+    let mut notes = Vec::new();
+    while let Some(note) = stream.message().await.unwrap() {
+        notes.push(note.text);
+    }
+    notes
+}
