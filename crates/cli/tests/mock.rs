@@ -302,6 +302,20 @@ async fn downstream_calls_are_served_in_the_scope_of_the_replayed_call() {
         body.contains(&format!("(replaying {})", display_id(&[1; 16]))),
         "{body}"
     );
+    // Another replay run of the same exchange (its tracestate says which,
+    // among other vendors' entries) is a scope of its own.
+    for run in ["reprise=0a0b", "congo=t61rcWkgMzE,reprise=0c0d"] {
+        let state = format!("tracestate: {run}");
+        let answers: Vec<String> = (0..2)
+            .map(|_| call(&url, &["-H", &traced, "-H", &state]).2)
+            .collect();
+        assert_eq!(answers[0], "20", "{run}");
+        assert!(
+            answers[1].contains("recorded 1 time(s)"),
+            "{run}: {}",
+            answers[1]
+        );
+    }
     // A recorded call that failed below HTTP: a 502 that says how.
     let (status, head, body) = call(&url, &["-H", &replaying(3)]);
     assert_eq!(status, 502);
@@ -327,7 +341,7 @@ async fn downstream_calls_are_served_in_the_scope_of_the_replayed_call() {
     );
     let stderr = stop_expecting(mock, 1);
     assert!(
-        stderr.contains("served 4 calls") && stderr.contains("missed 4"),
+        stderr.contains("served 6 calls") && stderr.contains("missed 6"),
         "{stderr}"
     );
     // --log: each call, its scope and what answered it.

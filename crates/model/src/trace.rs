@@ -46,9 +46,45 @@ pub fn trace_id_of(value: &[u8]) -> Option<[u8; 16]> {
     (id != [0; 16]).then_some(id)
 }
 
+/// The `tracestate` key under which `reprise replay` names its run.
+pub const RUN_KEY: &str = "reprise";
+
+/// A `tracestate` value naming replay run `run` (lowercase hex).
+pub fn tracestate(run: &str) -> String {
+    format!("{RUN_KEY}={run}")
+}
+
+/// The replay run a `tracestate` value names (its `reprise` entry), unless
+/// it has none.
+pub fn run_of(value: &[u8]) -> Option<&str> {
+    let text = std::str::from_utf8(value).ok()?;
+    text.split(',').find_map(|entry| {
+        let (key, run) = entry.trim().split_once('=')?;
+        (key == RUN_KEY && !run.is_empty()).then_some(run)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_is_found_among_other_vendors_entries() {
+        assert_eq!(run_of(tracestate("00ab").as_bytes()), Some("00ab"));
+        assert_eq!(
+            run_of(b"congo=t61rcWkgMzE, reprise=77 ,rojo=00f067aa"),
+            Some("77")
+        );
+        for none in [
+            &b"congo=t61rcWkgMzE"[..],
+            b"",
+            b"reprise=",
+            b"reprise",
+            b"\xff",
+        ] {
+            assert_eq!(run_of(none), None);
+        }
+    }
 
     #[test]
     fn traceparent_round_trips_and_bad_ones_are_refused() {

@@ -105,15 +105,22 @@ pub struct CallBuilder {
     target: Target,
     rewrites: Rewrites,
     protocol: ProtocolChoice,
+    /// This run's `tracestate` (`reprise=<run>`), the same on every call.
+    tracestate: HeaderValue,
 }
 
 impl CallBuilder {
     /// A builder for calls to `target`.
     pub fn new(target: Target, rewrites: Rewrites, protocol: ProtocolChoice) -> Self {
+        // A run: the random end of a fresh id, 8 bytes in hex.
+        let run = reprise_model::display_id(&reprise_model::id::new_id_bytes()[8..]);
+        let tracestate = HeaderValue::from_str(&reprise_model::trace::tracestate(&run))
+            .unwrap_or_else(|_| HeaderValue::from_static("reprise=0"));
         CallBuilder {
             target,
             rewrites,
             protocol,
+            tracestate,
         }
     }
 
@@ -285,6 +292,13 @@ impl CallBuilder {
         }
         if let Ok(value) = HeaderValue::from_str(&traceparent(&exchange.id)) {
             headers.insert(HeaderName::from_static("traceparent"), value);
+            // Which run this is: a mock apart from the service keeps the
+            // calls of two replays of one exchange apart by it (W3C trace
+            // propagation passes it on with the traceparent).
+            headers.insert(
+                HeaderName::from_static("tracestate"),
+                self.tracestate.clone(),
+            );
         }
         headers
     }
@@ -378,6 +392,20 @@ mod tests {
             format!("00-{}-{}-01", "ab".repeat(16), "ab".repeat(8))
         );
         assert_eq!(call.body, "hello");
+    }
+
+    #[test]
+    fn every_call_of_a_run_names_the_run_and_runs_differ() {
+        let (one, other) = (builder(), builder());
+        let run = |builder: &CallBuilder, path: &str| {
+            let call = builder.build(&exchange(Protocol::Http11, path), 0).unwrap();
+            let state = call.headers["tracestate"].as_bytes().to_vec();
+            reprise_model::trace::run_of(&state).unwrap().to_string()
+        };
+        let first = run(&one, "/a");
+        assert_eq!(first.len(), 16, "{first}");
+        assert_eq!(run(&one, "/b"), first);
+        assert_ne!(run(&other, "/a"), first);
     }
 
     #[test]

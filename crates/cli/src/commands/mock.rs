@@ -6,11 +6,11 @@
 //! `x-reprise-replay` header (a recorded exchange id), else the trace id
 //! of its `traceparent` (`reprise replay` gives each replayed call the
 //! trace id of the exchange it replays, and a traced service passes it on
-//! to the calls it makes). The calls of one scope share what they were
-//! served, as they do inside a service under the tower layers; for the
-//! whole run: a second replay of the same recording against the same
-//! mock finds its answers used (restart the mock, or `--exhausted
-//! cycle`).
+//! to the calls it makes), and the replay run its `tracestate` names
+//! (which that propagation passes on too). The calls of one scope share
+//! what they were served, as they do inside a service under the tower
+//! layers; calls that name no run share one scope per replayed exchange
+//! for the mock's whole life.
 
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
@@ -98,34 +98,40 @@ fn read_all(args: &MockArgs) -> anyhow::Result<Vec<reprise_model::Exchange>> {
     Ok(exchanges)
 }
 
-/// The scopes seen so far, by the id of the exchange they replay.
+/// Which replayed call a call was made for: the recorded exchange's id
+/// and the replay run (empty when the call does not say).
+type ScopeKey = (Vec<u8>, String);
+
+/// The scopes seen so far.
 #[derive(Default)]
 struct Scopes {
-    by_id: HashMap<Vec<u8>, Scope>,
-    order: VecDeque<Vec<u8>>,
+    by_key: HashMap<ScopeKey, Scope>,
+    order: VecDeque<ScopeKey>,
 }
 
 impl Scopes {
-    fn get(&mut self, replay_of: &[u8]) -> Scope {
-        if let Some(scope) = self.by_id.get(replay_of) {
+    fn get(&mut self, key: &ScopeKey) -> Scope {
+        if let Some(scope) = self.by_key.get(key) {
             return scope.clone();
         }
         if self.order.len() == SCOPES_KEPT
             && let Some(oldest) = self.order.pop_front()
         {
-            self.by_id.remove(&oldest);
+            self.by_key.remove(&oldest);
         }
-        let scope = Scope::replaying(replay_of);
-        self.by_id.insert(replay_of.to_vec(), scope.clone());
-        self.order.push_back(replay_of.to_vec());
+        let scope = Scope::replaying(&key.0);
+        self.by_key.insert(key.clone(), scope.clone());
+        self.order.push_back(key.clone());
         scope
     }
 }
 
-/// The recorded exchange a call was made for: its `x-reprise-replay`, else
-/// its `traceparent`'s trace id.
-fn replay_of(headers: &http::HeaderMap) -> Option<Vec<u8>> {
-    headers
+/// The replayed call a call was made for: the recorded exchange its
+/// `x-reprise-replay` names, else its `traceparent`'s trace id; and the
+/// run its `tracestate` names (`reprise replay` gives each run one), so
+/// that two replays of one exchange are two scopes.
+fn scope_key(headers: &http::HeaderMap) -> Option<ScopeKey> {
+    let replay_of = headers
         .get(REPLAY_HEADER)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| reprise_model::id::parse_hex(v.trim()))
@@ -135,7 +141,13 @@ fn replay_of(headers: &http::HeaderMap) -> Option<Vec<u8>> {
                 .get("traceparent")
                 .and_then(|v| reprise_model::trace::trace_id_of(v.as_bytes()))
                 .map(|trace| trace.to_vec())
-        })
+        })?;
+    let run = headers
+        .get_all("tracestate")
+        .iter()
+        .find_map(|v| reprise_model::trace::run_of(v.as_bytes()))
+        .unwrap_or_default();
+    Some((replay_of, run.to_string()))
 }
 
 /// What each connection's calls share.
@@ -154,14 +166,14 @@ impl Mock {
         let scope = if self.store.options().inbound {
             None
         } else {
-            replay_of(request.headers())
+            scope_key(request.headers())
         };
-        if let Some(id) = &scope {
+        if let Some(key) = &scope {
             let scope = self
                 .scopes
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
-                .get(id);
+                .get(key);
             request.extensions_mut().insert(scope);
         }
         let authority = match &self.authority {
@@ -170,9 +182,9 @@ impl Mock {
         };
         let call = self.log.then(|| {
             let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-            let scope = scope.as_deref().map_or_else(
+            let scope = scope.as_ref().map_or_else(
                 || "no replayed call".to_string(),
-                |id| format!("replaying {}", display_id(id)),
+                |(id, _)| format!("replaying {}", display_id(id)),
             );
             format!("{} {authority}{target} ({scope})", request.method())
         });
