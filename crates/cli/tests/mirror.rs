@@ -192,6 +192,8 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
         s(&tape),
     ];
     let shadow = "http://127.0.0.1:1";
+    // The --out tape named another way.
+    let same_tape = format!("{}/./t.tape", dir.path().display());
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--shadow", "ftp://127.0.0.1:1"], "--shadow"),
         (
@@ -222,6 +224,10 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
         ),
         (
             vec!["--shadow", shadow, "--shadow-out", s(&tape)],
+            "--shadow-out and --out are the same tape",
+        ),
+        (
+            vec!["--shadow", shadow, "--shadow-out", &same_tape],
             "--shadow-out and --out are the same tape",
         ),
         (

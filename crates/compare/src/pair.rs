@@ -15,7 +15,7 @@ use crate::json::{ChangeKind, Difference, diff_with};
 
 /// Response headers that differ between any two runs of the same code,
 /// never compared unless asked for.
-pub const IGNORED_HEADERS: [&str; 14] = [
+pub const IGNORED_HEADERS: [&str; 15] = [
     "date",
     "server",
     "content-length",
@@ -30,6 +30,7 @@ pub const IGNORED_HEADERS: [&str; 14] = [
     "x-request-id",
     "x-reprise-replay",
     "traceparent",
+    "tracestate",
 ];
 
 /// What to compare.

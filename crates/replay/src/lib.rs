@@ -3,7 +3,8 @@
 //!
 //! - [`Reader`](feed): reads the recording on a thread of its own, builds
 //!   each [`Call`] once (hop-by-hop fields out, rewrites in, the
-//!   `x-reprise-replay` and `traceparent` correlation headers on), puts
+//!   `x-reprise-replay`, `traceparent` and `tracestate` (the run)
+//!   correlation headers on), puts
 //!   calls back in recorded start order and gives each its due time from
 //!   the [`ReplaySchedule`]: the recorded gaps divided by a speed, a fixed
 //!   rate, or at once.

@@ -117,10 +117,14 @@ impl Walker {
     /// The next step; waits at the end of the tape while following.
     pub(crate) fn next_step(&mut self) -> Result<Step, TapeError> {
         loop {
+            // Read before looking: a stop takes effect at an end found
+            // after it was asked for, so every whole block written before
+            // it is read.
+            let stopped = self.stopped();
             match self.look()? {
                 Look::Step(step) => return Ok(step),
                 Look::Wait => {
-                    if !self.wait() {
+                    if stopped || !self.wait() {
                         return Ok(Step::End);
                     }
                 }
@@ -128,17 +132,19 @@ impl Walker {
         }
     }
 
-    /// Sleeps one poll interval when following; false when not following,
-    /// asked to stop, or abandoned. A stop takes effect at the end of the
-    /// tape: what was written before it was asked for is read first (the
-    /// tape is looked at once more after every sleep).
+    /// Whether following was asked to stop, or the reader abandoned.
+    fn stopped(&self) -> bool {
+        self.follow
+            .as_ref()
+            .is_some_and(|follow| follow.stop.load(Ordering::SeqCst))
+            || self.abandoned.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps one poll interval when following; false when not following.
     fn wait(&self) -> bool {
         let Some(follow) = &self.follow else {
             return false;
         };
-        if follow.stop.load(Ordering::SeqCst) || self.abandoned.load(Ordering::Relaxed) {
-            return false;
-        }
         std::thread::sleep(follow.poll);
         true
     }

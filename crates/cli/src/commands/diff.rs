@@ -106,7 +106,7 @@ pub(crate) fn only_with_compare(given: &CompareArgs) -> anyhow::Result<()> {
         || given.auto_noise
     {
         anyhow::bail!(
-            "--ignore, --unordered, --rules, --ignore-header, --compare-header and --junit go with --compare"
+            "--ignore, --unordered, --rules, --ignore-header, --compare-header, --auto-noise, --proto, --descriptor-set, --reflection, --junit, --report and --suggest-rules go with --compare"
         );
     }
     Ok(())

@@ -60,7 +60,9 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
     let config = shadow_config(args, since_ns)?;
     // Everything the end needs is checked before anything starts.
     let temp = tempfile::tempdir().context("cannot create a temporary directory")?;
-    if args.shadow_out.as_ref() == Some(&args.record.out) {
+    if let Some(shadow_out) = &args.shadow_out
+        && same_file(shadow_out, &args.record.out)
+    {
         bail!("--shadow-out and --out are the same tape");
     }
     let comparing = if args.compare {
@@ -139,6 +141,15 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
         comparing.max_memory,
     )?;
     super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)
+}
+
+/// Whether two paths name one file: the same file when both exist, else
+/// the same absolute path.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => std::path::absolute(a).ok() == std::path::absolute(b).ok(),
+    }
 }
 
 /// The shadow's side, on stderr with the recording's: calls sent,
