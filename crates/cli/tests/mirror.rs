@@ -275,11 +275,13 @@ async fn an_appended_tape_sends_only_the_new_calls() {
     let (code, stderr) = mirror.stop("-INT");
     assert_eq!(code, 0, "{stderr}");
     assert!(stderr.contains("nothing to compare"), "{stderr}");
+    // The new call is copied and compared; the old ones are neither.
+    let report = dir.path().join("diff.json");
     let mirror = Recorder::mirror(
         &format!("http://{primary}"),
         &format!("http://{shadow}"),
         &tape,
-        &["--append"],
+        &["--append", "--compare", "--diff-json", s(&report)],
     );
     curl(&[&mirror.url("/price?sku=new")]);
     wait_for("the new call reaches the shadow", 20, || {
@@ -295,4 +297,10 @@ async fn an_appended_tape_sends_only_the_new_calls() {
         .collect();
     assert_eq!(seen, ["/price?sku=new"]);
     assert_eq!(read_tape(&tape).len(), 4);
+    let diff: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(
+        (&diff["pairs"], &diff["identical"], &diff["regressed"]),
+        (&1.into(), &1.into(), &0.into()),
+        "{diff:#}"
+    );
 }

@@ -177,7 +177,14 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
         (None, false) => Noise::None,
     };
     let max_memory = super::record::size("--max-memory", &args.compare.max_memory)?;
-    let (report, damage) = diff_with(&args.recorded, &args.replayed, noise, &rules, max_memory)?;
+    let (report, damage) = diff_with(
+        &args.recorded,
+        &ExchangeFilter::new(),
+        &args.replayed,
+        noise,
+        &rules,
+        max_memory,
+    )?;
     finish(&report, &damage, args.json.as_deref(), &args.compare)
 }
 
@@ -241,7 +248,14 @@ pub(crate) fn diff(
     replayed: &Path,
     rules: &Rules,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
-    diff_with(recorded, replayed, Noise::None, rules, DEFAULT_MAX_MEMORY)
+    diff_with(
+        recorded,
+        &ExchangeFilter::new(),
+        replayed,
+        Noise::None,
+        rules,
+        DEFAULT_MAX_MEMORY,
+    )
 }
 
 /// What a recorded exchange needs to be compared and grouped: its
@@ -289,6 +303,9 @@ impl Role {
 struct Parted {
     path: PathBuf,
     role: Role,
+    /// The time window read of it (all, unless the caller narrows the
+    /// recording's).
+    window: ExchangeFilter,
     /// Files of length-prefixed encoded exchanges, one per part; empty
     /// when there is one part.
     parts: Vec<PathBuf>,
@@ -312,6 +329,7 @@ impl Parted {
     fn split(
         path: &Path,
         role: Role,
+        window: &ExchangeFilter,
         parts: usize,
         dir: &Path,
         damage: &mut Vec<String>,
@@ -319,6 +337,7 @@ impl Parted {
         let mut parted = Parted {
             path: path.to_path_buf(),
             role,
+            window: window.clone(),
             parts: Vec::new(),
             count: 0,
         };
@@ -335,7 +354,7 @@ impl Parted {
             writers.push(std::io::BufWriter::new(handle));
             parted.parts.push(file);
         }
-        let mut source = crate::input::open(path, &ExchangeFilter::new())?;
+        let mut source = crate::input::open(path, window)?;
         let mut intact = Intact::new(source.as_mut());
         for exchange in intact.by_ref() {
             let Some((key, exchange)) = role.admit(exchange?) else {
@@ -364,7 +383,7 @@ impl Parted {
         mut each: impl FnMut((Vec<u8>, Exchange)),
     ) -> anyhow::Result<()> {
         if self.parts.is_empty() {
-            let mut source = crate::input::open(&self.path, &ExchangeFilter::new())?;
+            let mut source = crate::input::open(&self.path, &self.window)?;
             let mut intact = Intact::new(source.as_mut());
             let mut count = 0;
             for exchange in intact.by_ref() {
@@ -433,11 +452,12 @@ impl Parted {
 /// own entry), plus a fixed kilobyte.
 fn parts_for(
     recorded: &Path,
+    window: &ExchangeFilter,
     max_memory: usize,
     damage: &mut Vec<String>,
 ) -> anyhow::Result<usize> {
     let mut weight = 0u64;
-    let mut source = crate::input::open(recorded, &ExchangeFilter::new())?;
+    let mut source = crate::input::open(recorded, window)?;
     let mut intact = Intact::new(source.as_mut());
     for exchange in intact.by_ref() {
         if let Some((_, exchange)) = Role::Recording.admit(exchange?) {
@@ -463,21 +483,28 @@ const MAX_PARTS: usize = 1024;
 /// per endpoint and path, once to judge each pair.
 pub(crate) fn diff_with(
     recorded: &Path,
+    window: &ExchangeFilter,
     replayed: &Path,
     noise: Noise<'_>,
     rules: &Rules,
     max_memory: usize,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
     let mut damage = Vec::new();
-    let parts = parts_for(recorded, max_memory, &mut damage)?;
+    let parts = parts_for(recorded, window, max_memory, &mut damage)?;
     let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
     let dir = scratch.path();
-    let mut rec = Parted::split(recorded, Role::Recording, parts, dir, &mut damage)?;
-    let mut cand = Parted::split(replayed, Role::Replays, parts, dir, &mut damage)?;
+    let all = ExchangeFilter::new();
+    let mut rec = Parted::split(recorded, Role::Recording, window, parts, dir, &mut damage)?;
+    let mut cand = Parted::split(replayed, Role::Replays, &all, parts, dir, &mut damage)?;
     let mut base = match noise {
-        Noise::Baseline(path, _) => {
-            Some(Parted::split(path, Role::Replays, parts, dir, &mut damage)?)
-        }
+        Noise::Baseline(path, _) => Some(Parted::split(
+            path,
+            Role::Replays,
+            &all,
+            parts,
+            dir,
+            &mut damage,
+        )?),
         Noise::None | Noise::Guess => None,
     };
     let mut model = match (noise, base.as_mut()) {

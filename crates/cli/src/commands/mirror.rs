@@ -133,8 +133,11 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
     } else {
         super::diff::Noise::None
     };
+    // Only what this run recorded: an appended tape's older calls were
+    // never copied.
     let (diff, damage) = super::diff::diff_with(
         &args.record.out,
+        &ExchangeFilter::new().since(since_ns),
         &comparing.out,
         noise,
         &comparing.rules,

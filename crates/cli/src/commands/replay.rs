@@ -214,8 +214,14 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
         (None, false) => super::diff::Noise::None,
     };
     let max_memory = size("--max-memory", &args.rules.max_memory)?;
-    let (diff, damage) =
-        super::diff::diff_with(&args.source, &candidate_out, noise, &rules, max_memory)?;
+    let (diff, damage) = super::diff::diff_with(
+        &args.source,
+        &reprise_model::select::ExchangeFilter::new(),
+        &candidate_out,
+        noise,
+        &rules,
+        max_memory,
+    )?;
     let outcome = super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)?;
     Ok(match (outcome, replay_outcome) {
         (Outcome::Regressed, _) => Outcome::Regressed,
