@@ -163,6 +163,12 @@ pub struct MirrorArgs {
     /// Give up on a copy after this long, connecting included.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
     pub shadow_timeout: String,
+    /// Trust only this CA (PEM) for an https shadow.
+    #[arg(long, value_name = "FILE")]
+    pub shadow_ca: Option<PathBuf>,
+    /// Accept any certificate from an https shadow (self-signed staging).
+    #[arg(long, conflicts_with = "shadow_ca")]
+    pub shadow_insecure: bool,
     /// At the end, compare the shadow's answers with the primary's, as
     /// `reprise diff` does, and exit 1 when something regressed.
     #[arg(long)]

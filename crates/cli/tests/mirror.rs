@@ -233,6 +233,15 @@ fn bad_arguments_are_one_clear_error_and_exit_2() {
         (
             vec![
                 "--shadow",
+                "https://127.0.0.1:1",
+                "--shadow-ca",
+                "no-such-ca.pem",
+            ],
+            "no-such-ca.pem",
+        ),
+        (
+            vec![
+                "--shadow",
                 "http://no-such-host.invalid:80",
                 "--shadow-out",
                 s(&shadow_tape),
@@ -303,4 +312,40 @@ async fn an_appended_tape_sends_only_the_new_calls() {
         (&1.into(), &1.into(), &0.into()),
         "{diff:#}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_shadow_is_trusted_by_its_ca_only() {
+    let shadow_seen = Seen::default();
+    let primary = start_prices(10, Duration::ZERO, Seen::default()).await;
+    let shadow = start_prices(10, Duration::ZERO, Arc::clone(&shadow_seen)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    // The shadow behind TLS: a reprise record with a certificate of its own.
+    let front = Recorder::start(
+        &format!("http://{shadow}"),
+        &temp_tape(&dir, "front.tape"),
+        &["--tls-cert", s(&cert), "--tls-key", s(&key_file)],
+    );
+    let https = format!("https://localhost:{}", front.addr.port());
+    for (trust, answered) in [(vec!["--shadow-ca", s(&cert)], 1), (vec![], 0)] {
+        let tape = temp_tape(&dir, &format!("trust-{answered}.tape"));
+        let mirror = Recorder::mirror(&format!("http://{primary}"), &https, &tape, &trust);
+        let (body, _) = curl(&[&mirror.url("/price?sku=t")]);
+        assert_eq!(body, r#"{"sku":"t","price":10}"#);
+        let stderr = mirror.stop_cleanly("-INT");
+        assert!(
+            stderr.contains(&format!("1 calls copied to {https}"))
+                && stderr.contains(&format!("{answered} answered")),
+            "{trust:?}: {stderr}"
+        );
+        if answered == 0 {
+            assert!(stderr.contains("failed (tls)"), "{stderr}");
+        }
+    }
+    assert_eq!(shadow_seen.lock().unwrap().len(), 1);
+    front.stop_cleanly("-INT");
 }

@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use reprise_compare::Rules;
 use reprise_model::Sink;
 use reprise_model::select::ExchangeFilter;
-use reprise_replay::{Pacing, Replay, ReplayConfig, Report, Target};
+use reprise_replay::{Pacing, Replay, ReplayConfig, Report, Target, TrustChoice};
 
 use crate::Outcome;
 use crate::args::MirrorArgs;
@@ -43,6 +43,11 @@ fn shadow_config(args: &MirrorArgs, since_ns: u64) -> anyhow::Result<ReplayConfi
     }
     config.max_body = size("--max-body", &args.record.max_body)?;
     config.filter = ExchangeFilter::new().since(since_ns);
+    config.trust = match (&args.shadow_ca, args.shadow_insecure) {
+        (_, true) => TrustChoice::Any,
+        (Some(ca), false) => TrustChoice::CaFile(ca.clone()),
+        (None, false) => TrustChoice::System,
+    };
     Ok(config)
 }
 
