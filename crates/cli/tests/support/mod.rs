@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use reprise_model::Exchange;
 
-/// A `reprise record` (or `reprise mock`) process; killed if the test
+/// A `reprise record`, `mock` or `mirror` process; killed if the test
 /// ends without stopping it.
 pub struct Recorder {
     child: Option<Child>,
