@@ -229,6 +229,11 @@ pub struct MockArgs {
     /// made for, and the recorded call that answered it (or the miss).
     #[arg(long)]
     pub log: bool,
+    /// Send a missed call to this real upstream (http://host:port) and
+    /// answer with what it says; still counted as a miss. Off by default:
+    /// a miss never reaches a real system unless asked.
+    #[arg(long, value_name = "URL")]
+    pub fallthrough: Option<String>,
     /// Bytes of a request body read to match it (K, M, G, KiB, MiB, GiB
     /// suffixes); the recorder's --max-body.
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]

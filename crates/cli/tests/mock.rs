@@ -423,6 +423,19 @@ fn bad_arguments_and_recordings_are_one_clear_error_and_exit_2() {
             "--authority \"a b\": expected HOST",
         ),
         (vec![s(&tape), "--max-body", "lots"], "--max-body \"lots\""),
+        (
+            vec![
+                s(&tape),
+                "--inbound",
+                "--fallthrough",
+                "https://127.0.0.1:1",
+            ],
+            "only http:// upstreams",
+        ),
+        (
+            vec![s(&tape), "--inbound", "--fallthrough", "nowhere"],
+            "--fallthrough",
+        ),
     ];
     for (args, want) in cases {
         let mut all = vec!["mock"];
@@ -467,4 +480,80 @@ async fn a_har_file_serves_as_the_recording() {
     assert!(body.contains("\"item\""), "{body}");
     let stderr = stop_expecting(mock, 0);
     assert!(stderr.contains("served 3 calls"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn misses_fall_through_to_a_real_upstream_only_when_asked() {
+    let shop = start_shop().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "shop.tape");
+    let recorder = Recorder::start(&format!("http://{shop}"), &tape, &[]);
+    let recorded = call(&recorder.url("/price?sku=a"), &[]).2;
+    recorder.stop_cleanly("-INT");
+
+    let mock = Recorder::mock(
+        &tape,
+        &[
+            "--inbound",
+            "--ignore-authority",
+            "--log",
+            "--fallthrough",
+            &format!("http://{shop}"),
+        ],
+    );
+    let url = |path: &str| format!("http://{}{path}", mock.addr);
+    // Recorded: from the recording, not the service (which counts on).
+    let (status, head, body) = call(&url("/price?sku=a"), &[]);
+    assert_eq!((status, body.as_str()), (200, recorded.as_str()));
+    assert!(!head.contains("x-reprise-mock-fallthrough"), "{head}");
+    // Not recorded: the service answers, flagged; bodies go through whole,
+    // over HTTP/1.1 and h2c.
+    let (status, head, body) = call(&url("/price?sku=z"), &["--http2-prior-knowledge"]);
+    assert_eq!((status, body.as_str()), (200, r#"{"sku":"z","call":2}"#));
+    assert!(head.contains("x-reprise-mock-fallthrough: 1"), "{head}");
+    let (status, head, body) = call(
+        &url("/order"),
+        &[
+            "-H",
+            "content-type: application/json",
+            "--data",
+            r#"{"items":[7]}"#,
+        ],
+    );
+    assert_eq!((status, body.as_str()), (200, r#"{"ok":true,"items":[7]}"#));
+    assert!(head.contains("x-order: taken"), "{head}");
+    // Fell through or not, a miss is a miss: exit 1, counted.
+    let stderr = stop_expecting(mock, 1);
+    assert!(stderr.contains("missed 2"), "{stderr}");
+    assert!(
+        stderr.contains("2 missed calls fell through to"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("GET /price?sku=z: fell through to"),
+        "{stderr}"
+    );
+
+    // An upstream that is gone: the miss, and why it did not fall through.
+    let gone = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let mock = Recorder::mock(
+        &tape,
+        &[
+            "--inbound",
+            "--ignore-authority",
+            "--fallthrough",
+            &format!("http://{gone}"),
+        ],
+    );
+    let (status, head, body) = call(&format!("http://{}/price?sku=z", mock.addr), &[]);
+    assert_eq!(status, 502);
+    assert!(head.contains("x-reprise-mock-miss: 1"), "{head}");
+    assert!(
+        body.contains("reprise mock miss") && body.contains("--fallthrough"),
+        "{body}"
+    );
+    stop_expecting(mock, 1);
 }

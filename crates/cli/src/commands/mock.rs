@@ -15,22 +15,27 @@
 use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use reprise_capture::Upstream;
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Intact, Source, display_id};
 use reprise_tower::{
-    Exhausted, MockBody, MockOptions, MockReport, MockServed, MockStore, REPLAY_HEADER, Scope,
+    Exhausted, MockBody, MockMiss, MockOptions, MockReport, MockServed, MockStore, REPLAY_HEADER,
+    Scope,
 };
 
 use crate::Outcome;
@@ -156,12 +161,83 @@ struct Mock {
     scopes: Mutex<Scopes>,
     authority: Option<String>,
     log: bool,
+    fallthrough: Option<Fallthrough>,
 }
 
-type MockResponse = Response<Either<MockBody, Full<Bytes>>>;
+/// A real upstream that missed calls go to (`--fallthrough`).
+struct Fallthrough {
+    upstream: Upstream,
+    http1: Client<HttpConnector, Full<Bytes>>,
+    http2: Client<HttpConnector, Full<Bytes>>,
+    /// Calls it answered.
+    answered: AtomicU64,
+}
+
+/// The largest request body a call may have when misses fall through: it
+/// is kept whole, to be sent on.
+const FALLTHROUGH_BODY: usize = 16 << 20;
+
+type MockResponse = Response<Either<Either<MockBody, Full<Bytes>>, Incoming>>;
+
+/// The mock's own answer: `status`, a line of text, and `flag` set.
+fn own_answer(status: StatusCode, flag: &'static str, text: String) -> MockResponse {
+    let mut response = Response::new(Either::Left(Either::Right(Full::new(Bytes::from(text)))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(flag, HeaderValue::from_static("1"));
+    response
+}
 
 impl Mock {
-    async fn answer(self: Arc<Self>, mut request: Request<Incoming>) -> MockResponse {
+    async fn answer(self: Arc<Self>, request: Request<Incoming>) -> MockResponse {
+        let Some(fallthrough) = &self.fallthrough else {
+            return self.from_recording(request).await;
+        };
+        // The body is kept whole, to be sent on if the recording misses.
+        let (parts, body) = request.into_parts();
+        let body = match http_body_util::Limited::new(body, FALLTHROUGH_BODY)
+            .collect()
+            .await
+        {
+            Ok(body) => body.to_bytes(),
+            Err(error) => {
+                let text = format!(
+                    "reprise mock: the request body could not be read whole (at most {FALLTHROUGH_BODY} bytes with --fallthrough): {}\n",
+                    reprise_model::error::one_line(error.as_ref())
+                );
+                return own_answer(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "x-reprise-mock-failure",
+                    text,
+                );
+            }
+        };
+        let head = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        );
+        let response = Arc::clone(&self)
+            .from_recording(Request::from_parts(parts, Full::new(body.clone())))
+            .await;
+        let Some(miss) = response.extensions().get::<MockMiss>().cloned() else {
+            return response;
+        };
+        fallthrough.send(head, body, &miss, self.log).await
+    }
+
+    /// The answer from the recording (a miss included).
+    async fn from_recording<B>(self: Arc<Self>, mut request: Request<B>) -> MockResponse
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<reprise_tower::BoxError>,
+    {
         // Inbound calls belong to no replayed call: they are one pool.
         let scope = if self.store.options().inbound {
             None
@@ -199,7 +275,7 @@ impl Mock {
                         None => eprintln!("reprise: mock: {call}: missed"),
                     }
                 }
-                response.map(Either::Left)
+                response.map(|body| Either::Left(Either::Left(body)))
             }
             Err(error) => {
                 // A recorded call that failed below HTTP, or a request
@@ -208,18 +284,98 @@ impl Mock {
                 if let Some(call) = call {
                     eprintln!("reprise: mock: {call}: {reason}");
                 }
-                let text = format!("reprise mock: {reason}\n");
-                let mut response = Response::new(Either::Right(Full::new(Bytes::from(text))));
-                *response.status_mut() = StatusCode::BAD_GATEWAY;
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
+                own_answer(
+                    StatusCode::BAD_GATEWAY,
+                    "x-reprise-mock-failure",
+                    format!("reprise mock: {reason}\n"),
+                )
+            }
+        }
+    }
+}
+
+impl Fallthrough {
+    fn new(url: &str) -> anyhow::Result<Fallthrough> {
+        let upstream = Upstream::parse(url).context("--fallthrough")?;
+        if upstream.scheme != http::uri::Scheme::HTTP {
+            bail!("--fallthrough {url:?}: only http:// upstreams for now");
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
+        let http2 = Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(connector);
+        Ok(Fallthrough {
+            upstream,
+            http1,
+            http2,
+            answered: AtomicU64::new(0),
+        })
+    }
+
+    /// Sends the missed call to the upstream and answers with what it
+    /// says, flagged `x-reprise-mock-fallthrough`; a 502 if it cannot.
+    async fn send(
+        &self,
+        (method, uri, version, mut headers): (
+            http::Method,
+            http::Uri,
+            http::Version,
+            http::HeaderMap,
+        ),
+        body: Bytes,
+        miss: &MockMiss,
+        log: bool,
+    ) -> MockResponse {
+        let target = http::Uri::builder()
+            .scheme(self.upstream.scheme.clone())
+            .authority(self.upstream.authority.clone())
+            .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .build();
+        reprise_net::hop::strip_hop_by_hop(&mut headers, false);
+        // The upstream's own authority, from the target.
+        headers.remove(http::header::HOST);
+        let sent = target.map_err(|e| e.to_string()).map(|target| {
+            let mut request = Request::new(Full::new(body));
+            *request.method_mut() = method;
+            *request.uri_mut() = target;
+            *request.headers_mut() = headers;
+            if version == http::Version::HTTP_2 {
+                self.http2.request(request)
+            } else {
+                self.http1.request(request)
+            }
+        });
+        let answer = match sent {
+            Ok(sending) => sending
+                .await
+                .map_err(|e| reprise_model::error::one_line(&e)),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(response) => {
+                self.answered.fetch_add(1, Ordering::Relaxed);
+                if log {
+                    eprintln!(
+                        "reprise: mock: {}: fell through to {}",
+                        miss.call, self.upstream.base
+                    );
+                }
+                let mut response = response.map(Either::Right);
                 response
                     .headers_mut()
-                    .insert("x-reprise-mock-failure", HeaderValue::from_static("1"));
+                    .insert("x-reprise-mock-fallthrough", HeaderValue::from_static("1"));
                 response
             }
+            Err(why) => own_answer(
+                StatusCode::BAD_GATEWAY,
+                "x-reprise-mock-miss",
+                format!(
+                    "{miss}; and --fallthrough {} failed: {why}\n",
+                    self.upstream.base
+                ),
+            ),
         }
     }
 }
@@ -233,6 +389,11 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
             args.listen
         )
     })?;
+    let fallthrough = args
+        .fallthrough
+        .as_deref()
+        .map(Fallthrough::new)
+        .transpose()?;
     let exchanges = read_all(args)?;
     let store = MockStore::new(exchanges, options);
     if store.is_empty() {
@@ -248,8 +409,11 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(serve(args, listen, store))?;
+    let (report, fell_through) = runtime.block_on(serve(args, listen, store, fallthrough))?;
     print_report(&report);
+    if let (Some(url), Some(n)) = (&args.fallthrough, fell_through) {
+        eprintln!("reprise: {n} missed calls fell through to {url}");
+    }
     Ok(if report.missed > 0 {
         Outcome::Regressed
     } else {
@@ -257,11 +421,14 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     })
 }
 
+/// Serves until a signal; gives what was served and missed, and how many
+/// misses the `--fallthrough` upstream answered.
 async fn serve(
     args: &MockArgs,
     listen: SocketAddr,
     store: MockStore,
-) -> anyhow::Result<MockReport> {
+    fallthrough: Option<Fallthrough>,
+) -> anyhow::Result<(MockReport, Option<u64>)> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -278,6 +445,7 @@ async fn serve(
         scopes: Mutex::new(Scopes::default()),
         authority: args.authority.clone(),
         log: args.log,
+        fallthrough,
     });
     eprintln!(
         "reprise: mocking http://{local} from {} ({calls} recorded {} calls); stop with Ctrl-C",
@@ -318,7 +486,11 @@ async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
-    Ok(mock.store.report())
+    let fell_through = mock
+        .fallthrough
+        .as_ref()
+        .map(|f| f.answered.load(Ordering::Relaxed));
+    Ok((mock.store.report(), fell_through))
 }
 
 fn print_report(report: &MockReport) {
