@@ -189,7 +189,17 @@ async fn a_recording_of_a_grpc_service_stands_in_for_it() {
     drop(client);
     recorder.stop_cleanly("-INT");
 
-    let mock = Recorder::mock(&tape, &["--inbound", "--ignore-authority"]);
+    // gRPC calls never fall through, even to the live service.
+    let echo_url = format!("http://{echo}");
+    let mock = Recorder::mock(
+        &tape,
+        &[
+            "--inbound",
+            "--ignore-authority",
+            "--fallthrough",
+            &echo_url,
+        ],
+    );
     let mut client = echo_client(mock.addr).await;
     let got = client.unary(note("hello", 7)).await.unwrap();
     assert_eq!(got.get_ref(), want.get_ref());
@@ -491,6 +501,12 @@ async fn misses_fall_through_to_a_real_upstream_only_when_asked() {
     let recorded = call(&recorder.url("/price?sku=a"), &[]).2;
     recorder.stop_cleanly("-INT");
 
+    // Not asked: a miss never reaches the service (its count stays at 1).
+    let mock = Recorder::mock(&tape, &["--inbound", "--ignore-authority"]);
+    let (status, _, _) = call(&format!("http://{}/price?sku=z", mock.addr), &[]);
+    assert_eq!(status, 502);
+    stop_expecting(mock, 1);
+
     let mock = Recorder::mock(
         &tape,
         &[
@@ -522,6 +538,23 @@ async fn misses_fall_through_to_a_real_upstream_only_when_asked() {
     );
     assert_eq!((status, body.as_str()), (200, r#"{"ok":true,"items":[7]}"#));
     assert!(head.contains("x-order: taken"), "{head}");
+    assert!(head.contains("x-reprise-mock-fallthrough: 1"), "{head}");
+    // A body over the 16 MiB it reads whole: refused, and counted.
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, vec![b' '; (16 << 20) + 1]).unwrap();
+    let (status, head, _) = call(
+        &url("/order"),
+        &[
+            "-H",
+            "content-type: application/json",
+            "-H",
+            "expect:",
+            "--data-binary",
+            &format!("@{}", big.display()),
+        ],
+    );
+    assert_eq!(status, 413);
+    assert!(head.contains("x-reprise-mock-failure: 1"), "{head}");
     // Fell through or not, a miss is a miss: exit 1, counted.
     let stderr = stop_expecting(mock, 1);
     assert!(stderr.contains("missed 2"), "{stderr}");
@@ -530,14 +563,22 @@ async fn misses_fall_through_to_a_real_upstream_only_when_asked() {
         "{stderr}"
     );
     assert!(
-        stderr.contains("GET /price?sku=z: fell through to"),
+        stderr.contains("GET /price?sku=z: fell through to")
+            && stderr.contains("1 calls refused: a body over"),
         "{stderr}"
     );
 
     // An upstream that is gone: the miss, and why it did not fall through.
     let gone = {
+        // Takes connections and closes them at once, without an answer.
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap()
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                drop(stream);
+            }
+        });
+        addr
     };
     let mock = Recorder::mock(
         &tape,

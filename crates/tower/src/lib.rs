@@ -77,5 +77,5 @@ pub use record::{
     MISSES_HEADER, MISSING_CALLS_HEADER, NEW_CALLS_HEADER, REPLAY_HEADER, Record, RecordFuture,
     RecordLayer, UNUSED_HEADER,
 };
-pub use reprise_record::{Metrics, RecorderStats, TapBody};
+pub use reprise_record::{Metrics, RecorderStats, TapBody, is_grpc};
 pub use scope::{Scope, spawn};

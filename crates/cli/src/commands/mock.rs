@@ -167,11 +167,15 @@ struct Mock {
 /// A real upstream that missed calls go to (`--fallthrough`).
 struct Fallthrough {
     upstream: Upstream,
-    http1: Client<HttpConnector, Full<Bytes>>,
-    http2: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     /// Calls it answered.
     answered: AtomicU64,
+    /// Calls refused for a body over [`FALLTHROUGH_BODY`].
+    refused: AtomicU64,
 }
+
+/// How long the `--fallthrough` upstream may take to answer a call.
+const FALLTHROUGH_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The largest request body a call may have when misses fall through: it
 /// is kept whole, to be sent on.
@@ -195,8 +199,11 @@ fn own_answer(status: StatusCode, flag: &'static str, text: String) -> MockRespo
 
 impl Mock {
     async fn answer(self: Arc<Self>, request: Request<Incoming>) -> MockResponse {
-        let Some(fallthrough) = &self.fallthrough else {
-            return self.from_recording(request).await;
+        // gRPC calls never fall through: a stream the recording answers as
+        // it goes must not wait for its whole request first.
+        let fallthrough = match &self.fallthrough {
+            Some(fallthrough) if !reprise_tower::is_grpc(request.headers()) => fallthrough,
+            _ => return self.from_recording(request).await,
         };
         // The body is kept whole, to be sent on if the recording misses.
         let (parts, body) = request.into_parts();
@@ -206,15 +213,26 @@ impl Mock {
         {
             Ok(body) => body.to_bytes(),
             Err(error) => {
-                let text = format!(
-                    "reprise mock: the request body could not be read whole (at most {FALLTHROUGH_BODY} bytes with --fallthrough): {}\n",
-                    reprise_model::error::one_line(error.as_ref())
-                );
-                return own_answer(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "x-reprise-mock-failure",
-                    text,
-                );
+                let reason = reprise_model::error::one_line(error.as_ref());
+                let over = error.is::<http_body_util::LengthLimitError>();
+                let (status, text) = if over {
+                    fallthrough.refused.fetch_add(1, Ordering::Relaxed);
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "reprise mock: with --fallthrough a request body is read whole, and this one is over {FALLTHROUGH_BODY} bytes\n"
+                        ),
+                    )
+                } else {
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!("reprise mock: the request body broke off: {reason}\n"),
+                    )
+                };
+                if self.log {
+                    eprint!("reprise: mock: {} {}: {text}", parts.method, parts.uri);
+                }
+                return own_answer(status, "x-reprise-mock-failure", text);
             }
         };
         let head = (
@@ -302,23 +320,22 @@ impl Fallthrough {
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let http1 = Client::builder(TokioExecutor::new()).build(connector.clone());
-        let http2 = Client::builder(TokioExecutor::new())
-            .http2_only(true)
-            .build(connector);
+        connector.set_connect_timeout(Some(FALLTHROUGH_TIMEOUT));
         Ok(Fallthrough {
             upstream,
-            http1,
-            http2,
+            client: Client::builder(TokioExecutor::new()).build(connector),
             answered: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
         })
     }
 
-    /// Sends the missed call to the upstream and answers with what it
-    /// says, flagged `x-reprise-mock-fallthrough`; a 502 if it cannot.
+    /// Sends the missed call to the upstream (HTTP/1.1, whatever the
+    /// caller spoke: an upstream need not take h2c) and answers with what
+    /// it says, flagged `x-reprise-mock-fallthrough`; the miss's 502 if it
+    /// cannot.
     async fn send(
         &self,
-        (method, uri, version, mut headers): (
+        (method, uri, _version, mut headers): (
             http::Method,
             http::Uri,
             http::Version,
@@ -341,16 +358,13 @@ impl Fallthrough {
             *request.method_mut() = method;
             *request.uri_mut() = target;
             *request.headers_mut() = headers;
-            if version == http::Version::HTTP_2 {
-                self.http2.request(request)
-            } else {
-                self.http1.request(request)
-            }
+            self.client.request(request)
         });
         let answer = match sent {
-            Ok(sending) => sending
-                .await
-                .map_err(|e| reprise_model::error::one_line(&e)),
+            Ok(sending) => match tokio::time::timeout(FALLTHROUGH_TIMEOUT, sending).await {
+                Ok(answer) => answer.map_err(|e| reprise_model::error::one_line(&e)),
+                Err(_) => Err(format!("no answer within {FALLTHROUGH_TIMEOUT:?}")),
+            },
             Err(e) => Err(e),
         };
         match answer {
@@ -363,19 +377,28 @@ impl Fallthrough {
                     );
                 }
                 let mut response = response.map(Either::Right);
+                reprise_net::hop::strip_hop_by_hop(response.headers_mut(), false);
                 response
                     .headers_mut()
                     .insert("x-reprise-mock-fallthrough", HeaderValue::from_static("1"));
                 response
             }
-            Err(why) => own_answer(
-                StatusCode::BAD_GATEWAY,
-                "x-reprise-mock-miss",
-                format!(
-                    "{miss}; and --fallthrough {} failed: {why}\n",
-                    self.upstream.base
-                ),
-            ),
+            Err(why) => {
+                if log {
+                    eprintln!(
+                        "reprise: mock: {}: --fallthrough {} failed: {why}",
+                        miss.call, self.upstream.base
+                    );
+                }
+                own_answer(
+                    StatusCode::BAD_GATEWAY,
+                    "x-reprise-mock-miss",
+                    format!(
+                        "{miss}; and --fallthrough {} failed: {why}\n",
+                        self.upstream.base
+                    ),
+                )
+            }
         }
     }
 }
@@ -411,10 +434,17 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         .context("cannot start the async runtime")?;
     let (report, fell_through) = runtime.block_on(serve(args, listen, store, fallthrough))?;
     print_report(&report);
-    if let (Some(url), Some(n)) = (&args.fallthrough, fell_through) {
-        eprintln!("reprise: {n} missed calls fell through to {url}");
+    let mut refused = 0;
+    if let (Some(url), Some((answered, too_big))) = (&args.fallthrough, fell_through) {
+        eprintln!("reprise: {answered} missed calls fell through to {url}");
+        if too_big > 0 {
+            eprintln!(
+                "reprise: {too_big} calls refused: a body over {FALLTHROUGH_BODY} bytes (--fallthrough reads bodies whole)"
+            );
+        }
+        refused = too_big;
     }
-    Ok(if report.missed > 0 {
+    Ok(if report.missed > 0 || refused > 0 {
         Outcome::Regressed
     } else {
         Outcome::Success
@@ -428,7 +458,7 @@ async fn serve(
     listen: SocketAddr,
     store: MockStore,
     fallthrough: Option<Fallthrough>,
-) -> anyhow::Result<(MockReport, Option<u64>)> {
+) -> anyhow::Result<(MockReport, Option<(u64, u64)>)> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -486,10 +516,12 @@ async fn serve(
     }
     drop(listener);
     let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
-    let fell_through = mock
-        .fallthrough
-        .as_ref()
-        .map(|f| f.answered.load(Ordering::Relaxed));
+    let fell_through = mock.fallthrough.as_ref().map(|f| {
+        (
+            f.answered.load(Ordering::Relaxed),
+            f.refused.load(Ordering::Relaxed),
+        )
+    });
     Ok((mock.store.report(), fell_through))
 }
 
