@@ -587,12 +587,19 @@ impl TapePacker {
     /// A packer making the blocks `options` ask for, of at most
     /// [`PACKED_BLOCK_BYTES`].
     pub fn new(options: &WriterOptions) -> TapePacker {
-        let block_bytes = options.block_bytes.clamp(1, PACKED_BLOCK_BYTES);
+        TapePacker::with(
+            options.block_bytes.clamp(1, PACKED_BLOCK_BYTES),
+            options.block_age,
+            options.zstd_level,
+        )
+    }
+
+    fn with(block_bytes: usize, block_age: Duration, zstd_level: Option<i32>) -> TapePacker {
         TapePacker {
-            block: OpenBlock::new(block_bytes + 4096, options.zstd_level),
+            block: OpenBlock::new(block_bytes + 4096, zstd_level),
             block_bytes,
-            block_age: options.block_age,
-            zstd_level: options.zstd_level,
+            block_age,
+            zstd_level,
         }
     }
 }
@@ -636,12 +643,11 @@ impl Packer for TapePacker {
     }
 
     fn another(&self) -> Box<dyn Packer> {
-        Box::new(TapePacker {
-            block: OpenBlock::new(self.block_bytes + 4096, self.zstd_level),
-            block_bytes: self.block_bytes,
-            block_age: self.block_age,
-            zstd_level: self.zstd_level,
-        })
+        Box::new(TapePacker::with(
+            self.block_bytes,
+            self.block_age,
+            self.zstd_level,
+        ))
     }
 }
 
