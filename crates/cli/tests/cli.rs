@@ -13,7 +13,7 @@ fn root() -> PathBuf {
 }
 
 fn gor_fixture() -> PathBuf {
-    root().join("../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor")
+    root().join("tests/fixtures/goreplay/datadog-ecommerce-requests_0.gor")
 }
 
 fn sample_har() -> PathBuf {
@@ -535,4 +535,38 @@ fn ls_follow_prints_exchanges_as_they_are_written() {
     let output = reprise(&["ls", "--follow", s(&sample_har())]);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--follow reads a tape as it grows"));
+}
+
+/// A user's clone has nothing beside it: no test, script or CI step may
+/// read a path outside the repository. The fixtures they need live under
+/// `tests/fixtures/`, with their origin and licence.
+#[test]
+fn tests_and_scripts_read_nothing_outside_the_repository() {
+    let outside = ["..", "/shared/"].concat();
+    let mut offenders = Vec::new();
+    let mut stack: Vec<PathBuf> = ["crates", "scripts", "bench", ".ci", "examples", "fuzz"]
+        .iter()
+        .map(|dir| root().join(dir))
+        .collect();
+    while let Some(path) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if name == "target" || name == "node_modules" {
+                continue;
+            }
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(text) = std::fs::read_to_string(&path) {
+                if text.contains(&outside) {
+                    offenders.push(path.display().to_string());
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "read outside the repository: {offenders:?}");
+    assert!(gor_fixture().is_file(), "{}", gor_fixture().display());
 }

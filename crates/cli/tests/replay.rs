@@ -1055,10 +1055,10 @@ fn the_recorded_authority_never_decides_where_calls_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_goreplay_capture_replays_call_for_call() {
-    // 101 real requests captured by GoReplay (../shared/fixtures), read on
+    // 101 real requests captured by GoReplay (tests/fixtures), read on
     // the fly and replayed with their original 8.6 minutes squeezed.
     let gor = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
+        .join("../../tests/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
     let target = Target::start(Behaviour::Ok).await;
     let out = replay(&gor, &target.url(), &["--rate", "1000"]).await;
     assert_success(&out);

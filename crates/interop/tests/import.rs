@@ -18,7 +18,7 @@ fn import(path: &std::path::Path) -> (reprise_interop::ImportReport, Vec<Exchang
 
 #[test]
 fn real_goreplay_capture() {
-    let path = root().join("../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
+    let path = root().join("tests/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
     let (report, exchanges) = import(&path);
     assert_eq!(report.format, Format::Gor);
     assert_eq!(report.exchanges, 101);
@@ -305,7 +305,7 @@ fn missing_paths_and_directories() {
 
 #[test]
 fn gor_cut_mid_payload_keeps_what_is_whole() {
-    let path = root().join("../shared/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
+    let path = root().join("tests/fixtures/goreplay/datadog-ecommerce-requests_0.gor");
     let bytes = std::fs::read(path).unwrap();
     let cut = &bytes[..bytes.len() / 2];
     let mut sink = MemorySink::new();
