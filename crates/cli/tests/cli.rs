@@ -560,13 +560,14 @@ fn tests_and_scripts_read_nothing_outside_the_repository() {
             }
             if path.is_dir() {
                 stack.push(path);
-            } else if let Ok(text) = std::fs::read_to_string(&path) {
-                if text.contains(&outside) {
-                    offenders.push(path.display().to_string());
-                }
+            } else if std::fs::read_to_string(&path).is_ok_and(|text| text.contains(&outside)) {
+                offenders.push(path.display().to_string());
             }
         }
     }
-    assert!(offenders.is_empty(), "read outside the repository: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "read outside the repository: {offenders:?}"
+    );
     assert!(gor_fixture().is_file(), "{}", gor_fixture().display());
 }
