@@ -52,6 +52,11 @@ pub struct Call {
     pub trailers: Option<HeaderMap>,
     /// The encoded HTTP/1.1 request head (empty for HTTP/2).
     pub h1_head: Bytes,
+    /// The status the recording was answered with, when it holds one.
+    pub recorded_status: Option<u16>,
+    /// The gRPC status the recording was answered with, when it holds
+    /// one.
+    pub recorded_grpc: Option<i32>,
 }
 
 impl Call {
@@ -212,6 +217,16 @@ impl CallBuilder {
             messages,
             trailers,
             h1_head,
+            recorded_status: exchange
+                .response
+                .as_ref()
+                .and_then(|r| u16::try_from(r.status).ok())
+                .filter(|status| *status != 0),
+            recorded_grpc: exchange
+                .response
+                .as_ref()
+                .and_then(|r| r.grpc.as_ref())
+                .map(|g| g.code),
         })
     }
 

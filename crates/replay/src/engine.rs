@@ -239,11 +239,18 @@ impl Replay {
         let merged = self.shared.shards.merged().stats;
         let finished: u64 = merged.outcomes.values().sum();
         let ok = merged.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
+        let status_differs: u64 = merged
+            .outcomes
+            .iter()
+            .filter(|(outcome, _)| outcome.differs())
+            .map(|(_, n)| n)
+            .sum();
         Progress {
             elapsed: self.shared.start.elapsed(),
             sent: self.shared.shards.sent_total(),
             ok,
-            failed: finished - ok,
+            status_differs,
+            failed: finished - ok - status_differs,
             p99_us: merged.scheduled.value_at_quantile(0.99),
         }
     }
@@ -503,19 +510,15 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         let (outcome, status) = match &result {
             Ok(answer) => {
                 let status = answer.status.as_u16();
-                let outcome = match &answer.grpc {
-                    Some(grpc) if grpc.code != 0 => Outcome::Grpc(grpc.code),
-                    _ if status >= 400 => Outcome::Status(status / 100),
-                    _ => Outcome::Ok,
-                };
-                (outcome, Some(status))
+                let grpc = answer.grpc.as_ref().map(|g| g.code);
+                (Outcome::of_answer(&call, status, grpc), Some(status))
             }
             Err(failure) => (Outcome::Failed(failure.kind), None),
         };
         let ok = outcome == Outcome::Ok;
         {
             let mut shard = shared.shards.of(worker);
-            shard.count_endpoint(call.endpoint, ok, ended.duration_since(scheduled));
+            shard.count_endpoint(call.endpoint, &outcome, ended.duration_since(scheduled));
             if let Some(at) = due_at {
                 crate::stats::record(&mut shard.stats.lag, sent.saturating_duration_since(at));
             }
@@ -558,7 +561,8 @@ async fn work(shared: Arc<Shared>, worker: usize) {
     }
 }
 
-/// What the report shows for a failed call.
+/// What the report shows for a failed call, or one answered with another
+/// status than recorded.
 fn example(
     call: &crate::Call,
     result: &Result<crate::client::Answer, crate::client::Failure>,
