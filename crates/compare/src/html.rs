@@ -135,7 +135,9 @@ for (const e of data.endpoints) {
   for (let d = lo; d <= hi; d++) {
     const at = x(10 ** d);
     box.append(svg('line', {x1: at, y1: H - P, x2: at, y2: H - P + 4, stroke: '#999'}));
-    const tick = svg('text', {x: at, y: H - P + 15, 'text-anchor': 'middle', 'font-size': 10, class: 'tick'});
+    // The last label ends at the axis' end, inside the chart.
+    const anchor = d === hi ? 'end' : 'middle';
+    const tick = svg('text', {x: d === hi ? W - 2 : at, y: H - P + 13, 'text-anchor': anchor, 'font-size': 10, class: 'tick'});
     tick.textContent = micros(10 ** d);
     box.append(tick);
   }
@@ -145,7 +147,7 @@ for (const e of data.endpoints) {
   };
   line(a, '#1f6feb', 'recorded');
   line(b, '#d1242f', 'replayed');
-  const label = svg('text', {x: W - 8, y: H - 1, 'text-anchor': 'end', 'font-size': 10});
+  const label = svg('text', {x: W - 2, y: H - 3, 'text-anchor': 'end', 'font-size': 10});
   label.textContent = 'latency, log scale';
   box.append(label);
   charts.append(el('div', {class: 'chart'}, el('h3', {}, e.endpoint),
