@@ -389,6 +389,65 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_judged_against_the_recorded_status() {
+        use crate::stats::Outcome;
+        let answered = |status: u32, grpc: Option<i32>| {
+            let mut recorded = exchange(Protocol::Http11, "/a");
+            recorded.response = Some(reprise_model::Response {
+                status,
+                grpc: grpc.map(|code| reprise_model::GrpcStatus {
+                    code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            builder().build(&recorded, 0).unwrap()
+        };
+        // A 404 or 503 the recording had too is a faithful answer.
+        assert_eq!(
+            Outcome::of_answer(&answered(404, None), 404, None),
+            Outcome::Ok
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(503, None), 503, None),
+            Outcome::Ok
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(200, None), 503, None),
+            Outcome::Status {
+                got: 503,
+                recorded: Some(200)
+            }
+        );
+        // Nothing recorded: below 400 is as good as it gets.
+        let unanswered = builder()
+            .build(&exchange(Protocol::Http11, "/a"), 0)
+            .unwrap();
+        assert_eq!(Outcome::of_answer(&unanswered, 204, None), Outcome::Ok);
+        assert_eq!(
+            Outcome::of_answer(&unanswered, 404, None),
+            Outcome::Status {
+                got: 404,
+                recorded: None
+            }
+        );
+        // gRPC: the recorded status, NOT_FOUND included; none is OK.
+        let not_found = answered(200, Some(5));
+        assert_eq!(Outcome::of_answer(&not_found, 200, Some(5)), Outcome::Ok);
+        assert_eq!(
+            Outcome::of_answer(&not_found, 200, None),
+            Outcome::Grpc {
+                got: 0,
+                recorded: Some(5)
+            }
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(200, Some(0)), 200, None),
+            Outcome::Ok
+        );
+    }
+
+    #[test]
     fn http1_call_keeps_the_request_and_targets_the_target() {
         let call = builder()
             .build(&exchange(Protocol::Http11, "/a?b=1"), 0)
