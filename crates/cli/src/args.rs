@@ -395,7 +395,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "NAME")]
     pub drop_header: Vec<String>,
     /// Rewrite paths: every match of REGEX becomes REPLACEMENT ($1 for a
-    /// group); repeatable, applied in order.
+    /// group); repeatable, applied in order. Split at the first `=` not
+    /// escaped: an `=` in REGEX is written `\=`.
     #[arg(long, value_name = "REGEX=REPLACEMENT")]
     pub rewrite_path: Vec<String>,
     /// Send the recorded Host / :authority instead of the target's (the
@@ -528,6 +529,10 @@ pub struct CompareArgs {
     /// viewer, regression groups, latency charts.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// A run that compared fewer pairs than this is not a pass: exit 4
+    /// unless something regressed [default: 1].
+    #[arg(long, value_name = "N")]
+    pub min_compared: Option<u64>,
 }
 
 /// `reprise demo`.

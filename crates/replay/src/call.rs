@@ -52,6 +52,11 @@ pub struct Call {
     pub trailers: Option<HeaderMap>,
     /// The encoded HTTP/1.1 request head (empty for HTTP/2).
     pub h1_head: Bytes,
+    /// The status the recording was answered with, when it holds one.
+    pub recorded_status: Option<u16>,
+    /// The gRPC status the recording was answered with, when it holds
+    /// one.
+    pub recorded_grpc: Option<i32>,
 }
 
 impl Call {
@@ -212,6 +217,16 @@ impl CallBuilder {
             messages,
             trailers,
             h1_head,
+            recorded_status: exchange
+                .response
+                .as_ref()
+                .and_then(|r| u16::try_from(r.status).ok())
+                .filter(|status| *status != 0),
+            recorded_grpc: exchange
+                .response
+                .as_ref()
+                .and_then(|r| r.grpc.as_ref())
+                .map(|g| g.code),
         })
     }
 
@@ -371,6 +386,65 @@ mod tests {
             Rewrites::default(),
             ProtocolChoice::Recorded,
         )
+    }
+
+    #[test]
+    fn answers_are_judged_against_the_recorded_status() {
+        use crate::stats::Outcome;
+        let answered = |status: u32, grpc: Option<i32>| {
+            let mut recorded = exchange(Protocol::Http11, "/a");
+            recorded.response = Some(reprise_model::Response {
+                status,
+                grpc: grpc.map(|code| reprise_model::GrpcStatus {
+                    code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            builder().build(&recorded, 0).unwrap()
+        };
+        // A 404 or 503 the recording had too is a faithful answer.
+        assert_eq!(
+            Outcome::of_answer(&answered(404, None), 404, None),
+            Outcome::Ok
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(503, None), 503, None),
+            Outcome::Ok
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(200, None), 503, None),
+            Outcome::Status {
+                got: 503,
+                recorded: Some(200)
+            }
+        );
+        // Nothing recorded: below 400 is as good as it gets.
+        let unanswered = builder()
+            .build(&exchange(Protocol::Http11, "/a"), 0)
+            .unwrap();
+        assert_eq!(Outcome::of_answer(&unanswered, 204, None), Outcome::Ok);
+        assert_eq!(
+            Outcome::of_answer(&unanswered, 404, None),
+            Outcome::Status {
+                got: 404,
+                recorded: None
+            }
+        );
+        // gRPC: the recorded status, NOT_FOUND included; none is OK.
+        let not_found = answered(200, Some(5));
+        assert_eq!(Outcome::of_answer(&not_found, 200, Some(5)), Outcome::Ok);
+        assert_eq!(
+            Outcome::of_answer(&not_found, 200, None),
+            Outcome::Grpc {
+                got: 0,
+                recorded: Some(5)
+            }
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(200, Some(0)), 200, None),
+            Outcome::Ok
+        );
     }
 
     #[test]

@@ -129,8 +129,14 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     };
     if stats.recorded == 0 || report.calls == 0 {
+        // Judged as a comparison of no pairs: below --min-compared (1 by
+        // default), not a pass.
         eprintln!("reprise: nothing was copied to the shadow: nothing to compare");
-        return Ok(Outcome::Success);
+        let judgement = reprise_compare::Judgement {
+            min_compared: super::diff::min_compared(&args.rules),
+            ..Default::default()
+        };
+        return Ok(judgement.finding().into());
     }
     println!();
     let noise = if args.rules.auto_noise {
@@ -148,7 +154,8 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
         &comparing.rules,
         comparing.max_memory,
     )?;
-    super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)
+    let judgement = super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)?;
+    Ok(judgement.finding().into())
 }
 
 /// Whether two paths name one file: the same file when both exist, else
@@ -161,11 +168,16 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 /// The shadow's side, on stderr with the recording's: calls sent,
-/// answered, failed.
+/// answered, failed, and answered with another status than the primary.
 fn print_shadow(report: &Report) {
     eprintln!(
-        "reprise: shadow: {} calls copied to {} in {:.2} s, {} answered, {} failed",
-        report.calls, report.target, report.elapsed_s, report.ok, report.failed
+        "reprise: shadow: {} calls copied to {} in {:.2} s, {} answered, {} failed, {} status differs",
+        report.calls,
+        report.target,
+        report.elapsed_s,
+        report.ok + report.status_differs,
+        report.failed,
+        report.status_differs
     );
     for (kind, example) in &report.failure_examples {
         eprintln!("reprise: shadow: failed ({kind}): {example}");

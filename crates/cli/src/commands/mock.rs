@@ -444,11 +444,17 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         }
         refused = too_big;
     }
-    Ok(if report.missed > 0 || refused > 0 {
-        Outcome::Regressed
-    } else {
-        Outcome::Success
-    })
+    // A mock judges the calls it got: a miss fails the run. A mock that
+    // served nothing passes (min_compared 0): whether the service under
+    // test had to call its dependency is that test's question, and the
+    // count served is on stderr. A damaged recording never gets here.
+    let judgement = reprise_compare::Judgement {
+        missed: report.missed + refused,
+        compared: report.served,
+        min_compared: 0,
+        ..Default::default()
+    };
+    Ok(judgement.finding().into())
 }
 
 /// Serves until a signal; gives what was served and missed, and how many

@@ -386,3 +386,65 @@ pub async fn streamed_notes(
     }
     notes
 }
+
+/// A recorded inbound `GET /calls/{i}` that was answered 200 with `body`
+/// as JSON (the answer `reprise_testkit`'s target gives when `body` is
+/// `{"ok":true,"path":"/calls/{i}"}`).
+pub fn answered(i: usize, body: &str) -> Exchange {
+    let mut exchange = reprise_model::synthetic::realistic(i);
+    exchange.parent_id.clear();
+    exchange.role = reprise_model::Role::Inbound as i32;
+    exchange.protocol = reprise_model::Protocol::Http11 as i32;
+    if let Some(request) = exchange.request.as_mut() {
+        request.method = "GET".into();
+        request.path = format!("/calls/{i}");
+        request.body = Default::default();
+        request.body_size = 0;
+    }
+    exchange.response = Some(reprise_model::Response {
+        status: 200,
+        headers: vec![reprise_model::Header::new(
+            "content-type",
+            "application/json",
+        )],
+        body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+        body_size: body.len() as u64,
+        ..Default::default()
+    });
+    exchange
+}
+
+/// What `reprise replay --out` writes for `recorded` when the answer's
+/// body was `body`.
+pub fn replayed(recorded: &Exchange, body: &str) -> Exchange {
+    let mut exchange = answered(0, body);
+    exchange.id = reprise_model::id::new_id();
+    exchange.request = recorded.request.clone();
+    exchange.replay = Some(reprise_model::Replay {
+        recorded_id: recorded.id.clone(),
+        ..Default::default()
+    });
+    exchange
+}
+
+/// Writes `exchanges` to a tape of small blocks (16 KiB); with
+/// `damaged`, the second block is then corrupted, as a disk would.
+pub fn write_blocks(path: &Path, exchanges: &[Exchange], damaged: bool) {
+    let options = reprise_tape::WriterOptions {
+        block_bytes: 16 << 10,
+        ..Default::default()
+    };
+    let mut writer = reprise_tape::TapeWriter::create(path, options).unwrap();
+    for exchange in exchanges {
+        writer.write(exchange).unwrap();
+    }
+    writer.finish().unwrap();
+    if damaged {
+        let (blocks, _) = reprise_tape::block_index(path).unwrap();
+        assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+        let mut bytes = std::fs::read(path).unwrap();
+        let victim = blocks[1].end() as usize - 10;
+        bytes[victim] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+}
