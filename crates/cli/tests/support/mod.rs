@@ -386,3 +386,74 @@ pub async fn streamed_notes(
     }
     notes
 }
+
+/// Python's `http.server` (an HTTP/1.1-only service, as most Python,
+/// Ruby, PHP and Node services are) serving `files` from a temporary
+/// directory on a free port of 127.0.0.1; stopped on drop.
+pub struct PythonHttp {
+    child: Child,
+    _root: tempfile::TempDir,
+    pub addr: SocketAddr,
+}
+
+impl PythonHttp {
+    pub fn serving(files: &[(&str, &str)]) -> PythonHttp {
+        let root = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let file = root.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, content).unwrap();
+        }
+        let port = free_port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .arg(root.path())
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs http.server");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut server = PythonHttp {
+            child,
+            _root: root,
+            addr,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("python3 -m http.server exited with {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server listens on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for PythonHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`:
+/// the paths of its PEM certificate and key.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
