@@ -335,7 +335,9 @@ pub async fn forward(
             message,
             StatusCode::BAD_GATEWAY,
         )),
-        Ok(Err(SendError::RequestBody(why))) => Ok(refuse(metrics, &recording, grpc, &why)),
+        Ok(Err(SendError::RequestBody((kind, why)))) => {
+            Ok(refuse(metrics, &recording, grpc, kind, &why))
+        }
         Err(_) => {
             let message = format!(
                 "no response from the upstream within {:?}",
@@ -467,20 +469,26 @@ fn tunnel<B>(
 }
 
 /// The proxy's own answer to a request whose body the client broke (a
-/// chunk that is not valid, a body cut off): a 400 saying why (gRPC:
-/// INTERNAL, as gRPC maps a 400), recorded with the error.
+/// chunk that is not valid: `Protocol`; a body cut off: `Reset`): a 400
+/// saying why (gRPC: INTERNAL, as gRPC maps a 400), recorded with the
+/// error.
 fn refuse(
     metrics: &Metrics,
     recording: &Option<Arc<Recording>>,
     grpc: bool,
+    kind: ErrorKind,
     why: &str,
 ) -> Response<ProxyBody> {
-    let message = format!("the request body is not valid: {why}");
+    let message = if kind == ErrorKind::Protocol {
+        format!("the request body is not valid: {why}")
+    } else {
+        format!("the request body broke off: {why}")
+    };
     let mut response = fail(
         metrics,
         recording,
         grpc,
-        ErrorKind::Protocol,
+        kind,
         message.clone(),
         StatusCode::BAD_REQUEST,
     );

@@ -61,11 +61,11 @@ pub enum SendError {
     /// The upstream could not be reached, or failed: the kind and one
     /// line.
     Upstream(Failed),
-    /// The client's request body broke off or was not valid (a bad
-    /// chunk): the client's fault. The upstream was never sent a
-    /// complete request, and its answer, if one came, is not the
-    /// client's.
-    RequestBody(String),
+    /// The client's request body was not valid (a bad chunk:
+    /// `Protocol`) or broke off (`Reset`...): the client's fault. The
+    /// upstream was never sent a complete request, and its answer, if
+    /// one came, is not the client's.
+    RequestBody(Failed),
 }
 
 impl From<Failed> for SendError {
@@ -325,7 +325,7 @@ enum Attempt {
     Unanswered(Failed),
     Failed(Failed),
     /// The client's request body failed.
-    RequestBody(String),
+    RequestBody(Failed),
 }
 
 impl Attempt {
@@ -532,7 +532,10 @@ where
         let frame = match body.frame().await {
             None => break,
             Some(Ok(frame)) => frame,
-            Some(Err(e)) => return Err(Attempt::RequestBody(reprise_model::error::one_line(&e))),
+            Some(Err(e)) => {
+                let why = reprise_model::error::one_line(&e);
+                return Err(Attempt::RequestBody((failure_kind(&e), why)));
+            }
         };
         match frame.into_data() {
             Ok(data) if data.is_empty() => continue,
