@@ -237,6 +237,46 @@ async fn grpc_goes_over_h2_to_tonic_and_h1_refuses_it_clearly() {
 }
 
 #[test]
+fn an_https_upstream_that_offers_only_http1_by_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed(dir.path());
+    let python = PythonHttp::serving_tls(&[("api/item.json", ITEM)], &cert, &key);
+    let trust = ["--upstream-ca", s(&cert)];
+    let tape = temp_tape(&dir, "https.tape");
+    let proxy = Recorder::start(&python.url(), &tape, &trust);
+    let (out, _) = curl(&[
+        "--http2-prior-knowledge",
+        "-w",
+        SHOWN,
+        &proxy.url("/api/item.json"),
+    ]);
+    assert_eq!(out, format!("{ITEM} 200 2"));
+    proxy.stop_cleanly("-TERM");
+    assert_eq!(read_tape(&tape)[0].protocol(), Protocol::Http2);
+    // h2 forced: ALPN says no, at start.
+    let refused = temp_tape(&dir, "refused.tape");
+    let out = reprise(&[
+        "record",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &python.url(),
+        "--upstream-ca",
+        s(&cert),
+        "--upstream-protocol",
+        "h2",
+        "--out",
+        s(&refused),
+    ]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("does not speak HTTP/2 (ALPN did not agree on h2)"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn forced_h2_is_h2_or_a_clear_error_at_start() {
     let python = PythonHttp::serving(&[("api/item.json", ITEM)]);
     let nginx = Nginx::serving(&[("api/item.json", ITEM)]);

@@ -394,10 +394,33 @@ pub struct PythonHttp {
     child: Child,
     _root: tempfile::TempDir,
     pub addr: SocketAddr,
+    tls: bool,
 }
+
+/// `http.server` behind Python's own TLS: ROOT PORT CERT KEY.
+const PYTHON_TLS: &str = "import functools, http.server, ssl, sys
+root, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = http.server.ThreadingHTTPServer(('127.0.0.1', port), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+context.set_alpn_protocols(['http/1.1'])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+";
 
 impl PythonHttp {
     pub fn serving(files: &[(&str, &str)]) -> PythonHttp {
+        Self::start(files, None)
+    }
+
+    /// The same over TLS with this PEM certificate and key, offering
+    /// only `http/1.1` by ALPN (`url` is then `https://localhost:PORT`).
+    pub fn serving_tls(files: &[(&str, &str)], cert: &Path, key: &Path) -> PythonHttp {
+        Self::start(files, Some((cert, key)))
+    }
+
+    fn start(files: &[(&str, &str)], tls: Option<(&Path, &Path)>) -> PythonHttp {
         let root = tempfile::tempdir().unwrap();
         for (path, content) in files {
             let file = root.path().join(path);
@@ -405,10 +428,25 @@ impl PythonHttp {
             std::fs::write(file, content).unwrap();
         }
         let port = free_port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
-            .arg(root.path())
-            .arg(port.to_string())
+        let mut command = Command::new("python3");
+        match tls {
+            None => {
+                command
+                    .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+                    .arg(root.path())
+                    .arg(port.to_string());
+            }
+            Some((cert, key)) => {
+                command
+                    .arg("-c")
+                    .arg(PYTHON_TLS)
+                    .arg(root.path())
+                    .arg(port.to_string())
+                    .arg(cert)
+                    .arg(key);
+            }
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -418,6 +456,7 @@ impl PythonHttp {
             child,
             _root: root,
             addr,
+            tls: tls.is_some(),
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).is_err() {
@@ -434,7 +473,11 @@ impl PythonHttp {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 }
 
