@@ -223,8 +223,9 @@ pub async fn forward(
     }
     // Which protocol the call takes upstream: the recording keeps the
     // one the client spoke, whatever this says.
-    let over_h2 = upgrade.is_none() && forwarder.upstream.over_h2(grpc, version).await;
-    if grpc && !over_h2 && upgrade.is_none() {
+    let needs_h2 = protocol::needs_h2(&parts.headers);
+    let over_h2 = upgrade.is_none() && forwarder.upstream.over_h2(needs_h2, version).await;
+    if needs_h2 && !over_h2 && upgrade.is_none() {
         return Ok(fail(
             metrics,
             &recording,

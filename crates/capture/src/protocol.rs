@@ -109,8 +109,9 @@ impl UpstreamVersions {
         speaks_h2(&self.authority, tls, self.within).await
     }
 
-    /// Whether a call (gRPC or not, that came in over `client`) goes to
-    /// the upstream over HTTP/2.
+    /// Whether a call that came in over `client` goes to the upstream
+    /// over HTTP/2; `grpc`: it is gRPC proper, which needs HTTP/2 (not
+    /// gRPC-Web).
     pub async fn over_h2(&self, grpc: bool, client: Version) -> bool {
         let asked = || async {
             self.h2
@@ -134,9 +135,21 @@ impl UpstreamVersions {
     }
 }
 
+/// Whether a call is gRPC proper, which needs HTTP/2 (`application/grpc`,
+/// `application/grpc+proto`...), not gRPC-Web (`application/grpc-web*`),
+/// which is made for HTTP/1.1.
+pub(crate) fn needs_h2(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.starts_with("application/grpc") && !v.starts_with("application/grpc-web")
+        })
+}
+
 /// Whether a call goes to the upstream over HTTP/2: every call when h2
-/// is forced, none with h1; with `auto`, gRPC (which needs it) and calls
-/// that came in over HTTP/2 to an upstream that speaks it.
+/// is forced, none with h1; with `auto`, gRPC proper (which needs it)
+/// and calls that came in over HTTP/2 to an upstream that speaks it.
 pub(crate) fn over_h2(
     protocol: UpstreamProtocol,
     upstream_h2: bool,
@@ -199,6 +212,20 @@ mod tests {
         assert!(!over_h2(Auto, true, false, h1));
         assert!(over_h2(H2, true, false, h1));
         assert!(!over_h2(H1, true, true, h2));
+    }
+
+    #[test]
+    fn grpc_needs_h2_and_grpc_web_does_not() {
+        let with = |kind: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+            needs_h2(&headers)
+        };
+        assert!(with("application/grpc"));
+        assert!(with("application/grpc+proto"));
+        assert!(!with("application/grpc-web+proto"));
+        assert!(!with("application/grpc-web-text"));
+        assert!(!with("application/json"));
     }
 
     #[test]
