@@ -9,7 +9,7 @@ use std::time::Duration;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderValue};
 use reprise_net::UpstreamProtocol;
-use reprise_net::probe::speaks_h2;
+use reprise_net::probe::{ProbeError, speaks_h2};
 use rustls::pki_types::ServerName;
 
 use crate::config::Upstream;
@@ -101,7 +101,7 @@ impl UpstreamVersions {
         Ok(versions)
     }
 
-    async fn ask(&self) -> Result<bool, reprise_net::probe::ProbeError> {
+    async fn ask(&self) -> Result<bool, ProbeError> {
         let tls = self
             .tls
             .as_ref()
@@ -113,9 +113,19 @@ impl UpstreamVersions {
     /// over HTTP/2; `grpc`: it is gRPC proper, which needs HTTP/2 (not
     /// gRPC-Web).
     pub async fn over_h2(&self, grpc: bool, client: Version) -> bool {
+        // An upstream that took the connection but did not answer the
+        // preface in time does not speak HTTP/2 (some HTTP/1.1 servers
+        // wait out a request they cannot parse): kept, or every HTTP/2
+        // call would wait for it again. One that could not be reached is
+        // asked again at the next call.
         let asked = || async {
             self.h2
-                .get_or_try_init(|| self.ask())
+                .get_or_try_init(|| async {
+                    match self.ask().await {
+                        Err(ProbeError::Timeout { .. }) => Ok(false),
+                        answer => answer,
+                    }
+                })
                 .await
                 .is_ok_and(|h2| *h2)
         };
@@ -212,6 +222,83 @@ mod tests {
         assert!(!over_h2(Auto, true, false, h1));
         assert!(over_h2(H2, true, false, h1));
         assert!(!over_h2(H1, true, true, h2));
+    }
+
+    /// An upstream that takes connections: how many it took, and
+    /// whether it answers (an HTTP/1.1 400) or stays silent.
+    async fn upstream(answers: bool) -> (Upstream, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let taken = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = std::sync::Arc::clone(&taken);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 64];
+                    let _ = socket.read(&mut buf).await;
+                    if answers {
+                        let _ = socket.write_all(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+                    } else {
+                        // Holds the connection, says nothing.
+                        let _ = socket.read(&mut buf).await;
+                    }
+                });
+            }
+        });
+        (Upstream::parse(&format!("http://{addr}")).unwrap(), taken)
+    }
+
+    #[tokio::test]
+    async fn auto_asks_once_and_keeps_a_no_even_a_silent_one() {
+        use std::sync::atomic::Ordering;
+        let tls = reprise_net::tls::client_config_for(reprise_net::tls::Trust::Nobody).unwrap();
+        for answers in [true, false] {
+            let (upstream, taken) = upstream(answers).await;
+            let versions = UpstreamVersions::new(
+                &upstream,
+                UpstreamProtocol::Auto,
+                &tls,
+                Duration::from_millis(100),
+            )
+            .await
+            .unwrap();
+            // Not asked until an HTTP/2 call comes; gRPC and HTTP/1.1
+            // calls never ask.
+            assert!(versions.over_h2(true, Version::HTTP_11).await);
+            assert!(!versions.over_h2(false, Version::HTTP_11).await);
+            assert_eq!(
+                (versions.known_h2(), taken.load(Ordering::SeqCst)),
+                (None, 0)
+            );
+            for _ in 0..3 {
+                assert!(!versions.over_h2(false, Version::HTTP_2).await);
+            }
+            assert_eq!(versions.known_h2(), Some(false));
+            assert_eq!(taken.load(Ordering::SeqCst), 1, "answers: {answers}");
+        }
+    }
+
+    #[tokio::test]
+    async fn forced_h2_asks_at_once_and_fails_clearly() {
+        let tls = reprise_net::tls::client_config_for(reprise_net::tls::Trust::Nobody).unwrap();
+        let (upstream, _) = upstream(true).await;
+        let refused = UpstreamVersions::new(
+            &upstream,
+            UpstreamProtocol::H2,
+            &tls,
+            Duration::from_secs(1),
+        )
+        .await;
+        let Err(error) = refused else {
+            panic!("an HTTP/1.1 upstream is refused")
+        };
+        assert!(
+            error.to_string().contains("does not speak HTTP/2"),
+            "{error}"
+        );
     }
 
     #[test]
