@@ -24,6 +24,7 @@ use reprise_model::ErrorKind;
 use crate::config::ProxyConfig;
 use crate::protocol;
 use crate::upstream::{Http1Upstream, RequestFraming, SendError, UpstreamBody, encode_head};
+use crate::watched::{BodyFailure, WatchedBody};
 use reprise_net::hop;
 use reprise_record::{
     BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
@@ -34,7 +35,7 @@ use reprise_record::{
 /// HTTP/2), tapped, or its own.
 pub type ProxyBody = Either<TapBody<Either<UpstreamBody, Incoming>>, Full<Bytes>>;
 
-type UpstreamClient = Client<ToUpstream, TapBody<Incoming>>;
+type UpstreamClient = Client<ToUpstream, WatchedBody<TapBody<Incoming>>>;
 
 /// Connects to the configured upstream whatever the request's target
 /// names, so that the target (and with it HTTP/2's `:authority`) can keep
@@ -289,16 +290,21 @@ pub async fn forward(
         } else {
             Version::HTTP_11
         };
-        let upstream = Request::from_parts(parts, body);
+        let broke = BodyFailure::default();
+        let upstream = Request::from_parts(parts, WatchedBody::new(body, Arc::clone(&broke)));
         let sending = async {
             let response = if upgrade.is_some() {
                 send_alone(&forwarder.connector, &config.upstream, upstream).await
             } else {
                 send_pooled(&forwarder.http2, upstream).await
             };
+            // hyper reports a request body that failed as its own error.
             response
                 .map(|r| r.map(Either::Right))
-                .map_err(SendError::Upstream)
+                .map_err(|failed| match broke.get() {
+                    Some(why) => SendError::RequestBody(why.clone()),
+                    None => SendError::Upstream(failed),
+                })
         };
         tokio::time::timeout(config.response_timeout, sending).await
     };
@@ -394,7 +400,7 @@ fn hyper_target(
 /// Through hyper-util's pool (HTTP/2).
 async fn send_pooled(
     client: &UpstreamClient,
-    request: Request<TapBody<Incoming>>,
+    request: Request<WatchedBody<TapBody<Incoming>>>,
 ) -> Result<Response<Incoming>, (ErrorKind, String)> {
     client.request(request).await.map_err(|error| {
         let kind = if error.is_connect() {
@@ -411,7 +417,7 @@ async fn send_pooled(
 async fn send_alone(
     connector: &HttpsConnector<HttpConnector>,
     upstream: &crate::config::Upstream,
-    request: Request<TapBody<Incoming>>,
+    request: Request<WatchedBody<TapBody<Incoming>>>,
 ) -> Result<Response<Incoming>, (ErrorKind, String)> {
     use tower_service::Service;
     let target = upstream.base.clone();

@@ -26,6 +26,7 @@ mod forward;
 mod protocol;
 mod server;
 mod upstream;
+mod watched;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
 pub use error::CaptureError;

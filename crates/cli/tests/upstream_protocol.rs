@@ -517,4 +517,24 @@ fn an_invalid_chunked_request_body_is_a_400_and_never_reaches_the_upstream_whole
         assert!(error.message.contains("not valid"), "{error:?}");
     }
     assert!(exchanges[2].error.is_none());
+
+    // The same when the call goes to an HTTP/2 upstream (hyper's client
+    // resets the stream; the proxy still answers the client's fault).
+    let nginx = Nginx::start();
+    let tape = temp_tape(&dir, "chunked-h2.tape");
+    let proxy = Recorder::start(
+        &format!("http://{}", nginx.h2c),
+        &tape,
+        &["--upstream-protocol", "h2"],
+    );
+    let answer = raw_call(
+        proxy.addr,
+        b"POST /api/item.json HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n\r\n",
+    );
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    assert!(
+        answer.contains("reprise: the request body is not valid"),
+        "{answer}"
+    );
+    proxy.stop_cleanly("-TERM");
 }
