@@ -237,7 +237,7 @@ async fn grpc_goes_over_h2_to_tonic_and_h1_refuses_it_clearly() {
 }
 
 #[test]
-fn an_https_upstream_that_offers_only_http1_by_alpn() {
+fn https_upstreams_are_asked_by_alpn() {
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
     let python = PythonHttp::serving_tls(&[("api/item.json", ITEM)], &cert, &key);
@@ -274,6 +274,40 @@ fn an_https_upstream_that_offers_only_http1_by_alpn() {
         stderr.contains("does not speak HTTP/2 (ALPN did not agree on h2)"),
         "{stderr}"
     );
+
+    // One whose ALPN agrees on h2 (a reprise TLS listener in front of
+    // that Python service) gets HTTP/2 calls over HTTP/2 (and passes them
+    // on over HTTP/1.1 itself), HTTP/1.1 calls over HTTP/1.1.
+    let inner_tape = temp_tape(&dir, "inner.tape");
+    let inner = Recorder::start(
+        &python.url(),
+        &inner_tape,
+        &[
+            "--tls-cert",
+            s(&cert),
+            "--tls-key",
+            s(&key),
+            "--upstream-ca",
+            s(&cert),
+        ],
+    );
+    let outer_tape = temp_tape(&dir, "outer.tape");
+    let outer = Recorder::start(
+        &format!("https://localhost:{}", inner.addr.port()),
+        &outer_tape,
+        &trust,
+    );
+    for flag in ["--http2-prior-knowledge", "--http1.1"] {
+        let (out, _) = curl(&[flag, "-w", SHOWN, &outer.url("/api/item.json")]);
+        assert!(out.starts_with(&format!("{ITEM} 200")), "{flag}: {out}");
+    }
+    outer.stop_cleanly("-TERM");
+    inner.stop_cleanly("-TERM");
+    let inner: Vec<Protocol> = read_tape(&inner_tape)
+        .iter()
+        .map(Exchange::protocol)
+        .collect();
+    assert_eq!(inner, [Protocol::Http2, Protocol::Http11]);
 }
 
 #[test]

@@ -188,4 +188,22 @@ mod tests {
             Err(ProbeError::Connect { .. })
         ));
     }
+
+    #[tokio::test]
+    async fn a_silent_server_is_a_timeout() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (held, hold) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let (_socket, _) = listener.accept().await.unwrap();
+            // Holds the connection open, silent, until the test ends.
+            let _ = hold.await;
+        });
+        let answer = speaks_h2(&addr, None, Duration::from_millis(200)).await;
+        assert!(
+            matches!(answer, Err(ProbeError::Timeout { .. })),
+            "{answer:?}"
+        );
+        drop(held);
+    }
 }
