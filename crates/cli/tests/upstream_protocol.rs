@@ -402,7 +402,13 @@ fn mirror_translates_too() {
     let shadow = PythonHttp::serving(&[("api/item.json", ITEM)]);
     let dir = tempfile::tempdir().unwrap();
     let tape = temp_tape(&dir, "mirror.tape");
-    let mirror = Recorder::mirror(&python.url(), &shadow.url(), &tape, &[]);
+    let shadow_tape = temp_tape(&dir, "shadow.tape");
+    let mirror = Recorder::mirror(
+        &python.url(),
+        &shadow.url(),
+        &tape,
+        &["--shadow-out", s(&shadow_tape)],
+    );
     let (out, _) = curl(&[
         "--http2-prior-knowledge",
         "-w",
@@ -411,6 +417,13 @@ fn mirror_translates_too() {
     ]);
     assert_eq!(out, format!("{ITEM} 200 2"));
     mirror.stop_cleanly("-TERM");
+    // The shadow speaks HTTP/1.1 only: the copy of the HTTP/2 call went
+    // to it over HTTP/1.1, and it answered.
+    let copies = read_tape(&shadow_tape);
+    assert_eq!(copies.len(), 1);
+    assert!(copies[0].error.is_none(), "{:?}", copies[0].error);
+    let answer = copies[0].response.as_ref().unwrap();
+    assert_eq!((answer.status, &answer.body[..]), (200, ITEM.as_bytes()));
     // And h2 forced to an HTTP/1.1-only primary is an error at start.
     let out = reprise(&[
         "mirror",
