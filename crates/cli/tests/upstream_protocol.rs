@@ -203,6 +203,33 @@ async fn an_h2_upload_without_length_goes_chunked_and_h1_trailers_come_back_as_h
     assert_eq!(response.trailers.header_str("x-sum"), Some("11"));
 }
 
+#[test]
+fn preserve_host_turns_the_authority_into_host() {
+    let (upstream, seen) = http1_upstream(b"HTTP/1.1 204 No Content\r\n\r\n");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = Recorder::start(
+        &format!("http://{upstream}"),
+        &temp_tape(&dir, "host.tape"),
+        &["--preserve-host"],
+    );
+    let (out, _) = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "host: shop.example:8443",
+        "-w",
+        SHOWN,
+        &proxy.url("/"),
+    ]);
+    assert_eq!(out, " 204 2");
+    let Read1::Whole(head, _) = seen.recv_timeout(Duration::from_secs(20)).unwrap() else {
+        panic!("the request reached the upstream whole");
+    };
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("\r\nhost: shop.example:8443\r\n"), "{head}");
+    assert_eq!(lower.matches("\r\nhost:").count(), 1, "{head}");
+    proxy.stop_cleanly("-TERM");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_goes_over_h2_to_tonic_and_h1_refuses_it_clearly() {
     let echo = start_echo().await;
