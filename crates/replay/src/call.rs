@@ -149,6 +149,8 @@ impl CallBuilder {
             (ProtocolChoice::Http1, _) if grpc => return Err(Skip::GrpcNeedsHttp2),
             (ProtocolChoice::Http1, _) => Wire::Http1,
             (ProtocolChoice::Http2, _) => Wire::Http2,
+            (ProtocolChoice::Http1ExceptGrpc, _) if grpc => Wire::Http2,
+            (ProtocolChoice::Http1ExceptGrpc, _) => Wire::Http1,
             (ProtocolChoice::Recorded, Protocol::Http2 | Protocol::Grpc | Protocol::Http3) => {
                 Wire::Http2
             }
@@ -589,5 +591,19 @@ mod tests {
         // The recorded length still holds: sent once, as recorded.
         assert_eq!(head.matches("content-length: 5\r\n").count(), 1, "{head:?}");
         assert!(head.ends_with("\r\n\r\n"), "{head:?}");
+    }
+
+    #[test]
+    fn http1_except_grpc_sends_http2_calls_over_http1_and_grpc_over_http2() {
+        let builder = CallBuilder::new(
+            Target::parse("http://127.0.0.1:9").unwrap(),
+            Rewrites::default(),
+            ProtocolChoice::Http1ExceptGrpc,
+        );
+        let h2 = builder.build(&exchange(Protocol::Http2, "/a"), 0).unwrap();
+        let head = String::from_utf8_lossy(&h2.h1_head).into_owned();
+        assert!(head.starts_with("POST /a HTTP/1.1\r\n"), "{head:?}");
+        let grpc = builder.build(&exchange(Protocol::Grpc, "/b"), 0).unwrap();
+        assert!(grpc.h1_head.is_empty());
     }
 }

@@ -94,6 +94,10 @@ pub enum ProtocolChoice {
     Http1,
     /// HTTP/2 for every call.
     Http2,
+    /// HTTP/1.1 for every call but gRPC, which needs HTTP/2: for a target
+    /// that speaks HTTP/1.1 only (`reprise mirror`'s shadow, when it does
+    /// not answer HTTP/2).
+    Http1ExceptGrpc,
 }
 
 /// Which certificates an https target may show.
