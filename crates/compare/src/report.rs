@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use hdrhistogram::Histogram;
+use reprise_model::terminal::escape;
 use reprise_model::{Exchange, endpoint_key};
 use serde::Serialize;
 use serde_json::Value;
@@ -154,10 +155,11 @@ impl DiffReport {
                 s.same_call, s.below_thresholds
             )?;
         }
+        // Endpoints, paths and values are recorded text: shown escaped.
         let width = self
             .endpoints
             .iter()
-            .map(|e| e.endpoint.chars().count())
+            .map(|e| escape(&e.endpoint).chars().count())
             .max()
             .unwrap_or(8)
             .clamp(8, 60);
@@ -178,7 +180,7 @@ impl DiffReport {
             writeln!(
                 out,
                 "  {:<w$} {:>7} {:>9} {:>9} {:>12}  {:>22}  {:>22}",
-                e.endpoint,
+                escape(&e.endpoint),
                 e.pairs,
                 e.identical,
                 e.regressed,
@@ -197,10 +199,14 @@ impl DiffReport {
             )?;
         }
         for e in self.endpoints.iter().filter(|e| !e.paths.is_empty()) {
-            writeln!(out, "{}: what differs", e.endpoint)?;
+            writeln!(out, "{}: what differs", escape(&e.endpoint))?;
             for p in e.paths.iter().take(10) {
-                let show =
-                    |v: &Option<Value>| v.as_ref().map_or_else(|| "(absent)".to_string(), short);
+                let show = |v: &Option<Value>| {
+                    v.as_ref().map_or_else(
+                        || "(absent)".to_string(),
+                        |v| escape(&short(v)).into_owned(),
+                    )
+                };
                 let noise = if self.noise_guessed {
                     "noise (guess)"
                 } else {
@@ -214,10 +220,10 @@ impl DiffReport {
                 writeln!(
                     out,
                     "  {:<40} {:<12} {:>14}   e.g. {}: {} → {}  (recorded {})",
-                    p.pattern,
+                    escape(&p.pattern),
                     p.kind.label(),
                     count,
-                    p.example.path,
+                    escape(&p.example.path),
                     show(&p.example.recorded),
                     show(&p.example.replayed),
                     p.example.recorded_id
@@ -234,8 +240,8 @@ impl DiffReport {
                     out,
                     "  {:>6}× {}: {}   e.g. {}",
                     g.count,
-                    g.endpoint,
-                    g.differences.join(", "),
+                    escape(&g.endpoint),
+                    escape(&g.differences.join(", ")),
                     g.examples.join(", ")
                 )?;
             }

@@ -7,6 +7,7 @@ use std::io::Write;
 
 use hdrhistogram::Histogram;
 use reprise_model::select::ExchangeFilter;
+use reprise_model::terminal::escape;
 use reprise_model::{Exchange, Source, endpoint_key, time::format_ns};
 use serde::Serialize;
 
@@ -302,10 +303,16 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
     if stats.endpoints.is_empty() {
         return Ok(());
     }
-    let width = stats
+    // Endpoints are recorded text: shown escaped, one line each.
+    let shown: Vec<_> = stats
         .endpoints
         .iter()
-        .map(|e| e.endpoint.chars().count())
+        .chain(&stats.overall)
+        .map(|e| (escape(&e.endpoint), e))
+        .collect();
+    let width = shown
+        .iter()
+        .map(|(name, _)| name.chars().count())
         .max()
         .unwrap_or(8)
         .clamp(8, 60);
@@ -315,11 +322,11 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
         "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  statuses",
         "endpoint", "count", "p50", "p90", "p99", "max"
     )?;
-    for e in stats.endpoints.iter().chain(&stats.overall) {
+    for (name, e) in &shown {
         writeln!(
             out,
             "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
-            e.endpoint,
+            name,
             e.count,
             human_duration(e.p50_ns),
             human_duration(e.p90_ns),

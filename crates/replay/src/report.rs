@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use reprise_model::terminal::escape;
 use serde::Serialize;
 
 use crate::feed::ReadReport;
@@ -256,7 +257,7 @@ impl Report {
             writeln!(out, ": {}", kinds.join(", "))?;
         }
         for (kind, example) in &self.failure_examples {
-            writeln!(out, "    {kind}: {example}")?;
+            writeln!(out, "    {kind}: {}", escape(example))?;
         }
         if !self.statuses.is_empty() {
             let statuses: Vec<String> = self
@@ -302,7 +303,7 @@ impl Report {
             let width = self
                 .endpoints
                 .iter()
-                .map(|e| e.endpoint.chars().count())
+                .map(|e| escape(&e.endpoint).chars().count())
                 .max()
                 .unwrap_or(8)
                 .clamp(8, 60);
@@ -321,7 +322,7 @@ impl Report {
                 writeln!(
                     out,
                     "  {:<width$} {:>9} {:>9} {:>7} {:>9} {:>9}",
-                    e.endpoint,
+                    escape(&e.endpoint),
                     e.calls,
                     e.ok,
                     e.failed,
