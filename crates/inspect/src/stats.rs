@@ -45,7 +45,7 @@ pub struct EndpointStats {
     pub p90_ns: u64,
     /// 99th percentile, ns.
     pub p99_ns: u64,
-    /// Slowest, ns.
+    /// Slowest, ns, exact.
     pub max_ns: u64,
     /// Exchanges by status class (`2xx`, `5xx`, `none`, `error`).
     pub statuses: BTreeMap<String, u64>,
@@ -97,12 +97,17 @@ pub struct Stats {
 struct Endpoint {
     count: u64,
     latency: Histogram<u32>,
+    max_ns: u64,
     statuses: BTreeMap<String, u64>,
 }
 
 fn histogram() -> Option<Histogram<u32>> {
-    // 1 µs to 1 hour with 2 significant digits: ~13 KiB per endpoint.
-    Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()
+    // 1 µs to 1 hour with 2 significant digits (~13 KiB per endpoint) to
+    // start with; a longer call grows it (any u64 of µs fits), so no
+    // latency is cut to the bound.
+    let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()?;
+    histogram.auto(true);
+    Some(histogram)
 }
 
 impl Endpoint {
@@ -110,26 +115,37 @@ impl Endpoint {
         Some(Endpoint {
             count: 0,
             latency: histogram()?,
+            max_ns: 0,
             statuses: BTreeMap::new(),
         })
     }
 
     fn add(&mut self, exchange: &Exchange, class: &str) {
         self.count += 1;
-        let us = (exchange.duration_ns / 1_000).clamp(1, 3_600_000_000);
-        self.latency.saturating_record(us);
+        let us = (exchange.duration_ns / 1_000).max(1);
+        if self.latency.record(us).is_err() {
+            // Only when growing would overflow usize: not on a 64-bit host.
+            self.latency.saturating_record(us);
+        }
+        self.max_ns = self.max_ns.max(exchange.duration_ns);
         *self.statuses.entry(class.to_string()).or_default() += 1;
     }
 
     fn finish(&self, endpoint: String) -> EndpointStats {
-        let at = |q: f64| self.latency.value_at_quantile(q) * 1_000;
+        // A bucket's top may pass the slowest call: never shown above it.
+        let at = |q: f64| {
+            self.latency
+                .value_at_quantile(q)
+                .saturating_mul(1_000)
+                .min(self.max_ns)
+        };
         EndpointStats {
             endpoint,
             count: self.count,
             p50_ns: at(0.5),
             p90_ns: at(0.9),
             p99_ns: at(0.99),
-            max_ns: self.latency.max() * 1_000,
+            max_ns: self.max_ns,
             statuses: self.statuses.clone(),
         }
     }
