@@ -282,3 +282,37 @@ fn import_and_the_imported_recording_escape_har_text() {
         "{out}"
     );
 }
+
+#[test]
+fn mock_lines_escape_recorded_and_received_calls() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "hostile.tape");
+    let mut hostile = recorded(json_body("a"));
+    hostile.request.as_mut().unwrap().method = "GET".into();
+    write_exchanges(&tape, &[hostile]);
+    let mock = Recorder::mock(&tape, &["--inbound", "--log"]);
+
+    // A Host header may carry any byte from 0x80 up: here a bidi override
+    // (reprise reads it as no authority; it must not reach stderr raw).
+    let mut stream = std::net::TcpStream::connect(mock.addr).unwrap();
+    stream
+        .write_all(b"GET /b HTTP/1.1\r\nHost: evil\xe2\x80\xaehost\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    assert!(
+        text(&answer).starts_with("HTTP/1.1 502"),
+        "{}",
+        text(&answer)
+    );
+
+    let (code, stderr) = mock.stop("-INT");
+    assert_eq!(code, 1, "a missed call: {stderr}");
+    assert_clean("mock (stderr)", stderr.as_bytes());
+    assert!(stderr.contains("mock: GET "), "the --log line: {stderr}");
+    assert!(
+        stderr.contains(r"/a\x1b[2J\r\nFORGED 1\x07/items?q=\x1b"),
+        "the nearest recorded call, escaped: {stderr}"
+    );
+}

@@ -168,6 +168,9 @@ fn print_shadow(report: &Report) {
         report.calls, report.target, report.elapsed_s, report.ok, report.failed
     );
     for (kind, example) in &report.failure_examples {
-        eprintln!("reprise: shadow: failed ({kind}): {example}");
+        eprintln!(
+            "reprise: shadow: failed ({kind}): {}",
+            reprise_model::terminal::escape(example)
+        );
     }
 }
