@@ -143,13 +143,11 @@ fn ls_show_and_stats_escape_recorded_text() {
     );
     assert!(out.contains(r"db\x1b:1/q\nFORGED 7"), "{out}");
 
-    // JSON stays JSON, with the recorded text whole (serde escapes C0
-    // controls; a bidi override is data there, for programs to read).
-    let out = reprise(&["ls", "--json", s(&tape)]);
-    assert!(out.status.success());
-    let out = text(&out.stdout);
+    // JSON stays JSON, with the recorded text whole, in JSON's escapes.
+    let (out, err, code) = run(&["ls", "--json", s(&tape)]);
+    assert_eq!(code, Some(0), "{err}");
     assert!(
-        !out.contains(|c: char| c.is_ascii_control() && c != '\n'),
+        out.contains(r#""authority":"evil\u202ehost:8080""#),
         "{out}"
     );
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
@@ -171,6 +169,15 @@ fn ls_show_and_stats_escape_recorded_text() {
     let (out, err, code) = run(&["show", s(&tape), "a2a2a2a2"]);
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains(r"boom\r\nFORGED 6\x1b[0m"), "{out}");
+
+    let (out, err, code) = run(&["show", "--json", s(&tape), "a1a1a1a1"]);
+    assert_eq!(code, Some(0), "{err}");
+    let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["request"]["authority"], "evil\u{202e}host:8080");
+    let (out, err, code) = run(&["stats", "--json", s(&tape)]);
+    assert_eq!(code, Some(0), "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stats["exchanges"], 3);
 
     let (out, err, code) = run(&["stats", s(&tape)]);
     assert_eq!(code, Some(0), "{err}");

@@ -56,7 +56,7 @@ pub fn ls(
             continue;
         }
         if options.json {
-            serde_json::to_writer(&mut *out, &crate::json::summary(&exchange))
+            reprise_model::terminal::write_json(&mut *out, &crate::json::summary(&exchange), false)
                 .map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
         } else {

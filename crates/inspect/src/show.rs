@@ -95,7 +95,8 @@ pub fn show(
         let mut value = crate::json::exchange(&exchange);
         value["downstream"] =
             serde_json::Value::Array(children.iter().map(crate::json::exchange).collect());
-        serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::from)?;
+        reprise_model::terminal::write_json(&mut *out, &value, true)
+            .map_err(std::io::Error::from)?;
         writeln!(out)?;
     } else {
         out.write_all(render(&exchange, max).as_bytes())?;

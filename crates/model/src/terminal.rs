@@ -17,6 +17,10 @@
 //!   separators (U+2028, U+2029) as `\u{NNNN}`.
 //!
 //! Everything else, a backslash included, is shown as it is.
+//!
+//! JSON written for a terminal goes through [`JsonFormatter`]: the same
+//! characters are written as JSON's `\uNNNN` escapes, so the JSON holds
+//! the recorded text whole and a terminal shows none of them raw.
 
 use std::borrow::Cow;
 use std::fmt::Write;
@@ -85,6 +89,91 @@ fn escape_with(text: &str, keep_lines: bool) -> Cow<'_, str> {
     out.map_or(Cow::Borrowed(text), Cow::Owned)
 }
 
+/// A [`serde_json`] formatter that also writes C1 controls, bidi
+/// controls and U+2028/U+2029 as `\uNNNN` (serde escapes C0 controls
+/// itself): the same JSON value, safe on a terminal.
+#[derive(Debug, Clone, Default)]
+pub struct JsonFormatter<F = serde_json::ser::CompactFormatter>(pub F);
+
+impl JsonFormatter<serde_json::ser::PrettyFormatter<'static>> {
+    /// Indented output, as `serde_json::to_writer_pretty` writes.
+    pub fn pretty() -> Self {
+        JsonFormatter(serde_json::ser::PrettyFormatter::new())
+    }
+}
+
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for JsonFormatter<F> {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        let mut rest = fragment;
+        while let Some(at) = rest.find(needs_escape) {
+            writer.write_all(&rest.as_bytes()[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            write!(writer, "\\u{:04x}", u32::from(c))?;
+            rest = &rest[at + c.len_utf8()..];
+        }
+        writer.write_all(rest.as_bytes())
+    }
+
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+/// Writes `value` as JSON through [`JsonFormatter`] (`pretty`: indented).
+pub fn write_json<W: std::io::Write, T: serde::Serialize + ?Sized>(
+    writer: W,
+    value: &T,
+    pretty: bool,
+) -> serde_json::Result<()> {
+    if pretty {
+        let mut serializer =
+            serde_json::Serializer::with_formatter(writer, JsonFormatter::pretty());
+        value.serialize(&mut serializer)
+    } else {
+        let mut serializer = serde_json::Serializer::with_formatter(
+            writer,
+            JsonFormatter::<serde_json::ser::CompactFormatter>::default(),
+        );
+        value.serialize(&mut serializer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,6 +207,26 @@ mod tests {
             escape_lines("one\r\ntwo\rover\x1b]0;t\x07\n"),
             "one\r\ntwo\\rover\\x1b]0;t\\x07\n"
         );
+    }
+
+    #[test]
+    fn json_for_a_terminal_is_the_same_json() {
+        let value = serde_json::json!({"k\u{202e}": ["a\u{1b}\u{85}\u{2028}b", 1, {"x": null}]});
+        for pretty in [false, true] {
+            let mut out = Vec::new();
+            write_json(&mut out, &value, pretty).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains(r"\u202e") && text.contains(r"a\u001b\u0085\u2028b"),
+                "{text}"
+            );
+            assert!(
+                !text.chars().any(|c| needs_escape(c) && c != '\n'),
+                "{text}"
+            );
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, value);
+        }
     }
 
     #[test]
