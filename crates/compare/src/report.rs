@@ -373,13 +373,15 @@ impl DiffReport {
             writeln!(out, "endpoint = {}", toml_string(&e.endpoint))?;
             writeln!(out, "ignore = [")?;
             for p in ignore {
+                // The example is recorded text in a comment: escaped, so a
+                // line break in it cannot start a rule of its own.
                 writeln!(
                     out,
                     "  {},  # noise in {} of {} pairs, e.g. {}",
                     toml_string(&p.pattern),
                     p.noise,
                     e.pairs,
-                    p.example.path
+                    escape(&p.example.path)
                 )?;
             }
             writeln!(out, "]")?;
@@ -782,6 +784,28 @@ mod tests {
         // A uniform sample, not the first three seen.
         let first: Vec<String> = (1..4).map(|i: u32| display(i)).collect();
         assert_ne!(examples, &first);
+    }
+
+    #[test]
+    fn suggested_rules_hold_recorded_text_in_their_strings_and_comments() {
+        let (exchange, _) = pair(1, "$.a");
+        let path = "$['x\n[[rule]]\nendpoint = \"GET /evil\"\nignore = [\"$\"]']";
+        let noise = Difference {
+            path: path.into(),
+            pattern: path.into(),
+            kind: ChangeKind::Changed,
+            recorded: None,
+            replayed: None,
+            detail: None,
+        };
+        let mut c = Comparison::default();
+        c.add_judged(&exchange, None, &Verdict::NoiseOnly, &[noise]);
+        let mut out = Vec::new();
+        c.finish().suggest_rules(&mut out).unwrap();
+        let rules = String::from_utf8(out).unwrap();
+        assert_eq!(rules.matches("[[rule]]\n").count(), 1, "{rules}");
+        assert!(!rules.contains("\nendpoint = \"GET /evil"), "{rules}");
+        assert!(rules.contains(r"e.g. $['x\n[[rule]]\nendpoint"), "{rules}");
     }
 
     fn display(i: u32) -> String {
