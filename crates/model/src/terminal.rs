@@ -209,6 +209,25 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_escapes_to_safe_lines(text in ".*", bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let lossy = String::from_utf8_lossy(&bytes).into_owned();
+            for text in [text, lossy] {
+                let line = escape(&text);
+                proptest::prop_assert!(!line.chars().any(needs_escape), "{:?}", line);
+                // Escaping twice changes nothing more.
+                proptest::prop_assert_eq!(escape(&line), line.clone());
+                let lines = escape_lines(&text);
+                proptest::prop_assert_eq!(lines.matches('\n').count(), text.matches('\n').count());
+                proptest::prop_assert!(
+                    !lines.chars().any(|c| needs_escape(c) && !matches!(c, '\n' | '\r' | '\t')),
+                    "{:?}", lines
+                );
+            }
+        }
+    }
+
     #[test]
     fn json_for_a_terminal_is_the_same_json() {
         let value = serde_json::json!({"k\u{202e}": ["a\u{1b}\u{85}\u{2028}b", 1, {"x": null}]});
