@@ -84,6 +84,6 @@ pub(crate) fn report_damage(damage: &[String]) {
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
     for line in damage {
-        let _ = writeln!(err, "reprise: {line}");
+        let _ = writeln!(err, "reprise: {}", reprise_model::terminal::escape(line));
     }
 }

@@ -451,6 +451,15 @@ fn demo_runs_on_embedded_defaults() {
         out.contains("exchanges   120 (120 inbound, 0 downstream)"),
         "{out}"
     );
+    // Product ids (`B1`) are folded into the endpoint in every table
+    // (`ls` lines still show each call's path).
+    assert!(out.contains("GET /api/products/{id}"), "{out}");
+    assert!(
+        !out.lines()
+            .any(|l| l.trim_start().starts_with("GET /api/products/")
+                && !l.trim_start().starts_with("GET /api/products/{id}")),
+        "{out}"
+    );
     assert!(
         !out.contains("4111111111111111") && !out.contains("demo-secret-token"),
         "{out}"

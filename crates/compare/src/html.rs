@@ -161,8 +161,10 @@ impl DiffReport {
     /// The report as one self-contained HTML page.
     pub fn render_html(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let json = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        // The JSON sits in a <script> element: "</" must not end it early.
-        let json = json.replace("</", "<\\/");
+        // The JSON sits in a <script> element: no recorded "</script>" may
+        // end it early, nor "<!--" change how it is parsed. `<` only
+        // occurs inside JSON strings, where `\u003c` means the same.
+        let json = json.replace('<', "\\u003c");
         write!(
             out,
             r#"<!doctype html>

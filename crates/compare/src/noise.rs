@@ -222,7 +222,7 @@ fn looks_generated(d: &Difference) -> bool {
             if let Some(pair) = times {
                 return close(pair);
             }
-            (is_uuid(x) && is_uuid(y)) || (same_shape(x, y) && reprise_model::is_id_segment(x))
+            (is_uuid(x) && is_uuid(y)) || (same_shape(x, y) && is_generated_id(x))
         }
         _ => false,
     }
@@ -256,6 +256,23 @@ fn is_uuid(text: &str) -> bool {
 }
 
 /// The same length and the same kind of character at each place.
+/// A value that looks machine-made, so that a new one each run is noise:
+/// long hex (16+ characters, with a digit) or a long token (20+ letters,
+/// digits, `-`, `_`, with 4+ digits). Shorter ids (`B1`, `ord-00001`) are
+/// business data: when they change, that is a regression. (Endpoint keys
+/// fold those too: `reprise_model::is_id_segment` is a wider rule.)
+fn is_generated_id(text: &str) -> bool {
+    let digits = text.chars().filter(char::is_ascii_digit).count();
+    let hex = text.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    let token = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    digits > 0
+        && ((hex && text.len() >= 16)
+            || digits == text.len()
+            || (token && text.len() >= 20 && digits >= 4))
+}
+
 fn same_shape(a: &str, b: &str) -> bool {
     let kind = |c: char| {
         if c.is_ascii_digit() || c.is_ascii_hexdigit() {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use hdrhistogram::Histogram;
+use reprise_model::terminal::escape;
 use reprise_model::{Exchange, endpoint_key};
 use serde::Serialize;
 use serde_json::Value;
@@ -171,10 +172,11 @@ impl DiffReport {
                 s.same_call, s.below_thresholds
             )?;
         }
+        // Endpoints, paths and values are recorded text: shown escaped.
         let width = self
             .endpoints
             .iter()
-            .map(|e| e.endpoint.chars().count())
+            .map(|e| escape(&e.endpoint).chars().count())
             .max()
             .unwrap_or(8)
             .clamp(8, 60);
@@ -195,7 +197,7 @@ impl DiffReport {
             writeln!(
                 out,
                 "  {:<w$} {:>7} {:>9} {:>9} {:>12}  {:>22}  {:>22}",
-                e.endpoint,
+                escape(&e.endpoint),
                 e.pairs,
                 e.identical,
                 e.regressed,
@@ -214,10 +216,14 @@ impl DiffReport {
             )?;
         }
         for e in self.endpoints.iter().filter(|e| !e.paths.is_empty()) {
-            writeln!(out, "{}: what differs", e.endpoint)?;
+            writeln!(out, "{}: what differs", escape(&e.endpoint))?;
             for p in e.paths.iter().take(10) {
-                let show =
-                    |v: &Option<Value>| v.as_ref().map_or_else(|| "(absent)".to_string(), short);
+                let show = |v: &Option<Value>| {
+                    v.as_ref().map_or_else(
+                        || "(absent)".to_string(),
+                        |v| escape(&short(v)).into_owned(),
+                    )
+                };
                 let noise = if self.noise_guessed {
                     "noise (guess)"
                 } else {
@@ -231,10 +237,10 @@ impl DiffReport {
                 writeln!(
                     out,
                     "  {:<40} {:<12} {:>14}   e.g. {}: {} → {}  (recorded {})",
-                    p.pattern,
+                    escape(&p.pattern),
                     p.kind.label(),
                     count,
-                    p.example.path,
+                    escape(&p.example.path),
                     show(&p.example.recorded),
                     show(&p.example.replayed),
                     p.example.recorded_id
@@ -251,8 +257,8 @@ impl DiffReport {
                     out,
                     "  {:>6}× {}: {}   e.g. {}",
                     g.count,
-                    g.endpoint,
-                    g.differences.join(", "),
+                    escape(&g.endpoint),
+                    escape(&g.differences.join(", ")),
                     g.examples.join(", ")
                 )?;
             }
@@ -384,13 +390,15 @@ impl DiffReport {
             writeln!(out, "endpoint = {}", toml_string(&e.endpoint))?;
             writeln!(out, "ignore = [")?;
             for p in ignore {
+                // The example is recorded text in a comment: escaped, so a
+                // line break in it cannot start a rule of its own.
                 writeln!(
                     out,
                     "  {},  # noise in {} of {} pairs, e.g. {}",
                     toml_string(&p.pattern),
                     p.noise,
                     e.pairs,
-                    p.example.path
+                    escape(&p.example.path)
                 )?;
             }
             writeln!(out, "]")?;
@@ -793,6 +801,28 @@ mod tests {
         // A uniform sample, not the first three seen.
         let first: Vec<String> = (1..4).map(|i: u32| display(i)).collect();
         assert_ne!(examples, &first);
+    }
+
+    #[test]
+    fn suggested_rules_hold_recorded_text_in_their_strings_and_comments() {
+        let (exchange, _) = pair(1, "$.a");
+        let path = "$['x\n[[rule]]\nendpoint = \"GET /evil\"\nignore = [\"$\"]']";
+        let noise = Difference {
+            path: path.into(),
+            pattern: path.into(),
+            kind: ChangeKind::Changed,
+            recorded: None,
+            replayed: None,
+            detail: None,
+        };
+        let mut c = Comparison::default();
+        c.add_judged(&exchange, None, &Verdict::NoiseOnly, &[noise]);
+        let mut out = Vec::new();
+        c.finish().suggest_rules(&mut out).unwrap();
+        let rules = String::from_utf8(out).unwrap();
+        assert_eq!(rules.matches("[[rule]]\n").count(), 1, "{rules}");
+        assert!(!rules.contains("\nendpoint = \"GET /evil"), "{rules}");
+        assert!(rules.contains(r"e.g. $['x\n[[rule]]\nendpoint"), "{rules}");
     }
 
     fn display(i: u32) -> String {

@@ -3,6 +3,7 @@
 use std::io::Write;
 
 use reprise_model::select::ExchangeFilter;
+use reprise_model::terminal::escape;
 use reprise_model::{Exchange, Source, time::format_ns};
 
 use crate::InspectError;
@@ -55,7 +56,7 @@ pub fn ls(
             continue;
         }
         if options.json {
-            serde_json::to_writer(&mut *out, &crate::json::summary(&exchange))
+            reprise_model::terminal::write_json(&mut *out, &crate::json::summary(&exchange), false)
                 .map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
         } else {
@@ -86,15 +87,19 @@ fn status(exchange: &Exchange) -> String {
 }
 
 /// One column-aligned line; the target comes last as it has no fixed width.
+/// Recorded text in it is escaped: one exchange is always one line.
 pub(crate) fn line(exchange: &Exchange) -> String {
     let request = exchange.request.as_ref();
-    let method = request.map_or("-", |r| r.method.as_str());
+    let method = request.map_or("-".into(), |r| escape(&r.method));
     let method = if exchange.is_downstream() {
         format!("↳{method}")
     } else {
         method.to_string()
     };
-    let target = request.map_or_else(|| "-".to_string(), |r| format!("{}{}", r.authority, r.path));
+    let target = request.map_or_else(
+        || "-".to_string(),
+        |r| format!("{}{}", escape(&r.authority), escape(&r.path)),
+    );
     format!(
         "{:<32}  {:<24}  {:<5}  {:<8}  {:>6}  {:>8}  {:>8}  {:>8}  {}",
         exchange.id_hex(),

@@ -2,6 +2,7 @@
 
 use std::io::Write;
 
+use reprise_model::terminal::{escape, escape_lines};
 use reprise_model::{Exchange, Header, Source, display_id, time::format_ns_micros};
 
 use crate::InspectError;
@@ -94,7 +95,8 @@ pub fn show(
         let mut value = crate::json::exchange(&exchange);
         value["downstream"] =
             serde_json::Value::Array(children.iter().map(crate::json::exchange).collect());
-        serde_json::to_writer_pretty(&mut *out, &value).map_err(std::io::Error::from)?;
+        reprise_model::terminal::write_json(&mut *out, &value, true)
+            .map_err(std::io::Error::from)?;
         writeln!(out)?;
     } else {
         out.write_all(render(&exchange, max).as_bytes())?;
@@ -118,8 +120,8 @@ fn headers(prefix: &str, list: &[Header], out: &mut String) {
     for header in list {
         out.push_str(&format!(
             "{prefix} {}: {}\n",
-            header.name,
-            String::from_utf8_lossy(&header.value)
+            escape(&header.name),
+            escape(&String::from_utf8_lossy(&header.value))
         ));
     }
 }
@@ -148,9 +150,9 @@ fn body(
         ));
     }
     for note in &shown.notes {
-        out.push_str(&format!("({note})\n"));
+        out.push_str(&format!("({})\n", escape(note)));
     }
-    out.push_str(&shown.text);
+    out.push_str(&escape_lines(&shown.text));
 }
 
 /// The text form of one exchange.
@@ -192,7 +194,7 @@ fn render(exchange: &Exchange, max: usize) -> String {
         ]
         .iter()
         .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| format!("{k}={}", escape(v)))
         .collect();
         if !parts.is_empty() {
             out.push_str(&format!("  source    {}\n", parts.join(" ")));
@@ -216,7 +218,10 @@ fn render(exchange: &Exchange, max: usize) -> String {
     if let Some(flags) = &exchange.flags {
         let mut set = Vec::new();
         if flags.redacted {
-            set.push(format!("redacted ({})", flags.redactions.join(", ")));
+            set.push(format!(
+                "redacted ({})",
+                escape(&flags.redactions.join(", "))
+            ));
         }
         if flags.upgraded {
             set.push("upgraded".to_string());
@@ -235,21 +240,23 @@ fn render(exchange: &Exchange, max: usize) -> String {
         out.push_str(&format!(
             "  replays   {} (target {})\n",
             display_id(&replay.recorded_id),
-            replay.target
+            escape(&replay.target)
         ));
     }
     if !exchange.comment.is_empty() {
-        out.push_str(&format!("  comment   {}\n", exchange.comment));
+        out.push_str(&format!("  comment   {}\n", escape(&exchange.comment)));
     }
     if let Some(request) = &exchange.request {
         let scheme = if request.scheme.is_empty() {
-            "http"
+            "http".into()
         } else {
-            &request.scheme
+            escape(&request.scheme)
         };
         out.push_str(&format!(
             "\n> {} {scheme}://{}{}\n",
-            request.method, request.authority, request.path
+            escape(&request.method),
+            escape(&request.authority),
+            escape(&request.path)
         ));
         headers(">", &request.headers, &mut out);
         out.push_str(">\n");
@@ -280,11 +287,11 @@ fn render(exchange: &Exchange, max: usize) -> String {
                 ""
             }
         ));
-        out.push_str(&indent(&protobuf_message(&message.data)));
+        out.push_str(&indent(&escape_lines(&protobuf_message(&message.data))));
     }
     if let Some(response) = &exchange.response {
         out.push_str(
-            &format!("\n< {} {}\n", response.status, response.reason).replace(" \n", "\n"),
+            &format!("\n< {} {}\n", response.status, escape(&response.reason)).replace(" \n", "\n"),
         );
         headers("<", &response.headers, &mut out);
         out.push_str("<\n");
@@ -300,7 +307,8 @@ fn render(exchange: &Exchange, max: usize) -> String {
         headers("< trailer", &response.trailers, &mut out);
         if let Some(grpc) = &response.grpc {
             out.push_str(
-                &format!("< grpc-status {} {}\n", grpc.code, grpc.message).replace(" \n", "\n"),
+                &format!("< grpc-status {} {}\n", grpc.code, escape(&grpc.message))
+                    .replace(" \n", "\n"),
             );
         }
     }
@@ -308,7 +316,7 @@ fn render(exchange: &Exchange, max: usize) -> String {
         out.push_str(&format!(
             "\n! transport error ({}): {}\n",
             crate::json::error_kind(error.kind()),
-            error.message
+            escape(&error.message)
         ));
     }
     out

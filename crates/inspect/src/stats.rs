@@ -7,6 +7,7 @@ use std::io::Write;
 
 use hdrhistogram::Histogram;
 use reprise_model::select::ExchangeFilter;
+use reprise_model::terminal::escape;
 use reprise_model::{Exchange, Source, endpoint_key, time::format_ns};
 use serde::Serialize;
 
@@ -44,7 +45,7 @@ pub struct EndpointStats {
     pub p90_ns: u64,
     /// 99th percentile, ns.
     pub p99_ns: u64,
-    /// Slowest, ns.
+    /// Slowest, ns, exact.
     pub max_ns: u64,
     /// Exchanges by status class (`2xx`, `5xx`, `none`, `error`).
     pub statuses: BTreeMap<String, u64>,
@@ -96,12 +97,17 @@ pub struct Stats {
 struct Endpoint {
     count: u64,
     latency: Histogram<u32>,
+    max_ns: u64,
     statuses: BTreeMap<String, u64>,
 }
 
 fn histogram() -> Option<Histogram<u32>> {
-    // 1 µs to 1 hour with 2 significant digits: ~13 KiB per endpoint.
-    Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()
+    // 1 µs to 1 hour with 2 significant digits (~13 KiB per endpoint) to
+    // start with; a longer call grows it (any u64 of µs fits), so no
+    // latency is cut to the bound.
+    let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()?;
+    histogram.auto(true);
+    Some(histogram)
 }
 
 impl Endpoint {
@@ -109,26 +115,37 @@ impl Endpoint {
         Some(Endpoint {
             count: 0,
             latency: histogram()?,
+            max_ns: 0,
             statuses: BTreeMap::new(),
         })
     }
 
     fn add(&mut self, exchange: &Exchange, class: &str) {
         self.count += 1;
-        let us = (exchange.duration_ns / 1_000).clamp(1, 3_600_000_000);
-        self.latency.saturating_record(us);
+        let us = (exchange.duration_ns / 1_000).max(1);
+        if self.latency.record(us).is_err() {
+            // Only when growing would overflow usize: not on a 64-bit host.
+            self.latency.saturating_record(us);
+        }
+        self.max_ns = self.max_ns.max(exchange.duration_ns);
         *self.statuses.entry(class.to_string()).or_default() += 1;
     }
 
     fn finish(&self, endpoint: String) -> EndpointStats {
-        let at = |q: f64| self.latency.value_at_quantile(q) * 1_000;
+        // A bucket's top may pass the slowest call: never shown above it.
+        let at = |q: f64| {
+            self.latency
+                .value_at_quantile(q)
+                .saturating_mul(1_000)
+                .min(self.max_ns)
+        };
         EndpointStats {
             endpoint,
             count: self.count,
             p50_ns: at(0.5),
             p90_ns: at(0.9),
             p99_ns: at(0.99),
-            max_ns: self.latency.max() * 1_000,
+            max_ns: self.max_ns,
             statuses: self.statuses.clone(),
         }
     }
@@ -302,10 +319,16 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
     if stats.endpoints.is_empty() {
         return Ok(());
     }
-    let width = stats
+    // Endpoints are recorded text: shown escaped, one line each.
+    let shown: Vec<_> = stats
         .endpoints
         .iter()
-        .map(|e| e.endpoint.chars().count())
+        .chain(&stats.overall)
+        .map(|e| (escape(&e.endpoint), e))
+        .collect();
+    let width = shown
+        .iter()
+        .map(|(name, _)| name.chars().count())
         .max()
         .unwrap_or(8)
         .clamp(8, 60);
@@ -315,11 +338,11 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
         "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  statuses",
         "endpoint", "count", "p50", "p90", "p99", "max"
     )?;
-    for e in stats.endpoints.iter().chain(&stats.overall) {
+    for (name, e) in &shown {
         writeln!(
             out,
             "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
-            e.endpoint,
+            name,
             e.count,
             human_duration(e.p50_ns),
             human_duration(e.p90_ns),

@@ -2,6 +2,8 @@
 
 /// An error and its causes on one line, `outer: cause: root cause`,
 /// without repeating a cause whose text an outer message already holds.
+/// Control characters (a recorded path quoted in a message) are shown
+/// escaped ([`crate::terminal::escape`]), so the line stays one line.
 pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
     let mut line = String::new();
     let mut next = Some(error);
@@ -15,7 +17,7 @@ pub fn one_line(error: &(dyn std::error::Error + 'static)) -> String {
         }
         next = cause.source();
     }
-    line
+    crate::terminal::escape(&line).into_owned()
 }
 
 /// The transport failure an I/O error in `error`'s causes tells, if any:

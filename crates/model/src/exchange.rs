@@ -136,19 +136,56 @@ impl Response {
     }
 }
 
-/// A path segment that is an id of some kind: all digits, a UUID, or a
-/// long hex or token-like string.
+/// A path segment that is an id of some kind, folded to `{id}` in
+/// endpoint keys. The rule (docs/cli.md, `reprise stats`):
+///
+/// - digits only: `42`;
+/// - hex of 8 or more characters (and `-`, as in a UUID) with a digit:
+///   `b33c9c1a`, `0193a1c2-e4f5-7a6b-8c9d-0e1f2a3b4c5d`;
+/// - a token of letters, digits, `-` and `_` with at least one letter and
+///   one digit (`B1`, `SKU-42`, `a1b2c3`, a ULID), unless it reads as a
+///   name: each of its `-`/`_` parts lowercase letters with at most three
+///   digits after them, at most twice (`v1`, `v2beta1`, `oauth2`,
+///   `sha256`, `api-v2`); a token of 20 or more characters with 4 or more
+///   digits is an id even so.
 pub fn is_id_segment(segment: &str) -> bool {
     let digits = segment.chars().filter(char::is_ascii_digit).count();
+    let letters = segment.chars().filter(char::is_ascii_alphabetic).count();
     let hex = segment.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    let token = segment
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     !segment.is_empty()
         && (digits == segment.len()
-            || (hex && segment.len() >= 16 && digits > 0)
-            || (segment.len() >= 20
-                && digits >= 4
-                && segment
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')))
+            || (hex && segment.len() >= 8 && digits > 0)
+            || (token
+                && digits > 0
+                && letters > 0
+                && (!reads_as_name(segment) || (segment.len() >= 20 && digits >= 4))))
+}
+
+/// `v1`, `v2beta1`, `oauth2`, `api-v2`: every `-`/`_` part is lowercase
+/// letters and at most three digits, once or twice.
+fn reads_as_name(segment: &str) -> bool {
+    segment.split(['-', '_']).all(|part| {
+        let mut rest = part;
+        for run in 0..2 {
+            let letters = rest.len()
+                - rest
+                    .trim_start_matches(|c: char| c.is_ascii_lowercase())
+                    .len();
+            if letters == 0 {
+                return run > 0 && rest.is_empty();
+            }
+            rest = &rest[letters..];
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits > 3 {
+                return false;
+            }
+            rest = &rest[digits..];
+        }
+        rest.is_empty()
+    })
 }
 
 /// `METHOD /users/{id}/orders`: what per-endpoint figures group by.
@@ -214,11 +251,39 @@ mod tests {
             "42",
             "0193a1c2-e4f5-7a6b-8c9d-0e1f2a3b4c5d",
             "b33c9c1a2bae6636d5389a1a",
+            "b33c9c1a",
             "tok_1A2b3C4d5E6f7G8h9I0j",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "B1",
+            "SKU-42",
+            "a1b2c3",
+            "order-17",
+            "1a",
+            "ab1234",
+            "usr_9f8e7d6c5b4a3210fedc",
         ] {
             assert!(is_id_segment(id), "{id}");
         }
-        for word in ["users", "v1", "api", "", "deadbeef", "monitoring-stein"] {
+        for word in [
+            "users",
+            "v1",
+            "v2",
+            "v10",
+            "v1beta1",
+            "v2alpha",
+            "oauth2",
+            "sha256",
+            "ipv6",
+            "api-v2",
+            "api",
+            "",
+            "deadbeef",
+            "monitoring-stein",
+            "image1.png",
+            "1.2.3",
+            "-",
+            "_",
+        ] {
             assert!(!is_id_segment(word), "{word}");
         }
     }

@@ -12,6 +12,7 @@
 //! - [`id`]: exchange ids;
 //! - [`key`]: the canonical key a mocked call is matched by;
 //! - [`writer`]: records written field by field, without an [`Exchange`];
+//! - [`terminal`]: recorded text escaped for a terminal;
 //! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
 
 pub mod codec;
@@ -27,6 +28,7 @@ pub mod sample;
 pub mod select;
 pub mod store;
 pub mod synthetic;
+pub mod terminal;
 pub mod time;
 pub mod trace;
 pub mod wire;

@@ -6,6 +6,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use reprise_model::terminal::escape;
 use serde::Serialize;
 
 use crate::feed::ReadReport;
@@ -285,7 +286,7 @@ impl Report {
             writeln!(out, "  {what}: {}", kinds.join(", "))?;
             for kind in counts.keys() {
                 if let Some(example) = self.failure_examples.get(kind) {
-                    writeln!(out, "    {kind}: {example}")?;
+                    writeln!(out, "    {kind}: {}", escape(example))?;
                 }
             }
         }
@@ -333,7 +334,7 @@ impl Report {
             let width = self
                 .endpoints
                 .iter()
-                .map(|e| e.endpoint.chars().count())
+                .map(|e| escape(&e.endpoint).chars().count())
                 .max()
                 .unwrap_or(8)
                 .clamp(8, 60);
@@ -353,7 +354,7 @@ impl Report {
                 writeln!(
                     out,
                     "  {:<width$} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9}",
-                    e.endpoint,
+                    escape(&e.endpoint),
                     e.calls,
                     e.ok,
                     e.failed,

@@ -707,7 +707,9 @@ pub struct MockMiss {
 
 impl fmt::Display for MockMiss {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "reprise mock miss: {}", self.call)?;
+        // The calls are recorded or received text: shown escaped.
+        let escape = reprise_model::terminal::escape;
+        write!(f, "reprise mock miss: {}", escape(&self.call))?;
         if let Some(scope) = &self.scope {
             write!(f, " (replaying {scope})")?;
         }
@@ -738,7 +740,7 @@ impl fmt::Display for MockMiss {
         }
         for near in &self.nearest {
             let differs: Vec<&str> = near.differs.iter().map(|d| d.name()).collect();
-            write!(f, "; nearest {} {}", near.id, near.call)?;
+            write!(f, "; nearest {} {}", near.id, escape(&near.call))?;
             if differs.is_empty() {
                 write!(f, " (same key")?;
             } else {

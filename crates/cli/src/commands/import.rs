@@ -37,7 +37,12 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
     closed.with_context(|| format!("tape {}", args.out.display()))?;
     println!("{}", report.summary(&args.input, &args.out));
     for skipped in &report.skipped {
-        eprintln!("reprise: {}: skipped {skipped}", args.input.display());
+        // A reason may quote the input (a method, a URL): shown escaped.
+        eprintln!(
+            "reprise: {}: skipped {}",
+            args.input.display(),
+            reprise_model::terminal::escape(skipped)
+        );
     }
     Ok(if report.skipped.is_empty() {
         Outcome::Success

@@ -63,7 +63,7 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<Outcome> {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     if args.json {
-        serde_json::to_writer_pretty(&mut out, &stats)?;
+        reprise_model::terminal::write_json(&mut out, &stats, true)?;
         writeln!(out)?;
     } else {
         reprise_inspect::render_text(&stats, &mut out)?;

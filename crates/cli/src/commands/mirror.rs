@@ -248,6 +248,9 @@ fn print_shadow(report: &Report) {
         report.status_differs
     );
     for (kind, example) in &report.failure_examples {
-        eprintln!("reprise: shadow: failed ({kind}): {example}");
+        eprintln!(
+            "reprise: shadow: failed ({kind}): {}",
+            reprise_model::terminal::escape(example)
+        );
     }
 }

@@ -290,7 +290,8 @@ impl Mock {
                 || "no replayed call".to_string(),
                 |(id, _)| format!("replaying {}", display_id(id)),
             );
-            format!("{} {authority}{target} ({scope})", request.method())
+            let call = format!("{} {authority}{target} ({scope})", request.method());
+            reprise_model::terminal::escape(&call).into_owned()
         });
         match Arc::clone(&self.store).answer(authority, request).await {
             Ok(response) => {
@@ -411,7 +412,8 @@ impl Fallthrough {
                 if log {
                     eprintln!(
                         "reprise: mock: {}: fell through to {}",
-                        miss.call, self.upstream.base
+                        reprise_model::terminal::escape(&miss.call),
+                        self.upstream.base
                     );
                 }
                 let mut response = response.map(Either::Right);
@@ -425,7 +427,8 @@ impl Fallthrough {
                 if log {
                     eprintln!(
                         "reprise: mock: {}: --fallthrough {} failed: {why}",
-                        miss.call, self.upstream.base
+                        reprise_model::terminal::escape(&miss.call),
+                        self.upstream.base
                     );
                 }
                 own_answer(

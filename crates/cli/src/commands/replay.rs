@@ -319,7 +319,7 @@ fn dry_run(
                 writeln!(
                     out,
                     "            {name}: {}",
-                    String::from_utf8_lossy(value.as_bytes())
+                    reprise_model::terminal::escape(&String::from_utf8_lossy(value.as_bytes()))
                 )?;
             }
             Ok(())

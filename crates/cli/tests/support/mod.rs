@@ -185,6 +185,15 @@ pub fn read_tape(path: &Path) -> Vec<Exchange> {
     exchanges
 }
 
+/// Writes `exchanges` to a new tape at `path`, in this order.
+pub fn write_exchanges(path: &Path, exchanges: &[Exchange]) {
+    let mut writer = reprise_tape::TapeWriter::create(path, Default::default()).unwrap();
+    for exchange in exchanges {
+        writer.write(exchange).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
 pub fn temp_tape(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
