@@ -70,9 +70,10 @@ impl Recorder {
         Recorder::spawn(command)
     }
 
-    /// Runs `command` and reads the address it serves from its first line
-    /// on stderr.
-    fn spawn(mut command: Command) -> Recorder {
+    /// Runs `command` (reprise, or a shell that runs it with the same
+    /// stderr) and reads the address it serves from its first line on
+    /// stderr.
+    pub fn spawn(mut command: Command) -> Recorder {
         let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -110,6 +111,11 @@ impl Recorder {
             admin,
             stderr: rx,
         }
+    }
+
+    /// The process started (reprise, or the shell that runs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     pub fn url(&self, path: &str) -> String {
