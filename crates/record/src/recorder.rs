@@ -1112,11 +1112,9 @@ mod tests {
         );
         // The pack goes once its oldest record is old enough (20 ms for a
         // store with no packer of its own) and the thread ticks.
-        local.tick();
-        std::thread::sleep(Duration::from_millis(25));
-        local.tick();
         let deadline = Instant::now() + Duration::from_secs(5);
         while metrics.snapshot().recorded < 2 && Instant::now() < deadline {
+            local.tick();
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(metrics.snapshot().recorded, 2);
@@ -1195,14 +1193,18 @@ mod tests {
         assert_eq!(sink.exchanges().len(), 2);
     }
 
-    /// A sink whose first append takes 300 ms.
-    struct Slow(bool);
+    /// A sink whose first append says it has begun, then waits for a
+    /// word to finish.
+    struct Gated {
+        entered: Option<mpsc::Sender<()>>,
+        gate: Receiver<()>,
+    }
 
-    impl Sink for Slow {
+    impl Sink for Gated {
         fn append(&mut self, _: reprise_model::Exchange) -> Result<(), StoreError> {
-            if !self.0 {
-                self.0 = true;
-                std::thread::sleep(Duration::from_millis(300));
+            if let Some(entered) = self.entered.take() {
+                let _ = entered.send(());
+                let _ = self.gate.recv_timeout(Duration::from_secs(10));
             }
             Ok(())
         }
@@ -1213,16 +1215,23 @@ mod tests {
 
     #[test]
     fn what_is_queued_after_the_close_is_counted_as_dropped() {
-        let (metrics, recorder, thread) = recorder_over(Box::new(Slow(false)), false, None);
+        let (entered, has_entered) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let sink = Gated {
+            entered: Some(entered),
+            gate,
+        };
+        let (metrics, recorder, thread) = recorder_over(Box::new(sink), false, None);
         // The first call holds the writer in the sink while the close,
-        // then another call, are queued behind it.
+        // then another call, are queued behind it, in that order.
         call(&recorder, "/first");
-        std::thread::sleep(Duration::from_millis(50));
-        let closing = recorder.clone();
-        let closer = std::thread::spawn(move || thread.close(&closing, Duration::from_secs(5)));
-        std::thread::sleep(Duration::from_millis(50));
+        has_entered
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("the writer never stored the first call: {e}"));
+        assert!(recorder.tx.try_send(Message::Close).is_ok());
         call(&recorder, "/late");
-        assert_eq!(closer.join().ok(), Some(Ok(())));
+        let _ = open.send(());
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
         let stats = metrics.snapshot();
         assert_eq!((stats.recorded, stats.dropped_closed), (1, 1), "{stats:?}");
         assert_eq!(metrics.queue_depth.get(), 0);
