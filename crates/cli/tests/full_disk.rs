@@ -63,34 +63,6 @@ fn call(recorder: &Recorder, i: usize) {
     curl(&["--data-binary", &body, &recorder.url(&format!("/call/{i}"))]);
 }
 
-/// A counter from `/metrics` (0 when absent).
-fn counter(metrics: &str, name: &str) -> u64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0)
-}
-
-fn metrics(recorder: &Recorder) -> String {
-    curl(&[&format!("http://{}/metrics", recorder.admin.unwrap())]).0
-}
-
-/// Polls `/metrics` until `name` reaches `want` (20 s at most).
-fn wait_for(recorder: &Recorder, name: &str, want: u64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = metrics(recorder);
-        if counter(&text, name) == want {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} never reached {want}:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// `/healthz`: status and body.
 fn health(recorder: &Recorder) -> (String, String) {
     let (out, _) = curl(&[
@@ -164,7 +136,7 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
     for i in 0..10 {
         call(&recorder, i);
     }
-    wait_for(&recorder, RECORDED, 10);
+    recorder.wait_for_counter(RECORDED, 10);
     assert_eq!(health(&recorder), ("200".into(), "ok\n".into()));
 
     // Full: said at once, /healthz says why, every exchange counted as
@@ -178,7 +150,7 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
         degraded.contains("No space left on device") && degraded.contains("x.tape"),
         "{degraded}"
     );
-    let text = wait_for(&recorder, WRITE_FAILED, 10);
+    let text = recorder.wait_for_counter(WRITE_FAILED, 10);
     assert_eq!(counter(&text, RECORDED), 10);
     assert_every_exchange_counted_once(&text);
     assert!(
@@ -207,7 +179,7 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
         call(&recorder, i);
     }
     line_with(&recorder, "recording resumed", &mut lines);
-    let text = wait_for(&recorder, RECORDED, 20);
+    let text = recorder.wait_for_counter(RECORDED, 20);
     assert_eq!(counter(&text, WRITE_FAILED), 10);
     assert_every_exchange_counted_once(&text);
     assert_eq!(health(&recorder), ("200".into(), "ok\n".into()));

@@ -118,6 +118,29 @@ impl Recorder {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// `/metrics` now (the process was started with `--admin`).
+    pub fn metrics(&self) -> String {
+        let admin = self.admin.expect("started with --admin");
+        curl(&[&format!("http://{admin}/metrics")]).0
+    }
+
+    /// Polls `/metrics` until the counter `name` (a full series name, its
+    /// labels included) reaches `want`, 20 s at most; gives the text.
+    pub fn wait_for_counter(&self, name: &str, want: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.metrics();
+            if counter(&text, name) == want {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never reached {want}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
@@ -189,6 +212,15 @@ pub fn read_tape(path: &Path) -> Vec<Exchange> {
         .collect();
     exchanges.sort_by_key(|e| e.recorded_at_ns);
     exchanges
+}
+
+/// The value of the series `name` (labels included) in Prometheus text,
+/// 0 when absent.
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn temp_tape(dir: &tempfile::TempDir, name: &str) -> PathBuf {
