@@ -750,7 +750,12 @@ impl Store<'_> {
     /// Closes the sink and counts what it still wrote or lost; the first
     /// failure it cannot go on after, if any.
     fn close(mut self) -> Option<String> {
-        let closed = self.sink.close();
+        let closed = match self.sink.close() {
+            // What was lost is counted (the sink's tally); the recording is
+            // over, so it degrades no more.
+            Err(error) if error.is_unwritten() => Ok(()),
+            closed => closed,
+        };
         self.outcome(0, closed);
         self.first_error
     }
