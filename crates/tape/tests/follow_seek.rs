@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use reprise_tape::{Follow, ReaderOptions, TapeReader, TapeWriter, WriterOptions};
 
 /// A thread following the tape at `path` until it ends; `each` runs
-/// after every exchange read. Gives what it read.
+/// after every exchange read. Gives what it read. Without `read_ahead`,
+/// the walk (and its sleeps at the end) is on that thread.
 fn follower(
     path: &std::path::Path,
     follow: Follow,
+    read_ahead: bool,
     each: impl Fn() + Send + 'static,
 ) -> std::thread::JoinHandle<Vec<reprise_model::Exchange>> {
     let path = path.to_path_buf();
@@ -22,8 +24,7 @@ fn follower(
             &path,
             ReaderOptions {
                 follow: Some(follow),
-                // The walk, and its sleeps at the end, on this thread.
-                read_ahead: false,
+                read_ahead,
                 ..Default::default()
             },
         )
@@ -48,7 +49,7 @@ fn follow_sees_records_as_they_are_written() {
         stop: Arc::clone(&stop),
     };
     let (read_one, has_read) = std::sync::mpsc::channel();
-    let reader = follower(&path, follow, move || {
+    let reader = follower(&path, follow, true, move || {
         let _ = read_one.send(());
     });
     // Each batch is read while the writer is still open, before the next
@@ -98,7 +99,8 @@ fn a_stop_takes_effect_at_an_end_found_after_it() {
         stop: Arc::clone(&stop),
     };
     let (first, got_first) = std::sync::mpsc::channel();
-    let reader = follower(&path, follow, move || {
+    // Its sleeps on its own thread, to tell when it is asleep.
+    let reader = follower(&path, follow, false, move || {
         let _ = first.send(common::thread_id());
     });
     let follower_thread = got_first.recv_timeout(Duration::from_secs(10)).unwrap();
