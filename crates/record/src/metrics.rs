@@ -259,8 +259,9 @@ impl Metrics {
 
     /// Calls `log` at every [`HealthEvent`] from now on (in place of any
     /// earlier listener), and at once if recording is degraded now. It
-    /// runs on the recorder's writer thread: keep it short (print a line,
-    /// emit a log event).
+    /// runs on the recorder's writer thread, holding the health state:
+    /// keep it short (print a line, emit a log event), and do not call
+    /// [`Metrics::degraded`] or `on_health` from it.
     pub fn on_health(&self, log: impl Fn(&HealthEvent) + Send + Sync + 'static) {
         let mut health = self.health();
         if let Some(reason) = &health.degraded {
