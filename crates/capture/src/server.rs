@@ -401,7 +401,16 @@ fn admin_response(path: &str, metrics: &Metrics) -> http::Response<Full<Bytes>> 
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
             metrics.render(),
         ),
-        "/healthz" => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
+        // 503 while the recording cannot be written (exchanges are being
+        // dropped), with why; ok again once it writes.
+        "/healthz" => match metrics.degraded() {
+            Some(reason) => (
+                503,
+                "text/plain; charset=utf-8",
+                format!("degraded: {reason}\n"),
+            ),
+            None => (200, "text/plain; charset=utf-8", "ok\n".to_string()),
+        },
         _ => (
             404,
             "text/plain; charset=utf-8",

@@ -629,22 +629,34 @@ async fn an_upstream_reset_mid_body_is_recorded_with_its_error() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_leaves_mid_upload_leaves_a_cancelled_exchange() {
+async fn a_client_that_leaves_mid_upload_leaves_an_exchange_with_its_upload_reset() {
     let upstream = upstream().await;
     let (proxy, sink) = proxy(upstream, |_| {}).await;
     let addr = proxy.local_addr();
     {
-        use tokio::io::AsyncWriteExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
         socket
             .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n")
             .await
             .unwrap();
         socket.write_all(&[b'x'; 100_000]).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // The echo answers as the upload streams: once its head and the
+        // first echoed bytes are here, the upload is under way at both
+        // ends, and the client leaves in the middle of it.
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !seen.windows(5).any(|w| w == b"\r\n\r\nx") {
+            let n = tokio::time::timeout(Duration::from_secs(10), socket.read(&mut buf))
+                .await
+                .expect("the echo answers within 10 s")
+                .unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&seen));
+            seen.extend_from_slice(&buf[..n]);
+        }
+        assert!(seen.starts_with(b"HTTP/1.1 200"), "{seen:?}");
     }
     // The proxy notices, ends the exchange, and goes on serving.
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, _, body) = call(
         false,
         "POST",
@@ -661,8 +673,16 @@ async fn a_client_that_leaves_mid_upload_leaves_a_cancelled_exchange() {
         .iter()
         .find(|e| e.request.as_ref().unwrap().body_size >= 100_000)
         .unwrap();
-    let flagged = left.flags.as_ref().is_some_and(|f| f.cancelled) || left.error.is_some();
-    assert!(flagged, "{left:?}");
+    // The break is the client's upload, after the answer had begun: a
+    // reset of the request body (an error tells it, so not `cancelled`).
+    let error = left.error.as_ref().unwrap();
+    assert_eq!(
+        (error.kind(), error.after_response_head),
+        (ErrorKind::Reset, true),
+        "{left:?}"
+    );
+    assert!(error.message.starts_with("request body: "), "{error:?}");
+    assert_eq!(left.flags, None, "{left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -48,7 +48,7 @@ pub use pb::{
     Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Protocol, Replay, Request, Response,
     Role, Source as RecordSource, StreamMessage, Timings, TransportError,
 };
-pub use store::{Intact, MemorySink, MemorySource, Sink, Source, StoreError};
+pub use store::{Intact, MemorySink, MemorySource, Sink, SinkTally, Source, StoreError};
 
 /// Version of the record schema (`reprise.v1`) this build reads and writes.
 pub const SCHEMA_VERSION: u32 = 1;

@@ -22,6 +22,19 @@ pub enum StoreError {
         /// What was skipped, e.g. "block 12 at offset 65536 (1048 bytes) fails its checksum".
         detail: String,
     },
+    /// The store could not write exchanges it had taken (a full disk);
+    /// it is intact without them and takes more: a later write may
+    /// succeed. A store that reports a [`SinkTally`] counts them there.
+    #[error("{store}: {detail}")]
+    Unwritten {
+        /// The store, e.g. a tape's path.
+        store: String,
+        /// What was lost, and why.
+        detail: String,
+        /// The underlying error, when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    },
     /// The store cannot be read or written.
     #[error("{store}: {detail}")]
     Failed {
@@ -41,6 +54,12 @@ impl StoreError {
         matches!(self, StoreError::Damaged { .. })
     }
 
+    /// Whether the store lost exchanges it had taken but is intact and
+    /// goes on (see [`StoreError::Unwritten`]).
+    pub fn is_unwritten(&self) -> bool {
+        matches!(self, StoreError::Unwritten { .. })
+    }
+
     /// A fatal error without an underlying cause.
     pub fn failed(store: impl Into<String>, detail: impl Into<String>) -> Self {
         StoreError::Failed {
@@ -49,6 +68,19 @@ impl StoreError {
             source: None,
         }
     }
+}
+
+/// What a sink that holds exchanges before writing them (a tape fills a
+/// block) did with every exchange handed to it: each is counted once, in
+/// one of these, by the time [`Sink::close`] returns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SinkTally {
+    /// Written.
+    pub written: u64,
+    /// Taken, then lost: the write that held them failed (a full disk).
+    pub unwritten: u64,
+    /// Refused when handed over (too large, the sink closed).
+    pub refused: u64,
 }
 
 /// Where recorded exchanges go.
@@ -109,6 +141,14 @@ pub trait Sink: Send {
     /// Bytes the store has written so far, where it knows (a tape: the
     /// file's size), for progress and metrics.
     fn bytes_written(&self) -> Option<u64> {
+        None
+    }
+
+    /// What became of the exchanges handed over so far, for a store that
+    /// writes them after taking them (a tape): an `Ok` from `append*`
+    /// then only says the exchange was taken. `None` (the default): an
+    /// `Ok` says it is stored, an `Err` that it is not.
+    fn tally(&self) -> Option<SinkTally> {
         None
     }
 }

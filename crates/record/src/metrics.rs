@@ -5,6 +5,8 @@
 //! Every counter is an atomic; the per-reason ones are handles into their
 //! label family, taken once at start, so counting never takes a lock.
 
+use std::sync::{Mutex, PoisonError};
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -21,6 +23,56 @@ struct Reason {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: String,
+}
+
+/// A change in whether recording works, as [`Metrics::on_health`] hears
+/// of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthEvent {
+    /// The sink failed: exchanges are dropped until it writes again.
+    Degraded {
+        /// The sink's error.
+        reason: String,
+    },
+    /// The sink writes again.
+    Resumed {
+        /// Exchanges dropped because the sink could not write them, over
+        /// the whole run so far.
+        dropped: u64,
+    },
+}
+
+impl std::fmt::Display for HealthEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HealthEvent::Degraded { reason } => write!(
+                f,
+                "recording degraded: {reason}; exchanges are dropped (write_failed) until it can write again"
+            ),
+            HealthEvent::Resumed { dropped } => write!(
+                f,
+                "recording resumed: the recording is written again; {dropped} exchanges dropped (write_failed) so far"
+            ),
+        }
+    }
+}
+
+/// A listener to [`HealthEvent`]s.
+type HealthLog = Box<dyn Fn(&HealthEvent) + Send + Sync>;
+
+/// Whether recording works, and who hears when that changes.
+#[derive(Default)]
+struct Health {
+    degraded: Option<String>,
+    log: Option<HealthLog>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Health")
+            .field("degraded", &self.degraded)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A recorder's counters.
@@ -42,6 +94,12 @@ pub struct Metrics {
     pub dropped_sink_error: Counter,
     /// Dropped: finished after the recorder closed (past the drain).
     pub dropped_closed: Counter,
+    /// Dropped: taken by the sink, which could not write them (a full
+    /// disk); it goes on, and writes again once it can.
+    pub dropped_write_failed: Counter,
+    /// 1 while recording is degraded (see [`Metrics::degraded`]), else 0.
+    pub degraded_gauge: Gauge,
+    health: Mutex<Health>,
     /// Bytes the sink has written (a tape: the file's size).
     pub sink_bytes: Gauge,
     /// Exchanges waiting for the writer.
@@ -71,6 +129,8 @@ pub struct RecorderStats {
     pub dropped_sink_error: u64,
     /// Dropped: finished after the recorder closed.
     pub dropped_closed: u64,
+    /// Dropped: the sink could not write them (a full disk).
+    pub dropped_write_failed: u64,
 }
 
 impl RecorderStats {
@@ -80,6 +140,7 @@ impl RecorderStats {
             + self.dropped_rate_limit
             + self.dropped_sink_error
             + self.dropped_closed
+            + self.dropped_write_failed
     }
 }
 
@@ -138,6 +199,12 @@ impl Metrics {
             upstream_latency.clone(),
         );
         registry.register("errors", "Failed exchanges by kind", errors.clone());
+        let degraded_gauge = Gauge::default();
+        registry.register(
+            "recording_degraded",
+            "1 while the recording cannot be written (exchanges are dropped as write_failed), else 0",
+            degraded_gauge.clone(),
+        );
         let reason = |family: &Family<Reason, Counter>, reason: &str| {
             family.get_or_create_owned(&Reason {
                 reason: reason.into(),
@@ -152,6 +219,9 @@ impl Metrics {
             dropped_rate_limit: reason(&dropped, "rate_limit"),
             dropped_sink_error: reason(&dropped, "sink_error"),
             dropped_closed: reason(&dropped, "closed"),
+            dropped_write_failed: reason(&dropped, "write_failed"),
+            degraded_gauge,
+            health: Mutex::new(Health::default()),
             sink_bytes,
             queue_depth,
             upstream_latency,
@@ -177,7 +247,64 @@ impl Metrics {
             dropped_rate_limit: self.dropped_rate_limit.get(),
             dropped_sink_error: self.dropped_sink_error.get(),
             dropped_closed: self.dropped_closed.get(),
+            dropped_write_failed: self.dropped_write_failed.get(),
         }
+    }
+
+    /// Why recording is degraded (the sink's last failure), while it is:
+    /// from a failure until the sink writes again. `/healthz` says it.
+    pub fn degraded(&self) -> Option<String> {
+        self.health().degraded.clone()
+    }
+
+    /// Calls `log` at every [`HealthEvent`] from now on (in place of any
+    /// earlier listener), and at once if recording is degraded now. It
+    /// runs on the recorder's writer thread, holding the health state:
+    /// keep it short (print a line, emit a log event), and do not call
+    /// [`Metrics::degraded`] or `on_health` from it.
+    pub fn on_health(&self, log: impl Fn(&HealthEvent) + Send + Sync + 'static) {
+        let mut health = self.health();
+        if let Some(reason) = &health.degraded {
+            log(&HealthEvent::Degraded {
+                reason: reason.clone(),
+            });
+        }
+        health.log = Some(Box::new(log));
+    }
+
+    /// The sink failed with `reason`: degraded, said once until it
+    /// resumes.
+    pub(crate) fn degrade(&self, reason: String) {
+        let mut health = self.health();
+        if health.degraded.is_some() {
+            return;
+        }
+        self.degraded_gauge.set(1);
+        let event = HealthEvent::Degraded { reason };
+        if let HealthEvent::Degraded { reason } = &event {
+            health.degraded = Some(reason.clone());
+        }
+        if let Some(log) = &health.log {
+            log(&event);
+        }
+    }
+
+    /// The sink wrote again: no longer degraded.
+    pub(crate) fn resume(&self) {
+        let mut health = self.health();
+        if health.degraded.take().is_none() {
+            return;
+        }
+        self.degraded_gauge.set(0);
+        if let Some(log) = &health.log {
+            log(&HealthEvent::Resumed {
+                dropped: self.dropped_write_failed.get(),
+            });
+        }
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, Health> {
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Everything in the Prometheus text exposition format.
@@ -215,5 +342,48 @@ mod tests {
             );
         }
         assert_eq!(metrics.snapshot().dropped(), 3);
+    }
+
+    #[test]
+    fn health_is_said_once_per_change() {
+        let metrics = Metrics::new();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let heard = Mutex::new(tx);
+        metrics.on_health(move |event| {
+            let _ = heard
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .send(event.clone());
+        });
+        assert_eq!(metrics.degraded(), None);
+        metrics.degrade("disk full".into());
+        metrics.degrade("still full".into());
+        assert_eq!(metrics.degraded().as_deref(), Some("disk full"));
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "reprise_recording_degraded 1")
+        );
+        metrics.dropped_write_failed.inc_by(4);
+        metrics.resume();
+        metrics.resume();
+        assert_eq!(metrics.degraded(), None);
+        let events: Vec<HealthEvent> = rx.try_iter().collect();
+        assert_eq!(
+            events,
+            [
+                HealthEvent::Degraded {
+                    reason: "disk full".into()
+                },
+                HealthEvent::Resumed { dropped: 4 }
+            ]
+        );
+        assert!(
+            metrics
+                .render()
+                .lines()
+                .any(|l| l == "reprise_exchanges_dropped_total{reason=\"write_failed\"} 4")
+        );
     }
 }

@@ -25,7 +25,7 @@ use reprise_model::redact::Redactor;
 use reprise_model::sample::RateLimit;
 use reprise_model::select::CallHead;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Role, Sink, StoreError};
+use reprise_model::{Role, Sink, SinkTally, StoreError};
 
 use crate::metrics::Metrics;
 use crate::recording::{Captured, HeadView};
@@ -618,12 +618,19 @@ struct Encoded {
     recorded_at_ns: u64,
 }
 
-/// Applies redaction and the sampling note, and stores.
+/// Applies redaction and the sampling note, and stores; counts what
+/// became of each exchange handed to the sink, and says when recording
+/// degrades (the sink failed) and resumes (it wrote again).
 struct Store<'a> {
     sink: Box<dyn Sink>,
     rules: &'a Rules,
     metrics: &'a Metrics,
+    /// The first failure that is not a sink's write it goes on after
+    /// (those are counted as `write_failed`), reported at close.
     first_error: Option<String>,
+    /// The sink's own count, for a sink that writes what it took later (a
+    /// tape): what it said last.
+    tally: SinkTally,
     /// Where records are encoded, reused.
     scratch: Vec<u8>,
 }
@@ -681,20 +688,76 @@ impl Store<'_> {
 
     /// Stores records a serving thread packed.
     fn put_packed(&mut self, packed: Packed) {
-        let count = packed.count;
+        let count = u64::from(packed.count);
         match self.sink.append_packed(packed) {
-            Ok(()) => {
-                self.metrics.recorded.inc_by(u64::from(count));
-                self.sink_bytes();
-            }
+            Ok(()) => self.outcome(count, Ok(())),
             Err(PackedError { stored, error }) => {
-                self.metrics.recorded.inc_by(u64::from(stored));
-                self.metrics
-                    .dropped_sink_error
-                    .inc_by(u64::from(count.saturating_sub(stored)));
-                self.first_error.get_or_insert_with(|| error.to_string());
+                self.outcome(u64::from(stored), Ok(()));
+                self.outcome(count.saturating_sub(u64::from(stored)), Err(error));
             }
         }
+    }
+
+    /// Counts what became of `handed` exchanges just handed to the sink
+    /// (0 for a call that hands none over: a tick, the close), given what
+    /// the call returned; says when recording degrades or resumes.
+    ///
+    /// A sink with a [`SinkTally`] counts each exchange itself (taken now,
+    /// written or lost later): the counters follow its tally. For any
+    /// other, `Ok` means stored and `Err` not.
+    fn outcome(&mut self, handed: u64, result: Result<(), StoreError>) {
+        let written = match self.sink.tally() {
+            Some(now) => {
+                let was = std::mem::replace(&mut self.tally, now);
+                let written = now.written.saturating_sub(was.written);
+                self.metrics.recorded.inc_by(written);
+                self.metrics
+                    .dropped_write_failed
+                    .inc_by(now.unwritten.saturating_sub(was.unwritten));
+                self.metrics
+                    .dropped_sink_error
+                    .inc_by(now.refused.saturating_sub(was.refused));
+                written
+            }
+            None => match &result {
+                Ok(()) => {
+                    self.metrics.recorded.inc_by(handed);
+                    handed
+                }
+                Err(error) if error.is_unwritten() => {
+                    self.metrics.dropped_write_failed.inc_by(handed);
+                    0
+                }
+                Err(_) => {
+                    self.metrics.dropped_sink_error.inc_by(handed);
+                    0
+                }
+            },
+        };
+        if written > 0 {
+            self.sink_bytes();
+            self.metrics.resume();
+        }
+        if let Err(error) = result {
+            let reason = error.to_string();
+            if !error.is_unwritten() {
+                self.first_error.get_or_insert_with(|| reason.clone());
+            }
+            self.metrics.degrade(reason);
+        }
+    }
+
+    /// Closes the sink and counts what it still wrote or lost; the first
+    /// failure it cannot go on after, if any.
+    fn close(mut self) -> Option<String> {
+        let closed = match self.sink.close() {
+            // What was lost is counted (the sink's tally); the recording is
+            // over, so it degrades no more.
+            Err(error) if error.is_unwritten() => Ok(()),
+            closed => closed,
+        };
+        self.outcome(0, closed);
+        self.first_error
     }
 
     fn sink_bytes(&self) {
@@ -715,22 +778,12 @@ impl Store<'_> {
     /// Lets the sink do what is due by time (an inline tape seals an old
     /// block); a failure is the sink's, as a failed append is.
     fn tick(&mut self) {
-        if let Err(error) = self.sink.tick() {
-            self.first_error.get_or_insert_with(|| error.to_string());
-        }
+        let ticked = self.sink.tick();
+        self.outcome(0, ticked);
     }
 
     fn stored(&mut self, result: Result<(), StoreError>) {
-        match result {
-            Ok(()) => {
-                self.metrics.recorded.inc();
-                self.sink_bytes();
-            }
-            Err(error) => {
-                self.metrics.dropped_sink_error.inc();
-                self.first_error.get_or_insert_with(|| error.to_string());
-            }
-        }
+        self.outcome(1, result);
     }
 }
 
@@ -758,6 +811,7 @@ fn write_loop(
         rules: &shared.rules,
         metrics,
         first_error: None,
+        tally: SinkTally::default(),
         scratch: Vec::new(),
     };
     let mut drain = Drain::new(rx, TICK);
@@ -858,12 +912,7 @@ fn write_loop(
         metrics.queue_depth.dec_by(i64::from(records));
         metrics.dropped_closed.inc_by(u64::from(records));
     }
-    let Store {
-        mut sink,
-        first_error,
-        ..
-    } = store;
-    let closed = sink.close().map_err(|e| e.to_string());
+    let first_error = store.close();
     let packing = shared
         .first_error
         .lock()
@@ -871,7 +920,7 @@ fn write_loop(
         .take();
     match first_error.or(packing) {
         Some(error) => Err(error),
-        None => closed,
+        None => Ok(()),
     }
 }
 
@@ -1068,11 +1117,9 @@ mod tests {
         );
         // The pack goes once its oldest record is old enough (20 ms for a
         // store with no packer of its own) and the thread ticks.
-        local.tick();
-        std::thread::sleep(Duration::from_millis(25));
-        local.tick();
         let deadline = Instant::now() + Duration::from_secs(5);
         while metrics.snapshot().recorded < 2 && Instant::now() < deadline {
+            local.tick();
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(metrics.snapshot().recorded, 2);
@@ -1151,14 +1198,18 @@ mod tests {
         assert_eq!(sink.exchanges().len(), 2);
     }
 
-    /// A sink whose first append takes 300 ms.
-    struct Slow(bool);
+    /// A sink whose first append says it has begun, then waits for a
+    /// word to finish.
+    struct Gated {
+        entered: Option<mpsc::Sender<()>>,
+        gate: Receiver<()>,
+    }
 
-    impl Sink for Slow {
+    impl Sink for Gated {
         fn append(&mut self, _: reprise_model::Exchange) -> Result<(), StoreError> {
-            if !self.0 {
-                self.0 = true;
-                std::thread::sleep(Duration::from_millis(300));
+            if let Some(entered) = self.entered.take() {
+                let _ = entered.send(());
+                let _ = self.gate.recv_timeout(Duration::from_secs(10));
             }
             Ok(())
         }
@@ -1169,16 +1220,23 @@ mod tests {
 
     #[test]
     fn what_is_queued_after_the_close_is_counted_as_dropped() {
-        let (metrics, recorder, thread) = recorder_over(Box::new(Slow(false)), false, None);
+        let (entered, has_entered) = mpsc::channel();
+        let (open, gate) = mpsc::channel();
+        let sink = Gated {
+            entered: Some(entered),
+            gate,
+        };
+        let (metrics, recorder, thread) = recorder_over(Box::new(sink), false, None);
         // The first call holds the writer in the sink while the close,
-        // then another call, are queued behind it.
+        // then another call, are queued behind it, in that order.
         call(&recorder, "/first");
-        std::thread::sleep(Duration::from_millis(50));
-        let closing = recorder.clone();
-        let closer = std::thread::spawn(move || thread.close(&closing, Duration::from_secs(5)));
-        std::thread::sleep(Duration::from_millis(50));
+        has_entered
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("the writer never stored the first call: {e}"));
+        assert!(recorder.tx.try_send(Message::Close).is_ok());
         call(&recorder, "/late");
-        assert_eq!(closer.join().ok(), Some(Ok(())));
+        let _ = open.send(());
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
         let stats = metrics.snapshot();
         assert_eq!((stats.recorded, stats.dropped_closed), (1, 1), "{stats:?}");
         assert_eq!(metrics.queue_depth.get(), 0);

@@ -131,6 +131,39 @@ pub enum TapeError {
         /// Limit.
         max: usize,
     },
+    /// A block could not be written (a full disk, a quota, an I/O error).
+    /// What was written of it was cut off, so the tape ends at its last
+    /// sealed block, and the writer goes on: a later block may be written
+    /// once there is room.
+    #[error(
+        "tape {path}: cannot write block {seq} ({records} exchanges) at offset {offset}: {source}; the tape ends at its last sealed block"
+    )]
+    Unwritten {
+        /// The file.
+        path: PathBuf,
+        /// The block's number (the next block takes it again).
+        seq: u64,
+        /// Where it would have started: the end of the last sealed block.
+        offset: u64,
+        /// The exchanges it held, lost.
+        records: u32,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Some exchanges taken by the writer were never written (see
+    /// [`TapeError::Unwritten`]): the tape holds the others, intact.
+    #[error(
+        "tape {path}: {records} exchanges could not be written (first: {first}); the tape holds the rest, intact"
+    )]
+    Lost {
+        /// The file.
+        path: PathBuf,
+        /// Exchanges lost over the writer's life.
+        records: u64,
+        /// The first failure.
+        first: String,
+    },
     /// A pack of records larger than a block can hold.
     #[error("tape {path}: a pack of {len} bytes is larger than the {max}-byte block limit")]
     PackTooLarge {
@@ -147,6 +180,12 @@ impl TapeError {
     /// Whether reading goes on after this error.
     pub fn is_damage(&self) -> bool {
         matches!(self, TapeError::Damaged { .. })
+    }
+
+    /// Whether the tape is intact and the writer goes on after this error
+    /// (exchanges were lost, not the tape).
+    pub fn is_unwritten(&self) -> bool {
+        matches!(self, TapeError::Unwritten { .. } | TapeError::Lost { .. })
     }
 
     pub(crate) fn io(path: &std::path::Path, action: &'static str, source: std::io::Error) -> Self {
@@ -166,6 +205,7 @@ impl From<TapeError> for StoreError {
                 detail: damage.to_string(),
             },
             other => {
+                let unwritten = other.is_unwritten();
                 let store = match &other {
                     TapeError::Io { path, .. }
                     | TapeError::IsDirectory(path)
@@ -174,6 +214,8 @@ impl From<TapeError> for StoreError {
                     | TapeError::NewerVersion { path, .. }
                     | TapeError::Closed { path, .. }
                     | TapeError::RecordTooLarge { path, .. }
+                    | TapeError::Unwritten { path, .. }
+                    | TapeError::Lost { path, .. }
                     | TapeError::PackTooLarge { path, .. } => format!("tape {}", path.display()),
                     TapeError::Damaged { .. } => String::new(),
                 };
@@ -182,10 +224,20 @@ impl From<TapeError> for StoreError {
                     .strip_prefix(&format!("{store}: "))
                     .unwrap_or(&full)
                     .to_string();
-                StoreError::Failed {
-                    store,
-                    detail,
-                    source: Some(Box::new(other)),
+                let source: Option<Box<dyn std::error::Error + Send + Sync>> =
+                    Some(Box::new(other));
+                if unwritten {
+                    StoreError::Unwritten {
+                        store,
+                        detail,
+                        source,
+                    }
+                } else {
+                    StoreError::Failed {
+                        store,
+                        detail,
+                        source,
+                    }
                 }
             }
         }

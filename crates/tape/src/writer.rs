@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use reprise_model::drain::{Drain, Next};
 use reprise_model::pack::{Packed, PackedCodec, PackedError, Packer};
-use reprise_model::{Exchange, Sink, StoreError};
+use reprise_model::{Exchange, Sink, SinkTally, StoreError};
 
 use crate::error::{Damage, TapeError};
 use crate::format::{BlockHeader, Codec, FORMAT_VERSION, FileHeader, MAX_BLOCK_PAYLOAD};
@@ -82,7 +82,33 @@ struct SharedStats {
     blocks: AtomicU64,
     file_bytes: AtomicU64,
     raw_bytes: AtomicU64,
+    /// Records taken (queued, or added to the open block).
+    accepted: AtomicU64,
+    /// Records taken, then lost with a block that could not be written.
+    unwritten: AtomicU64,
+    /// Records refused when handed over.
+    refused: AtomicU64,
+    /// The first block that could not be written, said.
+    first_unwritten: Mutex<Option<String>>,
 }
+
+impl SharedStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The writer is closed for good: whatever it took and did not write
+    /// is lost.
+    fn settle(&self) {
+        let accepted = self.accepted.load(Ordering::Relaxed);
+        let written = self.records.load(Ordering::Relaxed);
+        self.unwritten
+            .store(accepted.saturating_sub(written), Ordering::Relaxed);
+    }
+}
+
+/// What the writer thread answers a `sync` or `close` with.
+type Reply = SyncSender<Result<(), TapeError>>;
 
 enum Command {
     Record {
@@ -92,8 +118,8 @@ enum Command {
     },
     /// A block packed by a producer's thread ([`TapePacker`]).
     Packed(Packed),
-    Sync(SyncSender<Result<(), String>>),
-    Close(SyncSender<Result<(), String>>),
+    Sync(Reply),
+    Close(Reply),
 }
 
 /// Writes exchanges to a tape file. Implements [`Sink`].
@@ -102,6 +128,14 @@ enum Command {
 /// writer thread owns the file, compresses and writes sealed blocks.
 /// Sealed blocks are written to the OS at once (a killed process loses only
 /// the unsealed block); [`TapeWriter::sync`] also fsyncs.
+///
+/// A block that cannot be written (a full disk) is cut off again, so the
+/// tape always ends at a sealed block, and its records are counted lost
+/// ([`Sink::tally`]); the writer goes on, and the next block is written
+/// after the last sealed one once there is room. Such a failure is
+/// returned as [`TapeError::Unwritten`] where it happens (inline), and
+/// [`TapeWriter::finish`] ends with [`TapeError::Lost`] if any record was
+/// lost that way. Any other write failure closes the writer.
 pub struct TapeWriter {
     path: PathBuf,
     tx: Option<SyncSender<Command>>,
@@ -256,6 +290,27 @@ impl TapeWriter {
         &self.path
     }
 
+    /// What became of every record handed over: written, lost with a
+    /// block that could not be written, refused. Once finished, every
+    /// record taken is written or lost.
+    pub fn tally(&self) -> SinkTally {
+        SinkTally {
+            written: self.stats.records.load(Ordering::Relaxed),
+            unwritten: self.stats.unwritten.load(Ordering::Relaxed),
+            refused: self.stats.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts `records` refused, and gives `error` back.
+    fn refuse(&self, records: u64, error: TapeError) -> TapeError {
+        SharedStats::add(&self.stats.refused, records);
+        error
+    }
+
+    fn accept(&self, records: u64) {
+        SharedStats::add(&self.stats.accepted, records);
+    }
+
     /// Counters so far.
     pub fn stats(&self) -> WriterStats {
         WriterStats {
@@ -281,7 +336,7 @@ impl TapeWriter {
     /// Queues one exchange. Waits while the queue is full.
     pub fn write(&mut self, exchange: &Exchange) -> Result<(), TapeError> {
         let len = reprise_model::encoded_len(exchange);
-        self.check_len(len)?;
+        self.check_len(len).map_err(|e| self.refuse(1, e))?;
         let mut bytes = Vec::with_capacity(len + 10);
         prost::encoding::encode_varint(len as u64, &mut bytes);
         reprise_model::encode(exchange, &mut bytes);
@@ -296,7 +351,11 @@ impl TapeWriter {
     /// bytes, holding no fields of a newer schema). Waits while the queue
     /// is full.
     pub fn write_encoded(&mut self, record: &[u8], recorded_at_ns: u64) -> Result<(), TapeError> {
-        self.check_len(record.len())?;
+        self.check_len(record.len())
+            .map_err(|e| self.refuse(1, e))?;
+        if self.inline.is_some() {
+            self.accept(1);
+        }
         if let Some(state) = self.inline.as_mut() {
             let mut prefix = [0; 10];
             let width = varint(record.len(), &mut prefix);
@@ -315,19 +374,32 @@ impl TapeWriter {
     /// the tape goes on.
     pub fn write_packed(&mut self, packed: Packed) -> Result<(), TapeError> {
         let len = packed.raw_len.max(packed.bytes.len());
+        let count = u64::from(packed.count);
         if len > MAX_BLOCK_PAYLOAD as usize {
-            return Err(TapeError::PackTooLarge {
+            let error = TapeError::PackTooLarge {
                 path: self.path.clone(),
                 len,
                 max: MAX_BLOCK_PAYLOAD as usize,
-            });
+            };
+            return Err(self.refuse(count, error));
+        }
+        if self.inline.is_some() {
+            self.accept(count);
         }
         if let Some(state) = self.inline.as_mut() {
             let written = state.put_packed(&packed);
             return self.inline_result(written);
         }
-        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
-        tx.send(Command::Packed(packed)).map_err(|_| self.closed())
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(self.refuse(count, self.closed()));
+        };
+        match tx.send(Command::Packed(packed)) {
+            Ok(()) => {
+                self.accept(count);
+                Ok(())
+            }
+            Err(_) => Err(self.refuse(count, self.closed())),
+        }
     }
 
     fn check_len(&self, len: usize) -> Result<(), TapeError> {
@@ -347,24 +419,35 @@ impl TapeWriter {
         recorded_at_ns: u64,
         carries_unknown: bool,
     ) -> Result<(), TapeError> {
+        if self.inline.is_some() {
+            self.accept(1);
+        }
         if let Some(state) = self.inline.as_mut() {
             let added = state.add(&[&bytes], recorded_at_ns, carries_unknown);
             return self.inline_result(added);
         }
-        let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
+        let Some(tx) = self.tx.as_ref() else {
+            return Err(self.refuse(1, self.closed()));
+        };
         let record = Command::Record {
             bytes,
             recorded_at_ns,
             carries_unknown,
         };
-        tx.send(record).map_err(|_| self.closed())
+        match tx.send(record) {
+            Ok(()) => {
+                self.accept(1);
+                Ok(())
+            }
+            Err(_) => Err(self.refuse(1, self.closed())),
+        }
     }
 
     /// Seals the current block and fsyncs: everything written so far is
     /// durable when this returns.
     pub fn sync(&mut self) -> Result<(), TapeError> {
         if let Some(state) = self.inline.as_mut() {
-            let synced = state.seal().and_then(|()| state.fsync());
+            let synced = state.seal_and_sync();
             return self.inline_result(synced);
         }
         self.round_trip(Command::Sync)
@@ -384,48 +467,76 @@ impl TapeWriter {
         Ok(())
     }
 
-    /// An inline writer's outcome: a failure closes it, with its reason.
-    fn inline_result(&mut self, result: Result<(), String>) -> Result<(), TapeError> {
-        result.map_err(|reason| {
-            self.inline = None;
-            *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
-            TapeError::Closed {
-                path: self.path.clone(),
-                reason: Some(reason),
+    /// An inline writer's outcome: a block that could not be written
+    /// leaves it open (see [`TapeError::Unwritten`]); any other failure
+    /// closes it, with its reason.
+    fn inline_result(&mut self, result: Result<(), TapeError>) -> Result<(), TapeError> {
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) if error.is_unwritten() => Err(error),
+            Err(error) => {
+                let reason = error.to_string();
+                self.inline = None;
+                self.stats.settle();
+                *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = Some(reason.clone());
+                Err(TapeError::Closed {
+                    path: self.path.clone(),
+                    reason: Some(reason),
+                })
             }
-        })
+        }
     }
 
-    /// Seals, fsyncs and stops the writer thread.
+    /// Seals, fsyncs and stops the writer thread. Ends with
+    /// [`TapeError::Lost`] if some records could not be written (the tape
+    /// holds the others, intact).
     pub fn finish(&mut self) -> Result<WriterStats, TapeError> {
-        if let Some(mut state) = self.inline.take() {
-            let closed = state.seal().and_then(|()| state.fsync());
-            self.inline_result(closed)?;
-            return Ok(self.stats());
-        }
-        if self.tx.is_some() {
+        if self.inline.is_some() {
+            let closed = self
+                .inline
+                .as_mut()
+                .map_or(Ok(()), |state| state.seal_and_sync());
+            self.inline_result(closed)
+                .or_else(|e| if e.is_unwritten() { Ok(()) } else { Err(e) })?;
+            self.inline = None;
+        } else if self.tx.is_some() {
             let result = self.round_trip(Command::Close);
             self.tx = None;
             if let Some(thread) = self.thread.take() {
                 let _ = thread.join();
             }
-            result?;
+            self.stats.settle();
+            result.or_else(|e| if e.is_unwritten() { Ok(()) } else { Err(e) })?;
+        }
+        self.stats.settle();
+        let lost = self.stats.unwritten.load(Ordering::Relaxed);
+        if lost > 0 {
+            let first = self
+                .stats
+                .first_unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+                .unwrap_or_else(|| "the writer stopped".into());
+            return Err(TapeError::Lost {
+                path: self.path.clone(),
+                records: lost,
+                first,
+            });
         }
         Ok(self.stats())
     }
 
-    fn round_trip(
-        &mut self,
-        make: fn(SyncSender<Result<(), String>>) -> Command,
-    ) -> Result<(), TapeError> {
+    fn round_trip(&mut self, make: fn(Reply) -> Command) -> Result<(), TapeError> {
         let tx = self.tx.as_ref().ok_or_else(|| self.closed())?;
         let (reply_tx, reply_rx) = mpsc::sync_channel(1);
         tx.send(make(reply_tx)).map_err(|_| self.closed())?;
         match reply_rx.recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(reason)) => Err(TapeError::Closed {
+            Ok(Err(error)) if error.is_unwritten() => Err(error),
+            Ok(Err(error)) => Err(TapeError::Closed {
                 path: self.path.clone(),
-                reason: Some(reason),
+                reason: Some(error.to_string()),
             }),
             Err(_) => Err(self.closed()),
         }
@@ -473,6 +584,10 @@ impl Sink for TapeWriter {
 
     fn bytes_written(&self) -> Option<u64> {
         Some(self.stats().file_bytes)
+    }
+
+    fn tally(&self) -> Option<SinkTally> {
+        Some(TapeWriter::tally(self))
     }
 }
 
@@ -674,8 +789,14 @@ struct WriterThread {
 }
 
 impl WriterThread {
-    /// Runs until closed or until the file fails; returns the failure.
+    /// Runs until closed or until the file fails; returns the failure. A
+    /// block that cannot be written is not a failure of the writer (see
+    /// [`TapeError::Unwritten`]): it goes on.
     fn run(&mut self, rx: Receiver<Command>) -> Result<(), String> {
+        let going = |result: Result<(), TapeError>| match result {
+            Err(error) if !error.is_unwritten() => Err(error.to_string()),
+            _ => Ok(()),
+        };
         let mut drain = Drain::new(rx, IDLE_NAP);
         loop {
             let due = self.block.oldest.map(|oldest| {
@@ -684,54 +805,73 @@ impl WriterThread {
             let command = match drain.next(due) {
                 Next::Item(command) => command,
                 Next::Timeout => {
-                    self.seal()?;
+                    going(self.seal())?;
                     continue;
                 }
-                Next::Closed => return self.seal(),
+                Next::Closed => return going(self.seal()),
             };
             match command {
                 Command::Record {
                     bytes,
                     recorded_at_ns,
                     carries_unknown,
-                } => self.add(&[&bytes], recorded_at_ns, carries_unknown)?,
-                Command::Packed(packed) => self.put_packed(&packed)?,
+                } => going(self.add(&[&bytes], recorded_at_ns, carries_unknown))?,
+                Command::Packed(packed) => going(self.put_packed(&packed))?,
                 Command::Sync(reply) => {
-                    let result = self.seal().and_then(|()| self.fsync());
-                    let failed = result.clone().err();
+                    let result = self.seal_and_sync();
+                    let fatal = match &result {
+                        Err(error) if !error.is_unwritten() => Some(error.to_string()),
+                        _ => None,
+                    };
                     let _ = reply.send(result);
-                    if let Some(message) = failed {
+                    if let Some(message) = fatal {
                         return Err(message);
                     }
                 }
                 Command::Close(reply) => {
-                    let result = self.seal().and_then(|()| self.fsync());
-                    let _ = reply.send(result.clone());
-                    return result;
+                    let result = self.seal_and_sync();
+                    let fatal = match &result {
+                        Err(error) if !error.is_unwritten() => Some(error.to_string()),
+                        _ => None,
+                    };
+                    let _ = reply.send(result);
+                    return fatal.map_or(Ok(()), Err);
                 }
             }
         }
     }
 
     /// Adds one record, given in pieces (its length prefix, its bytes).
+    /// The record is taken even when the block before it could not be
+    /// written.
     fn add(
         &mut self,
         record: &[&[u8]],
         recorded_at_ns: u64,
         carries_unknown: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), TapeError> {
         let len: usize = record.iter().map(|piece| piece.len()).sum();
-        if self.block.overflows(len, self.options.block_bytes) {
-            self.seal()?;
+        let before = if self.block.overflows(len, self.options.block_bytes) {
+            self.seal()
+        } else {
+            Ok(())
+        };
+        if is_fatal(&before) {
+            return before;
         }
         self.block.add(record, recorded_at_ns, carries_unknown);
-        if self.block.raw.len() >= self.options.block_bytes {
-            self.seal()?;
+        let after = if self.block.raw.len() >= self.options.block_bytes {
+            self.seal()
+        } else {
+            Ok(())
+        };
+        if is_fatal(&after) {
+            return after;
         }
-        Ok(())
+        before.and(after)
     }
 
-    fn seal(&mut self) -> Result<(), String> {
+    fn seal(&mut self) -> Result<(), TapeError> {
         let Some((sealed, carries_unknown)) = self.block.seal() else {
             return Ok(());
         };
@@ -745,22 +885,41 @@ impl WriterThread {
         written
     }
 
+    /// Seals the open block and fsyncs what is written (also when the
+    /// block could not be).
+    fn seal_and_sync(&mut self) -> Result<(), TapeError> {
+        let sealed = self.seal();
+        if is_fatal(&sealed) {
+            return sealed;
+        }
+        let synced = self.fsync();
+        synced.and(sealed)
+    }
+
     /// Seals the open block, then writes `packed` as the next one.
-    fn put_packed(&mut self, packed: &Packed) -> Result<(), String> {
-        self.seal()?;
-        self.write_block(packed, false)
+    fn put_packed(&mut self, packed: &Packed) -> Result<(), TapeError> {
+        let sealed = self.seal();
+        if is_fatal(&sealed) {
+            return sealed;
+        }
+        let written = self.write_block(packed, false);
+        if is_fatal(&written) {
+            return written;
+        }
+        sealed.and(written)
     }
 
     /// Frames `block` (header, then payload) and writes it in one call.
-    fn write_block(&mut self, block: &Packed, carries_unknown: bool) -> Result<(), String> {
+    /// When that fails, what was written of it is cut off again.
+    fn write_block(&mut self, block: &Packed, carries_unknown: bool) -> Result<(), TapeError> {
         let fits = |len: usize| u32::try_from(len).ok().filter(|&n| n <= MAX_BLOCK_PAYLOAD);
         let (Some(payload_len), Some(raw_len)) = (fits(block.bytes.len()), fits(block.raw_len))
         else {
-            return Err(format!(
-                "{}: a block of {} bytes is over the limit of {MAX_BLOCK_PAYLOAD}",
-                self.path.display(),
-                block.raw_len.max(block.bytes.len())
-            ));
+            return Err(TapeError::PackTooLarge {
+                path: self.path.clone(),
+                len: block.raw_len.max(block.bytes.len()),
+                max: MAX_BLOCK_PAYLOAD as usize,
+            });
         };
         let header = BlockHeader {
             codec: match block.codec {
@@ -781,9 +940,23 @@ impl WriterThread {
         let mut framed = Vec::with_capacity(crate::format::BLOCK_HEADER_LEN + block.bytes.len());
         framed.extend_from_slice(&header.encode());
         framed.extend_from_slice(&block.bytes);
-        self.file
-            .write_all(&framed)
-            .map_err(|e| TapeError::io(&self.path, "cannot write", e).to_string())?;
+        if let Err(source) = self.file.write_all(&framed) {
+            self.cut_back()?;
+            SharedStats::add(&self.stats.unwritten, u64::from(block.count));
+            let error = TapeError::Unwritten {
+                path: self.path.clone(),
+                seq: self.seq,
+                offset: self.offset,
+                records: block.count,
+                source,
+            };
+            self.stats
+                .first_unwritten
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| error.to_string());
+            return Err(error);
+        }
         self.offset += framed.len() as u64;
         self.seq += 1;
         self.stats
@@ -799,9 +972,24 @@ impl WriterThread {
         Ok(())
     }
 
-    fn fsync(&mut self) -> Result<(), String> {
+    /// Cuts off what a failed write left after the last sealed block, so
+    /// that the tape ends at it and the next block follows it.
+    fn cut_back(&mut self) -> Result<(), TapeError> {
+        let cut = |e| TapeError::io(&self.path, "cannot cut off a block it could not write", e);
+        self.file.set_len(self.offset).map_err(cut)?;
+        std::io::Seek::seek(&mut self.file, std::io::SeekFrom::Start(self.offset)).map_err(cut)?;
+        Ok(())
+    }
+
+    fn fsync(&mut self) -> Result<(), TapeError> {
         self.file
             .sync_data()
-            .map_err(|e| TapeError::io(&self.path, "cannot sync", e).to_string())
+            .map_err(|e| TapeError::io(&self.path, "cannot sync", e))
     }
+}
+
+/// Whether `result` is a failure that closes the writer (returned before
+/// anything else is tried); a block that could not be written is not one.
+fn is_fatal(result: &Result<(), TapeError>) -> bool {
+    matches!(result, Err(error) if !error.is_unwritten())
 }

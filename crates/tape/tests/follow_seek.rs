@@ -10,10 +10,12 @@ use std::time::{Duration, Instant};
 use reprise_tape::{Follow, ReaderOptions, TapeReader, TapeWriter, WriterOptions};
 
 /// A thread following the tape at `path` until it ends; `each` runs
-/// after every exchange read. Gives what it read.
+/// after every exchange read. Gives what it read. Without `read_ahead`,
+/// the walk (and its sleeps at the end) is on that thread.
 fn follower(
     path: &std::path::Path,
     follow: Follow,
+    read_ahead: bool,
     each: impl Fn() + Send + 'static,
 ) -> std::thread::JoinHandle<Vec<reprise_model::Exchange>> {
     let path = path.to_path_buf();
@@ -22,6 +24,7 @@ fn follower(
             &path,
             ReaderOptions {
                 follow: Some(follow),
+                read_ahead,
                 ..Default::default()
             },
         )
@@ -39,27 +42,30 @@ fn follower(
 fn follow_sees_records_as_they_are_written() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("live.tape");
-    let options = WriterOptions {
-        block_age: Duration::from_millis(10),
-        ..WriterOptions::default()
-    };
-    let mut writer = TapeWriter::create(&path, options).unwrap();
+    let mut writer = TapeWriter::create(&path, WriterOptions::default()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let follow = Follow {
         poll: Duration::from_millis(5),
         stop: Arc::clone(&stop),
     };
-    let reader = follower(&path, follow, || {});
-    for i in 0..50 {
-        writer.write(&common::exchange(i, 100)).unwrap();
-        if i % 10 == 0 {
-            std::thread::sleep(Duration::from_millis(15));
+    let (read_one, has_read) = std::sync::mpsc::channel();
+    let reader = follower(&path, follow, true, move || {
+        let _ = read_one.send(());
+    });
+    // Each batch is read while the writer is still open, before the next
+    // is written.
+    for batch in 0..5 {
+        for i in batch * 10..batch * 10 + 10 {
+            writer.write(&common::exchange(i, 100)).unwrap();
+        }
+        writer.sync().unwrap();
+        for _ in 0..10 {
+            has_read
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("batch {batch} not followed: {e}"));
         }
     }
-    writer.sync().unwrap();
-    // Give the follower time to pick up the last block, then stop it.
-    std::thread::sleep(Duration::from_millis(100));
-    stop.store(true, Ordering::Relaxed);
+    stop.store(true, Ordering::SeqCst);
     let started = Instant::now();
     let seen = reader.join().unwrap();
     assert!(
@@ -93,13 +99,14 @@ fn a_stop_takes_effect_at_an_end_found_after_it() {
         stop: Arc::clone(&stop),
     };
     let (first, got_first) = std::sync::mpsc::channel();
-    let reader = follower(&path, follow, move || {
-        let _ = first.send(());
+    // Its sleeps on its own thread, to tell when it is asleep.
+    let reader = follower(&path, follow, false, move || {
+        let _ = first.send(common::thread_id());
     });
-    got_first.recv_timeout(Duration::from_secs(10)).unwrap();
+    let follower_thread = got_first.recv_timeout(Duration::from_secs(10)).unwrap();
     // The follower is at the end, asleep: the last block and the stop come
     // during its sleep.
-    std::thread::sleep(Duration::from_millis(50));
+    common::wait_for_a_look(&follower_thread);
     writer.write(&common::exchange(1, 100)).unwrap();
     writer.finish().unwrap();
     stop.store(true, Ordering::SeqCst);
@@ -120,7 +127,8 @@ fn follow_waits_for_a_header_and_block_being_written() {
     let bytes = std::fs::read(&source).unwrap();
 
     // The followed file grows in pieces: part of the header, then part of
-    // the block, then the rest, the way a slow writer would leave it.
+    // the block, then the rest, the way a slow writer would leave it; the
+    // follower looks at each piece before the next comes.
     let path = dir.path().join("live.tape");
     std::fs::write(&path, &bytes[..10]).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -129,17 +137,21 @@ fn follow_waits_for_a_header_and_block_being_written() {
         stop: Arc::clone(&stop),
     };
     let reader_path = path.clone();
+    let (started, has_started) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
+        let _ = started.send(common::thread_id());
         let reader = TapeReader::open_with(
             &reader_path,
             ReaderOptions {
                 follow: Some(follow),
+                read_ahead: false,
                 ..Default::default()
             },
         )
         .unwrap();
         reader.map(|r| r.unwrap()).collect::<Vec<_>>()
     });
+    let follower_thread = has_started.recv_timeout(Duration::from_secs(10)).unwrap();
     let append = |range: std::ops::Range<usize>| {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
@@ -148,12 +160,13 @@ fn follow_waits_for_a_header_and_block_being_written() {
             .unwrap();
         file.write_all(&bytes[range]).unwrap();
     };
-    std::thread::sleep(Duration::from_millis(30));
+    common::wait_for_a_look(&follower_thread);
     append(10..60);
-    std::thread::sleep(Duration::from_millis(30));
+    common::wait_for_a_look(&follower_thread);
     append(60..bytes.len());
-    std::thread::sleep(Duration::from_millis(60));
-    stop.store(true, Ordering::Relaxed);
+    // A stop takes effect at an end found after it: the whole block is
+    // read first.
+    stop.store(true, Ordering::SeqCst);
     assert_eq!(reader.join().unwrap(), vec![common::exchange(1, 1)]);
 }
 

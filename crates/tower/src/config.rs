@@ -320,6 +320,12 @@ impl Reprise {
             sample_rate: config.sample,
         };
         let metrics = Arc::new(Metrics::new());
+        // Said at once: the recording cannot be written (a full disk), and
+        // when it can again; `Metrics::degraded` says it meanwhile.
+        metrics.on_health(|event| match event {
+            reprise_record::HealthEvent::Degraded { .. } => tracing::warn!("reprise: {event}"),
+            reprise_record::HealthEvent::Resumed { .. } => tracing::info!("reprise: {event}"),
+        });
         let started = Recorder::start(sink, rules, config.queue, Arc::clone(&metrics))
             .map_err(|e| TowerError::Recorder(format!("cannot start the recorder thread: {e}")))?;
         Reprise::build_with(config, Some(started), None, metrics)

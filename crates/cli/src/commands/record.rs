@@ -167,6 +167,10 @@ pub(crate) fn summary(stats: &RecorderStats) -> String {
     part(stats.dropped_queue_full, "dropped (queue full)");
     part(stats.dropped_rate_limit, "dropped (--max-record-rate)");
     part(stats.dropped_sink_error, "dropped (tape error)");
+    part(
+        stats.dropped_write_failed,
+        "dropped (the tape could not be written)",
+    );
     part(stats.dropped_closed, "dropped (finished after the drain)");
     line
 }
@@ -221,6 +225,11 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
                 return Err(error.into());
             }
         };
+        // Said at once, not at the end: the tape cannot be written (a full
+        // disk), and again when it can.
+        proxy
+            .metrics()
+            .on_health(|event| eprintln!("reprise: {event}"));
         let addr = proxy.local_addr();
         let (done, result) = tokio::sync::oneshot::channel();
         let spawned = std::thread::Builder::new()

@@ -70,9 +70,10 @@ impl Recorder {
         Recorder::spawn(command)
     }
 
-    /// Runs `command` and reads the address it serves from its first line
-    /// on stderr.
-    fn spawn(mut command: Command) -> Recorder {
+    /// Runs `command` (reprise, or a shell that runs it with the same
+    /// stderr) and reads the address it serves from its first line on
+    /// stderr.
+    pub fn spawn(mut command: Command) -> Recorder {
         let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
@@ -109,6 +110,34 @@ impl Recorder {
             addr,
             admin,
             stderr: rx,
+        }
+    }
+
+    /// The process started (reprise, or the shell that runs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `/metrics` now (the process was started with `--admin`).
+    pub fn metrics(&self) -> String {
+        let admin = self.admin.expect("started with --admin");
+        curl(&[&format!("http://{admin}/metrics")]).0
+    }
+
+    /// Polls `/metrics` until the counter `name` (a full series name, its
+    /// labels included) reaches `want`, 20 s at most; gives the text.
+    pub fn wait_for_counter(&self, name: &str, want: u64) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = self.metrics();
+            if counter(&text, name) == want {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name} never reached {want}:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -192,6 +221,15 @@ pub fn write_exchanges(path: &Path, exchanges: &[Exchange]) {
         writer.write(exchange).unwrap();
     }
     writer.finish().unwrap();
+}
+
+/// The value of the series `name` (labels included) in Prometheus text,
+/// 0 when absent.
+pub fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 pub fn temp_tape(dir: &tempfile::TempDir, name: &str) -> PathBuf {

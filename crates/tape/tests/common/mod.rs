@@ -106,3 +106,48 @@ pub fn read_all(path: &std::path::Path) -> (Vec<Exchange>, Vec<reprise_tape::Dam
     }
     (exchanges, reader.damage().to_vec())
 }
+
+/// The calling thread's id in this process (for [`wait_for_a_look`]).
+pub fn thread_id() -> String {
+    let link = std::fs::read_link("/proc/thread-self").unwrap();
+    link.file_name().unwrap().to_string_lossy().into_owned()
+}
+
+/// Whether thread `tid` of this process is asleep (in `nanosleep`, as a
+/// follower between two looks at the end of a tape), and how many times
+/// it has blocked so far.
+fn sleeping(tid: &str) -> (bool, u64) {
+    let task = format!("/proc/self/task/{tid}");
+    let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
+    // nanosleep, clock_nanosleep (x86_64); 101, 115 on aarch64.
+    let asleep = matches!(
+        syscall.split_whitespace().next(),
+        Some("35" | "230" | "101" | "115")
+    );
+    let status = std::fs::read_to_string(format!("{task}/status")).unwrap_or_default();
+    let switches = status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    (asleep, switches)
+}
+
+/// Waits (10 s at most) until the following thread `tid` has looked at
+/// the tape since this call and gone back to sleep: it has slept twice
+/// since (once may be a sleep that began before the call), and sleeps now.
+pub fn wait_for_a_look(tid: &str) {
+    let (_, before) = sleeping(tid);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (asleep, switches) = sleeping(tid);
+        if asleep && switches >= before + 2 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "thread {tid} never looked again and slept"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
