@@ -5,6 +5,8 @@
 //!   knowledge) or TLS with ALPN; requests go to the upstream (http or
 //!   https) in the protocol they came in (gRPC needs HTTP/2).
 //! - `/metrics` and `/healthz` on an admin address, from [`Metrics`].
+//! - Connections are admitted and timed by [`ConnectionGate`] and
+//!   [`serve_connection`], which `reprise mock` uses too.
 //! - The recording itself is `reprise-record`'s, shared with the tower
 //!   layers.
 //! - Bodies stream: each frame is forwarded as it arrives; a
@@ -21,11 +23,17 @@
 mod config;
 mod error;
 mod forward;
+mod listener;
 mod server;
 mod upstream;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError};
 pub use error::CaptureError;
+pub use listener::{
+    ADMIN_CONNECTIONS, Accepted, ConnectionGate, ConnectionLimits, RESERVED_FDS, TrackedBody,
+    TrackedFuture, serve_connection,
+};
 pub use reprise_net::TlsError;
+pub use reprise_record::ConnectionMetrics;
 pub use reprise_record::{Metrics, RecorderStats, TapBody};
 pub use server::{RunningProxy, start};

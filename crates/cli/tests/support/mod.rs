@@ -1,5 +1,6 @@
 //! What the end-to-end tests of the binary share: running `reprise
-//! record`, starting nginx, calling curl, reading tapes.
+//! record` (also under a file-descriptor limit), starting nginx, calling
+//! curl, reading tapes.
 #![allow(dead_code)] // each test file uses its own part
 
 use std::io::{BufRead, BufReader};
@@ -68,6 +69,25 @@ impl Recorder {
             .arg(tape)
             .args(extra);
         Recorder::spawn(command)
+    }
+
+    /// Starts `reprise ARGS` (`record`, `mock` or `mirror`, listening on
+    /// 127.0.0.1:0) under `prlimit --nofile=NOFILE` (util-linux's prlimit
+    /// sets the limit and execs: the process is reprise's) and waits
+    /// (bounded) for its first line.
+    pub fn limited(nofile: u32, args: &[&str]) -> Recorder {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_reprise"))
+            .args(args);
+        Recorder::spawn(command)
+    }
+
+    /// The process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
     }
 
     /// Runs `command` and reads the address it serves from its first line
