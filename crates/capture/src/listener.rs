@@ -518,8 +518,49 @@ impl<B: Body> Body for TrackedBody<B> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)] // test code
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn past_the_limit_accept_waits_until_a_connection_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let limits = ConnectionLimits {
+            max_connections: 1,
+            ..ConnectionLimits::default()
+        };
+        let gate = ConnectionGate::new("test", limits, ConnectionMetrics::default());
+        let _clients = (
+            TcpStream::connect(addr).await.unwrap(),
+            TcpStream::connect(addr).await.unwrap(),
+        );
+        let first = gate.accept(&listener).await;
+        let listener = Arc::new(listener);
+        let second = tokio::spawn({
+            let (gate, listener) = (gate.clone(), Arc::clone(&listener));
+            async move { gate.accept(&listener).await }
+        });
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while gate.metrics().limited.get() == 0 {
+            assert!(Instant::now() < deadline, "the limit is never counted");
+            tokio::task::yield_now().await;
+        }
+        assert!(!second.is_finished());
+        assert_eq!(gate.metrics().open.get(), 1);
+        drop(first);
+        let second = tokio::time::timeout(Duration::from_secs(10), second)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(gate.metrics().accepted.get(), 2);
+        assert_eq!(gate.metrics().open.get(), 1);
+        drop(second);
+        tokio::time::timeout(Duration::from_secs(10), gate.all_closed())
+            .await
+            .unwrap();
+        assert_eq!(gate.metrics().open.get(), 0);
+    }
 
     #[test]
     fn the_default_limit_leaves_the_reserve_and_two_descriptors_a_connection() {

@@ -341,6 +341,43 @@ async fn record_closes_kept_alive_connections_idle_past_the_idle_timeout() {
     assert_eq!(read_tape(&tape).len(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_connection_that_never_says_hello_is_closed_by_the_header_timeout() {
+    let upstream = Target::start(Behaviour::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    let tape = temp_tape(&dir, "tls.tape");
+    let proxy = Recorder::start(
+        &upstream.url(),
+        &tape,
+        &[
+            "--tls-cert",
+            s(&cert),
+            "--tls-key",
+            s(&key_file),
+            "--admin",
+            "127.0.0.1:0",
+            "--header-timeout",
+            "1s",
+        ],
+    );
+    let admin = proxy.admin.unwrap();
+    // No ClientHello at all.
+    let silent_tcp = silent(proxy.addr, 3);
+    all_closed_by(silent_tcp, Instant::now() + Duration::from_secs(20));
+    eventually("three closed by the header timeout", || {
+        header_closed(admin) == 3
+    });
+    // A client that completes the handshake within the timeout is served.
+    let url = format!("https://localhost:{}/tls", proxy.addr.port());
+    let (out, _) = curl(&["--cacert", s(&cert), &url]);
+    assert!(out.contains("/tls"), "{out}");
+    proxy.stop_cleanly("-TERM");
+}
+
 /// `reprise mock` from the HTTP sample under the fd limit, with `extra`.
 fn mock(extra: &[&str]) -> Recorder {
     let har = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/httpbin.har");
