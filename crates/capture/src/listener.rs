@@ -15,8 +15,8 @@
 //! - `--idle-timeout` runs whenever no call is in flight on a connection
 //!   after its first: a kept-alive HTTP/1.1 connection, or an HTTP/2 one
 //!   with no open stream, is closed (gracefully: HTTP/2 gets a GOAWAY)
-//!   once it has been idle that long. It bounds the next request's head
-//!   too.
+//!   once it has been idle that long. Over HTTP/1.1 the next request's
+//!   head has `--header-timeout` from its first byte.
 //!
 //! The default `--max-connections` is sized from `RLIMIT_NOFILE` (see
 //! [`ConnectionLimits::default_max_connections`]).
@@ -26,7 +26,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +36,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulConnection;
 use reprise_record::ConnectionMetrics;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -305,6 +306,10 @@ pub async fn serve_connection<S, B>(
     };
     match tls {
         None => {
+            let stream = Watched {
+                inner: stream,
+                activity: Arc::clone(&watch.activity),
+            };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watch.drive(connection, &mut stop).await;
         }
@@ -321,6 +326,10 @@ pub async fn serve_connection<S, B>(
             if *stop.borrow_and_update() {
                 return;
             }
+            let tls = Watched {
+                inner: tls,
+                activity: Arc::clone(&watch.activity),
+            };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             watch.drive(connection, &mut stop).await;
         }
@@ -335,8 +344,83 @@ struct Activity {
     in_flight: AtomicUsize,
     /// A call has come (its head was read).
     called: AtomicBool,
-    /// A call started or ended.
+    /// Bytes read from the client (after TLS).
+    read: AtomicU64,
+    /// The client spoke HTTP/2 (its first bytes were the preface): bytes
+    /// between its calls are control frames (PING, WINDOW_UPDATE), not
+    /// the start of a request head.
+    h2: AtomicBool,
+    /// A call started or ended, or bytes came while none was in flight.
     changed: Notify,
+}
+
+impl Activity {
+    fn on_read(&self, bytes: &[u8]) {
+        let before = self.read.fetch_add(bytes.len() as u64, Ordering::AcqRel);
+        if before == 0 && bytes.starts_with(b"PRI ") {
+            self.h2.store(true, Ordering::Release);
+        }
+        if self.in_flight.load(Ordering::Acquire) == 0 {
+            self.changed.notify_one();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client's connection, telling its [`Activity`] what it reads.
+    #[derive(Debug)]
+    struct Watched<T> {
+        #[pin]
+        inner: T,
+        activity: Arc<Activity>,
+    }
+}
+
+impl<T: AsyncRead> AsyncRead for Watched<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        std::task::ready!(this.inner.poll_read(cx, buf))?;
+        let read = &buf.filled()[before..];
+        if !read.is_empty() {
+            this.activity.on_read(read);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite> AsyncWrite for Watched<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.project().inner.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
 }
 
 /// One call in flight on a connection, from its head to the end of its
@@ -363,8 +447,9 @@ impl Drop for Busy {
 /// Why a connection's clock runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Waiting {
-    /// For its first request head.
-    FirstHead,
+    /// For a request head: the first (from the connection's start), or
+    /// a later one over HTTP/1.1 (from its first byte).
+    Head,
     /// For its next call.
     Idle,
 }
@@ -380,7 +465,10 @@ struct Watch<'a> {
 impl Watch<'_> {
     async fn drive<C: GracefulConnection>(self, connection: C, stop: &mut watch::Receiver<bool>) {
         let mut connection = std::pin::pin!(connection);
-        let mut idle_since: Option<Instant> = None;
+        // Idle since then, having read this many bytes.
+        let mut idle_since: Option<(Instant, u64)> = None;
+        // The next request's head began then (HTTP/1.1).
+        let mut head_since: Option<Instant> = None;
         // Closed for idleness: it has until then to finish.
         let mut closing: Option<Instant> = None;
         // Told to stop: the server's drain bounds what is left.
@@ -389,20 +477,28 @@ impl Watch<'_> {
             let clock = if let Some(cut) = closing {
                 Some((cut, None))
             } else if stopped || self.activity.in_flight.load(Ordering::Acquire) > 0 {
-                idle_since = None;
+                (idle_since, head_since) = (None, None);
                 None
             } else if !self.activity.called.load(Ordering::Relaxed) {
-                Some((self.header_deadline, Some(Waiting::FirstHead)))
+                Some((self.header_deadline, Some(Waiting::Head)))
             } else {
-                let since = *idle_since.get_or_insert_with(Instant::now);
-                Some((since + self.limits.idle_timeout, Some(Waiting::Idle)))
+                let read = self.activity.read.load(Ordering::Acquire);
+                let (since, read_then) = *idle_since.get_or_insert((Instant::now(), read));
+                if read > read_then && !self.activity.h2.load(Ordering::Acquire) {
+                    // A head has begun: it has the header timeout, as the
+                    // first had.
+                    let began = *head_since.get_or_insert_with(Instant::now);
+                    Some((began + self.limits.header_timeout, Some(Waiting::Head)))
+                } else {
+                    Some((since + self.limits.idle_timeout, Some(Waiting::Idle)))
+                }
             };
             tokio::select! {
                 _ = connection.as_mut() => return,
                 () = self.activity.changed.notified() => {}
                 () = sleep_until(clock.map(|(at, _)| at)) => match clock.and_then(|(_, why)| why) {
                     // Nothing worth a goodbye came: cut it.
-                    Some(Waiting::FirstHead) => {
+                    Some(Waiting::Head) => {
                         self.metrics.closed_header_timeout.inc();
                         return;
                     }

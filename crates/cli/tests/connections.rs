@@ -342,6 +342,42 @@ async fn record_closes_kept_alive_connections_idle_past_the_idle_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_request_head_left_unfinished_has_the_header_timeout_from_its_first_byte() {
+    let upstream = Target::start(Behaviour::Ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "slow.tape");
+    // A long idle timeout: only the header timeout can close it.
+    let proxy = Recorder::start(
+        &upstream.url(),
+        &tape,
+        &[
+            "--admin",
+            "127.0.0.1:0",
+            "--header-timeout",
+            "1s",
+            "--idle-timeout",
+            "10m",
+        ],
+    );
+    let admin = proxy.admin.unwrap();
+    let mut kept = TcpStream::connect(proxy.addr).unwrap();
+    assert!(call_kept_alive(&mut kept, "/one").starts_with("HTTP/1.1 200"));
+    // The next head begins, and never ends.
+    kept.write_all(b"GET /two HTTP/1.1\r\nHost: te").unwrap();
+    all_closed_by(vec![kept], Instant::now() + Duration::from_secs(20));
+    assert_eq!(header_closed(admin), 1);
+    assert_eq!(
+        metric(
+            admin,
+            "reprise_connections_closed_total{reason=\"idle_timeout\"}"
+        ),
+        0
+    );
+    proxy.stop_cleanly("-TERM");
+    assert_eq!(read_tape(&tape).len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_connection_that_never_says_hello_is_closed_by_the_header_timeout() {
     let upstream = Target::start(Behaviour::Ok).await;
     let dir = tempfile::tempdir().unwrap();
