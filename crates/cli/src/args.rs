@@ -248,7 +248,8 @@ pub struct MockArgs {
 pub struct ConnectionArgs {
     /// A client must send its first request head within this long of
     /// connecting (a TLS handshake included); a connection that sends
-    /// nothing is closed.
+    /// nothing is closed. A later HTTP/1.1 request head has this long
+    /// from its first byte.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub header_timeout: String,
     /// Close a connection with no call in flight for this long between
