@@ -380,6 +380,50 @@ async fn a_later_request_head_left_unfinished_has_the_header_timeout_from_its_fi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_tunnel_keeps_its_place_under_max_connections() {
+    let upstream = start_upgrade_echo();
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "tunnel.tape");
+    let proxy = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--admin", "127.0.0.1:0", "--max-connections", "1"],
+    );
+    let (addr, admin) = (proxy.addr, proxy.admin.unwrap());
+    let mut tunnel = TcpStream::connect(addr).unwrap();
+    tunnel
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tunnel
+        .write_all(
+            b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        )
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        tunnel.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    assert!(text(&head).starts_with("HTTP/1.1 101"), "{}", text(&head));
+    tunnel.write_all(b"ping").unwrap();
+    let mut echoed = [0u8; 4];
+    tunnel.read_exact(&mut echoed).unwrap();
+    assert_eq!(&echoed, b"ping");
+    // The tunnel is a connection: at the limit, the next client waits.
+    assert_eq!(metric(admin, "reprise_connections_open"), 1);
+    let waiting = std::thread::spawn(move || get_within(addr, "/after", Duration::from_secs(30)));
+    eventually("the next client held back", || {
+        metric(admin, "reprise_connections_limited_total") >= 1
+    });
+    assert!(!waiting.is_finished());
+    drop(tunnel);
+    let (status, _) = waiting.join().unwrap().unwrap();
+    assert_eq!(status, 404);
+    proxy.stop_cleanly("-TERM");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tls_connection_that_never_says_hello_is_closed_by_the_header_timeout() {
     let upstream = Target::start(Behaviour::Ok).await;
     let dir = tempfile::tempdir().unwrap();

@@ -13,6 +13,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::gate::Slot;
+
 /// What one connection's calls are doing.
 #[derive(Debug, Default)]
 pub(super) struct Activity {
@@ -43,12 +45,15 @@ impl Activity {
 }
 
 pin_project_lite::pin_project! {
-    /// A client's connection, telling its [`Activity`] what it reads.
+    /// A client's connection, telling its [`Activity`] what it reads, and
+    /// holding its place under `--max-connections` for as long as it is
+    /// open: also past an upgrade, as a tunnel's (WebSocket, CONNECT).
     #[derive(Debug)]
     pub(super) struct Watched<T> {
         #[pin]
         pub(super) inner: T,
         pub(super) activity: Arc<Activity>,
+        pub(super) slot: Slot,
     }
 }
 

@@ -45,8 +45,7 @@ pub async fn serve_connection<S, B>(
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let Accepted { stream, slot, .. } = accepted;
-    let limits = slot.gate.limits;
-    let metrics = slot.gate.metrics.clone();
+    let (limits, metrics) = slot.measures();
     let header_deadline = Instant::now() + limits.header_timeout;
     let activity = Arc::new(Activity::default());
     let service = Tracked {
@@ -64,6 +63,7 @@ pub async fn serve_connection<S, B>(
             let stream = Watched {
                 inner: stream,
                 activity: Arc::clone(&watch.activity),
+                slot,
             };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             watch.drive(connection, &mut stop).await;
@@ -84,12 +84,12 @@ pub async fn serve_connection<S, B>(
             let tls = Watched {
                 inner: tls,
                 activity: Arc::clone(&watch.activity),
+                slot,
             };
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
             watch.drive(connection, &mut stop).await;
         }
     }
-    drop(slot);
 }
 
 /// Why a connection's clock runs.

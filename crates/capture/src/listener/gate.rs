@@ -28,16 +28,18 @@ pub struct ConnectionGate {
 }
 
 #[derive(Debug)]
-pub(super) struct Gate {
-    pub(super) limits: ConnectionLimits,
+struct Gate {
+    limits: ConnectionLimits,
     slots: Arc<Semaphore>,
     /// A connection closed: an accept backing off may try again.
     freed: Notify,
-    pub(super) metrics: ConnectionMetrics,
+    metrics: ConnectionMetrics,
     /// What the one-time log lines call this listener.
     name: String,
     said_full: AtomicBool,
     said_failing: AtomicBool,
+    /// At the limit since it was last counted.
+    holding_back: AtomicBool,
 }
 
 /// A connection accepted, holding its place under `--max-connections`
@@ -55,12 +57,20 @@ pub struct Accepted {
 #[derive(Debug)]
 pub(super) struct Slot {
     _permit: OwnedSemaphorePermit,
-    pub(super) gate: Arc<Gate>,
+    gate: Arc<Gate>,
+}
+
+impl Slot {
+    /// The limits it was taken under, and where its listener counts.
+    pub(super) fn measures(&self) -> (ConnectionLimits, ConnectionMetrics) {
+        (self.gate.limits, self.gate.metrics.clone())
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.gate.metrics.open.dec();
+        self.gate.holding_back.store(false, Ordering::Release);
         self.gate.freed.notify_waiters();
     }
 }
@@ -85,6 +95,7 @@ impl ConnectionGate {
                 name: name.to_string(),
                 said_full: AtomicBool::new(false),
                 said_failing: AtomicBool::new(false),
+                holding_back: AtomicBool::new(false),
             }),
         }
     }
@@ -107,46 +118,23 @@ impl ConnectionGate {
         let _all = self.inner.slots.acquire_many(all).await;
     }
 
-    /// The next connection, once there is room for it. Waits while
-    /// `--max-connections` are open; backs off after a failed accept.
-    /// Cancel-safe: dropping the future loses no connection.
+    /// The next connection, once there is room for it: while
+    /// `--max-connections` are open, the one accepted waits for a place
+    /// and no other is accepted. Backs off after a failed accept.
+    /// Dropping the future closes a connection waiting for a place.
     pub async fn accept(&self, listener: &TcpListener) -> Accepted {
         let gate = &self.inner;
         let mut backoff = MIN_BACKOFF;
         loop {
-            let permit = match Arc::clone(&gate.slots).try_acquire_owned() {
-                Ok(permit) => permit,
-                Err(_) => {
-                    gate.metrics.limited.inc();
-                    if !gate.said_full.swap(true, Ordering::Relaxed) {
-                        eprintln!(
-                            "reprise: {}: {} connections open (--max-connections): new ones wait until one closes (counted in reprise_connections_limited_total; said once)",
-                            gate.name, gate.limits.max_connections
-                        );
-                    }
-                    match Arc::clone(&gate.slots).acquire_owned().await {
-                        Ok(permit) => permit,
-                        // The semaphore is never closed.
-                        Err(_) => continue,
-                    }
-                }
-            };
-            match listener.accept().await {
-                Ok((stream, peer)) => {
-                    gate.metrics.accepted.inc();
-                    gate.metrics.open.inc();
-                    return Accepted {
-                        stream,
-                        peer,
-                        slot: Slot {
-                            _permit: permit,
-                            gate: Arc::clone(gate),
-                        },
-                    };
-                }
+            // Accepted first, then given a place: a thread waiting for a
+            // client holds no place, so that no serving thread's socket
+            // (SO_REUSEPORT: the kernel picks one) waits for a place another
+            // thread keeps while it waits for a client. A thread holds at
+            // most one accepted connection while it waits for a place.
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
                 Err(error) => {
                     gate.metrics.accept_errors.inc();
-                    drop(permit);
                     if !is_resource_error(&error) {
                         // That one connection failed (reset before it was
                         // accepted and the like): the next may not.
@@ -164,8 +152,40 @@ impl ConnectionGate {
                         () = freed => {}
                     }
                     backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
                 }
-            }
+            };
+            backoff = MIN_BACKOFF;
+            let permit = match Arc::clone(&gate.slots).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    // Counted once until a connection closes.
+                    if !gate.holding_back.swap(true, Ordering::AcqRel) {
+                        gate.metrics.limited.inc();
+                    }
+                    if !gate.said_full.swap(true, Ordering::Relaxed) {
+                        eprintln!(
+                            "reprise: {}: {} connections open (--max-connections): new ones wait until one closes (counted in reprise_connections_limited_total; said once)",
+                            gate.name, gate.limits.max_connections
+                        );
+                    }
+                    match Arc::clone(&gate.slots).acquire_owned().await {
+                        Ok(permit) => permit,
+                        // The semaphore is never closed.
+                        Err(_) => continue,
+                    }
+                }
+            };
+            gate.metrics.accepted.inc();
+            gate.metrics.open.inc();
+            return Accepted {
+                stream,
+                peer,
+                slot: Slot {
+                    _permit: permit,
+                    gate: Arc::clone(gate),
+                },
+            };
         }
     }
 }
