@@ -1,9 +1,11 @@
 //! Client connections under limits: the one accept loop of `reprise
 //! record`, `mirror` and `mock` (and of the admin endpoint).
 //!
-//! - At most `--max-connections` are open: past it the listener stops
-//!   accepting (new clients wait in the kernel's backlog) until one
-//!   closes; each time is counted, and the first is logged.
+//! - At most `--max-connections` are open (an upgraded one, a tunnel,
+//!   until the tunnel closes): past it the listener stops accepting (new
+//!   clients wait in the kernel's backlog; each serving thread holds the
+//!   one it accepted last) until one closes; each time is counted, and
+//!   the first is logged.
 //! - An accept that fails (out of file descriptors: `EMFILE`, `ENFILE`,
 //!   `ENOBUFS`, `ENOMEM`) is counted and followed by a back-off that ends
 //!   when a connection closes or after 10 ms doubling to 1 s, never a
@@ -38,7 +40,8 @@ pub use gate::{Accepted, ConnectionGate};
 
 /// File descriptors kept back from `RLIMIT_NOFILE` before it is shared
 /// out between connections: standard streams, the tape, the listening
-/// sockets, each runtime's epoll and wakers, the admin endpoint's
+/// sockets, each runtime's epoll and wakers, the connection each serving
+/// thread may hold while it waits for a place, the admin endpoint's
 /// connections ([`ADMIN_CONNECTIONS`]) and a margin.
 pub const RESERVED_FDS: u64 = 64;
 
