@@ -9,6 +9,8 @@ use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
 pub use reprise_net::UpstreamProtocol;
 
+use crate::listener::ConnectionLimits;
+
 /// An upstream the proxy forwards to: `http://host:port` or `https://...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
@@ -105,8 +107,8 @@ pub struct ProxyConfig {
     pub upstream_ca: Option<PathBuf>,
     /// Serve `/metrics` and `/healthz` here.
     pub admin: Option<SocketAddr>,
-    /// A client must send a request's whole head within this time.
-    pub header_timeout: Duration,
+    /// `--max-connections`, `--header-timeout` and `--idle-timeout`.
+    pub limits: ConnectionLimits,
     /// The largest request head accepted (HTTP/1.1 gets a 431 past it).
     pub max_header_bytes: usize,
     /// Serving threads, each with its own listening socket and runtime;
@@ -136,7 +138,7 @@ impl ProxyConfig {
             tls: None,
             upstream_ca: None,
             admin: None,
-            header_timeout: Duration::from_secs(10),
+            limits: ConnectionLimits::default(),
             max_header_bytes: 64 << 10,
             threads: None,
         }

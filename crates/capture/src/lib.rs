@@ -7,6 +7,8 @@
 //!   upstream that speaks it, over HTTP/1.1 otherwise, translated both
 //!   ways ([`UpstreamProtocol`] says how to choose).
 //! - `/metrics` and `/healthz` on an admin address, from [`Metrics`].
+//! - Connections are admitted and timed by [`ConnectionGate`] and
+//!   [`serve_connection`], which `reprise mock` uses too.
 //! - The recording itself is `reprise-record`'s, shared with the tower
 //!   layers.
 //! - Bodies stream: each frame is forwarded as it arrives; a
@@ -24,6 +26,8 @@ mod config;
 mod error;
 mod forward;
 mod protocol;
+
+mod listener;
 mod server;
 mod upstream;
 mod watched;
@@ -31,6 +35,12 @@ mod watched;
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
 pub use error::CaptureError;
 pub use protocol::UpstreamVersions;
+
+pub use listener::{
+    ADMIN_CONNECTIONS, Accepted, ConnectionGate, ConnectionLimits, RESERVED_FDS, TrackedBody,
+    TrackedFuture, serve_connection,
+};
 pub use reprise_net::TlsError;
+pub use reprise_record::ConnectionMetrics;
 pub use reprise_record::{Metrics, RecorderStats, TapBody};
 pub use server::{RunningProxy, start};

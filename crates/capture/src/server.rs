@@ -20,25 +20,26 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use reprise_model::Sink;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ProxyConfig;
 use crate::error::CaptureError;
 use crate::forward::{Forwarder, forward};
-use reprise_record::{Metrics, Origin, Recorder, RecorderStats, Rules};
+use crate::listener::{ADMIN_CONNECTIONS, ConnectionGate, ConnectionLimits, serve_connection};
+use reprise_record::{ConnectionMetrics, Metrics, Origin, Recorder, RecorderStats, Rules};
 
 /// How often a serving thread hands what it packed to the recorder if it
 /// has waited long enough.
 const RECORDER_TICK: Duration = Duration::from_millis(20);
 
-/// Longest a TLS handshake may take before the connection is closed.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an admin connection may wait for a request head, and stay
+/// idle between requests.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A recording proxy that is running.
 pub struct RunningProxy {
@@ -151,7 +152,9 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         None => None,
     };
     let admin_addr = admin.as_ref().map(|(_, addr)| *addr);
-    let metrics = Arc::new(Metrics::new());
+    let connections = ConnectionMetrics::default();
+    let metrics = Arc::new(Metrics::serving(&connections));
+    let gate = ConnectionGate::new(&local_addr.to_string(), config.limits, connections);
     let rules = Rules {
         filter: config.filter.clone(),
         max_rate: config.max_record_rate,
@@ -206,7 +209,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             .enable_all()
             .build()
             .map_err(|e| CaptureError::Internal(format!("cannot start a serving thread: {e}")))?;
-        let (acceptor, stopped) = (acceptor.clone(), stopped.clone());
+        let (acceptor, stopped, gate) = (acceptor.clone(), stopped.clone(), gate.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name(format!("reprise-serve-{i}"))
@@ -217,7 +220,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                             addr: local_addr,
                             source,
                         })?;
-                    serve(listener, acceptor, forwarder, stopped).await;
+                    serve(listener, gate, acceptor, forwarder, stopped).await;
                     Ok::<(), CaptureError>(())
                 });
                 // Calls still running past the drain end with the runtime;
@@ -267,7 +270,9 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.header_timeout)
+        // The connection's own clocks (`listener`) time request heads,
+        // from the connection's start and between calls.
+        .header_read_timeout(None)
         .max_buf_size(config.max_header_bytes.max(8192));
     builder
         .http2()
@@ -278,11 +283,11 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
 
 async fn serve(
     listener: TcpListener,
+    gate: ConnectionGate,
     acceptor: Option<TlsAcceptor>,
     forwarder: Arc<Forwarder>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&forwarder.config));
     let drain = forwarder.config.drain_timeout;
     // What this thread packed reaches the tape within a block's age, also
@@ -298,76 +303,30 @@ async fn serve(
     });
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    // Out of file descriptors and the like: wait a moment, go on.
-                    Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
+            accepted = gate.accept(&listener) => {
+                let _ = accepted.stream.set_nodelay(true);
+                let peer = accepted.peer;
                 let forwarder = Arc::clone(&forwarder);
                 let peer_ip = reprise_net::hop::client_ip(peer);
                 let service = service_fn(move |request| {
                     forward(Arc::clone(&forwarder), peer, peer_ip.clone(), request)
                 });
-                match &acceptor {
-                    None => {
-                        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-                        let connection = graceful.watch(connection);
-                        tokio::spawn(async move {
-                            let _ = connection.await;
-                        });
-                    }
-                    Some(acceptor) => {
-                        spawn_tls(acceptor.clone(), stream, Arc::clone(&builder), service, &graceful, stopped.clone());
-                    }
-                }
+                tokio::spawn(serve_connection(
+                    accepted,
+                    acceptor.clone(),
+                    Arc::clone(&builder),
+                    service,
+                    stopped.clone(),
+                ));
             }
             _ = stopped.changed() => break,
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(drain, graceful.shutdown()).await;
+    // Each connection closes gracefully once told to stop; calls in
+    // flight have the drain to finish.
+    let _ = tokio::time::timeout(drain, gate.all_closed()).await;
     ticking.abort();
-}
-
-/// Handshakes off the accept loop, then serves the connection; it joins
-/// the graceful shutdown once it is up.
-fn spawn_tls<S>(
-    acceptor: TlsAcceptor,
-    stream: TcpStream,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    service: S,
-    graceful: &GracefulShutdown,
-    mut stopped: watch::Receiver<bool>,
-) where
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<crate::forward::ProxyBody>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    // The watcher is taken now so that shutdown waits for this connection.
-    let watcher = graceful.watcher();
-    tokio::spawn(async move {
-        let Ok(Ok(tls)) =
-            tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await
-        else {
-            return;
-        };
-        if *stopped.borrow_and_update() {
-            return;
-        }
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tls), service)
-            .into_owned();
-        let _ = watcher.watch(connection).await;
-    });
 }
 
 /// `/metrics` (Prometheus text) and `/healthz` until shutdown.
@@ -376,18 +335,24 @@ async fn serve_admin(
     metrics: Arc<Metrics>,
     mut stopped: watch::Receiver<bool>,
 ) {
+    // A gate of its own, with room kept for it below RLIMIT_NOFILE:
+    // `/metrics` answers while the proxy is at --max-connections.
+    let limits = ConnectionLimits {
+        max_connections: ADMIN_CONNECTIONS,
+        header_timeout: ADMIN_TIMEOUT,
+        idle_timeout: ADMIN_TIMEOUT,
+    };
+    let gate = ConnectionGate::new("the admin endpoint", limits, ConnectionMetrics::default());
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+            accepted = gate.accept(&listener) => {
                 let metrics = Arc::clone(&metrics);
                 let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
                     let metrics = Arc::clone(&metrics);
                     async move { Ok::<_, std::convert::Infallible>(admin_response(request.uri().path(), &metrics)) }
                 });
-                tokio::spawn(async move {
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
-                });
+                tokio::spawn(serve_connection(accepted, None, Arc::clone(&builder), service, stopped.clone()));
             }
             _ = stopped.changed() => return,
         }

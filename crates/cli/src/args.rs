@@ -248,6 +248,28 @@ pub struct MockArgs {
     /// suffixes); the recorder's --max-body.
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]
     pub max_body: String,
+    /// Client connections: how many, and how long they may wait.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
+}
+
+/// The client connections a listener takes (`record`, `mirror`, `mock`).
+#[derive(Debug, Args)]
+pub struct ConnectionArgs {
+    /// A client must send its first request head within this long of
+    /// connecting (a TLS handshake included); a connection that sends
+    /// nothing is closed. A later HTTP/1.1 request head has this long
+    /// from its first byte.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    pub header_timeout: String,
+    /// Close a connection with no call in flight for this long between
+    /// calls (HTTP/1.1 keep-alive, HTTP/2 with no open stream).
+    #[arg(long, value_name = "DURATION", default_value = "60s")]
+    pub idle_timeout: String,
+    /// Connections open at once; past it new ones wait until one closes
+    /// (default: from the open-files limit, (RLIMIT_NOFILE - 64) / 2).
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
 }
 
 /// `reprise record`.
@@ -321,9 +343,9 @@ pub struct RecordArgs {
     /// Give up waiting for the upstream's response head after this long.
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub upstream_timeout: String,
-    /// A client must send a request head within this long.
-    #[arg(long, value_name = "DURATION", default_value = "10s")]
-    pub header_timeout: String,
+    /// Client connections: how many, and how long they may wait.
+    #[command(flatten)]
+    pub connections: ConnectionArgs,
     /// At shutdown, how long in-flight calls may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "10s")]
     pub drain_timeout: String,

@@ -32,7 +32,7 @@ mod recorder;
 mod recording;
 mod tap;
 
-pub use metrics::{HealthEvent, Metrics, RecorderStats};
+pub use metrics::{ConnectionMetrics, HealthEvent, Metrics, RecorderStats};
 pub use recorder::{LOCAL_RECORD_MAX, Recorder, RecorderThread, Rules};
 pub use recording::{
     BodyCapture, Captured, HeadView, Identity, Origin, Recording, RequestHead, Side, is_grpc,

@@ -110,6 +110,79 @@ pub struct Metrics {
     registry: Registry,
 }
 
+/// What a listener counts about its connections (the proxy's and the
+/// mock's: `--max-connections`, `--header-timeout`, `--idle-timeout`).
+/// Clones share their counters.
+#[derive(Debug, Clone)]
+pub struct ConnectionMetrics {
+    /// Connections open now.
+    pub open: Gauge,
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Times the listener stopped accepting because `--max-connections`
+    /// were open (it resumes when one closes).
+    pub limited: Counter,
+    /// Failed accepts (out of file descriptors and the like); the listener
+    /// backs off after each.
+    pub accept_errors: Counter,
+    /// Closed: no whole request head (or TLS handshake) within
+    /// `--header-timeout` of the connection's start.
+    pub closed_header_timeout: Counter,
+    /// Closed: no request for `--idle-timeout` between requests.
+    pub closed_idle_timeout: Counter,
+    closed: Family<Reason, Counter>,
+}
+
+impl Default for ConnectionMetrics {
+    fn default() -> Self {
+        let closed = Family::<Reason, Counter>::default();
+        let reason = |reason: &str| {
+            closed.get_or_create_owned(&Reason {
+                reason: reason.into(),
+            })
+        };
+        ConnectionMetrics {
+            open: Gauge::default(),
+            accepted: Counter::default(),
+            limited: Counter::default(),
+            accept_errors: Counter::default(),
+            closed_header_timeout: reason("header_timeout"),
+            closed_idle_timeout: reason("idle_timeout"),
+            closed,
+        }
+    }
+}
+
+impl ConnectionMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "connections_open",
+            "Client connections open",
+            self.open.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted",
+            self.accepted.clone(),
+        );
+        registry.register(
+            "connections_limited",
+            "Times the listener stopped accepting because --max-connections were open",
+            self.limited.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts (such as out of file descriptors), each followed by a back-off",
+            self.accept_errors.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "Client connections the proxy closed, by reason",
+            self.closed.clone(),
+        );
+    }
+}
+
 /// A snapshot of the recording counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RecorderStats {
@@ -153,6 +226,17 @@ impl Default for Metrics {
 impl Metrics {
     /// Fresh counters, registered for `/metrics`.
     pub fn new() -> Metrics {
+        Metrics::build(None)
+    }
+
+    /// Fresh counters and a listener's `connections`, all registered for
+    /// `/metrics` (the proxy's; the tower layers' host serves its own
+    /// connections).
+    pub fn serving(connections: &ConnectionMetrics) -> Metrics {
+        Metrics::build(Some(connections))
+    }
+
+    fn build(connections: Option<&ConnectionMetrics>) -> Metrics {
         let mut registry = Registry::with_prefix("reprise");
         let seen = Counter::default();
         let recorded = Counter::default();
@@ -205,6 +289,10 @@ impl Metrics {
             "1 while the recording cannot be written (exchanges are dropped as write_failed), else 0",
             degraded_gauge.clone(),
         );
+
+        if let Some(connections) = connections {
+            connections.register(&mut registry);
+        }
         let reason = |family: &Family<Reason, Counter>, reason: &str| {
             family.get_or_create_owned(&Reason {
                 reason: reason.into(),
@@ -342,6 +430,29 @@ mod tests {
             );
         }
         assert_eq!(metrics.snapshot().dropped(), 3);
+        assert!(!text.contains("reprise_connections"), "{text}");
+    }
+
+    #[test]
+    fn a_listeners_connections_are_rendered_when_served() {
+        let connections = ConnectionMetrics::default();
+        let metrics = Metrics::serving(&connections);
+        connections.open.inc();
+        connections.limited.inc_by(2);
+        connections.closed_idle_timeout.inc();
+        let text = metrics.render();
+        for line in [
+            "reprise_connections_open 1",
+            "reprise_connections_limited_total 2",
+            "reprise_accept_errors_total 0",
+            "reprise_connections_closed_total{reason=\"idle_timeout\"} 1",
+            "reprise_connections_closed_total{reason=\"header_timeout\"} 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from\n{text}"
+            );
+        }
     }
 
     #[test]

@@ -27,10 +27,9 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use reprise_capture::{Upstream, UpstreamProtocol, UpstreamVersions};
+use reprise_capture::{ConnectionGate, ConnectionMetrics, Upstream, UpstreamProtocol, UpstreamVersions};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Intact, Source, display_id};
 use reprise_tower::{
@@ -40,7 +39,7 @@ use reprise_tower::{
 
 use crate::Outcome;
 use crate::args::MockArgs;
-use crate::commands::record::size;
+use crate::commands::record::{limits, size};
 
 /// Scopes remembered at once; the oldest is forgotten past this (its
 /// calls would then be served as if first made).
@@ -447,6 +446,7 @@ impl Fallthrough {
 /// Serves until SIGINT or SIGTERM; exit 1 when a call was missed.
 pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     let options = options(args)?;
+    let limits = limits(&args.connections)?;
     let listen: SocketAddr = args.listen.parse().with_context(|| {
         format!(
             "--listen {:?}: expected IP:PORT, such as 127.0.0.1:8081",
@@ -480,8 +480,11 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         }
         None => None,
     };
-    let (report, fell_through) = runtime.block_on(serve(args, listen, store, fallthrough))?;
+    let connections = ConnectionMetrics::default();
+    let gate = ConnectionGate::new(&format!("mock {listen}"), limits, connections.clone());
+    let (report, fell_through) = runtime.block_on(serve(args, listen, gate, store, fallthrough))?;
     print_report(&report);
+    print_connections(&connections);
     let mut refused = 0;
     if let (Some(url), Some((answered, too_big))) = (&args.fallthrough, fell_through) {
         eprintln!("reprise: {answered} missed calls fell through to {url}");
@@ -510,6 +513,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
 async fn serve(
     args: &MockArgs,
     listen: SocketAddr,
+    gate: ConnectionGate,
     store: MockStore,
     fallthrough: Option<Fallthrough>,
 ) -> anyhow::Result<(MockReport, Option<(u64, u64)>)> {
@@ -541,35 +545,39 @@ async fn serve(
         },
     );
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new());
+    // The connection's own clocks time request heads (--header-timeout,
+    // --idle-timeout).
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     loop {
         tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    // Out of file descriptors and the like: wait, go on.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
+            accepted = gate.accept(&listener) => {
+                let _ = accepted.stream.set_nodelay(true);
                 let mock = Arc::clone(&mock);
                 let service = service_fn(move |request| {
                     let mock = Arc::clone(&mock);
                     async move { Ok::<_, Infallible>(mock.answer(request).await) }
                 });
-                let connection = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                tokio::spawn(reprise_capture::serve_connection(
+                    accepted,
+                    None,
+                    Arc::clone(&builder),
+                    service,
+                    stopped.clone(),
+                ));
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
     }
     drop(listener);
-    let _ = tokio::time::timeout(DRAIN, graceful.shutdown()).await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(DRAIN, gate.all_closed()).await;
     let fell_through = mock.fallthrough.as_ref().map(|f| {
         (
             f.answered.load(Ordering::Relaxed),
@@ -577,6 +585,22 @@ async fn serve(
         )
     });
     Ok((mock.store.report(), fell_through))
+}
+
+/// What the connection limits did, when they did anything.
+fn print_connections(connections: &ConnectionMetrics) {
+    let (limited, errors) = (connections.limited.get(), connections.accept_errors.get());
+    let (header, idle) = (
+        connections.closed_header_timeout.get(),
+        connections.closed_idle_timeout.get(),
+    );
+    if limited + errors + header + idle == 0 {
+        return;
+    }
+    eprintln!(
+        "reprise: connections: {} accepted, held back {limited} times at --max-connections, {errors} failed accepts, {header} closed by --header-timeout, {idle} by --idle-timeout",
+        connections.accepted.get()
+    );
 }
 
 fn print_report(report: &MockReport) {

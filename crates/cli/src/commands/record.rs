@@ -5,14 +5,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use reprise_capture::{ProxyConfig, RecorderStats, Upstream};
+use reprise_capture::{ConnectionLimits, ProxyConfig, RecorderStats, Upstream};
 use reprise_model::redact::Redactor;
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
 use reprise_tape::{TapeWriter, WriterOptions};
 
 use crate::Outcome;
-use crate::args::RecordArgs;
+use crate::args::{ConnectionArgs, RecordArgs};
 
 /// Reads `10s`, `500ms`, `2m`.
 pub(crate) fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
@@ -96,7 +96,7 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     config.upstream_protocol = args.upstream_protocol.into();
     config.connect_timeout = duration("--connect-timeout", &args.connect_timeout)?;
     config.response_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
-    config.header_timeout = duration("--header-timeout", &args.header_timeout)?;
+    config.limits = limits(&args.connections)?;
     config.drain_timeout = duration("--drain-timeout", &args.drain_timeout)?;
     if args.queue == 0 {
         bail!("--queue must be at least 1");
@@ -107,6 +107,27 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     }
     config.threads = args.threads;
     Ok(config)
+}
+
+/// `--max-connections`, `--header-timeout` and `--idle-timeout`.
+pub(crate) fn limits(args: &ConnectionArgs) -> anyhow::Result<ConnectionLimits> {
+    let above_zero = |flag: &str, text: &str| {
+        let value = duration(flag, text)?;
+        if value.is_zero() {
+            bail!("{flag} {text:?} would close every connection at once: give a duration above 0");
+        }
+        Ok(value)
+    };
+    let max_connections = match args.max_connections {
+        Some(0) => bail!("--max-connections 0 would serve nobody: give at least 1"),
+        Some(n) => n,
+        None => ConnectionLimits::default_max_connections(),
+    };
+    Ok(ConnectionLimits {
+        max_connections,
+        header_timeout: above_zero("--header-timeout", &args.header_timeout)?,
+        idle_timeout: above_zero("--idle-timeout", &args.idle_timeout)?,
+    })
 }
 
 /// `--compression`: a zstd level, or `none`.

@@ -1,5 +1,6 @@
 //! What the end-to-end tests of the binary share: running `reprise
-//! record`, starting nginx, calling curl, reading tapes.
+//! record` (also under a file-descriptor limit), starting nginx, calling
+//! curl, reading tapes.
 #![allow(dead_code)] // each test file uses its own part
 
 use std::io::{BufRead, BufReader};
@@ -67,6 +68,20 @@ impl Recorder {
             .args(["--upstream", primary, "--shadow", shadow, "--out"])
             .arg(tape)
             .args(extra);
+        Recorder::spawn(command)
+    }
+
+    /// Starts `reprise ARGS` (`record`, `mock` or `mirror`, listening on
+    /// 127.0.0.1:0) under `prlimit --nofile=NOFILE` (util-linux's prlimit
+    /// sets the limit and execs: the process is reprise's) and waits
+    /// (bounded) for its first line.
+    pub fn limited(nofile: u32, args: &[&str]) -> Recorder {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_reprise"))
+            .args(args);
         Recorder::spawn(command)
     }
 
@@ -608,4 +623,45 @@ pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::write(&cert_path, key.cert.pem()).unwrap();
     std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
     (cert_path, key_path)
+}
+
+/// An upstream on 127.0.0.1 that answers a request asking for `Upgrade:
+/// echo` with `101 Switching Protocols` (any other gets 404), then echoes what comes through
+/// the tunnel and closes when the other side does. Plain threads: it
+/// needs no runtime.
+pub fn start_upgrade_echo() -> SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if !text(&head).to_ascii_lowercase().contains("upgrade: echo") {
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let switched = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n";
+                if stream.write_all(switched).is_err() {
+                    return;
+                }
+                while let Ok(n) = stream.read(&mut buf) {
+                    if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
 }
