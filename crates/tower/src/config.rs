@@ -497,6 +497,8 @@ mod tests {
             ("REPRISE_MAX_BODY", "4096"),
             ("REPRISE_REDACT_HEADERS", "x-api-key, x-token"),
             ("REPRISE_REDACT_JSON", "$.card.number"),
+            ("REPRISE_REDACT_QUERY", "session_id"),
+            ("REPRISE_REDACT_FORM", "pin, otp"),
             ("REPRISE_MOCK_EXHAUSTED", "cycle"),
             ("REPRISE_MOCK_GLOBAL", "1"),
             ("REPRISE_MOCK_TIMING", "0"),
@@ -508,6 +510,8 @@ mod tests {
         assert_eq!(config.matches, ["method=GET", "path=/api/*"]);
         assert_eq!((config.max_body, config.mock.max_body), (4096, 4096));
         assert_eq!(config.redact_headers, ["x-api-key", "x-token"]);
+        assert_eq!(config.redact_query, ["session_id"]);
+        assert_eq!(config.redact_form, ["pin", "otp"]);
         assert_eq!(config.mock.exhausted, crate::Exhausted::Cycle);
         assert!(config.mock.global && !config.mock.timing);
         let shared = config.mock.shared.as_ref().expect("a shared filter");
