@@ -560,10 +560,10 @@ fn tests_and_scripts_read_nothing_outside_the_repository() {
             }
             if path.is_dir() {
                 stack.push(path);
-            } else if let Ok(text) = std::fs::read_to_string(&path) {
-                if text.contains(&outside) {
-                    offenders.push(path.display().to_string());
-                }
+            } else if let Ok(text) = std::fs::read_to_string(&path)
+                && text.contains(&outside)
+            {
+                offenders.push(path.display().to_string());
             }
         }
     }

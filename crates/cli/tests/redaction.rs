@@ -4,6 +4,7 @@
 //! mock still matches calls that carry the secrets, and every report is
 //! written 0600 through a rename (a symlink at the target is replaced,
 //! never followed).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
