@@ -20,7 +20,12 @@ pub(crate) enum Outcome<'r> {
 /// The rule among `rules` (lower case) that names `name`, compared after
 /// percent-decoding and without regard to case.
 fn rule_for<'r>(rules: &'r [String], name: &[u8]) -> Option<&'r str> {
-    let decoded = percent_decode(name);
+    // Most names are plain: compared as they are, without a copy.
+    let decoded = if name.iter().any(|b| matches!(b, b'%' | b'+')) {
+        std::borrow::Cow::Owned(percent_decode(name))
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
     rules
         .iter()
         .find(|rule| rule.as_bytes().eq_ignore_ascii_case(&decoded))

@@ -453,10 +453,16 @@ impl Redactor {
         if !self.json.is_empty() {
             return true;
         }
-        !self.form.is_empty() && {
-            let essence = essence(content_type);
-            essence == "application/x-www-form-urlencoded" || essence.starts_with("multipart/")
-        }
+        // Runs for every body recorded: read without a lower-case copy.
+        !self.form.is_empty()
+            && content_type.is_some_and(|t| {
+                let t = t.trim_start().as_bytes();
+                let starts = |prefix: &str| {
+                    t.get(..prefix.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+                };
+                starts("application/x-www-form-urlencoded") || starts("multipart/")
+            })
     }
 
     /// What the body rules make of one body: `None` when they leave it as
@@ -502,7 +508,9 @@ impl Redactor {
             BodyKind::Json if !self.json.is_empty() => self.redact_json(&plain),
             // A compressed body cut before its first decodable byte: what
             // it holds cannot be told.
-            BodyKind::Other if !self.json.is_empty() && plain.trim_ascii().is_empty() => {
+            BodyKind::Other
+                if encoded && !self.json.is_empty() && plain.trim_ascii().is_empty() =>
+            {
                 Outcome::Unparsed
             }
             _ => Outcome::Unchanged,
@@ -836,5 +844,60 @@ mod tests {
             ..Default::default()
         };
         assert!(none.redactor().is_ok_and(|r| r.is_empty()));
+    }
+
+    proptest::proptest! {
+        // Any body under any content type and coding: an answer, never a
+        // panic.
+        #[test]
+        fn body_redaction_is_total(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            content_type in proptest::option::of("(application/json|text/plain|application/x-www-form-urlencoded|multipart/form-data; boundary=b|multipart/form-data)"),
+            content_encoding in proptest::option::of("(gzip|br|zstd|deflate|x)"),
+            truncated: bool,
+        ) {
+            let redactor = Redactor::new().json_path("$..password").unwrap();
+            let _ = redactor.redact_body(&body, BodyHead {
+                content_type: content_type.as_deref(),
+                content_encoding: content_encoding.as_deref(),
+                truncated,
+                decoded: false,
+            });
+        }
+
+        // A JSON password, plain or gzip, whole or cut anywhere: never
+        // stored.
+        #[test]
+        fn a_json_secret_is_never_kept(
+            secret in "[A-Za-z0-9]{8,16}",
+            pad in "[a-z ]{0,64}",
+            cut in 0usize..200,
+            zipped: bool,
+        ) {
+            let text = format!(r#"{{"pad":"{pad}","password":"{secret}","n":[1,2]}}"#);
+            let whole = if zipped { gzip(text.as_bytes()) } else { text.clone().into_bytes() };
+            let at = cut.min(whole.len());
+            let body = &whole[..at];
+            let redactor = Redactor::none().json_path("$..password").unwrap();
+            let head = BodyHead {
+                content_type: Some("text/plain"),
+                content_encoding: zipped.then_some("gzip"),
+                truncated: at < whole.len(),
+                decoded: false,
+            };
+            let stored = match redactor.redact_body(body, head) {
+                Some(done) => done.body,
+                None => body.to_vec(),
+            };
+            let plain = if zipped && stored != MARKER.as_bytes() && !stored.starts_with(b"{") {
+                crate::coding::decode("gzip", &stored, 1 << 20, true)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            } else {
+                stored.clone()
+            };
+            proptest::prop_assert!(!holds(&plain, &secret), "{:?}", String::from_utf8_lossy(&plain));
+        }
     }
 }
