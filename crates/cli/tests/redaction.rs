@@ -377,3 +377,60 @@ async fn reports_replace_their_target_0600_and_never_follow_a_symlink() {
         text(&out.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_redaction_rules_are_one_clear_error_and_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("t.tape");
+    let (recorded, _) = small_tape(dir.path()).await;
+    let record = [
+        "record",
+        "--listen",
+        "127.0.0.1:0",
+        "--upstream",
+        "http://127.0.0.1:9",
+        "--out",
+        s(&tape),
+    ];
+    let mock = ["mock", s(&recorded), "--listen", "127.0.0.1:0"];
+    let cases: [(&[&str], &[&str], &str); 5] = [
+        (
+            &record,
+            &["--redact-query", "a=b"],
+            "--redact-query \"a=b\": expected a name without & or =",
+        ),
+        (
+            &record,
+            &["--redact-form", " "],
+            "--redact-form \" \": expected a name without & or =",
+        ),
+        (
+            &record,
+            &["--redact-json", "card"],
+            "--redact-json \"card\": invalid JSON path",
+        ),
+        (
+            &mock,
+            &["--redact-header", "bad name"],
+            "--redact-header \"bad name\": not a header name",
+        ),
+        (
+            &mock,
+            &["--redact-query", "x&y"],
+            "--redact-query \"x&y\": expected a name without & or =",
+        ),
+    ];
+    for (command, extra, expected) in cases {
+        let mut args = command.to_vec();
+        args.extend(extra);
+        let out = reprise(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.starts_with("reprise: ") && stderr.contains(expected),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    assert!(!tape.exists(), "no tape for a run that never started");
+}
