@@ -434,3 +434,45 @@ async fn bad_redaction_rules_are_one_clear_error_and_exit_2() {
     }
     assert!(!tape.exists(), "no tape for a run that never started");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_stored_decoded_is_replayed_without_its_content_encoding() {
+    use reprise_testkit::target::{Behaviour, Target};
+    let echo = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "zipped.tape");
+    let recorder = Recorder::start(
+        &format!("http://{echo}"),
+        &tape,
+        &["--redact-json", "$.password"],
+    );
+    let gz = dir.path().join("body.gz");
+    std::fs::write(&gz, gzip(br#"{"password":"GZ-SECRET-4","n":1}"#)).unwrap();
+    curl(&[
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "content-encoding: gzip",
+        "--data-binary",
+        &format!("@{}", gz.display()),
+        &recorder.url("/echo"),
+    ]);
+    recorder.stop_cleanly("-INT");
+    let target = Target::start(Behaviour::Ok).await;
+    let out = reprise(&["replay", s(&tape), "--target", &target.url(), "-q"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let received = target.received();
+    assert_eq!(received.len(), 1);
+    let sent = &received[0];
+    assert_eq!(sent.body, br#"{"password":"[redacted]","n":1}"#);
+    assert!(
+        !sent.headers.iter().any(|(n, _)| n == "content-encoding"),
+        "{:?}",
+        sent.headers
+    );
+    let length = sent.headers.iter().find(|(n, _)| n == "content-length");
+    assert!(
+        length.is_none_or(|(_, v)| v == sent.body.len().to_string().as_bytes()),
+        "{length:?}"
+    );
+}
