@@ -7,6 +7,7 @@ use std::time::Duration;
 use reprise_model::redact::Redactor;
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
+pub use reprise_net::UpstreamProtocol;
 
 /// An upstream the proxy forwards to: `http://host:port` or `https://...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +87,8 @@ pub struct ProxyConfig {
     pub forwarded_headers: bool,
     /// Keep the client's Host instead of the upstream's.
     pub preserve_host: bool,
+    /// Which HTTP version calls take to the upstream.
+    pub upstream_protocol: UpstreamProtocol,
     /// Connecting to the upstream.
     pub connect_timeout: Duration,
     /// From sending the request to the response head.
@@ -124,6 +127,7 @@ impl ProxyConfig {
             redactor: Redactor::new(),
             forwarded_headers: true,
             preserve_host: false,
+            upstream_protocol: UpstreamProtocol::Auto,
             connect_timeout: Duration::from_secs(5),
             response_timeout: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(10),

@@ -22,7 +22,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
-use crate::upstream::{Http1Upstream, RequestFraming, UpstreamBody, encode_head};
+use crate::protocol;
+use crate::upstream::{Http1Upstream, RequestFraming, SendError, UpstreamBody, encode_head};
+use crate::watched::{BodyFailure, WatchedBody};
 use reprise_net::hop;
 use reprise_record::{
     BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
@@ -33,7 +35,7 @@ use reprise_record::{
 /// HTTP/2), tapped, or its own.
 pub type ProxyBody = Either<TapBody<Either<UpstreamBody, Incoming>>, Full<Bytes>>;
 
-type UpstreamClient = Client<ToUpstream, TapBody<Incoming>>;
+type UpstreamClient = Client<ToUpstream, WatchedBody<TapBody<Incoming>>>;
 
 /// Connects to the configured upstream whatever the request's target
 /// names, so that the target (and with it HTTP/2's `:authority`) can keep
@@ -74,16 +76,20 @@ pub struct Forwarder {
     http2: UpstreamClient,
     /// Connections to the upstream outside the pools (CONNECT tunnels).
     connector: HttpsConnector<HttpConnector>,
+    /// What is known of the upstream's HTTP versions.
+    upstream: Arc<protocol::UpstreamVersions>,
 }
 
 impl Forwarder {
     /// Clients for both protocols to the configured upstream; `tls` is
-    /// what https upstreams are trusted by.
+    /// what https upstreams are trusted by; `upstream`, which HTTP
+    /// versions the upstream speaks.
     pub fn new(
         config: ProxyConfig,
         recorder: Recorder,
         origin: Origin,
         tls: &rustls::ClientConfig,
+        upstream: Arc<protocol::UpstreamVersions>,
     ) -> Result<Forwarder, crate::CaptureError> {
         let http1 = Arc::new(Http1Upstream::new(
             &config.upstream,
@@ -120,6 +126,7 @@ impl Forwarder {
             http1,
             http2,
             connector: tunnels,
+            upstream,
         })
     }
 }
@@ -215,19 +222,43 @@ pub async fn forward(
             forwarder.origin.scheme,
         );
     }
-    if (!config.preserve_host || version == Version::HTTP_2) && !connect {
-        parts.headers.remove(header::HOST);
+    // Which protocol the call takes upstream: the recording keeps the
+    // one the client spoke, whatever this says.
+    let needs_h2 = protocol::needs_h2(&parts.headers);
+    let over_h2 = upgrade.is_none() && forwarder.upstream.over_h2(needs_h2, version).await;
+    if needs_h2 && !over_h2 && upgrade.is_none() {
+        return Ok(fail(
+            metrics,
+            &recording,
+            grpc,
+            ErrorKind::Protocol,
+            "gRPC needs HTTP/2, and the upstream protocol is h1 (--upstream-protocol)".into(),
+            StatusCode::BAD_GATEWAY,
+        ));
     }
-    if version != Version::HTTP_2
-        && !parts.headers.contains_key(header::HOST)
-        && let Ok(host) = HeaderValue::from_str(config.upstream.authority.as_str())
-    {
-        parts.headers.insert(header::HOST, host);
+    // Host (HTTP/1.1) or `:authority` (HTTP/2): the upstream's, or the
+    // client's under --preserve-host, whichever version either side
+    // speaks.
+    let authority = if connect {
+        None
+    } else {
+        let client = config
+            .preserve_host
+            .then(|| protocol::client_authority(&parts))
+            .flatten();
+        parts.headers.remove(header::HOST);
+        client.or_else(|| HeaderValue::from_str(config.upstream.authority.as_str()).ok())
+    };
+    if !over_h2 && let Some(host) = &authority {
+        parts.headers.insert(header::HOST, host.clone());
+    }
+    if !over_h2 && version == Version::HTTP_2 {
+        protocol::join_cookies(&mut parts.headers);
     }
 
     let sent = std::time::Instant::now();
-    let response = if version != Version::HTTP_2 && upgrade.is_none() {
-        // Plain HTTP/1.x: the proxy's own client.
+    let response = if !over_h2 && upgrade.is_none() {
+        // HTTP/1.1 upstream: the proxy's own client.
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let framing = RequestFraming::of(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
         let head = encode_head(&parts.method, target, &parts.headers, framing);
@@ -243,7 +274,7 @@ pub async fn forward(
         };
         tokio::time::timeout(config.response_timeout, sending).await
     } else {
-        let Some(uri) = hyper_target(config, &parts, connect) else {
+        let Some(uri) = hyper_target(config, &parts, connect, over_h2, authority.as_ref()) else {
             return Ok(fail(
                 metrics,
                 &recording,
@@ -254,17 +285,26 @@ pub async fn forward(
             ));
         };
         parts.uri = uri;
-        if version != Version::HTTP_2 {
-            parts.version = Version::HTTP_11;
-        }
-        let upstream = Request::from_parts(parts, body);
+        parts.version = if over_h2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+        let broke = BodyFailure::default();
+        let upstream = Request::from_parts(parts, WatchedBody::new(body, Arc::clone(&broke)));
         let sending = async {
             let response = if upgrade.is_some() {
                 send_alone(&forwarder.connector, &config.upstream, upstream).await
             } else {
                 send_pooled(&forwarder.http2, upstream).await
             };
-            response.map(|r| r.map(Either::Right))
+            // hyper reports a request body that failed as its own error.
+            response
+                .map(|r| r.map(Either::Right))
+                .map_err(|failed| match broke.get() {
+                    Some(why) => SendError::RequestBody(why.clone()),
+                    None => SendError::Upstream(failed),
+                })
         };
         tokio::time::timeout(config.response_timeout, sending).await
     };
@@ -294,7 +334,7 @@ pub async fn forward(
             );
             Ok(Response::from_parts(parts, Either::Left(body)))
         }
-        Ok(Err((kind, message))) => Ok(fail(
+        Ok(Err(SendError::Upstream((kind, message)))) => Ok(fail(
             metrics,
             &recording,
             grpc,
@@ -302,6 +342,9 @@ pub async fn forward(
             message,
             StatusCode::BAD_GATEWAY,
         )),
+        Ok(Err(SendError::RequestBody((kind, why)))) => {
+            Ok(refuse(metrics, &recording, grpc, kind, &why))
+        }
         Err(_) => {
             let message = format!(
                 "no response from the upstream within {:?}",
@@ -319,14 +362,16 @@ pub async fn forward(
     }
 }
 
-/// The target for hyper's clients: HTTP/2's (absolute; its authority
-/// becomes `:authority`), an upgrade's (origin-form, on a connection of
-/// its own) or CONNECT's (authority-form, as it came). `None`: it cannot
-/// be built.
+/// The target for hyper's clients: HTTP/2's (absolute; its authority,
+/// `authority` or the upstream's, becomes `:authority`), an upgrade's
+/// (origin-form, on a connection of its own) or CONNECT's
+/// (authority-form, as it came). `None`: it cannot be built.
 fn hyper_target(
     config: &ProxyConfig,
     parts: &http::request::Parts,
     connect: bool,
+    over_h2: bool,
+    authority: Option<&HeaderValue>,
 ) -> Option<http::Uri> {
     if connect {
         return Some(parts.uri.clone());
@@ -336,15 +381,14 @@ fn hyper_target(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    if parts.version != Version::HTTP_2 {
+    if !over_h2 {
         return http::Uri::builder().path_and_query(path).build().ok();
     }
     // The connection always goes to the upstream (`ToUpstream`); the
     // target's authority is what HTTP/2 sends as `:authority`.
-    let authority = match (config.preserve_host, parts.uri.authority()) {
-        (true, Some(client)) => client.clone(),
-        _ => config.upstream.authority.clone(),
-    };
+    let authority = authority
+        .and_then(|a| http::uri::Authority::try_from(a.as_bytes()).ok())
+        .unwrap_or_else(|| config.upstream.authority.clone());
     http::Uri::builder()
         .scheme(config.upstream.scheme.clone())
         .authority(authority)
@@ -356,7 +400,7 @@ fn hyper_target(
 /// Through hyper-util's pool (HTTP/2).
 async fn send_pooled(
     client: &UpstreamClient,
-    request: Request<TapBody<Incoming>>,
+    request: Request<WatchedBody<TapBody<Incoming>>>,
 ) -> Result<Response<Incoming>, (ErrorKind, String)> {
     client.request(request).await.map_err(|error| {
         let kind = if error.is_connect() {
@@ -373,7 +417,7 @@ async fn send_pooled(
 async fn send_alone(
     connector: &HttpsConnector<HttpConnector>,
     upstream: &crate::config::Upstream,
-    request: Request<TapBody<Incoming>>,
+    request: Request<WatchedBody<TapBody<Incoming>>>,
 ) -> Result<Response<Incoming>, (ErrorKind, String)> {
     use tower_service::Service;
     let target = upstream.base.clone();
@@ -429,6 +473,42 @@ fn tunnel<B>(
     *answer.status_mut() = response.status();
     *answer.headers_mut() = response.headers().clone();
     answer
+}
+
+/// The proxy's own answer to a request whose body the client broke (a
+/// chunk that is not valid: `Protocol`; a body cut off: `Reset`): a 400
+/// saying why (gRPC: INTERNAL, as gRPC maps a 400), recorded with the
+/// error.
+fn refuse(
+    metrics: &Metrics,
+    recording: &Option<Arc<Recording>>,
+    grpc: bool,
+    kind: ErrorKind,
+    why: &str,
+) -> Response<ProxyBody> {
+    let message = if kind == ErrorKind::Protocol {
+        format!("the request body is not valid: {why}")
+    } else {
+        format!("the request body broke off: {why}")
+    };
+    let mut response = fail(
+        metrics,
+        recording,
+        grpc,
+        kind,
+        message.clone(),
+        StatusCode::BAD_REQUEST,
+    );
+    let text = format!("reprise: {message}");
+    if grpc {
+        reprise_net::grpc_error_fields(response.headers_mut(), 13, &text);
+    } else {
+        *response.body_mut() = Either::Right(Full::new(Bytes::from(text + "\n")));
+    }
+    response
+        .headers_mut()
+        .insert("x-reprise-error", HeaderValue::from_static("request"));
+    response
 }
 
 /// The proxy's own answer when the upstream could not give one: a 502

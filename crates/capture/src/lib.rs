@@ -3,7 +3,9 @@
 //!
 //! - One listener serves HTTP/1.1 and HTTP/2: cleartext (h2c, prior
 //!   knowledge) or TLS with ALPN; requests go to the upstream (http or
-//!   https) in the protocol they came in (gRPC needs HTTP/2).
+//!   https) over HTTP/2 when they are gRPC or came in over HTTP/2 to an
+//!   upstream that speaks it, over HTTP/1.1 otherwise, translated both
+//!   ways ([`UpstreamProtocol`] says how to choose).
 //! - `/metrics` and `/healthz` on an admin address, from [`Metrics`].
 //! - The recording itself is `reprise-record`'s, shared with the tower
 //!   layers.
@@ -21,11 +23,14 @@
 mod config;
 mod error;
 mod forward;
+mod protocol;
 mod server;
 mod upstream;
+mod watched;
 
-pub use config::{ProxyConfig, Upstream, UpstreamError};
+pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
 pub use error::CaptureError;
+pub use protocol::UpstreamVersions;
 pub use reprise_net::TlsError;
 pub use reprise_record::{Metrics, RecorderStats, TapBody};
 pub use server::{RunningProxy, start};

@@ -47,6 +47,7 @@ pub struct RunningProxy {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<Result<(), CaptureError>>,
     metrics: Arc<Metrics>,
+    upstream: Arc<crate::UpstreamVersions>,
 }
 
 impl RunningProxy {
@@ -58,6 +59,12 @@ impl RunningProxy {
     /// Where `/metrics` and `/healthz` are served, if asked for.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
+    }
+
+    /// Whether the upstream speaks HTTP/2: `None` until a call made the
+    /// proxy ask (see [`crate::UpstreamProtocol`]).
+    pub fn upstream_speaks_h2(&self) -> Option<bool> {
+        self.upstream.known_h2()
     }
 
     /// The recording counters now.
@@ -174,6 +181,15 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         (None, _) => reprise_net::tls::Trust::Nobody,
     };
     let tls = reprise_net::tls::client_config_for(trust)?;
+    let upstream = Arc::new(
+        crate::UpstreamVersions::new(
+            &config.upstream,
+            config.upstream_protocol,
+            &tls,
+            config.connect_timeout,
+        )
+        .await?,
+    );
     let drain = config.drain_timeout;
     let (stop, stopped) = watch::channel(false);
     let mut serving = Vec::with_capacity(listeners.len());
@@ -184,6 +200,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             local.clone(),
             origin.clone(),
             &tls,
+            Arc::clone(&upstream),
         )?);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -241,6 +258,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         stop,
         task,
         metrics,
+        upstream,
     })
 }
 

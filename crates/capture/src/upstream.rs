@@ -55,6 +55,25 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Why a call to the upstream failed: the kind and one line.
 pub type Failed = (ErrorKind, String);
 
+/// Why a call through [`Http1Upstream::send`] failed.
+#[derive(Debug)]
+pub enum SendError {
+    /// The upstream could not be reached, or failed: the kind and one
+    /// line.
+    Upstream(Failed),
+    /// The client's request body was not valid (a bad chunk:
+    /// `Protocol`) or broke off (`Reset`...): the client's fault. The
+    /// upstream was never sent a complete request, and its answer, if
+    /// one came, is not the client's.
+    RequestBody(Failed),
+}
+
+impl From<Failed> for SendError {
+    fn from(failed: Failed) -> Self {
+        SendError::Upstream(failed)
+    }
+}
+
 /// How the request body goes to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RequestFraming {
@@ -143,26 +162,15 @@ impl Http1Upstream {
         response_timeout: Duration,
     ) -> Result<Self, crate::CaptureError> {
         let tls = if upstream.scheme == http::uri::Scheme::HTTPS {
-            let host = upstream.authority.host();
-            // `[::1]` names the address inside the brackets.
-            let host = host
-                .strip_prefix('[')
-                .and_then(|h| h.strip_suffix(']'))
-                .unwrap_or(host);
-            let name = ServerName::try_from(host.to_string())
-                .map_err(|_| crate::CaptureError::TlsName(host.to_string()))?;
+            let name = crate::protocol::tls_name(upstream)?;
             let mut config = tls.clone();
             config.alpn_protocols = vec![b"http/1.1".to_vec()];
             Some((tokio_rustls::TlsConnector::from(Arc::new(config)), name))
         } else {
             None
         };
-        let port = upstream
-            .authority
-            .port_u16()
-            .unwrap_or(if tls.is_some() { 443 } else { 80 });
         Ok(Http1Upstream {
-            authority: format!("{}:{port}", upstream.authority.host()),
+            authority: crate::protocol::socket_authority(upstream),
             tls,
             connect_timeout,
             response_timeout,
@@ -247,10 +255,10 @@ impl Http1Upstream {
         head: Vec<u8>,
         body: B,
         framing: RequestFraming,
-    ) -> Result<(ResponseHead, UpstreamBody), Failed>
+    ) -> Result<(ResponseHead, UpstreamBody), SendError>
     where
         B: Body<Data = Bytes> + Send + Unpin + 'static,
-        B::Error: std::fmt::Display,
+        B::Error: std::error::Error + 'static,
     {
         let head_request = method == http::Method::HEAD;
         let (mut connection, kept) = self.checkout().await?;
@@ -270,7 +278,7 @@ impl Http1Upstream {
             let bound = self.response_timeout;
             exchange_with_body(connection, head, body, framing, head_request, bound).await
         };
-        let (mut head, reader) = answer.map_err(Attempt::into_failed)?;
+        let (mut head, reader) = answer.map_err(Attempt::into_send_error)?;
         fix_length(&mut head);
         let mut reuse = head.reuse;
         if head.framing == Framing::UntilClose {
@@ -316,13 +324,22 @@ fn fix_length(head: &mut ResponseHead) {
 enum Attempt {
     Unanswered(Failed),
     Failed(Failed),
+    /// The client's request body failed.
+    RequestBody(Failed),
 }
 
 impl Attempt {
-    fn into_failed(self) -> Failed {
+    fn into_send_error(self) -> SendError {
         match self {
-            Attempt::Unanswered(failed) | Attempt::Failed(failed) => failed,
+            Attempt::Unanswered(failed) | Attempt::Failed(failed) => SendError::Upstream(failed),
+            Attempt::RequestBody(why) => SendError::RequestBody(why),
         }
+    }
+}
+
+impl From<Failed> for Attempt {
+    fn from(failed: Failed) -> Self {
+        Attempt::Failed(failed)
     }
 }
 
@@ -368,7 +385,7 @@ async fn exchange_with_body<B>(
 ) -> Result<(ResponseHead, Reader), Attempt>
 where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     let Connection { io, mut read } = connection;
     let (mut reader, mut writer) = tokio::io::split(io);
@@ -391,10 +408,10 @@ where
         };
         let sent = tokio::select! {
             sent = upload => sent,
-            () = deadline => Err((
+            () = deadline => Err(Attempt::Failed((
                 ErrorKind::Timeout,
                 "the upload outlasted --upstream-timeout after the upstream answered".into(),
-            )),
+            ))),
         };
         if sent.is_err() {
             // Half-closed, so the upstream sees the request end rather
@@ -412,11 +429,16 @@ where
             answered = &mut answering => (answered, Upload::Going),
             (writer, sent) = &mut sending => match sent {
                 Ok(()) => (answering.await, Upload::Done(writer)),
+                // A request the client broke is answered by the proxy:
+                // whatever the upstream made of the part it got (an
+                // upstream that does not read bodies answers at once)
+                // was not an answer to the client's request.
+                Err(broken @ Attempt::RequestBody(_)) => return Err(broken),
                 // The upstream may have answered and closed (a 413): its
                 // answer, if it is there, is the client's.
                 Err(failed) => match tokio::time::timeout(LATE_ANSWER, &mut answering).await {
                     Ok(Ok(head)) => (Ok(head), Upload::Failed),
-                    _ => return Err(Attempt::Failed(failed)),
+                    _ => return Err(failed),
                 },
             }
         }
@@ -496,11 +518,11 @@ async fn send_body<W, B>(
     writer: &mut W,
     body: &mut B,
     framing: RequestFraming,
-) -> Result<(), Failed>
+) -> Result<(), Attempt>
 where
     W: tokio::io::AsyncWrite + Unpin,
     B: Body<Data = Bytes> + Unpin,
-    B::Error: std::fmt::Display,
+    B::Error: std::error::Error + 'static,
 {
     let chunked = framing == RequestFraming::Chunked;
     let sending = |e: std::io::Error| (failure_kind(&e), format!("sending the request body: {e}"));
@@ -511,7 +533,8 @@ where
             None => break,
             Some(Ok(frame)) => frame,
             Some(Err(e)) => {
-                return Err((ErrorKind::Reset, format!("reading the request body: {e}")));
+                let why = reprise_model::error::one_line(&e);
+                return Err(Attempt::RequestBody((failure_kind(&e), why)));
             }
         };
         match frame.into_data() {
@@ -528,7 +551,7 @@ where
                 if let RequestFraming::Length(n) = framing
                     && sent > n
                 {
-                    return Err(longer_than_declared(n));
+                    return Err(longer_than_declared(n).into());
                 }
                 writer.write_all(&data).await.map_err(sending)?;
             }
@@ -551,10 +574,10 @@ where
                 .map_err(sending)?;
         }
         // The connection's framing would be off: it must not be reused.
-        RequestFraming::Length(n) if sent != n => return Err(longer_than_declared(n)),
+        RequestFraming::Length(n) if sent != n => return Err(longer_than_declared(n).into()),
         _ => {}
     }
-    writer.flush().await.map_err(sending)
+    Ok(writer.flush().await.map_err(sending)?)
 }
 
 fn longer_than_declared(n: u64) -> Failed {

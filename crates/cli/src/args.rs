@@ -234,6 +234,16 @@ pub struct MockArgs {
     /// a miss never reaches a real system unless asked.
     #[arg(long, value_name = "URL")]
     pub fallthrough: Option<String>,
+    /// How missed calls go to the --fallthrough upstream: auto (HTTP/2
+    /// calls over HTTP/2 when it speaks HTTP/2, the rest over HTTP/1.1),
+    /// h1 or h2 (an upstream that does not speak it is an error at start).
+    #[arg(
+        long,
+        value_name = "PROTOCOL",
+        default_value = "auto",
+        requires = "fallthrough"
+    )]
+    pub upstream_protocol: UpstreamProtocolArg,
     /// Bytes of a request body read to match it (K, M, G, KiB, MiB, GiB
     /// suffixes); the recorder's --max-body.
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]
@@ -319,6 +329,12 @@ pub struct RecordArgs {
     /// Serve /metrics (Prometheus) and /healthz here.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
+    /// How calls go to the upstream: auto (gRPC, and HTTP/2 calls when
+    /// the upstream speaks HTTP/2, over HTTP/2; the rest over HTTP/1.1),
+    /// h1 (HTTP/1.1 only: gRPC calls fail) or h2 (HTTP/2 only; an
+    /// upstream that does not speak it is an error at start).
+    #[arg(long, value_name = "PROTOCOL", default_value = "auto")]
+    pub upstream_protocol: UpstreamProtocolArg,
     /// Give up connecting to the upstream after this long.
     #[arg(long, value_name = "DURATION", default_value = "5s")]
     pub connect_timeout: String,
@@ -347,6 +363,28 @@ pub struct RecordArgs {
     /// (default: one per two cores, at least one).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+}
+
+/// `--upstream-protocol`: which HTTP version calls take to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UpstreamProtocolArg {
+    /// gRPC, and HTTP/2 calls to an upstream that speaks HTTP/2, over
+    /// HTTP/2; the rest over HTTP/1.1.
+    Auto,
+    /// HTTP/1.1 only.
+    H1,
+    /// HTTP/2 only.
+    H2,
+}
+
+impl From<UpstreamProtocolArg> for reprise_net::UpstreamProtocol {
+    fn from(arg: UpstreamProtocolArg) -> Self {
+        match arg {
+            UpstreamProtocolArg::Auto => reprise_net::UpstreamProtocol::Auto,
+            UpstreamProtocolArg::H1 => reprise_net::UpstreamProtocol::H1,
+            UpstreamProtocolArg::H2 => reprise_net::UpstreamProtocol::H2,
+        }
+    }
 }
 
 /// Which protocol replayed calls are sent in.
@@ -415,7 +453,8 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "NAME")]
     pub drop_header: Vec<String>,
     /// Rewrite paths: every match of REGEX becomes REPLACEMENT ($1 for a
-    /// group); repeatable, applied in order.
+    /// group); repeatable, applied in order. Split at the first `=` not
+    /// escaped: an `=` in REGEX is written `\=`.
     #[arg(long, value_name = "REGEX=REPLACEMENT")]
     pub rewrite_path: Vec<String>,
     /// Send the recorded Host / :authority instead of the target's (the
@@ -548,6 +587,10 @@ pub struct CompareArgs {
     /// viewer, regression groups, latency charts.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// A run that compared fewer pairs than this is not a pass: exit 4
+    /// unless something regressed [default: 1].
+    #[arg(long, value_name = "N")]
+    pub min_compared: Option<u64>,
 }
 
 /// `reprise demo`.

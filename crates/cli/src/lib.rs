@@ -1,9 +1,11 @@
 //! The `reprise` command line: clap arguments mapped to library calls.
 //!
 //! Exit codes (documented in docs/cli.md):
-//! 0 success; 1 a comparison found regressions; 2 usage or runtime error;
-//! 3 the input was damaged: everything intact was processed and each
-//! skipped part was reported on stderr.
+//! 0 success; 1 a comparison found regressions or a mock missed a call;
+//! 2 usage or runtime error; 3 the input was damaged: everything intact
+//! was processed and each skipped part was reported on stderr; 4 too
+//! little was compared (`--min-compared`). Commands that judge take their
+//! code from [`reprise_compare::Judgement`].
 
 mod args;
 mod commands;
@@ -25,6 +27,20 @@ pub enum Outcome {
     Error,
     /// The input was damaged; the intact part was processed.
     Damaged,
+    /// Fewer pairs were compared than `--min-compared`.
+    TooFewCompared,
+}
+
+impl From<reprise_compare::Finding> for Outcome {
+    fn from(finding: reprise_compare::Finding) -> Self {
+        use reprise_compare::Finding;
+        match finding {
+            Finding::Passed => Outcome::Success,
+            Finding::Regressed => Outcome::Regressed,
+            Finding::Damaged => Outcome::Damaged,
+            Finding::TooFewCompared => Outcome::TooFewCompared,
+        }
+    }
 }
 
 impl Outcome {
@@ -35,6 +51,7 @@ impl Outcome {
             Outcome::Regressed => 1,
             Outcome::Error => 2,
             Outcome::Damaged => 3,
+            Outcome::TooFewCompared => 4,
         }
     }
 }

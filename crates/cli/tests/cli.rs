@@ -560,9 +560,7 @@ fn tests_and_scripts_read_nothing_outside_the_repository() {
             }
             if path.is_dir() {
                 stack.push(path);
-            } else if let Ok(text) = std::fs::read_to_string(&path)
-                && text.contains(&outside)
-            {
+            } else if std::fs::read_to_string(&path).is_ok_and(|text| text.contains(&outside)) {
                 offenders.push(path.display().to_string());
             }
         }

@@ -866,3 +866,174 @@ fn httpbin_replayed_against_a_copy_with_a_baseline_is_noise_only() {
         text(&with_rules.stdout)
     );
 }
+
+/// Every row of the exit-code table docs/cli.md gives for the commands
+/// that judge, for `diff`, with its precedence: tapes written here, so
+/// that each row is made on purpose.
+#[test]
+fn diff_exit_codes_follow_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = |i: usize| format!(r#"{{"ok":true,"path":"/calls/{i}"}}"#);
+    let recorded: Vec<_> = (0..200).map(|i| answered(i, &body(i))).collect();
+    let rec = dir.path().join("rec.tape");
+    write_blocks(&rec, &recorded, false);
+    let tape = |name: &str, changed: bool, damaged: bool| {
+        let results: Vec<_> = recorded
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let answer = if changed && i == 0 {
+                    r#"{"ok":false}"#.to_string()
+                } else {
+                    body(i)
+                };
+                replayed(r, &answer)
+            })
+            .collect();
+        let path = dir.path().join(name);
+        write_blocks(&path, &results, damaged);
+        path
+    };
+    let same = tape("same.tape", false, false);
+    let changed = tape("changed.tape", true, false);
+    let damaged = tape("damaged.tape", false, true);
+    let damaged_changed = tape("damaged-changed.tape", true, true);
+    // The replay of another recording: nothing pairs.
+    let other: Vec<_> = (0..5).map(|i| answered(i, &body(i))).collect();
+    let unrelated = dir.path().join("unrelated.tape");
+    write_blocks(
+        &unrelated,
+        &other.iter().map(|r| replayed(r, "{}")).collect::<Vec<_>>(),
+        false,
+    );
+
+    let shortfall = "fewer than --min-compared";
+    for (results, extra, code, on_stderr) in [
+        (&same, vec![], 0, None),
+        (&changed, vec![], 1, None),
+        (&damaged, vec![], 3, Some("checksum")),
+        (
+            &unrelated,
+            vec![],
+            4,
+            Some("0 pairs compared, fewer than --min-compared 1"),
+        ),
+        (&unrelated, vec!["--min-compared", "0"], 0, None),
+        (&same, vec!["--min-compared", "201"], 4, Some(shortfall)),
+        // 1 wins over 3 and 4; both are still reported.
+        (
+            &damaged_changed,
+            vec!["--min-compared", "1000"],
+            1,
+            Some(shortfall),
+        ),
+        (&damaged_changed, vec![], 1, Some("checksum")),
+        // 4 wins over 3.
+        (
+            &damaged,
+            vec!["--min-compared", "1000"],
+            4,
+            Some("checksum"),
+        ),
+        // 2 wins over all.
+        (
+            &damaged_changed,
+            vec!["--min-compared", "lots"],
+            2,
+            Some("--min-compared"),
+        ),
+    ] {
+        let mut args = vec!["diff", s(&rec), s(results)];
+        args.extend(extra.iter().copied());
+        let out = reprise(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}\n{}{stderr}",
+            text(&out.stdout)
+        );
+        if let Some(expected) = on_stderr {
+            assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        }
+        if code == 0 {
+            assert!(!stderr.contains(shortfall), "{args:?}: {stderr}");
+        }
+    }
+    // The damaged run with a shortfall reports both.
+    let out = reprise(&["diff", s(&rec), s(&damaged), "--min-compared", "1000"]);
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(shortfall) && stderr.contains("checksum"),
+        "{stderr}"
+    );
+    // Two unrelated tapes say how many were not compared.
+    let out = reprise(&["diff", s(&rec), s(&unrelated)]);
+    assert!(
+        text(&out.stdout).contains("205 not compared"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+/// The `x` of each point of the CDF `series` ("recorded" or "replayed")
+/// of the first chart in a rendered page.
+fn curve(dom: &str, series: &str) -> Vec<f64> {
+    let tag = dom
+        .find(&format!(r#"data-series="{series}""#))
+        .unwrap_or_else(|| panic!("no {series} curve on the page"));
+    let start = dom[..tag].rfind("<polyline").unwrap();
+    let element = &dom[start..tag];
+    let points = element.split(r#"points=""#).nth(1).unwrap();
+    let points = &points[..points.find('"').unwrap()];
+    points
+        .split_whitespace()
+        .map(|p| p.split(',').next().unwrap().parse().unwrap())
+        .collect()
+}
+
+/// A recording answered in about 200 µs replayed against a build that
+/// takes 80 ms: on a linear axis the recorded CDF is a vertical line at
+/// zero; on the report's log axis both are curves across the chart.
+#[test]
+fn latency_charts_use_a_log_axis() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = r#"{"ok":true}"#;
+    let mut recorded = Vec::new();
+    let mut results = Vec::new();
+    for i in 0..40 {
+        let mut original = answered(i, body);
+        original.duration_ns = 200_000 + i as u64 * 5_000;
+        let mut again = replayed(&original, body);
+        again.duration_ns = 80_000_000 + i as u64 * 1_000_000;
+        recorded.push(original);
+        results.push(again);
+    }
+    let (rec, out) = (dir.path().join("rec.tape"), dir.path().join("out.tape"));
+    write_blocks(&rec, &recorded, false);
+    write_blocks(&out, &results, false);
+    let html = dir.path().join("report.html");
+    let run = reprise(&["diff", s(&rec), s(&out), "--report", s(&html)]);
+    assert_eq!(run.status.code(), Some(0), "{}", text(&run.stderr));
+    let (dom, console) = render(&html);
+    assert!(dom.contains(r#"data-rendered="yes""#), "{console}");
+    assert!(dom.contains(r#"data-scale="log""#), "a log axis");
+    assert!(dom.contains("latency, log scale"), "the axis says so");
+    // The chart's axis runs from x = 28 to x = 312.
+    let (axis_start, axis_len) = (28.0, 284.0);
+    let recorded_x = curve(&dom, "recorded");
+    let replayed_x = curve(&dom, "replayed");
+    assert_eq!((recorded_x.len(), replayed_x.len()), (20, 20));
+    for x in &recorded_x {
+        assert!(
+            (x - axis_start) / axis_len > 0.05,
+            "the recorded curve sits on the axis: {recorded_x:?}"
+        );
+    }
+    assert!(
+        replayed_x.iter().all(|x| *x <= axis_start + axis_len + 0.5),
+        "{replayed_x:?}"
+    );
+    // Decades in between are ticked.
+    assert!(dom.contains(">1.0ms<") && dom.contains(">10.0ms<"), "ticks");
+}

@@ -273,7 +273,8 @@ async fn an_appended_tape_sends_only_the_new_calls() {
         curl(&[&recorder.url(&format!("/price?sku=old{i}"))]);
     }
     recorder.stop_cleanly("-INT");
-    // Nothing copied, nothing compared: a clean exit.
+    // Nothing copied, nothing compared: too little to be a pass (exit 4,
+    // docs/cli.md's exit-code table).
     let mirror = Recorder::mirror(
         &format!("http://{primary}"),
         &format!("http://{shadow}"),
@@ -282,7 +283,7 @@ async fn an_appended_tape_sends_only_the_new_calls() {
     );
     std::thread::sleep(Duration::from_millis(300));
     let (code, stderr) = mirror.stop("-INT");
-    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("nothing to compare"), "{stderr}");
     // The new call is copied and compared; the old ones are neither.
     let report = dir.path().join("diff.json");
@@ -348,4 +349,43 @@ async fn an_https_shadow_is_trusted_by_its_ca_only() {
     }
     assert_eq!(shadow_seen.lock().unwrap().len(), 1);
     front.stop_cleanly("-INT");
+}
+
+/// The mirror's rows of the exit-code table (docs/cli.md) with
+/// `--compare`: a shadow that agrees passes; fewer pairs than
+/// `--min-compared` (1 by default, so a run that copied nothing) is 4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_compare_exit_codes_follow_the_table() {
+    let shadow_seen = Seen::default();
+    let primary = start_prices(10, Duration::ZERO, Seen::default()).await;
+    let shadow = start_prices(10, Duration::ZERO, Arc::clone(&shadow_seen)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (primary, shadow) = (format!("http://{primary}"), format!("http://{shadow}"));
+    let run = |name: &str, calls: usize, extra: &[&str]| {
+        let tape = temp_tape(&dir, name);
+        let mut args = vec!["--compare"];
+        args.extend_from_slice(extra);
+        let mirror = Recorder::mirror(&primary, &shadow, &tape, &args);
+        let before = shadow_seen.lock().unwrap().len();
+        for i in 0..calls {
+            curl(&["-o", "/dev/null", &mirror.url(&format!("/price?sku={i}"))]);
+        }
+        wait_for("the shadow has every call", 20, || {
+            shadow_seen.lock().unwrap().len() == before + calls
+        });
+        mirror.stop("-INT")
+    };
+    let (code, stderr) = run("two.tape", 2, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, stderr) = run("short.tape", 2, &["--min-compared", "3"]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(
+        stderr.contains("2 pairs compared, fewer than --min-compared 3"),
+        "{stderr}"
+    );
+    let (code, stderr) = run("none.tape", 0, &[]);
+    assert_eq!(code, 4, "{stderr}");
+    assert!(stderr.contains("nothing to compare"), "{stderr}");
+    let (code, stderr) = run("none-asked.tape", 0, &["--min-compared", "0"]);
+    assert_eq!(code, 0, "{stderr}");
 }

@@ -598,3 +598,23 @@ async fn misses_fall_through_to_a_real_upstream_only_when_asked() {
     );
     stop_expecting(mock, 1);
 }
+
+/// The mock's rows of the exit-code table (docs/cli.md): it judges the
+/// calls it got. Nothing served is a pass (whether the service under
+/// test had to call its dependency is that test's question); a miss is
+/// 1 even when everything else was served; a damaged recording is
+/// refused (2, in the test above), so 3 and 4 never come from a mock.
+#[test]
+fn a_mock_judges_by_its_misses_and_an_idle_mock_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "calls.tape");
+    write_tape(&tape, vec![price_call(1, None, "-", "inbound 1", 0)]);
+    let mock = Recorder::mock(&tape, &["--inbound", "--ignore-authority"]);
+    let stderr = stop_expecting(mock, 0);
+    assert!(stderr.contains("mock served 0 calls, missed 0"), "{stderr}");
+    let mock = Recorder::mock(&tape, &["--inbound", "--ignore-authority"]);
+    let (status, _, _) = call(&format!("http://{}/nowhere", mock.addr), &[]);
+    assert_eq!(status, 502);
+    let stderr = stop_expecting(mock, 1);
+    assert!(stderr.contains("missed 1"), "{stderr}");
+}

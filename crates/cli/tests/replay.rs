@@ -404,8 +404,11 @@ async fn grpc_unary_and_streaming_calls_replay_message_by_message() {
     let out = replay(&tape, &format!("http://{echo}"), &["--out", s(&results)]).await;
     assert_success(&out);
     let stdout = text(&out.stdout);
+    // The failing call was recorded without a gRPC status: its
+    // NOT_FOUND is an answer that differs, not a failure to answer.
     assert!(
-        stdout.contains("ok 4, failed 1: 1 grpc NOT_FOUND"),
+        stdout.contains("ok 4, failed 0, status differs 1")
+            && stdout.contains("status differs: 1 grpc NOT_FOUND where none was recorded"),
         "{stdout}"
     );
     let results = read_tape(&results);
@@ -704,6 +707,9 @@ async fn rewrites_change_only_what_they_name() {
         &[
             "--rewrite-path",
             "^/v1/(\\w+)=/v2/$1",
+            // An = in the pattern is written \=; the replacement's as is.
+            "--rewrite-path",
+            r"full\=1=full=0",
             "--set-header",
             "Authorization: Bearer staging",
             "--drop-header",
@@ -715,7 +721,7 @@ async fn rewrites_change_only_what_they_name() {
     assert_success(&out);
     let received = target.received();
     let got = &received[0];
-    assert_eq!(got.path, "/v2/users/7?full=1");
+    assert_eq!(got.path, "/v2/users/7?full=0");
     assert_eq!(
         values(&got.headers, "authorization"),
         [b"Bearer staging".as_slice()]
@@ -1131,4 +1137,172 @@ async fn an_interrupt_during_a_long_gap_ends_the_replay_at_once() {
         text(&out.stdout)
     );
     assert_eq!(target.received().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_to_a_hanging_target_time_out_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("twelve.tape");
+    let calls: Vec<Exchange> = (0..12)
+        .map(|i| exchange(Protocol::Http11, "GET", &format!("/{i}"), &[], b"", i * MS))
+        .collect();
+    write_tape(&tape, &calls);
+    // Answers nothing for an hour: every call ends at its timeout.
+    let hanging = Target::start(Behaviour::Delay(Duration::from_secs(3600))).await;
+    let started = Instant::now();
+    let out = replay(&tape, &hanging.url(), &["--timeout", "1s", "--max"]).await;
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("12 timeout"),
+        "{}",
+        text(&out.stdout)
+    );
+    // 12 calls within the default concurrency of 32 are all in flight at
+    // once: the run takes about one timeout, not one per call.
+    assert!(
+        took < Duration::from_secs(4),
+        "12 calls with --timeout 1s took {took:?}"
+    );
+    assert_eq!(hanging.received().len(), 12);
+}
+
+/// `replay --compare`'s rows of the exit-code table (docs/cli.md), with
+/// their precedence, against a target whose answers the recordings hold
+/// (or, for the changed one, do not).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_compare_exit_codes_follow_the_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = Target::start(Behaviour::Ok).await;
+    let body = |i: usize| format!(r#"{{"ok":true,"path":"/calls/{i}"}}"#);
+    let recording = |name: &str, changed: bool, damaged: bool| {
+        let exchanges: Vec<Exchange> = (0..200)
+            .map(|i| {
+                let answer = if changed && i == 0 {
+                    r#"{"ok":false}"#.to_string()
+                } else {
+                    body(i)
+                };
+                answered(i, &answer)
+            })
+            .collect();
+        let path = dir.path().join(name);
+        write_blocks(&path, &exchanges, damaged);
+        path
+    };
+    let faithful = recording("faithful.tape", false, false);
+    let changed = recording("changed.tape", true, false);
+    let damaged = recording("damaged.tape", false, true);
+    let shortfall = "fewer than --min-compared";
+    for (tape, extra, code, on_stderr) in [
+        (&faithful, vec![], 0, None),
+        (&changed, vec![], 1, None),
+        (&damaged, vec![], 3, Some("checksum")),
+        (&faithful, vec!["--min-compared", "201"], 4, Some(shortfall)),
+        // 1 wins over 4; 4 wins over 3; both still said.
+        (&changed, vec!["--min-compared", "201"], 1, Some(shortfall)),
+        (
+            &damaged,
+            vec!["--min-compared", "1000"],
+            4,
+            Some("checksum"),
+        ),
+        (
+            &faithful,
+            vec!["--min-compared", "none"],
+            2,
+            Some("--min-compared"),
+        ),
+    ] {
+        let mut args = vec!["--compare", "--max", "-q"];
+        args.extend(extra.iter().copied());
+        let out = replay(tape, &target.url(), &args).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}\n{}{stderr}",
+            text(&out.stdout)
+        );
+        if let Some(expected) = on_stderr {
+            assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        }
+    }
+    let out = replay(
+        &damaged,
+        &target.url(),
+        &["--compare", "--max", "-q", "--min-compared", "1000"],
+    )
+    .await;
+    assert!(
+        text(&out.stderr).contains(shortfall),
+        "{}",
+        text(&out.stderr)
+    );
+    // Without --compare nothing is judged: the flag is a usage error.
+    let out = replay(&faithful, &target.url(), &["--min-compared", "3"]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("go with --compare"));
+}
+
+/// A 404 the recording also had is a faithful replay; only answers with
+/// another status than recorded are counted apart, and never as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_judged_against_the_recorded_status() {
+    let nginx = Nginx::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("statuses.tape");
+    let answered_with = |path: &str, status: u32, at: u64| {
+        let mut call = exchange(Protocol::Http11, "GET", path, &[], b"", at * MS);
+        call.response.as_mut().unwrap().status = status;
+        call
+    };
+    write_tape(
+        &tape,
+        &[
+            answered_with("/api/item.json", 200, 0),
+            answered_with("/missing.json", 404, 1),
+            answered_with("/gone.json", 200, 2),
+            answered_with("/api/item.json", 503, 3),
+        ],
+    );
+    let report = dir.path().join("report.json");
+    let out = replay(
+        &tape,
+        &format!("http://{}", nginx.http1),
+        &["--max", "--json", s(&report)],
+    )
+    .await;
+    assert_success(&out);
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("ok 2, failed 0, status differs 2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("status differs: 1 200 where 503 was recorded, 1 404 where 200 was recorded"),
+        "{stdout}"
+    );
+    let report = json(&report);
+    assert_eq!(
+        (&report["ok"], &report["failed"], &report["status_differs"]),
+        (&2.into(), &0.into(), &2.into()),
+        "{report}"
+    );
+    assert_eq!(report["failures"], serde_json::json!({}));
+    assert_eq!(
+        report["status_differences"],
+        serde_json::json!({"404 where 200 was recorded": 1, "200 where 503 was recorded": 1})
+    );
+    let item = report["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["endpoint"] == "GET /api/item.json")
+        .unwrap();
+    assert_eq!(
+        (&item["ok"], &item["failed"], &item["status_differs"]),
+        (&1.into(), &0.into(), &1.into())
+    );
 }

@@ -2,7 +2,8 @@
 //! no network asset). The report's JSON is embedded and the page renders
 //! it: a sortable endpoint table, differences by field path with their
 //! counts, a side-by-side viewer of each path's example, the regression
-//! groups, and latency CDFs recorded vs replayed per endpoint.
+//! groups, and latency CDFs recorded vs replayed per endpoint (on a log
+//! axis: a recording and a replay of very different speeds both show).
 
 use std::io::Write;
 
@@ -120,19 +121,34 @@ const charts = document.getElementById('charts');
 for (const e of data.endpoints) {
   const a = e.latency.recorded_cdf_us, b = e.latency.replayed_cdf_us;
   if (!a.length && !b.length) continue;
+  // A log axis: a recording at 200µs and a replay at 80ms are both
+  // curves, not a vertical line at zero beside a curve. It spans whole
+  // decades around the values, a tick at each.
   const W = 320, H = 160, P = 28;
-  const max = Math.max(1, ...a, ...b);
-  const box = svg('svg', {width: W, height: H, viewBox: `0 0 ${W} ${H}`});
+  const all = [...a, ...b].map(v => Math.max(1, v));
+  const lo = Math.floor(Math.log10(Math.min(...all)));
+  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...all))));
+  const x = v => P + (W - P - 8) * (Math.log10(Math.max(1, v)) - lo) / (hi - lo);
+  const box = svg('svg', {width: W, height: H, viewBox: `0 0 ${W} ${H}`, 'data-scale': 'log'});
   box.append(svg('line', {x1: P, y1: H - P, x2: W - 8, y2: H - P, stroke: '#999'}));
   box.append(svg('line', {x1: P, y1: 8, x2: P, y2: H - P, stroke: '#999'}));
-  const line = (values, colour) => {
-    const pts = values.map((v, i) => `${P + (W - P - 8) * v / max},${H - P - (H - P - 8) * (i + 1) / values.length}`);
-    box.append(svg('polyline', {points: pts.join(' '), fill: 'none', stroke: colour, 'stroke-width': 2}));
+  for (let d = lo; d <= hi; d++) {
+    const at = x(10 ** d);
+    box.append(svg('line', {x1: at, y1: H - P, x2: at, y2: H - P + 4, stroke: '#999'}));
+    // The last label ends at the axis' end, inside the chart.
+    const anchor = d === hi ? 'end' : 'middle';
+    const tick = svg('text', {x: d === hi ? W - 2 : at, y: H - P + 13, 'text-anchor': anchor, 'font-size': 10, class: 'tick'});
+    tick.textContent = micros(10 ** d);
+    box.append(tick);
+  }
+  const line = (values, colour, name) => {
+    const pts = values.map((v, i) => `${x(v).toFixed(1)},${H - P - (H - P - 8) * (i + 1) / values.length}`);
+    box.append(svg('polyline', {points: pts.join(' '), fill: 'none', stroke: colour, 'stroke-width': 2, 'data-series': name}));
   };
-  line(a, '#1f6feb');
-  line(b, '#d1242f');
-  const label = svg('text', {x: W - 8, y: H - 8, 'text-anchor': 'end', 'font-size': 11});
-  label.textContent = micros(max);
+  line(a, '#1f6feb', 'recorded');
+  line(b, '#d1242f', 'replayed');
+  const label = svg('text', {x: W - 2, y: H - 3, 'text-anchor': 'end', 'font-size': 10});
+  label.textContent = 'latency, log scale';
   box.append(label);
   charts.append(el('div', {class: 'chart'}, el('h3', {}, e.endpoint),
     el('div', {class: 'legend'}, el('span', {style: 'color:#1f6feb'}, '— recorded'), el('span', {style: 'color:#d1242f'}, '— replayed')), box));

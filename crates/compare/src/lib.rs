@@ -16,17 +16,22 @@
 //!   on the same call, or on too many calls for the candidate's count to
 //!   stand out, are noise, not regressions.
 //!
+//! - [`Judgement`]: how a run that judges (diff, replay or mirror with
+//!   `--compare`, mock) ends, as one exit code table for all of them.
+//!
 //! Paths use the one grammar of `reprise_model::redact::JsonPath`, which
 //! `--ignore` rules are written in.
 
 mod html;
 pub mod json;
+mod judgement;
 pub mod noise;
 pub mod pair;
 mod report;
 mod schema;
 
 pub use json::{ChangeKind, Difference, diff, diff_with};
+pub use judgement::{Finding, Judgement};
 pub use noise::{NoiseModel, Suppressed, Thresholds, guess};
 pub use pair::{EndpointRules, IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
 pub use report::{Comparison, DiffReport, EndpointDiff, Example, Group, LatencyPair, PathCount};

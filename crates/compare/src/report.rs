@@ -133,6 +133,23 @@ impl DiffReport {
         self.regressed > 0
     }
 
+    /// Pairs compared: seen, less those not compared.
+    pub fn compared(&self) -> u64 {
+        self.identical + self.regressed + self.noise_only
+    }
+
+    /// What this comparison found, for the exit code: `min_compared`
+    /// pairs must have been compared; `damaged`: an input was damaged.
+    pub fn judgement(&self, min_compared: u64, damaged: bool) -> crate::Judgement {
+        crate::Judgement {
+            regressed: self.regressed,
+            missed: 0,
+            damaged,
+            compared: self.compared(),
+            min_compared,
+        }
+    }
+
     /// The terminal report.
     pub fn render(&self, out: &mut dyn Write) -> std::io::Result<()> {
         let not_compared: u64 = self.not_compared.values().sum();

@@ -6,6 +6,7 @@
 
 pub mod h1;
 pub mod hop;
+pub mod probe;
 pub mod reflection;
 pub mod stream;
 pub mod tls;
@@ -42,6 +43,7 @@ pub fn grpc_error_fields(headers: &mut HeaderMap, code: u16, message: &str) {
     }
 }
 
+pub use probe::UpstreamProtocol;
 pub use tls::TlsError;
 
 #[cfg(test)]

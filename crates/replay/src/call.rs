@@ -52,6 +52,11 @@ pub struct Call {
     pub trailers: Option<HeaderMap>,
     /// The encoded HTTP/1.1 request head (empty for HTTP/2).
     pub h1_head: Bytes,
+    /// The status the recording was answered with, when it holds one.
+    pub recorded_status: Option<u16>,
+    /// The gRPC status the recording was answered with, when it holds
+    /// one.
+    pub recorded_grpc: Option<i32>,
 }
 
 impl Call {
@@ -144,6 +149,8 @@ impl CallBuilder {
             (ProtocolChoice::Http1, _) if grpc => return Err(Skip::GrpcNeedsHttp2),
             (ProtocolChoice::Http1, _) => Wire::Http1,
             (ProtocolChoice::Http2, _) => Wire::Http2,
+            (ProtocolChoice::Http1ExceptGrpc, _) if grpc => Wire::Http2,
+            (ProtocolChoice::Http1ExceptGrpc, _) => Wire::Http1,
             (ProtocolChoice::Recorded, Protocol::Http2 | Protocol::Grpc | Protocol::Http3) => {
                 Wire::Http2
             }
@@ -212,6 +219,16 @@ impl CallBuilder {
             messages,
             trailers,
             h1_head,
+            recorded_status: exchange
+                .response
+                .as_ref()
+                .and_then(|r| u16::try_from(r.status).ok())
+                .filter(|status| *status != 0),
+            recorded_grpc: exchange
+                .response
+                .as_ref()
+                .and_then(|r| r.grpc.as_ref())
+                .map(|g| g.code),
         })
     }
 
@@ -374,6 +391,65 @@ mod tests {
     }
 
     #[test]
+    fn answers_are_judged_against_the_recorded_status() {
+        use crate::stats::Outcome;
+        let answered = |status: u32, grpc: Option<i32>| {
+            let mut recorded = exchange(Protocol::Http11, "/a");
+            recorded.response = Some(reprise_model::Response {
+                status,
+                grpc: grpc.map(|code| reprise_model::GrpcStatus {
+                    code,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            builder().build(&recorded, 0).unwrap()
+        };
+        // A 404 or 503 the recording had too is a faithful answer.
+        assert_eq!(
+            Outcome::of_answer(&answered(404, None), 404, None),
+            Outcome::Ok
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(503, None), 503, None),
+            Outcome::Ok
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(200, None), 503, None),
+            Outcome::Status {
+                got: 503,
+                recorded: Some(200)
+            }
+        );
+        // Nothing recorded: below 400 is as good as it gets.
+        let unanswered = builder()
+            .build(&exchange(Protocol::Http11, "/a"), 0)
+            .unwrap();
+        assert_eq!(Outcome::of_answer(&unanswered, 204, None), Outcome::Ok);
+        assert_eq!(
+            Outcome::of_answer(&unanswered, 404, None),
+            Outcome::Status {
+                got: 404,
+                recorded: None
+            }
+        );
+        // gRPC: the recorded status, NOT_FOUND included; none is OK.
+        let not_found = answered(200, Some(5));
+        assert_eq!(Outcome::of_answer(&not_found, 200, Some(5)), Outcome::Ok);
+        assert_eq!(
+            Outcome::of_answer(&not_found, 200, None),
+            Outcome::Grpc {
+                got: 0,
+                recorded: Some(5)
+            }
+        );
+        assert_eq!(
+            Outcome::of_answer(&answered(200, Some(0)), 200, None),
+            Outcome::Ok
+        );
+    }
+
+    #[test]
     fn http1_call_keeps_the_request_and_targets_the_target() {
         let call = builder()
             .build(&exchange(Protocol::Http11, "/a?b=1"), 0)
@@ -515,5 +591,19 @@ mod tests {
         // The recorded length still holds: sent once, as recorded.
         assert_eq!(head.matches("content-length: 5\r\n").count(), 1, "{head:?}");
         assert!(head.ends_with("\r\n\r\n"), "{head:?}");
+    }
+
+    #[test]
+    fn http1_except_grpc_sends_http2_calls_over_http1_and_grpc_over_http2() {
+        let builder = CallBuilder::new(
+            Target::parse("http://127.0.0.1:9").unwrap(),
+            Rewrites::default(),
+            ProtocolChoice::Http1ExceptGrpc,
+        );
+        let h2 = builder.build(&exchange(Protocol::Http2, "/a"), 0).unwrap();
+        let head = String::from_utf8_lossy(&h2.h1_head).into_owned();
+        assert!(head.starts_with("POST /a HTTP/1.1\r\n"), "{head:?}");
+        let grpc = builder.build(&exchange(Protocol::Grpc, "/b"), 0).unwrap();
+        assert!(grpc.h1_head.is_empty());
     }
 }

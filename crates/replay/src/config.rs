@@ -94,6 +94,10 @@ pub enum ProtocolChoice {
     Http1,
     /// HTTP/2 for every call.
     Http2,
+    /// HTTP/1.1 for every call but gRPC, which needs HTTP/2: for a target
+    /// that speaks HTTP/1.1 only (`reprise mirror`'s shadow, when it does
+    /// not answer HTTP/2).
+    Http1ExceptGrpc,
 }
 
 /// Which certificates an https target may show.
@@ -219,16 +223,19 @@ impl Rewrites {
     }
 
     /// `--rewrite-path REGEX=REPLACEMENT`: every match in the path and
-    /// query is replaced (`$1` names a group), in the order given.
+    /// query is replaced (`$1` names a group), in the order given. The
+    /// spec splits at its first `=` that no backslash escapes, so a
+    /// pattern writes an `=` as `\=` (which the regex reads as `=`); the
+    /// replacement may hold `=` as it is.
     pub fn rewrite_path(&mut self, spec: &str) -> Result<(), ReplayError> {
         let bad = |reason: String| ReplayError::Option {
             option: "--rewrite-path",
             value: spec.to_string(),
             reason,
         };
-        let (pattern, replacement) = spec
-            .split_once('=')
-            .ok_or_else(|| bad("expected REGEX=REPLACEMENT".to_string()))?;
+        let (pattern, replacement) = split_unescaped(spec, '=').ok_or_else(|| {
+            bad("expected REGEX=REPLACEMENT (an = in REGEX is written \\=)".to_string())
+        })?;
         let regex = Regex::new(pattern).map_err(|e| {
             // The regex crate draws the error under the pattern over
             // several lines; its last line says what is wrong.
@@ -242,6 +249,21 @@ impl Rewrites {
         self.paths.push((regex, replacement.to_string()));
         Ok(())
     }
+}
+
+/// `text` cut at its first `at` that is not escaped by a backslash (a
+/// backslash escapes the character after it, a backslash included).
+fn split_unescaped(text: &str, at: char) -> Option<(&str, &str)> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            c if c == at => return Some((&text[..i], &text[i + c.len_utf8()..])),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -279,6 +301,25 @@ mod tests {
         assert!(r.drop_header("bad name").is_err());
         assert!(r.rewrite_path("(=x").is_err());
         assert!(r.rewrite_path("nothing").is_err());
+        assert!(r.rewrite_path(r"only\=escaped").is_err());
+    }
+
+    #[test]
+    fn a_rewrite_pattern_may_hold_an_escaped_equals_sign() {
+        let mut r = Rewrites::default();
+        r.rewrite_path(r"token\=\w+=token=[x]").unwrap();
+        r.rewrite_path(r"\\=/").unwrap();
+        let (regex, replacement) = &r.paths[0];
+        assert_eq!(regex.as_str(), r"token\=\w+");
+        assert_eq!(replacement, "token=[x]");
+        assert_eq!(
+            regex.replace_all("/a?token=abc&b=1", replacement.as_str()),
+            "/a?token=[x]&b=1"
+        );
+        // An escaped backslash does not escape the = after it.
+        assert_eq!(r.paths[1].0.as_str(), r"\\");
+        assert_eq!(r.paths[1].1, "/");
+        assert_eq!(split_unescaped("a=b=c", '='), Some(("a", "b=c")));
     }
 
     #[test]

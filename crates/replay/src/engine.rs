@@ -38,7 +38,7 @@ pub struct Replay {
     shared: Arc<Shared>,
     reader: JoinHandle<ReadReport>,
     writer: Option<JoinHandle<Result<u64, StoreError>>>,
-    senders: Vec<JoinHandle<()>>,
+    senders: Vec<JoinHandle<Result<(), ReplayError>>>,
     control: JoinHandle<()>,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
@@ -154,7 +154,10 @@ impl Replay {
         let feed_owner = shared.clone();
         let reader = std::thread::Builder::new()
             .name("reprise-reader".into())
-            .spawn(move || reader.run(&feed_owner.feed))
+            .spawn(move || {
+                let _stop = StopOnPanic(&feed_owner.feed);
+                reader.run(&feed_owner.feed)
+            })
             .map_err(ReplayError::Start)?;
         // Worker w runs on thread w % threads and counts into shard
         // w % threads: each thread has its shard to itself.
@@ -169,8 +172,23 @@ impl Replay {
                         for worker in (thread..concurrency).step_by(threads) {
                             workers.spawn(work(shared.clone(), worker));
                         }
-                        while workers.join_next().await.is_some() {}
-                    });
+                        let mut failed = Ok(());
+                        while let Some(joined) = workers.join_next().await {
+                            if let Err(error) = joined
+                                && error.is_panic()
+                                && failed.is_ok()
+                            {
+                                // The other workers stop too: the run's
+                                // report would be wrong anyway.
+                                shared.feed.stop();
+                                failed = Err(ReplayError::panicked(
+                                    format!("sender {thread}"),
+                                    &*error.into_panic(),
+                                ));
+                            }
+                        }
+                        failed
+                    })
                 })
                 .map_err(ReplayError::Start)?;
             senders.push(sender);
@@ -221,11 +239,18 @@ impl Replay {
         let merged = self.shared.shards.merged().stats;
         let finished: u64 = merged.outcomes.values().sum();
         let ok = merged.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
+        let status_differs: u64 = merged
+            .outcomes
+            .iter()
+            .filter(|(outcome, _)| outcome.differs())
+            .map(|(_, n)| n)
+            .sum();
         Progress {
             elapsed: self.shared.start.elapsed(),
             sent: self.shared.shards.sent_total(),
             ok,
-            failed: finished - ok,
+            status_differs,
+            failed: finished - ok - status_differs,
             p99_us: merged.scheduled.value_at_quantile(0.99),
         }
     }
@@ -235,7 +260,9 @@ impl Replay {
         self.senders.iter().all(JoinHandle::is_finished)
     }
 
-    /// Waits for the replay to end and reports on it.
+    /// Waits for the replay to end and reports on it. A thread of the
+    /// replay that panicked is an error ([`ReplayError::ThreadFailed`]),
+    /// never a report missing its part.
     pub fn wait(self) -> Result<Report, ReplayError> {
         let Replay {
             shared,
@@ -247,29 +274,49 @@ impl Replay {
             done,
             live,
         } = self;
-        for sender in senders {
-            let _ = sender.join();
+        // Every thread is joined whatever the others did, so that none is
+        // left running; the first failure is the replay's error.
+        let mut failed: Option<ReplayError> = None;
+        for (thread, sender) in senders.into_iter().enumerate() {
+            let joined = sender
+                .join()
+                .unwrap_or_else(|p| Err(ReplayError::panicked(format!("sender {thread}"), &*p)));
+            if let Err(error) = joined {
+                failed.get_or_insert(error);
+            }
         }
         let elapsed = shared.start.elapsed();
         done.store(true, Ordering::SeqCst);
-        let _ = control.join();
+        if let Err(p) = control.join() {
+            failed.get_or_insert(ReplayError::panicked("control", &*p));
+        }
         stop.store(true, Ordering::SeqCst);
         if let Some(live) = &live {
             live.store(true, Ordering::SeqCst);
         }
-        let read = reader.join().unwrap_or_default();
+        let read = match reader.join() {
+            Ok(read) => read,
+            Err(p) => {
+                failed.get_or_insert(ReplayError::panicked("reader", &*p));
+                ReadReport::default()
+            }
+        };
         let merged = shared.shards.merged();
         let target = shared.target.clone();
         // The workers are done: the last sender of results goes with them.
         drop(shared);
-        let written = match writer {
-            Some(writer) => Some(
-                writer
-                    .join()
-                    .map_err(|_| StoreError::failed("results", "the results writer stopped"))??,
-            ),
+        let written = match writer.map(JoinHandle::join) {
+            Some(Ok(written)) => Some(written),
+            Some(Err(p)) => {
+                failed.get_or_insert(ReplayError::panicked("results writer", &*p));
+                None
+            }
             None => None,
         };
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        let written = written.transpose()?;
         if let Some(error) = read.error {
             return Err(error.into());
         }
@@ -313,7 +360,10 @@ pub fn plan(
     let reader_feed = feed.clone();
     let reader = std::thread::Builder::new()
         .name("reprise-reader".into())
-        .spawn(move || reader.run(&reader_feed))
+        .spawn(move || {
+            let _stop = StopOnPanic(&reader_feed);
+            reader.run(&reader_feed)
+        })
         .map_err(ReplayError::Start)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -332,11 +382,23 @@ pub fn plan(
     }
     let read = reader
         .join()
-        .map_err(|_| StoreError::failed("recording", "the reader stopped"))?;
+        .map_err(|p| ReplayError::panicked("reader", &*p))?;
     if let Some(error) = read.error {
         return Err(error.into());
     }
     Ok(RecordingReport::of(read))
+}
+
+/// Stops the feed when the thread holding this unwinds: a reader that
+/// panicked must not leave the workers waiting for calls that never come.
+struct StopOnPanic<'a>(&'a Feed);
+
+impl Drop for StopOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.stop();
+        }
+    }
 }
 
 fn cores() -> usize {
@@ -384,7 +446,10 @@ async fn work(shared: Arc<Shared>, worker: usize) {
     tokio::pin!(expiry);
     loop {
         if local.is_empty() {
-            shared.feed.take(&mut local, LOCAL_JOBS).await;
+            shared
+                .feed
+                .take(&mut local, LOCAL_JOBS, config.concurrency)
+                .await;
         }
         let Some(Job { call, due }) = local.pop_front() else {
             break;
@@ -445,19 +510,15 @@ async fn work(shared: Arc<Shared>, worker: usize) {
         let (outcome, status) = match &result {
             Ok(answer) => {
                 let status = answer.status.as_u16();
-                let outcome = match &answer.grpc {
-                    Some(grpc) if grpc.code != 0 => Outcome::Grpc(grpc.code),
-                    _ if status >= 400 => Outcome::Status(status / 100),
-                    _ => Outcome::Ok,
-                };
-                (outcome, Some(status))
+                let grpc = answer.grpc.as_ref().map(|g| g.code);
+                (Outcome::of_answer(&call, status, grpc), Some(status))
             }
             Err(failure) => (Outcome::Failed(failure.kind), None),
         };
         let ok = outcome == Outcome::Ok;
         {
             let mut shard = shared.shards.of(worker);
-            shard.count_endpoint(call.endpoint, ok, ended.duration_since(scheduled));
+            shard.count_endpoint(call.endpoint, &outcome, ended.duration_since(scheduled));
             if let Some(at) = due_at {
                 crate::stats::record(&mut shard.stats.lag, sent.saturating_duration_since(at));
             }
@@ -500,7 +561,8 @@ async fn work(shared: Arc<Shared>, worker: usize) {
     }
 }
 
-/// What the report shows for a failed call.
+/// What the report shows for a failed call, or one answered with another
+/// status than recorded.
 fn example(
     call: &crate::Call,
     result: &Result<crate::client::Answer, crate::client::Failure>,
@@ -530,4 +592,57 @@ fn write_results(
     }
     sink.close()?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Target;
+
+    /// A recording whose reading panics at the first exchange.
+    struct PanickingSource;
+
+    impl Iterator for PanickingSource {
+        type Item = Result<Exchange, StoreError>;
+
+        fn next(&mut self) -> Option<Self::Item> {
+            panic!("the source broke");
+        }
+    }
+
+    fn panicking_opener() -> Opener {
+        Box::new(|| Ok(Box::new(PanickingSource) as Box<dyn reprise_model::Source>))
+    }
+
+    fn config() -> ReplayConfig {
+        // Nothing is ever sent: the reader panics before the first call.
+        let target = Target::parse("http://127.0.0.1:9").unwrap_or_else(|e| panic!("{e}"));
+        let mut config = ReplayConfig::new(target);
+        config.pacing = Pacing::Max;
+        config
+    }
+
+    #[test]
+    fn a_reader_that_panics_fails_the_replay() {
+        let replay = Replay::start(config(), panicking_opener(), None, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        match replay.wait() {
+            Err(ReplayError::ThreadFailed { thread, message }) => {
+                assert_eq!(thread, "reader");
+                assert_eq!(message, "the source broke");
+            }
+            other => panic!("expected a thread failure, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_reader_that_panics_fails_the_plan() {
+        let error = plan(config(), panicking_opener(), None, |_, _| true)
+            .err()
+            .unwrap_or_else(|| panic!("the plan succeeded"));
+        assert_eq!(
+            error.to_string(),
+            "a replay thread failed: reader panicked: the source broke"
+        );
+    }
 }

@@ -42,4 +42,31 @@ pub enum ReplayError {
     /// The replay's threads or runtime cannot start.
     #[error("cannot start the replay: {0}")]
     Start(#[source] std::io::Error),
+    /// A thread of the replay panicked: its part of the work is lost, so
+    /// the report would be wrong.
+    #[error("a replay thread failed: {thread} panicked: {message}")]
+    ThreadFailed {
+        /// Which thread (`reader`, `sender 0`, `results writer`).
+        thread: String,
+        /// The panic's message.
+        message: String,
+    },
+}
+
+impl ReplayError {
+    /// The error for a thread that panicked with `payload`.
+    pub(crate) fn panicked(
+        thread: impl Into<String>,
+        payload: &(dyn std::any::Any + Send),
+    ) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_string());
+        ReplayError::ThreadFailed {
+            thread: thread.into(),
+            message,
+        }
+    }
 }

@@ -71,26 +71,30 @@ impl Feed {
     /// The next job, or `None` once the feed is closed and empty.
     pub async fn next(&self) -> Option<Job> {
         let mut one = VecDeque::with_capacity(1);
-        self.take(&mut one, 1).await;
+        self.take(&mut one, 1, 1).await;
         one.pop_front()
     }
 
     /// Moves the next jobs into `local`: the next one, and with it up to
     /// `most - 1` more when they are all due at once (`--max`), so that a
-    /// worker does not take the shared lock for every call. A job with a
+    /// worker does not take the shared lock for every call. A worker takes
+    /// no more than its share of the queue among `workers`: calls one
+    /// worker holds wait for each other (a hanging target would time them
+    /// out one after another) while other workers sit idle. A job with a
     /// due time always comes alone: the open-loop schedule needs every
     /// free worker to be able to take it. Leaves `local` empty once the
     /// feed is closed and empty.
-    pub async fn take(&self, local: &mut VecDeque<Job>, most: usize) {
+    pub async fn take(&self, local: &mut VecDeque<Job>, most: usize, workers: usize) {
         loop {
             let notified = self.jobs.notified();
             {
                 let mut state = self.lock();
+                let share = state.jobs.len().div_ceil(workers.max(1)).min(most);
                 if let Some(job) = state.jobs.pop_front() {
                     let at_once = job.due.is_none();
                     local.push_back(job);
                     while at_once
-                        && local.len() < most
+                        && local.len() < share
                         && state.jobs.front().is_some_and(|j| j.due.is_none())
                     {
                         local.extend(state.jobs.pop_front());
@@ -464,7 +468,7 @@ mod tests {
         let mut local = VecDeque::new();
         let mut sizes = Vec::new();
         loop {
-            block_on(feed.take(&mut local, 3));
+            block_on(feed.take(&mut local, 3, 1));
             if local.is_empty() {
                 break;
             }
@@ -472,6 +476,24 @@ mod tests {
             local.clear();
         }
         assert_eq!(sizes, [3, 2, 1, 1]);
+    }
+
+    #[test]
+    fn a_worker_takes_no_more_than_its_share_of_the_queue() {
+        // 12 calls due at once among 32 workers: one each, so that calls
+        // to a hanging target time out together, not one after another
+        // on the worker that took them all.
+        let feed = Feed::default();
+        let mut batch: Vec<Job> = (0..12).map(|_| job(None)).collect();
+        assert!(feed.push(&mut batch));
+        feed.close();
+        let mut local = VecDeque::new();
+        block_on(feed.take(&mut local, 8, 32));
+        assert_eq!(local.len(), 1);
+        // A deep queue still goes in batches: 11 left among 2 workers.
+        local.clear();
+        block_on(feed.take(&mut local, 8, 2));
+        assert_eq!(local.len(), 6);
     }
 
     #[test]

@@ -404,6 +404,8 @@ mod tests {
             messages: Vec::new(),
             trailers,
             h1_head,
+            recorded_status: Some(200),
+            recorded_grpc: None,
         }
     }
 

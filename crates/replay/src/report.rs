@@ -18,9 +18,11 @@ pub struct Progress {
     pub elapsed: Duration,
     /// Calls sent.
     pub sent: u64,
-    /// Calls finished ok.
+    /// Calls answered as recorded.
     pub ok: u64,
-    /// Calls finished otherwise.
+    /// Calls answered with another status than recorded.
+    pub status_differs: u64,
+    /// Calls that got no answer (transport failures).
     pub failed: u64,
     /// p99 latency from the due time so far (µs).
     pub p99_us: u64,
@@ -84,9 +86,11 @@ pub struct EndpointReport {
     pub endpoint: String,
     /// Calls.
     pub calls: u64,
-    /// Calls that ended ok.
+    /// Calls answered as recorded.
     pub ok: u64,
-    /// Calls that did not.
+    /// Calls answered with another status than recorded.
+    pub status_differs: u64,
+    /// Calls that got no answer.
     pub failed: u64,
     /// Median latency from the due time, µs.
     pub p50_us: u64,
@@ -131,16 +135,24 @@ pub struct Report {
     pub elapsed_s: f64,
     /// Calls sent (and finished, one way or another).
     pub calls: u64,
-    /// Calls answered with a status below 400 (gRPC: OK).
+    /// Calls answered with the recorded status and gRPC status (where
+    /// the recording holds none: below 400, gRPC OK).
     pub ok: u64,
-    /// The other calls.
+    /// Calls answered with another status than recorded: a 404 the
+    /// recording also had is ok, not this.
+    pub status_differs: u64,
+    /// Calls that got no answer: transport failures.
     pub failed: u64,
     /// Calls per second over the replay.
     pub throughput: f64,
     /// Failed calls by kind: `connect`, `timeout`, `reset`, `tls`,
-    /// `protocol`, `other`, `4xx`, `5xx`, `grpc UNAVAILABLE`...
+    /// `protocol`, `other`.
     pub failures: BTreeMap<String, u64>,
-    /// One message per failure kind.
+    /// Calls answered with another status, by what came back and what
+    /// was recorded: `503 where 200 was recorded`, `grpc UNAVAILABLE
+    /// where OK was recorded`.
+    pub status_differences: BTreeMap<String, u64>,
+    /// One message per failure kind and per status difference.
     pub failure_examples: BTreeMap<String, String>,
     /// Responses by status class (`2xx`...).
     pub statuses: BTreeMap<String, u64>,
@@ -166,10 +178,16 @@ impl Report {
         let calls: u64 = stats.outcomes.values().sum();
         let ok = stats.outcomes.get(&Outcome::Ok).copied().unwrap_or(0);
         let mut failures = BTreeMap::new();
+        let mut status_differences = BTreeMap::new();
         let mut failure_examples = BTreeMap::new();
         for (outcome, n) in &stats.outcomes {
             if *outcome != Outcome::Ok {
-                *failures.entry(outcome.label()).or_default() += n;
+                let counts = if outcome.differs() {
+                    &mut status_differences
+                } else {
+                    &mut failures
+                };
+                *counts.entry(outcome.label()).or_default() += n;
                 if let Some(example) = stats.examples.get(outcome) {
                     failure_examples
                         .entry(outcome.label())
@@ -203,21 +221,25 @@ impl Report {
                     .unwrap_or_else(|| format!("endpoint {i}")),
                 calls: row.calls,
                 ok: row.ok,
-                failed: row.calls - row.ok,
+                status_differs: row.status_differs,
+                failed: row.calls - row.ok - row.status_differs,
                 p50_us: row.latency.value_at_quantile(0.5),
                 p99_us: row.latency.value_at_quantile(0.99),
             })
             .collect();
         endpoint_reports.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.endpoint.cmp(&b.endpoint)));
         let secs = elapsed.as_secs_f64();
+        let status_differs: u64 = status_differences.values().sum();
         Report {
             target,
             elapsed_s: secs,
             calls,
             ok,
-            failed: calls - ok,
+            status_differs,
+            failed: calls - ok - status_differs,
             throughput: if secs > 0.0 { calls as f64 / secs } else { 0.0 },
             failures,
+            status_differences,
             failure_examples,
             statuses,
             latency: Latency {
@@ -244,19 +266,28 @@ impl Report {
             "replay: {} calls to {} in {:.2} s, {:.1} calls/s",
             self.calls, self.target, self.elapsed_s, self.throughput
         )?;
-        write!(out, "  ok {}, failed {}", self.ok, self.failed)?;
-        let kinds: Vec<String> = self
-            .failures
-            .iter()
-            .map(|(kind, n)| format!("{n} {kind}"))
-            .collect();
-        if kinds.is_empty() {
-            writeln!(out)?;
-        } else {
-            writeln!(out, ": {}", kinds.join(", "))?;
-        }
-        for (kind, example) in &self.failure_examples {
-            writeln!(out, "    {kind}: {example}")?;
+        writeln!(
+            out,
+            "  ok {}, failed {}, status differs {}",
+            self.ok, self.failed, self.status_differs
+        )?;
+        for (what, counts) in [
+            ("failed", &self.failures),
+            ("status differs", &self.status_differences),
+        ] {
+            if counts.is_empty() {
+                continue;
+            }
+            let kinds: Vec<String> = counts
+                .iter()
+                .map(|(kind, n)| format!("{n} {kind}"))
+                .collect();
+            writeln!(out, "  {what}: {}", kinds.join(", "))?;
+            for kind in counts.keys() {
+                if let Some(example) = self.failure_examples.get(kind) {
+                    writeln!(out, "    {kind}: {example}")?;
+                }
+            }
         }
         if !self.statuses.is_empty() {
             let statuses: Vec<String> = self
@@ -308,11 +339,12 @@ impl Report {
                 .clamp(8, 60);
             writeln!(
                 out,
-                "{:<width$} {:>9} {:>9} {:>7} {:>9} {:>9}",
+                "{:<width$} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9}",
                 "endpoint",
                 "calls",
                 "ok",
                 "failed",
+                "differs",
                 "p50",
                 "p99",
                 width = width + 2
@@ -320,11 +352,12 @@ impl Report {
             for e in self.endpoints.iter().take(50) {
                 writeln!(
                     out,
-                    "  {:<width$} {:>9} {:>9} {:>7} {:>9} {:>9}",
+                    "  {:<width$} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9}",
                     e.endpoint,
                     e.calls,
                     e.ok,
                     e.failed,
+                    e.status_differs,
                     micros(e.p50_us),
                     micros(e.p99_us)
                 )?;

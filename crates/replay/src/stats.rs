@@ -47,23 +47,74 @@ pub fn micros(d: Duration) -> u64 {
 /// How one call ended.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
-    /// A response with status below 400 (and gRPC status OK).
+    /// Answered with the recorded status and gRPC status (where the
+    /// recording holds none: a status below 400 and gRPC OK). A 404 the
+    /// recording also had is a faithful replay, not a failure.
     Ok,
-    /// A 4xx or 5xx response; the class (4 or 5).
-    Status(u16),
-    /// A gRPC status other than OK.
-    Grpc(i32),
+    /// Answered with another status than the recorded one.
+    Status {
+        /// The status that came back.
+        got: u16,
+        /// The recorded one, if the recording holds one.
+        recorded: Option<u16>,
+    },
+    /// Answered with another gRPC status than the recorded one.
+    Grpc {
+        /// The gRPC status that came back.
+        got: i32,
+        /// The recorded one, if the recording holds one.
+        recorded: Option<i32>,
+    },
     /// No response: a transport failure.
     Failed(ErrorKind),
 }
 
 impl Outcome {
+    /// How an answer with `status` (and gRPC status `grpc`; none counts
+    /// as OK) compares with what the recording of `call` was answered.
+    pub fn of_answer(call: &crate::Call, status: u16, grpc: Option<i32>) -> Outcome {
+        let got = grpc.unwrap_or(0);
+        if got != call.recorded_grpc.unwrap_or(0) {
+            return Outcome::Grpc {
+                got,
+                recorded: call.recorded_grpc,
+            };
+        }
+        let expected = match call.recorded_status {
+            Some(recorded) => status == recorded,
+            None => status < 400,
+        };
+        if expected {
+            Outcome::Ok
+        } else {
+            Outcome::Status {
+                got: status,
+                recorded: call.recorded_status,
+            }
+        }
+    }
+
+    /// An answer with another status than the recorded one.
+    pub fn differs(&self) -> bool {
+        matches!(self, Outcome::Status { .. } | Outcome::Grpc { .. })
+    }
+
     /// The label the report counts it under.
     pub fn label(&self) -> String {
+        let recorded = |what: Option<String>| match what {
+            Some(what) => format!("where {what} was recorded"),
+            None => "where none was recorded".to_string(),
+        };
         match self {
             Outcome::Ok => "ok".to_string(),
-            Outcome::Status(class) => format!("{class}xx"),
-            Outcome::Grpc(code) => format!("grpc {}", grpc_code_name(*code)),
+            Outcome::Status { got, recorded: r } => {
+                format!("{got} {}", recorded(r.map(|r| r.to_string())))
+            }
+            Outcome::Grpc { got, recorded: r } => format!(
+                "grpc {} {}",
+                grpc_code_name(*got),
+                recorded(r.map(grpc_code_name))
+            ),
             Outcome::Failed(kind) => reprise_model::error_kind_label(*kind).to_string(),
         }
     }
@@ -174,8 +225,10 @@ impl WorkerStats {
 pub struct EndpointRow {
     /// Calls.
     pub calls: u64,
-    /// Calls that ended ok.
+    /// Calls answered as recorded.
     pub ok: u64,
+    /// Calls answered with another status than recorded.
+    pub status_differs: u64,
     /// Latency from the due time (µs).
     pub latency: Histogram<u64>,
 }
@@ -185,6 +238,7 @@ impl EndpointRow {
         EndpointRow {
             calls: 0,
             ok: 0,
+            status_differs: 0,
             latency: histogram(2),
         }
     }
@@ -192,6 +246,7 @@ impl EndpointRow {
     fn merge(&mut self, other: &EndpointRow) {
         self.calls += other.calls;
         self.ok += other.ok;
+        self.status_differs += other.status_differs;
         let _ = self.latency.add(&other.latency);
     }
 }
@@ -208,13 +263,14 @@ pub struct Shard {
 
 impl Shard {
     /// Counts a call to endpoint `index`.
-    pub fn count_endpoint(&mut self, index: usize, ok: bool, scheduled: Duration) {
+    pub fn count_endpoint(&mut self, index: usize, outcome: &Outcome, scheduled: Duration) {
         while self.endpoints.len() <= index {
             self.endpoints.push(EndpointRow::new());
         }
         let row = &mut self.endpoints[index];
         row.calls += 1;
-        row.ok += u64::from(ok);
+        row.ok += u64::from(*outcome == Outcome::Ok);
+        row.status_differs += u64::from(outcome.differs());
         record(&mut row.latency, scheduled);
     }
 
@@ -286,7 +342,7 @@ mod tests {
         for ms in [1, 10, 100, 2_000] {
             let d = Duration::from_millis(ms);
             shard.stats.count(Outcome::Ok, Some(200), d, d, None);
-            shard.count_endpoint(3, true, d);
+            shard.count_endpoint(3, &Outcome::Ok, d);
         }
         let h = &shard.stats.scheduled;
         assert_eq!(h.len(), 4);
@@ -303,9 +359,12 @@ mod tests {
 
     #[test]
     fn outcome_labels() {
-        assert_eq!(Outcome::Grpc(14).label(), "grpc UNAVAILABLE");
-        assert_eq!(Outcome::Grpc(99).label(), "grpc 99");
-        assert_eq!(Outcome::Status(5).label(), "5xx");
+        let grpc = |got, recorded| Outcome::Grpc { got, recorded }.label();
+        assert_eq!(grpc(14, Some(0)), "grpc UNAVAILABLE where OK was recorded");
+        assert_eq!(grpc(99, None), "grpc 99 where none was recorded");
+        let status = |got, recorded| Outcome::Status { got, recorded }.label();
+        assert_eq!(status(503, Some(200)), "503 where 200 was recorded");
+        assert_eq!(status(404, None), "404 where none was recorded");
         assert_eq!(Outcome::Failed(ErrorKind::Connect).label(), "connect");
     }
 }

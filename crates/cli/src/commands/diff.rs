@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use reprise_compare::{
-    Comparison, DiffReport, EndpointRules, NoiseModel, NotCompared, Rules, Thresholds, Verdict,
-    compare,
+    Comparison, DiffReport, EndpointRules, Judgement, NoiseModel, NotCompared, Rules, Thresholds,
+    Verdict, compare,
 };
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Exchange, Intact};
@@ -105,9 +105,10 @@ pub(crate) fn only_with_compare(given: &CompareArgs) -> anyhow::Result<()> {
         || given.descriptor_set.is_some()
         || given.reflection.is_some()
         || given.auto_noise
+        || given.min_compared.is_some()
     {
         anyhow::bail!(
-            "--ignore, --unordered, --rules, --ignore-header, --compare-header, --auto-noise, --proto, --descriptor-set, --reflection, --junit, --report and --suggest-rules go with --compare"
+            "--ignore, --unordered, --rules, --ignore-header, --compare-header, --auto-noise, --proto, --descriptor-set, --reflection, --junit, --report, --suggest-rules and --min-compared go with --compare"
         );
     }
     Ok(())
@@ -186,17 +187,25 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
         &rules,
         max_memory,
     )?;
-    finish(&report, &damage, args.json.as_deref(), &args.compare)
+    let judgement = finish(&report, &damage, args.json.as_deref(), &args.compare)?;
+    Ok(judgement.finding().into())
 }
 
-/// Prints the report, writes the JSON and JUnit files asked for, and
-/// says how the comparison ended.
+/// Pairs a comparison must compare to pass: `--min-compared`, 1 unless
+/// given.
+pub(crate) fn min_compared(args: &CompareArgs) -> u64 {
+    args.min_compared.unwrap_or(1)
+}
+
+/// Prints the report, writes the JSON and JUnit files asked for, reports
+/// damage and a shortfall of pairs compared on stderr, and says what the
+/// comparison found.
 pub(crate) fn finish(
     report: &DiffReport,
     damage: &[String],
     json: Option<&Path>,
     files: &CompareArgs,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<Judgement> {
     let stdout = std::io::stdout();
     report.render(&mut stdout.lock())?;
     if let Some(path) = json {
@@ -215,13 +224,16 @@ pub(crate) fn finish(
         write_report(path, |w| Ok(report.render_html(w)?))?;
     }
     crate::report_damage(damage);
-    Ok(if report.has_regressions() {
-        Outcome::Regressed
-    } else if !damage.is_empty() {
-        Outcome::Damaged
-    } else {
-        Outcome::Success
-    })
+    let min_compared = min_compared(files);
+    let judgement = report.judgement(min_compared, !damage.is_empty());
+    if judgement.too_few() {
+        let not_compared: u64 = report.not_compared.values().sum();
+        eprintln!(
+            "reprise: {} pairs compared, fewer than --min-compared {min_compared} ({not_compared} not compared): not a pass",
+            judgement.compared
+        );
+    }
+    Ok(judgement)
 }
 
 /// How noise is told apart.

@@ -10,13 +10,15 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
+use reprise_capture::{Upstream, UpstreamProtocol, UpstreamVersions};
 use reprise_compare::Rules;
 use reprise_model::Sink;
 use reprise_model::select::ExchangeFilter;
-use reprise_replay::{Pacing, Replay, ReplayConfig, Report, Target, TrustChoice};
+use reprise_net::tls::{Trust, client_config_for};
+use reprise_replay::{Pacing, ProtocolChoice, Replay, ReplayConfig, Report, Target, TrustChoice};
 
 use crate::Outcome;
-use crate::args::MirrorArgs;
+use crate::args::{MirrorArgs, UpstreamProtocolArg};
 use crate::commands::record::{duration, record_until_signal, size};
 use crate::commands::replay::results_tape;
 
@@ -50,6 +52,69 @@ fn shadow_config(args: &MirrorArgs, since_ns: u64) -> anyhow::Result<ReplayConfi
     };
     Ok(config)
 }
+
+/// What the shadow is asked at start to choose the protocol of its
+/// copies (`--upstream-protocol`), or the choice itself.
+enum ShadowAsking {
+    Chosen(ProtocolChoice),
+    /// `auto`: whether it speaks HTTP/2 decides; trusted as its copies
+    /// are (`--shadow-ca`, `--shadow-insecure`).
+    Ask {
+        shadow: Upstream,
+        ca: Option<PathBuf>,
+        insecure: bool,
+    },
+}
+
+fn shadow_asking(args: &MirrorArgs) -> anyhow::Result<ShadowAsking> {
+    Ok(match args.record.upstream_protocol {
+        UpstreamProtocolArg::H1 => ShadowAsking::Chosen(ProtocolChoice::Http1),
+        UpstreamProtocolArg::H2 => ShadowAsking::Chosen(ProtocolChoice::Http2),
+        UpstreamProtocolArg::Auto => ShadowAsking::Ask {
+            shadow: Upstream::parse(&args.shadow).context("--shadow")?,
+            ca: args.shadow_ca.clone(),
+            insecure: args.shadow_insecure,
+        },
+    })
+}
+
+/// The shadow's copies go as `--upstream-protocol` says: with `auto`,
+/// as recorded if the shadow speaks HTTP/2 (asked now: ALPN, or the h2c
+/// preface), else over HTTP/1.1 but gRPC, as the proxy sends the
+/// primary's. A shadow that cannot be asked gets HTTP/1.1 too.
+fn shadow_protocol(asking: ShadowAsking) -> anyhow::Result<ProtocolChoice> {
+    let (shadow, ca, insecure) = match asking {
+        ShadowAsking::Chosen(choice) => return Ok(choice),
+        ShadowAsking::Ask {
+            shadow,
+            ca,
+            insecure,
+        } => (shadow, ca, insecure),
+    };
+    let trust = match (&ca, insecure) {
+        (_, true) => Trust::Any,
+        (Some(ca), false) => Trust::CaFile(ca),
+        (None, false) if shadow.scheme == http::uri::Scheme::HTTPS => Trust::System,
+        (None, false) => Trust::Nobody,
+    };
+    let tls = client_config_for(trust).context("--shadow-ca")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let h2 = runtime.block_on(async {
+        let versions =
+            UpstreamVersions::new(&shadow, UpstreamProtocol::Auto, &tls, SHADOW_PROBE).await?;
+        Ok::<_, reprise_capture::CaptureError>(versions.over_h2(false, http::Version::HTTP_2).await)
+    });
+    Ok(match h2.context("--shadow")? {
+        true => ProtocolChoice::Recorded,
+        false => ProtocolChoice::Http1ExceptGrpc,
+    })
+}
+
+/// How long the shadow may take to say whether it speaks HTTP/2.
+const SHADOW_PROBE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How the shadow's answers are compared, when they are.
 struct Comparing {
@@ -90,7 +155,10 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
     let tape = args.record.out.clone();
     let shadow = args.shadow.clone();
     let results_path = shadow_out.clone();
+    let asking = shadow_asking(args)?;
+    let mut config = config;
     let started = record_until_signal(&args.record, "mirroring", move |_| {
+        config.protocol = shadow_protocol(asking)?;
         // The shadow's tape is made only once the proxy is up, so a
         // failed start leaves none behind.
         let results: Option<Box<dyn Sink>> = match &results_path {
@@ -129,8 +197,14 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
         return Ok(Outcome::Success);
     };
     if stats.recorded == 0 || report.calls == 0 {
+        // Judged as a comparison of no pairs: below --min-compared (1 by
+        // default), not a pass.
         eprintln!("reprise: nothing was copied to the shadow: nothing to compare");
-        return Ok(Outcome::Success);
+        let judgement = reprise_compare::Judgement {
+            min_compared: super::diff::min_compared(&args.rules),
+            ..Default::default()
+        };
+        return Ok(judgement.finding().into());
     }
     println!();
     let noise = if args.rules.auto_noise {
@@ -148,7 +222,8 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
         &comparing.rules,
         comparing.max_memory,
     )?;
-    super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)
+    let judgement = super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)?;
+    Ok(judgement.finding().into())
 }
 
 /// Whether two paths name one file: the same file when both exist, else
@@ -161,11 +236,16 @@ fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
 }
 
 /// The shadow's side, on stderr with the recording's: calls sent,
-/// answered, failed.
+/// answered, failed, and answered with another status than the primary.
 fn print_shadow(report: &Report) {
     eprintln!(
-        "reprise: shadow: {} calls copied to {} in {:.2} s, {} answered, {} failed",
-        report.calls, report.target, report.elapsed_s, report.ok, report.failed
+        "reprise: shadow: {} calls copied to {} in {:.2} s, {} answered, {} failed, {} status differs",
+        report.calls,
+        report.target,
+        report.elapsed_s,
+        report.ok + report.status_differs,
+        report.failed,
+        report.status_differs
     );
     for (kind, example) in &report.failure_examples {
         eprintln!("reprise: shadow: failed ({kind}): {example}");

@@ -30,7 +30,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use reprise_capture::Upstream;
+use reprise_capture::{Upstream, UpstreamProtocol, UpstreamVersions};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Intact, Source, display_id};
 use reprise_tower::{
@@ -169,11 +169,21 @@ struct Mock {
 struct Fallthrough {
     upstream: Upstream,
     client: Client<HttpConnector, Full<Bytes>>,
+    /// HTTP/2 with prior knowledge, for the calls that go over it
+    /// (`--upstream-protocol`).
+    h2: Client<HttpConnector, Full<Bytes>>,
+    /// Which calls go over HTTP/2; set by [`Fallthrough::versions`].
+    versions: Option<UpstreamVersions>,
+    protocol: UpstreamProtocol,
     /// Calls it answered.
     answered: AtomicU64,
     /// Calls refused for a body over [`FALLTHROUGH_BODY`].
     refused: AtomicU64,
 }
+
+/// How long the `--fallthrough` upstream may take to answer HTTP/2's
+/// preface.
+const FALLTHROUGH_PROBE: Duration = Duration::from_secs(5);
 
 /// How long the `--fallthrough` upstream may take to answer a call.
 const FALLTHROUGH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -314,7 +324,7 @@ impl Mock {
 }
 
 impl Fallthrough {
-    fn new(url: &str) -> anyhow::Result<Fallthrough> {
+    fn new(url: &str, protocol: UpstreamProtocol) -> anyhow::Result<Fallthrough> {
         let upstream = Upstream::parse(url).context("--fallthrough")?;
         if upstream.scheme != http::uri::Scheme::HTTP {
             bail!("--fallthrough {url:?}: only http:// upstreams for now");
@@ -324,19 +334,37 @@ impl Fallthrough {
         connector.set_connect_timeout(Some(FALLTHROUGH_TIMEOUT));
         Ok(Fallthrough {
             upstream,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new()).build(connector.clone()),
+            h2: Client::builder(TokioExecutor::new())
+                .http2_only(true)
+                .build(connector),
+            protocol,
+            versions: None,
             answered: AtomicU64::new(0),
             refused: AtomicU64::new(0),
         })
     }
 
-    /// Sends the missed call to the upstream (HTTP/1.1, whatever the
-    /// caller spoke: an upstream need not take h2c) and answers with what
-    /// it says, flagged `x-reprise-mock-fallthrough`; the miss's 502 if it
-    /// cannot.
+    /// What the upstream speaks, as the recording proxy finds it out
+    /// (`--upstream-protocol`): with h2, asked now, and an upstream that
+    /// does not speak it is an error.
+    async fn versions(&mut self) -> anyhow::Result<()> {
+        let tls = reprise_net::tls::client_config_for(reprise_net::tls::Trust::Nobody)?;
+        let versions =
+            UpstreamVersions::new(&self.upstream, self.protocol, &tls, FALLTHROUGH_PROBE)
+                .await
+                .context("--fallthrough")?;
+        self.versions = Some(versions);
+        Ok(())
+    }
+
+    /// Sends the missed call to the upstream and answers with what it
+    /// says, flagged `x-reprise-mock-fallthrough`; the miss's 502 if it
+    /// cannot. HTTP/1.1 unless h2 was asked for, or the caller spoke
+    /// HTTP/2 to an upstream that speaks it (`--upstream-protocol`).
     async fn send(
         &self,
-        (method, uri, _version, mut headers): (
+        (method, uri, version, mut headers): (
             http::Method,
             http::Uri,
             http::Version,
@@ -354,12 +382,22 @@ impl Fallthrough {
         reprise_net::hop::strip_hop_by_hop(&mut headers, false);
         // The upstream's own authority, from the target.
         headers.remove(http::header::HOST);
+        // gRPC never falls through.
+        let h2 = match &self.versions {
+            Some(versions) => versions.over_h2(false, version).await,
+            None => false,
+        };
         let sent = target.map_err(|e| e.to_string()).map(|target| {
             let mut request = Request::new(Full::new(body));
             *request.method_mut() = method;
             *request.uri_mut() = target;
             *request.headers_mut() = headers;
-            self.client.request(request)
+            if h2 {
+                *request.version_mut() = http::Version::HTTP_2;
+                self.h2.request(request)
+            } else {
+                self.client.request(request)
+            }
         });
         let answer = match sent {
             Ok(sending) => match tokio::time::timeout(FALLTHROUGH_TIMEOUT, sending).await {
@@ -416,7 +454,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     let fallthrough = args
         .fallthrough
         .as_deref()
-        .map(Fallthrough::new)
+        .map(|url| Fallthrough::new(url, args.upstream_protocol.into()))
         .transpose()?;
     let exchanges = read_all(args)?;
     let store = MockStore::new(exchanges, options);
@@ -433,6 +471,13 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let fallthrough = match fallthrough {
+        Some(mut fallthrough) => {
+            runtime.block_on(fallthrough.versions())?;
+            Some(fallthrough)
+        }
+        None => None,
+    };
     let (report, fell_through) = runtime.block_on(serve(args, listen, store, fallthrough))?;
     print_report(&report);
     let mut refused = 0;
@@ -445,11 +490,17 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         }
         refused = too_big;
     }
-    Ok(if report.missed > 0 || refused > 0 {
-        Outcome::Regressed
-    } else {
-        Outcome::Success
-    })
+    // A mock judges the calls it got: a miss fails the run. A mock that
+    // served nothing passes (min_compared 0): whether the service under
+    // test had to call its dependency is that test's question, and the
+    // count served is on stderr. A damaged recording never gets here.
+    let judgement = reprise_compare::Judgement {
+        missed: report.missed + refused,
+        compared: report.served,
+        min_compared: 0,
+        ..Default::default()
+    };
+    Ok(judgement.finding().into())
 }
 
 /// Serves until a signal; gives what was served and missed, and how many

@@ -76,6 +76,7 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
         .as_deref()
         .map(|a| address("--admin", a))
         .transpose()?;
+    config.upstream_protocol = args.upstream_protocol.into();
     config.connect_timeout = duration("--connect-timeout", &args.connect_timeout)?;
     config.response_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
     config.header_timeout = duration("--header-timeout", &args.header_timeout)?;

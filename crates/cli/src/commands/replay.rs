@@ -134,7 +134,12 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     signals.stop(vec![replay.stop_handle()]);
     show_progress(&replay, args.quiet);
     let report = replay.wait()?;
-    finish(args, &report)
+    finish(args, &report)?;
+    Ok(if report.recording.damage.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Damaged
+    })
 }
 
 /// A new tape for what a replay sent and got back, compressed as tapes
@@ -195,13 +200,22 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
     signals.stop(handles);
     show_progress(&candidate, args.quiet);
     let report = candidate.wait()?;
-    let replay_outcome = finish(args, &report)?;
+    finish(args, &report)?;
+    let replayed = reprise_compare::Judgement {
+        damaged: !report.recording.damage.is_empty(),
+        ..Default::default()
+    };
     let baseline_out = match baseline {
         Some((replay, out)) => {
             let report = replay.wait()?;
             println!(
-                "baseline: {} calls to {} in {:.2} s, {} ok, {} failed",
-                report.calls, report.target, report.elapsed_s, report.ok, report.failed
+                "baseline: {} calls to {} in {:.2} s, {} ok, {} failed, {} status differs",
+                report.calls,
+                report.target,
+                report.elapsed_s,
+                report.ok,
+                report.failed,
+                report.status_differs
             );
             Some(out)
         }
@@ -222,15 +236,13 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
         &rules,
         max_memory,
     )?;
-    let outcome = super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)?;
-    Ok(match (outcome, replay_outcome) {
-        (Outcome::Regressed, _) => Outcome::Regressed,
-        (_, Outcome::Damaged) | (Outcome::Damaged, _) => Outcome::Damaged,
-        _ => Outcome::Success,
-    })
+    let compared = super::diff::finish(&diff, &damage, args.diff_json.as_deref(), &args.rules)?;
+    Ok(compared.and(replayed).finding().into())
 }
 
-fn finish(args: &ReplayArgs, report: &Report) -> anyhow::Result<Outcome> {
+/// Prints the report and writes its JSON; an error when nothing could
+/// be replayed or nothing reached the target.
+fn finish(args: &ReplayArgs, report: &Report) -> anyhow::Result<()> {
     let stdout = std::io::stdout();
     report.render(&mut stdout.lock())?;
     if let Some(path) = &args.json {
@@ -259,11 +271,7 @@ fn finish(args: &ReplayArgs, report: &Report) -> anyhow::Result<Outcome> {
             report.calls
         );
     }
-    if report.recording.damage.is_empty() {
-        Ok(Outcome::Success)
-    } else {
-        Ok(Outcome::Damaged)
-    }
+    Ok(())
 }
 
 fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
@@ -407,10 +415,11 @@ fn show_progress(replay: &Replay, quiet: bool) {
     }
     let line = |p: &reprise_replay::Progress, rate: f64| {
         format!(
-            "sent {}  ok {}  failed {}  {:.0} calls/s  p99 {}",
+            "sent {}  ok {}  failed {}  status differs {}  {:.0} calls/s  p99 {}",
             p.sent,
             p.ok,
             p.failed,
+            p.status_differs,
             rate,
             micros(p.p99_us)
         )

@@ -386,3 +386,179 @@ pub async fn streamed_notes(
     }
     notes
 }
+
+/// A recorded inbound `GET /calls/{i}` that was answered 200 with `body`
+/// as JSON (the answer `reprise_testkit`'s target gives when `body` is
+/// `{"ok":true,"path":"/calls/{i}"}`).
+pub fn answered(i: usize, body: &str) -> Exchange {
+    let mut exchange = reprise_model::synthetic::realistic(i);
+    exchange.parent_id.clear();
+    exchange.role = reprise_model::Role::Inbound as i32;
+    exchange.protocol = reprise_model::Protocol::Http11 as i32;
+    if let Some(request) = exchange.request.as_mut() {
+        request.method = "GET".into();
+        request.path = format!("/calls/{i}");
+        request.body = Default::default();
+        request.body_size = 0;
+    }
+    exchange.response = Some(reprise_model::Response {
+        status: 200,
+        headers: vec![reprise_model::Header::new(
+            "content-type",
+            "application/json",
+        )],
+        body: bytes::Bytes::copy_from_slice(body.as_bytes()),
+        body_size: body.len() as u64,
+        ..Default::default()
+    });
+    exchange
+}
+
+/// What `reprise replay --out` writes for `recorded` when the answer's
+/// body was `body`.
+pub fn replayed(recorded: &Exchange, body: &str) -> Exchange {
+    let mut exchange = answered(0, body);
+    exchange.id = reprise_model::id::new_id();
+    exchange.request = recorded.request.clone();
+    exchange.replay = Some(reprise_model::Replay {
+        recorded_id: recorded.id.clone(),
+        ..Default::default()
+    });
+    exchange
+}
+
+/// Writes `exchanges` to a tape of small blocks (16 KiB); with
+/// `damaged`, the second block is then corrupted, as a disk would.
+pub fn write_blocks(path: &Path, exchanges: &[Exchange], damaged: bool) {
+    let options = reprise_tape::WriterOptions {
+        block_bytes: 16 << 10,
+        ..Default::default()
+    };
+    let mut writer = reprise_tape::TapeWriter::create(path, options).unwrap();
+    for exchange in exchanges {
+        writer.write(exchange).unwrap();
+    }
+    writer.finish().unwrap();
+    if damaged {
+        let (blocks, _) = reprise_tape::block_index(path).unwrap();
+        assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+        let mut bytes = std::fs::read(path).unwrap();
+        let victim = blocks[1].end() as usize - 10;
+        bytes[victim] ^= 0xff;
+        std::fs::write(path, bytes).unwrap();
+    }
+}
+
+/// Python's `http.server` (an HTTP/1.1-only service, as most Python,
+/// Ruby, PHP and Node services are) serving `files` from a temporary
+/// directory on a free port of 127.0.0.1; stopped on drop.
+pub struct PythonHttp {
+    child: Child,
+    _root: tempfile::TempDir,
+    pub addr: SocketAddr,
+    tls: bool,
+}
+
+/// `http.server` behind Python's own TLS: ROOT PORT CERT KEY.
+const PYTHON_TLS: &str = "import functools, http.server, ssl, sys
+root, port, cert, key = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=root)
+server = http.server.ThreadingHTTPServer(('127.0.0.1', port), handler)
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(cert, key)
+context.set_alpn_protocols(['http/1.1'])
+server.socket = context.wrap_socket(server.socket, server_side=True)
+server.serve_forever()
+";
+
+impl PythonHttp {
+    pub fn serving(files: &[(&str, &str)]) -> PythonHttp {
+        Self::start(files, None)
+    }
+
+    /// The same over TLS with this PEM certificate and key, offering
+    /// only `http/1.1` by ALPN (`url` is then `https://localhost:PORT`).
+    pub fn serving_tls(files: &[(&str, &str)], cert: &Path, key: &Path) -> PythonHttp {
+        Self::start(files, Some((cert, key)))
+    }
+
+    fn start(files: &[(&str, &str)], tls: Option<(&Path, &Path)>) -> PythonHttp {
+        let root = tempfile::tempdir().unwrap();
+        for (path, content) in files {
+            let file = root.path().join(path);
+            std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+            std::fs::write(file, content).unwrap();
+        }
+        let port = free_port();
+        let mut command = Command::new("python3");
+        match tls {
+            None => {
+                command
+                    .args(["-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+                    .arg(root.path())
+                    .arg(port.to_string());
+            }
+            Some((cert, key)) => {
+                command
+                    .arg("-c")
+                    .arg(PYTHON_TLS)
+                    .arg(root.path())
+                    .arg(port.to_string())
+                    .arg(cert)
+                    .arg(key);
+            }
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 runs http.server");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut server = PythonHttp {
+            child,
+            _root: root,
+            addr,
+            tls: tls.is_some(),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                panic!("python3 -m http.server exited with {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "http.server listens on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    pub fn url(&self) -> String {
+        if self.tls {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
+    }
+}
+
+impl Drop for PythonHttp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 in `dir`:
+/// the paths of its PEM certificate and key.
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
+    let key =
+        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, key.cert.pem()).unwrap();
+    std::fs::write(&key_path, key.signing_key.serialize_pem()).unwrap();
+    (cert_path, key_path)
+}
