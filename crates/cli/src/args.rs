@@ -251,6 +251,11 @@ pub struct MockArgs {
     /// Client connections: how many, and how long they may wait.
     #[command(flatten)]
     pub connections: ConnectionArgs,
+    /// The recorder's redaction rules, applied to each call (and to the
+    /// recorded calls) before matching: a recording whose secrets were
+    /// redacted still matches calls that carry them.
+    #[command(flatten)]
+    pub redact: RedactArgs,
 }
 
 /// The client connections a listener takes (`record`, `mirror`, `mock`).
@@ -270,6 +275,28 @@ pub struct ConnectionArgs {
     /// (default: from the open-files limit, (RLIMIT_NOFILE - 64) / 2).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
+}
+
+/// Redaction before storage (`record`) and before matching (`mock`).
+#[derive(Debug, Args)]
+pub struct RedactArgs {
+    /// Also redact this header's values (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub redact_header: Vec<String>,
+    /// Redact this JSON body field (`$.card.number`, `$..password`;
+    /// repeatable), in any body that is JSON, compressed or not.
+    #[arg(long, value_name = "PATH")]
+    pub redact_json: Vec<String>,
+    /// Also redact this query parameter's values (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub redact_query: Vec<String>,
+    /// Also redact this form field (urlencoded and multipart; repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub redact_form: Vec<String>,
+    /// Do not redact the default credential headers, query parameters and
+    /// form fields (docs/cli.md lists them).
+    #[arg(long)]
+    pub no_default_redaction: bool,
 }
 
 /// `reprise record`.
@@ -304,15 +331,8 @@ pub struct RecordArgs {
     /// Bytes of each body kept in the recording (K, M, G, KiB, MiB, GiB suffixes).
     #[arg(long, value_name = "SIZE", default_value = "1MiB")]
     pub max_body: String,
-    /// Also redact this header's values (repeatable).
-    #[arg(long, value_name = "NAME")]
-    pub redact_header: Vec<String>,
-    /// Redact this JSON body field (`$.card.number`, `$..password`; repeatable).
-    #[arg(long, value_name = "PATH")]
-    pub redact_json: Vec<String>,
-    /// Do not redact Authorization, Proxy-Authorization, Cookie and Set-Cookie.
-    #[arg(long)]
-    pub no_default_redaction: bool,
+    #[command(flatten)]
+    pub redact: RedactArgs,
     /// Keep the client's Host header instead of the upstream's.
     #[arg(long)]
     pub preserve_host: bool,

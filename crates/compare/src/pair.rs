@@ -294,15 +294,11 @@ fn is_json(response: &Response) -> bool {
         })
 }
 
-/// Most bytes a compressed body is inflated to before it is compared
-/// (a decompression bomb stops there and is compared as sent).
-const MAX_DECODED: u64 = 64 << 20;
-
 /// The body as the service meant it: Content-Encoding (gzip, deflate,
-/// br, zstd) removed, unless the recorder already stored it decoded. A
-/// body that does not decode is compared as it is.
+/// br, zstd, stacked) removed by the one decoder, unless the recorder
+/// already stored it decoded. A body that does not decode (or inflates
+/// past the bound) is compared as it is.
 fn decoded(response: &Response) -> Cow<'_, [u8]> {
-    use std::io::Read;
     let raw = &response.body[..];
     if response.body_decoded || raw.is_empty() {
         return Cow::Borrowed(raw);
@@ -310,20 +306,9 @@ fn decoded(response: &Response) -> Cow<'_, [u8]> {
     let Some(encoding) = response.headers.header_str("content-encoding") else {
         return Cow::Borrowed(raw);
     };
-    let reader: Box<dyn Read + '_> = match encoding.trim().to_ascii_lowercase().as_str() {
-        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(raw)),
-        "deflate" => Box::new(flate2::read::ZlibDecoder::new(raw)),
-        "br" => Box::new(brotli_decompressor::Decompressor::new(raw, 4096)),
-        "zstd" => match zstd::stream::read::Decoder::new(raw) {
-            Ok(decoder) => Box::new(decoder),
-            Err(_) => return Cow::Borrowed(raw),
-        },
-        _ => return Cow::Borrowed(raw),
-    };
-    let mut out = Vec::new();
-    match reader.take(MAX_DECODED).read_to_end(&mut out) {
-        Ok(_) => Cow::Owned(out),
-        Err(_) => Cow::Borrowed(raw),
+    match reprise_model::coding::decode(encoding, raw, reprise_model::coding::MAX_DECODED, false) {
+        Ok(Some(plain)) => Cow::Owned(plain),
+        Ok(None) | Err(_) => Cow::Borrowed(raw),
     }
 }
 
@@ -644,6 +629,64 @@ mod tests {
             compare(&exchange(a), &exchange(bad), &Rules::default()),
             Verdict::Regressed(_)
         ));
+    }
+
+    #[test]
+    fn raw_deflate_and_stacked_bodies_are_compared_decoded() {
+        use std::io::Write;
+        let text = r#"{"price":10,"name":"tea"}"#;
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        raw.write_all(text.as_bytes()).unwrap();
+        let raw = raw.finish().unwrap();
+        let mut a = response(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "deflate"),
+            ],
+            "",
+        );
+        a.body = raw.into();
+        let mut plain = response(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "deflate"),
+            ],
+            text,
+        );
+        plain.body_decoded = true;
+        assert_eq!(
+            compare(&exchange(a), &exchange(plain.clone()), &Rules::default()),
+            Verdict::Identical,
+            "raw deflate (no zlib header) is decoded"
+        );
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(text.as_bytes()).unwrap();
+        let mut br = Vec::new();
+        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+        w.write_all(&gz.finish().unwrap()).unwrap();
+        drop(w);
+        let mut stacked = response(
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip, br"),
+            ],
+            "",
+        );
+        stacked.body = br.into();
+        let mut plain_stacked = plain;
+        plain_stacked.headers[1] = Header::new("content-encoding", "gzip, br");
+        assert_eq!(
+            compare(
+                &exchange(stacked),
+                &exchange(plain_stacked),
+                &Rules::default()
+            ),
+            Verdict::Identical,
+            "gzip then br comes off br first"
+        );
     }
 
     #[test]

@@ -1,14 +1,10 @@
 //! Bodies for people: decoded from their Content-Encoding, then shown as
 //! JSON, text, protobuf fields or a hex dump, by content type and content.
 
-use std::io::Read;
-
 use reprise_model::{Header, HeaderList};
 
 use crate::format::hex_dump;
-
-/// Largest decompressed body shown (a decompression bomb stops here).
-const MAX_DECODED: u64 = 64 << 20;
+use reprise_model::coding::MAX_DECODED;
 
 /// A body as shown: notes about it (encoding, cut) and its text.
 pub struct ShownBody {
@@ -16,33 +12,6 @@ pub struct ShownBody {
     pub notes: Vec<String>,
     /// The body rendered for a terminal.
     pub text: String,
-}
-
-fn decode(coding: &str, body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let result = match coding {
-        "gzip" | "x-gzip" => flate2::read::MultiGzDecoder::new(body)
-            .take(MAX_DECODED)
-            .read_to_end(&mut out),
-        "deflate" => {
-            // "deflate" is zlib-wrapped by the RFC but raw in some servers.
-            let zlib = flate2::read::ZlibDecoder::new(body)
-                .take(MAX_DECODED)
-                .read_to_end(&mut out);
-            if zlib.is_err() {
-                out.clear();
-                flate2::read::DeflateDecoder::new(body)
-                    .take(MAX_DECODED)
-                    .read_to_end(&mut out)
-            } else {
-                zlib
-            }
-        }
-        "zstd" => zstd::stream::read::Decoder::new(body)
-            .and_then(|d| d.take(MAX_DECODED).read_to_end(&mut out)),
-        _ => return None,
-    };
-    result.ok().map(|_| out)
 }
 
 fn is_protobuf(content_type: &str) -> bool {
@@ -62,13 +31,14 @@ pub fn show_body(body: &[u8], headers: &[Header], decoded: bool, max: usize) -> 
         .trim()
         .to_ascii_lowercase();
     let mut owned = None;
-    if !coding.is_empty() && coding != "identity" && !decoded {
-        match decode(&coding, body) {
-            Some(plain) => {
+    if !decoded {
+        match reprise_model::coding::decode(&coding, body, MAX_DECODED, false) {
+            Ok(Some(plain)) => {
                 notes.push(format!("{coding}-decoded from {} bytes", body.len()));
                 owned = Some(plain);
             }
-            None => notes.push(format!("{coding}-encoded; shown as stored")),
+            Ok(None) => {}
+            Err(e) => notes.push(format!("{e}; shown as stored")),
         }
     }
     let body = owned.as_deref().unwrap_or(body);
@@ -197,6 +167,40 @@ mod tests {
         assert_eq!(
             shown.notes,
             vec![format!("gzip-decoded from {} bytes", body.len())]
+        );
+    }
+
+    #[test]
+    fn brotli_and_raw_deflate_are_decoded() {
+        let text = b"{\"a\":1}";
+        let mut br = Vec::new();
+        let mut w = brotli::CompressorWriter::new(&mut br, 4096, 5, 22);
+        w.write_all(text).unwrap();
+        drop(w);
+        let mut raw = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        raw.write_all(text).unwrap();
+        let raw = raw.finish().unwrap();
+        for (coding, body) in [("br", br), ("deflate", raw)] {
+            let shown = show_body(
+                &body,
+                &[
+                    h("Content-Encoding", coding),
+                    h("content-type", "application/json"),
+                ],
+                false,
+                0,
+            );
+            assert_eq!(shown.text, "{\n  \"a\": 1\n}\n", "{coding}");
+            assert_eq!(
+                shown.notes,
+                vec![format!("{coding}-decoded from {} bytes", body.len())]
+            );
+        }
+        let shown = show_body(b"xx", &[h("Content-Encoding", "gzip")], false, 0);
+        assert!(
+            shown.notes[0].contains("does not decode"),
+            "{:?}",
+            shown.notes
         );
     }
 

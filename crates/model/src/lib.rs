@@ -16,6 +16,7 @@
 //! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
 
 pub mod codec;
+pub mod coding;
 pub mod drain;
 pub mod error;
 mod exchange;

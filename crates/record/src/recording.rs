@@ -23,7 +23,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
 use reprise_model::grpc::{Deframer, percent_decode};
-use reprise_model::redact::{MARKER, Redactor};
+use reprise_model::redact::{BodyHead, MARKER, Redactor};
 use reprise_model::select::{CallHead, RequestHead as FilteredHead};
 use reprise_model::writer::MessageWriter;
 use reprise_model::{
@@ -667,7 +667,8 @@ static NO_ORIGIN: Origin = Origin {
 /// Where each body's redaction notes go, in the order
 /// [`Redactor::apply`] lists them: request head, trailers and body, then
 /// the response's.
-const NOTE_PLACES: [&str; 6] = [
+const NOTE_PLACES: [&str; 7] = [
+    "request.query",
     "request.header",
     "request.trailer",
     "request.body",
@@ -883,8 +884,9 @@ impl Captured {
         let origin = parts.origin;
         let identity = &self.identity;
         let (request_body, response_body) = (&self.request_body, &self.response_body);
-        let mut notes: [Vec<String>; 6] = Default::default();
+        let mut notes: [Vec<String>; 7] = Default::default();
         let [
+            request_query,
             request_head,
             request_trailer,
             request_body_notes,
@@ -921,10 +923,16 @@ impl Captured {
             r.string(1, &parts.method);
             r.string(2, &parts.scheme);
             r.string(3, &parts.authority);
-            r.string(4, &parts.path);
+            match redactor.redact_target(&parts.path) {
+                Some((path, names)) => {
+                    request_query.extend(names.iter().map(|n| n.to_string()));
+                    r.string(4, &path);
+                }
+                None => r.string(4, &parts.path),
+            }
             write_fields(r, 5, parts.request_fields, redactor, request_head);
-            if bodies {
-                write_body(
+            let decoded = bodies
+                && write_body(
                     r,
                     6,
                     request_body,
@@ -932,26 +940,26 @@ impl Captured {
                     redactor,
                     request_body_notes,
                 );
-            }
             if let Some(trailers) = parts.request_trailers {
                 write_fields(r, 7, trailers, redactor, request_trailer);
             }
             r.uint(8, request_body.size);
             r.bool(9, request_body.truncated || request_cut);
+            r.bool(10, decoded);
         });
         if let Some((status, headers)) = parts.response {
             w.large_message(10, |r| {
                 r.uint(1, u64::from(status.as_u16()));
                 r.string(2, status.canonical_reason().unwrap_or(""));
                 write_fields(r, 3, headers, redactor, response_head);
-                if bodies {
-                    write_body(r, 4, response_body, headers, redactor, response_body_notes);
-                }
+                let decoded = bodies
+                    && write_body(r, 4, response_body, headers, redactor, response_body_notes);
                 if let Some(trailers) = parts.response_trailers {
                     write_fields(r, 5, trailers, redactor, response_trailer);
                 }
                 r.uint(6, response_body.size);
                 r.bool(7, response_body.truncated || response_cut);
+                r.bool(8, decoded);
                 if let Some(grpc) = &parts.grpc_status {
                     r.prost(9, grpc);
                 }
@@ -1066,8 +1074,9 @@ fn write_fields(
     }
 }
 
-/// Writes a body's kept bytes as `field`, after the JSON rules (which see
+/// Writes a body's kept bytes as `field`, after the body rules (which see
 /// the head's fields as redacted); what they redacted goes to `notes`.
+/// Whether the body written is the original without its Content-Encoding.
 fn write_body(
     w: &mut MessageWriter<'_>,
     field: u32,
@@ -1075,24 +1084,31 @@ fn write_body(
     head: Fields<'_>,
     redactor: &Redactor,
     notes: &mut Vec<String>,
-) {
-    if redactor.has_json_rules() && body.kept > 0 {
-        let seen = |name: &str| match redactor.header_rule(name.as_bytes()) {
-            Some(_) => head.header(name).map(|_| MARKER),
-            None => head.header_str(name),
-        };
+) -> bool {
+    let seen = |name: &str| match redactor.header_rule(name.as_bytes()) {
+        Some(_) => head.header(name).map(|_| MARKER),
+        None => head.header_str(name),
+    };
+    let content_type = seen("content-type");
+    if body.kept > 0 && redactor.may_redact_body(content_type) {
+        // Only the bodies the rules may change are copied whole.
         let whole = body.bytes();
-        if let Some(done) =
-            redactor.redact_json_body(&whole, seen("content-type"), seen("content-encoding"))
-        {
-            notes.extend(done.notes.iter().map(|note| note.to_string()));
-            w.bytes(field, done.body.as_deref().unwrap_or(&whole));
-            return;
+        let head = BodyHead {
+            content_type,
+            content_encoding: seen("content-encoding"),
+            truncated: body.truncated,
+            decoded: false,
+        };
+        if let Some(done) = redactor.redact_body(&whole, head) {
+            notes.extend(done.notes);
+            w.bytes(field, &done.body);
+            return done.decoded;
         }
         w.bytes(field, &whole);
-        return;
+        return false;
     }
     w.bytes_in_pieces(field, body.kept, body.frames().map(|(_, frame)| frame));
+    false
 }
 
 #[cfg(test)]
@@ -1423,6 +1439,59 @@ mod tests {
             exchange.flags.unwrap_or_default().redactions,
             ["response.body:unparsed"]
         );
+    }
+
+    #[test]
+    fn query_form_and_compressed_bodies_encode_as_they_apply() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(b"{\"token\":\"t0ps3cret\",\"n\":1}")
+            .unwrap_or_default();
+        let gz = gz.finish().unwrap_or_default();
+        let mut c = record(
+            Some(origin(Role::Inbound)),
+            "POST",
+            "/cb?state=1&access_token=abc",
+            Version::HTTP_11,
+            &[
+                ("content-type", b"application/x-www-form-urlencoded"),
+                ("x-api-key", b"k"),
+            ],
+        );
+        frames(
+            &mut c.request_body,
+            &[b"user=ann&pass", b"word=hunter2"],
+            1 << 20,
+        );
+        respond(
+            &mut c,
+            200,
+            &[
+                ("content-type", b"text/plain"),
+                ("content-encoding", b"gzip"),
+            ],
+        );
+        frames(&mut c.response_body, &[&gz], 1 << 20);
+        let rules = Redactor::default().json_path("$.token").unwrap_or_default();
+        let exchange = assert_same(&c, &rules, 1.0);
+        assert_eq!(
+            exchange.flags.unwrap_or_default().redactions,
+            [
+                "request.query:access_token",
+                "request.header:x-api-key",
+                "request.body:form:password",
+                "response.body:$.token"
+            ]
+        );
+        let request = exchange.request.unwrap_or_default();
+        assert_eq!(request.path, "/cb?state=1&access_token=%5Bredacted%5D");
+        let response = exchange.response.unwrap_or_default();
+        assert!(response.body_decoded && !request.body_decoded);
+        assert_eq!(&response.body[..], b"{\"token\":\"[redacted]\",\"n\":1}");
+        // Without the JSON rule the response is stored as it came.
+        let exchange = assert_same(&c, &Redactor::default(), 1.0);
+        assert_eq!(&exchange.response.unwrap_or_default().body[..], &gz[..]);
+        assert_same(&c, &Redactor::none(), 1.0);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reprise_model::redact::Redactor;
+use reprise_model::redact::{RedactionRules, Redactor, RuleKind};
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Role, Sink};
@@ -73,6 +73,12 @@ pub struct Config {
     pub redact_headers: Vec<String>,
     /// `REPRISE_REDACT_JSON`: comma-separated JSON paths redacted in bodies.
     pub redact_json: Vec<String>,
+    /// `REPRISE_REDACT_QUERY`: comma-separated query parameter names
+    /// redacted besides the defaults.
+    pub redact_query: Vec<String>,
+    /// `REPRISE_REDACT_FORM`: comma-separated form field names (urlencoded
+    /// and multipart) redacted besides the defaults.
+    pub redact_form: Vec<String>,
     /// `REPRISE_NO_DEFAULT_REDACTION=1`: keep Authorization, Cookie, ...
     pub default_redaction: bool,
     /// Mock mode: `REPRISE_MOCK_EXHAUSTED` (`error`, `repeat-last`,
@@ -97,6 +103,8 @@ impl Default for Config {
             queue: 8192,
             redact_headers: Vec::new(),
             redact_json: Vec::new(),
+            redact_query: Vec::new(),
+            redact_form: Vec::new(),
             default_redaction: true,
             mock: MockOptions::default(),
         }
@@ -169,6 +177,12 @@ impl Config {
         if let Some(v) = var("REPRISE_REDACT_JSON") {
             config.redact_json = list(&v, ',');
         }
+        if let Some(v) = var("REPRISE_REDACT_QUERY") {
+            config.redact_query = list(&v, ',');
+        }
+        if let Some(v) = var("REPRISE_REDACT_FORM") {
+            config.redact_form = list(&v, ',');
+        }
         if let Some(v) = var("REPRISE_NO_DEFAULT_REDACTION") {
             config.default_redaction = !flag("REPRISE_NO_DEFAULT_REDACTION", &v)?;
         }
@@ -198,20 +212,22 @@ impl Config {
     }
 
     fn redactor(&self) -> Result<Redactor, TowerError> {
-        let mut redactor = if self.default_redaction {
-            Redactor::new()
-        } else {
-            Redactor::none()
+        let rules = RedactionRules {
+            defaults: self.default_redaction,
+            headers: self.redact_headers.clone(),
+            json: self.redact_json.clone(),
+            query: self.redact_query.clone(),
+            form: self.redact_form.clone(),
         };
-        for name in &self.redact_headers {
-            redactor = redactor.header(name);
-        }
-        for path in &self.redact_json {
-            redactor = redactor
-                .json_path(path)
-                .map_err(|e| TowerError::Config(format!("REPRISE_REDACT_JSON: {e}")))?;
-        }
-        Ok(redactor)
+        rules.redactor().map_err(|e| {
+            let var = match e.kind {
+                RuleKind::Header => "REPRISE_REDACT_HEADERS",
+                RuleKind::Json => "REPRISE_REDACT_JSON",
+                RuleKind::Query => "REPRISE_REDACT_QUERY",
+                RuleKind::Form => "REPRISE_REDACT_FORM",
+            };
+            TowerError::Config(format!("{var}: {e}"))
+        })
     }
 
     fn filter(&self) -> Result<ExchangeFilter, TowerError> {
@@ -302,6 +318,7 @@ impl Reprise {
             Mode::Mock => {
                 let mut options = config.mock.clone();
                 options.max_body = config.max_body;
+                options.redactor = config.redactor()?;
                 let store = MockStore::from_tape(tape("answer from")?, options)?;
                 Reprise::build(config, None, Some(Arc::new(store)))
             }
@@ -486,6 +503,8 @@ mod tests {
             ("REPRISE_MAX_BODY", "4096"),
             ("REPRISE_REDACT_HEADERS", "x-api-key, x-token"),
             ("REPRISE_REDACT_JSON", "$.card.number"),
+            ("REPRISE_REDACT_QUERY", "session_id"),
+            ("REPRISE_REDACT_FORM", "pin, otp"),
             ("REPRISE_MOCK_EXHAUSTED", "cycle"),
             ("REPRISE_MOCK_GLOBAL", "1"),
             ("REPRISE_MOCK_TIMING", "0"),
@@ -497,6 +516,8 @@ mod tests {
         assert_eq!(config.matches, ["method=GET", "path=/api/*"]);
         assert_eq!((config.max_body, config.mock.max_body), (4096, 4096));
         assert_eq!(config.redact_headers, ["x-api-key", "x-token"]);
+        assert_eq!(config.redact_query, ["session_id"]);
+        assert_eq!(config.redact_form, ["pin", "otp"]);
         assert_eq!(config.mock.exhausted, crate::Exhausted::Cycle);
         assert!(config.mock.global && !config.mock.timing);
         let shared = config.mock.shared.as_ref().expect("a shared filter");

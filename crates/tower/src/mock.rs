@@ -20,6 +20,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use reprise_model::key::{CallKey, KeyField, KeyParts};
+use reprise_model::redact::{BodyHead, Redactor};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Direction, Exchange, Header, HeaderList, Protocol, display_id};
 use reprise_record::is_grpc;
@@ -84,6 +85,12 @@ pub struct MockOptions {
     /// Those belong to no replayed call, so they are one pool, served as
     /// with `global`.
     pub inbound: bool,
+    /// The recorder's redaction rules, applied to each call's target and
+    /// body, and to each recorded call's, before they are matched: a
+    /// recording whose `access_token` was redacted still matches a call
+    /// that sends one (and calls that differ only in a redacted value are
+    /// the same call).
+    pub redactor: Redactor,
 }
 
 impl Default for MockOptions {
@@ -96,6 +103,7 @@ impl Default for MockOptions {
             timing: true,
             max_body: 1 << 20,
             inbound: false,
+            redactor: Redactor::new(),
         }
     }
 }
@@ -163,7 +171,7 @@ impl MockStore {
                     .or_default()
                     .push(i);
                 RecordedCall {
-                    key: CallKey::of_exchange(&exchange, options.ignore_authority),
+                    key: recorded_key(&exchange, &options),
                     exchange,
                 }
             })
@@ -591,11 +599,25 @@ impl MockStore {
             }
         }
         let body = read_capped(body, store.options().max_body).await?;
+        let head = BodyHead {
+            content_type,
+            content_encoding: parts
+                .headers
+                .get(http::header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok()),
+            truncated: body.len() >= store.options().max_body,
+            decoded: false,
+        };
+        let (path_and_query, body) =
+            store
+                .options()
+                .redactor
+                .redact_call(path_and_query, &body, head);
         let key = CallKey::new(
             KeyParts {
                 method: parts.method.as_str(),
                 authority: &authority,
-                path_and_query,
+                path_and_query: &path_and_query,
                 content_type,
                 body: &body,
             },
@@ -611,6 +633,27 @@ impl MockStore {
                 Ok(miss_response(miss, grpc))
             }
         }
+    }
+}
+
+/// A recorded call's key, after the redaction rules (a no-op on a call
+/// recorded with the same rules).
+fn recorded_key(exchange: &Exchange, options: &MockOptions) -> CallKey {
+    match exchange
+        .request
+        .as_ref()
+        .and_then(|r| options.redactor.redact_recorded_call(r))
+    {
+        Some(request) => {
+            let redacted = Exchange {
+                protocol: exchange.protocol,
+                request: Some(request),
+                messages: exchange.messages.clone(),
+                ..Default::default()
+            };
+            CallKey::of_exchange(&redacted, options.ignore_authority)
+        }
+        None => CallKey::of_exchange(exchange, options.ignore_authority),
     }
 }
 
@@ -838,7 +881,15 @@ pub(crate) fn respond(
     let mut response = Response::new(MockBody::new(data, trailers));
     *response.status_mut() = StatusCode::from_u16(u16::try_from(recorded.status).unwrap_or(0))
         .unwrap_or(StatusCode::BAD_GATEWAY);
-    *response.headers_mut() = header_map(&recorded.headers, recorded.body_truncated);
+    // A body stored decoded (redacted inside its compression, or imported
+    // from a HAR) is served as it is stored: identity, its own length.
+    let decoded = recorded.body_decoded;
+    *response.headers_mut() = header_map(&recorded.headers, recorded.body_truncated || decoded);
+    if decoded {
+        response
+            .headers_mut()
+            .remove(http::header::CONTENT_ENCODING);
+    }
     response.extensions_mut().insert(MockServed {
         recorded_id: exchange.id.clone(),
     });

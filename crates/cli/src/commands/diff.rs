@@ -15,6 +15,7 @@ use reprise_model::{Exchange, Intact};
 
 use crate::Outcome;
 use crate::args::{CompareArgs, DiffArgs};
+use crate::report_file::write_report;
 
 /// A rules file (`--rules FILE`).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -208,24 +209,19 @@ pub(crate) fn finish(
     let stdout = std::io::stdout();
     report.render(&mut stdout.lock())?;
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(report)?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("{}: cannot write", path.display()))?;
+        write_report(path, |w| {
+            serde_json::to_writer_pretty(&mut *w, report)?;
+            Ok(w.write_all(b"\n")?)
+        })?;
     }
     if let Some(path) = &files.junit {
-        let mut xml = Vec::new();
-        report.render_junit(&mut xml)?;
-        std::fs::write(path, xml).with_context(|| format!("{}: cannot write", path.display()))?;
+        write_report(path, |w| Ok(report.render_junit(w)?))?;
     }
     if let Some(path) = &files.suggest_rules {
-        let mut toml = Vec::new();
-        report.suggest_rules(&mut toml)?;
-        std::fs::write(path, toml).with_context(|| format!("{}: cannot write", path.display()))?;
+        write_report(path, |w| Ok(report.suggest_rules(w)?))?;
     }
     if let Some(path) = &files.report {
-        let mut html = Vec::new();
-        report.render_html(&mut html)?;
-        std::fs::write(path, html).with_context(|| format!("{}: cannot write", path.display()))?;
+        write_report(path, |w| Ok(report.render_html(w)?))?;
     }
     crate::report_damage(damage);
     let min_compared = min_compared(files);

@@ -1,9 +1,5 @@
 //! `reprise export INPUT --har FILE`.
 
-use std::io::Write;
-
-use anyhow::Context;
-
 use crate::Outcome;
 use crate::args::ExportArgs;
 
@@ -12,18 +8,14 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<Outcome> {
     let filter = crate::input::filter(&args.filter)?;
     let mut source = super::filtered(crate::input::open(&args.input, &filter)?, filter);
     let to_stdout = args.har.as_os_str() == "-";
-    let out: Box<dyn Write> = if to_stdout {
-        Box::new(std::io::stdout().lock())
+    let options = reprise_interop::ExportOptions::default();
+    let report = if to_stdout {
+        reprise_interop::export_har(source.as_mut(), std::io::stdout().lock(), &options)?
     } else {
-        let file = std::fs::File::create(&args.har)
-            .with_context(|| format!("{}: cannot create", args.har.display()))?;
-        Box::new(std::io::BufWriter::new(file))
+        crate::report_file::write_report(&args.har, |out| {
+            Ok(reprise_interop::export_har(source.as_mut(), out, &options)?)
+        })?
     };
-    let report = reprise_interop::export_har(
-        source.as_mut(),
-        out,
-        &reprise_interop::ExportOptions::default(),
-    )?;
     crate::report_damage(&report.damage);
     if !to_stdout {
         eprintln!(

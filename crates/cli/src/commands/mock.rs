@@ -81,6 +81,7 @@ fn options(args: &MockArgs) -> anyhow::Result<MockOptions> {
         timing: !args.no_timing,
         max_body: size("--max-body", &args.max_body)?,
         inbound: args.inbound,
+        redactor: super::redactor(&args.redact)?,
     })
 }
 

@@ -41,3 +41,19 @@ pub(crate) fn filtered(
             .map_or(true, |exchange| filter.matches(exchange))
     }))
 }
+
+/// The redaction rules the flags give (`record`, `mock`).
+pub(crate) fn redactor(
+    args: &crate::args::RedactArgs,
+) -> anyhow::Result<reprise_model::redact::Redactor> {
+    let rules = reprise_model::redact::RedactionRules {
+        defaults: !args.no_default_redaction,
+        headers: args.redact_header.clone(),
+        json: args.redact_json.clone(),
+        query: args.redact_query.clone(),
+        form: args.redact_form.clone(),
+    };
+    rules
+        .redactor()
+        .map_err(|e| anyhow::anyhow!("--redact-{} {e}", e.kind.word()))
+}

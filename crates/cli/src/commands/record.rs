@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reprise_capture::{ConnectionLimits, ProxyConfig, RecorderStats, Upstream};
-use reprise_model::redact::Redactor;
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
 use reprise_tape::{TapeWriter, WriterOptions};
@@ -64,23 +63,7 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     }
     config.max_record_rate = args.max_record_rate;
     config.max_body = size("--max-body", &args.max_body)?;
-    let mut redactor = if args.no_default_redaction {
-        Redactor::none()
-    } else {
-        Redactor::new()
-    };
-    for name in &args.redact_header {
-        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-            bail!("--redact-header {name:?}: not a header name");
-        }
-        redactor = redactor.header(name);
-    }
-    for path in &args.redact_json {
-        redactor = redactor
-            .json_path(path)
-            .with_context(|| format!("--redact-json {path:?}"))?;
-    }
-    config.redactor = redactor;
+    config.redactor = super::redactor(&args.redact)?;
     config.preserve_host = args.preserve_host;
     config.forwarded_headers = !args.no_forwarded_headers;
     config.tls = match (&args.tls_cert, &args.tls_key) {

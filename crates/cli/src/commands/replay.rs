@@ -275,8 +275,10 @@ fn finish(args: &ReplayArgs, report: &Report) -> anyhow::Result<()> {
 }
 
 fn write_json(path: &Path, report: &Report) -> anyhow::Result<()> {
-    let text = serde_json::to_string_pretty(report)?;
-    std::fs::write(path, text + "\n").with_context(|| format!("{}: cannot write", path.display()))
+    crate::report_file::write_report(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, report)?;
+        Ok(w.write_all(b"\n")?)
+    })
 }
 
 /// Prints the calls that would be sent.

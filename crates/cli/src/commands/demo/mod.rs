@@ -87,7 +87,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<Outcome> {
     let har = dir.join("httpbin.har");
     let imported = dir.join("httpbin.tape");
     remove_old(&imported)?;
-    std::fs::write(&har, SAMPLE_HAR).with_context(|| format!("{}: cannot write", har.display()))?;
+    crate::report_file::write_report(&har, |w| Ok(w.write_all(SAMPLE_HAR)?))?;
     writeln!(
         out,
         "\n== reprise import {} --out {}",

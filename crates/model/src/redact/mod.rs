@@ -1,0 +1,769 @@
+//! Redaction before storage: the one implementation both capture paths
+//! (the recording proxy and the tower layers) call before an exchange is
+//! handed to a sink, and the mock calls on the calls it matches.
+//!
+//! By default the values of the credential headers ([`DEFAULT_HEADERS`])
+//! and of the secret query parameters and form fields ([`DEFAULT_PARAMS`])
+//! are replaced by [`MARKER`]; more headers, query parameters and form
+//! fields by name, and JSON body fields by path (`$.card.number`,
+//! `$..password`, `$.items[*].token`). JSON is found by its content, not
+//! its content type; a compressed body is decoded first, and stored
+//! decoded when something in it was redacted (`body_decoded`; its headers
+//! stay as recorded). A body the rules apply to but that cannot be read
+//! (malformed, cut at the size cap, an unknown coding, a decompression
+//! bomb) is replaced by [`MARKER`]: a secret never reaches storage because
+//! its body did not parse. A redacted exchange is flagged and lists what
+//! was redacted (never the values).
+
+mod form;
+mod path;
+mod rules;
+
+use std::borrow::Cow;
+
+use serde_json::Value;
+
+use crate::coding;
+use crate::exchange::HeaderList;
+use crate::pb::{Exchange, Flags, Header, Request};
+
+pub use form::ENCODED_MARKER;
+pub use path::{JsonPath, PathError, PathSegment, render_path, render_pattern};
+pub use rules::{RedactionRules, RuleError, RuleKind};
+
+use form::Outcome;
+
+/// What a redacted value becomes.
+pub const MARKER: &str = "[redacted]";
+
+/// Header names redacted unless the user opts out: credentials and
+/// session or anti-forgery tokens.
+pub const DEFAULT_HEADERS: [&str; 14] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "x-api-key",
+    "api-key",
+    "x-auth-token",
+    "x-access-token",
+    "x-csrf-token",
+    "x-xsrf-token",
+    "x-amz-security-token",
+    "x-goog-api-key",
+    "x-vault-token",
+    "private-token",
+];
+
+/// Query parameter and form field names redacted unless the user opts
+/// out: OAuth tokens and secrets, API keys, passwords and URL signatures.
+pub const DEFAULT_PARAMS: [&str; 18] = [
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "auth_token",
+    "token",
+    "api_key",
+    "apikey",
+    "password",
+    "passwd",
+    "secret",
+    "client_secret",
+    "signature",
+    "sig",
+    "x-amz-signature",
+    "x-amz-security-token",
+    "x-amz-credential",
+    "x-goog-signature",
+    "x-goog-credential",
+];
+
+/// What is known of a body besides its bytes.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BodyHead<'a> {
+    /// Its `Content-Type`, if any.
+    pub content_type: Option<&'a str>,
+    /// Its `Content-Encoding`, if any.
+    pub content_encoding: Option<&'a str>,
+    /// It was cut at the size cap.
+    pub truncated: bool,
+    /// It is already stored without its Content-Encoding.
+    pub decoded: bool,
+}
+
+/// What the body rules did to one body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyRedaction {
+    /// The body to store instead: the redacted body, or [`MARKER`] when it
+    /// could not be read.
+    pub body: Vec<u8>,
+    /// `body` is without the Content-Encoding the original had.
+    pub decoded: bool,
+    /// What was redacted: each JSON path that selected something,
+    /// `form:NAME` for form fields, or `unparsed`.
+    pub notes: Vec<String>,
+}
+
+impl BodyRedaction {
+    fn unparsed(encoded: bool) -> Self {
+        BodyRedaction {
+            body: MARKER.as_bytes().to_vec(),
+            decoded: encoded,
+            notes: vec!["unparsed".to_string()],
+        }
+    }
+}
+
+/// How a body is read by the rules.
+enum BodyKind<'a> {
+    Form,
+    Multipart(Option<&'a str>),
+    Json,
+    Other,
+}
+
+fn essence(content_type: Option<&str>) -> String {
+    content_type
+        .and_then(|t| t.split(';').next())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .unwrap_or_default()
+}
+
+/// Whether a body looks like JSON: its content type says so, or it starts
+/// (after white space) as a JSON object or array does.
+fn looks_json(essence: &str, body: &[u8]) -> bool {
+    essence.contains("json")
+        || matches!(
+            body.iter().find(|b| !b.is_ascii_whitespace()),
+            Some(b'{' | b'[')
+        )
+}
+
+/// The redaction rules in force.
+#[derive(Debug, Clone)]
+pub struct Redactor {
+    headers: Vec<String>,
+    json: Vec<JsonPath>,
+    query: Vec<String>,
+    form: Vec<String>,
+}
+
+impl Default for Redactor {
+    fn default() -> Self {
+        let names = |list: &[&str]| list.iter().map(|h| h.to_string()).collect();
+        Redactor {
+            headers: names(&DEFAULT_HEADERS),
+            json: Vec::new(),
+            query: names(&DEFAULT_PARAMS),
+            form: names(&DEFAULT_PARAMS),
+        }
+    }
+}
+
+fn add_name(list: &mut Vec<String>, name: &str) {
+    let name = name.trim().to_ascii_lowercase();
+    if !name.is_empty() && !list.contains(&name) {
+        list.push(name);
+    }
+}
+
+impl Redactor {
+    /// The default rules ([`DEFAULT_HEADERS`], [`DEFAULT_PARAMS`] in
+    /// queries and forms).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// No rules at all (`--no-default-redaction`, before adding any).
+    pub fn none() -> Self {
+        Redactor {
+            headers: Vec::new(),
+            json: Vec::new(),
+            query: Vec::new(),
+            form: Vec::new(),
+        }
+    }
+
+    /// Also redact the values of header (and trailer) `name`.
+    pub fn header(mut self, name: &str) -> Self {
+        add_name(&mut self.headers, name);
+        self
+    }
+
+    /// Also redact the JSON body fields `path` selects.
+    pub fn json_path(mut self, path: &str) -> Result<Self, PathError> {
+        self.json.push(JsonPath::parse(path)?);
+        Ok(self)
+    }
+
+    /// Also redact the values of query parameter `name`.
+    pub fn query(mut self, name: &str) -> Self {
+        add_name(&mut self.query, name);
+        self
+    }
+
+    /// Also redact form field `name` (urlencoded and multipart bodies).
+    pub fn form(mut self, name: &str) -> Self {
+        add_name(&mut self.form, name);
+        self
+    }
+
+    /// Whether there is nothing to redact.
+    pub fn is_empty(&self) -> bool {
+        self.headers.is_empty()
+            && self.json.is_empty()
+            && self.query.is_empty()
+            && self.form.is_empty()
+    }
+
+    /// Redacts `exchange` in place, flagging it when anything was replaced.
+    pub fn apply(&self, exchange: &mut Exchange) {
+        let mut notes = Vec::new();
+        if let Some(request) = exchange.request.as_mut() {
+            if let Some((path, names)) = self.redact_target(&request.path) {
+                request.path = path;
+                notes.extend(names.iter().map(|n| format!("request.query:{n}")));
+            }
+            self.redact_headers(&mut request.headers, "request.header", &mut notes);
+            self.redact_headers(&mut request.trailers, "request.trailer", &mut notes);
+            let head = BodyHead {
+                content_type: request.headers.header_str("content-type"),
+                content_encoding: request.headers.header_str("content-encoding"),
+                truncated: request.body_truncated,
+                decoded: request.body_decoded,
+            };
+            if let Some(done) = self.redact_body(&request.body, head) {
+                request.body = done.body.into();
+                request.body_decoded |= done.decoded;
+                notes.extend(done.notes.iter().map(|n| format!("request.body:{n}")));
+            }
+        }
+        if let Some(response) = exchange.response.as_mut() {
+            self.redact_headers(&mut response.headers, "response.header", &mut notes);
+            self.redact_headers(&mut response.trailers, "response.trailer", &mut notes);
+            let head = BodyHead {
+                content_type: response.headers.header_str("content-type"),
+                content_encoding: response.headers.header_str("content-encoding"),
+                truncated: response.body_truncated,
+                decoded: response.body_decoded,
+            };
+            if let Some(done) = self.redact_body(&response.body, head) {
+                response.body = done.body.into();
+                response.body_decoded |= done.decoded;
+                notes.extend(done.notes.iter().map(|n| format!("response.body:{n}")));
+            }
+        }
+        if notes.is_empty() {
+            return;
+        }
+        let flags = exchange.flags.get_or_insert_with(Flags::default);
+        flags.redacted = true;
+        for note in notes {
+            if !flags.redactions.contains(&note) {
+                flags.redactions.push(note);
+            }
+        }
+    }
+
+    /// A request's target and body as the mock matches them: with the
+    /// query and body rules applied (a recording whose `access_token` was
+    /// redacted still matches a live call that sends one).
+    pub fn redact_call<'b>(
+        &self,
+        path_and_query: &'b str,
+        body: &'b [u8],
+        head: BodyHead<'_>,
+    ) -> (Cow<'b, str>, Cow<'b, [u8]>) {
+        let path = match self.redact_target(path_and_query) {
+            Some((path, _)) => Cow::Owned(path),
+            None => Cow::Borrowed(path_and_query),
+        };
+        let body = match self.redact_body(body, head) {
+            Some(done) => Cow::Owned(done.body),
+            None => Cow::Borrowed(body),
+        };
+        (path, body)
+    }
+
+    /// A recorded request as the mock matches it (see [`Redactor::redact_call`]).
+    pub fn redact_recorded_call(&self, request: &Request) -> Option<Request> {
+        let head = BodyHead {
+            content_type: request.headers.header_str("content-type"),
+            content_encoding: request.headers.header_str("content-encoding"),
+            truncated: request.body_truncated,
+            decoded: request.body_decoded,
+        };
+        let (path, body) = self.redact_call(&request.path, &request.body, head);
+        if matches!((&path, &body), (Cow::Borrowed(_), Cow::Borrowed(_))) {
+            return None;
+        }
+        let mut redacted = request.clone();
+        redacted.path = path.into_owned();
+        redacted.body = body.into_owned().into();
+        Some(redacted)
+    }
+
+    fn redact_headers(&self, headers: &mut [Header], place: &str, notes: &mut Vec<String>) {
+        for header in headers.iter_mut() {
+            let Some(rule) = self.header_rule(header.name.as_bytes()) else {
+                continue;
+            };
+            if header.value != MARKER.as_bytes() {
+                header.value = MARKER.as_bytes().to_vec();
+                notes.push(format!("{place}:{rule}"));
+            }
+        }
+    }
+
+    /// The rule (a configured name, lower case) that redacts the values of
+    /// header `name`, if one does.
+    pub fn header_rule(&self, name: &[u8]) -> Option<&str> {
+        // Compared without lower-casing a copy of every name: this runs for
+        // every field of every exchange recorded.
+        self.headers
+            .iter()
+            .find(|h| h.as_bytes().eq_ignore_ascii_case(name))
+            .map(String::as_str)
+    }
+
+    /// `path_and_query` with the query rules applied, and the rules that
+    /// replaced a value: `None` when nothing was.
+    pub fn redact_target(&self, path_and_query: &str) -> Option<(String, Vec<&str>)> {
+        let (path, query) = path_and_query.split_once('?')?;
+        match form::redact_pairs(query.as_bytes(), &self.query) {
+            Outcome::Redacted(query, names) => {
+                let query = String::from_utf8_lossy(&query);
+                Some((format!("{path}?{query}"), names))
+            }
+            Outcome::Unchanged | Outcome::Unparsed => None,
+        }
+    }
+
+    /// Whether the body rules may change a body of this content type (so
+    /// that the recorder only copies the bodies they may change).
+    pub fn may_redact_body(&self, content_type: Option<&str>) -> bool {
+        if !self.json.is_empty() {
+            return true;
+        }
+        // Runs for every body recorded: read without a lower-case copy.
+        !self.form.is_empty()
+            && content_type.is_some_and(|t| {
+                let t = t.trim_start().as_bytes();
+                let starts = |prefix: &str| {
+                    t.get(..prefix.len())
+                        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+                };
+                starts("application/x-www-form-urlencoded") || starts("multipart/")
+            })
+    }
+
+    /// What the body rules make of one body: `None` when they leave it as
+    /// it is. A compressed body is decoded first (and the result says so);
+    /// one the rules apply to but that cannot be read is replaced by
+    /// [`MARKER`], noted `unparsed`.
+    pub fn redact_body(&self, body: &[u8], head: BodyHead<'_>) -> Option<BodyRedaction> {
+        if body.is_empty() || !self.may_redact_body(head.content_type) {
+            return None;
+        }
+        let encoded = !head.decoded && coding::is_encoded(head.content_encoding);
+        let plain: Cow<'_, [u8]> = if encoded {
+            match coding::decode(
+                head.content_encoding.unwrap_or(""),
+                body,
+                coding::MAX_DECODED,
+                head.truncated,
+            ) {
+                Ok(Some(plain)) => Cow::Owned(plain),
+                Ok(None) => Cow::Borrowed(body),
+                // Unreadable: what it holds cannot be told.
+                Err(_) => return Some(BodyRedaction::unparsed(true)),
+            }
+        } else {
+            Cow::Borrowed(body)
+        };
+        let essence = essence(head.content_type);
+        let kind = if essence == "application/x-www-form-urlencoded" {
+            BodyKind::Form
+        } else if essence.starts_with("multipart/") {
+            BodyKind::Multipart(head.content_type.and_then(form::boundary))
+        } else if looks_json(&essence, &plain) {
+            BodyKind::Json
+        } else {
+            BodyKind::Other
+        };
+        let outcome = match kind {
+            BodyKind::Form if !self.form.is_empty() => form::redact_pairs(&plain, &self.form),
+            BodyKind::Multipart(Some(boundary)) if !self.form.is_empty() => {
+                form::redact_multipart(&plain, boundary, &self.form)
+            }
+            BodyKind::Multipart(None) if !self.form.is_empty() => Outcome::Unparsed,
+            BodyKind::Json if !self.json.is_empty() => self.redact_json(&plain),
+            // A compressed body cut before its first decodable byte: what
+            // it holds cannot be told.
+            BodyKind::Other
+                if encoded && !self.json.is_empty() && plain.trim_ascii().is_empty() =>
+            {
+                Outcome::Unparsed
+            }
+            _ => Outcome::Unchanged,
+        };
+        match outcome {
+            Outcome::Unchanged => None,
+            Outcome::Unparsed => Some(BodyRedaction::unparsed(encoded)),
+            Outcome::Redacted(body, notes) => {
+                let form = !matches!(kind, BodyKind::Json);
+                Some(BodyRedaction {
+                    body,
+                    decoded: encoded,
+                    notes: notes
+                        .iter()
+                        .map(|n| {
+                            if form {
+                                format!("form:{n}")
+                            } else {
+                                n.to_string()
+                            }
+                        })
+                        .collect(),
+                })
+            }
+        }
+    }
+
+    fn redact_json(&self, body: &[u8]) -> Outcome<'_> {
+        let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+            return Outcome::Unparsed;
+        };
+        let mut notes = Vec::new();
+        for path in &self.json {
+            if path.redact(&mut value) > 0 {
+                notes.push(path.as_str());
+            }
+        }
+        if notes.is_empty() {
+            return Outcome::Unchanged;
+        }
+        match serde_json::to_vec(&value) {
+            Ok(body) => Outcome::Redacted(body, notes),
+            Err(_) => Outcome::Unparsed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::{Request, Response};
+
+    fn exchange(body: &str) -> Exchange {
+        Exchange {
+            request: Some(Request {
+                headers: vec![
+                    Header::new("Authorization", "Bearer secret"),
+                    Header::new("content-type", "application/json"),
+                    Header::new("X-Api-Key", "k1"),
+                ],
+                body: body.as_bytes().to_vec().into(),
+                ..Default::default()
+            }),
+            response: Some(Response {
+                headers: vec![Header::new("Set-Cookie", "s=1")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn default_headers_and_json_paths() {
+        let redactor = Redactor::new()
+            .header("x-api-key")
+            .json_path("$.card.number")
+            .unwrap()
+            .json_path("$..password")
+            .unwrap();
+        let mut ex = exchange(
+            r#"{"card":{"number":"4111","exp":"12/30"},"users":[{"password":"a"},{"n":{"password":"b"}}]}"#,
+        );
+        redactor.apply(&mut ex);
+        let request = ex.request.as_ref().unwrap();
+        assert_eq!(request.headers.header_str("authorization"), Some(MARKER));
+        assert_eq!(request.headers.header_str("x-api-key"), Some(MARKER));
+        assert_eq!(
+            request.headers.header_str("content-type"),
+            Some("application/json")
+        );
+        assert_eq!(
+            std::str::from_utf8(&request.body).unwrap(),
+            r#"{"card":{"number":"[redacted]","exp":"12/30"},"users":[{"password":"[redacted]"},{"n":{"password":"[redacted]"}}]}"#
+        );
+        assert_eq!(
+            ex.response
+                .as_ref()
+                .unwrap()
+                .headers
+                .header_str("set-cookie"),
+            Some(MARKER)
+        );
+        let flags = ex.flags.unwrap();
+        assert!(flags.redacted);
+        assert_eq!(
+            flags.redactions,
+            [
+                "request.header:authorization",
+                "request.header:x-api-key",
+                "request.body:$.card.number",
+                "request.body:$..password",
+                "response.header:set-cookie"
+            ]
+        );
+    }
+
+    #[test]
+    fn unparsable_json_is_not_stored() {
+        let redactor = Redactor::none().json_path("$.token").unwrap();
+        let mut ex = exchange(r#"{"token":"abc", "cut here"#);
+        redactor.apply(&mut ex);
+        assert_eq!(&ex.request.as_ref().unwrap().body[..], MARKER.as_bytes());
+        assert_eq!(ex.flags.unwrap().redactions, ["request.body:unparsed"]);
+    }
+
+    #[test]
+    fn nothing_to_redact_leaves_no_flag() {
+        let mut ex = exchange(r#"{"a":1}"#);
+        Redactor::none().apply(&mut ex);
+        assert!(ex.flags.is_none());
+        assert_eq!(&ex.request.unwrap().body[..], br#"{"a":1}"#);
+    }
+
+    fn request(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Exchange {
+        Exchange {
+            request: Some(Request {
+                method: "POST".into(),
+                path: path.into(),
+                headers: headers.iter().map(|(n, v)| Header::new(*n, *v)).collect(),
+                body: body.to_vec().into(),
+                body_size: body.len() as u64,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn holds(haystack: &[u8], needle: &str) -> bool {
+        haystack
+            .windows(needle.len())
+            .any(|w| w == needle.as_bytes())
+    }
+
+    #[test]
+    fn json_is_found_by_its_content_not_its_type() {
+        let redactor = Redactor::none().json_path("$.password").unwrap();
+        let mut ex = request(
+            "/login",
+            &[("content-type", "text/plain")],
+            br#"{"user":"ann","password":"hunter2"}"#,
+        );
+        redactor.apply(&mut ex);
+        let stored = ex.request.as_ref().unwrap();
+        assert_eq!(
+            &stored.body[..],
+            br#"{"user":"ann","password":"[redacted]"}"#
+        );
+        assert_eq!(ex.flags.unwrap().redactions, ["request.body:$.password"]);
+    }
+
+    #[test]
+    fn compressed_json_is_decoded_redacted_and_flagged() {
+        let redactor = Redactor::none().json_path("$..password").unwrap();
+        let body = gzip(br#"{"user":"ann","password":"hunter2"}"#);
+        let mut ex = request(
+            "/login",
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            &body,
+        );
+        redactor.apply(&mut ex);
+        let stored = ex.request.as_ref().unwrap();
+        assert_eq!(
+            &stored.body[..],
+            br#"{"user":"ann","password":"[redacted]"}"#
+        );
+        assert!(stored.body_decoded, "stored decoded, and flagged so");
+        assert_eq!(
+            stored.headers.header_str("content-encoding"),
+            Some("gzip"),
+            "headers stay as recorded"
+        );
+        // Nothing to redact: kept compressed, as it was.
+        let mut clean = gzipped_request(br#"{"user":"ann"}"#);
+        redactor.apply(&mut clean);
+        assert!(!clean.request.as_ref().unwrap().body_decoded);
+        assert!(clean.flags.is_none());
+    }
+
+    fn gzipped_request(plain: &[u8]) -> Exchange {
+        request("/", &[("content-encoding", "gzip")], &gzip(plain))
+    }
+
+    #[test]
+    fn unreadable_bodies_become_the_marker() {
+        let redactor = Redactor::none().json_path("$.password").unwrap();
+        // Cut at the size cap, compressed: the prefix is not JSON.
+        let whole = gzip(br#"{"password":"hunter2","pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#);
+        let mut cut = request(
+            "/",
+            &[("content-encoding", "gzip")],
+            &whole[..whole.len() / 2],
+        );
+        cut.request.as_mut().unwrap().body_truncated = true;
+        redactor.apply(&mut cut);
+        let stored = cut.request.as_ref().unwrap();
+        assert_eq!(&stored.body[..], MARKER.as_bytes());
+        assert!(stored.body_decoded);
+        assert_eq!(cut.flags.unwrap().redactions, ["request.body:unparsed"]);
+        // A coding nobody knows.
+        let mut odd = request(
+            "/",
+            &[("content-encoding", "compress")],
+            b"\x1f\x9dpassword",
+        );
+        redactor.apply(&mut odd);
+        assert_eq!(&odd.request.unwrap().body[..], MARKER.as_bytes());
+        // Text that is not JSON is left alone.
+        let mut text = request("/", &[("content-type", "text/plain")], b"password: hunter2");
+        redactor.apply(&mut text);
+        assert!(text.flags.is_none());
+    }
+
+    #[test]
+    fn default_query_and_form_rules() {
+        let redactor = Redactor::new();
+        let mut ex = request(
+            "/cb?code=1&access_token=abc&state=x",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-api-key", "k"),
+            ],
+            b"user=ann&password=hunter2",
+        );
+        redactor.apply(&mut ex);
+        let stored = ex.request.as_ref().unwrap();
+        assert_eq!(
+            stored.path,
+            "/cb?code=1&access_token=%5Bredacted%5D&state=x"
+        );
+        assert_eq!(&stored.body[..], b"user=ann&password=%5Bredacted%5D");
+        assert_eq!(
+            ex.flags.unwrap().redactions,
+            [
+                "request.query:access_token",
+                "request.header:x-api-key",
+                "request.body:form:password"
+            ]
+        );
+        // Opted out: kept; asked for by name: redacted.
+        let mut ex = request("/?access_token=abc&session=s", &[], b"");
+        Redactor::none().query("Session").apply(&mut ex);
+        assert_eq!(
+            ex.request.unwrap().path,
+            "/?access_token=abc&session=%5Bredacted%5D"
+        );
+    }
+
+    #[test]
+    fn multipart_fields_are_redacted_by_name() {
+        let body =
+            b"--b1\r\nContent-Disposition: form-data; name=\"pin\"\r\n\r\n1234\r\n--b1--\r\n";
+        let mut ex = request(
+            "/",
+            &[("content-type", "multipart/form-data; boundary=b1")],
+            body,
+        );
+        Redactor::none().form("pin").apply(&mut ex);
+        let stored = ex.request.unwrap();
+        assert!(!holds(&stored.body, "1234"));
+        assert!(holds(&stored.body, MARKER));
+        // No boundary: the body cannot be read, so it is not kept.
+        let mut ex = request("/", &[("content-type", "multipart/form-data")], body);
+        Redactor::none().form("pin").apply(&mut ex);
+        assert_eq!(&ex.request.unwrap().body[..], MARKER.as_bytes());
+    }
+
+    #[test]
+    fn a_redacted_recording_and_a_live_call_match() {
+        let redactor = Redactor::new();
+        let mut recorded = request("/items?access_token=abc&q=1", &[], b"");
+        redactor.apply(&mut recorded);
+        let recorded = recorded.request.unwrap();
+        // Already redacted: the same again.
+        assert_eq!(redactor.redact_recorded_call(&recorded), None);
+        let (live, _) =
+            redactor.redact_call("/items?access_token=other&q=1", b"", BodyHead::default());
+        assert_eq!(live, recorded.path);
+    }
+
+    proptest::proptest! {
+        // Any body under any content type and coding: an answer, never a
+        // panic.
+        #[test]
+        fn body_redaction_is_total(
+            body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            content_type in proptest::option::of("(application/json|text/plain|application/x-www-form-urlencoded|multipart/form-data; boundary=b|multipart/form-data)"),
+            content_encoding in proptest::option::of("(gzip|br|zstd|deflate|x)"),
+            truncated: bool,
+        ) {
+            let redactor = Redactor::new().json_path("$..password").unwrap();
+            let _ = redactor.redact_body(&body, BodyHead {
+                content_type: content_type.as_deref(),
+                content_encoding: content_encoding.as_deref(),
+                truncated,
+                decoded: false,
+            });
+        }
+
+        // A JSON password, plain or gzip, whole or cut anywhere: never
+        // stored.
+        #[test]
+        fn a_json_secret_is_never_kept(
+            secret in "[A-Za-z0-9]{8,16}",
+            pad in "[a-z ]{0,64}",
+            cut in 0usize..200,
+            zipped: bool,
+        ) {
+            let text = format!(r#"{{"pad":"{pad}","password":"{secret}","n":[1,2]}}"#);
+            let whole = if zipped { gzip(text.as_bytes()) } else { text.clone().into_bytes() };
+            let at = cut.min(whole.len());
+            let body = &whole[..at];
+            let redactor = Redactor::none().json_path("$..password").unwrap();
+            let head = BodyHead {
+                content_type: Some("text/plain"),
+                content_encoding: zipped.then_some("gzip"),
+                truncated: at < whole.len(),
+                decoded: false,
+            };
+            let stored = match redactor.redact_body(body, head) {
+                Some(done) => done.body,
+                None => body.to_vec(),
+            };
+            let plain = if zipped && stored != MARKER.as_bytes() && !stored.starts_with(b"{") {
+                crate::coding::decode("gzip", &stored, 1 << 20, true)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            } else {
+                stored.clone()
+            };
+            proptest::prop_assert!(!holds(&plain, &secret), "{:?}", String::from_utf8_lossy(&plain));
+        }
+    }
+}
