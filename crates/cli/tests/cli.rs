@@ -567,6 +567,9 @@ fn tests_and_scripts_read_nothing_outside_the_repository() {
             }
         }
     }
-    assert!(offenders.is_empty(), "read outside the repository: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "read outside the repository: {offenders:?}"
+    );
     assert!(gor_fixture().is_file(), "{}", gor_fixture().display());
 }
