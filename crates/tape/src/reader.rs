@@ -143,7 +143,29 @@ impl TapeReader {
         options: ReaderOptions,
     ) -> Result<TapeReader, TapeError> {
         let path = path.as_ref();
-        let (walker, header, header_damage) = Walker::open(path, &options, true)?;
+        let opened = Walker::open(path, &options, true)?;
+        Ok(Self::start(path, opened, options))
+    }
+
+    /// Reads a tape from a file already open; `path` names it in
+    /// messages. It is read at offsets (never through the file's own
+    /// position), so it must be a regular file: a pipe's content is
+    /// copied to a file first (`reprise` does so for its inputs).
+    pub fn open_file(
+        file: std::fs::File,
+        path: impl AsRef<Path>,
+        options: ReaderOptions,
+    ) -> Result<TapeReader, TapeError> {
+        let path = path.as_ref();
+        let opened = Walker::from_file(file, path, &options, true)?;
+        Ok(Self::start(path, opened, options))
+    }
+
+    fn start(
+        path: &Path,
+        (walker, header, header_damage): (Walker, Option<FileHeader>, Option<Damage>),
+        options: ReaderOptions,
+    ) -> TapeReader {
         let blocks = if options.read_ahead {
             spawn_read_ahead(walker)
         } else {
@@ -164,7 +186,7 @@ impl TapeReader {
         if let Some(damage) = header_damage {
             reader.record_damage(damage);
         }
-        Ok(reader)
+        reader
     }
 
     /// The file header, unless it was damaged.

@@ -61,6 +61,18 @@ impl Walker {
             return Err(TapeError::IsDirectory(path.to_path_buf()));
         }
         let file = File::open(path).map_err(|e| TapeError::io(path, "cannot open", e))?;
+        Self::from_file(file, path, options, decompress)
+    }
+
+    /// Like [`Walker::open`], on a file already open (`path` names it in
+    /// messages). The file is read at offsets, so it must be a regular
+    /// file, not a pipe.
+    pub(crate) fn from_file(
+        file: File,
+        path: &Path,
+        options: &ReaderOptions,
+        decompress: bool,
+    ) -> Result<(Walker, Option<FileHeader>, Option<Damage>), TapeError> {
         let walker = Walker {
             path: path.to_path_buf(),
             file,
