@@ -97,7 +97,7 @@ impl Input {
     ) -> anyhow::Result<Box<dyn Source>> {
         let path = self.path.display();
         if follow.is_some() && self.pipe {
-            bail!("{path}: --follow reads a tape file as it grows; this is a pipe");
+            bail!("{path}: is a pipe; following a tape as it grows needs the tape file itself");
         }
         let file = self
             .file

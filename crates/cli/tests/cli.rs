@@ -494,7 +494,8 @@ fn inputs_read_from_a_fifo_work_like_files() {
     let output = through_fifo(dir.path(), &tape, &["ls", "{}", "--follow"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(
-        stderr(&output).contains("--follow reads a tape file as it grows; this is a pipe"),
+        stderr(&output)
+            .contains("is a pipe; following a tape as it grows needs the tape file itself"),
         "{}",
         stderr(&output)
     );
