@@ -37,6 +37,8 @@ pub(super) struct Payloads<R> {
     offset: u64,
     done: bool,
     finder: memchr::memmem::Finder<'static>,
+    /// Largest payload read ([`MAX_PAYLOAD`]; smaller in tests).
+    limit: usize,
 }
 
 impl<R: BufRead> Payloads<R> {
@@ -50,6 +52,7 @@ impl<R: BufRead> Payloads<R> {
             offset: 0,
             done: false,
             finder: memchr::memmem::Finder::new(SEPARATOR),
+            limit: MAX_PAYLOAD,
         }
     }
 
@@ -72,7 +75,7 @@ impl<R: BufRead> Payloads<R> {
                 }
                 return Ok(Some(self.emit(payload, 0)));
             }
-            if self.buffer.len() > MAX_PAYLOAD {
+            if self.buffer.len() > self.limit {
                 // Too large: drop all but what may begin a separator.
                 let drop = self.buffer.len() - (SEPARATOR.len() - 1);
                 let _ = self.buffer.split_to(drop);
@@ -100,9 +103,61 @@ impl<R: BufRead> Payloads<R> {
         self.offset += self.dropped + (payload.len() + separator) as u64;
         self.dropped = 0;
         self.searched = 0;
-        if std::mem::take(&mut self.skipping) {
+        // Too large whether it was cut while read or arrived whole.
+        if std::mem::take(&mut self.skipping) || payload.len() > self.limit {
             return (start, Payload::TooLarge);
         }
         (start, Payload::Bytes(payload))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every payload of `file` read `step` bytes at a time, payloads
+    /// larger than `limit` skipped: (offset, bytes or None when skipped).
+    fn split(file: &[u8], step: usize, limit: usize) -> Vec<(u64, Option<Vec<u8>>)> {
+        let mut payloads = Payloads::new(std::io::BufReader::with_capacity(step, file));
+        payloads.limit = limit;
+        let mut out = Vec::new();
+        while let Some((offset, payload)) = payloads.next("t.gor").unwrap() {
+            out.push((
+                offset,
+                match payload {
+                    Payload::Bytes(bytes) => Some(bytes.to_vec()),
+                    Payload::TooLarge => None,
+                },
+            ));
+        }
+        out
+    }
+
+    #[test]
+    fn an_oversized_payload_is_skipped_to_the_next_separator() {
+        let big = vec![b'x'; 1000];
+        let mut file = b"1 a 1\nA".to_vec();
+        file.extend_from_slice(SEPARATOR);
+        let second = file.len() as u64;
+        file.extend_from_slice(&big);
+        file.extend_from_slice(SEPARATOR);
+        let third = file.len() as u64;
+        file.extend_from_slice(b"1 b 1\nB");
+        for step in [1, 5, 64, 4096] {
+            assert_eq!(
+                split(&file, step, 100),
+                [
+                    (0, Some(b"1 a 1\nA".to_vec())),
+                    (second, None),
+                    (third, Some(b"1 b 1\nB".to_vec())),
+                ],
+                "{step}"
+            );
+        }
+        // Oversized up to the end of the file.
+        file.extend_from_slice(SEPARATOR);
+        let last = file.len() as u64;
+        file.extend_from_slice(&big);
+        assert_eq!(split(&file, 64, 100).last(), Some(&(last, None)));
     }
 }
