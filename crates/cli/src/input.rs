@@ -1,13 +1,17 @@
 //! Opening what the user names as an input: a tape, or a HAR or GoReplay
 //! file read on the fly (detected from the content, never the name).
 
-use std::io::Read;
-use std::path::Path;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Seek;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Context, bail};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::time::parse_time;
-use reprise_model::{MemorySink, Source};
+use reprise_model::{MemorySink, Sink, Source};
 use reprise_tape::{ReaderOptions, TapeReader};
 
 use crate::args::FilterArgs;
@@ -21,26 +25,138 @@ pub enum InputKind {
     Importable(reprise_interop::Format),
 }
 
-/// Reads the first bytes of `path` and says what it is.
-pub fn kind(path: &Path) -> anyhow::Result<InputKind> {
-    if path.is_dir() {
-        bail!("{}: is a directory, not a recording", path.display());
+/// An input opened. A pipe (a FIFO, `<(command)`) can be read only once
+/// and only forward, while a tape is read at offsets and `diff` or
+/// `replay --loop` read their inputs more than once: so a pipe's content
+/// is copied to an unnamed temporary file (created 0600, gone at exit)
+/// the first time it is opened, and every reader of that path in this
+/// run reads the copy, a regular file.
+pub struct Input {
+    path: PathBuf,
+    file: File,
+    kind: InputKind,
+    pipe: bool,
+}
+
+impl Input {
+    /// Opens `path`, copying a pipe's content aside, and says what it is
+    /// from its first bytes.
+    pub fn open(path: &Path) -> anyhow::Result<Input> {
+        if path.is_dir() {
+            bail!("{}: is a directory, not a recording", path.display());
+        }
+        let cannot_read = || format!("{}: cannot read", path.display());
+        // Without opening it: opening a FIFO waits for its writer.
+        let pipe = !std::fs::metadata(path).with_context(cannot_read)?.is_file();
+        let file = if pipe {
+            piped(path).with_context(cannot_read)?
+        } else {
+            File::open(path).with_context(cannot_read)?
+        };
+        let mut head = vec![0u8; 4096];
+        let mut filled = 0;
+        while filled < head.len() {
+            match file.read_at(&mut head[filled..], filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e).with_context(cannot_read),
+            }
+        }
+        head.truncate(filled);
+        let kind = if head.starts_with(&reprise_tape::format::FILE_MAGIC) {
+            InputKind::Tape
+        } else {
+            match reprise_interop::detect(&head) {
+                Some(format) => InputKind::Importable(format),
+                None if head.is_empty() => {
+                    bail!("{}: empty file, not a recording", path.display())
+                }
+                None => bail!(
+                    "{}: not a recording: neither a reprise tape, a HAR file nor a GoReplay file",
+                    path.display()
+                ),
+            }
+        };
+        Ok(Input {
+            path: path.to_path_buf(),
+            file,
+            kind,
+            pipe,
+        })
     }
-    let mut head = Vec::with_capacity(4096);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(4096).read_to_end(&mut head))
-        .with_context(|| format!("{}: cannot read", path.display()))?;
-    if head.starts_with(&reprise_tape::format::FILE_MAGIC) {
-        return Ok(InputKind::Tape);
+
+    /// The input's exchanges from the start, restricted to the filter's
+    /// time window (a tape skips whole blocks outside it); with `follow`,
+    /// a tape is read on as it grows until its stop flag is set. Each
+    /// call reads the input again from its start.
+    pub fn source(
+        &self,
+        filter: &ExchangeFilter,
+        follow: Option<reprise_tape::Follow>,
+    ) -> anyhow::Result<Box<dyn Source>> {
+        let path = self.path.display();
+        if follow.is_some() && self.pipe {
+            bail!("{path}: is a pipe; following a tape as it grows needs the tape file itself");
+        }
+        let file = self
+            .file
+            .try_clone()
+            .with_context(|| format!("{path}: cannot read"))?;
+        let (since_ns, until_ns) = filter.window();
+        match self.kind {
+            InputKind::Tape => {
+                let options = ReaderOptions {
+                    since_ns,
+                    until_ns,
+                    follow,
+                    ..ReaderOptions::default()
+                };
+                Ok(Box::new(TapeReader::open_file(file, &self.path, options)?))
+            }
+            InputKind::Importable(_) if follow.is_some() => {
+                bail!("{path}: --follow reads a tape as it grows; this is a HAR or GoReplay file")
+            }
+            InputKind::Importable(_) => {
+                let mut sink = MemorySink::new();
+                self.import(&mut sink)?;
+                Ok(Box::new(sink.source()))
+            }
+        }
     }
-    match reprise_interop::detect(&head) {
-        Some(format) => Ok(InputKind::Importable(format)),
-        None if head.is_empty() => bail!("{}: empty file, not a recording", path.display()),
-        None => bail!(
-            "{}: not a recording: neither a reprise tape, a HAR file nor a GoReplay file",
-            path.display()
-        ),
+
+    /// Imports a HAR or GoReplay input into `sink`, from its start.
+    pub fn import(&self, sink: &mut dyn Sink) -> anyhow::Result<reprise_interop::ImportReport> {
+        let mut file = self
+            .file
+            .try_clone()
+            .with_context(|| format!("{}: cannot read", self.path.display()))?;
+        // The clone shares the file's position: start from the top.
+        file.rewind()
+            .with_context(|| format!("{}: cannot read", self.path.display()))?;
+        let reader = std::io::BufReader::with_capacity(1 << 16, file);
+        let name = self.path.display().to_string();
+        Ok(reprise_interop::import_reader(reader, &name, sink)?)
     }
+}
+
+/// The copy of the pipe at `path`, made the first time it is opened in
+/// this run (a second open of the pipe itself would wait for a writer
+/// that is gone).
+fn piped(path: &Path) -> std::io::Result<File> {
+    static COPIES: OnceLock<Mutex<HashMap<PathBuf, File>>> = OnceLock::new();
+    let mut copies = COPIES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(copy) = copies.get(path) {
+        return copy.try_clone();
+    }
+    let mut copy = tempfile::tempfile()?;
+    std::io::copy(&mut File::open(path)?, &mut copy)?;
+    copy.rewind()?;
+    copies.insert(path.to_path_buf(), copy.try_clone()?);
+    Ok(copy)
 }
 
 /// Opens `path` as a source of exchanges restricted to the filter's time
@@ -65,29 +181,7 @@ pub fn open_following(
     filter: &ExchangeFilter,
     follow: Option<reprise_tape::Follow>,
 ) -> anyhow::Result<Box<dyn Source>> {
-    let (since_ns, until_ns) = filter.window();
-    match kind(path)? {
-        InputKind::Tape => {
-            let options = ReaderOptions {
-                since_ns,
-                until_ns,
-                follow,
-                ..ReaderOptions::default()
-            };
-            Ok(Box::new(TapeReader::open_with(path, options)?))
-        }
-        InputKind::Importable(_) if follow.is_some() => {
-            bail!(
-                "{}: --follow reads a tape as it grows; this is a HAR or GoReplay file",
-                path.display()
-            )
-        }
-        InputKind::Importable(_) => {
-            let mut sink = MemorySink::new();
-            reprise_interop::import_path(path, &mut sink)?;
-            Ok(Box::new(sink.source()))
-        }
-    }
+    Input::open(path)?.source(filter, follow)
 }
 
 /// Builds the exchange filter from the command-line options.

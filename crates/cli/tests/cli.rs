@@ -408,11 +408,110 @@ fn broken_gor_payloads_are_skipped_and_reported() {
     assert_eq!(
         stderr(&output).trim(),
         format!(
-            "reprise: {}: skipped payload 2 at byte 61: malformed HTTP request: invalid token in the request line",
+            "reprise: {}: skipped payload 2 at byte 61: malformed HTTP request: invalid request head: invalid token",
             gor.display()
         )
     );
     assert_eq!(json_lines(&ok(&["ls", s(&tape), "--json"])).len(), 1);
+}
+
+/// Runs `reprise ARGS` where `{}` in ARGS stands for a FIFO (made with
+/// mkfifo) that a `cat` of `file` writes into.
+fn through_fifo(dir: &Path, file: &Path, args: &[&str]) -> Output {
+    let fifo = dir.join(format!("in-{}.fifo", args[0]));
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let mut writer = Command::new("sh")
+        .args(["-c", "cat \"$1\" > \"$2\"", "sh", s(file), s(&fifo)])
+        .spawn()
+        .unwrap();
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| if *a == "{}" { s(&fifo) } else { a })
+        .collect();
+    // Bounded: a reader that opens the FIFO twice waits for ever.
+    let output = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_reprise"))
+        .args(&args)
+        .output()
+        .unwrap();
+    // Whatever reprise did, the writer does not outlive the test.
+    let _ = writer.kill();
+    let _ = writer.wait();
+    std::fs::remove_file(&fifo).unwrap();
+    output
+}
+
+#[test]
+fn inputs_read_from_a_fifo_work_like_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = import(&sample_har(), dir.path(), "s.tape");
+    let same = |args: &[&str], file: &Path| {
+        let fifo_args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "IN" { "{}" } else { a })
+            .collect();
+        let piped = through_fifo(dir.path(), file, &fifo_args);
+        assert_eq!(piped.status.code(), Some(0), "{args:?}: {}", stderr(&piped));
+        let file_args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "IN" { s(file) } else { a })
+            .collect();
+        assert_eq!(stdout(&piped), ok(&file_args), "{args:?}");
+    };
+    same(&["ls", "IN"], &tape);
+    same(&["ls", "IN", "--json"], &sample_har());
+    same(&["stats", "IN", "--json"], &tape);
+    same(&["stats", "IN"], &gor_fixture());
+    same(&["export", "IN", "--har", "-"], &tape);
+    let first = json_lines(&ok(&["ls", s(&tape), "--json"]))[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    same(&["show", "IN", &first], &tape);
+    // diff reads its recording more than once (to weigh it, then to pair
+    // it): through a FIFO it gets as far as with the file, which is to
+    // find that the second tape holds no replay.
+    let output = through_fifo(dir.path(), &tape, &["diff", "{}", s(&tape)]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(&format!("{}: holds no replayed exchange", s(&tape))),
+        "{}",
+        stderr(&output)
+    );
+
+    let imported = dir.path().join("from-fifo.tape");
+    let output = through_fifo(
+        dir.path(),
+        &gor_fixture(),
+        &["import", "{}", "--out", s(&imported)],
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert!(stdout(&output).starts_with("imported 101 exchanges from "));
+
+    // Following a pipe cannot work: said at once, not a hang.
+    let output = through_fifo(dir.path(), &tape, &["ls", "{}", "--follow"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output)
+            .contains("is a pipe; following a tape as it grows needs the tape file itself"),
+        "{}",
+        stderr(&output)
+    );
+
+    // A process substitution, `reprise ls <(cat TAPE)`, is a pipe too.
+    let output = Command::new("bash")
+        .args([
+            "-c",
+            "\"$0\" ls <(cat \"$1\")",
+            env!("CARGO_BIN_EXE_reprise"),
+            s(&tape),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(stdout(&output), ok(&["ls", s(&tape)]));
 }
 
 #[test]

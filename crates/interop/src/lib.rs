@@ -13,8 +13,8 @@
 mod error;
 mod gor;
 mod har;
-mod http1;
 mod ids;
+mod target;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
@@ -42,9 +42,12 @@ impl Format {
     }
 }
 
+/// The UTF-8 byte order mark some editors start a text file with.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
 /// Tells the format from the first bytes of a file (a few KiB are enough).
 pub fn detect(head: &[u8]) -> Option<Format> {
-    let text = head.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(head);
+    let text = head.strip_prefix(BOM).unwrap_or(head);
     let start = text.iter().position(|b| !b.is_ascii_whitespace())?;
     let text = &text[start..];
     if text.first() == Some(&b'{') {
@@ -126,7 +129,13 @@ pub fn import_reader(
         })?
         .to_vec();
     match detect(&head) {
-        Some(Format::Har) => har::import::import(reader, name, sink),
+        Some(Format::Har) => {
+            // JSON has no byte order mark; editors on Windows write one.
+            if head.starts_with(BOM) {
+                reader.consume(BOM.len());
+            }
+            har::import::import(reader, name, sink)
+        }
         Some(Format::Gor) => gor::import(reader, name, sink),
         None if head.is_empty() => Err(ImportError::Empty {
             file: name.to_string(),

@@ -372,3 +372,189 @@ fn mitmproxy_sample_recording() {
             .is_some_and(|t| t.dns_ns.is_none() && t.wait_ns.is_some())
     }));
 }
+
+/// Length of GoReplay's separator.
+const SEPARATOR_LEN: usize = "\n🐵🙈🙉\n".len();
+
+/// `.gor` payloads joined by GoReplay's separator.
+fn gor(payloads: &[&str]) -> Vec<u8> {
+    payloads.join("\n🐵🙈🙉\n").into_bytes()
+}
+
+fn import_gor(file: &[u8]) -> (reprise_interop::ImportReport, Vec<Exchange>) {
+    let mut sink = MemorySink::new();
+    let report = import_bytes(file, "t.gor", &mut sink).unwrap();
+    (report, sink.exchanges())
+}
+
+/// A HAR document with one GET entry to `url`.
+fn har_with_url(url: &str) -> String {
+    format!(
+        r#"{{"log": {{"version": "1.2", "creator": {{"name": "t", "version": "1"}}, "entries": [
+        {{"startedDateTime": "2024-01-01T00:00:00Z", "time": 1,
+          "request": {{"method": "GET", "url": "{url}", "httpVersion": "HTTP/1.1",
+                      "headers": [], "queryString": [], "cookies": [], "headersSize": -1, "bodySize": 0}},
+          "response": {{"status": 200, "statusText": "OK", "httpVersion": "HTTP/1.1",
+                       "headers": [], "cookies": [], "content": {{"size": 0, "mimeType": "text/plain"}},
+                       "redirectURL": "", "headersSize": -1, "bodySize": 0}},
+          "cache": {{}}, "timings": {{"send": 0, "wait": 1, "receive": 0}}}}]}}}}"#
+    )
+}
+
+#[test]
+fn har_with_a_byte_order_mark_imports() {
+    let mut file = b"\xEF\xBB\xBF".to_vec();
+    file.extend_from_slice(har_with_url("http://shop.example/cart").as_bytes());
+    let mut sink = MemorySink::new();
+    let report = import_bytes(&file, "bom.har", &mut sink).unwrap();
+    assert_eq!((report.format, report.exchanges), (Format::Har, 1));
+    assert_eq!(sink.exchanges()[0].request.as_ref().unwrap().path, "/cart");
+}
+
+#[test]
+fn urls_reprise_cannot_call_are_skipped_with_the_reason() {
+    for (url, why) in [
+        ("http://[::1", "invalid host \"[::1\""),
+        ("http://shop.example:99999999/", "port \"99999999\""),
+        (
+            "ftp://files.example/x",
+            "scheme \"ftp\" is not http or https",
+        ),
+    ] {
+        let mut sink = MemorySink::new();
+        let report = import_bytes(har_with_url(url).as_bytes(), "t.har", &mut sink).unwrap();
+        assert_eq!(report.exchanges, 0, "{url}");
+        assert_eq!(report.skipped.len(), 1, "{url}");
+        assert!(
+            report.skipped[0].starts_with("log.entries[0].request.url: ")
+                && report.skipped[0].contains(why),
+            "{url}: {}",
+            report.skipped[0]
+        );
+    }
+    // The same rules for GoReplay: a proxy request's target, a Host field.
+    let (report, exchanges) = import_gor(&gor(&[
+        "1 aa01 1000000000\nGET ftp://files.example/x HTTP/1.1\r\n\r\n",
+        "1 bb02 1000000000\nGET / HTTP/1.1\r\nHost: shop:99999999\r\n\r\n",
+        "1 cc03 1000000000\nGET / HTTP/1.1\r\nHost: [::1\r\n\r\n",
+        "1 dd04 1000000000\nGET http://[::1]:8080/a HTTP/1.1\r\n\r\n",
+    ]));
+    assert_eq!(exchanges.len(), 1);
+    assert_eq!(
+        exchanges[0].request.as_ref().unwrap().authority,
+        "[::1]:8080"
+    );
+    assert_eq!(report.skipped.len(), 3, "{:?}", report.skipped);
+    assert!(report.skipped[0].contains("scheme \"ftp\""));
+    assert!(report.skipped[1].contains("Host field: port \"99999999\""));
+    assert!(report.skipped[2].contains("Host field: invalid host \"[::1\""));
+}
+
+#[test]
+fn damaged_gor_separators_are_skipped_not_run_together() {
+    let first = "1 aa01 1000000000\nGET /a HTTP/1.1\r\nHost: shop\r\n\r\n";
+    let file = [
+        first,
+        // A separator whose line breaks became CRLF: two payloads in one.
+        "\r\n🐵🙈🙉\r\n1 bb02 1000000000\nGET /b HTTP/1.1\r\nHost: shop\r\n\r\n",
+        "\n🐵🙈🙉\n1 cc03 1000000000\nPOST /c HTTP/1.1\r\nHost: shop\r\nContent-Length: 12\r\n\r\n🐵🙈🙉",
+    ]
+    .concat();
+    let (report, exchanges) = import_gor(file.as_bytes());
+    let paths: Vec<&str> = exchanges
+        .iter()
+        .map(|e| e.request.as_ref().unwrap().path.as_str())
+        .collect();
+    // Marks inside a body, not followed by a payload, are data.
+    assert_eq!(paths, ["/c"]);
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    let expected = format!(
+        "payload 1 at byte 0: a damaged separator at byte {} runs two payloads together",
+        first.len() + 2
+    );
+    assert!(
+        report.skipped[0].starts_with(&expected),
+        "{}",
+        report.skipped[0]
+    );
+}
+
+#[test]
+fn invalid_http_in_gor_payloads_is_skipped_with_the_reason() {
+    let (report, exchanges) = import_gor(&gor(&[
+        // An invalid chunked body.
+        "1 aa01 1000000000\nPOST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        // A chunk that does not end where its size says.
+        "1 bb02 1000000000\nPOST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhello\r\n0\r\n\r\n",
+        "1 cc03 1000000000\nPOST /c HTTP/1.1\r\nContent-Length: +5\r\n\r\nhello",
+        "1 dd04 1000000000\nPOST /d HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        "1 ee05 1000000000\nPOST /e HTTP/1.1\r\nTransfer-Encoding: chunkedx\r\n\r\nhello",
+        // Bytes after a message whose length is known.
+        "1 ff06 1000000000\nPOST /f HTTP/1.1\r\nContent-Length: 2\r\n\r\nhello",
+        // Valid, and read as the proxy would: chunked last wins over a length.
+        "1 a107 1000000000\nPOST /g HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "1 a208 1000000000\nPOST /h HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "1 a309 1000000000\nPOST /i HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        // A capture cut inside a chunk keeps what arrived, marked cut.
+        "1 a40a 1000000000\nPOST /j HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+    ]));
+    let bodies: Vec<(&str, &[u8], bool)> = exchanges
+        .iter()
+        .map(|e| {
+            let r = e.request.as_ref().unwrap();
+            (r.path.as_str(), &r.body[..], r.body_truncated)
+        })
+        .collect();
+    assert_eq!(
+        bodies,
+        [
+            ("/g", &b"hello"[..], false),
+            ("/h", b"hello", false),
+            ("/i", b"hello", false),
+            ("/j", b"hel", true),
+        ]
+    );
+    let reasons: Vec<&str> = report
+        .skipped
+        .iter()
+        .map(|s| s.split_once(": ").unwrap().1)
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "invalid HTTP request body: invalid chunk size line",
+            "invalid HTTP request body: a chunk does not end with CRLF",
+            "malformed HTTP request: invalid content-length",
+            "malformed HTTP request: conflicting content-length values",
+            "malformed HTTP request: a transfer-encoding whose last coding is not chunked",
+            "3 bytes follow the end of the HTTP request",
+        ]
+    );
+}
+
+#[test]
+fn gor_payloads_split_the_same_however_the_reads_fall() {
+    let file = gor(&[
+        "1 aa01 1000000000\nPOST /a HTTP/1.1\r\nContent-Length: 300\r\n\r\n",
+        "2 aa01 1000000001\nHTTP/1.1 200 OK\r\n\r\nok",
+        "1 bb02 1000000002\nGET /b HTTP/1.1\r\n\r\n",
+    ]);
+    let mut file = file;
+    let at = file.windows(3).position(|w| w == b"300").unwrap() + 3 + 4 + 1;
+    file.splice(at - 1..at - 1, vec![b'x'; 300]);
+    // Reads of these sizes cut the separators at every place.
+    for capacity in (64..64 + SEPARATOR_LEN).chain([1 << 16]) {
+        let mut sink = MemorySink::new();
+        let reader = std::io::BufReader::with_capacity(capacity, &file[..]);
+        let report = reprise_interop::import_reader(reader, "t.gor", &mut sink).unwrap();
+        assert!(
+            report.skipped.is_empty(),
+            "{capacity}: {:?}",
+            report.skipped
+        );
+        let exchanges = sink.exchanges();
+        assert_eq!(exchanges.len(), 2, "{capacity}");
+        assert_eq!(exchanges[0].request.as_ref().unwrap().body.len(), 300);
+        assert_eq!(&exchanges[0].response.as_ref().unwrap().body[..], b"ok");
+    }
+}

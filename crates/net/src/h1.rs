@@ -11,7 +11,7 @@
 //! them: it says how many of the buffer's first bytes are body data and
 //! the caller takes them.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 /// Most header (or trailer) fields read (hyper's limit too).
@@ -115,61 +115,10 @@ pub fn parse_response_head(
     let status =
         StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
     let http10 = response.version == Some(0);
-    let mut length: Option<u64> = None;
-    let mut length_field = LengthField::Absent;
-    let mut chunked = None;
-    let mut close = false;
-    let mut keep_alive = false;
-    for field in response.headers.iter() {
-        let name = field.name;
-        if name.eq_ignore_ascii_case("content-length") {
-            length_field = if length_field == LengthField::Absent
-                && field.value.iter().all(u8::is_ascii_digit)
-            {
-                LengthField::Plain
-            } else {
-                LengthField::Other
-            };
-            for value in field.value.split(|&b| b == b',') {
-                // Digits only: `+5` or a Unicode space is not a length.
-                let value = value.trim_ascii();
-                let value = (!value.is_empty() && value.iter().all(u8::is_ascii_digit))
-                    .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
-                    .flatten()
-                    .ok_or_else(|| invalid("invalid content-length"))?;
-                if length.is_some_and(|l| l != value) {
-                    return Err(invalid("conflicting content-length values"));
-                }
-                length = Some(value);
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Only the last coding decides whether the body is chunked.
-            let last = field
-                .value
-                .rsplit(|&b| b == b',')
-                .next()
-                .unwrap_or_default();
-            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name.eq_ignore_ascii_case("connection") {
-            for token in field.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        }
-    }
-    let no_body = head_request
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED;
-    let framing = match (no_body, chunked, length) {
-        (true, _, _) => Framing::Empty,
-        (false, Some(true), _) => Framing::Chunked,
-        (false, Some(false), _) => Framing::UntilClose,
-        (false, None, Some(0)) => Framing::Empty,
-        (false, None, Some(n)) => Framing::Length(n),
-        (false, None, None) => Framing::UntilClose,
-    };
+    let fields = FramingFields::read(response.headers.iter())?;
+    let no_body = bodiless(status, head_request);
+    let framing = fields.response_framing(no_body);
+    let (close, keep_alive, length_field) = (fields.close, fields.keep_alive, fields.length_field);
     let reuse = if close || (http10 && !keep_alive) || status == StatusCode::SWITCHING_PROTOCOLS {
         Reuse::Close
     } else {
@@ -188,6 +137,248 @@ pub fn parse_response_head(
         reuse,
         length_field,
     }))
+}
+
+/// Whether an answer has no body whatever its fields say: it answers
+/// HEAD, or its status is 1xx, 204 or 304.
+fn bodiless(status: StatusCode, head_request: bool) -> bool {
+    head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+}
+
+/// What a head's fields say about its body and its connection: every
+/// HTTP/1 head reprise reads (answers off a socket, captured requests and
+/// responses in imported files) is framed by these rules.
+#[derive(Debug, Clone, Copy)]
+struct FramingFields {
+    /// The content-length, when every value given agrees.
+    length: Option<u64>,
+    length_field: LengthField,
+    /// `Some(true)`: a transfer-encoding whose last coding is chunked;
+    /// `Some(false)`: one whose last coding is something else.
+    chunked: Option<bool>,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl FramingFields {
+    fn read<'a>(fields: impl Iterator<Item = &'a httparse::Header<'a>>) -> Result<Self, Invalid> {
+        let mut read = FramingFields {
+            length: None,
+            length_field: LengthField::Absent,
+            chunked: None,
+            close: false,
+            keep_alive: false,
+        };
+        for field in fields {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("content-length") {
+                read.length_field = if read.length_field == LengthField::Absent
+                    && field.value.iter().all(u8::is_ascii_digit)
+                {
+                    LengthField::Plain
+                } else {
+                    LengthField::Other
+                };
+                for value in field.value.split(|&b| b == b',') {
+                    // Digits only: `+5` or a Unicode space is not a length.
+                    let value = value.trim_ascii();
+                    let value = (!value.is_empty() && value.iter().all(u8::is_ascii_digit))
+                        .then(|| std::str::from_utf8(value).ok()?.parse::<u64>().ok())
+                        .flatten()
+                        .ok_or_else(|| invalid("invalid content-length"))?;
+                    if read.length.is_some_and(|l| l != value) {
+                        return Err(invalid("conflicting content-length values"));
+                    }
+                    read.length = Some(value);
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                // Only the last coding decides whether the body is chunked.
+                let last = field
+                    .value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .unwrap_or_default();
+                read.chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if name.eq_ignore_ascii_case("connection") {
+                for token in field.value.split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    read.close |= token.eq_ignore_ascii_case(b"close");
+                    read.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                }
+            }
+        }
+        Ok(read)
+    }
+
+    /// A response's framing (RFC 9112 §6.3): chunked before
+    /// content-length; any other transfer coding, or neither field, runs
+    /// to the close.
+    fn response_framing(&self, no_body: bool) -> Framing {
+        match (no_body, self.chunked, self.length) {
+            (true, _, _) => Framing::Empty,
+            (false, Some(true), _) => Framing::Chunked,
+            (false, Some(false), _) => Framing::UntilClose,
+            (false, None, Some(0)) => Framing::Empty,
+            (false, None, Some(n)) => Framing::Length(n),
+            (false, None, None) => Framing::UntilClose,
+        }
+    }
+
+    /// A request's framing (RFC 9112 §6.3): chunked before
+    /// content-length; a transfer coding other than chunked last cannot
+    /// be delimited, so it is invalid; neither field, no body.
+    fn request_framing(&self) -> Result<Framing, Invalid> {
+        match (self.chunked, self.length) {
+            (Some(true), _) => Ok(Framing::Chunked),
+            (Some(false), _) => Err(invalid(
+                "a transfer-encoding whose last coding is not chunked",
+            )),
+            (None, Some(0) | None) => Ok(Framing::Empty),
+            (None, Some(n)) => Ok(Framing::Length(n)),
+        }
+    }
+}
+
+/// A whole HTTP/1 message head read from a buffer (a captured message,
+/// as recording files store them), borrowing from the buffer.
+#[derive(Debug)]
+pub struct MessageHead<'b> {
+    /// What starts the head.
+    pub start: StartLine<'b>,
+    /// `0` for HTTP/1.0, `1` for HTTP/1.1.
+    pub minor_version: u8,
+    /// The fields, in order, as written.
+    pub fields: Vec<httparse::Header<'b>>,
+    /// How the body that follows is delimited.
+    pub framing: Framing,
+    /// Length of the head in bytes (the body starts there).
+    pub len: usize,
+}
+
+/// A request line or a status line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'b> {
+    /// `METHOD TARGET HTTP/1.x`.
+    Request {
+        /// The method.
+        method: &'b str,
+        /// The request target as written (origin or absolute form).
+        target: &'b str,
+    },
+    /// `HTTP/1.x STATUS REASON`.
+    Response {
+        /// The status code.
+        status: u16,
+        /// The reason phrase.
+        reason: &'b str,
+    },
+}
+
+/// Parses a request head off the front of `buf` (`None`: the head is not
+/// complete), with the framing of the body after it.
+pub fn parse_request_message(buf: &[u8]) -> Result<Option<MessageHead<'_>>, Invalid> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut storage);
+    let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid(format!("invalid request head: {e}"))),
+    };
+    let fields: Vec<httparse::Header<'_>> = request.headers.to_vec();
+    let framing = FramingFields::read(fields.iter())?.request_framing()?;
+    Ok(Some(MessageHead {
+        start: StartLine::Request {
+            method: request.method.unwrap_or_default(),
+            target: request.path.unwrap_or_default(),
+        },
+        minor_version: request.version.unwrap_or(1),
+        fields,
+        framing,
+        len,
+    }))
+}
+
+/// Parses a response head off the front of `buf` (`None`: the head is
+/// not complete), with the framing of the body after it. `head_request`:
+/// it answers a HEAD request, so it has no body whatever it says.
+pub fn parse_response_message(
+    buf: &[u8],
+    head_request: bool,
+) -> Result<Option<MessageHead<'_>>, Invalid> {
+    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut storage);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid(format!("invalid response head: {e}"))),
+    };
+    let code = response.code.unwrap_or(0);
+    let status =
+        StatusCode::from_u16(code).map_err(|_| invalid(format!("invalid status code {code}")))?;
+    let fields: Vec<httparse::Header<'_>> = response.headers.to_vec();
+    let no_body = bodiless(status, head_request);
+    let framing = FramingFields::read(fields.iter())?.response_framing(no_body);
+    Ok(Some(MessageHead {
+        start: StartLine::Response {
+            status: code,
+            reason: response.reason.unwrap_or_default(),
+        },
+        minor_version: response.version.unwrap_or(1),
+        fields,
+        framing,
+        len,
+    }))
+}
+
+/// A whole body taken off the front of a buffer holding a captured
+/// message: the data, and whether the capture ended before the body did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturedBody {
+    /// The body's data (dechunked).
+    pub data: Bytes,
+    /// The capture ended before the framing said the body does.
+    pub cut: bool,
+}
+
+/// Decodes the body framed as `framing` from the front of `buf`, which
+/// holds the rest of a captured message; what follows the body is left
+/// in `buf`. A body that runs to the close takes everything.
+pub fn take_captured_body(buf: &mut BytesMut, framing: Framing) -> Result<CapturedBody, Invalid> {
+    if let Framing::Length(n) = framing {
+        // The common case, without a copy.
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        let take = n.min(buf.len());
+        return Ok(CapturedBody {
+            data: buf.split_to(take).freeze(),
+            cut: take < n,
+        });
+    }
+    let mut decoder = BodyDecoder::new(framing);
+    let mut data = BytesMut::new();
+    loop {
+        match decoder.decode(buf)? {
+            Decoded::Data(n) if data.is_empty() && framing == Framing::UntilClose => {
+                data = buf.split_to(n);
+            }
+            Decoded::Data(n) => data.extend_from_slice(&buf.split_to(n)),
+            Decoded::End => {
+                return Ok(CapturedBody {
+                    data: data.freeze(),
+                    cut: false,
+                });
+            }
+            Decoded::More => {
+                let cut = decoder.closed().is_err();
+                return Ok(CapturedBody {
+                    data: data.freeze(),
+                    cut,
+                });
+            }
+        }
+    }
 }
 
 /// Parsed fields as a header map; fields that are not valid HTTP are
@@ -551,5 +742,85 @@ mod tests {
         assert_eq!(decoder.remaining(), Some(5));
         assert_eq!(decoder.decode(&mut read), Ok(Decoded::More));
         assert_eq!(decoder.closed(), Err(Cut));
+    }
+    fn request(text: &str) -> Result<Framing, Invalid> {
+        Ok(parse_request_message(text.as_bytes())?.unwrap().framing)
+    }
+
+    fn response(text: &str) -> Result<Framing, Invalid> {
+        Ok(parse_response_message(text.as_bytes(), false)?
+            .unwrap()
+            .framing)
+    }
+
+    /// The cases the importer's own parser once read differently from
+    /// the proxy's and the replay's.
+    #[test]
+    fn captured_messages_are_framed_by_the_same_rules() {
+        let te = |value: &str| format!("POST / HTTP/1.1\r\nTransfer-Encoding: {value}\r\n\r\n");
+        assert_eq!(request(&te("gzip, chunked")), Ok(Framing::Chunked));
+        assert_eq!(request(&te("Chunked")), Ok(Framing::Chunked));
+        assert!(request(&te("chunkedx")).is_err());
+        assert!(request(&te("chunked, gzip")).is_err());
+        assert_eq!(
+            response("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunkedx\r\n\r\n"),
+            Ok(Framing::UntilClose)
+        );
+        let cl = |value: &str| format!("POST / HTTP/1.1\r\n{value}\r\n\r\n");
+        assert_eq!(request(&cl("Content-Length: 5")), Ok(Framing::Length(5)));
+        assert_eq!(
+            request(&cl("Content-Length: +5")),
+            Err(Invalid("invalid content-length".into()))
+        );
+        assert_eq!(
+            request(&cl("Content-Length: 5\r\nContent-Length: 6")),
+            Err(Invalid("conflicting content-length values".into()))
+        );
+        assert_eq!(
+            request(&cl("Content-Length: 5\r\nContent-Length: 5")),
+            Ok(Framing::Length(5))
+        );
+        assert_eq!(
+            request(&cl("Content-Length: 5\r\nTransfer-Encoding: chunked")),
+            Ok(Framing::Chunked)
+        );
+        assert_eq!(
+            response("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n"),
+            Err(Invalid("invalid content-length".into()))
+        );
+        assert_eq!(
+            request("GET / HTTP/1.1\r\nHost: a\r\n\r\n"),
+            Ok(Framing::Empty)
+        );
+        assert!(
+            parse_request_message(b"GET / HTTP/1.1\r\nHost: a")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn captured_bodies_are_taken_whole_or_marked_cut() {
+        let take = |wire: &[u8], framing| {
+            let mut buf = BytesMut::from(wire);
+            let body = take_captured_body(&mut buf, framing);
+            (body, buf)
+        };
+        let (body, rest) = take(b"5\r\nhello\r\n0\r\n\r\nNEXT", Framing::Chunked);
+        assert_eq!(body.unwrap().data, &b"hello"[..]);
+        assert_eq!(&rest[..], b"NEXT");
+        let (body, _) = take(b"5\r\nhel", Framing::Chunked);
+        let body = body.unwrap();
+        assert_eq!((&body.data[..], body.cut), (&b"hel"[..], true));
+        let (body, _) = take(b"zz\r\nhello\r\n0\r\n\r\n", Framing::Chunked);
+        assert!(body.is_err());
+        let (body, rest) = take(b"abcdef", Framing::Length(4));
+        assert_eq!(body.unwrap().data, &b"abcd"[..]);
+        assert_eq!(&rest[..], b"ef");
+        let (body, _) = take(b"ab", Framing::Length(4));
+        assert!(body.unwrap().cut);
+        let (body, rest) = take(b"to the end", Framing::UntilClose);
+        assert_eq!(body.unwrap().data, &b"to the end"[..]);
+        assert!(rest.is_empty());
     }
 }

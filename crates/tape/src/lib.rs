@@ -17,6 +17,7 @@
 mod error;
 pub mod format;
 mod reader;
+mod records;
 mod walker;
 mod writer;
 

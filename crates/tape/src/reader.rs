@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
 use reprise_model::{Exchange, StoreError};
 
-use crate::error::{Damage, DamageKind, TapeError};
+use crate::error::{Damage, TapeError};
 use crate::format::{BlockHeader, FILE_HEADER_LEN, FileHeader};
+use crate::records::BlockRecords;
 use crate::walker::{Step, Walker};
 
 /// Following a tape that is still being written.
@@ -108,69 +108,6 @@ impl Blocks {
     }
 }
 
-/// The records of one block, decoded one at a time.
-struct BlockRecords {
-    header: BlockHeader,
-    bytes: Bytes,
-    left: u32,
-}
-
-impl BlockRecords {
-    fn new(header: BlockHeader, bytes: Bytes) -> Self {
-        BlockRecords {
-            header,
-            bytes,
-            left: header.count,
-        }
-    }
-
-    /// The next exchange; damage when the rest of the block does not
-    /// decode (the block then ends); `None` when done.
-    fn next(&mut self) -> Option<Result<Exchange, Damage>> {
-        if self.left == 0 {
-            if self.bytes.has_remaining() {
-                return Some(Err(self.give_up("bytes left after the last record".into())));
-            }
-            return None;
-        }
-        let header = self.header;
-        let decoded = prost::encoding::decode_varint(&mut self.bytes)
-            .ok()
-            .and_then(|len| usize::try_from(len).ok())
-            .filter(|len| *len <= self.bytes.remaining())
-            .ok_or_else(|| "record length runs past the block".to_string())
-            .and_then(|len| {
-                let record = self.bytes.split_to(len);
-                let decoded = if header.only_known_fields() {
-                    reprise_model::codec::decode_known(record)
-                } else {
-                    reprise_model::codec::decode_bytes(record)
-                };
-                decoded.map_err(|e| e.to_string())
-            });
-        Some(match decoded {
-            Ok(exchange) => {
-                self.left -= 1;
-                Ok(exchange)
-            }
-            Err(why) => Err(self.give_up(why)),
-        })
-    }
-
-    fn give_up(&mut self, why: String) -> Damage {
-        self.left = 0;
-        self.bytes = Bytes::new();
-        Damage {
-            first_block: self.header.seq,
-            last_block: self.header.seq,
-            to_end: false,
-            offset: self.header.offset,
-            len: self.header.end() - self.header.offset,
-            kind: DamageKind::BadPayload(why),
-        }
-    }
-}
-
 /// The block being read.
 enum Current {
     None,
@@ -206,7 +143,29 @@ impl TapeReader {
         options: ReaderOptions,
     ) -> Result<TapeReader, TapeError> {
         let path = path.as_ref();
-        let (walker, header, header_damage) = Walker::open(path, &options, true)?;
+        let opened = Walker::open(path, &options, true)?;
+        Ok(Self::start(path, opened, options))
+    }
+
+    /// Reads a tape from a file already open; `path` names it in
+    /// messages. It is read at offsets (never through the file's own
+    /// position), so it must be a regular file: a pipe's content is
+    /// copied to a file first (`reprise` does so for its inputs).
+    pub fn open_file(
+        file: std::fs::File,
+        path: impl AsRef<Path>,
+        options: ReaderOptions,
+    ) -> Result<TapeReader, TapeError> {
+        let path = path.as_ref();
+        let opened = Walker::from_file(file, path, &options, true)?;
+        Ok(Self::start(path, opened, options))
+    }
+
+    fn start(
+        path: &Path,
+        (walker, header, header_damage): (Walker, Option<FileHeader>, Option<Damage>),
+        options: ReaderOptions,
+    ) -> TapeReader {
         let blocks = if options.read_ahead {
             spawn_read_ahead(walker)
         } else {
@@ -227,7 +186,7 @@ impl TapeReader {
         if let Some(damage) = header_damage {
             reader.record_damage(damage);
         }
-        Ok(reader)
+        reader
     }
 
     /// The file header, unless it was damaged.

@@ -12,14 +12,13 @@ use bytes::Bytes;
 
 use crate::error::{Damage, DamageKind, TapeError};
 use crate::format::{
-    BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockHeader, Codec, FILE_HEADER_LEN, FileHeader,
-    FileHeaderProblem,
+    BLOCK_HEADER_LEN, BLOCK_MAGIC, BlockHeader, FILE_HEADER_LEN, FileHeader, FileHeaderProblem,
 };
 use crate::reader::{Follow, ReaderOptions};
 
 /// What the walk found next.
 pub(crate) enum Step {
-    /// A verified block; its decompressed records when they were wanted
+    /// A verified block; its stored payload when its records are wanted
     /// (`None`: outside the time window, or the walk only verifies).
     Block(BlockHeader, Option<Bytes>),
     /// Damaged bytes, skipped.
@@ -38,8 +37,8 @@ pub(crate) struct Walker {
     follow: Option<Follow>,
     /// Set when the reader is dropped, so a following walk ends.
     pub(crate) abandoned: Arc<AtomicBool>,
+    /// Whether the payloads are wanted (not only verified).
     decompress: bool,
-    decompressor: Option<zstd::bulk::Decompressor<'static>>,
     payload: Vec<u8>,
 }
 
@@ -62,6 +61,18 @@ impl Walker {
             return Err(TapeError::IsDirectory(path.to_path_buf()));
         }
         let file = File::open(path).map_err(|e| TapeError::io(path, "cannot open", e))?;
+        Self::from_file(file, path, options, decompress)
+    }
+
+    /// Like [`Walker::open`], on a file already open (`path` names it in
+    /// messages). The file is read at offsets, so it must be a regular
+    /// file, not a pipe.
+    pub(crate) fn from_file(
+        file: File,
+        path: &Path,
+        options: &ReaderOptions,
+        decompress: bool,
+    ) -> Result<(Walker, Option<FileHeader>, Option<Damage>), TapeError> {
         let walker = Walker {
             path: path.to_path_buf(),
             file,
@@ -72,7 +83,6 @@ impl Walker {
             follow: options.follow.clone(),
             abandoned: Arc::new(AtomicBool::new(false)),
             decompress,
-            decompressor: zstd::bulk::Decompressor::new().ok(),
             payload: Vec::new(),
         };
         loop {
@@ -234,17 +244,8 @@ impl Walker {
             self.payload = payload;
             return Ok(Look::Step(Step::Block(header, None)));
         }
-        Ok(Look::Step(match self.decompressed(&header, payload) {
-            Ok(raw) => Step::Block(header, Some(raw)),
-            Err(why) => Step::Damage(Damage {
-                first_block: header.seq,
-                last_block: header.seq,
-                to_end: false,
-                offset: header.offset,
-                len: header.end() - header.offset,
-                kind: DamageKind::BadPayload(why),
-            }),
-        }))
+        // Decompressed as its records are read (records.rs), never here.
+        Ok(Look::Step(Step::Block(header, Some(Bytes::from(payload)))))
     }
 
     fn advance_past(&mut self, header: &BlockHeader) {
@@ -255,26 +256,6 @@ impl Walker {
     fn in_window(&self, header: &BlockHeader) -> bool {
         !(self.since_ns.is_some_and(|s| header.max_ts < s)
             || self.until_ns.is_some_and(|u| header.min_ts >= u))
-    }
-
-    fn decompressed(&mut self, header: &BlockHeader, payload: Vec<u8>) -> Result<Bytes, String> {
-        match header.codec {
-            Codec::None => Ok(Bytes::from(payload)),
-            Codec::Zstd => {
-                let decompressor = self.decompressor.as_mut().ok_or("no zstd decompressor")?;
-                let raw = decompressor.decompress(&payload, header.raw_len as usize);
-                self.payload = payload;
-                let raw = raw.map_err(|e| format!("zstd: {e}"))?;
-                if raw.len() != header.raw_len as usize {
-                    return Err(format!(
-                        "{} bytes once decompressed, header says {}",
-                        raw.len(),
-                        header.raw_len
-                    ));
-                }
-                Ok(Bytes::from(raw))
-            }
-        }
     }
 
     /// Reports the bytes from the current offset to `end` as damage and

@@ -10,7 +10,7 @@ use crate::args::ImportArgs;
 /// Imports a HAR or GoReplay file into a tape.
 pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
     // Read the input's format first: a bad input must not leave an empty tape behind.
-    crate::input::kind(&args.input)?;
+    let input = crate::input::Input::open(&args.input)?;
     let mut writer = if args.append {
         let (writer, report) = TapeWriter::open(&args.out, WriterOptions::default())?;
         if let Some(cut) = report.cut {
@@ -23,7 +23,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
     } else {
         TapeWriter::create(&args.out, WriterOptions::default())?
     };
-    let imported = reprise_interop::import_path(&args.input, &mut writer);
+    let imported = input.import(&mut writer);
     let closed = writer.close();
     let report = match imported {
         Ok(report) => report,
@@ -31,7 +31,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
             if !args.append {
                 let _ = std::fs::remove_file(&args.out);
             }
-            return Err(error.into());
+            return Err(error);
         }
     };
     closed.with_context(|| format!("tape {}", args.out.display()))?;

@@ -165,21 +165,12 @@ fn headers(list: &[super::NameValue]) -> Vec<Header> {
         .collect()
 }
 
-fn split_url(url: &str) -> Result<(String, String, String), EntryError> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or(("request.url", format!("not an absolute URL: {url:?}")))?;
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let mut path = rest[end..].split('#').next().unwrap_or("").to_string();
-    if !path.starts_with('/') {
-        path.insert(0, '/');
-    }
-    Ok((scheme.to_ascii_lowercase(), authority.to_string(), path))
-}
-
 fn request(har: &HarRequest) -> Result<Request, EntryError> {
-    let (scheme, authority, mut path) = split_url(&har.url)?;
+    let crate::target::Target {
+        scheme,
+        authority,
+        mut path,
+    } = crate::target::absolute(&har.url).map_err(|why| ("request.url", why))?;
     // `queryString` is meant to be the URL's query parsed, but some tools
     // (HTTP snippet generators) list parameters there that the URL lacks:
     // those were sent too.

@@ -5,24 +5,34 @@
 //! message: type 1 a request, 2 its response, 3 the response of a replay
 //! (GoReplay's `--output-http-track-response`). Payloads are paired by id.
 //!
-//! The file is read incrementally; memory is bounded by the payloads waiting
-//! for their pair (at most [`MAX_PENDING`] requests; older ones are written
-//! without a response).
+//! The file is read in one pass, each byte searched once; memory is bounded
+//! by the payload being read and the payloads waiting for their pair (at
+//! most [`MAX_PENDING`] requests; older ones are written without a
+//! response).
+//!
+//! A payload that cannot be read as GoReplay writes it is skipped and
+//! listed with the reason: a damaged separator (the marks without their
+//! own line, so two payloads run together), a message that is not valid
+//! HTTP/1 (read by `reprise_net::h1`, as the proxy reads live traffic: an
+//! invalid chunked body, a `+5` content-length), bytes after the end of
+//! the message, a URL reprise could not call.
+
+mod message;
+mod payloads;
 
 use std::collections::{HashMap, VecDeque};
 use std::io::BufRead;
 
-use reprise_model::{Exchange, Request, Response, Role, Sink};
+use bytes::BytesMut;
+use reprise_model::{Exchange, Request, Role, Sink};
 
 use crate::error::ImportError;
-use crate::http1::{self, ParsedRequest};
 use crate::{Format, ImportReport};
+use message::CapturedRequest;
+use payloads::{MARKS, MAX_PAYLOAD, Payload, Payloads};
 
-const SEPARATOR: &[u8] = "\n🐵🙈🙉\n".as_bytes();
 /// Requests kept while waiting for their response.
 const MAX_PENDING: usize = 4096;
-/// Largest payload accepted.
-const MAX_PAYLOAD: usize = 256 << 20;
 
 /// Whether `text` starts like a GoReplay payload header line.
 pub fn looks_like_gor(text: &[u8]) -> bool {
@@ -71,54 +81,6 @@ fn parse_meta(line: &[u8]) -> Result<Meta, String> {
     })
 }
 
-/// Splits a reader into payloads, each with its byte offset.
-struct Payloads<R> {
-    reader: R,
-    buffer: Vec<u8>,
-    offset: u64,
-    done: bool,
-}
-
-impl<R: BufRead> Payloads<R> {
-    fn next(&mut self, file: &str) -> Result<Option<(u64, Vec<u8>)>, ImportError> {
-        loop {
-            if let Some(at) = memchr::memmem::find(&self.buffer, SEPARATOR) {
-                let payload: Vec<u8> = self.buffer.drain(..at + SEPARATOR.len()).take(at).collect();
-                let start = self.offset;
-                self.offset += (at + SEPARATOR.len()) as u64;
-                return Ok(Some((start, payload)));
-            }
-            if self.done {
-                if self.buffer.iter().all(u8::is_ascii_whitespace) {
-                    return Ok(None);
-                }
-                let payload = std::mem::take(&mut self.buffer);
-                let start = self.offset;
-                self.offset += payload.len() as u64;
-                return Ok(Some((start, payload)));
-            }
-            let chunk = self.reader.fill_buf().map_err(|source| ImportError::Io {
-                file: file.to_string(),
-                source,
-            })?;
-            if chunk.is_empty() {
-                self.done = true;
-                continue;
-            }
-            let n = chunk.len();
-            self.buffer.extend_from_slice(chunk);
-            self.reader.consume(n);
-            if self.buffer.len() > MAX_PAYLOAD {
-                // Report the oversized payload and drop what was read of it.
-                self.done = true;
-                let start = self.offset;
-                self.buffer.clear();
-                return Ok(Some((start, Vec::new())));
-            }
-        }
-    }
-}
-
 struct Pending {
     exchange: Exchange,
     order: u64,
@@ -131,18 +93,13 @@ pub fn import(
     sink: &mut dyn Sink,
 ) -> Result<ImportReport, ImportError> {
     let mut report = ImportReport::new(Format::Gor);
-    let mut payloads = Payloads {
-        reader,
-        buffer: Vec::new(),
-        offset: 0,
-        done: false,
-    };
+    let mut payloads = Payloads::new(reader);
     let mut requests: HashMap<Vec<u8>, Pending> = HashMap::new();
     let mut order: VecDeque<(u64, Vec<u8>)> = VecDeque::new();
     // Requests already written, kept for type-3 replayed responses.
     let mut answered: HashMap<Vec<u8>, Request> = HashMap::new();
     let mut answered_order: VecDeque<Vec<u8>> = VecDeque::new();
-    let mut responses: HashMap<Vec<u8>, (Meta, Vec<u8>)> = HashMap::new();
+    let mut responses: HashMap<Vec<u8>, (Meta, BytesMut)> = HashMap::new();
     let mut index = 0u64;
     let mut write = |exchange: Exchange, report: &mut ImportReport| -> Result<(), ImportError> {
         sink.append(exchange).map_err(|source| ImportError::Sink {
@@ -156,10 +113,24 @@ pub fn import(
     while let Some((offset, payload)) = payloads.next(file)? {
         index += 1;
         let place = format!("payload {index} at byte {offset}");
-        if payload.is_empty() {
+        let mut payload = match payload {
+            Payload::Bytes(payload) if !payload.is_empty() => payload,
+            Payload::Bytes(_) => {
+                report.skipped.push(format!("{place}: empty payload"));
+                continue;
+            }
+            Payload::TooLarge => {
+                report
+                    .skipped
+                    .push(format!("{place}: larger than {} MiB", MAX_PAYLOAD >> 20));
+                continue;
+            }
+        };
+        if let Some(at) = damaged_separator(&payload) {
             report.skipped.push(format!(
-                "{place}: empty or larger than {} MiB",
-                MAX_PAYLOAD >> 20
+                "{place}: a damaged separator at byte {} runs two payloads together \
+                 (expected the marks on a line of their own); both skipped",
+                offset + at as u64
             ));
             continue;
         }
@@ -171,22 +142,23 @@ pub fn import(
                 continue;
             }
         };
-        let raw = payload.get(line_end + 1..).unwrap_or(&[]);
+        let raw = payload.split_off((line_end + 1).min(payload.len()));
         match meta.kind {
             1 => {
-                let request = match http1::parse_request(raw) {
-                    Ok(request) => request,
+                let exchange =
+                    message::request(raw).and_then(|request| request_exchange(&meta, request));
+                let mut exchange = match exchange {
+                    Ok(exchange) => exchange,
                     Err(why) => {
                         report.skipped.push(format!("{place}: {why}"));
                         continue;
                     }
                 };
-                let mut exchange = request_exchange(&meta, request);
                 if let Some((response_meta, response_raw)) = responses.remove(&meta.id) {
                     attach_response(
                         &mut exchange,
                         &response_meta,
-                        &response_raw,
+                        response_raw,
                         &place,
                         &mut report,
                     );
@@ -226,7 +198,7 @@ pub fn import(
                     if responses.len() >= MAX_PENDING {
                         report.unpaired_responses += 1;
                     } else {
-                        responses.insert(meta.id.clone(), (meta, raw.to_vec()));
+                        responses.insert(meta.id.clone(), (meta, raw));
                     }
                 }
             },
@@ -272,62 +244,60 @@ fn remember(
     }
 }
 
-fn request_exchange(meta: &Meta, parsed: ParsedRequest) -> Exchange {
-    let authority = parsed
+/// The exchange of a captured request. Its target (absolute form, or a
+/// path with the `Host` field) is checked by the rules HAR's URLs are.
+fn request_exchange(meta: &Meta, captured: CapturedRequest) -> Result<Exchange, String> {
+    let host = captured
         .headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("host"))
         .map(|h| String::from_utf8_lossy(&h.value).into_owned())
         .unwrap_or_default();
-    // An absolute-form target (a proxy request) still gives a path.
-    let (scheme, authority, path) = match parsed.target.split_once("://") {
-        Some((scheme, rest)) => {
-            let split = rest.find('/').unwrap_or(rest.len());
-            let path = if split == rest.len() {
-                "/".to_string()
-            } else {
-                rest[split..].to_string()
-            };
-            (scheme.to_string(), rest[..split].to_string(), path)
+    let target = if captured.target.contains("://") {
+        // A proxy request: the target names the server.
+        crate::target::absolute(&captured.target)?
+    } else {
+        if !host.is_empty() {
+            crate::target::check_authority(&host).map_err(|why| format!("Host field: {why}"))?;
         }
-        None => ("http".to_string(), authority, parsed.target),
+        crate::target::Target {
+            scheme: "http".into(),
+            authority: host,
+            path: captured.target.clone(),
+        }
     };
-    let body_size = parsed.body.len() as u64;
-    Exchange {
+    let protocol = captured.protocol;
+    Ok(Exchange {
         id: meta.id.clone(),
         recorded_at_ns: meta.timestamp_ns,
-        protocol: parsed.protocol as i32,
+        protocol: protocol as i32,
         role: Role::Inbound as i32,
         source: Some(reprise_model::RecordSource {
             recorder: "import:gor".into(),
             ..Default::default()
         }),
-        request: Some(Request {
-            method: parsed.method,
-            scheme,
-            authority,
-            path,
-            headers: parsed.headers,
-            body: parsed.body.into(),
-            body_size,
-            body_truncated: parsed.truncated,
-            ..Default::default()
-        }),
+        request: Some(message::model_request(
+            captured,
+            target.scheme,
+            target.authority,
+            target.path,
+        )),
         ..Default::default()
-    }
+    })
 }
 
-fn response(raw: &[u8]) -> Result<Response, String> {
-    let parsed = http1::parse_response(raw)?;
-    let body_size = parsed.body.len() as u64;
-    Ok(Response {
-        status: parsed.status,
-        reason: parsed.reason,
-        headers: parsed.headers,
-        body: parsed.body.into(),
-        body_size,
-        body_truncated: parsed.truncated,
-        ..Default::default()
+/// Where, if anywhere, the separator's marks appear in a payload without
+/// their own line, followed by what starts a payload: the separator of
+/// two payloads that ran together. (Marks inside a body, not followed by
+/// a payload header line, are data.)
+fn damaged_separator(payload: &[u8]) -> Option<usize> {
+    memchr::memmem::find_iter(payload, MARKS).find(|&at| {
+        let after = &payload[at + MARKS.len()..];
+        let start = after
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\r' | b'\n'))
+            .unwrap_or(after.len());
+        looks_like_gor(&after[start..])
     })
 }
 
@@ -339,11 +309,11 @@ fn duration(request_ns: u64, meta: &Meta) -> u64 {
 fn attach_response(
     exchange: &mut Exchange,
     meta: &Meta,
-    raw: &[u8],
+    raw: BytesMut,
     place: &str,
     report: &mut ImportReport,
 ) {
-    match response(raw) {
+    match message::response(raw) {
         Ok(response) => {
             exchange.duration_ns = duration(exchange.recorded_at_ns, meta);
             exchange.response = Some(response);
@@ -354,8 +324,8 @@ fn attach_response(
     }
 }
 
-fn replayed_exchange(meta: &Meta, request: Request, raw: &[u8]) -> Result<Exchange, String> {
-    let response = response(raw)?;
+fn replayed_exchange(meta: &Meta, request: Request, raw: BytesMut) -> Result<Exchange, String> {
+    let response = message::response(raw)?;
     let id = crate::ids::derived_id(meta.timestamp_ns, &[&meta.id, b"replayed"]);
     Ok(Exchange {
         id,
@@ -437,7 +407,7 @@ mod tests {
         );
         assert!(
             report.skipped[0]
-                .ends_with("malformed HTTP request: invalid token in the request line")
+                .ends_with("malformed HTTP request: invalid request head: invalid token")
         );
         assert!(report.skipped[1].ends_with("unknown payload type \"9\" (expected 1, 2 or 3)"));
         assert!(report.skipped[2].ends_with("payload header line has no timestamp"));
