@@ -29,7 +29,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use reprise_capture::{ConnectionGate, ConnectionMetrics, Upstream, UpstreamProtocol, UpstreamVersions};
+use reprise_capture::{
+    ConnectionGate, ConnectionMetrics, Upstream, UpstreamProtocol, UpstreamVersions,
+};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Intact, Source, display_id};
 use reprise_tower::{
