@@ -20,6 +20,9 @@ need_packages() {
 # curl is a real HTTP/1.1 and HTTP/2 client in the recording proxy's tests.
 command -v curl >/dev/null || need_packages curl
 
+# GNU time measures `reprise ls`'s peak memory on crafted tapes.
+[ -x /usr/bin/time ] || need_packages time
+
 # npm fetches the third-party HAR files the interop tests import.
 command -v npm >/dev/null || need_packages nodejs npm
 scripts/fetch-har-examples.sh

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Seek;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -46,8 +46,20 @@ impl Input {
             bail!("{}: is a directory, not a recording", path.display());
         }
         let cannot_read = || format!("{}: cannot read", path.display());
-        // Without opening it: opening a FIFO waits for its writer.
-        let pipe = !std::fs::metadata(path).with_context(cannot_read)?.is_file();
+        // Without opening it: opening a FIFO waits for its writer. Only a
+        // FIFO or a socket is a pipe to copy aside; a device (`/dev/zero`)
+        // could fill the disk with its copy, so it is refused.
+        let file_type = std::fs::metadata(path)
+            .with_context(cannot_read)?
+            .file_type();
+        let pipe = file_type.is_fifo() || file_type.is_socket();
+        if !pipe && !file_type.is_file() {
+            bail!(
+                "{}: not a regular file, a FIFO or a socket (a device?); \
+                 a recording is read from a file or a pipe",
+                path.display()
+            );
+        }
         let file = if pipe {
             piped(path).with_context(cannot_read)?
         } else {

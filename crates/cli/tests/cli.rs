@@ -443,6 +443,28 @@ fn through_fifo(dir: &Path, file: &Path, args: &[&str]) -> Output {
     output
 }
 
+/// A device is not a pipe: `/dev/zero` is refused at once, not copied
+/// aside until the disk is full (a 1 MiB file-size limit stops the copy
+/// if it starts).
+#[test]
+fn a_device_as_input_is_refused_not_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new("prlimit")
+        .arg("--fsize=1048576")
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_reprise"))
+        .args(["ls", "/dev/zero"])
+        .env("TMPDIR", dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("/dev/zero: not a regular file, a FIFO or a socket"),
+        "{}",
+        stderr(&output)
+    );
+}
+
 #[test]
 fn inputs_read_from_a_fifo_work_like_files() {
     let dir = tempfile::tempdir().unwrap();

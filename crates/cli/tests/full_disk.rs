@@ -5,6 +5,7 @@
 //! (`nsenter` into the shell's mount namespace).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -30,6 +31,42 @@ if [ -n "$stopping" ] && [ $code -gt 128 ]; then wait $pid; code=$?; fi
 cp "$1/x.tape" "$2/x.tape" || exit 98
 exit $code
 "#;
+
+/// Fails at once, saying why, where this user may not mount a tmpfs in a
+/// mount namespace of its own (these tests need root, or CAP_SYS_ADMIN, as
+/// in CI): otherwise the recorder never starts and the cause is lost.
+fn assert_mounting_allowed(disk: &Path) {
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--"])
+        .args(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(disk)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "the full-disk tests mount a tmpfs in a mount namespace of their own, \
+             which needs root (CAP_SYS_ADMIN); `unshare -m mount -t tmpfs` said: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("the full-disk tests need util-linux's unshare: {e}"),
+    }
+}
+
+/// `reprise record` into `$disk/x.tape` on a 1 MiB tmpfs of its own,
+/// forwarding to `upstream`; the tape is copied to `out` at the end.
+fn record_on_a_small_disk(disk: &Path, out: &Path, upstream: &str) -> Recorder {
+    assert_mounting_allowed(disk);
+    let mut command = Command::new("unshare");
+    command
+        .args(["-m", "--propagation", "private", "--", "sh", "-c"])
+        .arg(IN_NAMESPACE)
+        .arg("sh")
+        .arg(disk)
+        .arg(out)
+        .arg(env!("CARGO_BIN_EXE_reprise"))
+        .arg(upstream);
+    Recorder::spawn(command)
+}
 
 /// Runs `script` (given the mount point as `$0`) in the recorder's mount
 /// namespace, and gives its stdout.
@@ -120,16 +157,7 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
     let out = dir.path().join("out");
     std::fs::create_dir(&disk).unwrap();
     std::fs::create_dir(&out).unwrap();
-    let mut command = Command::new("unshare");
-    command
-        .args(["-m", "--propagation", "private", "--", "sh", "-c"])
-        .arg(IN_NAMESPACE)
-        .arg("sh")
-        .arg(&disk)
-        .arg(&out)
-        .arg(env!("CARGO_BIN_EXE_reprise"))
-        .arg(target.url());
-    let recorder = Recorder::spawn(command);
+    let recorder = record_on_a_small_disk(&disk, &out, &target.url());
     let mut lines = Vec::new();
 
     // Room: recorded.
@@ -219,4 +247,28 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
         .map(|i| format!("/call/{i}"))
         .collect();
     assert_eq!(paths, want);
+}
+
+/// A test that fails with the recorder running leaves nothing behind: the
+/// shell under `unshare` is not the only process ended, its reprise (which
+/// holds the port and the namespace's tmpfs) goes too.
+#[test]
+fn dropping_the_recorder_ends_the_reprise_its_shell_started() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let out = dir.path().join("out");
+    std::fs::create_dir(&disk).unwrap();
+    std::fs::create_dir(&out).unwrap();
+    let recorder = record_on_a_small_disk(&disk, &out, "http://127.0.0.1:9");
+    let addr = recorder.addr;
+    assert!(TcpStream::connect(addr).is_ok(), "serving before the drop");
+    drop(recorder);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "reprise still serves on {addr} 10 s after the drop"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

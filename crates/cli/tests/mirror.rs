@@ -281,7 +281,6 @@ async fn an_appended_tape_sends_only_the_new_calls() {
         &tape,
         &["--append", "--compare"],
     );
-    std::thread::sleep(Duration::from_millis(300));
     let (code, stderr) = mirror.stop("-INT");
     assert_eq!(code, 4, "{stderr}");
     assert!(stderr.contains("nothing to compare"), "{stderr}");

@@ -136,7 +136,17 @@ pub fn import_reader(
             }
             har::import::import(reader, name, sink)
         }
-        Some(Format::Gor) => gor::import(reader, name, sink),
+        Some(Format::Gor) => {
+            // What `detect` looked past (a byte order mark, blank lines)
+            // is not part of the first payload.
+            let bom = if head.starts_with(BOM) { BOM.len() } else { 0 };
+            let blank = head[bom..]
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+            reader.consume(bom + blank);
+            gor::import(reader, name, sink)
+        }
         None if head.is_empty() => Err(ImportError::Empty {
             file: name.to_string(),
         }),

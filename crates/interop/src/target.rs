@@ -26,7 +26,7 @@ pub(crate) fn absolute(url: &str) -> Result<Target, String> {
     let scheme = scheme.to_ascii_lowercase();
     if !SCHEMES.contains(&scheme.as_str()) {
         return Err(format!(
-            "scheme {scheme:?} is not http or https in URL {url:?}"
+            "scheme {scheme:?} is not http, https, ws or wss in URL {url:?}"
         ));
     }
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -115,7 +115,7 @@ mod tests {
             ("http://a:8x/", "port \"8x\""),
             (
                 "ftp://files.example/x",
-                "scheme \"ftp\" is not http or https",
+                "scheme \"ftp\" is not http, https, ws or wss",
             ),
             ("http:///x", "no host"),
             ("http://a b/", "invalid host"),

@@ -418,7 +418,7 @@ fn urls_reprise_cannot_call_are_skipped_with_the_reason() {
         ("http://shop.example:99999999/", "port \"99999999\""),
         (
             "ftp://files.example/x",
-            "scheme \"ftp\" is not http or https",
+            "scheme \"ftp\" is not http, https, ws or wss",
         ),
     ] {
         let mut sink = MemorySink::new();

@@ -5,7 +5,7 @@
 //! Every counter is an atomic; the per-reason ones are handles into their
 //! label family, taken once at start, so counting never takes a lock.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -58,7 +58,7 @@ impl std::fmt::Display for HealthEvent {
 }
 
 /// A listener to [`HealthEvent`]s.
-type HealthLog = Box<dyn Fn(&HealthEvent) + Send + Sync>;
+type HealthLog = Arc<dyn Fn(&HealthEvent) + Send + Sync>;
 
 /// Whether recording works, and who hears when that changes.
 #[derive(Default)]
@@ -347,44 +347,48 @@ impl Metrics {
 
     /// Calls `log` at every [`HealthEvent`] from now on (in place of any
     /// earlier listener), and at once if recording is degraded now. It
-    /// runs on the recorder's writer thread, holding the health state:
-    /// keep it short (print a line, emit a log event), and do not call
-    /// [`Metrics::degraded`] or `on_health` from it.
+    /// runs on the recorder's writer thread, outside the health state's
+    /// lock: keep it short (print a line, emit a log event).
     pub fn on_health(&self, log: impl Fn(&HealthEvent) + Send + Sync + 'static) {
-        let mut health = self.health();
-        if let Some(reason) = &health.degraded {
-            log(&HealthEvent::Degraded {
-                reason: reason.clone(),
-            });
+        let log: HealthLog = Arc::new(log);
+        let degraded = {
+            let mut health = self.health();
+            health.log = Some(Arc::clone(&log));
+            health.degraded.clone()
+        };
+        if let Some(reason) = degraded {
+            log(&HealthEvent::Degraded { reason });
         }
-        health.log = Some(Box::new(log));
     }
 
     /// The sink failed with `reason`: degraded, said once until it
     /// resumes.
     pub(crate) fn degrade(&self, reason: String) {
-        let mut health = self.health();
-        if health.degraded.is_some() {
-            return;
-        }
-        self.degraded_gauge.set(1);
-        let event = HealthEvent::Degraded { reason };
-        if let HealthEvent::Degraded { reason } = &event {
+        let log = {
+            let mut health = self.health();
+            if health.degraded.is_some() {
+                return;
+            }
+            self.degraded_gauge.set(1);
             health.degraded = Some(reason.clone());
-        }
-        if let Some(log) = &health.log {
-            log(&event);
+            health.log.clone()
+        };
+        if let Some(log) = log {
+            log(&HealthEvent::Degraded { reason });
         }
     }
 
     /// The sink wrote again: no longer degraded.
     pub(crate) fn resume(&self) {
-        let mut health = self.health();
-        if health.degraded.take().is_none() {
-            return;
-        }
-        self.degraded_gauge.set(0);
-        if let Some(log) = &health.log {
+        let log = {
+            let mut health = self.health();
+            if health.degraded.take().is_none() {
+                return;
+            }
+            self.degraded_gauge.set(0);
+            health.log.clone()
+        };
+        if let Some(log) = log {
             log(&HealthEvent::Resumed {
                 dropped: self.dropped_write_failed.get(),
             });

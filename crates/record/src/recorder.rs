@@ -692,7 +692,9 @@ impl Store<'_> {
         match self.sink.append_packed(packed) {
             Ok(()) => self.outcome(count, Ok(())),
             Err(PackedError { stored, error }) => {
-                self.outcome(u64::from(stored), Ok(()));
+                // Stored first, then the failure: the last attempt, which
+                // says what health is.
+                self.count(u64::from(stored), &Ok(()));
                 self.outcome(count.saturating_sub(u64::from(stored)), Err(error));
             }
         }
@@ -705,58 +707,80 @@ impl Store<'_> {
     /// A sink with a [`SinkTally`] counts each exchange itself (taken now,
     /// written or lost later): the counters follow its tally. For any
     /// other, `Ok` means stored and `Err` not.
+    ///
+    /// Health follows the last attempt: a failure the call returned;
+    /// else a write since the last call (resumed); else exchanges the sink
+    /// lost without saying so in a result (a writer thread's full disk:
+    /// only its tally knows).
     fn outcome(&mut self, handed: u64, result: Result<(), StoreError>) {
-        let written = match self.sink.tally() {
+        let (written, lost) = self.count(handed, &result);
+        match result {
+            Err(error) => {
+                let reason = error.to_string();
+                if !error.is_unwritten() {
+                    self.first_error.get_or_insert_with(|| reason.clone());
+                }
+                self.metrics.degrade(reason);
+            }
+            Ok(()) if written > 0 => self.metrics.resume(),
+            Ok(()) if lost > 0 => self.metrics.degrade(format!(
+                "the sink could not write {lost} exchange{}",
+                if lost == 1 { "" } else { "s" }
+            )),
+            Ok(()) => {}
+        }
+    }
+
+    /// Counts what became of `handed` exchanges (as `outcome` says):
+    /// those written and those lost since the last call.
+    fn count(&mut self, handed: u64, result: &Result<(), StoreError>) -> (u64, u64) {
+        let counted = match self.sink.tally() {
             Some(now) => {
                 let was = std::mem::replace(&mut self.tally, now);
                 let written = now.written.saturating_sub(was.written);
+                let lost = now.unwritten.saturating_sub(was.unwritten);
                 self.metrics.recorded.inc_by(written);
-                self.metrics
-                    .dropped_write_failed
-                    .inc_by(now.unwritten.saturating_sub(was.unwritten));
+                self.metrics.dropped_write_failed.inc_by(lost);
                 self.metrics
                     .dropped_sink_error
                     .inc_by(now.refused.saturating_sub(was.refused));
-                written
+                (written, lost)
             }
-            None => match &result {
+            None => match result {
                 Ok(()) => {
                     self.metrics.recorded.inc_by(handed);
-                    handed
+                    (handed, 0)
                 }
                 Err(error) if error.is_unwritten() => {
                     self.metrics.dropped_write_failed.inc_by(handed);
-                    0
+                    (0, handed)
                 }
                 Err(_) => {
                     self.metrics.dropped_sink_error.inc_by(handed);
-                    0
+                    (0, 0)
                 }
             },
         };
-        if written > 0 {
+        if counted.0 > 0 {
             self.sink_bytes();
-            self.metrics.resume();
         }
-        if let Err(error) = result {
-            let reason = error.to_string();
-            if !error.is_unwritten() {
-                self.first_error.get_or_insert_with(|| reason.clone());
-            }
-            self.metrics.degrade(reason);
-        }
+        counted
     }
 
     /// Closes the sink and counts what it still wrote or lost; the first
     /// failure it cannot go on after, if any.
     fn close(mut self) -> Option<String> {
-        let closed = match self.sink.close() {
-            // What was lost is counted (the sink's tally); the recording is
-            // over, so it degrades no more.
-            Err(error) if error.is_unwritten() => Ok(()),
-            closed => closed,
-        };
-        self.outcome(0, closed);
+        match self.sink.close() {
+            // What was written or lost is counted (the sink's tally); the
+            // recording is over, so it degrades or resumes no more.
+            Ok(()) => {
+                self.count(0, &Ok(()));
+            }
+            Err(error) if error.is_unwritten() => {
+                self.count(0, &Ok(()));
+            }
+            closed => self.outcome(0, closed),
+        }
         self.first_error
     }
 
@@ -927,6 +951,7 @@ fn write_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::HealthEvent;
 
     fn id(n: u8) -> [u8; 16] {
         [n; 16]
@@ -1240,6 +1265,80 @@ mod tests {
         let stats = metrics.snapshot();
         assert_eq!((stats.recorded, stats.dropped_closed), (1, 1), "{stats:?}");
         assert_eq!(metrics.queue_depth.get(), 0);
+    }
+
+    /// A sink like a tape writer with a thread of its own: every append is
+    /// taken (`Ok`), and written or lost later, which only its tally
+    /// says. `losing` says which.
+    struct Threaded {
+        losing: Arc<std::sync::atomic::AtomicBool>,
+        tally: SinkTally,
+    }
+
+    impl Sink for Threaded {
+        fn append(&mut self, _: reprise_model::Exchange) -> Result<(), StoreError> {
+            if self.losing.load(std::sync::atomic::Ordering::SeqCst) {
+                self.tally.unwritten += 1;
+            } else {
+                self.tally.written += 1;
+            }
+            Ok(())
+        }
+        fn sync(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn tally(&self) -> Option<SinkTally> {
+            Some(self.tally)
+        }
+    }
+
+    /// Exchanges a writer thread loses degrade recording (said, and
+    /// `/healthz` says why) though every append returned `Ok`; a write
+    /// resumes it. The listener runs outside the health lock: it may ask
+    /// for the health itself.
+    #[test]
+    fn losses_only_the_tally_knows_degrade_and_a_write_resumes() {
+        let losing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let sink = Threaded {
+            losing: Arc::clone(&losing),
+            tally: SinkTally::default(),
+        };
+        let (metrics, recorder, thread) = recorder_over(Box::new(sink), false, None);
+        let (said, events) = mpsc::channel();
+        let asked = Arc::clone(&metrics);
+        metrics.on_health(move |event| {
+            let _ = said.send((event.clone(), asked.degraded()));
+        });
+        let next = || {
+            events
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("no health event: {e}"))
+        };
+        call(&recorder, "/lost");
+        let (event, degraded) = next();
+        assert!(
+            matches!(&event, HealthEvent::Degraded { reason } if reason == "the sink could not write 1 exchange"),
+            "{event:?}"
+        );
+        assert_eq!(
+            degraded.as_deref(),
+            Some("the sink could not write 1 exchange")
+        );
+        losing.store(false, std::sync::atomic::Ordering::SeqCst);
+        call(&recorder, "/written");
+        let (event, degraded) = next();
+        assert!(
+            matches!(event, HealthEvent::Resumed { dropped: 1 }),
+            "{event:?}"
+        );
+        assert_eq!(degraded, None);
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.recorded, stats.dropped_write_failed),
+            (1, 1),
+            "{stats:?}"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TrySendError, sync_channel};
 use std::time::Duration;
 
@@ -24,6 +24,11 @@ pub struct Follow {
     /// Set to stop following: the reader then ends once it finds no more
     /// at the end of the tape (what was written before is read).
     pub stop: Arc<AtomicBool>,
+    /// Counts the looks at the end that found nothing new, each bumped
+    /// just before the sleep that follows it: a test's way to tell that
+    /// the follower has looked, without timing it.
+    #[doc(hidden)]
+    pub idle_looks: Arc<AtomicU64>,
 }
 
 impl Default for Follow {
@@ -31,6 +36,7 @@ impl Default for Follow {
         Follow {
             poll: Duration::from_millis(50),
             stop: Arc::new(AtomicBool::new(false)),
+            idle_looks: Arc::new(AtomicU64::new(0)),
         }
     }
 }

@@ -5,7 +5,9 @@
 //! the raw length the block header declares (itself at most
 //! [`MAX_BLOCK_PAYLOAD`](crate::format::MAX_BLOCK_PAYLOAD)). A block that
 //! decompresses to more than it declares, or to less, is damage; so a few
-//! KiB that claim to hold 256 MiB cost a few KiB to refuse.
+//! KiB that claim to hold 256 MiB cost a few KiB to refuse. What a crafted
+//! block can cost is one record (at most the block's raw length, as the
+//! writer allows) and a zstd window of at most 128 MiB.
 
 use std::io::{BufReader, Cursor, Read};
 
@@ -15,10 +17,13 @@ use reprise_model::Exchange;
 use crate::error::{Damage, DamageKind};
 use crate::format::{BlockHeader, Codec};
 
+/// The largest zstd window a reader accepts: 128 MiB, the largest any
+/// `--compression` level writes.
+const MAX_WINDOW_LOG: u32 = 27;
 /// Bytes read from the zstd stream at a time.
 const STREAM_BUFFER: usize = 64 << 10;
-/// A record's buffer grows as its bytes arrive, from at most this much:
-/// a length prefix alone reserves no more.
+/// A record's buffer holds at most this much until the stream has given
+/// as many bytes: a length prefix alone reserves no more.
 const FIRST_RESERVE: u64 = 1 << 20;
 
 /// The records of one block, decoded one at a time.
@@ -133,8 +138,10 @@ impl ZstdRecords {
         let mut decoder = zstd::stream::read::Decoder::with_buffer(Cursor::new(payload))
             .map_err(|e| format!("zstd: {e}"))?;
         // The frame's window (what the decoder allocates) may not be
-        // larger than the block says it holds.
-        let window_log = (u32::BITS - header.raw_len.saturating_sub(1).leading_zeros()).max(10) + 1;
+        // larger than the block says it holds, nor than the largest window
+        // the writer makes (2^27, at `--compression` 22).
+        let window_log = (u32::BITS - header.raw_len.saturating_sub(1).leading_zeros())
+            .clamp(10, MAX_WINDOW_LOG);
         decoder
             .window_log_max(window_log)
             .map_err(|e| format!("zstd: {e}"))?;
@@ -182,13 +189,27 @@ impl ZstdRecords {
         if len > self.left {
             return Err("record length runs past the block".into());
         }
-        let mut record = Vec::with_capacity(len.min(FIRST_RESERVE) as usize);
-        let got = (&mut self.stream)
-            .take(len)
+        // The first MiB as it comes; once the stream has shown it holds
+        // that much, the rest in one reservation of the declared length
+        // (pages are only resident once written), so that a large record
+        // costs its size, not the copies of a growing buffer.
+        let first = len.min(FIRST_RESERVE);
+        let mut record = Vec::with_capacity(first as usize);
+        let mut got = (&mut self.stream)
+            .take(first)
             .read_to_end(&mut record)
-            .map_err(|e| self.error(raw_len, e))?;
-        self.left -= got as u64;
-        if (got as u64) < len {
+            .map_err(|e| self.error(raw_len, e))? as u64;
+        self.left -= got;
+        if got == first && len > first {
+            record.reserve_exact((len - first) as usize);
+            let rest = (&mut self.stream)
+                .take(len - first)
+                .read_to_end(&mut record)
+                .map_err(|e| self.error(raw_len, e))? as u64;
+            self.left -= rest;
+            got += rest;
+        }
+        if got < len {
             return Err(self.short(raw_len));
         }
         Ok(Bytes::from(record))

@@ -155,6 +155,7 @@ impl Walker {
         let Some(follow) = &self.follow else {
             return false;
         };
+        follow.idle_looks.fetch_add(1, Ordering::SeqCst);
         std::thread::sleep(follow.poll);
         true
     }

@@ -860,15 +860,12 @@ impl WriterThread {
             return before;
         }
         self.block.add(record, recorded_at_ns, carries_unknown);
-        let after = if self.block.raw.len() >= self.options.block_bytes {
-            self.seal()
-        } else {
-            Ok(())
-        };
-        if is_fatal(&after) {
-            return after;
+        if self.block.raw.len() < self.options.block_bytes {
+            return before;
         }
-        before.and(after)
+        // The last write decides what the call says: a block before it
+        // that could not be written is counted (the tally) and cut off.
+        self.seal()
     }
 
     fn seal(&mut self) -> Result<(), TapeError> {
@@ -902,11 +899,10 @@ impl WriterThread {
         if is_fatal(&sealed) {
             return sealed;
         }
-        let written = self.write_block(packed, false);
-        if is_fatal(&written) {
-            return written;
-        }
-        sealed.and(written)
+        // The pack, written last, decides what the call says: a block
+        // before it that could not be written is counted (the tally) and
+        // cut off.
+        self.write_block(packed, false)
     }
 
     /// Frames `block` (header, then payload) and writes it in one call.

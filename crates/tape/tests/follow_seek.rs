@@ -47,6 +47,7 @@ fn follow_sees_records_as_they_are_written() {
     let follow = Follow {
         poll: Duration::from_millis(5),
         stop: Arc::clone(&stop),
+        ..Follow::default()
     };
     let (read_one, has_read) = std::sync::mpsc::channel();
     let reader = follower(&path, follow, true, move || {
@@ -97,16 +98,17 @@ fn a_stop_takes_effect_at_an_end_found_after_it() {
     let follow = Follow {
         poll: Duration::from_millis(300),
         stop: Arc::clone(&stop),
+        ..Follow::default()
     };
+    let looks = Arc::clone(&follow.idle_looks);
     let (first, got_first) = std::sync::mpsc::channel();
-    // Its sleeps on its own thread, to tell when it is asleep.
     let reader = follower(&path, follow, false, move || {
-        let _ = first.send(common::thread_id());
+        let _ = first.send(());
     });
-    let follower_thread = got_first.recv_timeout(Duration::from_secs(10)).unwrap();
+    got_first.recv_timeout(Duration::from_secs(10)).unwrap();
     // The follower is at the end, asleep: the last block and the stop come
     // during its sleep.
-    common::wait_for_a_look(&follower_thread);
+    common::wait_for_a_look(&looks);
     writer.write(&common::exchange(1, 100)).unwrap();
     writer.finish().unwrap();
     stop.store(true, Ordering::SeqCst);
@@ -135,11 +137,11 @@ fn follow_waits_for_a_header_and_block_being_written() {
     let follow = Follow {
         poll: Duration::from_millis(5),
         stop: Arc::clone(&stop),
+        ..Follow::default()
     };
     let reader_path = path.clone();
-    let (started, has_started) = std::sync::mpsc::channel();
+    let looks = Arc::clone(&follow.idle_looks);
     let reader = std::thread::spawn(move || {
-        let _ = started.send(common::thread_id());
         let reader = TapeReader::open_with(
             &reader_path,
             ReaderOptions {
@@ -151,7 +153,6 @@ fn follow_waits_for_a_header_and_block_being_written() {
         .unwrap();
         reader.map(|r| r.unwrap()).collect::<Vec<_>>()
     });
-    let follower_thread = has_started.recv_timeout(Duration::from_secs(10)).unwrap();
     let append = |range: std::ops::Range<usize>| {
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new()
@@ -160,9 +161,9 @@ fn follow_waits_for_a_header_and_block_being_written() {
             .unwrap();
         file.write_all(&bytes[range]).unwrap();
     };
-    common::wait_for_a_look(&follower_thread);
+    common::wait_for_a_look(&looks);
     append(10..60);
-    common::wait_for_a_look(&follower_thread);
+    common::wait_for_a_look(&looks);
     append(60..bytes.len());
     // A stop takes effect at an end found after it: the whole block is
     // read first.

@@ -21,6 +21,7 @@ fn in_a_namespace(name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk");
     std::fs::create_dir(&disk).unwrap();
+    assert_mounting_allowed(&disk);
     let out = Command::new("unshare")
         .args(["-m", "--propagation", "private", "--", "sh", "-c"])
         .arg(r#"mount -t tmpfs -o size=1m,mode=0700 tmpfs "$1" && exec "$2" --exact "$3" --nocapture"#)
@@ -38,6 +39,26 @@ fn in_a_namespace(name: &str) {
     );
     assert!(out.status.success(), "{said}");
     assert!(said.contains("1 passed"), "{said}");
+}
+
+/// Fails at once, saying why, where this user may not mount a tmpfs in a
+/// mount namespace of its own (the test needs root, or CAP_SYS_ADMIN, as
+/// in CI).
+fn assert_mounting_allowed(disk: &Path) {
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "--"])
+        .args(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(disk)
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "the full-disk test mounts a tmpfs in a mount namespace of its own, \
+             which needs root (CAP_SYS_ADMIN); `unshare -m mount -t tmpfs` said: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => panic!("the full-disk test needs util-linux's unshare: {e}"),
+    }
 }
 
 /// Fills the disk with a file of its own, until it is full.

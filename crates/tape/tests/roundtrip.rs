@@ -278,11 +278,16 @@ fn a_record_larger_than_a_block_is_refused_with_its_size() {
 
 #[test]
 fn an_inline_writer_writes_the_same_tape_on_the_callers_thread() {
+    // How long a record waits in the open block before a tick seals it.
+    fn options_age() -> std::time::Duration {
+        std::time::Duration::from_millis(200)
+    }
+
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.tape");
     let options = WriterOptions {
         inline: true,
-        block_age: std::time::Duration::from_millis(30),
+        block_age: options_age(),
         ..small_blocks()
     };
     let mut writer = TapeWriter::create(&path, options).unwrap();
@@ -296,12 +301,22 @@ fn an_inline_writer_writes_the_same_tape_on_the_callers_thread() {
 
     // A record waits in the open block until it is old enough and the
     // writer is ticked.
+    let sealed = block_index(&path).unwrap().0.len();
+    let written_at = std::time::Instant::now();
     writer.write(&common::exchange(99, 10)).unwrap();
     writer.tick().unwrap();
-    let sealed = block_index(&path).unwrap().0.len();
-    assert_eq!(common::read_all(&path).0.len(), 40, "not sealed yet");
-    std::thread::sleep(std::time::Duration::from_millis(40));
-    writer.tick().unwrap();
+    let blocks = block_index(&path).unwrap().0.len();
+    let read = common::read_all(&path).0.len();
+    // Only when this thread was not held up past the block's age.
+    if written_at.elapsed() < options_age() {
+        assert_eq!((blocks, read), (sealed, 40), "not sealed yet");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while block_index(&path).unwrap().0.len() == sealed {
+        assert!(std::time::Instant::now() < deadline, "never sealed by age");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        writer.tick().unwrap();
+    }
     assert_eq!(block_index(&path).unwrap().0.len(), sealed + 1);
     assert_eq!(common::read_all(&path).0.len(), 41);
 

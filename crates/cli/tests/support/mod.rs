@@ -5,6 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -87,11 +88,14 @@ impl Recorder {
 
     /// Runs `command` (reprise, or a shell that runs it with the same
     /// stderr) and reads the address it serves from its first line on
-    /// stderr.
+    /// stderr. The process leads a process group of its own, so that
+    /// dropping the `Recorder` ends whatever it started too (a shell's
+    /// reprise).
     pub fn spawn(mut command: Command) -> Recorder {
         let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
+            .process_group(0)
             .spawn()
             .unwrap();
         let (tx, rx) = mpsc::channel();
@@ -210,8 +214,17 @@ impl Recorder {
 }
 
 impl Drop for Recorder {
+    /// Kills the whole process group: the process started and anything it
+    /// started (a shell's reprise, which would otherwise hold its port
+    /// and, under `unshare`, its mount namespace).
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            let group = i32::try_from(child.id())
+                .ok()
+                .and_then(rustix::process::Pid::from_raw);
+            if let Some(group) = group {
+                let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

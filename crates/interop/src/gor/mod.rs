@@ -388,6 +388,26 @@ mod tests {
     }
 
     #[test]
+    fn a_byte_order_mark_and_blank_lines_before_the_first_payload_are_skipped() {
+        let payloads = gor(&[
+            "1 aa01 1000000000\nGET /a HTTP/1.1\r\nHost: shop\r\n\r\n",
+            "2 aa01 1005000000\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]);
+        for prefix in [&b"\xef\xbb\xbf"[..], b"\n\n", b"\xef\xbb\xbf\r\n \n"] {
+            let file = [prefix, &payloads[..]].concat();
+            let mut sink = MemorySink::new();
+            let report = crate::import_bytes(&file, "t.gor", &mut sink).unwrap();
+            assert!(
+                report.skipped.is_empty(),
+                "{prefix:?}: {:?}",
+                report.skipped
+            );
+            assert_eq!(report.exchanges, 1, "{prefix:?}");
+            assert_eq!(sink.exchanges()[0].status(), 200, "{prefix:?}");
+        }
+    }
+
+    #[test]
     fn broken_payloads_are_skipped_and_named() {
         let file = gor(&[
             "1 aa01 1000000000\nGET /a HTTP/1.1\r\n\r\n",

@@ -107,7 +107,10 @@ impl<R: BufRead> Payloads<R> {
         if std::mem::take(&mut self.skipping) || payload.len() > self.limit {
             return (start, Payload::TooLarge);
         }
-        (start, Payload::Bytes(payload))
+        // A copy of its own: the payload's bodies may be held (a request
+        // waiting for its response, up to thousands of them), and a view
+        // would keep the whole read buffer it was cut from alive.
+        (start, Payload::Bytes(BytesMut::from(&payload[..])))
     }
 }
 
@@ -131,6 +134,28 @@ mod tests {
             ));
         }
         out
+    }
+
+    /// A payload (whose bodies an import may hold, waiting for their
+    /// other half) is a copy of its own, not a view that keeps the read
+    /// buffer it was cut from alive.
+    #[test]
+    fn a_payload_does_not_share_the_read_buffer() {
+        let file = "1 a 1\nGET / HTTP/1.1\r\n\r\n\n🐵🙈🙉\n1 b 2\nGET / HTTP/1.1\r\n\r\n";
+        let mut payloads = Payloads::new(file.as_bytes());
+        let Ok(Some((_, Payload::Bytes(first)))) = payloads.next("t.gor") else {
+            panic!("no first payload");
+        };
+        assert_eq!(&first[..], b"1 a 1\nGET / HTTP/1.1\r\n\r\n");
+        let (start, end) = (
+            first.as_ptr() as usize,
+            first.as_ptr() as usize + first.len(),
+        );
+        let rest = payloads.buffer.as_ptr() as usize;
+        assert!(
+            !(start..=end + SEPARATOR.len()).contains(&rest),
+            "the payload is cut from the read buffer"
+        );
     }
 
     #[test]

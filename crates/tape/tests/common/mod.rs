@@ -107,46 +107,18 @@ pub fn read_all(path: &std::path::Path) -> (Vec<Exchange>, Vec<reprise_tape::Dam
     (exchanges, reader.damage().to_vec())
 }
 
-/// The calling thread's id in this process (for [`wait_for_a_look`]).
-pub fn thread_id() -> String {
-    let link = std::fs::read_link("/proc/thread-self").unwrap();
-    link.file_name().unwrap().to_string_lossy().into_owned()
-}
-
-/// Whether thread `tid` of this process is asleep (in `nanosleep`, as a
-/// follower between two looks at the end of a tape), and how many times
-/// it has blocked so far.
-fn sleeping(tid: &str) -> (bool, u64) {
-    let task = format!("/proc/self/task/{tid}");
-    let syscall = std::fs::read_to_string(format!("{task}/syscall")).unwrap_or_default();
-    // nanosleep, clock_nanosleep (x86_64); 101, 115 on aarch64.
-    let asleep = matches!(
-        syscall.split_whitespace().next(),
-        Some("35" | "230" | "101" | "115")
-    );
-    let status = std::fs::read_to_string(format!("{task}/status")).unwrap_or_default();
-    let switches = status
-        .lines()
-        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0);
-    (asleep, switches)
-}
-
-/// Waits (10 s at most) until the following thread `tid` has looked at
-/// the tape since this call and gone back to sleep: it has slept twice
-/// since (once may be a sleep that began before the call), and sleeps now.
-pub fn wait_for_a_look(tid: &str) {
-    let (_, before) = sleeping(tid);
+/// Waits (10 s at most) until a follower has looked at the end of the
+/// tape since this call and is going to sleep: its count of idle looks
+/// (`Follow::idle_looks`) went up twice since (the first may end a look
+/// that began before the call).
+pub fn wait_for_a_look(idle_looks: &std::sync::atomic::AtomicU64) {
+    use std::sync::atomic::Ordering;
+    let before = idle_looks.load(Ordering::SeqCst);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let (asleep, switches) = sleeping(tid);
-        if asleep && switches >= before + 2 {
-            return;
-        }
+    while idle_looks.load(Ordering::SeqCst) < before + 2 {
         assert!(
             std::time::Instant::now() < deadline,
-            "thread {tid} never looked again and slept"
+            "the follower never looked again"
         );
         std::thread::sleep(std::time::Duration::from_millis(1));
     }
