@@ -113,10 +113,11 @@ impl UpstreamVersions {
     /// over HTTP/2; `grpc`: it is gRPC proper, which needs HTTP/2 (not
     /// gRPC-Web).
     pub async fn over_h2(&self, grpc: bool, client: Version) -> bool {
-        // An upstream that took the connection but did not answer the
-        // preface in time does not speak HTTP/2 (some HTTP/1.1 servers
-        // wait out a request they cannot parse): kept, or every HTTP/2
-        // call would wait for it again. One that could not be reached is
+        // An upstream that took the connection and the preface but did
+        // not answer it in time does not speak HTTP/2 (some HTTP/1.1
+        // servers wait out a request they cannot parse): kept, or every
+        // HTTP/2 call would wait for it again. One that could not be
+        // reached (refused, or no connection or TLS session in time) is
         // asked again at the next call.
         let asked = || async {
             self.h2

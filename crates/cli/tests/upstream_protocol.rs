@@ -612,3 +612,67 @@ fn an_invalid_chunked_request_body_is_a_400_and_never_reaches_the_upstream_whole
     );
     proxy.stop_cleanly("-TERM");
 }
+
+/// An upstream that speaks HTTP/2 only (as tonic, or nginx with `listen
+/// ... http2`), on a listener whose accept queue is full until the test
+/// says `serve`: until then a new connection to it times out.
+fn h2_only_upstream_later() -> (SocketAddr, mpsc::Sender<()>) {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (serve_tx, serve_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let listener = socket.listen(0).unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let _ = tokio::task::spawn_blocking(move || serve_rx.recv()).await;
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"h2 only")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+    });
+    (addr_rx.recv().unwrap(), serve_tx)
+}
+
+#[test]
+fn a_probe_that_reaches_nobody_in_time_is_asked_again() {
+    let (addr, serve) = h2_only_upstream_later();
+    // Fills the accept queue: the next connection waits for an accept
+    // that does not come, and times out.
+    let mut queued = Vec::new();
+    while let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        queued.push(stream);
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "later.tape");
+    let proxy = Recorder::start(
+        &format!("http://{addr}"),
+        &tape,
+        &["--connect-timeout", "1s"],
+    );
+    let url = proxy.url("/item");
+    let (out, _) = curl(&["--http2-prior-knowledge", "-w", SHOWN, &url]);
+    assert!(out.ends_with(" 2") && !out.contains("200"), "{out}");
+
+    serve.send(()).unwrap();
+    drop(queued);
+    let (out, _) = curl(&["--http2-prior-knowledge", "-w", SHOWN, &url]);
+    assert_eq!(out, "h2 only 200 2");
+    proxy.stop_cleanly("-TERM");
+}
