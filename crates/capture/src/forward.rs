@@ -83,19 +83,23 @@ pub struct Forwarder {
 impl Forwarder {
     /// Clients for both protocols to the configured upstream; `tls` is
     /// what https upstreams are trusted by; `upstream`, which HTTP
-    /// versions the upstream speaks.
+    /// versions the upstream speaks; `http1_connections`, how many
+    /// HTTP/1.1 connections to the upstream this serving thread may hold
+    /// open (its share of `--max-connections`).
     pub fn new(
         config: ProxyConfig,
         recorder: Recorder,
         origin: Origin,
         tls: &rustls::ClientConfig,
         upstream: Arc<protocol::UpstreamVersions>,
+        http1_connections: usize,
     ) -> Result<Forwarder, crate::CaptureError> {
         let http1 = Arc::new(Http1Upstream::new(
             &config.upstream,
             tls,
             config.connect_timeout,
             config.response_timeout,
+            http1_connections,
         )?);
         let tls = tls.clone();
         let mut connector = HttpConnector::new();

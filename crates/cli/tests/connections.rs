@@ -605,3 +605,139 @@ fn bad_connection_flags_are_one_clear_error_and_exit_2() {
     }
     assert!(!tape.exists());
 }
+
+/// An HTTP/1.1-only upstream that holds every answer until `release` is
+/// sent `true`: how many connections it has open now, and the most at once.
+struct HeldUpstream {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+fn held_upstream(runtime: &tokio::runtime::Runtime) -> HeldUpstream {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let counted = (Arc::clone(&open), Arc::clone(&most));
+    runtime.spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (open, most) = (Arc::clone(&counted.0), Arc::clone(&counted.1));
+            let mut released = released.clone();
+            most.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                'calls: loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break 'calls,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if buf.starts_with(b"PRI ") {
+                        // HTTP/2's preface (the proxy asking): refused
+                        // at once, as an HTTP/1.1-only server does.
+                        let _ = socket.write_all(b"HTTP/1.1 505 \r\n\r\n").await;
+                        break;
+                    }
+                    buf.clear();
+                    if released.wait_for(|go| *go).await.is_err() {
+                        break;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if socket.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    HeldUpstream {
+        addr,
+        open,
+        most,
+        release,
+    }
+}
+
+#[test]
+fn one_h2_client_cannot_spend_every_descriptor_on_upstream_connections() {
+    use std::sync::atomic::Ordering;
+    const STREAMS: usize = 150;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = held_upstream(&runtime);
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "streams.tape");
+    let proxy = Recorder::limited(
+        NOFILE,
+        &[
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{}", upstream.addr),
+            "--out",
+            s(&tape),
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+        ],
+    );
+    let (addr, admin) = (proxy.addr, proxy.admin.unwrap());
+    // One h2c connection, every call on it at once: each is forwarded
+    // over HTTP/1.1 and needs an upstream connection of its own.
+    let calls = runtime.spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..STREAMS {
+            let mut sender = sender.clone();
+            calls.spawn(async move {
+                let request = http::Request::get(format!("http://{addr}/call/{i}"))
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                match sender.send_request(request).await {
+                    Ok(response) => Ok(response.status().as_u16()),
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+        }
+        calls.join_all().await
+    });
+    // The proxy opens upstream connections up to its budget and no
+    // further; /metrics and /healthz answer meanwhile.
+    eventually("upstream connections opened", || {
+        upstream.open.load(Ordering::SeqCst) >= 32
+    });
+    assert_eq!(get(admin, "/healthz").unwrap().0, 200);
+    let _ = metric(admin, "reprise_connections_open");
+    upstream.release.send(true).unwrap();
+    let statuses = runtime.block_on(calls).unwrap();
+    let most = upstream.most.load(Ordering::SeqCst);
+    assert!(most <= 96, "{most} upstream connections at once");
+    assert!(
+        statuses.iter().all(|status| status == &Ok(200)),
+        "{statuses:?}"
+    );
+    assert_eq!(metric(admin, "reprise_accept_errors_total"), 0);
+    proxy.stop_cleanly("-TERM");
+}
