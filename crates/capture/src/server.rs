@@ -133,7 +133,15 @@ fn bind_shared(
 fn serving_threads(config: &ProxyConfig) -> usize {
     config
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get() / 2))
+        .unwrap_or_else(default_serving_threads)
+        .max(1)
+}
+
+/// Serving threads when `--threads` is not given: one per two cores, at
+/// least one.
+pub fn default_serving_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get() / 2)
         .max(1)
 }
 

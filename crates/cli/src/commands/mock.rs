@@ -449,7 +449,8 @@ impl Fallthrough {
 /// Serves until SIGINT or SIGTERM; exit 1 when a call was missed.
 pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     let options = options(args)?;
-    let limits = limits(&args.connections)?;
+    // The mock serves on one thread.
+    let limits = limits(&args.connections, 1)?;
     let listen: SocketAddr = args.listen.parse().with_context(|| {
         format!(
             "--listen {:?}: expected IP:PORT, such as 127.0.0.1:8081",
