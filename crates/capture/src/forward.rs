@@ -70,9 +70,13 @@ pub struct Forwarder {
     /// Where exchanges are recorded; `origin.scheme` is how clients
     /// reached the proxy.
     pub origin: Arc<Origin>,
-    /// For clients that spoke HTTP/1.x (ALPN http/1.1 to https upstreams).
+    /// For calls that go to the upstream over HTTP/1.1 (ALPN http/1.1 to
+    /// https upstreams): HTTP/1.x clients' and, with `auto`, HTTP/2
+    /// clients' non-gRPC calls to an upstream that does not speak HTTP/2.
     http1: Arc<Http1Upstream>,
-    /// For clients that spoke HTTP/2 (h2c, or ALPN h2).
+    /// For calls that go over HTTP/2 (prior knowledge, or ALPN h2): gRPC,
+    /// and what `--upstream-protocol` sends there (see
+    /// [`protocol::over_h2`]).
     http2: UpstreamClient,
     /// Connections to the upstream outside the pools (CONNECT tunnels).
     connector: HttpsConnector<HttpConnector>,
@@ -258,6 +262,12 @@ pub async fn forward(
     }
     if !over_h2 && version == Version::HTTP_2 {
         protocol::join_cookies(&mut parts.headers);
+    }
+    if !over_h2 {
+        // HTTP/1.1 allows `TE` only with `Connection: te` (RFC 9110
+        // §10.1.4), and only gRPC needs `TE: trailers`, which never goes
+        // this way: dropped rather than sent without its Connection.
+        parts.headers.remove(header::TE);
     }
 
     let sent = std::time::Instant::now();

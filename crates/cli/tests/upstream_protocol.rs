@@ -184,6 +184,8 @@ async fn an_h2_upload_without_length_goes_chunked_and_h1_trailers_come_back_as_h
     );
     assert!(lower.contains("\r\ncookie: a=1; b=2\r\n"), "{head}");
     assert_eq!(lower.matches("cookie:").count(), 1, "{head}");
+    // `TE` is not sent without `Connection: te` (RFC 9110 §10.1.4).
+    assert!(!lower.contains("\r\nte:"), "{head}");
     let body = String::from_utf8(body).unwrap();
     assert!(body.ends_with("0\r\n\r\n"), "{body:?}");
     assert!(

@@ -29,19 +29,6 @@ pub enum UpstreamProtocol {
     H2,
 }
 
-impl std::str::FromStr for UpstreamProtocol {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(UpstreamProtocol::Auto),
-            "h1" | "http1" | "http/1.1" => Ok(UpstreamProtocol::H1),
-            "h2" | "http2" => Ok(UpstreamProtocol::H2),
-            _ => Err(format!("{text:?}: expected auto, h1 or h2")),
-        }
-    }
-}
-
 /// The probe could not tell: the upstream could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
@@ -172,14 +159,6 @@ async fn preface(mut tcp: TcpStream) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn protocols_parse() {
-        assert_eq!("auto".parse(), Ok(UpstreamProtocol::Auto));
-        assert_eq!("H2".parse(), Ok(UpstreamProtocol::H2));
-        assert_eq!("h1".parse(), Ok(UpstreamProtocol::H1));
-        assert!("h3".parse::<UpstreamProtocol>().is_err());
-    }
 
     /// A server that answers anything with an HTTP/1.1 400, as an
     /// HTTP/1.1-only server does to the preface; and one that sends a
