@@ -678,3 +678,54 @@ fn a_probe_that_reaches_nobody_in_time_is_asked_again() {
     assert_eq!(out, "h2 only 200 2");
     proxy.stop_cleanly("-TERM");
 }
+
+/// The issue's own case: an upstream that answers `200` as soon as the
+/// request head arrives, without reading the body, and a client whose
+/// bad chunk comes in the same write as its head. The proxy finds the
+/// fault while it sends the head, before the upstream's answer can come
+/// back, and answers the client's fault itself.
+#[test]
+fn an_invalid_chunk_sent_with_the_head_is_a_400_even_from_an_eager_upstream() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !data.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                // Holds the connection until the proxy closes it.
+                while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "eager.tape");
+    let proxy = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--upstream-protocol", "h1"],
+    );
+    for _ in 0..5 {
+        let answer = raw_call(
+            proxy.addr,
+            b"POST /upload HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(
+            answer.contains("reprise: the request body is not valid"),
+            "{answer}"
+        );
+    }
+    proxy.stop_cleanly("-TERM");
+}
