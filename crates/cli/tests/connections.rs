@@ -748,3 +748,59 @@ fn one_h2_client_cannot_spend_every_descriptor_on_upstream_connections() {
     assert_eq!(metric(admin, "reprise_accept_errors_total"), 0);
     proxy.stop_cleanly("-TERM");
 }
+
+/// An upstream whose every answer is a body without end (in practice:
+/// far more than any socket buffer holds).
+fn endless_upstream() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !data.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1099511627776\r\n\r\n";
+                if socket.write_all(head).is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while socket.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_client_that_stops_reading_its_answer_is_closed_after_the_idle_timeout() {
+    let upstream = endless_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "unread.tape");
+    let proxy = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--admin", "127.0.0.1:0", "--idle-timeout", "2s"],
+    );
+    let admin = proxy.admin.unwrap();
+    // Asks for the answer, never reads it.
+    let mut unread = TcpStream::connect(proxy.addr).unwrap();
+    unread
+        .write_all(b"GET /large HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .unwrap();
+    eventually("the stalled connection closed", || {
+        metric(
+            admin,
+            "reprise_connections_closed_total{reason=\"idle_timeout\"}",
+        ) == 1
+    });
+    assert_eq!(metric(admin, "reprise_connections_open"), 0);
+    drop(unread);
+    proxy.stop_cleanly("-TERM");
+}

@@ -18,7 +18,9 @@
 //!   after its first: a kept-alive HTTP/1.1 connection, or an HTTP/2 one
 //!   with no open stream, is closed (gracefully: HTTP/2 gets a GOAWAY)
 //!   once it has been idle that long. Over HTTP/1.1 the next request's
-//!   head has `--header-timeout` from its first byte.
+//!   head has `--header-timeout` from its first byte. It also bounds a
+//!   client that stops reading: a connection whose socket stays full
+//!   (nothing written) that long is closed, in a call or not.
 //!
 //! The default `--max-connections` is sized from `RLIMIT_NOFILE` (see
 //! [`ConnectionLimits::default_max_connections`]).
