@@ -70,9 +70,13 @@ pub struct Forwarder {
     /// Where exchanges are recorded; `origin.scheme` is how clients
     /// reached the proxy.
     pub origin: Arc<Origin>,
-    /// For clients that spoke HTTP/1.x (ALPN http/1.1 to https upstreams).
+    /// For calls that go to the upstream over HTTP/1.1 (ALPN http/1.1 to
+    /// https upstreams): HTTP/1.x clients' and, with `auto`, HTTP/2
+    /// clients' non-gRPC calls to an upstream that does not speak HTTP/2.
     http1: Arc<Http1Upstream>,
-    /// For clients that spoke HTTP/2 (h2c, or ALPN h2).
+    /// For calls that go over HTTP/2 (prior knowledge, or ALPN h2): gRPC,
+    /// and what `--upstream-protocol` sends there (see
+    /// [`protocol::over_h2`]).
     http2: UpstreamClient,
     /// Connections to the upstream outside the pools (CONNECT tunnels).
     connector: HttpsConnector<HttpConnector>,
@@ -83,19 +87,23 @@ pub struct Forwarder {
 impl Forwarder {
     /// Clients for both protocols to the configured upstream; `tls` is
     /// what https upstreams are trusted by; `upstream`, which HTTP
-    /// versions the upstream speaks.
+    /// versions the upstream speaks; `http1_connections`, how many
+    /// HTTP/1.1 connections to the upstream this serving thread may hold
+    /// open (its share of `--max-connections`).
     pub fn new(
         config: ProxyConfig,
         recorder: Recorder,
         origin: Origin,
         tls: &rustls::ClientConfig,
         upstream: Arc<protocol::UpstreamVersions>,
+        http1_connections: usize,
     ) -> Result<Forwarder, crate::CaptureError> {
         let http1 = Arc::new(Http1Upstream::new(
             &config.upstream,
             tls,
             config.connect_timeout,
             config.response_timeout,
+            http1_connections,
         )?);
         let tls = tls.clone();
         let mut connector = HttpConnector::new();
@@ -254,6 +262,12 @@ pub async fn forward(
     }
     if !over_h2 && version == Version::HTTP_2 {
         protocol::join_cookies(&mut parts.headers);
+    }
+    if !over_h2 {
+        // HTTP/1.1 allows `TE` only with `Connection: te` (RFC 9110
+        // §10.1.4), and only gRPC needs `TE: trailers`, which never goes
+        // this way: dropped rather than sent without its Connection.
+        parts.headers.remove(header::TE);
     }
 
     let sent = std::time::Instant::now();

@@ -43,4 +43,4 @@ pub use listener::{
 pub use reprise_net::TlsError;
 pub use reprise_record::ConnectionMetrics;
 pub use reprise_record::{Metrics, RecorderStats, TapBody};
-pub use server::{RunningProxy, start};
+pub use server::{RunningProxy, default_serving_threads, start};

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use http::Version;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderValue};
 use reprise_net::UpstreamProtocol;
 use reprise_net::probe::{ProbeError, speaks_h2};
 use rustls::pki_types::ServerName;
@@ -113,10 +113,11 @@ impl UpstreamVersions {
     /// over HTTP/2; `grpc`: it is gRPC proper, which needs HTTP/2 (not
     /// gRPC-Web).
     pub async fn over_h2(&self, grpc: bool, client: Version) -> bool {
-        // An upstream that took the connection but did not answer the
-        // preface in time does not speak HTTP/2 (some HTTP/1.1 servers
-        // wait out a request they cannot parse): kept, or every HTTP/2
-        // call would wait for it again. One that could not be reached is
+        // An upstream that took the connection and the preface but did
+        // not answer it in time does not speak HTTP/2 (some HTTP/1.1
+        // servers wait out a request they cannot parse): kept, or every
+        // HTTP/2 call would wait for it again. One that could not be
+        // reached (refused, or no connection or TLS session in time) is
         // asked again at the next call.
         let asked = || async {
             self.h2
@@ -145,17 +146,7 @@ impl UpstreamVersions {
     }
 }
 
-/// Whether a call is gRPC proper, which needs HTTP/2 (`application/grpc`,
-/// `application/grpc+proto`...), not gRPC-Web (`application/grpc-web*`),
-/// which is made for HTTP/1.1.
-pub(crate) fn needs_h2(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.starts_with("application/grpc") && !v.starts_with("application/grpc-web")
-        })
-}
+pub(crate) use reprise_net::versions::{join_cookies, needs_h2};
 
 /// Whether a call goes to the upstream over HTTP/2: every call when h2
 /// is forced, none with h1; with `auto`, gRPC proper (which needs it)
@@ -187,23 +178,6 @@ pub(crate) fn client_authority(parts: &http::request::Parts) -> Option<HeaderVal
         from_target().or_else(from_host)
     } else {
         from_host().or_else(from_target)
-    }
-}
-
-/// HTTP/2 may split `cookie` into several fields; HTTP/1.1 allows one,
-/// joined with `"; "` (RFC 9113 §8.2.3).
-pub(crate) fn join_cookies(headers: &mut HeaderMap) {
-    let mut cookies = headers.get_all(header::COOKIE).iter();
-    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
-        return;
-    };
-    let mut joined = first.as_bytes().to_vec();
-    for more in headers.get_all(header::COOKIE).iter().skip(1) {
-        joined.extend_from_slice(b"; ");
-        joined.extend_from_slice(more.as_bytes());
-    }
-    if let Ok(value) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, value);
     }
 }
 
@@ -299,30 +273,6 @@ mod tests {
             error.to_string().contains("does not speak HTTP/2"),
             "{error}"
         );
-    }
-
-    #[test]
-    fn grpc_needs_h2_and_grpc_web_does_not() {
-        let with = |kind: &'static str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
-            needs_h2(&headers)
-        };
-        assert!(with("application/grpc"));
-        assert!(with("application/grpc+proto"));
-        assert!(!with("application/grpc-web+proto"));
-        assert!(!with("application/grpc-web-text"));
-        assert!(!with("application/json"));
-    }
-
-    #[test]
-    fn cookies_are_joined_for_http1() {
-        let mut headers = HeaderMap::new();
-        headers.append(header::COOKIE, HeaderValue::from_static("a=1"));
-        headers.append(header::COOKIE, HeaderValue::from_static("b=2"));
-        join_cookies(&mut headers);
-        assert_eq!(headers.get_all(header::COOKIE).iter().count(), 1);
-        assert_eq!(headers[header::COOKIE], "a=1; b=2");
     }
 
     #[test]

@@ -133,7 +133,15 @@ fn bind_shared(
 fn serving_threads(config: &ProxyConfig) -> usize {
     config
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |cores| cores.get() / 2))
+        .unwrap_or_else(default_serving_threads)
+        .max(1)
+}
+
+/// Serving threads when `--threads` is not given: one per two cores, at
+/// least one.
+pub fn default_serving_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |cores| cores.get() / 2)
         .max(1)
 }
 
@@ -196,6 +204,11 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     let drain = config.drain_timeout;
     let (stop, stopped) = watch::channel(false);
     let mut serving = Vec::with_capacity(listeners.len());
+    // HTTP/1.1 connections to the upstream come out of the same budget
+    // as the clients' (`--max-connections`, sized for two descriptors a
+    // client): an HTTP/2 client's streams each take one, so without a
+    // bound one client could use every descriptor.
+    let http1_connections = (config.limits.max_connections / listeners.len().max(1)).max(1);
     for (i, listener) in listeners.into_iter().enumerate() {
         let local = recorder.local();
         let forwarder = Arc::new(Forwarder::new(
@@ -204,6 +217,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             origin.clone(),
             &tls,
             Arc::clone(&upstream),
+            http1_connections,
         )?);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -265,6 +279,9 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     })
 }
 
+/// Streams an HTTP/2 client may have open at once on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 128;
+
 fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -277,6 +294,9 @@ fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     builder
         .http2()
         .timer(TokioTimer::new())
+        // nginx's http2_max_concurrent_streams; each stream of a call
+        // forwarded over HTTP/1.1 holds an upstream connection.
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }

@@ -46,8 +46,6 @@ const READ_CHUNK: usize = 16 * 1024;
 const LATE_ANSWER: Duration = Duration::from_millis(250);
 /// How long a half-close of a cut upload may take.
 const SHUTDOWN: Duration = Duration::from_secs(1);
-/// Idle connections kept per serving thread.
-const MAX_IDLE: usize = 1024;
 /// An idle connection older than this is closed, not reused (hyper's
 /// client default).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -132,7 +130,13 @@ pub fn encode_head(
 struct Connection {
     io: Stream,
     read: BytesMut,
+    /// Its place among the pool's connections, given back when the last
+    /// half of the socket closes (an early answer's upload holds one).
+    slot: Slot,
 }
+
+/// A place among [`Http1Upstream`]'s connections.
+type Slot = Arc<tokio::sync::OwnedSemaphorePermit>;
 
 struct Idle {
     connection: Connection,
@@ -150,17 +154,27 @@ pub struct Http1Upstream {
     response_timeout: Duration,
     /// Newest at the back, taken first; expired ones leave from the front.
     idle: Mutex<VecDeque<Idle>>,
+    /// Connections open, in use or idle: each holds one.
+    slots: Arc<tokio::sync::Semaphore>,
+    /// How many [`Http1Upstream::slots`] there are.
+    max_connections: usize,
+    /// A connection went back to the pool: a call waiting for a slot
+    /// may take it.
+    returned: tokio::sync::Notify,
 }
 
 impl Http1Upstream {
-    /// Connections to `upstream`; TLS with `tls` (ALPN http/1.1) when it
-    /// is https.
+    /// Connections to `upstream`, at most `max_connections` open (in use
+    /// or idle: past it a call waits for one to come back or close); TLS
+    /// with `tls` (ALPN http/1.1) when it is https.
     pub fn new(
         upstream: &crate::config::Upstream,
         tls: &rustls::ClientConfig,
         connect_timeout: Duration,
         response_timeout: Duration,
+        max_connections: usize,
     ) -> Result<Self, crate::CaptureError> {
+        let max_connections = max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let tls = if upstream.scheme == http::uri::Scheme::HTTPS {
             let name = crate::protocol::tls_name(upstream)?;
             let mut config = tls.clone();
@@ -175,19 +189,53 @@ impl Http1Upstream {
             connect_timeout,
             response_timeout,
             idle: Mutex::new(VecDeque::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(max_connections)),
+            max_connections,
+            returned: tokio::sync::Notify::new(),
         })
     }
 
     /// A kept connection still open, or a new one; whether it was kept.
+    /// With every slot taken, waits for a connection to come back to the
+    /// pool or to close (the caller bounds the wait by
+    /// `--upstream-timeout`).
     async fn checkout(&self) -> Result<(Connection, bool), Failed> {
         loop {
-            let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop_back());
-            let Some(mut idle) = idle else { break };
-            if idle.since.elapsed() < IDLE_TIMEOUT && !idle.connection.io.closed_while_idle() {
-                return Ok((idle.connection, true));
+            // Listening before looking, so that a connection returned
+            // in between is not missed.
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(kept) = self.take_idle() {
+                return Ok((kept, true));
+            }
+            let slot = tokio::select! {
+                biased;
+                () = &mut returned => continue,
+                slot = Arc::clone(&self.slots).acquire_owned() => slot,
+            };
+            let slot = slot.map_err(|_| {
+                (
+                    ErrorKind::Connect,
+                    format!(
+                        "no connection to {} free (of {})",
+                        self.authority, self.max_connections
+                    ),
+                )
+            })?;
+            return Ok((self.connect(Arc::new(slot)).await?, false));
+        }
+    }
+
+    /// The newest idle connection still open; expired ones are closed.
+    fn take_idle(&self) -> Option<Connection> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(mut kept) = idle.pop_back() {
+            if kept.since.elapsed() < IDLE_TIMEOUT && !kept.connection.io.closed_while_idle() {
+                return Some(kept.connection);
             }
         }
-        Ok((self.connect().await?, false))
+        None
     }
 
     fn checkin(&self, connection: Connection) {
@@ -202,15 +250,17 @@ impl Http1Upstream {
         {
             idle.pop_front();
         }
-        if idle.len() < MAX_IDLE {
-            idle.push_back(Idle {
-                connection,
-                since: Instant::now(),
-            });
-        }
+        // Never more than the slots: each idle connection holds one.
+        idle.push_back(Idle {
+            connection,
+            since: Instant::now(),
+        });
+        drop(idle);
+        self.returned.notify_one();
     }
 
-    async fn connect(&self) -> Result<Connection, Failed> {
+    /// A new connection in `slot`.
+    async fn connect(&self, slot: Slot) -> Result<Connection, Failed> {
         let failed = |message: String| (ErrorKind::Connect, message);
         let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
             .await
@@ -243,6 +293,7 @@ impl Http1Upstream {
         Ok(Connection {
             io,
             read: BytesMut::with_capacity(READ_CHUNK),
+            slot,
         })
     }
 
@@ -268,7 +319,9 @@ impl Http1Upstream {
                 // left: once more, on a new one, if sending it twice is
                 // harmless (RFC 9110 §9.2.2).
                 Err(Attempt::Unanswered(_)) if kept && method.is_idempotent() => {
-                    connection = self.connect().await?;
+                    // In the same slot: the old socket is closed first.
+                    let Connection { slot, .. } = connection;
+                    connection = self.connect(slot).await?;
                     exchange_bodiless(&mut connection, &head, head_request).await
                 }
                 other => other,
@@ -387,7 +440,10 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: std::error::Error + 'static,
 {
-    let Connection { io, mut read } = connection;
+    let Connection { io, mut read, slot } = connection;
+    // The upload's task holds the slot too: the socket stays open until
+    // both halves are gone.
+    let sending_slot = Arc::clone(&slot);
     let (mut reader, mut writer) = tokio::io::split(io);
     // Armed only if the answer comes first: the rest of the upload then
     // has `bound` to finish.
@@ -419,7 +475,7 @@ where
             // the connection open).
             let _ = tokio::time::timeout(SHUTDOWN, writer.shutdown()).await;
         }
-        (writer, sent)
+        (writer, sent, sending_slot)
     });
     let (answer, upload) = {
         let answering = read_head_from(&mut reader, &mut read, head_request);
@@ -427,7 +483,7 @@ where
         tokio::select! {
             biased;
             answered = &mut answering => (answered, Upload::Going),
-            (writer, sent) = &mut sending => match sent {
+            (writer, sent, _) = &mut sending => match sent {
                 Ok(()) => (answering.await, Upload::Done(writer)),
                 // A request the client broke is answered by the proxy:
                 // whatever the upstream made of the part it got (an
@@ -447,7 +503,7 @@ where
     match upload {
         Upload::Done(writer) => {
             let io = reader.unsplit(writer);
-            Ok((head, Reader::Whole(Connection { io, read })))
+            Ok((head, Reader::Whole(Connection { io, read, slot })))
         }
         Upload::Going => {
             // Bounded: an upstream that answered, then stopped reading
@@ -456,11 +512,25 @@ where
             let _ = arm.send(tokio::time::Instant::now() + bound);
             tokio::spawn(sending);
             head.reuse = Reuse::Close;
-            Ok((head, Reader::Half { io: reader, read }))
+            Ok((
+                head,
+                Reader::Half {
+                    io: reader,
+                    read,
+                    _slot: slot,
+                },
+            ))
         }
         Upload::Failed => {
             head.reuse = Reuse::Close;
-            Ok((head, Reader::Half { io: reader, read }))
+            Ok((
+                head,
+                Reader::Half {
+                    io: reader,
+                    read,
+                    _slot: slot,
+                },
+            ))
         }
     }
 }
@@ -613,6 +683,7 @@ enum Reader {
     Half {
         io: tokio::io::ReadHalf<Stream>,
         read: BytesMut,
+        _slot: Slot,
     },
 }
 
@@ -635,7 +706,7 @@ impl Reader {
                     &mut connection.read,
                 )
             }
-            Reader::Half { io, read } => {
+            Reader::Half { io, read, .. } => {
                 read.reserve(READ_CHUNK);
                 tokio_util::io::poll_read_buf(Pin::new(io), cx, read)
             }

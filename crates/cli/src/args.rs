@@ -272,7 +272,7 @@ pub struct ConnectionArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s")]
     pub idle_timeout: String,
     /// Connections open at once; past it new ones wait until one closes
-    /// (default: from the open-files limit, (RLIMIT_NOFILE - 64) / 2).
+    /// (default: from the open-files limit, (RLIMIT_NOFILE - 64 - 4 x serving threads) / 2).
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
 }

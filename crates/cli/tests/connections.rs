@@ -16,11 +16,17 @@ mod support;
 use support::*;
 
 /// The open-files limit the binary runs under: its default
-/// `--max-connections` is then (256 - 64) / 2 = 96.
+/// `--max-connections` with one serving thread is then (256 - 64 - 4) / 2
+/// = 94.
 const NOFILE: u32 = 256;
 
-/// Silent connections opened: more than the limit lets the proxy hold.
-const SILENT: usize = 300;
+/// Silent connections opened: more than the limit lets the proxy hold
+/// (94), not so many that the machine's other tests feel them.
+const SILENT: usize = 160;
+
+/// Silent connections opened to run the proxy out of descriptors: more
+/// than `NOFILE`.
+const PAST_NOFILE: usize = 300;
 
 /// Opens `n` connections that send nothing. They connect whether or not
 /// the proxy accepts them (the kernel's backlog completes the handshake).
@@ -159,11 +165,11 @@ async fn record_closes_silent_connections_at_its_limit_and_keeps_serving() {
     let started = (Instant::now(), cpu_ticks(pid));
 
     let streams = silent(addr, SILENT);
-    // At its limit (96 open, the rest waiting): /metrics answers and
+    // At its limit (94 open, the rest waiting): /metrics answers and
     // says so; never more than the limit are open.
     eventually("the limit counted", || {
         let open = metric(admin, "reprise_connections_open");
-        assert!(open <= 96, "{open} connections open");
+        assert!(open <= 94, "{open} connections open");
         metric(admin, "reprise_connections_limited_total") >= 1
     });
     assert_eq!(get(admin, "/healthz").unwrap().0, 200);
@@ -180,7 +186,7 @@ async fn record_closes_silent_connections_at_its_limit_and_keeps_serving() {
     assert!(metric(admin, "reprise_connections_accepted_total") > SILENT as u64);
     assert_eq!(metric(admin, "reprise_accept_errors_total"), 0);
 
-    // Holding 300 connections for seconds took little CPU: no spinning
+    // Holding 160 connections for seconds took little CPU: no spinning
     // (a spinning accept loop uses a whole core).
     let wall = started.0.elapsed();
     let used = cpu_ticks(pid) - started.1;
@@ -229,7 +235,7 @@ async fn record_backs_off_accept_when_out_of_file_descriptors() {
     let admin = proxy.admin.unwrap();
     let (addr, pid) = (proxy.addr, proxy.pid());
     let started = (Instant::now(), cpu_ticks(pid));
-    let streams = silent(addr, SILENT);
+    let streams = silent(addr, PAST_NOFILE);
     all_closed_by(streams, Instant::now() + Duration::from_secs(30));
     let wall = started.0.elapsed();
     let used = cpu_ticks(pid) - started.1;
@@ -239,7 +245,7 @@ async fn record_backs_off_accept_when_out_of_file_descriptors() {
         "{used} ticks of CPU in {wall:?}: over a quarter of a core"
     );
     eventually("every silent connection counted", || {
-        header_closed(admin) == SILENT as u64
+        header_closed(admin) == PAST_NOFILE as u64
     });
     assert!(metric(admin, "reprise_accept_errors_total") >= 1);
     let (status, _) = get(addr, "/after").unwrap();
@@ -295,7 +301,7 @@ async fn record_closes_kept_alive_connections_idle_past_the_idle_timeout() {
             "--header-timeout",
             "60s",
             "--idle-timeout",
-            "1s",
+            "3s",
         ],
     );
     let admin = proxy.admin.unwrap();
@@ -497,12 +503,13 @@ fn mock_closes_silent_and_idle_connections_and_says_so_at_the_end() {
 
     let stderr = mock.stop_cleanly("-TERM");
     assert!(
-        stderr.contains("held back") && stderr.contains("300 closed by --header-timeout"),
+        stderr.contains("held back")
+            && stderr.contains(&format!("{SILENT} closed by --header-timeout")),
         "{stderr}"
     );
     assert!(stderr.contains("1 by --idle-timeout"), "{stderr}");
     assert!(
-        stderr.contains("96 connections open (--max-connections)"),
+        stderr.contains("94 connections open (--max-connections)"),
         "{stderr}"
     );
 }
@@ -523,7 +530,7 @@ async fn mirror_takes_the_connection_flags_and_applies_them() {
             "--header-timeout",
             "1s",
             "--idle-timeout",
-            "1s",
+            "3s",
             "--max-connections",
             "2",
         ],
@@ -604,4 +611,196 @@ fn bad_connection_flags_are_one_clear_error_and_exit_2() {
         }
     }
     assert!(!tape.exists());
+}
+
+/// An HTTP/1.1-only upstream that holds every answer until `release` is
+/// sent `true`: how many connections it has open now, and the most at once.
+struct HeldUpstream {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    most: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+fn held_upstream(runtime: &tokio::runtime::Runtime) -> HeldUpstream {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (release, released) = tokio::sync::watch::channel(false);
+    let counted = (Arc::clone(&open), Arc::clone(&most));
+    runtime.spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let (open, most) = (Arc::clone(&counted.0), Arc::clone(&counted.1));
+            let mut released = released.clone();
+            most.fetch_max(open.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                'calls: loop {
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match socket.read(&mut chunk).await {
+                            Ok(0) | Err(_) => break 'calls,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    if buf.starts_with(b"PRI ") {
+                        // HTTP/2's preface (the proxy asking): refused
+                        // at once, as an HTTP/1.1-only server does.
+                        let _ = socket.write_all(b"HTTP/1.1 505 \r\n\r\n").await;
+                        break;
+                    }
+                    buf.clear();
+                    if released.wait_for(|go| *go).await.is_err() {
+                        break;
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if socket.write_all(answer).await.is_err() {
+                        break;
+                    }
+                }
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    HeldUpstream {
+        addr,
+        open,
+        most,
+        release,
+    }
+}
+
+#[test]
+fn one_h2_client_cannot_spend_every_descriptor_on_upstream_connections() {
+    use std::sync::atomic::Ordering;
+    const STREAMS: usize = 150;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = held_upstream(&runtime);
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "streams.tape");
+    let proxy = Recorder::limited(
+        NOFILE,
+        &[
+            "record",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{}", upstream.addr),
+            "--out",
+            s(&tape),
+            "--admin",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+        ],
+    );
+    let (addr, admin) = (proxy.addr, proxy.admin.unwrap());
+    // One h2c connection, every call on it at once: each is forwarded
+    // over HTTP/1.1 and needs an upstream connection of its own.
+    let calls = runtime.spawn(async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(connection);
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..STREAMS {
+            let mut sender = sender.clone();
+            calls.spawn(async move {
+                let request = http::Request::get(format!("http://{addr}/call/{i}"))
+                    .body(http_body_util::Empty::<bytes::Bytes>::new())
+                    .unwrap();
+                match sender.send_request(request).await {
+                    Ok(response) => Ok(response.status().as_u16()),
+                    Err(e) => Err(e.to_string()),
+                }
+            });
+        }
+        calls.join_all().await
+    });
+    // The proxy opens upstream connections up to its budget and no
+    // further; /metrics and /healthz answer meanwhile.
+    eventually("upstream connections opened", || {
+        upstream.open.load(Ordering::SeqCst) >= 32
+    });
+    assert_eq!(get(admin, "/healthz").unwrap().0, 200);
+    let _ = metric(admin, "reprise_connections_open");
+    upstream.release.send(true).unwrap();
+    let statuses = runtime.block_on(calls).unwrap();
+    let most = upstream.most.load(Ordering::SeqCst);
+    assert!(most <= 94, "{most} upstream connections at once");
+    assert!(
+        statuses.iter().all(|status| status == &Ok(200)),
+        "{statuses:?}"
+    );
+    assert_eq!(metric(admin, "reprise_accept_errors_total"), 0);
+    proxy.stop_cleanly("-TERM");
+}
+
+/// An upstream whose every answer is a body without end (in practice:
+/// far more than any socket buffer holds).
+fn endless_upstream() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !data.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = b"HTTP/1.1 200 OK\r\ncontent-length: 1099511627776\r\n\r\n";
+                if socket.write_all(head).is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                while socket.write_all(&chunk).is_ok() {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn a_client_that_stops_reading_its_answer_is_closed_after_the_idle_timeout() {
+    let upstream = endless_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "unread.tape");
+    let proxy = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--admin", "127.0.0.1:0", "--idle-timeout", "2s"],
+    );
+    let admin = proxy.admin.unwrap();
+    // Asks for the answer, never reads it.
+    let mut unread = TcpStream::connect(proxy.addr).unwrap();
+    unread
+        .write_all(b"GET /large HTTP/1.1\r\nhost: shop\r\n\r\n")
+        .unwrap();
+    eventually("the stalled connection closed", || {
+        metric(
+            admin,
+            "reprise_connections_closed_total{reason=\"idle_timeout\"}",
+        ) == 1
+    });
+    assert_eq!(metric(admin, "reprise_connections_open"), 0);
+    drop(unread);
+    proxy.stop_cleanly("-TERM");
 }

@@ -184,6 +184,8 @@ async fn an_h2_upload_without_length_goes_chunked_and_h1_trailers_come_back_as_h
     );
     assert!(lower.contains("\r\ncookie: a=1; b=2\r\n"), "{head}");
     assert_eq!(lower.matches("cookie:").count(), 1, "{head}");
+    // `TE` is not sent without `Connection: te` (RFC 9110 §10.1.4).
+    assert!(!lower.contains("\r\nte:"), "{head}");
     let body = String::from_utf8(body).unwrap();
     assert!(body.ends_with("0\r\n\r\n"), "{body:?}");
     assert!(
@@ -610,5 +612,120 @@ fn an_invalid_chunked_request_body_is_a_400_and_never_reaches_the_upstream_whole
         answer.contains("reprise: the request body is not valid"),
         "{answer}"
     );
+    proxy.stop_cleanly("-TERM");
+}
+
+/// An upstream that speaks HTTP/2 only (as tonic, or nginx with `listen
+/// ... http2`), on a listener whose accept queue is full until the test
+/// says `serve`: until then a new connection to it times out.
+fn h2_only_upstream_later() -> (SocketAddr, mpsc::Sender<()>) {
+    let (addr_tx, addr_rx) = mpsc::channel();
+    let (serve_tx, serve_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let listener = socket.listen(0).unwrap();
+            addr_tx.send(listener.local_addr().unwrap()).unwrap();
+            let _ = tokio::task::spawn_blocking(move || serve_rx.recv()).await;
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(|_| async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"h2 only")),
+                        ))
+                    });
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+                });
+            }
+        });
+    });
+    (addr_rx.recv().unwrap(), serve_tx)
+}
+
+#[test]
+fn a_probe_that_reaches_nobody_in_time_is_asked_again() {
+    let (addr, serve) = h2_only_upstream_later();
+    // Fills the accept queue: the next connection waits for an accept
+    // that does not come, and times out.
+    let mut queued = Vec::new();
+    while let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        queued.push(stream);
+        assert!(queued.len() < 64, "the accept queue never filled");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "later.tape");
+    let proxy = Recorder::start(
+        &format!("http://{addr}"),
+        &tape,
+        &["--connect-timeout", "1s"],
+    );
+    let url = proxy.url("/item");
+    let (out, _) = curl(&["--http2-prior-knowledge", "-w", SHOWN, &url]);
+    assert!(out.ends_with(" 2") && !out.contains("200"), "{out}");
+
+    serve.send(()).unwrap();
+    drop(queued);
+    let (out, _) = curl(&["--http2-prior-knowledge", "-w", SHOWN, &url]);
+    assert_eq!(out, "h2 only 200 2");
+    proxy.stop_cleanly("-TERM");
+}
+
+/// The issue's own case: an upstream that answers `200` as soon as the
+/// request head arrives, without reading the body, and a client whose
+/// bad chunk comes in the same write as its head. The proxy finds the
+/// fault while it sends the head, before the upstream's answer can come
+/// back, and answers the client's fault itself.
+#[test]
+fn an_invalid_chunk_sent_with_the_head_is_a_400_even_from_an_eager_upstream() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let upstream = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                socket
+                    .set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !data.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+                // Holds the connection until the proxy closes it.
+                while matches!(socket.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "eager.tape");
+    let proxy = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--upstream-protocol", "h1"],
+    );
+    for _ in 0..5 {
+        let answer = raw_call(
+            proxy.addr,
+            b"POST /upload HTTP/1.1\r\nhost: shop\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nZZ\r\n\r\n",
+        );
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+        assert!(
+            answer.contains("reprise: the request body is not valid"),
+            "{answer}"
+        );
+    }
     proxy.stop_cleanly("-TERM");
 }

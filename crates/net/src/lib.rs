@@ -10,6 +10,7 @@ pub mod probe;
 pub mod reflection;
 pub mod stream;
 pub mod tls;
+pub mod versions;
 
 use http::HeaderMap;
 use reprise_model::GrpcStatus;

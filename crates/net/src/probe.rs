@@ -1,5 +1,6 @@
-//! Which HTTP version an upstream speaks, asked once when a proxy
-//! starts (`--upstream-protocol`): over TLS, what ALPN settles on; in
+//! Which HTTP version an upstream speaks (`--upstream-protocol`), asked
+//! at start with `h2` and at the first call that needs the answer with
+//! `auto`: over TLS, what ALPN settles on; in
 //! cleartext, whether the upstream answers HTTP/2's connection preface
 //! with a SETTINGS frame (prior knowledge, RFC 9113 §3.3). An HTTP/1.1
 //! server reads the preface as a request line it does not know and
@@ -17,7 +18,7 @@ use tokio::net::TcpStream;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UpstreamProtocol {
     /// gRPC, and calls that came in over HTTP/2 when the upstream speaks
-    /// it (ALPN h2, or an h2c probe at start), over HTTP/2; everything
+    /// it (ALPN h2, or an h2c probe at the first such call), over HTTP/2; everything
     /// else over HTTP/1.1.
     #[default]
     Auto,
@@ -26,19 +27,6 @@ pub enum UpstreamProtocol {
     /// HTTP/2 for every call (prior knowledge for http, ALPN for https);
     /// an upstream that does not speak it is an error at start.
     H2,
-}
-
-impl std::str::FromStr for UpstreamProtocol {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(UpstreamProtocol::Auto),
-            "h1" | "http1" | "http/1.1" => Ok(UpstreamProtocol::H1),
-            "h2" | "http2" => Ok(UpstreamProtocol::H2),
-            _ => Err(format!("{text:?}: expected auto, h1 or h2")),
-        }
-    }
 }
 
 /// The probe could not tell: the upstream could not be reached.
@@ -81,51 +69,74 @@ const GOAWAY: &[u8] = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00
 /// Whether the server at `authority` (`host:port`) speaks HTTP/2: with
 /// `tls` (its configuration and the name to check), whether ALPN agrees
 /// on h2; without, whether it answers the h2c preface. `within` bounds
-/// the whole probe.
+/// each step on its own: a connection or a TLS handshake that does not
+/// finish in time is a [`ProbeError::Connect`] or [`ProbeError::Tls`]
+/// (nothing was reached: the caller may ask again); only an upstream
+/// that took the preface and did not answer it in time is a
+/// [`ProbeError::Timeout`].
 pub async fn speaks_h2(
     authority: &str,
     tls: Option<(&rustls::ClientConfig, ServerName<'static>)>,
     within: Duration,
 ) -> Result<bool, ProbeError> {
-    let timeout = || ProbeError::Timeout {
-        authority: authority.to_string(),
-        after: within,
+    let timed_out = || {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer within {within:?}"),
+        )
     };
-    tokio::time::timeout(within, probe(authority, tls))
-        .await
-        .map_err(|_| timeout())?
-}
-
-async fn probe(
-    authority: &str,
-    tls: Option<(&rustls::ClientConfig, ServerName<'static>)>,
-) -> Result<bool, ProbeError> {
-    let tcp = TcpStream::connect(authority)
-        .await
-        .map_err(|source| ProbeError::Connect {
-            authority: authority.to_string(),
-            source,
-        })?;
+    let tcp = match tokio::time::timeout(within, TcpStream::connect(authority)).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(source)) => {
+            return Err(ProbeError::Connect {
+                authority: authority.to_string(),
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(ProbeError::Connect {
+                authority: authority.to_string(),
+                source: timed_out(),
+            });
+        }
+    };
     let _ = tcp.set_nodelay(true);
     if let Some((config, name)) = tls {
         let mut config = config.clone();
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let mut session = connector
-            .connect(name, tcp)
-            .await
-            .map_err(|source| ProbeError::Tls {
-                authority: authority.to_string(),
-                source,
-            })?;
+        let mut session = match tokio::time::timeout(within, connector.connect(name, tcp)).await {
+            Ok(Ok(session)) => session,
+            Ok(Err(source)) => {
+                return Err(ProbeError::Tls {
+                    authority: authority.to_string(),
+                    source,
+                });
+            }
+            Err(_) => {
+                return Err(ProbeError::Tls {
+                    authority: authority.to_string(),
+                    source: timed_out(),
+                });
+            }
+        };
         let h2 = session.get_ref().1.alpn_protocol() == Some(b"h2");
         let _ = session.shutdown().await;
         return Ok(h2);
     }
-    let mut tcp = tcp;
+    tokio::time::timeout(within, preface(tcp))
+        .await
+        .map_err(|_| ProbeError::Timeout {
+            authority: authority.to_string(),
+            after: within,
+        })
+}
+
+/// Sends the h2c preface and reads the answer's first frame header.
+async fn preface(mut tcp: TcpStream) -> bool {
     if tcp.write_all(PREFACE).await.is_err() {
         // Closed as the preface arrived: not an HTTP/2 server.
-        return Ok(false);
+        return false;
     }
     // The server's preface is a SETTINGS frame: 9 bytes of frame header,
     // type 4, no ACK flag, stream 0.
@@ -133,7 +144,7 @@ async fn probe(
     let mut read = 0;
     while read < header.len() {
         match tcp.read(&mut header[read..]).await {
-            Ok(0) | Err(_) => return Ok(false),
+            Ok(0) | Err(_) => return false,
             Ok(n) => read += n,
         }
     }
@@ -141,21 +152,13 @@ async fn probe(
     if settings {
         let _ = tcp.write_all(GOAWAY).await;
     }
-    Ok(settings)
+    settings
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    #[test]
-    fn protocols_parse() {
-        assert_eq!("auto".parse(), Ok(UpstreamProtocol::Auto));
-        assert_eq!("H2".parse(), Ok(UpstreamProtocol::H2));
-        assert_eq!("h1".parse(), Ok(UpstreamProtocol::H1));
-        assert!("h3".parse::<UpstreamProtocol>().is_err());
-    }
 
     /// A server that answers anything with an HTTP/1.1 400, as an
     /// HTTP/1.1-only server does to the preface; and one that sends a
@@ -205,5 +208,30 @@ mod tests {
             "{answer:?}"
         );
         drop(held);
+    }
+
+    /// An upstream whose accept queue is full takes no new connection:
+    /// the probe reached nobody, which is not a "no".
+    #[tokio::test]
+    async fn a_connection_that_does_not_finish_is_not_a_timeout_of_the_preface() {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut queued = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(error)) => panic!("{error}"),
+                Err(_) => break,
+            }
+            assert!(queued.len() < 64, "the accept queue never filled");
+        }
+        let answer = speaks_h2(&addr.to_string(), None, Duration::from_millis(200)).await;
+        assert!(
+            matches!(answer, Err(ProbeError::Connect { .. })),
+            "{answer:?}"
+        );
+        drop(listener);
     }
 }

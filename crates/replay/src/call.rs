@@ -140,10 +140,11 @@ impl CallBuilder {
         if upgraded || request.method.eq_ignore_ascii_case("CONNECT") {
             return Err(Skip::Upgraded);
         }
+        // gRPC-Web is made for HTTP/1.1: only gRPC proper needs HTTP/2.
         let grpc = exchange.protocol() == Protocol::Grpc
             || request.headers.iter().any(|h| {
                 h.name.eq_ignore_ascii_case("content-type")
-                    && h.value.starts_with(b"application/grpc")
+                    && reprise_net::versions::needs_h2_content_type(&h.value)
             });
         let wire = match (self.protocol, exchange.protocol()) {
             (ProtocolChoice::Http1, _) if grpc => return Err(Skip::GrpcNeedsHttp2),
@@ -298,6 +299,10 @@ impl CallBuilder {
             // --set-header would fail every call.
             reprise_net::hop::strip_hop_by_hop(&mut headers, false);
         }
+        if wire == Wire::Http1 {
+            // A call recorded over HTTP/2 may have its cookie split.
+            reprise_net::versions::join_cookies(&mut headers);
+        }
         if wire == Wire::Http1
             && let Ok(host) = HeaderValue::from_str(authority)
         {
@@ -447,6 +452,27 @@ mod tests {
             Outcome::of_answer(&answered(200, Some(0)), 200, None),
             Outcome::Ok
         );
+    }
+
+    #[test]
+    fn grpc_web_and_split_cookies_go_over_http1() {
+        let mut recorded = exchange(Protocol::Http2, "/shop.Shop/Get");
+        let request = recorded.request.as_mut().unwrap();
+        request.headers.push(Header::new("cookie", "a=1"));
+        request.headers.push(Header::new("cookie", "b=2"));
+        request
+            .headers
+            .push(Header::new("content-type", "application/grpc-web+proto"));
+        let call = CallBuilder::new(
+            Target::parse("http://127.0.0.1:9").unwrap(),
+            Rewrites::default(),
+            ProtocolChoice::Http1,
+        )
+        .build(&recorded, 0)
+        .unwrap();
+        assert_eq!(call.wire, Wire::Http1);
+        let cookies: Vec<_> = call.headers.get_all("cookie").iter().collect();
+        assert_eq!(cookies, ["a=1; b=2"]);
     }
 
     #[test]

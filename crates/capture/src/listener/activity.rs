@@ -28,11 +28,32 @@ pub(super) struct Activity {
     /// between its calls are control frames (PING, WINDOW_UPDATE), not
     /// the start of a request head.
     pub(super) h2: AtomicBool,
-    /// A call started or ended, or bytes came while none was in flight.
+    /// Bytes written to the client (before TLS).
+    pub(super) written: AtomicU64,
+    /// The last write found the client's socket full: the client is not
+    /// reading what it is sent.
+    pub(super) write_blocked: AtomicBool,
+    /// A call started or ended, bytes came while none was in flight, or
+    /// a write found the client's socket full.
     pub(super) changed: Notify,
 }
 
 impl Activity {
+    fn on_write(&self, written: &Poll<std::io::Result<usize>>) {
+        match written {
+            Poll::Pending => {
+                if !self.write_blocked.swap(true, Ordering::AcqRel) {
+                    self.changed.notify_one();
+                }
+            }
+            Poll::Ready(Ok(n)) if *n > 0 => {
+                self.written.fetch_add(*n as u64, Ordering::AcqRel);
+                self.write_blocked.store(false, Ordering::Release);
+            }
+            Poll::Ready(_) => {}
+        }
+    }
+
     fn on_read(&self, bytes: &[u8]) {
         let before = self.read.fetch_add(bytes.len() as u64, Ordering::AcqRel);
         if before == 0 && bytes.starts_with(b"PRI ") {
@@ -80,7 +101,10 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let written = this.inner.poll_write(cx, buf);
+        this.activity.on_write(&written);
+        written
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -96,7 +120,10 @@ impl<T: AsyncWrite> AsyncWrite for Watched<T> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let written = this.inner.poll_write_vectored(cx, bufs);
+        this.activity.on_write(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,7 +1,7 @@
 //! Serving one connection under its clocks: `--header-timeout` from its
 //! start (and, over HTTP/1.1, from each later head's first byte),
-//! `--idle-timeout` between calls, and a graceful close when told to
-//! stop.
+//! `--idle-timeout` between calls and while the client's socket stays
+//! full, and a graceful close when told to stop.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -100,6 +100,8 @@ enum Waiting {
     Head,
     /// For its next call.
     Idle,
+    /// For the client to read what it is sent (its socket is full).
+    Send,
 }
 
 /// Watches a connection's clocks while it is served.
@@ -121,9 +123,23 @@ impl Watch<'_> {
         let mut closing: Option<Instant> = None;
         // Told to stop: the server's drain bounds what is left.
         let mut stopped = false;
+        // The client's socket was found full then, this much written.
+        let mut blocked_since: Option<(Instant, u64)> = None;
         loop {
+            let written = self.activity.written.load(Ordering::Acquire);
+            if !self.activity.write_blocked.load(Ordering::Acquire)
+                || blocked_since.is_some_and(|(_, then)| written > then)
+            {
+                blocked_since = None;
+            }
             let clock = if let Some(cut) = closing {
                 Some((cut, None))
+            } else if self.activity.write_blocked.load(Ordering::Acquire) {
+                // A client that stops reading (a large answer it never
+                // reads) would keep its place forever: nothing written
+                // for --idle-timeout closes it, like nginx's send_timeout.
+                let (since, _) = *blocked_since.get_or_insert((Instant::now(), written));
+                Some((since + self.limits.idle_timeout, Some(Waiting::Send)))
             } else if stopped || self.activity.in_flight.load(Ordering::Acquire) > 0 {
                 (idle_since, head_since) = (None, None);
                 None
@@ -148,6 +164,15 @@ impl Watch<'_> {
                     // Nothing worth a goodbye came: cut it.
                     Some(Waiting::Head) => {
                         self.metrics.closed_header_timeout.inc();
+                        return;
+                    }
+                    Some(Waiting::Send) => {
+                        // Written meanwhile: it reads, slowly.
+                        let now = self.activity.written.load(Ordering::Acquire);
+                        if blocked_since.is_some_and(|(_, then)| now > then) {
+                            continue;
+                        }
+                        self.metrics.closed_idle_timeout.inc();
                         return;
                     }
                     Some(Waiting::Idle) => {

@@ -18,7 +18,9 @@
 //!   after its first: a kept-alive HTTP/1.1 connection, or an HTTP/2 one
 //!   with no open stream, is closed (gracefully: HTTP/2 gets a GOAWAY)
 //!   once it has been idle that long. Over HTTP/1.1 the next request's
-//!   head has `--header-timeout` from its first byte.
+//!   head has `--header-timeout` from its first byte. It also bounds a
+//!   client that stops reading: a connection whose socket stays full
+//!   (nothing written) that long is closed, in a call or not.
 //!
 //! The default `--max-connections` is sized from `RLIMIT_NOFILE` (see
 //! [`ConnectionLimits::default_max_connections`]).
@@ -45,6 +47,12 @@ pub use gate::{Accepted, ConnectionGate};
 /// connections ([`ADMIN_CONNECTIONS`]) and a margin.
 pub const RESERVED_FDS: u64 = 64;
 
+/// File descriptors kept back for each serving thread on top of
+/// [`RESERVED_FDS`]: its runtime's epoll and waker, the connection it
+/// holds while it waits for a place, and its HTTP/2 connection to the
+/// upstream.
+pub const FDS_PER_THREAD: u64 = 4;
+
 /// Connections the admin endpoint (`/metrics`, `/healthz`) serves at
 /// once; its descriptors are within [`RESERVED_FDS`], so it answers
 /// while the proxy is at `--max-connections`.
@@ -69,7 +77,7 @@ pub struct ConnectionLimits {
 impl Default for ConnectionLimits {
     fn default() -> Self {
         ConnectionLimits {
-            max_connections: ConnectionLimits::default_max_connections(),
+            max_connections: ConnectionLimits::default_max_connections(1),
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
         }
@@ -78,16 +86,19 @@ impl Default for ConnectionLimits {
 
 impl ConnectionLimits {
     /// Half of what `RLIMIT_NOFILE` (the soft limit) leaves after
-    /// [`RESERVED_FDS`]: each client connection may hold a connection to
-    /// the upstream (the proxy's pool, the mock's `--fallthrough`), so a
-    /// full house uses two descriptors a connection and still leaves the
-    /// reserve for the tape and the admin endpoint. With `ulimit -n 1024`
-    /// that is 480; with 256, 96. At least 1; 4096 if the limit cannot be
-    /// read, and no more than that when it is unlimited.
-    pub fn default_max_connections() -> usize {
+    /// [`RESERVED_FDS`] and [`FDS_PER_THREAD`] for each of `threads`
+    /// serving threads: each client connection may hold a connection to
+    /// the upstream (the proxy's HTTP/1.1 pools, bounded by this same
+    /// number, the mock's `--fallthrough`), so a full house uses two
+    /// descriptors a connection and still leaves the reserve for the
+    /// tape and the admin endpoint. With one thread, under `ulimit -n
+    /// 1024` that is 478; under 256, 94. At least 1; 4096 if the limit
+    /// cannot be read, and no more than that when it is unlimited.
+    pub fn default_max_connections(threads: usize) -> usize {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        let reserved = RESERVED_FDS + FDS_PER_THREAD * threads.max(1) as u64;
         match limit {
-            Some(limit) => usize::try_from(limit.saturating_sub(RESERVED_FDS) / 2)
+            Some(limit) => usize::try_from(limit.saturating_sub(reserved) / 2)
                 .unwrap_or(usize::MAX)
                 .max(1),
             None => FALLBACK_MAX_CONNECTIONS,
@@ -102,12 +113,13 @@ mod tests {
     #[test]
     fn the_default_limit_leaves_the_reserve_and_two_descriptors_a_connection() {
         let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
-        let max = ConnectionLimits::default_max_connections();
+        let max = ConnectionLimits::default_max_connections(3);
         match limit {
             Some(limit) => {
                 assert!(max >= 1);
-                if limit > RESERVED_FDS {
-                    assert_eq!(max as u64, (limit - RESERVED_FDS) / 2);
+                let reserved = RESERVED_FDS + 3 * FDS_PER_THREAD;
+                if limit > reserved {
+                    assert_eq!(max as u64, (limit - reserved) / 2);
                 }
             }
             None => assert_eq!(max, FALLBACK_MAX_CONNECTIONS),

@@ -214,7 +214,7 @@ impl Mock {
         // gRPC calls never fall through: a stream the recording answers as
         // it goes must not wait for its whole request first.
         let fallthrough = match &self.fallthrough {
-            Some(fallthrough) if !reprise_tower::is_grpc(request.headers()) => fallthrough,
+            Some(fallthrough) if !reprise_net::versions::needs_h2(request.headers()) => fallthrough,
             _ => return self.from_recording(request).await,
         };
         // The body is kept whole, to be sent on if the recording misses.
@@ -389,6 +389,9 @@ impl Fallthrough {
             Some(versions) => versions.over_h2(false, version).await,
             None => false,
         };
+        if !h2 {
+            reprise_net::versions::join_cookies(&mut headers);
+        }
         let sent = target.map_err(|e| e.to_string()).map(|target| {
             let mut request = Request::new(Full::new(body));
             *request.method_mut() = method;
@@ -449,7 +452,8 @@ impl Fallthrough {
 /// Serves until SIGINT or SIGTERM; exit 1 when a call was missed.
 pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     let options = options(args)?;
-    let limits = limits(&args.connections)?;
+    // The mock serves on one thread.
+    let limits = limits(&args.connections, 1)?;
     let listen: SocketAddr = args.listen.parse().with_context(|| {
         format!(
             "--listen {:?}: expected IP:PORT, such as 127.0.0.1:8081",

@@ -79,7 +79,10 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     config.upstream_protocol = args.upstream_protocol.into();
     config.connect_timeout = duration("--connect-timeout", &args.connect_timeout)?;
     config.response_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
-    config.limits = limits(&args.connections)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(reprise_capture::default_serving_threads);
+    config.limits = limits(&args.connections, threads)?;
     config.drain_timeout = duration("--drain-timeout", &args.drain_timeout)?;
     if args.queue == 0 {
         bail!("--queue must be at least 1");
@@ -92,8 +95,9 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     Ok(config)
 }
 
-/// `--max-connections`, `--header-timeout` and `--idle-timeout`.
-pub(crate) fn limits(args: &ConnectionArgs) -> anyhow::Result<ConnectionLimits> {
+/// `--max-connections` (its default sized for `threads` serving
+/// threads), `--header-timeout` and `--idle-timeout`.
+pub(crate) fn limits(args: &ConnectionArgs, threads: usize) -> anyhow::Result<ConnectionLimits> {
     let above_zero = |flag: &str, text: &str| {
         let value = duration(flag, text)?;
         if value.is_zero() {
@@ -104,7 +108,7 @@ pub(crate) fn limits(args: &ConnectionArgs) -> anyhow::Result<ConnectionLimits> 
     let max_connections = match args.max_connections {
         Some(0) => bail!("--max-connections 0 would serve nobody: give at least 1"),
         Some(n) => n,
-        None => ConnectionLimits::default_max_connections(),
+        None => ConnectionLimits::default_max_connections(threads),
     };
     Ok(ConnectionLimits {
         max_connections,
