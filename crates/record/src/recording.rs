@@ -931,20 +931,24 @@ impl Captured {
                 None => r.string(4, &parts.path),
             }
             write_fields(r, 5, parts.request_fields, redactor, request_head);
-            let decoded = bodies
-                && write_body(
+            let (decoded, capped) = if bodies {
+                write_body(
                     r,
                     6,
                     request_body,
                     parts.request_fields,
                     redactor,
+                    origin.max_body,
                     request_body_notes,
-                );
+                )
+            } else {
+                (false, false)
+            };
             if let Some(trailers) = parts.request_trailers {
                 write_fields(r, 7, trailers, redactor, request_trailer);
             }
             r.uint(8, request_body.size);
-            r.bool(9, request_body.truncated || request_cut);
+            r.bool(9, request_body.truncated || request_cut || capped);
             r.bool(10, decoded);
         });
         if let Some((status, headers)) = parts.response {
@@ -952,13 +956,24 @@ impl Captured {
                 r.uint(1, u64::from(status.as_u16()));
                 r.string(2, status.canonical_reason().unwrap_or(""));
                 write_fields(r, 3, headers, redactor, response_head);
-                let decoded = bodies
-                    && write_body(r, 4, response_body, headers, redactor, response_body_notes);
+                let (decoded, capped) = if bodies {
+                    write_body(
+                        r,
+                        4,
+                        response_body,
+                        headers,
+                        redactor,
+                        origin.max_body,
+                        response_body_notes,
+                    )
+                } else {
+                    (false, false)
+                };
                 if let Some(trailers) = parts.response_trailers {
                     write_fields(r, 5, trailers, redactor, response_trailer);
                 }
                 r.uint(6, response_body.size);
-                r.bool(7, response_body.truncated || response_cut);
+                r.bool(7, response_body.truncated || response_cut || capped);
                 r.bool(8, decoded);
                 if let Some(grpc) = &parts.grpc_status {
                     r.prost(9, grpc);
@@ -1076,15 +1091,18 @@ fn write_fields(
 
 /// Writes a body's kept bytes as `field`, after the body rules (which see
 /// the head's fields as redacted); what they redacted goes to `notes`.
-/// Whether the body written is the original without its Content-Encoding.
+/// A compressed body is inflated to at most `max_body` bytes. Whether the
+/// body written is the original without its Content-Encoding, and whether
+/// it was cut at `max_body` once decoded.
 fn write_body(
     w: &mut MessageWriter<'_>,
     field: u32,
     body: &BodyCapture,
     head: Fields<'_>,
     redactor: &Redactor,
+    max_body: usize,
     notes: &mut Vec<String>,
-) -> bool {
+) -> (bool, bool) {
     let seen = |name: &str| match redactor.header_rule(name.as_bytes()) {
         Some(_) => head.header(name).map(|_| MARKER),
         None => head.header_str(name),
@@ -1098,17 +1116,18 @@ fn write_body(
             content_encoding: seen("content-encoding"),
             truncated: body.truncated,
             decoded: false,
+            limit: Some(max_body),
         };
         if let Some(done) = redactor.redact_body(&whole, head) {
             notes.extend(done.notes);
             w.bytes(field, &done.body);
-            return done.decoded;
+            return (done.decoded, done.truncated);
         }
         w.bytes(field, &whole);
-        return false;
+        return (false, false);
     }
     w.bytes_in_pieces(field, body.kept, body.frames().map(|(_, frame)| frame));
-    false
+    (false, false)
 }
 
 #[cfg(test)]

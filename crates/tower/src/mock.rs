@@ -607,6 +607,7 @@ impl MockStore {
                 .and_then(|v| v.to_str().ok()),
             truncated: body.len() >= store.options().max_body,
             decoded: false,
+            limit: Some(store.options().max_body),
         };
         let (path_and_query, body) =
             store

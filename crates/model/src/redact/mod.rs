@@ -89,6 +89,10 @@ pub struct BodyHead<'a> {
     pub truncated: bool,
     /// It is already stored without its Content-Encoding.
     pub decoded: bool,
+    /// Most decoded bytes a compressed body is inflated to and stored
+    /// (the size cap, `--max-body`); `None`: [`coding::MAX_DECODED`]. A
+    /// body that inflates past it is read as cut there.
+    pub limit: Option<usize>,
 }
 
 /// What the body rules did to one body.
@@ -102,6 +106,8 @@ pub struct BodyRedaction {
     /// What was redacted: each JSON path that selected something,
     /// `form:NAME` for form fields, or `unparsed`.
     pub notes: Vec<String>,
+    /// `body` is a prefix: the decoded body was cut at [`BodyHead::limit`].
+    pub truncated: bool,
 }
 
 impl BodyRedaction {
@@ -110,6 +116,7 @@ impl BodyRedaction {
             body: MARKER.as_bytes().to_vec(),
             decoded: encoded,
             notes: vec!["unparsed".to_string()],
+            truncated: false,
         }
     }
 }
@@ -132,11 +139,15 @@ fn essence(content_type: Option<&str>) -> String {
 /// Whether a body looks like JSON: its content type says so, or it starts
 /// (after white space) as a JSON object or array does.
 fn looks_json(essence: &str, body: &[u8]) -> bool {
-    essence.contains("json")
-        || matches!(
-            body.iter().find(|b| !b.is_ascii_whitespace()),
-            Some(b'{' | b'[')
-        )
+    essence.contains("json") || sniffs_json(body)
+}
+
+/// Whether a body starts (after white space) as a JSON object or array.
+fn sniffs_json(body: &[u8]) -> bool {
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 /// The redaction rules in force.
@@ -231,10 +242,12 @@ impl Redactor {
                 content_encoding: request.headers.header_str("content-encoding"),
                 truncated: request.body_truncated,
                 decoded: request.body_decoded,
+                limit: None,
             };
             if let Some(done) = self.redact_body(&request.body, head) {
                 request.body = done.body.into();
                 request.body_decoded |= done.decoded;
+                request.body_truncated |= done.truncated;
                 notes.extend(done.notes.iter().map(|n| format!("request.body:{n}")));
             }
         }
@@ -246,10 +259,12 @@ impl Redactor {
                 content_encoding: response.headers.header_str("content-encoding"),
                 truncated: response.body_truncated,
                 decoded: response.body_decoded,
+                limit: None,
             };
             if let Some(done) = self.redact_body(&response.body, head) {
                 response.body = done.body.into();
                 response.body_decoded |= done.decoded;
+                response.body_truncated |= done.truncated;
                 notes.extend(done.notes.iter().map(|n| format!("response.body:{n}")));
             }
         }
@@ -292,6 +307,7 @@ impl Redactor {
             content_encoding: request.headers.header_str("content-encoding"),
             truncated: request.body_truncated,
             decoded: request.body_decoded,
+            limit: None,
         };
         let (path, body) = self.redact_call(&request.path, &request.body, head);
         if matches!((&path, &body), (Cow::Borrowed(_), Cow::Borrowed(_))) {
@@ -366,14 +382,20 @@ impl Redactor {
             return None;
         }
         let encoded = !head.decoded && coding::is_encoded(head.content_encoding);
+        // Inflated no further than may be stored: a bomb costs the size
+        // cap, and what is past it is read as cut.
+        let mut capped = false;
         let plain: Cow<'_, [u8]> = if encoded {
-            match coding::decode(
+            match coding::decode_capped(
                 head.content_encoding.unwrap_or(""),
                 body,
-                coding::MAX_DECODED,
+                head.limit.unwrap_or(coding::MAX_DECODED),
                 head.truncated,
             ) {
-                Ok(Some(plain)) => Cow::Owned(plain),
+                Ok(Some((plain, cut))) => {
+                    capped = cut;
+                    Cow::Owned(plain)
+                }
                 Ok(None) => Cow::Borrowed(body),
                 // Unreadable: what it holds cannot be told.
                 Err(_) => return Some(BodyRedaction::unparsed(true)),
@@ -381,8 +403,13 @@ impl Redactor {
         } else {
             Cow::Borrowed(body)
         };
+        let cut = head.truncated || capped;
         let essence = essence(head.content_type);
-        let kind = if essence == "application/x-www-form-urlencoded" {
+        // JSON is found by its content whatever the content type says (a
+        // JSON body sent as a form, jQuery's default, is JSON all the same).
+        let kind = if !self.json.is_empty() && sniffs_json(&plain) {
+            BodyKind::Json
+        } else if essence == "application/x-www-form-urlencoded" {
             BodyKind::Form
         } else if essence.starts_with("multipart/") {
             BodyKind::Multipart(head.content_type.and_then(form::boundary))
@@ -394,7 +421,7 @@ impl Redactor {
         let outcome = match kind {
             BodyKind::Form if !self.form.is_empty() => form::redact_pairs(&plain, &self.form),
             BodyKind::Multipart(Some(boundary)) if !self.form.is_empty() => {
-                form::redact_multipart(&plain, boundary, &self.form)
+                form::redact_multipart(&plain, boundary, &self.form, cut)
             }
             BodyKind::Multipart(None) if !self.form.is_empty() => Outcome::Unparsed,
             BodyKind::Json if !self.json.is_empty() => self.redact_json(&plain),
@@ -415,6 +442,7 @@ impl Redactor {
                 Some(BodyRedaction {
                     body,
                     decoded: encoded,
+                    truncated: capped,
                     notes: notes
                         .iter()
                         .map(|n| {
@@ -700,6 +728,63 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_sent_as_a_form_is_read_as_json() {
+        for content_type in [
+            "application/x-www-form-urlencoded; charset=UTF-8",
+            "multipart/form-data; boundary=b1",
+        ] {
+            let mut ex = request(
+                "/",
+                &[("content-type", content_type)],
+                br#"{"user":"ann","password":"hunter2"}"#,
+            );
+            Redactor::new()
+                .json_path("$..password")
+                .unwrap()
+                .apply(&mut ex);
+            let stored = ex.request.unwrap();
+            assert!(!holds(&stored.body, "hunter2"), "{content_type}");
+            assert!(holds(&stored.body, "ann"), "{content_type}");
+        }
+    }
+
+    #[test]
+    fn a_bomb_inflates_no_further_than_the_limit() {
+        // 8 MiB of zeros behind a form field: a few KiB compressed.
+        let mut form = b"a=1&password=hunter2&pad=".to_vec();
+        form.resize(8 << 20, b'0');
+        let bomb = gzip(&form);
+        assert!(bomb.len() < 64 << 10);
+        let head = BodyHead {
+            content_type: Some("application/x-www-form-urlencoded"),
+            content_encoding: Some("gzip"),
+            truncated: false,
+            decoded: false,
+            limit: Some(1024),
+        };
+        // Default rules: the prefix is read as cut, redacted, and stored
+        // decoded no longer than the limit (plus the marker), flagged.
+        let done = Redactor::new().redact_body(&bomb, head).unwrap();
+        assert!(done.truncated && done.decoded);
+        assert!(done.body.len() <= 1024 + ENCODED_MARKER.len());
+        assert!(done.body.starts_with(b"a=1&password=%5Bredacted%5D&pad=00"));
+        // JSON cut at the limit cannot be read: the marker.
+        let mut json = br#"{"password":"hunter2","pad":""#.to_vec();
+        json.resize(8 << 20, b'0');
+        json.extend_from_slice(b"\"}");
+        let head = BodyHead {
+            content_type: Some("application/json"),
+            ..head
+        };
+        let done = Redactor::none()
+            .json_path("$.password")
+            .unwrap()
+            .redact_body(&gzip(&json), head)
+            .unwrap();
+        assert_eq!(done.body, MARKER.as_bytes());
+    }
+
+    #[test]
     fn a_redacted_recording_and_a_live_call_match() {
         let redactor = Redactor::new();
         let mut recorded = request("/items?access_token=abc&q=1", &[], b"");
@@ -728,6 +813,7 @@ mod tests {
                 content_encoding: content_encoding.as_deref(),
                 truncated,
                 decoded: false,
+                limit: Some(64),
             });
         }
 
@@ -750,6 +836,7 @@ mod tests {
                 content_encoding: zipped.then_some("gzip"),
                 truncated: at < whole.len(),
                 decoded: false,
+                limit: None,
             };
             let stored = match redactor.redact_body(body, head) {
                 Some(done) => done.body,
