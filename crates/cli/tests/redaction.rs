@@ -269,6 +269,56 @@ async fn the_mock_matches_calls_whose_secrets_were_redacted() {
     mock.stop("-INT");
 }
 
+/// An upstream answering `/token` with a JSON body and its own
+/// Content-Length.
+async fn start_token() -> SocketAddr {
+    use axum::routing::get;
+    let app = axum::Router::new().route(
+        "/token",
+        get(|| async {
+            (
+                [("content-type", "application/json")],
+                r#"{"token":"a-long-session-token-value","n":1}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_serves_a_redacted_body_with_its_own_length() {
+    let upstream = start_token().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "token.tape");
+    let recorder = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--redact-json", "$.token"],
+    );
+    let out = curl(&["-i", &recorder.url("/token")]).0;
+    assert!(out.contains("a-long-session-token-value"), "{out}");
+    recorder.stop_cleanly("-INT");
+    let stored = read_tape(&tape);
+    let response = stored[0].response.as_ref().unwrap();
+    assert_eq!(&response.body[..], br#"{"token":"[redacted]","n":1}"#);
+    assert!(response.headers.header_str("content-length").is_some());
+
+    let mock = Recorder::mock(&tape, &["--inbound", "--ignore-authority"]);
+    // The recorded length was the secret's: a whole 200 all the same
+    // (curl fails on a body shorter than its Content-Length).
+    let out = curl(&["-i", &mock.url("/token")]).0;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with(r#"{"token":"[redacted]","n":1}"#), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("content-length: 28\r\n"),
+        "{out}"
+    );
+    mock.stop("-INT");
+}
+
 /// Records two calls to an echo, for commands that read a tape; returns
 /// the tape and the echo's URL.
 async fn small_tape(dir: &Path) -> (std::path::PathBuf, String) {
