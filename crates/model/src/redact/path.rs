@@ -218,9 +218,14 @@ fn redact_steps(value: &mut Value, steps: &[Step]) -> usize {
                     for (name, child) in map.iter_mut() {
                         if name == key {
                             count += redact_steps(child, rest);
-                        } else {
-                            count += redact_steps(child, steps);
+                            if rest.is_empty() {
+                                // Replaced whole: nothing left below.
+                                continue;
+                            }
                         }
+                        // Matches deeper down too (`$..user.password` in
+                        // a user within a user).
+                        count += redact_steps(child, steps);
                     }
                 }
                 Value::Array(items) => {
@@ -287,5 +292,19 @@ mod tests {
         assert!(!JsonPath::parse("$.items").unwrap().selects(&at));
         let odd = [Key("a b".into()), Key("q\"x".into()), Key("7up".into())];
         assert_eq!(render_path(&odd), r#"$["a b"]["q\"x"]["7up"]"#);
+    }
+
+    #[test]
+    fn descent_keeps_looking_below_a_match() {
+        let mut value: Value = serde_json::from_str(
+            r#"{"user":{"password":"a","invitedBy":{"user":{"password":"b"}}}}"#,
+        )
+        .unwrap();
+        let path = JsonPath::parse("$..user.password").unwrap();
+        assert_eq!(path.redact(&mut value), 2);
+        assert_eq!(
+            value.to_string(),
+            r#"{"user":{"password":"[redacted]","invitedBy":{"user":{"password":"[redacted]"}}}}"#
+        );
     }
 }
