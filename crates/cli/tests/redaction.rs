@@ -380,6 +380,38 @@ async fn mirror_and_replay_store_their_results_by_the_rules() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_and_url_headers_never_reach_the_tape() {
+    let echo = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "userinfo.tape");
+    let recorder = Recorder::start(&format!("http://{echo}"), &tape, &[]);
+    let target = recorder
+        .url("/echo?q=1")
+        .replace("http://", "http://ann:UI-SECRET-1@");
+    curl(&[
+        "--request-target",
+        &target,
+        "-H",
+        "Referer: https://app.test/cb?access_token=UI-SECRET-2",
+        &recorder.url("/"),
+    ]);
+    recorder.stop_cleanly("-INT");
+    let raw = std::fs::read(&tape).unwrap();
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 1);
+    let stored = reprise_model::codec::encode_to_vec(&exchanges[0]);
+    for secret in ["UI-SECRET-1", "UI-SECRET-2"] {
+        assert!(!holds(&raw, secret) && !holds(&stored, secret), "{secret}");
+    }
+    let request = exchanges[0].request.as_ref().unwrap();
+    assert!(!request.authority.contains('@'), "{}", request.authority);
+    assert_eq!(
+        request.headers.header_str("referer"),
+        Some("https://app.test/cb?access_token=%5Bredacted%5D")
+    );
+}
+
 #[test]
 fn import_redacts_a_har_before_storing_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -667,7 +667,8 @@ static NO_ORIGIN: Origin = Origin {
 /// Where each body's redaction notes go, in the order
 /// [`Redactor::apply`] lists them: request head, trailers and body, then
 /// the response's.
-const NOTE_PLACES: [&str; 7] = [
+const NOTE_PLACES: [&str; 8] = [
+    "request.authority",
     "request.query",
     "request.header",
     "request.trailer",
@@ -884,8 +885,9 @@ impl Captured {
         let origin = parts.origin;
         let identity = &self.identity;
         let (request_body, response_body) = (&self.request_body, &self.response_body);
-        let mut notes: [Vec<String>; 7] = Default::default();
+        let mut notes: [Vec<String>; 8] = Default::default();
         let [
+            request_authority,
             request_query,
             request_head,
             request_trailer,
@@ -922,7 +924,13 @@ impl Captured {
         w.large_message(9, |r| {
             r.string(1, &parts.method);
             r.string(2, &parts.scheme);
-            r.string(3, &parts.authority);
+            match redactor.redact_authority(&parts.authority) {
+                Some(host) => {
+                    request_authority.push("userinfo".to_string());
+                    r.string(3, host);
+                }
+                None => r.string(3, &parts.authority),
+            }
             match redactor.redact_target(&parts.path) {
                 Some((path, names)) => {
                     request_query.extend(names.iter().map(|n| n.to_string()));
@@ -1078,14 +1086,13 @@ fn write_fields(
     for (name, value) in fields.iter() {
         // Written as they are: a name comes from an `http::HeaderName`, so
         // it is always visible ASCII, which `to_headers` keeps as it is too.
-        let value = match redactor.header_rule(name) {
-            Some(rule) if value != MARKER.as_bytes() => {
+        match redactor.redact_field(name, value) {
+            Some((value, rule)) => {
                 notes.push(rule.to_string());
-                MARKER.as_bytes()
+                w.pair(field, name, &value);
             }
-            _ => value,
-        };
-        w.pair(field, name, value);
+            None => w.pair(field, name, value),
+        }
     }
 }
 

@@ -78,6 +78,10 @@ pub const DEFAULT_PARAMS: [&str; 18] = [
     "x-goog-credential",
 ];
 
+/// Header names whose values are URLs: their query is redacted by the
+/// query rules (a redirect's `?access_token=`, a signed URL).
+pub const URL_HEADERS: [&str; 3] = ["location", "content-location", "referer"];
+
 /// What is known of a body besides its bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BodyHead<'a> {
@@ -157,6 +161,8 @@ pub struct Redactor {
     json: Vec<JsonPath>,
     query: Vec<String>,
     form: Vec<String>,
+    /// Drop the `user:password@` of a request's authority.
+    userinfo: bool,
 }
 
 impl Default for Redactor {
@@ -167,6 +173,7 @@ impl Default for Redactor {
             json: Vec::new(),
             query: names(&DEFAULT_PARAMS),
             form: names(&DEFAULT_PARAMS),
+            userinfo: true,
         }
     }
 }
@@ -192,6 +199,7 @@ impl Redactor {
             json: Vec::new(),
             query: Vec::new(),
             form: Vec::new(),
+            userinfo: false,
         }
     }
 
@@ -225,12 +233,44 @@ impl Redactor {
             && self.json.is_empty()
             && self.query.is_empty()
             && self.form.is_empty()
+            && !self.userinfo
+    }
+
+    /// `authority` without its `user:password@`, when the rules drop it
+    /// and it has one (an absolute-form target's or an h2 `:authority`'s).
+    pub fn redact_authority<'a>(&self, authority: &'a str) -> Option<&'a str> {
+        if !self.userinfo {
+            return None;
+        }
+        authority.rsplit_once('@').map(|(_, host)| host)
+    }
+
+    /// What a header (or trailer) field's value becomes, and the rule
+    /// that changed it: [`MARKER`] for a credential header, the query
+    /// rules applied to a URL-valued one ([`URL_HEADERS`]). `None`: kept.
+    pub fn redact_field<'v>(&self, name: &[u8], value: &'v [u8]) -> Option<(Cow<'v, [u8]>, &str)> {
+        if let Some(rule) = self.header_rule(name) {
+            return (value != MARKER.as_bytes())
+                .then_some((Cow::Borrowed(MARKER.as_bytes()), rule));
+        }
+        if self.query.is_empty() || !value.contains(&b'?') {
+            return None;
+        }
+        let url = URL_HEADERS
+            .iter()
+            .find(|h| h.as_bytes().eq_ignore_ascii_case(name))?;
+        let (redacted, _) = self.redact_target(std::str::from_utf8(value).ok()?)?;
+        Some((Cow::Owned(redacted.into_bytes()), url))
     }
 
     /// Redacts `exchange` in place, flagging it when anything was replaced.
     pub fn apply(&self, exchange: &mut Exchange) {
         let mut notes = Vec::new();
         if let Some(request) = exchange.request.as_mut() {
+            if let Some(host) = self.redact_authority(&request.authority) {
+                request.authority = host.to_string();
+                notes.push("request.authority:userinfo".to_string());
+            }
             if let Some((path, names)) = self.redact_target(&request.path) {
                 request.path = path;
                 notes.extend(names.iter().map(|n| format!("request.query:{n}")));
@@ -321,11 +361,9 @@ impl Redactor {
 
     fn redact_headers(&self, headers: &mut [Header], place: &str, notes: &mut Vec<String>) {
         for header in headers.iter_mut() {
-            let Some(rule) = self.header_rule(header.name.as_bytes()) else {
-                continue;
-            };
-            if header.value != MARKER.as_bytes() {
-                header.value = MARKER.as_bytes().to_vec();
+            if let Some((value, rule)) = self.redact_field(header.name.as_bytes(), &header.value) {
+                let (value, rule) = (value.into_owned(), rule.to_string());
+                header.value = value;
                 notes.push(format!("{place}:{rule}"));
             }
         }
@@ -671,6 +709,55 @@ mod tests {
         let mut text = request("/", &[("content-type", "text/plain")], b"password: hunter2");
         redactor.apply(&mut text);
         assert!(text.flags.is_none());
+    }
+
+    #[test]
+    fn userinfo_and_url_headers_are_redacted_by_default() {
+        let mut ex = request(
+            "/",
+            &[("referer", "https://app.test/cb?code=1&access_token=RT")],
+            b"",
+        );
+        {
+            let request = ex.request.as_mut().unwrap();
+            request.authority = "user:pw@api.test:8443".into();
+        }
+        ex.response = Some(Response {
+            headers: vec![
+                Header::new("Location", "https://s3.test/o?X-Amz-Signature=SIG&x=1"),
+                Header::new("Content-Location", "/plain"),
+            ],
+            ..Default::default()
+        });
+        Redactor::new().apply(&mut ex);
+        let stored = ex.request.as_ref().unwrap();
+        assert_eq!(stored.authority, "api.test:8443");
+        assert_eq!(
+            stored.headers.header_str("referer"),
+            Some("https://app.test/cb?code=1&access_token=%5Bredacted%5D")
+        );
+        let response = ex.response.as_ref().unwrap();
+        assert_eq!(
+            response.headers.header_str("location"),
+            Some("https://s3.test/o?X-Amz-Signature=%5Bredacted%5D&x=1")
+        );
+        assert_eq!(
+            response.headers.header_str("content-location"),
+            Some("/plain")
+        );
+        assert_eq!(
+            ex.flags.as_ref().unwrap().redactions,
+            [
+                "request.authority:userinfo",
+                "request.header:referer",
+                "response.header:location"
+            ]
+        );
+        // Without the defaults, both stay.
+        let mut ex = request("/", &[], b"");
+        ex.request.as_mut().unwrap().authority = "user:pw@api.test".into();
+        Redactor::none().apply(&mut ex);
+        assert_eq!(ex.request.unwrap().authority, "user:pw@api.test");
     }
 
     #[test]
