@@ -38,7 +38,7 @@ pub const MARKER: &str = "[redacted]";
 
 /// Header names redacted unless the user opts out: credentials and
 /// session or anti-forgery tokens.
-pub const DEFAULT_HEADERS: [&str; 14] = [
+pub const DEFAULT_HEADERS: [&str; 17] = [
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -53,11 +53,16 @@ pub const DEFAULT_HEADERS: [&str; 14] = [
     "x-goog-api-key",
     "x-vault-token",
     "private-token",
+    "ocp-apim-subscription-key",
+    "x-functions-key",
+    "dd-api-key",
 ];
 
 /// Query parameter and form field names redacted unless the user opts
 /// out: OAuth tokens and secrets, API keys, passwords and URL signatures.
-pub const DEFAULT_PARAMS: [&str; 18] = [
+/// Not `code`: an OAuth code is single-use and short-lived, and `code` is
+/// far more often a country, an error or a product code.
+pub const DEFAULT_PARAMS: [&str; 20] = [
     "access_token",
     "id_token",
     "refresh_token",
@@ -65,6 +70,8 @@ pub const DEFAULT_PARAMS: [&str; 18] = [
     "token",
     "api_key",
     "apikey",
+    "key",
+    "private_token",
     "password",
     "passwd",
     "secret",
@@ -758,6 +765,26 @@ mod tests {
         ex.request.as_mut().unwrap().authority = "user:pw@api.test".into();
         Redactor::none().apply(&mut ex);
         assert_eq!(ex.request.unwrap().authority, "user:pw@api.test");
+    }
+
+    #[test]
+    fn vendor_keys_are_in_the_defaults() {
+        let mut ex = request(
+            "/maps?key=K1&private_token=K2&code=US",
+            &[
+                ("Ocp-Apim-Subscription-Key", "K3"),
+                ("x-functions-key", "K4"),
+                ("DD-API-KEY", "K5"),
+            ],
+            b"",
+        );
+        Redactor::new().apply(&mut ex);
+        let stored = ex.request.unwrap();
+        assert_eq!(
+            stored.path,
+            "/maps?key=%5Bredacted%5D&private_token=%5Bredacted%5D&code=US"
+        );
+        assert!(stored.headers.iter().all(|h| h.value == MARKER.as_bytes()));
     }
 
     #[test]
