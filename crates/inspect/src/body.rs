@@ -21,15 +21,16 @@ fn is_protobuf(content_type: &str) -> bool {
         || content_type.starts_with("application/vnd.google.protobuf")
 }
 
-/// Renders `body` sent with `headers`. `decoded` says the recorder already
-/// removed the Content-Encoding; `max` cuts what is shown (0: no cut).
+/// [`show_stored_body`] of a body not cut (the tests' shorthand).
+#[cfg(test)]
 pub fn show_body(body: &[u8], headers: &[Header], decoded: bool, max: usize) -> ShownBody {
     show_stored_body(body, headers, decoded, false, max)
 }
 
-/// [`show_body`] for a body that may have been cut at the size cap
-/// (`truncated`): a compressed one shows what decodes before the cut
-/// instead of "does not decode".
+/// Renders `body` sent with `headers`. `decoded` says the recorder already
+/// removed the Content-Encoding; `truncated` that the body was cut at the
+/// size cap (a compressed one shows what decodes before the cut instead
+/// of "does not decode"); `max` cuts what is shown (0: no cut).
 pub fn show_stored_body(
     body: &[u8],
     headers: &[Header],
