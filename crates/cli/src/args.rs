@@ -128,6 +128,10 @@ pub struct ImportArgs {
     /// Append to the tape if it exists (by default an existing tape is an error).
     #[arg(long)]
     pub append: bool,
+    /// Redaction before storage, as `record` does (a HAR saved from a
+    /// browser carries its cookies and tokens).
+    #[command(flatten)]
+    pub redact: RedactArgs,
 }
 
 /// `reprise export`.
@@ -521,6 +525,10 @@ pub struct ReplayArgs {
     /// How --compare compares.
     #[command(flatten)]
     pub rules: CompareArgs,
+    /// Redaction of the results before --out stores them, as `record`
+    /// does.
+    #[command(flatten)]
+    pub redact: RedactArgs,
 }
 
 /// `reprise diff`.

@@ -12,6 +12,9 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use reprise_model::HeaderList;
 use support::{Recorder, curl, read_tape, reprise, s, temp_tape, text};
@@ -267,6 +270,211 @@ async fn the_mock_matches_calls_whose_secrets_were_redacted() {
     let out = curl(&["-i", &mock.url("/echo?access_token=second&q=2")]).0;
     assert!(out.starts_with("HTTP/1.1 502"), "{out}");
     mock.stop("-INT");
+}
+
+/// An upstream answering `/token` with a JSON body and its own
+/// Content-Length; counts the calls it answered.
+async fn start_token() -> (SocketAddr, Arc<AtomicUsize>) {
+    use axum::routing::get;
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let app = axum::Router::new().route(
+        "/token",
+        get(move || async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            (
+                [("content-type", "application/json")],
+                r#"{"token":"a-long-session-token-value","n":1}"#,
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mock_serves_a_redacted_body_with_its_own_length() {
+    let (upstream, _) = start_token().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "token.tape");
+    let recorder = Recorder::start(
+        &format!("http://{upstream}"),
+        &tape,
+        &["--redact-json", "$.token"],
+    );
+    let out = curl(&["-i", &recorder.url("/token")]).0;
+    assert!(out.contains("a-long-session-token-value"), "{out}");
+    recorder.stop_cleanly("-INT");
+    let stored = read_tape(&tape);
+    let response = stored[0].response.as_ref().unwrap();
+    assert_eq!(&response.body[..], br#"{"token":"[redacted]","n":1}"#);
+    assert!(response.headers.header_str("content-length").is_some());
+
+    let mock = Recorder::mock(&tape, &["--inbound", "--ignore-authority"]);
+    // The recorded length was the secret's: a whole 200 all the same
+    // (curl fails on a body shorter than its Content-Length).
+    let out = curl(&["-i", &mock.url("/token")]).0;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.ends_with(r#"{"token":"[redacted]","n":1}"#), "{out}");
+    assert!(
+        out.to_ascii_lowercase().contains("content-length: 28\r\n"),
+        "{out}"
+    );
+    mock.stop("-INT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_and_replay_store_their_results_by_the_rules() {
+    const SECRET: &str = "a-long-session-token-value";
+    let (upstream, calls) = start_token().await;
+    let upstream = format!("http://{upstream}");
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "primary.tape");
+    let shadow_tape = temp_tape(&dir, "shadow.tape");
+    let mirror = Recorder::mirror(
+        &upstream,
+        &upstream,
+        &tape,
+        &["--shadow-out", s(&shadow_tape), "--redact-json", "$.token"],
+    );
+    let out = curl(&[&mirror.url("/token")]).0;
+    assert!(out.contains(SECRET), "{out}");
+    // The primary's call and the shadow's copy.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while calls.load(Ordering::SeqCst) < 2 {
+        assert!(Instant::now() < deadline, "the shadow never got its copy");
+        std::thread::yield_now();
+    }
+    let (code, stderr) = mirror.stop("-INT");
+    assert_eq!(code, 0, "{stderr}");
+    let shadowed = read_tape(&shadow_tape);
+    assert_eq!(shadowed.len(), 1, "{stderr}");
+    let raw = std::fs::read(&shadow_tape).unwrap();
+    assert!(!holds(&raw, SECRET), "the shadow's answer stored in clear");
+    assert_eq!(
+        &shadowed[0].response.as_ref().unwrap().body[..],
+        br#"{"token":"[redacted]","n":1}"#
+    );
+
+    // replay --out: the same rules, by replay's own flags.
+    let results = temp_tape(&dir, "results.tape");
+    let out = reprise(&[
+        "replay",
+        s(&tape),
+        "--target",
+        &upstream,
+        "--out",
+        s(&results),
+        "--redact-json",
+        "$.token",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let replayed = read_tape(&results);
+    assert_eq!(replayed.len(), 1);
+    assert!(!holds(&std::fs::read(&results).unwrap(), SECRET));
+    assert_eq!(
+        &replayed[0].response.as_ref().unwrap().body[..],
+        br#"{"token":"[redacted]","n":1}"#
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn userinfo_and_url_headers_never_reach_the_tape() {
+    let echo = start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "userinfo.tape");
+    let recorder = Recorder::start(&format!("http://{echo}"), &tape, &[]);
+    let target = recorder
+        .url("/echo?q=1")
+        .replace("http://", "http://ann:UI-SECRET-1@");
+    curl(&[
+        "--request-target",
+        &target,
+        "-H",
+        "Referer: https://app.test/cb?access_token=UI-SECRET-2",
+        &recorder.url("/"),
+    ]);
+    recorder.stop_cleanly("-INT");
+    let raw = std::fs::read(&tape).unwrap();
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 1);
+    let stored = reprise_model::codec::encode_to_vec(&exchanges[0]);
+    for secret in ["UI-SECRET-1", "UI-SECRET-2"] {
+        assert!(!holds(&raw, secret) && !holds(&stored, secret), "{secret}");
+    }
+    let request = exchanges[0].request.as_ref().unwrap();
+    assert!(!request.authority.contains('@'), "{}", request.authority);
+    assert_eq!(
+        request.headers.header_str("referer"),
+        Some("https://app.test/cb?access_token=%5Bredacted%5D")
+    );
+}
+
+#[test]
+fn import_redacts_a_har_before_storing_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let har = dir.path().join("devtools.har");
+    let tape = temp_tape(&dir, "imported.tape");
+    let document = serde_json::json!({"log": {
+        "version": "1.2",
+        "creator": {"name": "test", "version": "1"},
+        "entries": [{
+            "startedDateTime": "2026-12-07T00:00:00.000Z",
+            "time": 12,
+            "request": {
+                "method": "POST",
+                "url": "http://api.test:8080/login?access_token=HAR-SECRET-1&q=1",
+                "httpVersion": "HTTP/1.1",
+                "headers": [
+                    {"name": "Cookie", "value": "sid=HAR-SECRET-2"},
+                    {"name": "Authorization", "value": "Bearer HAR-SECRET-3"},
+                    {"name": "Content-Type", "value": "application/json"}
+                ],
+                "queryString": [], "cookies": [],
+                "postData": {
+                    "mimeType": "application/json",
+                    "text": "{\"password\":\"HAR-SECRET-4\"}"
+                },
+                "headersSize": -1, "bodySize": 27
+            },
+            "response": {
+                "status": 200, "statusText": "OK",
+                "httpVersion": "HTTP/1.1",
+                "headers": [{"name": "Set-Cookie", "value": "sid=HAR-SECRET-5"}],
+                "cookies": [],
+                "content": {"size": 2, "mimeType": "application/json", "text": "{}"},
+                "redirectURL": "", "headersSize": -1, "bodySize": 2
+            },
+            "cache": {}, "timings": {"send": 1, "wait": 10, "receive": 1}
+        }]
+    }});
+    std::fs::write(&har, document.to_string()).unwrap();
+    let out = reprise(&[
+        "import",
+        s(&har),
+        "--out",
+        s(&tape),
+        "--redact-json",
+        "$.password",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let raw = std::fs::read(&tape).unwrap();
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 1);
+    let stored = reprise_model::codec::encode_to_vec(&exchanges[0]);
+    for i in 1..=5 {
+        let secret = format!("HAR-SECRET-{i}");
+        assert!(
+            !holds(&raw, &secret) && !holds(&stored, &secret),
+            "{secret}"
+        );
+    }
+    let request = exchanges[0].request.as_ref().unwrap();
+    assert_eq!(request.path, "/login?access_token=%5Bredacted%5D&q=1");
+    assert_eq!(request.headers.header_str("cookie"), Some("[redacted]"));
+    assert!(exchanges[0].flags.as_ref().is_some_and(|f| f.redacted));
 }
 
 /// Records two calls to an echo, for commands that read a tape; returns

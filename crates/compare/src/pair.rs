@@ -306,7 +306,12 @@ fn decoded(response: &Response) -> Cow<'_, [u8]> {
     let Some(encoding) = response.headers.header_str("content-encoding") else {
         return Cow::Borrowed(raw);
     };
-    match reprise_model::coding::decode(encoding, raw, reprise_model::coding::MAX_DECODED, false) {
+    match reprise_model::coding::decode(
+        encoding,
+        raw,
+        reprise_model::coding::MAX_DECODED,
+        response.body_truncated,
+    ) {
         Ok(Some(plain)) => Cow::Owned(plain),
         Ok(None) | Err(_) => Cow::Borrowed(raw),
     }

@@ -21,9 +21,23 @@ fn is_protobuf(content_type: &str) -> bool {
         || content_type.starts_with("application/vnd.google.protobuf")
 }
 
-/// Renders `body` sent with `headers`. `decoded` says the recorder already
-/// removed the Content-Encoding; `max` cuts what is shown (0: no cut).
+/// [`show_stored_body`] of a body not cut (the tests' shorthand).
+#[cfg(test)]
 pub fn show_body(body: &[u8], headers: &[Header], decoded: bool, max: usize) -> ShownBody {
+    show_stored_body(body, headers, decoded, false, max)
+}
+
+/// Renders `body` sent with `headers`. `decoded` says the recorder already
+/// removed the Content-Encoding; `truncated` that the body was cut at the
+/// size cap (a compressed one shows what decodes before the cut instead
+/// of "does not decode"); `max` cuts what is shown (0: no cut).
+pub fn show_stored_body(
+    body: &[u8],
+    headers: &[Header],
+    decoded: bool,
+    truncated: bool,
+    max: usize,
+) -> ShownBody {
     let mut notes = Vec::new();
     let coding = headers
         .header_str("content-encoding")
@@ -32,7 +46,7 @@ pub fn show_body(body: &[u8], headers: &[Header], decoded: bool, max: usize) -> 
         .to_ascii_lowercase();
     let mut owned = None;
     if !decoded {
-        match reprise_model::coding::decode(&coding, body, MAX_DECODED, false) {
+        match reprise_model::coding::decode(&coding, body, MAX_DECODED, truncated) {
             Ok(Some(plain)) => {
                 notes.push(format!("{coding}-decoded from {} bytes", body.len()));
                 owned = Some(plain);
@@ -196,6 +210,20 @@ mod tests {
                 vec![format!("{coding}-decoded from {} bytes", body.len())]
             );
         }
+        // Cut at the size cap: what decodes before the cut.
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&[b'a'; 4096]).unwrap();
+        let whole = gz.finish().unwrap();
+        let cut = &whole[..whole.len() - 8];
+        assert!(
+            show_body(cut, &[h("Content-Encoding", "gzip")], false, 0).notes[0]
+                .contains("does not decode")
+        );
+        let shown = show_stored_body(cut, &[h("Content-Encoding", "gzip")], false, true, 0);
+        assert_eq!(
+            shown.notes,
+            vec![format!("gzip-decoded from {} bytes", cut.len())]
+        );
         let shown = show_body(b"xx", &[h("Content-Encoding", "gzip")], false, 0);
         assert!(
             shown.notes[0].contains("does not decode"),

@@ -6,7 +6,7 @@ use reprise_model::terminal::{escape, escape_lines};
 use reprise_model::{Exchange, Header, Source, display_id, time::format_ns_micros};
 
 use crate::InspectError;
-use crate::body::{indent, protobuf_message, show_body};
+use crate::body::{indent, protobuf_message, show_stored_body};
 use crate::format::{human_duration, human_size};
 
 /// How to show.
@@ -141,7 +141,7 @@ fn body(
         }
         return;
     }
-    let shown = show_body(body, list, decoded, max);
+    let shown = show_stored_body(body, list, decoded, truncated, max);
     if truncated {
         out.push_str(&format!(
             "(recorded {} of {}: truncated at the size cap)\n",

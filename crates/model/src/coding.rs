@@ -72,7 +72,48 @@ pub fn decode(
     Ok(current)
 }
 
+/// [`decode`], keeping the first `limit` decoded bytes of a body that
+/// inflates past them instead of failing: the prefix, and whether it was
+/// capped there (to be read as a body cut short). For the rules that read
+/// a body without inflating more of it than may be stored.
+pub fn decode_capped(
+    content_encoding: &str,
+    body: &[u8],
+    limit: usize,
+    cut: bool,
+) -> Result<Option<(Vec<u8>, bool)>, CodingError> {
+    let codings = codings(content_encoding);
+    if codings.is_empty() {
+        return Ok(None);
+    }
+    let mut current: Option<Vec<u8>> = None;
+    let mut capped = false;
+    for coding in codings.iter().rev() {
+        let input = current.as_deref().unwrap_or(body);
+        let (out, full) = decode_prefix(coding, input, limit, cut || capped)?;
+        capped |= full;
+        current = Some(out);
+    }
+    Ok(current.map(|out| (out, capped)))
+}
+
 fn decode_one(coding: &str, body: &[u8], limit: usize, cut: bool) -> Result<Vec<u8>, CodingError> {
+    match decode_prefix(coding, body, limit, cut)? {
+        (out, false) => Ok(out),
+        (_, true) => Err(CodingError::TooLarge {
+            coding: coding.to_string(),
+            limit,
+        }),
+    }
+}
+
+/// One coding removed: at most `limit` bytes, and whether there were more.
+fn decode_prefix(
+    coding: &str,
+    body: &[u8],
+    limit: usize,
+    cut: bool,
+) -> Result<(Vec<u8>, bool), CodingError> {
     match coding {
         "gzip" | "x-gzip" => inflate(coding, flate2::read::MultiGzDecoder::new(body), limit, cut),
         "deflate" => {
@@ -110,19 +151,17 @@ fn inflate(
     reader: impl Read,
     limit: usize,
     cut: bool,
-) -> Result<Vec<u8>, CodingError> {
+) -> Result<(Vec<u8>, bool), CodingError> {
     let mut out = Vec::new();
     let read = reader.take(limit as u64 + 1).read_to_end(&mut out);
     if out.len() > limit {
-        return Err(CodingError::TooLarge {
-            coding: coding.to_string(),
-            limit,
-        });
+        out.truncate(limit);
+        return Ok((out, true));
     }
     match read {
-        Ok(_) => Ok(out),
+        Ok(_) => Ok((out, false)),
         // A body cut short ends mid-stream: what came before is good.
-        Err(_) if cut => Ok(out),
+        Err(_) if cut => Ok((out, false)),
         Err(e) => Err(CodingError::Broken {
             coding: coding.to_string(),
             reason: e.to_string(),

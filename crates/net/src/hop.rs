@@ -62,6 +62,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Removes a `Content-Length` that no longer describes the body sent
+/// (redaction changed it, it was cut at the size cap or stored decoded,
+/// or it goes out as messages or with trailers): what is left is for the
+/// sender to compute. The one rule replay and the mock share.
+pub fn drop_stale_length(headers: &mut HeaderMap, body_len: usize, framed: bool) {
+    let holds = !framed && {
+        let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .is_some_and(|n| n == body_len),
+            (None, _) => true,
+            (Some(_), Some(_)) => false,
+        }
+    };
+    if !holds {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+}
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 

@@ -667,7 +667,8 @@ static NO_ORIGIN: Origin = Origin {
 /// Where each body's redaction notes go, in the order
 /// [`Redactor::apply`] lists them: request head, trailers and body, then
 /// the response's.
-const NOTE_PLACES: [&str; 7] = [
+const NOTE_PLACES: [&str; 8] = [
+    "request.authority",
     "request.query",
     "request.header",
     "request.trailer",
@@ -884,8 +885,9 @@ impl Captured {
         let origin = parts.origin;
         let identity = &self.identity;
         let (request_body, response_body) = (&self.request_body, &self.response_body);
-        let mut notes: [Vec<String>; 7] = Default::default();
+        let mut notes: [Vec<String>; 8] = Default::default();
         let [
+            request_authority,
             request_query,
             request_head,
             request_trailer,
@@ -922,7 +924,13 @@ impl Captured {
         w.large_message(9, |r| {
             r.string(1, &parts.method);
             r.string(2, &parts.scheme);
-            r.string(3, &parts.authority);
+            match redactor.redact_authority(&parts.authority) {
+                Some(host) => {
+                    request_authority.push("userinfo".to_string());
+                    r.string(3, host);
+                }
+                None => r.string(3, &parts.authority),
+            }
             match redactor.redact_target(&parts.path) {
                 Some((path, names)) => {
                     request_query.extend(names.iter().map(|n| n.to_string()));
@@ -931,20 +939,24 @@ impl Captured {
                 None => r.string(4, &parts.path),
             }
             write_fields(r, 5, parts.request_fields, redactor, request_head);
-            let decoded = bodies
-                && write_body(
+            let (decoded, capped) = if bodies {
+                write_body(
                     r,
                     6,
                     request_body,
                     parts.request_fields,
                     redactor,
+                    origin.max_body,
                     request_body_notes,
-                );
+                )
+            } else {
+                (false, false)
+            };
             if let Some(trailers) = parts.request_trailers {
                 write_fields(r, 7, trailers, redactor, request_trailer);
             }
             r.uint(8, request_body.size);
-            r.bool(9, request_body.truncated || request_cut);
+            r.bool(9, request_body.truncated || request_cut || capped);
             r.bool(10, decoded);
         });
         if let Some((status, headers)) = parts.response {
@@ -952,13 +964,24 @@ impl Captured {
                 r.uint(1, u64::from(status.as_u16()));
                 r.string(2, status.canonical_reason().unwrap_or(""));
                 write_fields(r, 3, headers, redactor, response_head);
-                let decoded = bodies
-                    && write_body(r, 4, response_body, headers, redactor, response_body_notes);
+                let (decoded, capped) = if bodies {
+                    write_body(
+                        r,
+                        4,
+                        response_body,
+                        headers,
+                        redactor,
+                        origin.max_body,
+                        response_body_notes,
+                    )
+                } else {
+                    (false, false)
+                };
                 if let Some(trailers) = parts.response_trailers {
                     write_fields(r, 5, trailers, redactor, response_trailer);
                 }
                 r.uint(6, response_body.size);
-                r.bool(7, response_body.truncated || response_cut);
+                r.bool(7, response_body.truncated || response_cut || capped);
                 r.bool(8, decoded);
                 if let Some(grpc) = &parts.grpc_status {
                     r.prost(9, grpc);
@@ -1063,28 +1086,30 @@ fn write_fields(
     for (name, value) in fields.iter() {
         // Written as they are: a name comes from an `http::HeaderName`, so
         // it is always visible ASCII, which `to_headers` keeps as it is too.
-        let value = match redactor.header_rule(name) {
-            Some(rule) if value != MARKER.as_bytes() => {
+        match redactor.redact_field(name, value) {
+            Some((value, rule)) => {
                 notes.push(rule.to_string());
-                MARKER.as_bytes()
+                w.pair(field, name, &value);
             }
-            _ => value,
-        };
-        w.pair(field, name, value);
+            None => w.pair(field, name, value),
+        }
     }
 }
 
 /// Writes a body's kept bytes as `field`, after the body rules (which see
 /// the head's fields as redacted); what they redacted goes to `notes`.
-/// Whether the body written is the original without its Content-Encoding.
+/// A compressed body is inflated to at most `max_body` bytes. Whether the
+/// body written is the original without its Content-Encoding, and whether
+/// it was cut at `max_body` once decoded.
 fn write_body(
     w: &mut MessageWriter<'_>,
     field: u32,
     body: &BodyCapture,
     head: Fields<'_>,
     redactor: &Redactor,
+    max_body: usize,
     notes: &mut Vec<String>,
-) -> bool {
+) -> (bool, bool) {
     let seen = |name: &str| match redactor.header_rule(name.as_bytes()) {
         Some(_) => head.header(name).map(|_| MARKER),
         None => head.header_str(name),
@@ -1098,17 +1123,18 @@ fn write_body(
             content_encoding: seen("content-encoding"),
             truncated: body.truncated,
             decoded: false,
+            limit: Some(max_body),
         };
         if let Some(done) = redactor.redact_body(&whole, head) {
             notes.extend(done.notes);
             w.bytes(field, &done.body);
-            return done.decoded;
+            return (done.decoded, done.truncated);
         }
         w.bytes(field, &whole);
-        return false;
+        return (false, false);
     }
     w.bytes_in_pieces(field, body.kept, body.frames().map(|(_, frame)| frame));
-    false
+    (false, false)
 }
 
 #[cfg(test)]

@@ -270,14 +270,11 @@ impl CallBuilder {
         headers.remove(header::HOST);
         // A length that no longer matches (redaction changed the body, or
         // it goes out chunked) is left for the client to compute.
-        let length_holds = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            .is_some_and(|n| n == body.len() && messages.is_empty() && trailers.is_none());
-        if !length_holds {
-            headers.remove(header::CONTENT_LENGTH);
-        }
+        reprise_net::hop::drop_stale_length(
+            &mut headers,
+            body.len(),
+            !messages.is_empty() || trailers.is_some(),
+        );
         if request.body_decoded {
             headers.remove(header::CONTENT_ENCODING);
         }

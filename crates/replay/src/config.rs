@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use regex::Regex;
+use reprise_model::redact::Redactor;
 use reprise_model::select::ExchangeFilter;
 
 use crate::error::ReplayError;
@@ -44,6 +45,9 @@ pub struct ReplayConfig {
     pub max_body: usize,
     /// Threads sending calls (default: one per core).
     pub threads: Option<usize>,
+    /// The rules the results are redacted by before they are stored (the
+    /// `--out` tape, mirror's `--shadow-out`); default: [`Redactor::new`].
+    pub redactor: Redactor,
 }
 
 impl ReplayConfig {
@@ -64,6 +68,7 @@ impl ReplayConfig {
             trust: TrustChoice::System,
             max_body: 1 << 20,
             threads: None,
+            redactor: Redactor::new(),
         }
     }
 

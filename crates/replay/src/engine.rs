@@ -133,7 +133,7 @@ impl Replay {
             start: Instant::now(),
             start_wall: SystemTime::now(),
             results: results_tx,
-            redactor: Redactor::new(),
+            redactor: config.redactor.clone(),
             config,
         });
         let reader = Reader {

@@ -607,6 +607,7 @@ impl MockStore {
                 .and_then(|v| v.to_str().ok()),
             truncated: body.len() >= store.options().max_body,
             decoded: false,
+            limit: Some(store.options().max_body),
         };
         let (path_and_query, body) =
             store
@@ -885,6 +886,12 @@ pub(crate) fn respond(
     // from a HAR) is served as it is stored: identity, its own length.
     let decoded = recorded.body_decoded;
     *response.headers_mut() = header_map(&recorded.headers, recorded.body_truncated || decoded);
+    // A length that no longer holds (a redacted body) is hyper's to set.
+    reprise_net::hop::drop_stale_length(
+        response.headers_mut(),
+        recorded.body.len(),
+        exchange.protocol() == Protocol::Grpc || !recorded.trailers.is_empty(),
+    );
     if decoded {
         response
             .headers_mut()

@@ -1,7 +1,9 @@
 //! `reprise import FILE --out TAPE`.
 
 use anyhow::Context;
-use reprise_model::Sink;
+use reprise_model::redact::Redactor;
+use reprise_model::store::{SinkTally, StoreError};
+use reprise_model::{Exchange, Sink};
 use reprise_tape::{TapeWriter, WriterOptions};
 
 use crate::Outcome;
@@ -9,6 +11,7 @@ use crate::args::ImportArgs;
 
 /// Imports a HAR or GoReplay file into a tape.
 pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
+    let redactor = super::redactor(&args.redact)?;
     // Read the input's format first: a bad input must not leave an empty tape behind.
     let input = crate::input::Input::open(&args.input)?;
     let mut writer = if args.append {
@@ -23,7 +26,10 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
     } else {
         TapeWriter::create(&args.out, WriterOptions::default())?
     };
-    let imported = input.import(&mut writer);
+    let imported = input.import(&mut Redacting {
+        sink: &mut writer,
+        redactor: &redactor,
+    });
     let closed = writer.close();
     let report = match imported {
         Ok(report) => report,
@@ -49,4 +55,38 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
     } else {
         Outcome::Damaged
     })
+}
+
+/// A sink that redacts each exchange before handing it on: an import
+/// stores nothing the recorder would not.
+struct Redacting<'a> {
+    sink: &'a mut dyn Sink,
+    redactor: &'a Redactor,
+}
+
+impl Sink for Redacting<'_> {
+    fn append(&mut self, mut exchange: Exchange) -> Result<(), StoreError> {
+        self.redactor.apply(&mut exchange);
+        self.sink.append(exchange)
+    }
+
+    fn tick(&mut self) -> Result<(), StoreError> {
+        self.sink.tick()
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.sink.sync()
+    }
+
+    fn close(&mut self) -> Result<(), StoreError> {
+        self.sink.close()
+    }
+
+    fn bytes_written(&self) -> Option<u64> {
+        self.sink.bytes_written()
+    }
+
+    fn tally(&self) -> Option<SinkTally> {
+        self.sink.tally()
+    }
 }

@@ -44,6 +44,8 @@ fn shadow_config(args: &MirrorArgs, since_ns: u64) -> anyhow::Result<ReplayConfi
         bail!("--shadow-timeout must be above 0");
     }
     config.max_body = size("--max-body", &args.record.max_body)?;
+    // The shadow's answers are stored by the recording's rules.
+    config.redactor = super::redactor(&args.record.redact)?;
     config.filter = ExchangeFilter::new().since(since_ns);
     config.trust = match (&args.shadow_ca, args.shadow_insecure) {
         (_, true) => TrustChoice::Any,

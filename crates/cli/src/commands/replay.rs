@@ -81,6 +81,7 @@ pub(crate) fn config(args: &ReplayArgs) -> anyhow::Result<ReplayConfig> {
         (None, false) => TrustChoice::System,
     };
     config.max_body = size("--max-body", &args.max_body)?;
+    config.redactor = super::redactor(&args.redact)?;
     Ok(config)
 }
 

@@ -138,11 +138,14 @@ fn part_name(head: &[u8]) -> Option<&[u8]> {
 
 /// A `multipart/form-data` body with the contents of the parts `rules`
 /// name replaced by `[redacted]`. A body cut short keeps its parts up to
-/// the cut (a named part cut in its content is redacted all the same).
+/// the cut (a named part cut in its content is redacted all the same); a
+/// whole one whose part heads cannot be read (bare LF line breaks) is
+/// unparsed.
 pub(crate) fn redact_multipart<'r>(
     body: &[u8],
     boundary: &str,
     rules: &'r [String],
+    cut: bool,
 ) -> Outcome<'r> {
     let delimiter = [b"--", boundary.as_bytes()].concat();
     let Some(first) = find(body, &delimiter) else {
@@ -160,6 +163,11 @@ pub(crate) fn redact_multipart<'r>(
             break;
         }
         let Some(head_end) = find(rest, b"\r\n\r\n") else {
+            if !cut {
+                // Not a head this reader knows (bare LF line breaks):
+                // what the part holds cannot be told.
+                return Outcome::Unparsed;
+            }
             // Cut inside a part's head: no content yet.
             out.extend_from_slice(rest);
             break;
@@ -227,7 +235,7 @@ mod tests {
     fn multipart_fields_by_name() {
         let body = b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"user\"\r\n\r\nann\r\n--XyZ\r\ncontent-disposition: form-data; name=password\r\nContent-Type: text/plain\r\n\r\nhunter2\r\n--XyZ--\r\n";
         let password = rules(&["password"]);
-        let Outcome::Redacted(text, notes) = redact_multipart(body, "XyZ", &password) else {
+        let Outcome::Redacted(text, notes) = redact_multipart(body, "XyZ", &password, false) else {
             panic!("expected a redaction");
         };
         assert_eq!(
@@ -237,12 +245,20 @@ mod tests {
         assert_eq!(notes, ["password"]);
         // Cut in the secret's content: redacted all the same.
         let cut = &body[..body.len() - 14];
-        let Outcome::Redacted(text, _) = redact_multipart(cut, "XyZ", &rules(&["password"])) else {
+        let Outcome::Redacted(text, _) = redact_multipart(cut, "XyZ", &rules(&["password"]), true)
+        else {
             panic!("expected a redaction");
         };
         assert!(!text.windows(4).any(|w| w == b"hunt"));
         assert_eq!(
-            redact_multipart(b"no boundary here", "XyZ", &rules(&["password"])),
+            redact_multipart(b"no boundary here", "XyZ", &rules(&["password"]), false),
+            Outcome::Unparsed
+        );
+        // Bare LF line breaks: the heads cannot be read, so neither can
+        // what the parts hold (unless the body was cut in a head).
+        let bare = b"--XyZ\ncontent-disposition: form-data; name=password\n\nhunter2\n--XyZ--\n";
+        assert_eq!(
+            redact_multipart(bare, "XyZ", &password, false),
             Outcome::Unparsed
         );
         assert_eq!(
@@ -257,7 +273,7 @@ mod tests {
         fn never_panics(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200)) {
             let rules = rules(&["a", "password"]);
             let _ = redact_pairs(&body, &rules);
-            let _ = redact_multipart(&body, "b", &rules);
+            let _ = redact_multipart(&body, "b", &rules, body.len() % 2 == 0);
         }
     }
 }

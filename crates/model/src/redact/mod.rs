@@ -38,7 +38,7 @@ pub const MARKER: &str = "[redacted]";
 
 /// Header names redacted unless the user opts out: credentials and
 /// session or anti-forgery tokens.
-pub const DEFAULT_HEADERS: [&str; 14] = [
+pub const DEFAULT_HEADERS: [&str; 17] = [
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -53,11 +53,16 @@ pub const DEFAULT_HEADERS: [&str; 14] = [
     "x-goog-api-key",
     "x-vault-token",
     "private-token",
+    "ocp-apim-subscription-key",
+    "x-functions-key",
+    "dd-api-key",
 ];
 
 /// Query parameter and form field names redacted unless the user opts
 /// out: OAuth tokens and secrets, API keys, passwords and URL signatures.
-pub const DEFAULT_PARAMS: [&str; 18] = [
+/// Not `code`: an OAuth code is single-use and short-lived, and `code` is
+/// far more often a country, an error or a product code.
+pub const DEFAULT_PARAMS: [&str; 20] = [
     "access_token",
     "id_token",
     "refresh_token",
@@ -65,6 +70,8 @@ pub const DEFAULT_PARAMS: [&str; 18] = [
     "token",
     "api_key",
     "apikey",
+    "key",
+    "private_token",
     "password",
     "passwd",
     "secret",
@@ -78,6 +85,10 @@ pub const DEFAULT_PARAMS: [&str; 18] = [
     "x-goog-credential",
 ];
 
+/// Header names whose values are URLs: their query is redacted by the
+/// query rules (a redirect's `?access_token=`, a signed URL).
+pub const URL_HEADERS: [&str; 3] = ["location", "content-location", "referer"];
+
 /// What is known of a body besides its bytes.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct BodyHead<'a> {
@@ -89,6 +100,10 @@ pub struct BodyHead<'a> {
     pub truncated: bool,
     /// It is already stored without its Content-Encoding.
     pub decoded: bool,
+    /// Most decoded bytes a compressed body is inflated to and stored
+    /// (the size cap, `--max-body`); `None`: [`coding::MAX_DECODED`]. A
+    /// body that inflates past it is read as cut there.
+    pub limit: Option<usize>,
 }
 
 /// What the body rules did to one body.
@@ -102,6 +117,8 @@ pub struct BodyRedaction {
     /// What was redacted: each JSON path that selected something,
     /// `form:NAME` for form fields, or `unparsed`.
     pub notes: Vec<String>,
+    /// `body` is a prefix: the decoded body was cut at [`BodyHead::limit`].
+    pub truncated: bool,
 }
 
 impl BodyRedaction {
@@ -110,6 +127,7 @@ impl BodyRedaction {
             body: MARKER.as_bytes().to_vec(),
             decoded: encoded,
             notes: vec!["unparsed".to_string()],
+            truncated: false,
         }
     }
 }
@@ -132,11 +150,15 @@ fn essence(content_type: Option<&str>) -> String {
 /// Whether a body looks like JSON: its content type says so, or it starts
 /// (after white space) as a JSON object or array does.
 fn looks_json(essence: &str, body: &[u8]) -> bool {
-    essence.contains("json")
-        || matches!(
-            body.iter().find(|b| !b.is_ascii_whitespace()),
-            Some(b'{' | b'[')
-        )
+    essence.contains("json") || sniffs_json(body)
+}
+
+/// Whether a body starts (after white space) as a JSON object or array.
+fn sniffs_json(body: &[u8]) -> bool {
+    matches!(
+        body.iter().find(|b| !b.is_ascii_whitespace()),
+        Some(b'{' | b'[')
+    )
 }
 
 /// The redaction rules in force.
@@ -146,6 +168,8 @@ pub struct Redactor {
     json: Vec<JsonPath>,
     query: Vec<String>,
     form: Vec<String>,
+    /// Drop the `user:password@` of a request's authority.
+    userinfo: bool,
 }
 
 impl Default for Redactor {
@@ -156,6 +180,7 @@ impl Default for Redactor {
             json: Vec::new(),
             query: names(&DEFAULT_PARAMS),
             form: names(&DEFAULT_PARAMS),
+            userinfo: true,
         }
     }
 }
@@ -181,6 +206,7 @@ impl Redactor {
             json: Vec::new(),
             query: Vec::new(),
             form: Vec::new(),
+            userinfo: false,
         }
     }
 
@@ -214,12 +240,44 @@ impl Redactor {
             && self.json.is_empty()
             && self.query.is_empty()
             && self.form.is_empty()
+            && !self.userinfo
+    }
+
+    /// `authority` without its `user:password@`, when the rules drop it
+    /// and it has one (an absolute-form target's or an h2 `:authority`'s).
+    pub fn redact_authority<'a>(&self, authority: &'a str) -> Option<&'a str> {
+        if !self.userinfo {
+            return None;
+        }
+        authority.rsplit_once('@').map(|(_, host)| host)
+    }
+
+    /// What a header (or trailer) field's value becomes, and the rule
+    /// that changed it: [`MARKER`] for a credential header, the query
+    /// rules applied to a URL-valued one ([`URL_HEADERS`]). `None`: kept.
+    pub fn redact_field<'v>(&self, name: &[u8], value: &'v [u8]) -> Option<(Cow<'v, [u8]>, &str)> {
+        if let Some(rule) = self.header_rule(name) {
+            return (value != MARKER.as_bytes())
+                .then_some((Cow::Borrowed(MARKER.as_bytes()), rule));
+        }
+        if self.query.is_empty() || !value.contains(&b'?') {
+            return None;
+        }
+        let url = URL_HEADERS
+            .iter()
+            .find(|h| h.as_bytes().eq_ignore_ascii_case(name))?;
+        let (redacted, _) = self.redact_target(std::str::from_utf8(value).ok()?)?;
+        Some((Cow::Owned(redacted.into_bytes()), url))
     }
 
     /// Redacts `exchange` in place, flagging it when anything was replaced.
     pub fn apply(&self, exchange: &mut Exchange) {
         let mut notes = Vec::new();
         if let Some(request) = exchange.request.as_mut() {
+            if let Some(host) = self.redact_authority(&request.authority) {
+                request.authority = host.to_string();
+                notes.push("request.authority:userinfo".to_string());
+            }
             if let Some((path, names)) = self.redact_target(&request.path) {
                 request.path = path;
                 notes.extend(names.iter().map(|n| format!("request.query:{n}")));
@@ -231,10 +289,12 @@ impl Redactor {
                 content_encoding: request.headers.header_str("content-encoding"),
                 truncated: request.body_truncated,
                 decoded: request.body_decoded,
+                limit: None,
             };
             if let Some(done) = self.redact_body(&request.body, head) {
                 request.body = done.body.into();
                 request.body_decoded |= done.decoded;
+                request.body_truncated |= done.truncated;
                 notes.extend(done.notes.iter().map(|n| format!("request.body:{n}")));
             }
         }
@@ -246,10 +306,12 @@ impl Redactor {
                 content_encoding: response.headers.header_str("content-encoding"),
                 truncated: response.body_truncated,
                 decoded: response.body_decoded,
+                limit: None,
             };
             if let Some(done) = self.redact_body(&response.body, head) {
                 response.body = done.body.into();
                 response.body_decoded |= done.decoded;
+                response.body_truncated |= done.truncated;
                 notes.extend(done.notes.iter().map(|n| format!("response.body:{n}")));
             }
         }
@@ -292,6 +354,7 @@ impl Redactor {
             content_encoding: request.headers.header_str("content-encoding"),
             truncated: request.body_truncated,
             decoded: request.body_decoded,
+            limit: None,
         };
         let (path, body) = self.redact_call(&request.path, &request.body, head);
         if matches!((&path, &body), (Cow::Borrowed(_), Cow::Borrowed(_))) {
@@ -305,11 +368,9 @@ impl Redactor {
 
     fn redact_headers(&self, headers: &mut [Header], place: &str, notes: &mut Vec<String>) {
         for header in headers.iter_mut() {
-            let Some(rule) = self.header_rule(header.name.as_bytes()) else {
-                continue;
-            };
-            if header.value != MARKER.as_bytes() {
-                header.value = MARKER.as_bytes().to_vec();
+            if let Some((value, rule)) = self.redact_field(header.name.as_bytes(), &header.value) {
+                let (value, rule) = (value.into_owned(), rule.to_string());
+                header.value = value;
                 notes.push(format!("{place}:{rule}"));
             }
         }
@@ -366,14 +427,20 @@ impl Redactor {
             return None;
         }
         let encoded = !head.decoded && coding::is_encoded(head.content_encoding);
+        // Inflated no further than may be stored: a bomb costs the size
+        // cap, and what is past it is read as cut.
+        let mut capped = false;
         let plain: Cow<'_, [u8]> = if encoded {
-            match coding::decode(
+            match coding::decode_capped(
                 head.content_encoding.unwrap_or(""),
                 body,
-                coding::MAX_DECODED,
+                head.limit.unwrap_or(coding::MAX_DECODED),
                 head.truncated,
             ) {
-                Ok(Some(plain)) => Cow::Owned(plain),
+                Ok(Some((plain, cut))) => {
+                    capped = cut;
+                    Cow::Owned(plain)
+                }
                 Ok(None) => Cow::Borrowed(body),
                 // Unreadable: what it holds cannot be told.
                 Err(_) => return Some(BodyRedaction::unparsed(true)),
@@ -381,8 +448,13 @@ impl Redactor {
         } else {
             Cow::Borrowed(body)
         };
+        let cut = head.truncated || capped;
         let essence = essence(head.content_type);
-        let kind = if essence == "application/x-www-form-urlencoded" {
+        // JSON is found by its content whatever the content type says (a
+        // JSON body sent as a form, jQuery's default, is JSON all the same).
+        let kind = if !self.json.is_empty() && sniffs_json(&plain) {
+            BodyKind::Json
+        } else if essence == "application/x-www-form-urlencoded" {
             BodyKind::Form
         } else if essence.starts_with("multipart/") {
             BodyKind::Multipart(head.content_type.and_then(form::boundary))
@@ -394,7 +466,7 @@ impl Redactor {
         let outcome = match kind {
             BodyKind::Form if !self.form.is_empty() => form::redact_pairs(&plain, &self.form),
             BodyKind::Multipart(Some(boundary)) if !self.form.is_empty() => {
-                form::redact_multipart(&plain, boundary, &self.form)
+                form::redact_multipart(&plain, boundary, &self.form, cut)
             }
             BodyKind::Multipart(None) if !self.form.is_empty() => Outcome::Unparsed,
             BodyKind::Json if !self.json.is_empty() => self.redact_json(&plain),
@@ -415,6 +487,7 @@ impl Redactor {
                 Some(BodyRedaction {
                     body,
                     decoded: encoded,
+                    truncated: capped,
                     notes: notes
                         .iter()
                         .map(|n| {
@@ -646,6 +719,75 @@ mod tests {
     }
 
     #[test]
+    fn userinfo_and_url_headers_are_redacted_by_default() {
+        let mut ex = request(
+            "/",
+            &[("referer", "https://app.test/cb?code=1&access_token=RT")],
+            b"",
+        );
+        {
+            let request = ex.request.as_mut().unwrap();
+            request.authority = "user:pw@api.test:8443".into();
+        }
+        ex.response = Some(Response {
+            headers: vec![
+                Header::new("Location", "https://s3.test/o?X-Amz-Signature=SIG&x=1"),
+                Header::new("Content-Location", "/plain"),
+            ],
+            ..Default::default()
+        });
+        Redactor::new().apply(&mut ex);
+        let stored = ex.request.as_ref().unwrap();
+        assert_eq!(stored.authority, "api.test:8443");
+        assert_eq!(
+            stored.headers.header_str("referer"),
+            Some("https://app.test/cb?code=1&access_token=%5Bredacted%5D")
+        );
+        let response = ex.response.as_ref().unwrap();
+        assert_eq!(
+            response.headers.header_str("location"),
+            Some("https://s3.test/o?X-Amz-Signature=%5Bredacted%5D&x=1")
+        );
+        assert_eq!(
+            response.headers.header_str("content-location"),
+            Some("/plain")
+        );
+        assert_eq!(
+            ex.flags.as_ref().unwrap().redactions,
+            [
+                "request.authority:userinfo",
+                "request.header:referer",
+                "response.header:location"
+            ]
+        );
+        // Without the defaults, both stay.
+        let mut ex = request("/", &[], b"");
+        ex.request.as_mut().unwrap().authority = "user:pw@api.test".into();
+        Redactor::none().apply(&mut ex);
+        assert_eq!(ex.request.unwrap().authority, "user:pw@api.test");
+    }
+
+    #[test]
+    fn vendor_keys_are_in_the_defaults() {
+        let mut ex = request(
+            "/maps?key=K1&private_token=K2&code=US",
+            &[
+                ("Ocp-Apim-Subscription-Key", "K3"),
+                ("x-functions-key", "K4"),
+                ("DD-API-KEY", "K5"),
+            ],
+            b"",
+        );
+        Redactor::new().apply(&mut ex);
+        let stored = ex.request.unwrap();
+        assert_eq!(
+            stored.path,
+            "/maps?key=%5Bredacted%5D&private_token=%5Bredacted%5D&code=US"
+        );
+        assert!(stored.headers.iter().all(|h| h.value == MARKER.as_bytes()));
+    }
+
+    #[test]
     fn default_query_and_form_rules() {
         let redactor = Redactor::new();
         let mut ex = request(
@@ -700,6 +842,63 @@ mod tests {
     }
 
     #[test]
+    fn a_json_body_sent_as_a_form_is_read_as_json() {
+        for content_type in [
+            "application/x-www-form-urlencoded; charset=UTF-8",
+            "multipart/form-data; boundary=b1",
+        ] {
+            let mut ex = request(
+                "/",
+                &[("content-type", content_type)],
+                br#"{"user":"ann","password":"hunter2"}"#,
+            );
+            Redactor::new()
+                .json_path("$..password")
+                .unwrap()
+                .apply(&mut ex);
+            let stored = ex.request.unwrap();
+            assert!(!holds(&stored.body, "hunter2"), "{content_type}");
+            assert!(holds(&stored.body, "ann"), "{content_type}");
+        }
+    }
+
+    #[test]
+    fn a_bomb_inflates_no_further_than_the_limit() {
+        // 8 MiB of zeros behind a form field: a few KiB compressed.
+        let mut form = b"a=1&password=hunter2&pad=".to_vec();
+        form.resize(8 << 20, b'0');
+        let bomb = gzip(&form);
+        assert!(bomb.len() < 64 << 10);
+        let head = BodyHead {
+            content_type: Some("application/x-www-form-urlencoded"),
+            content_encoding: Some("gzip"),
+            truncated: false,
+            decoded: false,
+            limit: Some(1024),
+        };
+        // Default rules: the prefix is read as cut, redacted, and stored
+        // decoded no longer than the limit (plus the marker), flagged.
+        let done = Redactor::new().redact_body(&bomb, head).unwrap();
+        assert!(done.truncated && done.decoded);
+        assert!(done.body.len() <= 1024 + ENCODED_MARKER.len());
+        assert!(done.body.starts_with(b"a=1&password=%5Bredacted%5D&pad=00"));
+        // JSON cut at the limit cannot be read: the marker.
+        let mut json = br#"{"password":"hunter2","pad":""#.to_vec();
+        json.resize(8 << 20, b'0');
+        json.extend_from_slice(b"\"}");
+        let head = BodyHead {
+            content_type: Some("application/json"),
+            ..head
+        };
+        let done = Redactor::none()
+            .json_path("$.password")
+            .unwrap()
+            .redact_body(&gzip(&json), head)
+            .unwrap();
+        assert_eq!(done.body, MARKER.as_bytes());
+    }
+
+    #[test]
     fn a_redacted_recording_and_a_live_call_match() {
         let redactor = Redactor::new();
         let mut recorded = request("/items?access_token=abc&q=1", &[], b"");
@@ -728,6 +927,7 @@ mod tests {
                 content_encoding: content_encoding.as_deref(),
                 truncated,
                 decoded: false,
+                limit: Some(64),
             });
         }
 
@@ -750,6 +950,7 @@ mod tests {
                 content_encoding: zipped.then_some("gzip"),
                 truncated: at < whole.len(),
                 decoded: false,
+                limit: None,
             };
             let stored = match redactor.redact_body(body, head) {
                 Some(done) => done.body,

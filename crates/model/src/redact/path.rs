@@ -105,7 +105,9 @@ impl JsonPath {
         &self.text
     }
 
-    /// Replaces every value the path selects with [`MARKER`]; returns how many.
+    /// Replaces every value the path selects with [`MARKER`]; returns how
+    /// many. Object keys compare without regard to case here (and only
+    /// here: [`JsonPath::matches`] compares them as written).
     pub fn redact(&self, value: &mut Value) -> usize {
         redact_steps(value, &self.steps)
     }
@@ -202,9 +204,16 @@ fn redact_steps(value: &mut Value, steps: &[Step]) -> usize {
         return 1;
     };
     match step {
-        Step::Key(key) => value
-            .get_mut(key.as_str())
-            .map_or(0, |v| redact_steps(v, rest)),
+        // Keys compare without regard to case here (`$..password` takes
+        // `"Password"` too): redacting one field too many is the safe side.
+        Step::Key(key) => match value {
+            Value::Object(map) => map
+                .iter_mut()
+                .filter(|(name, _)| name.eq_ignore_ascii_case(key))
+                .map(|(_, v)| redact_steps(v, rest))
+                .sum(),
+            _ => 0,
+        },
         Step::Index(index) => value.get_mut(*index).map_or(0, |v| redact_steps(v, rest)),
         Step::Any => match value {
             Value::Array(items) => items.iter_mut().map(|v| redact_steps(v, rest)).sum(),
@@ -216,11 +225,16 @@ fn redact_steps(value: &mut Value, steps: &[Step]) -> usize {
             match value {
                 Value::Object(map) => {
                     for (name, child) in map.iter_mut() {
-                        if name == key {
+                        if name.eq_ignore_ascii_case(key) {
                             count += redact_steps(child, rest);
-                        } else {
-                            count += redact_steps(child, steps);
+                            if rest.is_empty() {
+                                // Replaced whole: nothing left below.
+                                continue;
+                            }
                         }
+                        // Matches deeper down too (`$..user.password` in
+                        // a user within a user).
+                        count += redact_steps(child, steps);
                     }
                 }
                 Value::Array(items) => {
@@ -287,5 +301,23 @@ mod tests {
         assert!(!JsonPath::parse("$.items").unwrap().selects(&at));
         let odd = [Key("a b".into()), Key("q\"x".into()), Key("7up".into())];
         assert_eq!(render_path(&odd), r#"$["a b"]["q\"x"]["7up"]"#);
+    }
+
+    #[test]
+    fn descent_keeps_looking_below_a_match() {
+        let mut value: Value = serde_json::from_str(
+            r#"{"user":{"password":"a","invitedBy":{"user":{"password":"b"}}}}"#,
+        )
+        .unwrap();
+        let path = JsonPath::parse("$..user.password").unwrap();
+        assert_eq!(path.redact(&mut value), 2);
+        // Keys compare without regard to case when redacting.
+        let mut cased: Value = serde_json::from_str(r#"{"User":{"Password":"c"}}"#).unwrap();
+        assert_eq!(path.redact(&mut cased), 1);
+        assert_eq!(cased.to_string(), r#"{"User":{"Password":"[redacted]"}}"#);
+        assert_eq!(
+            value.to_string(),
+            r#"{"user":{"password":"[redacted]","invitedBy":{"user":{"password":"[redacted]"}}}}"#
+        );
     }
 }
