@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use reprise_testkit::full_disk::assert_mounting_allowed;
 use reprise_testkit::target::{Behaviour, Target};
 
 mod support;
@@ -31,26 +32,6 @@ if [ -n "$stopping" ] && [ $code -gt 128 ]; then wait $pid; code=$?; fi
 cp "$1/x.tape" "$2/x.tape" || exit 98
 exit $code
 "#;
-
-/// Fails at once, saying why, where this user may not mount a tmpfs in a
-/// mount namespace of its own (these tests need root, or CAP_SYS_ADMIN, as
-/// in CI): otherwise the recorder never starts and the cause is lost.
-fn assert_mounting_allowed(disk: &Path) {
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--"])
-        .args(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(disk)
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "the full-disk tests mount a tmpfs in a mount namespace of their own, \
-             which needs root (CAP_SYS_ADMIN); `unshare -m mount -t tmpfs` said: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("the full-disk tests need util-linux's unshare: {e}"),
-    }
-}
 
 /// `reprise record` into `$disk/x.tape` on a 1 MiB tmpfs of its own,
 /// forwarding to `upstream`; the tape is copied to `out` at the end.

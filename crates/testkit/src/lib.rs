@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+pub mod full_disk;
 pub mod target;
 
 /// A JSON document of exactly 1024 bytes saying `message`, padded: the

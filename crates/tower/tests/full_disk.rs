@@ -6,17 +6,15 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 
 use reprise_model::Sink;
 use reprise_tape::{TapeWriter, WriterOptions};
+use reprise_testkit::full_disk::{DISK, fill, rerun_on_a_small_disk};
 use reprise_tower::{Mode, Reprise};
 use support::*;
 
-/// Where the tmpfs is, in the run inside the namespace.
-const DISK: &str = "REPRISE_TEST_FULL_DISK";
+/// This test, run again inside the namespace.
 const NAME: &str = "a_full_disk_degrades_the_layers_recording_which_resumes";
 
 #[test]
@@ -25,54 +23,7 @@ fn a_full_disk_degrades_the_layers_recording_which_resumes() {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         return runtime.block_on(on_a_disk_that_fills(Path::new(&disk)));
     }
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("disk");
-    std::fs::create_dir(&disk).unwrap();
-    assert_mounting_allowed(&disk);
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--", "sh", "-c"])
-        .arg(r#"mount -t tmpfs -o size=1m,mode=0700 tmpfs "$1" && exec "$2" --exact "$3" --nocapture"#)
-        .arg("sh")
-        .arg(&disk)
-        .arg(std::env::current_exe().unwrap())
-        .arg(NAME)
-        .env(DISK, &disk)
-        .output()
-        .unwrap();
-    let said = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{said}");
-    assert!(said.contains("1 passed"), "{said}");
-}
-
-/// Fails at once, saying why, where this user may not mount a tmpfs in a
-/// mount namespace of its own (the test needs root, or CAP_SYS_ADMIN, as
-/// in CI).
-fn assert_mounting_allowed(disk: &Path) {
-    let out = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "--"])
-        .args(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs"])
-        .arg(disk)
-        .output();
-    match out {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => panic!(
-            "the full-disk test mounts a tmpfs in a mount namespace of its own, \
-             which needs root (CAP_SYS_ADMIN); `unshare -m mount -t tmpfs` said: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => panic!("the full-disk test needs util-linux's unshare: {e}"),
-    }
-}
-
-/// Fills the disk with a file of its own, until it is full.
-fn fill(disk: &Path) {
-    let mut filler = std::fs::File::create(disk.join("filler")).unwrap();
-    let chunk = vec![0u8; 4096];
-    while filler.write_all(&chunk).is_ok() {}
+    rerun_on_a_small_disk(NAME);
 }
 
 /// Two checkouts of 8 KiB each (an inbound call and its downstream call
