@@ -173,13 +173,13 @@ async fn the_layer_and_the_proxy_record_the_same_exchange() {
     let reprise = Reprise::record_to(Config::default(), Box::new(inside.clone())).unwrap();
     let service = serve_hyper(&reprise).await;
     let outside = MemorySink::new();
-    let mut proxy_config = reprise_capture::ProxyConfig::new(
+    let mut proxy_config = reprise_proxy::ProxyConfig::new(
         "127.0.0.1:0".parse().unwrap(),
-        reprise_capture::Upstream::parse(&format!("http://{service}")).unwrap(),
+        reprise_proxy::Upstream::parse(&format!("http://{service}")).unwrap(),
     );
     proxy_config.preserve_host = true;
     proxy_config.forwarded_headers = false;
-    let proxy = reprise_capture::start(proxy_config, Box::new(outside.clone()))
+    let proxy = reprise_proxy::start(proxy_config, Box::new(outside.clone()))
         .await
         .unwrap();
     for http2 in [false, true] {

@@ -29,11 +29,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use reprise_capture::{
-    ConnectionGate, ConnectionMetrics, Upstream, UpstreamProtocol, UpstreamVersions,
-};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Intact, Source, display_id};
+use reprise_proxy::{
+    ConnectionGate, ConnectionMetrics, Upstream, UpstreamProtocol, UpstreamVersions,
+};
 use reprise_tower::{
     Exhausted, MockBody, MockMiss, MockOptions, MockReport, MockServed, MockStore, REPLAY_HEADER,
     Scope,
@@ -570,7 +570,7 @@ async fn serve(
                     let mock = Arc::clone(&mock);
                     async move { Ok::<_, Infallible>(mock.answer(request).await) }
                 });
-                tokio::spawn(reprise_capture::serve_connection(
+                tokio::spawn(reprise_proxy::serve_connection(
                     accepted,
                     None,
                     Arc::clone(&builder),

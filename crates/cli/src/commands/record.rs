@@ -5,9 +5,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use reprise_capture::{ConnectionLimits, ProxyConfig, RecorderStats, Upstream};
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
+use reprise_proxy::{ConnectionLimits, ProxyConfig, RecorderStats, Upstream};
 use reprise_tape::{TapeWriter, WriterOptions};
 
 use crate::Outcome;
@@ -81,7 +81,7 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     config.response_timeout = duration("--upstream-timeout", &args.upstream_timeout)?;
     let threads = args
         .threads
-        .unwrap_or_else(reprise_capture::default_serving_threads);
+        .unwrap_or_else(reprise_proxy::default_serving_threads);
     config.limits = limits(&args.connections, threads)?;
     config.drain_timeout = duration("--drain-timeout", &args.drain_timeout)?;
     if args.queue == 0 {
@@ -223,7 +223,7 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         };
         let upstream = args.upstream.clone();
         let drain = config.drain_timeout;
-        let proxy = match reprise_capture::start(config, Box::new(writer)).await {
+        let proxy = match reprise_proxy::start(config, Box::new(writer)).await {
             Ok(proxy) => proxy,
             Err(error) => {
                 // Nothing was recorded: a new tape must not be left behind.

@@ -14,10 +14,10 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use reprise_capture::{ProxyConfig, Upstream};
 use reprise_inspect::{LsOptions, ShowOptions, StatsOptions};
 use reprise_model::Sink;
 use reprise_model::redact::Redactor;
+use reprise_proxy::{ProxyConfig, Upstream};
 use reprise_replay::{Opener, Replay, ReplayConfig, Target};
 use reprise_tape::{TapeReader, TapeWriter, WriterOptions};
 
@@ -206,7 +206,7 @@ fn record(tape: &Path, out: &mut impl Write) -> anyhow::Result<()> {
             ..WriterOptions::default()
         };
         let writer = TapeWriter::create(tape, options)?;
-        let proxy = reprise_capture::start(config, Box::new(writer)).await?;
+        let proxy = reprise_proxy::start(config, Box::new(writer)).await?;
         let base = format!("http://{}", proxy.local_addr());
         writeln!(
             out,

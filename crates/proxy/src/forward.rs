@@ -97,7 +97,7 @@ impl Forwarder {
         tls: &rustls::ClientConfig,
         upstream: Arc<protocol::UpstreamVersions>,
         http1_connections: usize,
-    ) -> Result<Forwarder, crate::CaptureError> {
+    ) -> Result<Forwarder, crate::ProxyError> {
         let http1 = Arc::new(Http1Upstream::new(
             &config.upstream,
             tls,

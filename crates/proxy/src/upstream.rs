@@ -173,7 +173,7 @@ impl Http1Upstream {
         connect_timeout: Duration,
         response_timeout: Duration,
         max_connections: usize,
-    ) -> Result<Self, crate::CaptureError> {
+    ) -> Result<Self, crate::ProxyError> {
         let max_connections = max_connections.clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
         let tls = if upstream.scheme == http::uri::Scheme::HTTPS {
             let name = crate::protocol::tls_name(upstream)?;

@@ -14,11 +14,11 @@
 //! - Bodies stream: each frame is forwarded as it arrives; a
 //!   [`tap`](TapBody) copies it (up to the size cap) into the exchange's
 //!   pooled record, with no lock.
-//! - Recording is a bypass: what a finished call left (its record) goes
-//!   into a bounded queue with `try_send`; when the
-//!   queue is full it is dropped from the recording, never from the
-//!   forward path, and counted. A writer thread applies `--match`, the
-//!   rate cap and redaction, encodes the record, and owns the sink.
+//! - Recording is a bypass: the serving thread that finished a call
+//!   applies `--match`, the rate cap and redaction, encodes the record and
+//!   hands it to a bounded queue with `try_send`; when the queue is full
+//!   the record is dropped from the recording, never from the forward
+//!   path, and counted. One writer thread owns the sink.
 //! - An upstream that cannot be reached gives the client a 502 (gRPC:
 //!   UNAVAILABLE) saying why, and the exchange is recorded with its error.
 
@@ -33,7 +33,7 @@ mod upstream;
 mod watched;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
-pub use error::CaptureError;
+pub use error::ProxyError;
 pub use protocol::UpstreamVersions;
 
 pub use listener::{

@@ -13,17 +13,17 @@ use reprise_net::probe::{ProbeError, speaks_h2};
 use rustls::pki_types::ServerName;
 
 use crate::config::Upstream;
-use crate::error::CaptureError;
+use crate::error::ProxyError;
 
 /// The name an https upstream's certificate is checked against.
-pub(crate) fn tls_name(upstream: &Upstream) -> Result<ServerName<'static>, CaptureError> {
+pub(crate) fn tls_name(upstream: &Upstream) -> Result<ServerName<'static>, ProxyError> {
     let host = upstream.authority.host();
     // `[::1]` names the address inside the brackets.
     let host = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
-    ServerName::try_from(host.to_string()).map_err(|_| CaptureError::TlsName(host.to_string()))
+    ServerName::try_from(host.to_string()).map_err(|_| ProxyError::TlsName(host.to_string()))
 }
 
 fn is_tls(upstream: &Upstream) -> bool {
@@ -65,7 +65,7 @@ impl UpstreamVersions {
         protocol: UpstreamProtocol,
         tls: &rustls::ClientConfig,
         connect_timeout: Duration,
-    ) -> Result<UpstreamVersions, CaptureError> {
+    ) -> Result<UpstreamVersions, ProxyError> {
         let versions = UpstreamVersions {
             protocol,
             h2: tokio::sync::OnceCell::new(),
@@ -81,7 +81,7 @@ impl UpstreamVersions {
             match versions.ask().await {
                 Ok(true) => {}
                 Ok(false) => {
-                    return Err(CaptureError::NotHttp2 {
+                    return Err(ProxyError::NotHttp2 {
                         upstream: upstream.base.to_string(),
                         how: if is_tls(upstream) {
                             "ALPN did not agree on h2"
@@ -91,7 +91,7 @@ impl UpstreamVersions {
                     });
                 }
                 Err(source) => {
-                    return Err(CaptureError::Probe {
+                    return Err(ProxyError::Probe {
                         upstream: upstream.base.to_string(),
                         source,
                     });

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ProxyConfig;
-use crate::error::CaptureError;
+use crate::error::ProxyError;
 use crate::forward::{Forwarder, forward};
 use crate::listener::{ADMIN_CONNECTIONS, ConnectionGate, ConnectionLimits, serve_connection};
 use reprise_record::{ConnectionMetrics, Metrics, Origin, Recorder, RecorderStats, Rules};
@@ -46,7 +46,7 @@ pub struct RunningProxy {
     local_addr: SocketAddr,
     admin_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), CaptureError>>,
+    task: tokio::task::JoinHandle<Result<(), ProxyError>>,
     metrics: Arc<Metrics>,
     upstream: Arc<crate::UpstreamVersions>,
 }
@@ -80,22 +80,22 @@ impl RunningProxy {
 
     /// Stops accepting, lets in-flight calls finish (up to the drain
     /// timeout), drains the recording queue and closes the sink.
-    pub async fn shutdown(self) -> Result<RecorderStats, CaptureError> {
+    pub async fn shutdown(self) -> Result<RecorderStats, ProxyError> {
         let _ = self.stop.send(true);
         match self.task.await {
             Ok(result) => result.map(|()| self.metrics.snapshot()),
-            Err(e) => Err(CaptureError::Internal(format!("proxy task failed: {e}"))),
+            Err(e) => Err(ProxyError::Internal(format!("proxy task failed: {e}"))),
         }
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CaptureError> {
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ProxyError> {
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| CaptureError::Bind { addr, source })?;
+        .map_err(|source| ProxyError::Bind { addr, source })?;
     let local = listener
         .local_addr()
-        .map_err(|source| CaptureError::Bind { addr, source })?;
+        .map_err(|source| ProxyError::Bind { addr, source })?;
     Ok((listener, local))
 }
 
@@ -105,8 +105,8 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), CaptureErro
 fn bind_shared(
     addr: SocketAddr,
     n: usize,
-) -> Result<(Vec<std::net::TcpListener>, SocketAddr), CaptureError> {
-    let error = |source| CaptureError::Bind { addr, source };
+) -> Result<(Vec<std::net::TcpListener>, SocketAddr), ProxyError> {
+    let error = |source| ProxyError::Bind { addr, source };
     let mut listeners = Vec::with_capacity(n);
     let mut local = addr;
     for _ in 0..n.max(1) {
@@ -147,7 +147,7 @@ pub fn default_serving_threads() -> usize {
 
 /// Binds the listener (and the admin endpoint), starts serving; returns
 /// once both listen.
-pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningProxy, CaptureError> {
+pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningProxy, ProxyError> {
     let acceptor = match &config.tls {
         Some((cert, key)) => Some(TlsAcceptor::from(reprise_net::tls::server_config(
             cert, key,
@@ -170,9 +170,8 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         sample_rate: config.sampler.rate(),
     };
     let (recorder, thread) =
-        Recorder::start(sink, rules, config.queue_capacity, Arc::clone(&metrics)).map_err(|e| {
-            CaptureError::Internal(format!("cannot start the recorder thread: {e}"))
-        })?;
+        Recorder::start(sink, rules, config.queue_capacity, Arc::clone(&metrics))
+            .map_err(|e| ProxyError::Internal(format!("cannot start the recorder thread: {e}")))?;
     let origin = Origin {
         service: config.service.clone(),
         instance: String::new(),
@@ -222,7 +221,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .map_err(|e| CaptureError::Internal(format!("cannot start a serving thread: {e}")))?;
+            .map_err(|e| ProxyError::Internal(format!("cannot start a serving thread: {e}")))?;
         let (acceptor, stopped, gate) = (acceptor.clone(), stopped.clone(), gate.clone());
         let (done, finished) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -230,12 +229,12 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             .spawn(move || {
                 let result = runtime.block_on(async move {
                     let listener =
-                        TcpListener::from_std(listener).map_err(|source| CaptureError::Bind {
+                        TcpListener::from_std(listener).map_err(|source| ProxyError::Bind {
                             addr: local_addr,
                             source,
                         })?;
                     serve(listener, gate, acceptor, forwarder, stopped).await;
-                    Ok::<(), CaptureError>(())
+                    Ok::<(), ProxyError>(())
                 });
                 // Calls still running past the drain end with the runtime;
                 // then what this thread packed goes to the writer, which
@@ -245,7 +244,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                 drop(local);
                 let _ = done.send(result);
             })
-            .map_err(|e| CaptureError::Internal(format!("cannot start a serving thread: {e}")))?;
+            .map_err(|e| ProxyError::Internal(format!("cannot start a serving thread: {e}")))?;
         serving.push(finished);
     }
     if let Some((admin, _)) = admin {
@@ -262,8 +261,8 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         // and closes the sink.
         let closed = tokio::task::spawn_blocking(move || thread.close(&recorder, drain))
             .await
-            .map_err(|e| CaptureError::Internal(e.to_string()))?
-            .map_err(CaptureError::Sink);
+            .map_err(|e| ProxyError::Internal(e.to_string()))?
+            .map_err(ProxyError::Sink);
         match first_error {
             Some(e) => Err(e),
             None => closed,

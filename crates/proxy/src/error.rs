@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 /// Why the proxy could not run or stop cleanly.
 #[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
+pub enum ProxyError {
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {

@@ -16,8 +16,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use reprise_capture::{ProxyConfig, RunningProxy, Upstream};
 use reprise_model::{ErrorKind, Exchange, HeaderList, MemorySink, Protocol};
+use reprise_proxy::{ProxyConfig, RunningProxy, Upstream};
 
 /// What the upstream saw, echoed as JSON.
 async fn json(
@@ -112,7 +112,7 @@ async fn proxy(
     config.threads = Some(2);
     tweak(&mut config);
     let sink = MemorySink::new();
-    let running = reprise_capture::start(config, Box::new(sink.clone()))
+    let running = reprise_proxy::start(config, Box::new(sink.clone()))
         .await
         .unwrap();
     (running, sink)
@@ -502,7 +502,7 @@ async fn a_stalled_or_failing_sink_never_fails_a_call() {
         } else {
             Box::new(FailingSink)
         };
-        let proxy = reprise_capture::start(config, sink).await.unwrap();
+        let proxy = reprise_proxy::start(config, sink).await.unwrap();
         // Calls go on until the stalled sink's queue overflows: each
         // serving thread packs its calls and hands a pack over when it has
         // waited its age (20 ms), so it takes a few packs.
