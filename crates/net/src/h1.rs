@@ -12,7 +12,7 @@
 //! the caller takes them.
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 
 /// Most header (or trailer) fields read (hyper's limit too).
 pub const MAX_HEADERS: usize = 100;
@@ -125,7 +125,7 @@ pub fn parse_response_head(
         Reuse::Keep
     };
     let headers = if headers {
-        header_map(response.headers)
+        crate::headers::parsed(response.headers)
     } else {
         HeaderMap::new()
     };
@@ -381,21 +381,6 @@ pub fn take_captured_body(buf: &mut BytesMut, framing: Framing) -> Result<Captur
     }
 }
 
-/// Parsed fields as a header map; fields that are not valid HTTP are
-/// left out.
-pub fn header_map(fields: &[httparse::Header<'_>]) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.as_bytes()),
-            HeaderValue::from_bytes(field.value),
-        ) {
-            map.append(name, value);
-        }
-    }
-    map
-}
-
 /// Appends `name: value\r\n` to an encoded head.
 pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -539,7 +524,7 @@ impl BodyDecoder {
                     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                     match httparse::parse_headers(read, &mut fields) {
                         Ok(httparse::Status::Complete((used, fields))) => {
-                            let trailers = header_map(fields);
+                            let trailers = crate::headers::parsed(fields);
                             read.advance(used);
                             self.state = State::Done;
                             self.trailers = (!trailers.is_empty()).then_some(trailers);

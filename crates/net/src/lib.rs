@@ -5,6 +5,7 @@
 //! with the ring provider) for listeners and clients.
 
 pub mod h1;
+pub mod headers;
 pub mod hop;
 pub mod probe;
 pub mod reflection;

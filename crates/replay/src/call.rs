@@ -196,7 +196,7 @@ impl CallBuilder {
             return Err(Skip::BadPath);
         }
 
-        let trailers = headers_of(&request.trailers);
+        let trailers = reprise_net::headers::recorded(&request.trailers);
         let trailers = (!trailers.is_empty()).then_some(trailers);
         let headers = self.headers(
             exchange, request, wire, authority, &body, &messages, &trailers,
@@ -265,7 +265,7 @@ impl CallBuilder {
         messages: &[(u64, Bytes)],
         trailers: &Option<HeaderMap>,
     ) -> HeaderMap {
-        let mut headers = headers_of(&request.headers);
+        let mut headers = reprise_net::headers::recorded(&request.headers);
         reprise_net::hop::strip_hop_by_hop(&mut headers, false);
         headers.remove(header::HOST);
         // A length that no longer matches (redaction changed the body, or
@@ -321,25 +321,6 @@ impl CallBuilder {
         }
         headers
     }
-}
-
-/// Recorded fields as a header map: pseudo-headers (HAR files of HTTP/2
-/// calls list `:authority` and friends) and fields that are not valid
-/// HTTP are left out.
-fn headers_of(fields: &[reprise_model::Header]) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for field in fields {
-        if field.name.starts_with(':') {
-            continue;
-        }
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(field.name.as_bytes()),
-            HeaderValue::from_bytes(&field.value),
-        ) {
-            map.append(name, value);
-        }
-    }
-    map
 }
 
 /// The W3C `traceparent` of a replayed call: the trace id is the recorded

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use http_body::Body;
 use reprise_model::key::{CallKey, KeyField, KeyParts};
 use reprise_model::redact::{BodyHead, Redactor};
@@ -821,18 +821,9 @@ pub struct RecordedFailure {
 }
 
 pub(crate) fn header_map(headers: &[Header], drop_length: bool) -> HeaderMap {
-    let mut map = HeaderMap::with_capacity(headers.len());
-    for header in headers {
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(header.name.as_bytes()),
-            HeaderValue::from_bytes(&header.value),
-        ) else {
-            continue;
-        };
-        if drop_length && name == http::header::CONTENT_LENGTH {
-            continue;
-        }
-        map.append(name, value);
+    let mut map = reprise_net::headers::recorded(headers);
+    if drop_length {
+        map.remove(http::header::CONTENT_LENGTH);
     }
     reprise_net::hop::strip_hop_by_hop(&mut map, false);
     map
