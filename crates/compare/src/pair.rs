@@ -28,7 +28,7 @@ pub const IGNORED_HEADERS: [&str; 15] = [
     "last-modified",
     "etag",
     "x-request-id",
-    "x-reprise-replay",
+    reprise_model::protocol::REPLAY_HEADER,
     "traceparent",
     "tracestate",
 ];

@@ -13,6 +13,8 @@
 //! - [`key`]: the canonical key a mocked call is matched by;
 //! - [`writer`]: records written field by field, without an [`Exchange`];
 //! - [`terminal`]: recorded text escaped for a terminal;
+//! - [`protocol`]: the header fields reprise adds to calls and answers;
+//! - [`size`]: sizes as people write them (`64KiB`);
 //! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
 
 pub mod codec;
@@ -24,9 +26,11 @@ pub mod grpc;
 pub mod id;
 pub mod key;
 pub mod pack;
+pub mod protocol;
 pub mod redact;
 pub mod sample;
 pub mod select;
+pub mod size;
 pub mod store;
 pub mod synthetic;
 pub mod terminal;

@@ -519,9 +519,10 @@ fn refuse(
     } else {
         *response.body_mut() = Either::Right(Full::new(Bytes::from(text + "\n")));
     }
-    response
-        .headers_mut()
-        .insert("x-reprise-error", HeaderValue::from_static("request"));
+    response.headers_mut().insert(
+        reprise_model::protocol::PROXY_ERROR_HEADER,
+        HeaderValue::from_static("request"),
+    );
     response
 }
 
@@ -556,8 +557,9 @@ fn fail(
         );
         response
     };
-    response
-        .headers_mut()
-        .insert("x-reprise-error", HeaderValue::from_static("upstream"));
+    response.headers_mut().insert(
+        reprise_model::protocol::PROXY_ERROR_HEADER,
+        HeaderValue::from_static("upstream"),
+    );
     response
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::{ProtocolChoice, Rewrites, Target};
 
 /// The replay correlation header: the recorded exchange a call replays.
-pub const REPLAY_HEADER: &str = "x-reprise-replay";
+pub use reprise_model::protocol::REPLAY_HEADER;
 
 /// The HTTP version a call is sent in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -306,7 +306,10 @@ fn next_message(pending: &mut BytesMut) -> Option<Bytes> {
 async fn end_with_miss(out: &Out, miss: crate::MockMiss) -> Result<(), ()> {
     let mut trailers = HeaderMap::new();
     reprise_net::grpc_error_fields(&mut trailers, 14, &miss.to_string());
-    trailers.insert("x-reprise-mock-miss", HeaderValue::from_static("1"));
+    trailers.insert(
+        reprise_model::protocol::MOCK_MISS_HEADER,
+        HeaderValue::from_static("1"),
+    );
     out.send((None, Frame::trailers(trailers)))
         .await
         .map_err(|_| ())

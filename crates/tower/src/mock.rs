@@ -913,9 +913,10 @@ pub(crate) fn miss_response(miss: MockMiss, grpc: bool) -> Response<MockBody> {
         );
         response
     };
-    response
-        .headers_mut()
-        .insert("x-reprise-mock-miss", HeaderValue::from_static("1"));
+    response.headers_mut().insert(
+        reprise_model::protocol::MOCK_MISS_HEADER,
+        HeaderValue::from_static("1"),
+    );
     response.extensions_mut().insert(miss);
     response
 }

@@ -22,32 +22,9 @@ use crate::mock::MockStore;
 use crate::scope::Scope;
 use reprise_model::trace::{trace_id_from, trace_id_of};
 
-/// The replay correlation header `reprise replay` puts on every call: the
-/// recorded exchange's id, in hex.
-pub const REPLAY_HEADER: &str = "x-reprise-replay";
-
-/// On an inbound response in mock mode: how many of the call's downstream
-/// calls the mocks could not answer (absent when none). A service that
-/// swallows a failed downstream call still answers differently from the
-/// recording, so a replay with misses never looks clean.
-pub const MISSES_HEADER: &str = "x-reprise-mock-misses";
-
-/// On an inbound response in mock mode: how many downstream calls recorded
-/// under the replayed exchange the call had not made when its response
-/// head was sent (absent when none): a call the new build no longer makes
-/// is a difference too.
-pub const UNUSED_HEADER: &str = "x-reprise-mock-unused";
-
-/// On an inbound response in mock mode: each downstream call the mocks
-/// could not answer, named `METHOD authority/path?query` (one field per
-/// call, the first 16): the calls the new build makes that the recording
-/// never saw, so `reprise diff` names them.
-pub const NEW_CALLS_HEADER: &str = "x-reprise-mock-new";
-
-/// On an inbound response in mock mode: each downstream call recorded
-/// under the replayed exchange that the call had not made, named (one
-/// field per call, the first 16): the calls the new build no longer makes.
-pub const MISSING_CALLS_HEADER: &str = "x-reprise-mock-missing";
+pub use reprise_model::protocol::{
+    MISSES_HEADER, MISSING_CALLS_HEADER, NEW_CALLS_HEADER, REPLAY_HEADER, UNUSED_HEADER,
+};
 
 /// What every [`Record`] service of one layer shares.
 #[derive(Debug)]

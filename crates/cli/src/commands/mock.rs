@@ -244,7 +244,7 @@ impl Mock {
                 if self.log {
                     eprint!("reprise: mock: {} {}: {text}", parts.method, parts.uri);
                 }
-                return own_answer(status, "x-reprise-mock-failure", text);
+                return own_answer(status, reprise_model::protocol::MOCK_FAILURE_HEADER, text);
             }
         };
         let head = (
@@ -317,7 +317,7 @@ impl Mock {
                 }
                 own_answer(
                     StatusCode::BAD_GATEWAY,
-                    "x-reprise-mock-failure",
+                    reprise_model::protocol::MOCK_FAILURE_HEADER,
                     format!("reprise mock: {reason}\n"),
                 )
             }
@@ -423,9 +423,10 @@ impl Fallthrough {
                 }
                 let mut response = response.map(Either::Right);
                 reprise_net::hop::strip_hop_by_hop(response.headers_mut(), false);
-                response
-                    .headers_mut()
-                    .insert("x-reprise-mock-fallthrough", HeaderValue::from_static("1"));
+                response.headers_mut().insert(
+                    reprise_model::protocol::MOCK_FALLTHROUGH_HEADER,
+                    HeaderValue::from_static("1"),
+                );
                 response
             }
             Err(why) => {
@@ -438,7 +439,7 @@ impl Fallthrough {
                 }
                 own_answer(
                     StatusCode::BAD_GATEWAY,
-                    "x-reprise-mock-miss",
+                    reprise_model::protocol::MOCK_MISS_HEADER,
                     format!(
                         "{miss}; and --fallthrough {} failed: {why}\n",
                         self.upstream.base

@@ -19,23 +19,9 @@ pub(crate) fn duration(flag: &str, text: &str) -> anyhow::Result<Duration> {
         .with_context(|| format!("{flag} {text:?}: expected a duration such as 500ms, 10s or 2m"))
 }
 
-/// Reads `1048576`, `64K`, `64KiB`, `1M`, `1MiB`, `1G` (K and KiB both
-/// mean 1024).
+/// Reads a size flag (`64KiB`: see [`reprise_model::size`]).
 pub(crate) fn size(flag: &str, text: &str) -> anyhow::Result<usize> {
-    let bad = || anyhow::anyhow!("{flag} {text:?}: expected a size such as 65536, 64KiB or 1MiB");
-    let text = text.trim();
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let number: usize = text[..digits].parse().map_err(|_| bad())?;
-    let unit: usize = match text[digits..].trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(bad()),
-    };
-    number.checked_mul(unit).ok_or_else(bad)
+    reprise_model::size::parse_size(text).map_err(|e| anyhow::anyhow!("{flag} {e}"))
 }
 
 fn address(flag: &str, text: &str) -> anyhow::Result<SocketAddr> {
