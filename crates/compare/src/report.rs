@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use hdrhistogram::Histogram;
+use reprise_model::latency::LatencyHistogram;
+use reprise_model::table::{Column, Table};
 use reprise_model::terminal::escape;
 use reprise_model::{Exchange, endpoint_key};
 use serde::Serialize;
@@ -172,36 +173,26 @@ impl DiffReport {
                 s.same_call, s.below_thresholds
             )?;
         }
-        // Endpoints, paths and values are recorded text: shown escaped.
-        let width = self
-            .endpoints
-            .iter()
-            .map(|e| escape(&e.endpoint).chars().count())
-            .max()
-            .unwrap_or(8)
-            .clamp(8, 60);
-        writeln!(
-            out,
-            "{:<w$} {:>7} {:>9} {:>9} {:>12}  {:>22}  {:>22}",
-            "endpoint",
-            "pairs",
-            "identical",
-            "regressed",
-            "not compared",
-            "p50 recorded→replayed",
-            "p99 recorded→replayed",
-            w = width + 2
-        )?;
+        // Endpoints, paths and values are recorded text: shown escaped,
+        // long endpoints shortened in the table (`--json` keeps them whole).
+        let mut table = Table::new(vec![
+            Column::left("endpoint").max_width(60),
+            Column::right("pairs").width(7),
+            Column::right("identical").width(9),
+            Column::right("regressed").width(9),
+            Column::right("not compared").width(12),
+            Column::right("p50 recorded→replayed").width(22).gap(2),
+            Column::right("p99 recorded→replayed").width(22).gap(2),
+        ])
+        .indent_rows(2);
         for e in &self.endpoints {
             let l = &e.latency;
-            writeln!(
-                out,
-                "  {:<w$} {:>7} {:>9} {:>9} {:>12}  {:>22}  {:>22}",
-                escape(&e.endpoint),
-                e.pairs,
-                e.identical,
-                e.regressed,
-                e.not_compared,
+            table.row([
+                e.endpoint.clone(),
+                e.pairs.to_string(),
+                e.identical.to_string(),
+                e.regressed.to_string(),
+                e.not_compared.to_string(),
                 format!(
                     "{}→{}",
                     micros(l.recorded_p50_us),
@@ -212,9 +203,9 @@ impl DiffReport {
                     micros(l.recorded_p99_us),
                     micros(l.replayed_p99_us)
                 ),
-                w = width
-            )?;
+            ]);
         }
+        write!(out, "{table}")?;
         for e in self.endpoints.iter().filter(|e| !e.paths.is_empty()) {
             writeln!(out, "{}: what differs", escape(&e.endpoint))?;
             for p in e.paths.iter().take(10) {
@@ -477,30 +468,21 @@ struct EndpointAcc {
     noise_only: u64,
     not_compared: u64,
     paths: HashMap<(String, ChangeKind), PathAcc>,
-    recorded: Histogram<u64>,
-    replayed: Histogram<u64>,
+    recorded: LatencyHistogram,
+    replayed: LatencyHistogram,
 }
 
 /// Latency at every 5th percentile, for a CDF chart.
-fn cdf(h: &Histogram<u64>) -> Vec<u64> {
+fn cdf(h: &LatencyHistogram) -> Vec<u64> {
     if h.is_empty() {
         return Vec::new();
     }
-    (1..=20)
-        .map(|i| h.value_at_quantile(f64::from(i) / 20.0))
-        .collect()
+    (1..=20).map(|i| h.quantile(f64::from(i) / 20.0)).collect()
 }
 
-fn histogram() -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(1, 2, 2).unwrap_or_else(|_| fallback());
-    h.auto(true);
-    h
-}
-
-#[allow(clippy::expect_used)]
-fn fallback() -> Histogram<u64> {
-    // Never reached: 1..2 with 2 significant digits is valid.
-    Histogram::new(2).expect("2 significant digits is a valid histogram")
+/// A latency histogram (µs) that starts small and grows as latencies come.
+fn histogram() -> LatencyHistogram {
+    LatencyHistogram::new(2, 2)
 }
 
 impl Default for EndpointAcc {
@@ -655,9 +637,8 @@ impl Comparison {
             }
         }
         if let (Some(replayed), false) = (replayed, matches!(verdict, Verdict::NotCompared(_))) {
-            let us = |ns: u64| (ns / 1_000).max(1);
-            let _ = acc.recorded.record(us(recorded.duration_ns));
-            let _ = acc.replayed.record(us(replayed.duration_ns));
+            acc.recorded.record(recorded.duration_ns / 1_000);
+            acc.replayed.record(replayed.duration_ns / 1_000);
         }
     }
 
@@ -668,13 +649,6 @@ impl Comparison {
 
     /// The report.
     pub fn finish(self) -> DiffReport {
-        let q = |h: &Histogram<u64>, q: f64| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
         let mut endpoints: Vec<EndpointDiff> = self
             .endpoints
             .into_iter()
@@ -705,10 +679,10 @@ impl Comparison {
                     not_compared: acc.not_compared,
                     paths,
                     latency: LatencyPair {
-                        recorded_p50_us: q(&acc.recorded, 0.5),
-                        recorded_p99_us: q(&acc.recorded, 0.99),
-                        replayed_p50_us: q(&acc.replayed, 0.5),
-                        replayed_p99_us: q(&acc.replayed, 0.99),
+                        recorded_p50_us: acc.recorded.quantile(0.5),
+                        recorded_p99_us: acc.recorded.quantile(0.99),
+                        replayed_p50_us: acc.replayed.quantile(0.5),
+                        replayed_p99_us: acc.replayed.quantile(0.99),
                         recorded_cdf_us: cdf(&acc.recorded),
                         replayed_cdf_us: cdf(&acc.replayed),
                     },
@@ -823,6 +797,39 @@ mod tests {
         assert_eq!(rules.matches("[[rule]]\n").count(), 1, "{rules}");
         assert!(!rules.contains("\nendpoint = \"GET /evil"), "{rules}");
         assert!(rules.contains(r"e.g. $['x\n[[rule]]\nendpoint"), "{rules}");
+    }
+
+    #[test]
+    fn the_endpoint_table_stays_aligned_with_a_100_character_endpoint() {
+        let mut c = Comparison::default();
+        for path in [format!("/{}", "a".repeat(95)), "/b".to_string()] {
+            let (mut exchange, _) = pair(1, "$.a");
+            if let Some(request) = exchange.request.as_mut() {
+                request.path = path;
+            }
+            c.add(&exchange, Some(&exchange), &Verdict::Identical);
+        }
+        let report = c.finish();
+        assert!(
+            report
+                .endpoints
+                .iter()
+                .any(|e| e.endpoint.chars().count() == 100),
+            "the report keeps the name whole"
+        );
+        let mut out = Vec::new();
+        report.render(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let table: Vec<&str> = text
+            .lines()
+            .skip_while(|line| !line.starts_with("endpoint "))
+            .collect();
+        assert_eq!(table.len(), 3, "{text}");
+        assert!(table[1].contains('…'), "{text}");
+        // Every line ends at the same column: the name was shortened to
+        // 60 characters rather than pushing the figures right.
+        let widths: Vec<usize> = table.iter().map(|line| line.chars().count()).collect();
+        assert_eq!(widths, [2 + 60 + 8 + 10 + 10 + 13 + 24 + 24; 3], "{text}");
     }
 
     fn display(i: u32) -> String {

@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use hdrhistogram::Histogram;
+use reprise_model::latency::LatencyHistogram;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::terminal::escape;
+use reprise_model::table::{Column, Table};
 use reprise_model::{Exchange, Source, endpoint_key, time::format_ns};
 use serde::Serialize;
 
@@ -96,37 +96,27 @@ pub struct Stats {
 
 struct Endpoint {
     count: u64,
-    latency: Histogram<u32>,
+    latency: LatencyHistogram<u32>,
     max_ns: u64,
     statuses: BTreeMap<String, u64>,
 }
 
-fn histogram() -> Option<Histogram<u32>> {
-    // 1 µs to 1 hour with 2 significant digits (~13 KiB per endpoint) to
-    // start with; a longer call grows it (any u64 of µs fits), so no
-    // latency is cut to the bound.
-    let mut histogram = Histogram::new_with_bounds(1, 3_600_000_000, 2).ok()?;
-    histogram.auto(true);
-    Some(histogram)
-}
-
 impl Endpoint {
-    fn new() -> Option<Self> {
-        Some(Endpoint {
+    fn new() -> Self {
+        Endpoint {
             count: 0,
-            latency: histogram()?,
+            // 1 µs to 1 hour with 2 significant digits (~13 KiB per
+            // endpoint) to start with; a longer call grows it (any u64 of
+            // µs fits), so no latency is cut to the bound.
+            latency: LatencyHistogram::new(3_600_000_000, 2),
             max_ns: 0,
             statuses: BTreeMap::new(),
-        })
+        }
     }
 
     fn add(&mut self, exchange: &Exchange, class: &str) {
         self.count += 1;
-        let us = (exchange.duration_ns / 1_000).max(1);
-        if self.latency.record(us).is_err() {
-            // Only when growing would overflow usize: not on a 64-bit host.
-            self.latency.saturating_record(us);
-        }
+        self.latency.record(exchange.duration_ns / 1_000);
         self.max_ns = self.max_ns.max(exchange.duration_ns);
         *self.statuses.entry(class.to_string()).or_default() += 1;
     }
@@ -135,7 +125,7 @@ impl Endpoint {
         // A bucket's top may pass the slowest call: never shown above it.
         let at = |q: f64| {
             self.latency
-                .value_at_quantile(q)
+                .quantile(q)
                 .saturating_mul(1_000)
                 .min(self.max_ns)
         };
@@ -228,18 +218,15 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
                 .entry(crate::json::error_kind(error.kind()).to_string())
                 .or_default() += 1;
         }
-        if let Some(all) = overall.as_mut() {
-            all.add(&exchange, &class);
-        }
+        overall.add(&exchange, &class);
         let key = endpoint_key(&exchange);
         if let Some(endpoint) = endpoints.get_mut(&key) {
             endpoint.add(&exchange, &class);
         } else if endpoints.len() < options.max_endpoints {
-            if let Some(mut endpoint) = Endpoint::new() {
-                endpoint.add(&exchange, &class);
-                endpoints.insert(key, endpoint);
-            }
-        } else if let Some(other) = other.as_mut() {
+            let mut endpoint = Endpoint::new();
+            endpoint.add(&exchange, &class);
+            endpoints.insert(key, endpoint);
+        } else {
             other.add(&exchange, &class);
         }
     }
@@ -250,7 +237,7 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
         stats.span_seconds = (last - first) as f64 / 1e9;
         stats.mean_rate = stats.exchanges as f64 / stats.span_seconds.max(1.0);
         stats.peak_rate = per_second.values().copied().max().unwrap_or(0);
-        stats.overall = overall.map(|o| o.finish("(all)".to_string()));
+        stats.overall = Some(overall.finish("(all)".to_string()));
     }
     let mut list: Vec<EndpointStats> = endpoints
         .into_iter()
@@ -261,7 +248,7 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
             .cmp(&a.count)
             .then_with(|| a.endpoint.cmp(&b.endpoint))
     });
-    if let Some(other) = other.filter(|o| o.count > 0) {
+    if other.count > 0 {
         list.push(other.finish("(other)".to_string()));
     }
     stats.endpoints = list;
@@ -319,37 +306,28 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
     if stats.endpoints.is_empty() {
         return Ok(());
     }
-    // Endpoints are recorded text: shown escaped, one line each.
-    let shown: Vec<_> = stats
-        .endpoints
-        .iter()
-        .chain(&stats.overall)
-        .map(|e| (escape(&e.endpoint), e))
-        .collect();
-    let width = shown
-        .iter()
-        .map(|(name, _)| name.chars().count())
-        .max()
-        .unwrap_or(8)
-        .clamp(8, 60);
-    writeln!(out)?;
-    writeln!(
-        out,
-        "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  statuses",
-        "endpoint", "count", "p50", "p90", "p99", "max"
-    )?;
-    for (name, e) in &shown {
-        writeln!(
-            out,
-            "{:<width$}  {:>7}  {:>8}  {:>8}  {:>8}  {:>8}  {}",
-            name,
-            e.count,
+    // Endpoints are recorded text: the table shows them escaped, one
+    // line each, long ones shortened (`--json` keeps them whole).
+    let mut table = Table::new(vec![
+        Column::left("endpoint").max_width(60),
+        Column::right("count").width(7).gap(2),
+        Column::right("p50").width(8).gap(2),
+        Column::right("p90").width(8).gap(2),
+        Column::right("p99").width(8).gap(2),
+        Column::right("max").width(8).gap(2),
+        Column::left("statuses").gap(2),
+    ]);
+    for e in stats.endpoints.iter().chain(&stats.overall) {
+        table.row([
+            e.endpoint.clone(),
+            e.count.to_string(),
             human_duration(e.p50_ns),
             human_duration(e.p90_ns),
             human_duration(e.p99_ns),
             human_duration(e.max_ns),
-            classes(&e.statuses)
-        )?;
+            classes(&e.statuses),
+        ]);
     }
-    Ok(())
+    writeln!(out)?;
+    write!(out, "{table}")
 }

@@ -288,6 +288,42 @@ fn stats_caps_endpoints() {
 }
 
 #[test]
+fn stats_table_stays_aligned_with_a_100_character_endpoint() {
+    let long = format!("/{}", "a".repeat(95));
+    let exchanges = vec![
+        http(1, "GET", &long, 200, 0, 12),
+        http(2, "GET", "/b", 200, 1, 3),
+    ];
+    let result = stats(&mut MemorySource::new(exchanges), &StatsOptions::default()).unwrap();
+    let name = format!("GET {long}");
+    assert_eq!(name.chars().count(), 100);
+    assert!(
+        result.endpoints.iter().any(|e| e.endpoint == name),
+        "the figures keep the name whole"
+    );
+    let mut text = Vec::new();
+    reprise_inspect::render_text(&result, &mut text).unwrap();
+    let text = String::from_utf8(text).unwrap();
+    let table: Vec<&str> = text
+        .lines()
+        .skip_while(|line| !line.starts_with("endpoint "))
+        .collect();
+    assert_eq!(table.len(), 4, "head, two endpoints, (all):\n{text}");
+    assert!(
+        table[1].starts_with("GET /aaa") && table[1].contains('…'),
+        "{text}"
+    );
+    // The statuses column starts at the same place on every line: the
+    // name was shortened to 60 characters, not left to push it right.
+    let column = |line: &str, text: &str| line.find(text).map(|at| line[..at].chars().count());
+    let statuses = column(table[0], "  statuses");
+    for line in &table[1..] {
+        assert_eq!(column(line, "  2xx"), statuses, "{text}");
+    }
+    assert_eq!(statuses, Some(60 + 2 + 7 + 4 * (2 + 8)), "{text}");
+}
+
+#[test]
 fn show_renders_grpc_and_errors() {
     let mut out = Vec::new();
     let mut source = MemorySource::new(vec![grpc(), failed()]);

@@ -15,6 +15,8 @@
 //! - [`terminal`]: recorded text escaped for a terminal;
 //! - [`protocol`]: the header fields reprise adds to calls and answers;
 //! - [`size`]: sizes as people write them (`64KiB`);
+//! - [`table`]: the text tables of the terminal reports;
+//! - [`latency`]: the latency histograms of `stats`, `replay` and `diff`;
 //! - helpers on the generated types ([`Exchange::endpoint`], header lookup).
 
 pub mod codec;
@@ -25,6 +27,7 @@ mod exchange;
 pub mod grpc;
 pub mod id;
 pub mod key;
+pub mod latency;
 pub mod pack;
 pub mod protocol;
 pub mod redact;
@@ -33,6 +36,7 @@ pub mod select;
 pub mod size;
 pub mod store;
 pub mod synthetic;
+pub mod table;
 pub mod terminal;
 pub mod time;
 pub mod trace;

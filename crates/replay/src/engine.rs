@@ -251,7 +251,7 @@ impl Replay {
             ok,
             status_differs,
             failed: finished - ok - status_differs,
-            p99_us: merged.scheduled.value_at_quantile(0.99),
+            p99_us: merged.scheduled.quantile(0.99),
         }
     }
 

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
+use reprise_model::latency::LatencyHistogram;
+use reprise_model::table::{Column, Table};
 use reprise_model::terminal::escape;
 use serde::Serialize;
 
@@ -47,21 +48,14 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(h: &Histogram<u64>) -> Self {
-        let q = |q| {
-            if h.is_empty() {
-                0
-            } else {
-                h.value_at_quantile(q)
-            }
-        };
+    fn of(h: &LatencyHistogram) -> Self {
         Percentiles {
-            p50_us: q(0.5),
-            p90_us: q(0.9),
-            p99_us: q(0.99),
-            p999_us: q(0.999),
-            max_us: if h.is_empty() { 0 } else { h.max() },
-            mean_us: if h.is_empty() { 0.0 } else { h.mean() },
+            p50_us: h.quantile(0.5),
+            p90_us: h.quantile(0.9),
+            p99_us: h.quantile(0.99),
+            p999_us: h.quantile(0.999),
+            max_us: h.max(),
+            mean_us: h.mean(),
         }
     }
 }
@@ -224,8 +218,8 @@ impl Report {
                 ok: row.ok,
                 status_differs: row.status_differs,
                 failed: row.calls - row.ok - row.status_differs,
-                p50_us: row.latency.value_at_quantile(0.5),
-                p99_us: row.latency.value_at_quantile(0.99),
+                p50_us: row.latency.quantile(0.5),
+                p99_us: row.latency.quantile(0.99),
             })
             .collect();
         endpoint_reports.sort_by(|a, b| b.calls.cmp(&a.calls).then(a.endpoint.cmp(&b.endpoint)));
@@ -331,38 +325,30 @@ impl Report {
                     micros(lag.max_us)
                 )?;
             }
-            let width = self
-                .endpoints
-                .iter()
-                .map(|e| escape(&e.endpoint).chars().count())
-                .max()
-                .unwrap_or(8)
-                .clamp(8, 60);
-            writeln!(
-                out,
-                "{:<width$} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9}",
-                "endpoint",
-                "calls",
-                "ok",
-                "failed",
-                "differs",
-                "p50",
-                "p99",
-                width = width + 2
-            )?;
+            // Endpoints are recorded text: the table shows them escaped,
+            // long ones shortened (`--json` keeps them whole).
+            let mut table = Table::new(vec![
+                Column::left("endpoint").max_width(60),
+                Column::right("calls").width(9),
+                Column::right("ok").width(9),
+                Column::right("failed").width(7),
+                Column::right("differs").width(7),
+                Column::right("p50").width(9),
+                Column::right("p99").width(9),
+            ])
+            .indent_rows(2);
             for e in self.endpoints.iter().take(50) {
-                writeln!(
-                    out,
-                    "  {:<width$} {:>9} {:>9} {:>7} {:>7} {:>9} {:>9}",
-                    escape(&e.endpoint),
-                    e.calls,
-                    e.ok,
-                    e.failed,
-                    e.status_differs,
+                table.row([
+                    e.endpoint.clone(),
+                    e.calls.to_string(),
+                    e.ok.to_string(),
+                    e.failed.to_string(),
+                    e.status_differs.to_string(),
                     micros(e.p50_us),
-                    micros(e.p99_us)
-                )?;
+                    micros(e.p99_us),
+                ]);
             }
+            write!(out, "{table}")?;
             if self.endpoints.len() > 50 {
                 writeln!(
                     out,

@@ -8,33 +8,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
 use reprise_model::ErrorKind;
+use reprise_model::latency::LatencyHistogram;
 
 /// Latencies are counted in microseconds, up to an hour.
 const HIGHEST_US: u64 = 3_600_000_000;
 
 /// A latency histogram (µs) that starts small and grows to the largest
-/// latency recorded.
-pub fn histogram(significant: u8) -> Histogram<u64> {
-    let mut h = Histogram::new_with_bounds(1, 2, significant.clamp(1, 5))
-        .unwrap_or_else(|_| fallback_histogram());
-    h.auto(true);
-    h
-}
-
-#[allow(clippy::expect_used)]
-fn fallback_histogram() -> Histogram<u64> {
-    // 1 to 2 with 1..=5 significant digits is always valid: never reached.
-    Histogram::new(3).expect("3 significant digits is a valid histogram")
+/// latency recorded (at most an hour: see [`micros`]).
+pub fn histogram(significant: u8) -> LatencyHistogram {
+    LatencyHistogram::new(2, significant)
 }
 
 /// Records a latency, growing the histogram as needed.
-pub fn record(h: &mut Histogram<u64>, latency: Duration) {
-    let us = micros(latency);
-    if h.record(us).is_err() {
-        h.saturating_record(us);
-    }
+pub fn record(h: &mut LatencyHistogram, latency: Duration) {
+    h.record(micros(latency));
 }
 
 /// Microseconds of a duration, at least 1, at most an hour.
@@ -151,11 +139,11 @@ pub fn grpc_code_name(code: i32) -> String {
 #[derive(Debug)]
 pub struct WorkerStats {
     /// From the due time to the end of the response.
-    pub scheduled: Histogram<u64>,
+    pub scheduled: LatencyHistogram,
     /// From the send to the end of the response.
-    pub sent: Histogram<u64>,
+    pub sent: LatencyHistogram,
     /// From the due time to the send, for calls that had one.
-    pub lag: Histogram<u64>,
+    pub lag: LatencyHistogram,
     /// Calls by outcome.
     pub outcomes: BTreeMap<Outcome, u64>,
     /// Responses by status class (1..=5; 0 for anything else).
@@ -203,9 +191,9 @@ impl WorkerStats {
 
     /// Adds `other`'s counts to these.
     pub fn merge(&mut self, other: &WorkerStats) {
-        let _ = self.scheduled.add(&other.scheduled);
-        let _ = self.sent.add(&other.sent);
-        let _ = self.lag.add(&other.lag);
+        self.scheduled.add(&other.scheduled);
+        self.sent.add(&other.sent);
+        self.lag.add(&other.lag);
         for (outcome, n) in &other.outcomes {
             *self.outcomes.entry(outcome.clone()).or_default() += n;
         }
@@ -230,7 +218,7 @@ pub struct EndpointRow {
     /// Calls answered with another status than recorded.
     pub status_differs: u64,
     /// Latency from the due time (µs).
-    pub latency: Histogram<u64>,
+    pub latency: LatencyHistogram,
 }
 
 impl EndpointRow {
@@ -247,7 +235,7 @@ impl EndpointRow {
         self.calls += other.calls;
         self.ok += other.ok;
         self.status_differs += other.status_differs;
-        let _ = self.latency.add(&other.latency);
+        self.latency.add(&other.latency);
     }
 }
 
@@ -347,7 +335,7 @@ mod tests {
         let h = &shard.stats.scheduled;
         assert_eq!(h.len(), 4);
         assert!((1_990_000..=2_010_000).contains(&h.max()), "{}", h.max());
-        assert!((9_900..=10_100).contains(&h.value_at_quantile(0.5)));
+        assert!((9_900..=10_100).contains(&h.quantile(0.5)));
         assert_eq!(shard.endpoints.len(), 4);
         assert!(shard.endpoints[3].latency.max() >= 1_980_000);
         let mut all = Shard::default();
