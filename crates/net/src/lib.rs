@@ -8,7 +8,6 @@ pub mod h1;
 pub mod headers;
 pub mod hop;
 pub mod probe;
-pub mod reflection;
 pub mod stream;
 pub mod tls;
 pub mod versions;
