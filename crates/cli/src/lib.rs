@@ -10,6 +10,7 @@
 mod args;
 mod commands;
 mod input;
+mod reflection;
 mod report_file;
 
 use std::io::Write;

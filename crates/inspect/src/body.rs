@@ -5,6 +5,7 @@ use reprise_model::{Header, HeaderList};
 
 use crate::format::hex_dump;
 use reprise_model::coding::MAX_DECODED;
+use reprise_model::grpc::{MessagePrefix, PREFIX_LEN, message_prefix};
 
 /// A body as shown: notes about it (encoding, cut) and its text.
 pub struct ShownBody {
@@ -114,12 +115,10 @@ fn protobuf(body: &[u8], grpc: bool, notes: &mut Vec<String>) -> String {
     let mut out = String::new();
     let mut rest = body;
     let mut index = 0;
-    while rest.len() >= 5 {
-        let compressed = rest[0] == 1;
-        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let Some(message) = rest.get(5..5 + len) else {
+    while let Some(MessagePrefix { compressed, len }) = message_prefix(rest) {
+        let Some(message) = rest.get(PREFIX_LEN..PREFIX_LEN + len) else {
             notes.push(format!("message {index} is cut short"));
-            out.push_str(&hex_dump(&rest[5..]));
+            out.push_str(&hex_dump(&rest[PREFIX_LEN..]));
             return out;
         };
         out.push_str(&format!(
@@ -131,7 +130,7 @@ fn protobuf(body: &[u8], grpc: bool, notes: &mut Vec<String>) -> String {
         } else {
             out.push_str(&indent(&protobuf_message(message)));
         }
-        rest = &rest[5 + len..];
+        rest = &rest[PREFIX_LEN + len..];
         index += 1;
     }
     if !rest.is_empty() {

@@ -11,6 +11,28 @@ pub const MAX_MESSAGES: usize = 10_000;
 /// Length of the prefix before each message.
 pub const PREFIX_LEN: usize = 5;
 
+/// What the 5-byte prefix before a gRPC message says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessagePrefix {
+    /// The compressed flag is set: the payload is in the call's
+    /// `grpc-encoding`.
+    pub compressed: bool,
+    /// The payload's length in bytes (the prefix not included).
+    pub len: usize,
+}
+
+/// Reads the prefix at the front of `buf`; `None` while fewer than
+/// [`PREFIX_LEN`] bytes are there. The one reader of gRPC's framing, for
+/// every part of reprise that walks a gRPC body.
+pub fn message_prefix(buf: &[u8]) -> Option<MessagePrefix> {
+    let &[flag, a, b, c, d] = buf.first_chunk::<PREFIX_LEN>()?;
+    Some(MessagePrefix {
+        compressed: flag == 1,
+        // Lossless: reprise runs on 32- and 64-bit targets.
+        len: u32::from_be_bytes([a, b, c, d]) as usize,
+    })
+}
+
 /// Cuts a gRPC body into messages however its frames cut them. Each
 /// message takes the time offset of the frame that completed it and keeps
 /// at most `keep` bytes of its payload (its full size is still counted).
@@ -53,11 +75,9 @@ impl Deframer {
                     let take = (PREFIX_LEN - self.prefix.len()).min(data.len());
                     self.prefix.extend_from_slice(&data[..take]);
                     data = &data[take..];
-                    if self.prefix.len() == PREFIX_LEN {
-                        let p = &self.prefix;
-                        let len = u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as usize;
+                    if let Some(MessagePrefix { compressed, len }) = message_prefix(&self.prefix) {
                         self.current = Some(Partial {
-                            compressed: p[0] == 1,
+                            compressed,
                             len,
                             seen: 0,
                             data: Vec::with_capacity(len.min(self.keep)),
@@ -182,6 +202,27 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn prefix_read_only_once_whole() {
+        let body = [1, 0, 0, 1, 2, 0xaa];
+        assert_eq!(
+            message_prefix(&body),
+            Some(MessagePrefix {
+                compressed: true,
+                len: 258
+            })
+        );
+        assert_eq!(
+            message_prefix(&[0, 0xff, 0xff, 0xff, 0xff]),
+            Some(MessagePrefix {
+                compressed: false,
+                len: u32::MAX as usize
+            })
+        );
+        assert_eq!(message_prefix(&body[..4]), None);
+        assert_eq!(message_prefix(&[]), None);
     }
 
     #[test]

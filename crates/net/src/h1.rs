@@ -1,7 +1,10 @@
-//! Reading HTTP/1.1 answers off a connection: the response head and the
-//! body's framing (RFC 9112), shared by the replay's client and the
-//! recording proxy's upstream client, which both read answers straight
-//! off the socket instead of through hyper (see `docs/architecture.md`).
+//! HTTP/1.1 on the client's side (RFC 9112), shared by the replay's
+//! client and the recording proxy's upstream client, which both write
+//! requests and read answers straight off the socket instead of through
+//! hyper (see `docs/architecture.md`).
+//!
+//! [`encode_head`] writes a request head once, from a header map, with
+//! the framing ([`RequestFraming`]) its caller chose.
 //!
 //! [`parse_response_head`] parses a head off the front of a read buffer
 //! with `httparse` (into a stack array; a header map only when asked) and
@@ -381,6 +384,76 @@ pub fn take_captured_body(buf: &mut BytesMut, framing: Framing) -> Result<Captur
     }
 }
 
+/// How a request body goes on the wire, as its head says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestFraming {
+    /// No length field added: no body, or one whose length the given
+    /// fields already state.
+    None,
+    /// `content-length: n`, then the body as it comes.
+    Length(u64),
+    /// `transfer-encoding: chunked` (a body of unknown length, or with
+    /// trailers).
+    Chunked,
+}
+
+impl RequestFraming {
+    /// What suits a body of `exact` bytes (`None`: not known in advance):
+    /// its length when known (`content-length: 0` only if the client sent
+    /// one), chunked otherwise.
+    pub fn of(exact: Option<u64>, client_sent_length: bool) -> Self {
+        match exact {
+            Some(0) if !client_sent_length => RequestFraming::None,
+            Some(n) => RequestFraming::Length(n),
+            None => RequestFraming::Chunked,
+        }
+    }
+}
+
+/// What becomes of a `content-length` among the fields given to
+/// [`encode_head`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GivenLength {
+    /// It goes out as it is, in its place: the replayer's recorded length,
+    /// left in only when it still holds.
+    Keep,
+    /// It is left out and the framing states the length: the proxy, whose
+    /// body may go upstream framed otherwise than it came.
+    Drop,
+}
+
+/// Encodes an HTTP/1.1 request head: the request line (`target` in origin
+/// form), `headers` in the map's order (lower-case names, as hyper writes
+/// them; a `content-length` as `given_length` says), the field `framing`
+/// adds, and the blank line. One allocation, sized for the usual head.
+pub fn encode_head(
+    method: &http::Method,
+    target: &str,
+    headers: &HeaderMap,
+    given_length: GivenLength,
+    framing: RequestFraming,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(64 + target.len() + headers.len() * 48);
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(target.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        if given_length == GivenLength::Keep || name != http::header::CONTENT_LENGTH {
+            put_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    match framing {
+        RequestFraming::None => {}
+        RequestFraming::Length(n) => {
+            put_field(&mut head, b"content-length", n.to_string().as_bytes());
+        }
+        RequestFraming::Chunked => put_field(&mut head, b"transfer-encoding", b"chunked"),
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
 /// Appends `name: value\r\n` to an encoded head.
 pub fn put_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(name);
@@ -566,6 +639,60 @@ pub struct Cut;
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn request_heads_keep_or_replace_the_given_length() {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", "example.test".parse().unwrap());
+        headers.insert("content-length", "7".parse().unwrap());
+        headers.append("x-many", "1".parse().unwrap());
+        headers.append("x-many", "2".parse().unwrap());
+        let post = http::Method::POST;
+        let kept = encode_head(
+            &post,
+            "/a?b=1",
+            &headers,
+            GivenLength::Keep,
+            RequestFraming::None,
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&kept),
+            "POST /a?b=1 HTTP/1.1\r\nhost: example.test\r\ncontent-length: 7\r\nx-many: 1\r\nx-many: 2\r\n\r\n"
+        );
+        let replaced = encode_head(
+            &post,
+            "/",
+            &headers,
+            GivenLength::Drop,
+            RequestFraming::Length(9),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&replaced),
+            "POST / HTTP/1.1\r\nhost: example.test\r\nx-many: 1\r\nx-many: 2\r\ncontent-length: 9\r\n\r\n"
+        );
+        let chunked = encode_head(
+            &post,
+            "/",
+            &headers,
+            GivenLength::Drop,
+            RequestFraming::Chunked,
+        );
+        assert!(
+            String::from_utf8_lossy(&chunked)
+                .ends_with("x-many: 2\r\ntransfer-encoding: chunked\r\n\r\n")
+        );
+    }
+
+    #[test]
+    fn request_framing_of_a_body() {
+        assert_eq!(RequestFraming::of(Some(0), false), RequestFraming::None);
+        assert_eq!(RequestFraming::of(Some(0), true), RequestFraming::Length(0));
+        assert_eq!(
+            RequestFraming::of(Some(5), false),
+            RequestFraming::Length(5)
+        );
+        assert_eq!(RequestFraming::of(None, true), RequestFraming::Chunked);
+    }
 
     fn head(text: &str, head_request: bool) -> Result<Option<ResponseHead>, Invalid> {
         parse_response_head(&mut BytesMut::from(text), head_request, true)

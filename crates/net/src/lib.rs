@@ -1,14 +1,30 @@
-//! HTTP plumbing that every part of reprise that speaks to the network
-//! shares (the recording proxy, the replayer, the tower layers): which
-//! header fields belong to one hop only, reading HTTP/1.1 answers off a
-//! connection, the client connection type, and the TLS settings (rustls
-//! with the ring provider) for listeners and clients.
+//! HTTP plumbing shared by every part of reprise that speaks to the
+//! network: the recording proxy, the replayer, the mock and the tower
+//! layers. No RPC framework: to reprise, gRPC is HTTP/2 and a few fields.
+//!
+//! # Connections
+//!
+//! [`stream`]: a client's connection, TCP or TLS over TCP. [`tls`]: the
+//! rustls settings of listeners and clients (the system's trust store
+//! with the default `native-roots` feature). [`probe`]: which HTTP
+//! version an upstream speaks.
+//!
+//! # HTTP/1.1 on the wire
+//!
+//! [`h1`]: request heads encoded once, answers and their body framing
+//! read straight off the socket (RFC 9112).
+//!
+//! # Header fields
+//!
+//! [`hop`]: what stays on one hop and what a proxy adds. [`versions`]:
+//! what changes with the HTTP version a call goes over. [`headers`]:
+//! recorded fields as an [`http::HeaderMap`]. [`grpc_status`] and
+//! [`grpc_error_fields`]: a gRPC status in a header block.
 
 pub mod h1;
 pub mod headers;
 pub mod hop;
 pub mod probe;
-pub mod reflection;
 pub mod stream;
 pub mod tls;
 pub mod versions;

@@ -70,7 +70,8 @@ pub fn client_config(ca: Option<&Path>) -> Result<ClientConfig, TlsError> {
 /// Which servers a client accepts.
 #[derive(Debug, Clone, Copy)]
 pub enum Trust<'a> {
-    /// Certificates that chain to the system's roots.
+    /// Certificates that chain to the system's roots (with the
+    /// `native-roots` feature; an error without it).
     System,
     /// Certificates that chain to the CA(s) in this PEM file.
     CaFile(&'a Path),
@@ -110,12 +111,7 @@ pub fn client_config_for(trust: Trust<'_>) -> Result<ClientConfig, TlsError> {
                     .map_err(|e| tls_error(ca, format!("not a usable CA certificate: {e}")))?;
             }
         }
-        None => {
-            // Unreadable entries in the system store are skipped, as every
-            // TLS client does; an empty store fails at the first handshake.
-            let loaded = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(loaded.certs);
-        }
+        None => system_roots(&mut roots)?,
     }
     let config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -123,6 +119,25 @@ pub fn client_config_for(trust: Trust<'_>) -> Result<ClientConfig, TlsError> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// Adds the system's roots to `roots`.
+#[cfg(feature = "native-roots")]
+fn system_roots(roots: &mut RootCertStore) -> Result<(), TlsError> {
+    // Unreadable entries in the system store are skipped, as every TLS
+    // client does; an empty store fails at the first handshake.
+    let loaded = rustls_native_certs::load_native_certs();
+    roots.add_parsable_certificates(loaded.certs);
+    Ok(())
+}
+
+/// Built without the system's store: [`Trust::System`] cannot be had.
+#[cfg(not(feature = "native-roots"))]
+fn system_roots(_roots: &mut RootCertStore) -> Result<(), TlsError> {
+    Err(tls_error(
+        Path::new("system roots"),
+        "this build cannot read the system's trust store (reprise-net's `native-roots` feature is off): give a CA file",
+    ))
 }
 
 /// Accepts any certificate (see [`Trust::Any`]).
@@ -171,5 +186,33 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(feature = "native-roots")]
+    #[test]
+    fn system_trust_reads_the_store() {
+        // An empty or unreadable store is not an error here: the first
+        // handshake fails instead.
+        assert!(client_config_for(Trust::System).is_ok());
+    }
+
+    #[cfg(not(feature = "native-roots"))]
+    #[test]
+    fn system_trust_says_what_is_missing() {
+        let Err(e) = client_config_for(Trust::System) else {
+            panic!("system trust without the native-roots feature");
+        };
+        assert!(e.to_string().contains("native-roots"), "{e}");
+    }
+
+    #[test]
+    fn no_trust_never_reads_the_store() {
+        let config = client_config_for(Trust::Nobody);
+        assert!(config.is_ok());
     }
 }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
@@ -23,8 +24,9 @@ use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
 use crate::protocol;
-use crate::upstream::{Http1Upstream, RequestFraming, SendError, UpstreamBody, encode_head};
+use crate::upstream::{Http1Upstream, SendError, UpstreamBody};
 use crate::watched::{BodyFailure, WatchedBody};
+use reprise_net::h1::{GivenLength, RequestFraming, encode_head};
 use reprise_net::hop;
 use reprise_record::{
     BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
@@ -274,8 +276,17 @@ pub async fn forward(
     let response = if !over_h2 && upgrade.is_none() {
         // HTTP/1.1 upstream: the proxy's own client.
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let framing = RequestFraming::of(&body, parts.headers.contains_key(header::CONTENT_LENGTH));
-        let head = encode_head(&parts.method, target, &parts.headers, framing);
+        let framing = RequestFraming::of(
+            body.size_hint().exact(),
+            parts.headers.contains_key(header::CONTENT_LENGTH),
+        );
+        let head = encode_head(
+            &parts.method,
+            target,
+            &parts.headers,
+            GivenLength::Drop,
+            framing,
+        );
         let sending = async {
             let (head, body) = forwarder
                 .http1

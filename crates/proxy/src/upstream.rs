@@ -26,13 +26,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderMap;
 use http::header;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use reprise_model::ErrorKind;
 use reprise_net::h1::{
-    self, BodyDecoder, Decoded, Framing, LengthField, ResponseHead, Reuse, put_field,
+    self, BodyDecoder, Decoded, Framing, LengthField, RequestFraming, ResponseHead, Reuse,
+    put_field,
 };
 use reprise_net::stream::{Stream, write_all_vectored};
 use rustls::pki_types::ServerName;
@@ -70,60 +70,6 @@ impl From<Failed> for SendError {
     fn from(failed: Failed) -> Self {
         SendError::Upstream(failed)
     }
-}
-
-/// How the request body goes to the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestFraming {
-    /// No body and no length field.
-    None,
-    /// `content-length: n`, then the body as it comes.
-    Length(u64),
-    /// `transfer-encoding: chunked` (a body of unknown length, or with
-    /// trailers).
-    Chunked,
-}
-
-impl RequestFraming {
-    /// What suits `body`: its length when known (`content-length: 0` only
-    /// if the client sent one), chunked otherwise.
-    pub fn of(body: &impl Body, client_sent_length: bool) -> Self {
-        match body.size_hint().exact() {
-            Some(0) if !client_sent_length => RequestFraming::None,
-            Some(n) => RequestFraming::Length(n),
-            None => RequestFraming::Chunked,
-        }
-    }
-}
-
-/// Encodes a request head for the upstream: the request line, every
-/// field of `headers` but `content-length` (the framing decides it), and
-/// the framing's field.
-pub fn encode_head(
-    method: &http::Method,
-    target: &str,
-    headers: &HeaderMap,
-    framing: RequestFraming,
-) -> Vec<u8> {
-    let mut head = Vec::with_capacity(64 + target.len() + headers.len() * 48);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(target.as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if name != header::CONTENT_LENGTH {
-            put_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
-    match framing {
-        RequestFraming::None => {}
-        RequestFraming::Length(n) => {
-            put_field(&mut head, b"content-length", n.to_string().as_bytes());
-        }
-        RequestFraming::Chunked => put_field(&mut head, b"transfer-encoding", b"chunked"),
-    }
-    head.extend_from_slice(b"\r\n");
-    head
 }
 
 /// One connection to the upstream and what has been read off it.
@@ -297,7 +243,7 @@ impl Http1Upstream {
         })
     }
 
-    /// Sends a `method` request (`head` from [`encode_head`], then `body`
+    /// Sends a `method` request (`head` from [`h1::encode_head`], then `body`
     /// framed as `framing`) and reads the answer's head; the body follows
     /// in the returned [`UpstreamBody`].
     pub async fn send<B>(

@@ -203,7 +203,7 @@ impl CallBuilder {
         );
         let h1_head = match wire {
             Wire::Http1 => {
-                crate::h1::encode_head(&method, &uri, &headers, body.len(), trailers.is_some())
+                crate::h1::request_head(&method, &uri, &headers, body.len(), trailers.is_some())
             }
             Wire::Http2 => Bytes::new(),
         };

@@ -8,7 +8,7 @@
 //! behind a dispatch channel and builds a header map of every response;
 //! with it a call cost about 24,000 instructions (callgrind), four times
 //! wrk's. Here the request head is encoded once, when the call is built
-//! ([`encode_head`]), the response head is parsed with `httparse` into a
+//! ([`request_head`]), the response head is parsed with `httparse` into a
 //! stack array, and a header map is built only when results are written:
 //! about 8,000 instructions a call. The answer is read with
 //! [`reprise_net::h1`] (RFC 9112's framing, shared with the recording
@@ -21,7 +21,9 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, Method, Uri};
 use reprise_model::ErrorKind;
-use reprise_net::h1::{self, BodyDecoder, Decoded, Framing, ResponseHead, put_field};
+use reprise_net::h1::{
+    self, BodyDecoder, Decoded, Framing, GivenLength, RequestFraming, ResponseHead, put_field,
+};
 use reprise_net::stream::write_all_vectored;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
@@ -34,33 +36,33 @@ pub use reprise_net::h1::Reuse;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 * 1024;
 
-/// The request head of an HTTP/1.1 call, encoded once: request line,
-/// `headers` in the header map's order (lower-case names, as hyper
-/// writes them), and the body's framing: `content-length` for a body the
-/// headers give no length for, `transfer-encoding: chunked` when there
-/// are trailers to send.
-pub fn encode_head(
+/// The request head of an HTTP/1.1 call, encoded once
+/// ([`h1::encode_head`]): `headers` as they are (a recorded
+/// `content-length` is left in only when it still holds, see `call.rs`),
+/// then `transfer-encoding: chunked` when there are trailers to send, or
+/// `content-length` for a body the headers give no length for.
+pub fn request_head(
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
     body: usize,
     trailers: bool,
 ) -> Bytes {
-    let mut head = Vec::with_capacity(64 + headers.len() * 48);
-    head.extend_from_slice(method.as_str().as_bytes());
-    head.push(b' ');
-    head.extend_from_slice(uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
-    head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        put_field(&mut head, name.as_str().as_bytes(), value.as_bytes());
-    }
-    if trailers {
-        put_field(&mut head, b"transfer-encoding", b"chunked");
+    let framing = if trailers {
+        RequestFraming::Chunked
     } else if body > 0 && !headers.contains_key(http::header::CONTENT_LENGTH) {
-        put_field(&mut head, b"content-length", body.to_string().as_bytes());
-    }
-    head.extend_from_slice(b"\r\n");
-    Bytes::from(head)
+        RequestFraming::Length(body as u64)
+    } else {
+        RequestFraming::None
+    };
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    Bytes::from(h1::encode_head(
+        method,
+        target,
+        headers,
+        GivenLength::Keep,
+        framing,
+    ))
 }
 
 /// One HTTP/1.1 connection to the target.
@@ -293,7 +295,7 @@ mod tests {
     use tokio::sync::mpsc;
     use tokio::time::Instant;
 
-    use super::{Connection, Reuse, encode_head};
+    use super::{Connection, Reuse, request_head};
     use crate::call::{Call, Wire};
     use crate::client::{Answer, Failure, Keep, Stream};
 
@@ -390,7 +392,7 @@ mod tests {
         headers.insert("host", HeaderValue::from_static("example.test"));
         headers.append("x-many", HeaderValue::from_static("1"));
         headers.append("x-many", HeaderValue::from_static("2"));
-        let h1_head = encode_head(&method, &uri, &headers, body.len(), trailers.is_some());
+        let h1_head = request_head(&method, &uri, &headers, body.len(), trailers.is_some());
         Call {
             recorded_id: vec![1; 16],
             recorded_at_ns: 0,
@@ -462,7 +464,7 @@ mod tests {
         let mut put = call(Method::PUT, b"0123456789abcdefg", Some(trailers));
         put.headers
             .insert("trailer", HeaderValue::from_static("x-checksum"));
-        put.h1_head = encode_head(&put.method, &put.uri, &put.headers, 17, true);
+        put.h1_head = request_head(&put.method, &put.uri, &put.headers, 17, true);
         let (answer, _) = send(&mut connect(&addr).await, &put).await.unwrap();
         assert_eq!((answer.status.as_u16(), answer.body_size), (204, 0));
         let (_, raw) = received.recv().await.unwrap();

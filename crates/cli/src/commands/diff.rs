@@ -134,7 +134,7 @@ pub(crate) fn rules(args: &CompareArgs) -> anyhow::Result<Rules> {
             .enable_all()
             .build()
             .context("cannot start the async runtime")?;
-        let bytes = runtime.block_on(reprise_net::reflection::fetch_schema(url))?;
+        let bytes = runtime.block_on(crate::reflection::fetch_schema(url))?;
         rules.schema = Some(reprise_compare::Schema::from_encoded(&bytes, url)?);
     }
     for path in &args.unordered {

@@ -1,5 +1,8 @@
 //! Asking a gRPC server for its schema (server reflection, v1): the
-//! files that define its services, as an encoded `FileDescriptorSet`.
+//! files that define its services, as an encoded `FileDescriptorSet`,
+//! for `reprise diff --reflection`. The CLI fetches it and hands the bytes
+//! to `reprise_compare::Schema`, which never opens a socket. It lives here,
+//! the one place that asks, so that no library crate pulls in tonic.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,24 +14,13 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
 
-/// A server whose schema could not be had.
-#[derive(Debug, thiserror::Error)]
-#[error("gRPC server reflection at {url}: {reason}")]
-pub struct ReflectionError {
-    url: String,
-    reason: String,
-}
-
 /// How long the whole exchange with the server may take.
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The services `url` (`http://host:port`) offers, and every file they
 /// need, as an encoded `FileDescriptorSet`.
-pub async fn fetch_schema(url: &str) -> Result<Vec<u8>, ReflectionError> {
-    let bad = |reason: String| ReflectionError {
-        url: url.to_string(),
-        reason,
-    };
+pub async fn fetch_schema(url: &str) -> anyhow::Result<Vec<u8>> {
+    let bad = |reason: String| anyhow::anyhow!("gRPC server reflection at {url}: {reason}");
     tokio::time::timeout(TIMEOUT, fetch(url))
         .await
         .map_err(|_| bad(format!("no answer within {TIMEOUT:?}")))?
