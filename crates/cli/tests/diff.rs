@@ -25,7 +25,8 @@ const ITEMS: [(&str, &str); 3] = [
 
 /// Renders `html` in headless Chromium (Debian's package, installed by
 /// scripts/setup-tests.sh): the DOM after its scripts ran, and what the
-/// browser logged. A screenshot goes to target/diff-report.png.
+/// browser logged. A screenshot goes to the tests' scratch folder
+/// (`CARGO_TARGET_TMPDIR/diff-report.png`).
 fn render(html: &Path) -> (String, String) {
     let chromium = Path::new("/usr/bin/chromium");
     assert!(
@@ -58,7 +59,7 @@ fn render(html: &Path) -> (String, String) {
         out
     };
     let dom = run(&["--dump-dom".to_string()]);
-    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/diff-report.png");
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("diff-report.png");
     run(&[
         format!("--screenshot={}", shot.display()),
         "--window-size=1200,1400".to_string(),

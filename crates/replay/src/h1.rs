@@ -55,14 +55,15 @@ pub fn request_head(
     } else {
         RequestFraming::None
     };
+    // A chunked body may not carry a length too (RFC 9112 §6.1), even
+    // one `--set-header` put back.
+    let given = if trailers {
+        GivenLength::Drop
+    } else {
+        GivenLength::Keep
+    };
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    Bytes::from(h1::encode_head(
-        method,
-        target,
-        headers,
-        GivenLength::Keep,
-        framing,
-    ))
+    Bytes::from(h1::encode_head(method, target, headers, given, framing))
 }
 
 /// One HTTP/1.1 connection to the target.
@@ -297,6 +298,23 @@ mod tests {
 
     use super::{Connection, Reuse, request_head};
     use crate::call::{Call, Wire};
+
+    #[test]
+    fn a_chunked_head_carries_no_length_a_plain_one_keeps_the_recorded_one() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-length", HeaderValue::from_static("5"));
+        let uri: Uri = "/upload".parse().unwrap();
+        let chunked = request_head(&Method::POST, &uri, &headers, 5, true);
+        assert_eq!(
+            &chunked[..],
+            b"POST /upload HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        );
+        let plain = request_head(&Method::POST, &uri, &headers, 5, false);
+        assert_eq!(
+            &plain[..],
+            b"POST /upload HTTP/1.1\r\ncontent-length: 5\r\n\r\n"
+        );
+    }
     use crate::client::{Answer, Failure, Keep, Stream};
 
     /// What the server does after reading one request.
