@@ -119,6 +119,13 @@ impl Deframer {
     }
 }
 
+/// The payload length the prefix at the start of `bytes` announces; `None`
+/// until the whole prefix is there.
+pub fn message_len(bytes: &[u8]) -> Option<usize> {
+    let length = bytes.get(1..PREFIX_LEN)?;
+    Some(u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize)
+}
+
 /// The message with its gRPC prefix, as it goes on the wire.
 pub fn frame(message: &StreamMessage) -> Vec<u8> {
     let mut out = Vec::with_capacity(PREFIX_LEN + message.data.len());
