@@ -25,8 +25,8 @@ pub enum MockError {
 #[derive(Debug, thiserror::Error)]
 pub enum FallthroughError {
     /// Only cleartext upstreams are supported.
-    #[error("{0:?}: only http:// upstreams for now")]
-    NotHttp(String),
+    #[error("only http:// upstreams for now")]
+    NotHttp,
     /// The client's TLS settings could not be made.
     #[error(transparent)]
     Tls(#[from] reprise_net::TlsError),

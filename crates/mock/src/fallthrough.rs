@@ -104,7 +104,7 @@ impl FallthroughLayer {
         protocol: UpstreamProtocol,
     ) -> Result<FallthroughLayer, FallthroughError> {
         if upstream.scheme != http::uri::Scheme::HTTP {
-            return Err(FallthroughError::NotHttp(upstream.base.to_string()));
+            return Err(FallthroughError::NotHttp);
         }
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
