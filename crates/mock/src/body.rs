@@ -17,7 +17,7 @@ pub struct MockBody {
     frames: VecDeque<(Option<Instant>, Frame<Bytes>)>,
     sleep: Option<Pin<Box<Sleep>>>,
     /// Frames still to come, for a stream answered as its requests arrive
-    /// (see [`crate::live`]); closed at the end.
+    /// (see the `live` module); closed at the end.
     live: Option<tokio::sync::mpsc::Receiver<(Option<Instant>, Frame<Bytes>)>>,
 }
 

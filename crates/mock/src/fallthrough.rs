@@ -10,8 +10,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ struct Shared {
     /// HTTP/2 with prior knowledge, for the calls that go over it.
     h2: Client<HttpConnector, Full<Bytes>>,
     /// Which calls go over HTTP/2; set by [`FallthroughLayer::probe`].
-    versions: Option<UpstreamVersions>,
+    versions: OnceLock<UpstreamVersions>,
     protocol: UpstreamProtocol,
     /// Calls it answered.
     answered: AtomicU64,
@@ -117,7 +117,7 @@ impl FallthroughLayer {
                     .http2_only(true)
                     .build(connector),
                 protocol,
-                versions: None,
+                versions: OnceLock::new(),
                 answered: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
             }),
@@ -126,14 +126,13 @@ impl FallthroughLayer {
 
     /// Finds out what the upstream speaks, as the recording proxy does:
     /// with h2, asked now, and an upstream that does not speak it is an
-    /// error. Called once, before the layer wraps a service.
-    pub async fn probe(mut self) -> Result<FallthroughLayer, FallthroughError> {
+    /// error. Until it is called, every call goes over HTTP/1.1.
+    pub async fn probe(self) -> Result<FallthroughLayer, FallthroughError> {
         let tls = reprise_net::tls::client_config_for(reprise_net::tls::Trust::Nobody)?;
         let versions =
             UpstreamVersions::new(&self.shared.upstream, self.shared.protocol, &tls, PROBE).await?;
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.versions = Some(versions);
-        }
+        // Asked once: a second answer changes nothing.
+        let _ = self.shared.versions.set(versions);
         Ok(self)
     }
 
@@ -276,7 +275,7 @@ impl Shared {
         // The upstream's own authority, from the target.
         headers.remove(http::header::HOST);
         // gRPC never falls through.
-        let h2 = match &self.versions {
+        let h2 = match self.versions.get() {
             Some(versions) => versions.over_h2(false, version).await,
             None => false,
         };
@@ -329,5 +328,96 @@ impl Shared {
         response.extensions_mut().insert(outcome);
         response.extensions_mut().insert(miss);
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use reprise_model::{Exchange, Role};
+
+    use super::*;
+    use crate::{MockOptions, MockService, MockStore};
+
+    /// An upstream on 127.0.0.1 that answers every call `upstream PATH`.
+    async fn upstream() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((socket, _)) = listener.accept().await {
+                let service = hyper::service::service_fn(|request: Request<Incoming>| async move {
+                    let text = format!("upstream {}", request.uri().path());
+                    Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(text))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(socket), service),
+                );
+            }
+        });
+        Upstream::parse(&format!("http://{addr}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn misses_fall_through_and_recorded_calls_do_not() {
+        let recorded = Exchange {
+            id: vec![1; 16],
+            role: Role::Inbound as i32,
+            request: Some(reprise_model::Request {
+                method: "GET".into(),
+                authority: "shop".into(),
+                path: "/recorded".into(),
+                ..Default::default()
+            }),
+            response: Some(reprise_model::Response {
+                status: 200,
+                body: Bytes::from_static(b"from the recording"),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let options = MockOptions {
+            inbound: true,
+            ..MockOptions::default()
+        };
+        let store = Arc::new(MockStore::new(vec![recorded], options));
+        let layer = FallthroughLayer::new(upstream().await, UpstreamProtocol::Auto)
+            .unwrap()
+            .probe()
+            .await
+            .unwrap();
+        let mut mock = layer.layer(MockService::new(store).authority("shop"));
+        let get = |path: &str| Request::get(path).body(Full::new(Bytes::new())).unwrap();
+
+        let answer = mock.call(get("/recorded")).await.unwrap();
+        assert!(answer.extensions().get::<FellThrough>().is_none());
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "from the recording");
+
+        let answer = mock.call(get("/new")).await.unwrap();
+        assert_eq!(
+            answer.extensions().get::<FellThrough>(),
+            Some(&FellThrough::Answered)
+        );
+        assert_eq!(
+            answer.extensions().get::<MockMiss>().unwrap().call,
+            "GET shop/new"
+        );
+        assert_eq!(
+            answer.headers()[reprise_model::protocol::MOCK_FALLTHROUGH_HEADER],
+            "1"
+        );
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "upstream /new");
+        assert_eq!((layer.answered(), layer.refused()), (1, 0));
+    }
+
+    #[test]
+    fn only_cleartext_upstreams() {
+        let https = Upstream::parse("https://127.0.0.1:1").unwrap();
+        assert!(matches!(
+            FallthroughLayer::new(https, UpstreamProtocol::Auto),
+            Err(FallthroughError::NotHttp)
+        ));
     }
 }

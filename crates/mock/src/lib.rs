@@ -42,8 +42,9 @@
 //! # gRPC streams
 //!
 //! A stream recorded answering before its request stream ended (a chat)
-//! is answered as it goes, message by message (see [`live`]); others
-//! once their request stream has ended.
+//! is answered as it goes, message by message, following the recorded
+//! call whose request messages it sends; others once their request stream
+//! has ended.
 //!
 //! # Using MockService
 //!
@@ -68,7 +69,7 @@ mod body;
 mod choose;
 mod error;
 mod fallthrough;
-pub mod live;
+mod live;
 mod miss;
 mod nearest;
 mod options;

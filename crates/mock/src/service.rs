@@ -130,7 +130,7 @@ pub fn authority_of<B>(request: &Request<B>, default: &str) -> String {
 /// Answers one call made to `authority` from the recording. The request
 /// body is read (up to `max_body` for the key) before the answer, except
 /// for a gRPC stream the recording shows answered as it went, which is
-/// answered message by message (see [`crate::live`]).
+/// answered message by message (see the `live` module).
 async fn answer<B>(
     store: Arc<MockStore>,
     authority: String,
