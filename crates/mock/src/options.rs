@@ -31,7 +31,7 @@ impl std::str::FromStr for Exhausted {
     }
 }
 
-/// How a [`MockStore`] answers.
+/// How a [`MockStore`](crate::MockStore) answers.
 #[derive(Debug, Clone)]
 pub struct MockOptions {
     /// When identical calls outnumber the recorded ones.
