@@ -27,6 +27,7 @@ pub mod hop;
 pub mod probe;
 pub mod stream;
 pub mod tls;
+pub mod upstream;
 pub mod versions;
 
 use http::HeaderMap;
@@ -63,6 +64,8 @@ pub fn grpc_error_fields(headers: &mut HeaderMap, code: u16, message: &str) {
 
 pub use probe::UpstreamProtocol;
 pub use tls::TlsError;
+pub use upstream::{Upstream, UpstreamError};
+pub use versions::{UpstreamVersions, VersionsError};
 
 #[cfg(test)]
 mod tests {

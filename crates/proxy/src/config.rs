@@ -7,65 +7,9 @@ use std::time::Duration;
 use reprise_model::redact::Redactor;
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
-pub use reprise_net::UpstreamProtocol;
+pub use reprise_net::{Upstream, UpstreamError, UpstreamProtocol};
 
 use crate::listener::ConnectionLimits;
-
-/// An upstream the proxy forwards to: `http://host:port` or `https://...`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Upstream {
-    /// `http` or `https`.
-    pub scheme: http::uri::Scheme,
-    /// `host:port`.
-    pub authority: http::uri::Authority,
-    /// `scheme://host:port/`: what the proxy's connections dial.
-    pub base: http::Uri,
-}
-
-/// An upstream URL that cannot be used.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid upstream {url:?}: {reason}")]
-pub struct UpstreamError {
-    url: String,
-    reason: String,
-}
-
-impl Upstream {
-    /// Parses `http[s]://host[:port]` (a trailing `/` is fine; a path is not).
-    pub fn parse(url: &str) -> Result<Upstream, UpstreamError> {
-        let bad = |reason: &str| UpstreamError {
-            url: url.to_string(),
-            reason: reason.to_string(),
-        };
-        let uri: http::Uri = url
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
-        let scheme = uri
-            .scheme()
-            .cloned()
-            .ok_or_else(|| bad("expected http://host:port or https://host:port"))?;
-        if scheme != http::uri::Scheme::HTTP && scheme != http::uri::Scheme::HTTPS {
-            return Err(bad("the scheme must be http or https"));
-        }
-        let authority = uri.authority().cloned().ok_or_else(|| bad("no host"))?;
-        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
-            return Err(bad(
-                "an upstream is a scheme and host only; paths are forwarded as they come",
-            ));
-        }
-        let base = http::Uri::builder()
-            .scheme(scheme.clone())
-            .authority(authority.clone())
-            .path_and_query("/")
-            .build()
-            .map_err(|e| bad(&e.to_string()))?;
-        Ok(Upstream {
-            scheme,
-            authority,
-            base,
-        })
-    }
-}
 
 /// The recording proxy's settings.
 #[derive(Debug, Clone)]
@@ -141,27 +85,6 @@ impl ProxyConfig {
             limits: ConnectionLimits::default(),
             max_header_bytes: 64 << 10,
             threads: None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn upstreams() {
-        assert!(Upstream::parse("http://127.0.0.1:8080").is_ok());
-        assert!(Upstream::parse("http://svc.local/").is_ok());
-        assert!(Upstream::parse("https://svc.local:8443").is_ok());
-        for bad in [
-            "127.0.0.1:8080",
-            "ftp://x",
-            "http://x/api",
-            "http://x/?a=1",
-            "http:///",
-        ] {
-            assert!(Upstream::parse(bad).is_err(), "{bad}");
         }
     }
 }

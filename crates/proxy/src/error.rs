@@ -20,26 +20,10 @@ pub enum ProxyError {
     /// An https upstream's host cannot be checked against a certificate.
     #[error("TLS: the upstream host {0:?} is not a name a certificate can be checked against")]
     TlsName(String),
-    /// HTTP/2 to the upstream was asked for, and it does not speak it.
-    #[error(
-        "the upstream {upstream} does not speak HTTP/2 ({how}); use --upstream-protocol auto or h1"
-    )]
-    NotHttp2 {
-        /// The upstream's URL.
-        upstream: String,
-        /// How that was found.
-        how: &'static str,
-    },
-    /// HTTP/2 to the upstream was asked for, and whether it speaks it
-    /// could not be found out.
-    #[error("cannot tell whether the upstream {upstream} speaks HTTP/2: {source}")]
-    Probe {
-        /// The upstream's URL.
-        upstream: String,
-        /// Why.
-        #[source]
-        source: reprise_net::probe::ProbeError,
-    },
+    /// What the upstream speaks could not be settled (`--upstream-protocol h2`
+    /// and it does not speak HTTP/2, or it could not be asked).
+    #[error(transparent)]
+    Versions(#[from] reprise_net::VersionsError),
     /// The sink failed; the recording may be incomplete.
     #[error("recording failed: {0}")]
     Sink(String),

@@ -78,7 +78,7 @@ pub struct Forwarder {
     http1: Arc<Http1Upstream>,
     /// For calls that go over HTTP/2 (prior knowledge, or ALPN h2): gRPC,
     /// and what `--upstream-protocol` sends there (see
-    /// [`protocol::over_h2`]).
+    /// [`reprise_net::versions::over_h2`]).
     http2: UpstreamClient,
     /// Connections to the upstream outside the pools (CONNECT tunnels).
     connector: HttpsConnector<HttpConnector>,

@@ -130,7 +130,7 @@ impl Http1Upstream {
             None
         };
         Ok(Http1Upstream {
-            authority: crate::protocol::socket_authority(upstream),
+            authority: upstream.socket_authority(),
             tls,
             connect_timeout,
             response_timeout,

@@ -9,10 +9,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::Body;
-use http_body_util::BodyExt;
 use reprise_model::ErrorKind;
 use reprise_model::sample::Sampler;
 use reprise_record::{
@@ -24,11 +23,12 @@ use tower_service::Service;
 use crate::body::{DownstreamBody, Observe};
 use crate::mock::MockStore;
 use crate::scope::Scope;
+use reprise_mock::MockService;
 use reprise_model::trace::{trace_id_from, trace_id_of, traceparent};
 
 /// The error type of [`Downstream`]: the wrapped client's error, or a
 /// mocked call's [`RecordedFailure`](crate::RecordedFailure).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub use reprise_mock::BoxError;
 
 /// What the capturing services of one layer share.
 #[derive(Debug)]
@@ -43,6 +43,7 @@ pub(crate) struct Outbound {
 pub(crate) enum Mode {
     Off,
     Capture(Outbound),
+    /// Answered by a [`MockService`] on `store`.
     Mock {
         store: Arc<MockStore>,
         /// The authority of requests whose target names none.
@@ -60,8 +61,9 @@ pub struct CaptureLayer {
     mode: Arc<Mode>,
 }
 
-/// Answers each downstream call from a recording instead of calling out
-/// (see [`MockStore`] for the matching rules). Made by
+/// Answers each downstream call from a recording instead of calling out,
+/// through a [`MockService`] (see `reprise_mock` for the matching
+/// rules), in the [`Scope`] of the inbound call being served. Made by
 /// [`Reprise::downstream`](crate::Reprise::downstream) in mock mode, or
 /// directly with [`MockLayer::new`].
 #[derive(Clone, Debug)]
@@ -147,24 +149,6 @@ pub struct Downstream<S> {
 type DownstreamFuture<RB> =
     Pin<Box<dyn Future<Output = Result<Response<DownstreamBody<RB>>, BoxError>> + Send>>;
 
-/// The authority a request addresses, as the mock matches it: its
-/// target's (absolute form, or HTTP/2's `:authority`), its Host field's,
-/// or `default`.
-pub fn authority_of<B>(request: &Request<B>, default: &str) -> String {
-    request
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| default.to_string())
-}
-
 impl<S, B, RB> Service<Request<B>> for Downstream<S>
 where
     S: Service<Request<B::Observed>, Response = Response<RB>>,
@@ -198,12 +182,13 @@ where
             }
             Mode::Capture(outbound) => capture(&mut self.inner, outbound, request),
             Mode::Mock { store, authority } => {
-                let authority = authority_of(&request, authority);
-                let store = Arc::clone(store);
-                Box::pin(async move {
-                    let response = store.answer(authority, request).await?;
-                    Ok(response.map(DownstreamBody::mocked))
-                })
+                let mut service = MockService::new(Arc::clone(store)).default_authority(authority);
+                let mut request = request;
+                if let Some(scope) = Scope::of(&request) {
+                    request.extensions_mut().insert(scope.mock().clone());
+                }
+                let answer = service.call(request);
+                Box::pin(async move { Ok(answer.await?.map(DownstreamBody::mocked)) })
             }
         }
     }
@@ -302,24 +287,6 @@ where
             }
         }
     })
-}
-
-/// The body's first `max` bytes, read to its end.
-pub(crate) async fn read_capped<B>(body: B, max: usize) -> Result<Bytes, BoxError>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    let mut body = std::pin::pin!(body);
-    let mut kept = BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(Into::into)?;
-        if let Some(data) = frame.data_ref() {
-            let room = max.saturating_sub(kept.len());
-            kept.extend_from_slice(&data[..room.min(data.len())]);
-        }
-    }
-    Ok(kept.freeze())
 }
 
 /// The kind of a client's failure, from the I/O error under it or its text.

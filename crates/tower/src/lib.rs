@@ -58,16 +58,13 @@ mod body;
 mod config;
 mod downstream;
 mod error;
-mod live;
 mod mock;
 mod record;
 mod scope;
 
-pub use body::{DownstreamBody, MockBody, Observe, RecordBody};
+pub use body::{DownstreamBody, Observe, RecordBody};
 pub use config::{Config, Mode, Reprise};
-pub use downstream::{
-    BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer, authority_of,
-};
+pub use downstream::{BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer};
 pub use error::TowerError;
 pub use mock::{
     Exhausted, MissReason, MockMiss, MockOptions, MockReport, MockServed, MockStore, Nearest,
@@ -77,5 +74,6 @@ pub use record::{
     MISSES_HEADER, MISSING_CALLS_HEADER, NEW_CALLS_HEADER, REPLAY_HEADER, Record, RecordFuture,
     RecordLayer, UNUSED_HEADER,
 };
+pub use reprise_mock::MockBody;
 pub use reprise_record::{Metrics, RecorderStats, TapBody, is_grpc};
 pub use scope::{Scope, spawn};

@@ -256,12 +256,12 @@ where
                         name_calls(&mut parts.headers, NEW_CALLS_HEADER, scope.mock_missed());
                     }
                     if let Some(mocks) = this.mocks.as_ref() {
-                        let unused = mocks.unused_in(scope);
+                        let unused = mocks.unused_in(scope.mock());
                         if unused > 0 {
                             parts
                                 .headers
                                 .insert(UNUSED_HEADER, http::HeaderValue::from(unused));
-                            let named = mocks.unused_calls_in(scope, crate::scope::NAMED);
+                            let named = mocks.unused_calls_in(scope.mock(), crate::scope::NAMED);
                             name_calls(&mut parts.headers, MISSING_CALLS_HEADER, named);
                         }
                     }

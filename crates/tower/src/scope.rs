@@ -9,11 +9,10 @@
 //! `tokio::spawn` does not inherit task-locals: start it with [`spawn`] (or
 //! wrap its future in [`Scope::run`]) to carry the scope along.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 
+use reprise_mock::MockScope;
 use tokio::task::JoinHandle;
 
 tokio::task_local! {
@@ -29,29 +28,12 @@ struct Inner {
     id: [u8; 16],
     trace_id: [u8; 16],
     recorded: bool,
-    replay_of: Option<Vec<u8>>,
-    mocks: Mutex<MockUse>,
-    /// Downstream calls of this scope the mocks could not answer.
-    misses: AtomicU32,
-    /// The first [`NAMED`] missed calls, `METHOD authority/path?query`.
-    missed: Mutex<Vec<String>>,
+    /// What the mocks served and missed for it, and what it replays.
+    mock: MockScope,
 }
 
 /// Calls named on an inbound response (the rest only counted).
-pub(crate) const NAMED: usize = 16;
-
-/// Which recorded downstream calls this scope has been served, per mock
-/// store: consumed in recorded order, each once.
-#[derive(Debug, Default)]
-pub(crate) struct MockUse {
-    /// Downstream calls mocked so far in this scope.
-    pub calls: u32,
-    /// (store, index of the recorded call) → the call (1-based) it served.
-    pub used: HashMap<(u64, usize), u32>,
-    /// (store, first recorded call of a key) → times served again under
-    /// the `cycle` policy.
-    pub cycles: HashMap<(u64, usize), u32>,
-}
+pub(crate) use reprise_mock::NAMED;
 
 impl Scope {
     pub(crate) fn new(
@@ -64,24 +46,8 @@ impl Scope {
             id,
             trace_id,
             recorded,
-            replay_of,
-            mocks: Mutex::new(MockUse::default()),
-            misses: AtomicU32::new(0),
-            missed: Mutex::new(Vec::new()),
+            mock: MockScope::new(replay_of),
         }))
-    }
-
-    /// The scope of calls made while serving a replay of the recorded
-    /// exchange `replay_of` (its id, as `x-reprise-replay` names it): what
-    /// a mock standing apart from the service keeps per replayed call, so
-    /// that calls of one replayed call share what they were served.
-    pub fn replaying(replay_of: &[u8]) -> Scope {
-        Scope::new(
-            reprise_model::id::new_id_bytes(),
-            reprise_model::trace::trace_id_from(replay_of),
-            false,
-            Some(replay_of.to_vec()),
-        )
     }
 
     /// The scope of the inbound call this task is serving, if any.
@@ -122,35 +88,24 @@ impl Scope {
     /// The recorded exchange this call replays (its `x-reprise-replay`
     /// header), which scopes the mocks it is served.
     pub fn replay_of(&self) -> Option<&[u8]> {
-        self.0.replay_of.as_deref()
+        self.0.mock.replay_of()
     }
 
     /// Downstream calls made in this scope that the mocks missed.
     pub fn mock_misses(&self) -> u32 {
-        self.0.misses.load(Ordering::Relaxed)
+        self.0.mock.misses()
     }
 
     /// Downstream calls made in this scope that the mocks missed, named
     /// (`METHOD authority/path?query`; the first 16).
     pub fn mock_missed(&self) -> Vec<String> {
-        self.0
-            .missed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.0.mock.missed()
     }
 
-    pub(crate) fn note_miss(&self, call: &str) {
-        let mut missed = self.0.missed.lock().unwrap_or_else(PoisonError::into_inner);
-        if missed.len() < NAMED {
-            missed.push(call.to_string());
-        }
-        drop(missed);
-        self.0.misses.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn mocks(&self) -> MutexGuard<'_, MockUse> {
-        self.0.mocks.lock().unwrap_or_else(PoisonError::into_inner)
+    /// What the mocks keep for this inbound call: the scope a mocked
+    /// downstream call is answered in.
+    pub(crate) fn mock(&self) -> &MockScope {
+        &self.0.mock
     }
 
     /// Runs `future` with this scope as the current one.

@@ -10,6 +10,7 @@ use http_body_util::BodyExt;
 use reprise_model::{Exchange, Role};
 use reprise_tower::{Config, MockOptions, MockStore, Mode, Reprise};
 use support::*;
+use tower::ServiceExt;
 
 const SECRETS: [&str; 3] = ["T0K-ACCESS", "T0K-SESSION", "4242-CARD"];
 
@@ -114,11 +115,9 @@ async fn the_mock_store_matches_a_call_whose_token_was_redacted() {
             .body(http_body_util::Full::new(Bytes::new()))
             .unwrap()
     };
-    let answer = std::sync::Arc::clone(&store)
-        .answer(
-            "shop".into(),
-            call("access_token=ANOTHER&session_id=T0K-SESSION"),
-        )
+    let answer = reprise_mock::MockService::new(std::sync::Arc::clone(&store))
+        .authority("shop")
+        .oneshot(call("access_token=ANOTHER&session_id=T0K-SESSION"))
         .await
         .unwrap();
     assert_eq!(answer.status(), 200);
@@ -136,11 +135,9 @@ async fn the_mock_store_matches_a_call_whose_token_was_redacted() {
             ..MockOptions::default()
         },
     ));
-    let answer = strict
-        .answer(
-            "shop".into(),
-            call("access_token=ANOTHER&session_id=T0K-SESSION"),
-        )
+    let answer = reprise_mock::MockService::new(strict)
+        .authority("shop")
+        .oneshot(call("access_token=ANOTHER&session_id=T0K-SESSION"))
         .await
         .unwrap();
     assert_eq!(answer.status(), 502);

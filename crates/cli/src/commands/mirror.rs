@@ -14,7 +14,7 @@ use reprise_compare::Rules;
 use reprise_model::Sink;
 use reprise_model::select::ExchangeFilter;
 use reprise_net::tls::{Trust, client_config_for};
-use reprise_proxy::{Upstream, UpstreamProtocol, UpstreamVersions};
+use reprise_net::{Upstream, UpstreamProtocol, UpstreamVersions};
 use reprise_replay::{Pacing, ProtocolChoice, Replay, ReplayConfig, Report, Target, TrustChoice};
 
 use crate::Outcome;
@@ -107,7 +107,7 @@ fn shadow_protocol(asking: ShadowAsking) -> anyhow::Result<ProtocolChoice> {
     let h2 = runtime.block_on(async {
         let versions =
             UpstreamVersions::new(&shadow, UpstreamProtocol::Auto, &tls, SHADOW_PROBE).await?;
-        Ok::<_, reprise_proxy::ProxyError>(versions.over_h2(false, http::Version::HTTP_2).await)
+        Ok::<_, reprise_net::VersionsError>(versions.over_h2(false, http::Version::HTTP_2).await)
     });
     Ok(match h2.context("--shadow")? {
         true => ProtocolChoice::Recorded,

@@ -1,51 +1,40 @@
 //! `reprise mock`: recorded calls served over HTTP/1.1 and h2c until
-//! SIGINT or SIGTERM, by `reprise_tower::MockStore`, the matching the
+//! SIGINT or SIGTERM by `reprise_mock::MockService`, the matching the
 //! tower layers' mock mode uses; then what was served and missed.
 //!
-//! Each call is scoped by the replayed call it was made for: its
-//! `x-reprise-replay` header (a recorded exchange id), else the trace id
-//! of its `traceparent` (`reprise replay` gives each replayed call the
-//! trace id of the exchange it replays, and a traced service passes it on
-//! to the calls it makes), and the replay run its `tracestate` names
-//! (which that propagation passes on too). The calls of one scope share
-//! what they were served, as they do inside a service under the tower
-//! layers; calls that name no run share one scope per replayed exchange
-//! for the mock's whole life.
+//! Each call is scoped by the replayed call its headers name
+//! (`reprise_mock::ReplayScopes`: `x-reprise-replay`, else `traceparent`,
+//! and the run `tracestate` names), and with `--fallthrough` the calls
+//! the recording misses go to a real upstream
+//! (`reprise_mock::FallthroughLayer`).
 
-use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Either, Full};
+use http::{Request, Response, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use reprise_mock::{
+    Exhausted, FALLTHROUGH_BODY, FallthroughBody, FallthroughLayer, FellThrough, MockMiss,
+    MockOptions, MockReport, MockServed, MockService, MockStore, ReplayScopes,
+};
 use reprise_model::select::ExchangeFilter;
+use reprise_model::terminal::escape;
 use reprise_model::{Intact, Source, display_id};
-use reprise_proxy::{
-    ConnectionGate, ConnectionMetrics, Upstream, UpstreamProtocol, UpstreamVersions,
-};
-use reprise_tower::{
-    Exhausted, MockBody, MockMiss, MockOptions, MockReport, MockServed, MockStore, REPLAY_HEADER,
-    Scope,
-};
+use reprise_net::Upstream;
+use reprise_proxy::{ConnectionGate, ConnectionMetrics};
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::Outcome;
 use crate::args::MockArgs;
 use crate::commands::record::{limits, size};
-
-/// Scopes remembered at once; the oldest is forgotten past this (its
-/// calls would then be served as if first made).
-const SCOPES_KEPT: usize = 65_536;
 
 /// How long calls in flight may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -105,347 +94,94 @@ fn read_all(args: &MockArgs) -> anyhow::Result<Vec<reprise_model::Exchange>> {
     Ok(exchanges)
 }
 
-/// Which replayed call a call was made for: the recorded exchange's id
-/// and the replay run (empty when the call does not say).
-type ScopeKey = (Vec<u8>, String);
-
-/// The scopes seen so far.
-#[derive(Default)]
-struct Scopes {
-    by_key: HashMap<ScopeKey, Scope>,
-    order: VecDeque<ScopeKey>,
-}
-
-impl Scopes {
-    fn get(&mut self, key: &ScopeKey) -> Scope {
-        if let Some(scope) = self.by_key.get(key) {
-            return scope.clone();
-        }
-        if self.order.len() == SCOPES_KEPT
-            && let Some(oldest) = self.order.pop_front()
-        {
-            self.by_key.remove(&oldest);
-        }
-        let scope = Scope::replaying(&key.0);
-        self.by_key.insert(key.clone(), scope.clone());
-        self.order.push_back(key.clone());
-        scope
-    }
-}
-
-/// The replayed call a call was made for: the recorded exchange its
-/// `x-reprise-replay` names, else its `traceparent`'s trace id; and the
-/// run its `tracestate` names (`reprise replay` gives each run one), so
-/// that two replays of one exchange are two scopes.
-fn scope_key(headers: &http::HeaderMap) -> Option<ScopeKey> {
-    let replay_of = headers
-        .get(REPLAY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| reprise_model::id::parse_hex(v.trim()))
-        .filter(|id| !id.is_empty())
-        .or_else(|| {
-            headers
-                .get("traceparent")
-                .and_then(|v| reprise_model::trace::trace_id_of(v.as_bytes()))
-                .map(|trace| trace.to_vec())
-        })?;
-    let run = headers
-        .get_all("tracestate")
-        .iter()
-        .find_map(|v| reprise_model::trace::run_of(v.as_bytes()))
-        .unwrap_or_default();
-    Some((replay_of, run.to_string()))
-}
-
 /// What each connection's calls share.
 struct Mock {
-    store: Arc<MockStore>,
-    scopes: Mutex<Scopes>,
-    authority: Option<String>,
+    service: MockService,
+    /// The scopes calls name; none with `--inbound` (inbound calls belong
+    /// to no replayed call: they are one pool).
+    scopes: Option<ReplayScopes>,
+    fallthrough: Option<FallthroughLayer>,
     log: bool,
-    fallthrough: Option<Fallthrough>,
-}
-
-/// A real upstream that missed calls go to (`--fallthrough`).
-struct Fallthrough {
-    upstream: Upstream,
-    client: Client<HttpConnector, Full<Bytes>>,
-    /// HTTP/2 with prior knowledge, for the calls that go over it
-    /// (`--upstream-protocol`).
-    h2: Client<HttpConnector, Full<Bytes>>,
-    /// Which calls go over HTTP/2; set by [`Fallthrough::versions`].
-    versions: Option<UpstreamVersions>,
-    protocol: UpstreamProtocol,
-    /// Calls it answered.
-    answered: AtomicU64,
-    /// Calls refused for a body over [`FALLTHROUGH_BODY`].
-    refused: AtomicU64,
-}
-
-/// How long the `--fallthrough` upstream may take to answer HTTP/2's
-/// preface.
-const FALLTHROUGH_PROBE: Duration = Duration::from_secs(5);
-
-/// How long the `--fallthrough` upstream may take to answer a call.
-const FALLTHROUGH_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// The largest request body a call may have when misses fall through: it
-/// is kept whole, to be sent on.
-const FALLTHROUGH_BODY: usize = 16 << 20;
-
-type MockResponse = Response<Either<Either<MockBody, Full<Bytes>>, Incoming>>;
-
-/// The mock's own answer: `status`, a line of text, and `flag` set.
-fn own_answer(status: StatusCode, flag: &'static str, text: String) -> MockResponse {
-    let mut response = Response::new(Either::Left(Either::Right(Full::new(Bytes::from(text)))));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
-        .headers_mut()
-        .insert(flag, HeaderValue::from_static("1"));
-    response
 }
 
 impl Mock {
-    async fn answer(self: Arc<Self>, request: Request<Incoming>) -> MockResponse {
-        // gRPC calls never fall through: a stream the recording answers as
-        // it goes must not wait for its whole request first.
-        let fallthrough = match &self.fallthrough {
-            Some(fallthrough) if !reprise_net::versions::needs_h2(request.headers()) => fallthrough,
-            _ => return self.from_recording(request).await,
-        };
-        // The body is kept whole, to be sent on if the recording misses.
-        let (parts, body) = request.into_parts();
-        let body = match http_body_util::Limited::new(body, FALLTHROUGH_BODY)
-            .collect()
-            .await
-        {
-            Ok(body) => body.to_bytes(),
-            Err(error) => {
-                let reason = reprise_model::error::one_line(error.as_ref());
-                let over = error.is::<http_body_util::LengthLimitError>();
-                let (status, text) = if over {
-                    fallthrough.refused.fetch_add(1, Ordering::Relaxed);
-                    (
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "reprise mock: with --fallthrough a request body is read whole, and this one is over {FALLTHROUGH_BODY} bytes\n"
-                        ),
-                    )
-                } else {
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        format!("reprise mock: the request body broke off: {reason}\n"),
-                    )
-                };
-                if self.log {
-                    eprint!("reprise: mock: {} {}: {text}", parts.method, parts.uri);
-                }
-                return own_answer(status, reprise_model::protocol::MOCK_FAILURE_HEADER, text);
-            }
-        };
-        let head = (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.version,
-            parts.headers.clone(),
-        );
-        let response = Arc::clone(&self)
-            .from_recording(Request::from_parts(parts, Full::new(body.clone())))
-            .await;
-        let Some(miss) = response.extensions().get::<MockMiss>().cloned() else {
-            return response;
-        };
-        fallthrough.send(head, body, &miss, self.log).await
-    }
-
-    /// The answer from the recording (a miss included).
-    async fn from_recording<B>(self: Arc<Self>, mut request: Request<B>) -> MockResponse
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<reprise_tower::BoxError>,
-    {
-        // Inbound calls belong to no replayed call: they are one pool.
-        let scope = if self.store.options().inbound {
-            None
-        } else {
-            scope_key(request.headers())
-        };
-        if let Some(key) = &scope {
-            let scope = self
-                .scopes
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(key);
-            request.extensions_mut().insert(scope);
-        }
-        let authority = match &self.authority {
-            Some(authority) => authority.clone(),
-            None => reprise_tower::authority_of(&request, ""),
-        };
+    async fn answer(self: Arc<Self>, mut request: Request<Incoming>) -> Response<FallthroughBody> {
+        let key = self.scopes.as_ref().and_then(|s| s.scope(&mut request));
         let call = self.log.then(|| {
             let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-            let scope = scope.as_ref().map_or_else(
+            let scope = key.as_ref().map_or_else(
                 || "no replayed call".to_string(),
-                |(id, _)| format!("replaying {}", display_id(id)),
+                |key| format!("replaying {}", display_id(&key.replay_of)),
             );
+            let authority = self.service.authority_for(&request);
             let call = format!("{} {authority}{target} ({scope})", request.method());
-            reprise_model::terminal::escape(&call).into_owned()
+            let head = format!("{} {}", request.method(), request.uri());
+            (escape(&call).into_owned(), head)
         });
-        match Arc::clone(&self.store).answer(authority, request).await {
+        let answer = match &self.fallthrough {
+            Some(layer) => layer.layer(self.service.clone()).call(request).await,
+            None => self
+                .service
+                .clone()
+                .call(request)
+                .await
+                .map(|r| r.map(Either::Left)),
+        };
+        match answer {
             Ok(response) => {
-                if let Some(call) = call {
-                    match response.extensions().get::<MockServed>() {
-                        Some(served) => eprintln!(
-                            "reprise: mock: {call}: answered by recorded {}",
-                            display_id(&served.recorded_id)
-                        ),
-                        None => eprintln!("reprise: mock: {call}: missed"),
-                    }
+                if let Some((call, head)) = call {
+                    self.log_answer(&call, &head, &response);
                 }
-                response.map(|body| Either::Left(Either::Left(body)))
+                response
             }
             Err(error) => {
                 // A recorded call that failed below HTTP, or a request
                 // body that broke off.
                 let reason = reprise_model::error::one_line(error.as_ref());
-                if let Some(call) = call {
+                if let Some((call, _)) = call {
                     eprintln!("reprise: mock: {call}: {reason}");
                 }
-                own_answer(
+                reprise_mock::own_answer(
                     StatusCode::BAD_GATEWAY,
                     reprise_model::protocol::MOCK_FAILURE_HEADER,
                     format!("reprise mock: {reason}\n"),
                 )
+                .map(|body| Either::Right(Either::Left(body)))
             }
         }
     }
-}
 
-impl Fallthrough {
-    fn new(url: &str, protocol: UpstreamProtocol) -> anyhow::Result<Fallthrough> {
-        let upstream = Upstream::parse(url).context("--fallthrough")?;
-        if upstream.scheme != http::uri::Scheme::HTTP {
-            bail!("--fallthrough {url:?}: only http:// upstreams for now");
+    /// `--log`: what answered the call `call` (`head`: its method and
+    /// target as sent).
+    fn log_answer(&self, call: &str, head: &str, response: &Response<FallthroughBody>) {
+        let extensions = response.extensions();
+        if let Some(FellThrough::Refused(text)) = extensions.get::<FellThrough>() {
+            eprint!("reprise: mock: {head}: {text}");
+            return;
         }
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(FALLTHROUGH_TIMEOUT));
-        Ok(Fallthrough {
-            upstream,
-            client: Client::builder(TokioExecutor::new()).build(connector.clone()),
-            h2: Client::builder(TokioExecutor::new())
-                .http2_only(true)
-                .build(connector),
-            protocol,
-            versions: None,
-            answered: AtomicU64::new(0),
-            refused: AtomicU64::new(0),
-        })
-    }
-
-    /// What the upstream speaks, as the recording proxy finds it out
-    /// (`--upstream-protocol`): with h2, asked now, and an upstream that
-    /// does not speak it is an error.
-    async fn versions(&mut self) -> anyhow::Result<()> {
-        let tls = reprise_net::tls::client_config_for(reprise_net::tls::Trust::Nobody)?;
-        let versions =
-            UpstreamVersions::new(&self.upstream, self.protocol, &tls, FALLTHROUGH_PROBE)
-                .await
-                .context("--fallthrough")?;
-        self.versions = Some(versions);
-        Ok(())
-    }
-
-    /// Sends the missed call to the upstream and answers with what it
-    /// says, flagged `x-reprise-mock-fallthrough`; the miss's 502 if it
-    /// cannot. HTTP/1.1 unless h2 was asked for, or the caller spoke
-    /// HTTP/2 to an upstream that speaks it (`--upstream-protocol`).
-    async fn send(
-        &self,
-        (method, uri, version, mut headers): (
-            http::Method,
-            http::Uri,
-            http::Version,
-            http::HeaderMap,
-        ),
-        body: Bytes,
-        miss: &MockMiss,
-        log: bool,
-    ) -> MockResponse {
-        let target = http::Uri::builder()
-            .scheme(self.upstream.scheme.clone())
-            .authority(self.upstream.authority.clone())
-            .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))
-            .build();
-        reprise_net::hop::strip_hop_by_hop(&mut headers, false);
-        // The upstream's own authority, from the target.
-        headers.remove(http::header::HOST);
-        // gRPC never falls through.
-        let h2 = match &self.versions {
-            Some(versions) => versions.over_h2(false, version).await,
-            None => false,
-        };
-        if !h2 {
-            reprise_net::versions::join_cookies(&mut headers);
+        match extensions.get::<MockServed>() {
+            Some(served) => eprintln!(
+                "reprise: mock: {call}: answered by recorded {}",
+                display_id(&served.recorded_id)
+            ),
+            None => eprintln!("reprise: mock: {call}: missed"),
         }
-        let sent = target.map_err(|e| e.to_string()).map(|target| {
-            let mut request = Request::new(Full::new(body));
-            *request.method_mut() = method;
-            *request.uri_mut() = target;
-            *request.headers_mut() = headers;
-            if h2 {
-                *request.version_mut() = http::Version::HTTP_2;
-                self.h2.request(request)
-            } else {
-                self.client.request(request)
-            }
-        });
-        let answer = match sent {
-            Ok(sending) => match tokio::time::timeout(FALLTHROUGH_TIMEOUT, sending).await {
-                Ok(answer) => answer.map_err(|e| reprise_model::error::one_line(&e)),
-                Err(_) => Err(format!("no answer within {FALLTHROUGH_TIMEOUT:?}")),
-            },
-            Err(e) => Err(e),
+        let (Some(miss), Some(layer)) = (extensions.get::<MockMiss>(), &self.fallthrough) else {
+            return;
         };
-        match answer {
-            Ok(response) => {
-                self.answered.fetch_add(1, Ordering::Relaxed);
-                if log {
-                    eprintln!(
-                        "reprise: mock: {}: fell through to {}",
-                        reprise_model::terminal::escape(&miss.call),
-                        self.upstream.base
-                    );
-                }
-                let mut response = response.map(Either::Right);
-                reprise_net::hop::strip_hop_by_hop(response.headers_mut(), false);
-                response.headers_mut().insert(
-                    reprise_model::protocol::MOCK_FALLTHROUGH_HEADER,
-                    HeaderValue::from_static("1"),
+        let missed = escape(&miss.call);
+        match extensions.get::<FellThrough>() {
+            Some(FellThrough::Answered) => {
+                eprintln!(
+                    "reprise: mock: {missed}: fell through to {}",
+                    layer.upstream()
                 );
-                response
             }
-            Err(why) => {
-                if log {
-                    eprintln!(
-                        "reprise: mock: {}: --fallthrough {} failed: {why}",
-                        reprise_model::terminal::escape(&miss.call),
-                        self.upstream.base
-                    );
-                }
-                own_answer(
-                    StatusCode::BAD_GATEWAY,
-                    reprise_model::protocol::MOCK_MISS_HEADER,
-                    format!(
-                        "{miss}; and --fallthrough {} failed: {why}\n",
-                        self.upstream.base
-                    ),
-                )
-            }
+            Some(FellThrough::Failed(why)) => eprintln!(
+                "reprise: mock: {missed}: --fallthrough {} failed: {why}",
+                layer.upstream()
+            ),
+            _ => {}
         }
     }
 }
@@ -464,7 +200,11 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     let fallthrough = args
         .fallthrough
         .as_deref()
-        .map(|url| Fallthrough::new(url, args.upstream_protocol.into()))
+        .map(|url| {
+            let upstream = Upstream::parse(url).context("--fallthrough")?;
+            FallthroughLayer::new(upstream, args.upstream_protocol.into())
+                .with_context(|| format!("--fallthrough {url:?}"))
+        })
         .transpose()?;
     let exchanges = read_all(args)?;
     let store = MockStore::new(exchanges, options);
@@ -482,10 +222,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         .build()
         .context("cannot start the async runtime")?;
     let fallthrough = match fallthrough {
-        Some(mut fallthrough) => {
-            runtime.block_on(fallthrough.versions())?;
-            Some(fallthrough)
-        }
+        Some(layer) => Some(runtime.block_on(layer.probe()).context("--fallthrough")?),
         None => None,
     };
     let connections = ConnectionMetrics::default();
@@ -523,7 +260,7 @@ async fn serve(
     listen: SocketAddr,
     gate: ConnectionGate,
     store: MockStore,
-    fallthrough: Option<Fallthrough>,
+    fallthrough: Option<FallthroughLayer>,
 ) -> anyhow::Result<(MockReport, Option<(u64, u64)>)> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
@@ -536,12 +273,15 @@ async fn serve(
         .local_addr()
         .with_context(|| format!("--listen {listen}: cannot listen"))?;
     let calls = store.len();
+    let mut service = MockService::new(Arc::new(store));
+    if let Some(authority) = &args.authority {
+        service = service.authority(authority);
+    }
     let mock = Arc::new(Mock {
-        store: Arc::new(store),
-        scopes: Mutex::new(Scopes::default()),
-        authority: args.authority.clone(),
-        log: args.log,
+        service,
+        scopes: (!args.inbound).then(ReplayScopes::new),
         fallthrough,
+        log: args.log,
     });
     eprintln!(
         "reprise: mocking http://{local} from {} ({calls} recorded {} calls); stop with Ctrl-C",
@@ -586,13 +326,11 @@ async fn serve(
     drop(listener);
     let _ = stop.send(true);
     let _ = tokio::time::timeout(DRAIN, gate.all_closed()).await;
-    let fell_through = mock.fallthrough.as_ref().map(|f| {
-        (
-            f.answered.load(Ordering::Relaxed),
-            f.refused.load(Ordering::Relaxed),
-        )
-    });
-    Ok((mock.store.report(), fell_through))
+    let fell_through = mock
+        .fallthrough
+        .as_ref()
+        .map(|f| (f.answered(), f.refused()));
+    Ok((mock.service.store().report(), fell_through))
 }
 
 /// What the connection limits did, when they did anything.

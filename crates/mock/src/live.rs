@@ -22,15 +22,19 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
+use reprise_model::grpc::PREFIX_LEN;
 use reprise_model::key::CallKey;
 use reprise_model::{Direction, Exchange};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::BoxError;
 use crate::body::MockBody;
-use crate::mock::{Exhausted, MissReason, MockServed, MockStore, header_map};
-use crate::scope::Scope;
+use crate::miss::{MissReason, MockMiss};
+use crate::options::Exhausted;
+use crate::respond::{MockServed, header_map};
+use crate::scope::MockScope;
+use crate::service::BoxError;
+use crate::store::MockStore;
 
 /// Whether a recorded gRPC call answered before its request stream ended.
 pub(crate) fn interactive(exchange: &Exchange) -> bool {
@@ -97,7 +101,7 @@ impl Plan {
 /// What the task answering a stream needs.
 pub(crate) struct Stream {
     pub store: Arc<MockStore>,
-    pub scope: Option<Scope>,
+    pub scope: Option<MockScope>,
     /// The call's key without its body.
     pub head: CallKey,
     /// `METHOD authority/path`, for explanations.
@@ -297,13 +301,12 @@ where
 /// The next whole gRPC message (prefix included) at the front of
 /// `pending`.
 fn next_message(pending: &mut BytesMut) -> Option<Bytes> {
-    let length = pending.get(1..5)?;
-    let length = u32::from_be_bytes([length[0], length[1], length[2], length[3]]) as usize;
-    (pending.len() >= 5 + length).then(|| pending.split_to(5 + length).freeze())
+    let whole = PREFIX_LEN + reprise_model::grpc::message_prefix(pending)?.len;
+    (pending.len() >= whole).then(|| pending.split_to(whole).freeze())
 }
 
 /// Ends an answer whose head has gone with UNAVAILABLE and the miss.
-async fn end_with_miss(out: &Out, miss: crate::MockMiss) -> Result<(), ()> {
+async fn end_with_miss(out: &Out, miss: MockMiss) -> Result<(), ()> {
     let mut trailers = HeaderMap::new();
     reprise_net::grpc_error_fields(&mut trailers, 14, &miss.to_string());
     trailers.insert(
@@ -329,8 +332,10 @@ mod tests {
     use tokio::sync::mpsc;
 
     use super::{Stream, answer};
-    use crate::mock::{MockOptions, MockStore};
-    use crate::scope::Scope;
+    use crate::body::MockBody;
+    use crate::options::MockOptions;
+    use crate::scope::MockScope;
+    use crate::store::MockStore;
 
     fn message(direction: Direction, offset_ns: u64, text: &str) -> StreamMessage {
         StreamMessage {
@@ -381,7 +386,7 @@ mod tests {
         )))
     }
 
-    type Answer = crate::DownstreamBody<http_body_util::Empty<Bytes>>;
+    type Answer = MockBody;
 
     async fn next(response: &mut Answer) -> Option<Result<Frame<Bytes>, Infallible>> {
         tokio::time::timeout(std::time::Duration::from_secs(5), response.frame())
@@ -402,7 +407,7 @@ mod tests {
     /// comes back, and the store.
     fn converse(options: MockOptions) -> (Say, Answer, std::sync::Arc<MockStore>) {
         let store = std::sync::Arc::new(MockStore::new(vec![recorded()], options));
-        let scope = Scope::new([2; 16], [2; 16], false, Some(vec![1; 16]));
+        let scope = MockScope::replaying(&[1; 16]);
         let head = CallKey::new(
             KeyParts {
                 method: "POST",
@@ -425,7 +430,7 @@ mod tests {
             call: "POST chat/chat.Chat/Talk".into(),
             candidates,
         };
-        (say, Answer::mocked(answer(stream, body).into_body()), store)
+        (say, answer(stream, body).into_body(), store)
     }
 
     #[tokio::test]
