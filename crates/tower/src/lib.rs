@@ -13,7 +13,23 @@
 //!
 //! One build does all three: [`Reprise::from_env`] reads `REPRISE_MODE`
 //! (`off`, `record`, `mock`) and `REPRISE_TAPE` (see [`Config`]), and the
-//! same wiring records in one deployment and mocks in another.
+//! same wiring records in one deployment and mocks in another. In code,
+//! [`Reprise::builder`] sets the same settings by method:
+//!
+//! ```no_run
+//! use reprise_tower::{Mode, Reprise};
+//!
+//! # fn run() -> Result<(), reprise_tower::Error> {
+//! let reprise = Reprise::builder()
+//!     .mode(Mode::Record)
+//!     .tape("calls.tape")
+//!     .service("shop")
+//!     .sample(0.1)
+//!     .redact_json("$.card.number")
+//!     .build()?;
+//! # let _ = reprise;
+//! # Ok(()) }
+//! ```
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -33,7 +49,7 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
 //! // Let the writer store what is queued and close the tape.
-//! tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(5))).await??;
+//! reprise.shutdown(Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -64,11 +80,13 @@ mod record;
 mod scope;
 
 pub use body::{DownstreamBody, MockBody, Observe, RecordBody};
-pub use config::{Config, Mode, Reprise};
-pub use downstream::{
-    BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer, authority_of,
-};
-pub use error::TowerError;
+pub use config::{Builder, Config, Mode, ParseModeError, Reprise};
+pub use downstream::{BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer};
+// Not part of the API: `reprise mock` uses it until the mock has a crate
+// of its own, which then owns it.
+#[doc(hidden)]
+pub use downstream::authority_of;
+pub use error::{Error, Setting};
 pub use mock::{
     Exhausted, MissReason, MockMiss, MockOptions, MockReport, MockServed, MockStore, Nearest,
     RecordedFailure,
@@ -77,5 +95,5 @@ pub use record::{
     MISSES_HEADER, MISSING_CALLS_HEADER, NEW_CALLS_HEADER, REPLAY_HEADER, Record, RecordFuture,
     RecordLayer, UNUSED_HEADER,
 };
-pub use reprise_record::{Metrics, RecorderStats, TapBody, is_grpc};
+pub use reprise_record::{Metrics, RecorderStats, TapBody};
 pub use scope::{Scope, spawn};

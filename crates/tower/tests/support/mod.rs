@@ -246,12 +246,9 @@ pub async fn get_with(
     send(request.body(body(Bytes::new())).unwrap()).await
 }
 
-/// Closes the tape (off the runtime) and gives the final counts.
+/// Closes the tape and gives the final counts.
 pub async fn shut(reprise: Reprise) -> reprise_tower::RecorderStats {
-    tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(10)))
-        .await
-        .unwrap()
-        .unwrap()
+    reprise.shutdown(Duration::from_secs(10)).await.unwrap()
 }
 
 /// Every exchange of the tape at `path`.
@@ -267,12 +264,12 @@ pub fn read_tape(path: &Path) -> Vec<Exchange> {
 
 /// A config recording to (or mocking from) `tape`.
 pub fn config(mode: reprise_tower::Mode, tape: &Path) -> reprise_tower::Config {
-    reprise_tower::Config {
-        mode,
-        tape: Some(tape.to_path_buf()),
-        service: "shop".into(),
-        ..Default::default()
-    }
+    Reprise::builder()
+        .mode(mode)
+        .tape(tape)
+        .service("shop")
+        .config()
+        .unwrap()
 }
 
 /// Waits until `check` holds (up to 5 s).
