@@ -322,9 +322,22 @@ where
     Ok(kept.freeze())
 }
 
-/// The kind of a client's failure, from the I/O error under it or its text.
-fn classify(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
-    if let Some(kind) = reprise_model::error::io_failure(error) {
+/// The kind of a client's failure, told by the typed errors in its cause
+/// chain (including errors an `std::io::Error` wraps): a connect failure
+/// hyper-util reports, a TLS failure from rustls, tokio's timeout, an
+/// I/O error's kind. Only a chain that has none of them is judged by its
+/// text.
+pub(crate) fn classify(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
+    let mut io_kind = None;
+    for cause in causes(error) {
+        if let Some(kind) = typed_kind(cause) {
+            return kind;
+        }
+        if io_kind.is_none() && cause.is::<std::io::Error>() {
+            io_kind = reprise_model::error::io_failure(cause);
+        }
+    }
+    if let Some(kind) = io_kind {
         return kind;
     }
     let text = reprise_model::error::one_line(error).to_ascii_lowercase();
@@ -336,5 +349,131 @@ fn classify(error: &(dyn std::error::Error + 'static)) -> ErrorKind {
         ErrorKind::Connect
     } else {
         ErrorKind::Other
+    }
+}
+
+/// `error` and its causes, looking inside the I/O errors that wrap one
+/// (an `std::io::Error`'s `source` skips the error it wraps).
+fn causes<'a>(
+    error: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(error), |e| {
+        match e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        }
+    })
+}
+
+/// The kind one error tells by its type alone.
+fn typed_kind(error: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    if error.is::<tokio::time::error::Elapsed>() {
+        return Some(ErrorKind::Timeout);
+    }
+    #[cfg(feature = "rustls")]
+    if error.is::<rustls::Error>() {
+        return Some(ErrorKind::Tls);
+    }
+    #[cfg(feature = "hyper")]
+    {
+        if let Some(client) = error.downcast_ref::<hyper_util::client::legacy::Error>()
+            && client.is_connect()
+        {
+            // The cause under it says more (refused, TLS, timed out), if
+            // it is one of ours; else it failed connecting.
+            let under = std::error::Error::source(client).and_then(|source| {
+                causes(source).find_map(|cause| {
+                    typed_kind(cause).or_else(|| {
+                        cause
+                            .is::<std::io::Error>()
+                            .then(|| reprise_model::error::io_failure(cause))
+                            .flatten()
+                            .filter(|kind| *kind != ErrorKind::Other)
+                    })
+                })
+            });
+            return Some(under.unwrap_or(ErrorKind::Connect));
+        }
+        if let Some(hyper) = error.downcast_ref::<hyper::Error>()
+            && hyper.is_timeout()
+        {
+            return Some(ErrorKind::Timeout);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("calling out failed")]
+    struct Wrapped(#[source] Box<dyn std::error::Error + Send + Sync>);
+
+    fn wrapped(error: impl std::error::Error + Send + Sync + 'static) -> Wrapped {
+        Wrapped(Box::new(error))
+    }
+
+    #[tokio::test]
+    async fn failures_are_told_by_type_not_text() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        assert_eq!(classify(&wrapped(refused)), ErrorKind::Connect);
+        let reset = std::io::Error::from(std::io::ErrorKind::ConnectionReset);
+        assert_eq!(classify(&wrapped(reset)), ErrorKind::Reset);
+        let elapsed = tokio::time::timeout(std::time::Duration::ZERO, std::future::pending::<()>())
+            .await
+            .err();
+        if let Some(elapsed) = elapsed {
+            assert_eq!(classify(&wrapped(elapsed)), ErrorKind::Timeout);
+        }
+        // An error whose text says "connect" but whose type says otherwise
+        // is judged by its type.
+        let misleading = std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset while connecting to a tls server",
+        );
+        assert_eq!(classify(&wrapped(misleading)), ErrorKind::Reset);
+        // Text is the last resort, for errors that offer nothing else.
+        let text = std::io::Error::other("x");
+        assert_eq!(classify(&wrapped(text)), ErrorKind::Other);
+        #[derive(Debug, thiserror::Error)]
+        #[error("certificate not valid for name")]
+        struct Opaque;
+        assert_eq!(classify(&Opaque), ErrorKind::Tls);
+    }
+
+    #[cfg(feature = "rustls")]
+    #[test]
+    fn a_rustls_error_inside_an_io_error_is_tls() {
+        let tls = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Expired),
+        );
+        assert_eq!(classify(&wrapped(tls)), ErrorKind::Tls);
+    }
+
+    #[cfg(feature = "hyper")]
+    #[tokio::test]
+    async fn a_refused_hyper_util_connection_is_connect() -> Result<(), Box<dyn std::error::Error>>
+    {
+        // A port nothing listens on: bound, then closed.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        drop(listener);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<Bytes>>();
+        let error = client
+            .get(format!("http://{addr}/").parse()?)
+            .await
+            .err()
+            .ok_or("a closed port answered")?;
+        assert!(error.is_connect(), "{error:?}");
+        assert_eq!(classify(&error), ErrorKind::Connect);
+        Ok(())
     }
 }
