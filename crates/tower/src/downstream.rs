@@ -5,6 +5,7 @@
 //! so a client's type does not depend on the mode.
 
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -71,9 +72,68 @@ pub struct MockLayer {
 
 /// What [`Reprise::downstream`](crate::Reprise::downstream) gives: a
 /// [`CaptureLayer`], a [`MockLayer`] or a pass-through, by configuration.
-#[derive(Clone, Debug)]
-pub struct DownstreamLayer {
+///
+/// `K` says what the wrapped client receives: [`Wrap`] (the default)
+/// hands it `Request<TapBody<B>>` for a request body of any type `B`, as
+/// tower-http's layers do; [`Rebox`] (from [`rebox`](DownstreamLayer::rebox))
+/// hands it the body type it was given, for clients that take one type
+/// only, such as tonic's `Channel`.
+#[derive(Debug)]
+pub struct DownstreamLayer<K = Wrap> {
     mode: Arc<Mode>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<K> Clone for DownstreamLayer<K> {
+    fn clone(&self) -> Self {
+        DownstreamLayer {
+            mode: Arc::clone(&self.mode),
+            kind: PhantomData,
+        }
+    }
+}
+
+/// How a client-side layer hands a request body of type `B` to the
+/// client it wraps, tapped or not.
+pub trait Tapping<B> {
+    /// What the wrapped client receives.
+    type Body;
+    /// The tapped body, as the wrapped client's type.
+    fn tapped(body: TapBody<B>) -> Self::Body;
+    /// The body unobserved, as the wrapped client's type.
+    fn untapped(body: B) -> Self::Body;
+}
+
+/// The client receives `TapBody<B>` whatever `B` is: a hyper-util client
+/// built for `TapBody<Full<Bytes>>` takes `Full<Bytes>` requests through
+/// the layer, one built for `TapBody<MyBody>` takes `MyBody`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Wrap;
+
+/// The client receives the body type it was given: the tapped body is
+/// boxed back into it (tonic's and axum's bodies, `http-body-util`'s boxed
+/// bodies; see [`Observe`]). For a tonic `Channel`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rebox;
+
+impl<B: Body> Tapping<B> for Wrap {
+    type Body = TapBody<B>;
+    fn tapped(body: TapBody<B>) -> TapBody<B> {
+        body
+    }
+    fn untapped(body: B) -> TapBody<B> {
+        TapBody::passthrough(body)
+    }
+}
+
+impl<B: Observe> Tapping<B> for Rebox {
+    type Body = B::Observed;
+    fn tapped(body: TapBody<B>) -> B::Observed {
+        B::tapped(body)
+    }
+    fn untapped(body: B) -> B::Observed {
+        body.untapped()
+    }
 }
 
 impl CaptureLayer {
@@ -102,46 +162,78 @@ impl DownstreamLayer {
     pub(crate) fn new(mode: Mode) -> Self {
         DownstreamLayer {
             mode: Arc::new(mode),
+            kind: PhantomData,
+        }
+    }
+
+    /// The same layer, handing the wrapped client the request body type
+    /// it was given (boxed back after the tap) instead of `TapBody<B>`:
+    /// for clients that take one body type only, such as tonic's
+    /// `Channel`.
+    pub fn rebox(self) -> DownstreamLayer<Rebox> {
+        DownstreamLayer {
+            mode: self.mode,
+            kind: PhantomData,
         }
     }
 }
 
 impl From<CaptureLayer> for DownstreamLayer {
     fn from(layer: CaptureLayer) -> Self {
-        DownstreamLayer { mode: layer.mode }
+        DownstreamLayer {
+            mode: layer.mode,
+            kind: PhantomData,
+        }
     }
 }
 
 impl From<MockLayer> for DownstreamLayer {
     fn from(layer: MockLayer) -> Self {
-        DownstreamLayer { mode: layer.mode }
+        DownstreamLayer {
+            mode: layer.mode,
+            kind: PhantomData,
+        }
     }
 }
 
 macro_rules! downstream_layer {
-    ($layer:ty) => {
+    ($layer:ty, $kind:ty) => {
         impl<S> Layer<S> for $layer {
-            type Service = Downstream<S>;
+            type Service = Downstream<S, $kind>;
 
-            fn layer(&self, inner: S) -> Downstream<S> {
+            fn layer(&self, inner: S) -> Downstream<S, $kind> {
                 Downstream {
                     inner,
                     mode: Arc::clone(&self.mode),
+                    kind: PhantomData,
                 }
             }
         }
     };
 }
 
-downstream_layer!(CaptureLayer);
-downstream_layer!(MockLayer);
-downstream_layer!(DownstreamLayer);
+downstream_layer!(CaptureLayer, Wrap);
+downstream_layer!(MockLayer, Wrap);
+downstream_layer!(DownstreamLayer<Wrap>, Wrap);
+downstream_layer!(DownstreamLayer<Rebox>, Rebox);
 
-/// The client-side service: captures, mocks or passes through.
-#[derive(Clone, Debug)]
-pub struct Downstream<S> {
+/// The client-side service: captures, mocks or passes through. `K` says
+/// what the wrapped client receives (see [`DownstreamLayer`]).
+#[derive(Debug)]
+pub struct Downstream<S, K = Wrap> {
     inner: S,
     mode: Arc<Mode>,
+    kind: PhantomData<fn() -> K>,
+}
+
+impl<S: Clone, K> Clone for Downstream<S, K> {
+    fn clone(&self) -> Self {
+        Downstream {
+            inner: self.inner.clone(),
+            mode: Arc::clone(&self.mode),
+            kind: PhantomData,
+        }
+    }
 }
 
 type DownstreamFuture<RB> =
@@ -150,6 +242,7 @@ type DownstreamFuture<RB> =
 /// The authority a request addresses, as the mock matches it: its
 /// target's (absolute form, or HTTP/2's `:authority`), its Host field's,
 /// or `default`.
+#[doc(hidden)]
 pub fn authority_of<B>(request: &Request<B>, default: &str) -> String {
     request
         .uri()
@@ -165,12 +258,13 @@ pub fn authority_of<B>(request: &Request<B>, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-impl<S, B, RB> Service<Request<B>> for Downstream<S>
+impl<S, K, B, RB> Service<Request<B>> for Downstream<S, K>
 where
-    S: Service<Request<B::Observed>, Response = Response<RB>>,
+    K: Tapping<B>,
+    S: Service<Request<K::Body>, Response = Response<RB>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Observe,
+    B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: std::fmt::Display,
@@ -190,13 +284,13 @@ where
     fn call(&mut self, request: Request<B>) -> Self::Future {
         match &*self.mode {
             Mode::Off => {
-                let future = self.inner.call(request.map(B::untapped));
+                let future = self.inner.call(request.map(K::untapped));
                 Box::pin(async move {
                     let response = future.await.map_err(Into::into)?;
                     Ok(response.map(|b| DownstreamBody::live(TapBody::passthrough(b))))
                 })
             }
-            Mode::Capture(outbound) => capture(&mut self.inner, outbound, request),
+            Mode::Capture(outbound) => capture::<S, K, B, RB>(&mut self.inner, outbound, request),
             Mode::Mock { store, authority } => {
                 let authority = authority_of(&request, authority);
                 let store = Arc::clone(store);
@@ -209,16 +303,17 @@ where
     }
 }
 
-fn capture<S, B, RB>(
+fn capture<S, K, B, RB>(
     inner: &mut S,
     outbound: &Outbound,
     mut request: Request<B>,
 ) -> DownstreamFuture<RB>
 where
-    S: Service<Request<B::Observed>, Response = Response<RB>>,
+    K: Tapping<B>,
+    S: Service<Request<K::Body>, Response = Response<RB>>,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
-    B: Observe,
+    B: Body<Data = Bytes>,
     RB: Body<Data = Bytes> + Send + 'static,
     RB::Error: std::fmt::Display,
 {
@@ -265,12 +360,12 @@ where
     });
     let metrics = Arc::clone(&outbound.metrics);
     let request = request.map(|body| match &recording {
-        Some(recording) => B::tapped(TapBody::new(
+        Some(recording) => K::tapped(TapBody::new(
             body,
             Some(Tap::new(Arc::clone(recording), Side::Request)),
             &metrics,
         )),
-        None => body.untapped(),
+        None => K::untapped(body),
     });
     let future = inner.call(request);
     Box::pin(async move {

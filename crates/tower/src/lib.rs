@@ -81,7 +81,9 @@ mod scope;
 
 pub use body::{DownstreamBody, MockBody, Observe, RecordBody};
 pub use config::{Builder, Config, Mode, ParseModeError, Reprise};
-pub use downstream::{BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer};
+pub use downstream::{
+    BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer, Rebox, Tapping, Wrap,
+};
 // Not part of the API: `reprise mock` uses it until the mock has a crate
 // of its own, which then owns it.
 #[doc(hidden)]

@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use reprise_model::Exchange;
-use reprise_tower::{Downstream, Reprise};
+use reprise_tower::{Downstream, Reprise, TapBody};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -86,12 +86,13 @@ pub async fn inventory() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     serve(router).await
 }
 
-/// The client the shop calls the inventory with.
-pub type InventoryClient = Downstream<Client<HttpConnector, Body>>;
+/// The client the shop calls the inventory with: built for the layer's
+/// `TapBody<B>`, it takes `B` requests through the layer.
+pub type InventoryClient = Downstream<Client<HttpConnector, TapBody<Body>>>;
 
 /// A hyper-util client wrapped in `reprise.downstream(inventory)`.
 pub fn inventory_client(reprise: &Reprise, inventory: &str) -> InventoryClient {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let client = Client::builder(TokioExecutor::new()).build_http::<TapBody<Body>>();
     tower::ServiceBuilder::new()
         .layer(reprise.downstream(inventory))
         .service(client)
