@@ -40,8 +40,9 @@
 //! // Inbound: every call to the router.
 //! let app = router.layer(reprise.inbound());
 //! // Downstream: a hyper-util client whose calls are captured or mocked.
+//! // Built for the layer's `TapBody<B>`, it takes `B` requests through it.
 //! let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-//!     .build_http::<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>>();
+//!     .build_http::<reprise_tower::TapBody<http_body_util::Full<bytes::Bytes>>>();
 //! let client = tower::ServiceBuilder::new()
 //!     .layer(reprise.downstream("inventory:8080"))
 //!     .service(client);
@@ -54,8 +55,13 @@
 //! ```
 //!
 //! With tonic: `Server::builder().layer(reprise.inbound())` on the server,
-//! and `ServiceBuilder::new().layer(reprise.downstream("inventory:50051"))
-//! .service(channel)` under a generated client.
+//! and `ServiceBuilder::new().layer(reprise.downstream("inventory:50051")
+//! .rebox()).service(channel)` under a generated client (a `Channel`
+//! takes tonic's body type only: [`DownstreamLayer::rebox`] hands it that
+//! type back after the tap).
+//!
+//! Features: `hyper` and `rustls` by default; turn on `axum` or `tonic`
+//! for the framework the service is written with.
 //!
 //! Two complete services are wired this way in the repository's
 //! `examples/`: `json-shop` (axum, calling its inventory with a hyper-util
