@@ -99,9 +99,7 @@ fn replay_and_diff(
 }
 
 fn shut(rt: &Runtime, reprise: Reprise) -> reprise_tower::RecorderStats {
-    rt.block_on(async {
-        reprise.shutdown(Duration::from_secs(10)).await.unwrap()
-    })
+    rt.block_on(async { reprise.shutdown(Duration::from_secs(10)).await.unwrap() })
 }
 
 #[test]
