@@ -22,12 +22,12 @@ mod support;
 use support::{reprise, s, text};
 
 fn config(mode: Mode, tape: &Path, service: &str) -> Config {
-    Config {
-        mode,
-        tape: Some(tape.to_path_buf()),
-        service: service.into(),
-        ..Default::default()
-    }
+    Reprise::builder()
+        .mode(mode)
+        .tape(tape)
+        .service(service)
+        .config()
+        .unwrap()
 }
 
 /// A server started on the runtime, stopped (gracefully) on demand.
@@ -99,12 +99,7 @@ fn replay_and_diff(
 }
 
 fn shut(rt: &Runtime, reprise: Reprise) -> reprise_tower::RecorderStats {
-    rt.block_on(async {
-        tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(10)))
-            .await
-            .unwrap()
-            .unwrap()
-    })
+    rt.block_on(async { reprise.shutdown(Duration::from_secs(10)).await.unwrap() })
 }
 
 #[test]
@@ -260,10 +255,7 @@ fn the_tonic_example_replays_identically_with_its_downstream_mocked() {
         start(&rt, |l, rx| async move {
             serve_shop(l, &reprise, shop, stopped(rx)).await.unwrap();
             // The tape is complete once the server has stopped.
-            tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(10)))
-                .await
-                .unwrap()
-                .unwrap();
+            reprise.shutdown(Duration::from_secs(10)).await.unwrap();
         })
     };
     let recording = Reprise::start(config(Mode::Record, &tape, "grpc-shop")).unwrap();

@@ -32,7 +32,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, header};
 use http_body_util::BodyExt;
 use reprise_model::{Exchange, Sink, StoreError};
-use reprise_tower::{Config, Metrics, Reprise};
+use reprise_tower::{Metrics, Reprise};
 use tower::ServiceExt;
 
 /// The recorder's queue: the layer's default.
@@ -150,11 +150,9 @@ fn per_call(c: &mut Criterion) {
     });
 
     let stored = Arc::new(AtomicU64::new(0));
-    let config = Config {
-        queue: QUEUE,
-        ..Config::default()
-    };
-    let reprise = Reprise::record_to(config, Box::new(Discard(Arc::clone(&stored))))
+    let reprise = Reprise::builder()
+        .queue(QUEUE)
+        .record_to(Box::new(Discard(Arc::clone(&stored))))
         .expect("the recorder starts");
     let metrics = Arc::clone(reprise.metrics());
     let recording = hello_router(body).layer(reprise.inbound());
@@ -174,7 +172,7 @@ fn per_call(c: &mut Criterion) {
         .map(|(after, before)| after.saturating_sub(before));
 
     drop(recording);
-    let stats = reprise.shutdown(Duration::from_secs(30)).unwrap();
+    let stats = reprise.shutdown_blocking(Duration::from_secs(30)).unwrap();
     let stored = stored.load(Ordering::Relaxed);
     if stats.seen == 0 {
         return; // `record` was filtered out

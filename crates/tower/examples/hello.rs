@@ -22,7 +22,7 @@ use axum::Router;
 use axum::routing::get;
 use bytes::Bytes;
 use http::header;
-use reprise_tower::{Mode, Reprise, TowerError};
+use reprise_tower::{Error, Mode, Reprise};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
@@ -121,7 +121,7 @@ fn run() -> Result<(), Failure> {
         None
     } else {
         Some(Reprise::from_env().map_err(|e| match e {
-            TowerError::Config(message) => Failure::Usage(message),
+            e @ (Error::BadSetting { .. } | Error::NoTape { .. }) => Failure::Usage(e.to_string()),
             other => Failure::Run(other.to_string()),
         })?)
     };
@@ -135,6 +135,7 @@ fn run() -> Result<(), Failure> {
                     std::env::var("REPRISE_TAPE").unwrap_or_default()
                 ),
                 Mode::Mock => "RecordLayer, REPRISE_MODE=mock".to_string(),
+                other => format!("RecordLayer, REPRISE_MODE={other}"),
             };
             (hello_router().layer(reprise.inbound()), what)
         }
@@ -158,7 +159,8 @@ fn run() -> Result<(), Failure> {
         return served;
     };
     let recording = reprise.mode() == Mode::Record;
-    let closed = match reprise.shutdown(CLOSE) {
+    // The runtime is gone: the blocking variant closes the tape.
+    let closed = match reprise.shutdown_blocking(CLOSE) {
         Ok(stats) if recording => {
             eprintln!(
                 "hello: {} calls seen, {} recorded, {} dropped",

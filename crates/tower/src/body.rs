@@ -12,7 +12,9 @@ use reprise_record::TapBody;
 
 use crate::scope::Scope;
 
-/// A request body type the layers can observe as it streams.
+/// A request body type the layers can observe while handing the wrapped
+/// service its own type: the server side ([`RecordLayer`](crate::RecordLayer))
+/// and the client side with [`Rebox`](crate::Rebox).
 ///
 /// A layer wraps the body in a [`TapBody`] (which passes each frame on and
 /// copies it, up to the cap, into the exchange's record) and gives the wrapped service the type it expects:

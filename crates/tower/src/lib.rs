@@ -13,7 +13,23 @@
 //!
 //! One build does all three: [`Reprise::from_env`] reads `REPRISE_MODE`
 //! (`off`, `record`, `mock`) and `REPRISE_TAPE` (see [`Config`]), and the
-//! same wiring records in one deployment and mocks in another.
+//! same wiring records in one deployment and mocks in another. In code,
+//! [`Reprise::builder`] sets the same settings by method:
+//!
+//! ```no_run
+//! use reprise_tower::{Mode, Reprise};
+//!
+//! # fn run() -> Result<(), reprise_tower::Error> {
+//! let reprise = Reprise::builder()
+//!     .mode(Mode::Record)
+//!     .tape("calls.tape")
+//!     .service("shop")
+//!     .sample(0.1)
+//!     .redact_json("$.card.number")
+//!     .build()?;
+//! # let _ = reprise;
+//! # Ok(()) }
+//! ```
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -24,8 +40,9 @@
 //! // Inbound: every call to the router.
 //! let app = router.layer(reprise.inbound());
 //! // Downstream: a hyper-util client whose calls are captured or mocked.
+//! // Built for the layer's `TapBody<B>`, it takes `B` requests through it.
 //! let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-//!     .build_http::<http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible>>();
+//!     .build_http::<reprise_tower::TapBody<http_body_util::Full<bytes::Bytes>>>();
 //! let client = tower::ServiceBuilder::new()
 //!     .layer(reprise.downstream("inventory:8080"))
 //!     .service(client);
@@ -33,13 +50,18 @@
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
 //! axum::serve(listener, app).await?;
 //! // Let the writer store what is queued and close the tape.
-//! tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(5))).await??;
+//! reprise.shutdown(Duration::from_secs(5)).await?;
 //! # Ok(()) }
 //! ```
 //!
 //! With tonic: `Server::builder().layer(reprise.inbound())` on the server,
-//! and `ServiceBuilder::new().layer(reprise.downstream("inventory:50051"))
-//! .service(channel)` under a generated client.
+//! and `ServiceBuilder::new().layer(reprise.downstream("inventory:50051")
+//! .rebox()).service(channel)` under a generated client (a `Channel`
+//! takes tonic's body type only: [`DownstreamLayer::rebox`] hands it that
+//! type back after the tap).
+//!
+//! Features: `hyper` and `rustls` by default; turn on `axum` or `tonic`
+//! for the framework the service is written with.
 //!
 //! Two complete services are wired this way in the repository's
 //! `examples/`: `json-shop` (axum, calling its inventory with a hyper-util
@@ -63,9 +85,11 @@ mod record;
 mod scope;
 
 pub use body::{DownstreamBody, Observe, RecordBody};
-pub use config::{Config, Mode, Reprise};
-pub use downstream::{BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer};
-pub use error::TowerError;
+pub use config::{Builder, Config, Mode, ParseModeError, Reprise};
+pub use downstream::{
+    BoxError, CaptureLayer, Downstream, DownstreamLayer, MockLayer, Rebox, Tapping, Wrap,
+};
+pub use error::{Error, Setting};
 pub use mock::{
     Exhausted, MissReason, MockMiss, MockOptions, MockReport, MockServed, MockStore, Nearest,
     RecordedFailure,
@@ -75,5 +99,5 @@ pub use record::{
     RecordLayer, UNUSED_HEADER,
 };
 pub use reprise_mock::MockBody;
-pub use reprise_record::{Metrics, RecorderStats, TapBody, is_grpc};
+pub use reprise_record::{Metrics, RecorderStats, TapBody};
 pub use scope::{Scope, spawn};

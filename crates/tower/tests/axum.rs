@@ -434,10 +434,7 @@ async fn a_stalled_or_failing_sink_never_fails_or_blocks_a_call() {
     let (inventory_addr, _inventory) = inventory().await;
     let inventory = inventory_addr.to_string();
     let gate = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
-    let small_queue = Config {
-        queue: 2,
-        ..Default::default()
-    };
+    let small_queue = Reprise::builder().queue(2).config().unwrap();
     let stalled =
         Reprise::record_to(small_queue.clone(), Box::new(Stalling(Arc::clone(&gate)))).unwrap();
     let failing = Reprise::record_to(small_queue, Box::new(Failing)).unwrap();
@@ -477,9 +474,9 @@ async fn a_stalled_or_failing_sink_never_fails_or_blocks_a_call() {
     *gate.0.lock().unwrap() = true;
     gate.1.notify_all();
     shut(stalled).await;
-    let error = tokio::task::spawn_blocking(move || failing.shutdown(Duration::from_secs(5)))
+    let error = failing
+        .shutdown(Duration::from_secs(5))
         .await
-        .unwrap()
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

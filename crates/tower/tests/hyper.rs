@@ -244,3 +244,55 @@ async fn a_client_sending_full_bodies_is_captured() {
         b"ydob lluf"
     );
 }
+
+/// A request body type of the caller's own: the layer needs nothing of it
+/// but `Body<Data = Bytes>`.
+struct Chunks(std::collections::VecDeque<Bytes>);
+
+impl http_body::Body for Chunks {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|chunk| Ok(http_body::Frame::data(chunk))),
+        )
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_body_type_of_its_own_is_captured_and_passed_through() {
+    let sink = MemorySink::new();
+    let reprise = Reprise::builder()
+        .record_to(Box::new(sink.clone()))
+        .unwrap();
+    let service = serve_hyper(&Reprise::off()).await;
+    for layers in [&reprise, &Reprise::off()] {
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build_http::<TapBody<Chunks>>();
+        let client = tower::ServiceBuilder::new()
+            .layer(layers.downstream(&service.to_string()))
+            .service(client);
+        use tower::ServiceExt;
+        let chunks = [&b"own "[..], b"body"].map(Bytes::from_static);
+        let request = Request::post(format!("http://{service}/reverse"))
+            .body(Chunks(chunks.into_iter().collect()))
+            .unwrap();
+        let response = client.oneshot(request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ydob nwo");
+    }
+    support::shut(reprise).await;
+    let exchanges = sink.exchanges();
+    assert_eq!(exchanges.len(), 1);
+    let request = exchanges[0].request.as_ref().unwrap();
+    assert_eq!(
+        (&request.body[..], exchanges[0].is_downstream()),
+        (&b"own body"[..], true)
+    );
+}

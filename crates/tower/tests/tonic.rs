@@ -15,7 +15,7 @@ use reprise_testkit::EchoService;
 use reprise_testkit::echo::echo_client::EchoClient;
 use reprise_testkit::echo::echo_server::{Echo, EchoServer};
 use reprise_testkit::echo::{Count, Note};
-use reprise_tower::{Downstream, Mode, Reprise};
+use reprise_tower::{Downstream, Mode, Rebox, Reprise};
 use support::{config, read_tape, shut};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -179,7 +179,7 @@ type NoteStream = Pin<Box<dyn Stream<Item = Result<Note, Status>> + Send>>;
 /// downstream, through the client-side layer.
 #[derive(Clone)]
 struct Front {
-    downstream: EchoClient<Downstream<Channel>>,
+    downstream: EchoClient<Downstream<Channel, Rebox>>,
 }
 
 #[tonic::async_trait]
@@ -328,8 +328,9 @@ async fn converse(
 /// The front, as a deployment of `reprise` would run it: `channel` to the
 /// downstream called "echo:50051" in the recording.
 async fn front(reprise: &Reprise, channel: Channel) -> SocketAddr {
+    // A Channel takes tonic's body only: the layer boxes it back.
     let downstream = tower::ServiceBuilder::new()
-        .layer(reprise.downstream("echo:50051"))
+        .layer(reprise.downstream("echo:50051").rebox())
         .service(channel);
     serve_layered(
         reprise,

@@ -4,7 +4,7 @@
 //! ```text
 //! let reprise = Reprise::from_env()?;                    // REPRISE_MODE, REPRISE_TAPE
 //! let channel = ServiceBuilder::new()
-//!     .layer(reprise.downstream("inventory:50051"))      // capture / mock / pass
+//!     .layer(reprise.downstream("inventory:50051").rebox()) // capture / mock / pass
 //!     .service(channel);
 //! Server::builder().layer(reprise.inbound())             // record / scope
 //!     .add_service(ShopServer::new(shop))
@@ -20,7 +20,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use reprise_tower::{Downstream, Reprise};
+use reprise_tower::{Downstream, Rebox, Reprise};
 use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
 use tonic::transport::{Channel, Endpoint};
@@ -82,7 +82,7 @@ impl Inventory for InventoryService {
 /// `reprise.downstream(...)`.
 #[derive(Debug, Clone)]
 pub struct ShopService {
-    inventory: InventoryClient<Downstream<Channel>>,
+    inventory: InventoryClient<Downstream<Channel, Rebox>>,
 }
 
 impl ShopService {
@@ -93,8 +93,10 @@ impl ShopService {
         let channel = Endpoint::from_shared(format!("http://{inventory}"))?
             .connect_timeout(Duration::from_secs(2))
             .connect_lazy();
+        // A Channel takes tonic's own body type only: `rebox` hands it
+        // that type back after the tap.
         let channel = tower::ServiceBuilder::new()
-            .layer(reprise.downstream(inventory))
+            .layer(reprise.downstream(inventory).rebox())
             .service(channel);
         Ok(ShopService {
             inventory: InventoryClient::new(channel),

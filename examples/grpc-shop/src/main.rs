@@ -41,10 +41,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             );
             let shop = ShopService::new(&reprise, inventory).map_err(|e| e.to_string())?;
             let served = serve_shop(listener, &reprise, shop, stop_signal()).await;
-            let closed =
-                tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(5)))
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let closed = reprise.shutdown(Duration::from_secs(5)).await;
             served.map_err(|e| e.to_string())?;
             let stats = closed.map_err(|e| e.to_string())?;
             if stats.recorded > 0 || stats.dropped() > 0 {

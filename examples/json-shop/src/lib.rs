@@ -18,7 +18,6 @@
 //! - `POST /checkout` with `{"sku": ..., "qty": N}`: reserves at the
 //!   inventory and answers the reservation.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,17 +28,18 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
-use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use reprise_tower::{Downstream, Reprise};
+use reprise_tower::{Downstream, Reprise, TapBody};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// The inventory calls' request body. The client is built for the layer's
+/// `TapBody<Body>`: the shop sends plain `Full` bodies through the layer.
+type Body = Full<Bytes>;
 
 /// Serves `router` on `listener` until `shutdown` completes.
 pub async fn serve(
@@ -86,7 +86,7 @@ pub fn inventory() -> Router {
 
 #[derive(Clone)]
 struct Shop {
-    client: Downstream<Client<HttpConnector, Body>>,
+    client: Downstream<Client<HttpConnector, TapBody<Body>>>,
     inventory: String,
 }
 
@@ -108,7 +108,7 @@ impl Shop {
             .method(method)
             .uri(format!("http://{}{path}", self.inventory))
             .header("content-type", "application/json")
-            .body(Full::new(body).boxed_unsync())
+            .body(Full::new(body))
             .map_err(|e| format!("cannot build the inventory call: {e}"))?;
         let response = self
             .client
@@ -172,7 +172,7 @@ async fn checkout(State(shop): State<Shop>, body: Bytes) -> Response {
 /// The shop, calling the inventory at `inventory` (`host:port`), with
 /// `reprise`'s layers on both sides.
 pub fn shop(reprise: &Reprise, inventory: &str) -> Router {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let client = Client::builder(TokioExecutor::new()).build_http::<TapBody<Body>>();
     let client = tower::ServiceBuilder::new()
         .layer(reprise.downstream(inventory))
         .service(client);

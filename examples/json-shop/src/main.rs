@@ -45,10 +45,7 @@ async fn run(args: Vec<String>) -> Result<(), String> {
             let router = example_json_shop::shop(&reprise, inventory);
             let served =
                 example_json_shop::serve(listener, router, example_json_shop::stop_signal()).await;
-            let closed =
-                tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(5)))
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let closed = reprise.shutdown(Duration::from_secs(5)).await;
             served.map_err(|e| e.to_string())?;
             let stats = closed.map_err(|e| e.to_string())?;
             if stats.recorded > 0 || stats.dropped() > 0 {

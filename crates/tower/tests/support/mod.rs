@@ -21,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use reprise_model::Exchange;
-use reprise_tower::{Downstream, Reprise};
+use reprise_tower::{Downstream, Reprise, TapBody};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -86,12 +86,13 @@ pub async fn inventory() -> (SocketAddr, tokio::task::JoinHandle<()>) {
     serve(router).await
 }
 
-/// The client the shop calls the inventory with.
-pub type InventoryClient = Downstream<Client<HttpConnector, Body>>;
+/// The client the shop calls the inventory with: built for the layer's
+/// `TapBody<B>`, it takes `B` requests through the layer.
+pub type InventoryClient = Downstream<Client<HttpConnector, TapBody<Body>>>;
 
 /// A hyper-util client wrapped in `reprise.downstream(inventory)`.
 pub fn inventory_client(reprise: &Reprise, inventory: &str) -> InventoryClient {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let client = Client::builder(TokioExecutor::new()).build_http::<TapBody<Body>>();
     tower::ServiceBuilder::new()
         .layer(reprise.downstream(inventory))
         .service(client)
@@ -246,12 +247,9 @@ pub async fn get_with(
     send(request.body(body(Bytes::new())).unwrap()).await
 }
 
-/// Closes the tape (off the runtime) and gives the final counts.
+/// Closes the tape and gives the final counts.
 pub async fn shut(reprise: Reprise) -> reprise_tower::RecorderStats {
-    tokio::task::spawn_blocking(move || reprise.shutdown(Duration::from_secs(10)))
-        .await
-        .unwrap()
-        .unwrap()
+    reprise.shutdown(Duration::from_secs(10)).await.unwrap()
 }
 
 /// Every exchange of the tape at `path`.
@@ -267,12 +265,12 @@ pub fn read_tape(path: &Path) -> Vec<Exchange> {
 
 /// A config recording to (or mocking from) `tape`.
 pub fn config(mode: reprise_tower::Mode, tape: &Path) -> reprise_tower::Config {
-    reprise_tower::Config {
-        mode,
-        tape: Some(tape.to_path_buf()),
-        service: "shop".into(),
-        ..Default::default()
-    }
+    Reprise::builder()
+        .mode(mode)
+        .tape(tape)
+        .service("shop")
+        .config()
+        .unwrap()
 }
 
 /// Waits until `check` holds (up to 5 s).
