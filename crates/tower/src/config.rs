@@ -455,7 +455,7 @@ impl Reprise {
         if let Some((recorder, thread)) = self.recorder {
             thread
                 .close(&recorder, deadline)
-                .map_err(TowerError::Recorder)?;
+                .map_err(|e| TowerError::Recorder(e.to_string()))?;
         }
         Ok(self.metrics.snapshot())
     }
