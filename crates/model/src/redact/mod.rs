@@ -165,6 +165,10 @@ fn sniffs_json(body: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct Redactor {
     headers: Vec<String>,
+    /// The lengths of the names in `headers`, one bit each (63: any
+    /// longer): most fields' names have a length no rule has, and are
+    /// passed over without comparing them to every rule.
+    header_lengths: u64,
     json: Vec<JsonPath>,
     query: Vec<String>,
     form: Vec<String>,
@@ -175,14 +179,28 @@ pub struct Redactor {
 impl Default for Redactor {
     fn default() -> Self {
         let names = |list: &[&str]| list.iter().map(|h| h.to_string()).collect();
+        let headers: Vec<String> = names(&DEFAULT_HEADERS);
         Redactor {
-            headers: names(&DEFAULT_HEADERS),
+            header_lengths: lengths(&headers),
+            headers,
             json: Vec::new(),
             query: names(&DEFAULT_PARAMS),
             form: names(&DEFAULT_PARAMS),
             userinfo: true,
         }
     }
+}
+
+/// The bit of a name of `len` bytes in a set of lengths.
+fn length_bit(len: usize) -> u64 {
+    1 << len.min(63)
+}
+
+/// The set of the lengths of `names`.
+fn lengths(names: &[String]) -> u64 {
+    names
+        .iter()
+        .fold(0, |set, name| set | length_bit(name.len()))
 }
 
 fn add_name(list: &mut Vec<String>, name: &str) {
@@ -203,6 +221,7 @@ impl Redactor {
     pub fn none() -> Self {
         Redactor {
             headers: Vec::new(),
+            header_lengths: 0,
             json: Vec::new(),
             query: Vec::new(),
             form: Vec::new(),
@@ -213,6 +232,7 @@ impl Redactor {
     /// Also redact the values of header (and trailer) `name`.
     pub fn header(mut self, name: &str) -> Self {
         add_name(&mut self.headers, name);
+        self.header_lengths = lengths(&self.headers);
         self
     }
 
@@ -379,8 +399,12 @@ impl Redactor {
     /// The rule (a configured name, lower case) that redacts the values of
     /// header `name`, if one does.
     pub fn header_rule(&self, name: &[u8]) -> Option<&str> {
-        // Compared without lower-casing a copy of every name: this runs for
-        // every field of every exchange recorded.
+        // Compared without lower-casing a copy of every name, and only to
+        // the rules of its length: this runs for every field of every
+        // exchange recorded.
+        if self.header_lengths & length_bit(name.len()) == 0 {
+            return None;
+        }
         self.headers
             .iter()
             .find(|h| h.as_bytes().eq_ignore_ascii_case(name))
