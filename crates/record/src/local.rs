@@ -30,7 +30,7 @@ pub(crate) struct Local {
 const LOCAL_FREE_MAX: usize = 256;
 
 /// The biggest record a local handle's thread packs itself (see
-/// [`Recorder::local`]).
+/// [`Recorder::local`](crate::Recorder::local)).
 pub const LOCAL_RECORD_MAX: usize = 64 << 10;
 
 impl Local {
