@@ -147,7 +147,8 @@ where
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     // gRPC-Web included: its answers are gRPC's too.
-    let grpc = content_type.is_some_and(|v| v.starts_with("application/grpc"));
+    let grpc =
+        content_type.is_some_and(|v| reprise_model::grpc::is_grpc_content_type(v.as_bytes()));
     let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     if grpc {
         // A stream recorded answering before its request stream ended is

@@ -11,6 +11,27 @@ pub const MAX_MESSAGES: usize = 10_000;
 /// Length of the prefix before each message.
 pub const PREFIX_LEN: usize = 5;
 
+/// Whether a `content-type` value is gRPC's (`application/grpc`,
+/// `application/grpc+proto`, and gRPC-Web's `application/grpc-web*`,
+/// whose bodies are framed the same way). Media types are
+/// case-insensitive.
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    starts_with_ignore_case(value, b"application/grpc")
+}
+
+/// Whether a `content-type` value is gRPC-Web's (`application/grpc-web`,
+/// `application/grpc-web-text`, with or without `+proto`), which is made
+/// for HTTP/1.1.
+pub fn is_grpc_web_content_type(value: &[u8]) -> bool {
+    starts_with_ignore_case(value, b"application/grpc-web")
+}
+
+fn starts_with_ignore_case(value: &[u8], prefix: &[u8]) -> bool {
+    value
+        .get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+}
+
 /// What the 5-byte prefix before a gRPC message says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessagePrefix {
@@ -191,6 +212,23 @@ pub fn percent_decode(raw: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_content_types_in_any_case() {
+        for value in [
+            &b"application/grpc"[..],
+            b"application/grpc+proto",
+            b"Application/GRPC",
+            b"application/grpc-web-text",
+        ] {
+            assert!(is_grpc_content_type(value), "{value:?}");
+        }
+        for value in [&b"application/json"[..], b"application/grp", b""] {
+            assert!(!is_grpc_content_type(value), "{value:?}");
+        }
+        assert!(is_grpc_web_content_type(b"application/grpc-web+proto"));
+        assert!(!is_grpc_web_content_type(b"application/grpc+proto"));
+    }
 
     fn framed(payloads: &[&[u8]]) -> Vec<u8> {
         payloads

@@ -17,8 +17,8 @@ use crate::upstream::Upstream;
 /// (`application/grpc`, `application/grpc+proto`...), not gRPC-Web
 /// (`application/grpc-web*`), which is made for HTTP/1.1.
 pub fn needs_h2_content_type(content_type: &[u8]) -> bool {
-    content_type.starts_with(b"application/grpc")
-        && !content_type.starts_with(b"application/grpc-web")
+    reprise_model::grpc::is_grpc_content_type(content_type)
+        && !reprise_model::grpc::is_grpc_web_content_type(content_type)
 }
 
 /// Whether a call with `headers` is gRPC proper, which needs HTTP/2

@@ -24,9 +24,10 @@ pub enum ProxyError {
     /// and it does not speak HTTP/2, or it could not be asked).
     #[error(transparent)]
     Versions(#[from] reprise_net::VersionsError),
-    /// The sink failed; the recording may be incomplete.
+    /// The recorder did not finish cleanly; the recording may be
+    /// incomplete.
     #[error("recording failed: {0}")]
-    Sink(String),
+    Recorder(#[from] reprise_record::RecorderError),
     /// Something that should not happen.
     #[error("internal error: {0}")]
     Internal(String),

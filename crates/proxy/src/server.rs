@@ -262,7 +262,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         let closed = tokio::task::spawn_blocking(move || thread.close(&recorder, drain))
             .await
             .map_err(|e| ProxyError::Internal(e.to_string()))?
-            .map_err(ProxyError::Sink);
+            .map_err(ProxyError::from);
         match first_error {
             Some(e) => Err(e),
             None => closed,

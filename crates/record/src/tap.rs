@@ -13,8 +13,9 @@ use pin_project_lite::pin_project;
 
 use reprise_model::ErrorKind;
 
+use crate::body::BodyCapture;
 use crate::metrics::Metrics;
-use crate::recording::{BodyCapture, Recording, Side};
+use crate::recording::{Recording, Side};
 
 pin_project! {
     /// `inner`, observed. When it ends, fails or is dropped early, the

@@ -14,7 +14,7 @@ use reprise_model::{Exchange, StoreError};
 use crate::error::{Damage, TapeError};
 use crate::format::{BlockHeader, FILE_HEADER_LEN, FileHeader};
 use crate::records::BlockRecords;
-use crate::walker::{Step, Walker};
+use crate::walker::{WalkItem, Walker};
 
 /// Following a tape that is still being written.
 #[derive(Debug, Clone)]
@@ -80,10 +80,12 @@ pub struct ReadStats {
     pub damaged_bytes: u64,
 }
 
-/// What the reader gets next: a step of the walk, or the records of a
+/// What the reader gets next: an item of the walk, or the records of a
 /// block already decoded by the read-ahead thread.
-enum Ahead {
-    Step(Result<Step, TapeError>),
+enum ReaderItem {
+    /// An item of the walk, as it found it.
+    Walked(Result<WalkItem, TapeError>),
+    /// A block's records, decoded by the read-ahead thread.
     Decoded(Vec<Result<Exchange, Damage>>),
 }
 
@@ -91,9 +93,9 @@ enum Ahead {
 /// thread running it.
 enum Blocks {
     Inline(Box<Walker>),
-    Ahead {
+    ReadAhead {
         /// `None` once the reader is being dropped.
-        items: Option<Receiver<Ahead>>,
+        items: Option<Receiver<ReaderItem>>,
         /// Joined when the reader is dropped: no thread outlives its reader.
         thread: Option<std::thread::JoinHandle<()>>,
         abandoned: Arc<AtomicBool>,
@@ -101,15 +103,15 @@ enum Blocks {
 }
 
 impl Blocks {
-    fn next(&mut self) -> Ahead {
+    fn next(&mut self) -> ReaderItem {
         match self {
-            Blocks::Inline(walker) => Ahead::Step(walker.next_step()),
+            Blocks::Inline(walker) => ReaderItem::Walked(walker.next_item()),
             // The thread ends after sending End or an error; a closed
             // channel means the same.
-            Blocks::Ahead { items, .. } => items
+            Blocks::ReadAhead { items, .. } => items
                 .as_ref()
                 .and_then(|items| items.recv().ok())
-                .unwrap_or(Ahead::Step(Ok(Step::End))),
+                .unwrap_or(ReaderItem::Walked(Ok(WalkItem::End))),
         }
     }
 }
@@ -246,18 +248,18 @@ impl TapeReader {
                 return None;
             }
             match self.blocks.next() {
-                Ahead::Decoded(records) => {
+                ReaderItem::Decoded(records) => {
                     self.stats.blocks += 1;
                     self.current = Current::Decoded(records.into_iter());
                 }
-                Ahead::Step(Ok(Step::Block(header, Some(records)))) => {
+                ReaderItem::Walked(Ok(WalkItem::Block(header, Some(records)))) => {
                     self.stats.blocks += 1;
                     self.current = Current::Raw(BlockRecords::new(header, records));
                 }
-                Ahead::Step(Ok(Step::Block(_, None))) => self.stats.blocks_skipped += 1,
-                Ahead::Step(Ok(Step::Damage(damage))) => self.record_damage(damage),
-                Ahead::Step(Ok(Step::End)) => self.finished = true,
-                Ahead::Step(Err(error)) => {
+                ReaderItem::Walked(Ok(WalkItem::Block(_, None))) => self.stats.blocks_skipped += 1,
+                ReaderItem::Walked(Ok(WalkItem::Damage(damage))) => self.record_damage(damage),
+                ReaderItem::Walked(Ok(WalkItem::End)) => self.finished = true,
+                ReaderItem::Walked(Err(error)) => {
                     self.finished = true;
                     return Some(Err(error));
                 }
@@ -289,14 +291,17 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
         .name("reprise-tape-read-ahead".into())
         .spawn(move || {
             loop {
-                let step = walker.next_step();
-                let last = matches!(step, Ok(Step::End) | Err(_));
-                let sent = match tx.try_send(Ahead::Step(step)) {
+                let step = walker.next_item();
+                let last = matches!(step, Ok(WalkItem::End) | Err(_));
+                let sent = match tx.try_send(ReaderItem::Walked(step)) {
                     Ok(()) => true,
-                    Err(TrySendError::Full(Ahead::Step(Ok(Step::Block(header, Some(bytes)))))) => {
+                    Err(TrySendError::Full(ReaderItem::Walked(Ok(WalkItem::Block(
+                        header,
+                        Some(bytes),
+                    ))))) => {
                         let mut records = BlockRecords::new(header, bytes);
                         let decoded: Vec<_> = std::iter::from_fn(|| records.next()).collect();
-                        tx.send(Ahead::Decoded(decoded)).is_ok()
+                        tx.send(ReaderItem::Decoded(decoded)).is_ok()
                     }
                     Err(TrySendError::Full(item)) => tx.send(item).is_ok(),
                     Err(TrySendError::Disconnected(_)) => false,
@@ -307,7 +312,7 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
             }
         });
     match spawned {
-        Ok(thread) => Blocks::Ahead {
+        Ok(thread) => Blocks::ReadAhead {
             items: Some(rx),
             thread: Some(thread),
             abandoned,
@@ -316,12 +321,12 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
         // silently reading nothing.
         Err(e) => {
             let (tx, rx) = sync_channel(1);
-            let _ = tx.send(Ahead::Step(Err(TapeError::Io {
+            let _ = tx.send(ReaderItem::Walked(Err(TapeError::Io {
                 path,
                 action: "cannot start the read-ahead thread",
                 source: e,
             })));
-            Blocks::Ahead {
+            Blocks::ReadAhead {
                 items: Some(rx),
                 thread: None,
                 abandoned,
@@ -332,7 +337,7 @@ fn spawn_read_ahead(mut walker: Walker) -> Blocks {
 
 impl Drop for TapeReader {
     fn drop(&mut self) {
-        if let Blocks::Ahead {
+        if let Blocks::ReadAhead {
             abandoned,
             items,
             thread,
@@ -376,16 +381,16 @@ pub(crate) fn append_point(path: &Path) -> Result<AppendPoint, TapeError> {
     let mut next_seq = 0;
     let mut damage_after_end: Option<Damage> = None;
     loop {
-        match walker.next_step()? {
-            Step::Block(header, _) => {
+        match walker.next_item()? {
+            WalkItem::Block(header, _) => {
                 end = header.end();
                 next_seq = header.seq + 1;
                 damage_after_end = None;
             }
-            Step::Damage(damage) => {
+            WalkItem::Damage(damage) => {
                 damage_after_end.get_or_insert(damage);
             }
-            Step::End => break,
+            WalkItem::End => break,
         }
     }
     let cut = damage_after_end.map(|mut d| {
@@ -406,10 +411,10 @@ pub fn block_index(path: impl AsRef<Path>) -> Result<(Vec<BlockHeader>, Vec<Dama
     let mut blocks = Vec::new();
     let mut damage: Vec<Damage> = header_damage.into_iter().collect();
     loop {
-        match walker.next_step()? {
-            Step::Block(header, _) => blocks.push(header),
-            Step::Damage(d) => damage.push(d),
-            Step::End => break,
+        match walker.next_item()? {
+            WalkItem::Block(header, _) => blocks.push(header),
+            WalkItem::Damage(d) => damage.push(d),
+            WalkItem::End => break,
         }
     }
     Ok((blocks, damage))

@@ -17,7 +17,7 @@ use crate::format::{
 use crate::reader::{Follow, ReaderOptions};
 
 /// What the walk found next.
-pub(crate) enum Step {
+pub(crate) enum WalkItem {
     /// A verified block; its stored payload when its records are wanted
     /// (`None`: outside the time window, or the walk only verifies).
     Block(BlockHeader, Option<Bytes>),
@@ -42,11 +42,12 @@ pub(crate) struct Walker {
     payload: Vec<u8>,
 }
 
-/// What a raw look at `offset` found.
-enum Look {
-    Step(Step),
+/// What reading at `offset` found.
+enum Probe {
+    /// Something the walk reports.
+    Found(WalkItem),
     /// Following, and the bytes there are not complete yet.
-    Wait,
+    Incomplete,
 }
 
 impl Walker {
@@ -124,18 +125,18 @@ impl Walker {
         }
     }
 
-    /// The next step; waits at the end of the tape while following.
-    pub(crate) fn next_step(&mut self) -> Result<Step, TapeError> {
+    /// The next item; waits at the end of the tape while following.
+    pub(crate) fn next_item(&mut self) -> Result<WalkItem, TapeError> {
         loop {
             // Read before looking: a stop takes effect at an end found
             // after it was asked for, so every whole block written before
             // it is read.
             let stopped = self.stopped();
-            match self.look()? {
-                Look::Step(step) => return Ok(step),
-                Look::Wait => {
+            match self.probe()? {
+                Probe::Found(step) => return Ok(step),
+                Probe::Incomplete => {
                     if stopped || !self.wait() {
-                        return Ok(Step::End);
+                        return Ok(WalkItem::End);
                     }
                 }
             }
@@ -187,14 +188,14 @@ impl Walker {
             .map_err(|e| TapeError::io(&self.path, "cannot stat", e))
     }
 
-    fn look(&mut self) -> Result<Look, TapeError> {
+    fn probe(&mut self) -> Result<Probe, TapeError> {
         let mut buf = [0u8; BLOCK_HEADER_LEN];
         let n = self.read_at(&mut buf, self.offset)?;
         if n == 0 {
             return Ok(if self.following() {
-                Look::Wait
+                Probe::Incomplete
             } else {
-                Look::Step(Step::End)
+                Probe::Found(WalkItem::End)
             });
         }
         let file_len = self.file_len()?;
@@ -202,7 +203,7 @@ impl Walker {
         else {
             if n < BLOCK_HEADER_LEN {
                 if self.following() {
-                    return Ok(Look::Wait);
+                    return Ok(Probe::Incomplete);
                 }
                 return Ok(self.damage_to(file_len, DamageKind::TornTail, self.next_seq));
             }
@@ -210,14 +211,14 @@ impl Walker {
         };
         if file_len < header.end() {
             if self.following() {
-                return Ok(Look::Wait);
+                return Ok(Probe::Incomplete);
             }
             return Ok(self.damage_to(file_len, DamageKind::TornTail, header.seq));
         }
         if self.decompress && !self.in_window(&header) {
             // Outside the time window: skipped by its header alone.
             self.advance_past(&header);
-            return Ok(Look::Step(Step::Block(header, None)));
+            return Ok(Probe::Found(WalkItem::Block(header, None)));
         }
         // One buffer for every payload: fresh pages for each block would be
         // zeroed by the kernel first, a measurable part of a scan.
@@ -243,10 +244,13 @@ impl Walker {
         self.advance_past(&header);
         if !self.decompress {
             self.payload = payload;
-            return Ok(Look::Step(Step::Block(header, None)));
+            return Ok(Probe::Found(WalkItem::Block(header, None)));
         }
         // Decompressed as its records are read (records.rs), never here.
-        Ok(Look::Step(Step::Block(header, Some(Bytes::from(payload)))))
+        Ok(Probe::Found(WalkItem::Block(
+            header,
+            Some(Bytes::from(payload)),
+        )))
     }
 
     fn advance_past(&mut self, header: &BlockHeader) {
@@ -261,7 +265,7 @@ impl Walker {
 
     /// Reports the bytes from the current offset to `end` as damage and
     /// moves past them.
-    fn damage_to(&mut self, end: u64, kind: DamageKind, block: u64) -> Look {
+    fn damage_to(&mut self, end: u64, kind: DamageKind, block: u64) -> Probe {
         let to_end = self.file_len().is_ok_and(|len| end >= len);
         let damage = Damage {
             first_block: block,
@@ -273,27 +277,27 @@ impl Walker {
         };
         self.offset = end.max(self.offset);
         self.next_seq = block + 1;
-        Look::Step(Step::Damage(damage))
+        Probe::Found(WalkItem::Damage(damage))
     }
 
     /// No valid block header at the current offset: report the bytes up to
     /// the next valid one (or the end) as damage.
-    fn resync(&mut self, file_len: u64) -> Result<Look, TapeError> {
+    fn resync(&mut self, file_len: u64) -> Result<Probe, TapeError> {
         let expected = self.next_seq;
         match self.find_header(self.offset + 1, file_len)? {
             Some(next) => {
                 let look = self.damage_to(next.offset, DamageKind::BadHeader, expected);
                 self.next_seq = next.seq;
                 Ok(match look {
-                    Look::Step(Step::Damage(mut damage)) => {
+                    Probe::Found(WalkItem::Damage(mut damage)) => {
                         damage.last_block = next.seq.saturating_sub(1).max(expected);
-                        Look::Step(Step::Damage(damage))
+                        Probe::Found(WalkItem::Damage(damage))
                     }
                     other => other,
                 })
             }
             // A writer may be in the middle of writing a header.
-            None if self.following() => Ok(Look::Wait),
+            None if self.following() => Ok(Probe::Incomplete),
             None => Ok(self.damage_to(file_len, DamageKind::BadHeader, expected)),
         }
     }

@@ -820,8 +820,10 @@ impl Reprise {
     pub async fn shutdown(self, deadline: Duration) -> Result<RecorderStats, Error> {
         tokio::task::spawn_blocking(move || self.shutdown_blocking(deadline))
             .await
-            .map_err(|e| Error::RecorderClose {
-                source: Box::new(e),
+            // The blocking task only fails by panicking (or with the
+            // runtime shutting down under it): the close did not finish.
+            .map_err(|_| Error::RecorderClose {
+                source: reprise_record::RecorderError::Panicked,
             })?
     }
 
@@ -832,7 +834,7 @@ impl Reprise {
         if let Some((recorder, thread)) = self.recorder {
             thread
                 .close(&recorder, deadline)
-                .map_err(|e| Error::RecorderClose { source: e.into() })?;
+                .map_err(|source| Error::RecorderClose { source })?;
         }
         Ok(self.metrics.snapshot())
     }

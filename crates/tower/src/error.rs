@@ -52,7 +52,7 @@ pub enum Error {
     RecorderClose {
         /// Why.
         #[source]
-        source: Cause,
+        source: reprise_record::RecorderError,
     },
     /// The tape to mock from could not be read.
     #[error("cannot mock from {}: {source}", path.display())]

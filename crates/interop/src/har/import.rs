@@ -364,9 +364,7 @@ fn protocol(version: &str, request: &Request) -> Protocol {
     };
     let grpc = request.headers.iter().any(|h| {
         h.name.eq_ignore_ascii_case("content-type")
-            && h.value
-                .to_ascii_lowercase()
-                .starts_with(b"application/grpc")
+            && reprise_model::grpc::is_grpc_content_type(&h.value)
     });
     if grpc && protocol == Protocol::Http2 {
         Protocol::Grpc

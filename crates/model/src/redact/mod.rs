@@ -165,6 +165,10 @@ fn sniffs_json(body: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct Redactor {
     headers: Vec<String>,
+    /// Where each name in `headers` is, by its length (the last: any
+    /// longer): a field's name is compared only to the rules of its
+    /// length, and most fields have a length no rule has.
+    header_index: Vec<Vec<usize>>,
     json: Vec<JsonPath>,
     query: Vec<String>,
     form: Vec<String>,
@@ -175,14 +179,31 @@ pub struct Redactor {
 impl Default for Redactor {
     fn default() -> Self {
         let names = |list: &[&str]| list.iter().map(|h| h.to_string()).collect();
+        let headers: Vec<String> = names(&DEFAULT_HEADERS);
         Redactor {
-            headers: names(&DEFAULT_HEADERS),
+            header_index: index_by_length(&headers),
+            headers,
             json: Vec::new(),
             query: names(&DEFAULT_PARAMS),
             form: names(&DEFAULT_PARAMS),
             userinfo: true,
         }
     }
+}
+
+/// Names of this many bytes or more share the last place of an index by
+/// length.
+const LONG_NAME: usize = 48;
+
+/// Where each of `names` is, by its length (see `Redactor::header_index`).
+fn index_by_length(names: &[String]) -> Vec<Vec<usize>> {
+    let mut index = vec![Vec::new(); LONG_NAME + 1];
+    for (at, name) in names.iter().enumerate() {
+        if let Some(same) = index.get_mut(name.len().min(LONG_NAME)) {
+            same.push(at);
+        }
+    }
+    index
 }
 
 fn add_name(list: &mut Vec<String>, name: &str) {
@@ -203,6 +224,7 @@ impl Redactor {
     pub fn none() -> Self {
         Redactor {
             headers: Vec::new(),
+            header_index: Vec::new(),
             json: Vec::new(),
             query: Vec::new(),
             form: Vec::new(),
@@ -213,6 +235,7 @@ impl Redactor {
     /// Also redact the values of header (and trailer) `name`.
     pub fn header(mut self, name: &str) -> Self {
         add_name(&mut self.headers, name);
+        self.header_index = index_by_length(&self.headers);
         self
     }
 
@@ -379,10 +402,13 @@ impl Redactor {
     /// The rule (a configured name, lower case) that redacts the values of
     /// header `name`, if one does.
     pub fn header_rule(&self, name: &[u8]) -> Option<&str> {
-        // Compared without lower-casing a copy of every name: this runs for
-        // every field of every exchange recorded.
-        self.headers
+        // Compared without lower-casing a copy of every name, and only to
+        // the rules of its length: this runs for every field of every
+        // exchange recorded.
+        self.header_index
+            .get(name.len().min(LONG_NAME))?
             .iter()
+            .filter_map(|&at| self.headers.get(at))
             .find(|h| h.as_bytes().eq_ignore_ascii_case(name))
             .map(String::as_str)
     }
@@ -545,6 +571,25 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn header_rules_are_found_whatever_their_length_or_case() {
+        let long = format!("x-{}", "a".repeat(60));
+        let rules = Redactor::none().header(&long).header("X-Short");
+        let upper = long.to_ascii_uppercase();
+        assert_eq!(rules.header_rule(upper.as_bytes()), Some(long.as_str()));
+        assert_eq!(rules.header_rule(b"X-SHORT"), Some("x-short"));
+        assert_eq!(rules.header_rule(b"x-shor"), None);
+        let longer = format!("x-{}", "a".repeat(61));
+        assert_eq!(rules.header_rule(longer.as_bytes()), None);
+        assert_eq!(rules.header_rule(b""), None);
+        let defaults = Redactor::default();
+        for name in DEFAULT_HEADERS {
+            let upper = name.to_ascii_uppercase();
+            assert_eq!(defaults.header_rule(upper.as_bytes()), Some(name));
+        }
+        assert_eq!(defaults.header_rule(b"content-type"), None);
     }
 
     #[test]

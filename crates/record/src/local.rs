@@ -1,0 +1,269 @@
+//! A serving thread's own packing ([`Recorder::local`](crate::Recorder::local)):
+//! the thread that served a call judges, encodes and packs it, and only
+//! full packs cross the queue to the writer thread.
+
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
+
+use reprise_model::Role;
+use reprise_model::pack::{Packed, Packer};
+
+use crate::captured::Captured;
+use crate::metrics::Metrics;
+use crate::recorder::{Message, Shared};
+use crate::writer::SCRATCH_KEEP;
+
+/// A serving thread's own packing: its pack being filled, its encoding
+/// buffer and its cleared records.
+pub(crate) struct Local {
+    packer: Box<dyn Packer>,
+    scratch: Vec<u8>,
+    #[allow(clippy::vec_box)] // records travel boxed; the box is reused
+    free: Vec<Box<Captured>>,
+    tx: SyncSender<Message>,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+}
+
+/// Cleared records a thread keeps for its next calls, at most.
+const LOCAL_FREE_MAX: usize = 256;
+
+/// The biggest record a local handle's thread packs itself (see
+/// [`Recorder::local`](crate::Recorder::local)).
+pub const LOCAL_RECORD_MAX: usize = 64 << 10;
+
+impl Local {
+    /// A thread's packing with `packer` (another of the sink's), handing
+    /// packs over on `tx`.
+    pub(crate) fn new(
+        packer: Box<dyn Packer>,
+        tx: SyncSender<Message>,
+        metrics: Arc<Metrics>,
+        shared: Arc<Shared>,
+    ) -> Local {
+        Local {
+            packer,
+            scratch: Vec::new(),
+            free: Vec::new(),
+            tx,
+            metrics,
+            shared,
+        }
+    }
+
+    /// A record this thread cleared, if it kept one.
+    pub(crate) fn take_free(&mut self) -> Option<Box<Captured>> {
+        self.free.pop()
+    }
+
+    /// Hands what is packed over if its oldest record has waited long
+    /// enough.
+    pub(crate) fn tick(&mut self) {
+        if self.packer.due(Instant::now()) {
+            self.flush();
+        }
+    }
+
+    /// Judges, encodes and packs `captured` on this thread.
+    pub(crate) fn pack(&mut self, mut captured: Box<Captured>) {
+        let shared = &*self.shared;
+        let rules = &shared.judge.rules;
+        let recorded_at_ns = captured.recorded_at_ns();
+        self.scratch.clear();
+        let keep = if shared.judge.gated() && captured.role() == Role::Inbound {
+            // Read once: the rules judge the head, and a kept call is
+            // encoded from the same reading.
+            let head = captured.head();
+            let keep = shared.judge.keeps(&head, &self.metrics);
+            if keep {
+                head.encode(&rules.redactor, rules.sample_rate, &mut self.scratch);
+            }
+            keep
+        } else {
+            captured.encode(&rules.redactor, rules.sample_rate, &mut self.scratch);
+            true
+        };
+        if keep {
+            match self.packer.add(&self.scratch, recorded_at_ns) {
+                Ok(Some(packed)) => self.hand_over(packed),
+                Ok(None) => {}
+                Err(error) => {
+                    self.metrics.dropped_sink_error.inc();
+                    shared
+                        .first_error
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .get_or_insert_with(|| error.to_string());
+                }
+            }
+        }
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
+        }
+        captured.recycle();
+        if self.free.len() < LOCAL_FREE_MAX {
+            self.free.push(captured);
+        }
+    }
+
+    /// Queues a pack for the writer thread, or drops and counts its
+    /// records: the queue holds at most `capacity` records, but takes a
+    /// pack of more when it is empty (else such packs would never pass).
+    fn hand_over(&self, packed: Packed) {
+        let count = packed.count;
+        let queued = self.metrics.queue_depth.inc_by(i64::from(count));
+        let capacity = i64::try_from(self.shared.capacity).unwrap_or(i64::MAX);
+        if queued > 0 && queued.saturating_add(i64::from(count)) > capacity {
+            self.metrics.queue_depth.dec_by(i64::from(count));
+            self.metrics.dropped_queue_full.inc_by(u64::from(count));
+            return;
+        }
+        match self.tx.try_send(Message::Packed(packed)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.queue_depth.dec_by(i64::from(count));
+                self.metrics.dropped_queue_full.inc_by(u64::from(count));
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.dec_by(i64::from(count));
+                self.metrics.dropped_closed.inc_by(u64::from(count));
+            }
+        }
+    }
+
+    /// Hands what is packed over now, or drops and counts it.
+    pub(crate) fn flush(&mut self) {
+        if let Some(packed) = self.packer.flush() {
+            self.hand_over(packed);
+        }
+    }
+
+    /// Hands what is packed over, waiting up to `deadline` for room in
+    /// the queue (at shutdown, when the thread has nothing else to do).
+    pub(crate) fn flush_within(&mut self, deadline: Duration) {
+        let Some(packed) = self.packer.flush() else {
+            return;
+        };
+        let until = Instant::now() + deadline;
+        let count = i64::from(packed.count);
+        let capacity = i64::try_from(self.shared.capacity).unwrap_or(i64::MAX);
+        while Instant::now() < until {
+            let queued = self.metrics.queue_depth.get();
+            if queued == 0 || queued + count <= capacity {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.hand_over(packed);
+    }
+}
+
+impl Drop for Local {
+    /// The last handle of a thread is gone (its calls with it): what it
+    /// packed goes to the writer.
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::*;
+
+    #[test]
+    fn a_local_handle_judges_and_packs_on_its_thread() {
+        let (sink, metrics, recorder, thread) = recorder(true, None);
+        let local = recorder.local();
+        for path in ["/keep/1", "/other", "/keep/2"] {
+            call(&local, path);
+        }
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.unmatched, stats.recorded),
+            (1, 0),
+            "judged here, packed"
+        );
+        // The pack goes once its oldest record is old enough (20 ms for a
+        // store with no packer of its own) and the thread ticks.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metrics.snapshot().recorded < 2 && Instant::now() < deadline {
+            local.tick();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(metrics.snapshot().recorded, 2);
+        // The last clone of a handle hands over what it still holds.
+        let other = recorder.local();
+        call(&other, "/keep/3");
+        drop(other);
+        drop(local);
+        closed_with(
+            thread,
+            &recorder,
+            (&sink, &metrics),
+            &["/keep/1", "/keep/2", "/keep/3"],
+            1,
+        );
+    }
+
+    #[test]
+    fn a_big_call_goes_whole_after_what_its_thread_packed() {
+        let (sink, metrics, recorder, thread) = recorder(true, None);
+        let local = recorder.local();
+        call(&local, "/keep/small-1");
+        call_with(&local, "/keep/big", LOCAL_RECORD_MAX + 1, None);
+        call_with(&local, "/other-big", LOCAL_RECORD_MAX + 1, None);
+        call(&local, "/keep/small-2");
+        local.flush_within(Duration::from_secs(1));
+        drop(local);
+        // In the thread's order; the big call judged by the writer thread.
+        closed_with(
+            thread,
+            &recorder,
+            (&sink, &metrics),
+            &["/keep/small-1", "/keep/big", "/keep/small-2"],
+            1,
+        );
+        let big = &sink.exchanges()[1];
+        assert_eq!(
+            big.response.as_ref().map(|r| r.body.len()),
+            Some(LOCAL_RECORD_MAX + 1)
+        );
+    }
+
+    #[test]
+    fn a_downstream_call_on_a_local_handle_does_not_wait_for_a_verdict() {
+        let (sink, metrics, recorder, thread) = recorder(true, None);
+        let local = recorder.local();
+        let refused = call_with(&local, "/other", 0, None);
+        call_with(&local, "/child-of-other", 0, Some(refused));
+        call_with(&local, "/big-child", LOCAL_RECORD_MAX + 1, Some(refused));
+        local.flush_within(Duration::from_secs(1));
+        drop(local);
+        let closed_at = Instant::now();
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        assert!(closed_at.elapsed() < Duration::from_secs(2), "nothing held");
+        // As documented: a local handle's verdicts stay on its thread.
+        assert_eq!(paths(&sink), ["/child-of-other", "/big-child"]);
+        assert_eq!(metrics.snapshot().unmatched, 1);
+    }
+
+    #[test]
+    fn the_rate_cap_counts_every_threads_calls() {
+        let (sink, metrics, recorder, thread) = recorder(false, Some(2));
+        let (a, b) = (recorder.local(), recorder.local());
+        for i in 0..3 {
+            call(&a, &format!("/a/{i}"));
+            call(&b, &format!("/b/{i}"));
+        }
+        drop((a, b));
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.recorded, stats.dropped_rate_limit),
+            (2, 4),
+            "{stats:?}"
+        );
+        assert_eq!(sink.exchanges().len(), 2);
+    }
+}
