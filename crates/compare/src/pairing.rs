@@ -9,7 +9,7 @@
 //!
 //! The caller opens the inputs ([`OpenInput`]): a path may name a tape, a
 //! HAR file or a pipe, and which of its exchanges count is the caller's
-//! choice. Pairing itself reads no socket and no file but its own parts.
+//! choice. Pairing itself opens no socket, and no file but its own parts.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -20,7 +20,7 @@ use reprise_tape::TapeError;
 use crate::noise::{NoiseModel, Thresholds, guess};
 use crate::pair::{NotCompared, Rules, Verdict, compare};
 use crate::report::{Comparison, DiffReport};
-use crate::spill::{PartedInput, parts_for};
+use crate::spill::{PartedInput, Spill, parts_for};
 
 /// Memory for the recording's responses unless the caller says
 /// (`--max-memory`).
@@ -41,8 +41,8 @@ pub enum Side {
 pub type OpenError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Opens the inputs a comparison reads, each from its start, as many
-/// times as pairing needs (a recording over the budget is read three
-/// times). What a path names (a tape, a HAR file) and which of its
+/// times as pairing needs (the recording at least twice: once to weigh
+/// it). What a path names (a tape, a HAR file) and which of its
 /// exchanges count (a time window) are the opener's business.
 pub trait OpenInput {
     /// The exchanges of `path`, an input on `side`, from the start.
@@ -164,18 +164,9 @@ impl<'a> Pairing<'a> {
             None => tempfile::tempdir(),
         }
         .map_err(PairingError::Scratch)?;
-        let dir = scratch.path();
+        let spill = Spill::new(scratch.path(), parts, self.max_memory);
         let split = |path, side, name, damage: &mut Vec<String>| {
-            PartedInput::split(
-                path,
-                side,
-                inputs,
-                parts,
-                self.max_memory,
-                dir,
-                name,
-                damage,
-            )
+            PartedInput::split(path, side, inputs, &spill, name, damage)
         };
         let mut rec = split(self.recorded, Side::Recorded, "recorded", &mut damage)?;
         let mut cand = split(self.replayed, Side::Replayed, "replayed", &mut damage)?;
@@ -187,7 +178,7 @@ impl<'a> Pairing<'a> {
         let mut model = match (self.noise, base.as_mut()) {
             (Noise::Baseline(_, thresholds), Some(base)) => {
                 let mut model = NoiseModel::new(thresholds);
-                for part in 0..parts {
+                for part in 0..spill.parts() {
                     let map = rec.load(part, &mut damage)?;
                     base.for_each(part, &mut damage, |(key, exchange)| {
                         if let Some(original) = map.get(&key) {
@@ -213,7 +204,7 @@ impl<'a> Pairing<'a> {
         if guessing {
             comparison.noise_guessed();
         }
-        for part in 0..parts {
+        for part in 0..spill.parts() {
             let map = rec.load(part, &mut damage)?;
             if let (Some(model), Some(base)) = (model.as_mut(), base.as_mut()) {
                 base.for_each(part, &mut damage, |(key, exchange)| {

@@ -89,21 +89,40 @@ pub(crate) fn parts_for(
         .clamp(1, MAX_PARTS))
 }
 
-/// How the parts' tapes are written. Every part's writer holds one open
-/// block while an input is split (and nothing else is held then): the
-/// blocks together stay within `max_memory`, from 8 KiB to 1 MiB each.
-fn spill_options(max_memory: usize, parts: usize) -> WriterOptions {
-    WriterOptions {
-        block_bytes: (max_memory / parts.max(1)).clamp(8 << 10, 1 << 20),
-        // Sealed by size alone: the age bound is for followers of a tape
-        // being recorded, and none follows these.
-        block_age: Duration::from_secs(24 * 3600),
-        // Plain blocks: compressing costs more time than the disk saves.
-        zstd_level: None,
-        inline: true,
-        // Scratch files, gone with the process: no fsync.
-        durable: false,
-        ..WriterOptions::default()
+/// How inputs are cut: into `parts` tapes under `dir`.
+pub(crate) struct Spill<'d> {
+    dir: &'d Path,
+    parts: usize,
+    options: WriterOptions,
+}
+
+impl<'d> Spill<'d> {
+    /// Cuts into `parts` under `dir`. Every part's writer holds one open
+    /// block while an input is split (and nothing else is held then): the
+    /// blocks together stay within `max_memory`, from 8 KiB to 1 MiB each.
+    pub(crate) fn new(dir: &'d Path, parts: usize, max_memory: usize) -> Self {
+        let options = WriterOptions {
+            block_bytes: (max_memory / parts.max(1)).clamp(8 << 10, 1 << 20),
+            // Sealed by size alone: the age bound is for followers of a
+            // tape being recorded, and none follows these.
+            block_age: Duration::from_secs(24 * 3600),
+            // Plain blocks: compressing costs more time than the disk saves.
+            zstd_level: None,
+            inline: true,
+            // Scratch files, gone with the process: no fsync.
+            durable: false,
+            ..WriterOptions::default()
+        };
+        Spill {
+            dir,
+            parts,
+            options,
+        }
+    }
+
+    /// How many parts.
+    pub(crate) fn parts(&self) -> usize {
+        self.parts
     }
 }
 
@@ -120,16 +139,13 @@ pub(crate) struct PartedInput<'a> {
 }
 
 impl<'a> PartedInput<'a> {
-    /// Reads `path` once and spills its exchanges into `parts` tapes
-    /// under `dir`, named after `name` (nothing when `parts` is 1).
-    #[allow(clippy::too_many_arguments)]
+    /// Reads `path` once and spills its exchanges into `spill`'s parts,
+    /// tapes named after `name` (nothing with one part).
     pub(crate) fn split(
         path: &'a Path,
         side: Side,
         inputs: &'a dyn OpenInput,
-        parts: usize,
-        max_memory: usize,
-        dir: &Path,
+        spill: &Spill<'_>,
         name: &str,
         damage: &mut Vec<String>,
     ) -> Result<PartedInput<'a>, PairingError> {
@@ -140,15 +156,15 @@ impl<'a> PartedInput<'a> {
             parts: Vec::new(),
             count: 0,
         };
+        let parts = spill.parts;
         if parts <= 1 {
             // Read in place, and counted on the first reading.
             return Ok(parted);
         }
-        let options = spill_options(max_memory, parts);
         let mut writers = Vec::with_capacity(parts);
         for i in 0..parts {
-            let file = dir.join(format!("{name}-{i}.tape"));
-            writers.push(TapeWriter::create(&file, options.clone())?);
+            let file = spill.dir.join(format!("{name}-{i}.tape"));
+            writers.push(TapeWriter::create(&file, spill.options.clone())?);
             parted.parts.push(file);
         }
         let mut source = inputs.open(path, side).map_err(PairingError::Open)?;
@@ -281,17 +297,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut damage = Vec::new();
         let path = Path::new("results");
-        let mut parted = PartedInput::split(
-            path,
-            Side::Replayed,
-            &open,
-            5,
-            1 << 20,
-            dir.path(),
-            "replayed",
-            &mut damage,
-        )
-        .expect("split");
+        let spill = Spill::new(dir.path(), 5, 1 << 20);
+        let mut parted =
+            PartedInput::split(path, Side::Replayed, &open, &spill, "replayed", &mut damage)
+                .expect("split");
         assert_eq!(parted.count, 100);
         assert_eq!(parted.parts.len(), 5);
         let mut total = 0;
