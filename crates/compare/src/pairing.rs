@@ -333,8 +333,12 @@ mod tests {
     /// fifth, its `at` on every other (with `at_noise`).
     fn replayed(i: u32, at_noise: bool) -> Exchange {
         let mut exchange = recorded(i);
-        let price = if i % 5 == 0 { i + 1 } else { i };
-        let at = if at_noise && i % 2 == 0 { 2 } else { 1 };
+        let price = if i.is_multiple_of(5) { i + 1 } else { i };
+        let at = if at_noise && i.is_multiple_of(2) {
+            2
+        } else {
+            1
+        };
         if let Some(response) = exchange.response.as_mut() {
             response.body = format!(r#"{{"id":{i},"price":{price},"at":{at}}}"#)
                 .into_bytes()
@@ -364,7 +368,7 @@ mod tests {
             .map(|i| {
                 let mut exchange = replayed(i, true);
                 exchange.response = recorded(i).response.map(|mut r| {
-                    if i % 2 == 0 {
+                    if i.is_multiple_of(2) {
                         r.body = format!(r#"{{"id":{i},"price":{i},"at":2}}"#)
                             .into_bytes()
                             .into();
