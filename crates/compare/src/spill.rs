@@ -99,10 +99,10 @@ pub(crate) struct Spill<'d> {
 impl<'d> Spill<'d> {
     /// Cuts into `parts` under `dir`. Every part's writer holds one open
     /// block while an input is split (and nothing else is held then): the
-    /// blocks together stay within `max_memory`, from 8 KiB to 1 MiB each.
+    /// blocks together stay within `max_memory`, from 8 KiB to 256 KiB each.
     pub(crate) fn new(dir: &'d Path, parts: usize, max_memory: usize) -> Self {
         let options = WriterOptions {
-            block_bytes: (max_memory / parts.max(1)).clamp(8 << 10, 1 << 20),
+            block_bytes: (max_memory / parts.max(1)).clamp(8 << 10, 256 << 10),
             // Sealed by size alone: the age bound is for followers of a
             // tape being recorded, and none follows these.
             block_age: Duration::from_secs(24 * 3600),
@@ -213,7 +213,13 @@ impl<'a> PartedInput<'a> {
         };
         // A part is this process's own file: any fault in it (damage
         // included) ends the comparison.
-        let mut reader = TapeReader::open_with(file, ReaderOptions::default())?;
+        // No read-ahead: its blocks decoded ahead would sit next to the
+        // part's map, over the budget.
+        let options = ReaderOptions {
+            read_ahead: false,
+            ..ReaderOptions::default()
+        };
+        let mut reader = TapeReader::open_with(file, options)?;
         while let Some(exchange) = reader.next_exchange() {
             if let Some(admitted) = self.side.admit(exchange?) {
                 each(admitted);
