@@ -16,6 +16,12 @@
 //!   on the same call, or on too many calls for the candidate's count to
 //!   stand out, are noise, not regressions.
 //!
+//! - [`Pairing`]: a replay's results paired with the recording they
+//!   replay and compared, pair by pair, into a [`DiffReport`], within a
+//!   memory budget: over it, the inputs are cut into parts by recorded id
+//!   and spilled to disk as tapes, one part held in memory at a time.
+//!   The caller opens the inputs; the comparator opens no socket.
+//!
 //! - [`Judgement`]: how a run that judges (diff, replay or mirror with
 //!   `--compare`, mock) ends, as one exit code table for all of them.
 //!
@@ -27,12 +33,17 @@ pub mod json;
 mod judgement;
 pub mod noise;
 pub mod pair;
+mod pairing;
 mod report;
 mod schema;
+mod spill;
 
 pub use json::{ChangeKind, Difference, diff, diff_with};
 pub use judgement::{Finding, Judgement};
 pub use noise::{NoiseModel, Suppressed, Thresholds, guess};
 pub use pair::{EndpointRules, IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
+pub use pairing::{
+    DEFAULT_MAX_MEMORY, Noise, OpenError, OpenInput, Paired, Pairing, PairingError, Side,
+};
 pub use report::{Comparison, DiffReport, EndpointDiff, Example, Group, LatencyPair, PathCount};
 pub use schema::{Schema, SchemaError};

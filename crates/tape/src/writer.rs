@@ -49,6 +49,11 @@ pub struct WriterOptions {
     /// record. Blocks are then sealed on age when the caller calls
     /// [`Sink::tick`] (or writes, syncs or closes).
     pub inline: bool,
+    /// fsync on [`TapeWriter::sync`] and when finishing (default on).
+    /// Off only for a scratch tape that dies with its process, such as
+    /// the parts a comparison spills to disk: nothing is lost to a
+    /// crash that would not be lost anyway.
+    pub durable: bool,
 }
 
 impl Default for WriterOptions {
@@ -59,6 +64,7 @@ impl Default for WriterOptions {
             zstd_level: Some(1),
             queue_records: 4096,
             inline: false,
+            durable: true,
         }
     }
 }
@@ -444,7 +450,7 @@ impl TapeWriter {
     }
 
     /// Seals the current block and fsyncs: everything written so far is
-    /// durable when this returns.
+    /// durable when this returns (unless [`WriterOptions::durable`] is off).
     pub fn sync(&mut self) -> Result<(), TapeError> {
         if let Some(state) = self.inline.as_mut() {
             let synced = state.seal_and_sync();
@@ -487,9 +493,9 @@ impl TapeWriter {
         }
     }
 
-    /// Seals, fsyncs and stops the writer thread. Ends with
-    /// [`TapeError::Lost`] if some records could not be written (the tape
-    /// holds the others, intact).
+    /// Seals, fsyncs (when [`WriterOptions::durable`]) and stops the
+    /// writer thread. Ends with [`TapeError::Lost`] if some records could
+    /// not be written (the tape holds the others, intact).
     pub fn finish(&mut self) -> Result<WriterStats, TapeError> {
         if self.inline.is_some() {
             let closed = self
@@ -978,6 +984,9 @@ impl WriterThread {
     }
 
     fn fsync(&mut self) -> Result<(), TapeError> {
+        if !self.options.durable {
+            return Ok(());
+        }
         self.file
             .sync_data()
             .map_err(|e| TapeError::io(&self.path, "cannot sync", e))

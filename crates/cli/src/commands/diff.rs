@@ -1,17 +1,15 @@
 //! `reprise diff`: a replay's results against the recording it replays,
 //! with noise taken out when a baseline is given.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, bail};
 use reprise_compare::{
-    Comparison, DiffReport, EndpointRules, Judgement, NoiseModel, NotCompared, Rules, Thresholds,
-    Verdict, compare,
+    DEFAULT_MAX_MEMORY, DiffReport, EndpointRules, Judgement, OpenError, Pairing, Rules, Side,
+    Thresholds,
 };
+use reprise_model::Source;
 use reprise_model::select::ExchangeFilter;
-use reprise_model::{Exchange, Intact};
 
 use crate::Outcome;
 use crate::args::{CompareArgs, DiffArgs};
@@ -236,19 +234,8 @@ pub(crate) fn finish(
     Ok(judgement)
 }
 
-/// How noise is told apart.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Noise<'a> {
-    /// It is not: every difference counts.
-    None,
-    /// From a baseline's results.
-    Baseline(&'a Path, Thresholds),
-    /// Guessed from the values (`--auto-noise`).
-    Guess,
-}
-
-/// Memory for the recording's responses unless `--max-memory` says.
-pub(crate) const DEFAULT_MAX_MEMORY: usize = 256 << 20;
+/// How noise is told apart: the comparator's own.
+pub(crate) use reprise_compare::Noise;
 
 /// Compares without a baseline.
 pub(crate) fn diff(
@@ -266,229 +253,11 @@ pub(crate) fn diff(
     )
 }
 
-/// What a recorded exchange needs to be compared and grouped: its
-/// response, its response messages and its endpoint. The request's
-/// headers, body and messages are dropped to keep the map small.
-fn for_comparison(mut exchange: Exchange) -> Exchange {
-    if let Some(request) = exchange.request.as_mut() {
-        request.headers = Vec::new();
-        request.trailers = Vec::new();
-        request.body = Default::default();
-    }
-    exchange
-        .messages
-        .retain(|m| m.direction() != reprise_model::Direction::Request);
-    exchange
-}
-
-/// Which exchanges of an input take part, and by what key they pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// A recording: its inbound exchanges, by their id.
-    Recording,
-    /// A replay's results: exchanges that replay one, by the id they replay.
-    Replays,
-}
-
-impl Role {
-    /// The exchange as it takes part, and its key; `None` when it does not.
-    fn admit(self, exchange: Exchange) -> Option<(Vec<u8>, Exchange)> {
-        match self {
-            Role::Recording if !exchange.is_downstream() => {
-                Some((exchange.id.clone(), for_comparison(exchange)))
-            }
-            Role::Recording => None,
-            Role::Replays => {
-                let key = exchange.replay.as_ref()?.recorded_id.clone();
-                Some((key, exchange))
-            }
-        }
-    }
-}
-
-/// An input cut into parts by key, so that one part of the recording at a
-/// time is held in memory. With one part the input is read in place.
-struct Parted {
-    path: PathBuf,
-    role: Role,
-    /// The time window read of it (all, unless the caller narrows the
-    /// recording's).
-    window: ExchangeFilter,
-    /// Files of length-prefixed encoded exchanges, one per part; empty
-    /// when there is one part.
-    parts: Vec<PathBuf>,
-    /// Exchanges that took part.
-    count: u64,
-}
-
-/// The part a key falls in (FNV-1a: stable, no dependency).
-fn part_of(key: &[u8], parts: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in key {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    usize::try_from(hash % parts.max(1) as u64).unwrap_or(0)
-}
-
-impl Parted {
-    /// Reads `path` once and writes its exchanges into `parts` files under
-    /// `dir` (nothing when `parts` is 1).
-    fn split(
-        path: &Path,
-        role: Role,
-        window: &ExchangeFilter,
-        parts: usize,
-        dir: &Path,
-        damage: &mut Vec<String>,
-    ) -> anyhow::Result<Parted> {
-        let mut parted = Parted {
-            path: path.to_path_buf(),
-            role,
-            window: window.clone(),
-            parts: Vec::new(),
-            count: 0,
-        };
-        if parts <= 1 {
-            // Read in place, and counted on the first reading.
-            return Ok(parted);
-        }
-        let stem = format!("{:?}-{}", role, dir.read_dir().map_or(0, Iterator::count));
-        let mut writers = Vec::with_capacity(parts);
-        for i in 0..parts {
-            let file = dir.join(format!("{stem}-{i}.part"));
-            let handle = std::fs::File::create(&file)
-                .with_context(|| format!("{}: cannot create", file.display()))?;
-            writers.push(std::io::BufWriter::new(handle));
-            parted.parts.push(file);
-        }
-        let mut source = crate::input::open(path, window)?;
-        let mut intact = Intact::new(source.as_mut());
-        for exchange in intact.by_ref() {
-            let Some((key, exchange)) = role.admit(exchange?) else {
-                continue;
-            };
-            parted.count += 1;
-            let mut bytes = Vec::new();
-            reprise_model::encode(&exchange, &mut bytes);
-            let writer = &mut writers[part_of(&key, parts)];
-            let len = u32::try_from(bytes.len()).context("an exchange over 4 GiB")?;
-            writer.write_all(&len.to_le_bytes())?;
-            writer.write_all(&bytes)?;
-        }
-        damage.extend(intact.into_damage());
-        for mut writer in writers {
-            writer.flush()?;
-        }
-        Ok(parted)
-    }
-
-    /// Hands each exchange of part `part` (with its key) to `each`.
-    fn for_each(
-        &mut self,
-        part: usize,
-        damage: &mut Vec<String>,
-        mut each: impl FnMut((Vec<u8>, Exchange)),
-    ) -> anyhow::Result<()> {
-        if self.parts.is_empty() {
-            let mut source = crate::input::open(&self.path, &self.window)?;
-            let mut intact = Intact::new(source.as_mut());
-            let mut count = 0;
-            for exchange in intact.by_ref() {
-                if let Some(admitted) = self.role.admit(exchange?) {
-                    count += 1;
-                    each(admitted);
-                }
-            }
-            damage.extend(intact.into_damage());
-            self.count = count;
-            return Ok(());
-        }
-        let file = &self.parts[part];
-        let handle = std::fs::File::open(file)
-            .with_context(|| format!("{}: cannot read", file.display()))?;
-        let mut reader = std::io::BufReader::new(handle);
-        let mut len = [0u8; 4];
-        let mut record = Vec::new();
-        loop {
-            match reader.read_exact(&mut len) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-                Err(e) => {
-                    return Err(e).with_context(|| format!("{}: cannot read", file.display()));
-                }
-            }
-            record.resize(u32::from_le_bytes(len) as usize, 0);
-            reader
-                .read_exact(&mut record)
-                .with_context(|| format!("{}: cut short", file.display()))?;
-            if let Some(admitted) = self.role.admit(reprise_model::decode(&record)?) {
-                each(admitted);
-            }
-        }
-        Ok(())
-    }
-
-    /// The recorded exchanges of part `part`, by id.
-    fn load(
-        &mut self,
-        part: usize,
-        damage: &mut Vec<String>,
-    ) -> anyhow::Result<HashMap<Vec<u8>, Exchange>> {
-        let mut map = HashMap::new();
-        self.for_each(part, damage, |(key, exchange)| {
-            map.insert(key, exchange);
-        })?;
-        Ok(map)
-    }
-
-    fn must_hold_replays(&self) -> anyhow::Result<()> {
-        if self.count == 0 {
-            bail!(
-                "{}: holds no replayed exchange (expected the results of `reprise replay --out`)",
-                self.path.display()
-            );
-        }
-        Ok(())
-    }
-}
-
-/// Parts to cut a recording into so that one part's responses fit in
-/// `max_memory`. The recording is read once to weigh what comparing
-/// holds of each exchange: a decoded exchange takes about three times its
-/// encoded size in memory (headers as separate allocations, the map's
-/// own entry), plus a fixed kilobyte.
-fn parts_for(
-    recorded: &Path,
-    window: &ExchangeFilter,
-    max_memory: usize,
-    damage: &mut Vec<String>,
-) -> anyhow::Result<usize> {
-    let mut weight = 0u64;
-    let mut source = crate::input::open(recorded, window)?;
-    let mut intact = Intact::new(source.as_mut());
-    for exchange in intact.by_ref() {
-        if let Some((_, exchange)) = Role::Recording.admit(exchange?) {
-            weight += reprise_model::encoded_len(&exchange) as u64 * 3 + 1024;
-        }
-    }
-    damage.extend(intact.into_damage());
-    let parts = weight.div_ceil(max_memory.max(1) as u64);
-    Ok(usize::try_from(parts)
-        .unwrap_or(MAX_PARTS)
-        .clamp(1, MAX_PARTS))
-}
-
-/// Most parts a comparison is cut into.
-const MAX_PARTS: usize = 1024;
-
-/// Pairs the replayed exchanges with the recorded ones they replay.
-///
-/// One part of the recording (its inbound exchanges, responses only) is
-/// held in memory at a time; the inputs are cut into parts by recorded id
-/// on disk first when the recording would not fit in `max_memory`. With a
-/// baseline, every part is compared twice: once to count the differences
-/// per endpoint and path, once to judge each pair.
+/// Pairs the replayed exchanges with the recorded ones they replay and
+/// compares each pair ([`Pairing`]), holding at most about `max_memory`
+/// of the recording at a time. The inputs are what the command line
+/// names (a tape, a HAR or GoReplay file, a pipe); of the recording,
+/// only what `window` lets through.
 pub(crate) fn diff_with(
     recorded: &Path,
     window: &ExchangeFilter,
@@ -497,104 +266,17 @@ pub(crate) fn diff_with(
     rules: &Rules,
     max_memory: usize,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
-    let mut damage = Vec::new();
-    let parts = parts_for(recorded, window, max_memory, &mut damage)?;
-    let scratch = tempfile::tempdir().context("cannot create a temporary directory")?;
-    let dir = scratch.path();
     let all = ExchangeFilter::new();
-    let mut rec = Parted::split(recorded, Role::Recording, window, parts, dir, &mut damage)?;
-    let mut cand = Parted::split(replayed, Role::Replays, &all, parts, dir, &mut damage)?;
-    let mut base = match noise {
-        Noise::Baseline(path, _) => Some(Parted::split(
-            path,
-            Role::Replays,
-            &all,
-            parts,
-            dir,
-            &mut damage,
-        )?),
-        Noise::None | Noise::Guess => None,
+    let open = |path: &Path, side: Side| -> Result<Box<dyn Source>, OpenError> {
+        let window = match side {
+            Side::Recorded => window,
+            Side::Replayed => &all,
+        };
+        Ok(crate::input::open(path, window)?)
     };
-    let mut model = match (noise, base.as_mut()) {
-        (Noise::Baseline(_, thresholds), Some(base)) => {
-            let mut model = NoiseModel::new(thresholds);
-            for part in 0..parts {
-                let map = rec.load(part, &mut damage)?;
-                base.for_each(part, &mut damage, |(key, exchange)| {
-                    if let Some(original) = map.get(&key) {
-                        model.baseline(original, &compare(original, &exchange, rules));
-                    }
-                })?;
-                cand.for_each(part, &mut damage, |(key, exchange)| {
-                    if let Some(original) = map.get(&key) {
-                        model.candidate(original, &compare(original, &exchange, rules));
-                    }
-                })?;
-                model.forget_calls();
-            }
-            base.must_hold_replays()?;
-            cand.must_hold_replays()?;
-            model.decide();
-            Some(model)
-        }
-        _ => None,
-    };
-    let guess = matches!(noise, Noise::Guess);
-    let mut comparison = Comparison::default();
-    if guess {
-        comparison.noise_guessed();
-    }
-    for part in 0..parts {
-        let map = rec.load(part, &mut damage)?;
-        if let (Some(model), Some(base)) = (model.as_mut(), base.as_mut()) {
-            base.for_each(part, &mut damage, |(key, exchange)| {
-                if let Some(original) = map.get(&key) {
-                    model.remember(original, &compare(original, &exchange, rules));
-                }
-            })?;
-        }
-        let mut seen: HashSet<Vec<u8>> = HashSet::new();
-        cand.for_each(part, &mut damage, |(key, exchange)| match map.get(&key) {
-            Some(original) => {
-                seen.insert(key);
-                let verdict = compare(original, &exchange, rules);
-                match model.as_mut() {
-                    Some(model) => {
-                        let (verdict, noise) = model.judge(original, verdict);
-                        comparison.add_judged(original, Some(&exchange), &verdict, &noise);
-                    }
-                    None if guess => {
-                        let (verdict, noise) = reprise_compare::guess(verdict);
-                        comparison.add_judged(original, Some(&exchange), &verdict, &noise);
-                    }
-                    None => comparison.add(original, Some(&exchange), &verdict),
-                }
-            }
-            None => comparison.add(
-                &exchange,
-                Some(&exchange),
-                &Verdict::NotCompared(NotCompared::MissingRecording),
-            ),
-        })?;
-        for (id, original) in &map {
-            if !seen.contains(id) {
-                comparison.add(
-                    original,
-                    None,
-                    &Verdict::NotCompared(NotCompared::MissingReplay),
-                );
-            }
-        }
-        if let Some(model) = model.as_mut() {
-            model.forget_calls();
-        }
-    }
-    cand.must_hold_replays()?;
-    if let Some(model) = &model {
-        comparison.suppressed(model.suppressed());
-    }
-    // An input read more than once reports its damage each time.
-    let mut reported = HashSet::new();
-    damage.retain(|line| reported.insert(line.clone()));
-    Ok((comparison.finish(), damage))
+    let paired = Pairing::new(recorded, replayed, rules)
+        .noise(noise)
+        .max_memory(max_memory)
+        .run(&open)?;
+    Ok((paired.report, paired.damage))
 }

@@ -1,0 +1,497 @@
+//! Pairing a replay's results with the recording they replay, within a
+//! memory budget, and comparing each pair into a [`DiffReport`].
+//!
+//! One part of the recording (its inbound exchanges, responses only) is
+//! held in memory at a time; the inputs are cut into parts by recorded id
+//! on disk first (see `spill`) when the recording would not fit in the
+//! budget. With a baseline, every part is compared twice: once to count
+//! the differences per endpoint and path, once to judge each pair.
+//!
+//! The caller opens the inputs ([`OpenInput`]): a path may name a tape, a
+//! HAR file or a pipe, and which of its exchanges count is the caller's
+//! choice. Pairing itself opens no socket, and no file but its own parts.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use reprise_model::{Source, StoreError};
+use reprise_tape::TapeError;
+
+use crate::noise::{NoiseModel, Thresholds, guess};
+use crate::pair::{NotCompared, Rules, Verdict, compare};
+use crate::report::{Comparison, DiffReport};
+use crate::spill::{PartedInput, Spill, parts_for};
+
+/// Memory for the recording's responses unless the caller says
+/// (`--max-memory`).
+pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
+
+/// Which side of a comparison an input is on: which of its exchanges
+/// take part, and by what key they pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// A recording: its inbound exchanges, by their id.
+    Recorded,
+    /// A replay's results (the candidate's or the baseline's): exchanges
+    /// that replay one, by the id they replay.
+    Replayed,
+}
+
+/// Why an input could not be opened, as the opener says it.
+pub type OpenError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Opens the inputs a comparison reads, each from its start, as many
+/// times as pairing needs (the recording at least twice: once to weigh
+/// it). What a path names (a tape, a HAR file) and which of its
+/// exchanges count (a time window) are the opener's business.
+pub trait OpenInput {
+    /// The exchanges of `path`, an input on `side`, from the start.
+    fn open(&self, path: &Path, side: Side) -> Result<Box<dyn Source>, OpenError>;
+}
+
+impl<F> OpenInput for F
+where
+    F: Fn(&Path, Side) -> Result<Box<dyn Source>, OpenError>,
+{
+    fn open(&self, path: &Path, side: Side) -> Result<Box<dyn Source>, OpenError> {
+        self(path, side)
+    }
+}
+
+/// How noise is told apart.
+#[derive(Debug, Clone, Copy)]
+pub enum Noise<'a> {
+    /// It is not: every difference counts.
+    None,
+    /// From a baseline's results (the recording replayed against a second
+    /// copy of the old build), with these thresholds.
+    Baseline(&'a Path, Thresholds),
+    /// Guessed from the values (`--auto-noise`).
+    Guess,
+}
+
+/// Why a comparison could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum PairingError {
+    /// An input could not be opened (the opener's error, as it is).
+    #[error(transparent)]
+    Open(OpenError),
+    /// An input could not be read on.
+    #[error(transparent)]
+    Read(#[from] StoreError),
+    /// A replay's results hold no replayed exchange.
+    #[error(
+        "{}: holds no replayed exchange (expected the results of `reprise replay --out`)",
+        path.display()
+    )]
+    NoReplays {
+        /// The input, as given.
+        path: PathBuf,
+    },
+    /// The directory for the parts spilled to disk could not be made.
+    #[error("cannot create a temporary directory")]
+    Scratch(#[source] std::io::Error),
+    /// A part could not be spilled to disk or read back.
+    #[error(transparent)]
+    Spill(#[from] TapeError),
+}
+
+/// A comparison's outcome: the report, and the damage its inputs showed
+/// (one line each, each once).
+#[derive(Debug)]
+pub struct Paired {
+    /// The pairs compared, gathered per endpoint.
+    pub report: DiffReport,
+    /// Damage skipped in the inputs.
+    pub damage: Vec<String>,
+}
+
+/// A comparison of a replay's results with the recording they replay:
+/// `Pairing::new(recorded, replayed, &rules).noise(...).run(&opener)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pairing<'a> {
+    recorded: &'a Path,
+    replayed: &'a Path,
+    rules: &'a Rules,
+    noise: Noise<'a>,
+    max_memory: usize,
+    scratch: Option<&'a Path>,
+}
+
+impl<'a> Pairing<'a> {
+    /// Compares `replayed` (a replay's results) with `recorded` by
+    /// `rules`, every difference counting, within [`DEFAULT_MAX_MEMORY`].
+    pub fn new(recorded: &'a Path, replayed: &'a Path, rules: &'a Rules) -> Self {
+        Pairing {
+            recorded,
+            replayed,
+            rules,
+            noise: Noise::None,
+            max_memory: DEFAULT_MAX_MEMORY,
+            scratch: None,
+        }
+    }
+
+    /// Tells noise apart as `noise` says.
+    pub fn noise(mut self, noise: Noise<'a>) -> Self {
+        self.noise = noise;
+        self
+    }
+
+    /// Holds at most about `bytes` of the recording in memory at a time.
+    pub fn max_memory(mut self, bytes: usize) -> Self {
+        self.max_memory = bytes;
+        self
+    }
+
+    /// Spills parts into a private directory made under `dir`, instead
+    /// of under the system's temporary directory (`TMPDIR`).
+    pub fn scratch_in(mut self, dir: &'a Path) -> Self {
+        self.scratch = Some(dir);
+        self
+    }
+
+    /// Pairs the replayed exchanges with the recorded ones they replay,
+    /// reading the inputs through `inputs`, and compares each pair.
+    ///
+    /// Parts go to a directory of this run's own (0700, files 0600),
+    /// removed when this returns.
+    pub fn run(&self, inputs: &dyn OpenInput) -> Result<Paired, PairingError> {
+        let mut damage = Vec::new();
+        let parts = parts_for(self.recorded, inputs, self.max_memory, &mut damage)?;
+        let scratch = match self.scratch {
+            Some(dir) => tempfile::tempdir_in(dir),
+            None => tempfile::tempdir(),
+        }
+        .map_err(PairingError::Scratch)?;
+        let spill = Spill::new(scratch.path(), parts, self.max_memory);
+        let split = |path, side, name, damage: &mut Vec<String>| {
+            PartedInput::split(path, side, inputs, &spill, name, damage)
+        };
+        let mut rec = split(self.recorded, Side::Recorded, "recorded", &mut damage)?;
+        let mut cand = split(self.replayed, Side::Replayed, "replayed", &mut damage)?;
+        let mut base = match self.noise {
+            Noise::Baseline(path, _) => Some(split(path, Side::Replayed, "baseline", &mut damage)?),
+            Noise::None | Noise::Guess => None,
+        };
+        let rules = self.rules;
+        let mut model = match (self.noise, base.as_mut()) {
+            (Noise::Baseline(_, thresholds), Some(base)) => {
+                let mut model = NoiseModel::new(thresholds);
+                for part in 0..spill.parts() {
+                    let map = rec.load(part, &mut damage)?;
+                    base.for_each(part, &mut damage, |(key, exchange)| {
+                        if let Some(original) = map.get(&key) {
+                            model.baseline(original, &compare(original, &exchange, rules));
+                        }
+                    })?;
+                    cand.for_each(part, &mut damage, |(key, exchange)| {
+                        if let Some(original) = map.get(&key) {
+                            model.candidate(original, &compare(original, &exchange, rules));
+                        }
+                    })?;
+                    model.forget_calls();
+                }
+                base.must_hold_replays()?;
+                cand.must_hold_replays()?;
+                model.decide();
+                Some(model)
+            }
+            _ => None,
+        };
+        let guessing = matches!(self.noise, Noise::Guess);
+        let mut comparison = Comparison::default();
+        if guessing {
+            comparison.noise_guessed();
+        }
+        for part in 0..spill.parts() {
+            let map = rec.load(part, &mut damage)?;
+            if let (Some(model), Some(base)) = (model.as_mut(), base.as_mut()) {
+                base.for_each(part, &mut damage, |(key, exchange)| {
+                    if let Some(original) = map.get(&key) {
+                        model.remember(original, &compare(original, &exchange, rules));
+                    }
+                })?;
+            }
+            let mut seen: HashSet<Vec<u8>> = HashSet::new();
+            cand.for_each(part, &mut damage, |(key, exchange)| match map.get(&key) {
+                Some(original) => {
+                    seen.insert(key);
+                    let verdict = compare(original, &exchange, rules);
+                    match model.as_mut() {
+                        Some(model) => {
+                            let (verdict, noise) = model.judge(original, verdict);
+                            comparison.add_judged(original, Some(&exchange), &verdict, &noise);
+                        }
+                        None if guessing => {
+                            let (verdict, noise) = guess(verdict);
+                            comparison.add_judged(original, Some(&exchange), &verdict, &noise);
+                        }
+                        None => comparison.add(original, Some(&exchange), &verdict),
+                    }
+                }
+                None => comparison.add(
+                    &exchange,
+                    Some(&exchange),
+                    &Verdict::NotCompared(NotCompared::MissingRecording),
+                ),
+            })?;
+            for (id, original) in &map {
+                if !seen.contains(id) {
+                    comparison.add(
+                        original,
+                        None,
+                        &Verdict::NotCompared(NotCompared::MissingReplay),
+                    );
+                }
+            }
+            if let Some(model) = model.as_mut() {
+                model.forget_calls();
+            }
+        }
+        cand.must_hold_replays()?;
+        if let Some(model) = &model {
+            comparison.suppressed(model.suppressed());
+        }
+        // An input read more than once reports its damage each time.
+        let mut reported = HashSet::new();
+        damage.retain(|line| reported.insert(line.clone()));
+        Ok(Paired {
+            report: comparison.finish(),
+            damage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use reprise_model::{Exchange, Header, Replay, Request, Response};
+
+    use super::*;
+
+    /// Inputs held in memory, by path, each with the damage lines its
+    /// every reading reports.
+    #[derive(Default)]
+    struct Inputs(HashMap<PathBuf, (Vec<Exchange>, Vec<String>)>);
+
+    impl Inputs {
+        fn with(mut self, path: &str, exchanges: Vec<Exchange>) -> Self {
+            self.0.insert(path.into(), (exchanges, Vec::new()));
+            self
+        }
+
+        fn damaged(mut self, path: &str, line: &str) -> Self {
+            if let Some((_, damage)) = self.0.get_mut(Path::new(path)) {
+                damage.push(line.to_string());
+            }
+            self
+        }
+    }
+
+    impl OpenInput for Inputs {
+        fn open(&self, path: &Path, _: Side) -> Result<Box<dyn Source>, OpenError> {
+            let (exchanges, damage) = self
+                .0
+                .get(path)
+                .ok_or_else(|| format!("{}: no such input", path.display()))?;
+            let damage = damage.clone().into_iter().map(|detail| {
+                Err(StoreError::Damaged {
+                    store: "memory".into(),
+                    detail,
+                })
+            });
+            Ok(Box::new(
+                damage.chain(exchanges.clone().into_iter().map(Ok)),
+            ))
+        }
+    }
+
+    fn recorded(i: u32) -> Exchange {
+        Exchange {
+            id: i.to_be_bytes().to_vec(),
+            request: Some(Request {
+                method: "GET".into(),
+                path: format!("/items/{}", i % 3),
+                headers: vec![Header::new("x-request", "dropped before comparing")],
+                ..Default::default()
+            }),
+            response: Some(Response {
+                status: 200,
+                headers: vec![Header::new("content-type", "application/json")],
+                body: format!(r#"{{"id":{i},"price":{i},"at":1}}"#)
+                    .into_bytes()
+                    .into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// The replay of recorded exchange `i`: its price changed on every
+    /// fifth, its `at` on every other (with `at_noise`).
+    fn replayed(i: u32, at_noise: bool) -> Exchange {
+        let mut exchange = recorded(i);
+        let price = if i.is_multiple_of(5) { i + 1 } else { i };
+        let at = if at_noise && i.is_multiple_of(2) {
+            2
+        } else {
+            1
+        };
+        if let Some(response) = exchange.response.as_mut() {
+            response.body = format!(r#"{{"id":{i},"price":{price},"at":{at}}}"#)
+                .into_bytes()
+                .into();
+        }
+        exchange.id = (1_000_000 + i).to_be_bytes().to_vec();
+        exchange.replay = Some(Replay {
+            recorded_id: i.to_be_bytes().to_vec(),
+            ..Default::default()
+        });
+        exchange
+    }
+
+    /// 300 recorded exchanges and a downstream call (never compared); 290
+    /// of them replayed, with a replay of an exchange never recorded.
+    fn inputs() -> Inputs {
+        let mut recording: Vec<Exchange> = (0..300).map(recorded).collect();
+        recording.push(Exchange {
+            id: b"downstream".to_vec(),
+            parent_id: 7u32.to_be_bytes().to_vec(),
+            ..recorded(7)
+        });
+        let mut candidate: Vec<Exchange> = (0..290).map(|i| replayed(i, true)).collect();
+        candidate.push(replayed(5_000, false));
+        // A baseline: the same noise on `at`, none on the price.
+        let baseline = (0..300)
+            .map(|i| {
+                let mut exchange = replayed(i, true);
+                exchange.response = recorded(i).response.map(|mut r| {
+                    if i.is_multiple_of(2) {
+                        r.body = format!(r#"{{"id":{i},"price":{i},"at":2}}"#)
+                            .into_bytes()
+                            .into();
+                    }
+                    r
+                });
+                exchange
+            })
+            .collect();
+        Inputs::default()
+            .with("rec", recording)
+            .with("cand", candidate)
+            .with("base", baseline)
+    }
+
+    /// What a report says, less the examples (which parts sample apart).
+    fn figures(report: &DiffReport) -> serde_json::Value {
+        let mut json = serde_json::to_value(report).expect("a report serializes");
+        if let Some(groups) = json.get_mut("groups").and_then(|g| g.as_array_mut()) {
+            for group in groups {
+                group["examples"] = serde_json::Value::Null;
+            }
+        }
+        if let Some(endpoints) = json.get_mut("endpoints").and_then(|e| e.as_array_mut()) {
+            for endpoint in endpoints {
+                for path in endpoint["paths"].as_array_mut().into_iter().flatten() {
+                    path["example"] = serde_json::Value::Null;
+                }
+            }
+        }
+        json
+    }
+
+    fn run(inputs: &Inputs, noise: Noise<'_>, max_memory: usize) -> Paired {
+        let rules = Rules::default();
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        let paired = Pairing::new(Path::new("rec"), Path::new("cand"), &rules)
+            .noise(noise)
+            .max_memory(max_memory)
+            .scratch_in(scratch.path())
+            .run(inputs)
+            .expect("the comparison runs");
+        let left: Vec<_> = std::fs::read_dir(scratch.path())
+            .expect("the scratch directory")
+            .collect();
+        assert!(left.is_empty(), "parts left behind: {left:?}");
+        paired
+    }
+
+    #[test]
+    fn parts_on_disk_give_the_figures_of_one_part_in_memory() {
+        let inputs = inputs();
+        let whole = run(&inputs, Noise::None, DEFAULT_MAX_MEMORY).report;
+        assert_eq!(whole.pairs, 301);
+        assert_eq!(
+            whole.not_compared.get("recorded but not replayed"),
+            Some(&10)
+        );
+        assert_eq!(
+            whole.not_compared.get("replayed but not in the recording"),
+            Some(&1)
+        );
+        // Odd and not a fifth: 145 odd, 29 of them fifths.
+        assert_eq!(whole.identical, 116);
+        assert_eq!(whole.regressed, 174);
+        // About 300 bytes each, weighed thrice plus a kilobyte: 16 parts.
+        let parted = run(&inputs, Noise::None, 20 << 10).report;
+        assert_eq!(figures(&parted), figures(&whole));
+        let most = run(&inputs, Noise::None, 1).report;
+        assert_eq!(figures(&most), figures(&whole));
+    }
+
+    #[test]
+    fn a_baseline_takes_out_the_same_noise_in_parts_and_whole() {
+        let inputs = inputs();
+        let thresholds = Thresholds {
+            relative: 0.2,
+            absolute: 0.01,
+        };
+        let noise = Noise::Baseline(Path::new("base"), thresholds);
+        let whole = run(&inputs, noise, DEFAULT_MAX_MEMORY).report;
+        // The fifths regress; the other even ones differ only as the
+        // baseline does.
+        assert_eq!(whole.regressed, 58);
+        assert_eq!(whole.noise_only, 116);
+        let parted = run(&inputs, noise, 20 << 10).report;
+        assert_eq!(figures(&parted), figures(&whole));
+        let guessed = run(&inputs, Noise::Guess, 20 << 10).report;
+        assert!(guessed.noise_guessed);
+        assert_eq!(
+            figures(&guessed),
+            figures(&run(&inputs, Noise::Guess, DEFAULT_MAX_MEMORY).report)
+        );
+    }
+
+    #[test]
+    fn damage_is_reported_once_however_often_an_input_is_read() {
+        let inputs = inputs().damaged("rec", "block 3 fails its checksum");
+        for max_memory in [DEFAULT_MAX_MEMORY, 20 << 10] {
+            let paired = run(&inputs, Noise::None, max_memory);
+            assert_eq!(paired.damage, ["memory: block 3 fails its checksum"]);
+        }
+    }
+
+    #[test]
+    fn results_without_a_replay_or_an_input_that_will_not_open_are_errors() {
+        let rules = Rules::default();
+        let inputs = inputs().with("not-replays", (0..3).map(recorded).collect());
+        for max_memory in [DEFAULT_MAX_MEMORY, 1] {
+            let error = Pairing::new(Path::new("rec"), Path::new("not-replays"), &rules)
+                .max_memory(max_memory)
+                .run(&inputs)
+                .expect_err("no replays");
+            assert!(matches!(error, PairingError::NoReplays { .. }), "{error}");
+            assert_eq!(
+                error.to_string(),
+                "not-replays: holds no replayed exchange (expected the results of `reprise replay --out`)"
+            );
+        }
+        let error = Pairing::new(Path::new("rec"), Path::new("gone"), &rules)
+            .max_memory(1)
+            .run(&inputs)
+            .expect_err("no such input");
+        assert_eq!(error.to_string(), "gone: no such input");
+    }
+}
