@@ -63,7 +63,13 @@ wait_ready c "$p_c"
 wait_ready d "$p_d"
 wait_ready c2 "$p_c2" --http2-prior-knowledge
 wait_ready d2 "$p_d2" --http2-prior-knowledge
+# The serving threads answer as soon as they are bound, a moment before
+# the 'recording' line is printed: wait for it (at most 5 s).
 for name in c d c2 d2; do
+  for ((i = 0; i < 50; i++)); do
+    grep -q '^reprise: recording ' "$dir/$name.log" && break
+    sleep 0.1
+  done
   grep -q '^reprise: recording ' "$dir/$name.log" \
     || die "reprise ($name) answers but did not print its 'recording' line: $(cat "$dir/$name.log")"
 done
