@@ -491,8 +491,12 @@ pub(crate) fn write_body(
     if body.kept == 0 {
         return (false, false);
     }
-    let content_type = seen(redactor, "content-type", head.content_type);
-    if redactor.may_redact_body(content_type) {
+    let raw_type = match redactor.header_rule(b"content-type") {
+        Some(_) => head.content_type.map(|_| MARKER.as_bytes()),
+        None => head.content_type,
+    };
+    if redactor.may_redact_raw_body(raw_type) {
+        let content_type = seen(redactor, "content-type", head.content_type);
         // Only the bodies the rules may change are copied whole.
         let whole = body.bytes();
         let head = BodyHead {
