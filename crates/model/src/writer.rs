@@ -138,6 +138,7 @@ impl<'a> MessageWriter<'a> {
         prost::encoding::encode_varint(len as u64, &mut slot);
     }
 
+    #[inline]
     fn key(&mut self, field: u32, wire_type: WireType) {
         varint(self.buf, u64::from(field << 3 | wire_type as u32));
     }
@@ -145,6 +146,10 @@ impl<'a> MessageWriter<'a> {
     /// A message-typed field whose message holds two `bytes` or `string`
     /// fields, numbered 1 and 2 (a `Header`), written in one go: its length
     /// is known before it is written.
+    // Always inlined: called once a field in the recorder's loop over a
+    // head's fields, where a call cost more than the writing (callgrind:
+    // about 1,000 instructions an exchange of nine fields).
+    #[inline(always)]
     pub fn pair(&mut self, field: u32, first: &[u8], second: &[u8]) {
         let part = |value: &[u8]| {
             if value.is_empty() {
@@ -175,6 +180,7 @@ impl<'a> MessageWriter<'a> {
 /// Appends `value` as a varint. prost's `encode_varint` was not inlined
 /// here: a call per varint, 1,400 instructions an exchange in the
 /// recorder's callgrind profile; this one is.
+#[inline]
 fn varint(buf: &mut Vec<u8>, mut value: u64) {
     while value >= 0x80 {
         buf.push(value as u8 | 0x80);

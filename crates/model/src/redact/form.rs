@@ -62,33 +62,43 @@ pub(crate) fn redact_pairs<'r>(text: &[u8], rules: &'r [String]) -> Outcome<'r> 
     if rules.is_empty() || text.is_empty() {
         return Outcome::Unchanged;
     }
-    let mut out = Vec::with_capacity(text.len());
+    // Copied only once a value is replaced: most queries and forms hold
+    // no name the rules have, and then cost no allocation.
+    let mut out: Vec<u8> = Vec::new();
+    // How much of `text` is in `out`, as it is or redacted.
+    let mut copied = 0;
     let mut notes: Vec<&'r str> = Vec::new();
-    for (i, pair) in text.split(|b| *b == b'&').enumerate() {
-        if i > 0 {
-            out.push(b'&');
-        }
-        let (name, value) = match pair.iter().position(|b| *b == b'=') {
-            Some(at) => (&pair[..at], Some(&pair[at + 1..])),
-            None => (pair, None),
+    let mut start = 0;
+    for pair in text.split(|b| *b == b'&') {
+        let at = start;
+        start += pair.len() + 1;
+        let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+            continue;
         };
-        match (rule_for(rules, name), value) {
-            (Some(rule), Some(value)) if value != ENCODED_MARKER.as_bytes() => {
-                out.extend_from_slice(name);
-                out.push(b'=');
-                out.extend_from_slice(ENCODED_MARKER.as_bytes());
-                if !notes.contains(&rule) {
-                    notes.push(rule);
-                }
-            }
-            _ => out.extend_from_slice(pair),
+        let (name, value) = (&pair[..eq], &pair[eq + 1..]);
+        let Some(rule) = rule_for(rules, name) else {
+            continue;
+        };
+        if value == ENCODED_MARKER.as_bytes() {
+            continue;
+        }
+        if out.capacity() == 0 {
+            out.reserve(text.len() + ENCODED_MARKER.len());
+        }
+        out.extend_from_slice(text.get(copied..at).unwrap_or_default());
+        out.extend_from_slice(name);
+        out.push(b'=');
+        out.extend_from_slice(ENCODED_MARKER.as_bytes());
+        copied = at + pair.len();
+        if !notes.contains(&rule) {
+            notes.push(rule);
         }
     }
     if notes.is_empty() {
-        Outcome::Unchanged
-    } else {
-        Outcome::Redacted(out, notes)
+        return Outcome::Unchanged;
     }
+    out.extend_from_slice(text.get(copied..).unwrap_or_default());
+    Outcome::Redacted(out, notes)
 }
 
 /// The `boundary` parameter of a `multipart/*` content type.

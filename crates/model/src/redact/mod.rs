@@ -147,6 +147,17 @@ fn essence(content_type: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// Whether a content type, past its leading white space, is a form's
+/// (urlencoded or multipart), read without a lower-case copy: this runs
+/// for every body recorded.
+fn form_type(t: &[u8]) -> bool {
+    let starts = |prefix: &str| {
+        t.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    starts("application/x-www-form-urlencoded") || starts("multipart/")
+}
+
 /// Whether a body looks like JSON: its content type says so, or it starts
 /// (after white space) as a JSON object or array does.
 fn looks_json(essence: &str, body: &[u8]) -> bool {
@@ -165,10 +176,11 @@ fn sniffs_json(body: &[u8]) -> bool {
 #[derive(Debug, Clone)]
 pub struct Redactor {
     headers: Vec<String>,
-    /// Where each name in `headers` is, by its length (the last: any
-    /// longer): a field's name is compared only to the rules of its
-    /// length, and most fields have a length no rule has.
-    header_index: Vec<Vec<usize>>,
+    /// The names in `headers` by their length (the last: any longer): a
+    /// field's name is compared only to the rules of its length and first
+    /// letter, and most fields have a length or a first letter no rule of
+    /// that length has.
+    header_index: Vec<SameLength>,
     json: Vec<JsonPath>,
     query: Vec<String>,
     form: Vec<String>,
@@ -195,12 +207,30 @@ impl Default for Redactor {
 /// length.
 const LONG_NAME: usize = 48;
 
-/// Where each of `names` is, by its length (see `Redactor::header_index`).
-fn index_by_length(names: &[String]) -> Vec<Vec<usize>> {
-    let mut index = vec![Vec::new(); LONG_NAME + 1];
-    for (at, name) in names.iter().enumerate() {
-        if let Some(same) = index.get_mut(name.len().min(LONG_NAME)) {
-            same.push(at);
+/// The header rules of one length.
+#[derive(Debug, Clone, Default)]
+struct SameLength {
+    /// A bit for each of their first bytes ([`first_bit`]).
+    first: u32,
+    names: Vec<String>,
+}
+
+/// A bit for a name's first byte, the same for either case of a letter
+/// (other bytes may share a bit: they are then compared in full).
+fn first_bit(byte: u8) -> u32 {
+    1 << (byte & 31)
+}
+
+/// `names` by their length (see `Redactor::header_index`).
+fn index_by_length(names: &[String]) -> Vec<SameLength> {
+    let mut index = vec![SameLength::default(); LONG_NAME + 1];
+    for name in names {
+        if let (Some(same), Some(&first)) = (
+            index.get_mut(name.len().min(LONG_NAME)),
+            name.as_bytes().first(),
+        ) {
+            same.first |= first_bit(first);
+            same.names.push(name.clone());
         }
     }
     index
@@ -269,7 +299,9 @@ impl Redactor {
     /// `authority` without its `user:password@`, when the rules drop it
     /// and it has one (an absolute-form target's or an h2 `:authority`'s).
     pub fn redact_authority<'a>(&self, authority: &'a str) -> Option<&'a str> {
-        if !self.userinfo {
+        // Bytes first: almost no authority has one, and this is cheaper
+        // than `rsplit_once`'s searcher on a short text.
+        if !self.userinfo || !authority.as_bytes().contains(&b'@') {
             return None;
         }
         authority.rsplit_once('@').map(|(_, host)| host)
@@ -278,17 +310,35 @@ impl Redactor {
     /// What a header (or trailer) field's value becomes, and the rule
     /// that changed it: [`MARKER`] for a credential header, the query
     /// rules applied to a URL-valued one ([`URL_HEADERS`]). `None`: kept.
+    #[inline]
     pub fn redact_field<'v>(&self, name: &[u8], value: &'v [u8]) -> Option<(Cow<'v, [u8]>, &str)> {
         if let Some(rule) = self.header_rule(name) {
             return (value != MARKER.as_bytes())
                 .then_some((Cow::Borrowed(MARKER.as_bytes()), rule));
         }
-        if self.query.is_empty() || !value.contains(&b'?') {
+        // The name first: it is short and settles almost every field,
+        // where scanning every value for a `?` cost more than the rest of
+        // the check (this runs for every field of every exchange recorded).
+        if !matches!(name.len(), 7 | 8 | 16) {
+            // No URL header has this length (see `URL_HEADERS`).
             return None;
         }
         let url = URL_HEADERS
             .iter()
             .find(|h| h.as_bytes().eq_ignore_ascii_case(name))?;
+        self.redact_url_field(url, value)
+    }
+
+    /// A URL-valued field's value with the query rules applied, noted as
+    /// `url` (the header's name): `None` when nothing was redacted.
+    fn redact_url_field<'r, 'v>(
+        &'r self,
+        url: &'r str,
+        value: &'v [u8],
+    ) -> Option<(Cow<'v, [u8]>, &'r str)> {
+        if self.query.is_empty() || !value.contains(&b'?') {
+            return None;
+        }
         let (redacted, _) = self.redact_target(std::str::from_utf8(value).ok()?)?;
         Some((Cow::Owned(redacted.into_bytes()), url))
     }
@@ -401,21 +451,33 @@ impl Redactor {
 
     /// The rule (a configured name, lower case) that redacts the values of
     /// header `name`, if one does.
+    #[inline]
     pub fn header_rule(&self, name: &[u8]) -> Option<&str> {
         // Compared without lower-casing a copy of every name, and only to
         // the rules of its length: this runs for every field of every
         // exchange recorded.
-        self.header_index
-            .get(name.len().min(LONG_NAME))?
+        let same = self.header_index.get(name.len().min(LONG_NAME))?;
+        if same.first & first_bit(*name.first()?) == 0 {
+            return None;
+        }
+        same.names
             .iter()
-            .filter_map(|&at| self.headers.get(at))
             .find(|h| h.as_bytes().eq_ignore_ascii_case(name))
             .map(String::as_str)
     }
 
     /// `path_and_query` with the query rules applied, and the rules that
     /// replaced a value: `None` when nothing was.
+    #[inline]
     pub fn redact_target(&self, path_and_query: &str) -> Option<(String, Vec<&str>)> {
+        // Most targets have no query: told here, without a call.
+        if !path_and_query.as_bytes().contains(&b'?') {
+            return None;
+        }
+        self.redact_query(path_and_query)
+    }
+
+    fn redact_query(&self, path_and_query: &str) -> Option<(String, Vec<&str>)> {
         let (path, query) = path_and_query.split_once('?')?;
         match form::redact_pairs(query.as_bytes(), &self.query) {
             Outcome::Redacted(query, names) => {
@@ -432,16 +494,36 @@ impl Redactor {
         if !self.json.is_empty() {
             return true;
         }
-        // Runs for every body recorded: read without a lower-case copy.
-        !self.form.is_empty()
-            && content_type.is_some_and(|t| {
-                let t = t.trim_start().as_bytes();
-                let starts = |prefix: &str| {
-                    t.get(..prefix.len())
-                        .is_some_and(|p| p.eq_ignore_ascii_case(prefix.as_bytes()))
-                };
-                starts("application/x-www-form-urlencoded") || starts("multipart/")
-            })
+        !self.form.is_empty() && content_type.is_some_and(|t| form_type(t.trim_start().as_bytes()))
+    }
+
+    /// [`Redactor::may_redact_body`] for a content type as recorded, not
+    /// yet read as text: the recorder asks this of every body, and most
+    /// content types are told apart by their first letter without reading
+    /// them as text.
+    pub fn may_redact_raw_body(&self, content_type: Option<&[u8]>) -> bool {
+        if !self.json.is_empty() {
+            return true;
+        }
+        if self.form.is_empty() {
+            return false;
+        }
+        let Some(raw) = content_type else {
+            return false;
+        };
+        // Past the ASCII white space `str::trim_start` takes away, an ASCII
+        // byte starts the type as text too: one that is no form's is told
+        // without reading it as text. The rest (a form's, one starting
+        // past ASCII, one that is not UTF-8) is read as text, as before.
+        let start = raw
+            .iter()
+            .position(|b| !matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r'))
+            .unwrap_or(raw.len());
+        let t = raw.get(start..).unwrap_or_default();
+        if t.first().is_some_and(u8::is_ascii) && !form_type(t) {
+            return false;
+        }
+        self.may_redact_body(std::str::from_utf8(raw).ok())
     }
 
     /// What the body rules make of one body: `None` when they leave it as
@@ -590,6 +672,66 @@ mod tests {
             assert_eq!(defaults.header_rule(upper.as_bytes()), Some(name));
         }
         assert_eq!(defaults.header_rule(b"content-type"), None);
+        // Names that do not start with a letter are found all the same.
+        let odd = Redactor::none().header("~x").header("1-Y");
+        assert_eq!(odd.header_rule(b"~X"), Some("~x"));
+        assert_eq!(odd.header_rule(b"1-y"), Some("1-y"));
+        assert_eq!(odd.header_rule(b"^x"), None);
+    }
+
+    #[test]
+    fn raw_content_types_are_judged_as_text_ones() {
+        let rules = [
+            Redactor::new(),
+            Redactor::none(),
+            Redactor::none().json_path("$.a").unwrap(),
+        ];
+        for redactor in &rules {
+            for raw in [
+                &b"application/json"[..],
+                b"application/x-www-form-urlencoded",
+                b" \t\x0bMultipart/form-data; boundary=b",
+                b"\xc2\xa0multipart/form-data",
+                b"\xe3\x80\x80APPLICATION/X-WWW-FORM-URLENCODED",
+                b"\xff multipart/",
+                b"text/plain",
+                b"",
+                b"  ",
+                b"m",
+                b"\x1cmultipart/",
+                b"multipart/\xff",
+                b"application/x-www-form-urlencoded\xc3",
+            ] {
+                assert_eq!(
+                    redactor.may_redact_raw_body(Some(raw)),
+                    redactor.may_redact_body(std::str::from_utf8(raw).ok()),
+                    "{:?}",
+                    String::from_utf8_lossy(raw)
+                );
+            }
+            assert_eq!(
+                redactor.may_redact_raw_body(None),
+                redactor.may_redact_body(None)
+            );
+        }
+    }
+
+    #[test]
+    fn url_headers_have_the_lengths_redact_field_passes() {
+        // `redact_field` passes over names of any other length.
+        for name in URL_HEADERS {
+            assert!(matches!(name.len(), 7 | 8 | 16), "{name}");
+        }
+        let redactor = Redactor::new();
+        for name in ["Location", "content-location", "REFERER"] {
+            let redacted = redactor.redact_field(name.as_bytes(), b"/a?token=t&b=1");
+            assert_eq!(
+                redacted.map(|(v, _)| v.into_owned()),
+                Some(b"/a?token=%5Bredacted%5D&b=1".to_vec()),
+                "{name}"
+            );
+        }
+        assert_eq!(redactor.redact_field(b"x-location", b"/a?token=t"), None);
     }
 
     #[test]
