@@ -3,7 +3,7 @@
 //! - [`import_path`] / [`import_reader`]: HAR 1.2 (browsers, Charles,
 //!   mitmproxy, Postman) and GoReplay `.gor` files into any [`Sink`]. The
 //!   format is read from the content ([`detect`]), never from the name.
-//! - [`export_har`]: any [`Source`] to a HAR 1.2 document.
+//! - [`export_har`]: any [`Source`](reprise_model::Source) to a HAR 1.2 document.
 //!
 //! A file that is not HAR or GoReplay at all, or a HAR document that is not
 //! JSON or has no `log.entries`, is an [`ImportError`]. Inside a readable

@@ -5,7 +5,7 @@
 //! spaces before each) and rows of cells, and is shown with `Display`.
 //! Each column is as wide as its widest cell or header, at least its
 //! [`Column::width`]. Every cell is passed through
-//! [`escape`](crate::terminal::escape), since cells hold recorded text.
+//! [`crate::terminal::escape`], since cells hold recorded text.
 //! A cell longer than its column's [`Column::max_width`] is shortened in
 //! the middle, `…` standing for what was left out: an endpoint keeps its
 //! method and the start of its path as well as its last segments, the

@@ -1,7 +1,7 @@
 //! The replay engine behind `reprise replay`: sends recorded calls to an
 //! explicit target and measures what comes back.
 //!
-//! - [`Reader`](feed): reads the recording on a thread of its own, builds
+//! - The reader (`feed.rs`) reads the recording on a thread of its own, builds
 //!   each [`Call`] once (hop-by-hop fields out, rewrites in, the
 //!   `x-reprise-replay`, `traceparent` and `tracestate` (the run)
 //!   correlation headers on), puts

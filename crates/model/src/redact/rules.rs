@@ -7,7 +7,7 @@ use super::Redactor;
 /// before they are checked: [`RedactionRules::redactor`] checks them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedactionRules {
-    /// Start from [`DEFAULT_HEADERS`] and [`DEFAULT_PARAMS`].
+    /// Start from [`DEFAULT_HEADERS`](super::DEFAULT_HEADERS) and [`DEFAULT_PARAMS`](super::DEFAULT_PARAMS).
     pub defaults: bool,
     /// More header names.
     pub headers: Vec<String>,

@@ -86,7 +86,7 @@ impl Default for ConnectionLimits {
 
 impl ConnectionLimits {
     /// Half of what `RLIMIT_NOFILE` (the soft limit) leaves after
-    /// [`RESERVED_FDS`] and [`FDS_PER_THREAD`] for each of `threads`
+    /// [`RESERVED_FDS`] and `FDS_PER_THREAD` (4) for each of `threads`
     /// serving threads: each client connection may hold a connection to
     /// the upstream (the proxy's HTTP/1.1 pools, bounded by this same
     /// number, the mock's `--fallthrough`), so a full house uses two
