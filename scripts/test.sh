@@ -11,6 +11,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo doc (the crate docs' links resolve)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked -q
 echo "== cargo run (the README's first command finds the reprise binary)"
 # The demo itself is tested in crates/cli/tests/cli.rs; this checks that
 # plain `cargo run` picks the binary at all (it could not once the
