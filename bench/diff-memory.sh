@@ -45,7 +45,7 @@ stop_server record
 say "replaying it against nginx (--max --out)"
 "$reprise" replay "$dir/rec.tape" --target "http://127.0.0.1:$p_a" --max \
   --out "$dir/out.tape" -q >/dev/null
-pairs=$("$reprise" stats "$dir/rec.tape" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["total"]["count"])' 2>/dev/null || echo "?")
+pairs=$("$reprise" stats "$dir/rec.tape" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["exchanges"])' 2>/dev/null || echo "?")
 say "recorded $pairs exchanges: $(du -h "$dir/rec.tape" | cut -f1) tape, replay $(du -h "$dir/out.tape" | cut -f1)"
 
 builds=(new)

@@ -99,10 +99,14 @@ pub(crate) struct Spill<'d> {
 impl<'d> Spill<'d> {
     /// Cuts into `parts` under `dir`. Every part's writer holds one open
     /// block while an input is split (and nothing else is held then): the
-    /// blocks together stay within `max_memory`, from 8 KiB to 256 KiB each.
+    /// blocks together stay within `max_memory`, from 4 KiB to 16 KiB each.
+    /// Small blocks: each part's block and its sealed copy are held at
+    /// once, and with 256 KiB blocks the spill peaked 20 MiB above the
+    /// length-prefixed files it replaced (`bench/diff-memory.sh`; 16 KiB:
+    /// within 3 MiB, as fast).
     pub(crate) fn new(dir: &'d Path, parts: usize, max_memory: usize) -> Self {
         let options = WriterOptions {
-            block_bytes: (max_memory / parts.max(1)).clamp(8 << 10, 256 << 10),
+            block_bytes: (max_memory / parts.max(1)).clamp(4 << 10, 16 << 10),
             // Sealed by size alone: the age bound is for followers of a
             // tape being recorded, and none follows these.
             block_age: Duration::from_secs(24 * 3600),
