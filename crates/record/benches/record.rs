@@ -21,17 +21,13 @@
 //! between cases are the costs of each step; bench/proxy-cpu.sh measures
 //! the whole proxy's CPU per call under load, kernel included.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use reprise_model::redact::Redactor;
-use reprise_model::select::ExchangeFilter;
-use reprise_record::{Metrics, Recorder, Rules};
 
 mod common;
 
-use common::{Call, Discard, Packing};
+use common::{Call, Packing};
 
 fn bench(c: &mut Criterion) {
     let call = Call::new();
@@ -43,25 +39,7 @@ fn bench(c: &mut Criterion) {
         ("packed_plain", Packing::Plain, false),
         ("packed_zstd", Packing::Zstd, false),
     ] {
-        let filter = if refuse {
-            ExchangeFilter::new().add_match("path=/nowhere").unwrap()
-        } else {
-            ExchangeFilter::new()
-        };
-        let rules = Rules {
-            filter,
-            max_rate: None,
-            redactor: Redactor::default(),
-            sample_rate: 1.0,
-        };
-        let metrics = Arc::new(Metrics::new());
-        let (recorder, thread) = Recorder::start(
-            Box::new(Discard(packing)),
-            rules,
-            1 << 20,
-            Arc::clone(&metrics),
-        )
-        .unwrap();
+        let (recorder, thread, metrics) = common::start(packing, refuse);
         let local = recorder.local();
         let mut calls = 0u64;
         group.bench_function(name, |b| {

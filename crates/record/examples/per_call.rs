@@ -13,17 +13,12 @@
 //! # refused, encoded, packed_plain, packed_zstd
 //! ```
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use reprise_model::redact::Redactor;
-use reprise_model::select::ExchangeFilter;
-use reprise_record::{Metrics, Recorder, Rules};
 
 #[path = "../benches/common/mod.rs"]
 mod common;
 
-use common::{Call, Discard, Packing};
+use common::{Call, Packing};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -38,25 +33,7 @@ fn main() {
         "packed_zstd" => (Packing::Zstd, false),
         other => panic!("{other}: expected refused, encoded, packed_plain or packed_zstd"),
     };
-    let filter = if refuse {
-        ExchangeFilter::new().add_match("path=/nowhere").unwrap()
-    } else {
-        ExchangeFilter::new()
-    };
-    let rules = Rules {
-        filter,
-        max_rate: None,
-        redactor: Redactor::default(),
-        sample_rate: 1.0,
-    };
-    let metrics = Arc::new(Metrics::new());
-    let (recorder, thread) = Recorder::start(
-        Box::new(Discard(packing)),
-        rules,
-        1 << 20,
-        Arc::clone(&metrics),
-    )
-    .unwrap();
+    let (recorder, thread, metrics) = common::start(packing, refuse);
     let local = recorder.local();
     let call = Call::new();
     for _ in 0..calls {

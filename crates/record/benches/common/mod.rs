@@ -143,3 +143,38 @@ impl Call {
         recording.body_done(Side::Response, response);
     }
 }
+
+/// A recorder for one case: every call judged by rules that keep it, or
+/// (`refuse`) by a `--match` that refuses it; packs made as `packing`
+/// says and dropped by the writer thread.
+pub fn start(
+    packing: Packing,
+    refuse: bool,
+) -> (
+    Recorder,
+    reprise_record::RecorderThread,
+    Arc<reprise_record::Metrics>,
+) {
+    let filter = if refuse {
+        reprise_model::select::ExchangeFilter::new()
+            .add_match("path=/nowhere")
+            .unwrap()
+    } else {
+        reprise_model::select::ExchangeFilter::new()
+    };
+    let rules = reprise_record::Rules {
+        filter,
+        max_rate: None,
+        redactor: reprise_model::redact::Redactor::default(),
+        sample_rate: 1.0,
+    };
+    let metrics = Arc::new(reprise_record::Metrics::new());
+    let (recorder, thread) = Recorder::start(
+        Box::new(Discard(packing)),
+        rules,
+        1 << 20,
+        Arc::clone(&metrics),
+    )
+    .unwrap();
+    (recorder, thread, metrics)
+}
