@@ -121,15 +121,6 @@ fn metric(admin: SocketAddr, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} missing from\n{body}"))
 }
 
-/// Polls `condition` until it holds, up to 20 s.
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !condition() {
-        assert!(Instant::now() < deadline, "not within 20 s: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn header_closed(admin: SocketAddr) -> u64 {
     metric(
         admin,
@@ -167,7 +158,7 @@ async fn record_closes_silent_connections_at_its_limit_and_keeps_serving() {
     let streams = silent(addr, SILENT);
     // At its limit (94 open, the rest waiting): /metrics answers and
     // says so; never more than the limit are open.
-    eventually("the limit counted", || {
+    support::eventually("the limit counted", 20, || {
         let open = metric(admin, "reprise_connections_open");
         assert!(open <= 94, "{open} connections open");
         metric(admin, "reprise_connections_limited_total") >= 1
@@ -180,7 +171,7 @@ async fn record_closes_silent_connections_at_its_limit_and_keeps_serving() {
     let (status, body) = served.join().unwrap().unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("/api/late"), "{body}");
-    eventually("every silent connection counted", || {
+    support::eventually("every silent connection counted", 20, || {
         header_closed(admin) == SILENT as u64
     });
     assert!(metric(admin, "reprise_connections_accepted_total") > SILENT as u64);
@@ -244,7 +235,7 @@ async fn record_backs_off_accept_when_out_of_file_descriptors() {
         (used as f64) < bound,
         "{used} ticks of CPU in {wall:?}: over a quarter of a core"
     );
-    eventually("every silent connection counted", || {
+    support::eventually("every silent connection counted", 20, || {
         header_closed(admin) == PAST_NOFILE as u64
     });
     assert!(metric(admin, "reprise_accept_errors_total") >= 1);
@@ -419,7 +410,7 @@ async fn an_upgraded_tunnel_keeps_its_place_under_max_connections() {
     // The tunnel is a connection: at the limit, the next client waits.
     assert_eq!(metric(admin, "reprise_connections_open"), 1);
     let waiting = std::thread::spawn(move || get_within(addr, "/after", Duration::from_secs(30)));
-    eventually("the next client held back", || {
+    support::eventually("the next client held back", 20, || {
         metric(admin, "reprise_connections_limited_total") >= 1
     });
     assert!(!waiting.is_finished());
@@ -456,7 +447,7 @@ async fn a_tls_connection_that_never_says_hello_is_closed_by_the_header_timeout(
     // No ClientHello at all.
     let silent_tcp = silent(proxy.addr, 3);
     all_closed_by(silent_tcp, Instant::now() + Duration::from_secs(20));
-    eventually("three closed by the header timeout", || {
+    support::eventually("three closed by the header timeout", 20, || {
         header_closed(admin) == 3
     });
     // A client that completes the handshake within the timeout is served.
@@ -538,7 +529,7 @@ async fn mirror_takes_the_connection_flags_and_applies_them() {
     let admin = mirror.admin.unwrap();
     let streams = silent(mirror.addr, 5);
     all_closed_by(streams, Instant::now() + Duration::from_secs(20));
-    eventually("five closed by the header timeout", || {
+    support::eventually("five closed by the header timeout", 20, || {
         header_closed(admin) == 5
     });
     // Five connections past a limit of two: it stopped accepting.
@@ -732,7 +723,7 @@ fn one_h2_client_cannot_spend_every_descriptor_on_upstream_connections() {
     });
     // The proxy opens upstream connections up to its budget and no
     // further; /metrics and /healthz answer meanwhile.
-    eventually("upstream connections opened", || {
+    support::eventually("upstream connections opened", 20, || {
         upstream.open.load(Ordering::SeqCst) >= 32
     });
     assert_eq!(get(admin, "/healthz").unwrap().0, 200);
@@ -794,7 +785,7 @@ fn a_client_that_stops_reading_its_answer_is_closed_after_the_idle_timeout() {
     unread
         .write_all(b"GET /large HTTP/1.1\r\nhost: shop\r\n\r\n")
         .unwrap();
-    eventually("the stalled connection closed", || {
+    support::eventually("the stalled connection closed", 20, || {
         metric(
             admin,
             "reprise_connections_closed_total{reason=\"idle_timeout\"}",

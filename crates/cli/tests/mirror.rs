@@ -51,14 +51,6 @@ async fn start_prices(b_price: u32, delay: Duration, seen: Seen) -> SocketAddr {
     addr
 }
 
-fn wait_for(what: &str, seconds: u64, done: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    while !done() {
-        assert!(Instant::now() < deadline, "{what} within {seconds} s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_shadow_gets_a_copy_of_every_call_and_the_comparison_finds_its_change() {
     let (primary_seen, shadow_seen) = (Seen::default(), Seen::default());
@@ -93,7 +85,7 @@ async fn the_shadow_gets_a_copy_of_every_call_and_the_comparison_finds_its_chang
         }
     }
     // The shadow gets each call once, named by the recorded exchange.
-    wait_for("the shadow has every call", 20, || {
+    support::eventually("the shadow has every call", 20, || {
         shadow_seen.lock().unwrap().len() == 6
     });
     let (code, stderr) = mirror.stop("-INT");
@@ -293,7 +285,7 @@ async fn an_appended_tape_sends_only_the_new_calls() {
         &["--append", "--compare", "--diff-json", s(&report)],
     );
     curl(&[&mirror.url("/price?sku=new")]);
-    wait_for("the new call reaches the shadow", 20, || {
+    support::eventually("the new call reaches the shadow", 20, || {
         !shadow_seen.lock().unwrap().is_empty()
     });
     let stderr = mirror.stop_cleanly("-INT");
@@ -369,7 +361,7 @@ async fn mirror_compare_exit_codes_follow_the_table() {
         for i in 0..calls {
             curl(&["-o", "/dev/null", &mirror.url(&format!("/price?sku={i}"))]);
         }
-        wait_for("the shadow has every call", 20, || {
+        support::eventually("the shadow has every call", 20, || {
             shadow_seen.lock().unwrap().len() == before + calls
         });
         mirror.stop("-INT")

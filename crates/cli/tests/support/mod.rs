@@ -146,18 +146,12 @@ impl Recorder {
     /// Polls `/metrics` until the counter `name` (a full series name, its
     /// labels included) reaches `want`, 20 s at most; gives the text.
     pub fn wait_for_counter(&self, name: &str, want: u64) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = self.metrics();
-            if counter(&text, name) == want {
-                return text;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{name} never reached {want}:\n{text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut text = String::new();
+        eventually(&format!("{name} reaching {want}"), 20, || {
+            text = self.metrics();
+            counter(&text, name) == want
+        });
+        text
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -677,4 +671,17 @@ pub fn start_upgrade_echo() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Polls `condition` (every 20 ms) until it holds; fails the test, naming
+/// `what`, after `seconds`.
+pub fn eventually(what: &str, seconds: u64, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {seconds} s: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
