@@ -38,10 +38,11 @@ impl FakeClock {
     }
 
     /// The variables that put the service under this clock: the library
-    /// preloaded, the file reread at every call (`FAKETIME_NO_CACHE`), the
-    /// time given in seconds since the epoch (`FAKETIME_FMT=%s`, so the
-    /// service's time zone does not shift it), and monotonic clocks left
-    /// alone (its timeouts and event loops keep working).
+    /// preloaded, the file reread at every call (`FAKETIME_NO_CACHE`), and
+    /// the time given in seconds since the epoch (`FAKETIME_FMT=%s`, so the
+    /// service's time zone does not shift it). Monotonic clocks are faked
+    /// too: libfaketime 0.9.10's `FAKETIME_DONT_FAKE_MONOTONIC` makes
+    /// Python's `time.sleep` fail with EINVAL.
     pub fn env(&self) -> Vec<(OsString, OsString)> {
         let mut preload = self.library.clone().into_os_string();
         if let Some(existing) = std::env::var_os("LD_PRELOAD").filter(|v| !v.is_empty()) {
@@ -56,7 +57,6 @@ impl FakeClock {
             ),
             ("FAKETIME_NO_CACHE".into(), "1".into()),
             ("FAKETIME_FMT".into(), "%s".into()),
-            ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
         ]
     }
 

@@ -19,15 +19,17 @@ pub(crate) const DNS_PORT: u16 = 53;
 
 /// Brings `lo` up and routes every address over it (IPv4 and IPv6), so a
 /// connection to any address reaches the ruleset instead of failing with
-/// "network unreachable" before reprise can see it. Run on a thread inside
-/// the namespace.
+/// "network unreachable" before reprise can see it. The routes name their
+/// source address: without it a connection to 10.1.2.3 leaves from
+/// 0.0.0.0, and the reporter's answers (its FIN) could not reach it. Run on
+/// a thread inside the namespace.
 pub(crate) fn bring_up_loopback() -> Result<(), SandboxError> {
     run_ip(&["link", "set", "lo", "up"])?;
-    run_ip(&["route", "add", "default", "dev", "lo"])?;
+    run_ip(&["route", "add", "default", "dev", "lo", "src", "127.0.0.1"])?;
     // No IPv6 in the namespace (disabled by the host): then IPv6
     // connections fail at once and there is nothing to redirect.
     if std::path::Path::new("/proc/sys/net/ipv6").exists() {
-        run_ip(&["-6", "route", "add", "default", "dev", "lo"])?;
+        run_ip(&["-6", "route", "add", "default", "dev", "lo", "src", "::1"])?;
     }
     Ok(())
 }

@@ -92,10 +92,17 @@ pub(crate) fn build(
         if !is_socket {
             continue;
         }
-        rustix::mount::mount_bind("/dev/null", &socket).map_err(|e| {
-            SandboxError::setup(format!("hide the socket {}", socket.display()), e.into())
-        })?;
-        hidden.sockets.push(socket);
+        match rustix::mount::mount_bind("/dev/null", &socket) {
+            Ok(()) => hidden.sockets.push(socket),
+            // Removed since it was listed: nothing left to hide.
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(SandboxError::setup(
+                    format!("hide the socket {}", socket.display()),
+                    e.into(),
+                ));
+            }
+        }
     }
 
     place(resolv_conf, Path::new("/etc/resolv.conf"), &hidden.folders)?;

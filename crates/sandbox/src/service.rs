@@ -190,6 +190,22 @@ impl Service {
         Ok(self.status)
     }
 
+    /// Waits at most `timeout` for the service to exit; `None` if it still
+    /// runs. Once it exited, [`Service::last_lines`] has all it printed.
+    pub fn wait(&mut self, timeout: Duration) -> Result<Option<ExitStatus>, SandboxError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_status()? {
+                self.drain_output();
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits until something accepts a TCP connection on 127.0.0.1:`port`
     /// inside the sandbox, for at most `timeout`. A service that exits first
     /// is [`SandboxError::ServiceExited`]; one that never opens the port is
