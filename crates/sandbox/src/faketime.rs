@@ -100,8 +100,7 @@ pub fn locate_library() -> Result<PathBuf, SandboxError> {
         .map(|folder| folder.join(LIBRARY))
         .find(|path| path.is_file())
         .ok_or_else(|| SandboxError::FakeTimeMissing {
-            searched: "/usr/lib/*/faketime, /usr/lib/faketime, /usr/local/lib/faketime"
-                .to_owned(),
+            searched: "/usr/lib/*/faketime, /usr/lib/faketime, /usr/local/lib/faketime".to_owned(),
         })
 }
 

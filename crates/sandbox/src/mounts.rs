@@ -136,10 +136,7 @@ fn place(ours: &Path, target: &Path, hidden: &[PathBuf]) -> Result<(), SandboxEr
         return Ok(());
     }
     let copy = |e: std::io::Error| {
-        SandboxError::setup(
-            format!("write the sandbox's {}", dangling.display()),
-            e,
-        )
+        SandboxError::setup(format!("write the sandbox's {}", dangling.display()), e)
     };
     if let Some(parent) = dangling.parent() {
         std::fs::create_dir_all(parent).map_err(copy)?;

@@ -9,7 +9,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::escapes::EscapeLog;
 
 /// The reporter's listeners: 127.0.0.1:PORT and, when the namespace has
-/// IPv6, [::1]:PORT (nftables redirects to the loopback address of the
+/// IPv6, `[::1]:PORT` (nftables redirects to the loopback address of the
 /// connection's family).
 pub(crate) struct Reporter {
     listeners: Vec<std::net::TcpListener>,

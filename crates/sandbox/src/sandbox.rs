@@ -44,7 +44,7 @@ impl Default for SandboxOptions {
 }
 
 impl SandboxOptions {
-    /// Lets TCP to 127.0.0.1:`port` (and [::1]:`port`) through.
+    /// Lets TCP to `127.0.0.1:PORT` (and `[::1]:PORT`) through.
     pub fn allow_port(mut self, port: u16) -> Self {
         self.allowed_ports.push(port);
         self
@@ -216,7 +216,11 @@ impl Sandbox {
     /// process group of its own, stdin closed, its output kept as
     /// `options` says. The caller sets its environment and arguments; its
     /// working folder is reprise's unless set.
-    pub fn spawn(&self, command: Command, options: ServiceOptions) -> Result<Service, SandboxError> {
+    pub fn spawn(
+        &self,
+        command: Command,
+        options: ServiceOptions,
+    ) -> Result<Service, SandboxError> {
         Service::spawn(std::sync::Arc::clone(&self.shared), command, options)
     }
 
@@ -253,7 +257,16 @@ fn build(
     hide: &[PathBuf],
     resolv_conf: &Path,
     hosts: &Path,
-) -> Result<(Namespaces, Hidden, Reporter, DnsStub, tokio::runtime::Runtime), SandboxError> {
+) -> Result<
+    (
+        Namespaces,
+        Hidden,
+        Reporter,
+        DnsStub,
+        tokio::runtime::Runtime,
+    ),
+    SandboxError,
+> {
     let namespaces = Namespaces::enter_new()?;
     firewall::bring_up_loopback()?;
     let reporter = Reporter::bind(allowed)

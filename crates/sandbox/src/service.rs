@@ -131,8 +131,14 @@ impl Service {
         let (closed, pipes_closed) = mpsc::channel();
         let mut pumps = Vec::new();
         let outputs: [Option<Box<dyn Read + Send>>; 2] = [
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|p| Box::new(p) as Box<dyn Read + Send>),
         ];
         for output in outputs.into_iter().flatten() {
             let tail = tail.clone();
@@ -316,7 +322,12 @@ fn kill_group(child: &Child, signal: Signal) -> Result<(), SandboxError> {
 }
 
 /// Copies one output pipe into the tail (and the log) line by line.
-fn pump(output: Box<dyn Read + Send>, tail: &Tail, log: Option<&Mutex<File>>, closed: &mpsc::Sender<()>) {
+fn pump(
+    output: Box<dyn Read + Send>,
+    tail: &Tail,
+    log: Option<&Mutex<File>>,
+    closed: &mpsc::Sender<()>,
+) {
     let mut reader = BufReader::new(output);
     let mut line = Vec::new();
     loop {

@@ -25,7 +25,9 @@ fn a_service_that_never_opens_its_port_fails_the_wait_with_its_last_lines() {
         &sandbox,
         python("import time\nprint('starting on the wrong port', flush=True)\ntime.sleep(60)"),
     );
-    support::eventually("the service printed", 10, || !service.last_lines().is_empty());
+    support::eventually("the service printed", 10, || {
+        !service.last_lines().is_empty()
+    });
     let started = Instant::now();
     let error = service
         .wait_for_port(PORT, Duration::from_millis(1500))
@@ -33,13 +35,19 @@ fn a_service_that_never_opens_its_port_fails_the_wait_with_its_last_lines() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(1500), "{waited:?}");
     assert!(waited < Duration::from_secs(5), "{waited:?}");
-    assert!(matches!(error, SandboxError::PortNeverOpened { port: PORT, .. }));
+    assert!(matches!(
+        error,
+        SandboxError::PortNeverOpened { port: PORT, .. }
+    ));
     let message = error.to_string();
     assert!(
         message.starts_with(&format!("the service did not open port {PORT} within 1.5")),
         "{message}"
     );
-    assert!(message.contains("| starting on the wrong port"), "{message}");
+    assert!(
+        message.contains("| starting on the wrong port"),
+        "{message}"
+    );
     let status = service.stop(Duration::from_secs(5)).unwrap();
     assert_eq!(status.signal(), Some(15), "SIGTERM ends it: {status}");
 }
@@ -48,7 +56,10 @@ fn a_service_that_never_opens_its_port_fails_the_wait_with_its_last_lines() {
 fn a_service_that_exits_early_fails_the_wait_with_its_status_and_last_lines() {
     let sandbox = sandbox();
     let mut command = Command::new("sh");
-    command.args(["-c", "echo loading config; echo 'config.toml: no such file' >&2; exit 3"]);
+    command.args([
+        "-c",
+        "echo loading config; echo 'config.toml: no such file' >&2; exit 3",
+    ]);
     let mut service = start(&sandbox, command);
     let error = service
         .wait_for_port(PORT, Duration::from_secs(20))
@@ -71,7 +82,10 @@ fn a_service_that_exits_early_fails_the_wait_with_its_status_and_last_lines() {
         )),
         "{message}"
     );
-    assert!(message.contains("\n  | config.toml: no such file"), "{message}");
+    assert!(
+        message.contains("\n  | config.toml: no such file"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -190,7 +204,13 @@ fn libfaketime_sets_the_services_clock_while_it_runs() {
         .iter()
         .map(|l| l.parse().unwrap())
         .collect();
-    assert!((1_577_872_800..1_577_872_800 + 5).contains(&seen[0]), "{seen:?}");
-    assert!((1_893_456_000..1_893_456_000 + 5).contains(&seen[1]), "{seen:?}");
+    assert!(
+        (1_577_872_800..1_577_872_800 + 5).contains(&seen[0]),
+        "{seen:?}"
+    );
+    assert!(
+        (1_893_456_000..1_893_456_000 + 5).contains(&seen[1]),
+        "{seen:?}"
+    );
     assert!(SystemTime::now() < second, "the host's clock never moved");
 }
