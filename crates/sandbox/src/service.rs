@@ -221,6 +221,14 @@ impl Service {
         if !self.sandbox.allowed_ports.contains(&port) {
             return Err(SandboxError::PortNotAllowed(port));
         }
+        // One thread inside the namespace probes until the end.
+        let shared = Arc::clone(&self.sandbox);
+        shared
+            .namespaces
+            .run_inside(Scope::Network, || self.poll_port(port, timeout))?
+    }
+
+    fn poll_port(&mut self, port: u16, timeout: Duration) -> Result<(), SandboxError> {
         let started = Instant::now();
         let deadline = started + timeout;
         let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
@@ -236,10 +244,7 @@ impl Service {
             let attempt = deadline
                 .saturating_duration_since(Instant::now())
                 .clamp(Duration::from_millis(1), Duration::from_millis(100));
-            let opened = self.sandbox.namespaces.run_inside(Scope::Network, || {
-                TcpStream::connect_timeout(&address, attempt).is_ok()
-            })?;
-            if opened {
+            if TcpStream::connect_timeout(&address, attempt).is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
