@@ -86,7 +86,7 @@ pub enum SandboxError {
         port: u16,
         /// How it ended.
         status: ExitStatus,
-        /// Its last output lines (stdout and stderr, in arrival order).
+        /// Its last output lines (stdout and stderr, in the order written).
         last_lines: Vec<String>,
     },
     /// The service ran but never accepted a connection on its port.

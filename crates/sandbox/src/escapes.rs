@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 const KEPT: usize = 1000;
 
 /// A TCP connection the service tried to open to a closed destination.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct TcpEscape {
     /// Where it was going (before the redirect).
     pub destination: SocketAddr,
@@ -34,7 +34,7 @@ impl fmt::Display for TcpEscape {
 }
 
 /// A DNS question for a name the recording never used.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 pub struct DnsEscape {
     /// The name asked for, lower case, without the final dot.
     pub name: String,
@@ -59,7 +59,9 @@ impl fmt::Display for DnsEscape {
 }
 
 /// Every attempt the sandbox closed, as read at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Serialises (serde) as `{"tcp": [{"destination": "10.1.2.3:5432",
+/// "attempts": 1}], "dns": [...], "udp_dropped": 0}` for reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Escapes {
     /// TCP connections, by destination, in the order first seen.
     pub tcp: Vec<TcpEscape>,
@@ -160,6 +162,10 @@ mod tests {
             ]
         );
         assert!(!escapes.is_empty());
+        assert_eq!(
+            serde_json::to_string(&escapes).unwrap(),
+            r#"{"tcp":[{"destination":"10.1.2.3:5432","attempts":2}],"dns":[{"name":"api.example.com","record_type":"A","attempts":1}],"udp_dropped":2}"#
+        );
         assert!(Escapes::default().is_empty());
     }
 }

@@ -27,8 +27,11 @@ pub(crate) fn bring_up_loopback() -> Result<(), SandboxError> {
     run_ip(&["link", "set", "lo", "up"])?;
     run_ip(&["route", "add", "default", "dev", "lo", "src", "127.0.0.1"])?;
     // No IPv6 in the namespace (disabled by the host): then IPv6
-    // connections fail at once and there is nothing to redirect.
-    if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+    // connections fail at once and there is nothing to redirect. (This
+    // file is the namespace's own: /proc/sys/net follows the reader.)
+    let ipv6 = std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+        .is_ok_and(|disabled| disabled.trim() == "0");
+    if ipv6 {
         run_ip(&["-6", "route", "add", "default", "dev", "lo", "src", "::1"])?;
     }
     Ok(())

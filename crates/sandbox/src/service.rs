@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -54,7 +54,7 @@ impl ServiceOptions {
     }
 }
 
-/// The last lines a process printed, stdout and stderr in arrival order.
+/// The last lines a process printed (stdout and stderr share one pipe).
 #[derive(Debug, Clone)]
 struct Tail {
     lines: Arc<Mutex<VecDeque<String>>>,
@@ -89,9 +89,10 @@ pub struct Service {
     child: Child,
     program: String,
     tail: Tail,
-    /// One message per output pipe at its end of file.
-    pipes_closed: mpsc::Receiver<()>,
-    pumps: Vec<JoinHandle<()>>,
+    /// A message when the output pipe reached its end of file.
+    output_closed: mpsc::Receiver<()>,
+    /// Reads the output pipe; not joined (see `Drop`).
+    _pump: JoinHandle<()>,
     status: Option<ExitStatus>,
     sandbox: Arc<Shared>,
 }
@@ -107,16 +108,25 @@ impl Service {
             Some(path) => Some(Arc::new(Mutex::new(crate::files::create_new(path)?))),
             None => None,
         };
+        // stdout and stderr share one pipe, as on a terminal: the last
+        // lines are in the order the service wrote them.
+        let (output, writer) =
+            std::io::pipe().map_err(|e| SandboxError::setup("create the service's pipe", e))?;
+        let stderr = writer
+            .try_clone()
+            .map_err(|e| SandboxError::setup("create the service's pipe", e))?;
         command
             .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stdout(writer)
+            .stderr(stderr)
             .process_group(0);
         // setns into the mount namespace moved the thread to its root;
         // the service starts where reprise was unless told otherwise.
         if let Ok(dir) = std::env::current_dir() {
             command.current_dir(dir);
         }
+        // The command (holding the pipe's writing ends) is consumed here:
+        // once the service exits, the pipe reaches its end.
         let mut child = sandbox
             .namespaces
             .run_inside(Scope::Service, move || command.spawn())?
@@ -128,40 +138,25 @@ impl Service {
             lines: Arc::default(),
             keep: options.tail_lines,
         };
-        let (closed, pipes_closed) = mpsc::channel();
-        let mut pumps = Vec::new();
-        let outputs: [Option<Box<dyn Read + Send>>; 2] = [
-            child
-                .stdout
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|p| Box::new(p) as Box<dyn Read + Send>),
-        ];
-        for output in outputs.into_iter().flatten() {
-            let tail = tail.clone();
-            let log = log.clone();
-            let closed = closed.clone();
-            let pump = std::thread::Builder::new()
-                .name("reprise-service-output".to_owned())
-                .spawn(move || pump(output, &tail, log.as_deref(), &closed));
-            match pump {
-                Ok(pump) => pumps.push(pump),
-                Err(e) => {
-                    let _ = kill_group(&child, Signal::KILL);
-                    let _ = child.wait();
-                    return Err(SandboxError::setup("start a thread", e));
-                }
+        let (closed, output_closed) = mpsc::channel();
+        let pump_tail = tail.clone();
+        let pump = std::thread::Builder::new()
+            .name("reprise-service-output".to_owned())
+            .spawn(move || pump(output, &pump_tail, log.as_deref(), &closed));
+        let pump = match pump {
+            Ok(pump) => pump,
+            Err(e) => {
+                let _ = kill_group(&child, Signal::KILL);
+                let _ = child.wait();
+                return Err(SandboxError::setup("start a thread", e));
             }
-        }
+        };
         Ok(Service {
             child,
             program,
             tail,
-            pipes_closed,
-            pumps,
+            output_closed,
+            _pump: pump,
             status: None,
             sandbox,
         })
@@ -284,16 +279,10 @@ impl Service {
         Ok(status)
     }
 
-    /// Gives the output pipes a moment to deliver what the process wrote
-    /// before it exited (a grandchild holding them open is not waited for).
+    /// Gives the output pipe a moment to deliver what the process wrote
+    /// before it exited (a grandchild holding it open is not waited for).
     fn drain_output(&self) {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        for _ in 0..self.pumps.len() {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if self.pipes_closed.recv_timeout(left).is_err() {
-                return;
-            }
-        }
+        let _ = self.output_closed.recv_timeout(Duration::from_secs(1));
     }
 }
 
@@ -303,9 +292,8 @@ impl Drop for Service {
         if self.status.is_none() {
             let _ = self.child.wait();
         }
-        // The pumps end when the group's last writer is gone; a writer that
-        // escaped the group would keep one blocked, so they are not joined.
-        self.pumps.clear();
+        // The pump ends when the group's last writer is gone; a writer that
+        // escaped the group would keep it blocked, so it is not joined.
     }
 }
 
@@ -326,9 +314,9 @@ fn kill_group(child: &Child, signal: Signal) -> Result<(), SandboxError> {
     }
 }
 
-/// Copies one output pipe into the tail (and the log) line by line.
+/// Copies the output pipe into the tail (and the log) line by line.
 fn pump(
-    output: Box<dyn Read + Send>,
+    output: std::io::PipeReader,
     tail: &Tail,
     log: Option<&Mutex<File>>,
     closed: &mpsc::Sender<()>,
