@@ -105,7 +105,7 @@ impl Service {
     ) -> Result<Service, SandboxError> {
         let program = command.get_program().to_string_lossy().into_owned();
         let log = match &options.log {
-            Some(path) => Some(Arc::new(Mutex::new(crate::files::create_new(path)?))),
+            Some(path) => Some(crate::files::create_new(path)?),
             None => None,
         };
         // stdout and stderr share one pipe, as on a terminal: the last
@@ -122,7 +122,9 @@ impl Service {
             .process_group(0);
         // setns into the mount namespace moved the thread to its root;
         // the service starts where reprise was unless told otherwise.
-        if let Ok(dir) = std::env::current_dir() {
+        if command.get_current_dir().is_none()
+            && let Ok(dir) = std::env::current_dir()
+        {
             command.current_dir(dir);
         }
         // The command (holding the pipe's writing ends) is consumed here:
@@ -142,7 +144,7 @@ impl Service {
         let pump_tail = tail.clone();
         let pump = std::thread::Builder::new()
             .name("reprise-service-output".to_owned())
-            .spawn(move || pump(output, &pump_tail, log.as_deref(), &closed));
+            .spawn(move || pump(output, &pump_tail, log, &closed));
         let pump = match pump {
             Ok(pump) => pump,
             Err(e) => {
@@ -318,7 +320,7 @@ fn kill_group(child: &Child, signal: Signal) -> Result<(), SandboxError> {
 fn pump(
     output: std::io::PipeReader,
     tail: &Tail,
-    log: Option<&Mutex<File>>,
+    mut log: Option<File>,
     closed: &mpsc::Sender<()>,
 ) {
     let mut reader = BufReader::new(output);
@@ -329,8 +331,7 @@ fn pump(
             Ok(0) | Err(_) => break,
             Ok(_) => {}
         }
-        if let Some(log) = log {
-            let mut log = log.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(log) = &mut log {
             // A full disk loses the log, not the service's run.
             let _ = log.write_all(&line);
         }

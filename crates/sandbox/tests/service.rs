@@ -214,3 +214,20 @@ fn libfaketime_sets_the_services_clock_while_it_runs() {
     );
     assert!(SystemTime::now() < second, "the host's clock never moved");
 }
+
+#[test]
+fn the_service_starts_in_reprises_folder_or_the_one_its_command_names() {
+    let sandbox = sandbox();
+    let (status, lines) = support::run(&sandbox, Command::new("pwd"));
+    assert!(status.success());
+    assert_eq!(
+        lines,
+        [std::env::current_dir().unwrap().display().to_string()]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut pwd = Command::new("pwd");
+    pwd.current_dir(dir.path());
+    let (status, lines) = support::run(&sandbox, pwd);
+    assert!(status.success());
+    assert_eq!(lines, [dir.path().display().to_string()]);
+}
