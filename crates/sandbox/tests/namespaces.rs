@@ -189,7 +189,7 @@ print(socket.gethostbyname("payments.internal"))
     type Case = (&'static str, fn() -> Result<(), String>);
 
     pub fn run_all() -> ExitCode {
-        let cases: [Case; 5] = [
+        let cases: [Case; 6] = [
             (
                 "as_root_an_escape_is_reported",
                 as_root_an_escape_is_reported,
@@ -197,6 +197,10 @@ print(socket.gethostbyname("payments.internal"))
             (
                 "where_namespaces_are_not_permitted_the_error_is_clear_and_the_exit_2",
                 where_namespaces_are_not_permitted_the_error_is_clear,
+            ),
+            (
+                "without_ip_on_the_path_the_error_names_its_package",
+                without_ip_on_the_path_the_error_names_its_package,
             ),
             (
                 "as_nobody_the_sandbox_is_built_in_a_user_namespace",
@@ -243,6 +247,15 @@ print(socket.gethostbyname("payments.internal"))
     fn where_namespaces_are_not_permitted_the_error_is_clear() -> Result<(), String> {
         let output = driver(None, &["--deny-namespaces", "--", "true"])?;
         expect_error(&output, NOT_PERMITTED)
+    }
+
+    fn without_ip_on_the_path_the_error_names_its_package() -> Result<(), String> {
+        let output = driver_with(None, &["--", "true"], Some("/nonexistent"))?;
+        expect_error(
+            &output,
+            "error: ip is needed to build the sandbox (Debian package iproute2): \
+             No such file or directory (os error 2)",
+        )
     }
 
     fn as_nobody_the_sandbox_is_built_in_a_user_namespace() -> Result<(), String> {
@@ -336,6 +349,15 @@ print(socket.gethostbyname("payments.internal"))
     /// Runs this binary as the driver (as nobody when `user` says so), for
     /// at most a minute: nothing may hang.
     fn driver(user: Option<[String; 4]>, args: &[&str]) -> Result<Output, String> {
+        driver_with(user, args, None)
+    }
+
+    /// [`driver`] with its `PATH` set to `path`.
+    fn driver_with(
+        user: Option<[String; 4]>,
+        args: &[&str],
+        path: Option<&str>,
+    ) -> Result<Output, String> {
         let me: PathBuf = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut command = match &user {
             Some(setpriv) => {
@@ -352,7 +374,14 @@ print(socket.gethostbyname("payments.internal"))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if user.is_some() {
-            command.env("PATH", PATH).env("TMPDIR", "/tmp");
+            // Nobody may not read this folder: start from /.
+            command
+                .env("PATH", PATH)
+                .env("TMPDIR", "/tmp")
+                .current_dir("/");
+        }
+        if let Some(path) = path {
+            command.env("PATH", path);
         }
         let child = command
             .spawn()
