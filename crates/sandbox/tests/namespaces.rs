@@ -186,7 +186,8 @@ print("closed" if c.recv(10) == b"" else "data")
 print(socket.gethostbyname("payments.internal"))
 "#;
 
-    type Case = (&'static str, fn() -> Result<(), String>);
+    /// A case: `Ok(None)` passed, `Ok(Some(why))` skipped, `Err(why)` failed.
+    type Case = (&'static str, fn() -> Result<Option<String>, String>);
 
     pub fn run_all() -> ExitCode {
         let cases: [Case; 6] = [
@@ -215,12 +216,20 @@ print(socket.gethostbyname("payments.internal"))
                 as_nobody_a_process_that_started_a_thread_first_is_told_so,
             ),
         ];
-        let (mut passed, mut failed) = (0, 0);
+        // libtest's lines, so the suite's tally (scripts/test.sh) counts
+        // these cases with the others.
+        println!("\nrunning {} tests", cases.len());
+        let started = std::time::Instant::now();
+        let (mut passed, mut failed, mut ignored) = (0, 0, 0);
         for (name, case) in cases {
             match case() {
-                Ok(()) => {
+                Ok(None) => {
                     println!("test {name} ... ok");
                     passed += 1;
+                }
+                Ok(Some(why)) => {
+                    println!("test {name} ... ignored, {why}");
+                    ignored += 1;
                 }
                 Err(why) => {
                     println!("test {name} ... FAILED\n{why}");
@@ -228,7 +237,12 @@ print(socket.gethostbyname("payments.internal"))
                 }
             }
         }
-        println!("\n{passed} passed, {failed} failed");
+        let verdict = if failed == 0 { "ok" } else { "FAILED" };
+        println!(
+            "\ntest result: {verdict}. {passed} passed; {failed} failed; {ignored} ignored; 0 measured; \
+             0 filtered out; finished in {:.2}s\n",
+            started.elapsed().as_secs_f64()
+        );
         if failed == 0 {
             ExitCode::SUCCESS
         } else {
@@ -236,7 +250,7 @@ print(socket.gethostbyname("payments.internal"))
         }
     }
 
-    fn as_root_an_escape_is_reported() -> Result<(), String> {
+    fn as_root_an_escape_is_reported() -> Result<Option<String>, String> {
         let output = driver(
             None,
             &["--dns", "payments.internal", "--", "python3", "-c", ESCAPE],
@@ -244,12 +258,12 @@ print(socket.gethostbyname("payments.internal"))
         expect_escape(&output)
     }
 
-    fn where_namespaces_are_not_permitted_the_error_is_clear() -> Result<(), String> {
+    fn where_namespaces_are_not_permitted_the_error_is_clear() -> Result<Option<String>, String> {
         let output = driver(None, &["--deny-namespaces", "--", "true"])?;
         expect_error(&output, NOT_PERMITTED)
     }
 
-    fn without_ip_on_the_path_the_error_names_its_package() -> Result<(), String> {
+    fn without_ip_on_the_path_the_error_names_its_package() -> Result<Option<String>, String> {
         let output = driver_with(None, &["--", "true"], Some("/nonexistent"))?;
         expect_error(
             &output,
@@ -258,9 +272,10 @@ print(socket.gethostbyname("payments.internal"))
         )
     }
 
-    fn as_nobody_the_sandbox_is_built_in_a_user_namespace() -> Result<(), String> {
-        let Some(user) = nobody() else {
-            return Ok(());
+    fn as_nobody_the_sandbox_is_built_in_a_user_namespace() -> Result<Option<String>, String> {
+        let user = match nobody() {
+            Ok(user) => user,
+            Err(why) => return Ok(Some(why)),
         };
         let output = driver(
             Some(user),
@@ -269,17 +284,20 @@ print(socket.gethostbyname("payments.internal"))
         expect_escape(&output)
     }
 
-    fn as_nobody_where_user_namespaces_are_not_permitted() -> Result<(), String> {
-        let Some(user) = nobody() else {
-            return Ok(());
+    fn as_nobody_where_user_namespaces_are_not_permitted() -> Result<Option<String>, String> {
+        let user = match nobody() {
+            Ok(user) => user,
+            Err(why) => return Ok(Some(why)),
         };
         let output = driver(Some(user), &["--deny-namespaces", "--", "true"])?;
         expect_error(&output, NOT_PERMITTED)
     }
 
-    fn as_nobody_a_process_that_started_a_thread_first_is_told_so() -> Result<(), String> {
-        let Some(user) = nobody() else {
-            return Ok(());
+    fn as_nobody_a_process_that_started_a_thread_first_is_told_so() -> Result<Option<String>, String>
+    {
+        let user = match nobody() {
+            Ok(user) => user,
+            Err(why) => return Ok(Some(why)),
         };
         let output = driver(Some(user), &["--late", "--", "true"])?;
         expect_error(
@@ -289,21 +307,21 @@ print(socket.gethostbyname("payments.internal"))
         )
     }
 
-    fn expect_escape(output: &Output) -> Result<(), String> {
+    fn expect_escape(output: &Output) -> Result<Option<String>, String> {
         let stdout = String::from_utf8_lossy(&output.stdout);
         let want = "service: closed\nservice: 127.0.0.1\n\
                     escape: the service tried to reach 10.1.2.3:5432 directly\n";
         if output.status.code() == Some(1) && stdout == want {
-            Ok(())
+            Ok(None)
         } else {
             Err(describe("exit 1 and one escape", output))
         }
     }
 
-    fn expect_error(output: &Output, message: &str) -> Result<(), String> {
+    fn expect_error(output: &Output, message: &str) -> Result<Option<String>, String> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         if output.status.code() == Some(2) && stderr.trim_end() == message {
-            Ok(())
+            Ok(None)
         } else {
             Err(describe(&format!("exit 2 and {message:?}"), output))
         }
@@ -321,8 +339,8 @@ print(socket.gethostbyname("payments.internal"))
     /// `setpriv` arguments that run a command as nobody, when this machine
     /// can: root to switch, setpriv installed, and this binary reachable by
     /// nobody (not under a private home). Says why when not.
-    fn nobody() -> Option<[String; 4]> {
-        let me = std::env::current_exe().ok()?;
+    fn nobody() -> Result<[String; 4], String> {
+        let me = std::env::current_exe().map_err(|e| e.to_string())?;
         let args = [
             format!("--reuid={NOBODY}"),
             format!("--regid={NOBODY}"),
@@ -337,13 +355,12 @@ print(socket.gethostbyname("payments.internal"))
             .status()
             .is_ok_and(|s| s.success());
         if !reachable {
-            println!(
-                "skipped: cannot run {} as nobody (setpriv missing, not root, or a private folder)",
+            return Err(format!(
+                "cannot run {} as nobody (setpriv missing, not root, or a private folder)",
                 me.display()
-            );
-            return None;
+            ));
         }
-        Some(args)
+        Ok(args)
     }
 
     /// Runs this binary as the driver (as nobody when `user` says so), for
