@@ -84,23 +84,30 @@ fn timestamp(at: SystemTime) -> String {
 
 /// The installed libfaketime, or the error naming where it was looked for.
 pub fn locate_library() -> Result<PathBuf, SandboxError> {
-    let mut folders = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/usr/lib") {
-        let mut triples: Vec<PathBuf> = entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.join(LIBRARY).is_file())
-            .collect();
-        triples.sort();
-        folders.extend(triples);
-    }
-    folders.extend(["/usr/lib", "/usr/local/lib"].map(PathBuf::from));
-    folders
-        .iter()
-        .map(|folder| folder.join(LIBRARY))
+    find_library(Path::new("/usr/lib"), Path::new("/usr/local/lib"))
+}
+
+/// libfaketime under `lib/<triple>/faketime/` (Debian's multiarch
+/// folders), `lib/faketime/` or `local/faketime/`.
+fn find_library(lib: &Path, local: &Path) -> Result<PathBuf, SandboxError> {
+    let mut candidates: Vec<PathBuf> = std::fs::read_dir(lib)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join(LIBRARY))
+        .collect();
+    candidates.sort();
+    candidates.extend([lib.join(LIBRARY), local.join(LIBRARY)]);
+    candidates
+        .into_iter()
         .find(|path| path.is_file())
         .ok_or_else(|| SandboxError::FakeTimeMissing {
-            searched: "/usr/lib/*/faketime, /usr/lib/faketime, /usr/local/lib/faketime".to_owned(),
+            searched: format!(
+                "{}/*/faketime, {}/faketime, {}/faketime",
+                lib.display(),
+                lib.display(),
+                local.display()
+            ),
         })
 }
 
@@ -114,5 +121,26 @@ mod tests {
         let at = UNIX_EPOCH + Duration::from_secs(1_577_872_800);
         assert_eq!(timestamp(at), "@1577872800\n");
         assert_eq!(timestamp(UNIX_EPOCH - Duration::from_secs(5)), "@-5\n");
+    }
+
+    #[test]
+    fn the_library_is_found_in_a_multiarch_folder_or_its_absence_named() {
+        let root = tempfile::tempdir().unwrap();
+        let (lib, local) = (root.path().join("lib"), root.path().join("local"));
+        std::fs::create_dir_all(&lib).unwrap();
+        let error = find_library(&lib, &local).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "--faketime needs libfaketime (Debian package faketime): no libfaketime.so.1 \
+                 under {0}/*/faketime, {0}/faketime, {1}/faketime",
+                lib.display(),
+                local.display()
+            )
+        );
+        let library = lib.join("aarch64-linux-gnu").join(LIBRARY);
+        std::fs::create_dir_all(library.parent().unwrap()).unwrap();
+        std::fs::write(&library, b"").unwrap();
+        assert_eq!(find_library(&lib, &local).unwrap(), library);
     }
 }
