@@ -130,7 +130,7 @@ fn place(ours: &Path, target: &Path, hidden: &[PathBuf]) -> Result<(), SandboxEr
     let Ok(link) = std::fs::read_link(target) else {
         return Ok(());
     };
-    let dangling = target.parent().unwrap_or(Path::new("/")).join(link);
+    let dangling = lexical(&target.parent().unwrap_or(Path::new("/")).join(link));
     // Only ever write into a tmpfs of the sandbox's own.
     if !hidden.iter().any(|h| dangling.starts_with(h)) {
         return Ok(());
@@ -143,4 +143,53 @@ fn place(ours: &Path, target: &Path, hidden: &[PathBuf]) -> Result<(), SandboxEr
     }
     let contents = std::fs::read(ours).map_err(copy)?;
     crate::files::write_new(&dangling, &contents)
+}
+
+/// `path` with its `.` and `..` resolved by name (`/etc/../run/x` is
+/// `/run/x`): what a relative symlink's target is, as long as no folder on
+/// the way is a symlink itself.
+fn lexical(path: &Path) -> PathBuf {
+    let mut clean = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            other => clean.push(other),
+        }
+    }
+    clean
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resolv_conf_linked_into_a_hidden_folder_is_written_there() {
+        let root = tempfile::tempdir().unwrap();
+        let ours = root.path().join("ours");
+        std::fs::write(&ours, "nameserver 127.0.0.1\n").unwrap();
+        let run = root.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let etc = root.path().join("etc");
+        std::fs::create_dir(&etc).unwrap();
+        // As systemd-resolved links it, relative, into what is now an
+        // empty tmpfs.
+        let target = etc.join("resolv.conf");
+        std::os::unix::fs::symlink("../run/systemd/resolve/stub-resolv.conf", &target).unwrap();
+
+        place(&ours, &target, std::slice::from_ref(&run)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "nameserver 127.0.0.1\n"
+        );
+
+        // A link into a folder the sandbox does not own is left alone.
+        let elsewhere = etc.join("hosts");
+        std::os::unix::fs::symlink("../var/hosts", &elsewhere).unwrap();
+        place(&ours, &elsewhere, &[run]).unwrap();
+        assert!(!root.path().join("var").exists());
+    }
 }
