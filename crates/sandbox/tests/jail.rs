@@ -76,6 +76,29 @@ print("closed" if c.recv(10) == b"" else "data")
 }
 
 #[test]
+fn attempts_still_queued_when_the_service_exits_are_all_reported() {
+    let sandbox = sandbox();
+    // Twenty connections the service never waits on: the kernel completes
+    // them at once, and the service is gone before the reporter may have
+    // taken them from its queue.
+    let script = r#"
+import socket
+held = [socket.create_connection(("10.1.2.%d" % i, 5432), timeout=5) for i in range(20)]
+print(len(held))
+"#;
+    let (status, lines) = run(&sandbox, python(script));
+    assert!(status.success(), "{status}: {lines:?}");
+    let escapes = sandbox.escapes().unwrap();
+    let destinations: Vec<String> = escapes
+        .tcp
+        .iter()
+        .map(|e| e.destination.to_string())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("10.1.2.{i}:5432")).collect();
+    assert_eq!(destinations, want);
+}
+
+#[test]
 fn an_allowed_port_reaches_a_listener_opened_inside_ipv4_and_ipv6() {
     let sandbox = sandbox();
     let v4 = sandbox
