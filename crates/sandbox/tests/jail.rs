@@ -316,3 +316,55 @@ c.close()
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert!(sandbox.escapes().unwrap().is_empty());
 }
+
+#[test]
+fn a_tokio_runtime_built_on_a_sandbox_thread_has_its_workers_inside() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let sandbox = sandbox();
+    // The mock's side: a listener bound inside, served by a plain thread.
+    let listener = sandbox
+        .listen_tcp(SocketAddr::from(([127, 0, 0, 1], ALLOWED)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..8 {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(b"inside").unwrap();
+        }
+    });
+    // The replay's side: eight connections from the workers of a runtime
+    // built on a sandbox thread. Outside, 127.0.0.1:ALLOWED is the host's
+    // and nothing (or something else) answers there.
+    let answers = sandbox
+        .spawn_thread("runtime", || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let calls = (0..8).map(|_| {
+                    tokio::spawn(async {
+                        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", ALLOWED))
+                            .await
+                            .unwrap();
+                        let mut answer = String::new();
+                        stream.read_to_string(&mut answer).await.unwrap();
+                        stream.shutdown().await.unwrap();
+                        answer
+                    })
+                });
+                let mut answers = Vec::new();
+                for call in calls.collect::<Vec<_>>() {
+                    answers.push(call.await.unwrap());
+                }
+                answers
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    server.join().unwrap();
+    assert_eq!(answers, vec!["inside"; 8]);
+    assert!(sandbox.escapes().unwrap().is_empty());
+}
