@@ -99,6 +99,9 @@ impl Sandbox {
     /// entered a user namespace; else
     /// [`SandboxError::NamespacesNotPermitted`].
     pub fn create(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        if let Some(relative) = options.hide.iter().find(|p| !p.is_absolute()) {
+            return Err(SandboxError::RelativeHiddenPath(relative.clone()));
+        }
         let workdir = tempfile::Builder::new()
             .prefix("reprise-sandbox-")
             .tempdir()

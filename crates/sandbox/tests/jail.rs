@@ -368,3 +368,12 @@ fn a_tokio_runtime_built_on_a_sandbox_thread_has_its_workers_inside() {
     assert_eq!(answers, vec!["inside"; 8]);
     assert!(sandbox.escapes().unwrap().is_empty());
 }
+
+#[test]
+fn a_relative_folder_to_hide_is_refused_before_anything_is_built() {
+    let error = Sandbox::create(SandboxOptions::default().hide("run/postgresql")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "a folder the sandbox hides must be an absolute path, not run/postgresql"
+    );
+}
