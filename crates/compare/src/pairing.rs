@@ -11,12 +11,13 @@
 //! HAR file or a pipe, and which of its exchanges count is the caller's
 //! choice. Pairing itself opens no socket, and no file but its own parts.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use reprise_model::{Source, StoreError};
+use reprise_model::{Exchange, Source, StoreError};
 use reprise_tape::TapeError;
 
+use crate::downstream::{DownstreamSummary, compare_calls, position};
 use crate::noise::{NoiseModel, Thresholds, guess};
 use crate::pair::{NotCompared, Rules, Verdict, compare};
 use crate::report::{Comparison, DiffReport};
@@ -32,9 +33,13 @@ pub const DEFAULT_MAX_MEMORY: usize = 256 << 20;
 pub enum Side {
     /// A recording: its inbound exchanges, by their id.
     Recorded,
-    /// A replay's results (the candidate's or the baseline's): exchanges
-    /// that replay one, by the id they replay.
+    /// A replay's results (the candidate's or the baseline's): inbound
+    /// exchanges that replay one, by the id they replay.
     Replayed,
+    /// Downstream calls, by the id of the recorded exchange they were made
+    /// for (`parent_id`): the recording's own, or the calls a build made
+    /// to a mock (`reprise mock --out`).
+    Downstream,
 }
 
 /// Why an input could not be opened, as the opener says it.
@@ -79,6 +84,15 @@ pub enum PairingError {
     /// An input could not be read on.
     #[error(transparent)]
     Read(#[from] StoreError),
+    /// The calls a mock recorded hold no downstream call.
+    #[error(
+        "{}: holds no downstream call (expected the calls a mock recorded, `reprise mock --out`)",
+        path.display()
+    )]
+    NoCalls {
+        /// The input, as given.
+        path: PathBuf,
+    },
     /// A replay's results hold no replayed exchange.
     #[error(
         "{}: holds no replayed exchange (expected the results of `reprise replay --out`)",
@@ -116,6 +130,8 @@ pub struct Pairing<'a> {
     noise: Noise<'a>,
     max_memory: usize,
     scratch: Option<&'a Path>,
+    calls: &'a [PathBuf],
+    baseline_calls: &'a [PathBuf],
 }
 
 impl<'a> Pairing<'a> {
@@ -129,7 +145,21 @@ impl<'a> Pairing<'a> {
             noise: Noise::None,
             max_memory: DEFAULT_MAX_MEMORY,
             scratch: None,
+            calls: &[],
+            baseline_calls: &[],
         }
+    }
+
+    /// Compares downstream calls too: `calls` hold the calls the new
+    /// build made (`reprise mock --out`), `baseline_calls` those the
+    /// baseline made (with [`Noise::Baseline`]). Each replayed exchange's
+    /// calls are compared with its recorded ones (see
+    /// [`compare_calls`](crate::compare_calls)); what differs is a
+    /// difference of that exchange.
+    pub fn downstream(mut self, calls: &'a [PathBuf], baseline_calls: &'a [PathBuf]) -> Self {
+        self.calls = calls;
+        self.baseline_calls = baseline_calls;
+        self
     }
 
     /// Tells noise apart as `noise` says.
@@ -158,14 +188,37 @@ impl<'a> Pairing<'a> {
     /// removed when this returns.
     pub fn run(&self, inputs: &dyn OpenInput) -> Result<Paired, PairingError> {
         let mut damage = Vec::new();
-        let parts = parts_for(self.recorded, inputs, self.max_memory, &mut damage)?;
+        let downstream = !self.calls.is_empty();
+        // The baseline's calls count only with the baseline, and only
+        // when the candidate's do.
+        let baseline_calls: &[PathBuf] = match self.noise {
+            Noise::Baseline(..) if downstream => self.baseline_calls,
+            _ => &[],
+        };
+        let mut weighed: Vec<&Path> = Vec::new();
+        if downstream {
+            weighed.push(self.recorded);
+            weighed.extend(
+                self.calls
+                    .iter()
+                    .chain(baseline_calls)
+                    .map(PathBuf::as_path),
+            );
+        }
+        let parts = parts_for(
+            self.recorded,
+            &weighed,
+            inputs,
+            self.max_memory,
+            &mut damage,
+        )?;
         let scratch = match self.scratch {
             Some(dir) => tempfile::tempdir_in(dir),
             None => tempfile::tempdir(),
         }
         .map_err(PairingError::Scratch)?;
         let spill = Spill::new(scratch.path(), parts, self.max_memory);
-        let split = |path, side, name, damage: &mut Vec<String>| {
+        let split = |path: &'a Path, side: Side, name: &str, damage: &mut Vec<String>| {
             PartedInput::split(path, side, inputs, &spill, name, damage)
         };
         let mut rec = split(self.recorded, Side::Recorded, "recorded", &mut damage)?;
@@ -174,20 +227,49 @@ impl<'a> Pairing<'a> {
             Noise::Baseline(path, _) => Some(split(path, Side::Replayed, "baseline", &mut damage)?),
             Noise::None | Noise::Guess => None,
         };
+        let mut rec_calls = Vec::new();
+        if downstream {
+            rec_calls.push(split(
+                self.recorded,
+                Side::Downstream,
+                "recorded-calls",
+                &mut damage,
+            )?);
+        }
+        let mut cand_calls = Vec::new();
+        for (i, path) in self.calls.iter().enumerate() {
+            let name = format!("calls-{i}");
+            cand_calls.push(split(path, Side::Downstream, &name, &mut damage)?);
+        }
+        let mut base_calls = Vec::new();
+        for (i, path) in baseline_calls.iter().enumerate() {
+            let name = format!("baseline-calls-{i}");
+            base_calls.push(split(path, Side::Downstream, &name, &mut damage)?);
+        }
+        let with_base_calls = !base_calls.is_empty();
         let rules = self.rules;
         let mut model = match (self.noise, base.as_mut()) {
             (Noise::Baseline(_, thresholds), Some(base)) => {
                 let mut model = NoiseModel::new(thresholds);
+                let mut ignored = DownstreamSummary::default();
                 for part in 0..spill.parts() {
                     let map = rec.load(part, &mut damage)?;
+                    let recorded = load_calls(&mut rec_calls, part, &mut damage, &mut 0)?;
+                    let made = load_calls(&mut base_calls, part, &mut damage, &mut 0)?;
+                    let calls = view(with_base_calls, &recorded, &made);
                     base.for_each(part, &mut damage, |(key, exchange)| {
                         if let Some(original) = map.get(&key) {
-                            model.baseline(original, &compare(original, &exchange, rules));
+                            let verdict = judged(original, &exchange, rules, calls, &mut ignored);
+                            model.baseline(original, &verdict);
                         }
                     })?;
+                    drop(made);
+                    let made = load_calls(&mut cand_calls, part, &mut damage, &mut 0)?;
+                    let calls = view(downstream, &recorded, &made);
                     cand.for_each(part, &mut damage, |(key, exchange)| {
                         if let Some(original) = map.get(&key) {
-                            model.candidate(original, &compare(original, &exchange, rules));
+                            let verdict = judged(original, &exchange, rules, calls, &mut ignored);
+                            model.candidate(original, &verdict);
                         }
                     })?;
                     model.forget_calls();
@@ -204,20 +286,33 @@ impl<'a> Pairing<'a> {
         if guessing {
             comparison.noise_guessed();
         }
+        let mut summary = DownstreamSummary::default();
         for part in 0..spill.parts() {
             let map = rec.load(part, &mut damage)?;
+            let recorded = load_calls(
+                &mut rec_calls,
+                part,
+                &mut damage,
+                &mut summary.unlinked_recorded,
+            )?;
             if let (Some(model), Some(base)) = (model.as_mut(), base.as_mut()) {
+                let made = load_calls(&mut base_calls, part, &mut damage, &mut 0)?;
+                let calls = view(with_base_calls, &recorded, &made);
+                let mut ignored = DownstreamSummary::default();
                 base.for_each(part, &mut damage, |(key, exchange)| {
                     if let Some(original) = map.get(&key) {
-                        model.remember(original, &compare(original, &exchange, rules));
+                        let verdict = judged(original, &exchange, rules, calls, &mut ignored);
+                        model.remember(original, &verdict);
                     }
                 })?;
             }
+            let made = load_calls(&mut cand_calls, part, &mut damage, &mut summary.pool_served)?;
+            let calls = view(downstream, &recorded, &made);
             let mut seen: HashSet<Vec<u8>> = HashSet::new();
             cand.for_each(part, &mut damage, |(key, exchange)| match map.get(&key) {
                 Some(original) => {
                     seen.insert(key);
-                    let verdict = compare(original, &exchange, rules);
+                    let verdict = judged(original, &exchange, rules, calls, &mut summary);
                     match model.as_mut() {
                         Some(model) => {
                             let (verdict, noise) = model.judge(original, verdict);
@@ -245,13 +340,24 @@ impl<'a> Pairing<'a> {
                     );
                 }
             }
+            for (id, calls) in &made {
+                if !seen.contains(id) {
+                    summary.outside_compared += calls.len() as u64;
+                }
+            }
             if let Some(model) = model.as_mut() {
                 model.forget_calls();
             }
         }
         cand.must_hold_replays()?;
+        for calls in cand_calls.iter().chain(&base_calls) {
+            calls.must_hold_calls()?;
+        }
         if let Some(model) = &model {
             comparison.suppressed(model.suppressed());
+        }
+        if downstream {
+            comparison.downstream(summary);
         }
         // An input read more than once reports its damage each time.
         let mut reported = HashSet::new();
@@ -260,6 +366,85 @@ impl<'a> Pairing<'a> {
             report: comparison.finish(),
             damage,
         })
+    }
+}
+
+/// The downstream calls of one part, by the recorded exchange they were
+/// made for, each scope's in the order they were made.
+type Scopes = HashMap<Vec<u8>, Vec<Exchange>>;
+
+/// The calls one side's verdicts compare: the recorded ones, and those
+/// that side made.
+#[derive(Clone, Copy)]
+struct Calls<'s> {
+    recorded: &'s Scopes,
+    made: &'s Scopes,
+}
+
+/// What one side's verdicts compare: with `on`, the recorded calls and
+/// the calls that side made; else the responses alone.
+fn view<'s>(on: bool, recorded: &'s Scopes, made: &'s Scopes) -> Option<Calls<'s>> {
+    on.then_some(Calls { recorded, made })
+}
+
+/// The calls of part `part` of `inputs`, by scope; calls linked to no
+/// exchange are counted in `unlinked`, not held.
+fn load_calls(
+    inputs: &mut [PartedInput<'_>],
+    part: usize,
+    damage: &mut Vec<String>,
+    unlinked: &mut u64,
+) -> Result<Scopes, PairingError> {
+    let mut scopes = Scopes::new();
+    for input in inputs {
+        input.for_each(part, damage, |(key, call)| {
+            if key.is_empty() {
+                *unlinked += 1;
+            } else {
+                scopes.entry(key).or_default().push(call);
+            }
+        })?;
+    }
+    for calls in scopes.values_mut() {
+        calls.sort_by_key(position);
+    }
+    Ok(scopes)
+}
+
+/// The verdict on `replayed` against `original`: its response, and with
+/// `calls` the downstream calls made for it, whose differences are the
+/// exchange's. An exchange not compared (a failed replay) has its calls
+/// counted as outside the comparison.
+fn judged(
+    original: &Exchange,
+    replayed: &Exchange,
+    rules: &Rules,
+    calls: Option<Calls<'_>>,
+    summary: &mut DownstreamSummary,
+) -> Verdict {
+    let verdict = compare(original, replayed, rules);
+    let Some(calls) = calls else {
+        return verdict;
+    };
+    let none: &[Exchange] = &[];
+    let recorded = calls.recorded.get(&original.id).map_or(none, Vec::as_slice);
+    let made = calls.made.get(&original.id).map_or(none, Vec::as_slice);
+    if matches!(verdict, Verdict::NotCompared(_)) {
+        summary.outside_compared += made.len() as u64;
+        return verdict;
+    }
+    let differences = compare_calls(recorded, made, rules, summary);
+    if differences.is_empty() {
+        return verdict;
+    }
+    match verdict {
+        Verdict::Regressed(mut found) => {
+            found.extend(differences);
+            Verdict::Regressed(found)
+        }
+        Verdict::Identical | Verdict::NoiseOnly | Verdict::NotCompared(_) => {
+            Verdict::Regressed(differences)
+        }
     }
 }
 
