@@ -679,4 +679,281 @@ mod tests {
             .expect_err("no such input");
         assert_eq!(error.to_string(), "gone: no such input");
     }
+
+    /// A downstream call under recorded exchange `parent` (empty: none)
+    /// at position `order`: `METHOD authority/path` with a JSON body.
+    fn call(id: Vec<u8>, parent: Option<u32>, order: u32, line: &str, body: &str) -> Exchange {
+        let (method, target) = line.split_once(' ').unwrap_or(("GET", line));
+        let (authority, path) = target.split_once('/').unwrap_or((target, ""));
+        Exchange {
+            id,
+            parent_id: parent.map(|p| p.to_be_bytes().to_vec()).unwrap_or_default(),
+            role: reprise_model::Role::Downstream as i32,
+            link: Some(reprise_model::Link {
+                kind: reprise_model::LinkKind::Trace as i32,
+                order,
+            }),
+            request: Some(Request {
+                method: method.into(),
+                authority: authority.into(),
+                path: format!("/{path}"),
+                headers: vec![Header::new("content-type", "application/json")],
+                body: body.as_bytes().to_vec().into(),
+                ..Default::default()
+            }),
+            response: Some(Response {
+                status: 200,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn recorded_call_id(parent: u32, order: u32) -> Vec<u8> {
+        format!("rec-{parent}-{order}").into_bytes()
+    }
+
+    /// What a mock records of a call a build made: answered by
+    /// `answered_by` (a miss when empty).
+    fn made(mut call: Exchange, answered_by: Vec<u8>, n: &mut u32) -> Exchange {
+        *n += 1;
+        call.id = format!("made-{n}").into_bytes();
+        call.flags = Some(reprise_model::Flags {
+            mock_miss: answered_by.is_empty(),
+            ..Default::default()
+        });
+        call.replay = Some(Replay {
+            recorded_id: answered_by,
+            ..Default::default()
+        });
+        call
+    }
+
+    fn charge(i: u32, amount: u32, nonce: &str) -> String {
+        format!(r#"{{"amount":{amount},"nonce":"n-{i}-{nonce}"}}"#)
+    }
+
+    /// 60 recorded exchanges, each with an inventory call and a charge
+    /// (and 5 unlinked calls); all replayed identically. The new build
+    /// charges another amount on every fifth (the mock misses those), adds
+    /// a refund on every seventh, skips the inventory call on every
+    /// eleventh, and sends a new nonce on every charge, as the baseline
+    /// does.
+    fn with_calls() -> Inputs {
+        let mut recording: Vec<Exchange> = (0..60).map(recorded).collect();
+        for i in 0..60 {
+            let inventory = format!("GET inventory/items/{i}");
+            recording.push(call(recorded_call_id(i, 0), Some(i), 0, &inventory, ""));
+            let body = charge(i, i, "r");
+            let line = "POST payments.example/charge";
+            recording.push(call(recorded_call_id(i, 1), Some(i), 1, line, &body));
+        }
+        for u in 0..5 {
+            let id = format!("pool-{u}").into_bytes();
+            recording.push(call(id, None, u, "GET config/flags", ""));
+        }
+        let replays: Vec<Exchange> = (0..60)
+            .map(|i| {
+                let mut e = recorded(i);
+                e.id = (1_000_000 + i).to_be_bytes().to_vec();
+                e.replay = Some(Replay {
+                    recorded_id: i.to_be_bytes().to_vec(),
+                    ..Default::default()
+                });
+                e
+            })
+            .collect();
+        let mut n = 0;
+        let mut candidate = Vec::new();
+        let mut baseline = Vec::new();
+        for i in 0..60 {
+            let inventory = format!("GET inventory/items/{i}");
+            let line = "POST payments.example/charge";
+            let mut order = 0;
+            if i % 11 != 0 {
+                let c = call(Vec::new(), Some(i), order, &inventory, "");
+                candidate.push(made(c, recorded_call_id(i, 0), &mut n));
+                order += 1;
+            }
+            let (amount, answered_by) = if i % 5 == 0 {
+                (i + 1, Vec::new())
+            } else {
+                (i, recorded_call_id(i, 1))
+            };
+            let c = call(Vec::new(), Some(i), order, line, &charge(i, amount, "c"));
+            candidate.push(made(c, answered_by, &mut n));
+            if i % 7 == 0 {
+                let c = call(
+                    Vec::new(),
+                    Some(i),
+                    order + 1,
+                    "POST payments.example/refund",
+                    "{}",
+                );
+                candidate.push(made(c, Vec::new(), &mut n));
+            }
+            if i == 3 {
+                let c = call(Vec::new(), Some(i), 9, "GET config/flags", "");
+                candidate.push(made(c, b"pool-0".to_vec(), &mut n));
+            }
+            let c = call(Vec::new(), Some(i), 0, &inventory, "");
+            baseline.push(made(c, recorded_call_id(i, 0), &mut n));
+            let c = call(Vec::new(), Some(i), 1, line, &charge(i, i, "b"));
+            baseline.push(made(c, recorded_call_id(i, 1), &mut n));
+        }
+        for u in 0..3 {
+            let c = call(Vec::new(), None, u, "GET config/flags", "");
+            candidate.push(made(c, format!("pool-{u}").into_bytes(), &mut n));
+        }
+        Inputs::default()
+            .with("rec", recording)
+            .with("cand", replays.clone())
+            .with("base", replays)
+            .with("calls", candidate)
+            .with("base-calls", baseline)
+    }
+
+    fn run_calls(inputs: &Inputs, noise: Noise<'_>, max_memory: usize, rules: &Rules) -> Paired {
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        let calls = [PathBuf::from("calls")];
+        let base_calls = [PathBuf::from("base-calls")];
+        Pairing::new(Path::new("rec"), Path::new("cand"), rules)
+            .noise(noise)
+            .downstream(&calls, &base_calls)
+            .max_memory(max_memory)
+            .scratch_in(scratch.path())
+            .run(inputs)
+            .expect("the comparison runs")
+    }
+
+    fn count(report: &DiffReport, pattern: &str) -> (u64, u64) {
+        report
+            .endpoints
+            .iter()
+            .flat_map(|e| &e.paths)
+            .filter(|p| p.pattern == pattern)
+            .fold((0, 0), |(r, n), p| (r + p.regressed, n + p.noise))
+    }
+
+    #[test]
+    fn downstream_calls_are_differences_of_their_exchange_in_parts_and_whole() {
+        let inputs = with_calls();
+        let rules = Rules::default();
+        let whole = run_calls(&inputs, Noise::None, DEFAULT_MAX_MEMORY, &rules).report;
+        // Every charge carries a new nonce: every exchange regressed.
+        assert_eq!((whole.pairs, whole.regressed), (60, 60));
+        let charge = "downstream[POST payments.example/charge].request.body:";
+        assert_eq!(count(&whole, &format!("{charge}$.amount")), (12, 0));
+        assert_eq!(count(&whole, &format!("{charge}$.nonce")), (60, 0));
+        assert_eq!(
+            count(&whole, "downstream[POST payments.example/refund]"),
+            (9, 0)
+        );
+        assert_eq!(
+            count(&whole, "downstream[GET inventory/items/{id}]"),
+            (6, 0)
+        );
+        let summary = whole.downstream.expect("a downstream summary");
+        assert_eq!(
+            summary,
+            DownstreamSummary {
+                recorded: 120,
+                made: 124,
+                answered: 102,
+                paired_after_miss: 12,
+                changed: 60,
+                missing: 6,
+                extra: 9,
+                mock_misses: 21,
+                pool_served: 4,
+                unlinked_recorded: 5,
+                outside_compared: 0,
+            }
+        );
+        let mut text = Vec::new();
+        whole.render(&mut text).expect("renders");
+        let text = String::from_utf8(text).expect("text");
+        for line in [
+            "downstream calls: 120 recorded, 124 made (102 answered by the mock, 12 paired after a miss): 60 changed, 6 missing, 9 new; 21 mock misses",
+            "downstream pool: 4 calls served by unlinked recorded calls (5 recorded, charged to no exchange)",
+            "GET /items/{id}: downstream calls that differ",
+            "  POST payments.example/charge: $.amount 0 → 1   12× regressed",
+            "  call missing: GET inventory/items/0   6× regressed",
+            "  new call: POST payments.example/refund   9× regressed",
+        ] {
+            assert!(text.contains(line), "{line:?} in:\n{text}");
+        }
+        assert!(!text.contains(": what differs"), "{text}");
+        for max_memory in [20 << 10, 1] {
+            let parted = run_calls(&inputs, Noise::None, max_memory, &rules).report;
+            assert_eq!(figures(&parted), figures(&whole), "{max_memory}");
+        }
+        // `--ignore $.nonce` applies to the calls' bodies: only the real
+        // changes are left.
+        let mut rules = Rules::default();
+        rules.ignore("$.nonce").expect("a path");
+        let ignored = run_calls(&inputs, Noise::None, DEFAULT_MAX_MEMORY, &rules).report;
+        let changed = (0..60u32)
+            .filter(|i| i % 5 == 0 || i % 7 == 0 || i % 11 == 0)
+            .count() as u64;
+        assert_eq!(ignored.regressed, changed);
+        assert_eq!(count(&ignored, &format!("{charge}$.nonce")), (0, 0));
+    }
+
+    #[test]
+    fn a_baseline_of_downstream_calls_cancels_their_noise() {
+        let inputs = with_calls();
+        let rules = Rules::default();
+        let thresholds = Thresholds {
+            relative: 0.2,
+            absolute: 0.01,
+        };
+        let noise = Noise::Baseline(Path::new("base"), thresholds);
+        let whole = run_calls(&inputs, noise, DEFAULT_MAX_MEMORY, &rules).report;
+        let changed = (0..60u32)
+            .filter(|i| i % 5 == 0 || i % 7 == 0 || i % 11 == 0)
+            .count() as u64;
+        assert_eq!((whole.regressed, whole.noise_only), (changed, 60 - changed));
+        let charge = "downstream[POST payments.example/charge].request.body:";
+        assert_eq!(count(&whole, &format!("{charge}$.nonce")), (0, 60));
+        assert_eq!(count(&whole, &format!("{charge}$.amount")), (12, 0));
+        let parted = run_calls(&inputs, noise, 20 << 10, &rules).report;
+        assert_eq!(figures(&parted), figures(&whole));
+        // Without the baseline's calls, the baseline says nothing of the
+        // calls: every nonce counts.
+        let scratch = tempfile::tempdir().expect("a temporary directory");
+        let calls = [PathBuf::from("calls")];
+        let blind = Pairing::new(Path::new("rec"), Path::new("cand"), &rules)
+            .noise(noise)
+            .downstream(&calls, &[])
+            .scratch_in(scratch.path())
+            .run(&inputs)
+            .expect("the comparison runs")
+            .report;
+        assert_eq!(blind.regressed, 60);
+    }
+
+    #[test]
+    fn calls_that_are_not_downstream_calls_are_an_error() {
+        let inputs = with_calls();
+        let rules = Rules::default();
+        let calls = [PathBuf::from("cand")];
+        for max_memory in [DEFAULT_MAX_MEMORY, 1] {
+            let error = Pairing::new(Path::new("rec"), Path::new("cand"), &rules)
+                .downstream(&calls, &[])
+                .max_memory(max_memory)
+                .run(&inputs)
+                .expect_err("replays are not calls");
+            assert_eq!(
+                error.to_string(),
+                "cand: holds no downstream call (expected the calls a mock recorded, `reprise mock --out`)"
+            );
+        }
+        // A mock that answered nothing wrote an empty tape: every
+        // recorded call is missing.
+        let inputs = with_calls().with("calls", Vec::new());
+        let report = run_calls(&inputs, Noise::None, DEFAULT_MAX_MEMORY, &rules).report;
+        assert_eq!(report.regressed, 60);
+        assert_eq!(report.downstream.map(|d| d.missing), Some(120));
+    }
 }
