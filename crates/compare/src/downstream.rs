@@ -137,7 +137,7 @@ fn whole_call(call: &Exchange, kind: ChangeKind) -> Difference {
 
 /// Compares the calls the new build made in one exchange's scope (`made`)
 /// with the calls recorded in it (`recorded`), both in the order they were
-/// made ([`position`]), by `rules`; counts what it saw in `summary`.
+/// made (by `link.order`, then start), by `rules`; counts what it saw in `summary`.
 pub fn compare_calls(
     recorded: &[Exchange],
     made: &[Exchange],
