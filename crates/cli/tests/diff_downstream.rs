@@ -204,6 +204,38 @@ impl Session {
     }
 }
 
+/// The DOM of the HTML report `html` after its scripts ran, in headless
+/// Chromium (Debian's package, installed by scripts/setup-tests.sh).
+fn rendered(html: &std::path::Path) -> String {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "chromium is missing: run scripts/setup-tests.sh (scripts/test.sh does)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("Uncaught"), "{stderr}");
+    text(&out.stdout)
+}
+
 #[test]
 fn the_same_calls_pass_and_the_pool_is_counted() {
     let session = Session::new();
@@ -242,8 +274,34 @@ fn a_changed_charge_amount_is_named_by_its_field() {
     let session = Session::new();
     let mock = session.same_calls("amount.tape", 110, "r");
     let json = session.dir.path().join("report.json");
-    let (code, stdout, stderr) = session.diff(&["--downstream", s(&mock), "--json", s(&json)]);
+    let html = session.dir.path().join("report.html");
+    let junit = session.dir.path().join("junit.xml");
+    let (code, stdout, stderr) = session.diff(&[
+        "--downstream",
+        s(&mock),
+        "--json",
+        s(&json),
+        "--report",
+        s(&html),
+        "--junit",
+        s(&junit),
+    ]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let field = "downstream[POST payments.example/charge].request.body:$.amount";
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        junit.contains(&format!(
+            "{field} changed in 2 pairs, e.g. {field}: 100 -&gt; 110"
+        )),
+        "{junit}"
+    );
+    let dom = rendered(&html);
+    assert!(
+        dom.contains("downstream calls: 4 recorded, 4 made")
+            && dom.contains("2 changed, 0 missing, 0 new")
+            && dom.contains(field),
+        "{dom}"
+    );
     assert!(stdout.contains("2 regressed"), "{stdout}");
     assert!(
         stdout.contains("GET /calls/{id}: downstream calls that differ"),
@@ -359,8 +417,10 @@ fn a_baseline_of_the_calls_takes_their_noise_out() {
         stdout.contains(r#"POST payments.example/charge: $.nonce "r" → "c"   2× noise"#),
         "{stdout}"
     );
-    // The same amount: only the nonce differs, and it is noise.
+    // The same amount: only the nonce differs, and it is noise; the
+    // rules it suggests ignore it in the call's body.
     let same = session.same_calls("same.tape", 100, "c");
+    let suggested = session.dir.path().join("suggested.toml");
     let (code, stdout, stderr) = session.diff(&[
         "--downstream",
         s(&same),
@@ -368,9 +428,24 @@ fn a_baseline_of_the_calls_takes_their_noise_out() {
         s(&replays),
         "--baseline-downstream",
         s(&baseline),
+        "--suggest-rules",
+        s(&suggested),
     ]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("0 regressed, 2 noise only"), "{stdout}");
+    let rules = std::fs::read_to_string(&suggested).unwrap();
+    assert!(
+        rules.contains(
+            "[[rule]]\nendpoint = \"POST payments.example/charge\"\nignore = [\n  \"$.nonce\",  # noise in 2 of 2 pairs"
+        ),
+        "{rules}"
+    );
+    let (code, stdout, _) = session.diff(&["--downstream", s(&same), "--rules", s(&suggested)]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the suggested rules apply to the calls: {stdout}"
+    );
     // Without the baseline's calls, nothing says the nonce is noise.
     let (code, stdout, _) = session.diff(&["--downstream", s(&same), "--baseline", s(&replays)]);
     assert_eq!(code, Some(1), "{stdout}");
