@@ -436,8 +436,8 @@ impl DiffReport {
         // Rules in order: each endpoint's own, then each downstream call's
         // (`POST payments.example/charge`), gathered over the endpoints
         // whose exchanges made it: (path, noise, pairs, example).
-        let mut rules: Vec<(&str, Vec<(&str, u64, u64, &str)>)> = Vec::new();
-        let mut calls: BTreeMap<&str, Vec<(&str, u64, u64, &str)>> = BTreeMap::new();
+        let mut rules: Vec<(&str, Vec<Suggested<'_>>)> = Vec::new();
+        let mut calls: BTreeMap<&str, Vec<Suggested<'_>>> = BTreeMap::new();
         for e in &self.endpoints {
             let mut ignore = Vec::new();
             for p in e.paths.iter().filter(|p| p.regressed == 0 && p.noise > 0) {
@@ -496,6 +496,10 @@ impl DiffReport {
         Ok(())
     }
 }
+
+/// A path to ignore in a suggested rule: the path, the pairs where it
+/// was noise, the endpoint's pairs, an example.
+type Suggested<'r> = (&'r str, u64, u64, &'r str);
 
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {
