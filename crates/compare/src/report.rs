@@ -127,6 +127,11 @@ pub struct DiffReport {
     pub groups: Vec<Group>,
     /// Regressed pairs past the number of groups kept.
     pub other_groups: u64,
+    /// With downstream calls compared: what the comparison of the calls
+    /// saw (their differences are the exchanges' own, among `endpoints`'
+    /// paths as `downstream[...]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downstream: Option<crate::DownstreamSummary>,
 }
 
 impl DiffReport {
@@ -173,6 +178,27 @@ impl DiffReport {
                 s.same_call, s.below_thresholds
             )?;
         }
+        if let Some(d) = &self.downstream {
+            writeln!(
+                out,
+                "  downstream calls: {} recorded, {} made ({} answered by the mock, {} paired after a miss): {} changed, {} missing, {} new; {} mock misses",
+                d.recorded,
+                d.made,
+                d.answered,
+                d.paired_after_miss,
+                d.changed,
+                d.missing,
+                d.extra,
+                d.mock_misses
+            )?;
+            if d.pool_served + d.unlinked_recorded + d.outside_compared > 0 {
+                writeln!(
+                    out,
+                    "  downstream pool: {} calls served by unlinked recorded calls ({} recorded, charged to no exchange); {} calls made for exchanges not compared",
+                    d.pool_served, d.unlinked_recorded, d.outside_compared
+                )?;
+            }
+        }
         // Endpoints, paths and values are recorded text: shown escaped,
         // long endpoints shortened in the table (`--json` keeps them whole).
         let mut table = Table::new(vec![
@@ -206,39 +232,85 @@ impl DiffReport {
             ]);
         }
         write!(out, "{table}")?;
-        for e in self.endpoints.iter().filter(|e| !e.paths.is_empty()) {
+        let show = |v: &Option<Value>| {
+            v.as_ref().map_or_else(
+                || "(absent)".to_string(),
+                |v| escape(&short(v)).into_owned(),
+            )
+        };
+        let noise = if self.noise_guessed {
+            "noise (guess)"
+        } else {
+            "noise"
+        };
+        let count = |p: &PathCount| match (p.regressed, p.noise) {
+            (r, 0) => format!("{r}× regressed"),
+            (0, n) => format!("{n}× {noise}"),
+            (r, n) => format!("{r}× regressed, {n}× {noise}"),
+        };
+        for e in &self.endpoints {
+            // Downstream calls' differences have a section of their own.
+            let paths: Vec<&PathCount> = e
+                .paths
+                .iter()
+                .filter(|p| !crate::is_downstream_pattern(&p.pattern))
+                .collect();
+            if paths.is_empty() {
+                continue;
+            }
             writeln!(out, "{}: what differs", escape(&e.endpoint))?;
-            for p in e.paths.iter().take(10) {
-                let show = |v: &Option<Value>| {
-                    v.as_ref().map_or_else(
-                        || "(absent)".to_string(),
-                        |v| escape(&short(v)).into_owned(),
-                    )
-                };
-                let noise = if self.noise_guessed {
-                    "noise (guess)"
-                } else {
-                    "noise"
-                };
-                let count = match (p.regressed, p.noise) {
-                    (r, 0) => format!("{r}× regressed"),
-                    (0, n) => format!("{n}× {noise}"),
-                    (r, n) => format!("{r}× regressed, {n}× {noise}"),
-                };
+            for p in paths.iter().take(10) {
                 writeln!(
                     out,
                     "  {:<40} {:<12} {:>14}   e.g. {}: {} → {}  (recorded {})",
                     escape(&p.pattern),
                     p.kind.label(),
-                    count,
+                    count(p),
                     escape(&p.example.path),
                     show(&p.example.recorded),
                     show(&p.example.replayed),
                     p.example.recorded_id
                 )?;
             }
-            if e.paths.len() > 10 {
-                writeln!(out, "  ... {} more paths (see --json)", e.paths.len() - 10)?;
+            if paths.len() > 10 {
+                writeln!(out, "  ... {} more paths (see --json)", paths.len() - 10)?;
+            }
+        }
+        for e in &self.endpoints {
+            let calls: Vec<&PathCount> = e
+                .paths
+                .iter()
+                .filter(|p| crate::is_downstream_pattern(&p.pattern))
+                .collect();
+            if calls.is_empty() {
+                continue;
+            }
+            writeln!(out, "{}: downstream calls that differ", escape(&e.endpoint))?;
+            for p in calls.iter().take(20) {
+                let what = crate::describe(&p.example.path, p.kind)
+                    .unwrap_or_else(|| p.example.path.clone());
+                let values = match (p.kind, &p.example.recorded, &p.example.replayed) {
+                    // A whole call: its name says it.
+                    (ChangeKind::Added | ChangeKind::Removed, _, _)
+                        if !p.pattern.contains("].request.") =>
+                    {
+                        String::new()
+                    }
+                    (_, recorded, replayed) => {
+                        format!(" {} → {}", show(recorded), show(replayed))
+                    }
+                };
+                writeln!(
+                    out,
+                    "  {}{}   {}  (recorded {})",
+                    escape(&what),
+                    values,
+                    count(p),
+                    p.example.recorded_id
+                )?;
+            }
+            if calls.len() > 20 {
+                writeln!(out, "  ... {} more (see --json)", calls.len() - 20)?;
             }
         }
         if !self.groups.is_empty() {
@@ -342,7 +414,8 @@ impl DiffReport {
 impl DiffReport {
     /// A rules file (the format of `--rules`) that ignores what was only
     /// ever noise: per endpoint, each JSON path that differed as noise and
-    /// never as a regression. Header and trailer fields are listed for the
+    /// never as a regression; per downstream call (`POST
+    /// payments.example/charge`), each such path of its request body. Header and trailer fields are listed for the
     /// top-level `ignore_headers`, commented out: they apply everywhere.
     /// Meant to be read by a person and committed, not applied blindly.
     pub fn suggest_rules(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -360,36 +433,54 @@ impl DiffReport {
             "# Review each line before committing this file; use it with --rules."
         )?;
         let mut headers: Vec<&str> = Vec::new();
+        // Rules in order: each endpoint's own, then each downstream call's
+        // (`POST payments.example/charge`), gathered over the endpoints
+        // whose exchanges made it: (path, noise, pairs, example).
+        let mut rules: Vec<(&str, Vec<Suggested<'_>>)> = Vec::new();
+        let mut calls: BTreeMap<&str, Vec<Suggested<'_>>> = BTreeMap::new();
         for e in &self.endpoints {
-            let mut ignore: Vec<&PathCount> = Vec::new();
+            let mut ignore = Vec::new();
             for p in e.paths.iter().filter(|p| p.regressed == 0 && p.noise > 0) {
-                if p.pattern.starts_with('$') {
-                    ignore.push(p);
-                } else if let Some(name) = p
+                let (field, list) = match p
                     .pattern
+                    .strip_prefix("downstream[")
+                    .and_then(|rest| rest.split_once("].request."))
+                {
+                    Some((call, field)) => (
+                        field.strip_prefix("body:").unwrap_or(field),
+                        calls.entry(call).or_default(),
+                    ),
+                    None => (p.pattern.as_str(), &mut ignore),
+                };
+                if field.starts_with('$') {
+                    if !list.iter().any(|(path, ..)| *path == field) {
+                        list.push((field, p.noise, e.pairs, p.example.path.as_str()));
+                    }
+                } else if let Some(name) = field
                     .strip_prefix("header:")
-                    .or_else(|| p.pattern.strip_prefix("trailer:"))
+                    .or_else(|| field.strip_prefix("trailer:"))
                     && !headers.contains(&name)
                 {
                     headers.push(name);
                 }
             }
-            if ignore.is_empty() {
-                continue;
+            if !ignore.is_empty() {
+                rules.push((e.endpoint.as_str(), ignore));
             }
+        }
+        rules.extend(calls.into_iter().filter(|(_, ignore)| !ignore.is_empty()));
+        for (endpoint, ignore) in rules {
             writeln!(out, "\n[[rule]]")?;
-            writeln!(out, "endpoint = {}", toml_string(&e.endpoint))?;
+            writeln!(out, "endpoint = {}", toml_string(endpoint))?;
             writeln!(out, "ignore = [")?;
-            for p in ignore {
+            for (path, noise, pairs, example) in ignore {
                 // The example is recorded text in a comment: escaped, so a
                 // line break in it cannot start a rule of its own.
                 writeln!(
                     out,
-                    "  {},  # noise in {} of {} pairs, e.g. {}",
-                    toml_string(&p.pattern),
-                    p.noise,
-                    e.pairs,
-                    escape(&p.example.path)
+                    "  {},  # noise in {noise} of {pairs} pairs, e.g. {}",
+                    toml_string(path),
+                    escape(example)
                 )?;
             }
             writeln!(out, "]")?;
@@ -405,6 +496,10 @@ impl DiffReport {
         Ok(())
     }
 }
+
+/// A path to ignore in a suggested rule: the path, the pairs where it
+/// was noise, the endpoint's pairs, an example.
+type Suggested<'r> = (&'r str, u64, u64, &'r str);
 
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {
@@ -536,9 +631,15 @@ pub struct Comparison {
     not_compared: BTreeMap<NotCompared, u64>,
     suppressed: Option<crate::noise::Suppressed>,
     noise_guessed: bool,
+    downstream: Option<crate::DownstreamSummary>,
 }
 
 impl Comparison {
+    /// Notes what comparing downstream calls saw, for the report.
+    pub fn downstream(&mut self, summary: crate::DownstreamSummary) {
+        self.downstream = Some(summary);
+    }
+
     /// Marks the report's noise as guessed (`--auto-noise`).
     pub fn noise_guessed(&mut self) {
         self.noise_guessed = true;
@@ -720,6 +821,7 @@ impl Comparison {
             noise_only: endpoints.iter().map(|e| e.noise_only).sum(),
             suppressed: self.suppressed,
             noise_guessed: self.noise_guessed,
+            downstream: self.downstream,
             not_compared: self
                 .not_compared
                 .into_iter()
