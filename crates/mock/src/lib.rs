@@ -86,7 +86,7 @@ pub use fallthrough::{
 };
 pub use miss::{MissReason, MockMiss, MockReport, Nearest};
 pub use options::{Exhausted, MockOptions};
-pub use respond::{MockServed, RecordedFailure, own_answer};
+pub use respond::{MockServed, Pool, RecordedFailure, own_answer};
 pub use scope::{MockScope, NAMED};
 pub use scopes::{ReplayKey, ReplayScopes};
 pub use service::{BoxError, MockFuture, MockService, authority_of};
