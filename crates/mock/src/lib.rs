@@ -82,7 +82,7 @@ mod store;
 pub use body::MockBody;
 pub use error::{FallthroughError, MockError};
 pub use fallthrough::{
-    FALLTHROUGH_BODY, Fallthrough, FallthroughBody, FallthroughLayer, FellThrough,
+    FALLTHROUGH_BODY, Fallthrough, FallthroughBody, FallthroughLayer, FellThrough, is_read,
 };
 pub use miss::{MissReason, MockMiss, MockReport, Nearest};
 pub use options::{Exhausted, MockOptions};
