@@ -69,23 +69,28 @@ mod body;
 mod choose;
 mod error;
 mod fallthrough;
+mod listeners;
 mod live;
 mod miss;
 mod nearest;
 mod options;
+mod out;
 mod respond;
 mod scope;
 mod scopes;
+pub mod server;
 mod service;
 mod store;
 
 pub use body::MockBody;
-pub use error::{FallthroughError, MockError};
+pub use error::{FallthroughError, MockError, ServerError};
 pub use fallthrough::{
     FALLTHROUGH_BODY, Fallthrough, FallthroughBody, FallthroughLayer, FellThrough, is_read,
 };
+pub use listeners::{RecordedListener, RecordedRoute, recorded_listeners};
 pub use miss::{MissReason, MockMiss, MockReport, Nearest};
 pub use options::{Exhausted, MockOptions};
+pub use out::Tapped;
 pub use respond::{MockServed, Pool, RecordedFailure, own_answer};
 pub use scope::{MockScope, NAMED};
 pub use scopes::{ReplayKey, ReplayScopes};

@@ -165,6 +165,12 @@ impl MockStore {
         self.unlinked.len()
     }
 
+    /// The egress listeners the recorded calls came through (see
+    /// [`recorded_listeners`](crate::recorded_listeners)).
+    pub fn recorded_listeners(&self) -> Vec<crate::RecordedListener> {
+        crate::recorded_listeners(self.exchanges())
+    }
+
     /// The recorded calls held, in recorded order.
     pub fn exchanges(&self) -> impl Iterator<Item = &Exchange> {
         self.calls.iter().map(|c| &c.exchange)
