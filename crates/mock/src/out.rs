@@ -348,7 +348,7 @@ impl<B: Body> Tapped<B> {
         }
     }
 
-    pub(crate) fn tapped(inner: B, capture: Arc<Capture>, direction: Direction) -> Tapped<B> {
+    pub(crate) fn kept(inner: B, capture: Arc<Capture>, direction: Direction) -> Tapped<B> {
         Tapped {
             inner: Box::pin(inner),
             tap: Some((capture, direction)),

@@ -567,7 +567,7 @@ impl MockHttp {
         });
         let request = match &capture {
             Some(capture) => {
-                request.map(|b| Tapped::tapped(b, Arc::clone(capture), Direction::Request))
+                request.map(|b| Tapped::kept(b, Arc::clone(capture), Direction::Request))
             }
             None => request.map(Tapped::plain),
         };
@@ -613,7 +613,7 @@ impl MockHttp {
                     served.map(|s| s.recorded_id.as_slice()),
                     miss,
                 );
-                response.map(|body| Tapped::tapped(body, capture, Direction::Response))
+                response.map(|body| Tapped::kept(body, capture, Direction::Response))
             }
             None => response.map(Tapped::plain),
         }
