@@ -331,9 +331,9 @@ pub(crate) fn link(scoped: bool, order: u32) -> Link {
     }
 }
 
-/// A body passed on as it is, whose frames a [`Capture`] keeps (when
-/// there is one). On the response side, its end (or its drop before the
-/// end) finishes the call.
+/// A body passed on as it is, whose frames the mock server keeps for
+/// `--out` (when it writes one). On the response side, its end (or its
+/// drop before the end) finishes the call.
 pub struct Tapped<B: Body> {
     inner: Pin<Box<B>>,
     tap: Option<(Arc<Capture>, Direction)>,
