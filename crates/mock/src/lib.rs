@@ -33,6 +33,23 @@
 //! with their key, in any scope, any number of times, after the scoped
 //! ones.
 //!
+//! # The unlinked pool
+//!
+//! Downstream calls recorded with no parent (made outside any inbound
+//! call, or whose trace context named none or several) are one pool: a
+//! call its own scope cannot answer, or made in none, is answered from
+//! it after the shared calls, by key, each recorded call once for the
+//! whole store, in recorded order. [`MockServed::pool`] says which pool
+//! answered; [`MockReport::unlinked`] counts the pool's answers.
+//!
+//! # Serving
+//!
+//! [`server::MockServer`] serves a store on listeners the caller binds
+//! (`reprise mock`, `reprise test` inside a network namespace): scopes
+//! from each call's headers, the fall-through, a log line per call, the
+//! recorded egress listeners ([`recorded_listeners`]), and `--out`, the
+//! tape of every call answered.
+//!
 //! # Misses
 //!
 //! A call that matches nothing is answered 502 (gRPC: UNAVAILABLE) with

@@ -93,10 +93,29 @@ fn read_all(args: &MockArgs) -> anyhow::Result<Vec<reprise_model::Exchange>> {
 }
 
 /// Connections under the gate every reprise listener has
-/// (`--max-connections`, `--header-timeout`, `--idle-timeout`).
-struct Gated {
+/// (`--max-connections`, `--header-timeout`, `--idle-timeout`), served
+/// as `reprise record` serves them; for `reprise_mock::server`.
+pub(crate) struct Gated {
     gate: ConnectionGate,
     builder: Arc<auto::Builder<TokioExecutor>>,
+}
+
+impl Gated {
+    /// Connections `gate` admits.
+    pub(crate) fn new(gate: ConnectionGate) -> Gated {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The connection's own clocks time request heads (--header-timeout,
+        // --idle-timeout).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        builder.http2().timer(TokioTimer::new());
+        Gated {
+            gate,
+            builder: Arc::new(builder),
+        }
+    }
 }
 
 impl Connections for Gated {
@@ -279,19 +298,7 @@ async fn serve(
         .context("cannot handle SIGTERM")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot handle SIGINT")?;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The connection's own clocks time request heads (--header-timeout,
-    // --idle-timeout).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
-    let connections = Gated {
-        gate,
-        builder: Arc::new(builder),
-    };
-    let handle = server.serve(listeners, Arc::new(connections)).await?;
+    let handle = server.serve(listeners, Arc::new(Gated::new(gate))).await?;
     let mut listening = handle.listening().iter();
     let first = listening
         .next()
