@@ -37,9 +37,7 @@ const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
     /// No directory given and none can be derived from the environment.
-    #[error(
-        "no CA directory: give --ca-dir, or set {CA_DIR_ENV}, XDG_DATA_HOME or HOME"
-    )]
+    #[error("no CA directory: give --ca-dir, or set {CA_DIR_ENV}, XDG_DATA_HOME or HOME")]
     NoDirectory,
     /// The directory has no CA.
     #[error("no reprise CA in {}: run `reprise ca init{}`", dir.display(), dir_flag(dir))]
@@ -270,8 +268,8 @@ fn read_error(files: &CaFiles, path: &Path, e: std::io::Error) -> CaError {
         return io_error(path, "read", e);
     }
     let dir = &files.dir;
-    let dangling =
-        std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_symlink()) && std::fs::metadata(dir).is_err();
+    let dangling = std::fs::symlink_metadata(dir).is_ok_and(|m| m.is_symlink())
+        && std::fs::metadata(dir).is_err();
     if dangling {
         return io_error(
             dir,
@@ -307,9 +305,7 @@ impl LocalCa {
         let key_pem = std::fs::read(&files.key).map_err(|e| read_error(&files, &files.key, e))?;
         let cert = CertificateDer::from_pem_slice(&cert_pem).map_err(|e| CaError::Malformed {
             path: files.cert.clone(),
-            reason: format!(
-                "not a PEM certificate (-----BEGIN CERTIFICATE-----): {e}"
-            ),
+            reason: format!("not a PEM certificate (-----BEGIN CERTIFICATE-----): {e}"),
         })?;
         let key_text = std::str::from_utf8(&key_pem).map_err(|_| CaError::Malformed {
             path: files.key.clone(),
@@ -343,7 +339,11 @@ impl LocalCa {
 }
 
 /// The key must be the one whose public half the certificate carries.
-fn check_pair(files: &CaFiles, cert: &CertificateDer<'static>, key: &KeyPair) -> Result<(), CaError> {
+fn check_pair(
+    files: &CaFiles,
+    cert: &CertificateDer<'static>,
+    key: &KeyPair,
+) -> Result<(), CaError> {
     let provider = rustls::crypto::ring::default_provider();
     let der = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| CaError::Malformed {
         path: files.key.clone(),
@@ -434,11 +434,7 @@ mod tests {
                     .map(|(_, v)| OsString::from(v))
             }
         };
-        let all = env(&[
-            (CA_DIR_ENV, "/r"),
-            ("XDG_DATA_HOME", "/x"),
-            ("HOME", "/h"),
-        ]);
+        let all = env(&[(CA_DIR_ENV, "/r"), ("XDG_DATA_HOME", "/x"), ("HOME", "/h")]);
         assert_eq!(
             resolve_dir_with(Some(Path::new("/given")), all).unwrap(),
             PathBuf::from("/given")
@@ -497,7 +493,11 @@ mod tests {
         assert!(matches!(init(&dir, false), Err(CaError::Exists { .. })));
         init(&dir, true).unwrap();
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
-        assert!(!std::fs::symlink_metadata(dir.join(CA_KEY_FILE)).unwrap().is_symlink());
+        assert!(
+            !std::fs::symlink_metadata(dir.join(CA_KEY_FILE))
+                .unwrap()
+                .is_symlink()
+        );
     }
 
     #[test]
@@ -553,7 +553,10 @@ mod tests {
             "CURL_CA_BUNDLE",
             "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
         ] {
-            assert!(script.contains(&format!("export {var}={bundle}\n")), "{script}");
+            assert!(
+                script.contains(&format!("export {var}={bundle}\n")),
+                "{script}"
+            );
         }
         let ca = format!("'{}'", files.cert.display());
         assert!(script.contains(&format!("export NODE_EXTRA_CA_CERTS={ca}\n")));

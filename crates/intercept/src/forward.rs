@@ -60,7 +60,8 @@ type ConfigForAlpn = (Vec<Vec<u8>>, Arc<ClientConfig>);
 /// The bounds a request body must meet to be forwarded.
 pub trait ForwardBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
 
-impl<B> ForwardBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+impl<B> ForwardBody for B where B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static
+{}
 
 impl<B: ForwardBody> Forward<B> {
     /// Trusting upstreams whose certificates chain to the system's roots,
@@ -189,7 +190,9 @@ impl<B> std::fmt::Debug for ForwardService<B> {
             Upstream::H1(_) => "http/1.1",
             Upstream::H2(_) => "h2",
         };
-        f.debug_struct("ForwardService").field("upstream", &kind).finish()
+        f.debug_struct("ForwardService")
+            .field("upstream", &kind)
+            .finish()
     }
 }
 
@@ -238,7 +241,8 @@ impl<B: ForwardBody> Upstream<B> {
 }
 
 /// The response future of a [`ForwardService`].
-pub type ForwardFuture = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, std::convert::Infallible>> + Send>>;
+pub type ForwardFuture =
+    Pin<Box<dyn Future<Output = Result<Response<BoxBody>, std::convert::Infallible>> + Send>>;
 
 impl<B: ForwardBody> tower_service::Service<Request<B>> for ForwardService<B> {
     type Response = Response<BoxBody>;
@@ -255,7 +259,10 @@ impl<B: ForwardBody> tower_service::Service<Request<B>> for ForwardService<B> {
     }
 }
 
-async fn forward<B: ForwardBody>(upstream: Upstream<B>, mut request: Request<B>) -> Response<BoxBody> {
+async fn forward<B: ForwardBody>(
+    upstream: Upstream<B>,
+    mut request: Request<B>,
+) -> Response<BoxBody> {
     let target = request.extensions().get::<Target>().cloned();
     let grpc = reprise_net::versions::needs_h2(request.headers());
     let place = target

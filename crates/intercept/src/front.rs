@@ -167,7 +167,11 @@ where
     }
 
     /// [`Front::new`] with other timeouts.
-    pub fn with_options(handler: H, leaves: Option<Arc<Leaves>>, options: FrontOptions) -> Front<H> {
+    pub fn with_options(
+        handler: H,
+        leaves: Option<Arc<Leaves>>,
+        options: FrontOptions,
+    ) -> Front<H> {
         let mut http = auto::Builder::new(TokioExecutor::new());
         http.http2().timer(hyper_util::rt::TokioTimer::new());
         Front {
@@ -239,7 +243,11 @@ where
             .await
     }
 
-    async fn on_request(&self, service: H::Service, mut request: Request<Incoming>) -> Response<BoxBody> {
+    async fn on_request(
+        &self,
+        service: H::Service,
+        mut request: Request<Incoming>,
+    ) -> Response<BoxBody> {
         if request.method() == Method::CONNECT {
             return self.on_connect(request).await;
         }
@@ -257,7 +265,10 @@ where
         let Some((host, port)) = request.uri().authority().map(host_port) else {
             return answer(
                 StatusCode::BAD_REQUEST,
-                format!("reprise egress: CONNECT needs host:port, not {}", request.uri()),
+                format!(
+                    "reprise egress: CONNECT needs host:port, not {}",
+                    request.uri()
+                ),
             );
         };
         let port = port.unwrap_or(443);
@@ -278,7 +289,11 @@ where
         let front = self.clone();
         tokio::spawn(async move {
             match hyper::upgrade::on(request).await {
-                Ok(upgraded) => front.tunnel(TokioIo::new(upgraded), tunnel, host, port).await,
+                Ok(upgraded) => {
+                    front
+                        .tunnel(TokioIo::new(upgraded), tunnel, host, port)
+                        .await
+                }
                 Err(e) => tracing::debug!(
                     "reprise egress: tunnel to {}: the client left: {e}",
                     authority(&host, port)
@@ -326,21 +341,28 @@ where
         let place = authority(&host, port);
         let Some(leaves) = self.inner.leaves.clone() else {
             bump(&counters.client_tls_failed);
-            tracing::warn!("reprise egress: tunnel to {place} carries TLS, and no CA was given to terminate it");
+            tracing::warn!(
+                "reprise egress: tunnel to {place} carries TLS, and no CA was given to terminate it"
+            );
             return;
         };
         let timeout = self.inner.options.handshake_timeout;
-        let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
+        let acceptor =
+            tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
         let start = match tokio::time::timeout(timeout, acceptor).await {
             Ok(Ok(start)) => start,
             Ok(Err(e)) => {
                 bump(&counters.client_tls_failed);
-                tracing::warn!("reprise egress: tunnel to {place}: not a usable TLS ClientHello: {e}");
+                tracing::warn!(
+                    "reprise egress: tunnel to {place}: not a usable TLS ClientHello: {e}"
+                );
                 return;
             }
             Err(_) => {
                 bump(&counters.client_tls_failed);
-                tracing::warn!("reprise egress: tunnel to {place}: no TLS ClientHello within {timeout:?}");
+                tracing::warn!(
+                    "reprise egress: tunnel to {place}: no TLS ClientHello within {timeout:?}"
+                );
                 return;
             }
         };
@@ -397,7 +419,9 @@ where
             }
             Err(_) => {
                 bump(&counters.client_tls_failed);
-                tracing::warn!("reprise egress: tunnel to {place}: the TLS handshake took over {timeout:?}");
+                tracing::warn!(
+                    "reprise egress: tunnel to {place}: the TLS handshake took over {timeout:?}"
+                );
                 return;
             }
         };
@@ -446,11 +470,17 @@ where
 /// Calls a handler's service; an error becomes a 502 saying why.
 async fn call<S: FrontService>(mut service: S, request: Request<Incoming>) -> Response<BoxBody> {
     if let Err(e) = std::future::poll_fn(|cx| service.poll_ready(cx)).await {
-        return answer(StatusCode::BAD_GATEWAY, format!("reprise egress: {}", e.into()));
+        return answer(
+            StatusCode::BAD_GATEWAY,
+            format!("reprise egress: {}", e.into()),
+        );
     }
     match service.call(request).await {
         Ok(response) => response,
-        Err(e) => answer(StatusCode::BAD_GATEWAY, format!("reprise egress: {}", e.into())),
+        Err(e) => answer(
+            StatusCode::BAD_GATEWAY,
+            format!("reprise egress: {}", e.into()),
+        ),
     }
 }
 
@@ -467,7 +497,13 @@ fn plain_target(request: &Request<Incoming>) -> Option<Target> {
     let host = request.headers().get(header::HOST)?.to_str().ok()?;
     let authority: Authority = host.parse().ok()?;
     let (host, port) = host_port(&authority);
-    Some(Target::new(Scheme::HTTP, host, port.unwrap_or(80), Arrival::Plain, None))
+    Some(Target::new(
+        Scheme::HTTP,
+        host,
+        port.unwrap_or(80),
+        Arrival::Plain,
+        None,
+    ))
 }
 
 /// An authority's host (IPv6 without brackets) and port.
@@ -491,8 +527,9 @@ pub(crate) fn describe(e: &io::Error) -> String {
 /// Did the client end the handshake because it does not trust the leaf?
 fn rejected_certificate(e: &io::Error) -> bool {
     use rustls::AlertDescription as A;
-    let Some(rustls::Error::AlertReceived(alert)) =
-        e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    let Some(rustls::Error::AlertReceived(alert)) = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     else {
         return false;
     };

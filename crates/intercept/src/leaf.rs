@@ -140,7 +140,9 @@ impl Leaves {
         if let Some(entry) = self.lock().get_mut(name.as_str())
             && entry.configs.len() < 8
         {
-            entry.configs.push((alpn.map(<[u8]>::to_vec), config.clone()));
+            entry
+                .configs
+                .push((alpn.map(<[u8]>::to_vec), config.clone()));
         }
         Ok(config)
     }
@@ -279,7 +281,11 @@ mod tests {
 
     /// A rustls client trusting only the CA: does it accept the leaf
     /// `config` shows when it connects to `name`?
-    fn handshake(ca: &CertificateDer<'static>, config: Arc<ServerConfig>, name: &str) -> Result<Option<Vec<u8>>, rustls::Error> {
+    fn handshake(
+        ca: &CertificateDer<'static>,
+        config: Arc<ServerConfig>,
+        name: &str,
+    ) -> Result<Option<Vec<u8>>, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(ca.clone()).unwrap();
         let mut client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -323,7 +329,9 @@ mod tests {
     fn a_client_trusting_the_ca_accepts_the_leaf_for_its_host_only() {
         let (_dir, leaves) = leaves(16);
         let ca = leaves.ca().certificate().clone();
-        let config = leaves.server_config("api.example.com", Some(b"h2")).unwrap();
+        let config = leaves
+            .server_config("api.example.com", Some(b"h2"))
+            .unwrap();
         assert_eq!(
             handshake(&ca, config.clone(), "api.example.com").unwrap(),
             Some(b"h2".to_vec())
@@ -340,7 +348,9 @@ mod tests {
             "{err:?}"
         );
         // An IP literal gets an IP SAN; http/1.1 is chosen when asked.
-        let config = leaves.server_config("127.0.0.1", Some(b"http/1.1")).unwrap();
+        let config = leaves
+            .server_config("127.0.0.1", Some(b"http/1.1"))
+            .unwrap();
         assert_eq!(
             handshake(&ca, config, "127.0.0.1").unwrap(),
             Some(b"http/1.1".to_vec())

@@ -194,15 +194,23 @@ mod tests {
         assert!(b"GET / HTTP/1.1\r\n\r\n".starts_with(&all));
         // "PRI" alone is a method; the preface cut short is not HTTP.
         let err = sniffed(&[0x00, 0x01, 0x02]).await.unwrap_err();
-        assert_eq!(err.to_string(), "carried neither TLS nor HTTP (first bytes 00 01 02)");
+        assert_eq!(
+            err.to_string(),
+            "carried neither TLS nor HTTP (first bytes 00 01 02)"
+        );
         assert!(matches!(sniffed(b"").await, Err(SniffError::Closed)));
-        assert!(matches!(sniffed(b"PRI * HTTP/2.0\r\n").await, Err(SniffError::Unknown(_))));
+        assert!(matches!(
+            sniffed(b"PRI * HTTP/2.0\r\n").await,
+            Err(SniffError::Unknown(_))
+        ));
     }
 
     #[tokio::test]
     async fn a_silent_tunnel_times_out() {
         let (_client, mut server) = tokio::io::duplex(64);
-        let err = sniff(&mut server, Duration::from_millis(50)).await.unwrap_err();
+        let err = sniff(&mut server, Duration::from_millis(50))
+            .await
+            .unwrap_err();
         assert!(matches!(err, SniffError::Silent(_)));
     }
 }

@@ -15,8 +15,14 @@ pub fn run(command: &CaCommand) -> anyhow::Result<Outcome> {
             println!("created the reprise CA in {}", files.dir.display());
             println!("  certificate: {}", files.cert.display());
             println!("  key:         {} (mode 0600)", files.key.display());
-            println!("  bundle:      {} (system roots + the CA)", files.bundle.display());
-            println!("make clients trust it: eval \"$(reprise ca env{})\"", dir_flag(&args.dir));
+            println!(
+                "  bundle:      {} (system roots + the CA)",
+                files.bundle.display()
+            );
+            println!(
+                "make clients trust it: eval \"$(reprise ca env{})\"",
+                dir_flag(&args.dir)
+            );
             Ok(Outcome::Success)
         }
         CaCommand::Env(args) => {
