@@ -140,32 +140,94 @@ impl<B: ForwardBody> Handler for Forward<B> {
         opening: Opening,
     ) -> Result<Started<ForwardService<B>>, BoxError> {
         let Dialled { stream, host, port } = tunnel;
-        let place = authority(&host, port);
-        match opening {
+        let mut redial = Redial {
+            host,
+            port,
+            tls: None,
+            connect_timeout: self.connect_timeout,
+        };
+        let (sender, h2, alpn) = match opening {
             Opening::Tls { server_name, alpn } => {
-                let name = server_name.unwrap_or_else(|| host.clone());
+                let name = server_name.unwrap_or_else(|| redial.host.clone());
                 let server_name = ServerName::try_from(name.clone())
                     .map_err(|e| format!("{name} is not a TLS server name: {e}"))?;
-                let connector = tokio_rustls::TlsConnector::from(self.tls_for(&alpn));
-                let tls = connector
-                    .connect(server_name, stream)
-                    .await
-                    .map_err(|e| format!("TLS to the upstream {place} failed: {e}"))?;
-                let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                let config = self.tls_for(&alpn);
+                let (tls, chosen) = redial.handshake(stream, &server_name, config).await?;
                 let h2 = chosen.as_deref() == Some(b"h2");
-                let upstream = Upstream::connect(tls, h2, &place).await?;
-                Ok(Started {
-                    service: ForwardService { upstream },
-                    alpn: chosen,
-                })
+                let sender = Sender::handshake(tls, h2, &redial.place()).await?;
+                // A new connection, if the upstream closes this one, asks
+                // for the protocol agreed with the client.
+                let again = match &chosen {
+                    Some(protocol) => self.tls_for(std::slice::from_ref(protocol)),
+                    None => self.tls_for(&alpn),
+                };
+                redial.tls = Some((server_name, again));
+                (sender, h2, chosen)
             }
             Opening::H2c | Opening::Http1 => {
-                let upstream = Upstream::connect(stream, opening == Opening::H2c, &place).await?;
-                Ok(Started {
-                    service: ForwardService { upstream },
-                    alpn: None,
-                })
+                let h2 = opening == Opening::H2c;
+                let sender = Sender::handshake(stream, h2, &redial.place()).await?;
+                (sender, h2, None)
             }
+        };
+        let upstream = TunnelUpstream {
+            redial,
+            h2,
+            sender: tokio::sync::Mutex::new(Some(sender)),
+        };
+        Ok(Started {
+            service: ForwardService {
+                upstream: Upstream::Tunnel(Arc::new(upstream)),
+            },
+            alpn,
+        })
+    }
+}
+
+/// How a tunnel's upstream connection is made again when the upstream
+/// closes it (an HTTP/1.0 server, an idle timeout, a GOAWAY).
+struct Redial {
+    host: String,
+    port: u16,
+    tls: Option<(ServerName<'static>, Arc<ClientConfig>)>,
+    connect_timeout: Duration,
+}
+
+type UpstreamTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+impl Redial {
+    fn place(&self) -> String {
+        authority(&self.host, self.port)
+    }
+
+    async fn handshake(
+        &self,
+        stream: TcpStream,
+        name: &ServerName<'static>,
+        config: Arc<ClientConfig>,
+    ) -> Result<(UpstreamTls, Option<Vec<u8>>), BoxError> {
+        let connector = tokio_rustls::TlsConnector::from(config);
+        let tls = connector
+            .connect(name.clone(), stream)
+            .await
+            .map_err(|e| format!("TLS to the upstream {} failed: {e}", self.place()))?;
+        let chosen = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        Ok((tls, chosen))
+    }
+
+    async fn connect<B: ForwardBody>(&self, h2: bool) -> Result<Sender<B>, BoxError> {
+        let dial = TcpStream::connect((self.host.as_str(), self.port));
+        let stream = tokio::time::timeout(self.connect_timeout, dial)
+            .await
+            .map_err(|_| format!("cannot reach {}: connect timed out", self.place()))?
+            .map_err(|e| format!("cannot reach {}: {}", self.place(), describe(&e)))?;
+        let _ = stream.set_nodelay(true);
+        match &self.tls {
+            Some((name, config)) => {
+                let (tls, _) = self.handshake(stream, name, config.clone()).await?;
+                Sender::handshake(tls, h2, &self.place()).await
+            }
+            None => Sender::handshake(stream, h2, &self.place()).await,
         }
     }
 }
@@ -187,8 +249,8 @@ impl<B> std::fmt::Debug for ForwardService<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match &self.upstream {
             Upstream::Pooled(_) => "pooled",
-            Upstream::H1(_) => "http/1.1",
-            Upstream::H2(_) => "h2",
+            Upstream::Tunnel(t) if t.h2 => "h2",
+            Upstream::Tunnel(_) => "http/1.1",
         };
         f.debug_struct("ForwardService")
             .field("upstream", &kind)
@@ -199,25 +261,36 @@ impl<B> std::fmt::Debug for ForwardService<B> {
 enum Upstream<B> {
     /// Plain http to any host (requests outside tunnels).
     Pooled(Arc<Client<HttpConnector, B>>),
-    /// The tunnel's upstream connection over HTTP/1.1: one request at a
-    /// time, as the client's HTTP/1.1 connection sends them.
-    H1(Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<B>>>),
-    /// The tunnel's upstream connection over HTTP/2.
-    H2(hyper::client::conn::http2::SendRequest<B>),
+    /// The tunnel's one upstream connection.
+    Tunnel(Arc<TunnelUpstream<B>>),
 }
 
 impl<B> Clone for Upstream<B> {
     fn clone(&self) -> Self {
         match self {
             Upstream::Pooled(c) => Upstream::Pooled(c.clone()),
-            Upstream::H1(s) => Upstream::H1(s.clone()),
-            Upstream::H2(s) => Upstream::H2(s.clone()),
+            Upstream::Tunnel(t) => Upstream::Tunnel(t.clone()),
         }
     }
 }
 
-impl<B: ForwardBody> Upstream<B> {
-    async fn connect<T>(io: T, h2: bool, place: &str) -> Result<Upstream<B>, BoxError>
+/// A tunnel's upstream connection, made again when the upstream closed
+/// it. HTTP/1.1 carries one request at a time (the lock is held until
+/// the answer's head is in, as the client's own HTTP/1.1 connection
+/// sends them one by one); HTTP/2 requests share the connection.
+struct TunnelUpstream<B> {
+    redial: Redial,
+    h2: bool,
+    sender: tokio::sync::Mutex<Option<Sender<B>>>,
+}
+
+enum Sender<B> {
+    H1(hyper::client::conn::http1::SendRequest<B>),
+    H2(hyper::client::conn::http2::SendRequest<B>),
+}
+
+impl<B: ForwardBody> Sender<B> {
+    async fn handshake<T>(io: T, h2: bool, place: &str) -> Result<Sender<B>, BoxError>
     where
         T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -229,13 +302,72 @@ impl<B: ForwardBody> Upstream<B> {
                 .await
                 .map_err(|e| format!("HTTP/2 with the upstream {place} failed: {e}"))?;
             tokio::spawn(conn);
-            Ok(Upstream::H2(send))
+            Ok(Sender::H2(send))
         } else {
             let (send, conn) = hyper::client::conn::http1::handshake(io)
                 .await
                 .map_err(|e| format!("HTTP/1.1 with the upstream {place} failed: {e}"))?;
             tokio::spawn(conn);
-            Ok(Upstream::H1(Arc::new(tokio::sync::Mutex::new(send))))
+            Ok(Sender::H1(send))
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::H1(s) => std::future::poll_fn(|cx| s.poll_ready(cx)).await,
+            Sender::H2(s) => std::future::poll_fn(|cx| s.poll_ready(cx)).await,
+        }
+    }
+}
+
+impl<B: ForwardBody> TunnelUpstream<B> {
+    /// Sends `request` on the tunnel's connection, made again first when
+    /// the upstream has closed it.
+    async fn send(
+        &self,
+        mut request: Request<B>,
+        target: Option<&Target>,
+    ) -> Result<Response<hyper::body::Incoming>, BoxError> {
+        if self.h2 {
+            to_absolute_https(&mut request, target);
+        } else {
+            to_origin_form(&mut request);
+            reprise_net::versions::join_cookies(request.headers_mut());
+        }
+        let mut slot = self.sender.lock().await;
+        let mut fresh = false;
+        loop {
+            let sender = match slot.as_mut() {
+                Some(sender) if !sender.is_closed() => sender,
+                _ => {
+                    *slot = None;
+                    fresh = true;
+                    slot.insert(self.redial.connect(self.h2).await?)
+                }
+            };
+            match sender.ready().await {
+                Ok(()) => break,
+                // Closed between the check and now: once more, on a new
+                // connection (the request is not sent yet).
+                Err(_) if !fresh => *slot = None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match slot.as_mut() {
+            Some(Sender::H2(send)) => {
+                let mut send = send.clone();
+                drop(slot);
+                Ok(send.send_request(request).await?)
+            }
+            Some(Sender::H1(send)) => Ok(send.send_request(request).await?),
+            None => Err("no upstream connection".into()),
         }
     }
 }
@@ -278,22 +410,7 @@ async fn forward<B: ForwardBody>(
             }
             client.request(request).await.map_err(BoxError::from)
         }
-        Upstream::H1(send) => {
-            to_origin_form(&mut request);
-            reprise_net::versions::join_cookies(request.headers_mut());
-            let mut send = send.lock().await;
-            match std::future::poll_fn(|cx| send.poll_ready(cx)).await {
-                Ok(()) => send.send_request(request).await.map_err(BoxError::from),
-                Err(e) => Err(BoxError::from(e)),
-            }
-        }
-        Upstream::H2(mut send) => {
-            to_absolute_https(&mut request, target.as_ref());
-            match std::future::poll_fn(|cx| send.poll_ready(cx)).await {
-                Ok(()) => send.send_request(request).await.map_err(BoxError::from),
-                Err(e) => Err(BoxError::from(e)),
-            }
-        }
+        Upstream::Tunnel(tunnel) => tunnel.send(request, target.as_ref()).await,
     };
     match sent {
         Ok(response) => {

@@ -452,3 +452,135 @@ async fn an_upstream_tls_failure_is_a_502_inside_the_tunnel() {
     );
     assert_eq!(front.counters.snapshot().upstream_failed, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tunnel_dials_again_when_the_upstream_closes_its_connection() {
+    // An upstream that closes the connection after every answer, as an
+    // HTTP/1.0 server does.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |r: http::Request<hyper::body::Incoming>| async move {
+                        Ok::<_, std::convert::Infallible>(http::Response::new(
+                            http_body_util::Full::new(bytes::Bytes::from(format!(
+                                "served {}",
+                                r.uri().path()
+                            ))),
+                        ))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let front = start_front(None).await;
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "-p",
+            "-x",
+            &front.proxy_url(),
+            &format!("http://{upstream}/one"),
+            &format!("http://{upstream}/two"),
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "served /oneserved /two");
+    assert_eq!(front.counters.snapshot().tunnels, 1, "one tunnel for both");
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "dialled again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_sees_each_call_and_its_answer_with_its_target() {
+    use reprise_intercept::{Arrival, BoxBody, Forward, Front, Leaves, LocalCa, Target, layered};
+    use std::sync::{Arc, Mutex};
+
+    let pki = upstream_pki(&[b"h2", b"http/1.1"]);
+    let tls_upstream = start_tls_router(&pki).await;
+    let plain_upstream = start_plain_upstream().await;
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let requests = seen.clone();
+    let responses = seen.clone();
+    let observe = tower::ServiceBuilder::new()
+        .map_request(move |request: http::Request<hyper::body::Incoming>| {
+            let target = request.extensions().get::<Target>().unwrap();
+            requests.lock().unwrap().push(format!(
+                "{} {} {:?} {} {:?}",
+                request.method(),
+                request.uri().path(),
+                target.arrival(),
+                target.authority(),
+                target
+                    .alpn()
+                    .map(|a| String::from_utf8_lossy(a).into_owned()),
+            ));
+            request
+        })
+        .map_response(move |response: http::Response<BoxBody>| {
+            responses
+                .lock()
+                .unwrap()
+                .push(format!("-> {}", response.status()));
+            response
+        });
+    let ca = TestCa::new();
+    let leaves = Arc::new(Leaves::new(LocalCa::load(&ca.files.dir).unwrap()).unwrap());
+    let forward: Forward = Forward::new(Some(&pki.ca_file)).unwrap();
+    let front = Front::new(layered(forward, observe), Some(leaves));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move { front.serve(listener).await });
+    let cacert = ca.files.cert.to_str().unwrap();
+    let tls_url = format!("https://localhost:{}/secure", tls_upstream.port());
+    let out = run(
+        "curl",
+        &["-sS", "--http2", "-x", &proxy, "--cacert", cacert, &tls_url],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "-x",
+            &proxy,
+            &format!("http://{plain_upstream}/plain"),
+        ],
+        &[],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    task.abort();
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        [
+            format!(
+                "GET /secure {:?} localhost:{} Some(\"h2\")",
+                Arrival::TunnelTls,
+                tls_upstream.port()
+            ),
+            "-> 200 OK".to_string(),
+            format!("GET /plain {:?} {plain_upstream} None", Arrival::Plain),
+            "-> 200 OK".to_string(),
+        ]
+    );
+}
