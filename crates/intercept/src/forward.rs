@@ -397,11 +397,8 @@ async fn forward<B: ForwardBody>(
 ) -> Response<BoxBody> {
     let target = request.extensions().get::<Target>().cloned();
     let grpc = reprise_net::versions::needs_h2(request.headers());
-    let place = target
-        .as_ref()
-        .map(Target::authority)
-        .or_else(|| request.uri().authority().map(|a| a.to_string()))
-        .unwrap_or_default();
+    // Only an error needs it (kept as a cheap clone, formatted then).
+    let uri_authority = request.uri().authority().cloned();
     reprise_net::hop::strip_hop_by_hop(request.headers_mut(), false);
     let sent = match upstream {
         Upstream::Pooled(client) => {
@@ -418,11 +415,18 @@ async fn forward<B: ForwardBody>(
             reprise_net::hop::strip_hop_by_hop(&mut parts.headers, false);
             Response::from_parts(parts, body.map_err(BoxError::from).boxed_unsync())
         }
-        Err(e) => failure(
-            grpc,
-            StatusCode::BAD_GATEWAY,
-            format!("reprise egress: upstream {place}: {}", error_chain(&*e)),
-        ),
+        Err(e) => {
+            let place = target
+                .as_ref()
+                .map(Target::authority)
+                .or_else(|| uri_authority.map(|a| a.to_string()))
+                .unwrap_or_default();
+            failure(
+                grpc,
+                StatusCode::BAD_GATEWAY,
+                format!("reprise egress: upstream {place}: {}", error_chain(&*e)),
+            )
+        }
     }
 }
 

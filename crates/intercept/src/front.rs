@@ -152,7 +152,12 @@ struct Inner<H> {
     leaves: Option<Arc<Leaves>>,
     counters: Arc<FrontCounters>,
     options: FrontOptions,
+    /// HTTP/1.1 or HTTP/2, told by the preface (proxy connections,
+    /// tunnels in clear, TLS without ALPN).
     http: auto::Builder<TokioExecutor>,
+    /// For TLS tunnels whose ALPN said which.
+    http1_only: auto::Builder<TokioExecutor>,
+    http2_only: auto::Builder<TokioExecutor>,
 }
 
 impl<H> Front<H>
@@ -172,8 +177,17 @@ where
         leaves: Option<Arc<Leaves>>,
         options: FrontOptions,
     ) -> Front<H> {
-        let mut http = auto::Builder::new(TokioExecutor::new());
-        http.http2().timer(hyper_util::rt::TokioTimer::new());
+        let builder = || {
+            let mut http = auto::Builder::new(TokioExecutor::new());
+            // The timer bounds how long a client may take to send a
+            // request head (HTTP/1.1) and runs HTTP/2's keep-alive.
+            http.http1().timer(hyper_util::rt::TokioTimer::new());
+            http.http2().timer(hyper_util::rt::TokioTimer::new());
+            http
+        };
+        let http = builder();
+        let http1_only = builder().http1_only();
+        let http2_only = builder().http2_only();
         Front {
             inner: Arc::new(Inner {
                 handler,
@@ -181,6 +195,8 @@ where
                 counters: Arc::new(FrontCounters::default()),
                 options,
                 http,
+                http1_only,
+                http2_only,
             }),
         }
     }
@@ -446,6 +462,11 @@ where
                 Err(message)
             }
         };
+        let http = match target.alpn() {
+            Some(b"h2") => &self.inner.http2_only,
+            Some(b"http/1.1") => &self.inner.http1_only,
+            _ => &self.inner.http,
+        };
         let hyper_service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
             let service = service.clone();
             request.extensions_mut().insert(target.clone());
@@ -456,12 +477,7 @@ where
                 })
             }
         });
-        if let Err(e) = self
-            .inner
-            .http
-            .serve_connection(TokioIo::new(io), hyper_service)
-            .await
-        {
+        if let Err(e) = http.serve_connection(TokioIo::new(io), hyper_service).await {
             tracing::debug!("reprise egress: tunnel: {e}");
         }
     }

@@ -584,3 +584,57 @@ async fn a_layer_sees_each_call_and_its_answer_with_its_target() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_the_front_cannot_place_get_a_clear_answer() {
+    let front = start_front(None).await;
+    let exchange = |request: &'static str| {
+        let addr = front.addr;
+        async move {
+            let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(request.as_bytes()).await.unwrap();
+            let mut answer = Vec::new();
+            tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut answer))
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8_lossy(&answer).into_owned()
+        }
+    };
+    // No absolute URI and no Host: nowhere to go.
+    let answer = exchange("GET /x HTTP/1.0\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.0 400"), "{answer}");
+    assert!(
+        answer.ends_with(
+            "reprise egress: a request needs an absolute URI (http://host/path) or a Host field\n"
+        ),
+        "{answer}"
+    );
+    // https:// in absolute form: only through CONNECT.
+    let answer = exchange(
+        "GET https://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(
+        answer.contains("cannot be forwarded: send it through CONNECT"),
+        "{answer}"
+    );
+    // Plain http to a port that refuses: a 502 naming it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let request =
+        format!("GET http://{closed}/x HTTP/1.1\r\nHost: {closed}\r\nConnection: close\r\n\r\n");
+    let answer = exchange(Box::leak(request.into_boxed_str())).await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    assert!(
+        answer.contains(&format!("reprise egress: upstream {closed}:")),
+        "{answer}"
+    );
+    assert!(
+        answer.to_lowercase().contains("connection refused"),
+        "{answer}"
+    );
+}
