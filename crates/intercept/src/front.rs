@@ -61,6 +61,11 @@ pub struct FrontOptions {
     pub sniff_timeout: Duration,
     /// How long the client's TLS handshake may take.
     pub handshake_timeout: Duration,
+    /// Answer `508 Loop Detected` to a request whose target is the
+    /// front's own address (it would come back to the front). Turn it
+    /// off for a listener whose handler sends every request to one fixed
+    /// upstream whatever its `Host` (an `--egress-route`).
+    pub refuse_self: bool,
 }
 
 impl Default for FrontOptions {
@@ -68,6 +73,7 @@ impl Default for FrontOptions {
         FrontOptions {
             sniff_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
+            refuse_self: true,
         }
     }
 }
@@ -235,7 +241,11 @@ where
     pub async fn serve_tcp(&self, stream: TcpStream, peer: SocketAddr) {
         // Small requests and answers go out as written.
         let _ = stream.set_nodelay(true);
-        if let Err(e) = self.serve_connection(stream).await {
+        let local = stream
+            .local_addr()
+            .ok()
+            .filter(|_| self.inner.options.refuse_self);
+        if let Err(e) = self.serve_io(stream, local).await {
             tracing::debug!("reprise egress: connection from {peer}: {e}");
         }
     }
@@ -245,13 +255,22 @@ where
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        self.serve_io(io, None).await
+    }
+
+    /// Serves one client connection that reached the front at `local`
+    /// (requests for `local` itself are refused: they would loop).
+    async fn serve_io<I>(&self, io: I, local: Option<SocketAddr>) -> Result<(), BoxError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         bump(&self.inner.counters.connections);
         let service = self.inner.handler.plain();
         let front = self.clone();
         let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
             let front = front.clone();
             let service = service.clone();
-            async move { Ok::<_, Infallible>(front.on_request(service, request).await) }
+            async move { Ok::<_, Infallible>(front.on_request(service, request, local).await) }
         });
         self.inner
             .http
@@ -263,9 +282,10 @@ where
         &self,
         service: H::Service,
         mut request: Request<Incoming>,
+        local: Option<SocketAddr>,
     ) -> Response<BoxBody> {
         if request.method() == Method::CONNECT {
-            return self.on_connect(request).await;
+            return self.on_connect(request, local).await;
         }
         let Some(target) = plain_target(&request) else {
             return answer(
@@ -273,11 +293,18 @@ where
                 "reprise egress: a request needs an absolute URI (http://host/path) or a Host field".to_string(),
             );
         };
+        if is_self(target.host(), target.port(), local) {
+            return loops(&target.authority());
+        }
         request.extensions_mut().insert(target);
         call(service, request).await
     }
 
-    async fn on_connect(&self, request: Request<Incoming>) -> Response<BoxBody> {
+    async fn on_connect(
+        &self,
+        request: Request<Incoming>,
+        local: Option<SocketAddr>,
+    ) -> Response<BoxBody> {
         let Some((host, port)) = request.uri().authority().map(host_port) else {
             return answer(
                 StatusCode::BAD_REQUEST,
@@ -288,6 +315,9 @@ where
             );
         };
         let port = port.unwrap_or(443);
+        if is_self(&host, port, local) {
+            return loops(&authority(&host, port));
+        }
         let tunnel = match self.inner.handler.open(&host, port).await {
             Ok(tunnel) => tunnel,
             Err(e) => {
@@ -520,6 +550,30 @@ fn plain_target(request: &Request<Incoming>) -> Option<Target> {
         Arrival::Plain,
         None,
     ))
+}
+
+/// Whether `host:port` is the front's own address `local`.
+fn is_self(host: &str, port: u16, local: Option<SocketAddr>) -> bool {
+    let Some(local) = local else {
+        return false;
+    };
+    if port != local.port() {
+        return false;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ip == local.ip() || (ip.is_loopback() && local.ip().is_loopback()),
+        Err(_) => host.eq_ignore_ascii_case("localhost") && local.ip().is_loopback(),
+    }
+}
+
+/// The answer to a request for the front itself.
+fn loops(place: &str) -> Response<BoxBody> {
+    answer(
+        StatusCode::LOOP_DETECTED,
+        format!(
+            "reprise egress: {place} is this proxy: a request for it would come back here (give the client the proxy as HTTP_PROXY/HTTPS_PROXY, with the real URL)"
+        ),
+    )
 }
 
 /// An authority's host (IPv6 without brackets) and port.

@@ -610,6 +610,21 @@ async fn requests_the_front_cannot_place_get_a_clear_answer() {
         ),
         "{answer}"
     );
+    // The front itself, in origin form (Host) or as a CONNECT target:
+    // it would loop.
+    let request = format!(
+        "GET /x HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        front.addr
+    );
+    let answer = exchange(Box::leak(request.into_boxed_str())).await;
+    assert!(answer.starts_with("HTTP/1.1 508"), "{answer}");
+    assert!(answer.contains("is this proxy"), "{answer}");
+    let request = format!(
+        "CONNECT localhost:{0} HTTP/1.1\r\nHost: localhost:{0}\r\nConnection: close\r\n\r\n",
+        front.addr.port()
+    );
+    let answer = exchange(Box::leak(request.into_boxed_str())).await;
+    assert!(answer.starts_with("HTTP/1.1 508"), "{answer}");
     // https:// in absolute form: only through CONNECT.
     let answer = exchange(
         "GET https://127.0.0.1:9/x HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n",
