@@ -38,6 +38,17 @@ if ! python3 -c 'import httpbin, gunicorn' >/dev/null 2>&1; then
   fi
 fi
 
+# requests (PyPI) is a real HTTPS client through the egress proxy's
+# front (HTTPS_PROXY, REQUESTS_CA_BUNDLE from `reprise ca env`).
+if ! python3 -c 'import requests' >/dev/null 2>&1; then
+  echo "== installing requests (PyPI)"
+  if [ "$(id -u)" -eq 0 ]; then
+    python3 -m pip install -q --root-user-action=ignore requests
+  else
+    python3 -m pip install -q --user requests
+  fi
+fi
+
 # Headless Chromium renders the HTML diff report in its test.
 command -v chromium >/dev/null || need_packages chromium
 

@@ -1,5 +1,6 @@
 //! One function per command.
 
+mod ca;
 mod demo;
 mod diff;
 mod export;
@@ -27,6 +28,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Mock(args) => mock::run(&args),
         Command::Mirror(args) => mirror::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Ca(command) => ca::run(&command),
     }
 }
 
