@@ -23,6 +23,7 @@
 //!   UNAVAILABLE) saying why, and the exchange is recorded with its error.
 
 mod config;
+mod egress;
 mod error;
 mod forward;
 mod protocol;
@@ -33,6 +34,11 @@ mod upstream;
 mod watched;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
+pub use egress::{
+    CALLER_KEY, EgressConfig, EgressFuture, EgressRecordLayer, EgressRecorder, EgressRoute,
+    EgressRouteError, EgressSource, ForwardError, ForwardFuture, InboundTrace, InboundTracing,
+    UpstreamForward, valid_traceparent,
+};
 pub use error::ProxyError;
 pub use protocol::UpstreamVersions;
 
