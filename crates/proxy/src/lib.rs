@@ -35,9 +35,9 @@ mod watched;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
 pub use egress::{
-    CALLER_KEY, EgressConfig, EgressFuture, EgressRecordLayer, EgressRecorder, EgressRoute,
-    EgressRouteError, EgressSource, ForwardError, ForwardFuture, InboundTrace, InboundTracing,
-    UpstreamForward, valid_traceparent,
+    CALLER_KEY, DEFAULT_LINK_WINDOW, EgressConfig, EgressFuture, EgressRecordLayer, EgressRecorder,
+    EgressRoute, EgressRouteError, EgressSource, ForwardError, ForwardFuture, InboundTrace,
+    InboundTracing, UpstreamForward, valid_traceparent,
 };
 pub use error::ProxyError;
 pub use protocol::UpstreamVersions;
@@ -48,5 +48,5 @@ pub use listener::{
 };
 pub use reprise_net::TlsError;
 pub use reprise_record::ConnectionMetrics;
-pub use reprise_record::{Metrics, RecorderStats, TapBody};
+pub use reprise_record::{EgressStats, Metrics, RecorderStats, TapBody};
 pub use server::{RunningProxy, default_serving_threads, start};
