@@ -2,6 +2,7 @@
 //! recorded in the same tape, each linked to the inbound call it served
 //! by W3C trace context. Real services (Python's http.server with urllib,
 //! Node's http), a real downstream, the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
 mod support;
 
@@ -75,23 +76,6 @@ fn downstream(barrier: usize) -> Process {
             barrier.to_string(),
         ],
         &[],
-        port,
-    )
-}
-
-/// The Python service: its first call through HTTP_PROXY=`proxy` to
-/// `first`, its second to the base URL `second`.
-fn python_service(proxy: &str, first: &str, second: &str) -> Process {
-    let port = free_port();
-    Process::start(
-        "python3",
-        &[
-            format!("{SERVICES}/egress_service.py"),
-            port.to_string(),
-            first.to_string(),
-            second.to_string(),
-        ],
-        &[("HTTP_PROXY", proxy.to_string())],
         port,
     )
 }
