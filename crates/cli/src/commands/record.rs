@@ -100,6 +100,10 @@ fn egress(args: &RecordArgs) -> anyhow::Result<EgressConfig> {
     egress.check()?;
     egress.link_window = duration("--link-window", &args.link_window)?;
     egress.fresh_trace = args.fresh_trace;
+    egress.ca = args.egress_ca.clone();
+    if !egress.enabled() && egress.ca.is_some() {
+        bail!("--egress-ca is for https downstreams: it needs --egress or --egress-route");
+    }
     if !egress.enabled() && args.fresh_trace {
         bail!(
             "--fresh-trace changes trace context for egress linking: it needs --egress or --egress-route"
