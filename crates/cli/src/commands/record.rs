@@ -101,8 +101,13 @@ fn egress(args: &RecordArgs) -> anyhow::Result<EgressConfig> {
     egress.link_window = duration("--link-window", &args.link_window)?;
     egress.fresh_trace = args.fresh_trace;
     egress.ca = args.egress_ca.clone();
-    if !egress.enabled() && egress.ca.is_some() {
-        bail!("--egress-ca is for https downstreams: it needs --egress or --egress-route");
+    if let Some(ca) = &egress.ca {
+        if !egress.enabled() {
+            bail!("--egress-ca is for https downstreams: it needs --egress or --egress-route");
+        }
+        // Read at start by the proxy too; said here with the flag's name.
+        std::fs::File::open(ca)
+            .with_context(|| format!("--egress-ca {}: cannot read it", ca.display()))?;
     }
     if !egress.enabled() && args.fresh_trace {
         bail!(
