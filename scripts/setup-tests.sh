@@ -38,6 +38,17 @@ if ! python3 -c 'import httpbin, gunicorn' >/dev/null 2>&1; then
   fi
 fi
 
+# requests and grpcio, from PyPI, are the clients of the Python shop
+# (examples/python-shop) that the `reprise test` sandbox tests run.
+if ! python3 -c 'import requests, grpc' >/dev/null 2>&1; then
+  echo "== installing requests and grpcio (PyPI)"
+  if [ "$(id -u)" -eq 0 ]; then
+    python3 -m pip install -q --root-user-action=ignore requests grpcio
+  else
+    python3 -m pip install -q --user requests grpcio
+  fi
+fi
+
 # Headless Chromium renders the HTML diff report in its test.
 command -v chromium >/dev/null || need_packages chromium
 

@@ -1,0 +1,291 @@
+//! What the recording says about the service's way out: the egress
+//! listeners it used at record time (where the mock listens in the
+//! sandbox), the names it looked up (what the DNS stub answers), and the
+//! environment that points the service's clients at them.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::bail;
+use reprise_model::{Exchange, Role};
+
+/// Where the service's downstream calls went at record time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EgressListener {
+    /// The `--egress-route` name; empty for the forward proxy.
+    pub route: String,
+    /// The address it listened on.
+    pub listen: SocketAddr,
+    /// The authority its calls went to (a route's downstream): the mock
+    /// answers the route's calls as made to it.
+    pub authority: Option<String>,
+    /// That authority's host: left out of the proxy variables (`NO_PROXY`).
+    pub host: Option<String>,
+}
+
+impl EgressListener {
+    /// The forward proxy, which the service reaches through the proxy
+    /// variables.
+    pub(crate) fn is_proxy(&self) -> bool {
+        self.route.is_empty()
+    }
+}
+
+/// The distinct listeners the recording's downstream calls came through
+/// (`source.listener`, with `source.route`), in first-seen order.
+pub(crate) fn recorded_listeners(exchanges: &[Exchange]) -> anyhow::Result<Vec<EgressListener>> {
+    let mut found: Vec<EgressListener> = Vec::new();
+    for exchange in exchanges.iter().filter(|e| is_downstream(e)) {
+        let Some(source) = &exchange.source else {
+            continue;
+        };
+        if source.listener.is_empty() {
+            continue;
+        }
+        let Ok(listen) = source.listener.parse::<SocketAddr>() else {
+            bail!(
+                "the recording's egress listener {:?} (route {:?}) is not IP:PORT",
+                source.listener,
+                source.route
+            );
+        };
+        if found
+            .iter()
+            .any(|l| l.listen == listen && l.route == source.route)
+        {
+            continue;
+        }
+        if let Some(other) = found.iter().find(|l| l.listen == listen) {
+            bail!(
+                "the recording has two egress listeners on {listen} (routes {:?} and {:?})",
+                other.route,
+                source.route
+            );
+        }
+        let authority = (!source.route.is_empty())
+            .then(|| exchange.request.as_ref().map(|r| r.authority.clone()))
+            .flatten()
+            .filter(|a| !a.is_empty());
+        found.push(EgressListener {
+            route: source.route.clone(),
+            listen,
+            host: authority.as_deref().map(host_of),
+            authority,
+        });
+    }
+    Ok(found)
+}
+
+fn is_downstream(exchange: &Exchange) -> bool {
+    exchange.role == Role::Downstream as i32
+}
+
+/// The host of an authority (`[::1]:8080` -> `::1`).
+fn host_of(authority: &str) -> String {
+    let authority = authority.rsplit('@').next().unwrap_or(authority);
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest).to_string();
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host.to_string(),
+        _ => authority.to_string(),
+    }
+    .to_ascii_lowercase()
+}
+
+/// The names the recording's downstream calls went to (not addresses):
+/// the ones the sandbox's DNS stub answers.
+pub(crate) fn dns_names(exchanges: &[Exchange]) -> Vec<String> {
+    let mut names = BTreeSet::new();
+    for exchange in exchanges.iter().filter(|e| is_downstream(e)) {
+        let Some(request) = &exchange.request else {
+            continue;
+        };
+        let host = host_of(&request.authority);
+        if host.is_empty() || host.parse::<IpAddr>().is_ok() {
+            continue;
+        }
+        names.insert(host);
+    }
+    names.into_iter().collect()
+}
+
+/// The files of a local CA (`reprise ca init`) a service is told to trust.
+#[derive(Debug, Clone)]
+pub(crate) struct CaFiles {
+    /// The CA's certificate alone.
+    pub ca: PathBuf,
+    /// The CA with the system's roots: what a client that reads one file
+    /// for all its roots is given.
+    pub bundle: PathBuf,
+}
+
+impl CaFiles {
+    /// The files in `dir`: `ca.pem`, and `bundle.pem` when present (else
+    /// `ca.pem` serves for both).
+    pub(crate) fn in_dir(dir: &Path) -> anyhow::Result<CaFiles> {
+        let ca = dir.join("ca.pem");
+        match std::fs::metadata(&ca) {
+            Ok(meta) if meta.is_file() => {}
+            Ok(_) => bail!("--ca-dir {}: ca.pem is not a file", dir.display()),
+            Err(e) => bail!(
+                "--ca-dir {}: cannot read ca.pem ({e}); create the CA with `reprise ca init --dir {}`",
+                dir.display(),
+                dir.display()
+            ),
+        }
+        let bundle = dir.join("bundle.pem");
+        let bundle = if bundle.is_file() { bundle } else { ca.clone() };
+        Ok(CaFiles { ca, bundle })
+    }
+}
+
+/// Hosts that never go through a proxy: the service's own loopback.
+const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
+
+/// The environment that sends the service's clients to the mock: the
+/// proxy variables when the recording went through the forward proxy,
+/// `NO_PROXY` for loopback and the routes' hosts, and the CA variables.
+pub(crate) fn service_env(
+    listeners: &[EgressListener],
+    ca: Option<&CaFiles>,
+) -> Vec<(String, String)> {
+    let mut env = Vec::new();
+    if let Some(proxy) = listeners.iter().find(|l| l.is_proxy()) {
+        let url = format!("http://{}", proxy.listen);
+        for name in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "grpc_proxy",
+        ] {
+            env.push((name.to_string(), url.clone()));
+        }
+    }
+    let mut no_proxy: Vec<String> = LOOPBACK.iter().map(|h| h.to_string()).collect();
+    for host in listeners.iter().filter_map(|l| l.host.as_ref()) {
+        if !no_proxy.contains(host) {
+            no_proxy.push(host.clone());
+        }
+    }
+    let no_proxy = no_proxy.join(",");
+    env.push(("NO_PROXY".to_string(), no_proxy.clone()));
+    env.push(("no_proxy".to_string(), no_proxy));
+    if let Some(ca) = ca {
+        let bundle = ca.bundle.display().to_string();
+        for name in [
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+            "GRPC_DEFAULT_SSL_ROOTS_FILE_PATH",
+            "CURL_CA_BUNDLE",
+        ] {
+            env.push((name.to_string(), bundle.clone()));
+        }
+        // Node adds this file to its own roots: the CA alone.
+        env.push((
+            "NODE_EXTRA_CA_CERTS".to_string(),
+            ca.ca.display().to_string(),
+        ));
+    }
+    env
+}
+
+#[cfg(test)]
+mod tests {
+    use reprise_model::{RecordSource, Request};
+
+    use super::*;
+
+    fn downstream(route: &str, listener: &str, authority: &str) -> Exchange {
+        Exchange {
+            role: Role::Downstream as i32,
+            source: Some(RecordSource {
+                recorder: "proxy".into(),
+                route: route.into(),
+                listener: listener.into(),
+                ..Default::default()
+            }),
+            request: Some(Request {
+                method: "POST".into(),
+                scheme: "https".into(),
+                authority: authority.into(),
+                path: "/charge".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn listeners_names_and_environment() {
+        let exchanges = vec![
+            downstream("", "127.0.0.1:3128", "payments.example:443"),
+            downstream("", "127.0.0.1:3128", "inventory.internal:50051"),
+            downstream("inv", "127.0.0.1:7001", "10.0.0.7:50051"),
+            downstream("inv", "127.0.0.1:7001", "10.0.0.7:50051"),
+            Exchange {
+                role: Role::Inbound as i32,
+                ..downstream("", "127.0.0.1:8080", "shop.example")
+            },
+        ];
+        let listeners = recorded_listeners(&exchanges).unwrap();
+        assert_eq!(listeners.len(), 2);
+        assert!(listeners[0].is_proxy());
+        assert_eq!(listeners[1].route, "inv");
+        assert_eq!(listeners[1].host.as_deref(), Some("10.0.0.7"));
+        assert_eq!(
+            dns_names(&exchanges),
+            ["inventory.internal", "payments.example"]
+        );
+        let env = service_env(&listeners, None);
+        let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+        assert_eq!(get("HTTPS_PROXY"), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("grpc_proxy"), Some("http://127.0.0.1:3128"));
+        assert_eq!(get("no_proxy"), Some("localhost,127.0.0.1,::1,10.0.0.7"));
+        assert_eq!(get("SSL_CERT_FILE"), None);
+    }
+
+    #[test]
+    fn routes_alone_set_no_proxy_variables() {
+        let listeners =
+            recorded_listeners(&[downstream("pay", "127.0.0.1:7002", "pay.example")]).unwrap();
+        let env = service_env(&listeners, None);
+        assert!(
+            env.iter()
+                .all(|(n, _)| !n.ends_with("_PROXY") || n == "NO_PROXY")
+        );
+        assert!(env.iter().all(|(n, _)| n != "http_proxy"));
+    }
+
+    #[test]
+    fn bad_listeners_are_named() {
+        let error = recorded_listeners(&[downstream("", "somewhere", "a")]).unwrap_err();
+        assert!(error.to_string().contains("\"somewhere\""), "{error}");
+        let error = recorded_listeners(&[
+            downstream("a", "127.0.0.1:7000", "a"),
+            downstream("b", "127.0.0.1:7000", "b"),
+        ])
+        .unwrap_err();
+        assert!(
+            error.to_string().contains("two egress listeners"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn ca_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = CaFiles::in_dir(dir.path()).unwrap_err();
+        assert!(error.to_string().contains("reprise ca init"), "{error}");
+        std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
+        let files = CaFiles::in_dir(dir.path()).unwrap();
+        assert_eq!(files.bundle, files.ca);
+        let env = service_env(&[], Some(&files));
+        assert!(
+            env.iter()
+                .any(|(n, v)| n == "REQUESTS_CA_BUNDLE" && v.ends_with("ca.pem"))
+        );
+    }
+}

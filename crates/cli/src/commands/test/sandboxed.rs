@@ -1,0 +1,395 @@
+//! One copy of the service tested in a sandbox of its own: the mock on
+//! the recorded egress listeners inside, the service started inside, the
+//! recording replayed to it from a thread inside, then the service
+//! stopped and what the jail saw collected.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use reprise_mock::{MockReport, MockStore};
+use reprise_model::{Exchange, Role, Sink, StoreError};
+use reprise_replay::{Opener, Pacing, Replay, ReplayConfig, Report};
+use reprise_sandbox::{FakeClock, Sandbox, SandboxError, SandboxOptions, ServiceOptions};
+
+use super::Settings;
+use super::egress::EgressListener;
+
+/// Misses listed in the report (all are counted).
+const MISSES_SHOWN: usize = 20;
+
+/// What every copy run shares.
+pub(crate) struct Setup<'a> {
+    /// The recording, whole.
+    pub recording: &'a [Exchange],
+    /// Where it was read from (the replay reads it again).
+    pub recording_path: &'a Path,
+    /// The service's port.
+    pub port: u16,
+    /// The recorded egress listeners: where the mock listens.
+    pub listeners: Vec<EgressListener>,
+    /// The names the DNS stub answers.
+    pub dns_names: Vec<String>,
+    /// The service's environment besides the caller's: proxy and CA.
+    pub env: Vec<(String, String)>,
+    /// Run the service under libfaketime.
+    pub faketime: bool,
+    /// The options.
+    pub settings: &'a Settings,
+}
+
+/// One copy of the service: the build under test or the baseline.
+pub(crate) struct Copy {
+    /// How messages name it: `service` or `baseline`.
+    pub name: &'static str,
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Where the replayed exchanges go.
+    pub replayed: PathBuf,
+    /// Where the mock writes the downstream calls it got.
+    pub downstream: PathBuf,
+}
+
+/// What one copy's run gave.
+pub(crate) struct RunResult {
+    /// How the copy is named.
+    pub name: &'static str,
+    /// The replayed exchanges' tape.
+    pub replayed: PathBuf,
+    /// The downstream calls' tape.
+    pub downstream: PathBuf,
+    /// The replay's report.
+    pub replay: Report,
+    /// What the mock served and missed.
+    pub mock: MockReport,
+    /// Every attempt to reach something the recording does not hold,
+    /// one line each.
+    pub escapes: Vec<String>,
+}
+
+impl RunResult {
+    /// The replay's figures, the mock's, and the escape attempts.
+    pub(crate) fn render(&self, out: &mut dyn Write) -> std::io::Result<()> {
+        let name = self.name;
+        let r = &self.replay;
+        writeln!(
+            out,
+            "{name}: {} calls replayed in {:.2} s: {} ok, {} failed, {} status differs",
+            r.calls, r.elapsed_s, r.ok, r.failed, r.status_differs
+        )?;
+        writeln!(
+            out,
+            "{name}: the mock answered {} downstream calls, missed {}",
+            self.mock.served, self.mock.missed
+        )?;
+        for miss in self.mock.misses.iter().take(MISSES_SHOWN) {
+            writeln!(out, "{name}:   {miss}")?;
+        }
+        if self.escapes.is_empty() {
+            writeln!(out, "{name}: no escape attempts")?;
+        }
+        for escape in &self.escapes {
+            writeln!(out, "{name}: escape attempt: {escape}")?;
+        }
+        Ok(())
+    }
+
+    /// The same as JSON.
+    pub(crate) fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "replayed": self.replayed,
+            "downstream": self.downstream,
+            "replay": self.replay,
+            "mock": {
+                "served": self.mock.served,
+                "missed": self.mock.missed,
+                "misses": self.mock.misses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            },
+            "escapes": self.escapes,
+        })
+    }
+}
+
+/// How long the service has to stop after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs `copy` in a sandbox of its own.
+pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
+    let mut options = SandboxOptions::default().allow_port(setup.port);
+    for listener in &setup.listeners {
+        options = options.allow_port(listener.listen.port());
+    }
+    for name in &setup.dns_names {
+        options = options.dns_name(name.clone());
+    }
+    let sandbox = Sandbox::create(options)?;
+    let listeners = setup
+        .listeners
+        .iter()
+        .map(|l| {
+            let listener = sandbox.listen_tcp(l.listen).with_context(|| {
+                format!(
+                    "cannot listen at {} in the sandbox (the recording's {})",
+                    l.listen,
+                    describe(l)
+                )
+            })?;
+            Ok((listener, l.clone()))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let store = MockStore::new(setup.recording.to_vec(), setup.settings.mock.clone());
+    let mock = super::mock_server::start(
+        store,
+        listeners,
+        copy.downstream.clone(),
+        setup.settings.mock_log,
+    )?;
+    let clock = if setup.faketime {
+        let start = first_inbound_ns(setup.recording).map_or_else(SystemTime::now, at_ns);
+        Some(sandbox.fake_clock(start).context("--faketime")?)
+    } else {
+        None
+    };
+    let mut command = Command::new(&copy.command[0]);
+    command.args(&copy.command[1..]);
+    for name in PROXY_VARIABLES {
+        command.env_remove(name);
+    }
+    command.envs(setup.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Some(clock) = &clock {
+        clock.apply(&mut command);
+    }
+    let mut service = sandbox
+        .spawn(command, ServiceOptions::default())
+        .with_context(|| format!("the {}", copy.name))?;
+    if let Err(error) = service.wait_for_port(setup.port, setup.settings.start_timeout) {
+        let _ = service.stop(STOP_GRACE);
+        let _ = mock.stop();
+        return Err(service_failed(copy.name, error));
+    }
+    let results = SharedSink(Arc::new(Mutex::new(super::super::replay::results_tape(
+        &copy.replayed,
+    )?)));
+    let config = setup.settings.replay.clone();
+    let recording_path = setup.recording_path.to_path_buf();
+    let inbound = setup
+        .recording
+        .iter()
+        .filter(|e| e.role != Role::Downstream as i32)
+        .cloned()
+        .collect::<Vec<_>>();
+    let sink = results.clone();
+    let replayed = sandbox
+        .spawn_thread("reprise-test-replay", move || -> anyhow::Result<Report> {
+            match clock {
+                Some(clock) => replay_in_recorded_time(config, inbound, sink, &clock),
+                None => {
+                    let opener = opener(recording_path, &config);
+                    let replay = Replay::start(config, opener, Some(Box::new(sink)), None)?;
+                    Ok(replay.wait()?)
+                }
+            }
+        })?
+        .join();
+    let stopped = service.stop(STOP_GRACE);
+    let mock = mock.stop()?;
+    let replay = match replayed {
+        Ok(report) => report?,
+        Err(_) => bail!("the replay stopped unexpectedly"),
+    };
+    stopped.with_context(|| format!("cannot stop the {}", copy.name))?;
+    results
+        .0
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .finish()
+        .with_context(|| copy.replayed.display().to_string())?;
+    let stdout = std::io::stdout();
+    replay.render(&mut stdout.lock())?;
+    crate::report_damage(&replay.recording.damage);
+    if replay.calls == 0 {
+        bail!(
+            "{}: nothing to replay: no inbound exchange in the recording can be replayed",
+            setup.recording_path.display()
+        );
+    }
+    let escapes = sandbox.escapes()?.messages();
+    Ok(RunResult {
+        name: copy.name,
+        replayed: copy.replayed,
+        downstream: copy.downstream,
+        replay,
+        mock,
+        escapes,
+    })
+}
+
+/// The variables a service takes a proxy from: the caller's are not
+/// passed on (the sandbox sets its own when the recording used one).
+const PROXY_VARIABLES: [&str; 8] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "grpc_proxy",
+    "GRPC_PROXY",
+];
+
+/// A service that exited before opening its port, or never opened it:
+/// its last output lines on stderr, one each, and the error in one line.
+fn service_failed(name: &str, error: SandboxError) -> anyhow::Error {
+    let (what, lines) = match &error {
+        SandboxError::ServiceExited {
+            port,
+            status,
+            last_lines,
+        } => (
+            format!("the {name} exited before opening port {port} ({status})"),
+            last_lines.as_slice(),
+        ),
+        SandboxError::PortNeverOpened {
+            port,
+            waited,
+            last_lines,
+        } => (
+            format!(
+                "the {name} did not open port {port} within {:.1} s (--start-timeout)",
+                waited.as_secs_f64()
+            ),
+            last_lines.as_slice(),
+        ),
+        _ => return anyhow::Error::new(error).context(format!("the {name}")),
+    };
+    let stderr = std::io::stderr();
+    let mut err = stderr.lock();
+    if lines.is_empty() {
+        let _ = writeln!(err, "reprise: the {name} printed nothing");
+    } else {
+        let _ = writeln!(err, "reprise: the {name}'s last output lines:");
+        for line in lines {
+            let _ = writeln!(err, "  | {}", reprise_model::terminal::escape(line));
+        }
+    }
+    anyhow::anyhow!("{what}")
+}
+
+/// A time in nanoseconds since the epoch.
+fn at_ns(ns: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_nanos(ns)
+}
+
+/// How a listener is named in messages.
+fn describe(listener: &EgressListener) -> String {
+    if listener.is_proxy() {
+        "egress proxy".to_string()
+    } else {
+        format!("egress route {}", listener.route)
+    }
+}
+
+/// The recording, read again for the replay (it reads exchanges as it
+/// sends them).
+fn opener(path: PathBuf, config: &ReplayConfig) -> Opener {
+    let filter = config.filter.clone();
+    Box::new(move || {
+        crate::input::open(&path, &filter)
+            .map_err(|e| StoreError::failed(path.display().to_string(), crate::one_line(&e)))
+    })
+}
+
+/// The start of the first inbound exchange, for the clock the service
+/// starts with under `--faketime`.
+fn first_inbound_ns(recording: &[Exchange]) -> Option<u64> {
+    recording
+        .iter()
+        .filter(|e| e.role != Role::Downstream as i32)
+        .map(|e| e.recorded_at_ns)
+        .min()
+}
+
+/// `--faketime`: one call at a time, in recorded order, the service's
+/// clock set to each call's recorded start before it is sent.
+fn replay_in_recorded_time(
+    config: ReplayConfig,
+    mut inbound: Vec<Exchange>,
+    sink: SharedSink,
+    clock: &FakeClock,
+) -> anyhow::Result<Report> {
+    inbound.retain(|e| config.filter.matches(e));
+    inbound.sort_by_key(|e| e.recorded_at_ns);
+    if let Some(limit) = config.limit {
+        inbound.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    }
+    let mut total: Option<Report> = None;
+    for exchange in inbound {
+        clock.set(at_ns(exchange.recorded_at_ns))?;
+        let mut one = config.clone();
+        one.pacing = Pacing::Max;
+        one.concurrency = 1;
+        one.limit = None;
+        let mut once = Some(exchange);
+        let opener: Opener = Box::new(move || {
+            let exchanges: Vec<Exchange> = once.take().into_iter().collect();
+            Ok(Box::new(reprise_model::MemorySource::new(exchanges))
+                as Box<dyn reprise_model::Source>)
+        });
+        let replay = Replay::start(one, opener, Some(Box::new(sink.clone())), None)?;
+        let report = replay.wait()?;
+        total = Some(match total {
+            None => report,
+            Some(sum) => add(sum, report),
+        });
+    }
+    total.context("--faketime: no inbound exchange in the recording to replay")
+}
+
+/// One results tape shared by several replays (`--faketime` replays one
+/// call at a time).
+#[derive(Clone)]
+struct SharedSink(Arc<Mutex<reprise_tape::TapeWriter>>);
+
+impl Sink for SharedSink {
+    fn append(&mut self, exchange: Exchange) -> Result<(), StoreError> {
+        Sink::append(
+            &mut *self.0.lock().unwrap_or_else(PoisonError::into_inner),
+            exchange,
+        )
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Sink::sync(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Two replays' reports as one: the counts added, the rest the first's
+/// (under `--faketime`, each call is a replay of its own).
+fn add(mut sum: Report, one: Report) -> Report {
+    sum.elapsed_s += one.elapsed_s;
+    sum.calls += one.calls;
+    sum.ok += one.ok;
+    sum.status_differs += one.status_differs;
+    sum.failed += one.failed;
+    for (what, n) in one.failures {
+        *sum.failures.entry(what).or_default() += n;
+    }
+    for (what, n) in one.status_differences {
+        *sum.status_differences.entry(what).or_default() += n;
+    }
+    for (what, example) in one.failure_examples {
+        sum.failure_examples.entry(what).or_insert(example);
+    }
+    for (status, n) in one.statuses {
+        *sum.statuses.entry(status).or_default() += n;
+    }
+    sum.throughput = if sum.elapsed_s > 0.0 {
+        sum.calls as f64 / sum.elapsed_s
+    } else {
+        0.0
+    };
+    sum
+}

@@ -1,0 +1,498 @@
+//! `reprise test`: the Python shop (examples/python-shop/shop.py, with
+//! `requests` and `grpcio`) recorded with its downstream calls linked,
+//! then tested in the sandbox as it is, with a changed charge, with an
+//! extra call, with a direct connection around the proxy; services that
+//! never open their port or exit early; refused options.
+//!
+//! The recording: the shop's inbound calls recorded by `reprise record`
+//! in front of it, its payments calls (`requests`, JSON) and inventory
+//! calls (`grpcio`, h2c) each recorded by a `reprise record` the shop
+//! reaches by a base URL (as `--egress-route` listeners are), then each
+//! downstream call linked to its inbound call by the trace id the shop
+//! passed on, as the egress recorder links them (role Downstream,
+//! parent_id, link Trace with its order, source.route and
+//! source.listener: the conventions of issue 20).
+//!
+//! These tests need root (network namespaces) and Debian's nftables;
+//! scripts/setup-tests.sh installs them and the PyPI packages.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod support;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use reprise_model::{Exchange, Link, LinkKind, Role};
+use support::{Recorder, eventually, free_port, read_tape, write_exchanges};
+
+/// Checkouts recorded, all in flight at once.
+const CHECKOUTS: usize = 8;
+
+/// A Python process (the shop, its payments service) in a process group
+/// of its own, killed on drop.
+struct Python {
+    child: Child,
+}
+
+impl Python {
+    fn start(args: &[&str], port: u16) -> Python {
+        let child = Command::new("python3")
+            .arg(shop_py())
+            .args(args)
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("grpc_proxy")
+            .env("NO_PROXY", "localhost,127.0.0.1,::1")
+            .env("no_proxy", "localhost,127.0.0.1,::1")
+            .stdout(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("python3 runs examples/python-shop/shop.py");
+        let python = Python { child };
+        eventually(
+            &format!("shop.py {} listening on {port}", args[0]),
+            20,
+            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
+        python
+    }
+}
+
+impl Drop for Python {
+    fn drop(&mut self) {
+        if let Some(group) = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn shop_py() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-shop/shop.py")
+}
+
+/// The recording every test replays, made once per test binary.
+struct Recording {
+    _dir: tempfile::TempDir,
+    tape: PathBuf,
+    /// The shop's port (the recorded service's, given again to `test`).
+    shop_port: u16,
+    /// The listeners the shop's downstream calls went through.
+    payments: SocketAddr,
+    inventory: SocketAddr,
+}
+
+impl Recording {
+    /// The shop's command line, as recorded.
+    fn command(&self) -> Vec<String> {
+        vec![
+            "python3".into(),
+            shop_py().display().to_string(),
+            "shop".into(),
+            "--listen".into(),
+            format!("127.0.0.1:{}", self.shop_port),
+            "--payments".into(),
+            format!("http://{}", self.payments),
+            "--inventory".into(),
+            self.inventory.to_string(),
+        ]
+    }
+}
+
+fn recording() -> &'static Recording {
+    static RECORDING: OnceLock<Recording> = OnceLock::new();
+    RECORDING.get_or_init(record_shop)
+}
+
+/// Records the shop under concurrent load, then links each downstream
+/// call to its inbound call.
+fn record_shop() -> Recording {
+    let dir = tempfile::tempdir().unwrap();
+    // The inventory: the test suite's gRPC echo service, on a runtime
+    // that lives as long as the test binary.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            tx.send(reprise_testkit::start_echo().await).unwrap();
+            std::future::pending::<()>().await
+        });
+    });
+    let echo = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let payments_port = free_port();
+    let payments = Python::start(
+        &[
+            "payments",
+            "--listen",
+            &format!("127.0.0.1:{payments_port}"),
+        ],
+        payments_port,
+    );
+    let pay_tape = dir.path().join("payments.tape");
+    let inv_tape = dir.path().join("inventory.tape");
+    let shop_tape = dir.path().join("shop.tape");
+    let pay = Recorder::start(&format!("http://127.0.0.1:{payments_port}"), &pay_tape, &[]);
+    let inv = Recorder::start(
+        &format!("http://{echo}"),
+        &inv_tape,
+        &["--upstream-protocol", "h2"],
+    );
+    let shop_port = free_port();
+    let shop = Python::start(
+        &[
+            "shop",
+            "--listen",
+            &format!("127.0.0.1:{shop_port}"),
+            "--payments",
+            &format!("http://{}", pay.addr),
+            "--inventory",
+            &inv.addr.to_string(),
+        ],
+        shop_port,
+    );
+    let front = Recorder::start(&format!("http://127.0.0.1:{shop_port}"), &shop_tape, &[]);
+    let url = front.url("/checkout");
+    let calls: Vec<_> = (0..CHECKOUTS)
+        .map(|i| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let trace = format!("00-{:032x}-{:016x}-01", 0xabc0 + i, 0x100 + i);
+                let body = format!(
+                    r#"{{"order":"o-{i}","sku":"sku-{i}","amount":{}}}"#,
+                    100 + i
+                );
+                support::curl(&[
+                    "-f",
+                    "-H",
+                    "content-type: application/json",
+                    "-H",
+                    &format!("traceparent: {trace}"),
+                    "-d",
+                    &body,
+                    &url,
+                ])
+                .0
+            })
+        })
+        .collect();
+    for call in calls {
+        let answer = call.join().unwrap();
+        assert!(answer.contains("\"reserved\""), "{answer}");
+    }
+    let pay_listener = pay.addr;
+    let inv_listener = inv.addr;
+    front.stop_cleanly("-INT");
+    pay.stop_cleanly("-INT");
+    inv.stop_cleanly("-INT");
+    drop(shop);
+    drop(payments);
+    let inbound = read_tape(&shop_tape);
+    assert_eq!(inbound.len(), CHECKOUTS);
+    let mut all = inbound.clone();
+    let mut order = std::collections::HashMap::<Vec<u8>, u32>::new();
+    let mut downstream: Vec<(Exchange, &str, SocketAddr, String)> = Vec::new();
+    for e in read_tape(&pay_tape) {
+        downstream.push((
+            e,
+            "payments",
+            pay_listener,
+            format!("127.0.0.1:{payments_port}"),
+        ));
+    }
+    for e in read_tape(&inv_tape) {
+        downstream.push((e, "inventory", inv_listener, echo.to_string()));
+    }
+    assert_eq!(downstream.len(), 2 * CHECKOUTS);
+    downstream.sort_by_key(|(e, ..)| e.recorded_at_ns);
+    for (mut call, route, listener, authority) in downstream {
+        let trace = trace_of(&call).expect("the shop passes traceparent on");
+        let parent = inbound
+            .iter()
+            .find(|i| trace_of(i) == Some(trace))
+            .expect("each downstream call's trace names an inbound call");
+        let n = order.entry(parent.id.clone()).or_default();
+        call.role = Role::Downstream as i32;
+        call.parent_id = parent.id.clone();
+        call.trace_id = trace.to_vec();
+        call.link = Some(Link {
+            kind: LinkKind::Trace as i32,
+            order: *n,
+        });
+        *n += 1;
+        let source = call.source.get_or_insert_with(Default::default);
+        source.recorder = "proxy".into();
+        source.route = route.into();
+        source.listener = listener.to_string();
+        let request = call.request.as_mut().unwrap();
+        request.scheme = "http".into();
+        request.authority = authority;
+        all.push(call);
+    }
+    all.sort_by_key(|e| e.recorded_at_ns);
+    let tape = dir.path().join("recording.tape");
+    write_exchanges(&tape, &all);
+    Recording {
+        _dir: dir,
+        tape,
+        shop_port,
+        payments: pay_listener,
+        inventory: inv_listener,
+    }
+}
+
+fn trace_of(exchange: &Exchange) -> Option<[u8; 16]> {
+    let request = exchange.request.as_ref()?;
+    let header = request
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("traceparent"))?;
+    reprise_model::trace::trace_id_of(&header.value)
+}
+
+/// What a `reprise test` run gave.
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+    out: tempfile::TempDir,
+}
+
+impl Run {
+    fn both(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `reprise test` on the recording with `args` before `--` and
+/// `command` after it, the environment given added; killed (its process
+/// group) if it takes more than `seconds`.
+fn reprise_test(args: &[&str], env: &[(&str, &str)], command: &[String], seconds: u64) -> Run {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .arg("test")
+        .arg(&recording().tape)
+        .args(["--out"])
+        .arg(out.path())
+        .args(args)
+        .arg("--")
+        .args(command)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let read = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = read(Box::new(child.stdout.take().unwrap()));
+    let stderr = read(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.wait();
+            panic!("reprise test did not finish within {seconds} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+        out,
+    }
+}
+
+fn shop_test(env: &[(&str, &str)]) -> Run {
+    let r = recording();
+    let port = r.shop_port.to_string();
+    reprise_test(
+        &["--port", &port, "--max", "--concurrency", "4"],
+        env,
+        &r.command(),
+        120,
+    )
+}
+
+#[test]
+fn the_same_build_passes_and_its_downstream_calls_are_written() {
+    let run = shop_test(&[]);
+    assert_eq!(run.code, 0, "{}", run.both());
+    assert!(run.stdout.contains("no escape attempts"), "{}", run.stdout);
+    let replayed = read_tape(&run.out.path().join("replayed.tape"));
+    assert_eq!(replayed.len(), CHECKOUTS);
+    let downstream = read_tape(&run.out.path().join("downstream.tape"));
+    assert_eq!(downstream.len(), 2 * CHECKOUTS, "{}", run.both());
+    let recorded = read_tape(&recording().tape);
+    for call in &downstream {
+        assert_eq!(call.role, Role::Downstream as i32);
+        assert!(!call.flags.as_ref().is_some_and(|f| f.mock_miss));
+        // Each call made for a replayed checkout is charged to the
+        // recorded checkout it replays.
+        let parent = recorded
+            .iter()
+            .find(|e| e.id == call.parent_id)
+            .expect("linked to a recorded inbound call");
+        assert_eq!(parent.role, Role::Inbound as i32);
+    }
+    for name in ["report.txt", "report.json"] {
+        let path = run.out.path().join(name);
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+            0o600
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.out.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["service"]["escapes"], serde_json::json!([]));
+}
+
+#[test]
+fn a_changed_charge_is_named_by_its_field() {
+    let run = shop_test(&[("SHOP_CHARGE_DELTA", "10")]);
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(run.stdout.contains("$.amount"), "{}", run.stdout);
+    assert!(run.stdout.contains("/charge"), "{}", run.stdout);
+    let report = std::fs::read_to_string(run.out.path().join("report.txt")).unwrap();
+    assert!(report.contains("$.amount"), "{report}");
+}
+
+#[test]
+fn an_extra_call_is_named_as_extra() {
+    let run = shop_test(&[("SHOP_EXTRA_CALL", "1")]);
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(run.stdout.contains("/audit"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("new call") || run.stdout.contains("extra"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_direct_connection_is_reported_and_reaches_nothing() {
+    // Nothing listens at 10.1.2.3 from here; inside, the connection is
+    // taken by the sandbox's reporter and closed.
+    let run = shop_test(&[("SHOP_DIRECT", "10.1.2.3:5432")]);
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(run.stdout.contains("10.1.2.3:5432"), "{}", run.stdout);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.out.path().join("report.json")).unwrap())
+            .unwrap();
+    let escapes = json["service"]["escapes"].as_array().unwrap();
+    assert!(
+        escapes
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("10.1.2.3:5432")),
+        "{escapes:?}"
+    );
+    // The answers were the same: the run fails on the escape alone.
+    assert!(
+        run.stdout.contains("0 exchanges regressed"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_service_that_never_opens_its_port_is_an_error_with_its_last_lines() {
+    let port = free_port().to_string();
+    let command = [
+        "python3",
+        "-c",
+        "import sys, time\nprint('warming the cache', flush=True)\nprint('still warming', file=sys.stderr, flush=True)\ntime.sleep(60)",
+    ]
+    .map(String::from);
+    let started = Instant::now();
+    let run = reprise_test(
+        &["--port", &port, "--start-timeout", "2s"],
+        &[],
+        &command,
+        60,
+    );
+    assert_eq!(run.code, 2, "{}", run.both());
+    assert!(run.stderr.contains(&port), "{}", run.stderr);
+    assert!(run.stderr.contains("still warming"), "{}", run.stderr);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn a_service_that_exits_early_is_an_error_with_its_status_and_last_lines() {
+    let port = free_port().to_string();
+    let command = ["sh", "-c", "echo 'cannot reach the database' >&2; exit 3"].map(String::from);
+    let run = reprise_test(&["--port", &port], &[], &command, 60);
+    assert_eq!(run.code, 2, "{}", run.both());
+    assert!(
+        run.stderr.contains("cannot reach the database"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains('3'), "{}", run.stderr);
+}
+
+/// Usage errors come before anything starts: no recording is needed.
+fn refused(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["test", "no-such.tape", "--port", "8080"])
+        .args(args)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn fallthrough_is_refused() {
+    let stderr = refused(&["--fallthrough", "http://127.0.0.1:1"]);
+    assert!(stderr.contains("--fallthrough"), "{stderr}");
+    assert!(
+        stderr.contains("never lets a call reach a real system"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn faketime_with_concurrency_is_refused() {
+    let stderr = refused(&["--faketime", "--concurrency", "4"]);
+    assert!(stderr.contains("--faketime"), "{stderr}");
+    assert!(stderr.contains("--concurrency 4"), "{stderr}");
+}
+
+#[test]
+fn a_missing_command_or_recording_is_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .args(["test", "no-such.tape", "--port", "8080"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("COMMAND"), "{stderr}");
+    let stderr = refused(&[]);
+    assert!(stderr.contains("no-such.tape"), "{stderr}");
+}
