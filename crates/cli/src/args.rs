@@ -704,13 +704,12 @@ pub struct TestReplayArgs {
     /// This many calls per second, evenly spaced.
     #[arg(long, value_name = "N", conflicts_with = "max")]
     pub rate: Option<f64>,
-    /// As fast as the service answers, bounded by --concurrency. The
-    /// default unless --speed or --rate is given.
+    /// As fast as the service answers, bounded by --concurrency.
     #[arg(long)]
     pub max: bool,
-    /// Calls in flight at most.
-    #[arg(long, value_name = "N", default_value_t = 32)]
-    pub concurrency: usize,
+    /// Calls in flight at most [default: 32; 1 with --faketime].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
     /// Threads sending calls (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,

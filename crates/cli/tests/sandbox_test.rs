@@ -496,3 +496,98 @@ fn a_missing_command_or_recording_is_a_clear_error() {
     let stderr = refused(&[]);
     assert!(stderr.contains("no-such.tape"), "{stderr}");
 }
+
+/// A service that answers the time it reads from its clock, to the
+/// nearest second (libfaketime sets a clock to within microseconds of the
+/// time given, on either side).
+const CLOCK_SERVICE: &str = r#"
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Clock(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps({"now": round(time.time())}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Clock).serve_forever()
+"#;
+
+#[test]
+fn faketime_gives_the_service_each_exchanges_recorded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("clock.tape");
+    // Recorded in 2020 and 2021: the answers name those times.
+    let times = [1_577_836_800u64, 1_622_505_600];
+    let exchanges: Vec<Exchange> = times
+        .iter()
+        .enumerate()
+        .map(|(i, seconds)| {
+            let mut exchange = support::answered(i, &format!(r#"{{"now":{seconds}}}"#));
+            exchange.recorded_at_ns = seconds * 1_000_000_000;
+            exchange.request.as_mut().unwrap().path = "/now".into();
+            exchange
+        })
+        .collect();
+    write_exchanges(&tape, &exchanges);
+    let port = free_port().to_string();
+    let command = ["python3", "-c", CLOCK_SERVICE, &port].map(String::from);
+    let run = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .arg("test")
+            .arg(&tape)
+            .args(["--port", &port, "--out"])
+            .arg(out.path())
+            .args(extra)
+            .arg("--")
+            .args(&command)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    let (code, text) = run(&["--faketime", "--max"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("2 identical"), "{text}");
+    // The control: on the real clock the answers differ.
+    let (code, text) = run(&["--max"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("$.now"), "{text}");
+}
+
+#[test]
+fn a_baseline_copy_runs_in_a_sandbox_of_its_own() {
+    let r = recording();
+    let port = r.shop_port.to_string();
+    let baseline = r
+        .command()
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let run = reprise_test(
+        &["--port", &port, "--max", "--baseline-cmd", &baseline],
+        &[],
+        &r.command(),
+        120,
+    );
+    assert_eq!(run.code, 0, "{}", run.both());
+    assert!(
+        run.stdout.contains("baseline: 8 calls replayed"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        read_tape(&run.out.path().join("baseline-replayed.tape")).len(),
+        CHECKOUTS
+    );
+}

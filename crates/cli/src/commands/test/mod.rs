@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use reprise_compare::{DiffReport, Rules, Thresholds};
+use reprise_compare::{DiffReport, Thresholds};
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Exchange, Intact, Source};
 use reprise_replay::ReplayConfig;
@@ -56,6 +56,9 @@ pub(crate) mod files {
     ];
 }
 
+/// Calls in flight at most, unless `--concurrency` says (as `replay`).
+const DEFAULT_CONCURRENCY: usize = 32;
+
 /// Everything checked from the command line before anything starts.
 pub(crate) struct Settings {
     /// The replay's settings, the target 127.0.0.1:PORT inside.
@@ -66,8 +69,6 @@ pub(crate) struct Settings {
     pub mock_log: bool,
     /// How long the service may take to open its port.
     pub start_timeout: Duration,
-    /// The comparison rules.
-    pub rules: Rules,
     /// The baseline's noise thresholds.
     pub thresholds: Thresholds,
     /// Memory for the comparison.
@@ -86,10 +87,9 @@ impl Settings {
                 "--fallthrough-writes: reprise test never lets a call reach a real system, writes least of all"
             );
         }
-        if args.faketime && args.replay.concurrency > 1 {
+        if let Some(concurrency) = args.replay.concurrency.filter(|&n| args.faketime && n > 1) {
             bail!(
-                "--faketime sets one clock for the whole service: it replays one call at a time, and --concurrency {} cannot be kept (leave --concurrency out, or give 1)",
-                args.replay.concurrency
+                "--faketime sets one clock for the whole service: it replays one call at a time, and --concurrency {concurrency} cannot be kept (leave --concurrency out, or give 1)"
             );
         }
         if args
@@ -111,16 +111,12 @@ impl Settings {
         if start_timeout.is_zero() {
             bail!("--start-timeout must be above 0");
         }
-        let mut replay = super::replay::config(&replay_args(args))?;
-        if args.faketime {
-            replay.concurrency = 1;
-        }
+        let replay = super::replay::config(&replay_args(args))?;
         Ok(Settings {
             replay,
             mock: mock_options(args)?,
             mock_log: args.mock.mock_log,
             start_timeout,
-            rules: super::diff::rules(&args.compare)?,
             thresholds: super::diff::thresholds(&args.compare)?,
             max_memory: super::record::size("--max-memory", &args.compare.max_memory)?,
         })
@@ -138,7 +134,11 @@ fn replay_args(args: &TestArgs) -> ReplayArgs {
         speed: r.speed,
         rate: r.rate,
         max: r.max,
-        concurrency: r.concurrency,
+        concurrency: r.concurrency.unwrap_or(if args.faketime {
+            1
+        } else {
+            DEFAULT_CONCURRENCY
+        }),
         threads: r.threads,
         connections: r.connections,
         protocol: r.protocol,
@@ -208,6 +208,8 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     // Before any thread exists (nothing before this point starts one): a
     // user namespace can only be entered by a single-threaded process.
     reprise_sandbox::prepare_process()?;
+    // After: `--reflection` asks a server, on a runtime of its own.
+    let rules = super::diff::rules(&args.compare)?;
     let recording = read_recording(&args.recording)?;
     let listeners = egress::recorded_listeners(&recording)?;
     let ca = args
@@ -267,7 +269,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         &ExchangeFilter::new(),
         &candidate.replayed,
         noise,
-        &settings.rules,
+        &rules,
         settings.max_memory,
     )?;
     let judgement = super::diff::finish(&diff, &damage, None, &args.compare)?;

@@ -148,7 +148,12 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
         setup.settings.mock_log,
     )?;
     let clock = if setup.faketime {
-        let start = first_inbound_ns(setup.recording).map_or_else(SystemTime::now, at_ns);
+        // A second before the first exchange: libfaketime takes the time
+        // of a file that changed as set, and lets one that did not run on
+        // from where it was; so the first exchange's time is a change too.
+        let start = first_inbound_ns(setup.recording).map_or_else(SystemTime::now, |ns| {
+            at_ns(ns.saturating_sub(1_000_000_000))
+        });
         Some(sandbox.fake_clock(start).context("--faketime")?)
     } else {
         None
@@ -386,6 +391,10 @@ fn add(mut sum: Report, one: Report) -> Report {
     for (status, n) in one.statuses {
         *sum.statuses.entry(status).or_default() += n;
     }
+    sum.results_written = match (sum.results_written, one.results_written) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
+    };
     sum.throughput = if sum.elapsed_s > 0.0 {
         sum.calls as f64 / sum.elapsed_s
     } else {
