@@ -52,5 +52,10 @@ fi
 # Headless Chromium renders the HTML diff report in its test.
 command -v chromium >/dev/null || need_packages chromium
 
+# The sandbox of `reprise test` (crates/sandbox): nft loads its firewall in
+# the service's network namespace, ip brings up its loopback, libfaketime
+# moves a service's clock, setpriv (util-linux) runs a test as nobody.
+need_packages nftables iproute2 faketime util-linux
+
 # nginx is a third-party upstream in the recording proxy's tests.
 scripts/install-nginx.sh
