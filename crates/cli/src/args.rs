@@ -202,9 +202,20 @@ pub struct MockArgs {
     /// Where to listen: HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on
     /// one port. Calls come to it directly, or through it as a plain HTTP
     /// proxy (`http_proxy`, no CONNECT), which keeps each call's own
-    /// authority.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
-    pub listen: String,
+    /// authority. Default 127.0.0.1:8081, unless --recorded-listeners.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Also listen where the recording's egress listeners were
+    /// (`record --egress`, `--egress-route`): the service reaches the mock
+    /// as it reached the recorder. A route's calls are matched with the
+    /// authority it forwarded to. Without --listen, only there.
+    #[arg(long)]
+    pub recorded_listeners: bool,
+    /// Write every call the mock answered to this new tape (mode 0600):
+    /// the call as received, the answer as served, the recorded call that
+    /// answered it or the miss, linked to the replayed exchange.
+    #[arg(long, value_name = "TAPE")]
+    pub out: Option<PathBuf>,
     /// Serve the recording's inbound calls instead of its downstream
     /// calls: a recording made in front of the service this mock stands
     /// in for. They belong to no replayed call: implies --global.
@@ -243,6 +254,11 @@ pub struct MockArgs {
     /// a miss never reaches a real system unless asked.
     #[arg(long, value_name = "URL")]
     pub fallthrough: Option<String>,
+    /// Let missed writes (POST, PUT, PATCH, DELETE: any method but GET,
+    /// HEAD and OPTIONS) fall through too. Without it they are answered
+    /// as misses and never reach the upstream.
+    #[arg(long, requires = "fallthrough")]
+    pub fallthrough_writes: bool,
     /// How missed calls go to the --fallthrough upstream: auto (HTTP/2
     /// calls over HTTP/2 when it speaks HTTP/2, the rest over HTTP/1.1),
     /// h1 or h2 (an upstream that does not speak it is an error at start).

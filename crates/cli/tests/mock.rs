@@ -515,6 +515,9 @@ async fn misses_fall_through_to_a_real_upstream_only_when_asked() {
             "--log",
             "--fallthrough",
             &format!("http://{shop}"),
+            // The order below is a write (mock_out.rs shows writes held
+            // back without it).
+            "--fallthrough-writes",
         ],
     );
     let url = |path: &str| format!("http://{}{path}", mock.addr);

@@ -10,30 +10,63 @@ use reprise_model::{Exchange, HeaderList, Protocol, display_id};
 
 use crate::miss::{MissReason, MockMiss};
 use crate::options::Exhausted;
+use crate::respond::Pool;
 use crate::scope::{MockScope, MockUse};
 use crate::store::MockStore;
 
 impl MockStore {
-    /// The recorded call that answers `key` in `scope`, or the miss.
+    /// The recorded call that answers `key` in `scope`, and which
+    /// recorded calls it came from; or the miss. The scope's own calls
+    /// first, then a shared one, then the unlinked pool (calls recorded
+    /// with no parent, in recorded order), then (with `global`) all.
     pub(crate) fn choose(
         &self,
         scope: Option<&MockScope>,
         key: &CallKey,
         call: String,
-    ) -> Result<&Exchange, MockMiss> {
+    ) -> Result<(&Exchange, Pool), MockMiss> {
         let replay_of = scope.and_then(MockScope::replay_of);
         let scoped = replay_of.and_then(|id| self.by_parent.get(id));
-        // No recorded call under the replayed exchange: a shared one, then
-        // (when asked) the global pool.
-        if scoped.is_none()
-            && let Some(exchange) = self.shared_answer(key, &call)
-        {
-            return Ok(exchange);
+        // The scope's own recorded calls: what they missed for, kept for
+        // the miss.
+        let mut scope_miss = None;
+        if let (Some(scope), Some(found)) = (scope, scoped) {
+            let mut usage = scope.usage();
+            match self.pick(found, key, &mut usage) {
+                Ok(i) => return Ok(self.served(i, &call, replay_of, Pool::Scope)),
+                Err(matching) => scope_miss = Some((found, matching)),
+            }
         }
-        let candidates: &[usize] = match (scoped, self.options.global) {
-            (Some(found), _) => found,
-            (None, true) => &self.all,
-            (None, false) => {
+        if let Some(exchange) = self.shared_answer(key, &call) {
+            return Ok((exchange, Pool::Shared));
+        }
+        // The unlinked pool, then all recorded calls: one use each for the
+        // whole mock, in recorded order.
+        let mut pool_miss = None;
+        for (pool, candidates) in [(Pool::Unlinked, &self.unlinked), (Pool::Global, &self.all)] {
+            let asked = match pool {
+                Pool::Global => self.options.global && scoped.is_none(),
+                _ => !candidates.is_empty(),
+            };
+            if !asked {
+                continue;
+            }
+            let mut usage = self.unscoped.lock().unwrap_or_else(PoisonError::into_inner);
+            match self.pick(candidates, key, &mut usage) {
+                Ok(i) => {
+                    drop(usage);
+                    return Ok(self.served(i, &call, replay_of, pool));
+                }
+                // The last pool tried, the largest, names the nearest.
+                Err(matching) => pool_miss = Some((candidates.as_slice(), matching)),
+            }
+        }
+        // Why it missed, in the calls it was most likely meant for: its
+        // scope's, else the pool's.
+        let (candidates, matching, scoped_use) = match (scope_miss, pool_miss) {
+            (Some((found, matching)), _) => (found.as_slice(), matching, true),
+            (None, Some((candidates, matching))) => (candidates, matching, false),
+            (None, None) => {
                 let reason = match (scope, replay_of) {
                     (None, _) => MissReason::NoScope,
                     (Some(_), None) => MissReason::NotReplayed,
@@ -42,19 +75,36 @@ impl MockStore {
                 return Err(self.miss(call, replay_of, reason, Vec::new()));
             }
         };
-        let global = scoped.is_none();
-        let mut unscoped;
-        let mut scoped_use;
-        let usage: &mut MockUse = match scope {
-            Some(scope) if scoped.is_some() => {
-                scoped_use = scope.usage();
-                &mut scoped_use
+        let nearest = match scope {
+            Some(scope) if scoped_use => {
+                let usage = scope.usage();
+                self.nearest(candidates, key, |i| usage.used.get(&(self.id, i)).copied())
             }
             _ => {
-                unscoped = self.unscoped.lock().unwrap_or_else(PoisonError::into_inner);
-                &mut unscoped
+                let usage = self.unscoped.lock().unwrap_or_else(PoisonError::into_inner);
+                self.nearest(candidates, key, |i| usage.used.get(&(self.id, i)).copied())
             }
         };
+        let reason = if matching == 0 {
+            MissReason::NoMatch {
+                recorded: candidates.len(),
+            }
+        } else {
+            MissReason::Exhausted { recorded: matching }
+        };
+        Err(self.miss(call, replay_of, reason, nearest))
+    }
+
+    /// Of `candidates`, the recorded call that answers `key` given what
+    /// `usage` has used (counted there as its next call): the first
+    /// unused one with the key, else as the exhausted policy says. The
+    /// error is how many of them have the key.
+    fn pick(
+        &self,
+        candidates: &[usize],
+        key: &CallKey,
+        usage: &mut MockUse,
+    ) -> Result<usize, usize> {
         usage.calls += 1;
         let call_number = usage.calls;
         let matching: Vec<usize> = candidates
@@ -77,37 +127,36 @@ impl MockStore {
             }
             _ => None,
         };
-        if let Some(i) = chosen {
-            usage.used.entry((self.id, i)).or_insert(call_number);
-            self.served.fetch_add(1, Ordering::Relaxed);
-            if global {
-                self.served_global.fetch_add(1, Ordering::Relaxed);
-            }
-            let exchange = &self.calls[i].exchange;
-            tracing::debug!(
-                call = %call,
-                recorded = %display_id(&exchange.id),
-                scope = %replay_of.map(display_id).unwrap_or_default(),
-                "reprise mock: served"
-            );
-            return Ok(exchange);
-        }
-        // The recorded calls under the replayed exchange are used up or
-        // do not match: a shared one may answer.
-        if !global && let Some(exchange) = self.shared_answer(key, &call) {
-            return Ok(exchange);
-        }
-        let nearest = self.nearest(candidates, key, |i| usage.used.get(&(self.id, i)).copied());
-        let reason = if matching.is_empty() {
-            MissReason::NoMatch {
-                recorded: candidates.len(),
-            }
-        } else {
-            MissReason::Exhausted {
-                recorded: matching.len(),
-            }
+        let Some(i) = chosen else {
+            return Err(matching.len());
         };
-        Err(self.miss(call, replay_of, reason, nearest))
+        usage.used.entry((self.id, i)).or_insert(call_number);
+        Ok(i)
+    }
+
+    /// Recorded call `i` answers `call`: counted, and given with its pool.
+    fn served(
+        &self,
+        i: usize,
+        call: &str,
+        replay_of: Option<&[u8]>,
+        pool: Pool,
+    ) -> (&Exchange, Pool) {
+        self.served.fetch_add(1, Ordering::Relaxed);
+        match pool {
+            Pool::Global => self.served_global.fetch_add(1, Ordering::Relaxed),
+            Pool::Unlinked => self.served_unlinked.fetch_add(1, Ordering::Relaxed),
+            Pool::Scope | Pool::Shared => 0,
+        };
+        let exchange = &self.calls[i].exchange;
+        tracing::debug!(
+            call = %call,
+            recorded = %display_id(&exchange.id),
+            scope = %replay_of.map(display_id).unwrap_or_default(),
+            pool = ?pool,
+            "reprise mock: served"
+        );
+        (exchange, pool)
     }
 
     /// The first shared recorded call with `key`, served (never used up).
@@ -134,14 +183,15 @@ impl MockStore {
         &self,
         scope: Option<&MockScope>,
         head: &CallKey,
-    ) -> Option<Vec<usize>> {
+    ) -> Option<(Vec<usize>, Pool)> {
         let replay_of = scope.and_then(MockScope::replay_of);
-        let candidates: &[usize] = match (
+        let (candidates, pool): (&[usize], Pool) = match (
             replay_of.and_then(|id| self.by_parent.get(id)),
             self.options.global,
         ) {
-            (Some(found), _) => found,
-            (None, true) => &self.all,
+            (Some(found), _) => (found, Pool::Scope),
+            (None, true) => (&self.all, Pool::Global),
+            (None, false) if !self.unlinked.is_empty() => (&self.unlinked, Pool::Unlinked),
             (None, false) => return None,
         };
         let heads: Vec<usize> = candidates
@@ -166,7 +216,7 @@ impl MockStore {
             && heads
                 .iter()
                 .any(|&i| crate::live::interactive(&self.calls[i].exchange));
-        usable.then_some(heads)
+        usable.then_some((heads, pool))
     }
 }
 
@@ -228,7 +278,7 @@ mod tests {
     ) -> Result<String, MissReason> {
         store
             .choose(scope, &key(path), path.to_string())
-            .map(|e| String::from_utf8_lossy(&e.response.as_ref().unwrap().body).into_owned())
+            .map(|(e, _)| String::from_utf8_lossy(&e.response.as_ref().unwrap().body).into_owned())
             .map_err(|miss| miss.reason)
     }
 
@@ -309,5 +359,41 @@ mod tests {
         assert_eq!(answer(&store, None, "/stock").unwrap(), "stock of 1");
         let report = store.report();
         assert_eq!((report.served, report.shared, report.global), (2, 1, 1));
+    }
+
+    #[test]
+    fn unlinked_calls_are_one_pool_in_recorded_order_after_the_scope() {
+        let unlinked = |n: u8, path: &str, answer: &str| Exchange {
+            parent_id: Vec::new(),
+            ..recorded(n, path, answer, u64::from(n))
+        };
+        let tape = vec![
+            unlinked(1, "/token", "token 1"),
+            recorded(2, "/stock", "stock of 2", 2),
+            unlinked(3, "/token", "token 2"),
+            unlinked(4, "/config", "config"),
+        ];
+        let store = MockStore::new(tape, MockOptions::default());
+        assert_eq!(store.unlinked_len(), 3);
+        let two = replaying(2);
+        // Any scope, or none, takes from the one pool, in recorded order.
+        assert_eq!(answer(&store, Some(&two), "/token").unwrap(), "token 1");
+        assert_eq!(answer(&store, None, "/token").unwrap(), "token 2");
+        assert_eq!(
+            answer(&store, Some(&replaying(9)), "/token").unwrap_err(),
+            MissReason::Exhausted { recorded: 2 }
+        );
+        // The scope's own calls first.
+        assert_eq!(answer(&store, Some(&two), "/stock").unwrap(), "stock of 2");
+        assert_eq!(
+            answer(&store, Some(&two), "/stock").unwrap_err(),
+            MissReason::Exhausted { recorded: 1 }
+        );
+        let (_, pool) = store
+            .choose(None, &key("/config"), "GET /config".into())
+            .unwrap();
+        assert_eq!(pool, Pool::Unlinked);
+        let report = store.report();
+        assert_eq!((report.served, report.unlinked, report.missed), (4, 3, 2));
     }
 }

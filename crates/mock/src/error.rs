@@ -34,3 +34,30 @@ pub enum FallthroughError {
     #[error(transparent)]
     Versions(#[from] reprise_net::VersionsError),
 }
+
+/// Why a mock server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The `--out` tape could not be created or written.
+    #[error("--out {}: {reason}", path.display())]
+    Out {
+        /// The tape.
+        path: PathBuf,
+        /// What failed.
+        reason: String,
+    },
+    /// The thread writing the `--out` tape stopped unexpectedly.
+    #[error("--out: the thread writing the tape stopped unexpectedly")]
+    OutThread,
+    /// A listener could not be used.
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// No listener was given.
+    #[error("nothing to listen on")]
+    NoListener,
+}

@@ -7,6 +7,12 @@
 //! refused with a 413), to be sent on if the recording misses. gRPC
 //! calls never fall through: a stream the recording answers as it goes
 //! must not wait for its whole request first.
+//!
+//! Writes never reach the upstream unless asked
+//! ([`FallthroughLayer::forward_writes`], `--fallthrough-writes`): a
+//! missed call whose method is not GET, HEAD or OPTIONS is answered as
+//! the miss it is, saying it was not forwarded and why. A replay must
+//! never charge a card twice.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,6 +64,15 @@ pub enum FellThrough {
     /// The request body could not be read whole (too large, or it broke
     /// off): the layer's answer says why.
     Refused(String),
+    /// The recording missed and the call was not sent on: a write (see
+    /// [`FallthroughLayer::forward_writes`]) or a gRPC call. Why.
+    Withheld(String),
+}
+
+/// Whether a call with `method` is sent on to the upstream without
+/// `--fallthrough-writes`: GET, HEAD and OPTIONS (they change nothing).
+pub fn is_read(method: &http::Method) -> bool {
+    [http::Method::GET, http::Method::HEAD, http::Method::OPTIONS].contains(method)
 }
 
 /// Sends the calls the wrapped mock misses to an upstream.
@@ -85,6 +100,10 @@ struct Shared {
     answered: AtomicU64,
     /// Calls refused for a body over [`FALLTHROUGH_BODY`].
     refused: AtomicU64,
+    /// Whether writes are sent on too.
+    writes: std::sync::atomic::AtomicBool,
+    /// Missed writes not sent on.
+    withheld: AtomicU64,
 }
 
 impl std::fmt::Debug for Shared {
@@ -120,6 +139,8 @@ impl FallthroughLayer {
                 versions: OnceLock::new(),
                 answered: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
+                writes: std::sync::atomic::AtomicBool::new(false),
+                withheld: AtomicU64::new(0),
             }),
         })
     }
@@ -149,6 +170,19 @@ impl FallthroughLayer {
     /// Calls refused so far for a body over [`FALLTHROUGH_BODY`].
     pub fn refused(&self) -> u64 {
         self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Send missed writes (POST, PUT, PATCH, DELETE: any method but GET,
+    /// HEAD and OPTIONS) on too (`--fallthrough-writes`); by default they
+    /// are answered as misses, never performed.
+    pub fn forward_writes(self, forward: bool) -> FallthroughLayer {
+        self.shared.writes.store(forward, Ordering::Relaxed);
+        self
+    }
+
+    /// Missed writes answered as misses so far, not sent on.
+    pub fn withheld(&self) -> u64 {
+        self.shared.withheld.load(Ordering::Relaxed)
     }
 }
 
@@ -189,7 +223,15 @@ where
     fn call(&mut self, request: Request<B>) -> FallthroughFuture {
         if reprise_net::versions::needs_h2(request.headers()) {
             let answer = Service::<Request<B>>::call(&mut self.inner, request);
-            return Box::pin(async move { Ok(answer.await?.map(Either::Left)) });
+            return Box::pin(async move {
+                let mut answer = answer.await?.map(Either::Left);
+                if answer.extensions().get::<MockMiss>().is_some() {
+                    answer.extensions_mut().insert(FellThrough::Withheld(
+                        "not sent to --fallthrough: gRPC calls never fall through".into(),
+                    ));
+                }
+                Ok(answer)
+            });
         }
         // The mock answers this call: the clone waits for the next one.
         let inner = self.inner.clone();
@@ -215,6 +257,9 @@ where
             let Some(miss) = response.extensions().get::<MockMiss>().cloned() else {
                 return Ok(response.map(Either::Left));
             };
+            if !is_read(&head.0) && !shared.writes.load(Ordering::Relaxed) {
+                return Ok(shared.withhold(&head.0, miss));
+            }
             Ok(shared.send(head, body, miss).await)
         })
     }
@@ -248,6 +293,25 @@ impl Shared {
         )
         .map(|body| Either::Right(Either::Left(body)));
         response.extensions_mut().insert(FellThrough::Refused(text));
+        response
+    }
+
+    /// The answer to a missed write that is not sent on: the miss, and
+    /// why it was not forwarded.
+    fn withhold(&self, method: &http::Method, miss: MockMiss) -> Response<FallthroughBody> {
+        self.withheld.fetch_add(1, Ordering::Relaxed);
+        let why = format!(
+            "not forwarded to --fallthrough {}: {method} is a write, and writes fall through only with --fallthrough-writes",
+            self.upstream.base
+        );
+        let mut response = own_answer(
+            StatusCode::BAD_GATEWAY,
+            reprise_model::protocol::MOCK_MISS_HEADER,
+            format!("{miss}; {why}\n"),
+        )
+        .map(|body| Either::Right(Either::Left(body)));
+        response.extensions_mut().insert(FellThrough::Withheld(why));
+        response.extensions_mut().insert(miss);
         response
     }
 
@@ -410,6 +474,64 @@ mod tests {
         let body = answer.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "upstream /new");
         assert_eq!((layer.answered(), layer.refused()), (1, 0));
+    }
+
+    #[tokio::test]
+    async fn writes_fall_through_only_when_asked() {
+        let options = MockOptions {
+            inbound: true,
+            ..MockOptions::default()
+        };
+        let store = Arc::new(MockStore::new(Vec::new(), options));
+        let layer = FallthroughLayer::new(upstream().await, UpstreamProtocol::Auto)
+            .unwrap()
+            .probe()
+            .await
+            .unwrap();
+        let mut mock = layer.layer(MockService::new(store).authority("shop"));
+        let call = |method: http::Method| {
+            Request::builder()
+                .method(method)
+                .uri("/charge")
+                .body(Full::new(Bytes::from_static(b"{}")))
+                .unwrap()
+        };
+        for method in [
+            http::Method::POST,
+            http::Method::PUT,
+            http::Method::PATCH,
+            http::Method::DELETE,
+        ] {
+            let answer = mock.call(call(method.clone())).await.unwrap();
+            assert_eq!(answer.status(), StatusCode::BAD_GATEWAY);
+            assert!(matches!(
+                answer.extensions().get::<FellThrough>(),
+                Some(FellThrough::Withheld(_))
+            ));
+            let body = answer.into_body().collect().await.unwrap().to_bytes();
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                body.contains(&format!("{method} is a write"))
+                    && body.contains("--fallthrough-writes"),
+                "{body}"
+            );
+        }
+        let answer = mock.call(call(http::Method::GET)).await.unwrap();
+        assert_eq!(
+            answer.extensions().get::<FellThrough>(),
+            Some(&FellThrough::Answered)
+        );
+        assert_eq!((layer.answered(), layer.withheld()), (1, 4));
+
+        let layer = layer.forward_writes(true);
+        let answer = mock.call(call(http::Method::POST)).await.unwrap();
+        assert_eq!(
+            answer.extensions().get::<FellThrough>(),
+            Some(&FellThrough::Answered)
+        );
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "upstream /charge");
+        assert_eq!((layer.answered(), layer.withheld()), (2, 4));
     }
 
     #[test]

@@ -33,6 +33,23 @@
 //! with their key, in any scope, any number of times, after the scoped
 //! ones.
 //!
+//! # The unlinked pool
+//!
+//! Downstream calls recorded with no parent (made outside any inbound
+//! call, or whose trace context named none or several) are one pool: a
+//! call its own scope cannot answer, or made in none, is answered from
+//! it after the shared calls, by key, each recorded call once for the
+//! whole store, in recorded order. [`MockServed::pool`] says which pool
+//! answered; [`MockReport::unlinked`] counts the pool's answers.
+//!
+//! # Serving
+//!
+//! [`server::MockServer`] serves a store on listeners the caller binds
+//! (`reprise mock`, `reprise test` inside a network namespace): scopes
+//! from each call's headers, the fall-through, a log line per call, the
+//! recorded egress listeners ([`recorded_listeners`]), and `--out`, the
+//! tape of every call answered.
+//!
 //! # Misses
 //!
 //! A call that matches nothing is answered 502 (gRPC: UNAVAILABLE) with
@@ -69,24 +86,29 @@ mod body;
 mod choose;
 mod error;
 mod fallthrough;
+mod listeners;
 mod live;
 mod miss;
 mod nearest;
 mod options;
+mod out;
 mod respond;
 mod scope;
 mod scopes;
+pub mod server;
 mod service;
 mod store;
 
 pub use body::MockBody;
-pub use error::{FallthroughError, MockError};
+pub use error::{FallthroughError, MockError, ServerError};
 pub use fallthrough::{
-    FALLTHROUGH_BODY, Fallthrough, FallthroughBody, FallthroughLayer, FellThrough,
+    FALLTHROUGH_BODY, Fallthrough, FallthroughBody, FallthroughLayer, FellThrough, is_read,
 };
+pub use listeners::{RecordedListener, RecordedRoute, recorded_listeners};
 pub use miss::{MissReason, MockMiss, MockReport, Nearest};
 pub use options::{Exhausted, MockOptions};
-pub use respond::{MockServed, RecordedFailure, own_answer};
+pub use out::Tapped;
+pub use respond::{MockServed, Pool, RecordedFailure, own_answer};
 pub use scope::{MockScope, NAMED};
 pub use scopes::{ReplayKey, ReplayScopes};
 pub use service::{BoxError, MockFuture, MockService, authority_of};

@@ -108,6 +108,8 @@ pub(crate) struct Stream {
     pub call: String,
     /// From [`MockStore::live_candidates`].
     pub candidates: Vec<usize>,
+    /// Which recorded calls those are.
+    pub pool: crate::respond::Pool,
 }
 
 /// The answer to a stream: the recorded head now, the messages as they
@@ -126,6 +128,7 @@ where
     *response.status_mut() = StatusCode::OK;
     response.extensions_mut().insert(MockServed {
         recorded_id: first.id.clone(),
+        pool: stream.pool,
     });
     tokio::spawn(follow(stream, body, tx));
     response
@@ -145,6 +148,7 @@ where
         head,
         call,
         candidates,
+        ..
     } = stream;
     let timing = store.options().timing;
     let max = store.options().max_body;
@@ -418,7 +422,7 @@ mod tests {
             },
             false,
         );
-        let candidates = store
+        let (candidates, pool) = store
             .live_candidates(Some(&scope), &head)
             .expect("interactive");
         let (say, said) = mpsc::channel(1);
@@ -429,6 +433,7 @@ mod tests {
             head,
             call: "POST chat/chat.Chat/Talk".into(),
             candidates,
+            pool,
         };
         (say, answer(stream, body).into_body(), store)
     }

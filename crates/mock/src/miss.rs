@@ -21,6 +21,9 @@ pub struct MockReport {
     pub shared: u64,
     /// Of those, calls answered from the global pool.
     pub global: u64,
+    /// Of those, calls answered from the unlinked pool (recorded calls
+    /// with no parent), each use also in the call's [`MockServed`](crate::MockServed).
+    pub unlinked: u64,
     /// Calls that matched nothing (or found their responses used up).
     pub missed: u64,
     /// The latest misses (up to 1000), oldest first.

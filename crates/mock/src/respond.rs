@@ -17,6 +17,34 @@ use crate::miss::MockMiss;
 pub struct MockServed {
     /// The recorded exchange's id.
     pub recorded_id: Vec<u8>,
+    /// Which recorded calls it came from.
+    pub pool: Pool,
+}
+
+/// Which recorded calls answered a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Pool {
+    /// The calls recorded under the exchange its scope replays.
+    #[default]
+    Scope,
+    /// A shared recorded call ([`MockOptions::shared`](crate::MockOptions::shared)).
+    Shared,
+    /// The unlinked pool: calls recorded with no parent.
+    Unlinked,
+    /// All recorded calls ([`MockOptions::global`](crate::MockOptions::global)).
+    Global,
+}
+
+impl Pool {
+    /// How a log line says it: empty for the scope's own calls.
+    pub fn label(self) -> &'static str {
+        match self {
+            Pool::Scope => "",
+            Pool::Shared => " (shared)",
+            Pool::Unlinked => " (from the unlinked pool)",
+            Pool::Global => " (from all recorded calls)",
+        }
+    }
 }
 
 /// The recorded downstream call failed below HTTP; the mocked call fails
@@ -42,6 +70,7 @@ pub(crate) fn header_map(headers: &[Header], drop_length: bool) -> HeaderMap {
 /// The recorded response of `exchange`, as a response to hand the caller.
 pub(crate) fn respond(
     exchange: &Exchange,
+    pool: Pool,
     timing: bool,
 ) -> Result<Response<MockBody>, RecordedFailure> {
     let Some(recorded) = exchange.response.as_ref() else {
@@ -100,6 +129,7 @@ pub(crate) fn respond(
     }
     response.extensions_mut().insert(MockServed {
         recorded_id: exchange.id.clone(),
+        pool,
     });
     Ok(response)
 }

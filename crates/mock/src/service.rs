@@ -163,7 +163,7 @@ where
             },
             store.options().ignore_authority,
         );
-        if let Some(candidates) = store.live_candidates(scope.as_ref(), &head) {
+        if let Some((candidates, pool)) = store.live_candidates(scope.as_ref(), &head) {
             let call = describe(&head);
             let stream = live::Stream {
                 store: Arc::clone(&store),
@@ -171,6 +171,7 @@ where
                 head,
                 call,
                 candidates,
+                pool,
             };
             return Ok(live::answer(stream, body));
         }
@@ -202,7 +203,7 @@ where
     );
     let call = describe(&key);
     match store.choose(scope.as_ref(), &key, call) {
-        Ok(exchange) => Ok(respond(exchange, store.options().timing)?),
+        Ok((exchange, pool)) => Ok(respond(exchange, pool, store.options().timing)?),
         Err(miss) => {
             if let Some(scope) = &scope {
                 scope.note_miss(&miss.call);

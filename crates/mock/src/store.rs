@@ -31,12 +31,17 @@ pub struct MockStore {
     pub(crate) all: Vec<usize>,
     /// The recorded calls `options.shared` accepts.
     pub(crate) shared: Vec<usize>,
+    /// The unlinked pool: downstream calls recorded with no parent (made
+    /// outside any inbound call, or whose trace named none or several),
+    /// in recorded order.
+    pub(crate) unlinked: Vec<usize>,
     pub(crate) options: MockOptions,
     /// What a call made with no scope (and `global`) has used.
     pub(crate) unscoped: Mutex<MockUse>,
     pub(crate) served: AtomicU64,
     pub(crate) served_shared: AtomicU64,
     pub(crate) served_global: AtomicU64,
+    pub(crate) served_unlinked: AtomicU64,
     pub(crate) missed: AtomicU64,
     pub(crate) misses: Mutex<VecDeque<MockMiss>>,
 }
@@ -75,10 +80,14 @@ impl MockStore {
             .into_iter()
             .enumerate()
             .map(|(i, exchange)| {
-                by_parent
-                    .entry(exchange.parent_id.clone())
-                    .or_default()
-                    .push(i);
+                // A call with no parent belongs to no scope: it is in the
+                // unlinked pool.
+                if !exchange.parent_id.is_empty() {
+                    by_parent
+                        .entry(exchange.parent_id.clone())
+                        .or_default()
+                        .push(i);
+                }
                 RecordedCall {
                     key: recorded_key(&exchange, &options),
                     exchange,
@@ -91,10 +100,20 @@ impl MockStore {
                 .collect(),
             None => Vec::new(),
         };
+        // Inbound calls have no parent either: with --inbound they are the
+        // global pool, not an unlinked one.
+        let unlinked = if inbound {
+            Vec::new()
+        } else {
+            (0..calls.len())
+                .filter(|&i| calls[i].exchange.parent_id.is_empty())
+                .collect()
+        };
         MockStore {
             id: STORE_IDS.fetch_add(1, Ordering::Relaxed),
             all: (0..calls.len()).collect(),
             shared,
+            unlinked,
             calls,
             by_parent,
             options,
@@ -102,6 +121,7 @@ impl MockStore {
             served: AtomicU64::new(0),
             served_shared: AtomicU64::new(0),
             served_global: AtomicU64::new(0),
+            served_unlinked: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             misses: Mutex::new(VecDeque::new()),
         }
@@ -136,6 +156,24 @@ impl MockStore {
     /// Whether no downstream call was recorded.
     pub fn is_empty(&self) -> bool {
         self.calls.is_empty()
+    }
+
+    /// Recorded calls in the unlinked pool: downstream calls recorded with
+    /// no parent, served to any call after its own scope's, in recorded
+    /// order, each once (then as [`Exhausted`](crate::Exhausted) says).
+    pub fn unlinked_len(&self) -> usize {
+        self.unlinked.len()
+    }
+
+    /// The egress listeners the recorded calls came through (see
+    /// [`recorded_listeners`](crate::recorded_listeners)).
+    pub fn recorded_listeners(&self) -> Vec<crate::RecordedListener> {
+        crate::recorded_listeners(self.exchanges())
+    }
+
+    /// The recorded calls held, in recorded order.
+    pub fn exchanges(&self) -> impl Iterator<Item = &Exchange> {
+        self.calls.iter().map(|c| &c.exchange)
     }
 
     /// Downstream calls recorded under the exchange `scope` replays that
@@ -177,6 +215,7 @@ impl MockStore {
             served: self.served.load(Ordering::Relaxed),
             shared: self.served_shared.load(Ordering::Relaxed),
             global: self.served_global.load(Ordering::Relaxed),
+            unlinked: self.served_unlinked.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
             misses: self
                 .misses
@@ -227,6 +266,16 @@ impl MockStore {
             usage.used.entry((self.id, i)).or_insert(number);
         });
         self.served.fetch_add(1, Ordering::Relaxed);
+        let scoped = scope
+            .and_then(MockScope::replay_of)
+            .is_some_and(|id| self.by_parent.contains_key(id));
+        if !scoped {
+            if self.unlinked.binary_search(&i).is_ok() {
+                self.served_unlinked.fetch_add(1, Ordering::Relaxed);
+            } else if self.options.global {
+                self.served_global.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         tracing::debug!(
             call = %call,
             recorded = %display_id(&self.calls[i].exchange.id),

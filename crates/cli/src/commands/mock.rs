@@ -1,40 +1,38 @@
 //! `reprise mock`: recorded calls served over HTTP/1.1 and h2c until
-//! SIGINT or SIGTERM by `reprise_mock::MockService`, the matching the
-//! tower layers' mock mode uses; then what was served and missed.
-//!
-//! Each call is scoped by the replayed call its headers name
-//! (`reprise_mock::ReplayScopes`: `x-reprise-replay`, else `traceparent`,
-//! and the run `tracestate` names), and with `--fallthrough` the calls
-//! the recording misses go to a real upstream
-//! (`reprise_mock::FallthroughLayer`).
+//! SIGINT or SIGTERM by `reprise_mock::server::MockServer` (the matching
+//! the tower layers' mock mode uses, each call scoped by the replayed
+//! call its headers name), on `--listen` and the recording's egress
+//! listeners; then what was served and missed. This command parses its
+//! arguments, binds the listeners and gates their connections as every
+//! reprise server does (`reprise_proxy::ConnectionGate`).
 
-use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use http::{Request, Response, StatusCode};
-use http_body_util::Either;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use reprise_mock::server::{
+    Connections, MockHttp, MockListener, MockServer, MockStats, ServerOptions,
+};
 use reprise_mock::{
-    Exhausted, FALLTHROUGH_BODY, FallthroughBody, FallthroughLayer, FellThrough, MockMiss,
-    MockOptions, MockReport, MockServed, MockService, MockStore, ReplayScopes,
+    Exhausted, FALLTHROUGH_BODY, FallthroughLayer, MockOptions, MockStore, RecordedListener,
 };
 use reprise_model::select::ExchangeFilter;
-use reprise_model::terminal::escape;
-use reprise_model::{Intact, Source, display_id};
+use reprise_model::{Intact, Source};
 use reprise_net::Upstream;
 use reprise_proxy::{ConnectionGate, ConnectionMetrics};
-use tower_layer::Layer;
-use tower_service::Service;
+use tokio::sync::watch;
 
 use crate::Outcome;
 use crate::args::MockArgs;
 use crate::commands::record::{limits, size};
+
+/// Where the mock listens without --listen or --recorded-listeners.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8081";
 
 /// How long calls in flight may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
@@ -94,96 +92,99 @@ fn read_all(args: &MockArgs) -> anyhow::Result<Vec<reprise_model::Exchange>> {
     Ok(exchanges)
 }
 
-/// What each connection's calls share.
-struct Mock {
-    service: MockService,
-    /// The scopes calls name; none with `--inbound` (inbound calls belong
-    /// to no replayed call: they are one pool).
-    scopes: Option<ReplayScopes>,
-    fallthrough: Option<FallthroughLayer>,
-    log: bool,
+/// Connections under the gate every reprise listener has
+/// (`--max-connections`, `--header-timeout`, `--idle-timeout`), served
+/// as `reprise record` serves them; for `reprise_mock::server`.
+pub(crate) struct Gated {
+    gate: ConnectionGate,
+    builder: Arc<auto::Builder<TokioExecutor>>,
 }
 
-impl Mock {
-    async fn answer(self: Arc<Self>, mut request: Request<Incoming>) -> Response<FallthroughBody> {
-        let key = self.scopes.as_ref().and_then(|s| s.scope(&mut request));
-        let call = self.log.then(|| {
-            let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
-            let scope = key.as_ref().map_or_else(
-                || "no replayed call".to_string(),
-                |key| format!("replaying {}", display_id(&key.replay_of)),
-            );
-            let authority = self.service.authority_for(&request);
-            let call = format!("{} {authority}{target} ({scope})", request.method());
-            let head = format!("{} {}", request.method(), request.uri());
-            (escape(&call).into_owned(), head)
-        });
-        let answer = match &self.fallthrough {
-            Some(layer) => layer.layer(self.service.clone()).call(request).await,
-            None => self
-                .service
-                .clone()
-                .call(request)
-                .await
-                .map(|r| r.map(Either::Left)),
-        };
-        match answer {
-            Ok(response) => {
-                if let Some((call, head)) = call {
-                    self.log_answer(&call, &head, &response);
-                }
-                response
-            }
-            Err(error) => {
-                // A recorded call that failed below HTTP, or a request
-                // body that broke off.
-                let reason = reprise_model::error::one_line(error.as_ref());
-                if let Some((call, _)) = call {
-                    eprintln!("reprise: mock: {call}: {reason}");
-                }
-                reprise_mock::own_answer(
-                    StatusCode::BAD_GATEWAY,
-                    reprise_model::protocol::MOCK_FAILURE_HEADER,
-                    format!("reprise mock: {reason}\n"),
-                )
-                .map(|body| Either::Right(Either::Left(body)))
-            }
+impl Gated {
+    /// Connections `gate` admits.
+    pub(crate) fn new(gate: ConnectionGate) -> Gated {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        // The connection's own clocks time request heads (--header-timeout,
+        // --idle-timeout).
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None);
+        builder.http2().timer(TokioTimer::new());
+        Gated {
+            gate,
+            builder: Arc::new(builder),
         }
+    }
+}
+
+impl Connections for Gated {
+    fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        service: MockHttp,
+        mut stop: watch::Receiver<bool>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let (gate, builder) = (self.gate.clone(), Arc::clone(&self.builder));
+        Box::pin(async move {
+            loop {
+                let accepted = tokio::select! {
+                    accepted = gate.accept(&listener) => accepted,
+                    _ = stop.wait_for(|stop| *stop) => return,
+                };
+                let _ = accepted.stream.set_nodelay(true);
+                tokio::spawn(reprise_proxy::serve_connection(
+                    accepted,
+                    None,
+                    Arc::clone(&builder),
+                    service.clone(),
+                    stop.clone(),
+                ));
+            }
+        })
     }
 
-    /// `--log`: what answered the call `call` (`head`: its method and
-    /// target as sent).
-    fn log_answer(&self, call: &str, head: &str, response: &Response<FallthroughBody>) {
-        let extensions = response.extensions();
-        if let Some(FellThrough::Refused(text)) = extensions.get::<FellThrough>() {
-            eprint!("reprise: mock: {head}: {text}");
-            return;
+    fn all_closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let gate = self.gate.clone();
+        Box::pin(async move { gate.all_closed().await })
+    }
+}
+
+/// The listeners to serve: `--listen` (by default, unless
+/// `--recorded-listeners`) and the recorded egress listeners.
+fn bind(args: &MockArgs, store: &MockStore) -> anyhow::Result<Vec<MockListener>> {
+    let mut listeners = Vec::new();
+    let listen = match (&args.listen, args.recorded_listeners) {
+        (Some(listen), _) => Some(listen.as_str()),
+        (None, false) => Some(DEFAULT_LISTEN),
+        (None, true) => None,
+    };
+    if let Some(listen) = listen {
+        let addr: SocketAddr = listen.parse().with_context(|| {
+            format!("--listen {listen:?}: expected IP:PORT, such as 127.0.0.1:8081")
+        })?;
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("--listen {addr}: cannot listen"))?;
+        listeners.push(MockListener::new(listener));
+    }
+    if args.recorded_listeners {
+        let recorded: Vec<RecordedListener> = store.recorded_listeners();
+        if recorded.is_empty() {
+            bail!(
+                "{}: no egress listeners recorded (downstream calls recorded by reprise record --egress or --egress-route); --recorded-listeners has nowhere to listen",
+                args.source.display()
+            );
         }
-        match extensions.get::<MockServed>() {
-            Some(served) => eprintln!(
-                "reprise: mock: {call}: answered by recorded {}",
-                display_id(&served.recorded_id)
-            ),
-            None => eprintln!("reprise: mock: {call}: missed"),
-        }
-        let (Some(miss), Some(layer)) = (extensions.get::<MockMiss>(), &self.fallthrough) else {
-            return;
-        };
-        let missed = escape(&miss.call);
-        match extensions.get::<FellThrough>() {
-            Some(FellThrough::Answered) => {
-                eprintln!(
-                    "reprise: mock: {missed}: fell through to {}",
-                    layer.upstream()
-                );
-            }
-            Some(FellThrough::Failed(why)) => eprintln!(
-                "reprise: mock: {missed}: --fallthrough {} failed: {why}",
-                layer.upstream()
-            ),
-            _ => {}
+        for listener in recorded {
+            let addr: SocketAddr = listener.listen.parse().with_context(|| {
+                format!("--recorded-listeners: {listener}: not an IP:PORT address")
+            })?;
+            let socket = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("--recorded-listeners: {listener}: cannot listen"))?;
+            listeners.push(MockListener::recorded(socket, listener));
         }
     }
+    Ok(listeners)
 }
 
 /// Serves until SIGINT or SIGTERM; exit 1 when a call was missed.
@@ -191,12 +192,11 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     let options = options(args)?;
     // The mock serves on one thread.
     let limits = limits(&args.connections, 1)?;
-    let listen: SocketAddr = args.listen.parse().with_context(|| {
-        format!(
-            "--listen {:?}: expected IP:PORT, such as 127.0.0.1:8081",
-            args.listen
-        )
-    })?;
+    if let Some(listen) = &args.listen {
+        listen.parse::<SocketAddr>().with_context(|| {
+            format!("--listen {listen:?}: expected IP:PORT, such as 127.0.0.1:8081")
+        })?;
+    }
     let fallthrough = args
         .fallthrough
         .as_deref()
@@ -217,74 +217,94 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
             args.source.display()
         );
     }
+    let listeners = bind(args, &store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let fallthrough = match fallthrough {
-        Some(layer) => Some(runtime.block_on(layer.probe()).context("--fallthrough")?),
+        Some(layer) => Some(
+            runtime
+                .block_on(layer.probe())
+                .context("--fallthrough")?
+                .forward_writes(args.fallthrough_writes),
+        ),
         None => None,
     };
+    let log: Option<reprise_mock::server::LogSink> = args
+        .log
+        .then(|| Arc::new(|line: &str| eprintln!("reprise: mock: {line}")) as _);
+    let server_options = ServerOptions {
+        authority: args.authority.clone(),
+        fallthrough,
+        log,
+        out: args.out.clone(),
+        drain: DRAIN,
+    };
+    let calls = store.len();
+    let server = MockServer::new(Arc::new(store), server_options)?;
     let connections = ConnectionMetrics::default();
-    let gate = ConnectionGate::new(&format!("mock {listen}"), limits, connections.clone());
-    let (report, fell_through) = runtime.block_on(serve(args, listen, gate, store, fallthrough))?;
-    print_report(&report);
+    let gate = ConnectionGate::new("mock", limits, connections.clone());
+    let stats = runtime.block_on(serve(args, server, listeners, gate, calls))?;
+    print_report(&stats);
     print_connections(&connections);
-    let mut refused = 0;
-    if let (Some(url), Some((answered, too_big))) = (&args.fallthrough, fell_through) {
-        eprintln!("reprise: {answered} missed calls fell through to {url}");
-        if too_big > 0 {
+    if let Some(url) = &args.fallthrough {
+        eprintln!(
+            "reprise: {} missed calls fell through to {url}",
+            stats.fell_through
+        );
+        if stats.refused > 0 {
             eprintln!(
-                "reprise: {too_big} calls refused: a body over {FALLTHROUGH_BODY} bytes (--fallthrough reads bodies whole)"
+                "reprise: {} calls refused: a body over {FALLTHROUGH_BODY} bytes (--fallthrough reads bodies whole)",
+                stats.refused
             );
         }
-        refused = too_big;
+        if stats.withheld > 0 {
+            eprintln!(
+                "reprise: {} missed writes not sent to {url} (--fallthrough-writes sends them)",
+                stats.withheld
+            );
+        }
+    }
+    if let Some(out) = &args.out {
+        eprintln!(
+            "reprise: wrote {} calls to {}",
+            stats.written,
+            out.display()
+        );
     }
     // A mock judges the calls it got: a miss fails the run. A mock that
     // served nothing passes (min_compared 0): whether the service under
     // test had to call its dependency is that test's question, and the
     // count served is on stderr. A damaged recording never gets here.
     let judgement = reprise_compare::Judgement {
-        missed: report.missed + refused,
-        compared: report.served,
+        missed: stats.report.missed + stats.refused,
+        compared: stats.report.served,
         min_compared: 0,
         ..Default::default()
     };
     Ok(judgement.finding().into())
 }
 
-/// Serves until a signal; gives what was served and missed, and how many
-/// misses the `--fallthrough` upstream answered.
+/// Serves until a signal; gives what the server did.
 async fn serve(
     args: &MockArgs,
-    listen: SocketAddr,
+    server: MockServer,
+    listeners: Vec<MockListener>,
     gate: ConnectionGate,
-    store: MockStore,
-    fallthrough: Option<FallthroughLayer>,
-) -> anyhow::Result<(MockReport, Option<(u64, u64)>)> {
+    calls: usize,
+) -> anyhow::Result<MockStats> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot handle SIGINT")?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("--listen {listen}: cannot listen"))?;
-    let local = listener
-        .local_addr()
-        .with_context(|| format!("--listen {listen}: cannot listen"))?;
-    let calls = store.len();
-    let mut service = MockService::new(Arc::new(store));
-    if let Some(authority) = &args.authority {
-        service = service.authority(authority);
-    }
-    let mock = Arc::new(Mock {
-        service,
-        scopes: (!args.inbound).then(ReplayScopes::new),
-        fallthrough,
-        log: args.log,
-    });
+    let handle = server.serve(listeners, Arc::new(Gated::new(gate))).await?;
+    let mut listening = handle.listening().iter();
+    let first = listening
+        .next()
+        .map_or_else(String::new, ToString::to_string);
     eprintln!(
-        "reprise: mocking http://{local} from {} ({calls} recorded {} calls); stop with Ctrl-C",
+        "reprise: mocking {first} from {} ({calls} recorded {} calls); stop with Ctrl-C",
         args.source.display(),
         if args.inbound {
             "inbound"
@@ -292,45 +312,14 @@ async fn serve(
             "downstream"
         },
     );
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // The connection's own clocks time request heads (--header-timeout,
-    // --idle-timeout).
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(None);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    loop {
-        tokio::select! {
-            accepted = gate.accept(&listener) => {
-                let _ = accepted.stream.set_nodelay(true);
-                let mock = Arc::clone(&mock);
-                let service = service_fn(move |request| {
-                    let mock = Arc::clone(&mock);
-                    async move { Ok::<_, Infallible>(mock.answer(request).await) }
-                });
-                tokio::spawn(reprise_proxy::serve_connection(
-                    accepted,
-                    None,
-                    Arc::clone(&builder),
-                    service,
-                    stopped.clone(),
-                ));
-            }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
-        }
+    for other in listening {
+        eprintln!("reprise: mocking {other} too");
     }
-    drop(listener);
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(DRAIN, gate.all_closed()).await;
-    let fell_through = mock
-        .fallthrough
-        .as_ref()
-        .map(|f| (f.answered(), f.refused()));
-    Ok((mock.service.store().report(), fell_through))
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(handle.stop().await?)
 }
 
 /// What the connection limits did, when they did anything.
@@ -349,7 +338,8 @@ fn print_connections(connections: &ConnectionMetrics) {
     );
 }
 
-fn print_report(report: &MockReport) {
+fn print_report(stats: &MockStats) {
+    let report = &stats.report;
     let mut line = format!("reprise: mock served {} calls", report.served);
     if report.shared > 0 {
         line.push_str(&format!(" ({} by shared recorded calls)", report.shared));
@@ -365,5 +355,11 @@ fn print_report(report: &MockReport) {
     let more = report.misses.len().saturating_sub(MISSES_SHOWN);
     if more > 0 {
         eprintln!("reprise: ... and {more} more misses");
+    }
+    if report.unlinked > 0 {
+        eprintln!(
+            "reprise: mock served {} calls from the unlinked pool (recorded with no parent: outside any inbound call, or with an unknown or shared trace)",
+            report.unlinked
+        );
     }
 }
