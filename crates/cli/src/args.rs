@@ -566,6 +566,17 @@ pub struct DiffArgs {
     /// noise, not a regression.
     #[arg(long, value_name = "BASELINE")]
     pub baseline: Option<PathBuf>,
+    /// The downstream calls the new build made, as its mock recorded them
+    /// (`reprise mock --out`; repeatable): compared with the calls
+    /// recorded under each replayed exchange (missing, new, changed
+    /// requests by field path), as differences of that exchange.
+    #[arg(long, value_name = "MOCK.tape")]
+    pub downstream: Vec<PathBuf>,
+    /// With --baseline and --downstream: the calls the baseline made
+    /// (its mock's `--out`; repeatable), so that what differs in them too
+    /// is noise.
+    #[arg(long, value_name = "MOCK.tape")]
+    pub baseline_downstream: Vec<PathBuf>,
     /// How to compare.
     #[command(flatten)]
     pub compare: CompareArgs,

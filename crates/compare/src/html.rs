@@ -53,6 +53,13 @@ summary.append(
   el('span', {id: 'not-compared'}, `${notCompared} not compared`));
 if (data.noise_guessed) summary.append(el('p', {class: 'noise'}, 'Noise was guessed by --auto-noise (timestamps, UUIDs, generated ids): a guess, not a baseline’s verdict.'));
 for (const [reason, n] of Object.entries(data.not_compared)) summary.append(el('p', {}, `${n} not compared: ${reason}`));
+if (data.downstream) {
+  const d = data.downstream;
+  summary.append(el('p', {id: 'downstream'},
+    `downstream calls: ${d.recorded} recorded, ${d.made} made (${d.answered} answered by the mock, ${d.paired_after_miss} paired after a miss): ` +
+    `${d.changed} changed, ${d.missing} missing, ${d.extra} new; ${d.mock_misses} mock misses; ` +
+    `${d.pool_served} served by unlinked recorded calls (${d.unlinked_recorded} recorded, charged to no exchange)`));
+}
 
 const columns = [
   ['endpoint', 'endpoint', false], ['pairs', 'pairs', true], ['identical', 'identical', true],

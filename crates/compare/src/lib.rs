@@ -22,12 +22,19 @@
 //!   and spilled to disk as tapes, one part held in memory at a time.
 //!   The caller opens the inputs; the comparator opens no socket.
 //!
+//! - Downstream calls ([`Pairing::downstream`], [`compare_calls`]): the
+//!   calls each replayed exchange made (as a mock recorded them) against
+//!   the calls recorded under it: missing, extra, or with a changed
+//!   request ([`compare_request`], by field path), each a difference of
+//!   that exchange, so ignore rules, noise and exit codes apply alike.
+//!
 //! - [`Judgement`]: how a run that judges (diff, replay or mirror with
 //!   `--compare`, mock) ends, as one exit code table for all of them.
 //!
 //! Paths use the one grammar of `reprise_model::redact::JsonPath`, which
 //! `--ignore` rules are written in.
 
+mod downstream;
 mod html;
 pub mod json;
 mod judgement;
@@ -38,10 +45,14 @@ mod report;
 mod schema;
 mod spill;
 
+pub use downstream::{DownstreamSummary, compare_calls, describe, is_downstream_pattern};
 pub use json::{ChangeKind, Difference, diff, diff_with};
 pub use judgement::{Finding, Judgement};
 pub use noise::{NoiseModel, Suppressed, Thresholds, guess};
-pub use pair::{EndpointRules, IGNORED_HEADERS, NotCompared, Rules, Verdict, compare};
+pub use pair::{
+    EndpointRules, IGNORED_HEADERS, IGNORED_REQUEST_HEADERS, NotCompared, Rules, Verdict, compare,
+    compare_request,
+};
 pub use pairing::{
     DEFAULT_MAX_MEMORY, Noise, OpenError, OpenInput, Paired, Pairing, PairingError, Side,
 };

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use reprise_model::redact::JsonPath;
 use reprise_model::wire::{RawField, RawValue};
-use reprise_model::{Direction, Exchange, HeaderList, Response, endpoint_key};
+use reprise_model::{Direction, Exchange, Header, HeaderList, Request, Response, endpoint_key};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -33,6 +33,20 @@ pub const IGNORED_HEADERS: [&str; 15] = [
     "tracestate",
 ];
 
+/// Request headers of a downstream call never compared unless asked for,
+/// on top of [`IGNORED_HEADERS`]: what a client library or a proxy adds
+/// on the way (the target's name is compared as the call's authority).
+pub const IGNORED_REQUEST_HEADERS: [&str; 8] = [
+    "host",
+    "proxy-connection",
+    "proxy-authorization",
+    "baggage",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+];
+
 /// What to compare.
 #[derive(Debug, Clone)]
 pub struct Rules {
@@ -46,6 +60,9 @@ pub struct Rules {
     pub schema: Option<crate::schema::Schema>,
     /// Response headers never compared (lower case).
     pub ignored_headers: BTreeSet<String>,
+    /// Request headers of downstream calls never compared (lower case):
+    /// [`IGNORED_HEADERS`] and [`IGNORED_REQUEST_HEADERS`] unless asked.
+    pub ignored_request_headers: BTreeSet<String>,
 }
 
 impl Default for Rules {
@@ -56,6 +73,11 @@ impl Default for Rules {
             endpoints: Vec::new(),
             schema: None,
             ignored_headers: IGNORED_HEADERS.iter().map(|h| h.to_string()).collect(),
+            ignored_request_headers: IGNORED_HEADERS
+                .iter()
+                .chain(&IGNORED_REQUEST_HEADERS)
+                .map(|h| h.to_string())
+                .collect(),
         }
     }
 }
@@ -73,23 +95,29 @@ impl Rules {
         Ok(())
     }
 
-    /// `--ignore-header NAME`.
+    /// `--ignore-header NAME`: in responses and in downstream requests.
     pub fn ignore_header(&mut self, name: &str) {
-        self.ignored_headers
-            .insert(name.trim().to_ascii_lowercase());
+        let name = name.trim().to_ascii_lowercase();
+        self.ignored_request_headers.insert(name.clone());
+        self.ignored_headers.insert(name);
     }
 
-    /// `--compare-header NAME`: compared even if ignored by default.
+    /// `--compare-header NAME`: compared even if ignored by default, in
+    /// responses and in downstream requests.
     pub fn compare_header(&mut self, name: &str) {
-        self.ignored_headers
-            .remove(&name.trim().to_ascii_lowercase());
+        let name = name.trim().to_ascii_lowercase();
+        self.ignored_request_headers.remove(&name);
+        self.ignored_headers.remove(&name);
     }
 }
 
 /// Rules for one endpoint, on top of the global ones.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointRules {
-    /// `METHOD /path`, as reports name endpoints (`GET /users/{id}`).
+    /// `METHOD /path`, as reports name endpoints (`GET /users/{id}`); a
+    /// downstream call's as `METHOD authority/path`
+    /// (`POST payments.example/charge`), with or without the `↳` reports
+    /// put before it.
     pub endpoint: String,
     /// Body paths not compared for this endpoint.
     pub ignore: Vec<JsonPath>,
@@ -106,7 +134,12 @@ impl Rules {
         let endpoint = endpoint_key(recorded);
         let mut ignore = self.ignore.clone();
         let mut unordered = self.unordered.clone();
-        for rule in self.endpoints.iter().filter(|r| r.endpoint == endpoint) {
+        let downstream = endpoint.strip_prefix('↳');
+        for rule in self
+            .endpoints
+            .iter()
+            .filter(|r| r.endpoint == endpoint || Some(r.endpoint.as_str()) == downstream)
+        {
             ignore.extend(rule.ignore.iter().cloned());
             unordered.extend(rule.unordered.iter().cloned());
         }
@@ -187,23 +220,11 @@ pub fn compare(recorded: &Exchange, replayed: &Exchange, rules: &Rules) -> Verdi
             .as_ref()
             .and_then(|r| schema.response_type(r.path_only()))
     });
-    let messages = |e: &Exchange| -> Vec<Value> {
-        e.messages
-            .iter()
-            .filter(|m| m.direction() == Direction::Response)
-            .map(|m| {
-                typed
-                    .as_ref()
-                    .filter(|_| !m.compressed)
-                    .and_then(|t| crate::schema::Schema::decode(t, &m.data))
-                    .unwrap_or_else(|| message_value(&m.data, m.compressed))
-            })
-            .collect()
-    };
-    let (x, y) = (messages(recorded), messages(replayed));
     let (ignore, unordered) = rules.paths_for(recorded);
+    let x = messages(recorded, Direction::Response, typed.as_ref());
+    let y = messages(replayed, Direction::Response, typed.as_ref());
     if x.is_empty() && y.is_empty() {
-        body(a, b, &ignore, &unordered, &mut differences);
+        body(a.into(), b.into(), &ignore, &unordered, &mut differences);
     } else {
         // gRPC: the response messages, each read by field number as
         // `protoc --decode_raw` does, compared like JSON documents:
@@ -215,6 +236,141 @@ pub fn compare(recorded: &Exchange, replayed: &Exchange, rules: &Rules) -> Verdi
         Verdict::Identical
     } else {
         Verdict::Regressed(differences)
+    }
+}
+
+/// The messages of `exchange` going `direction`, each as a JSON value:
+/// by field name with `typed`, else by field number.
+fn messages(
+    exchange: &Exchange,
+    direction: Direction,
+    typed: Option<&prost_reflect::MessageDescriptor>,
+) -> Vec<Value> {
+    exchange
+        .messages
+        .iter()
+        .filter(|m| m.direction() == direction)
+        .map(|m| {
+            typed
+                .filter(|_| !m.compressed)
+                .and_then(|t| crate::schema::Schema::decode(t, &m.data))
+                .unwrap_or_else(|| message_value(&m.data, m.compressed))
+        })
+        .collect()
+}
+
+/// Compares the request of a downstream call the new build made (`made`)
+/// with the recorded call it is paired with: method, authority, path,
+/// query parameters, the headers not ignored
+/// ([`Rules::ignored_request_headers`]), and the body by content type as
+/// [`compare`] reads a response's (JSON by field path with the `--ignore`
+/// and `--unordered` paths and the rules of the call's endpoint; gRPC
+/// messages by field). Paths are the ones a response's differences use
+/// (`$.amount`, `header:idempotency-key`), plus `method`, `authority`,
+/// `path` and `query:NAME`.
+pub fn compare_request(recorded: &Exchange, made: &Exchange, rules: &Rules) -> Vec<Difference> {
+    let none = Request::default();
+    let a = recorded.request.as_ref().unwrap_or(&none);
+    let b = made.request.as_ref().unwrap_or(&none);
+    let mut differences = Vec::new();
+    for (what, x, y) in [
+        ("method", &a.method, &b.method),
+        ("authority", &a.authority, &b.authority),
+    ] {
+        if !x.eq_ignore_ascii_case(y) {
+            differences.push(scalar(
+                what,
+                Value::from(x.as_str()),
+                Value::from(y.as_str()),
+            ));
+        }
+    }
+    if a.path_only() != b.path_only() {
+        differences.push(scalar(
+            "path",
+            Value::from(a.path_only()),
+            Value::from(b.path_only()),
+        ));
+    }
+    query(a.query(), b.query(), &mut differences);
+    let ignored = &rules.ignored_request_headers;
+    fields(&a.headers, &b.headers, "header", ignored, &mut differences);
+    fields(
+        &a.trailers,
+        &b.trailers,
+        "trailer",
+        ignored,
+        &mut differences,
+    );
+    let typed = rules
+        .schema
+        .as_ref()
+        .and_then(|schema| schema.request_type(a.path_only()));
+    let (ignore, unordered) = rules.paths_for(recorded);
+    let x = messages(recorded, Direction::Request, typed.as_ref());
+    let y = messages(made, Direction::Request, typed.as_ref());
+    if x.is_empty() && y.is_empty() {
+        body(a.into(), b.into(), &ignore, &unordered, &mut differences);
+    } else {
+        let wrap = |v: Vec<Value>| serde_json::json!({ "messages": v });
+        differences.extend(diff_with(&wrap(x), &wrap(y), &ignore, &unordered));
+    }
+    differences
+}
+
+/// Query parameters by name (case-sensitive, values in order, as sent:
+/// not decoded).
+fn query(a: Option<&str>, b: Option<&str>, out: &mut Vec<Difference>) {
+    let params = |q: Option<&'_ str>| -> Vec<(String, String)> {
+        q.unwrap_or("")
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(|p| {
+                let (name, value) = p.split_once('=').unwrap_or((p, ""));
+                (name.to_string(), value.to_string())
+            })
+            .collect()
+    };
+    let (x, y) = (params(a), params(b));
+    if x == y {
+        return;
+    }
+    let names: BTreeSet<&str> = x.iter().chain(&y).map(|(n, _)| n.as_str()).collect();
+    for name in names {
+        let values = |params: &[(String, String)]| -> Vec<String> {
+            params
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.clone())
+                .collect()
+        };
+        let (p, q) = (values(&x), values(&y));
+        if p != q {
+            out.push(listed(format!("query:{name}"), p, q));
+        }
+    }
+}
+
+/// A difference between two lists of values of one field: changed, or
+/// added or removed when one side has none.
+fn listed(path: String, x: Vec<String>, y: Vec<String>) -> Difference {
+    let as_value = |v: Vec<String>| match v.len() {
+        0 => None,
+        1 => v.into_iter().next().map(Value::String),
+        _ => Some(Value::from(v)),
+    };
+    let kind = match (x.is_empty(), y.is_empty()) {
+        (true, _) => ChangeKind::Added,
+        (_, true) => ChangeKind::Removed,
+        _ => ChangeKind::Changed,
+    };
+    Difference {
+        pattern: path.clone(),
+        path,
+        kind,
+        recorded: as_value(x),
+        replayed: as_value(y),
+        detail: None,
     }
 }
 
@@ -230,10 +386,11 @@ fn scalar(path: &str, recorded: Value, replayed: Value) -> Difference {
 }
 
 fn headers(a: &Response, b: &Response, rules: &Rules, out: &mut Vec<Difference>) {
-    fields(&a.headers, &b.headers, "header", rules, out);
+    let ignored = &rules.ignored_headers;
+    fields(&a.headers, &b.headers, "header", ignored, out);
     // grpc-status is compared as the gRPC status; the rest of the
     // trailers (grpc-message among them) as fields.
-    fields(&a.trailers, &b.trailers, "trailer", rules, out);
+    fields(&a.trailers, &b.trailers, "trailer", ignored, out);
 }
 
 /// Header or trailer fields, by name (values in order), minus the
@@ -242,14 +399,14 @@ fn fields(
     a: &[reprise_model::Header],
     b: &[reprise_model::Header],
     kind_of: &str,
-    rules: &Rules,
+    ignored: &BTreeSet<String>,
     out: &mut Vec<Difference>,
 ) {
     let names: BTreeSet<String> = a
         .iter()
         .chain(b)
         .map(|h| h.name.to_ascii_lowercase())
-        .filter(|n| !rules.ignored_headers.contains(n) && n != "grpc-status")
+        .filter(|n| !ignored.contains(n) && n != "grpc-status")
         .collect();
     for name in names {
         let values = |fields: &[reprise_model::Header]| -> Vec<String> {
@@ -261,56 +418,70 @@ fn fields(
         };
         let (x, y) = (values(a), values(b));
         if x != y {
-            let as_value = |v: Vec<String>| match v.len() {
-                0 => None,
-                1 => v.into_iter().next().map(Value::String),
-                _ => Some(Value::from(v)),
-            };
-            let kind = match (x.is_empty(), y.is_empty()) {
-                (true, _) => ChangeKind::Added,
-                (_, true) => ChangeKind::Removed,
-                _ => ChangeKind::Changed,
-            };
-            let path = format!("{kind_of}:{name}");
-            out.push(Difference {
-                pattern: path.clone(),
-                path,
-                kind,
-                recorded: as_value(x),
-                replayed: as_value(y),
-                detail: None,
-            });
+            out.push(listed(format!("{kind_of}:{name}"), x, y));
         }
     }
 }
 
-fn is_json(response: &Response) -> bool {
-    response
-        .headers
-        .header_str("content-type")
-        .is_some_and(|t| {
-            let t = t.split(';').next().unwrap_or("").trim();
-            t == "application/json" || t.ends_with("+json")
-        })
+/// A body as compared, with the head that says how to read it: a
+/// response's, or a downstream call's request.
+#[derive(Clone, Copy)]
+struct Payload<'a> {
+    headers: &'a [Header],
+    body: &'a [u8],
+    decoded: bool,
+    truncated: bool,
+    size: u64,
+}
+
+impl<'a> From<&'a Response> for Payload<'a> {
+    fn from(r: &'a Response) -> Self {
+        Payload {
+            headers: &r.headers,
+            body: &r.body,
+            decoded: r.body_decoded,
+            truncated: r.body_truncated,
+            size: r.size(),
+        }
+    }
+}
+
+impl<'a> From<&'a Request> for Payload<'a> {
+    fn from(r: &'a Request) -> Self {
+        Payload {
+            headers: &r.headers,
+            body: &r.body,
+            decoded: r.body_decoded,
+            truncated: r.body_truncated,
+            size: r.size(),
+        }
+    }
+}
+
+fn is_json(payload: Payload<'_>) -> bool {
+    payload.headers.header_str("content-type").is_some_and(|t| {
+        let t = t.split(';').next().unwrap_or("").trim();
+        t == "application/json" || t.ends_with("+json")
+    })
 }
 
 /// The body as the service meant it: Content-Encoding (gzip, deflate,
 /// br, zstd, stacked) removed by the one decoder, unless the recorder
 /// already stored it decoded. A body that does not decode (or inflates
 /// past the bound) is compared as it is.
-fn decoded(response: &Response) -> Cow<'_, [u8]> {
-    let raw = &response.body[..];
-    if response.body_decoded || raw.is_empty() {
+fn decoded(payload: Payload<'_>) -> Cow<'_, [u8]> {
+    let raw = payload.body;
+    if payload.decoded || raw.is_empty() {
         return Cow::Borrowed(raw);
     }
-    let Some(encoding) = response.headers.header_str("content-encoding") else {
+    let Some(encoding) = payload.headers.header_str("content-encoding") else {
         return Cow::Borrowed(raw);
     };
     match reprise_model::coding::decode(
         encoding,
         raw,
         reprise_model::coding::MAX_DECODED,
-        response.body_truncated,
+        payload.truncated,
     ) {
         Ok(Some(plain)) => Cow::Owned(plain),
         Ok(None) | Err(_) => Cow::Borrowed(raw),
@@ -318,20 +489,20 @@ fn decoded(response: &Response) -> Cow<'_, [u8]> {
 }
 
 fn body(
-    a: &Response,
-    b: &Response,
+    a: Payload<'_>,
+    b: Payload<'_>,
     ignore: &[JsonPath],
     unordered: &[JsonPath],
     out: &mut Vec<Difference>,
 ) {
-    if a.body_truncated || b.body_truncated {
+    if a.truncated || b.truncated {
         // A body cut at the size cap is compared by size only: its first
         // bytes would give differences that are not there.
-        if a.size() != b.size() {
+        if a.size != b.size {
             out.push(scalar(
                 "body:size",
-                Value::from(a.size()),
-                Value::from(b.size()),
+                Value::from(a.size),
+                Value::from(b.size),
             ));
         }
         return;

@@ -127,6 +127,11 @@ pub struct DiffReport {
     pub groups: Vec<Group>,
     /// Regressed pairs past the number of groups kept.
     pub other_groups: u64,
+    /// With downstream calls compared: what the comparison of the calls
+    /// saw (their differences are the exchanges' own, among `endpoints`'
+    /// paths as `downstream[...]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downstream: Option<crate::DownstreamSummary>,
 }
 
 impl DiffReport {
@@ -173,6 +178,27 @@ impl DiffReport {
                 s.same_call, s.below_thresholds
             )?;
         }
+        if let Some(d) = &self.downstream {
+            writeln!(
+                out,
+                "  downstream calls: {} recorded, {} made ({} answered by the mock, {} paired after a miss): {} changed, {} missing, {} new; {} mock misses",
+                d.recorded,
+                d.made,
+                d.answered,
+                d.paired_after_miss,
+                d.changed,
+                d.missing,
+                d.extra,
+                d.mock_misses
+            )?;
+            if d.pool_served + d.unlinked_recorded + d.outside_compared > 0 {
+                writeln!(
+                    out,
+                    "  downstream pool: {} calls served by unlinked recorded calls ({} recorded, charged to no exchange); {} calls made for exchanges not compared",
+                    d.pool_served, d.unlinked_recorded, d.outside_compared
+                )?;
+            }
+        }
         // Endpoints, paths and values are recorded text: shown escaped,
         // long endpoints shortened in the table (`--json` keeps them whole).
         let mut table = Table::new(vec![
@@ -206,39 +232,85 @@ impl DiffReport {
             ]);
         }
         write!(out, "{table}")?;
-        for e in self.endpoints.iter().filter(|e| !e.paths.is_empty()) {
+        let show = |v: &Option<Value>| {
+            v.as_ref().map_or_else(
+                || "(absent)".to_string(),
+                |v| escape(&short(v)).into_owned(),
+            )
+        };
+        let noise = if self.noise_guessed {
+            "noise (guess)"
+        } else {
+            "noise"
+        };
+        let count = |p: &PathCount| match (p.regressed, p.noise) {
+            (r, 0) => format!("{r}× regressed"),
+            (0, n) => format!("{n}× {noise}"),
+            (r, n) => format!("{r}× regressed, {n}× {noise}"),
+        };
+        for e in &self.endpoints {
+            // Downstream calls' differences have a section of their own.
+            let paths: Vec<&PathCount> = e
+                .paths
+                .iter()
+                .filter(|p| !crate::is_downstream_pattern(&p.pattern))
+                .collect();
+            if paths.is_empty() {
+                continue;
+            }
             writeln!(out, "{}: what differs", escape(&e.endpoint))?;
-            for p in e.paths.iter().take(10) {
-                let show = |v: &Option<Value>| {
-                    v.as_ref().map_or_else(
-                        || "(absent)".to_string(),
-                        |v| escape(&short(v)).into_owned(),
-                    )
-                };
-                let noise = if self.noise_guessed {
-                    "noise (guess)"
-                } else {
-                    "noise"
-                };
-                let count = match (p.regressed, p.noise) {
-                    (r, 0) => format!("{r}× regressed"),
-                    (0, n) => format!("{n}× {noise}"),
-                    (r, n) => format!("{r}× regressed, {n}× {noise}"),
-                };
+            for p in paths.iter().take(10) {
                 writeln!(
                     out,
                     "  {:<40} {:<12} {:>14}   e.g. {}: {} → {}  (recorded {})",
                     escape(&p.pattern),
                     p.kind.label(),
-                    count,
+                    count(p),
                     escape(&p.example.path),
                     show(&p.example.recorded),
                     show(&p.example.replayed),
                     p.example.recorded_id
                 )?;
             }
-            if e.paths.len() > 10 {
-                writeln!(out, "  ... {} more paths (see --json)", e.paths.len() - 10)?;
+            if paths.len() > 10 {
+                writeln!(out, "  ... {} more paths (see --json)", paths.len() - 10)?;
+            }
+        }
+        for e in &self.endpoints {
+            let calls: Vec<&PathCount> = e
+                .paths
+                .iter()
+                .filter(|p| crate::is_downstream_pattern(&p.pattern))
+                .collect();
+            if calls.is_empty() {
+                continue;
+            }
+            writeln!(out, "{}: downstream calls that differ", escape(&e.endpoint))?;
+            for p in calls.iter().take(20) {
+                let what = crate::describe(&p.example.path, p.kind)
+                    .unwrap_or_else(|| p.example.path.clone());
+                let values = match (p.kind, &p.example.recorded, &p.example.replayed) {
+                    // A whole call: its name says it.
+                    (ChangeKind::Added | ChangeKind::Removed, _, _)
+                        if !p.pattern.contains("].request.") =>
+                    {
+                        String::new()
+                    }
+                    (_, recorded, replayed) => {
+                        format!(" {} → {}", show(recorded), show(replayed))
+                    }
+                };
+                writeln!(
+                    out,
+                    "  {}{}   {}  (recorded {})",
+                    escape(&what),
+                    values,
+                    count(p),
+                    p.example.recorded_id
+                )?;
+            }
+            if calls.len() > 20 {
+                writeln!(out, "  ... {} more (see --json)", calls.len() - 20)?;
             }
         }
         if !self.groups.is_empty() {
@@ -536,9 +608,15 @@ pub struct Comparison {
     not_compared: BTreeMap<NotCompared, u64>,
     suppressed: Option<crate::noise::Suppressed>,
     noise_guessed: bool,
+    downstream: Option<crate::DownstreamSummary>,
 }
 
 impl Comparison {
+    /// Notes what comparing downstream calls saw, for the report.
+    pub fn downstream(&mut self, summary: crate::DownstreamSummary) {
+        self.downstream = Some(summary);
+    }
+
     /// Marks the report's noise as guessed (`--auto-noise`).
     pub fn noise_guessed(&mut self) {
         self.noise_guessed = true;
@@ -720,6 +798,7 @@ impl Comparison {
             noise_only: endpoints.iter().map(|e| e.noise_only).sum(),
             suppressed: self.suppressed,
             noise_guessed: self.noise_guessed,
+            downstream: self.downstream,
             not_compared: self
                 .not_compared
                 .into_iter()

@@ -76,13 +76,22 @@ impl Schema {
 
     /// The response type of the gRPC method at `path` (`/pkg.Svc/Method`).
     pub fn response_type(&self, path: &str) -> Option<MessageDescriptor> {
+        self.method(path).map(|m| m.output())
+    }
+
+    /// The request type of the gRPC method at `path` (`/pkg.Svc/Method`):
+    /// how a downstream gRPC call's messages are read.
+    pub fn request_type(&self, path: &str) -> Option<MessageDescriptor> {
+        self.method(path).map(|m| m.input())
+    }
+
+    fn method(&self, path: &str) -> Option<prost_reflect::MethodDescriptor> {
         let (service, method) = path.trim_start_matches('/').split_once('/')?;
         let method = method.split('?').next()?;
         self.pool
             .get_service_by_name(service)?
             .methods()
             .find(|m| m.name() == method)
-            .map(|m| m.output())
     }
 
     /// A message decoded by its type, with proto field names and every

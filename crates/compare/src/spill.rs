@@ -32,21 +32,38 @@ fn for_comparison(mut exchange: Exchange) -> Exchange {
     exchange
 }
 
+/// What a downstream call needs to be paired and compared: its request
+/// (whole) and messages, its link and what answered it. The response is
+/// dropped: only what the service sent is compared.
+fn for_calls(mut exchange: Exchange) -> Exchange {
+    exchange.response = None;
+    exchange
+        .messages
+        .retain(|m| m.direction() != Direction::Response);
+    exchange
+}
+
 impl Side {
     /// The exchange as it takes part, and its key; `None` when it does
     /// not. A recording takes part with its inbound exchanges, by their
-    /// id; a replay's results with the exchanges that replay one, by the
-    /// id they replay.
+    /// id; a replay's results with the inbound exchanges that replay one,
+    /// by the id they replay; downstream calls by the id of the recorded
+    /// exchange they were made for (empty when unlinked).
     pub(crate) fn admit(self, exchange: Exchange) -> Option<(Vec<u8>, Exchange)> {
         match self {
             Side::Recorded if !exchange.is_downstream() => {
                 Some((exchange.id.clone(), for_comparison(exchange)))
             }
             Side::Recorded => None,
+            Side::Replayed if exchange.is_downstream() => None,
             Side::Replayed => {
                 let key = exchange.replay.as_ref()?.recorded_id.clone();
                 Some((key, exchange))
             }
+            Side::Downstream if exchange.is_downstream() => {
+                Some((exchange.parent_id.clone(), for_calls(exchange)))
+            }
+            Side::Downstream => None,
         }
     }
 }
@@ -65,24 +82,32 @@ pub(crate) fn part_of(key: &[u8], parts: usize) -> usize {
 /// `max_memory`. The recording is read once to weigh what comparing
 /// holds of each exchange: a decoded exchange takes about three times its
 /// encoded size in memory (headers as separate allocations, the map's
-/// own entry), plus a fixed kilobyte.
+/// own entry), plus a fixed kilobyte. Each of `calls` (the recording
+/// again, and the calls a mock recorded) is read once more when given:
+/// the downstream calls one part holds with its exchanges weigh the same
+/// way (unlinked calls are never held: they weigh nothing).
 pub(crate) fn parts_for(
     recorded: &Path,
+    calls: &[&Path],
     inputs: &dyn OpenInput,
     max_memory: usize,
     damage: &mut Vec<String>,
 ) -> Result<usize, PairingError> {
     let mut weight = 0u64;
-    let mut source = inputs
-        .open(recorded, Side::Recorded)
-        .map_err(PairingError::Open)?;
-    let mut intact = Intact::new(source.as_mut());
-    for exchange in intact.by_ref() {
-        if let Some((_, exchange)) = Side::Recorded.admit(exchange?) {
-            weight += reprise_model::encoded_len(&exchange) as u64 * 3 + 1024;
+    let inputs_weighed = std::iter::once((recorded, Side::Recorded))
+        .chain(calls.iter().map(|path| (*path, Side::Downstream)));
+    for (path, side) in inputs_weighed {
+        let mut source = inputs.open(path, side).map_err(PairingError::Open)?;
+        let mut intact = Intact::new(source.as_mut());
+        for exchange in intact.by_ref() {
+            if let Some((key, exchange)) = side.admit(exchange?)
+                && !key.is_empty()
+            {
+                weight += reprise_model::encoded_len(&exchange) as u64 * 3 + 1024;
+            }
         }
+        damage.extend(intact.into_damage());
     }
-    damage.extend(intact.into_damage());
     let parts = weight.div_ceil(max_memory.max(1) as u64);
     Ok(usize::try_from(parts)
         .unwrap_or(MAX_PARTS)
@@ -140,6 +165,8 @@ pub(crate) struct PartedInput<'a> {
     parts: Vec<PathBuf>,
     /// Exchanges that took part.
     count: u64,
+    /// Exchanges read, taking part or not.
+    read: u64,
 }
 
 impl<'a> PartedInput<'a> {
@@ -159,6 +186,7 @@ impl<'a> PartedInput<'a> {
             inputs,
             parts: Vec::new(),
             count: 0,
+            read: 0,
         };
         let parts = spill.parts;
         if parts <= 1 {
@@ -174,6 +202,7 @@ impl<'a> PartedInput<'a> {
         let mut source = inputs.open(path, side).map_err(PairingError::Open)?;
         let mut intact = Intact::new(source.as_mut());
         for exchange in intact.by_ref() {
+            parted.read += 1;
             let Some((key, exchange)) = side.admit(exchange?) else {
                 continue;
             };
@@ -200,8 +229,9 @@ impl<'a> PartedInput<'a> {
                 .open(self.path, self.side)
                 .map_err(PairingError::Open)?;
             let mut intact = Intact::new(source.as_mut());
-            let mut count = 0;
+            let (mut count, mut read) = (0, 0);
             for exchange in intact.by_ref() {
+                read += 1;
                 if let Some(admitted) = self.side.admit(exchange?) {
                     count += 1;
                     each(admitted);
@@ -209,6 +239,7 @@ impl<'a> PartedInput<'a> {
             }
             damage.extend(intact.into_damage());
             self.count = count;
+            self.read = read;
             return Ok(());
         }
         let Some(file) = self.parts.get(part) else {
@@ -243,6 +274,18 @@ impl<'a> PartedInput<'a> {
             map.insert(key, exchange);
         })?;
         Ok(map)
+    }
+
+    /// An error when the input held exchanges and none was a downstream
+    /// call (for the calls a mock recorded: an empty one is a build that
+    /// made no call).
+    pub(crate) fn must_hold_calls(&self) -> Result<(), PairingError> {
+        if self.read > 0 && self.count == 0 {
+            return Err(PairingError::NoCalls {
+                path: self.path.to_path_buf(),
+            });
+        }
+        Ok(())
     }
 
     /// An error unless some exchange took part (for a replay's results).

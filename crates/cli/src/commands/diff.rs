@@ -1,7 +1,7 @@
 //! `reprise diff`: a replay's results against the recording it replays,
 //! with noise taken out when a baseline is given.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use reprise_compare::{
@@ -177,13 +177,33 @@ pub(crate) fn run(args: &DiffArgs) -> anyhow::Result<Outcome> {
         (None, false) => Noise::None,
     };
     let max_memory = super::record::size("--max-memory", &args.compare.max_memory)?;
-    let (report, damage) = diff_with(
+    if !args.baseline_downstream.is_empty() {
+        if args.baseline.is_none() {
+            bail!("--baseline-downstream goes with --baseline (the calls that baseline made)");
+        }
+        if args.downstream.is_empty() {
+            bail!(
+                "--baseline-downstream goes with --downstream (the calls the new build made, to compare)"
+            );
+        }
+    }
+    // Each names a file that must open as an input, said with its flag.
+    for (flag, paths) in [
+        ("--downstream", &args.downstream),
+        ("--baseline-downstream", &args.baseline_downstream),
+    ] {
+        for path in paths {
+            crate::input::Input::open(path).with_context(|| flag.to_string())?;
+        }
+    }
+    let (report, damage) = diff_all(
         &args.recorded,
         &ExchangeFilter::new(),
         &args.replayed,
         noise,
         &rules,
         max_memory,
+        (&args.downstream, &args.baseline_downstream),
     )?;
     let judgement = finish(&report, &damage, args.json.as_deref(), &args.compare)?;
     Ok(judgement.finding().into())
@@ -266,17 +286,43 @@ pub(crate) fn diff_with(
     rules: &Rules,
     max_memory: usize,
 ) -> anyhow::Result<(DiffReport, Vec<String>)> {
+    diff_all(
+        recorded,
+        window,
+        replayed,
+        noise,
+        rules,
+        max_memory,
+        (&[], &[]),
+    )
+}
+
+/// [`diff_with`], and the downstream calls too: `calls.0` hold the calls
+/// the new build made (`reprise mock --out`), `calls.1` those the
+/// baseline made; none: the responses alone are compared.
+pub(crate) fn diff_all(
+    recorded: &Path,
+    window: &ExchangeFilter,
+    replayed: &Path,
+    noise: Noise<'_>,
+    rules: &Rules,
+    max_memory: usize,
+    calls: (&[PathBuf], &[PathBuf]),
+) -> anyhow::Result<(DiffReport, Vec<String>)> {
     let all = ExchangeFilter::new();
     let open = |path: &Path, side: Side| -> Result<Box<dyn Source>, OpenError> {
+        // The window selects the recording's exchanges; the calls under
+        // them follow them, whatever the window says of a call.
         let window = match side {
             Side::Recorded => window,
-            Side::Replayed => &all,
+            Side::Replayed | Side::Downstream => &all,
         };
         Ok(crate::input::open(path, window)?)
     };
     let paired = Pairing::new(recorded, replayed, rules)
         .noise(noise)
         .max_memory(max_memory)
+        .downstream(calls.0, calls.1)
         .run(&open)?;
     Ok((paired.report, paired.damage))
 }
