@@ -8,73 +8,22 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::bail;
+use reprise_mock::RecordedListener;
 use reprise_model::{Exchange, Role};
 
-/// Where the service's downstream calls went at record time.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct EgressListener {
-    /// The `--egress-route` name; empty for the forward proxy.
-    pub route: String,
-    /// The address it listened on.
-    pub listen: SocketAddr,
-    /// The authority its calls went to (a route's downstream): the mock
-    /// answers the route's calls as made to it.
-    pub authority: Option<String>,
-    /// That authority's host: left out of the proxy variables (`NO_PROXY`).
-    pub host: Option<String>,
-}
-
-impl EgressListener {
-    /// The forward proxy, which the service reaches through the proxy
-    /// variables.
-    pub(crate) fn is_proxy(&self) -> bool {
-        self.route.is_empty()
-    }
-}
-
-/// The distinct listeners the recording's downstream calls came through
-/// (`source.listener`, with `source.route`), in first-seen order.
-pub(crate) fn recorded_listeners(exchanges: &[Exchange]) -> anyhow::Result<Vec<EgressListener>> {
-    let mut found: Vec<EgressListener> = Vec::new();
-    for exchange in exchanges.iter().filter(|e| is_downstream(e)) {
-        let Some(source) = &exchange.source else {
-            continue;
-        };
-        if source.listener.is_empty() {
-            continue;
-        }
-        let Ok(listen) = source.listener.parse::<SocketAddr>() else {
-            bail!(
-                "the recording's egress listener {:?} (route {:?}) is not IP:PORT",
-                source.listener,
-                source.route
-            );
-        };
-        if found
-            .iter()
-            .any(|l| l.listen == listen && l.route == source.route)
-        {
-            continue;
-        }
-        if let Some(other) = found.iter().find(|l| l.listen == listen) {
-            bail!(
-                "the recording has two egress listeners on {listen} (routes {:?} and {:?})",
-                other.route,
-                source.route
-            );
-        }
-        let authority = (!source.route.is_empty())
-            .then(|| exchange.request.as_ref().map(|r| r.authority.clone()))
-            .flatten()
-            .filter(|a| !a.is_empty());
-        found.push(EgressListener {
-            route: source.route.clone(),
-            listen,
-            host: authority.as_deref().map(host_of),
-            authority,
-        });
-    }
-    Ok(found)
+/// The egress listeners the recording's downstream calls came through
+/// (`reprise_mock::recorded_listeners`), each with its address: where
+/// the mock listens in the sandbox.
+pub(crate) fn recorded_listeners(
+    exchanges: &[Exchange],
+) -> anyhow::Result<Vec<(SocketAddr, RecordedListener)>> {
+    reprise_mock::recorded_listeners(exchanges)
+        .into_iter()
+        .map(|recorded| match recorded.listen.parse::<SocketAddr>() {
+            Ok(addr) => Ok((addr, recorded)),
+            Err(_) => bail!("the recording's egress listener {recorded} is not IP:PORT"),
+        })
+        .collect()
 }
 
 fn is_downstream(exchange: &Exchange) -> bool {
@@ -148,11 +97,11 @@ const LOOPBACK: [&str; 3] = ["localhost", "127.0.0.1", "::1"];
 /// proxy variables when the recording went through the forward proxy,
 /// `NO_PROXY` for loopback and the routes' hosts, and the CA variables.
 pub(crate) fn service_env(
-    listeners: &[EgressListener],
+    listeners: &[RecordedListener],
     ca: Option<&CaFiles>,
 ) -> Vec<(String, String)> {
     let mut env = Vec::new();
-    if let Some(proxy) = listeners.iter().find(|l| l.is_proxy()) {
+    if let Some(proxy) = listeners.iter().find(|l| l.route.is_none()) {
         let url = format!("http://{}", proxy.listen);
         for name in [
             "HTTP_PROXY",
@@ -165,9 +114,10 @@ pub(crate) fn service_env(
         }
     }
     let mut no_proxy: Vec<String> = LOOPBACK.iter().map(|h| h.to_string()).collect();
-    for host in listeners.iter().filter_map(|l| l.host.as_ref()) {
-        if !no_proxy.contains(host) {
-            no_proxy.push(host.clone());
+    for route in listeners.iter().filter_map(|l| l.route.as_ref()) {
+        let host = host_of(&route.authority);
+        if !host.is_empty() && !no_proxy.contains(&host) {
+            no_proxy.push(host);
         }
     }
     let no_proxy = no_proxy.join(",");
@@ -230,11 +180,13 @@ mod tests {
                 ..downstream("", "127.0.0.1:8080", "shop.example")
             },
         ];
-        let listeners = recorded_listeners(&exchanges).unwrap();
+        let listeners: Vec<RecordedListener> = recorded_listeners(&exchanges)
+            .unwrap()
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect();
         assert_eq!(listeners.len(), 2);
-        assert!(listeners[0].is_proxy());
-        assert_eq!(listeners[1].route, "inv");
-        assert_eq!(listeners[1].host.as_deref(), Some("10.0.0.7"));
+        assert!(listeners[0].route.is_none());
         assert_eq!(
             dns_names(&exchanges),
             ["inventory.internal", "payments.example"]
@@ -249,29 +201,29 @@ mod tests {
 
     #[test]
     fn routes_alone_set_no_proxy_variables() {
-        let listeners =
-            recorded_listeners(&[downstream("pay", "127.0.0.1:7002", "pay.example")]).unwrap();
+        let listeners: Vec<RecordedListener> =
+            recorded_listeners(&[downstream("pay", "127.0.0.1:7002", "pay.example")])
+                .unwrap()
+                .into_iter()
+                .map(|(_, l)| l)
+                .collect();
         let env = service_env(&listeners, None);
         assert!(
             env.iter()
-                .all(|(n, _)| !n.ends_with("_PROXY") || n == "NO_PROXY")
+                .all(|(n, _)| !n.to_ascii_lowercase().ends_with("_proxy")
+                    || n.starts_with("NO")
+                    || n.starts_with("no"))
         );
-        assert!(env.iter().all(|(n, _)| n != "http_proxy"));
+        assert!(
+            env.iter()
+                .any(|(n, v)| n == "NO_PROXY" && v.ends_with(",pay.example"))
+        );
     }
 
     #[test]
-    fn bad_listeners_are_named() {
+    fn a_bad_listener_is_named() {
         let error = recorded_listeners(&[downstream("", "somewhere", "a")]).unwrap_err();
-        assert!(error.to_string().contains("\"somewhere\""), "{error}");
-        let error = recorded_listeners(&[
-            downstream("a", "127.0.0.1:7000", "a"),
-            downstream("b", "127.0.0.1:7000", "b"),
-        ])
-        .unwrap_err();
-        assert!(
-            error.to_string().contains("two egress listeners"),
-            "{error}"
-        );
+        assert!(error.to_string().contains("somewhere"), "{error}");
     }
 
     #[test]

@@ -227,8 +227,9 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         faketime: args.faketime,
         settings: &settings,
     };
+    let recorded: Vec<_> = setup.listeners.iter().map(|(_, l)| l.clone()).collect();
     let setup = sandboxed::Setup {
-        env: egress::service_env(&setup.listeners, ca.as_ref()),
+        env: egress::service_env(&recorded, ca.as_ref()),
         ..setup
     };
     if setup.listeners.is_empty() {
@@ -264,13 +265,16 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         (None, true) => super::diff::Noise::Guess,
         (None, false) => super::diff::Noise::None,
     };
-    let (diff, damage) = super::diff::diff_with(
+    let calls = [candidate.downstream.clone()];
+    let baseline_calls: Vec<PathBuf> = baseline.iter().map(|b| b.downstream.clone()).collect();
+    let (diff, damage) = super::diff::diff_all(
         &args.recording,
         &ExchangeFilter::new(),
         &candidate.replayed,
         noise,
         &rules,
         settings.max_memory,
+        (&calls, &baseline_calls),
     )?;
     let judgement = super::diff::finish(&diff, &damage, None, &args.compare)?;
     let report = TestReport {
@@ -289,7 +293,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         Ok(w.write_all(b"\n")?)
     })?;
     let mut judgement = judgement;
-    judgement.missed += candidate.mock.missed;
+    judgement.missed += candidate.mock.report.missed;
     let finding: Outcome = judgement.finding().into();
     Ok(
         if candidate.escapes.is_empty() || finding == Outcome::Regressed {
@@ -367,7 +371,7 @@ impl TestReport<'_> {
         let escapes = self.candidate.escapes.len();
         let verdict = if self.diff.regressed > 0 {
             "regressed"
-        } else if self.candidate.mock.missed > 0 || escapes > 0 {
+        } else if self.candidate.mock.report.missed > 0 || escapes > 0 {
             "failed"
         } else {
             "passed"
@@ -375,7 +379,7 @@ impl TestReport<'_> {
         writeln!(
             out,
             "test {verdict}: {} exchanges regressed, {} downstream calls missed, {escapes} escape attempts",
-            self.diff.regressed, self.candidate.mock.missed
+            self.diff.regressed, self.candidate.mock.report.missed
         )
     }
 

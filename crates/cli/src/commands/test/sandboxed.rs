@@ -4,19 +4,19 @@
 //! stopped and what the jail saw collected.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use reprise_mock::{MockReport, MockStore};
+use reprise_mock::{MockReport, MockStore, RecordedListener};
 use reprise_model::{Exchange, Role, Sink, StoreError};
 use reprise_replay::{Opener, Pacing, Replay, ReplayConfig, Report};
 use reprise_sandbox::{FakeClock, Sandbox, SandboxError, SandboxOptions, ServiceOptions};
 
 use super::Settings;
-use super::egress::EgressListener;
 
 /// Misses listed in the report (all are counted).
 const MISSES_SHOWN: usize = 20;
@@ -30,7 +30,7 @@ pub(crate) struct Setup<'a> {
     /// The service's port.
     pub port: u16,
     /// The recorded egress listeners: where the mock listens.
-    pub listeners: Vec<EgressListener>,
+    pub listeners: Vec<(SocketAddr, RecordedListener)>,
     /// The names the DNS stub answers.
     pub dns_names: Vec<String>,
     /// The service's environment besides the caller's: proxy and CA.
@@ -53,6 +53,14 @@ pub(crate) struct Copy {
     pub downstream: PathBuf,
 }
 
+/// What the mock did in one run.
+pub(crate) struct MockSummary {
+    /// Calls served, missed, from the unlinked pool.
+    pub report: MockReport,
+    /// Calls written to the downstream tape.
+    pub written: u64,
+}
+
 /// What one copy's run gave.
 pub(crate) struct RunResult {
     /// How the copy is named.
@@ -64,7 +72,7 @@ pub(crate) struct RunResult {
     /// The replay's report.
     pub replay: Report,
     /// What the mock served and missed.
-    pub mock: MockReport,
+    pub mock: MockSummary,
     /// Every attempt to reach something the recording does not hold,
     /// one line each.
     pub escapes: Vec<String>,
@@ -80,12 +88,17 @@ impl RunResult {
             "{name}: {} calls replayed in {:.2} s: {} ok, {} failed, {} status differs",
             r.calls, r.elapsed_s, r.ok, r.failed, r.status_differs
         )?;
-        writeln!(
+        let mock = &self.mock.report;
+        write!(
             out,
             "{name}: the mock answered {} downstream calls, missed {}",
-            self.mock.served, self.mock.missed
+            mock.served, mock.missed
         )?;
-        for miss in self.mock.misses.iter().take(MISSES_SHOWN) {
+        if mock.unlinked > 0 {
+            write!(out, " ({} from the unlinked pool)", mock.unlinked)?;
+        }
+        writeln!(out)?;
+        for miss in mock.misses.iter().take(MISSES_SHOWN) {
             writeln!(out, "{name}:   {miss}")?;
         }
         if self.escapes.is_empty() {
@@ -104,9 +117,11 @@ impl RunResult {
             "downstream": self.downstream,
             "replay": self.replay,
             "mock": {
-                "served": self.mock.served,
-                "missed": self.mock.missed,
-                "misses": self.mock.misses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                "served": self.mock.report.served,
+                "missed": self.mock.report.missed,
+                "unlinked": self.mock.report.unlinked,
+                "written": self.mock.written,
+                "misses": self.mock.report.misses.iter().map(ToString::to_string).collect::<Vec<_>>(),
             },
             "escapes": self.escapes,
         })
@@ -119,8 +134,8 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// Runs `copy` in a sandbox of its own.
 pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
     let mut options = SandboxOptions::default().allow_port(setup.port);
-    for listener in &setup.listeners {
-        options = options.allow_port(listener.listen.port());
+    for (addr, _) in &setup.listeners {
+        options = options.allow_port(addr.port());
     }
     for name in &setup.dns_names {
         options = options.dns_name(name.clone());
@@ -129,15 +144,11 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
     let listeners = setup
         .listeners
         .iter()
-        .map(|l| {
-            let listener = sandbox.listen_tcp(l.listen).with_context(|| {
-                format!(
-                    "cannot listen at {} in the sandbox (the recording's {})",
-                    l.listen,
-                    describe(l)
-                )
+        .map(|(addr, recorded)| {
+            let listener = sandbox.listen_tcp(*addr).with_context(|| {
+                format!("cannot listen at {recorded} in the sandbox (a recorded egress listener)")
             })?;
-            Ok((listener, l.clone()))
+            Ok((listener, recorded.clone()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let store = MockStore::new(setup.recording.to_vec(), setup.settings.mock.clone());
@@ -286,15 +297,6 @@ fn service_failed(name: &str, error: SandboxError) -> anyhow::Error {
 /// A time in nanoseconds since the epoch.
 fn at_ns(ns: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_nanos(ns)
-}
-
-/// How a listener is named in messages.
-fn describe(listener: &EgressListener) -> String {
-    if listener.is_proxy() {
-        "egress proxy".to_string()
-    } else {
-        format!("egress route {}", listener.route)
-    }
 }
 
 /// The recording, read again for the replay (it reads exchanges as it
