@@ -528,11 +528,10 @@ class Clock(BaseHTTPRequestHandler):
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Clock).serve_forever()
 "#;
 
-#[test]
-fn faketime_gives_the_service_each_exchanges_recorded_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let tape = dir.path().join("clock.tape");
-    // Recorded in 2020 and 2021: the answers name those times.
+/// A recording of two `GET /now` answered with the time, recorded in
+/// 2020 and 2021 (no downstream calls).
+fn clock_tape(dir: &Path) -> PathBuf {
+    let tape = dir.join("clock.tape");
     let times = [1_577_836_800u64, 1_622_505_600];
     let exchanges: Vec<Exchange> = times
         .iter()
@@ -545,6 +544,13 @@ fn faketime_gives_the_service_each_exchanges_recorded_time() {
         })
         .collect();
     write_exchanges(&tape, &exchanges);
+    tape
+}
+
+#[test]
+fn faketime_gives_the_service_each_exchanges_recorded_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = clock_tape(dir.path());
     let port = free_port().to_string();
     let command = ["python3", "-c", CLOCK_SERVICE, &port].map(String::from);
     let run = |extra: &[&str]| {
@@ -609,4 +615,105 @@ fn a_baseline_copy_runs_in_a_sandbox_of_its_own() {
         read_tape(&run.out.path().join("baseline-replayed.tape")).len(),
         CHECKOUTS
     );
+}
+
+/// A service that writes its pid to `MARKER.pid`, and on a call either
+/// exits at once (`die`) or writes `MARKER` and takes a minute to answer
+/// (`hang`).
+const TROUBLED_SERVICE: &str = r#"
+import os, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port, mode, marker = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+with open(marker + ".pid", "w") as f:
+    f.write(str(os.getpid()))
+class Troubled(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        if mode == "die":
+            print("fatal: the cache is corrupt", flush=True)
+            os._exit(5)
+        with open(marker, "w") as f:
+            f.write("called")
+        time.sleep(60)
+ThreadingHTTPServer(("127.0.0.1", port), Troubled).serve_forever()
+"#;
+
+/// Starts `reprise test` on the clock recording with the troubled service
+/// in `mode`; gives the child, its output readers and the marker path.
+fn troubled(mode: &str, dir: &Path) -> (Child, PathBuf) {
+    let tape = clock_tape(dir);
+    let marker = dir.join("called");
+    let port = free_port().to_string();
+    let child = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .arg("test")
+        .arg(&tape)
+        .args(["--port", &port, "--max", "--concurrency", "1", "--out"])
+        .arg(dir.join("out"))
+        .args(["--", "python3", "-c", TROUBLED_SERVICE, &port, mode])
+        .arg(&marker)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    (child, marker)
+}
+
+/// Waits (bounded) for `child` to exit; its code and stderr.
+fn finished(mut child: Child, seconds: u64) -> (i32, String) {
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("reprise test did not exit within {seconds} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code().unwrap_or(-1), reader.join().unwrap())
+}
+
+fn gone(pid_file: &Path) -> bool {
+    let pid = std::fs::read_to_string(pid_file).unwrap();
+    !Path::new(&format!("/proc/{}", pid.trim())).exists()
+}
+
+#[test]
+fn a_service_that_dies_under_the_replay_is_an_error_with_its_last_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, marker) = troubled("die", dir.path());
+    let (code, stderr) = finished(child, 60);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("exited during the replay"), "{stderr}");
+    assert!(stderr.contains("fatal: the cache is corrupt"), "{stderr}");
+    assert!(gone(&marker.with_extension("pid")));
+}
+
+#[test]
+fn an_interrupted_test_stops_the_service_and_ends_as_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, marker) = troubled("hang", dir.path());
+    // The replay's first call is in the service's hands.
+    eventually("the service got a call", 30, || marker.exists());
+    let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    let started = Instant::now();
+    let (code, stderr) = finished(child, 30);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // Not the service's minute, nor the replay's 30 s timeout.
+    assert!(started.elapsed() < Duration::from_secs(20), "{stderr}");
+    assert!(
+        gone(&dir.path().join("called.pid")),
+        "the service was left running"
+    );
+    assert!(dir.path().join("out/report.txt").exists());
 }

@@ -11,6 +11,7 @@
 //! build the same way, as the baseline that tells noise from regressions.
 
 mod egress;
+mod interrupt;
 mod mock_server;
 mod sandboxed;
 
@@ -210,6 +211,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     reprise_sandbox::prepare_process()?;
     // After: `--reflection` asks a server, on a runtime of its own.
     let rules = super::diff::rules(&args.compare)?;
+    let interrupt = interrupt::Interrupt::catch()?;
     let recording = read_recording(&args.recording)?;
     let listeners = egress::recorded_listeners(&recording)?;
     let ca = args
@@ -226,6 +228,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         env: Vec::new(),
         faketime: args.faketime,
         settings: &settings,
+        interrupt: &interrupt,
     };
     let recorded: Vec<_> = setup.listeners.iter().map(|(_, l)| l.clone()).collect();
     let setup = sandboxed::Setup {
@@ -249,6 +252,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         },
     )?;
     let baseline = match &args.baseline_cmd {
+        Some(_) if interrupt.caught() => None,
         Some(command) => Some(sandboxed::run(
             &setup,
             Copy {
@@ -292,6 +296,12 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         serde_json::to_writer_pretty(&mut *w, &report.json())?;
         Ok(w.write_all(b"\n")?)
     })?;
+    if interrupt.caught() {
+        bail!(
+            "interrupted: {} holds what was replayed before the signal",
+            out.display()
+        );
+    }
     let mut judgement = judgement;
     judgement.missed += candidate.mock.report.missed;
     let finding: Outcome = judgement.finding().into();

@@ -17,6 +17,7 @@ use reprise_replay::{Opener, Pacing, Replay, ReplayConfig, Report};
 use reprise_sandbox::{FakeClock, Sandbox, SandboxError, SandboxOptions, ServiceOptions};
 
 use super::Settings;
+use super::interrupt::Interrupt;
 
 /// Misses listed in the report (all are counted).
 const MISSES_SHOWN: usize = 20;
@@ -39,6 +40,8 @@ pub(crate) struct Setup<'a> {
     pub faketime: bool,
     /// The options.
     pub settings: &'a Settings,
+    /// SIGINT and SIGTERM.
+    pub interrupt: &'a Interrupt,
 }
 
 /// One copy of the service: the build under test or the baseline.
@@ -181,7 +184,9 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
     let mut service = sandbox
         .spawn(command, ServiceOptions::default())
         .with_context(|| format!("the {}", copy.name))?;
+    setup.interrupt.service(Some(service.id()));
     if let Err(error) = service.wait_for_port(setup.port, setup.settings.start_timeout) {
+        setup.interrupt.service(None);
         let _ = service.stop(STOP_GRACE);
         let _ = mock.stop();
         return Err(service_failed(copy.name, error));
@@ -198,24 +203,35 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
         .cloned()
         .collect::<Vec<_>>();
     let sink = results.clone();
+    let interrupt = setup.interrupt.clone();
     let replayed = sandbox
         .spawn_thread("reprise-test-replay", move || -> anyhow::Result<Report> {
             match clock {
-                Some(clock) => replay_in_recorded_time(config, inbound, sink, &clock),
+                Some(clock) => replay_in_recorded_time(config, inbound, sink, &clock, &interrupt),
                 None => {
                     let opener = opener(recording_path, &config);
                     let replay = Replay::start(config, opener, Some(Box::new(sink)), None)?;
+                    interrupt.watch(replay.stop_handle());
                     Ok(replay.wait()?)
                 }
             }
         })?
         .join();
+    // A service that died under the replay is not a build that regressed:
+    // it is the run that failed, with its last words.
+    let died = service.try_status()?.filter(|_| !setup.interrupt.caught());
+    let last_lines = service.last_lines();
+    setup.interrupt.service(None);
     let stopped = service.stop(STOP_GRACE);
     let mock = mock.stop()?;
     let replay = match replayed {
         Ok(report) => report?,
         Err(_) => bail!("the replay stopped unexpectedly"),
     };
+    if let Some(status) = died {
+        show_last_lines(copy.name, &last_lines);
+        bail!("the {} exited during the replay ({status})", copy.name);
+    }
     stopped.with_context(|| format!("cannot stop the {}", copy.name))?;
     results
         .0
@@ -281,6 +297,12 @@ fn service_failed(name: &str, error: SandboxError) -> anyhow::Error {
         ),
         _ => return anyhow::Error::new(error).context(format!("the {name}")),
     };
+    show_last_lines(name, lines);
+    anyhow::anyhow!("{what}")
+}
+
+/// A service's last output lines on stderr, one each.
+fn show_last_lines(name: &str, lines: &[String]) {
     let stderr = std::io::stderr();
     let mut err = stderr.lock();
     if lines.is_empty() {
@@ -291,7 +313,6 @@ fn service_failed(name: &str, error: SandboxError) -> anyhow::Error {
             let _ = writeln!(err, "  | {}", reprise_model::terminal::escape(line));
         }
     }
-    anyhow::anyhow!("{what}")
 }
 
 /// A time in nanoseconds since the epoch.
@@ -326,6 +347,7 @@ fn replay_in_recorded_time(
     mut inbound: Vec<Exchange>,
     sink: SharedSink,
     clock: &FakeClock,
+    interrupt: &Interrupt,
 ) -> anyhow::Result<Report> {
     inbound.retain(|e| config.filter.matches(e));
     inbound.sort_by_key(|e| e.recorded_at_ns);
@@ -334,6 +356,9 @@ fn replay_in_recorded_time(
     }
     let mut total: Option<Report> = None;
     for exchange in inbound {
+        if interrupt.caught() {
+            break;
+        }
         clock.set(at_ns(exchange.recorded_at_ns))?;
         let mut one = config.clone();
         one.pacing = Pacing::Max;
@@ -346,6 +371,7 @@ fn replay_in_recorded_time(
                 as Box<dyn reprise_model::Source>)
         });
         let replay = Replay::start(one, opener, Some(Box::new(sink.clone())), None)?;
+        interrupt.watch(replay.stop_handle());
         let report = replay.wait()?;
         total = Some(match total {
             None => report,
