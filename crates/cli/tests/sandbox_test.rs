@@ -4,14 +4,11 @@
 //! extra call, with a direct connection around the proxy; services that
 //! never open their port or exit early; refused options.
 //!
-//! The recording: the shop's inbound calls recorded by `reprise record`
-//! in front of it, its payments calls (`requests`, JSON) and inventory
-//! calls (`grpcio`, h2c) each recorded by a `reprise record` the shop
-//! reaches by a base URL (as `--egress-route` listeners are), then each
-//! downstream call linked to its inbound call by the trace id the shop
-//! passed on, as the egress recorder links them (role Downstream,
-//! parent_id, link Trace with its order, source.route and
-//! source.listener: the conventions of issue 20).
+//! The recording: `reprise record` in front of the shop, with an
+//! `--egress-route` to its payments service (`requests`, JSON) and one to
+//! its inventory (`grpcio`, h2c), under 8 concurrent checkouts: each
+//! downstream call linked to its checkout by the trace id the shop passes
+//! on (checked before any test uses it).
 //!
 //! These tests need root (network namespaces) and Debian's nftables;
 //! scripts/setup-tests.sh installs them and the PyPI packages.
@@ -27,7 +24,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use reprise_model::{Exchange, Link, LinkKind, Role};
+use reprise_model::{Exchange, LinkKind, Role};
 use support::{Recorder, eventually, free_port, read_tape, write_exchanges};
 
 /// Checkouts recorded, all in flight at once.
@@ -114,8 +111,10 @@ fn recording() -> &'static Recording {
     RECORDING.get_or_init(record_shop)
 }
 
-/// Records the shop under concurrent load, then links each downstream
-/// call to its inbound call.
+/// Records the shop under concurrent load with `reprise record
+/// --egress-route` (one route to the payments service, one to the
+/// inventory), and checks that every downstream call is linked to the
+/// checkout it was made for.
 fn record_shop() -> Recording {
     let dir = tempfile::tempdir().unwrap();
     // The inventory: the test suite's gRPC echo service, on a runtime
@@ -134,7 +133,7 @@ fn record_shop() -> Recording {
     });
     let echo = rx.recv_timeout(Duration::from_secs(20)).unwrap();
     let payments_port = free_port();
-    let payments = Python::start(
+    let _payments = Python::start(
         &[
             "payments",
             "--listen",
@@ -142,30 +141,32 @@ fn record_shop() -> Recording {
         ],
         payments_port,
     );
-    let pay_tape = dir.path().join("payments.tape");
-    let inv_tape = dir.path().join("inventory.tape");
-    let shop_tape = dir.path().join("shop.tape");
-    let pay = Recorder::start(&format!("http://127.0.0.1:{payments_port}"), &pay_tape, &[]);
-    let inv = Recorder::start(
-        &format!("http://{echo}"),
-        &inv_tape,
-        &["--upstream-protocol", "h2"],
-    );
+    let tape = dir.path().join("recording.tape");
+    let payments = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let inventory = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let shop_port = free_port();
+    let routes = [
+        format!("payments={payments}=http://127.0.0.1:{payments_port}"),
+        format!("inventory={inventory}=http://{echo}"),
+    ];
+    let recorder = Recorder::start(
+        &format!("http://127.0.0.1:{shop_port}"),
+        &tape,
+        &["--egress-route", &routes[0], "--egress-route", &routes[1]],
+    );
     let shop = Python::start(
         &[
             "shop",
             "--listen",
             &format!("127.0.0.1:{shop_port}"),
             "--payments",
-            &format!("http://{}", pay.addr),
+            &format!("http://{payments}"),
             "--inventory",
-            &inv.addr.to_string(),
+            &inventory.to_string(),
         ],
         shop_port,
     );
-    let front = Recorder::start(&format!("http://127.0.0.1:{shop_port}"), &shop_tape, &[]);
-    let url = front.url("/checkout");
+    let url = recorder.url("/checkout");
     let calls: Vec<_> = (0..CHECKOUTS)
         .map(|i| {
             let url = url.clone();
@@ -193,64 +194,45 @@ fn record_shop() -> Recording {
         let answer = call.join().unwrap();
         assert!(answer.contains("\"reserved\""), "{answer}");
     }
-    let pay_listener = pay.addr;
-    let inv_listener = inv.addr;
-    front.stop_cleanly("-INT");
-    pay.stop_cleanly("-INT");
-    inv.stop_cleanly("-INT");
+    recorder.stop_cleanly("-INT");
     drop(shop);
-    drop(payments);
-    let inbound = read_tape(&shop_tape);
+    let exchanges = read_tape(&tape);
+    let inbound: Vec<&Exchange> = exchanges
+        .iter()
+        .filter(|e| e.role == Role::Inbound as i32)
+        .collect();
     assert_eq!(inbound.len(), CHECKOUTS);
-    let mut all = inbound.clone();
-    let mut order = std::collections::HashMap::<Vec<u8>, u32>::new();
-    let mut downstream: Vec<(Exchange, &str, SocketAddr, String)> = Vec::new();
-    for e in read_tape(&pay_tape) {
-        downstream.push((
-            e,
-            "payments",
-            pay_listener,
-            format!("127.0.0.1:{payments_port}"),
-        ));
-    }
-    for e in read_tape(&inv_tape) {
-        downstream.push((e, "inventory", inv_listener, echo.to_string()));
-    }
+    let downstream: Vec<&Exchange> = exchanges
+        .iter()
+        .filter(|e| e.role == Role::Downstream as i32)
+        .collect();
     assert_eq!(downstream.len(), 2 * CHECKOUTS);
-    downstream.sort_by_key(|(e, ..)| e.recorded_at_ns);
-    for (mut call, route, listener, authority) in downstream {
-        let trace = trace_of(&call).expect("the shop passes traceparent on");
-        let parent = inbound
+    // Each checkout's two calls are linked to it, in the order made:
+    // the inventory, then the payment.
+    for parent in &inbound {
+        let mut children: Vec<&&Exchange> = downstream
             .iter()
-            .find(|i| trace_of(i) == Some(trace))
-            .expect("each downstream call's trace names an inbound call");
-        let n = order.entry(parent.id.clone()).or_default();
-        call.role = Role::Downstream as i32;
-        call.parent_id = parent.id.clone();
-        call.trace_id = trace.to_vec();
-        call.link = Some(Link {
-            kind: LinkKind::Trace as i32,
-            order: *n,
-        });
-        *n += 1;
-        let source = call.source.get_or_insert_with(Default::default);
-        source.recorder = "proxy".into();
-        source.route = route.into();
-        source.listener = listener.to_string();
-        let request = call.request.as_mut().unwrap();
-        request.scheme = "http".into();
-        request.authority = authority;
-        all.push(call);
+            .filter(|c| c.parent_id == parent.id)
+            .collect();
+        children.sort_by_key(|c| c.link.as_ref().map(|l| l.order));
+        let routes: Vec<&str> = children
+            .iter()
+            .map(|c| c.source.as_ref().unwrap().route.as_str())
+            .collect();
+        assert_eq!(routes, ["inventory", "payments"]);
+        for (n, child) in children.iter().enumerate() {
+            let link = child.link.as_ref().unwrap();
+            assert_eq!(link.kind, LinkKind::Trace as i32);
+            assert_eq!(link.order as usize, n);
+            assert_eq!(trace_of(child), trace_of(parent));
+        }
     }
-    all.sort_by_key(|e| e.recorded_at_ns);
-    let tape = dir.path().join("recording.tape");
-    write_exchanges(&tape, &all);
     Recording {
         _dir: dir,
         tape,
         shop_port,
-        payments: pay_listener,
-        inventory: inv_listener,
+        payments,
+        inventory,
     }
 }
 
@@ -387,8 +369,13 @@ fn the_same_build_passes_and_its_downstream_calls_are_written() {
 fn a_changed_charge_is_named_by_its_field() {
     let run = shop_test(&[("SHOP_CHARGE_DELTA", "10")]);
     assert_eq!(run.code, 1, "{}", run.both());
-    assert!(run.stdout.contains("$.amount"), "{}", run.stdout);
-    assert!(run.stdout.contains("/charge"), "{}", run.stdout);
+    // The write is compared, field by field, with the recorded one.
+    assert!(
+        run.stdout.contains("/charge: $.amount 10"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains(" → 11"), "{}", run.stdout);
     let report = std::fs::read_to_string(run.out.path().join("report.txt")).unwrap();
     assert!(report.contains("$.amount"), "{report}");
 }
@@ -397,11 +384,20 @@ fn a_changed_charge_is_named_by_its_field() {
 fn an_extra_call_is_named_as_extra() {
     let run = shop_test(&[("SHOP_EXTRA_CALL", "1")]);
     assert_eq!(run.code, 1, "{}", run.both());
+    assert!(run.stdout.contains("new call: POST "), "{}", run.stdout);
     assert!(run.stdout.contains("/audit"), "{}", run.stdout);
+    // The mock had nothing to answer it with: a miss too, and written.
+    let downstream = read_tape(&run.out.path().join("downstream.tape"));
+    assert_eq!(downstream.len(), 3 * CHECKOUTS);
+    let misses: Vec<&Exchange> = downstream
+        .iter()
+        .filter(|c| c.flags.as_ref().is_some_and(|f| f.mock_miss))
+        .collect();
+    assert_eq!(misses.len(), CHECKOUTS);
     assert!(
-        run.stdout.contains("new call") || run.stdout.contains("extra"),
-        "{}",
-        run.stdout
+        misses
+            .iter()
+            .all(|c| c.request.as_ref().unwrap().path == "/audit")
     );
 }
 
