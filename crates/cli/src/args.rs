@@ -49,6 +49,44 @@ pub enum Command {
     /// recording to it, compare answers and downstream calls; exit 1 when
     /// something regressed, a mock call missed or an escape was attempted.
     Test(Box<TestArgs>),
+    /// The local CA that signs the certificates the egress proxy shows
+    /// inside CONNECT tunnels: create it, print the variables that make
+    /// clients trust it.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+/// `reprise ca` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the CA: an ECDSA P-256 key (ca-key.pem, mode 0600), a
+    /// self-signed certificate valid ten years (ca.pem), and bundle.pem
+    /// (the system's roots + the CA).
+    Init(CaInitArgs),
+    /// Print `export` lines for the variables each ecosystem's clients
+    /// read (eval "$(reprise ca env)"), and how to make Java trust the CA.
+    Env(CaDirArgs),
+}
+
+/// Where the CA lives.
+#[derive(Debug, Args, Clone, Default)]
+pub struct CaDirArgs {
+    /// The CA directory [default: $REPRISE_CA_DIR, else
+    /// $XDG_DATA_HOME/reprise/ca, else ~/.local/share/reprise/ca].
+    #[arg(long, visible_alias = "ca-dir", value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+}
+
+/// `reprise ca init`.
+#[derive(Debug, Args)]
+pub struct CaInitArgs {
+    /// Where the CA goes.
+    #[command(flatten)]
+    pub dir: CaDirArgs,
+    /// Replace an existing CA (clients that trust the old one must be
+    /// told the new one).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// Which exchanges a command looks at.

@@ -1,5 +1,6 @@
 //! One function per command.
 
+mod ca;
 mod demo;
 mod diff;
 mod export;
@@ -29,6 +30,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Mirror(args) => mirror::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Ca(command) => ca::run(&command),
     }
 }
 
