@@ -751,10 +751,10 @@ pub struct TestArgs {
     /// recorded time as it is replayed (replays one call at a time).
     #[arg(long)]
     pub faketime: bool,
-    /// The local CA the service is told to trust (`reprise ca`): its
-    /// bundle goes in SSL_CERT_FILE, REQUESTS_CA_BUNDLE,
-    /// NODE_EXTRA_CA_CERTS, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH and
-    /// CURL_CA_BUNDLE.
+    /// The local CA the service is told to trust (`reprise ca init`):
+    /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS,
+    /// GRPC_DEFAULT_SSL_ROOTS_FILE_PATH and CURL_CA_BUNDLE name its files
+    /// [default: the `reprise ca` directory, when it holds a CA].
     #[arg(long, value_name = "DIR")]
     pub ca_dir: Option<PathBuf>,
     /// How the recording is replayed.

@@ -713,3 +713,23 @@ fn an_interrupted_test_stops_the_service_and_ends_as_an_error() {
     );
     assert!(dir.path().join("out/report.txt").exists());
 }
+
+#[test]
+fn a_ca_dir_without_a_ca_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = clock_tape(dir.path());
+    let empty = dir.path().join("no-ca");
+    std::fs::create_dir(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .arg("test")
+        .arg(&tape)
+        .args(["--port", "8080", "--ca-dir"])
+        .arg(&empty)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--ca-dir"), "{stderr}");
+    assert!(stderr.contains("reprise ca init"), "{stderr}");
+}

@@ -5,9 +5,10 @@
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::bail;
+use reprise_intercept::{CaError, CaFiles, LocalCa};
 use reprise_mock::RecordedListener;
 use reprise_model::{Exchange, Role};
 
@@ -60,33 +61,20 @@ pub(crate) fn dns_names(exchanges: &[Exchange]) -> Vec<String> {
     names.into_iter().collect()
 }
 
-/// The files of a local CA (`reprise ca init`) a service is told to trust.
-#[derive(Debug, Clone)]
-pub(crate) struct CaFiles {
-    /// The CA's certificate alone.
-    pub ca: PathBuf,
-    /// The CA with the system's roots: what a client that reads one file
-    /// for all its roots is given.
-    pub bundle: PathBuf,
-}
-
-impl CaFiles {
-    /// The files in `dir`: `ca.pem`, and `bundle.pem` when present (else
-    /// `ca.pem` serves for both).
-    pub(crate) fn in_dir(dir: &Path) -> anyhow::Result<CaFiles> {
-        let ca = dir.join("ca.pem");
-        match std::fs::metadata(&ca) {
-            Ok(meta) if meta.is_file() => {}
-            Ok(_) => bail!("--ca-dir {}: ca.pem is not a file", dir.display()),
-            Err(e) => bail!(
-                "--ca-dir {}: cannot read ca.pem ({e}); create the CA with `reprise ca init --dir {}`",
-                dir.display(),
-                dir.display()
-            ),
-        }
-        let bundle = dir.join("bundle.pem");
-        let bundle = if bundle.is_file() { bundle } else { ca.clone() };
-        Ok(CaFiles { ca, bundle })
+/// The local CA (`reprise ca init`) the service is told to trust: the
+/// one in `--ca-dir` (an error when it is missing or unusable), else the
+/// default one when there is one.
+pub(crate) fn local_ca(dir: Option<&Path>) -> anyhow::Result<Option<CaFiles>> {
+    let explicit = dir.is_some();
+    let dir = match reprise_intercept::ca::resolve_dir(dir) {
+        Ok(dir) => dir,
+        Err(_) if !explicit => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    match LocalCa::load(&dir) {
+        Ok(ca) => Ok(Some(ca.files().clone())),
+        Err(CaError::Missing { .. }) if !explicit => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context("--ca-dir")),
     }
 }
 
@@ -136,7 +124,7 @@ pub(crate) fn service_env(
         // Node adds this file to its own roots: the CA alone.
         env.push((
             "NODE_EXTRA_CA_CERTS".to_string(),
-            ca.ca.display().to_string(),
+            ca.cert.display().to_string(),
         ));
     }
     env
@@ -227,17 +215,25 @@ mod tests {
     }
 
     #[test]
-    fn ca_files() {
+    fn the_local_ca() {
         let dir = tempfile::tempdir().unwrap();
-        let error = CaFiles::in_dir(dir.path()).unwrap_err();
-        assert!(error.to_string().contains("reprise ca init"), "{error}");
-        std::fs::write(dir.path().join("ca.pem"), "x").unwrap();
-        let files = CaFiles::in_dir(dir.path()).unwrap();
-        assert_eq!(files.bundle, files.ca);
-        let env = service_env(&[], Some(&files));
+        let error = local_ca(Some(dir.path())).unwrap_err();
         assert!(
-            env.iter()
-                .any(|(n, v)| n == "REQUESTS_CA_BUNDLE" && v.ends_with("ca.pem"))
+            reprise_model::error::one_line(error.as_ref()).contains("reprise ca init"),
+            "{error:#}"
+        );
+        let files = reprise_intercept::ca::init(dir.path(), false).unwrap();
+        let found = local_ca(Some(dir.path())).unwrap().unwrap();
+        assert_eq!(found, files);
+        let env = service_env(&[], Some(&found));
+        let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+        assert_eq!(
+            get("REQUESTS_CA_BUNDLE"),
+            Some(files.bundle.display().to_string())
+        );
+        assert_eq!(
+            get("NODE_EXTRA_CA_CERTS"),
+            Some(files.cert.display().to_string())
         );
     }
 }

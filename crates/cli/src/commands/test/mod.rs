@@ -214,11 +214,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     let interrupt = interrupt::Interrupt::catch()?;
     let recording = read_recording(&args.recording)?;
     let listeners = egress::recorded_listeners(&recording)?;
-    let ca = args
-        .ca_dir
-        .as_deref()
-        .map(egress::CaFiles::in_dir)
-        .transpose()?;
+    let ca = egress::local_ca(args.ca_dir.as_deref())?;
     let setup = sandboxed::Setup {
         recording: &recording,
         recording_path: &args.recording,
