@@ -6,7 +6,8 @@
 //!
 //! The recording: `reprise record` in front of the shop, with an
 //! `--egress-route` to its payments service (`requests`, JSON) and one to
-//! its inventory (`grpcio`, h2c), under 8 concurrent checkouts: each
+//! its inventory (`grpcio`, h2c; both served by shop.py too), under 8
+//! concurrent checkouts: each
 //! downstream call linked to its checkout by the trace id the shop passes
 //! on (checked before any test uses it).
 //!
@@ -117,21 +118,15 @@ fn recording() -> &'static Recording {
 /// checkout it was made for.
 fn record_shop() -> Recording {
     let dir = tempfile::tempdir().unwrap();
-    // The inventory: the test suite's gRPC echo service, on a runtime
-    // that lives as long as the test binary.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            tx.send(reprise_testkit::start_echo().await).unwrap();
-            std::future::pending::<()>().await
-        });
-    });
-    let echo = rx.recv_timeout(Duration::from_secs(20)).unwrap();
+    let inventory_port = free_port();
+    let _inventory = Python::start(
+        &[
+            "inventory",
+            "--listen",
+            &format!("127.0.0.1:{inventory_port}"),
+        ],
+        inventory_port,
+    );
     let payments_port = free_port();
     let _payments = Python::start(
         &[
@@ -147,7 +142,7 @@ fn record_shop() -> Recording {
     let shop_port = free_port();
     let routes = [
         format!("payments={payments}=http://127.0.0.1:{payments_port}"),
-        format!("inventory={inventory}=http://{echo}"),
+        format!("inventory={inventory}=http://127.0.0.1:{inventory_port}"),
     ];
     let recorder = Recorder::start(
         &format!("http://127.0.0.1:{shop_port}"),
@@ -312,18 +307,7 @@ fn shop_test(env: &[(&str, &str)]) -> Run {
     let r = recording();
     let port = r.shop_port.to_string();
     reprise_test(
-        &[
-            "--port",
-            &port,
-            "--max",
-            "--concurrency",
-            "4",
-            // grpcio sends the time left before its deadline: different
-            // on every call. (The comparison's default list of request
-            // headers never compared should hold it.)
-            "--ignore-header",
-            "grpc-timeout",
-        ],
+        &["--port", &port, "--max", "--concurrency", "4"],
         env,
         &r.command(),
         120,
@@ -588,15 +572,7 @@ fn a_baseline_copy_runs_in_a_sandbox_of_its_own() {
         .collect::<Vec<_>>()
         .join(" ");
     let run = reprise_test(
-        &[
-            "--port",
-            &port,
-            "--max",
-            "--baseline-cmd",
-            &baseline,
-            "--ignore-header",
-            "grpc-timeout",
-        ],
+        &["--port", &port, "--max", "--baseline-cmd", &baseline],
         &[],
         &r.command(),
         120,
