@@ -552,9 +552,25 @@ fn faketime_gives_the_service_each_exchanges_recorded_time() {
         );
         (output.status.code(), text)
     };
-    let (code, text) = run(&["--faketime", "--max"]);
+    let html = dir.path().join("report.html");
+    let junit = dir.path().join("junit.xml");
+    let (code, text) = run(&[
+        "--faketime",
+        "--max",
+        "--report",
+        html.to_str().unwrap(),
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("2 identical"), "{text}");
+    // Diff's report files, as `reprise diff` writes them.
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<html"));
+    assert!(
+        std::fs::read_to_string(&junit)
+            .unwrap()
+            .contains("<testsuite")
+    );
     // The control: on the real clock the answers differ.
     let (code, text) = run(&["--max"]);
     assert_eq!(code, Some(1), "{text}");
@@ -708,4 +724,62 @@ fn a_ca_dir_without_a_ca_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--ca-dir"), "{stderr}");
     assert!(stderr.contains("reprise ca init"), "{stderr}");
+}
+
+#[test]
+fn as_a_user_the_sandbox_is_an_unprivileged_user_namespace() {
+    // reprise enters a user namespace of its own before any thread
+    // starts, then builds the same sandbox in it.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let tape = clock_tape(dir.path());
+    std::fs::set_permissions(&tape, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let port = free_port().to_string();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            "--",
+        ])
+        .arg(env!("CARGO_BIN_EXE_reprise"))
+        .arg("test")
+        .arg(&tape)
+        .args(["--port", &port, "--faketime", "--out"])
+        .arg(dir.path().join("out"))
+        .args(["--", "python3", "-c", CLOCK_SERVICE, &port])
+        .env("HOME", dir.path())
+        .env_remove("XDG_DATA_HOME")
+        .env_remove("REPRISE_CA_DIR")
+        .output()
+        .expect("setpriv (util-linux, scripts/setup-tests.sh) runs reprise as nobody");
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("2 identical"), "{text}");
+    let meta = std::fs::metadata(dir.path().join("out/replayed.tape")).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+}
+
+#[test]
+fn an_out_that_is_a_file_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = clock_tape(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .arg("test")
+        .arg(&tape)
+        .args(["--port", "8080", "--out"])
+        .arg(&tape)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not a directory"), "{stderr}");
 }

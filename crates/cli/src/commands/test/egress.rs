@@ -73,8 +73,17 @@ pub(crate) fn local_ca(dir: Option<&Path>) -> anyhow::Result<Option<CaFiles>> {
     };
     match LocalCa::load(&dir) {
         Ok(ca) => Ok(Some(ca.files().clone())),
-        Err(CaError::Missing { .. }) if !explicit => Ok(None),
-        Err(e) => Err(anyhow::Error::new(e).context("--ca-dir")),
+        Err(e) if explicit => Err(anyhow::Error::new(e).context("--ca-dir")),
+        Err(CaError::Missing { .. }) => Ok(None),
+        Err(e) => {
+            // Not asked for: a service that needs it will say so in its
+            // failed calls.
+            eprintln!(
+                "reprise: the local CA cannot be used, the service is not told to trust it: {}",
+                reprise_model::error::one_line(&e)
+            );
+            Ok(None)
+        }
     }
 }
 
