@@ -30,7 +30,7 @@ use crate::args::{ReplayArgs, TestArgs};
 use crate::commands::record::duration;
 use crate::report_file::write_report;
 
-use self::sandboxed::{Copy, RunResult};
+use self::sandboxed::{Build, RunResult};
 
 /// What `--out DIR` holds after a run.
 pub(crate) mod files {
@@ -215,21 +215,17 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     let recording = read_recording(&args.recording)?;
     let listeners = egress::recorded_listeners(&recording)?;
     let ca = egress::local_ca(args.ca_dir.as_deref())?;
+    let recorded: Vec<_> = listeners.iter().map(|(_, l)| l.clone()).collect();
     let setup = sandboxed::Setup {
         recording: &recording,
         recording_path: &args.recording,
         port: args.port,
         listeners,
         dns_names: egress::dns_names(&recording),
-        env: Vec::new(),
+        env: egress::service_env(&recorded, ca.as_ref()),
         faketime: args.faketime,
         settings: &settings,
         interrupt: &interrupt,
-    };
-    let recorded: Vec<_> = setup.listeners.iter().map(|(_, l)| l.clone()).collect();
-    let setup = sandboxed::Setup {
-        env: egress::service_env(&recorded, ca.as_ref()),
-        ..setup
     };
     if setup.listeners.is_empty() {
         eprintln!(
@@ -240,7 +236,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     let out = prepare_out(&args.out)?;
     let candidate = sandboxed::run(
         &setup,
-        Copy {
+        Build {
             name: "service",
             command: args.command.clone(),
             replayed: out.join(files::REPLAYED),
@@ -251,7 +247,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         Some(_) if interrupt.caught() => None,
         Some(command) => Some(sandboxed::run(
             &setup,
-            Copy {
+            Build {
                 name: "baseline",
                 command: vec!["sh".into(), "-c".into(), command.clone()],
                 replayed: out.join(files::BASELINE_REPLAYED),

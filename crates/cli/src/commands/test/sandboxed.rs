@@ -1,4 +1,4 @@
-//! One copy of the service tested in a sandbox of its own: the mock on
+//! One build of the service tested in a sandbox of its own: the mock on
 //! the recorded egress listeners inside, the service started inside, the
 //! recording replayed to it from a thread inside, then the service
 //! stopped and what the jail saw collected.
@@ -22,7 +22,7 @@ use super::interrupt::Interrupt;
 /// Misses listed in the report (all are counted).
 const MISSES_SHOWN: usize = 20;
 
-/// What every copy run shares.
+/// What the run of every build shares.
 pub(crate) struct Setup<'a> {
     /// The recording, whole.
     pub recording: &'a [Exchange],
@@ -44,8 +44,8 @@ pub(crate) struct Setup<'a> {
     pub interrupt: &'a Interrupt,
 }
 
-/// One copy of the service: the build under test or the baseline.
-pub(crate) struct Copy {
+/// One build of the service: the one under test or the baseline.
+pub(crate) struct Build {
     /// How messages name it: `service` or `baseline`.
     pub name: &'static str,
     /// The program and its arguments.
@@ -64,9 +64,9 @@ pub(crate) struct MockSummary {
     pub written: u64,
 }
 
-/// What one copy's run gave.
+/// What the run of one build gave.
 pub(crate) struct RunResult {
-    /// How the copy is named.
+    /// How the build is named.
     pub name: &'static str,
     /// The replayed exchanges' tape.
     pub replayed: PathBuf,
@@ -134,8 +134,8 @@ impl RunResult {
 /// How long the service has to stop after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Runs `copy` in a sandbox of its own.
-pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
+/// Runs `build` in a sandbox of its own.
+pub(crate) fn run(setup: &Setup<'_>, build: Build) -> anyhow::Result<RunResult> {
     let mut options = SandboxOptions::default().allow_port(setup.port);
     for (addr, _) in &setup.listeners {
         options = options.allow_port(addr.port());
@@ -154,11 +154,18 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
             Ok((listener, recorded.clone()))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let store = MockStore::new(setup.recording.to_vec(), setup.settings.mock.clone());
+    let store = MockStore::new(
+        setup
+            .recording
+            .iter()
+            .filter(|e| e.role == Role::Downstream as i32)
+            .cloned(),
+        setup.settings.mock.clone(),
+    );
     let mock = super::mock_server::start(
         store,
         listeners,
-        copy.downstream.clone(),
+        build.downstream.clone(),
         setup.settings.mock_log,
     )?;
     let clock = if setup.faketime {
@@ -172,8 +179,8 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
     } else {
         None
     };
-    let mut command = Command::new(&copy.command[0]);
-    command.args(&copy.command[1..]);
+    let mut command = Command::new(&build.command[0]);
+    command.args(&build.command[1..]);
     for name in PROXY_VARIABLES {
         command.env_remove(name);
     }
@@ -183,25 +190,29 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
     }
     let mut service = sandbox
         .spawn(command, ServiceOptions::default())
-        .with_context(|| format!("the {}", copy.name))?;
+        .with_context(|| format!("the {}", build.name))?;
     setup.interrupt.service(Some(service.id()));
     if let Err(error) = service.wait_for_port(setup.port, setup.settings.start_timeout) {
         setup.interrupt.service(None);
         let _ = service.stop(STOP_GRACE);
         let _ = mock.stop();
-        return Err(service_failed(copy.name, error));
+        return Err(service_failed(build.name, error));
     }
     let results = SharedSink(Arc::new(Mutex::new(super::super::replay::results_tape(
-        &copy.replayed,
+        &build.replayed,
     )?)));
     let config = setup.settings.replay.clone();
     let recording_path = setup.recording_path.to_path_buf();
-    let inbound = setup
-        .recording
-        .iter()
-        .filter(|e| e.role != Role::Downstream as i32)
-        .cloned()
-        .collect::<Vec<_>>();
+    // Under --faketime the calls go one by one, from memory.
+    let inbound = match clock {
+        Some(_) => setup
+            .recording
+            .iter()
+            .filter(|e| e.role != Role::Downstream as i32)
+            .cloned()
+            .collect::<Vec<_>>(),
+        None => Vec::new(),
+    };
     let sink = results.clone();
     let interrupt = setup.interrupt.clone();
     let replayed = sandbox
@@ -229,16 +240,16 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
         Err(_) => bail!("the replay stopped unexpectedly"),
     };
     if let Some(status) = died {
-        show_last_lines(copy.name, &last_lines);
-        bail!("the {} exited during the replay ({status})", copy.name);
+        show_last_lines(build.name, &last_lines);
+        bail!("the {} exited during the replay ({status})", build.name);
     }
-    stopped.with_context(|| format!("cannot stop the {}", copy.name))?;
+    stopped.with_context(|| format!("cannot stop the {}", build.name))?;
     results
         .0
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .finish()
-        .with_context(|| copy.replayed.display().to_string())?;
+        .with_context(|| build.replayed.display().to_string())?;
     let stdout = std::io::stdout();
     replay.render(&mut stdout.lock())?;
     crate::report_damage(&replay.recording.damage);
@@ -250,9 +261,9 @@ pub(crate) fn run(setup: &Setup<'_>, copy: Copy) -> anyhow::Result<RunResult> {
     }
     let escapes = sandbox.escapes()?.messages();
     Ok(RunResult {
-        name: copy.name,
-        replayed: copy.replayed,
-        downstream: copy.downstream,
+        name: build.name,
+        replayed: build.replayed,
+        downstream: build.downstream,
         replay,
         mock,
         escapes,
