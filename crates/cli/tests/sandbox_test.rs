@@ -476,6 +476,33 @@ fn faketime_with_concurrency_is_refused() {
 }
 
 #[test]
+fn options_that_cannot_be_kept_are_refused_before_anything_starts() {
+    for (args, said) in [
+        (
+            &["--fallthrough-writes"][..],
+            "never lets a call reach a real system",
+        ),
+        (
+            &["--auto-noise", "--baseline-cmd", "true"][..],
+            "with --baseline-cmd the baseline decides",
+        ),
+        (
+            &["--start-timeout", "0s"][..],
+            "--start-timeout must be above 0",
+        ),
+        (&["--start-timeout", "soon"][..], "--start-timeout \"soon\""),
+        (&["--mock-exhausted", "never"][..], "--mock-exhausted"),
+        (
+            &["--concurrency", "0"][..],
+            "--concurrency must be at least 1",
+        ),
+    ] {
+        let stderr = refused(args);
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn a_missing_command_or_recording_is_a_clear_error() {
     let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
         .args(["test", "no-such.tape", "--port", "8080"])
