@@ -810,3 +810,83 @@ fn an_out_that_is_a_file_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a directory"), "{stderr}");
 }
+
+/// The recording as if the shop had reached its dependencies through the
+/// forward proxy (`reprise record --egress ADDR`, HTTPS_PROXY and
+/// grpc_proxy): the same calls, stored with no route, the proxy's
+/// address, and the names the shop used (`https://payments.example`,
+/// `inventory.internal:50051`).
+fn through_the_proxy(dir: &Path) -> (PathBuf, SocketAddr) {
+    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut exchanges = read_tape(&recording().tape);
+    for call in exchanges
+        .iter_mut()
+        .filter(|e| e.role == Role::Downstream as i32)
+    {
+        let source = call.source.as_mut().unwrap();
+        let payments = source.route == "payments";
+        source.route.clear();
+        source.listener = proxy.to_string();
+        let request = call.request.as_mut().unwrap();
+        if payments {
+            request.scheme = "https".into();
+            request.authority = "payments.example:443".into();
+        } else {
+            request.scheme = "http".into();
+            request.authority = "inventory.internal:50051".into();
+        }
+    }
+    let tape = dir.join("proxied.tape");
+    write_exchanges(&tape, &exchanges);
+    (tape, proxy)
+}
+
+#[test]
+fn through_the_forward_proxy_https_and_grpc_are_answered_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, _) = through_the_proxy(dir.path());
+    let ca = dir.path().join("ca");
+    let made = support::reprise(&["ca", "init", "--dir", ca.to_str().unwrap()]);
+    assert!(made.status.success(), "{made:?}");
+    let port = recording().shop_port.to_string();
+    let run = |env: &[(&str, &str)]| {
+        let out = dir.path().join(format!("out{}", env.len()));
+        let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .arg("test")
+            .arg(&tape)
+            .args(["--port", &port, "--max", "--ca-dir"])
+            .arg(&ca)
+            .arg("--out")
+            .arg(&out)
+            .arg("--")
+            .arg("python3")
+            .arg(shop_py())
+            .args(["shop", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--payments", "https://payments.example"])
+            .args(["--inventory", "inventory.internal:50051"])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text, out)
+    };
+    let (code, text, out) = run(&[]);
+    assert_eq!(code, Some(0), "{text}");
+    let calls = read_tape(&out.join("downstream.tape"));
+    assert_eq!(calls.len(), 2 * CHECKOUTS, "{text}");
+    // Each call reached the mock by the name the shop used, TLS included.
+    assert!(calls.iter().any(|c| {
+        let r = c.request.as_ref().unwrap();
+        r.authority == "payments.example:443" && r.path == "/charge"
+    }));
+    let (code, text, _) = run(&[("SHOP_CHARGE_DELTA", "10")]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("POST payments.example:443/charge: $.amount 10"),
+        "{text}"
+    );
+}

@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::bail;
 use reprise_intercept::{CaError, CaFiles, LocalCa};
@@ -64,7 +65,7 @@ pub(crate) fn dns_names(exchanges: &[Exchange]) -> Vec<String> {
 /// The local CA (`reprise ca init`) the service is told to trust: the
 /// one in `--ca-dir` (an error when it is missing or unusable), else the
 /// default one when there is one.
-pub(crate) fn local_ca(dir: Option<&Path>) -> anyhow::Result<Option<CaFiles>> {
+pub(crate) fn local_ca(dir: Option<&Path>) -> anyhow::Result<Option<Arc<LocalCa>>> {
     let explicit = dir.is_some();
     let dir = match reprise_intercept::ca::resolve_dir(dir) {
         Ok(dir) => dir,
@@ -72,7 +73,7 @@ pub(crate) fn local_ca(dir: Option<&Path>) -> anyhow::Result<Option<CaFiles>> {
         Err(e) => return Err(e.into()),
     };
     match LocalCa::load(&dir) {
-        Ok(ca) => Ok(Some(ca.files().clone())),
+        Ok(ca) => Ok(Some(ca)),
         Err(e) if explicit => Err(anyhow::Error::new(e).context("--ca-dir")),
         Err(CaError::Missing { .. }) => Ok(None),
         Err(e) => {
@@ -233,8 +234,9 @@ mod tests {
         );
         let files = reprise_intercept::ca::init(dir.path(), false).unwrap();
         let found = local_ca(Some(dir.path())).unwrap().unwrap();
-        assert_eq!(found, files);
-        let env = service_env(&[], Some(&found));
+        let found = found.files();
+        assert_eq!(found, &files);
+        let env = service_env(&[], Some(found));
         let get = |name: &str| env.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
         assert_eq!(
             get("REQUESTS_CA_BUNDLE"),

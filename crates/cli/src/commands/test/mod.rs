@@ -13,6 +13,7 @@
 mod egress;
 mod interrupt;
 mod mock_server;
+mod proxy_front;
 mod sandboxed;
 
 use std::io::Write;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use reprise_compare::{DiffReport, Thresholds};
+use reprise_intercept::LocalCa;
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Exchange, Intact, Source};
 use reprise_replay::ReplayConfig;
@@ -222,7 +224,8 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         port: args.port,
         listeners,
         dns_names: egress::dns_names(&recording),
-        env: egress::service_env(&recorded, ca.as_ref()),
+        env: egress::service_env(&recorded, ca.as_deref().map(LocalCa::files)),
+        ca,
         faketime: args.faketime,
         settings: &settings,
         interrupt: &interrupt,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
+use reprise_intercept::LocalCa;
 use reprise_mock::{MockReport, MockStore, RecordedListener};
 use reprise_model::{Exchange, Role, Sink, StoreError};
 use reprise_replay::{Opener, Pacing, Replay, ReplayConfig, Report};
@@ -36,6 +37,8 @@ pub(crate) struct Setup<'a> {
     pub dns_names: Vec<String>,
     /// The service's environment besides the caller's: proxy and CA.
     pub env: Vec<(String, String)>,
+    /// The local CA the forward proxy's front mints certificates from.
+    pub ca: Option<Arc<LocalCa>>,
     /// Run the service under libfaketime.
     pub faketime: bool,
     /// The options.
@@ -165,6 +168,7 @@ pub(crate) fn run(setup: &Setup<'_>, build: Build) -> anyhow::Result<RunResult> 
     let mock = super::mock_server::start(
         store,
         listeners,
+        setup.ca.clone(),
         build.downstream.clone(),
         setup.settings.mock_log,
     )?;
