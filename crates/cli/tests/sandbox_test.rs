@@ -890,3 +890,128 @@ fn through_the_forward_proxy_https_and_grpc_are_answered_inside() {
         "{text}"
     );
 }
+
+/// Set for [`with_namespaces_denied`]: the tape it tests with.
+const DENIED_TAPE: &str = "REPRISE_SANDBOX_TEST_DENIED_TAPE";
+
+#[test]
+fn where_namespaces_are_not_permitted_the_error_says_what_is_needed() {
+    // A seccomp filter stays with the thread that installs it and its
+    // children: the case runs in a process of its own (this test binary
+    // again, running only the case below).
+    let dir = tempfile::tempdir().unwrap();
+    let tape = clock_tape(dir.path());
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "with_namespaces_denied",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(DENIED_TAPE, &tape)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("1 passed"), "{text}");
+}
+
+/// Run by the test above: `reprise test` (as root, and as nobody) under
+/// a filter that makes `unshare`, `setns` and namespace `clone`s fail.
+#[test]
+#[ignore = "run by where_namespaces_are_not_permitted_the_error_says_what_is_needed"]
+fn with_namespaces_denied() {
+    let tape = std::env::var_os(DENIED_TAPE).expect("run by its caller, which names the tape");
+    deny_namespaces();
+    let port = free_port().to_string();
+    let reprise = env!("CARGO_BIN_EXE_reprise");
+    let out = Path::new(&tape).with_file_name("out");
+    let test = [
+        "test",
+        tape.to_str().unwrap(),
+        "--port",
+        &port,
+        "--out",
+        out.to_str().unwrap(),
+        "--",
+        "true",
+    ];
+    let as_nobody = ["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"];
+    for (program, before) in [(reprise, &[][..]), ("setpriv", &as_nobody[..])] {
+        let mut command = Command::new(program);
+        if program == "setpriv" {
+            command.args(before).arg("--").arg(reprise);
+        }
+        let out = command.args(test).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{program}: {stderr}");
+        // One line, the last, says what is needed.
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("reprise: reprise test needs root or unprivileged user namespaces"),
+            "{program}: {stderr}"
+        );
+    }
+}
+
+/// What a locked-down container does: namespaces cannot be made or
+/// joined (EPERM); clone3, whose flags a filter cannot read, is "not
+/// implemented", so the C library falls back to clone.
+fn deny_namespaces() {
+    use seccompiler::{
+        BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule,
+    };
+    use std::collections::BTreeMap;
+    let arch = std::env::consts::ARCH.try_into().unwrap();
+    let clone_rules = [
+        libc::CLONE_NEWNS,
+        libc::CLONE_NEWNET,
+        libc::CLONE_NEWUSER,
+        libc::CLONE_NEWPID,
+        libc::CLONE_NEWUTS,
+        libc::CLONE_NEWIPC,
+        libc::CLONE_NEWCGROUP,
+    ]
+    .iter()
+    .map(|flag| {
+        let flag = *flag as u64;
+        let condition = SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Qword,
+            SeccompCmpOp::MaskedEq(flag),
+            flag,
+        )
+        .unwrap();
+        SeccompRule::new(vec![condition]).unwrap()
+    })
+    .collect();
+    let filters = [
+        SeccompFilter::new(
+            BTreeMap::from([(libc::SYS_clone3, vec![])]),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::ENOSYS as u32),
+            arch,
+        )
+        .unwrap(),
+        SeccompFilter::new(
+            BTreeMap::from([
+                (libc::SYS_unshare, vec![]),
+                (libc::SYS_setns, vec![]),
+                (libc::SYS_clone, clone_rules),
+            ]),
+            SeccompAction::Allow,
+            SeccompAction::Errno(libc::EPERM as u32),
+            arch,
+        )
+        .unwrap(),
+    ];
+    for filter in filters {
+        let program: BpfProgram = filter.try_into().unwrap();
+        seccompiler::apply_filter(&program).unwrap();
+    }
+}
