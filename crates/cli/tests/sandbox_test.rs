@@ -1015,3 +1015,42 @@ fn deny_namespaces() {
         seccompiler::apply_filter(&program).unwrap();
     }
 }
+
+#[test]
+fn the_hosts_unix_sockets_are_out_of_reach() {
+    // A database's socket on the host, where clients look by default.
+    let folder = PathBuf::from(format!("/run/reprise-sandbox-test-{}", std::process::id()));
+    std::fs::create_dir_all(&folder).unwrap();
+    let socket = folder.join(".s.PGSQL.5432");
+    let _ = std::fs::remove_file(&socket);
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tape = clock_tape(dir.path());
+    let reached = dir.path().join("reached");
+    let port = free_port().to_string();
+    // Tries the socket first thing, then serves the clock.
+    let service = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ntry:\n    s.connect({socket:?})\n    open({reached:?}, 'w').write('yes')\nexcept OSError as e:\n    print('no database:', e, flush=True)\n{CLOCK_SERVICE}"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_reprise"))
+        .arg("test")
+        .arg(&tape)
+        .args(["--port", &port, "--faketime", "--out"])
+        .arg(dir.path().join("out"))
+        .args(["--", "python3", "-c", &service, &port])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&folder);
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!reached.exists(), "the service reached the host's socket");
+    assert!(matches!(
+        listener.accept(),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+    ));
+}
