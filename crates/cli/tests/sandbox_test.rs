@@ -1054,3 +1054,36 @@ fn the_hosts_unix_sockets_are_out_of_reach() {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
     ));
 }
+
+#[test]
+fn a_baseline_tells_noise_from_regressions() {
+    // On the real clock every answer differs from the recording's; the
+    // old build's differ the same way: noise, not a regression.
+    let dir = tempfile::tempdir().unwrap();
+    let tape = clock_tape(dir.path());
+    let port = free_port().to_string();
+    let run = |extra: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
+            .arg("test")
+            .arg(&tape)
+            .args(["--port", &port, "--max", "--out"])
+            .arg(dir.path().join(format!("out{}", extra.len())))
+            .args(extra)
+            .args(["--", "python3", "-c", CLOCK_SERVICE, &port])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (output.status.code(), text)
+    };
+    let (code, text) = run(&[]);
+    assert_eq!(code, Some(1), "{text}");
+    let baseline = format!("python3 -c '{CLOCK_SERVICE}' {port}");
+    let (code, text) = run(&["--baseline-cmd", &baseline]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("2 noise only"), "{text}");
+    assert!(text.contains("baseline: 2 calls replayed"), "{text}");
+}
