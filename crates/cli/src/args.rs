@@ -469,6 +469,10 @@ pub struct RecordArgs {
     /// tracestate as reprise-caller: splits the caller's trace.
     #[arg(long)]
     pub fresh_trace: bool,
+    /// Trust only this CA (PEM) for https downstreams of the egress
+    /// listeners, not the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub egress_ca: Option<PathBuf>,
 }
 
 /// `--upstream-protocol`: which HTTP version calls take to an upstream.

@@ -635,6 +635,10 @@ fn bad_egress_flags_are_refused_with_one_line() {
         (&["--egress", "somewhere"], "--egress"),
         (&["--fresh-trace"], "needs --egress or --egress-route"),
         (
+            &["--egress-ca", "/nonexistent.pem"],
+            "needs --egress or --egress-route",
+        ),
+        (
             &["--egress", "127.0.0.1:0", "--link-window", "soon"],
             "--link-window",
         ),
@@ -676,4 +680,128 @@ fn egress_calls_are_redacted_and_capped_as_inbound_ones() {
         );
         assert_eq!(call.parent_id.len(), 16);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_calls_through_a_route_are_recorded_with_their_messages_and_status() {
+    let echo = reprise_testkit::start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("grpc.tape");
+    let route = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let spec = format!("echo={route}=http://{echo}");
+    let recorder = Recorder::start("http://127.0.0.1:1", &tape, &["--egress-route", &spec]);
+    let mut client = reprise_testkit::echo_client(route).await;
+    let mut unary = tonic::Request::new(support::note("hello", 7));
+    unary.metadata_mut().insert(
+        "traceparent",
+        "00-0000000000000000000000000000c0de-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let answer = client.unary(unary).await.unwrap();
+    assert_eq!(answer.get_ref().text, "HELLO");
+    let failed = client.unary(support::note("fail", 0)).await.unwrap_err();
+    assert_eq!(failed.code(), tonic::Code::NotFound);
+    let mut stream = client
+        .server_stream(reprise_testkit::echo::Count { n: 3, gap_ms: 10 })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut notes = 0;
+    while stream.message().await.unwrap().is_some() {
+        notes += 1;
+    }
+    assert_eq!(notes, 3);
+    let said = tokio::task::spawn_blocking(move || recorder.stop_cleanly("-INT"))
+        .await
+        .unwrap();
+    assert!(
+        said.contains(
+            "egress: 3 calls, 0 linked, 0 ambiguous, 3 unlinked (1 with an unknown trace id)"
+        ),
+        "{said}"
+    );
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 3);
+    for exchange in &exchanges {
+        assert_eq!(exchange.protocol, reprise_model::Protocol::Grpc as i32);
+        assert_eq!(
+            exchange.source.as_ref().map(|s| s.route.as_str()),
+            Some("echo")
+        );
+        let request = exchange.request.clone().unwrap_or_default();
+        assert_eq!(request.authority, echo.to_string());
+    }
+    let statuses: Vec<i32> = exchanges
+        .iter()
+        .map(|e| {
+            e.response
+                .as_ref()
+                .and_then(|r| r.grpc.as_ref())
+                .map_or(-1, |g| g.code)
+        })
+        .collect();
+    assert_eq!(statuses, [0, 5, 0]);
+    let streamed = exchanges[2]
+        .messages
+        .iter()
+        .filter(|m| m.direction == reprise_model::Direction::Response as i32)
+        .count();
+    assert_eq!(streamed, 3);
+}
+
+#[test]
+fn an_https_downstream_is_reached_with_the_egress_ca_and_recorded_as_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = support::self_signed(dir.path());
+    let server = support::PythonHttp::serving_tls(&[("v1/hello.json", "{\"hi\":1}")], &cert, &key);
+    let tape = dir.path().join("tls.tape");
+    let route = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let spec = format!("tls={route}={}/v1", server.url());
+    let recorder = Recorder::start(
+        "http://127.0.0.1:1",
+        &tape,
+        &["--egress-route", &spec, "--egress-ca", s(&cert)],
+    );
+    let (body, _) = support::curl(&[&format!("http://{route}/hello.json")]);
+    assert_eq!(body, "{\"hi\":1}");
+    recorder.stop_cleanly("-INT");
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 1);
+    let request = exchanges[0].request.clone().unwrap_or_default();
+    assert_eq!(
+        (
+            request.scheme.as_str(),
+            request.authority.as_str(),
+            request.path.as_str()
+        ),
+        (
+            "https",
+            format!("localhost:{}", server.addr.port()).as_str(),
+            "/v1/hello.json"
+        )
+    );
+    assert_eq!(
+        exchanges[0].source.as_ref().map(|s| s.listener.clone()),
+        Some(route.to_string())
+    );
+
+    // Without the CA, the system roots do not know the certificate: a 502
+    // saying why, recorded with its error.
+    let tape = dir.path().join("untrusted.tape");
+    let recorder = Recorder::start("http://127.0.0.1:1", &tape, &["--egress-route", &spec]);
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-w", "%{http_code}"])
+        .arg(format!("http://{route}/hello.json"))
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    assert!(
+        said.ends_with("502") && said.contains("downstream failed"),
+        "{said}"
+    );
+    recorder.stop_cleanly("-INT");
+    let exchanges = read_tape(&tape);
+    assert_eq!(exchanges.len(), 1);
+    assert!(exchanges[0].error.is_some());
 }

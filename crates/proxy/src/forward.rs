@@ -196,13 +196,14 @@ pub async fn forward(
     let upgrade = (connect || is_upgrade(&request)).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
     // With egress recorded, the call's trace id links the service's own
-    // calls to it while it is in flight (the registration ends with this
-    // function, when the response head is passed on; then the window).
+    // calls to it while it is in flight: until its response body is done
+    // with (or, for the proxy's own answers, until this function
+    // returns), then for the window.
     let trace = forwarder
         .tracing
         .as_ref()
         .map(|tracing| (tracing, tracing.trace(&parts.headers, &id)));
-    let _in_flight = trace.as_ref().and_then(|(tracing, trace)| {
+    let mut in_flight = trace.as_ref().and_then(|(tracing, trace)| {
         InboundLink::start(&tracing.links, trace.trace_id, id, sampled)
     });
     let trace_id = trace.as_ref().map(|(_, trace)| trace.trace_id);
@@ -376,7 +377,8 @@ pub async fn forward(
                     .as_ref()
                     .map(|r| Tap::new(Arc::clone(r), Side::Response)),
                 metrics,
-            );
+            )
+            .holding(in_flight.take());
             Ok(Response::from_parts(parts, Either::Left(body)))
         }
         Ok(Err(SendError::Upstream((kind, message)))) => Ok(fail(

@@ -219,10 +219,10 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         let links = Arc::new(LinkRegistry::new(config.egress.link_window));
         let https = config.egress.forward.is_some()
             || config.egress.routes.iter().any(|r| r.target.is_tls());
-        let trust = if https {
-            reprise_net::tls::Trust::System
-        } else {
-            reprise_net::tls::Trust::Nobody
+        let trust = match (&config.egress.ca, https) {
+            (Some(ca), _) => reprise_net::tls::Trust::CaFile(ca),
+            (None, true) => reprise_net::tls::Trust::System,
+            (None, false) => reprise_net::tls::Trust::Nobody,
         };
         let egress_tls = reprise_net::tls::client_config_for(trust)?;
         let listeners =

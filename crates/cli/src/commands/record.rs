@@ -100,6 +100,15 @@ fn egress(args: &RecordArgs) -> anyhow::Result<EgressConfig> {
     egress.check()?;
     egress.link_window = duration("--link-window", &args.link_window)?;
     egress.fresh_trace = args.fresh_trace;
+    egress.ca = args.egress_ca.clone();
+    if let Some(ca) = &egress.ca {
+        if !egress.enabled() {
+            bail!("--egress-ca is for https downstreams: it needs --egress or --egress-route");
+        }
+        // Read at start by the proxy too; said here with the flag's name.
+        std::fs::File::open(ca)
+            .with_context(|| format!("--egress-ca {}: cannot read it", ca.display()))?;
+    }
     if !egress.enabled() && args.fresh_trace {
         bail!(
             "--fresh-trace changes trace context for egress linking: it needs --egress or --egress-route"

@@ -43,6 +43,9 @@ pub struct EgressConfig {
     pub link_window: Duration,
     /// `--fresh-trace`: a trace of its own for every inbound call.
     pub fresh_trace: bool,
+    /// `--egress-ca`: trust only this CA (PEM) for https downstreams, not
+    /// the system roots.
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl Default for EgressConfig {
@@ -52,6 +55,7 @@ impl Default for EgressConfig {
             routes: Vec::new(),
             link_window: DEFAULT_LINK_WINDOW,
             fresh_trace: false,
+            ca: None,
         }
     }
 }
