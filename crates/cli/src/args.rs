@@ -293,8 +293,8 @@ pub struct MockArgs {
     #[arg(long, value_name = "URL")]
     pub fallthrough: Option<String>,
     /// Let missed writes (POST, PUT, PATCH, DELETE: any method but GET,
-    /// HEAD and OPTIONS) fall through too. Without it they are answered
-    /// as misses and never reach the upstream.
+    /// HEAD and OPTIONS) and gRPC calls fall through too. Without it they
+    /// are answered as misses and never reach the upstream.
     #[arg(long, requires = "fallthrough")]
     pub fallthrough_writes: bool,
     /// How missed calls go to the --fallthrough upstream: auto (HTTP/2

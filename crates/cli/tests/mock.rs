@@ -189,7 +189,8 @@ async fn a_recording_of_a_grpc_service_stands_in_for_it() {
     drop(client);
     recorder.stop_cleanly("-INT");
 
-    // gRPC calls never fall through, even to the live service.
+    // gRPC calls never fall through (without --fallthrough-writes, as
+    // mock_out.rs shows), even to the live service.
     let echo_url = format!("http://{echo}");
     let mock = Recorder::mock(
         &tape,

@@ -324,6 +324,34 @@ async fn grpc_calls_go_to_out_with_their_messages() {
     let status = miss.response.as_ref().unwrap().grpc.clone().unwrap();
     assert_eq!(status.code, 14);
     assert!(status.message.contains("reprise mock miss"), "{status:?}");
+
+    // A gRPC call may write anything: it falls through only when writes
+    // may, over HTTP/2.
+    let echo_url = format!("http://{echo}");
+    let mut args = vec!["--inbound", "--ignore-authority", "--log"];
+    args.extend(["--fallthrough", &echo_url]);
+    let mock = Recorder::mock(&tape, &args);
+    let mut client = reprise_testkit::echo_client(mock.addr).await;
+    let missed = client.unary(note("other", 1)).await.unwrap_err();
+    assert_eq!(missed.code(), tonic::Code::Unavailable);
+    drop(client);
+    let stderr = stop_expecting(mock, 1);
+    assert!(
+        stderr.contains("gRPC calls fall through only with --fallthrough-writes"),
+        "{stderr}"
+    );
+    args.push("--fallthrough-writes");
+    let mock = Recorder::mock(&tape, &args);
+    let mut client = reprise_testkit::echo_client(mock.addr).await;
+    let answer = client.unary(note("other", 1)).await.unwrap();
+    assert_eq!(
+        answer.metadata().get("x-reprise-mock-fallthrough").unwrap(),
+        "1"
+    );
+    assert_eq!(answer.get_ref().text, "OTHER");
+    drop(client);
+    let stderr = stop_expecting(mock, 1);
+    assert!(stderr.contains("1 missed calls fell through"), "{stderr}");
 }
 
 /// A real upstream that keeps the method and path of every call it gets.

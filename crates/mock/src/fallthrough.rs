@@ -5,8 +5,10 @@
 //!
 //! A request body is read whole first (up to 16 MiB; a larger one is
 //! refused with a 413), to be sent on if the recording misses. gRPC
-//! calls never fall through: a stream the recording answers as it goes
-//! must not wait for its whole request first.
+//! calls fall through only with [`FallthroughLayer::forward_writes`]
+//! (a gRPC call may write anything), over HTTP/2; their request stream
+//! is then read whole before it is matched, so a stream the recording
+//! answered as it went is not answered as it goes.
 //!
 //! Writes never reach the upstream unless asked
 //! ([`FallthroughLayer::forward_writes`], `--fallthrough-writes`): a
@@ -173,8 +175,8 @@ impl FallthroughLayer {
     }
 
     /// Send missed writes (POST, PUT, PATCH, DELETE: any method but GET,
-    /// HEAD and OPTIONS) on too (`--fallthrough-writes`); by default they
-    /// are answered as misses, never performed.
+    /// HEAD and OPTIONS) and gRPC calls on too (`--fallthrough-writes`);
+    /// by default they are answered as misses, never performed.
     pub fn forward_writes(self, forward: bool) -> FallthroughLayer {
         self.shared.writes.store(forward, Ordering::Relaxed);
         self
@@ -221,13 +223,14 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> FallthroughFuture {
-        if reprise_net::versions::needs_h2(request.headers()) {
+        let grpc = reprise_net::versions::needs_h2(request.headers());
+        if grpc && !self.shared.writes.load(Ordering::Relaxed) {
             let answer = Service::<Request<B>>::call(&mut self.inner, request);
             return Box::pin(async move {
                 let mut answer = answer.await?.map(Either::Left);
                 if answer.extensions().get::<MockMiss>().is_some() {
                     answer.extensions_mut().insert(FellThrough::Withheld(
-                        "not sent to --fallthrough: gRPC calls never fall through".into(),
+                        "not sent to --fallthrough: gRPC calls fall through only with --fallthrough-writes".into(),
                     ));
                 }
                 Ok(answer)
@@ -260,7 +263,7 @@ where
             if !is_read(&head.0) && !shared.writes.load(Ordering::Relaxed) {
                 return Ok(shared.withhold(&head.0, miss));
             }
-            Ok(shared.send(head, body, miss).await)
+            Ok(shared.send(head, body, miss, grpc).await)
         })
     }
 }
@@ -329,6 +332,7 @@ impl Shared {
         ),
         body: Bytes,
         miss: MockMiss,
+        grpc: bool,
     ) -> Response<FallthroughBody> {
         let target = http::Uri::builder()
             .scheme(self.upstream.scheme.clone())
@@ -338,10 +342,11 @@ impl Shared {
         reprise_net::hop::strip_hop_by_hop(&mut headers, false);
         // The upstream's own authority, from the target.
         headers.remove(http::header::HOST);
-        // gRPC never falls through.
+        // gRPC proper (with --fallthrough-writes) over HTTP/2 whatever the
+        // upstream's probe said.
         let h2 = match self.versions.get() {
-            Some(versions) => versions.over_h2(false, version).await,
-            None => false,
+            Some(versions) => grpc || versions.over_h2(false, version).await,
+            None => grpc,
         };
         if !h2 {
             reprise_net::versions::join_cookies(&mut headers);

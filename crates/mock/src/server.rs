@@ -188,7 +188,8 @@ pub struct MockStats {
     pub refused: u64,
     /// Missed writes not sent to the `fallthrough` upstream.
     pub withheld: u64,
-    /// Calls per replayed call, in no particular order.
+    /// Calls per replayed call (the latest 65,536), in no particular
+    /// order.
     pub scopes: Vec<ScopeStats>,
     /// Calls made in no replayed call's scope.
     pub unscoped: u64,
@@ -325,9 +326,15 @@ struct Handler {
     tally: Mutex<Tally>,
 }
 
+/// Scopes counted at once; the oldest is forgotten past this (as
+/// [`ReplayScopes`] forgets it).
+const SCOPES_COUNTED: usize = 65_536;
+
 #[derive(Default)]
 struct Tally {
     scopes: HashMap<ReplayKey, ScopeStats>,
+    /// The scopes in the order first seen.
+    order: std::collections::VecDeque<ReplayKey>,
     unscoped: u64,
 }
 
@@ -681,6 +688,14 @@ impl Handler {
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let calls = match key {
             Some(key) => {
+                if !tally.scopes.contains_key(key) {
+                    if tally.order.len() == SCOPES_COUNTED
+                        && let Some(oldest) = tally.order.pop_front()
+                    {
+                        tally.scopes.remove(&oldest);
+                    }
+                    tally.order.push_back(key.clone());
+                }
                 let stats = tally
                     .scopes
                     .entry(key.clone())
