@@ -204,6 +204,38 @@ impl Session {
     }
 }
 
+/// The DOM of the HTML report `html` after its scripts ran, in headless
+/// Chromium (Debian's package, installed by scripts/setup-tests.sh).
+fn rendered(html: &std::path::Path) -> String {
+    let chromium = std::path::Path::new("/usr/bin/chromium");
+    assert!(
+        chromium.exists(),
+        "chromium is missing: run scripts/setup-tests.sh (scripts/test.sh does)"
+    );
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--enable-logging=stderr",
+            "--v=0",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "chromium: {}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(!stderr.contains("Uncaught"), "{stderr}");
+    text(&out.stdout)
+}
+
 #[test]
 fn the_same_calls_pass_and_the_pool_is_counted() {
     let session = Session::new();
@@ -242,8 +274,34 @@ fn a_changed_charge_amount_is_named_by_its_field() {
     let session = Session::new();
     let mock = session.same_calls("amount.tape", 110, "r");
     let json = session.dir.path().join("report.json");
-    let (code, stdout, stderr) = session.diff(&["--downstream", s(&mock), "--json", s(&json)]);
+    let html = session.dir.path().join("report.html");
+    let junit = session.dir.path().join("junit.xml");
+    let (code, stdout, stderr) = session.diff(&[
+        "--downstream",
+        s(&mock),
+        "--json",
+        s(&json),
+        "--report",
+        s(&html),
+        "--junit",
+        s(&junit),
+    ]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
+    let field = "downstream[POST payments.example/charge].request.body:$.amount";
+    let junit = std::fs::read_to_string(&junit).unwrap();
+    assert!(
+        junit.contains(&format!(
+            "{field} changed in 2 pairs, e.g. {field}: 100 -&gt; 110"
+        )),
+        "{junit}"
+    );
+    let dom = rendered(&html);
+    assert!(
+        dom.contains("downstream calls: 4 recorded, 4 made")
+            && dom.contains("2 changed, 0 missing, 0 new")
+            && dom.contains(field),
+        "{dom}"
+    );
     assert!(stdout.contains("2 regressed"), "{stdout}");
     assert!(
         stdout.contains("GET /calls/{id}: downstream calls that differ"),
@@ -359,8 +417,10 @@ fn a_baseline_of_the_calls_takes_their_noise_out() {
         stdout.contains(r#"POST payments.example/charge: $.nonce "r" → "c"   2× noise"#),
         "{stdout}"
     );
-    // The same amount: only the nonce differs, and it is noise.
+    // The same amount: only the nonce differs, and it is noise; the
+    // rules it suggests ignore it in the call's body.
     let same = session.same_calls("same.tape", 100, "c");
+    let suggested = session.dir.path().join("suggested.toml");
     let (code, stdout, stderr) = session.diff(&[
         "--downstream",
         s(&same),
@@ -368,9 +428,24 @@ fn a_baseline_of_the_calls_takes_their_noise_out() {
         s(&replays),
         "--baseline-downstream",
         s(&baseline),
+        "--suggest-rules",
+        s(&suggested),
     ]);
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert!(stdout.contains("0 regressed, 2 noise only"), "{stdout}");
+    let rules = std::fs::read_to_string(&suggested).unwrap();
+    assert!(
+        rules.contains(
+            "[[rule]]\nendpoint = \"POST payments.example/charge\"\nignore = [\n  \"$.nonce\",  # noise in 2 of 2 pairs"
+        ),
+        "{rules}"
+    );
+    let (code, stdout, _) = session.diff(&["--downstream", s(&same), "--rules", s(&suggested)]);
+    assert_eq!(
+        code,
+        Some(0),
+        "the suggested rules apply to the calls: {stdout}"
+    );
     // Without the baseline's calls, nothing says the nonce is noise.
     let (code, stdout, _) = session.diff(&["--downstream", s(&same), "--baseline", s(&replays)]);
     assert_eq!(code, Some(1), "{stdout}");
@@ -421,4 +496,180 @@ fn bad_downstream_inputs_are_one_clear_line_and_exit_2() {
         stderr.contains(&format!("{}: cannot read", missing.display())),
         "{stderr}"
     );
+}
+
+/// Binds 127.0.0.1 and serves `router` on `rt` until `stop` is sent.
+fn serve_on(
+    rt: &tokio::runtime::Runtime,
+    router: axum::Router,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+) {
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = rt.spawn(async move {
+        example_json_shop::serve(listener, router, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    (addr, stop, done)
+}
+
+fn stop_serving(
+    rt: &tokio::runtime::Runtime,
+    (_, stop, done): (
+        std::net::SocketAddr,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    ),
+) {
+    let _ = stop.send(());
+    rt.block_on(async {
+        tokio::time::timeout(std::time::Duration::from_secs(10), done)
+            .await
+            .expect("the server did not stop within 10 s")
+            .unwrap();
+    });
+}
+
+/// The example shop (examples/json-shop) recorded with its tower layers:
+/// each order's stock call and each checkout's reservation are recorded
+/// under the inbound exchange they were made for. Replayed against the
+/// same build with its downstream mocked by the layers, the replay is
+/// identical; the calls a mock would record for the same build (each
+/// answered by the recorded call it repeats) compare clean, and a build
+/// that reserves another quantity and skips a stock call is named call by
+/// call.
+#[test]
+fn calls_recorded_by_the_tower_layers_are_compared_by_diff() {
+    use reprise_tower::{Mode, Reprise};
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("json-shop.tape");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let config = |mode| {
+        Reprise::builder()
+            .mode(mode)
+            .tape(&tape)
+            .service("json-shop")
+            .config()
+            .unwrap()
+    };
+    let inventory = serve_on(&rt, example_json_shop::inventory());
+    let downstream = inventory.0.to_string();
+    let recording = Reprise::start(config(Mode::Record)).unwrap();
+    let shop = serve_on(&rt, example_json_shop::shop(&recording, &downstream));
+    let base = format!("http://{}", shop.0);
+    for path in ["/order/pen?qty=3", "/order/paper"] {
+        let (body, _) = curl(&["-sf", &format!("{base}{path}")]);
+        assert!(body.contains("total_cents"), "{path}: {body}");
+    }
+    let (body, _) = curl(&[
+        "-sf",
+        "-H",
+        "content-type: application/json",
+        "--data",
+        r#"{"sku":"pen","qty":1}"#,
+        &format!("{base}/checkout"),
+    ]);
+    assert!(body.contains("R-00001"), "{body}");
+    stop_serving(&rt, shop);
+    let stats = rt
+        .block_on(recording.shutdown(std::time::Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!((stats.recorded, stats.dropped()), (6, 0), "{stats:?}");
+    stop_serving(&rt, inventory);
+
+    let mocking = Reprise::start(config(Mode::Mock)).unwrap();
+    let shop = serve_on(&rt, example_json_shop::shop(&mocking, &downstream));
+    let replayed = dir.path().join("replayed.tape");
+    let out = reprise(&[
+        "replay",
+        s(&tape),
+        "--target",
+        &format!("http://{}", shop.0),
+        "--out",
+        s(&replayed),
+        "-q",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    stop_serving(&rt, shop);
+
+    let recorded = read_tape(&tape);
+    let calls: Vec<&Exchange> = recorded.iter().filter(|e| e.is_downstream()).collect();
+    assert_eq!(calls.len(), 3);
+    assert!(
+        calls
+            .iter()
+            .all(|c| recorded.iter().any(|e| e.id == c.parent_id)),
+        "every call is linked to its inbound exchange"
+    );
+    // What a mock records of a call it answered with `call`.
+    let answered = |call: &Exchange| {
+        let mut made = call.clone();
+        made.id = reprise_model::id::new_id();
+        made.source = Some(RecordSource {
+            recorder: "mock".into(),
+            ..Default::default()
+        });
+        made.replay = Some(Replay {
+            recorded_id: call.id.clone(),
+            ..Default::default()
+        });
+        made
+    };
+    let same: Vec<Exchange> = calls.iter().map(|c| answered(c)).collect();
+    let mock = dir.path().join("same.tape");
+    write_exchanges(&mock, &same);
+    let diff = |mock: &std::path::Path| {
+        let out = reprise(&["diff", s(&tape), s(&replayed), "--downstream", s(mock)]);
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = diff(&mock);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("diff: 3 pairs: 3 identical")
+            && stdout.contains("downstream calls: 3 recorded, 3 made (3 answered by the mock"),
+        "{stdout}"
+    );
+
+    // The changed build: the reservation asks for 2 (the mock missed it),
+    // and the paper order never asks for stock.
+    let mut changed = Vec::new();
+    for call in &calls {
+        let path = call.request.as_ref().unwrap().path.clone();
+        if path == "/stock/paper" {
+            continue;
+        }
+        let mut made = answered(call);
+        if path == "/reserve" {
+            let request = made.request.as_mut().unwrap();
+            request.body = br#"{"sku":"pen","qty":2}"#.to_vec().into();
+            made.replay = Some(Replay::default());
+            made.flags = Some(Flags {
+                mock_miss: true,
+                ..Default::default()
+            });
+        }
+        changed.push(made);
+    }
+    let mock = dir.path().join("changed.tape");
+    write_exchanges(&mock, &changed);
+    let (code, stdout, stderr) = diff(&mock);
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    for line in [
+        "diff: 3 pairs: 1 identical, 2 regressed".to_string(),
+        "POST /checkout: downstream calls that differ".to_string(),
+        format!("  POST {downstream}/reserve: $.qty 1 → 2   1× regressed"),
+        "GET /order/paper: downstream calls that differ".to_string(),
+        format!("  call missing: GET {downstream}/stock/paper   1× regressed"),
+    ] {
+        assert!(stdout.contains(&line), "{line:?} in:\n{stdout}");
+    }
 }

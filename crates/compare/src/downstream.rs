@@ -538,4 +538,36 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn a_grpc_call_is_compared_by_its_request_messages() {
+        use reprise_model::{Direction, StreamMessage};
+        // Field 1 (text) "pen", field 2 (varint) qty.
+        let message = |qty: u8| StreamMessage {
+            direction: Direction::Request as i32,
+            data: vec![0x0a, 3, b'p', b'e', b'n', 0x10, qty].into(),
+            ..Default::default()
+        };
+        let grpc = |mut e: Exchange, qty: u8| {
+            if let Some(r) = e.request.as_mut() {
+                r.headers = vec![Header::new("content-type", "application/grpc")];
+            }
+            e.messages = vec![message(qty)];
+            e
+        };
+        let line = "POST inventory.internal/shop.Inventory/Reserve";
+        let recorded = [grpc(call(1, 9, 0, line, ""), 1)];
+        let same = [grpc(made_call(1, 9, 0, line, ""), 1)];
+        let mut s = DownstreamSummary::default();
+        assert!(compare_calls(&recorded, &same, &Rules::default(), &mut s).is_empty());
+        let more = [grpc(made_call(1, 9, 0, line, ""), 2)];
+        let d = compare_calls(&recorded, &more, &Rules::default(), &mut s);
+        assert_eq!(
+            paths(&d),
+            [(
+                r#"downstream[POST inventory.internal/shop.Inventory/Reserve].request.body:$.messages[0]["2"]"#,
+                ChangeKind::Changed
+            )]
+        );
+    }
 }

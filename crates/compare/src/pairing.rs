@@ -7,6 +7,13 @@
 //! budget. With a baseline, every part is compared twice: once to count
 //! the differences per endpoint and path, once to judge each pair.
 //!
+//! With downstream calls ([`Pairing::downstream`]), a part also holds the
+//! calls recorded under its exchanges and the calls each side made for
+//! them (requests only), cut by the id of the exchange they belong to, so
+//! an exchange and its calls always fall in the same part; they are
+//! weighed with the recording. Calls linked to no exchange are counted
+//! as they stream by.
+//!
 //! The caller opens the inputs ([`OpenInput`]): a path may name a tape, a
 //! HAR file or a pipe, and which of its exchanges count is the caller's
 //! choice. Pairing itself opens no socket, and no file but its own parts.

@@ -414,7 +414,8 @@ impl DiffReport {
 impl DiffReport {
     /// A rules file (the format of `--rules`) that ignores what was only
     /// ever noise: per endpoint, each JSON path that differed as noise and
-    /// never as a regression. Header and trailer fields are listed for the
+    /// never as a regression; per downstream call (`POST
+    /// payments.example/charge`), each such path of its request body. Header and trailer fields are listed for the
     /// top-level `ignore_headers`, commented out: they apply everywhere.
     /// Meant to be read by a person and committed, not applied blindly.
     pub fn suggest_rules(&self, out: &mut dyn Write) -> std::io::Result<()> {
@@ -432,36 +433,54 @@ impl DiffReport {
             "# Review each line before committing this file; use it with --rules."
         )?;
         let mut headers: Vec<&str> = Vec::new();
+        // Rules in order: each endpoint's own, then each downstream call's
+        // (`POST payments.example/charge`), gathered over the endpoints
+        // whose exchanges made it: (path, noise, pairs, example).
+        let mut rules: Vec<(&str, Vec<Suggested<'_>>)> = Vec::new();
+        let mut calls: BTreeMap<&str, Vec<Suggested<'_>>> = BTreeMap::new();
         for e in &self.endpoints {
-            let mut ignore: Vec<&PathCount> = Vec::new();
+            let mut ignore = Vec::new();
             for p in e.paths.iter().filter(|p| p.regressed == 0 && p.noise > 0) {
-                if p.pattern.starts_with('$') {
-                    ignore.push(p);
-                } else if let Some(name) = p
+                let (field, list) = match p
                     .pattern
+                    .strip_prefix("downstream[")
+                    .and_then(|rest| rest.split_once("].request."))
+                {
+                    Some((call, field)) => (
+                        field.strip_prefix("body:").unwrap_or(field),
+                        calls.entry(call).or_default(),
+                    ),
+                    None => (p.pattern.as_str(), &mut ignore),
+                };
+                if field.starts_with('$') {
+                    if !list.iter().any(|(path, ..)| *path == field) {
+                        list.push((field, p.noise, e.pairs, p.example.path.as_str()));
+                    }
+                } else if let Some(name) = field
                     .strip_prefix("header:")
-                    .or_else(|| p.pattern.strip_prefix("trailer:"))
+                    .or_else(|| field.strip_prefix("trailer:"))
                     && !headers.contains(&name)
                 {
                     headers.push(name);
                 }
             }
-            if ignore.is_empty() {
-                continue;
+            if !ignore.is_empty() {
+                rules.push((e.endpoint.as_str(), ignore));
             }
+        }
+        rules.extend(calls.into_iter().filter(|(_, ignore)| !ignore.is_empty()));
+        for (endpoint, ignore) in rules {
             writeln!(out, "\n[[rule]]")?;
-            writeln!(out, "endpoint = {}", toml_string(&e.endpoint))?;
+            writeln!(out, "endpoint = {}", toml_string(endpoint))?;
             writeln!(out, "ignore = [")?;
-            for p in ignore {
+            for (path, noise, pairs, example) in ignore {
                 // The example is recorded text in a comment: escaped, so a
                 // line break in it cannot start a rule of its own.
                 writeln!(
                     out,
-                    "  {},  # noise in {} of {} pairs, e.g. {}",
-                    toml_string(&p.pattern),
-                    p.noise,
-                    e.pairs,
-                    escape(&p.example.path)
+                    "  {},  # noise in {noise} of {pairs} pairs, e.g. {}",
+                    toml_string(path),
+                    escape(example)
                 )?;
             }
             writeln!(out, "]")?;
@@ -477,6 +496,10 @@ impl DiffReport {
         Ok(())
     }
 }
+
+/// A path to ignore in a suggested rule: the path, the pairs where it
+/// was noise, the endpoint's pairs, an example.
+type Suggested<'r> = (&'r str, u64, u64, &'r str);
 
 /// A TOML basic string.
 fn toml_string(text: &str) -> String {
