@@ -49,6 +49,9 @@ pub enum SandboxError {
         /// What it printed on stderr.
         stderr: String,
     },
+    /// A folder to hide was given as a relative path.
+    #[error("a folder the sandbox hides must be an absolute path, not {}", .0.display())]
+    RelativeHiddenPath(PathBuf),
     /// A step of building the jail failed at the operating system.
     #[error("sandbox setup: {what}: {source}")]
     Setup {

@@ -85,3 +85,16 @@ pub fn prepare_process() -> Result<Privilege, SandboxError> {
     namespace::enter_user_namespace()?;
     Ok(Privilege::UserNamespace)
 }
+
+#[cfg(test)]
+mod tests {
+    /// The command shares the sandbox between its mock, replay and service
+    /// threads.
+    #[test]
+    fn a_sandbox_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<crate::Sandbox>();
+        fn movable<T: Send>() {}
+        movable::<crate::Service>();
+    }
+}

@@ -1,8 +1,14 @@
 //! The escape reporter: the listener every closed TCP connection is
 //! redirected to. It reads where the connection was going
 //! (`SO_ORIGINAL_DST`), records it, and closes the connection.
+//!
+//! Connections are accepted in the order they arrived, one listener at a
+//! time, so a connection of reprise's own to the reporter's address (not
+//! an escape: it is not recorded) comes back closed only once every
+//! earlier attempt was recorded: [`flush`] reads the attempts to the end.
 
 use std::net::{Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -49,6 +55,14 @@ impl Reporter {
         self.port
     }
 
+    /// The addresses listened on.
+    pub(crate) fn addresses(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
     /// Accepts and reports until the runtime stops.
     pub(crate) async fn run(self, log: EscapeLog) -> std::io::Result<()> {
         let mut tasks = tokio::task::JoinSet::new();
@@ -57,10 +71,11 @@ impl Reporter {
             let log = log.clone();
             tasks.spawn(async move {
                 loop {
-                    // A failed accept (the service hit its descriptor
-                    // limit...) costs one report, not the reporter.
-                    if let Ok((stream, _)) = listener.accept().await {
-                        report(&stream, &log);
+                    match listener.accept().await {
+                        Ok((stream, _)) => report(&stream, &log),
+                        // Out of descriptors...: the queue waits, the
+                        // reporter stays.
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
             });
@@ -78,11 +93,27 @@ fn report(stream: &TcpStream, log: &EscapeLog) {
         }
         Err(e) => Err(rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)),
     };
-    // A connection made to the reporter's own address was not redirected
-    // and has no original destination: it is still an attempt, at that
-    // address.
-    let destination = destination.or_else(|_| stream.local_addr());
-    if let Ok(destination) = destination {
+    // A connection to the reporter's own address is reprise's (see
+    // `flush`); the redirect leaves its destination as it was.
+    let own = stream.local_addr().ok();
+    if let Ok(destination) = destination
+        && Some(destination) != own
+    {
         log.tcp(destination);
+    }
+}
+
+/// Returns once the reporter recorded every connection that reached it
+/// before this call. Runs on a thread inside the namespace.
+pub(crate) fn flush(addresses: &[SocketAddr]) {
+    for address in addresses {
+        // The reporter answers by closing: read to the end (bounded, so
+        // a stopped reporter cannot hang reprise).
+        if let Ok(mut stream) =
+            std::net::TcpStream::connect_timeout(address, Duration::from_secs(2))
+        {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = std::io::Read::read(&mut stream, &mut [0u8; 1]);
+        }
     }
 }

@@ -13,7 +13,7 @@ use crate::escapes::{EscapeLog, Escapes};
 use crate::faketime::FakeClock;
 use crate::mounts::{self, Hidden};
 use crate::namespace::{Namespaces, Scope};
-use crate::reporter::Reporter;
+use crate::reporter::{self, Reporter};
 use crate::service::{Service, ServiceOptions};
 use crate::{SandboxError, files, firewall};
 
@@ -80,7 +80,8 @@ pub struct Sandbox {
     shared: std::sync::Arc<Shared>,
     log: EscapeLog,
     hidden: Hidden,
-    reporter_port: u16,
+    /// The escape reporter's listening addresses.
+    reporter: Vec<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     keeper: Option<JoinHandle<()>>,
     // Last: removed after the keeper stopped using its files.
@@ -88,7 +89,7 @@ pub struct Sandbox {
 }
 
 /// What the keeper thread hands back once the jail is built.
-type Built = (Namespaces, Hidden, u16);
+type Built = (Namespaces, Hidden, Vec<SocketAddr>);
 
 impl Sandbox {
     /// Builds the jail: enters a new network and mount namespace on a
@@ -98,6 +99,9 @@ impl Sandbox {
     /// entered a user namespace; else
     /// [`SandboxError::NamespacesNotPermitted`].
     pub fn create(options: SandboxOptions) -> Result<Sandbox, SandboxError> {
+        if let Some(relative) = options.hide.iter().find(|p| !p.is_absolute()) {
+            return Err(SandboxError::RelativeHiddenPath(relative.clone()));
+        }
         let workdir = tempfile::Builder::new()
             .prefix("reprise-sandbox-")
             .tempdir()
@@ -128,8 +132,8 @@ impl Sandbox {
                         return;
                     }
                 };
-                let port = reporter.port();
-                if built_tx.send(Ok((namespaces, hidden, port))).is_err() {
+                let addresses = reporter.addresses();
+                if built_tx.send(Ok((namespaces, hidden, addresses))).is_err() {
                     return;
                 }
                 runtime.block_on(async move {
@@ -141,7 +145,7 @@ impl Sandbox {
                 });
             })
             .map_err(|e| SandboxError::setup("start the sandbox's thread", e))?;
-        let (namespaces, hidden, reporter_port) = match built_rx.recv() {
+        let (namespaces, hidden, reporter) = match built_rx.recv() {
             Ok(built) => built?,
             Err(_) => return Err(SandboxError::ThreadLost),
         };
@@ -152,7 +156,7 @@ impl Sandbox {
             }),
             log,
             hidden,
-            reporter_port,
+            reporter,
             stop: Some(stop),
             keeper: Some(keeper),
             workdir,
@@ -164,9 +168,9 @@ impl Sandbox {
         &self.shared.allowed_ports
     }
 
-    /// The port of the escape reporter (closed connections arrive there).
-    pub fn reporter_port(&self) -> u16 {
-        self.reporter_port
+    /// The escape reporter's addresses (closed connections arrive there).
+    pub fn reporter_addresses(&self) -> &[SocketAddr] {
+        &self.reporter
     }
 
     /// What the mount namespace hides.
@@ -230,10 +234,15 @@ impl Sandbox {
         FakeClock::create(&self.workdir.path().join("faketime"), start)
     }
 
-    /// Every attempt closed so far: TCP destinations, DNS names, and the
-    /// UDP packets dropped (read from the firewall's counter).
+    /// Every attempt closed so far: TCP destinations (every connection
+    /// that reached the reporter before this call, none left in its
+    /// queue), DNS names, and the UDP packets dropped (the firewall's
+    /// counter).
     pub fn escapes(&self) -> Result<Escapes, SandboxError> {
-        let udp_dropped = self.run_inside(Scope::Network, firewall::udp_dropped)??;
+        let udp_dropped = self.run_inside(Scope::Network, || {
+            reporter::flush(&self.reporter);
+            firewall::udp_dropped()
+        })??;
         let mut escapes = self.log.snapshot();
         escapes.udp_dropped = udp_dropped;
         Ok(escapes)

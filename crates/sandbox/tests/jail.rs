@@ -76,6 +76,29 @@ print("closed" if c.recv(10) == b"" else "data")
 }
 
 #[test]
+fn attempts_still_queued_when_the_service_exits_are_all_reported() {
+    let sandbox = sandbox();
+    // Twenty connections the service never waits on: the kernel completes
+    // them at once, and the service is gone before the reporter may have
+    // taken them from its queue.
+    let script = r#"
+import socket
+held = [socket.create_connection(("10.1.2.%d" % i, 5432), timeout=5) for i in range(20)]
+print(len(held))
+"#;
+    let (status, lines) = run(&sandbox, python(script));
+    assert!(status.success(), "{status}: {lines:?}");
+    let escapes = sandbox.escapes().unwrap();
+    let destinations: Vec<String> = escapes
+        .tcp
+        .iter()
+        .map(|e| e.destination.to_string())
+        .collect();
+    let want: Vec<String> = (0..20).map(|i| format!("10.1.2.{i}:5432")).collect();
+    assert_eq!(destinations, want);
+}
+
+#[test]
 fn an_allowed_port_reaches_a_listener_opened_inside_ipv4_and_ipv6() {
     let sandbox = sandbox();
     let v4 = sandbox
@@ -292,4 +315,65 @@ c.close()
     let status = second.wait(Duration::from_secs(10)).unwrap();
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
     assert!(sandbox.escapes().unwrap().is_empty());
+}
+
+#[test]
+fn a_tokio_runtime_built_on_a_sandbox_thread_has_its_workers_inside() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let sandbox = sandbox();
+    // The mock's side: a listener bound inside, served by a plain thread.
+    let listener = sandbox
+        .listen_tcp(SocketAddr::from(([127, 0, 0, 1], ALLOWED)))
+        .unwrap();
+    let server = std::thread::spawn(move || {
+        for _ in 0..8 {
+            let (mut stream, _) = listener.accept().unwrap();
+            stream.write_all(b"inside").unwrap();
+        }
+    });
+    // The replay's side: eight connections from the workers of a runtime
+    // built on a sandbox thread. Outside, 127.0.0.1:ALLOWED is the host's
+    // and nothing (or something else) answers there.
+    let answers = sandbox
+        .spawn_thread("runtime", || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let calls = (0..8).map(|_| {
+                    tokio::spawn(async {
+                        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", ALLOWED))
+                            .await
+                            .unwrap();
+                        let mut answer = String::new();
+                        stream.read_to_string(&mut answer).await.unwrap();
+                        stream.shutdown().await.unwrap();
+                        answer
+                    })
+                });
+                let mut answers = Vec::new();
+                for call in calls.collect::<Vec<_>>() {
+                    answers.push(call.await.unwrap());
+                }
+                answers
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    server.join().unwrap();
+    assert_eq!(answers, vec!["inside"; 8]);
+    assert!(sandbox.escapes().unwrap().is_empty());
+}
+
+#[test]
+fn a_relative_folder_to_hide_is_refused_before_anything_is_built() {
+    let error = Sandbox::create(SandboxOptions::default().hide("run/postgresql")).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "a folder the sandbox hides must be an absolute path, not run/postgresql"
+    );
 }
