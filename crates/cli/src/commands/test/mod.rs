@@ -275,11 +275,24 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         settings.max_memory,
         (&calls, &baseline_calls),
     )?;
-    let judgement = super::diff::finish(&diff, &damage, None, &args.compare)?;
+    let mut judgement = super::diff::finish(&diff, &damage, None, &args.compare)?;
+    judgement.missed += candidate.mock.report.missed;
+    let finding: Outcome = judgement.finding().into();
+    // An escape attempt fails the run as a regression does.
+    let outcome = match finding {
+        Outcome::Success | Outcome::Damaged | Outcome::TooFewCompared
+            if !candidate.escapes.is_empty() =>
+        {
+            Outcome::Regressed
+        }
+        _ if interrupt.caught() => Outcome::Error,
+        other => other,
+    };
     let report = TestReport {
         candidate: &candidate,
         baseline: baseline.as_ref(),
         diff: &diff,
+        outcome,
     };
     let stdout = std::io::stdout();
     report.render(&mut stdout.lock())?;
@@ -297,16 +310,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
             out.display()
         );
     }
-    let mut judgement = judgement;
-    judgement.missed += candidate.mock.report.missed;
-    let finding: Outcome = judgement.finding().into();
-    Ok(
-        if candidate.escapes.is_empty() || finding == Outcome::Regressed {
-            finding
-        } else {
-            Outcome::Regressed
-        },
-    )
+    Ok(outcome)
 }
 
 /// Every exchange of the recording; damage is an error, since the mock
@@ -365,6 +369,8 @@ struct TestReport<'a> {
     candidate: &'a RunResult,
     baseline: Option<&'a RunResult>,
     diff: &'a DiffReport,
+    /// How the run ends.
+    outcome: Outcome,
 }
 
 impl TestReport<'_> {
@@ -374,12 +380,13 @@ impl TestReport<'_> {
             run.render(out)?;
         }
         let escapes = self.candidate.escapes.len();
-        let verdict = if self.diff.regressed > 0 {
-            "regressed"
-        } else if self.candidate.mock.report.missed > 0 || escapes > 0 {
-            "failed"
-        } else {
-            "passed"
+        let verdict = match self.outcome {
+            Outcome::Success => "passed",
+            Outcome::Regressed if self.diff.regressed > 0 => "regressed",
+            Outcome::Regressed => "failed",
+            Outcome::Damaged => "passed on what could be read (the input was damaged)",
+            Outcome::TooFewCompared => "not a pass (too few pairs compared)",
+            Outcome::Error => "not finished",
         };
         writeln!(
             out,
@@ -393,6 +400,7 @@ impl TestReport<'_> {
             "service": self.candidate.json(),
             "baseline": self.baseline.map(RunResult::json),
             "diff": self.diff,
+            "exit_code": self.outcome.code(),
         })
     }
 }
