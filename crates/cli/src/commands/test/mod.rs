@@ -227,6 +227,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
         env: egress::service_env(&recorded, ca.as_deref().map(LocalCa::files)),
         ca,
         faketime: args.faketime,
+        quiet: args.replay.quiet,
         settings: &settings,
         interrupt: &interrupt,
     };

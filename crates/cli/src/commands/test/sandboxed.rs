@@ -41,6 +41,8 @@ pub(crate) struct Setup<'a> {
     pub ca: Option<Arc<LocalCa>>,
     /// Run the service under libfaketime.
     pub faketime: bool,
+    /// No progress display.
+    pub quiet: bool,
     /// The options.
     pub settings: &'a Settings,
     /// SIGINT and SIGTERM.
@@ -219,19 +221,32 @@ pub(crate) fn run(setup: &Setup<'_>, build: Build) -> anyhow::Result<RunResult> 
     };
     let sink = results.clone();
     let interrupt = setup.interrupt.clone();
-    let replayed = sandbox
-        .spawn_thread("reprise-test-replay", move || -> anyhow::Result<Report> {
-            match clock {
-                Some(clock) => replay_in_recorded_time(config, inbound, sink, &clock, &interrupt),
-                None => {
+    let replayed = match clock {
+        Some(clock) => sandbox
+            .spawn_thread("reprise-test-replay", move || {
+                replay_in_recorded_time(config, inbound, sink, &clock, &interrupt)
+            })?
+            .join(),
+        None => {
+            // Started inside: its threads, and so its connections, are
+            // in the namespace; followed from here.
+            let started = sandbox
+                .spawn_thread("reprise-test-replay", move || {
                     let opener = opener(recording_path, &config);
-                    let replay = Replay::start(config, opener, Some(Box::new(sink)), None)?;
-                    interrupt.watch(replay.stop_handle());
-                    Ok(replay.wait()?)
+                    Replay::start(config, opener, Some(Box::new(sink)), None)
+                })?
+                .join();
+            match started {
+                Ok(Ok(replay)) => {
+                    setup.interrupt.watch(replay.stop_handle());
+                    super::super::replay::show_progress(&replay, setup.quiet);
+                    Ok(replay.wait().map_err(anyhow::Error::from))
                 }
+                Ok(Err(error)) => Ok(Err(error.into())),
+                Err(panic) => Err(panic),
             }
-        })?
-        .join();
+        }
+    };
     // A service that died under the replay is not a build that regressed:
     // it is the run that failed, with its last words.
     let died = service.try_status()?.filter(|_| !setup.interrupt.caught());
