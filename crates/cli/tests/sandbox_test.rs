@@ -443,6 +443,9 @@ fn a_service_that_exits_early_is_an_error_with_its_status_and_last_lines() {
         "{}",
         run.stderr
     );
+    // All of it, in the service's log.
+    let log = std::fs::read_to_string(run.out.path().join("service.log")).unwrap();
+    assert!(log.contains("cannot reach the database"), "{log}");
     assert!(run.stderr.contains('3'), "{}", run.stderr);
 }
 

@@ -44,16 +44,22 @@ pub(crate) mod files {
     pub const BASELINE_REPLAYED: &str = "baseline-replayed.tape";
     /// The baseline's downstream calls (`--baseline-cmd`).
     pub const BASELINE_DOWNSTREAM: &str = "baseline-downstream.tape";
+    /// What the service printed (stdout and stderr, as they came).
+    pub const SERVICE_LOG: &str = "service.log";
+    /// What the baseline printed.
+    pub const BASELINE_LOG: &str = "baseline.log";
     /// The report as text: what is printed.
     pub const REPORT_TEXT: &str = "report.txt";
     /// The report as JSON.
     pub const REPORT_JSON: &str = "report.json";
     /// Every file a run writes, replaced by the next run.
-    pub const ALL: [&str; 6] = [
+    pub const ALL: [&str; 8] = [
         REPLAYED,
         DOWNSTREAM,
         BASELINE_REPLAYED,
         BASELINE_DOWNSTREAM,
+        SERVICE_LOG,
+        BASELINE_LOG,
         REPORT_TEXT,
         REPORT_JSON,
     ];
@@ -245,6 +251,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
             command: args.command.clone(),
             replayed: out.join(files::REPLAYED),
             downstream: out.join(files::DOWNSTREAM),
+            log: out.join(files::SERVICE_LOG),
         },
     )?;
     let baseline = match &args.baseline_cmd {
@@ -256,6 +263,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
                 command: vec!["sh".into(), "-c".into(), command.clone()],
                 replayed: out.join(files::BASELINE_REPLAYED),
                 downstream: out.join(files::BASELINE_DOWNSTREAM),
+                log: out.join(files::BASELINE_LOG),
             },
         )?),
         None => None,

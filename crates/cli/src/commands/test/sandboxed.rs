@@ -59,6 +59,8 @@ pub(crate) struct Build {
     pub replayed: PathBuf,
     /// Where the mock writes the downstream calls it got.
     pub downstream: PathBuf,
+    /// Where all the service's output goes.
+    pub log: PathBuf,
 }
 
 /// What the mock did in one run.
@@ -195,7 +197,7 @@ pub(crate) fn run(setup: &Setup<'_>, build: Build) -> anyhow::Result<RunResult> 
         clock.apply(&mut command);
     }
     let mut service = sandbox
-        .spawn(command, ServiceOptions::default())
+        .spawn(command, ServiceOptions::default().log(&build.log))
         .with_context(|| format!("the {}", build.name))?;
     setup.interrupt.service(Some(service.id()));
     if let Err(error) = service.wait_for_port(setup.port, setup.settings.start_timeout) {
