@@ -14,6 +14,7 @@ mod egress;
 mod interrupt;
 mod mock_server;
 mod proxy_front;
+mod recorded_time;
 mod sandboxed;
 
 use std::io::Write;
