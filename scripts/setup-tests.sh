@@ -38,14 +38,14 @@ if ! python3 -c 'import httpbin, gunicorn' >/dev/null 2>&1; then
   fi
 fi
 
-# requests (PyPI) is a real HTTPS client through the egress proxy's
-# front (HTTPS_PROXY, REQUESTS_CA_BUNDLE from `reprise ca env`).
-if ! python3 -c 'import requests' >/dev/null 2>&1; then
-  echo "== installing requests (PyPI)"
+# requests and grpcio, from PyPI, are the clients of the Python shop
+# (examples/python-shop) that the `reprise test` sandbox tests run.
+if ! python3 -c 'import requests, grpc' >/dev/null 2>&1; then
+  echo "== installing requests and grpcio (PyPI)"
   if [ "$(id -u)" -eq 0 ]; then
-    python3 -m pip install -q --root-user-action=ignore requests
+    python3 -m pip install -q --root-user-action=ignore requests grpcio
   else
-    python3 -m pip install -q --user requests
+    python3 -m pip install -q --user requests grpcio
   fi
 fi
 

@@ -28,6 +28,10 @@ Variants, for showing what `reprise test` reports (environment):
 
 `payments` serves `POST /charge` and `POST /audit` over HTTPS (with
 `--cert`/`--key`) or HTTP: the answer names the order and the amount.
+
+`inventory` serves `reprise.test.v1.Echo/Unary` over h2c with `grpcio`
+(the note's text upper-cased, its number kept), as the test suite's echo
+service does: the shop's other dependency, for sessions outside the tests.
 """
 
 import argparse
@@ -159,6 +163,62 @@ class Shop:
         }
 
 
+def serve_inventory(listen):
+    """The inventory: `Echo/Unary` answered with the note's text upper-cased."""
+    from concurrent import futures
+
+    import grpc
+
+    def unary(request, context):
+        return encode_note(decode_note_text(request).upper(), decode_note_number(request))
+
+    handler = grpc.method_handlers_generic_handler(
+        "reprise.test.v1.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(unary)}
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    server.add_generic_rpc_handlers((handler,))
+    server.add_insecure_port(listen)
+    server.start()
+    print(f"inventory listening on {listen}", flush=True)
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def decode_note_number(data):
+    """Field 2 (`number`) of a `Note`; 0 when absent."""
+    i = 0
+    while i < len(data):
+        key = data[i]
+        i += 1
+        if key & 7 == 0:
+            value, shift = 0, 0
+            while True:
+                byte = data[i]
+                i += 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            if key >> 3 == 2:
+                return value
+        elif key & 7 == 2:
+            length, shift = 0, 0
+            while True:
+                byte = data[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            i += length
+        else:
+            break
+    return 0
+
+
 def handler_for(answer):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -191,7 +251,7 @@ def handler_for(answer):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=["shop", "payments"])
+    parser.add_argument("role", choices=["shop", "payments", "inventory"])
     parser.add_argument("--listen", required=True)
     parser.add_argument("--payments")
     parser.add_argument("--inventory")
@@ -199,6 +259,8 @@ def main():
     parser.add_argument("--key")
     args = parser.parse_args()
 
+    if args.role == "inventory":
+        return serve_inventory(args.listen)
     if args.role == "shop":
         if not args.payments or not args.inventory:
             parser.error("shop needs --payments and --inventory")

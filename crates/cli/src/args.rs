@@ -44,6 +44,11 @@ pub enum Command {
     Mirror(Box<MirrorArgs>),
     /// Run the built-in demo: record a sample service, then inspect the tape.
     Demo(DemoArgs),
+    /// Test a build of a service in a fail-closed sandbox: run COMMAND
+    /// with its dependencies mocked from the recording, replay the
+    /// recording to it, compare answers and downstream calls; exit 1 when
+    /// something regressed, a mock call missed or an escape was attempted.
+    Test(Box<TestArgs>),
     /// The local CA that signs the certificates the egress proxy shows
     /// inside CONNECT tunnels: create it, print the variables that make
     /// clients trust it.
@@ -720,4 +725,145 @@ pub struct DemoArgs {
     /// removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+}
+
+/// `reprise test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The recording: inbound exchanges and their downstream calls
+    /// (`reprise record --egress`).
+    #[arg(value_name = "RECORDING")]
+    pub recording: PathBuf,
+    /// The port the service listens on (inside the sandbox, on 127.0.0.1):
+    /// where the recording is replayed to.
+    #[arg(long, value_name = "PORT")]
+    pub port: u16,
+    /// Where to write the replayed tape, the mock's tape of downstream
+    /// calls and the reports (created if missing; earlier results in it
+    /// are replaced).
+    #[arg(long, value_name = "DIR", default_value = "reprise-test")]
+    pub out: PathBuf,
+    /// How long the service may take to open --port.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub start_timeout: String,
+    /// Also run the old build (a shell command) in a sandbox of its own,
+    /// replayed the same way, as the baseline that tells noise from
+    /// regressions.
+    #[arg(long, value_name = "COMMAND")]
+    pub baseline_cmd: Option<String>,
+    /// Run the service under libfaketime, its clock set to each exchange's
+    /// recorded time as it is replayed (replays one call at a time).
+    #[arg(long)]
+    pub faketime: bool,
+    /// The local CA the service is told to trust (`reprise ca init`):
+    /// SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS,
+    /// GRPC_DEFAULT_SSL_ROOTS_FILE_PATH and CURL_CA_BUNDLE name its files
+    /// [default: the `reprise ca` directory, when it holds a CA].
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
+    /// How the recording is replayed.
+    #[command(flatten)]
+    pub replay: TestReplayArgs,
+    /// How answers and downstream calls are compared.
+    #[command(flatten)]
+    pub compare: CompareArgs,
+    /// How the mock answers the service's downstream calls.
+    #[command(flatten)]
+    pub mock: TestMockArgs,
+    /// Redaction of the replayed results and of the calls the mock
+    /// matches, as `record` does.
+    #[command(flatten)]
+    pub redact: RedactArgs,
+    /// Refused: nothing in `reprise test` reaches a real system.
+    #[arg(long, value_name = "URL", hide = true)]
+    pub fallthrough: Option<String>,
+    /// Refused, as --fallthrough.
+    #[arg(long, hide = true)]
+    pub fallthrough_writes: bool,
+    /// The service: a program and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// `reprise test`: the replay's options (as `reprise replay` has them).
+#[derive(Debug, Args)]
+pub struct TestReplayArgs {
+    /// The recorded timing, sped up by this factor (2: twice as fast).
+    #[arg(long, value_name = "FACTOR", conflicts_with_all = ["rate", "max"])]
+    pub speed: Option<f64>,
+    /// This many calls per second, evenly spaced.
+    #[arg(long, value_name = "N", conflicts_with = "max")]
+    pub rate: Option<f64>,
+    /// As fast as the service answers, bounded by --concurrency.
+    #[arg(long)]
+    pub max: bool,
+    /// Calls in flight at most [default: 32; 1 with --faketime].
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<usize>,
+    /// Threads sending calls (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// Connections per protocol.
+    #[arg(long, value_name = "N")]
+    pub connections: Option<usize>,
+    /// Protocol to send in.
+    #[arg(long, value_enum, default_value = "recorded")]
+    pub protocol: ProtocolArg,
+    /// Send at most this many calls.
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
+    /// Which recorded exchanges to replay.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Send this header instead of the recorded one: "NAME: VALUE" (repeatable).
+    #[arg(long, value_name = "NAME: VALUE")]
+    pub set_header: Vec<String>,
+    /// Do not send this header (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub drop_header: Vec<String>,
+    /// Rewrite paths: REGEX=REPLACEMENT, as `reprise replay` does.
+    #[arg(long, value_name = "REGEX=REPLACEMENT")]
+    pub rewrite_path: Vec<String>,
+    /// Send the recorded Host / :authority instead of 127.0.0.1:PORT.
+    #[arg(long)]
+    pub preserve_host: bool,
+    /// Give up on a call after this long, connecting included.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub timeout: String,
+    /// Response bytes kept per call in the replayed tape.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    pub max_body: String,
+    /// No progress display (the reports are still printed).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// `reprise test`: the mock's options, prefixed with `mock-`.
+#[derive(Debug, Args)]
+pub struct TestMockArgs {
+    /// When identical calls outnumber the recorded ones: error (a miss),
+    /// repeat-last or cycle.
+    #[arg(long, value_name = "POLICY", default_value = "error")]
+    pub mock_exhausted: String,
+    /// Bytes of a request body read to match it; the recorder's --max-body.
+    #[arg(long, value_name = "SIZE", default_value = "1MiB")]
+    pub mock_max_body: String,
+    /// Recorded calls matching FIELD=VALUE answer any call with their
+    /// key, in any scope, any number of times (repeatable).
+    #[arg(long, value_name = "FIELD=VALUE")]
+    pub mock_shared: Vec<String>,
+    /// Serve a call that belongs to no replayed call from all recorded
+    /// calls.
+    #[arg(long)]
+    pub mock_global: bool,
+    /// Leave the authority out of the match.
+    #[arg(long)]
+    pub mock_ignore_authority: bool,
+    /// Answer streamed gRPC messages at once, not at their recorded gaps.
+    #[arg(long)]
+    pub mock_no_timing: bool,
+    /// Print a line per downstream call on stderr: the call, the replayed
+    /// call it was made for, what answered it.
+    #[arg(long)]
+    pub mock_log: bool,
 }

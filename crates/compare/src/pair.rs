@@ -35,9 +35,12 @@ pub const IGNORED_HEADERS: [&str; 15] = [
 
 /// Request headers of a downstream call never compared unless asked for,
 /// on top of [`IGNORED_HEADERS`]: what a client library or a proxy adds
-/// on the way (the target's name is compared as the call's authority).
-pub const IGNORED_REQUEST_HEADERS: [&str; 8] = [
+/// on the way (the target's name is compared as the call's authority),
+/// and gRPC's `grpc-timeout`, the time left before the caller's deadline,
+/// different on every call.
+pub const IGNORED_REQUEST_HEADERS: [&str; 9] = [
     "host",
+    "grpc-timeout",
     "proxy-connection",
     "proxy-authorization",
     "baggage",

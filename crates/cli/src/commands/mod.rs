@@ -10,6 +10,7 @@ mod mirror;
 mod mock;
 mod record;
 mod replay;
+mod test;
 
 use crate::Outcome;
 use crate::args::{Cli, Command};
@@ -28,6 +29,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Mock(args) => mock::run(&args),
         Command::Mirror(args) => mirror::run(&args),
         Command::Demo(args) => demo::run(&args),
+        Command::Test(args) => test::run(&args),
         Command::Ca(command) => ca::run(&command),
     }
 }

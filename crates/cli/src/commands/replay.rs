@@ -406,7 +406,7 @@ impl Signals {
 
 /// A progress bar on a terminal, a line every few seconds otherwise, or
 /// nothing with `--quiet`; returns when the replay has finished.
-fn show_progress(replay: &Replay, quiet: bool) {
+pub(crate) fn show_progress(replay: &Replay, quiet: bool) {
     let tick = Duration::from_millis(100);
     if quiet {
         while !replay.is_finished() {
