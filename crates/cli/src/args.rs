@@ -233,8 +233,9 @@ pub struct MockArgs {
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
     /// Where to listen: HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on
-    /// one port. Calls come to it directly, or through it as a plain HTTP
-    /// proxy (`http_proxy`, no CONNECT), which keeps each call's own
+    /// one port. Calls come to it directly, or through it as an HTTP proxy
+    /// (`http_proxy`, `https_proxy`: absolute-form requests and CONNECT
+    /// tunnels carrying TLS, h2c or HTTP/1.1), which keeps each call's own
     /// authority. Default 127.0.0.1:8081, unless --recorded-listeners.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -249,6 +250,12 @@ pub struct MockArgs {
     /// answered it or the miss, linked to the replayed exchange.
     #[arg(long, value_name = "TAPE")]
     pub out: Option<PathBuf>,
+    /// The reprise CA (`reprise ca init`) whose leaves answer CONNECT
+    /// tunnels carrying TLS [default: as `reprise ca` finds it; without
+    /// one, TLS tunnels are refused and plain calls, h2c and HTTP/1.1
+    /// tunnels still served].
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
     /// Serve the recording's inbound calls instead of its downstream
     /// calls: a recording made in front of the service this mock stands
     /// in for. They belong to no replayed call: implies --global.
