@@ -450,6 +450,31 @@ pub struct RecordArgs {
     /// (default: one per two cores, at least one).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Also record the service's own calls: a forward proxy for plain
+    /// HTTP here (point the service's HTTP_PROXY at it); each call is
+    /// linked to the inbound call it served by its traceparent
+    /// (docs/egress.md).
+    #[arg(long, value_name = "ADDR")]
+    pub egress: Option<String>,
+    /// Also record the service's calls to one downstream, for clients
+    /// that take a base URL: a listener on LISTEN forwarding to URL
+    /// (http or https, with an optional path prefix), recorded as route
+    /// NAME (repeatable).
+    #[arg(long = "egress-route", value_name = "NAME=LISTEN=URL")]
+    pub egress_routes: Vec<String>,
+    /// How long after an inbound call finished a call carrying its trace
+    /// id is still linked to it.
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub link_window: String,
+    /// Give every inbound call a trace of its own (exact links even when
+    /// a caller reuses its trace id), keeping the caller's trace id in
+    /// tracestate as reprise-caller: splits the caller's trace.
+    #[arg(long)]
+    pub fresh_trace: bool,
+    /// Trust only this CA (PEM) for https downstreams of the egress
+    /// listeners, not the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub egress_ca: Option<PathBuf>,
 }
 
 /// `--upstream-protocol`: which HTTP version calls take to an upstream.

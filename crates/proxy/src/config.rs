@@ -58,6 +58,9 @@ pub struct ProxyConfig {
     /// Serving threads, each with its own listening socket and runtime;
     /// `None`: one per two cores (at least one), see `server`.
     pub threads: Option<usize>,
+    /// The service's own calls to record (`--egress`, `--egress-route`),
+    /// linked to the inbound calls they served.
+    pub egress: crate::egress::EgressConfig,
 }
 
 impl ProxyConfig {
@@ -85,6 +88,7 @@ impl ProxyConfig {
             limits: ConnectionLimits::default(),
             max_header_bytes: 64 << 10,
             threads: None,
+            egress: crate::egress::EgressConfig::default(),
         }
     }
 }

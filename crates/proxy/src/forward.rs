@@ -23,14 +23,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
 
 use crate::config::ProxyConfig;
+use crate::egress::InboundTracing;
 use crate::protocol;
 use crate::upstream::{Http1Upstream, SendError, UpstreamBody};
 use crate::watched::{BodyFailure, WatchedBody};
 use reprise_net::h1::{GivenLength, RequestFraming, encode_head};
 use reprise_net::hop;
 use reprise_record::{
-    BodyCapture, Identity, Metrics, Origin, Recorder, Recording, RequestHead, Side, Tap, TapBody,
-    is_grpc,
+    BodyCapture, Identity, InboundLink, Metrics, Origin, Recorder, Recording, RequestHead, Side,
+    Tap, TapBody, is_grpc,
 };
 
 /// The body the proxy answers with: the upstream's (HTTP/1.1 or
@@ -84,6 +85,9 @@ pub struct Forwarder {
     connector: HttpsConnector<HttpConnector>,
     /// What is known of the upstream's HTTP versions.
     upstream: Arc<protocol::UpstreamVersions>,
+    /// With egress recorded: the trace context calls are forwarded with,
+    /// and where they are registered for linking.
+    pub tracing: Option<InboundTracing>,
 }
 
 impl Forwarder {
@@ -137,6 +141,7 @@ impl Forwarder {
             http2,
             connector: tunnels,
             upstream,
+            tracing: None,
         })
     }
 }
@@ -190,6 +195,18 @@ pub async fn forward(
     let connect = request.method() == http::Method::CONNECT && version == Version::HTTP_11;
     let upgrade = (connect || is_upgrade(&request)).then(|| hyper::upgrade::on(&mut request));
     let (mut parts, body) = request.into_parts();
+    // With egress recorded, the call's trace id links the service's own
+    // calls to it while it is in flight: until its response body is done
+    // with (or, for the proxy's own answers, until this function
+    // returns), then for the window.
+    let trace = forwarder
+        .tracing
+        .as_ref()
+        .map(|tracing| (tracing, tracing.trace(&parts.headers, &id)));
+    let mut in_flight = trace.as_ref().and_then(|(tracing, trace)| {
+        InboundLink::start(&tracing.links, trace.trace_id, id, sampled)
+    });
+    let trace_id = trace.as_ref().map(|(_, trace)| trace.trace_id);
     // What the client sent, before any proxy rewriting, is what is
     // recorded: the head is copied into the exchange's record as it is.
     let recording = sampled.then(|| {
@@ -205,11 +222,15 @@ pub async fn forward(
             Identity {
                 id,
                 peer: Some(peer),
+                trace_id,
                 ..Identity::default()
             },
             head,
         )
     });
+    if let Some((_, trace)) = trace {
+        trace.apply(&mut parts.headers);
+    }
 
     let body = TapBody::new(
         body,
@@ -356,7 +377,8 @@ pub async fn forward(
                     .as_ref()
                     .map(|r| Tap::new(Arc::clone(r), Side::Response)),
                 metrics,
-            );
+            )
+            .holding(in_flight.take());
             Ok(Response::from_parts(parts, Either::Left(body)))
         }
         Ok(Err(SendError::Upstream((kind, message)))) => Ok(fail(

@@ -23,6 +23,7 @@
 //!   UNAVAILABLE) saying why, and the exchange is recorded with its error.
 
 mod config;
+mod egress;
 mod error;
 mod forward;
 mod protocol;
@@ -33,6 +34,11 @@ mod upstream;
 mod watched;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
+pub use egress::{
+    CALLER_KEY, DEFAULT_LINK_WINDOW, EgressConfig, EgressFuture, EgressRecordLayer, EgressRecorder,
+    EgressRoute, EgressRouteError, EgressSource, ForwardError, ForwardFuture, InboundTrace,
+    InboundTracing, UpstreamForward, valid_traceparent,
+};
 pub use error::ProxyError;
 pub use protocol::UpstreamVersions;
 
@@ -42,5 +48,5 @@ pub use listener::{
 };
 pub use reprise_net::TlsError;
 pub use reprise_record::ConnectionMetrics;
-pub use reprise_record::{Metrics, RecorderStats, TapBody};
+pub use reprise_record::{EgressStats, Metrics, RecorderStats, TapBody};
 pub use server::{RunningProxy, default_serving_threads, start};

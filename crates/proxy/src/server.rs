@@ -28,10 +28,13 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::ProxyConfig;
+use crate::egress::InboundTracing;
 use crate::error::ProxyError;
 use crate::forward::{Forwarder, forward};
 use crate::listener::{ADMIN_CONNECTIONS, ConnectionGate, ConnectionLimits, serve_connection};
-use reprise_record::{ConnectionMetrics, Metrics, Origin, Recorder, RecorderStats, Rules};
+use reprise_record::{
+    ConnectionMetrics, LinkRegistry, Metrics, Origin, Recorder, RecorderStats, Rules,
+};
 
 /// How often a serving thread hands what it packed to the recorder if it
 /// has waited long enough.
@@ -49,6 +52,7 @@ pub struct RunningProxy {
     task: tokio::task::JoinHandle<Result<(), ProxyError>>,
     metrics: Arc<Metrics>,
     upstream: Arc<crate::UpstreamVersions>,
+    egress: Vec<(String, SocketAddr)>,
 }
 
 impl RunningProxy {
@@ -66,6 +70,12 @@ impl RunningProxy {
     /// proxy ask (see [`crate::UpstreamProtocol`]).
     pub fn upstream_speaks_h2(&self) -> Option<bool> {
         self.upstream.known_h2()
+    }
+
+    /// The egress listeners: `--egress` and each `--egress-route`'s name,
+    /// with where each listens (useful with port 0).
+    pub fn egress_addresses(&self) -> &[(String, SocketAddr)] {
+        &self.egress
     }
 
     /// The recording counters now.
@@ -89,7 +99,7 @@ impl RunningProxy {
     }
 }
 
-async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ProxyError> {
+pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), ProxyError> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ProxyError::Bind { addr, source })?;
@@ -178,6 +188,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         recorder: "proxy",
         role: reprise_model::Role::Inbound,
         listener: local_addr.to_string(),
+        route: String::new(),
         scheme: if acceptor.is_some() { "https" } else { "http" },
         authority: String::new(),
         server_addr: config.upstream.authority.to_string(),
@@ -202,6 +213,33 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     );
     let drain = config.drain_timeout;
     let (stop, stopped) = watch::channel(false);
+    // Egress: the service's own calls, recorded on the recorder's shared
+    // handle and linked by trace id to the inbound calls registered here.
+    let (tracing, egress) = if config.egress.enabled() {
+        let links = Arc::new(LinkRegistry::new(config.egress.link_window));
+        let https = config.egress.forward.is_some()
+            || config.egress.routes.iter().any(|r| r.target.is_tls());
+        let trust = match (&config.egress.ca, https) {
+            (Some(ca), _) => reprise_net::tls::Trust::CaFile(ca),
+            (None, true) => reprise_net::tls::Trust::System,
+            (None, false) => reprise_net::tls::Trust::Nobody,
+        };
+        let egress_tls = reprise_net::tls::client_config_for(trust)?;
+        let listeners =
+            crate::egress::start_listeners(&config, &recorder, &links, &egress_tls, &stopped)
+                .await?;
+        let tracing = InboundTracing {
+            links,
+            fresh_trace: config.egress.fresh_trace,
+        };
+        (Some(tracing), Some(listeners))
+    } else {
+        (None, None)
+    };
+    // With egress under --match or the rate cap, inbound calls are judged
+    // on the writer thread, which holds their downstream calls until the
+    // verdict: the shared handle, not a serving thread's own.
+    let shared_handle = tracing.is_some() && recorder.gated();
     let mut serving = Vec::with_capacity(listeners.len());
     // HTTP/1.1 connections to the upstream come out of the same budget
     // as the clients' (`--max-connections`, sized for two descriptors a
@@ -209,15 +247,21 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     // bound one client could use every descriptor.
     let http1_connections = (config.limits.max_connections / listeners.len().max(1)).max(1);
     for (i, listener) in listeners.into_iter().enumerate() {
-        let local = recorder.local();
-        let forwarder = Arc::new(Forwarder::new(
+        let local = if shared_handle {
+            recorder.clone()
+        } else {
+            recorder.local()
+        };
+        let mut forwarder = Forwarder::new(
             config.clone(),
             local.clone(),
             origin.clone(),
             &tls,
             Arc::clone(&upstream),
             http1_connections,
-        )?);
+        )?;
+        forwarder.tracing = tracing.clone();
+        let forwarder = Arc::new(forwarder);
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -250,12 +294,19 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     if let Some((admin, _)) = admin {
         tokio::spawn(serve_admin(admin, Arc::clone(&metrics), stopped.clone()));
     }
+    let (egress_addresses, egress_tasks) = match egress {
+        Some(listeners) => (listeners.addresses, listeners.tasks),
+        None => (Vec::new(), Vec::new()),
+    };
     let task = tokio::spawn(async move {
         let mut first_error = None;
         for finished in serving {
             if let Ok(Err(e)) = finished.await {
                 first_error.get_or_insert(e);
             }
+        }
+        for task in egress_tasks {
+            let _ = task.await;
         }
         // Every serving thread has drained: the recorder writes its queue
         // and closes the sink.
@@ -275,13 +326,14 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         task,
         metrics,
         upstream,
+        egress: egress_addresses,
     })
 }
 
 /// Streams an HTTP/2 client may have open at once on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 128;
 
-fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
+pub(crate) fn builder(config: &ProxyConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

@@ -83,6 +83,7 @@ pub(crate) static NO_ORIGIN: Origin = Origin {
     recorder: "",
     role: Role::Inbound,
     listener: String::new(),
+    route: String::new(),
     scheme: "http",
     authority: String::new(),
     server_addr: String::new(),

@@ -178,6 +178,7 @@ impl Captured {
             parent_id,
             trace_id,
             peer,
+            link,
         } = self.identity;
         let (request_body, response_body) = (&self.request_body, &self.response_body);
         let (request_cut, response_cut) = parts
@@ -238,6 +239,7 @@ impl Captured {
                 listener: origin.listener.clone(),
                 client_addr: peer.map(addr_text).unwrap_or_default(),
                 server_addr: parts.server_addr.into_owned(),
+                route: origin.route.clone(),
                 ..Default::default()
             }),
             protocol: protocol(self.version, self.grpc) as i32,
@@ -251,6 +253,7 @@ impl Captured {
                 upgraded,
                 ..Default::default()
             }),
+            link,
             ..Default::default()
         }
     }
@@ -306,6 +309,7 @@ impl Captured {
                 s.string(5, &addr_text(peer));
             }
             s.string(6, &parts.server_addr);
+            s.string(8, &origin.route);
         });
         w.uint(7, protocol(self.version, self.grpc) as u64);
         w.uint(8, origin.role as u64);
@@ -406,6 +410,9 @@ impl Captured {
                     f.double(5, sample_rate);
                 }
             });
+        }
+        if let Some(link) = &identity.link {
+            w.prost(17, link);
         }
     }
 }
@@ -568,6 +575,7 @@ mod tests {
             recorder: "proxy",
             role,
             listener: "127.0.0.1:8080".into(),
+            route: String::new(),
             scheme: "http",
             authority: "fallback.example".into(),
             server_addr: String::new(),
@@ -664,6 +672,36 @@ mod tests {
         assert_eq!(direct, reprise_model::codec::encode_to_vec(&exchange));
         assert_eq!(from_head, direct, "encoded from the head's parts");
         exchange
+    }
+
+    #[test]
+    fn an_egress_call_keeps_its_link_and_route() {
+        let mut origin = (*origin(Role::Downstream)).clone();
+        origin.route = "payments".into();
+        let mut c = record(
+            Some(Arc::new(origin)),
+            "POST",
+            "http://pay.example:9000/charge",
+            Version::HTTP_11,
+            &[("traceparent", b"00-0102-03-01")],
+        );
+        c.identity.parent_id = Some([3; 16]);
+        c.identity.trace_id = Some([4; 16]);
+        c.identity.link = Some(reprise_model::Link {
+            kind: reprise_model::LinkKind::Trace as i32,
+            order: 2,
+        });
+        respond(&mut c, 200, &[]);
+        let exchange = assert_same(&c, &Redactor::default(), 1.0);
+        assert_eq!(exchange.link.map(|l| l.order), Some(2));
+        let source = exchange.source.unwrap_or_default();
+        assert_eq!(source.route, "payments");
+        let request = exchange.request.unwrap_or_default();
+        assert_eq!(
+            (request.scheme.as_str(), request.authority.as_str()),
+            ("http", "pay.example:9000")
+        );
+        assert_eq!(request.path, "/charge");
     }
 
     #[test]

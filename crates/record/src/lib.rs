@@ -40,6 +40,7 @@ mod encode;
 mod grpc;
 mod head;
 mod held;
+mod links;
 mod local;
 mod metrics;
 mod pool;
@@ -55,8 +56,11 @@ pub use body::BodyCapture;
 pub use captured::Captured;
 pub use grpc::is_grpc;
 pub use head::{HeadView, RequestHead};
+pub use links::{DEFAULT_LINK_WINDOW, InboundLink, LINKS_MAX, LinkAnswer, LinkRegistry};
 pub use local::LOCAL_RECORD_MAX;
-pub use metrics::{ConnectionMetrics, HealthEvent, Metrics, RecorderStats};
+pub use metrics::{
+    ConnectionMetrics, EgressMetrics, EgressStats, HealthEvent, Metrics, RecorderStats,
+};
 pub use recorder::{Recorder, RecorderError, RecorderThread};
 pub use recording::{Identity, Origin, Recording, Side};
 pub use rules::Rules;

@@ -21,6 +21,11 @@ struct Reason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Link {
+    link: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Kind {
     kind: String,
 }
@@ -107,7 +112,61 @@ pub struct Metrics {
     /// Seconds from sending a request upstream to its response head.
     pub upstream_latency: Histogram,
     errors: Family<Kind, Counter>,
+    /// Downstream calls recorded by the egress proxy, by how they were
+    /// linked to their inbound call.
+    pub egress: EgressMetrics,
     registry: Registry,
+}
+
+/// How the egress proxy's downstream calls were linked to the inbound
+/// calls they served (`reprise_egress_calls{link=...}`).
+#[derive(Debug, Clone, Default)]
+pub struct EgressMetrics {
+    /// Linked to their inbound call by trace id.
+    pub linked: Counter,
+    /// Their trace id belonged to overlapping inbound calls.
+    pub ambiguous: Counter,
+    /// No trace context (no or a malformed `traceparent`).
+    pub unlinked: Counter,
+    /// A trace id no inbound call in flight or within the window had.
+    pub unknown_trace: Counter,
+    /// Not recorded: their inbound call was sampled out.
+    pub parent_sampled_out: Counter,
+}
+
+/// A snapshot of [`EgressMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EgressStats {
+    /// Linked to their inbound call by trace id.
+    pub linked: u64,
+    /// Their trace id belonged to overlapping inbound calls.
+    pub ambiguous: u64,
+    /// No trace context.
+    pub unlinked: u64,
+    /// A trace id no inbound call had.
+    pub unknown_trace: u64,
+    /// Not recorded: their inbound call was sampled out.
+    pub parent_sampled_out: u64,
+}
+
+impl EgressStats {
+    /// Egress calls seen, however they were linked.
+    pub fn total(&self) -> u64 {
+        self.linked + self.ambiguous + self.unlinked + self.unknown_trace + self.parent_sampled_out
+    }
+}
+
+impl EgressMetrics {
+    /// The counters now.
+    pub fn snapshot(&self) -> EgressStats {
+        EgressStats {
+            linked: self.linked.get(),
+            ambiguous: self.ambiguous.get(),
+            unlinked: self.unlinked.get(),
+            unknown_trace: self.unknown_trace.get(),
+            parent_sampled_out: self.parent_sampled_out.get(),
+        }
+    }
 }
 
 /// What a listener counts about its connections (the proxy's and the
@@ -290,6 +349,20 @@ impl Metrics {
             degraded_gauge.clone(),
         );
 
+        let links = Family::<Link, Counter>::default();
+        registry.register(
+            "egress_calls",
+            "Downstream calls through the egress proxy, by how they were linked to their inbound call",
+            links.clone(),
+        );
+        let link = |link: &str| links.get_or_create_owned(&Link { link: link.into() });
+        let egress = EgressMetrics {
+            linked: link("trace"),
+            ambiguous: link("ambiguous"),
+            unlinked: link("unlinked"),
+            unknown_trace: link("unknown_trace"),
+            parent_sampled_out: link("parent_sampled_out"),
+        };
         if let Some(connections) = connections {
             connections.register(&mut registry);
         }
@@ -314,6 +387,7 @@ impl Metrics {
             queue_depth,
             upstream_latency,
             errors,
+            egress,
             registry,
         }
     }

@@ -177,6 +177,13 @@ impl Recorder {
         self.pool.take()
     }
 
+    /// Whether `--match` or the rate cap judge inbound calls: their
+    /// downstream calls then wait for the verdict on the writer thread,
+    /// which sees it only for inbound calls submitted on a shared handle.
+    pub fn gated(&self) -> bool {
+        self.shared.judge.gated()
+    }
+
     /// The counters.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics

@@ -39,6 +39,9 @@ pub struct Origin {
     pub role: Role,
     /// `source.listener`: the listener or client the calls pass through.
     pub listener: String,
+    /// `source.route`: the egress route (`--egress-route NAME=...`) the
+    /// calls came through; empty elsewhere.
+    pub route: String,
     /// `http` or `https`: for inbound calls, how clients reached the
     /// service; for downstream calls, the scheme when the request's target
     /// has none.
@@ -63,6 +66,9 @@ pub struct Identity {
     pub trace_id: Option<[u8; 16]>,
     /// The client's address, when known.
     pub peer: Option<SocketAddr>,
+    /// For a downstream call: how it was tied to its parent, and its
+    /// place among the parent's downstream calls.
+    pub link: Option<reprise_model::Link>,
 }
 
 /// An exchange in flight.

@@ -14,6 +14,7 @@ use pin_project_lite::pin_project;
 use reprise_model::ErrorKind;
 
 use crate::body::BodyCapture;
+use crate::links::InboundLink;
 use crate::metrics::Metrics;
 use crate::recording::{Recording, Side};
 
@@ -26,6 +27,10 @@ pin_project! {
         tap: Option<Tap>,
         // Counts a broken body, recorded or not.
         metrics: Option<Arc<Metrics>>,
+        // An inbound exchange kept registered for egress linking until
+        // its response body is done with (boxed: a body that holds none,
+        // the case without egress, grows by a pointer only).
+        held: Option<Box<InboundLink>>,
     }
 }
 
@@ -98,7 +103,16 @@ impl<B: Body> TapBody<B> {
             inner,
             tap,
             metrics: Some(Arc::clone(metrics)),
+            held: None,
         }
+    }
+
+    /// Keeps `link` (the inbound exchange this body answers) registered
+    /// until the body is dropped: its downstream calls are linked to it
+    /// while its response streams, not only until its head.
+    pub fn holding(mut self, link: Option<InboundLink>) -> Self {
+        self.held = link.map(Box::new);
+        self
     }
 
     /// `inner` unobserved and uncounted: what a recorder that is switched
@@ -108,6 +122,7 @@ impl<B: Body> TapBody<B> {
             inner,
             tap: None,
             metrics: None,
+            held: None,
         }
     }
 }

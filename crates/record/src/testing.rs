@@ -30,6 +30,7 @@ pub(crate) fn call_with(
             Role::Inbound
         },
         listener: "127.0.0.1:8080".into(),
+        route: String::new(),
         scheme: "http",
         authority: "shop.example".into(),
         server_addr: String::new(),

@@ -847,6 +847,7 @@ fn origin(config: &Config, role: Role, authority: &str) -> Origin {
         recorder: "tower",
         role,
         listener: String::new(),
+        route: String::new(),
         scheme: "http",
         authority: authority.to_string(),
         server_addr: String::new(),

@@ -334,6 +334,7 @@ where
             parent_id: scope.as_ref().map(Scope::id_bytes),
             trace_id: Some(trace_id),
             peer: None,
+            link: scope.as_ref().map(Scope::next_link),
         };
         Recording::new(
             outbound.recorder.clone(),

@@ -144,6 +144,7 @@ where
                     parent_id: None,
                     trace_id: Some(trace_id),
                     peer: peer(&request),
+                    link: None,
                 };
                 Some(Recording::new(
                     recorder.clone(),

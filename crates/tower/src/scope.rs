@@ -28,6 +28,8 @@ struct Inner {
     id: [u8; 16],
     trace_id: [u8; 16],
     recorded: bool,
+    /// Downstream calls started under it so far: the next one's order.
+    calls: std::sync::atomic::AtomicU32,
     /// What the mocks served and missed for it, and what it replays.
     mock: MockScope,
 }
@@ -46,6 +48,7 @@ impl Scope {
             id,
             trace_id,
             recorded,
+            calls: std::sync::atomic::AtomicU32::new(0),
             mock: MockScope::new(replay_of),
         }))
     }
@@ -71,6 +74,19 @@ impl Scope {
 
     pub(crate) fn id_bytes(&self) -> [u8; 16] {
         self.0.id
+    }
+
+    /// The link of the next downstream call started under this call: an
+    /// in-process scope link, and its place among the calls before it.
+    pub(crate) fn next_link(&self) -> reprise_model::Link {
+        let order = self
+            .0
+            .calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        reprise_model::Link {
+            kind: reprise_model::LinkKind::Scope as i32,
+            order,
+        }
     }
 
     /// The W3C trace id of the inbound call: the one its `traceparent`

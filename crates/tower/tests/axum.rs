@@ -106,6 +106,19 @@ async fn inbound_calls_are_recorded_with_their_interleaved_downstream_calls() {
         assert!(source.client_addr.starts_with("127.0.0.1:"), "{source:?}");
         assert!(parent.parent_id.is_empty());
         assert_eq!(parent.trace_id.len(), 16);
+        let links: Vec<(i32, u32)> = children_of(&exchanges, parent)
+            .iter()
+            .map(|child| {
+                let link = child.link.unwrap();
+                (link.kind, link.order)
+            })
+            .collect();
+        let scope = reprise_model::LinkKind::Scope as i32;
+        let expected: Vec<(i32, u32)> = (0..links.len() as u32).map(|n| (scope, n)).collect();
+        assert_eq!(
+            links, expected,
+            "in-process links, in the order the calls started"
+        );
         let request = parent.request.as_ref().unwrap();
         let response = parent.response.as_ref().unwrap();
         assert_eq!(response.status, 200);

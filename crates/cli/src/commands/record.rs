@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use reprise_model::sample::Sampler;
 use reprise_model::select::ExchangeFilter;
-use reprise_proxy::{ConnectionLimits, ProxyConfig, RecorderStats, Upstream};
+use reprise_proxy::{
+    ConnectionLimits, EgressConfig, EgressRoute, EgressStats, ProxyConfig, RecorderStats, Upstream,
+};
 use reprise_tape::{TapeWriter, WriterOptions};
 
 use crate::Outcome;
@@ -78,7 +80,44 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
         bail!("--threads must be at least 1");
     }
     config.threads = args.threads;
+    config.egress = egress(args)?;
     Ok(config)
+}
+
+/// `--egress`, `--egress-route`, `--link-window` and `--fresh-trace`.
+fn egress(args: &RecordArgs) -> anyhow::Result<EgressConfig> {
+    let mut egress = EgressConfig {
+        forward: args
+            .egress
+            .as_deref()
+            .map(|a| address("--egress", a))
+            .transpose()?,
+        ..EgressConfig::default()
+    };
+    for spec in &args.egress_routes {
+        egress.routes.push(EgressRoute::parse(spec)?);
+    }
+    egress.check()?;
+    egress.link_window = duration("--link-window", &args.link_window)?;
+    egress.fresh_trace = args.fresh_trace;
+    egress.ca = args.egress_ca.clone();
+    if let Some(ca) = &egress.ca {
+        if !egress.enabled() {
+            bail!("--egress-ca is for https downstreams: it needs --egress or --egress-route");
+        }
+        // Read at start by the proxy too; said here with the flag's name.
+        std::fs::File::open(ca)
+            .with_context(|| format!("--egress-ca {}: cannot read it", ca.display()))?;
+    }
+    if !egress.enabled() && args.fresh_trace {
+        bail!(
+            "--fresh-trace changes trace context for egress linking: it needs --egress or --egress-route"
+        );
+    }
+    if !egress.enabled() && egress.link_window != reprise_proxy::DEFAULT_LINK_WINDOW {
+        bail!("--link-window is for egress linking: it needs --egress or --egress-route");
+    }
+    Ok(egress)
 }
 
 /// `--max-connections` (its default sized for `threads` serving
@@ -169,6 +208,30 @@ pub(crate) fn summary(stats: &RecorderStats) -> String {
     line
 }
 
+/// What became of the service's own calls, when egress is recorded.
+pub(crate) fn egress_summary(stats: &EgressStats) -> String {
+    let mut line = format!(
+        "egress: {} calls, {} linked, {} ambiguous, {} unlinked",
+        stats.total(),
+        stats.linked,
+        stats.ambiguous,
+        stats.unlinked + stats.unknown_trace
+    );
+    if stats.unknown_trace > 0 {
+        line.push_str(&format!(
+            " ({} with an unknown trace id)",
+            stats.unknown_trace
+        ));
+    }
+    if stats.parent_sampled_out > 0 {
+        line.push_str(&format!(
+            ", {} skipped with their sampled-out inbound call",
+            stats.parent_sampled_out
+        ));
+    }
+    line
+}
+
 /// Runs the proxy until SIGINT or SIGTERM, then drains and syncs.
 pub fn run(args: &RecordArgs) -> anyhow::Result<Outcome> {
     record_until_signal(args, "recording", |_| Ok(()))?;
@@ -255,6 +318,15 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         if let Some(admin) = proxy.admin_addr() {
             line.push_str(&format!(" (metrics: http://{admin}/metrics)"));
         }
+        for (name, addr) in proxy.egress_addresses() {
+            if name == "--egress" {
+                line.push_str(&format!("; egress proxy http://{addr}"));
+            } else {
+                line.push_str(&format!("; egress route {name} http://{addr}"));
+            }
+        }
+        let egress = !proxy.egress_addresses().is_empty();
+        let metrics = std::sync::Arc::clone(proxy.metrics());
         eprintln!("{line}; stop with Ctrl-C");
         tokio::select! {
             _ = terminate.recv() => {}
@@ -268,11 +340,12 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
             .shutdown()
             .await
             .with_context(|| format!("tape {}", args.out.display()))?;
-        eprintln!(
-            "reprise: {}; tape {} synced",
-            summary(&stats),
-            args.out.display()
-        );
+        let mut said = summary(&stats);
+        if egress {
+            said.push_str("; ");
+            said.push_str(&egress_summary(&metrics.egress.snapshot()));
+        }
+        eprintln!("reprise: {said}; tape {} synced", args.out.display());
         Ok((stats, extra))
     })
 }

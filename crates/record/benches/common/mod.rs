@@ -105,6 +105,7 @@ impl Call {
                 recorder: "proxy",
                 role: Role::Inbound,
                 listener: "127.0.0.1:8080".into(),
+                route: String::new(),
                 scheme: "http",
                 authority: String::new(),
                 server_addr: "127.0.0.1:8081".into(),
