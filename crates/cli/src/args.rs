@@ -450,10 +450,11 @@ pub struct RecordArgs {
     /// (default: one per two cores, at least one).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Also record the service's own calls: a forward proxy for plain
-    /// HTTP here (point the service's HTTP_PROXY at it); each call is
-    /// linked to the inbound call it served by its traceparent
-    /// (docs/egress.md).
+    /// Also record the service's own calls: a forward proxy here (point
+    /// the service's HTTP_PROXY and HTTPS_PROXY at it): plain HTTP in
+    /// absolute form, and CONNECT tunnels carrying TLS (a certificate from
+    /// the reprise CA, --ca-dir), h2c or HTTP/1.1; each call is linked to
+    /// the inbound call it served by its traceparent (docs/egress.md).
     #[arg(long, value_name = "ADDR")]
     pub egress: Option<String>,
     /// Also record the service's calls to one downstream, for clients
@@ -475,6 +476,11 @@ pub struct RecordArgs {
     /// listeners, not the system roots.
     #[arg(long, value_name = "FILE")]
     pub egress_ca: Option<PathBuf>,
+    /// The reprise CA (`reprise ca init`) whose certificates the --egress
+    /// proxy shows inside CONNECT tunnels carrying TLS [default: as
+    /// `reprise ca` finds it; without one, such tunnels are refused].
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
 }
 
 /// `--upstream-protocol`: which HTTP version calls take to an upstream.

@@ -18,15 +18,13 @@ use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use reprise_intercept::ca::{self, CaError};
 use reprise_intercept::{
-    Arrival, BoxBody, BoxError, Front, FrontOptions, Handler, Leaves, LocalCa, Opening, Started,
-    Target,
+    Arrival, BoxBody, BoxError, Front, FrontOptions, Handler, Leaves, Opening, Started, Target,
 };
 use reprise_mock::server::{
     Connections, MockHttp, MockListener, MockServer, MockStats, ServerOptions,
@@ -155,53 +153,11 @@ impl tower_service::Service<Request<Incoming>> for ProxiedMock {
         if let Some(target) = request.extensions().get::<Target>().cloned()
             && target.arrival() != Arrival::Plain
         {
-            *request.uri_mut() = tunnelled_uri(&request, &target);
+            *request.uri_mut() = target.absolute_uri(request.uri());
         }
         let http = self.http.clone();
         Box::pin(async move { Ok(http.answer(request).await.map(|body| body.boxed_unsync())) })
     }
-}
-
-/// The absolute URI of a call that came through a tunnel: the tunnel's
-/// scheme (`https` when the front terminated TLS), the authority the
-/// call named (its URI's, else its `Host`), else the CONNECT target's.
-/// The mock's `--out` exchange takes its scheme from it.
-fn tunnelled_uri<B>(request: &Request<B>, target: &Target) -> Uri {
-    let uri = request.uri();
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            request
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_else(|| target.authority());
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    Uri::builder()
-        .scheme(target.scheme().clone())
-        .authority(authority)
-        .path_and_query(path)
-        .build()
-        // Each part was parsed already; keep the URI as it came if not.
-        .unwrap_or_else(|_| uri.clone())
-}
-
-/// The CA whose leaves answer TLS tunnels: the one `--ca-dir` names
-/// (which must load), else the one `reprise ca` finds, if there is one.
-fn leaves(args: &MockArgs) -> anyhow::Result<Option<Arc<Leaves>>> {
-    let ca = match &args.ca_dir {
-        Some(dir) => LocalCa::load(dir).context("--ca-dir")?,
-        None => match ca::resolve_dir(None).map(|dir| LocalCa::load(&dir)) {
-            Ok(Ok(ca)) => ca,
-            Err(CaError::NoDirectory) | Ok(Err(CaError::Missing { .. })) => return Ok(None),
-            Err(e) | Ok(Err(e)) => return Err(e.into()),
-        },
-    };
-    Ok(Some(Arc::new(Leaves::new(ca).context("the reprise CA")?)))
 }
 
 /// Connections under the gate every reprise listener has
@@ -358,7 +314,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
             args.source.display()
         );
     }
-    let leaves = leaves(args)?;
+    let leaves = super::ca::leaves(args.ca_dir.as_deref())?;
     let listeners = bind(args, &store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
