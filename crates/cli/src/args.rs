@@ -238,8 +238,9 @@ pub struct MockArgs {
     #[arg(value_name = "SOURCE")]
     pub source: PathBuf,
     /// Where to listen: HTTP/1.1 and h2c (HTTP/2 with prior knowledge) on
-    /// one port. Calls come to it directly, or through it as a plain HTTP
-    /// proxy (`http_proxy`, no CONNECT), which keeps each call's own
+    /// one port. Calls come to it directly, or through it as an HTTP proxy
+    /// (`http_proxy`, `https_proxy`: absolute-form requests and CONNECT
+    /// tunnels carrying TLS, h2c or HTTP/1.1), which keeps each call's own
     /// authority. Default 127.0.0.1:8081, unless --recorded-listeners.
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
@@ -254,6 +255,12 @@ pub struct MockArgs {
     /// answered it or the miss, linked to the replayed exchange.
     #[arg(long, value_name = "TAPE")]
     pub out: Option<PathBuf>,
+    /// The reprise CA (`reprise ca init`) whose leaves answer CONNECT
+    /// tunnels carrying TLS [default: as `reprise ca` finds it; without
+    /// one, TLS tunnels are refused and plain calls, h2c and HTTP/1.1
+    /// tunnels still served].
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
     /// Serve the recording's inbound calls instead of its downstream
     /// calls: a recording made in front of the service this mock stands
     /// in for. They belong to no replayed call: implies --global.
@@ -448,10 +455,11 @@ pub struct RecordArgs {
     /// (default: one per two cores, at least one).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
-    /// Also record the service's own calls: a forward proxy for plain
-    /// HTTP here (point the service's HTTP_PROXY at it); each call is
-    /// linked to the inbound call it served by its traceparent
-    /// (docs/egress.md).
+    /// Also record the service's own calls: a forward proxy here (point
+    /// the service's HTTP_PROXY and HTTPS_PROXY at it): plain HTTP in
+    /// absolute form, and CONNECT tunnels carrying TLS (a certificate from
+    /// the reprise CA, --ca-dir), h2c or HTTP/1.1; each call is linked to
+    /// the inbound call it served by its traceparent (docs/egress.md).
     #[arg(long, value_name = "ADDR")]
     pub egress: Option<String>,
     /// Also record the service's calls to one downstream, for clients
@@ -473,6 +481,11 @@ pub struct RecordArgs {
     /// listeners, not the system roots.
     #[arg(long, value_name = "FILE")]
     pub egress_ca: Option<PathBuf>,
+    /// The reprise CA (`reprise ca init`) whose certificates the --egress
+    /// proxy shows inside CONNECT tunnels carrying TLS [default: as
+    /// `reprise ca` finds it; without one, such tunnels are refused].
+    #[arg(long, value_name = "DIR")]
+    pub ca_dir: Option<PathBuf>,
 }
 
 /// `--upstream-protocol`: which HTTP version calls take to an upstream.

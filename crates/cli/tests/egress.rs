@@ -556,29 +556,6 @@ fn a_downstream_that_refuses_gives_a_502_recorded_with_its_error() {
     }
 }
 
-#[test]
-fn connect_through_the_egress_proxy_is_refused_for_now() {
-    let recording = record_python(1, &[]);
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "20",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_connect}",
-        ])
-        .args(["-p", "-x", &format!("http://{}", recording.egress)])
-        .arg(format!("{}/x", recording._downstream.url()))
-        .output()
-        .unwrap();
-    assert_eq!(text(&out.stdout), "501");
-    // An origin-form request is not a proxy request.
-    let (body, _) = support::curl(&[&format!("http://{}/x", recording.egress)]);
-    assert!(body.contains("absolute form"), "{body}");
-}
-
 fn refused(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let tape = dir.path().join("never.tape");

@@ -52,8 +52,8 @@ impl<S> FrontService for S where
 {
 }
 
-/// The front's timeouts.
-#[derive(Debug, Clone)]
+/// The front's timeouts, and where its warnings go.
+#[derive(Clone)]
 #[non_exhaustive]
 pub struct FrontOptions {
     /// How long a tunnel may stay silent before its first bytes tell
@@ -66,7 +66,14 @@ pub struct FrontOptions {
     /// off for a listener whose handler sends every request to one fixed
     /// upstream whatever its `Host` (an `--egress-route`).
     pub refuse_self: bool,
+    /// Where the front's warnings go (a tunnel it could not serve, a
+    /// client that rejected the minted certificate), besides `tracing`:
+    /// for a program that shows its user one line per failure.
+    pub warn: Option<WarnSink>,
 }
+
+/// Takes one warning line (no newline).
+pub type WarnSink = Arc<dyn Fn(&str) + Send + Sync>;
 
 impl Default for FrontOptions {
     fn default() -> Self {
@@ -74,7 +81,19 @@ impl Default for FrontOptions {
             sniff_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             refuse_self: true,
+            warn: None,
         }
+    }
+}
+
+impl std::fmt::Debug for FrontOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrontOptions")
+            .field("sniff_timeout", &self.sniff_timeout)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("refuse_self", &self.refuse_self)
+            .field("warn", &self.warn.is_some())
+            .finish()
     }
 }
 
@@ -212,6 +231,14 @@ where
         self.inner.counters.clone()
     }
 
+    /// Tells `tracing` and the options' `warn` sink.
+    fn warn(&self, message: &str) {
+        tracing::warn!("{message}");
+        if let Some(warn) = &self.inner.options.warn {
+            warn(message);
+        }
+    }
+
     /// The handler.
     pub fn handler(&self) -> &H {
         &self.inner.handler
@@ -230,7 +257,7 @@ where
                 Err(e) => {
                     // Out of descriptors, mostly: the connections in
                     // flight go on, and accepting resumes as they end.
-                    tracing::warn!("reprise egress: cannot accept a connection: {e}");
+                    self.warn(&format!("reprise egress: cannot accept a connection: {e}"));
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -264,18 +291,39 @@ where
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        bump(&self.inner.counters.connections);
-        let service = self.inner.handler.plain();
-        let front = self.clone();
-        let hyper_service = hyper::service::service_fn(move |request: Request<Incoming>| {
-            let front = front.clone();
-            let service = service.clone();
-            async move { Ok::<_, Infallible>(front.on_request(service, request, local).await) }
-        });
+        let hyper_service = self.connection_service(local);
         self.inner
             .http
             .serve_connection_with_upgrades(TokioIo::new(io), hyper_service)
             .await
+    }
+
+    /// The hyper service of one client connection, for a caller that
+    /// serves connections itself (under limits and timeouts of its own):
+    /// serve it with upgrades allowed (`serve_connection_with_upgrades`),
+    /// or CONNECT tunnels never open. With `local` (the address the
+    /// connection reached), requests for that address are refused (they
+    /// would loop); give `None` for a handler that never dials out.
+    /// Counts a connection.
+    pub fn connection_service(
+        &self,
+        local: Option<SocketAddr>,
+    ) -> impl hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<BoxBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static {
+        bump(&self.inner.counters.connections);
+        let service = self.inner.handler.plain();
+        let front = self.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let front = front.clone();
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(front.on_request(service, request, local).await) }
+        })
     }
 
     async fn on_request(
@@ -327,7 +375,7 @@ where
                     authority(&host, port),
                     describe(&e)
                 );
-                tracing::warn!("{message}");
+                self.warn(&message);
                 return answer(StatusCode::BAD_GATEWAY, message);
             }
         };
@@ -359,7 +407,10 @@ where
             Err(SniffError::Closed) => return,
             Err(e) => {
                 bump(&counters.not_tls_or_http);
-                tracing::warn!("reprise egress: tunnel to {} {e}", authority(&host, port));
+                self.warn(&format!(
+                    "reprise egress: tunnel to {} {e}",
+                    authority(&host, port)
+                ));
                 return;
             }
         };
@@ -387,9 +438,9 @@ where
         let place = authority(&host, port);
         let Some(leaves) = self.inner.leaves.clone() else {
             bump(&counters.client_tls_failed);
-            tracing::warn!(
-                "reprise egress: tunnel to {place} carries TLS, and no CA was given to terminate it"
-            );
+            self.warn(&format!(
+                "reprise egress: tunnel to {place} carries TLS, and there is no CA to terminate it: run `reprise ca init` (or give --ca-dir)"
+            ));
             return;
         };
         let timeout = self.inner.options.handshake_timeout;
@@ -399,16 +450,16 @@ where
             Ok(Ok(start)) => start,
             Ok(Err(e)) => {
                 bump(&counters.client_tls_failed);
-                tracing::warn!(
+                self.warn(&format!(
                     "reprise egress: tunnel to {place}: not a usable TLS ClientHello: {e}"
-                );
+                ));
                 return;
             }
             Err(_) => {
                 bump(&counters.client_tls_failed);
-                tracing::warn!(
+                self.warn(&format!(
                     "reprise egress: tunnel to {place}: no TLS ClientHello within {timeout:?}"
-                );
+                ));
                 return;
             }
         };
@@ -444,7 +495,7 @@ where
             Ok(config) => config,
             Err(e) => {
                 bump(&counters.client_tls_failed);
-                tracing::warn!("reprise egress: tunnel to {place}: {e}");
+                self.warn(&format!("reprise egress: tunnel to {place}: {e}"));
                 return;
             }
         };
@@ -453,21 +504,23 @@ where
             Ok(Err(e)) => {
                 if rejected_certificate(&e) {
                     bump(&counters.client_rejected_certificate);
-                    tracing::warn!(
+                    self.warn(&format!(
                         "reprise egress: the client rejected reprise's certificate for {leaf_host} ({e}): \
                          make it trust the reprise CA (`reprise ca env` prints the variables)"
-                    );
+                    ));
                 } else {
                     bump(&counters.client_tls_failed);
-                    tracing::warn!("reprise egress: tunnel to {place}: TLS handshake failed: {e}");
+                    self.warn(&format!(
+                        "reprise egress: tunnel to {place}: TLS handshake failed: {e}"
+                    ));
                 }
                 return;
             }
             Err(_) => {
                 bump(&counters.client_tls_failed);
-                tracing::warn!(
+                self.warn(&format!(
                     "reprise egress: tunnel to {place}: the TLS handshake took over {timeout:?}"
-                );
+                ));
                 return;
             }
         };
@@ -488,7 +541,7 @@ where
             Err(e) => {
                 bump(&self.inner.counters.upstream_failed);
                 let message = format!("reprise egress: {}: {e}", target.authority());
-                tracing::warn!("{message}");
+                self.warn(&message);
                 Err(message)
             }
         };

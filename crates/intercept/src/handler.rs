@@ -90,6 +90,26 @@ impl Target {
     pub fn authority(&self) -> String {
         authority(&self.0.host, self.0.port)
     }
+
+    /// `uri` in absolute form, as a recorder or a mock names the call:
+    /// inside a tunnel, the tunnel's scheme (`https` over TLS) and the
+    /// CONNECT target's `host:port`, whatever the request's `Host` or
+    /// `:authority` say; outside, `uri` as it came when absolute, else
+    /// with this target's scheme and authority (origin form with a
+    /// `Host`). The path and query are `uri`'s (`/` when it has none).
+    pub fn absolute_uri(&self, uri: &http::Uri) -> http::Uri {
+        if self.0.arrival == Arrival::Plain && uri.authority().is_some() {
+            return uri.clone();
+        }
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        http::Uri::builder()
+            .scheme(self.0.scheme.clone())
+            .authority(self.authority())
+            .path_and_query(path)
+            .build()
+            // The host came from a parsed authority; keep `uri` if not.
+            .unwrap_or_else(|_| uri.clone())
+    }
 }
 
 /// `host:port`, an IPv6 literal in brackets.

@@ -59,7 +59,7 @@ mod sniff;
 
 pub use ca::{CaError, CaFiles, LocalCa};
 pub use forward::{Dialled, Forward, ForwardBody, ForwardFuture, ForwardService};
-pub use front::{Front, FrontCounters, FrontCounts, FrontOptions, FrontService};
+pub use front::{Front, FrontCounters, FrontCounts, FrontOptions, FrontService, WarnSink};
 pub use handler::{
     Arrival, BoxBody, BoxError, Handler, Layered, Opening, Started, Target, layered,
 };

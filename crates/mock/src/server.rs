@@ -543,6 +543,12 @@ where
 }
 
 impl MockHttp {
+    /// Whether it serves a recorded route (`--egress-route`): its calls
+    /// all go to the route's downstream, never through a proxy.
+    pub fn is_route(&self) -> bool {
+        self.route.is_some()
+    }
+
     /// Answers one call: scoped, matched, maybe fallen through, logged,
     /// counted and (with `out`) kept.
     pub async fn answer<B>(self, mut request: Request<B>) -> Response<ServedBody>

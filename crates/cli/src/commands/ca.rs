@@ -1,7 +1,12 @@
 //! `reprise ca init|env`: the local CA of the egress proxy
 //! (`reprise_intercept::ca` does the work).
 
-use reprise_intercept::ca;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use reprise_intercept::ca::{self, CaError};
+use reprise_intercept::{Leaves, LocalCa};
 
 use crate::Outcome;
 use crate::args::{CaCommand, CaDirArgs};
@@ -40,4 +45,19 @@ fn dir_flag(args: &CaDirArgs) -> String {
         Some(dir) => format!(" --dir {}", dir.display()),
         None => String::new(),
     }
+}
+
+/// The leaves that answer CONNECT tunnels carrying TLS (`record --egress`,
+/// `mock`): from the CA in `dir` (`--ca-dir`, which must load), else the
+/// one `reprise ca` finds, if there is one (none initialised: `None`).
+pub(crate) fn leaves(dir: Option<&Path>) -> anyhow::Result<Option<Arc<Leaves>>> {
+    let ca = match dir {
+        Some(dir) => LocalCa::load(dir).context("--ca-dir")?,
+        None => match ca::resolve_dir(None).map(|dir| LocalCa::load(&dir)) {
+            Ok(Ok(ca)) => ca,
+            Err(CaError::NoDirectory) | Ok(Err(CaError::Missing { .. })) => return Ok(None),
+            Err(e) | Ok(Err(e)) => return Err(e.into()),
+        },
+    };
+    Ok(Some(Arc::new(Leaves::new(ca).context("the reprise CA")?)))
 }

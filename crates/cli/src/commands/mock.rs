@@ -4,17 +4,28 @@
 //! call its headers name), on `--listen` and the recording's egress
 //! listeners; then what was served and missed. This command parses its
 //! arguments, binds the listeners and gates their connections as every
-//! reprise server does (`reprise_proxy::ConnectionGate`).
+//! reprise server does (`reprise_proxy::ConnectionGate`). Every listener
+//! but a recorded route's is an HTTP proxy too (the egress front of
+//! `reprise_intercept`): CONNECT tunnels carrying TLS (leaves from the
+//! reprise CA), h2c or HTTP/1.1 are answered from the recording.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
+use reprise_intercept::{
+    Arrival, BoxBody, BoxError, Front, FrontOptions, Handler, Leaves, Opening, Started, Target,
+};
 use reprise_mock::server::{
     Connections, MockHttp, MockListener, MockServer, MockStats, ServerOptions,
 };
@@ -92,17 +103,78 @@ fn read_all(args: &MockArgs) -> anyhow::Result<Vec<reprise_model::Exchange>> {
     Ok(exchanges)
 }
 
+/// The mock behind the egress proxy's front: every request, whether it
+/// came in absolute form, in origin form or through a CONNECT tunnel
+/// (TLS, h2c, HTTP/1.1), is answered by the listener's [`MockHttp`].
+/// There is no far end to dial: a tunnel opens at once, and a TLS
+/// tunnel agrees on h2 when the client offers it, else HTTP/1.1.
+#[derive(Clone)]
+pub(crate) struct ProxiedMock {
+    http: MockHttp,
+}
+
+impl Handler for ProxiedMock {
+    type Service = ProxiedMock;
+    type Tunnel = ();
+
+    fn plain(&self) -> ProxiedMock {
+        self.clone()
+    }
+
+    async fn open(&self, _host: &str, _port: u16) -> std::io::Result<()> {
+        Ok(())
+    }
+
+    async fn start(&self, (): (), opening: Opening) -> Result<Started<ProxiedMock>, BoxError> {
+        let alpn = match opening {
+            Opening::Tls { alpn, .. } => [&b"h2"[..], b"http/1.1"]
+                .into_iter()
+                .find(|p| alpn.iter().any(|offered| offered == p))
+                .map(<[u8]>::to_vec),
+            Opening::H2c | Opening::Http1 => None,
+        };
+        Ok(Started {
+            service: self.clone(),
+            alpn,
+        })
+    }
+}
+
+impl tower_service::Service<Request<Incoming>> for ProxiedMock {
+    type Response = Response<BoxBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<BoxBody>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut request: Request<Incoming>) -> Self::Future {
+        if let Some(target) = request.extensions().get::<Target>().cloned()
+            && target.arrival() != Arrival::Plain
+        {
+            *request.uri_mut() = target.absolute_uri(request.uri());
+        }
+        let http = self.http.clone();
+        Box::pin(async move { Ok(http.answer(request).await.map(|body| body.boxed_unsync())) })
+    }
+}
+
 /// Connections under the gate every reprise listener has
 /// (`--max-connections`, `--header-timeout`, `--idle-timeout`), served
-/// as `reprise record` serves them; for `reprise_mock::server`.
+/// as `reprise record` serves them; for `reprise_mock::server`. Every
+/// listener but a recorded route's is a proxy too: its connections are
+/// served by the egress front ([`ProxiedMock`]), TLS tunnels with
+/// `leaves`.
 pub(crate) struct Gated {
     gate: ConnectionGate,
     builder: Arc<auto::Builder<TokioExecutor>>,
+    leaves: Option<Arc<Leaves>>,
 }
 
 impl Gated {
-    /// Connections `gate` admits.
-    pub(crate) fn new(gate: ConnectionGate) -> Gated {
+    /// Connections `gate` admits; TLS tunnels answered with `leaves`.
+    pub(crate) fn new(gate: ConnectionGate, leaves: Option<Arc<Leaves>>) -> Gated {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         // The connection's own clocks time request heads (--header-timeout,
         // --idle-timeout).
@@ -114,6 +186,7 @@ impl Gated {
         Gated {
             gate,
             builder: Arc::new(builder),
+            leaves,
         }
     }
 }
@@ -126,6 +199,19 @@ impl Connections for Gated {
         mut stop: watch::Receiver<bool>,
     ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let (gate, builder) = (self.gate.clone(), Arc::clone(&self.builder));
+        // A route's calls all go to its downstream: no proxy there.
+        let front = (!service.is_route()).then(|| {
+            let mut options = FrontOptions::default();
+            // A tunnel that could not be served says why, once.
+            options.warn = Some(Arc::new(|line: &str| eprintln!("{line}")));
+            Front::with_options(
+                ProxiedMock {
+                    http: service.clone(),
+                },
+                self.leaves.clone(),
+                options,
+            )
+        });
         Box::pin(async move {
             loop {
                 let accepted = tokio::select! {
@@ -133,13 +219,24 @@ impl Connections for Gated {
                     _ = stop.wait_for(|stop| *stop) => return,
                 };
                 let _ = accepted.stream.set_nodelay(true);
-                tokio::spawn(reprise_proxy::serve_connection(
-                    accepted,
-                    None,
-                    Arc::clone(&builder),
-                    service.clone(),
-                    stop.clone(),
-                ));
+                let (builder, stop) = (Arc::clone(&builder), stop.clone());
+                match &front {
+                    // The mock dials nothing: no request can loop back.
+                    Some(front) => tokio::spawn(reprise_proxy::serve_connection(
+                        accepted,
+                        None,
+                        builder,
+                        front.connection_service(None),
+                        stop,
+                    )),
+                    None => tokio::spawn(reprise_proxy::serve_connection(
+                        accepted,
+                        None,
+                        builder,
+                        service.clone(),
+                        stop,
+                    )),
+                };
             }
         })
     }
@@ -217,6 +314,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
             args.source.display()
         );
     }
+    let leaves = super::ca::leaves(args.ca_dir.as_deref())?;
     let listeners = bind(args, &store)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -245,7 +343,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
     let server = MockServer::new(Arc::new(store), server_options)?;
     let connections = ConnectionMetrics::default();
     let gate = ConnectionGate::new("mock", limits, connections.clone());
-    let stats = runtime.block_on(serve(args, server, listeners, gate, calls))?;
+    let stats = runtime.block_on(serve(args, server, listeners, (gate, leaves), calls))?;
     print_report(&stats);
     print_connections(&connections);
     if let Some(url) = &args.fallthrough {
@@ -291,14 +389,17 @@ async fn serve(
     args: &MockArgs,
     server: MockServer,
     listeners: Vec<MockListener>,
-    gate: ConnectionGate,
+    (gate, leaves): (ConnectionGate, Option<Arc<Leaves>>),
     calls: usize,
 ) -> anyhow::Result<MockStats> {
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot handle SIGTERM")?;
     let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
         .context("cannot handle SIGINT")?;
-    let handle = server.serve(listeners, Arc::new(Gated::new(gate))).await?;
+    let without_ca = leaves.is_none();
+    let handle = server
+        .serve(listeners, Arc::new(Gated::new(gate, leaves)))
+        .await?;
     let mut listening = handle.listening().iter();
     let first = listening
         .next()
@@ -314,6 +415,11 @@ async fn serve(
     );
     for other in listening {
         eprintln!("reprise: mocking {other} too");
+    }
+    if without_ca {
+        eprintln!(
+            "reprise: no reprise CA: CONNECT tunnels carrying TLS are refused (run `reprise ca init`, or give --ca-dir)"
+        );
     }
     tokio::select! {
         _ = terminate.recv() => {}

@@ -109,6 +109,14 @@ fn egress(args: &RecordArgs) -> anyhow::Result<EgressConfig> {
         std::fs::File::open(ca)
             .with_context(|| format!("--egress-ca {}: cannot read it", ca.display()))?;
     }
+    if args.ca_dir.is_some() && egress.forward.is_none() {
+        bail!("--ca-dir is the CA of the --egress proxy's CONNECT tunnels: it needs --egress");
+    }
+    if egress.forward.is_some() {
+        // Without a CA the start line says so.
+        egress.leaves = super::ca::leaves(args.ca_dir.as_deref())?;
+        egress.warn = Some(std::sync::Arc::new(|line: &str| eprintln!("{line}")));
+    }
     if !egress.enabled() && args.fresh_trace {
         bail!(
             "--fresh-trace changes trace context for egress linking: it needs --egress or --egress-route"
@@ -272,6 +280,7 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         };
         let upstream = args.upstream.clone();
         let drain = config.drain_timeout;
+        let without_ca = config.egress.forward.is_some() && config.egress.leaves.is_none();
         let proxy = match reprise_proxy::start(config, Box::new(writer)).await {
             Ok(proxy) => proxy,
             Err(error) => {
@@ -328,6 +337,11 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         let egress = !proxy.egress_addresses().is_empty();
         let metrics = std::sync::Arc::clone(proxy.metrics());
         eprintln!("{line}; stop with Ctrl-C");
+        if without_ca {
+            eprintln!(
+                "reprise: no reprise CA: the egress proxy refuses CONNECT tunnels carrying TLS (run `reprise ca init`, or give --ca-dir)"
+            );
+        }
         tokio::select! {
             _ = terminate.recv() => {}
             _ = interrupt.recv() => {}

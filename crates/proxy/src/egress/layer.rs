@@ -33,6 +33,13 @@ pub struct ForwardError {
     pub message: String,
 }
 
+/// A forwarder that never fails (its failures are answers: `reprise_intercept::Forward`).
+impl From<std::convert::Infallible> for ForwardError {
+    fn from(never: std::convert::Infallible) -> Self {
+        match never {}
+    }
+}
+
 impl From<(ErrorKind, String)> for ForwardError {
     fn from((kind, message): (ErrorKind, String)) -> Self {
         ForwardError { kind, message }

@@ -1,7 +1,9 @@
 //! The egress listeners of `reprise record`: one per `--egress-route`,
-//! forwarding every call to its URL, and `--egress`, a forward proxy for
-//! plain HTTP in absolute form. Both record through
-//! [`EgressRecordLayer`] and forward through [`UpstreamForward`].
+//! forwarding every call to its URL through [`UpstreamForward`], and
+//! `--egress`, a forward proxy: `reprise_intercept`'s front (absolute
+//! form, CONNECT tunnels carrying TLS, h2c or HTTP/1.1) handing each call
+//! to `reprise_intercept::Forward`. Both record through
+//! [`EgressRecordLayer`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,9 +12,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use reprise_intercept::{BoxBody, Forward, Front, FrontOptions, Layered, Target, layered};
 use reprise_model::sample::Sampler;
 use reprise_record::{ConnectionMetrics, LinkRegistry, Recorder, TapBody, is_grpc};
 use tokio::net::TcpListener;
@@ -44,7 +47,7 @@ pub(crate) struct EgressListeners {
 #[derive(Clone)]
 enum Kind {
     Route(Arc<EgressRoute>),
-    Forward(SocketAddr),
+    Forward,
 }
 
 /// Binds every egress listener of `config` and starts serving them on the
@@ -65,7 +68,7 @@ pub(crate) async fn start_listeners(
     }
     if let Some(forward) = egress.forward {
         let (listener, addr) = crate::server::bind(forward).await?;
-        bound.push((listener, addr, Kind::Forward(addr)));
+        bound.push((listener, addr, Kind::Forward));
     }
     let forward = UpstreamForward::new(tls, config.connect_timeout, config.response_timeout);
     let mut listeners = EgressListeners {
@@ -75,12 +78,12 @@ pub(crate) async fn start_listeners(
     for (listener, addr, kind) in bound {
         let (name, route) = match &kind {
             Kind::Route(route) => (route.name.clone(), route.name.clone()),
-            Kind::Forward(_) => ("--egress".to_string(), String::new()),
+            Kind::Forward => ("--egress".to_string(), String::new()),
         };
         let source = EgressSource {
             listener: match &kind {
                 Kind::Route(route) => route.listen.to_string(),
-                Kind::Forward(_) => egress
+                Kind::Forward => egress
                     .forward
                     .map_or_else(|| addr.to_string(), |a| a.to_string()),
             },
@@ -90,7 +93,18 @@ pub(crate) async fn start_listeners(
         };
         let sampler = Sampler::new(config.sampler.rate()).unwrap_or_else(|_| Sampler::all());
         let layer = EgressRecordLayer::new(recorder.clone(), source, Arc::clone(links), sampler);
-        let service = layer.layer(forward.clone());
+        let serving = match kind {
+            Kind::Route(_) => Serving::Route(kind, Box::new(layer.layer(forward.clone()))),
+            Kind::Forward => {
+                let mut options = FrontOptions::default();
+                options.warn = egress.warn.clone();
+                Serving::Proxy(Front::with_options(
+                    layered(Forward::with_tls(tls.clone()), Absolute { record: layer }),
+                    egress.leaves.clone(),
+                    options,
+                ))
+            }
+        };
         let gate = ConnectionGate::new(
             &format!("the egress listener {name} ({addr})"),
             config.limits,
@@ -100,8 +114,7 @@ pub(crate) async fn start_listeners(
         listeners.tasks.push(tokio::spawn(serve(
             listener,
             gate,
-            kind,
-            service,
+            serving,
             Arc::new(crate::server::builder(config)),
             config.drain_timeout,
             stopped.clone(),
@@ -110,11 +123,18 @@ pub(crate) async fn start_listeners(
     Ok(listeners)
 }
 
+/// How one listener serves its connections.
+enum Serving {
+    /// A route: every call to its URL.
+    Route(Kind, Box<Recorded>),
+    /// The forward proxy: the front, its calls recorded.
+    Proxy(Front<Layered<Forward<TapBody<Incoming>>, Absolute>>),
+}
+
 async fn serve(
     listener: TcpListener,
     gate: ConnectionGate,
-    kind: Kind,
-    service: Recorded,
+    serving: Serving,
     builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
     drain: std::time::Duration,
     mut stopped: watch::Receiver<bool>,
@@ -123,23 +143,97 @@ async fn serve(
         tokio::select! {
             accepted = gate.accept(&listener) => {
                 let _ = accepted.stream.set_nodelay(true);
-                let (kind, service) = (kind.clone(), service.clone());
-                let handler = service_fn(move |request| {
-                    handle(kind.clone(), service.clone(), request)
-                });
-                tokio::spawn(serve_connection(
-                    accepted,
-                    None,
-                    Arc::clone(&builder),
-                    handler,
-                    stopped.clone(),
-                ));
+                let builder = Arc::clone(&builder);
+                match &serving {
+                    Serving::Route(kind, service) => {
+                        let (kind, service) = (kind.clone(), (**service).clone());
+                        let handler = service_fn(move |request| {
+                            handle(kind.clone(), service.clone(), request)
+                        });
+                        tokio::spawn(serve_connection(
+                            accepted,
+                            None,
+                            builder,
+                            handler,
+                            stopped.clone(),
+                        ));
+                    }
+                    Serving::Proxy(front) => {
+                        // A call for the proxy's own address would loop.
+                        let local = accepted.stream.local_addr().ok();
+                        tokio::spawn(serve_connection(
+                            accepted,
+                            None,
+                            builder,
+                            front.connection_service(local),
+                            stopped.clone(),
+                        ));
+                    }
+                }
             }
             _ = stopped.changed() => break,
         }
     }
     drop(listener);
     let _ = tokio::time::timeout(drain, gate.all_closed()).await;
+}
+
+/// The forward proxy's calls, recorded: each named in absolute form by
+/// its target ([`Target::absolute_uri`]: `https://host:port/path` inside
+/// a TLS tunnel) before the [`EgressRecordLayer`] sees it.
+#[derive(Clone)]
+struct Absolute {
+    record: EgressRecordLayer,
+}
+
+impl<S> Layer<S> for Absolute {
+    type Service = AbsoluteService<S>;
+
+    fn layer(&self, inner: S) -> AbsoluteService<S> {
+        AbsoluteService {
+            inner: self.record.layer(inner),
+        }
+    }
+}
+
+/// See [`Absolute`].
+#[derive(Clone)]
+struct AbsoluteService<S> {
+    inner: EgressRecorder<S>,
+}
+
+type ProxyFuture = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<Response<BoxBody>, ForwardError>> + Send>,
+>;
+
+impl<S> Service<Request<Incoming>> for AbsoluteService<S>
+where
+    S: Service<Request<TapBody<Incoming>>, Response = Response<BoxBody>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<BoxBody>;
+    type Error = ForwardError;
+    type Future = ProxyFuture;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), ForwardError>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Incoming>) -> ProxyFuture {
+        if let Some(target) = request.extensions().get::<Target>() {
+            *request.uri_mut() = target.absolute_uri(request.uri());
+        }
+        let sending = self.inner.call(request);
+        Box::pin(async move {
+            let response = sending.await?;
+            Ok(response.map(|body| body.boxed_unsync()))
+        })
+    }
 }
 
 /// One call to an egress listener.
@@ -187,34 +281,8 @@ fn target(
                 }
             }
         }
-        Kind::Forward(local) => {
-            if parts.method == http::Method::CONNECT {
-                return Err((
-                    StatusCode::NOT_IMPLEMENTED,
-                    "reprise: CONNECT through the egress proxy is not supported yet \
-                     (TLS interception is coming); reach https downstreams through \
-                     --egress-route NAME=LISTEN=https://host instead\n"
-                        .to_string(),
-                ));
-            }
-            let Some(authority) = parts.uri.authority() else {
-                return Err((
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "reprise: the egress proxy takes requests in absolute form \
-                         (GET http://host:port/path, as clients using HTTP_PROXY send them), \
-                         not {}\n",
-                        parts.uri
-                    ),
-                ));
-            };
-            if authority.as_str() == local.to_string() {
-                return Err((
-                    StatusCode::LOOP_DETECTED,
-                    "reprise: the egress proxy was asked to call itself\n".to_string(),
-                ));
-            }
-        }
+        // The forward proxy is served by the front, never here.
+        Kind::Forward => {}
     }
     Ok(Request::from_parts(parts, body))
 }

@@ -32,7 +32,7 @@ pub use reprise_record::DEFAULT_LINK_WINDOW;
 use reprise_net::Upstream;
 
 /// What `reprise record` records of the service's own calls.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EgressConfig {
     /// `--egress ADDR`: a forward proxy for plain HTTP.
     pub forward: Option<SocketAddr>,
@@ -46,6 +46,13 @@ pub struct EgressConfig {
     /// `--egress-ca`: trust only this CA (PEM) for https downstreams, not
     /// the system roots.
     pub ca: Option<std::path::PathBuf>,
+    /// The leaves (from the reprise CA, `--ca-dir`) that terminate TLS in
+    /// the `--egress` proxy's CONNECT tunnels; without them such a tunnel
+    /// is closed, with a warning.
+    pub leaves: Option<std::sync::Arc<reprise_intercept::Leaves>>,
+    /// Where the `--egress` proxy's warnings go (a tunnel it could not
+    /// serve), besides `tracing`.
+    pub warn: Option<reprise_intercept::WarnSink>,
 }
 
 impl Default for EgressConfig {
@@ -56,7 +63,23 @@ impl Default for EgressConfig {
             link_window: DEFAULT_LINK_WINDOW,
             fresh_trace: false,
             ca: None,
+            leaves: None,
+            warn: None,
         }
+    }
+}
+
+impl std::fmt::Debug for EgressConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EgressConfig")
+            .field("forward", &self.forward)
+            .field("routes", &self.routes)
+            .field("link_window", &self.link_window)
+            .field("fresh_trace", &self.fresh_trace)
+            .field("ca", &self.ca)
+            .field("leaves", &self.leaves.is_some())
+            .field("warn", &self.warn.is_some())
+            .finish()
     }
 }
 

@@ -13,7 +13,6 @@
 mod egress;
 mod interrupt;
 mod mock_server;
-mod proxy_front;
 mod recorded_time;
 mod sandboxed;
 
