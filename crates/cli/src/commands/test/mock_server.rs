@@ -22,7 +22,14 @@ use super::sandboxed::MockSummary;
 /// (its sockets were opened inside the namespace; it opens none).
 pub(crate) struct RunningMock {
     runtime: tokio::runtime::Runtime,
-    handle: MockHandle,
+    serving: Serving,
+}
+
+enum Serving {
+    Listeners(MockHandle),
+    /// A recording with no egress listener: nothing to serve (every
+    /// call the service makes is an escape).
+    Nothing(MockServer),
 }
 
 /// Starts serving `store` on `listeners`, each standing in for the
@@ -65,20 +72,27 @@ pub(crate) fn start(
         ConnectionLimits::default(),
         ConnectionMetrics::default(),
     );
-    let handle = runtime
-        .block_on(server.serve(listeners, Arc::new(Gated::new(gate, leaves))))
-        .context("the mock")?;
-    Ok(RunningMock { runtime, handle })
+    let serving = if listeners.is_empty() {
+        Serving::Nothing(server)
+    } else {
+        Serving::Listeners(
+            runtime
+                .block_on(server.serve(listeners, Arc::new(Gated::new(gate, leaves))))
+                .context("the mock")?,
+        )
+    };
+    Ok(RunningMock { runtime, serving })
 }
 
 impl RunningMock {
     /// Stops serving (calls in flight finish), closes the `out` tape;
     /// what was served and missed.
     pub(crate) fn stop(self) -> anyhow::Result<MockSummary> {
-        let stats = self
-            .runtime
-            .block_on(self.handle.stop())
-            .context("the mock")?;
+        let stats = match self.serving {
+            Serving::Listeners(handle) => self.runtime.block_on(handle.stop()),
+            Serving::Nothing(server) => server.finish(),
+        }
+        .context("the mock")?;
         Ok(MockSummary {
             report: stats.report,
             written: stats.written,
