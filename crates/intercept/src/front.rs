@@ -66,6 +66,12 @@ pub struct FrontOptions {
     /// off for a listener whose handler sends every request to one fixed
     /// upstream whatever its `Host` (an `--egress-route`).
     pub refuse_self: bool,
+    /// Pass a request in origin form whose `Host` names no usable
+    /// authority (none, or bytes no authority has) to the handler with no
+    /// [`Target`], instead of answering `400`: for a handler that also
+    /// answers calls made to it directly (a mock), not one that must
+    /// know where to send each call.
+    pub direct_calls: bool,
     /// Where the front's warnings go (a tunnel it could not serve, a
     /// client that rejected the minted certificate), besides `tracing`:
     /// for a program that shows its user one line per failure.
@@ -81,6 +87,7 @@ impl Default for FrontOptions {
             sniff_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             refuse_self: true,
+            direct_calls: false,
             warn: None,
         }
     }
@@ -92,6 +99,7 @@ impl std::fmt::Debug for FrontOptions {
             .field("sniff_timeout", &self.sniff_timeout)
             .field("handshake_timeout", &self.handshake_timeout)
             .field("refuse_self", &self.refuse_self)
+            .field("direct_calls", &self.direct_calls)
             .field("warn", &self.warn.is_some())
             .finish()
     }
@@ -336,6 +344,9 @@ where
             return self.on_connect(request, local).await;
         }
         let Some(target) = plain_target(&request) else {
+            if self.inner.options.direct_calls {
+                return call(service, request).await;
+            }
             return answer(
                 StatusCode::BAD_REQUEST,
                 "reprise egress: a request needs an absolute URI (http://host/path) or a Host field".to_string(),

@@ -202,6 +202,9 @@ impl Connections for Gated {
         // A route's calls all go to its downstream: no proxy there.
         let front = (!service.is_route()).then(|| {
             let mut options = FrontOptions::default();
+            // A call made to the mock directly is answered (or missed)
+            // whatever its Host says.
+            options.direct_calls = true;
             // A tunnel that could not be served says why, once.
             options.warn = Some(Arc::new(|line: &str| eprintln!("{line}")));
             Front::with_options(
