@@ -27,6 +27,22 @@ command -v curl >/dev/null || need_packages curl
 command -v npm >/dev/null || need_packages nodejs npm
 scripts/fetch-har-examples.sh
 
+# undici (MIT), from npm, is the HTTP client of the Node.js service in the
+# egress tests (crates/cli/tests/egress_node.rs): its EnvHttpProxyAgent
+# honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY, which Node 20's built-in
+# clients do not. Unpacked into target/undici/node_modules (no
+# dependencies of its own); a pinned version, the last for Node 20.
+undici_version=7.30.3
+undici_dir=target/undici/node_modules/undici
+if ! grep -qs "\"version\": \"$undici_version\"" "$undici_dir/package.json"; then
+  echo "== fetching undici $undici_version (npm)"
+  rm -rf "$undici_dir"
+  mkdir -p "$undici_dir"
+  tarball=$(cd target/undici && npm pack --silent "undici@$undici_version" | tail -n 1)
+  tar -xzf "target/undici/$tarball" -C "$undici_dir" --strip-components=1
+  rm -f "target/undici/$tarball"
+fi
+
 # httpbin (with gunicorn), from PyPI, is a third-party service the
 # comparison's noise-cancellation test records and replays.
 if ! python3 -c 'import httpbin, gunicorn' >/dev/null 2>&1; then

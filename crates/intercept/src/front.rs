@@ -519,6 +519,17 @@ where
                         "reprise egress: the client rejected reprise's certificate for {leaf_host} ({e}): \
                          make it trust the reprise CA (`reprise ca env` prints the variables)"
                     ));
+                } else if e.kind() == io::ErrorKind::UnexpectedEof {
+                    // Node.js (OpenSSL) hangs up on a certificate it does
+                    // not trust without sending an alert: say the likely
+                    // reason rather than "eof".
+                    bump(&counters.client_tls_failed);
+                    self.warn(&format!(
+                        "reprise egress: tunnel to {place}: the client hung up in the TLS handshake, \
+                         after reprise's certificate for {leaf_host}: it probably does not trust the \
+                         reprise CA (Node.js hangs up without saying why; `reprise ca env` prints the \
+                         variables that make a client trust it)"
+                    ));
                 } else {
                     bump(&counters.client_tls_failed);
                     self.warn(&format!(
