@@ -4,12 +4,17 @@
 //! extra call, with a direct connection around the proxy; services that
 //! never open their port or exit early; refused options.
 //!
-//! The recording: `reprise record` in front of the shop, with an
-//! `--egress-route` to its payments service (`requests`, JSON) and one to
-//! its inventory (`grpcio`, h2c; both served by shop.py too), under 8
-//! concurrent checkouts: each
-//! downstream call linked to its checkout by the trace id the shop passes
-//! on (checked before any test uses it).
+//! The recording: `reprise record --egress` in front of the shop, the
+//! real forward proxy its clients reach through the standard variables:
+//! `requests` to its payments service over HTTPS (`HTTPS_PROXY`, CONNECT,
+//! TLS terminated with a certificate from the reprise CA, trusted by
+//! `REQUESTS_CA_BUNDLE` from `reprise ca env`), `grpcio` to its inventory
+//! (`grpc_proxy`, CONNECT carrying h2c); both served by shop.py too.
+//! 8 checkouts in flight at once (the payments service holds every
+//! `/charge` until all 8 wait), their downstream calls interleaved: each
+//! linked to exactly its checkout by the trace id the shop passes on, in
+//! the order made (checked before any test uses it). Every shop test
+//! runs `reprise test` on that one recording.
 //!
 //! These tests need root (network namespaces) and Debian's nftables;
 //! scripts/setup-tests.sh installs them and the PyPI packages.
@@ -25,39 +30,54 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use reprise_model::{Exchange, LinkKind, Role};
-use support::{Recorder, eventually, free_port, read_tape, write_exchanges};
+use reprise_model::{Exchange, LinkKind, Protocol, Role};
+use support::{Recorder, eventually, free_port, read_tape, s, text, write_exchanges};
 
 /// Checkouts recorded, all in flight at once.
 const CHECKOUTS: usize = 8;
 
-/// A Python process (the shop, its payments service) in a process group
-/// of its own, killed on drop.
+/// A Python process (the shop, its payments service, its inventory) in a
+/// process group of its own, killed on drop.
 struct Python {
     child: Child,
 }
 
 impl Python {
-    fn start(args: &[&str], port: u16) -> Python {
-        let child = Command::new("python3")
-            .arg(shop_py())
-            .args(args)
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("grpc_proxy")
+    /// Runs `python3 shop.py ARGS` with none of the machine's proxy or CA
+    /// variables, `env` added, and waits (bounded) for `addr` to answer.
+    fn start(args: &[&str], env: &[(&str, &str)], addr: SocketAddr) -> Python {
+        let mut command = Command::new("python3");
+        command.arg(shop_py()).args(args);
+        for name in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "grpc_proxy",
+            "no_grpc_proxy",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+        ] {
+            command.env_remove(name);
+        }
+        let child = command
             .env("NO_PROXY", "localhost,127.0.0.1,::1")
             .env("no_proxy", "localhost,127.0.0.1,::1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .process_group(0)
             .spawn()
             .expect("python3 runs examples/python-shop/shop.py");
-        let python = Python { child };
+        let mut python = Python { child };
         eventually(
-            &format!("shop.py {} listening on {port}", args[0]),
+            &format!("shop.py {} listening on {addr}", args[0]),
             20,
-            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || {
+                if let Ok(Some(status)) = python.child.try_wait() {
+                    panic!("shop.py {args:?} exited with {status}");
+                }
+                TcpStream::connect(addr).is_ok()
+            },
         );
         python
     }
@@ -79,13 +99,15 @@ fn shop_py() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-shop/shop.py")
 }
 
-/// The recording every test replays, made once per test binary.
+/// The recording every shop test replays, made once per test binary.
 struct Recording {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     tape: PathBuf,
     /// The shop's port (the recorded service's, given again to `test`).
     shop_port: u16,
-    /// The listeners the shop's downstream calls went through.
+    /// The payments service (HTTPS) and the inventory (gRPC over h2c),
+    /// each on a loopback address of its own: not 127.0.0.1, which
+    /// clients reach directly (`NO_PROXY`), here and in the sandbox.
     payments: SocketAddr,
     inventory: SocketAddr,
 }
@@ -100,10 +122,16 @@ impl Recording {
             "--listen".into(),
             format!("127.0.0.1:{}", self.shop_port),
             "--payments".into(),
-            format!("http://{}", self.payments),
+            format!("https://{}", self.payments),
             "--inventory".into(),
             self.inventory.to_string(),
         ]
+    }
+
+    /// The reprise CA the recording's TLS tunnels were terminated with
+    /// (`reprise ca init`), which `reprise test` is given again.
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca")
     }
 }
 
@@ -112,54 +140,99 @@ fn recording() -> &'static Recording {
     RECORDING.get_or_init(record_shop)
 }
 
-/// Records the shop under concurrent load with `reprise record
-/// --egress-route` (one route to the payments service, one to the
-/// inventory), and checks that every downstream call is linked to the
-/// checkout it was made for.
+/// A certificate for `ip`, self-signed: the payments service's (which
+/// the recorder trusts by `--egress-ca`). The paths of its PEM files.
+fn certificate_for(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec![ip.to_string()]).unwrap();
+    let cert = dir.join("payments-cert.pem");
+    let key = dir.join("payments-key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// `reprise ca init --dir DIR`, and the value `reprise ca env --dir DIR`
+/// gives `name`.
+fn ca_init(dir: &Path, name: &str) -> String {
+    let made = support::reprise(&["ca", "init", "--dir", s(dir)]);
+    assert!(made.status.success(), "{made:?}");
+    let env = support::reprise(&["ca", "env", "--dir", s(dir)]);
+    assert!(env.status.success(), "{env:?}");
+    support::text(&env.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("reprise ca env prints no {name}"))
+}
+
+/// Records the shop under concurrent load through the real forward
+/// proxy, `reprise record --egress` (`requests` over HTTPS through
+/// `HTTPS_PROXY`: CONNECT, TLS terminated with a certificate from the
+/// reprise CA the shop trusts by `REQUESTS_CA_BUNDLE`; `grpcio` through
+/// `grpc_proxy`: CONNECT carrying h2c), all checkouts in flight at once
+/// (the payments service holds each `/charge` until all are waiting), and
+/// checks that every downstream call is linked to exactly the checkout
+/// it was made for, in the order made.
 fn record_shop() -> Recording {
     let dir = tempfile::tempdir().unwrap();
-    let inventory_port = free_port();
-    let _inventory = Python::start(
-        &[
-            "inventory",
-            "--listen",
-            &format!("127.0.0.1:{inventory_port}"),
-        ],
-        inventory_port,
-    );
-    let payments_port = free_port();
+    let bundle = ca_init(&dir.path().join("ca"), "REQUESTS_CA_BUNDLE");
+    let payments = SocketAddr::from(([127, 0, 0, 2], free_port()));
+    let inventory = SocketAddr::from(([127, 0, 0, 3], free_port()));
+    let (cert, key) = certificate_for(dir.path(), "127.0.0.2");
+    let barrier = CHECKOUTS.to_string();
     let _payments = Python::start(
         &[
             "payments",
             "--listen",
-            &format!("127.0.0.1:{payments_port}"),
+            &payments.to_string(),
+            "--cert",
+            s(&cert),
+            "--key",
+            s(&key),
         ],
-        payments_port,
+        &[("SHOP_PAYMENTS_BARRIER", &barrier)],
+        payments,
+    );
+    let _inventory = Python::start(
+        &["inventory", "--listen", &inventory.to_string()],
+        &[],
+        inventory,
     );
     let tape = dir.path().join("recording.tape");
-    let payments = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let inventory = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let egress = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let shop_port = free_port();
-    let routes = [
-        format!("payments={payments}=http://127.0.0.1:{payments_port}"),
-        format!("inventory={inventory}=http://127.0.0.1:{inventory_port}"),
-    ];
+    let ca = dir.path().join("ca");
     let recorder = Recorder::start(
         &format!("http://127.0.0.1:{shop_port}"),
         &tape,
-        &["--egress-route", &routes[0], "--egress-route", &routes[1]],
+        &[
+            "--egress",
+            &egress.to_string(),
+            "--ca-dir",
+            s(&ca),
+            "--egress-ca",
+            s(&cert),
+        ],
     );
+    let proxy = format!("http://{egress}");
     let shop = Python::start(
         &[
             "shop",
             "--listen",
             &format!("127.0.0.1:{shop_port}"),
             "--payments",
-            &format!("http://{payments}"),
+            &format!("https://{payments}"),
             "--inventory",
             &inventory.to_string(),
         ],
-        shop_port,
+        &[
+            ("HTTPS_PROXY", &proxy),
+            ("grpc_proxy", &proxy),
+            ("REQUESTS_CA_BUNDLE", &bundle),
+        ],
+        SocketAddr::from(([127, 0, 0, 1], shop_port)),
     );
     let url = recorder.url("/checkout");
     let calls: Vec<_> = (0..CHECKOUTS)
@@ -197,33 +270,84 @@ fn record_shop() -> Recording {
         .filter(|e| e.role == Role::Inbound as i32)
         .collect();
     assert_eq!(inbound.len(), CHECKOUTS);
+    // All in flight at once: each started before any ended.
+    let last_start = inbound.iter().map(|e| e.recorded_at_ns).max().unwrap();
+    let first_end = inbound
+        .iter()
+        .map(|e| e.recorded_at_ns + e.duration_ns)
+        .min()
+        .unwrap();
+    assert!(last_start < first_end, "the checkouts did not overlap");
     let downstream: Vec<&Exchange> = exchanges
         .iter()
         .filter(|e| e.role == Role::Downstream as i32)
         .collect();
     assert_eq!(downstream.len(), 2 * CHECKOUTS);
-    // Each checkout's two calls are linked to it, in the order made:
-    // the inventory, then the payment.
+    // Interleaved: every inventory call was made before any charge ended.
+    let charged_first = downstream
+        .iter()
+        .filter(|c| c.request.as_ref().unwrap().path == "/charge")
+        .map(|c| c.recorded_at_ns + c.duration_ns)
+        .min()
+        .unwrap();
+    assert!(
+        downstream
+            .iter()
+            .filter(|c| c.request.as_ref().unwrap().path != "/charge")
+            .all(|c| c.recorded_at_ns < charged_first),
+        "the downstream calls did not interleave"
+    );
+    // Each checkout's two calls are linked to it, and only to it, in the
+    // order made: the inventory (gRPC, in a tunnel carrying h2c), then
+    // the payment (HTTPS, in a tunnel carrying TLS), for its own order.
+    for call in &downstream {
+        let parents = inbound.iter().filter(|p| p.id == call.parent_id).count();
+        assert_eq!(parents, 1, "{call:?}");
+    }
     for parent in &inbound {
         let mut children: Vec<&&Exchange> = downstream
             .iter()
             .filter(|c| c.parent_id == parent.id)
             .collect();
         children.sort_by_key(|c| c.link.as_ref().map(|l| l.order));
-        let routes: Vec<&str> = children
+        let seen: Vec<(String, String, String)> = children
             .iter()
-            .map(|c| c.source.as_ref().unwrap().route.as_str())
+            .map(|c| {
+                let r = c.request.as_ref().unwrap();
+                (r.scheme.clone(), r.authority.clone(), r.path.clone())
+            })
             .collect();
-        assert_eq!(routes, ["inventory", "payments"]);
+        assert_eq!(
+            seen,
+            [
+                (
+                    "http".to_string(),
+                    inventory.to_string(),
+                    "/reprise.test.v1.Echo/Unary".to_string()
+                ),
+                ("https".to_string(), payments.to_string(), "/charge".into()),
+            ]
+        );
+        assert_eq!(children[0].protocol, Protocol::Grpc as i32);
+        let order = text(&parent.request.as_ref().unwrap().body);
+        let order = order.split('"').nth(3).unwrap();
+        let charged = text(&children[1].request.as_ref().unwrap().body);
+        assert!(charged.contains(&format!("\"{order}\"")), "{charged}");
         for (n, child) in children.iter().enumerate() {
             let link = child.link.as_ref().unwrap();
             assert_eq!(link.kind, LinkKind::Trace as i32);
             assert_eq!(link.order as usize, n);
             assert_eq!(trace_of(child), trace_of(parent));
+            let source = child.source.as_ref().unwrap();
+            assert_eq!(
+                (source.listener.as_str(), source.route.as_str()),
+                (egress.to_string().as_str(), "")
+            );
+            assert_eq!(child.response.as_ref().unwrap().status, 200);
         }
     }
     Recording {
-        _dir: dir,
+        dir,
         tape,
         shop_port,
         payments,
@@ -307,7 +431,15 @@ fn shop_test(env: &[(&str, &str)]) -> Run {
     let r = recording();
     let port = r.shop_port.to_string();
     reprise_test(
-        &["--port", &port, "--max", "--concurrency", "4"],
+        &[
+            "--port",
+            &port,
+            "--max",
+            "--concurrency",
+            "4",
+            "--ca-dir",
+            s(&r.ca()),
+        ],
         env,
         &r.command(),
         120,
@@ -324,6 +456,22 @@ fn the_same_build_passes_and_its_downstream_calls_are_written() {
     let downstream = read_tape(&run.out.path().join("downstream.tape"));
     assert_eq!(downstream.len(), 2 * CHECKOUTS, "{}", run.both());
     let recorded = read_tape(&recording().tape);
+    // Both clients reached the mock through the proxy variables, by the
+    // targets the shop was given, HTTPS inside its TLS tunnel included.
+    let r = recording();
+    for (scheme, authority) in [
+        ("https", r.payments.to_string()),
+        ("http", r.inventory.to_string()),
+    ] {
+        let made = downstream
+            .iter()
+            .filter(|c| {
+                let q = c.request.as_ref().unwrap();
+                q.scheme == scheme && q.authority == authority
+            })
+            .count();
+        assert_eq!(made, CHECKOUTS, "{scheme}://{authority}: {}", run.both());
+    }
     for call in &downstream {
         assert_eq!(call.role, Role::Downstream as i32);
         assert!(!call.flags.as_ref().is_some_and(|f| f.mock_miss));
@@ -354,12 +502,14 @@ fn a_changed_charge_is_named_by_its_field() {
     let run = shop_test(&[("SHOP_CHARGE_DELTA", "10")]);
     assert_eq!(run.code, 1, "{}", run.both());
     // The write is compared, field by field, with the recorded one.
-    assert!(
-        run.stdout.contains("/charge: $.amount 10"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains(" → 11"), "{}", run.stdout);
+    // One of the 8 as the example: amount 10i charged 10 more.
+    let said = format!("POST {}/charge: $.amount 10", recording().payments);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&said))
+        .unwrap_or_else(|| panic!("no {said}: {}", run.stdout));
+    assert!(line.contains(" → 11"), "{line}");
     let report = std::fs::read_to_string(run.out.path().join("report.txt")).unwrap();
     assert!(report.contains("$.amount"), "{report}");
 }
@@ -368,8 +518,8 @@ fn a_changed_charge_is_named_by_its_field() {
 fn an_extra_call_is_named_as_extra() {
     let run = shop_test(&[("SHOP_EXTRA_CALL", "1")]);
     assert_eq!(run.code, 1, "{}", run.both());
-    assert!(run.stdout.contains("new call: POST "), "{}", run.stdout);
-    assert!(run.stdout.contains("/audit"), "{}", run.stdout);
+    let said = format!("new call: POST {}/audit", recording().payments);
+    assert!(run.stdout.contains(&said), "{}", run.stdout);
     // The mock had nothing to answer it with: a miss too, and written.
     let downstream = read_tape(&run.out.path().join("downstream.tape"));
     assert_eq!(downstream.len(), 3 * CHECKOUTS);
@@ -812,86 +962,6 @@ fn an_out_that_is_a_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a directory"), "{stderr}");
-}
-
-/// The recording as if the shop had reached its dependencies through the
-/// forward proxy (`reprise record --egress ADDR`, HTTPS_PROXY and
-/// grpc_proxy): the same calls, stored with no route, the proxy's
-/// address, and the names the shop used (`https://payments.example`,
-/// `inventory.internal:50051`).
-fn through_the_proxy(dir: &Path) -> (PathBuf, SocketAddr) {
-    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut exchanges = read_tape(&recording().tape);
-    for call in exchanges
-        .iter_mut()
-        .filter(|e| e.role == Role::Downstream as i32)
-    {
-        let source = call.source.as_mut().unwrap();
-        let payments = source.route == "payments";
-        source.route.clear();
-        source.listener = proxy.to_string();
-        let request = call.request.as_mut().unwrap();
-        if payments {
-            request.scheme = "https".into();
-            request.authority = "payments.example:443".into();
-        } else {
-            request.scheme = "http".into();
-            request.authority = "inventory.internal:50051".into();
-        }
-    }
-    let tape = dir.join("proxied.tape");
-    write_exchanges(&tape, &exchanges);
-    (tape, proxy)
-}
-
-#[test]
-fn through_the_forward_proxy_https_and_grpc_are_answered_inside() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tape, _) = through_the_proxy(dir.path());
-    let ca = dir.path().join("ca");
-    let made = support::reprise(&["ca", "init", "--dir", ca.to_str().unwrap()]);
-    assert!(made.status.success(), "{made:?}");
-    let port = recording().shop_port.to_string();
-    let run = |env: &[(&str, &str)]| {
-        let out = dir.path().join(format!("out{}", env.len()));
-        let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
-            .arg("test")
-            .arg(&tape)
-            .args(["--port", &port, "--max", "--ca-dir"])
-            .arg(&ca)
-            .arg("--out")
-            .arg(&out)
-            .arg("--")
-            .arg("python3")
-            .arg(shop_py())
-            .args(["shop", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--payments", "https://payments.example"])
-            .args(["--inventory", "inventory.internal:50051"])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.code(), text, out)
-    };
-    let (code, text, out) = run(&[]);
-    assert_eq!(code, Some(0), "{text}");
-    let calls = read_tape(&out.join("downstream.tape"));
-    assert_eq!(calls.len(), 2 * CHECKOUTS, "{text}");
-    // Each call reached the mock by the name the shop used, TLS included.
-    assert!(calls.iter().any(|c| {
-        let r = c.request.as_ref().unwrap();
-        r.authority == "payments.example:443" && r.path == "/charge"
-    }));
-    let (code, text, _) = run(&[("SHOP_CHARGE_DELTA", "10")]);
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("POST payments.example:443/charge: $.amount 10"),
-        "{text}"
-    );
 }
 
 /// Set for [`with_namespaces_denied`]: the tape it tests with.
