@@ -378,14 +378,20 @@ impl Run {
     }
 }
 
-/// Runs `reprise test` on the recording with `args` before `--` and
-/// `command` after it, the environment given added; killed (its process
-/// group) if it takes more than `seconds`.
-fn reprise_test(args: &[&str], env: &[(&str, &str)], command: &[String], seconds: u64) -> Run {
+/// Runs `reprise test TAPE` with `args` before `--` and `command` after
+/// it, the environment given added; killed (its process group) if it
+/// takes more than `seconds`.
+fn reprise_test(
+    tape: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    command: &[String],
+    seconds: u64,
+) -> Run {
     let out = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
         .arg("test")
-        .arg(&recording().tape)
+        .arg(tape)
         .args(["--out"])
         .arg(out.path())
         .args(args)
@@ -431,6 +437,7 @@ fn shop_test(env: &[(&str, &str)]) -> Run {
     let r = recording();
     let port = r.shop_port.to_string();
     reprise_test(
+        &r.tape,
         &[
             "--port",
             &port,
@@ -570,7 +577,9 @@ fn a_service_that_never_opens_its_port_is_an_error_with_its_last_lines() {
     ]
     .map(String::from);
     let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
     let run = reprise_test(
+        &clock_tape(dir.path()),
         &["--port", &port, "--start-timeout", "2s"],
         &[],
         &command,
@@ -586,7 +595,14 @@ fn a_service_that_never_opens_its_port_is_an_error_with_its_last_lines() {
 fn a_service_that_exits_early_is_an_error_with_its_status_and_last_lines() {
     let port = free_port().to_string();
     let command = ["sh", "-c", "echo 'cannot reach the database' >&2; exit 3"].map(String::from);
-    let run = reprise_test(&["--port", &port], &[], &command, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let run = reprise_test(
+        &clock_tape(dir.path()),
+        &["--port", &port],
+        &[],
+        &command,
+        60,
+    );
     assert_eq!(run.code, 2, "{}", run.both());
     assert!(
         run.stderr.contains("cannot reach the database"),
@@ -768,7 +784,16 @@ fn a_baseline_copy_runs_in_a_sandbox_of_its_own() {
         .collect::<Vec<_>>()
         .join(" ");
     let run = reprise_test(
-        &["--port", &port, "--max", "--baseline-cmd", &baseline],
+        &r.tape,
+        &[
+            "--port",
+            &port,
+            "--max",
+            "--ca-dir",
+            s(&r.ca()),
+            "--baseline-cmd",
+            &baseline,
+        ],
         &[],
         &r.command(),
         120,
@@ -783,6 +808,16 @@ fn a_baseline_copy_runs_in_a_sandbox_of_its_own() {
         read_tape(&run.out.path().join("baseline-replayed.tape")).len(),
         CHECKOUTS
     );
+    // The baseline's own downstream calls (all answered) and its output.
+    let calls = read_tape(&run.out.path().join("baseline-downstream.tape"));
+    assert_eq!(calls.len(), 2 * CHECKOUTS);
+    assert!(
+        calls
+            .iter()
+            .all(|c| !c.flags.as_ref().is_some_and(|f| f.mock_miss))
+    );
+    let log = std::fs::read_to_string(run.out.path().join("baseline.log")).unwrap();
+    assert!(log.contains("shop listening on"), "{log}");
 }
 
 /// A service that writes its pid to `MARKER.pid`, and on a call either
@@ -1159,4 +1194,290 @@ fn a_baseline_tells_noise_from_regressions() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("2 noise only"), "{text}");
     assert!(text.contains("baseline: 2 calls replayed"), "{text}");
+}
+
+/// Runs `reprise test TAPE ARGS -- COMMAND` with `env` added, bounded.
+fn test_tape(tape: &Path, args: &[&str], env: &[(&str, &str)], command: &[String]) -> Run {
+    reprise_test(tape, args, env, command, 120)
+}
+
+#[test]
+fn a_damaged_recording_is_refused_with_2_and_too_few_compared_is_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    let clock = ["python3", "-c", CLOCK_SERVICE, &port].map(String::from);
+    // The mock built from a damaged recording would miss the calls its
+    // damaged part held: refused before anything starts, as `reprise
+    // mock` refuses it.
+    let damaged = dir.path().join("damaged.tape");
+    let exchanges: Vec<Exchange> = (0..200)
+        .map(|i| support::answered(i, r#"{"ok":true}"#))
+        .collect();
+    support::write_blocks(&damaged, &exchanges, true);
+    let run = test_tape(&damaged, &["--port", &port], &[], &clock);
+    assert_eq!(run.code, 2, "{}", run.both());
+    assert!(run.stderr.contains("damaged"), "{}", run.stderr);
+    assert!(run.stderr.contains("would miss calls"), "{}", run.stderr);
+    assert!(!run.out.path().join("service.log").exists());
+    // Fewer pairs compared than --min-compared: not a pass, as for diff.
+    let tape = clock_tape(dir.path());
+    let run = test_tape(
+        &tape,
+        &["--port", &port, "--faketime", "--min-compared", "3"],
+        &[],
+        &clock,
+    );
+    assert_eq!(run.code, 4, "{}", run.both());
+    assert!(
+        run.stderr.contains("fewer than --min-compared 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("not a pass"), "{}", run.stdout);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.out.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["exit_code"], 4);
+}
+
+/// A service whose every answer is `{"ok":true,"path":...}` and which,
+/// for each call, posts `{"path":...,"nonce":...}` to a log service at
+/// `http://LOG/log` (argv 2), fire and forget: the log's answer is never
+/// read. The nonce is `$NONCE`, else a new one per call; with `TWICE=1`
+/// it posts twice. With `PROBE=1` it first looks up `logs.internal` (a
+/// name the recording used) and `db.internal` (one it did not), and sends
+/// a UDP datagram to 10.1.2.3:8125, printing what it saw.
+const LOGGING_SERVICE: &str = r#"
+import json, os, secrets, socket, sys, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port, log = int(sys.argv[1]), sys.argv[2]
+if os.environ.get("PROBE") == "1":
+    print("logs.internal resolves to", socket.gethostbyname("logs.internal"), flush=True)
+    try:
+        print("db.internal resolves to", socket.gethostbyname("db.internal"), flush=True)
+    except OSError as e:
+        print("db.internal does not resolve:", e, flush=True)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.sendto(b"checkouts:1|c", ("10.1.2.3", 8125))
+    except OSError as e:
+        print("the datagram was refused:", e, flush=True)
+    udp.close()
+class Logging(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        nonce = os.environ.get("NONCE") or secrets.token_hex(4)
+        headers = {"content-type": "application/json", "user-agent": "logger"}
+        if self.headers.get("traceparent"):
+            headers["traceparent"] = self.headers["traceparent"]
+        for _ in range(2 if os.environ.get("TWICE") == "1" else 1):
+            data = json.dumps({"path": self.path, "nonce": nonce}).encode()
+            request = urllib.request.Request(f"http://{log}/log", data=data, headers=headers)
+            try:
+                urllib.request.urlopen(request, timeout=5).read()
+            except OSError:
+                pass
+        body = json.dumps({"ok": True, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", port), Logging).serve_forever()
+"#;
+
+/// A recording of two `GET /calls/{i}` answered `{"ok":true,...}`, each
+/// with its one linked call `POST logs.internal:9000/log` (nonce `r`)
+/// recorded through `--egress-route log=LISTEN=http://logs.internal:9000`:
+/// the tape and LISTEN.
+fn logging_tape(dir: &Path) -> (PathBuf, SocketAddr) {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut exchanges = Vec::new();
+    for i in 0..2 {
+        let path = format!("/calls/{i}");
+        let inbound = support::answered(i, &format!(r#"{{"ok":true,"path":"{path}"}}"#));
+        let body = format!(r#"{{"path": "{path}", "nonce": "r"}}"#);
+        let call = Exchange {
+            id: reprise_model::id::new_id(),
+            parent_id: inbound.id.clone(),
+            trace_id: inbound.trace_id.clone(),
+            recorded_at_ns: inbound.recorded_at_ns + 1_000,
+            duration_ns: 1_000,
+            source: Some(reprise_model::RecordSource {
+                recorder: "proxy".into(),
+                route: "log".into(),
+                listener: listen.to_string(),
+                ..Default::default()
+            }),
+            protocol: Protocol::Http11 as i32,
+            role: Role::Downstream as i32,
+            request: Some(reprise_model::Request {
+                method: "POST".into(),
+                scheme: "http".into(),
+                authority: "logs.internal:9000".into(),
+                path: "/log".into(),
+                headers: vec![
+                    reprise_model::Header::new("accept-encoding", "identity"),
+                    reprise_model::Header::new("content-type", "application/json"),
+                    reprise_model::Header::new("user-agent", "logger"),
+                ],
+                body_size: body.len() as u64,
+                body: body.into(),
+                ..Default::default()
+            }),
+            response: Some(reprise_model::Response {
+                status: 200,
+                headers: vec![reprise_model::Header::new(
+                    "content-type",
+                    "application/json",
+                )],
+                body: "{}".into(),
+                body_size: 2,
+                ..Default::default()
+            }),
+            link: Some(reprise_model::Link {
+                kind: LinkKind::Trace as i32,
+                order: 0,
+            }),
+            ..Default::default()
+        };
+        exchanges.push(inbound);
+        exchanges.push(call);
+    }
+    let tape = dir.join("logging.tape");
+    write_exchanges(&tape, &exchanges);
+    (tape, listen)
+}
+
+#[test]
+fn unknown_names_and_udp_are_escapes_and_recorded_names_resolve_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, log) = logging_tape(dir.path());
+    let port = free_port().to_string();
+    let service = ["python3", "-c", LOGGING_SERVICE, &port, &log.to_string()].map(String::from);
+    let run = test_tape(
+        &tape,
+        &["--port", &port],
+        &[("PROBE", "1"), ("NONCE", "r")],
+        &service,
+    );
+    assert_eq!(run.code, 1, "{}", run.both());
+    let log_text = std::fs::read_to_string(run.out.path().join("service.log")).unwrap();
+    assert!(
+        log_text.contains("logs.internal resolves to 127.0.0.1"),
+        "{log_text}"
+    );
+    assert!(
+        log_text.contains("db.internal does not resolve"),
+        "{log_text}"
+    );
+    let looked_up = "the service looked up db.internal (A), a name the recording never used";
+    let udp = "the service sent 1 UDP packet(s), dropped";
+    let report = std::fs::read_to_string(run.out.path().join("report.txt")).unwrap();
+    for said in [looked_up, udp] {
+        assert!(run.stdout.contains(said), "{said}: {}", run.stdout);
+        assert!(report.contains(said), "{said}: {report}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.out.path().join("report.json")).unwrap())
+            .unwrap();
+    let escapes: Vec<&str> = json["service"]["escapes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(escapes, [looked_up, udp], "{}", run.stdout);
+    assert_eq!(json["exit_code"], 1);
+    // The rest was as recorded: the escapes alone fail the run.
+    assert!(
+        run.stdout.contains(
+            "test failed: 0 exchanges regressed, 0 downstream calls missed, 2 escape attempts"
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_mock_miss_alone_fails_the_run() {
+    // A new nonce in each log call: the diff is told to ignore it, the
+    // mock cannot answer the call (its body is not the recorded one),
+    // and the service never reads the answer: nothing differs but the
+    // misses.
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, log) = logging_tape(dir.path());
+    let port = free_port().to_string();
+    let service = ["python3", "-c", LOGGING_SERVICE, &port, &log.to_string()].map(String::from);
+    let run = test_tape(
+        &tape,
+        &["--port", &port, "--ignore", "$.nonce"],
+        &[],
+        &service,
+    );
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(
+        run.stdout.contains(
+            "test failed: 0 exchanges regressed, 2 downstream calls missed, 0 escape attempts"
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_mock_option_takes_effect_through_reprise_test() {
+    // Each call logged twice: once more than recorded. By default the
+    // second is a miss; --mock-exhausted repeat-last answers it with the
+    // recorded answer again (the diff still names the extra call).
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, log) = logging_tape(dir.path());
+    let port = free_port().to_string();
+    let service = ["python3", "-c", LOGGING_SERVICE, &port, &log.to_string()].map(String::from);
+    let run = test_tape(
+        &tape,
+        &["--port", &port, "--mock-exhausted", "repeat-last"],
+        &[("NONCE", "r"), ("TWICE", "1")],
+        &service,
+    );
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(
+        run.stdout
+            .contains("the mock answered 4 downstream calls, missed 0"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("new call: POST logs.internal:9000/log"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn auto_noise_passes_a_run_where_only_a_timestamp_differs() {
+    // Recorded a minute ago: the clock's answers differ by a minute.
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let tape = dir.path().join("recent.tape");
+    let exchanges: Vec<Exchange> = (0..2)
+        .map(|i| {
+            let mut exchange = support::answered(i, &format!(r#"{{"now":{now}}}"#));
+            exchange.recorded_at_ns = now * 1_000_000_000;
+            exchange.request.as_mut().unwrap().path = "/now".into();
+            exchange
+        })
+        .collect();
+    write_exchanges(&tape, &exchanges);
+    let port = free_port().to_string();
+    let clock = ["python3", "-c", CLOCK_SERVICE, &port].map(String::from);
+    let run = test_tape(&tape, &["--port", &port, "--auto-noise"], &[], &clock);
+    assert_eq!(run.code, 0, "{}", run.both());
+    assert!(run.stdout.contains("guess"), "{}", run.stdout);
 }
