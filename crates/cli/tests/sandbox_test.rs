@@ -1481,3 +1481,129 @@ fn auto_noise_passes_a_run_where_only_a_timestamp_differs() {
     assert_eq!(run.code, 0, "{}", run.both());
     assert!(run.stdout.contains("guess"), "{}", run.stdout);
 }
+
+/// The README's `reprise test` session, as written: its shell block run
+/// by bash in a temporary directory (the example's path made absolute,
+/// its ports swapped for free ones, `reprise` this build), each `reprise
+/// test` line's output checked against the comment under it.
+#[test]
+fn the_readmes_session_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("### Any language: `reprise test`")
+        .nth(1)
+        .expect("the README's reprise test section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("its shell block");
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = block.replace(
+        "examples/python-shop/shop.py",
+        &shop_py().display().to_string(),
+    );
+    // Through placeholders, so that a free port is never rewritten.
+    let ports = ["8080", "8000", "9001", "9002", "7001", "7002"];
+    let free: Vec<String> = ports.iter().map(|_| free_port().to_string()).collect();
+    for (n, port) in ports.iter().enumerate() {
+        script = script.replace(port, &format!("@PORT{n}@"));
+    }
+    for (n, port) in free.iter().enumerate() {
+        script = script.replace(&format!("@PORT{n}@"), port);
+    }
+    let mut expected = Vec::new();
+    let mut lines = Vec::new();
+    let mut block_lines = script.lines().peekable();
+    while let Some(line) = block_lines.next() {
+        if !line.contains("reprise test ") {
+            lines.push(line.to_string());
+            continue;
+        }
+        let said = block_lines
+            .next_if(|next| next.starts_with("# "))
+            .unwrap_or_else(|| panic!("no expectation under {line:?}"));
+        let (text, code) = said
+            .trim_start_matches("# ")
+            .split_once(" (exit ")
+            .unwrap_or_else(|| panic!("no exit code in {said:?}"));
+        let code: i32 = code
+            .trim_end_matches(')')
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let n = expected.len();
+        lines.push(format!(
+            "{line} > run{n}.txt 2>&1; echo \"exit $?\" >> run{n}.txt"
+        ));
+        expected.push((line.to_string(), text.to_string(), code));
+    }
+    assert_eq!(expected.len(), 4, "{script}");
+    let bin = Path::new(env!("CARGO_BIN_EXE_reprise")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", &lines.join("\n")])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("HOME", dir.path())
+        .env("REPRISE_CA_DIR", dir.path().join("no-ca"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for name in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "grpc_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.wait();
+            panic!("the README's session did not finish within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    // "9 exchanges: 3 checkouts, each with its 2 linked calls"
+    let recorded = read_tape(&dir.path().join("shop.tape"));
+    assert_eq!(recorded.len(), 9, "{stderr}");
+    assert_eq!(
+        recorded.iter().filter(|e| !e.parent_id.is_empty()).count(),
+        6
+    );
+    for (n, (line, text, code)) in expected.iter().enumerate() {
+        let got = std::fs::read_to_string(dir.path().join(format!("run{n}.txt"))).unwrap();
+        assert!(got.contains(text.as_str()), "{line}: want {text:?}: {got}");
+        assert!(
+            got.trim_end().ends_with(&format!("exit {code}")),
+            "{line}: want exit {code}: {got}"
+        );
+    }
+}
