@@ -28,6 +28,10 @@ Variants, for showing what `reprise test` reports (environment):
 
 `payments` serves `POST /charge` and `POST /audit` over HTTPS (with
 `--cert`/`--key`) or HTTP: the answer names the order and the amount.
+With `SHOP_PAYMENTS_BARRIER=N` in its environment, each `/charge` waits
+(up to 20 s) until N of them are waiting at once, so that N checkouts are
+in flight together and their downstream calls interleave (the tests use
+it to record under real concurrency).
 
 `inventory` serves `reprise.test.v1.Echo/Unary` over h2c with `grpcio`
 (the note's text upper-cased, its number kept), as the test suite's echo
@@ -271,9 +275,16 @@ def main():
                 return 404, {"error": "not found"}
             return 200, shop.checkout(body, headers)
     else:
+        waiting = int(os.environ.get("SHOP_PAYMENTS_BARRIER", "0"))
+        gate = threading.Barrier(waiting) if waiting > 1 else None
 
         def answer(path, body, headers):
             if path == "/charge":
+                if gate is not None:
+                    try:
+                        gate.wait(timeout=20)
+                    except threading.BrokenBarrierError:
+                        gate.reset()
                 order, amount = body.get("order"), body.get("amount")
                 return 200, {"id": f"pay-{order}", "order": order, "amount": amount}
             if path == "/audit":

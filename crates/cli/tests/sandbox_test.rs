@@ -4,12 +4,17 @@
 //! extra call, with a direct connection around the proxy; services that
 //! never open their port or exit early; refused options.
 //!
-//! The recording: `reprise record` in front of the shop, with an
-//! `--egress-route` to its payments service (`requests`, JSON) and one to
-//! its inventory (`grpcio`, h2c; both served by shop.py too), under 8
-//! concurrent checkouts: each
-//! downstream call linked to its checkout by the trace id the shop passes
-//! on (checked before any test uses it).
+//! The recording: `reprise record --egress` in front of the shop, the
+//! real forward proxy its clients reach through the standard variables:
+//! `requests` to its payments service over HTTPS (`HTTPS_PROXY`, CONNECT,
+//! TLS terminated with a certificate from the reprise CA, trusted by
+//! `REQUESTS_CA_BUNDLE` from `reprise ca env`), `grpcio` to its inventory
+//! (`grpc_proxy`, CONNECT carrying h2c); both served by shop.py too.
+//! 8 checkouts in flight at once (the payments service holds every
+//! `/charge` until all 8 wait), their downstream calls interleaved: each
+//! linked to exactly its checkout by the trace id the shop passes on, in
+//! the order made (checked before any test uses it). Every shop test
+//! runs `reprise test` on that one recording.
 //!
 //! These tests need root (network namespaces) and Debian's nftables;
 //! scripts/setup-tests.sh installs them and the PyPI packages.
@@ -25,39 +30,54 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use reprise_model::{Exchange, LinkKind, Role};
-use support::{Recorder, eventually, free_port, read_tape, write_exchanges};
+use reprise_model::{Exchange, LinkKind, Protocol, Role};
+use support::{Recorder, eventually, free_port, read_tape, s, text, write_exchanges};
 
 /// Checkouts recorded, all in flight at once.
 const CHECKOUTS: usize = 8;
 
-/// A Python process (the shop, its payments service) in a process group
-/// of its own, killed on drop.
+/// A Python process (the shop, its payments service, its inventory) in a
+/// process group of its own, killed on drop.
 struct Python {
     child: Child,
 }
 
 impl Python {
-    fn start(args: &[&str], port: u16) -> Python {
-        let child = Command::new("python3")
-            .arg(shop_py())
-            .args(args)
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("grpc_proxy")
+    /// Runs `python3 shop.py ARGS` with none of the machine's proxy or CA
+    /// variables, `env` added, and waits (bounded) for `addr` to answer.
+    fn start(args: &[&str], env: &[(&str, &str)], addr: SocketAddr) -> Python {
+        let mut command = Command::new("python3");
+        command.arg(shop_py()).args(args);
+        for name in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "grpc_proxy",
+            "no_grpc_proxy",
+            "SSL_CERT_FILE",
+            "REQUESTS_CA_BUNDLE",
+        ] {
+            command.env_remove(name);
+        }
+        let child = command
             .env("NO_PROXY", "localhost,127.0.0.1,::1")
             .env("no_proxy", "localhost,127.0.0.1,::1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .process_group(0)
             .spawn()
             .expect("python3 runs examples/python-shop/shop.py");
-        let python = Python { child };
+        let mut python = Python { child };
         eventually(
-            &format!("shop.py {} listening on {port}", args[0]),
+            &format!("shop.py {} listening on {addr}", args[0]),
             20,
-            || TcpStream::connect(("127.0.0.1", port)).is_ok(),
+            || {
+                if let Ok(Some(status)) = python.child.try_wait() {
+                    panic!("shop.py {args:?} exited with {status}");
+                }
+                TcpStream::connect(addr).is_ok()
+            },
         );
         python
     }
@@ -79,13 +99,15 @@ fn shop_py() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/python-shop/shop.py")
 }
 
-/// The recording every test replays, made once per test binary.
+/// The recording every shop test replays, made once per test binary.
 struct Recording {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     tape: PathBuf,
     /// The shop's port (the recorded service's, given again to `test`).
     shop_port: u16,
-    /// The listeners the shop's downstream calls went through.
+    /// The payments service (HTTPS) and the inventory (gRPC over h2c),
+    /// each on a loopback address of its own: not 127.0.0.1, which
+    /// clients reach directly (`NO_PROXY`), here and in the sandbox.
     payments: SocketAddr,
     inventory: SocketAddr,
 }
@@ -100,10 +122,16 @@ impl Recording {
             "--listen".into(),
             format!("127.0.0.1:{}", self.shop_port),
             "--payments".into(),
-            format!("http://{}", self.payments),
+            format!("https://{}", self.payments),
             "--inventory".into(),
             self.inventory.to_string(),
         ]
+    }
+
+    /// The reprise CA the recording's TLS tunnels were terminated with
+    /// (`reprise ca init`), which `reprise test` is given again.
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca")
     }
 }
 
@@ -112,54 +140,99 @@ fn recording() -> &'static Recording {
     RECORDING.get_or_init(record_shop)
 }
 
-/// Records the shop under concurrent load with `reprise record
-/// --egress-route` (one route to the payments service, one to the
-/// inventory), and checks that every downstream call is linked to the
-/// checkout it was made for.
+/// A certificate for `ip`, self-signed: the payments service's (which
+/// the recorder trusts by `--egress-ca`). The paths of its PEM files.
+fn certificate_for(dir: &Path, ip: &str) -> (PathBuf, PathBuf) {
+    let made = rcgen::generate_simple_self_signed(vec![ip.to_string()]).unwrap();
+    let cert = dir.join("payments-cert.pem");
+    let key = dir.join("payments-key.pem");
+    std::fs::write(&cert, made.cert.pem()).unwrap();
+    std::fs::write(&key, made.signing_key.serialize_pem()).unwrap();
+    (cert, key)
+}
+
+/// `reprise ca init --dir DIR`, and the value `reprise ca env --dir DIR`
+/// gives `name`.
+fn ca_init(dir: &Path, name: &str) -> String {
+    let made = support::reprise(&["ca", "init", "--dir", s(dir)]);
+    assert!(made.status.success(), "{made:?}");
+    let env = support::reprise(&["ca", "env", "--dir", s(dir)]);
+    assert!(env.status.success(), "{env:?}");
+    support::text(&env.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| value.trim_matches('\'').to_string())
+        .unwrap_or_else(|| panic!("reprise ca env prints no {name}"))
+}
+
+/// Records the shop under concurrent load through the real forward
+/// proxy, `reprise record --egress` (`requests` over HTTPS through
+/// `HTTPS_PROXY`: CONNECT, TLS terminated with a certificate from the
+/// reprise CA the shop trusts by `REQUESTS_CA_BUNDLE`; `grpcio` through
+/// `grpc_proxy`: CONNECT carrying h2c), all checkouts in flight at once
+/// (the payments service holds each `/charge` until all are waiting), and
+/// checks that every downstream call is linked to exactly the checkout
+/// it was made for, in the order made.
 fn record_shop() -> Recording {
     let dir = tempfile::tempdir().unwrap();
-    let inventory_port = free_port();
-    let _inventory = Python::start(
-        &[
-            "inventory",
-            "--listen",
-            &format!("127.0.0.1:{inventory_port}"),
-        ],
-        inventory_port,
-    );
-    let payments_port = free_port();
+    let bundle = ca_init(&dir.path().join("ca"), "REQUESTS_CA_BUNDLE");
+    let payments = SocketAddr::from(([127, 0, 0, 2], free_port()));
+    let inventory = SocketAddr::from(([127, 0, 0, 3], free_port()));
+    let (cert, key) = certificate_for(dir.path(), "127.0.0.2");
+    let barrier = CHECKOUTS.to_string();
     let _payments = Python::start(
         &[
             "payments",
             "--listen",
-            &format!("127.0.0.1:{payments_port}"),
+            &payments.to_string(),
+            "--cert",
+            s(&cert),
+            "--key",
+            s(&key),
         ],
-        payments_port,
+        &[("SHOP_PAYMENTS_BARRIER", &barrier)],
+        payments,
+    );
+    let _inventory = Python::start(
+        &["inventory", "--listen", &inventory.to_string()],
+        &[],
+        inventory,
     );
     let tape = dir.path().join("recording.tape");
-    let payments = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let inventory = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let egress = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let shop_port = free_port();
-    let routes = [
-        format!("payments={payments}=http://127.0.0.1:{payments_port}"),
-        format!("inventory={inventory}=http://127.0.0.1:{inventory_port}"),
-    ];
+    let ca = dir.path().join("ca");
     let recorder = Recorder::start(
         &format!("http://127.0.0.1:{shop_port}"),
         &tape,
-        &["--egress-route", &routes[0], "--egress-route", &routes[1]],
+        &[
+            "--egress",
+            &egress.to_string(),
+            "--ca-dir",
+            s(&ca),
+            "--egress-ca",
+            s(&cert),
+        ],
     );
+    let proxy = format!("http://{egress}");
     let shop = Python::start(
         &[
             "shop",
             "--listen",
             &format!("127.0.0.1:{shop_port}"),
             "--payments",
-            &format!("http://{payments}"),
+            &format!("https://{payments}"),
             "--inventory",
             &inventory.to_string(),
         ],
-        shop_port,
+        &[
+            ("HTTPS_PROXY", &proxy),
+            ("grpc_proxy", &proxy),
+            ("REQUESTS_CA_BUNDLE", &bundle),
+        ],
+        SocketAddr::from(([127, 0, 0, 1], shop_port)),
     );
     let url = recorder.url("/checkout");
     let calls: Vec<_> = (0..CHECKOUTS)
@@ -197,33 +270,84 @@ fn record_shop() -> Recording {
         .filter(|e| e.role == Role::Inbound as i32)
         .collect();
     assert_eq!(inbound.len(), CHECKOUTS);
+    // All in flight at once: each started before any ended.
+    let last_start = inbound.iter().map(|e| e.recorded_at_ns).max().unwrap();
+    let first_end = inbound
+        .iter()
+        .map(|e| e.recorded_at_ns + e.duration_ns)
+        .min()
+        .unwrap();
+    assert!(last_start < first_end, "the checkouts did not overlap");
     let downstream: Vec<&Exchange> = exchanges
         .iter()
         .filter(|e| e.role == Role::Downstream as i32)
         .collect();
     assert_eq!(downstream.len(), 2 * CHECKOUTS);
-    // Each checkout's two calls are linked to it, in the order made:
-    // the inventory, then the payment.
+    // Interleaved: every inventory call was made before any charge ended.
+    let charged_first = downstream
+        .iter()
+        .filter(|c| c.request.as_ref().unwrap().path == "/charge")
+        .map(|c| c.recorded_at_ns + c.duration_ns)
+        .min()
+        .unwrap();
+    assert!(
+        downstream
+            .iter()
+            .filter(|c| c.request.as_ref().unwrap().path != "/charge")
+            .all(|c| c.recorded_at_ns < charged_first),
+        "the downstream calls did not interleave"
+    );
+    // Each checkout's two calls are linked to it, and only to it, in the
+    // order made: the inventory (gRPC, in a tunnel carrying h2c), then
+    // the payment (HTTPS, in a tunnel carrying TLS), for its own order.
+    for call in &downstream {
+        let parents = inbound.iter().filter(|p| p.id == call.parent_id).count();
+        assert_eq!(parents, 1, "{call:?}");
+    }
     for parent in &inbound {
         let mut children: Vec<&&Exchange> = downstream
             .iter()
             .filter(|c| c.parent_id == parent.id)
             .collect();
         children.sort_by_key(|c| c.link.as_ref().map(|l| l.order));
-        let routes: Vec<&str> = children
+        let seen: Vec<(String, String, String)> = children
             .iter()
-            .map(|c| c.source.as_ref().unwrap().route.as_str())
+            .map(|c| {
+                let r = c.request.as_ref().unwrap();
+                (r.scheme.clone(), r.authority.clone(), r.path.clone())
+            })
             .collect();
-        assert_eq!(routes, ["inventory", "payments"]);
+        assert_eq!(
+            seen,
+            [
+                (
+                    "http".to_string(),
+                    inventory.to_string(),
+                    "/reprise.test.v1.Echo/Unary".to_string()
+                ),
+                ("https".to_string(), payments.to_string(), "/charge".into()),
+            ]
+        );
+        assert_eq!(children[0].protocol, Protocol::Grpc as i32);
+        let order = text(&parent.request.as_ref().unwrap().body);
+        let order = order.split('"').nth(3).unwrap();
+        let charged = text(&children[1].request.as_ref().unwrap().body);
+        assert!(charged.contains(&format!("\"{order}\"")), "{charged}");
         for (n, child) in children.iter().enumerate() {
             let link = child.link.as_ref().unwrap();
             assert_eq!(link.kind, LinkKind::Trace as i32);
             assert_eq!(link.order as usize, n);
             assert_eq!(trace_of(child), trace_of(parent));
+            let source = child.source.as_ref().unwrap();
+            assert_eq!(
+                (source.listener.as_str(), source.route.as_str()),
+                (egress.to_string().as_str(), "")
+            );
+            assert_eq!(child.response.as_ref().unwrap().status, 200);
         }
     }
     Recording {
-        _dir: dir,
+        dir,
         tape,
         shop_port,
         payments,
@@ -254,14 +378,20 @@ impl Run {
     }
 }
 
-/// Runs `reprise test` on the recording with `args` before `--` and
-/// `command` after it, the environment given added; killed (its process
-/// group) if it takes more than `seconds`.
-fn reprise_test(args: &[&str], env: &[(&str, &str)], command: &[String], seconds: u64) -> Run {
+/// Runs `reprise test TAPE` with `args` before `--` and `command` after
+/// it, the environment given added; killed (its process group) if it
+/// takes more than `seconds`.
+fn reprise_test(
+    tape: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+    command: &[String],
+    seconds: u64,
+) -> Run {
     let out = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_reprise"))
         .arg("test")
-        .arg(&recording().tape)
+        .arg(tape)
         .args(["--out"])
         .arg(out.path())
         .args(args)
@@ -307,7 +437,16 @@ fn shop_test(env: &[(&str, &str)]) -> Run {
     let r = recording();
     let port = r.shop_port.to_string();
     reprise_test(
-        &["--port", &port, "--max", "--concurrency", "4"],
+        &r.tape,
+        &[
+            "--port",
+            &port,
+            "--max",
+            "--concurrency",
+            "4",
+            "--ca-dir",
+            s(&r.ca()),
+        ],
         env,
         &r.command(),
         120,
@@ -324,6 +463,22 @@ fn the_same_build_passes_and_its_downstream_calls_are_written() {
     let downstream = read_tape(&run.out.path().join("downstream.tape"));
     assert_eq!(downstream.len(), 2 * CHECKOUTS, "{}", run.both());
     let recorded = read_tape(&recording().tape);
+    // Both clients reached the mock through the proxy variables, by the
+    // targets the shop was given, HTTPS inside its TLS tunnel included.
+    let r = recording();
+    for (scheme, authority) in [
+        ("https", r.payments.to_string()),
+        ("http", r.inventory.to_string()),
+    ] {
+        let made = downstream
+            .iter()
+            .filter(|c| {
+                let q = c.request.as_ref().unwrap();
+                q.scheme == scheme && q.authority == authority
+            })
+            .count();
+        assert_eq!(made, CHECKOUTS, "{scheme}://{authority}: {}", run.both());
+    }
     for call in &downstream {
         assert_eq!(call.role, Role::Downstream as i32);
         assert!(!call.flags.as_ref().is_some_and(|f| f.mock_miss));
@@ -354,12 +509,14 @@ fn a_changed_charge_is_named_by_its_field() {
     let run = shop_test(&[("SHOP_CHARGE_DELTA", "10")]);
     assert_eq!(run.code, 1, "{}", run.both());
     // The write is compared, field by field, with the recorded one.
-    assert!(
-        run.stdout.contains("/charge: $.amount 10"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains(" → 11"), "{}", run.stdout);
+    // One of the 8 as the example: amount 10i charged 10 more.
+    let said = format!("POST {}/charge: $.amount 10", recording().payments);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&said))
+        .unwrap_or_else(|| panic!("no {said}: {}", run.stdout));
+    assert!(line.contains(" → 11"), "{line}");
     let report = std::fs::read_to_string(run.out.path().join("report.txt")).unwrap();
     assert!(report.contains("$.amount"), "{report}");
 }
@@ -368,8 +525,8 @@ fn a_changed_charge_is_named_by_its_field() {
 fn an_extra_call_is_named_as_extra() {
     let run = shop_test(&[("SHOP_EXTRA_CALL", "1")]);
     assert_eq!(run.code, 1, "{}", run.both());
-    assert!(run.stdout.contains("new call: POST "), "{}", run.stdout);
-    assert!(run.stdout.contains("/audit"), "{}", run.stdout);
+    let said = format!("new call: POST {}/audit", recording().payments);
+    assert!(run.stdout.contains(&said), "{}", run.stdout);
     // The mock had nothing to answer it with: a miss too, and written.
     let downstream = read_tape(&run.out.path().join("downstream.tape"));
     assert_eq!(downstream.len(), 3 * CHECKOUTS);
@@ -420,7 +577,9 @@ fn a_service_that_never_opens_its_port_is_an_error_with_its_last_lines() {
     ]
     .map(String::from);
     let started = Instant::now();
+    let dir = tempfile::tempdir().unwrap();
     let run = reprise_test(
+        &clock_tape(dir.path()),
         &["--port", &port, "--start-timeout", "2s"],
         &[],
         &command,
@@ -436,7 +595,14 @@ fn a_service_that_never_opens_its_port_is_an_error_with_its_last_lines() {
 fn a_service_that_exits_early_is_an_error_with_its_status_and_last_lines() {
     let port = free_port().to_string();
     let command = ["sh", "-c", "echo 'cannot reach the database' >&2; exit 3"].map(String::from);
-    let run = reprise_test(&["--port", &port], &[], &command, 60);
+    let dir = tempfile::tempdir().unwrap();
+    let run = reprise_test(
+        &clock_tape(dir.path()),
+        &["--port", &port],
+        &[],
+        &command,
+        60,
+    );
     assert_eq!(run.code, 2, "{}", run.both());
     assert!(
         run.stderr.contains("cannot reach the database"),
@@ -618,7 +784,16 @@ fn a_baseline_copy_runs_in_a_sandbox_of_its_own() {
         .collect::<Vec<_>>()
         .join(" ");
     let run = reprise_test(
-        &["--port", &port, "--max", "--baseline-cmd", &baseline],
+        &r.tape,
+        &[
+            "--port",
+            &port,
+            "--max",
+            "--ca-dir",
+            s(&r.ca()),
+            "--baseline-cmd",
+            &baseline,
+        ],
         &[],
         &r.command(),
         120,
@@ -633,6 +808,16 @@ fn a_baseline_copy_runs_in_a_sandbox_of_its_own() {
         read_tape(&run.out.path().join("baseline-replayed.tape")).len(),
         CHECKOUTS
     );
+    // The baseline's own downstream calls (all answered) and its output.
+    let calls = read_tape(&run.out.path().join("baseline-downstream.tape"));
+    assert_eq!(calls.len(), 2 * CHECKOUTS);
+    assert!(
+        calls
+            .iter()
+            .all(|c| !c.flags.as_ref().is_some_and(|f| f.mock_miss))
+    );
+    let log = std::fs::read_to_string(run.out.path().join("baseline.log")).unwrap();
+    assert!(log.contains("shop listening on"), "{log}");
 }
 
 /// A service that writes its pid to `MARKER.pid`, and on a call either
@@ -812,86 +997,6 @@ fn an_out_that_is_a_file_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("not a directory"), "{stderr}");
-}
-
-/// The recording as if the shop had reached its dependencies through the
-/// forward proxy (`reprise record --egress ADDR`, HTTPS_PROXY and
-/// grpc_proxy): the same calls, stored with no route, the proxy's
-/// address, and the names the shop used (`https://payments.example`,
-/// `inventory.internal:50051`).
-fn through_the_proxy(dir: &Path) -> (PathBuf, SocketAddr) {
-    let proxy = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let mut exchanges = read_tape(&recording().tape);
-    for call in exchanges
-        .iter_mut()
-        .filter(|e| e.role == Role::Downstream as i32)
-    {
-        let source = call.source.as_mut().unwrap();
-        let payments = source.route == "payments";
-        source.route.clear();
-        source.listener = proxy.to_string();
-        let request = call.request.as_mut().unwrap();
-        if payments {
-            request.scheme = "https".into();
-            request.authority = "payments.example:443".into();
-        } else {
-            request.scheme = "http".into();
-            request.authority = "inventory.internal:50051".into();
-        }
-    }
-    let tape = dir.join("proxied.tape");
-    write_exchanges(&tape, &exchanges);
-    (tape, proxy)
-}
-
-#[test]
-fn through_the_forward_proxy_https_and_grpc_are_answered_inside() {
-    let dir = tempfile::tempdir().unwrap();
-    let (tape, _) = through_the_proxy(dir.path());
-    let ca = dir.path().join("ca");
-    let made = support::reprise(&["ca", "init", "--dir", ca.to_str().unwrap()]);
-    assert!(made.status.success(), "{made:?}");
-    let port = recording().shop_port.to_string();
-    let run = |env: &[(&str, &str)]| {
-        let out = dir.path().join(format!("out{}", env.len()));
-        let output = Command::new(env!("CARGO_BIN_EXE_reprise"))
-            .arg("test")
-            .arg(&tape)
-            .args(["--port", &port, "--max", "--ca-dir"])
-            .arg(&ca)
-            .arg("--out")
-            .arg(&out)
-            .arg("--")
-            .arg("python3")
-            .arg(shop_py())
-            .args(["shop", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--payments", "https://payments.example"])
-            .args(["--inventory", "inventory.internal:50051"])
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        (output.status.code(), text, out)
-    };
-    let (code, text, out) = run(&[]);
-    assert_eq!(code, Some(0), "{text}");
-    let calls = read_tape(&out.join("downstream.tape"));
-    assert_eq!(calls.len(), 2 * CHECKOUTS, "{text}");
-    // Each call reached the mock by the name the shop used, TLS included.
-    assert!(calls.iter().any(|c| {
-        let r = c.request.as_ref().unwrap();
-        r.authority == "payments.example:443" && r.path == "/charge"
-    }));
-    let (code, text, _) = run(&[("SHOP_CHARGE_DELTA", "10")]);
-    assert_eq!(code, Some(1), "{text}");
-    assert!(
-        text.contains("POST payments.example:443/charge: $.amount 10"),
-        "{text}"
-    );
 }
 
 /// Set for [`with_namespaces_denied`]: the tape it tests with.
@@ -1089,4 +1194,416 @@ fn a_baseline_tells_noise_from_regressions() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("2 noise only"), "{text}");
     assert!(text.contains("baseline: 2 calls replayed"), "{text}");
+}
+
+/// Runs `reprise test TAPE ARGS -- COMMAND` with `env` added, bounded.
+fn test_tape(tape: &Path, args: &[&str], env: &[(&str, &str)], command: &[String]) -> Run {
+    reprise_test(tape, args, env, command, 120)
+}
+
+#[test]
+fn a_damaged_recording_is_refused_with_2_and_too_few_compared_is_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port().to_string();
+    let clock = ["python3", "-c", CLOCK_SERVICE, &port].map(String::from);
+    // The mock built from a damaged recording would miss the calls its
+    // damaged part held: refused before anything starts, as `reprise
+    // mock` refuses it.
+    let damaged = dir.path().join("damaged.tape");
+    let exchanges: Vec<Exchange> = (0..200)
+        .map(|i| support::answered(i, r#"{"ok":true}"#))
+        .collect();
+    support::write_blocks(&damaged, &exchanges, true);
+    let run = test_tape(&damaged, &["--port", &port], &[], &clock);
+    assert_eq!(run.code, 2, "{}", run.both());
+    assert!(run.stderr.contains("damaged"), "{}", run.stderr);
+    assert!(run.stderr.contains("would miss calls"), "{}", run.stderr);
+    assert!(!run.out.path().join("service.log").exists());
+    // Fewer pairs compared than --min-compared: not a pass, as for diff.
+    let tape = clock_tape(dir.path());
+    let run = test_tape(
+        &tape,
+        &["--port", &port, "--faketime", "--min-compared", "3"],
+        &[],
+        &clock,
+    );
+    assert_eq!(run.code, 4, "{}", run.both());
+    assert!(
+        run.stderr.contains("fewer than --min-compared 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.contains("not a pass"), "{}", run.stdout);
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.out.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["exit_code"], 4);
+}
+
+/// A service whose every answer is `{"ok":true,"path":...}` and which,
+/// for each call, posts `{"path":...,"nonce":...}` to a log service at
+/// `http://LOG/log` (argv 2), fire and forget: the log's answer is never
+/// read. The nonce is `$NONCE`, else a new one per call; with `TWICE=1`
+/// it posts twice. With `PROBE=1` it first looks up `logs.internal` (a
+/// name the recording used) and `db.internal` (one it did not), and sends
+/// a UDP datagram to 10.1.2.3:8125, printing what it saw.
+const LOGGING_SERVICE: &str = r#"
+import json, os, secrets, socket, sys, urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+port, log = int(sys.argv[1]), sys.argv[2]
+if os.environ.get("PROBE") == "1":
+    print("logs.internal resolves to", socket.gethostbyname("logs.internal"), flush=True)
+    try:
+        print("db.internal resolves to", socket.gethostbyname("db.internal"), flush=True)
+    except OSError as e:
+        print("db.internal does not resolve:", e, flush=True)
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        udp.sendto(b"checkouts:1|c", ("10.1.2.3", 8125))
+    except OSError as e:
+        print("the datagram was refused:", e, flush=True)
+    udp.close()
+class Logging(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        nonce = os.environ.get("NONCE") or secrets.token_hex(4)
+        headers = {"content-type": "application/json", "user-agent": "logger"}
+        if self.headers.get("traceparent"):
+            headers["traceparent"] = self.headers["traceparent"]
+        for _ in range(2 if os.environ.get("TWICE") == "1" else 1):
+            data = json.dumps({"path": self.path, "nonce": nonce}).encode()
+            request = urllib.request.Request(f"http://{log}/log", data=data, headers=headers)
+            try:
+                urllib.request.urlopen(request, timeout=5).read()
+            except OSError:
+                pass
+        body = json.dumps({"ok": True, "path": self.path}).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+ThreadingHTTPServer(("127.0.0.1", port), Logging).serve_forever()
+"#;
+
+/// A recording of two `GET /calls/{i}` answered `{"ok":true,...}`, each
+/// with its one linked call `POST logs.internal:9000/log` (nonce `r`)
+/// recorded through `--egress-route log=LISTEN=http://logs.internal:9000`:
+/// the tape and LISTEN.
+fn logging_tape(dir: &Path) -> (PathBuf, SocketAddr) {
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut exchanges = Vec::new();
+    for i in 0..2 {
+        let path = format!("/calls/{i}");
+        let inbound = support::answered(i, &format!(r#"{{"ok":true,"path":"{path}"}}"#));
+        let body = format!(r#"{{"path": "{path}", "nonce": "r"}}"#);
+        let call = Exchange {
+            id: reprise_model::id::new_id(),
+            parent_id: inbound.id.clone(),
+            trace_id: inbound.trace_id.clone(),
+            recorded_at_ns: inbound.recorded_at_ns + 1_000,
+            duration_ns: 1_000,
+            source: Some(reprise_model::RecordSource {
+                recorder: "proxy".into(),
+                route: "log".into(),
+                listener: listen.to_string(),
+                ..Default::default()
+            }),
+            protocol: Protocol::Http11 as i32,
+            role: Role::Downstream as i32,
+            request: Some(reprise_model::Request {
+                method: "POST".into(),
+                scheme: "http".into(),
+                authority: "logs.internal:9000".into(),
+                path: "/log".into(),
+                headers: vec![
+                    reprise_model::Header::new("accept-encoding", "identity"),
+                    reprise_model::Header::new("content-type", "application/json"),
+                    reprise_model::Header::new("user-agent", "logger"),
+                ],
+                body_size: body.len() as u64,
+                body: body.into(),
+                ..Default::default()
+            }),
+            response: Some(reprise_model::Response {
+                status: 200,
+                headers: vec![reprise_model::Header::new(
+                    "content-type",
+                    "application/json",
+                )],
+                body: "{}".into(),
+                body_size: 2,
+                ..Default::default()
+            }),
+            link: Some(reprise_model::Link {
+                kind: LinkKind::Trace as i32,
+                order: 0,
+            }),
+            ..Default::default()
+        };
+        exchanges.push(inbound);
+        exchanges.push(call);
+    }
+    let tape = dir.join("logging.tape");
+    write_exchanges(&tape, &exchanges);
+    (tape, listen)
+}
+
+#[test]
+fn unknown_names_and_udp_are_escapes_and_recorded_names_resolve_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, log) = logging_tape(dir.path());
+    let port = free_port().to_string();
+    let service = ["python3", "-c", LOGGING_SERVICE, &port, &log.to_string()].map(String::from);
+    let run = test_tape(
+        &tape,
+        &["--port", &port],
+        &[("PROBE", "1"), ("NONCE", "r")],
+        &service,
+    );
+    assert_eq!(run.code, 1, "{}", run.both());
+    let log_text = std::fs::read_to_string(run.out.path().join("service.log")).unwrap();
+    assert!(
+        log_text.contains("logs.internal resolves to 127.0.0.1"),
+        "{log_text}"
+    );
+    assert!(
+        log_text.contains("db.internal does not resolve"),
+        "{log_text}"
+    );
+    let looked_up = "the service looked up db.internal (A), a name the recording never used";
+    let udp = "the service sent 1 UDP packet(s), dropped";
+    let report = std::fs::read_to_string(run.out.path().join("report.txt")).unwrap();
+    for said in [looked_up, udp] {
+        assert!(run.stdout.contains(said), "{said}: {}", run.stdout);
+        assert!(report.contains(said), "{said}: {report}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.out.path().join("report.json")).unwrap())
+            .unwrap();
+    let escapes: Vec<&str> = json["service"]["escapes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(escapes, [looked_up, udp], "{}", run.stdout);
+    assert_eq!(json["exit_code"], 1);
+    // The rest was as recorded: the escapes alone fail the run.
+    assert!(
+        run.stdout.contains(
+            "test failed: 0 exchanges regressed, 0 downstream calls missed, 2 escape attempts"
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_mock_miss_alone_fails_the_run() {
+    // A new nonce in each log call: the diff is told to ignore it, the
+    // mock cannot answer the call (its body is not the recorded one),
+    // and the service never reads the answer: nothing differs but the
+    // misses.
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, log) = logging_tape(dir.path());
+    let port = free_port().to_string();
+    let service = ["python3", "-c", LOGGING_SERVICE, &port, &log.to_string()].map(String::from);
+    let run = test_tape(
+        &tape,
+        &["--port", &port, "--ignore", "$.nonce"],
+        &[],
+        &service,
+    );
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(
+        run.stdout.contains(
+            "test failed: 0 exchanges regressed, 2 downstream calls missed, 0 escape attempts"
+        ),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn a_mock_option_takes_effect_through_reprise_test() {
+    // Each call logged twice: once more than recorded. By default the
+    // second is a miss; --mock-exhausted repeat-last answers it with the
+    // recorded answer again (the diff still names the extra call).
+    let dir = tempfile::tempdir().unwrap();
+    let (tape, log) = logging_tape(dir.path());
+    let port = free_port().to_string();
+    let service = ["python3", "-c", LOGGING_SERVICE, &port, &log.to_string()].map(String::from);
+    let run = test_tape(
+        &tape,
+        &["--port", &port, "--mock-exhausted", "repeat-last"],
+        &[("NONCE", "r"), ("TWICE", "1")],
+        &service,
+    );
+    assert_eq!(run.code, 1, "{}", run.both());
+    assert!(
+        run.stdout
+            .contains("the mock answered 4 downstream calls, missed 0"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("new call: POST logs.internal:9000/log"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn auto_noise_passes_a_run_where_only_a_timestamp_differs() {
+    // Recorded a minute ago: the clock's answers differ by a minute.
+    let dir = tempfile::tempdir().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 60;
+    let tape = dir.path().join("recent.tape");
+    let exchanges: Vec<Exchange> = (0..2)
+        .map(|i| {
+            let mut exchange = support::answered(i, &format!(r#"{{"now":{now}}}"#));
+            exchange.recorded_at_ns = now * 1_000_000_000;
+            exchange.request.as_mut().unwrap().path = "/now".into();
+            exchange
+        })
+        .collect();
+    write_exchanges(&tape, &exchanges);
+    let port = free_port().to_string();
+    let clock = ["python3", "-c", CLOCK_SERVICE, &port].map(String::from);
+    let run = test_tape(&tape, &["--port", &port, "--auto-noise"], &[], &clock);
+    assert_eq!(run.code, 0, "{}", run.both());
+    assert!(run.stdout.contains("guess"), "{}", run.stdout);
+}
+
+/// The README's `reprise test` session, as written: its shell block run
+/// by bash in a temporary directory (the example's path made absolute,
+/// its ports swapped for free ones, `reprise` this build), each `reprise
+/// test` line's output checked against the comment under it.
+#[test]
+fn the_readmes_session_runs_as_written() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("### Any language: `reprise test`")
+        .nth(1)
+        .expect("the README's reprise test section");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```").next())
+        .expect("its shell block");
+    let dir = tempfile::tempdir().unwrap();
+    let mut script = block.replace(
+        "examples/python-shop/shop.py",
+        &shop_py().display().to_string(),
+    );
+    // Through placeholders, so that a free port is never rewritten.
+    let ports = ["8080", "8000", "9001", "9002", "7001", "7002"];
+    let free: Vec<String> = ports.iter().map(|_| free_port().to_string()).collect();
+    for (n, port) in ports.iter().enumerate() {
+        script = script.replace(port, &format!("@PORT{n}@"));
+    }
+    for (n, port) in free.iter().enumerate() {
+        script = script.replace(&format!("@PORT{n}@"), port);
+    }
+    let mut expected = Vec::new();
+    let mut lines = Vec::new();
+    let mut block_lines = script.lines().peekable();
+    while let Some(line) = block_lines.next() {
+        if !line.contains("reprise test ") {
+            lines.push(line.to_string());
+            continue;
+        }
+        let said = block_lines
+            .next_if(|next| next.starts_with("# "))
+            .unwrap_or_else(|| panic!("no expectation under {line:?}"));
+        let (text, code) = said
+            .trim_start_matches("# ")
+            .split_once(" (exit ")
+            .unwrap_or_else(|| panic!("no exit code in {said:?}"));
+        let code: i32 = code
+            .trim_end_matches(')')
+            .split(';')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let n = expected.len();
+        lines.push(format!(
+            "{line} > run{n}.txt 2>&1; echo \"exit $?\" >> run{n}.txt"
+        ));
+        expected.push((line.to_string(), text.to_string(), code));
+    }
+    assert_eq!(expected.len(), 4, "{script}");
+    let bin = Path::new(env!("CARGO_BIN_EXE_reprise")).parent().unwrap();
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .args(["-c", &lines.join("\n")])
+        .current_dir(dir.path())
+        .env("PATH", path)
+        .env("HOME", dir.path())
+        .env("REPRISE_CA_DIR", dir.path().join("no-ca"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for name in [
+        "http_proxy",
+        "https_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "grpc_proxy",
+        "NO_PROXY",
+        "no_proxy",
+    ] {
+        command.env_remove(name);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.wait();
+            panic!("the README's session did not finish within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = reader.join().unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    // "9 exchanges: 3 checkouts, each with its 2 linked calls"
+    let recorded = read_tape(&dir.path().join("shop.tape"));
+    assert_eq!(recorded.len(), 9, "{stderr}");
+    assert_eq!(
+        recorded.iter().filter(|e| !e.parent_id.is_empty()).count(),
+        6
+    );
+    for (n, (line, text, code)) in expected.iter().enumerate() {
+        let got = std::fs::read_to_string(dir.path().join(format!("run{n}.txt"))).unwrap();
+        assert!(got.contains(text.as_str()), "{line}: want {text:?}: {got}");
+        assert!(
+            got.trim_end().ends_with(&format!("exit {code}")),
+            "{line}: want exit {code}: {got}"
+        );
+    }
 }

@@ -287,7 +287,10 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     let mut judgement = super::diff::finish(&diff, &damage, None, &args.compare)?;
     judgement.missed += candidate.mock.report.missed;
     let finding: Outcome = judgement.finding().into();
-    // An escape attempt fails the run as a regression does.
+    // An escape attempt fails the run as a regression does. The
+    // recording was read whole before anything started (a damaged one is
+    // refused, as `reprise mock` refuses it): damage now is in a tape this
+    // run wrote and read back, an error rather than diff's 3.
     let outcome = match finding {
         Outcome::Success | Outcome::Damaged | Outcome::TooFewCompared
             if !candidate.escapes.is_empty() =>
@@ -295,6 +298,13 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
             Outcome::Regressed
         }
         _ if interrupt.caught() => Outcome::Error,
+        Outcome::Damaged => {
+            eprintln!(
+                "reprise: a tape this run wrote under {} reads back damaged: not a pass",
+                out.display()
+            );
+            Outcome::Error
+        }
         other => other,
     };
     let report = TestReport {
@@ -393,9 +403,8 @@ impl TestReport<'_> {
             Outcome::Success => "passed",
             Outcome::Regressed if self.diff.regressed > 0 => "regressed",
             Outcome::Regressed => "failed",
-            Outcome::Damaged => "passed on what could be read (the input was damaged)",
             Outcome::TooFewCompared => "not a pass (too few pairs compared)",
-            Outcome::Error => "not finished",
+            Outcome::Error | Outcome::Damaged => "not finished",
         };
         writeln!(
             out,
