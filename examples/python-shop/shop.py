@@ -87,31 +87,36 @@ def encode_note(text, number):
     return b"\x0a" + varint(len(data)) + data + b"\x10" + varint(number)
 
 
-def decode_note_text(data):
-    """Field 1 (`text`) of a `Note`; empty when absent."""
-    i = 0
-    while i < len(data):
-        key = data[i]
+def read_varint(data, i):
+    """The varint at `data[i:]` and the index after it."""
+    value, shift = 0, 0
+    while True:
+        byte = data[i]
         i += 1
-        if key & 7 == 2:
-            length, shift = 0, 0
-            while True:
-                byte = data[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, i
+
+
+def decode_note(data):
+    """`reprise.test.v1.Note{text, number}` from protobuf wire format;
+    absent fields are empty / 0, unknown ones skipped."""
+    text, number, i = "", 0, 0
+    while i < len(data):
+        key, i = read_varint(data, i)
+        if key & 7 == 0:
+            value, i = read_varint(data, i)
+            if key >> 3 == 2:
+                number = value
+        elif key & 7 == 2:
+            length, i = read_varint(data, i)
             if key >> 3 == 1:
-                return data[i : i + length].decode(errors="replace")
+                text = data[i : i + length].decode(errors="replace")
             i += length
-        elif key & 7 == 0:
-            while data[i] & 0x80:
-                i += 1
-            i += 1
         else:
             break
-    return ""
+    return text, number
 
 
 class Shop:
@@ -162,7 +167,7 @@ class Shop:
                 pass
         return {
             "order": order.get("order"),
-            "reserved": decode_note_text(reply),
+            "reserved": decode_note(reply)[0],
             "payment": charge.json(),
         }
 
@@ -174,7 +179,8 @@ def serve_inventory(listen):
     import grpc
 
     def unary(request, context):
-        return encode_note(decode_note_text(request).upper(), decode_note_number(request))
+        text, number = decode_note(request)
+        return encode_note(text.upper(), number)
 
     handler = grpc.method_handlers_generic_handler(
         "reprise.test.v1.Echo", {"Unary": grpc.unary_unary_rpc_method_handler(unary)}
@@ -188,38 +194,6 @@ def serve_inventory(listen):
         server.wait_for_termination()
     except KeyboardInterrupt:
         pass
-    return 0
-
-
-def decode_note_number(data):
-    """Field 2 (`number`) of a `Note`; 0 when absent."""
-    i = 0
-    while i < len(data):
-        key = data[i]
-        i += 1
-        if key & 7 == 0:
-            value, shift = 0, 0
-            while True:
-                byte = data[i]
-                i += 1
-                value |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            if key >> 3 == 2:
-                return value
-        elif key & 7 == 2:
-            length, shift = 0, 0
-            while True:
-                byte = data[i]
-                i += 1
-                length |= (byte & 0x7F) << shift
-                shift += 7
-                if not byte & 0x80:
-                    break
-            i += length
-        else:
-            break
     return 0
 
 
