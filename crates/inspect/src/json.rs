@@ -105,8 +105,14 @@ pub fn exchange(exchange: &Exchange) -> Value {
             json!({
                 "service": source.service, "instance": source.instance, "listener": source.listener,
                 "recorder": source.recorder, "client_addr": source.client_addr, "server_addr": source.server_addr,
-                "connection": source.connection,
+                "connection": source.connection, "route": source.route,
             }),
+        );
+    }
+    if let Some((kind, order)) = exchange.link_kind() {
+        object.insert(
+            "link".into(),
+            json!({ "kind": kind.label(), "order": order }),
         );
     }
     if let Some(request) = &exchange.request {

@@ -177,6 +177,15 @@ fn render(exchange: &Exchange, max: usize) -> String {
     if !exchange.trace_id.is_empty() {
         out.push_str(&format!("  trace     {}\n", display_id(&exchange.trace_id)));
     }
+    if let Some((kind, order)) = exchange.link_kind() {
+        let linked = !exchange.parent_id.is_empty();
+        let order = if linked {
+            format!(", call {} of its parent's", u64::from(order) + 1)
+        } else {
+            String::new()
+        };
+        out.push_str(&format!("  link      {}{order}\n", kind.label()));
+    }
     out.push_str(&format!(
         "  recorded  {}   duration {}\n",
         format_ns_micros(exchange.recorded_at_ns),
@@ -188,6 +197,7 @@ fn render(exchange: &Exchange, max: usize) -> String {
             ("service", &source.service),
             ("instance", &source.instance),
             ("listener", &source.listener),
+            ("route", &source.route),
             ("client", &source.client_addr),
             ("server", &source.server_addr),
             ("connection", &source.connection),

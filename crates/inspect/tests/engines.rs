@@ -5,8 +5,8 @@
 use prost::Message;
 use reprise_inspect::{LsOptions, ShowOptions, StatsOptions, ls, show, stats};
 use reprise_model::{
-    Direction, ErrorKind, Exchange, GrpcStatus, Header, MemorySource, Protocol, Request, Response,
-    Role, StoreError, StreamMessage, TransportError,
+    Direction, ErrorKind, Exchange, GrpcStatus, Header, Link, LinkKind, MemorySource, Protocol,
+    RecordSource, Request, Response, Role, StoreError, StreamMessage, TransportError,
 };
 
 const T0: u64 = 1_795_514_400_000_000_000; // 2026-11-24T10:00:00Z
@@ -347,6 +347,73 @@ fn show_renders_grpc_and_errors() {
         text.ends_with("! transport error (connect): connection refused\n"),
         "{text}"
     );
+}
+
+#[test]
+fn show_says_how_each_downstream_call_was_linked() {
+    let parent = http(0x10, "POST", "/checkout", 200, 0, 30);
+    let mut first = http(0x11, "GET", "/stock", 200, 1, 5);
+    let mut second = http(0x12, "POST", "/charge", 200, 8, 5);
+    let mut lost = http(0x13, "POST", "/charge", 200, 9, 5);
+    for (call, order) in [(&mut first, 0), (&mut second, 1)] {
+        call.role = Role::Downstream as i32;
+        call.parent_id = parent.id.clone();
+        call.link = Some(Link {
+            kind: LinkKind::Trace as i32,
+            order,
+        });
+        call.source = Some(RecordSource {
+            listener: "127.0.0.1:9001".into(),
+            route: "payments".into(),
+            ..Default::default()
+        });
+    }
+    lost.role = Role::Downstream as i32;
+    lost.link = Some(Link {
+        kind: LinkKind::Ambiguous as i32,
+        order: 0,
+    });
+    let exchanges = vec![parent, first, second, lost];
+    let mut out = Vec::new();
+    let mut source = MemorySource::new(exchanges.clone());
+    show(&mut source, "101010", &mut out, &ShowOptions::default()).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("  link      trace, call 1 of its parent's\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  link      trace, call 2 of its parent's\n"),
+        "{text}"
+    );
+    assert!(text.contains("route=payments"), "{text}");
+    assert_eq!(
+        text.matches("  link ").count(),
+        2,
+        "the parent has none: {text}"
+    );
+    let mut out = Vec::new();
+    let mut source = MemorySource::new(exchanges.clone());
+    show(&mut source, "131313", &mut out, &ShowOptions::default()).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("  link      ambiguous\n"), "{text}");
+    let mut out = Vec::new();
+    let options = ShowOptions {
+        json: true,
+        ..ShowOptions::default()
+    };
+    show(
+        &mut MemorySource::new(exchanges),
+        "101010",
+        &mut out,
+        &options,
+    )
+    .unwrap();
+    let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(value.get("link").is_none(), "{value}");
+    assert_eq!(value["downstream"][1]["link"]["kind"], "trace");
+    assert_eq!(value["downstream"][1]["link"]["order"], 1);
+    assert_eq!(value["downstream"][0]["source"]["route"], "payments");
 }
 
 #[test]

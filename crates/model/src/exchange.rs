@@ -1,6 +1,6 @@
 //! Helpers on the generated types: the words the rest of reprise uses.
 
-use crate::pb::{Exchange, Header, Protocol, Request, Response};
+use crate::pb::{Exchange, Header, LinkKind, Protocol, Request, Response};
 
 /// Lowercase hex of an exchange id (or any id bytes).
 pub fn display_id(id: &[u8]) -> String {
@@ -48,7 +48,33 @@ impl Header {
     }
 }
 
+impl LinkKind {
+    /// The kind's name in reports and JSON: `trace`, `scope`,
+    /// `ambiguous`, `unlinked`, `in_flight` (`none` when unset).
+    pub fn label(self) -> &'static str {
+        match self {
+            LinkKind::Unspecified => "none",
+            LinkKind::Trace => "trace",
+            LinkKind::Scope => "scope",
+            LinkKind::Ambiguous => "ambiguous",
+            LinkKind::Unlinked => "unlinked",
+            LinkKind::InFlight => "in_flight",
+        }
+    }
+}
+
 impl Exchange {
+    /// How this downstream call was tied to its parent, and its order
+    /// among the parent's downstream calls; `None` when the recorder said
+    /// nothing (an inbound exchange, a tape older than revision 2).
+    pub fn link_kind(&self) -> Option<(LinkKind, u32)> {
+        let link = self.link.as_ref()?;
+        match LinkKind::try_from(link.kind).unwrap_or(LinkKind::Unspecified) {
+            LinkKind::Unspecified => None,
+            kind => Some((kind, link.order)),
+        }
+    }
+
     /// The hex form of this exchange's id.
     pub fn id_hex(&self) -> String {
         display_id(&self.id)
