@@ -147,17 +147,6 @@ pub struct Outcome {
     pub outcome: String,
 }
 
-impl EgressMetrics {
-    /// Counts one tunnel `outcome`.
-    pub fn tunnel(&self, outcome: &str) {
-        self.tunnels
-            .get_or_create(&Outcome {
-                outcome: outcome.into(),
-            })
-            .inc();
-    }
-}
-
 /// A snapshot of [`EgressMetrics`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EgressStats {
@@ -181,6 +170,15 @@ impl EgressStats {
 }
 
 impl EgressMetrics {
+    /// Counts one tunnel `outcome`.
+    pub fn tunnel(&self, outcome: &str) {
+        self.tunnels
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> EgressStats {
         EgressStats {
