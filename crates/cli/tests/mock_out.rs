@@ -548,3 +548,90 @@ fn bad_out_paths_and_recordings_without_egress_listeners_are_one_clear_error() {
         text(&out.stderr)
     );
 }
+
+/// The echo service on 127.0.0.1 counting the gRPC calls it gets (an
+/// interceptor sees each before the service does).
+async fn start_counting_echo() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use reprise_testkit::echo::echo_server::EchoServer;
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let service = EchoServer::with_interceptor(
+        reprise_testkit::EchoService::default(),
+        move |request: tonic::Request<()>| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(request)
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+            .unwrap();
+    });
+    (addr, calls)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missed_grpc_call_never_reaches_the_fallthrough_upstream_unless_writes_may() {
+    use std::sync::atomic::Ordering;
+    // A recording of one call, "hello".
+    let echo = reprise_testkit::start_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "echo.tape");
+    let recorder = Recorder::start(&format!("http://{echo}"), &tape, &[]);
+    let mut client = reprise_testkit::echo_client(recorder.addr).await;
+    client.unary(note("hello", 7)).await.unwrap();
+    drop(client);
+    recorder.stop_cleanly("-INT");
+
+    let (upstream, calls) = start_counting_echo().await;
+    let upstream_url = format!("http://{upstream}");
+    // The counter counts: a call straight to the upstream.
+    let mut direct = reprise_testkit::echo_client(upstream).await;
+    direct.unary(note("direct", 1)).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let mut args = vec!["--inbound", "--ignore-authority", "--log"];
+    args.extend(["--fallthrough", &upstream_url]);
+    let mock = Recorder::mock(&tape, &args);
+    let mut client = reprise_testkit::echo_client(mock.addr).await;
+    // The recorded call is answered from the recording; the missed one
+    // as a miss, and the upstream gets neither.
+    let hit = client.unary(note("hello", 7)).await.unwrap();
+    assert_eq!(hit.get_ref().text, "HELLO");
+    let missed = client.unary(note("other", 1)).await.unwrap_err();
+    assert_eq!(missed.code(), tonic::Code::Unavailable);
+    assert!(missed.message().contains("reprise mock miss"), "{missed:?}");
+    drop(client);
+    let stderr = stop_expecting(mock, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the upstream got a call");
+    assert!(
+        stderr.contains("gRPC calls fall through only with --fallthrough-writes"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "1 missed writes not sent to {upstream_url} (--fallthrough-writes sends them)"
+        )),
+        "{stderr}"
+    );
+
+    // With --fallthrough-writes the missed call is forwarded, once.
+    args.push("--fallthrough-writes");
+    let mock = Recorder::mock(&tape, &args);
+    let mut client = reprise_testkit::echo_client(mock.addr).await;
+    let answer = client.unary(note("other", 1)).await.unwrap();
+    assert_eq!(answer.get_ref().text, "OTHER");
+    assert_eq!(
+        answer.metadata().get("x-reprise-mock-fallthrough").unwrap(),
+        "1"
+    );
+    drop(client);
+    let stderr = stop_expecting(mock, 1);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert!(stderr.contains("1 missed calls fell through"), "{stderr}");
+}

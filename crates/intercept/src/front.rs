@@ -76,6 +76,48 @@ pub struct FrontOptions {
     /// client that rejected the minted certificate), besides `tracing`:
     /// for a program that shows its user one line per failure.
     pub warn: Option<WarnSink>,
+    /// Told of every tunnel opened and every failure the front counts
+    /// (besides [`FrontCounters`]): for a program that counts them in
+    /// metrics of its own.
+    pub on_event: Option<EventSink>,
+}
+
+/// Takes one [`FrontEvent`].
+pub type EventSink = Arc<dyn Fn(FrontEvent) + Send + Sync>;
+
+/// What the front counts, as [`FrontOptions::on_event`] hears of it: a
+/// tunnel opened, or a failure by class (the fields of [`FrontCounts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FrontEvent {
+    /// A CONNECT tunnel opened (answered 200).
+    TunnelOpened,
+    /// A CONNECT whose target could not be reached (answered 502).
+    ConnectFailed,
+    /// A tunnel that carried neither TLS nor HTTP, or nothing in time.
+    NotTlsOrHttp,
+    /// A client that broke off the TLS handshake rejecting the minted
+    /// certificate.
+    ClientRejectedCertificate,
+    /// Another failed TLS handshake with a client.
+    ClientTlsFailed,
+    /// A tunnel whose far end the handler could not start.
+    UpstreamFailed,
+}
+
+impl FrontEvent {
+    /// The event's name in snake case, for a metric label: `opened`, or
+    /// the failure's as the field of [`FrontCounts`] that counts it.
+    pub fn label(self) -> &'static str {
+        match self {
+            FrontEvent::TunnelOpened => "opened",
+            FrontEvent::ConnectFailed => "connect_failed",
+            FrontEvent::NotTlsOrHttp => "not_tls_or_http",
+            FrontEvent::ClientRejectedCertificate => "client_rejected_certificate",
+            FrontEvent::ClientTlsFailed => "client_tls_failed",
+            FrontEvent::UpstreamFailed => "upstream_failed",
+        }
+    }
 }
 
 /// Takes one warning line (no newline).
@@ -89,6 +131,7 @@ impl Default for FrontOptions {
             refuse_self: true,
             direct_calls: false,
             warn: None,
+            on_event: None,
         }
     }
 }
@@ -101,6 +144,7 @@ impl std::fmt::Debug for FrontOptions {
             .field("refuse_self", &self.refuse_self)
             .field("direct_calls", &self.direct_calls)
             .field("warn", &self.warn.is_some())
+            .field("on_event", &self.on_event.is_some())
             .finish()
     }
 }
@@ -237,6 +281,22 @@ where
     /// The counters, shared with the front.
     pub fn counters(&self) -> Arc<FrontCounters> {
         self.inner.counters.clone()
+    }
+
+    /// Counts `event`, and tells the options' `on_event` sink.
+    fn count(&self, event: FrontEvent) {
+        let counters = &self.inner.counters;
+        bump(match event {
+            FrontEvent::TunnelOpened => &counters.tunnels,
+            FrontEvent::ConnectFailed => &counters.connect_failed,
+            FrontEvent::NotTlsOrHttp => &counters.not_tls_or_http,
+            FrontEvent::ClientRejectedCertificate => &counters.client_rejected_certificate,
+            FrontEvent::ClientTlsFailed => &counters.client_tls_failed,
+            FrontEvent::UpstreamFailed => &counters.upstream_failed,
+        });
+        if let Some(on_event) = &self.inner.options.on_event {
+            on_event(event);
+        }
     }
 
     /// Tells `tracing` and the options' `warn` sink.
@@ -380,7 +440,7 @@ where
         let tunnel = match self.inner.handler.open(&host, port).await {
             Ok(tunnel) => tunnel,
             Err(e) => {
-                bump(&self.inner.counters.connect_failed);
+                self.count(FrontEvent::ConnectFailed);
                 let message = format!(
                     "reprise egress: cannot reach {}: {}",
                     authority(&host, port),
@@ -390,7 +450,7 @@ where
                 return answer(StatusCode::BAD_GATEWAY, message);
             }
         };
-        bump(&self.inner.counters.tunnels);
+        self.count(FrontEvent::TunnelOpened);
         let front = self.clone();
         tokio::spawn(async move {
             match hyper::upgrade::on(request).await {
@@ -412,12 +472,11 @@ where
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let counters = &self.inner.counters;
         let (carried, first) = match sniff(&mut io, self.inner.options.sniff_timeout).await {
             Ok(found) => found,
             Err(SniffError::Closed) => return,
             Err(e) => {
-                bump(&counters.not_tls_or_http);
+                self.count(FrontEvent::NotTlsOrHttp);
                 self.warn(&format!(
                     "reprise egress: tunnel to {} {e}",
                     authority(&host, port)
@@ -445,10 +504,9 @@ where
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let counters = &self.inner.counters;
         let place = authority(&host, port);
         let Some(leaves) = self.inner.leaves.clone() else {
-            bump(&counters.client_tls_failed);
+            self.count(FrontEvent::ClientTlsFailed);
             self.warn(&format!(
                 "reprise egress: tunnel to {place} carries TLS, and there is no CA to terminate it: run `reprise ca init` (or give --ca-dir)"
             ));
@@ -460,14 +518,14 @@ where
         let start = match tokio::time::timeout(timeout, acceptor).await {
             Ok(Ok(start)) => start,
             Ok(Err(e)) => {
-                bump(&counters.client_tls_failed);
+                self.count(FrontEvent::ClientTlsFailed);
                 self.warn(&format!(
                     "reprise egress: tunnel to {place}: not a usable TLS ClientHello: {e}"
                 ));
                 return;
             }
             Err(_) => {
-                bump(&counters.client_tls_failed);
+                self.count(FrontEvent::ClientTlsFailed);
                 self.warn(&format!(
                     "reprise egress: tunnel to {place}: no TLS ClientHello within {timeout:?}"
                 ));
@@ -505,7 +563,7 @@ where
         let config = match leaves.server_config(leaf_host, alpn.as_deref()) {
             Ok(config) => config,
             Err(e) => {
-                bump(&counters.client_tls_failed);
+                self.count(FrontEvent::ClientTlsFailed);
                 self.warn(&format!("reprise egress: tunnel to {place}: {e}"));
                 return;
             }
@@ -514,7 +572,7 @@ where
             Ok(Ok(tls)) => tls,
             Ok(Err(e)) => {
                 if rejected_certificate(&e) {
-                    bump(&counters.client_rejected_certificate);
+                    self.count(FrontEvent::ClientRejectedCertificate);
                     self.warn(&format!(
                         "reprise egress: the client rejected reprise's certificate for {leaf_host} ({e}): \
                          make it trust the reprise CA (`reprise ca env` prints the variables)"
@@ -531,7 +589,7 @@ where
                          variables that make a client trust it)"
                     ));
                 } else {
-                    bump(&counters.client_tls_failed);
+                    self.count(FrontEvent::ClientTlsFailed);
                     self.warn(&format!(
                         "reprise egress: tunnel to {place}: TLS handshake failed: {e}"
                     ));
@@ -539,7 +597,7 @@ where
                 return;
             }
             Err(_) => {
-                bump(&counters.client_tls_failed);
+                self.count(FrontEvent::ClientTlsFailed);
                 self.warn(&format!(
                     "reprise egress: tunnel to {place}: the TLS handshake took over {timeout:?}"
                 ));
@@ -561,7 +619,7 @@ where
         let service = match started {
             Ok(started) => Ok(started.service),
             Err(e) => {
-                bump(&self.inner.counters.upstream_failed);
+                self.count(FrontEvent::UpstreamFailed);
                 let message = format!("reprise egress: {}: {e}", target.authority());
                 self.warn(&message);
                 Err(message)

@@ -59,7 +59,9 @@ mod sniff;
 
 pub use ca::{CaError, CaFiles, LocalCa};
 pub use forward::{Dialled, Forward, ForwardBody, ForwardFuture, ForwardService};
-pub use front::{Front, FrontCounters, FrontCounts, FrontOptions, FrontService, WarnSink};
+pub use front::{
+    EventSink, Front, FrontCounters, FrontCounts, FrontEvent, FrontOptions, FrontService, WarnSink,
+};
 pub use handler::{
     Arrival, BoxBody, BoxError, Handler, Layered, Opening, Started, Target, layered,
 };

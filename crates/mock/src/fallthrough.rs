@@ -182,7 +182,8 @@ impl FallthroughLayer {
         self
     }
 
-    /// Missed writes answered as misses so far, not sent on.
+    /// Missed writes (gRPC calls among them) answered as misses so far,
+    /// not sent on.
     pub fn withheld(&self) -> u64 {
         self.shared.withheld.load(Ordering::Relaxed)
     }
@@ -226,9 +227,12 @@ where
         let grpc = reprise_net::versions::needs_h2(request.headers());
         if grpc && !self.shared.writes.load(Ordering::Relaxed) {
             let answer = Service::<Request<B>>::call(&mut self.inner, request);
+            let shared = Arc::clone(&self.shared);
             return Box::pin(async move {
                 let mut answer = answer.await?.map(Either::Left);
                 if answer.extensions().get::<MockMiss>().is_some() {
+                    // A missed write, withheld: counted with the others.
+                    shared.withheld.fetch_add(1, Ordering::Relaxed);
                     answer.extensions_mut().insert(FellThrough::Withheld(
                         "not sent to --fallthrough: gRPC calls fall through only with --fallthrough-writes".into(),
                     ));

@@ -132,6 +132,19 @@ pub struct EgressMetrics {
     pub unknown_trace: Counter,
     /// Not recorded: their inbound call was sampled out.
     pub parent_sampled_out: Counter,
+    /// The `--egress` proxy's CONNECT tunnels: opened, and failed by
+    /// reason (`reprise_egress_tunnels_total{outcome=...}`): the attempts
+    /// that never became a call to record.
+    pub tunnels: Family<Outcome, Counter>,
+}
+
+/// The label of `reprise_egress_tunnels_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `opened`, or why the tunnel failed (`connect_failed`,
+    /// `not_tls_or_http`, `client_rejected_certificate`,
+    /// `client_tls_failed`, `upstream_failed`).
+    pub outcome: String,
 }
 
 /// A snapshot of [`EgressMetrics`].
@@ -157,6 +170,15 @@ impl EgressStats {
 }
 
 impl EgressMetrics {
+    /// Counts one tunnel `outcome`.
+    pub fn tunnel(&self, outcome: &str) {
+        self.tunnels
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     /// The counters now.
     pub fn snapshot(&self) -> EgressStats {
         EgressStats {
@@ -356,7 +378,14 @@ impl Metrics {
             links.clone(),
         );
         let link = |link: &str| links.get_or_create_owned(&Link { link: link.into() });
+        let tunnels = Family::<Outcome, Counter>::default();
+        registry.register(
+            "egress_tunnels",
+            "CONNECT tunnels through the egress proxy: opened, or failed by reason (never a recorded call)",
+            tunnels.clone(),
+        );
         let egress = EgressMetrics {
+            tunnels,
             linked: link("trace"),
             ambiguous: link("ambiguous"),
             unlinked: link("unlinked"),
@@ -493,8 +522,10 @@ mod tests {
         metrics.dropped_queue_full.inc_by(3);
         metrics.error(ErrorKind::Connect);
         metrics.upstream_latency.observe(0.002);
+        metrics.egress.tunnel("connect_failed");
         let text = metrics.render();
         for line in [
+            "reprise_egress_tunnels_total{outcome=\"connect_failed\"} 1",
             "reprise_exchanges_seen_total 1",
             "reprise_exchanges_dropped_total{reason=\"queue_full\"} 3",
             "reprise_exchanges_dropped_total{reason=\"sink_error\"} 0",

@@ -98,6 +98,12 @@ pub(crate) async fn start_listeners(
             Kind::Forward => {
                 let mut options = FrontOptions::default();
                 options.warn = egress.warn.clone();
+                // Tunnels that fail never become a call to record: they
+                // are counted in /metrics instead.
+                let metrics = Arc::clone(recorder.metrics());
+                options.on_event = Some(Arc::new(move |event: reprise_intercept::FrontEvent| {
+                    metrics.egress.tunnel(event.label());
+                }));
                 Serving::Proxy(Front::with_options(
                     layered(Forward::with_tls(tls.clone()), Absolute { record: layer }),
                     egress.leaves.clone(),
