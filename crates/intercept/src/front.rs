@@ -581,7 +581,7 @@ where
                     // Node.js (OpenSSL) hangs up on a certificate it does
                     // not trust without sending an alert: say the likely
                     // reason rather than "eof".
-                    bump(&counters.client_tls_failed);
+                    self.count(FrontEvent::ClientTlsFailed);
                     self.warn(&format!(
                         "reprise egress: tunnel to {place}: the client hung up in the TLS handshake, \
                          after reprise's certificate for {leaf_host}: it probably does not trust the \
