@@ -36,8 +36,8 @@ mod watched;
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
 pub use egress::{
     CALLER_KEY, DEFAULT_LINK_WINDOW, EgressConfig, EgressFuture, EgressRecordLayer, EgressRecorder,
-    EgressRoute, EgressRouteError, EgressSource, ForwardError, ForwardFuture, InboundTrace,
-    InboundTracing, UpstreamForward, valid_traceparent,
+    EgressRoute, EgressRouteError, EgressSource, ForwardError, InboundTrace, InboundTracing,
+    valid_traceparent,
 };
 pub use error::ProxyError;
 pub use protocol::UpstreamVersions;

@@ -12,6 +12,8 @@
 //! Each thread also records the calls it served (a local handle of the
 //! recorder: judged, encoded and packed into tape blocks there); only
 //! full blocks cross to the recorder's thread, which writes them.
+//! Each `--egress-route` is served the same way, on the same threads
+//! (bound once per thread, its own forwarder per thread: `egress::listen`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -112,7 +114,7 @@ pub(crate) async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), 
 /// Binds `addr` `n` times with `SO_REUSEPORT` (port 0: the port the first
 /// bind picks); the listeners come back unregistered, for each serving
 /// thread's runtime to take.
-fn bind_shared(
+pub(crate) fn bind_shared(
     addr: SocketAddr,
     n: usize,
 ) -> Result<(Vec<std::net::TcpListener>, SocketAddr), ProxyError> {
@@ -213,9 +215,13 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     );
     let drain = config.drain_timeout;
     let (stop, stopped) = watch::channel(false);
-    // Egress: the service's own calls, recorded on the recorder's shared
-    // handle and linked by trace id to the inbound calls registered here.
-    let (tracing, egress) = if config.egress.enabled() {
+    // Egress: the service's own calls, linked by trace id to the inbound
+    // calls registered here. The forward proxy runs on this runtime,
+    // recording on the recorder's shared handle; the routes are bound
+    // once per serving thread and served there, as the listener is.
+    let mut egress_tasks = Vec::new();
+    let mut egress_addresses = Vec::new();
+    let (tracing, mut routes) = if config.egress.enabled() {
         let links = Arc::new(LinkRegistry::new(config.egress.link_window));
         let https = config.egress.forward.is_some()
             || config.egress.routes.iter().any(|r| r.target.is_tls());
@@ -225,20 +231,41 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             (None, false) => reprise_net::tls::Trust::Nobody,
         };
         let egress_tls = reprise_net::tls::client_config_for(trust)?;
-        let listeners =
-            crate::egress::start_listeners(&config, &recorder, &links, &egress_tls, &stopped)
+        let mut taken = vec![local_addr];
+        let forward_proxy = match config.egress.forward {
+            Some(at) => {
+                let proxy = crate::egress::start_forward_proxy(
+                    &config,
+                    at,
+                    &recorder,
+                    &links,
+                    &egress_tls,
+                    &stopped,
+                )
                 .await?;
+                taken.push(proxy.addr);
+                Some(proxy)
+            }
+            None => None,
+        };
+        let routes = crate::egress::bind_routes(&config, listeners.len(), &taken)?;
+        egress_addresses.extend(routes.addresses.iter().cloned());
+        if let Some(proxy) = forward_proxy {
+            egress_addresses.push(("--egress".to_string(), proxy.addr));
+            egress_tasks.push(proxy.task);
+        }
         let tracing = InboundTracing {
-            links,
+            links: Arc::clone(&links),
             fresh_trace: config.egress.fresh_trace,
         };
-        (Some(tracing), Some(listeners))
+        (Some(tracing), Some((routes, links, egress_tls)))
     } else {
         (None, None)
     };
     // With egress under --match or the rate cap, inbound calls are judged
     // on the writer thread, which holds their downstream calls until the
-    // verdict: the shared handle, not a serving thread's own.
+    // verdict: the shared handle, not a serving thread's own (for the
+    // routes' calls too).
     let shared_handle = tracing.is_some() && recorder.gated();
     let mut serving = Vec::with_capacity(listeners.len());
     // HTTP/1.1 connections to the upstream come out of the same budget
@@ -262,6 +289,12 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         )?;
         forwarder.tracing = tracing.clone();
         let forwarder = Arc::new(forwarder);
+        let route_servers = match &mut routes {
+            Some((routes, links, egress_tls)) => {
+                routes.take(&config, &local, links, egress_tls, http1_connections)?
+            }
+            None => Vec::new(),
+        };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -277,8 +310,27 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                             addr: local_addr,
                             source,
                         })?;
+                    // The routes' listeners on this thread, served
+                    // alongside the proxy's and drained with it.
+                    let route_builder = Arc::new(builder(&forwarder.config));
+                    let routes: Vec<_> = route_servers
+                        .into_iter()
+                        .map(|route| {
+                            tokio::spawn(route.run(
+                                Arc::clone(&route_builder),
+                                drain,
+                                stopped.clone(),
+                            ))
+                        })
+                        .collect();
                     serve(listener, gate, acceptor, forwarder, stopped).await;
-                    Ok::<(), ProxyError>(())
+                    let mut result = Ok(());
+                    for route in routes {
+                        if let Ok(Err(e)) = route.await {
+                            result = result.and(Err(e));
+                        }
+                    }
+                    result
                 });
                 // Calls still running past the drain end with the runtime;
                 // then what this thread packed goes to the writer, which
@@ -294,10 +346,6 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     if let Some((admin, _)) = admin {
         tokio::spawn(serve_admin(admin, Arc::clone(&metrics), stopped.clone()));
     }
-    let (egress_addresses, egress_tasks) = match egress {
-        Some(listeners) => (listeners.addresses, listeners.tasks),
-        None => (Vec::new(), Vec::new()),
-    };
     let task = tokio::spawn(async move {
         let mut first_error = None;
         for finished in serving {

@@ -2,8 +2,8 @@
 //! for the service being recorded, as a downstream exchange linked to the
 //! inbound exchange it served (by its `traceparent`'s trace id, through
 //! the [`LinkRegistry`]). Generic over the inner service that reaches the
-//! real target: the route listeners' [`UpstreamForward`](super::UpstreamForward)
-//! today, the CONNECT/TLS front's forwarder tomorrow.
+//! real target: the route listeners' [`RouteForward`](super::forward::RouteForward),
+//! and the forward proxy's `reprise_intercept::Forward`.
 
 use std::future::Future;
 use std::pin::Pin;

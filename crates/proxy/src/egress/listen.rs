@@ -1,9 +1,17 @@
-//! The egress listeners of `reprise record`: one per `--egress-route`,
-//! forwarding every call to its URL through [`UpstreamForward`], and
-//! `--egress`, a forward proxy: `reprise_intercept`'s front (absolute
-//! form, CONNECT tunnels carrying TLS, h2c or HTTP/1.1) handing each call
-//! to `reprise_intercept::Forward`. Both record through
-//! [`EgressRecordLayer`].
+//! The egress listeners of `reprise record`.
+//!
+//! - Each `--egress-route` is served as the reverse proxy's listener is:
+//!   bound once per serving thread (`SO_REUSEPORT`), each thread serving
+//!   its share on its own single-threaded runtime with its own
+//!   [`RouteForward`] (the proxy's HTTP/1.1 client, pooled on that
+//!   thread), so that a call, its downstream connection and their tasks
+//!   stay on one thread ([`bind_routes`], [`RouteServer`]).
+//! - `--egress`, the forward proxy, is `reprise_intercept`'s front
+//!   (absolute form, CONNECT tunnels carrying TLS, h2c or HTTP/1.1)
+//!   handing each call to `reprise_intercept::Forward`, on the runtime
+//!   that started the proxy ([`start_forward_proxy`]).
+//!
+//! Both record through [`EgressRecordLayer`].
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,6 +23,8 @@ use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 use reprise_intercept::{BoxBody, Forward, Front, FrontOptions, Layered, Target, layered};
 use reprise_model::sample::Sampler;
 use reprise_record::{ConnectionMetrics, LinkRegistry, Recorder, TapBody, is_grpc};
@@ -23,125 +33,260 @@ use tokio::sync::watch;
 use tower_layer::Layer;
 use tower_service::Service;
 
+use super::forward::{RouteBody, RouteForward, RouteFuture};
 use super::{EgressRecordLayer, EgressRecorder, EgressRoute, EgressSource, ForwardError};
-use super::{UpstreamForward, forward::ForwardFuture};
 use crate::config::ProxyConfig;
 use crate::error::ProxyError;
 use crate::listener::{ConnectionGate, serve_connection};
 
-/// What an egress listener answers with: the downstream's body, tapped,
-/// or its own.
-type EgressBody = Either<TapBody<Incoming>, Full<Bytes>>;
+/// What a route answers with: the downstream's body, tapped, or its own.
+type EgressBody = Either<TapBody<RouteBody>, Full<Bytes>>;
 
-type Recorded = EgressRecorder<UpstreamForward<TapBody<Incoming>>>;
+type Recorded = EgressRecorder<RouteForward>;
 
-/// The egress listeners, running.
-pub(crate) struct EgressListeners {
-    /// Each listener's name (`--egress` or the route's) and address.
+/// The routes' listeners, each bound once per serving thread, not yet
+/// served.
+pub(crate) struct BoundRoutes {
+    /// Each route's name and address (the one bound, for port 0).
     pub(crate) addresses: Vec<(String, SocketAddr)>,
-    /// Each listener's task, done once it has drained.
-    pub(crate) tasks: Vec<tokio::task::JoinHandle<()>>,
+    routes: Vec<BoundRoute>,
 }
 
-/// Which listener: a route, or the forward proxy.
-#[derive(Clone)]
-enum Kind {
-    Route(Arc<EgressRoute>),
-    Forward,
+struct BoundRoute {
+    route: Arc<EgressRoute>,
+    addr: SocketAddr,
+    /// One for all the route's listeners: `--max-connections` counts the
+    /// route's connections on every thread.
+    gate: ConnectionGate,
+    /// One per serving thread, taken by [`BoundRoutes::take`].
+    listeners: Vec<std::net::TcpListener>,
 }
 
-/// Binds every egress listener of `config` and starts serving them on the
-/// current runtime, recording into `recorder` (its shared handle) and
-/// linking by `links`; they stop, and drain, when `stopped` turns true.
-pub(crate) async fn start_listeners(
+/// Binds every `--egress-route` of `config` `threads` times
+/// (`SO_REUSEPORT`, as the reverse proxy's listener). `taken`: the
+/// addresses this process already listens on (the reverse proxy's, and
+/// `--egress`), which a route may not share: `SO_REUSEPORT` would let it,
+/// and split their connections.
+pub(crate) fn bind_routes(
     config: &ProxyConfig,
+    threads: usize,
+    taken: &[SocketAddr],
+) -> Result<BoundRoutes, ProxyError> {
+    let mut bound = BoundRoutes {
+        addresses: Vec::new(),
+        routes: Vec::new(),
+    };
+    let mut listening: Vec<SocketAddr> = taken.to_vec();
+    for route in &config.egress.routes {
+        if let Some(other) = listening.iter().find(|a| overlap(**a, route.listen)) {
+            return Err(ProxyError::Bind {
+                addr: route.listen,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!("{other} is already listened on by this process"),
+                ),
+            });
+        }
+        let (mut listeners, addr) = crate::server::bind_shared(route.listen, threads)?;
+        listening.push(addr);
+        // Taken from the back, one per thread.
+        listeners.reverse();
+        let gate = ConnectionGate::new(
+            &format!("the egress listener {} ({addr})", route.name),
+            config.limits,
+            ConnectionMetrics::default(),
+        );
+        bound.addresses.push((route.name.clone(), addr));
+        bound.routes.push(BoundRoute {
+            route: Arc::new(route.clone()),
+            addr,
+            gate,
+            listeners,
+        });
+    }
+    Ok(bound)
+}
+
+/// Whether listening on `a` and `b` (port 0: any free port) would take
+/// the same connections.
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+impl BoundRoutes {
+    /// One serving thread's share: a [`RouteServer`] per route, recording
+    /// into `recorder` (the thread's handle) and linking by `links`;
+    /// `tls`, what https downstreams are trusted by;
+    /// `http1_connections`, how many HTTP/1.1 connections to each
+    /// downstream the thread may hold open.
+    pub(crate) fn take(
+        &mut self,
+        config: &ProxyConfig,
+        recorder: &Recorder,
+        links: &Arc<LinkRegistry>,
+        tls: &rustls::ClientConfig,
+        http1_connections: usize,
+    ) -> Result<Vec<RouteServer>, ProxyError> {
+        let mut servers = Vec::with_capacity(self.routes.len());
+        for bound in &mut self.routes {
+            let Some(listener) = bound.listeners.pop() else {
+                continue;
+            };
+            let route = Arc::clone(&bound.route);
+            let source = EgressSource {
+                listener: route.listen.to_string(),
+                route: route.name.clone(),
+                service: config.service.clone(),
+                max_body: config.max_body,
+            };
+            let layer = EgressRecordLayer::new(
+                recorder.clone(),
+                source,
+                Arc::clone(links),
+                sampler(config),
+            );
+            let forward = RouteForward::new(
+                &route,
+                tls,
+                config.connect_timeout,
+                config.response_timeout,
+                http1_connections,
+            )?;
+            servers.push(RouteServer {
+                listener,
+                addr: bound.addr,
+                gate: bound.gate.clone(),
+                route,
+                service: layer.layer(forward),
+            });
+        }
+        Ok(servers)
+    }
+}
+
+/// Calls with no parent are sampled on their own id at `--sample`'s rate.
+fn sampler(config: &ProxyConfig) -> Sampler {
+    Sampler::new(config.sampler.rate()).unwrap_or_else(|_| Sampler::all())
+}
+
+/// One route's listener on one serving thread.
+pub(crate) struct RouteServer {
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    gate: ConnectionGate,
+    route: Arc<EgressRoute>,
+    service: Recorded,
+}
+
+impl RouteServer {
+    /// Serves the route's connections on the current (the serving
+    /// thread's) runtime with `builder` until `stopped` turns true, then
+    /// lets them finish for up to `drain`.
+    pub(crate) async fn run(
+        self,
+        builder: Arc<auto::Builder<TokioExecutor>>,
+        drain: std::time::Duration,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<(), ProxyError> {
+        let RouteServer {
+            listener,
+            addr,
+            gate,
+            route,
+            service,
+        } = self;
+        let listener =
+            TcpListener::from_std(listener).map_err(|source| ProxyError::Bind { addr, source })?;
+        loop {
+            tokio::select! {
+                accepted = gate.accept(&listener) => {
+                    let _ = accepted.stream.set_nodelay(true);
+                    let (route, service) = (Arc::clone(&route), service.clone());
+                    let handler = service_fn(move |request| {
+                        handle(Arc::clone(&route), service.clone(), request)
+                    });
+                    tokio::spawn(serve_connection(
+                        accepted,
+                        None,
+                        Arc::clone(&builder),
+                        handler,
+                        stopped.clone(),
+                    ));
+                }
+                _ = stopped.changed() => break,
+            }
+        }
+        drop(listener);
+        let _ = tokio::time::timeout(drain, gate.all_closed()).await;
+        Ok(())
+    }
+}
+
+/// The forward proxy, `--egress`, running: its address and its task,
+/// done once it has drained.
+pub(crate) struct ForwardProxy {
+    pub(crate) addr: SocketAddr,
+    pub(crate) task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `--egress` and starts serving it on the current runtime,
+/// recording into `recorder` (its shared handle) and linking by `links`;
+/// it stops, and drains, when `stopped` turns true.
+pub(crate) async fn start_forward_proxy(
+    config: &ProxyConfig,
+    at: SocketAddr,
     recorder: &Recorder,
     links: &Arc<LinkRegistry>,
     tls: &rustls::ClientConfig,
     stopped: &watch::Receiver<bool>,
-) -> Result<EgressListeners, ProxyError> {
+) -> Result<ForwardProxy, ProxyError> {
     let egress = &config.egress;
-    let mut bound = Vec::new();
-    for route in &egress.routes {
-        let (listener, addr) = crate::server::bind(route.listen).await?;
-        bound.push((listener, addr, Kind::Route(Arc::new(route.clone()))));
-    }
-    if let Some(forward) = egress.forward {
-        let (listener, addr) = crate::server::bind(forward).await?;
-        bound.push((listener, addr, Kind::Forward));
-    }
-    let forward = UpstreamForward::new(tls, config.connect_timeout, config.response_timeout);
-    let mut listeners = EgressListeners {
-        addresses: Vec::new(),
-        tasks: Vec::new(),
+    let (listener, addr) = crate::server::bind(at).await?;
+    let source = EgressSource {
+        listener: at.to_string(),
+        route: String::new(),
+        service: config.service.clone(),
+        max_body: config.max_body,
     };
-    for (listener, addr, kind) in bound {
-        let (name, route) = match &kind {
-            Kind::Route(route) => (route.name.clone(), route.name.clone()),
-            Kind::Forward => ("--egress".to_string(), String::new()),
-        };
-        let source = EgressSource {
-            listener: match &kind {
-                Kind::Route(route) => route.listen.to_string(),
-                Kind::Forward => egress
-                    .forward
-                    .map_or_else(|| addr.to_string(), |a| a.to_string()),
-            },
-            route,
-            service: config.service.clone(),
-            max_body: config.max_body,
-        };
-        let sampler = Sampler::new(config.sampler.rate()).unwrap_or_else(|_| Sampler::all());
-        let layer = EgressRecordLayer::new(recorder.clone(), source, Arc::clone(links), sampler);
-        let serving = match kind {
-            Kind::Route(_) => Serving::Route(kind, Box::new(layer.layer(forward.clone()))),
-            Kind::Forward => {
-                let mut options = FrontOptions::default();
-                options.warn = egress.warn.clone();
-                // Tunnels that fail never become a call to record: they
-                // are counted in /metrics instead.
-                let metrics = Arc::clone(recorder.metrics());
-                options.on_event = Some(Arc::new(move |event: reprise_intercept::FrontEvent| {
-                    metrics.egress.tunnel(event.label());
-                }));
-                Serving::Proxy(Front::with_options(
-                    layered(Forward::with_tls(tls.clone()), Absolute { record: layer }),
-                    egress.leaves.clone(),
-                    options,
-                ))
-            }
-        };
-        let gate = ConnectionGate::new(
-            &format!("the egress listener {name} ({addr})"),
-            config.limits,
-            ConnectionMetrics::default(),
-        );
-        listeners.addresses.push((name, addr));
-        listeners.tasks.push(tokio::spawn(serve(
-            listener,
-            gate,
-            serving,
-            Arc::new(crate::server::builder(config)),
-            config.drain_timeout,
-            stopped.clone(),
-        )));
-    }
-    Ok(listeners)
+    let layer =
+        EgressRecordLayer::new(recorder.clone(), source, Arc::clone(links), sampler(config));
+    let mut options = FrontOptions::default();
+    options.warn = egress.warn.clone();
+    // Tunnels that fail never become a call to record: they are counted
+    // in /metrics instead.
+    let metrics = Arc::clone(recorder.metrics());
+    options.on_event = Some(Arc::new(move |event: reprise_intercept::FrontEvent| {
+        metrics.egress.tunnel(event.label());
+    }));
+    let front = Front::with_options(
+        layered(Forward::with_tls(tls.clone()), Absolute { record: layer }),
+        egress.leaves.clone(),
+        options,
+    );
+    let gate = ConnectionGate::new(
+        &format!("the egress listener --egress ({addr})"),
+        config.limits,
+        ConnectionMetrics::default(),
+    );
+    let task = tokio::spawn(serve_proxy(
+        listener,
+        gate,
+        front,
+        Arc::new(crate::server::builder(config)),
+        config.drain_timeout,
+        stopped.clone(),
+    ));
+    Ok(ForwardProxy { addr, task })
 }
 
-/// How one listener serves its connections.
-enum Serving {
-    /// A route: every call to its URL.
-    Route(Kind, Box<Recorded>),
-    /// The forward proxy: the front, its calls recorded.
-    Proxy(Front<Layered<Forward<TapBody<Incoming>>, Absolute>>),
-}
-
-async fn serve(
+async fn serve_proxy(
     listener: TcpListener,
     gate: ConnectionGate,
-    serving: Serving,
-    builder: Arc<hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>>,
+    front: Front<Layered<Forward<TapBody<Incoming>>, Absolute>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
     drain: std::time::Duration,
     mut stopped: watch::Receiver<bool>,
 ) {
@@ -149,33 +294,15 @@ async fn serve(
         tokio::select! {
             accepted = gate.accept(&listener) => {
                 let _ = accepted.stream.set_nodelay(true);
-                let builder = Arc::clone(&builder);
-                match &serving {
-                    Serving::Route(kind, service) => {
-                        let (kind, service) = (kind.clone(), (**service).clone());
-                        let handler = service_fn(move |request| {
-                            handle(kind.clone(), service.clone(), request)
-                        });
-                        tokio::spawn(serve_connection(
-                            accepted,
-                            None,
-                            builder,
-                            handler,
-                            stopped.clone(),
-                        ));
-                    }
-                    Serving::Proxy(front) => {
-                        // A call for the proxy's own address would loop.
-                        let local = accepted.stream.local_addr().ok();
-                        tokio::spawn(serve_connection(
-                            accepted,
-                            None,
-                            builder,
-                            front.connection_service(local),
-                            stopped.clone(),
-                        ));
-                    }
-                }
+                // A call for the proxy's own address would loop.
+                let local = accepted.stream.local_addr().ok();
+                tokio::spawn(serve_connection(
+                    accepted,
+                    None,
+                    Arc::clone(&builder),
+                    front.connection_service(local),
+                    stopped.clone(),
+                ));
             }
             _ = stopped.changed() => break,
         }
@@ -242,53 +369,45 @@ where
     }
 }
 
-/// One call to an egress listener.
+/// One call to a route.
 async fn handle(
-    kind: Kind,
+    route: Arc<EgressRoute>,
     mut service: Recorded,
     request: Request<Incoming>,
 ) -> Result<Response<EgressBody>, Infallible> {
     let grpc = is_grpc(request.headers());
-    let request = match target(&kind, request) {
+    let request = match target(&route, request) {
         Ok(request) => request,
         Err((status, text)) => return Ok(own(status, text)),
     };
-    let sending: EgressFuture = service.call(request);
+    let sending: super::EgressFuture<RouteFuture> = service.call(request);
     match sending.await {
         Ok(response) => Ok(response.map(Either::Left)),
         Err(error) => Ok(failed(&error, grpc)),
     }
 }
 
-type EgressFuture = super::EgressFuture<ForwardFuture>;
-
-/// The request with its real target in absolute form, or the listener's
-/// own answer.
+/// The request with the route's downstream as its target, in absolute
+/// form (the URL's path before the call's), or the route's own answer.
 fn target(
-    kind: &Kind,
+    route: &EgressRoute,
     request: Request<Incoming>,
 ) -> Result<Request<Incoming>, (StatusCode, String)> {
     let (mut parts, body) = request.into_parts();
-    match kind {
-        Kind::Route(route) => {
-            let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let uri = http::Uri::builder()
-                .scheme(route.target.scheme.clone())
-                .authority(route.target.authority.clone())
-                .path_and_query(format!("{}{path}", route.prefix))
-                .build();
-            match uri {
-                Ok(uri) => parts.uri = uri,
-                Err(e) => {
-                    return Err((
-                        StatusCode::BAD_REQUEST,
-                        format!("reprise: the request target cannot be forwarded: {e}\n"),
-                    ));
-                }
-            }
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let uri = http::Uri::builder()
+        .scheme(route.target.scheme.clone())
+        .authority(route.target.authority.clone())
+        .path_and_query(format!("{}{path}", route.prefix))
+        .build();
+    match uri {
+        Ok(uri) => parts.uri = uri,
+        Err(e) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("reprise: the request target cannot be forwarded: {e}\n"),
+            ));
         }
-        // The forward proxy is served by the front, never here.
-        Kind::Forward => {}
     }
     Ok(Request::from_parts(parts, body))
 }

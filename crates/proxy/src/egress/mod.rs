@@ -11,9 +11,12 @@
 //!   downstream exchange, linked by the trace id its `traceparent`
 //!   carries.
 //! - The listeners (`listen`): `--egress-route NAME=LISTEN=URL`, one
-//!   listener per downstream for clients that take a base URL, and
-//!   `--egress ADDR`, a forward proxy for plain HTTP in absolute form (the
-//!   `HTTP_PROXY` clients send); both forward through [`UpstreamForward`].
+//!   listener per downstream for clients that take a base URL, served on
+//!   the reverse proxy's serving threads and forwarded by a
+//!   [`RouteForward`](forward::RouteForward) per thread (the proxy's own
+//!   HTTP/1.1 client); and `--egress ADDR`, the forward proxy
+//!   (`reprise_intercept`'s front: absolute form, as `HTTP_PROXY` clients
+//!   send, and CONNECT tunnels).
 
 mod forward;
 mod inbound;
@@ -23,10 +26,9 @@ mod listen;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use forward::{ForwardFuture, UpstreamForward};
 pub use inbound::{CALLER_KEY, InboundTrace, InboundTracing, valid_traceparent};
 pub use layer::{EgressFuture, EgressRecordLayer, EgressRecorder, EgressSource, ForwardError};
-pub(crate) use listen::start_listeners;
+pub(crate) use listen::{bind_routes, start_forward_proxy};
 pub use reprise_record::DEFAULT_LINK_WINDOW;
 
 use reprise_net::Upstream;
