@@ -394,11 +394,26 @@ fn target(
     request: Request<Incoming>,
 ) -> Result<Request<Incoming>, (StatusCode, String)> {
     let (mut parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let path = match (route.prefix.as_str(), parts.uri.path_and_query()) {
+        // The call's own, not parsed again.
+        ("", Some(path)) => path.clone(),
+        (prefix, path) => {
+            let path = path.map_or("/", |p| p.as_str());
+            match http::uri::PathAndQuery::try_from(format!("{prefix}{path}")) {
+                Ok(path) => path,
+                Err(e) => {
+                    return Err((
+                        StatusCode::BAD_REQUEST,
+                        format!("reprise: the request target cannot be forwarded: {e}\n"),
+                    ));
+                }
+            }
+        }
+    };
     let uri = http::Uri::builder()
         .scheme(route.target.scheme.clone())
         .authority(route.target.authority.clone())
-        .path_and_query(format!("{}{path}", route.prefix))
+        .path_and_query(path)
         .build();
     match uri {
         Ok(uri) => parts.uri = uri,
