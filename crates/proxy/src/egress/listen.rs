@@ -460,3 +460,143 @@ fn failed(error: &ForwardError, grpc: bool) -> Response<EgressBody> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn config_with(routes: &[&str]) -> ProxyConfig {
+        let mut config = ProxyConfig::new(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            crate::config::Upstream::parse("http://127.0.0.1:1").unwrap(),
+        );
+        config.egress.routes = routes
+            .iter()
+            .map(|spec| EgressRoute::parse(spec).unwrap())
+            .collect();
+        config
+    }
+
+    #[tokio::test]
+    async fn a_route_is_bound_once_per_thread_and_never_on_an_address_taken() {
+        let config = config_with(&["pay=127.0.0.1:0=http://127.0.0.1:9"]);
+        let bound = bind_routes(&config, 3, &[]).unwrap();
+        let addr = bound.addresses[0].1;
+        assert_ne!(addr.port(), 0);
+        assert_eq!(bound.routes[0].listeners.len(), 3);
+        for listener in &bound.routes[0].listeners {
+            assert_eq!(listener.local_addr().unwrap(), addr);
+        }
+        // The listener's address (or --egress's), or one that overlaps
+        // it, would split its connections.
+        for spec in [
+            format!("pay=127.0.0.1:{}=http://127.0.0.1:9", addr.port()),
+            format!("pay=0.0.0.0:{}=http://127.0.0.1:9", addr.port()),
+        ] {
+            let config = config_with(&[&spec]);
+            match bind_routes(&config, 1, &[addr]) {
+                Err(ProxyError::Bind { source, .. }) => {
+                    assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+                }
+                other => panic!("{spec}: {:?}", other.map(|b| b.addresses)),
+            }
+        }
+        assert!(!overlap(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        ));
+        assert!(!overlap(
+            SocketAddr::from(([127, 0, 0, 1], 80)),
+            SocketAddr::from(([127, 0, 0, 2], 80))
+        ));
+    }
+
+    /// A downstream answering every HTTP/1.1 request on a kept connection
+    /// with `hi`.
+    async fn downstream() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut read = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        while let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                            read.drain(..end + 4);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi";
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => read.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn calls_to_a_route_served_by_several_threads_are_all_answered_and_recorded() {
+        let downstream = downstream().await;
+        let mut config = config_with(&[&format!("pay=127.0.0.1:0=http://{downstream}/v1")]);
+        config.threads = Some(2);
+        let sink = reprise_model::MemorySink::new();
+        let proxy = crate::start(config, Box::new(sink.clone())).await.unwrap();
+        let route = proxy.egress_addresses()[0].1;
+        // Connections of their own, which the kernel spreads over both
+        // threads' sockets; two calls on each.
+        let mut calls = Vec::new();
+        for i in 0..8 {
+            calls.push(tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(route).await.unwrap();
+                let mut answers = String::new();
+                for j in 0..2 {
+                    let request = format!("GET /c{i}-{j} HTTP/1.1\r\nhost: x\r\n\r\n");
+                    stream.write_all(request.as_bytes()).await.unwrap();
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.ends_with(b"hi") {
+                        let n = stream.read(&mut buf).await.unwrap();
+                        assert_ne!(n, 0, "closed after {got:?}");
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    answers.push_str(&String::from_utf8_lossy(&got));
+                }
+                answers
+            }));
+        }
+        for call in calls {
+            let answers = tokio::time::timeout(Duration::from_secs(10), call)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+        }
+        proxy.shutdown().await.unwrap();
+        let mut paths: Vec<String> = sink
+            .exchanges()
+            .into_iter()
+            .map(|e| {
+                let request = e.request.unwrap_or_default();
+                assert_eq!(request.authority, downstream.to_string());
+                assert_eq!(e.source.unwrap_or_default().route, "pay");
+                request.path
+            })
+            .collect();
+        paths.sort();
+        let mut want: Vec<String> = (0..8)
+            .flat_map(|i| (0..2).map(move |j| format!("/v1/c{i}-{j}")))
+            .collect();
+        want.sort();
+        assert_eq!(paths, want);
+    }
+}
