@@ -146,34 +146,6 @@ fn inside(recorder: &Recorder, disk: &Path, script: &str) {
     assert!(status.success(), "{script}");
 }
 
-/// The next stderr line containing `what` (20 s at most).
-fn line_with(recorder: &Recorder, what: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut skipped = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = recorder
-            .stderr
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no line with {what:?} ({e}); before: {skipped:?}"));
-        if line.contains(what) {
-            return line;
-        }
-        skipped.push(line);
-    }
-}
-
-/// `/healthz`: status and body.
-fn health(recorder: &Recorder) -> (String, String) {
-    let (out, _) = curl(&[
-        "-w",
-        "\n%{http_code}",
-        &format!("http://{}/healthz", recorder.admin.unwrap()),
-    ]);
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.to_string(), body.to_string())
-}
-
 fn downstream_calls(exchanges: &[Exchange]) -> Vec<&Exchange> {
     exchanges
         .iter()
@@ -249,7 +221,7 @@ fn egress_calls_go_on_while_the_disk_is_full_and_are_recorded_again_once_it_is_n
         r#"dd if=/dev/zero of="$0/filler" bs=4k 2>/dev/null; true"#,
     );
     calls.all(&body);
-    let degraded = line_with(&recorder, "recording degraded");
+    let degraded = recorder.line_with("recording degraded", &mut Vec::new());
     assert!(
         degraded.contains("No space left on device") && degraded.contains("x.tape"),
         "{degraded}"
@@ -257,17 +229,17 @@ fn egress_calls_go_on_while_the_disk_is_full_and_are_recorded_again_once_it_is_n
     let text = recorder.wait_for_counter(WRITE_FAILED, 3);
     assert_eq!(counter(&text, RECORDED), 3, "{text}");
     assert_eq!(counter(&text, UNLINKED), 6, "every call seen: {text}");
-    let (code, why) = health(&recorder);
+    let (code, why) = recorder.health();
     assert_eq!(code, "503", "{why}");
     assert!(why.contains("No space left on device"), "{why}");
 
     // Space again: recorded again.
     inside(&recorder, &disk, r#"rm "$0/filler""#);
     calls.all(&body);
-    line_with(&recorder, "recording resumed");
+    recorder.line_with("recording resumed", &mut Vec::new());
     let text = recorder.wait_for_counter(RECORDED, 6);
     assert_eq!(counter(&text, WRITE_FAILED), 3, "{text}");
-    assert_eq!(health(&recorder).0, "200");
+    assert_eq!(recorder.health().0, "200");
 
     let (code, stderr) = recorder.stop("-TERM");
     assert_eq!(code, 0, "{stderr}");
@@ -491,7 +463,7 @@ fn bad_input_through_the_egress_proxy_is_answered_at_once_said_and_counted() {
         said.contains(&format!("cannot reach {closed}: connection refused")),
         "{said}"
     );
-    let line = line_with(&recorder, &format!("cannot reach {closed}"));
+    let line = recorder.line_with(&format!("cannot reach {closed}"), &mut Vec::new());
     assert!(line.contains("connection refused"), "{line}");
     recorder.wait_for_counter(&tunnels("connect_failed"), 1);
 
@@ -499,7 +471,7 @@ fn bad_input_through_the_egress_proxy_is_answered_at_once_said_and_counted() {
     // host and the alert it sent.
     let rejected = curl_output(&["-x", &proxy, &tls_url]);
     assert_eq!(rejected.status.code(), Some(60), "{rejected:?}");
-    let line = line_with(&recorder, "rejected reprise's certificate");
+    let line = recorder.line_with("rejected reprise's certificate", &mut Vec::new());
     assert!(
         line.contains("for localhost")
             && line.contains("UnknownCA")
@@ -520,7 +492,7 @@ fn bad_input_through_the_egress_proxy_is_answered_at_once_said_and_counted() {
         .write_all(b"\x00\x01\x02 not a protocol\r\n")
         .unwrap();
     assert!(rest(stream).is_empty(), "nothing answered");
-    let line = line_with(&recorder, "carried neither TLS nor HTTP");
+    let line = recorder.line_with("carried neither TLS nor HTTP", &mut Vec::new());
     assert!(
         line.contains(&target) && line.contains("00 01 02"),
         "{line}"

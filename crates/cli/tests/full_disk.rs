@@ -8,7 +8,6 @@
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use reprise_testkit::full_disk::assert_mounting_allowed;
 use reprise_testkit::target::{Behaviour, Target};
@@ -81,34 +80,6 @@ fn call(recorder: &Recorder, i: usize) {
     curl(&["--data-binary", &body, &recorder.url(&format!("/call/{i}"))]);
 }
 
-/// `/healthz`: status and body.
-fn health(recorder: &Recorder) -> (String, String) {
-    let (out, _) = curl(&[
-        "-w",
-        "\n%{http_code}",
-        &format!("http://{}/healthz", recorder.admin.unwrap()),
-    ]);
-    let (body, code) = out.rsplit_once('\n').unwrap();
-    (code.to_string(), body.to_string())
-}
-
-/// The next stderr line containing `what` (20 s at most); the lines
-/// before it go to `skipped`.
-fn line_with(recorder: &Recorder, what: &str, skipped: &mut Vec<String>) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = recorder
-            .stderr
-            .recv_timeout(left)
-            .unwrap_or_else(|e| panic!("no line with {what:?} ({e}); before: {skipped:?}"));
-        if line.contains(what) {
-            return line;
-        }
-        skipped.push(line);
-    }
-}
-
 const RECORDED: &str = "reprise_exchanges_recorded_total";
 const WRITE_FAILED: &str = "reprise_exchanges_dropped_total{reason=\"write_failed\"}";
 
@@ -146,7 +117,7 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
         call(&recorder, i);
     }
     recorder.wait_for_counter(RECORDED, 10);
-    assert_eq!(health(&recorder), ("200".into(), "ok\n".into()));
+    assert_eq!(recorder.health(), ("200".into(), "ok\n".into()));
 
     // Full: said at once, /healthz says why, every exchange counted as
     // write_failed, and the tape ends at its last sealed block.
@@ -154,7 +125,7 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
     for i in 10..20 {
         call(&recorder, i);
     }
-    let degraded = line_with(&recorder, "recording degraded", &mut lines);
+    let degraded = recorder.line_with("recording degraded", &mut lines);
     assert!(
         degraded.contains("No space left on device") && degraded.contains("x.tape"),
         "{degraded}"
@@ -166,7 +137,7 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
         text.lines().any(|l| l == "reprise_recording_degraded 1"),
         "{text}"
     );
-    let (code, body) = health(&recorder);
+    let (code, body) = recorder.health();
     assert_eq!(code, "503", "{body}");
     assert!(
         body.starts_with("degraded: tape ") && body.contains("No space left on device"),
@@ -187,11 +158,11 @@ async fn a_full_disk_degrades_recording_which_resumes_when_space_returns() {
     for i in 20..30 {
         call(&recorder, i);
     }
-    line_with(&recorder, "recording resumed", &mut lines);
+    recorder.line_with("recording resumed", &mut lines);
     let text = recorder.wait_for_counter(RECORDED, 20);
     assert_eq!(counter(&text, WRITE_FAILED), 10);
     assert_every_exchange_counted_once(&text);
-    assert_eq!(health(&recorder), ("200".into(), "ok\n".into()));
+    assert_eq!(recorder.health(), ("200".into(), "ok\n".into()));
     assert_eq!(
         lines
             .iter()

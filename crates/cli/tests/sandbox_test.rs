@@ -412,19 +412,7 @@ fn reprise_test(
     };
     let stdout = read(Box::new(child.stdout.take().unwrap()));
     let stderr = read(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-            let _ = child.wait();
-            panic!("reprise test did not finish within {seconds} s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, seconds, "reprise test");
     Run {
         code: status.code().unwrap_or(-1),
         stdout: stdout.join().unwrap(),
@@ -861,6 +849,25 @@ fn troubled(mode: &str, dir: &Path) -> (Child, PathBuf) {
     (child, marker)
 }
 
+/// Waits for `child` to exit, at most `seconds`: past that its process
+/// group is killed and the test fails, naming `what`.
+fn exit_within(child: &mut Child, seconds: u64, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {seconds} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Waits (bounded) for `child` to exit; its code and stderr.
 fn finished(mut child: Child, seconds: u64) -> (i32, String) {
     let mut stderr = child.stderr.take().unwrap();
@@ -869,18 +876,7 @@ fn finished(mut child: Child, seconds: u64) -> (i32, String) {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("reprise test did not exit within {seconds} s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = exit_within(&mut child, seconds, "reprise test");
     (status.code().unwrap_or(-1), reader.join().unwrap())
 }
 
@@ -1576,19 +1572,7 @@ fn the_readmes_session_runs_as_written() {
         let _ = stderr.read_to_string(&mut text);
         text
     });
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let group = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-            let _ = rustix::process::kill_process_group(group, rustix::process::Signal::KILL);
-            let _ = child.wait();
-            panic!("the README's session did not finish within 180 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = exit_within(&mut child, 180, "the README's session");
     let stderr = reader.join().unwrap();
     assert!(status.success(), "{status}: {stderr}");
     // "9 exchanges: 3 checkouts, each with its 2 linked calls"

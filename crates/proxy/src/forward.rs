@@ -27,7 +27,6 @@ use crate::egress::InboundTracing;
 use crate::protocol;
 use crate::upstream::{Http1Upstream, SendError, UpstreamBody};
 use crate::watched::{BodyFailure, WatchedBody};
-use reprise_net::h1::{GivenLength, RequestFraming, encode_head};
 use reprise_net::hop;
 use reprise_record::{
     BodyCapture, Identity, InboundLink, Metrics, Origin, Recorder, Recording, RequestHead, Side,
@@ -296,18 +295,7 @@ pub async fn forward(
     let sent = std::time::Instant::now();
     let response = if !over_h2 && upgrade.is_none() {
         // HTTP/1.1 upstream: the proxy's own client.
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let framing = RequestFraming::of(
-            body.size_hint().exact(),
-            parts.headers.contains_key(header::CONTENT_LENGTH),
-        );
-        let head = encode_head(
-            &parts.method,
-            target,
-            &parts.headers,
-            GivenLength::Drop,
-            framing,
-        );
+        let (head, framing) = Http1Upstream::request_head(&parts, body.size_hint().exact());
         let sending = async {
             let (head, body) = forwarder
                 .http1

@@ -243,6 +243,28 @@ impl Http1Upstream {
         })
     }
 
+    /// The head of a request for the upstream (origin form, `Content-Length`
+    /// or chunked as `body_size` and the request's own fields say), and
+    /// the framing [`Http1Upstream::send`] then gives the body.
+    pub fn request_head(
+        parts: &http::request::Parts,
+        body_size: Option<u64>,
+    ) -> (Vec<u8>, RequestFraming) {
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let framing = RequestFraming::of(
+            body_size,
+            parts.headers.contains_key(header::CONTENT_LENGTH),
+        );
+        let head = h1::encode_head(
+            &parts.method,
+            target,
+            &parts.headers,
+            h1::GivenLength::Drop,
+            framing,
+        );
+        (head, framing)
+    }
+
     /// Sends a `method` request (`head` from [`h1::encode_head`], then `body`
     /// framed as `framing`) and reads the answer's head; the body follows
     /// in the returned [`UpstreamBody`].

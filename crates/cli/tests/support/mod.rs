@@ -9,7 +9,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reprise_model::Exchange;
 
@@ -135,6 +135,31 @@ impl Recorder {
     /// The process started (reprise, or the shell that runs it).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// `/healthz` now (started with `--admin`): its status code and body.
+    pub fn health(&self) -> (String, String) {
+        let admin = self.admin.expect("started with --admin");
+        let (out, _) = curl(&["-w", "\n%{http_code}", &format!("http://{admin}/healthz")]);
+        let (body, code) = out.rsplit_once('\n').unwrap_or((out.as_str(), ""));
+        (code.to_string(), body.to_string())
+    }
+
+    /// The next stderr line containing `what` (20 s at most); the lines
+    /// read before it go to `skipped` (shown if it never comes).
+    pub fn line_with(&self, what: &str, skipped: &mut Vec<String>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .stderr
+                .recv_timeout(left)
+                .unwrap_or_else(|e| panic!("no line with {what:?} ({e}); before: {skipped:?}"));
+            if line.contains(what) {
+                return line;
+            }
+            skipped.push(line);
+        }
     }
 
     /// `/metrics` now (the process was started with `--admin`).

@@ -22,7 +22,6 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use reprise_model::ErrorKind;
-use reprise_net::h1::{GivenLength, RequestFraming, encode_head};
 use reprise_net::hop;
 use reprise_record::{TapBody, is_grpc};
 
@@ -161,18 +160,7 @@ impl tower_service::Service<Request<RequestBody>> for RouteForward {
         // Only gRPC needs `TE: trailers`, and it never goes this way.
         parts.headers.remove(header::TE);
         parts.headers.insert(header::HOST, self.host.clone());
-        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-        let framing = RequestFraming::of(
-            body.size_hint().exact(),
-            parts.headers.contains_key(header::CONTENT_LENGTH),
-        );
-        let head = encode_head(
-            &parts.method,
-            target,
-            &parts.headers,
-            GivenLength::Drop,
-            framing,
-        );
+        let (head, framing) = Http1Upstream::request_head(&parts, body.size_hint().exact());
         let http1 = Arc::clone(&self.http1);
         Box::pin(async move {
             let sending = http1.send(&parts.method, head, body, framing);
