@@ -133,6 +133,8 @@ pub fn protocol_label(protocol: Protocol) -> &'static str {
         Protocol::Http2 => "h2",
         Protocol::Grpc => "grpc",
         Protocol::Http3 => "h3",
+        Protocol::Postgres => "pg",
+        Protocol::Redis => "redis",
     }
 }
 

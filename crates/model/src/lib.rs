@@ -54,8 +54,10 @@ pub use exchange::{
     HeaderList, display_id, endpoint_key, error_kind_label, is_id_segment, protocol_label,
 };
 pub use pb::{
-    Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Link, LinkKind, Protocol, Replay,
-    Request, Response, Role, Source as RecordSource, StreamMessage, Timings, TransportError,
+    DbCall, Direction, ErrorKind, Exchange, Flags, GrpcStatus, Header, Link, LinkKind, Protocol,
+    RedisCommand, Replay, Request, RespKind, RespValue, Response, Role, Source as RecordSource,
+    SqlColumn, SqlError, SqlErrorField, SqlRow, SqlStartup, SqlStatement, SqlValue, StreamMessage,
+    Timings, TransportError,
 };
 pub use store::{Intact, MemorySink, MemorySource, Sink, SinkTally, Source, StoreError};
 
@@ -66,7 +68,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// added to the schema. A record written by a build of this revision or an
 /// older one holds no field this build does not know, so stores that note
 /// the writer's revision can decode it with [`codec::decode_known`].
-pub const SCHEMA_REVISION: u16 = 2;
+pub const SCHEMA_REVISION: u16 = 3;
 
 /// The compiled schema as an encoded `FileDescriptorSet`, for tools that
 /// decode records dynamically.

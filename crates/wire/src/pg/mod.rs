@@ -1,0 +1,1 @@
+//! PostgreSQL frontend/backend protocol version 3.

@@ -1,0 +1,1 @@
+//! Redis serialization protocol, RESP2 and RESP3.
