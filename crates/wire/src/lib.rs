@@ -10,3 +10,24 @@
 
 pub mod pg;
 pub mod redis;
+
+use reprise_model::DbCall;
+
+/// One exchange a conversation cut from a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbExchange {
+    /// What was asked and answered.
+    pub call: DbCall,
+    /// When the exchange's first byte from the client was seen, ns since
+    /// the Unix epoch (the `at_ns` the conversation was fed).
+    pub started_ns: u64,
+    /// When its last byte from the server was seen, ns since the epoch.
+    pub ended_ns: u64,
+    /// The W3C `traceparent` value the client sent with it (PostgreSQL: in
+    /// an sqlcommenter comment of its SQL), when there was one.
+    pub traceparent: Option<String>,
+    /// Why the exchange did not complete (the connection ended or broke
+    /// before the answer did, the stream stopped making sense); `None` when
+    /// it did.
+    pub incomplete: Option<String>,
+}
