@@ -412,6 +412,9 @@ async fn serve(
     // What this thread packed reaches the tape within a block's age, also
     // while no call ends.
     let recorder = forwarder.recorder.clone();
+    // Calls' records are packed after their answers are written, by this
+    // task (a thread's own handle only).
+    let packing = recorder.packing().map(tokio::spawn);
     let ticking = tokio::spawn(async move {
         let mut every = tokio::time::interval(RECORDER_TICK);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -446,6 +449,9 @@ async fn serve(
     // flight have the drain to finish.
     let _ = tokio::time::timeout(drain, gate.all_closed()).await;
     ticking.abort();
+    if let Some(packing) = packing {
+        packing.abort();
+    }
 }
 
 /// `/metrics` (Prometheus text) and `/healthz` until shutdown.

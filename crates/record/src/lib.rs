@@ -57,7 +57,7 @@ pub use captured::Captured;
 pub use grpc::is_grpc;
 pub use head::{HeadView, RequestHead};
 pub use links::{DEFAULT_LINK_WINDOW, InboundLink, LINKS_MAX, LinkAnswer, LinkRegistry};
-pub use local::LOCAL_RECORD_MAX;
+pub use local::{LOCAL_RECORD_MAX, Packing};
 pub use metrics::{
     ConnectionMetrics, EgressMetrics, EgressStats, HealthEvent, Metrics, RecorderStats,
 };

@@ -1,9 +1,20 @@
 //! A serving thread's own packing ([`Recorder::local`](crate::Recorder::local)):
 //! the thread that served a call judges, encodes and packs it, and only
 //! full packs cross the queue to the writer thread.
+//!
+//! A call's record is complete when its response body ends, which its
+//! server learns by reading the last frame, before writing that frame to
+//! the client. With a [`Packing`] task running on the thread, the record
+//! waits in `pending` and the task packs it once the call's own task has
+//! written its answer and yielded: the encoding runs after the call, not
+//! on its latency.
 
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc::{SyncSender, TrySendError};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use reprise_model::Role;
@@ -21,6 +32,11 @@ pub(crate) struct Local {
     scratch: Vec<u8>,
     #[allow(clippy::vec_box)] // records travel boxed; the box is reused
     free: Vec<Box<Captured>>,
+    /// Records waiting for the thread's [`Packing`] task, while one runs.
+    pending: VecDeque<Box<Captured>>,
+    /// The packing task, while one runs: `None` packs each record when it
+    /// is submitted.
+    packing: Option<PackingState>,
     tx: SyncSender<Message>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
@@ -28,6 +44,17 @@ pub(crate) struct Local {
 
 /// Cleared records a thread keeps for its next calls, at most.
 const LOCAL_FREE_MAX: usize = 256;
+
+/// Records waiting for the packing task, at most: past it a call packs
+/// its own (a thread so busy that its packing task lags does the work
+/// inline rather than hold more records).
+const PENDING_MAX: usize = 128;
+
+/// The thread's packing task, as `Local` sees it.
+struct PackingState {
+    /// Wakes the task; `None` while it is awake.
+    waker: Option<Waker>,
+}
 
 /// The biggest record a local handle's thread packs itself (see
 /// [`Recorder::local`](crate::Recorder::local)).
@@ -46,6 +73,8 @@ impl Local {
             packer,
             scratch: Vec::new(),
             free: Vec::new(),
+            pending: VecDeque::new(),
+            packing: None,
             tx,
             metrics,
             shared,
@@ -57,9 +86,34 @@ impl Local {
         self.free.pop()
     }
 
+    /// Takes `captured` for packing: at once, or, while a packing task
+    /// runs and has room, when the task next runs.
+    pub(crate) fn submit(&mut self, captured: Box<Captured>) {
+        match &mut self.packing {
+            Some(state) if self.pending.len() < PENDING_MAX => {
+                self.pending.push_back(captured);
+                if let Some(waker) = state.waker.take() {
+                    waker.wake();
+                }
+            }
+            _ => {
+                self.pack_pending();
+                self.pack(captured);
+            }
+        }
+    }
+
+    /// Packs every record waiting for the packing task, in order.
+    fn pack_pending(&mut self) {
+        while let Some(captured) = self.pending.pop_front() {
+            self.pack(captured);
+        }
+    }
+
     /// Hands what is packed over if its oldest record has waited long
     /// enough.
     pub(crate) fn tick(&mut self) {
+        self.pack_pending();
         if self.packer.due(Instant::now()) {
             self.flush();
         }
@@ -134,6 +188,7 @@ impl Local {
 
     /// Hands what is packed over now, or drops and counts it.
     pub(crate) fn flush(&mut self) {
+        self.pack_pending();
         if let Some(packed) = self.packer.flush() {
             self.hand_over(packed);
         }
@@ -142,6 +197,7 @@ impl Local {
     /// Hands what is packed over, waiting up to `deadline` for room in
     /// the queue (at shutdown, when the thread has nothing else to do).
     pub(crate) fn flush_within(&mut self, deadline: Duration) {
+        self.pack_pending();
         let Some(packed) = self.packer.flush() else {
             return;
         };
@@ -159,6 +215,62 @@ impl Local {
     }
 }
 
+/// The future a serving thread runs beside its calls to pack their
+/// records after they are answered ([`Recorder::packing`](crate::Recorder::packing)).
+/// It never completes; dropping it packs what waits and makes each call
+/// pack its own again.
+pub struct Packing {
+    local: Arc<Mutex<Local>>,
+    /// Woken with records to pack, it yields once first: the wake came
+    /// from a call still being served, whose answer may be written by
+    /// another task (an HTTP/2 connection's) queued behind this one.
+    yielded: bool,
+}
+
+impl Packing {
+    pub(crate) fn new(local: Arc<Mutex<Local>>) -> Packing {
+        local
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .packing = Some(PackingState { waker: None });
+        Packing {
+            local,
+            yielded: false,
+        }
+    }
+}
+
+impl Future for Packing {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        if !local.pending.is_empty() {
+            if !self.yielded {
+                drop(local);
+                self.yielded = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            local.pack_pending();
+        }
+        if let Some(state) = &mut local.packing {
+            state.waker = Some(cx.waker().clone());
+        }
+        drop(local);
+        self.yielded = false;
+        Poll::Pending
+    }
+}
+
+impl Drop for Packing {
+    fn drop(&mut self) {
+        let mut local = self.local.lock().unwrap_or_else(PoisonError::into_inner);
+        local.packing = None;
+        local.pack_pending();
+    }
+}
+
 impl Drop for Local {
     /// The last handle of a thread is gone (its calls with it): what it
     /// packed goes to the writer.
@@ -170,6 +282,7 @@ impl Drop for Local {
 mod tests {
     use super::*;
     use crate::testing::*;
+    use std::task::{Context, Waker};
 
     #[test]
     fn a_local_handle_judges_and_packs_on_its_thread() {
@@ -204,6 +317,59 @@ mod tests {
             &["/keep/1", "/keep/2", "/keep/3"],
             1,
         );
+    }
+
+    #[test]
+    fn with_a_packing_task_calls_are_packed_when_it_runs_in_their_order() {
+        let (sink, metrics, recorder, thread) = recorder(false, None);
+        let local = recorder.local();
+        let mut packing = Box::pin(local.packing().unwrap());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        call(&local, "/1");
+        call(&local, "/2");
+        let waiting = || local.local.as_ref().unwrap().lock().unwrap().pending.len();
+        assert_eq!(waiting(), 2, "not packed on the calls' path");
+        // Woken, the task yields once, then packs.
+        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(waiting(), 2);
+        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(waiting(), 0);
+        // A big call still goes after what waited.
+        call(&local, "/3");
+        call_with(&local, "/big", LOCAL_RECORD_MAX + 1, None);
+        assert_eq!(waiting(), 0);
+        // Dropped, the task packs what waits, and calls pack their own.
+        call(&local, "/4");
+        drop(packing);
+        assert_eq!(waiting(), 0);
+        call(&local, "/5");
+        assert_eq!(waiting(), 0);
+        drop(local);
+        closed_with(
+            thread,
+            &recorder,
+            (&sink, &metrics),
+            &["/1", "/2", "/3", "/big", "/4", "/5"],
+            0,
+        );
+    }
+
+    #[test]
+    fn a_lagging_packing_task_holds_a_bounded_number_of_calls() {
+        let (sink, metrics, recorder, thread) = recorder(false, None);
+        let local = recorder.local();
+        let packing = local.packing().unwrap();
+        let paths: Vec<String> = (0..=PENDING_MAX).map(|i| format!("/{i}")).collect();
+        for path in &paths {
+            call(&local, path);
+        }
+        let waiting = local.local.as_ref().unwrap().lock().unwrap().pending.len();
+        assert_eq!(waiting, 0, "past the bound, the call packed what waited and itself");
+        drop(packing);
+        drop(local);
+        let expected: Vec<&str> = paths.iter().map(String::as_str).collect();
+        closed_with(thread, &recorder, (&sink, &metrics), &expected, 0);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use reprise_model::Sink;
 use reprise_model::pack::{Packed, Packer};
 
 use crate::captured::Captured;
-use crate::local::{LOCAL_RECORD_MAX, Local};
+use crate::local::{LOCAL_RECORD_MAX, Local, Packing};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::rules::{Judge, Rules};
@@ -43,7 +43,7 @@ pub struct Recorder {
     pool: Arc<Pool>,
     shared: Arc<Shared>,
     /// The packing of the thread this handle is for ([`Recorder::local`]).
-    local: Option<Arc<Mutex<Local>>>,
+    pub(crate) local: Option<Arc<Mutex<Local>>>,
 }
 
 /// What every handle and the writer thread share.
@@ -142,6 +142,15 @@ impl Recorder {
         }
     }
 
+    /// On a local handle, the task that packs this thread's calls after
+    /// they are answered: spawn it on the thread's runtime, beside its
+    /// calls. Until it runs (and on a shared handle, where it is `None`)
+    /// each call is packed as it completes, before its last bytes are
+    /// written.
+    pub fn packing(&self) -> Option<Packing> {
+        self.local.as_ref().map(|local| Packing::new(Arc::clone(local)))
+    }
+
     /// Hands what this thread packed to the writer if its oldest record
     /// has waited long enough; a local handle's thread calls it every few
     /// milliseconds, also while idle.
@@ -201,7 +210,7 @@ impl Recorder {
             Some(local) => {
                 let mut local = local.lock().unwrap_or_else(PoisonError::into_inner);
                 if captured.kept_bytes() <= LOCAL_RECORD_MAX {
-                    local.pack(captured);
+                    local.submit(captured);
                     return;
                 }
                 // What the thread packed goes first, then this call.
