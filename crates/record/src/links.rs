@@ -64,6 +64,8 @@ struct Table {
     /// (when it finished, trace id, exchange id), oldest first.
     finished: VecDeque<(Instant, [u8; 16], [u8; 16])>,
     parents: usize,
+    /// The exchanges in flight: exchange id to trace id.
+    in_flight: HashMap<[u8; 16], [u8; 16], foldhash::fast::RandomState>,
 }
 
 impl Table {
@@ -173,6 +175,7 @@ impl LinkRegistry {
             overlapped,
         });
         table.parents += 1;
+        table.in_flight.insert(id, trace);
         true
     }
 
@@ -190,6 +193,7 @@ impl LinkRegistry {
             return;
         }
         parent.finished = Some(now);
+        table.in_flight.remove(&id);
         table.finished.push_back((now, trace, id));
         table.expire(now, self.window);
     }
@@ -214,6 +218,38 @@ impl LinkRegistry {
         if parent.overlapped {
             return LinkAnswer::Ambiguous;
         }
+        let order = parent.children;
+        parent.children = parent.children.saturating_add(1);
+        LinkAnswer::Child {
+            parent_id: parent.id,
+            order,
+            sampled: parent.sampled,
+        }
+    }
+}
+
+impl LinkRegistry {
+    /// The parent of a downstream call starting at `now` that carries no
+    /// trace context (a database or cache call): the one inbound exchange
+    /// in flight, when exactly one is ([`LinkAnswer::Child`], exact only
+    /// when the service serves one call at a time); [`LinkAnswer::Ambiguous`]
+    /// when several are; [`LinkAnswer::Unknown`] when none is.
+    pub fn only_in_flight(&self, now: Instant) -> LinkAnswer {
+        let mut table = self.lock();
+        table.expire(now, self.window);
+        let mut in_flight = table.in_flight.iter();
+        let (id, trace) = match (in_flight.next(), in_flight.next()) {
+            (Some((&id, &trace)), None) => (id, trace),
+            (None, _) => return LinkAnswer::Unknown,
+            (Some(_), Some(_)) => return LinkAnswer::Ambiguous,
+        };
+        let Some(parent) = table
+            .traces
+            .get_mut(&trace)
+            .and_then(|parents| parents.iter_mut().find(|p| p.id == id))
+        else {
+            return LinkAnswer::Unknown;
+        };
         let order = parent.children;
         parent.children = parent.children.saturating_add(1);
         LinkAnswer::Child {
@@ -282,6 +318,31 @@ mod tests {
         assert_eq!(links.child(Some([2; 16]), t0), child(20, 0));
         assert_eq!(links.child(Some([1; 16]), t0), child(10, 1));
         assert_eq!(links.len(), 2);
+    }
+
+    #[test]
+    fn a_call_without_trace_context_goes_to_the_only_exchange_in_flight() {
+        let links = LinkRegistry::new(WINDOW);
+        let t0 = Instant::now();
+        assert_eq!(links.only_in_flight(t0), LinkAnswer::Unknown);
+        links.start([1; 16], [10; 16], true, t0);
+        // Its order is shared with the calls its trace id linked.
+        assert_eq!(links.child(Some([1; 16]), t0), child(10, 0));
+        assert_eq!(links.only_in_flight(t0), child(10, 1));
+        links.start([2; 16], [20; 16], false, t0);
+        assert_eq!(links.only_in_flight(t0), LinkAnswer::Ambiguous);
+        links.finish([1; 16], [10; 16], t0);
+        assert_eq!(
+            links.only_in_flight(t0),
+            LinkAnswer::Child {
+                parent_id: [20; 16],
+                order: 0,
+                sampled: false
+            }
+        );
+        // A finished exchange is not in flight, window or not.
+        links.finish([2; 16], [20; 16], t0);
+        assert_eq!(links.only_in_flight(t0), LinkAnswer::Unknown);
     }
 
     #[test]

@@ -229,10 +229,8 @@ pub struct Packing {
 
 impl Packing {
     pub(crate) fn new(local: Arc<Mutex<Local>>) -> Packing {
-        local
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .packing = Some(PackingState { waker: None });
+        local.lock().unwrap_or_else(PoisonError::into_inner).packing =
+            Some(PackingState { waker: None });
         Packing {
             local,
             yielded: false,
@@ -365,7 +363,10 @@ mod tests {
             call(&local, path);
         }
         let waiting = local.local.as_ref().unwrap().lock().unwrap().pending.len();
-        assert_eq!(waiting, 0, "past the bound, the call packed what waited and itself");
+        assert_eq!(
+            waiting, 0,
+            "past the bound, the call packed what waited and itself"
+        );
         drop(packing);
         drop(local);
         let expected: Vec<&str> = paths.iter().map(String::as_str).collect();

@@ -31,6 +31,9 @@ pub(crate) enum Message {
     Whole(Box<Captured>),
     /// Records a serving thread packed.
     Packed(Packed),
+    /// An exchange built whole by its recorder (a database call cut from
+    /// a connection's bytes), stored as it is.
+    Built(Box<reprise_model::Exchange>),
     /// Write what came before, close the sink, stop.
     Close,
 }
@@ -148,7 +151,9 @@ impl Recorder {
     /// each call is packed as it completes, before its last bytes are
     /// written.
     pub fn packing(&self) -> Option<Packing> {
-        self.local.as_ref().map(|local| Packing::new(Arc::clone(local)))
+        self.local
+            .as_ref()
+            .map(|local| Packing::new(Arc::clone(local)))
     }
 
     /// Hands what this thread packed to the writer if its oldest record
@@ -220,6 +225,26 @@ impl Recorder {
             None => Message::Record(captured),
         };
         match self.tx.try_send(message) {
+            Ok(()) => {
+                self.metrics.queue_depth.inc();
+            }
+            Err(TrySendError::Full(_)) => {
+                self.metrics.dropped_queue_full.inc();
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.dropped_closed.inc();
+            }
+        }
+    }
+}
+
+impl Recorder {
+    /// Queues an exchange its recorder built whole (a database or cache
+    /// call), or drops and counts it. It is stored with the sampling note;
+    /// under `--match` or the rate cap, a downstream call with a parent
+    /// follows its parent's verdict, as the proxy's do.
+    pub fn submit_exchange(&self, exchange: reprise_model::Exchange) {
+        match self.tx.try_send(Message::Built(Box::new(exchange))) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
             }

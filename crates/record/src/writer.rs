@@ -94,6 +94,23 @@ impl CountingSink<'_> {
         }
     }
 
+    /// Stores an exchange built whole.
+    fn put_built(&mut self, exchange: &reprise_model::Exchange) {
+        self.put_by(exchange.recorded_at_ns, |out| {
+            reprise_model::encode(exchange, out);
+        });
+    }
+
+    /// An exchange built whole, encoded, to be stored later.
+    fn hold_built(&mut self, exchange: &reprise_model::Exchange) -> HeldRecord {
+        let mut bytes = Vec::with_capacity(reprise_model::encoded_len(exchange));
+        reprise_model::encode(exchange, &mut bytes);
+        HeldRecord {
+            bytes,
+            recorded_at_ns: exchange.recorded_at_ns,
+        }
+    }
+
     /// Stores records a serving thread packed.
     fn put_packed(&mut self, packed: Packed) {
         let count = u64::from(packed.count);
@@ -268,6 +285,28 @@ pub(crate) fn write_loop(
                 store.tick();
                 continue;
             }
+            Next::Item(Message::Built(mut exchange)) => {
+                metrics.queue_depth.dec();
+                if shared.judge.rules.sample_rate < 1.0 {
+                    exchange.flags.get_or_insert_default().sample_rate =
+                        Some(shared.judge.rules.sample_rate);
+                }
+                let parent = <[u8; 16]>::try_from(exchange.parent_id.as_slice()).ok();
+                match parent.filter(|_| gated) {
+                    None => store.put_built(&exchange),
+                    Some(parent) => {
+                        match parents.downstream(parent, || store.hold_built(&exchange)) {
+                            ChildFate::StoreNow => store.put_built(&exchange),
+                            ChildFate::DropWithParent => {
+                                metrics.unmatched.inc();
+                            }
+                            ChildFate::WaitForParent => {}
+                        }
+                    }
+                }
+                store.tick();
+                continue;
+            }
             Next::Item(Message::Packed(packed)) => {
                 metrics.queue_depth.dec_by(i64::from(packed.count));
                 store.put_packed(packed);
@@ -337,7 +376,7 @@ pub(crate) fn write_loop(
     // What was queued after the close is not stored: counted as dropped.
     while let Next::Item(message) = drain.next(Some(Duration::ZERO)) {
         let records = match message {
-            Message::Record(_) | Message::Whole(_) => 1,
+            Message::Record(_) | Message::Whole(_) | Message::Built(_) => 1,
             Message::Packed(packed) => packed.count,
             Message::Close => 0,
         };
@@ -363,6 +402,48 @@ mod tests {
     use super::*;
     use crate::metrics::HealthEvent;
     use crate::testing::*;
+
+    fn database_call(parent: Option<[u8; 16]>, sql: &str) -> reprise_model::Exchange {
+        reprise_model::Exchange {
+            id: reprise_model::id::new_id_bytes().to_vec(),
+            parent_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+            role: Role::Downstream as i32,
+            protocol: reprise_model::Protocol::Postgres as i32,
+            db: Some(reprise_model::DbCall {
+                statements: vec![reprise_model::SqlStatement {
+                    sql: sql.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn sqls(sink: &reprise_model::MemorySink) -> Vec<String> {
+        sink.exchanges()
+            .iter()
+            .filter_map(|e| Some(e.db.as_ref()?.statements.first()?.sql.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_built_exchange_is_stored_as_it_is_and_follows_its_parents_verdict() {
+        let (sink, metrics, recorder, thread) = recorder(true, None);
+        let kept = call_with(&recorder, "/keep/1", 0, None);
+        let refused = call_with(&recorder, "/other", 0, None);
+        recorder.submit_exchange(database_call(Some(kept), "SELECT 1"));
+        recorder.submit_exchange(database_call(Some(refused), "SELECT 2"));
+        recorder.submit_exchange(database_call(None, "SET search_path TO app"));
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        assert_eq!(sqls(&sink), ["SELECT 1", "SET search_path TO app"]);
+        let stats = metrics.snapshot();
+        assert_eq!(
+            (stats.recorded, stats.unmatched, stats.dropped()),
+            (3, 2, 0)
+        );
+        assert_eq!(metrics.queue_depth.get(), 0);
+    }
 
     /// A sink whose first append says it has begun, then waits for a
     /// word to finish.
