@@ -56,7 +56,7 @@ pub use body::BodyCapture;
 pub use captured::Captured;
 pub use grpc::is_grpc;
 pub use head::{HeadView, RequestHead};
-pub use links::{DEFAULT_LINK_WINDOW, InboundLink, LINKS_MAX, LinkAnswer, LinkRegistry};
+pub use links::{DEFAULT_LINK_WINDOW, InFlight, InboundLink, LINKS_MAX, LinkAnswer, LinkRegistry};
 pub use local::{LOCAL_RECORD_MAX, Packing};
 pub use metrics::{
     ConnectionMetrics, EgressMetrics, EgressStats, HealthEvent, Metrics, RecorderStats,

@@ -64,8 +64,19 @@ struct Table {
     /// (when it finished, trace id, exchange id), oldest first.
     finished: VecDeque<(Instant, [u8; 16], [u8; 16])>,
     parents: usize,
-    /// The exchanges in flight: exchange id to trace id.
-    in_flight: HashMap<[u8; 16], [u8; 16], foldhash::fast::RandomState>,
+    /// How many exchanges are in flight, and the XOR of their ids and of
+    /// their trace ids: when one is, these are its own (an O(1) answer
+    /// to "which one?", whatever the table's size).
+    in_flight: usize,
+    in_flight_ids: u128,
+    in_flight_traces: u128,
+}
+
+impl Table {
+    fn toggle_in_flight(&mut self, trace: [u8; 16], id: [u8; 16]) {
+        self.in_flight_ids ^= u128::from_ne_bytes(id);
+        self.in_flight_traces ^= u128::from_ne_bytes(trace);
+    }
 }
 
 impl Table {
@@ -175,7 +186,8 @@ impl LinkRegistry {
             overlapped,
         });
         table.parents += 1;
-        table.in_flight.insert(id, trace);
+        table.in_flight += 1;
+        table.toggle_in_flight(trace, id);
         true
     }
 
@@ -193,7 +205,8 @@ impl LinkRegistry {
             return;
         }
         parent.finished = Some(now);
-        table.in_flight.remove(&id);
+        table.in_flight -= 1;
+        table.toggle_in_flight(trace, id);
         table.finished.push_back((now, trace, id));
         table.expire(now, self.window);
     }
@@ -228,35 +241,54 @@ impl LinkRegistry {
     }
 }
 
+/// Which inbound exchanges are in flight ([`LinkRegistry::in_flight`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InFlight {
+    /// None.
+    Nothing,
+    /// Exactly one: its trace id and id.
+    One {
+        /// Its trace id.
+        trace: [u8; 16],
+        /// Its exchange id.
+        id: [u8; 16],
+    },
+    /// Two or more.
+    Several,
+}
+
 impl LinkRegistry {
-    /// The parent of a downstream call starting at `now` that carries no
-    /// trace context (a database or cache call): the one inbound exchange
-    /// in flight, when exactly one is ([`LinkAnswer::Child`], exact only
-    /// when the service serves one call at a time); [`LinkAnswer::Ambiguous`]
-    /// when several are; [`LinkAnswer::Unknown`] when none is.
-    pub fn only_in_flight(&self, now: Instant) -> LinkAnswer {
+    /// Which inbound exchanges are in flight now: what a call without
+    /// trace context (a database or cache call) can be linked by, taken
+    /// when its first byte arrives. Exact only when the service serves one
+    /// call at a time: with one in flight, the call may still come from a
+    /// task another call left running.
+    pub fn in_flight(&self) -> InFlight {
+        let table = self.lock();
+        match table.in_flight {
+            0 => InFlight::Nothing,
+            1 => InFlight::One {
+                trace: table.in_flight_traces.to_ne_bytes(),
+                id: table.in_flight_ids.to_ne_bytes(),
+            },
+            _ => InFlight::Several,
+        }
+    }
+
+    /// Makes a call the next child of the inbound exchange `id` (trace
+    /// `trace`), seen in flight by [`LinkRegistry::in_flight`]: its order
+    /// among that exchange's downstream calls, and whether the exchange is
+    /// recorded. `None` once the exchange is forgotten (its window passed).
+    pub fn adopt(&self, trace: [u8; 16], id: [u8; 16]) -> Option<(u32, bool)> {
         let mut table = self.lock();
-        table.expire(now, self.window);
-        let mut in_flight = table.in_flight.iter();
-        let (id, trace) = match (in_flight.next(), in_flight.next()) {
-            (Some((&id, &trace)), None) => (id, trace),
-            (None, _) => return LinkAnswer::Unknown,
-            (Some(_), Some(_)) => return LinkAnswer::Ambiguous,
-        };
-        let Some(parent) = table
+        let parent = table
             .traces
-            .get_mut(&trace)
-            .and_then(|parents| parents.iter_mut().find(|p| p.id == id))
-        else {
-            return LinkAnswer::Unknown;
-        };
+            .get_mut(&trace)?
+            .iter_mut()
+            .find(|p| p.id == id)?;
         let order = parent.children;
         parent.children = parent.children.saturating_add(1);
-        LinkAnswer::Child {
-            parent_id: parent.id,
-            order,
-            sampled: parent.sampled,
-        }
+        Some((order, parent.sampled))
     }
 }
 
@@ -321,28 +353,43 @@ mod tests {
     }
 
     #[test]
-    fn a_call_without_trace_context_goes_to_the_only_exchange_in_flight() {
+    fn a_call_without_trace_context_sees_which_exchanges_are_in_flight() {
         let links = LinkRegistry::new(WINDOW);
         let t0 = Instant::now();
-        assert_eq!(links.only_in_flight(t0), LinkAnswer::Unknown);
+        assert_eq!(links.in_flight(), InFlight::Nothing);
         links.start([1; 16], [10; 16], true, t0);
+        let one = InFlight::One {
+            trace: [1; 16],
+            id: [10; 16],
+        };
+        assert_eq!(links.in_flight(), one);
         // Its order is shared with the calls its trace id linked.
         assert_eq!(links.child(Some([1; 16]), t0), child(10, 0));
-        assert_eq!(links.only_in_flight(t0), child(10, 1));
+        assert_eq!(links.adopt([1; 16], [10; 16]), Some((1, true)));
         links.start([2; 16], [20; 16], false, t0);
-        assert_eq!(links.only_in_flight(t0), LinkAnswer::Ambiguous);
+        assert_eq!(links.in_flight(), InFlight::Several);
         links.finish([1; 16], [10; 16], t0);
         assert_eq!(
-            links.only_in_flight(t0),
-            LinkAnswer::Child {
-                parent_id: [20; 16],
-                order: 0,
-                sampled: false
+            links.in_flight(),
+            InFlight::One {
+                trace: [2; 16],
+                id: [20; 16]
             }
         );
-        // A finished exchange is not in flight, window or not.
+        assert_eq!(links.adopt([2; 16], [20; 16]), Some((0, false)));
+        // A finished exchange is not in flight, window or not; once
+        // forgotten it adopts no more.
         links.finish([2; 16], [20; 16], t0);
-        assert_eq!(links.only_in_flight(t0), LinkAnswer::Unknown);
+        assert_eq!(links.in_flight(), InFlight::Nothing);
+        links.start([3; 16], [30; 16], true, t0 + WINDOW);
+        assert_eq!(links.adopt([2; 16], [20; 16]), None);
+        assert_eq!(
+            links.in_flight(),
+            InFlight::One {
+                trace: [3; 16],
+                id: [30; 16]
+            }
+        );
     }
 
     #[test]

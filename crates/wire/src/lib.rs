@@ -31,3 +31,22 @@ pub struct DbExchange {
     /// it did.
     pub incomplete: Option<String>,
 }
+
+/// What the recorder needs of a protocol's conversation: it is fed a copy
+/// of each direction's bytes as they cross (before they are passed on, so
+/// a question is always seen before its answer) and hands out the
+/// exchanges it cut.
+pub trait Cutter: Send {
+    /// Bytes the client sent, seen at `at_ns` (ns since the epoch).
+    fn client(&mut self, bytes: &[u8], at_ns: u64);
+    /// Bytes the server sent, seen at `at_ns`.
+    fn server(&mut self, bytes: &[u8], at_ns: u64);
+    /// The exchanges completed since the last call, in order.
+    fn take(&mut self) -> Vec<DbExchange>;
+    /// The connection ended at `at_ns` (`reason`: how, when it broke): the
+    /// exchanges completed and the one under way, marked incomplete.
+    fn close(&mut self, at_ns: u64, reason: Option<&str>) -> Vec<DbExchange>;
+    /// Why the conversation stopped cutting (bytes that are not the
+    /// protocol); the recorder still passes them on.
+    fn broken(&self) -> Option<String>;
+}
