@@ -17,6 +17,12 @@ pub fn run(args: &ExportArgs) -> anyhow::Result<Outcome> {
         })?
     };
     crate::report_damage(&report.damage);
+    if report.database_calls > 0 {
+        eprintln!(
+            "left out {} database and cache calls: HAR holds HTTP only",
+            report.database_calls
+        );
+    }
     if !to_stdout {
         eprintln!(
             "exported {} exchanges to {}",

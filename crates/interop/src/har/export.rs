@@ -21,6 +21,8 @@ pub struct ExportOptions {
 pub struct ExportReport {
     /// Entries written.
     pub exchanges: u64,
+    /// Database and cache calls left out: HAR holds HTTP only.
+    pub database_calls: u64,
     /// Damage the source reported and skipped, one line each.
     pub damage: Vec<String>,
 }
@@ -42,6 +44,10 @@ pub fn export_har(
     let mut intact = reprise_model::Intact::new(source);
     for item in intact.by_ref() {
         let exchange = item?;
+        if exchange.db.is_some() {
+            report.database_calls += 1;
+            continue;
+        }
         if report.exchanges > 0 {
             out.write_all(b",")?;
         }
@@ -90,7 +96,10 @@ fn http_version(protocol: Protocol) -> &'static str {
         Protocol::Http10 => "HTTP/1.0",
         Protocol::Http2 | Protocol::Grpc => "HTTP/2.0",
         Protocol::Http3 => "HTTP/3",
-        Protocol::Http11 | Protocol::Unspecified => "HTTP/1.1",
+        // Database calls are not exported (`export_har` leaves them out).
+        Protocol::Http11 | Protocol::Unspecified | Protocol::Postgres | Protocol::Redis => {
+            "HTTP/1.1"
+        }
     }
 }
 
