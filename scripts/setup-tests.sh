@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what the tests need beyond Rust, from Debian's packages and npm.
+# Installs what the tests need beyond Rust, from Debian's packages, npm and PyPI.
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +62,23 @@ if ! python3 -c 'import requests, grpc' >/dev/null 2>&1; then
     python3 -m pip install -q --root-user-action=ignore requests grpcio
   else
     python3 -m pip install -q --user requests grpcio
+  fi
+fi
+
+# PostgreSQL and Redis are the real databases of the `--egress-db` tests
+# (crates/testkit's `postgres` and `redis` modules start them on
+# 127.0.0.1); haproxy is the reference TCP relay their benchmark measures
+# the recording proxy against.
+need_packages postgresql redis-server redis-tools haproxy
+
+# psycopg (3) and redis-py, from PyPI, are the clients of the Python
+# ledger (examples/python-ledger) the database tests record and replay.
+if ! python3 -c 'import psycopg, redis' >/dev/null 2>&1; then
+  echo "== installing psycopg and redis (PyPI)"
+  if [ "$(id -u)" -eq 0 ]; then
+    python3 -m pip install -q --root-user-action=ignore 'psycopg[binary]' redis
+  else
+    python3 -m pip install -q --user 'psycopg[binary]' redis
   fi
 fi
 

@@ -1,7 +1,8 @@
 //! A tonic gRPC service for reprise's own tests, with one method of each
 //! streaming kind (see `proto/echo.proto`), served on 127.0.0.1; in
 //! [`target`], a replay target that records every request it receives;
-//! and [`hello_json`], the 1 KiB body the benchmarks serve.
+//! [`hello_json`], the 1 KiB body the benchmarks serve; and real
+//! [`postgres`] and [`redis`] servers for the database tests.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a failure here is a broken test setup
 
 use std::net::SocketAddr;
@@ -11,7 +12,10 @@ use std::time::Duration;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+mod child;
 pub mod full_disk;
+pub mod postgres;
+pub mod redis;
 pub mod target;
 
 /// A JSON document of exactly 1024 bytes saying `message`, padded: the
