@@ -468,6 +468,13 @@ pub struct RecordArgs {
     /// NAME (repeatable).
     #[arg(long = "egress-route", value_name = "NAME=LISTEN=URL")]
     pub egress_routes: Vec<String>,
+    /// Also record the service's calls to a PostgreSQL or Redis server: a
+    /// TCP listener on LISTEN passing every byte to URL
+    /// (postgres://host:port, redis://host:port), each query or command
+    /// recorded with its answer as listener NAME (repeatable;
+    /// docs/databases.md).
+    #[arg(long = "egress-db", value_name = "NAME=LISTEN=URL")]
+    pub egress_dbs: Vec<String>,
     /// How long after an inbound call finished a call carrying its trace
     /// id is still linked to it.
     #[arg(long, value_name = "DURATION", default_value = "30s")]
@@ -482,8 +489,10 @@ pub struct RecordArgs {
     #[arg(long, value_name = "FILE")]
     pub egress_ca: Option<PathBuf>,
     /// The reprise CA (`reprise ca init`) whose certificates the --egress
-    /// proxy shows inside CONNECT tunnels carrying TLS [default: as
-    /// `reprise ca` finds it; without one, such tunnels are refused].
+    /// proxy shows inside CONNECT tunnels carrying TLS, and --egress-db
+    /// shows PostgreSQL clients that ask for TLS [default: as `reprise ca`
+    /// finds it; without one, such tunnels are refused and such clients
+    /// told the listener speaks no TLS].
     #[arg(long, value_name = "DIR")]
     pub ca_dir: Option<PathBuf>,
 }

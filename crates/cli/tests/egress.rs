@@ -624,10 +624,13 @@ fn bad_egress_flags_are_refused_with_one_line() {
             "given twice",
         ),
         (&["--egress", "somewhere"], "--egress"),
-        (&["--fresh-trace"], "needs --egress or --egress-route"),
+        (
+            &["--fresh-trace"],
+            "needs --egress, --egress-route or --egress-db",
+        ),
         (
             &["--egress-ca", "/nonexistent.pem"],
-            "needs --egress or --egress-route",
+            "needs --egress, --egress-route or --egress-db",
         ),
         (
             &["--egress", "127.0.0.1:0", "--link-window", "soon"],

@@ -35,9 +35,9 @@ mod watched;
 
 pub use config::{ProxyConfig, Upstream, UpstreamError, UpstreamProtocol};
 pub use egress::{
-    CALLER_KEY, DEFAULT_LINK_WINDOW, EgressConfig, EgressFuture, EgressRecordLayer, EgressRecorder,
-    EgressRoute, EgressRouteError, EgressSource, ForwardError, InboundTrace, InboundTracing,
-    valid_traceparent,
+    CALLER_KEY, DEFAULT_LINK_WINDOW, DbProtocol, EgressConfig, EgressDb, EgressDbError,
+    EgressFuture, EgressRecordLayer, EgressRecorder, EgressRoute, EgressRouteError, EgressSource,
+    ForwardError, InboundTrace, InboundTracing, valid_traceparent,
 };
 pub use error::ProxyError;
 pub use protocol::UpstreamVersions;

@@ -224,7 +224,12 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     let (tracing, mut routes) = if config.egress.enabled() {
         let links = Arc::new(LinkRegistry::new(config.egress.link_window));
         let https = config.egress.forward.is_some()
-            || config.egress.routes.iter().any(|r| r.target.is_tls());
+            || config.egress.routes.iter().any(|r| r.target.is_tls())
+            || config
+                .egress
+                .dbs
+                .iter()
+                .any(|d| d.protocol == crate::DbProtocol::Postgres && !d.server_plain);
         let trust = match (&config.egress.ca, https) {
             (Some(ca), _) => reprise_net::tls::Trust::CaFile(ca),
             (None, true) => reprise_net::tls::Trust::System,
@@ -250,6 +255,18 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         };
         let routes = crate::egress::bind_routes(&config, listeners.len(), &taken)?;
         egress_addresses.extend(routes.addresses.iter().cloned());
+        taken.extend(routes.addresses.iter().map(|(_, addr)| *addr));
+        let databases = crate::egress::start_db_listeners(
+            &config,
+            &recorder,
+            &links,
+            &Arc::new(database_tls(&egress_tls)),
+            &taken,
+            &stopped,
+        )
+        .await?;
+        egress_addresses.extend(databases.addresses);
+        egress_tasks.extend(databases.tasks);
         if let Some(proxy) = forward_proxy {
             egress_addresses.push(("--egress".to_string(), proxy.addr));
             egress_tasks.push(proxy.task);
@@ -376,6 +393,14 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         upstream,
         egress: egress_addresses,
     })
+}
+
+/// The TLS a database listener reaches its server with: the egress
+/// trust, offering PostgreSQL's ALPN (PostgreSQL 17 refuses others).
+fn database_tls(egress: &rustls::ClientConfig) -> rustls::ClientConfig {
+    let mut config = egress.clone();
+    config.alpn_protocols = vec![b"postgresql".to_vec()];
+    config
 }
 
 /// Streams an HTTP/2 client may have open at once on one connection.

@@ -50,3 +50,62 @@ pub trait Cutter: Send {
     /// protocol); the recorder still passes them on.
     fn broken(&self) -> Option<String>;
 }
+
+impl Cutter for pg::Conversation {
+    fn client(&mut self, bytes: &[u8], at_ns: u64) {
+        pg::Conversation::client(self, bytes, at_ns);
+    }
+    fn server(&mut self, bytes: &[u8], at_ns: u64) {
+        pg::Conversation::server(self, bytes, at_ns);
+    }
+    fn take(&mut self) -> Vec<DbExchange> {
+        pg::Conversation::take(self)
+    }
+    fn close(&mut self, at_ns: u64, reason: Option<&str>) -> Vec<DbExchange> {
+        pg::Conversation::close(self, at_ns, reason)
+    }
+    fn broken(&self) -> Option<String> {
+        pg::Conversation::broken(self).map(ToString::to_string)
+    }
+}
+
+impl Cutter for redis::Conversation {
+    fn client(&mut self, bytes: &[u8], at_ns: u64) {
+        redis::Conversation::client(self, bytes, at_ns);
+    }
+    fn server(&mut self, bytes: &[u8], at_ns: u64) {
+        redis::Conversation::server(self, bytes, at_ns);
+    }
+    fn take(&mut self) -> Vec<DbExchange> {
+        redis::Conversation::take(self)
+    }
+    fn close(&mut self, at_ns: u64, reason: Option<&str>) -> Vec<DbExchange> {
+        redis::Conversation::close(self, at_ns, reason)
+    }
+    fn broken(&self) -> Option<String> {
+        redis::Conversation::broken(self).map(ToString::to_string)
+    }
+}
+
+/// What a listener answers a client whose server it cannot reach, in the
+/// client's protocol: PostgreSQL's FATAL ErrorResponse (SQLSTATE 08006,
+/// connection failure) or a Redis error reply.
+pub fn unreachable_answer(postgres: bool, message: &str) -> Vec<u8> {
+    if postgres {
+        let error = reprise_model::SqlError {
+            severity: "FATAL".into(),
+            code: "08006".into(),
+            message: message.into(),
+            fields: Vec::new(),
+        };
+        let mut out = Vec::new();
+        pg::encode::backend::error(&mut out, b'E', &error);
+        out
+    } else {
+        let line: String = message
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        format!("-ERR {line}\r\n").into_bytes()
+    }
+}

@@ -84,7 +84,8 @@ pub(crate) fn config(args: &RecordArgs) -> anyhow::Result<ProxyConfig> {
     Ok(config)
 }
 
-/// `--egress`, `--egress-route`, `--link-window` and `--fresh-trace`.
+/// `--egress`, `--egress-route`, `--egress-db`, `--link-window` and
+/// `--fresh-trace`.
 fn egress(args: &RecordArgs) -> anyhow::Result<EgressConfig> {
     let mut egress = EgressConfig {
         forward: args
@@ -97,33 +98,48 @@ fn egress(args: &RecordArgs) -> anyhow::Result<EgressConfig> {
     for spec in &args.egress_routes {
         egress.routes.push(EgressRoute::parse(spec)?);
     }
+    for spec in &args.egress_dbs {
+        egress.dbs.push(reprise_proxy::EgressDb::parse(spec)?);
+    }
     egress.check()?;
     egress.link_window = duration("--link-window", &args.link_window)?;
     egress.fresh_trace = args.fresh_trace;
     egress.ca = args.egress_ca.clone();
     if let Some(ca) = &egress.ca {
         if !egress.enabled() {
-            bail!("--egress-ca is for https downstreams: it needs --egress or --egress-route");
+            bail!(
+                "--egress-ca is for https downstreams: it needs --egress, --egress-route or --egress-db"
+            );
         }
         // Read at start by the proxy too; said here with the flag's name.
         std::fs::File::open(ca)
             .with_context(|| format!("--egress-ca {}: cannot read it", ca.display()))?;
     }
-    if args.ca_dir.is_some() && egress.forward.is_none() {
-        bail!("--ca-dir is the CA of the --egress proxy's CONNECT tunnels: it needs --egress");
+    let postgres = egress
+        .dbs
+        .iter()
+        .any(|d| d.protocol == reprise_proxy::DbProtocol::Postgres);
+    if args.ca_dir.is_some() && egress.forward.is_none() && !postgres {
+        bail!(
+            "--ca-dir is the CA of the --egress proxy's CONNECT tunnels and of PostgreSQL's TLS on --egress-db: it needs one of them"
+        );
     }
-    if egress.forward.is_some() {
+    if egress.forward.is_some() || postgres {
         // Without a CA the start line says so.
         egress.leaves = super::ca::leaves(args.ca_dir.as_deref())?;
+    }
+    if egress.enabled() {
         egress.warn = Some(std::sync::Arc::new(|line: &str| eprintln!("{line}")));
     }
     if !egress.enabled() && args.fresh_trace {
         bail!(
-            "--fresh-trace changes trace context for egress linking: it needs --egress or --egress-route"
+            "--fresh-trace changes trace context for egress linking: it needs --egress, --egress-route or --egress-db"
         );
     }
     if !egress.enabled() && egress.link_window != reprise_proxy::DEFAULT_LINK_WINDOW {
-        bail!("--link-window is for egress linking: it needs --egress or --egress-route");
+        bail!(
+            "--link-window is for egress linking: it needs --egress, --egress-route or --egress-db"
+        );
     }
     Ok(egress)
 }
@@ -281,6 +297,24 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         let upstream = args.upstream.clone();
         let drain = config.drain_timeout;
         let without_ca = config.egress.forward.is_some() && config.egress.leaves.is_none();
+        let postgres_without_ca = config.egress.leaves.is_none()
+            && config
+                .egress
+                .dbs
+                .iter()
+                .any(|d| d.protocol == reprise_proxy::DbProtocol::Postgres);
+        let databases: Vec<(String, &'static str)> = config
+            .egress
+            .dbs
+            .iter()
+            .map(|d| {
+                let scheme = match d.protocol {
+                    reprise_proxy::DbProtocol::Postgres => "postgres",
+                    reprise_proxy::DbProtocol::Redis => "redis",
+                };
+                (d.name.clone(), scheme)
+            })
+            .collect();
         let proxy = match reprise_proxy::start(config, Box::new(writer)).await {
             Ok(proxy) => proxy,
             Err(error) => {
@@ -330,6 +364,8 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         for (name, addr) in proxy.egress_addresses() {
             if name == "--egress" {
                 line.push_str(&format!("; egress proxy http://{addr}"));
+            } else if let Some((_, scheme)) = databases.iter().find(|(db, _)| db == name) {
+                line.push_str(&format!("; egress db {name} {scheme}://{addr}"));
             } else {
                 line.push_str(&format!("; egress route {name} http://{addr}"));
             }
@@ -337,6 +373,11 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         let egress = !proxy.egress_addresses().is_empty();
         let metrics = std::sync::Arc::clone(proxy.metrics());
         eprintln!("{line}; stop with Ctrl-C");
+        if postgres_without_ca {
+            eprintln!(
+                "reprise: no reprise CA: PostgreSQL clients that ask --egress-db for TLS are told it speaks none (run `reprise ca init`, or give --ca-dir)"
+            );
+        }
         if without_ca {
             eprintln!(
                 "reprise: no reprise CA: the egress proxy refuses CONNECT tunnels carrying TLS (run `reprise ca init`, or give --ca-dir)"

@@ -18,6 +18,7 @@
 //!   (`reprise_intercept`'s front: absolute form, as `HTTP_PROXY` clients
 //!   send, and CONNECT tunnels).
 
+mod db;
 mod forward;
 mod inbound;
 mod layer;
@@ -26,6 +27,8 @@ mod listen;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub(crate) use db::start_db_listeners;
+pub use db::{DbProtocol, EgressDb, EgressDbError};
 pub use inbound::{CALLER_KEY, InboundTrace, InboundTracing, valid_traceparent};
 pub use layer::{EgressFuture, EgressRecordLayer, EgressRecorder, EgressSource, ForwardError};
 pub(crate) use listen::{bind_routes, start_forward_proxy};
@@ -40,6 +43,8 @@ pub struct EgressConfig {
     pub forward: Option<SocketAddr>,
     /// `--egress-route NAME=LISTEN=URL`, in the order given.
     pub routes: Vec<EgressRoute>,
+    /// `--egress-db NAME=LISTEN=URL`, in the order given.
+    pub dbs: Vec<EgressDb>,
     /// `--link-window`: how long after an inbound call finished a call
     /// carrying its trace id is still its child.
     pub link_window: Duration,
@@ -62,6 +67,7 @@ impl Default for EgressConfig {
         EgressConfig {
             forward: None,
             routes: Vec::new(),
+            dbs: Vec::new(),
             link_window: DEFAULT_LINK_WINDOW,
             fresh_trace: false,
             ca: None,
@@ -76,6 +82,7 @@ impl std::fmt::Debug for EgressConfig {
         f.debug_struct("EgressConfig")
             .field("forward", &self.forward)
             .field("routes", &self.routes)
+            .field("dbs", &self.dbs)
             .field("link_window", &self.link_window)
             .field("fresh_trace", &self.fresh_trace)
             .field("ca", &self.ca)
@@ -89,11 +96,12 @@ impl EgressConfig {
     /// Whether any egress listener is asked for (else inbound calls are
     /// forwarded as they come, and nothing is registered).
     pub fn enabled(&self) -> bool {
-        self.forward.is_some() || !self.routes.is_empty()
+        self.forward.is_some() || !self.routes.is_empty() || !self.dbs.is_empty()
     }
 
-    /// Checks that no two routes share a name, and that no two listeners
-    /// (routes and `--egress`) share an address.
+    /// Checks that no two routes or database listeners share a name, and
+    /// that no two listeners (routes, database listeners and `--egress`)
+    /// share an address.
     pub fn check(&self) -> Result<(), EgressRouteError> {
         let mut names = std::collections::HashSet::new();
         let mut addresses = std::collections::HashSet::new();
@@ -106,6 +114,14 @@ impl EgressConfig {
             }
             if route.listen.port() != 0 && !addresses.insert(route.listen) {
                 return Err(EgressRouteError::DuplicateListen(route.listen));
+            }
+        }
+        for db in &self.dbs {
+            if !names.insert(db.name.as_str()) {
+                return Err(EgressRouteError::DuplicateName(db.name.clone()));
+            }
+            if db.listen.port() != 0 && !addresses.insert(db.listen) {
+                return Err(EgressRouteError::DuplicateListen(db.listen));
             }
         }
         Ok(())
@@ -155,11 +171,13 @@ pub enum EgressRouteError {
         /// Why.
         reason: String,
     },
-    /// Two routes with one name.
-    #[error("--egress-route: the name {0:?} is given twice")]
+    /// Two routes (or database listeners) with one name.
+    #[error("--egress-route/--egress-db: the name {0:?} is given twice")]
     DuplicateName(String),
     /// Two listeners on one address.
-    #[error("--egress-route: {0} is given twice (as a route's LISTEN or --egress)")]
+    #[error(
+        "--egress-route/--egress-db: {0} is given twice (as a route's or a database's LISTEN, or --egress)"
+    )]
     DuplicateListen(SocketAddr),
 }
 

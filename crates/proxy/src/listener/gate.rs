@@ -55,9 +55,18 @@ pub struct Accepted {
 
 /// A place under `--max-connections`; dropping it frees the place.
 #[derive(Debug)]
-pub(super) struct Slot {
+pub struct Slot {
     _permit: OwnedSemaphorePermit,
     gate: Arc<Gate>,
+}
+
+impl Accepted {
+    /// The socket, and the place it holds under `--max-connections` until
+    /// the place is dropped: for a listener that serves the socket itself
+    /// rather than through `serve_connection`.
+    pub fn into_parts(self) -> (TcpStream, Slot) {
+        (self.stream, self.slot)
+    }
 }
 
 impl Slot {

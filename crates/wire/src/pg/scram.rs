@@ -74,6 +74,12 @@ impl ChannelBindingFilter {
         Self::default()
     }
 
+    /// Whether the start-up is over: from now on `feed` gives back what
+    /// it is given, and the caller may stop filtering.
+    pub fn is_transparent(&self) -> bool {
+        self.transparent && self.pending.is_empty()
+    }
+
     /// The bytes to send the client for `bytes` read from the server (may
     /// hold back the start of a message until it is complete).
     pub fn feed(&mut self, bytes: &[u8]) -> Vec<u8> {

@@ -1,0 +1,302 @@
+//! `reprise record --egress-db`: real PostgreSQL and Redis servers behind
+//! the recorder's database listeners, reached by their own clients (psql,
+//! pgbench, redis-cli); every byte passes, each query and command is
+//! recorded with its answer, and no secret reaches the tape.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::process::Command;
+
+use reprise_model::{Exchange, LinkKind, Protocol, RespKind};
+use reprise_testkit::postgres::{PgAuth, Postgres, PostgresOptions};
+use reprise_testkit::redis::{Redis, RedisOptions};
+use support::*;
+
+const PG_PASSWORD: &str = "pg-Secret-7Qx";
+const REDIS_PASSWORD: &str = "redis-Secret-4Kv";
+
+/// Runs `program args` with `env`, and gives its stdout, stderr and
+/// whether it succeeded.
+fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> (String, String, bool) {
+    let output = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    (
+        text(&output.stdout),
+        text(&output.stderr),
+        output.status.success(),
+    )
+}
+
+fn psql(port: u16, sql: &str) -> (String, String, bool) {
+    run(
+        "psql",
+        &[
+            "-X",
+            "-At",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ],
+        &[("PGPASSWORD", PG_PASSWORD), ("PGSSLMODE", "disable")],
+    )
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let port = port.to_string();
+    let mut all = vec![
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port,
+        "-a",
+        REDIS_PASSWORD,
+        "--no-auth-warning",
+    ];
+    all.extend_from_slice(args);
+    let (out, err, ok) = run("redis-cli", &all, &[]);
+    assert!(ok, "redis-cli {args:?}: {err}");
+    out.trim().to_string()
+}
+
+fn database_calls(tape: &std::path::Path, route: &str) -> Vec<Exchange> {
+    read_tape(tape)
+        .into_iter()
+        .filter(|e| e.source.as_ref().is_some_and(|s| s.route == route))
+        .collect()
+}
+
+fn statements(calls: &[Exchange]) -> Vec<String> {
+    calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .flat_map(|db| db.statements.iter().map(|s| s.sql.clone()))
+        .collect()
+}
+
+#[test]
+fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
+    let postgres = Postgres::start_with(PostgresOptions {
+        auth: PgAuth::Scram,
+        password: PG_PASSWORD.into(),
+        tls: false,
+    });
+    let redis = Redis::start_with(RedisOptions {
+        password: Some(REDIS_PASSWORD.into()),
+    });
+    // pgbench's tables, made directly (not recorded).
+    let bin = postgres.bin_dir().join("pgbench");
+    let pgbench = bin.to_str().unwrap();
+    let (_, err, ok) = run(
+        pgbench,
+        &[
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &postgres.port().to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ],
+        &[("PGPASSWORD", PG_PASSWORD)],
+    );
+    assert!(ok, "pgbench -i: {err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "db.tape");
+    let (pg_port, redis_port) = (free_port(), free_port());
+    let pg = format!(
+        "orders-db=127.0.0.1:{pg_port}=postgres://{}",
+        postgres.addr()
+    );
+    let cache = format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr());
+    let recorder = Recorder::start(
+        "http://127.0.0.1:9",
+        &tape,
+        &[
+            "--egress-db",
+            &pg,
+            "--egress-db",
+            &cache,
+            "--admin",
+            "127.0.0.1:0",
+        ],
+    );
+
+    // Every byte passes: the clients get their servers' answers.
+    let (out, err, ok) = psql(pg_port, "SELECT 41 + 1 AS answer, 'ink' AS item");
+    assert!(ok, "psql: {err}");
+    assert_eq!(out.trim(), "42|ink");
+    let (_, err, ok) = psql(pg_port, "SELECT * FROM no_such_table");
+    assert!(!ok);
+    assert!(err.contains("no_such_table"), "{err}");
+    let (_, err, ok) = run(
+        pgbench,
+        &[
+            "-S",
+            "-n",
+            "-M",
+            "prepared",
+            "-t",
+            "20",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &pg_port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ],
+        &[("PGPASSWORD", PG_PASSWORD)],
+    );
+    assert!(ok, "pgbench -S through the recorder: {err}");
+    assert_eq!(redis_cli(redis_port, &["SET", "stock:ink", "7"]), "OK");
+    assert_eq!(redis_cli(redis_port, &["INCRBY", "stock:ink", "3"]), "10");
+    assert_eq!(redis_cli(redis_port, &["GET", "stock:ink"]), "10");
+    assert_eq!(redis_cli(redis_port, &["HGET", "nothing", "here"]), "");
+
+    let stderr = recorder.stop_cleanly("-INT");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // The tape holds no password, whatever its encoding.
+    let bytes = std::fs::read(&tape).unwrap();
+    let raw = reprise_tape::TapeReader::open(&tape)
+        .unwrap()
+        .map(|e| reprise_model::codec::encode_to_vec(&e.unwrap()))
+        .collect::<Vec<_>>()
+        .concat();
+    for secret in [PG_PASSWORD, REDIS_PASSWORD] {
+        assert!(
+            !raw.windows(secret.len()).any(|w| w == secret.as_bytes()),
+            "{secret} is in the recording"
+        );
+    }
+    assert!(!bytes.is_empty());
+
+    let pg_calls = database_calls(&tape, "orders-db");
+    assert!(pg_calls.iter().all(|e| e.protocol() == Protocol::Postgres));
+    let startups: Vec<_> = pg_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref()?.startup.as_ref())
+        .collect();
+    // psql twice, pgbench twice (its own connection, then its client's).
+    assert_eq!(startups.len(), 4, "{startups:?}");
+    for startup in &startups {
+        assert_eq!(startup.authentication, "SCRAM-SHA-256");
+        assert!(
+            startup
+                .parameters
+                .iter()
+                .any(|p| p.name == "user" && p.value == b"postgres")
+        );
+        assert!(
+            startup
+                .server_parameters
+                .iter()
+                .any(|p| p.name == "server_version")
+        );
+    }
+    let sql = statements(&pg_calls);
+    let answer = pg_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .flat_map(|db| db.statements.iter())
+        .find(|s| s.sql.contains("41 + 1"))
+        .expect("the first query");
+    assert_eq!(answer.command_tag, "SELECT 1");
+    let names: Vec<&str> = answer.columns.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["answer", "item"]);
+    let row: Vec<&[u8]> = answer.rows[0]
+        .values
+        .iter()
+        .map(|v| v.data.as_slice())
+        .collect();
+    assert_eq!(row, [b"42".as_slice(), b"ink"]);
+    let failed = pg_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .flat_map(|db| db.statements.iter())
+        .find(|s| s.sql.contains("no_such_table"))
+        .expect("the failed query");
+    assert_eq!(
+        failed.error.as_ref().map(|e| e.code.as_str()),
+        Some("42P01")
+    );
+    // pgbench -S -M prepared: one SELECT prepared once (named), then
+    // executed 20 times with its parameter, its SQL known by name.
+    let selects: Vec<_> = pg_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .flat_map(|db| db.statements.iter())
+        .filter(|s| s.sql.contains("pgbench_accounts WHERE aid = $1") && s.extended)
+        .collect();
+    assert_eq!(selects.len(), 21, "{sql:?}");
+    let executed: Vec<_> = selects
+        .iter()
+        .filter(|s| !s.command_tag.is_empty())
+        .collect();
+    assert_eq!(executed.len(), 20, "{selects:?}");
+    assert!(
+        executed
+            .iter()
+            .all(|s| s.params.len() == 1 && s.rows.len() == 1)
+    );
+    assert!(executed.iter().all(|s| !s.statement_name.is_empty()));
+    // No inbound call was in flight: every one unlinked, none a write.
+    for call in &pg_calls {
+        assert_eq!(call.link_kind().map(|(k, _)| k), Some(LinkKind::Unlinked));
+        let source = call.source.as_ref().unwrap();
+        assert_eq!(source.listener, format!("127.0.0.1:{pg_port}"));
+        assert_eq!(source.server_addr, postgres.addr().to_string());
+        assert!(source.connection.starts_with("orders-db#"));
+    }
+
+    let redis_calls = database_calls(&tape, "cache");
+    let commands: Vec<Vec<String>> = redis_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref()?.redis.as_ref())
+        .map(|c| c.args.iter().map(|a| text(a)).collect())
+        .collect();
+    // redis-cli sends AUTH first, redacted.
+    let auth = commands
+        .iter()
+        .filter(|c| c[0].eq_ignore_ascii_case("AUTH"));
+    assert_eq!(auth.count(), 4, "{commands:?}");
+    let set = redis_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .find(|db| {
+            db.redis
+                .as_ref()
+                .is_some_and(|c| c.args[0].eq_ignore_ascii_case(b"SET"))
+        })
+        .expect("SET");
+    assert!(set.write);
+    let reply = |name: &[u8]| {
+        redis_calls
+            .iter()
+            .filter_map(|e| e.db.as_ref()?.redis.as_ref())
+            .find(|c| c.args[0].eq_ignore_ascii_case(name))
+            .and_then(|c| c.reply.clone())
+            .unwrap_or_else(|| panic!("{commands:?}"))
+    };
+    assert_eq!(reply(b"INCRBY").kind(), RespKind::Integer);
+    assert_eq!(reply(b"INCRBY").data, b"10");
+    assert_eq!(reply(b"GET").data, b"10");
+    assert_eq!(reply(b"HGET").kind(), RespKind::Null);
+    assert!(redis_calls.iter().all(|e| e.protocol() == Protocol::Redis));
+}
