@@ -300,3 +300,285 @@ fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
     assert_eq!(reply(b"HGET").kind(), RespKind::Null);
     assert!(redis_calls.iter().all(|e| e.protocol() == Protocol::Redis));
 }
+
+const LEDGER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../examples/python-ledger/ledger.py"
+);
+
+/// `python3 ledger.py` serving on `port`, killed when dropped.
+struct Ledger(std::process::Child);
+
+impl Ledger {
+    fn start(port: u16, env: &[(&str, String)]) -> Ledger {
+        let mut command = Command::new("python3");
+        command
+            .arg(LEDGER)
+            .env("LEDGER_PORT", port.to_string())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit());
+        let mut ledger = Ledger(command.spawn().unwrap());
+        eventually("ledger.py listening", 20, || {
+            if let Ok(Some(status)) = ledger.0.try_wait() {
+                panic!("ledger.py exited with {status}");
+            }
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        ledger
+    }
+}
+
+impl Drop for Ledger {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn init_ledger(postgres: &Postgres, redis: &Redis) {
+    let (_, err, ok) = run(
+        "python3",
+        &[LEDGER, "--init"],
+        &[
+            ("LEDGER_PG", &postgres.url()),
+            ("LEDGER_REDIS", &redis.url()),
+        ],
+    );
+    assert!(ok, "ledger.py --init: {err}");
+}
+
+/// The service's inbound calls and database calls, as recorded.
+fn split(tape: &std::path::Path) -> (Vec<Exchange>, Vec<Exchange>) {
+    read_tape(tape).into_iter().partition(|e| e.db.is_none())
+}
+
+fn parent_of<'a>(inbound: &'a [Exchange], call: &Exchange) -> Option<&'a Exchange> {
+    inbound.iter().find(|i| i.id == call.parent_id)
+}
+
+#[test]
+fn a_service_one_call_at_a_time_has_each_database_call_linked_to_its_call() {
+    let postgres = Postgres::start();
+    let redis = Redis::start();
+    init_ledger(&postgres, &redis);
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "ledger.tape");
+    let (pg_port, redis_port, ledger_port) = (free_port(), free_port(), free_port());
+    let recorder = Recorder::start(
+        &format!("http://127.0.0.1:{ledger_port}"),
+        &tape,
+        &[
+            "--egress-db",
+            &format!("db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
+            "--egress-db",
+            &format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr()),
+        ],
+    );
+    let _ledger = Ledger::start(
+        ledger_port,
+        &[
+            (
+                "LEDGER_PG",
+                format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
+            ),
+            ("LEDGER_REDIS", format!("redis://127.0.0.1:{redis_port}")),
+        ],
+    );
+    let calls = [
+        ("GET", "/users/1"),
+        ("GET", "/users/1"),
+        ("POST", "/users/2/visit"),
+        ("GET", "/users/2"),
+    ];
+    for (method, path) in calls {
+        let (out, _) = curl(&["-sf", "-X", method, &recorder.url(path)]);
+        assert!(out.contains("\"id\""), "{method} {path}: {out}");
+    }
+    recorder.stop_cleanly("-INT");
+
+    let (inbound, database) = split(&tape);
+    assert_eq!(inbound.len(), calls.len());
+    // Every call made while an inbound call was in flight is its child
+    // (IN_FLIGHT, exact here: one call at a time), in order; only the
+    // connections' start-ups are unlinked.
+    let mut children: Vec<Vec<String>> = vec![Vec::new(); inbound.len()];
+    for call in &database {
+        let (kind, order) = call.link_kind().unwrap();
+        let db = call.db.as_ref().unwrap();
+        if db.startup.is_some() {
+            assert_eq!(kind, LinkKind::Unlinked);
+            continue;
+        }
+        assert_eq!(kind, LinkKind::InFlight, "{db:?}");
+        let parent = parent_of(&inbound, call).expect("a recorded parent");
+        assert!(parent.recorded_at_ns <= call.recorded_at_ns);
+        assert!(call.ended_at_ns() <= parent.ended_at_ns());
+        let index = inbound.iter().position(|i| i.id == parent.id).unwrap();
+        assert_eq!(order as usize, children[index].len(), "orders count up");
+        let name = match (&db.redis, db.statements.first()) {
+            (Some(command), _) => text(&command.args[0]).to_uppercase(),
+            (None, Some(statement)) => statement
+                .sql
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_uppercase(),
+            (None, None) => String::from("?"),
+        };
+        children[index].push(name);
+    }
+    // The first call's children also set its Redis connection up
+    // (redis-py's HELLO and CLIENT SETINFO); the README's table for the
+    // rest.
+    let tail = |index: usize| {
+        let names = &children[index];
+        names
+            .iter()
+            .filter(|n| !matches!(n.as_str(), "HELLO" | "CLIENT"))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tail(0), ["GET", "SELECT", "SET"], "{children:?}");
+    assert_eq!(tail(1), ["GET"], "{children:?}");
+    assert_eq!(
+        tail(2),
+        ["BEGIN", "UPDATE", "COMMIT", "INCRBY", "DEL"],
+        "{children:?}"
+    );
+    assert_eq!(tail(3), ["GET", "SELECT", "SET"], "{children:?}");
+    let update = database
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .find(|db| db.statements.iter().any(|s| s.sql.starts_with("UPDATE")))
+        .unwrap();
+    assert!(update.write);
+    let statement = &update.statements[0];
+    // psycopg sends Python ints in binary: int2 1 (the delta), 2 (the user).
+    let params: Vec<(&[u8], bool)> = statement
+        .params
+        .iter()
+        .map(|p| (p.data.as_slice(), p.binary))
+        .collect();
+    assert_eq!(params, [(&[0u8, 1][..], true), (&[0, 2][..], true)]);
+}
+
+#[test]
+fn under_concurrent_load_sqlcommenter_links_exactly_and_redis_calls_are_flagged() {
+    let postgres = Postgres::start();
+    let redis = Redis::start();
+    init_ledger(&postgres, &redis);
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "ledger.tape");
+    let (pg_port, redis_port, ledger_port) = (free_port(), free_port(), free_port());
+    let recorder = Recorder::start(
+        &format!("http://127.0.0.1:{ledger_port}"),
+        &tape,
+        &[
+            "--egress-db",
+            &format!("db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
+            "--egress-db",
+            &format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr()),
+        ],
+    );
+    let _ledger = Ledger::start(
+        ledger_port,
+        &[
+            (
+                "LEDGER_PG",
+                format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
+            ),
+            ("LEDGER_REDIS", format!("redis://127.0.0.1:{redis_port}")),
+            ("LEDGER_SQLCOMMENTER", "1".into()),
+        ],
+    );
+    // 8 in flight at a time, reads and writes interleaved.
+    let rounds = 6;
+    std::thread::scope(|scope| {
+        for worker in 0..8 {
+            let url = recorder.url("");
+            scope.spawn(move || {
+                for round in 0..rounds {
+                    let user = 1 + (worker + round) % 5;
+                    let (method, path) = if (worker + round) % 2 == 0 {
+                        ("GET", format!("/users/{user}"))
+                    } else {
+                        ("POST", format!("/users/{user}/visit"))
+                    };
+                    let (out, _) = curl(&["-sf", "-X", method, &format!("{url}{path}")]);
+                    assert!(out.contains("\"id\""), "{method} {path}: {out}");
+                }
+            });
+        }
+    });
+    recorder.stop_cleanly("-INT");
+
+    let (inbound, database) = split(&tape);
+    assert_eq!(inbound.len(), 8 * rounds);
+    let mut exact = 0;
+    let mut ambiguous = 0;
+    for call in &database {
+        let db = call.db.as_ref().unwrap();
+        let (kind, _) = call.link_kind().unwrap();
+        if db.startup.is_some() {
+            assert_eq!(kind, LinkKind::Unlinked);
+            continue;
+        }
+        let commented = db
+            .statements
+            .first()
+            .filter(|statement| statement.sql.contains("traceparent="));
+        if let Some(statement) = commented {
+            // Its traceparent named its inbound call: the one whose trace
+            // id the proxy recorded, exactly.
+            assert_eq!(kind, LinkKind::Trace, "{}", statement.sql);
+            let parent = parent_of(&inbound, call).expect("a recorded parent");
+            assert_eq!(parent.trace_id, call.trace_id);
+            let trace_hex: String = call.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+            assert!(statement.sql.contains(&trace_hex), "{}", statement.sql);
+            exact += 1;
+            continue;
+        }
+        // Redis commands, and the BEGIN and COMMIT psycopg sends itself
+        // (no comment): linked by what was in flight.
+        match kind {
+            LinkKind::Ambiguous => {
+                assert!(call.parent_id.is_empty());
+                ambiguous += 1;
+            }
+            LinkKind::InFlight => {
+                // The one in flight when it began: its parent's span holds
+                // its start.
+                let parent = parent_of(&inbound, call).expect("a recorded parent");
+                assert!(parent.recorded_at_ns <= call.recorded_at_ns);
+                assert!(call.recorded_at_ns <= parent.ended_at_ns());
+            }
+            LinkKind::Unlinked => {
+                // Between two calls: nothing was in flight.
+                assert!(call.parent_id.is_empty());
+            }
+            other => panic!("{db:?} linked {other:?}"),
+        }
+    }
+    // Each POST's UPDATE is its own child, by trace.
+    let posts = inbound
+        .iter()
+        .filter(|i| i.request.as_ref().is_some_and(|r| r.method == "POST"))
+        .count();
+    let updates = database
+        .iter()
+        .filter(|call| {
+            call.db
+                .as_ref()
+                .is_some_and(|db| db.statements.iter().any(|s| s.sql.starts_with("UPDATE")))
+                && parent_of(&inbound, call)
+                    .is_some_and(|p| p.request.as_ref().is_some_and(|r| r.method == "POST"))
+        })
+        .count();
+    assert_eq!(updates, posts);
+    assert!(exact >= posts, "{exact} statements linked by trace");
+    assert!(
+        ambiguous > 0,
+        "overlapping calls make some Redis calls ambiguous"
+    );
+}

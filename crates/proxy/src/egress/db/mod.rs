@@ -140,14 +140,23 @@ impl EgressDb {
         if host_port.is_empty() {
             return Err(bad(format!("{url:?}: no host")));
         }
-        let server = match host_port.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host_port.starts_with('[') => {
-                if host.is_empty() || port.parse::<u16>().is_err() {
+        // A bracketed IPv6 literal may have a port after its bracket only.
+        let port_at = match host_port.rfind(']') {
+            Some(bracket) => host_port
+                .get(bracket + 1..)
+                .and_then(|rest| rest.strip_prefix(':'))
+                .map(|_| bracket + 1),
+            None => host_port.rfind(':'),
+        };
+        let server = match port_at {
+            Some(at) => {
+                let (host, port) = host_port.split_at(at);
+                if host.is_empty() || port.get(1..).is_none_or(|p| p.parse::<u16>().is_err()) {
                     return Err(bad(format!("{url:?}: {host_port:?} is not host:port")));
                 }
                 host_port.to_string()
             }
-            _ => format!("{host_port}:{default_port}"),
+            None => format!("{host_port}:{default_port}"),
         };
         let query = tail.split_once('?').map_or("", |(_, q)| q);
         let mut server_plain = false;
