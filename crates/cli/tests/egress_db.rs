@@ -582,3 +582,206 @@ fn under_concurrent_load_sqlcommenter_links_exactly_and_redis_calls_are_flagged(
         "overlapping calls make some Redis calls ambiguous"
     );
 }
+
+/// psql with the connection string `conninfo`'s settings added to host,
+/// port and user.
+fn psql_with(port: u16, conninfo: &str, password: &str, sql: &str) -> (String, String, bool) {
+    let target = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres {conninfo}");
+    run(
+        "psql",
+        &["-X", "-At", &target, "-c", sql],
+        &[("PGPASSWORD", password)],
+    )
+}
+
+#[test]
+fn tls_is_ended_with_the_reprise_ca_and_made_again_to_the_server() {
+    let postgres = Postgres::start_with(PostgresOptions {
+        auth: PgAuth::Scram,
+        password: PG_PASSWORD.into(),
+        tls: true,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca_dir = dir.path().join("ca");
+    let out = reprise(&["ca", "init", "--dir", s(&ca_dir)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let ca = ca_dir.join("ca.pem");
+    // The recorder trusts the server's own certificate for its leg.
+    let server_ca = dir.path().join("server.pem");
+    std::fs::write(&server_ca, postgres.cert_pem().unwrap()).unwrap();
+    let tape = temp_tape(&dir, "tls.tape");
+    let (both, plain_server) = (free_port(), free_port());
+    let recorder = Recorder::start(
+        "http://127.0.0.1:9",
+        &tape,
+        &[
+            "--ca-dir",
+            s(&ca_dir),
+            "--egress-ca",
+            s(&server_ca),
+            "--egress-db",
+            &format!("tls=127.0.0.1:{both}=postgres://{}", postgres.addr()),
+            "--egress-db",
+            &format!(
+                "plain=127.0.0.1:{plain_server}=postgres://{}?sslmode=disable",
+                postgres.addr()
+            ),
+        ],
+    );
+    let verify = format!("sslmode=verify-full sslrootcert={}", ca.display());
+    // TLS to the recorder, verified against the reprise CA, and TLS again
+    // to the server: SCRAM works when the client does not ask for channel
+    // binding, which the recorder cannot give.
+    let (out, err, ok) = psql_with(
+        both,
+        &format!("{verify} channel_binding=disable"),
+        PG_PASSWORD,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "t", "the server's leg is TLS too");
+    // With libpq's default (channel_binding=prefer) over two TLS legs, the
+    // server refuses the client's "y" flag as a downgrade: said to it.
+    let (_, err, ok) = psql_with(both, &verify, PG_PASSWORD, "SELECT 1");
+    assert!(!ok);
+    assert!(err.contains("channel binding"), "{err}");
+    // A listener that keeps the server's leg plain serves that client.
+    let (out, err, ok) = psql_with(
+        plain_server,
+        &verify,
+        PG_PASSWORD,
+        "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "f");
+    recorder.stop_cleanly("-INT");
+
+    let calls = read_tape(&tape);
+    let startups: Vec<_> = calls
+        .iter()
+        .filter_map(|e| e.db.as_ref()?.startup.as_ref())
+        .collect();
+    assert_eq!(startups.len(), 3);
+    assert!(startups.iter().all(|s| s.tls));
+    let answered: Vec<_> = calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .flat_map(|db| db.statements.iter())
+        .filter(|s| s.sql.contains("pg_stat_ssl"))
+        .collect();
+    assert_eq!(answered.len(), 2);
+}
+
+#[test]
+fn bad_input_on_a_database_listener_is_told_and_recording_goes_on() {
+    use std::io::{Read, Write};
+
+    let postgres = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "bad.tape");
+    let (pg_port, dead_port, unused) = (free_port(), free_port(), free_port());
+    let recorder = Recorder::start(
+        "http://127.0.0.1:9",
+        &tape,
+        &[
+            "--max-body",
+            "4096",
+            "--egress-db",
+            &format!("db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
+            "--egress-db",
+            &format!("gone=127.0.0.1:{dead_port}=postgres://127.0.0.1:{unused}"),
+        ],
+    );
+    let mut skipped = Vec::new();
+
+    // Garbage on the port: a PostgreSQL error back, a line on stderr.
+    let mut garbage = std::net::TcpStream::connect(("127.0.0.1", pg_port)).unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut answer = Vec::new();
+    garbage.read_to_end(&mut answer).unwrap();
+    assert_eq!(answer.first(), Some(&b'E'), "{answer:?}");
+    assert!(text(&answer).contains("08P01"), "{}", text(&answer));
+    recorder.line_with("not a PostgreSQL v3 start-up", &mut skipped);
+
+    // A start-up for protocol 2.0.
+    let mut old = std::net::TcpStream::connect(("127.0.0.1", pg_port)).unwrap();
+    let mut startup = 8u32.to_be_bytes().to_vec();
+    startup.extend_from_slice(&0x0002_0000u32.to_be_bytes());
+    old.write_all(&startup).unwrap();
+    let mut answer = Vec::new();
+    old.read_to_end(&mut answer).unwrap();
+    assert!(
+        text(&answer).contains("protocol version 2.0"),
+        "{}",
+        text(&answer)
+    );
+
+    // A server that cannot be reached: the client is told why.
+    let (_, err, ok) = psql(dead_port, "SELECT 1");
+    assert!(!ok);
+    assert!(err.contains("cannot reach"), "{err}");
+    recorder.line_with("cannot reach", &mut skipped);
+
+    // A query larger than --max-body passes whole, and is recorded as not
+    // mockable.
+    let big = format!("SELECT length('{}')", "x".repeat(40_000));
+    let (out, err, ok) = psql(pg_port, &big);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "40000");
+
+    // A client that goes away mid-result: the exchange is recorded,
+    // incomplete.
+    let mut cut = std::net::TcpStream::connect(("127.0.0.1", pg_port)).unwrap();
+    let mut hello = Vec::new();
+    reprise_wire::pg::encode::frontend::startup(
+        &mut hello,
+        &[("user", "postgres"), ("database", "postgres")],
+    );
+    cut.write_all(&hello).unwrap();
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Up to its first ReadyForQuery ('Z', length 5, status).
+    while !seen.windows(6).any(|w| w == [b'Z', 0, 0, 0, 5, b'I']) {
+        let read = cut.read(&mut chunk).unwrap();
+        assert!(read > 0, "the start-up ended early");
+        seen.extend_from_slice(&chunk[..read]);
+    }
+    let mut query = Vec::new();
+    reprise_wire::pg::encode::frontend::query(
+        &mut query,
+        "SELECT repeat('row', 100) FROM generate_series(1, 200000)",
+    );
+    cut.write_all(&query).unwrap();
+    let read = cut.read(&mut chunk).unwrap();
+    assert!(read > 0);
+    drop(cut);
+
+    // And the recorder still records.
+    let (out, err, ok) = psql(pg_port, "SELECT 'still here'");
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "still here");
+    let stderr = recorder.stop_cleanly("-INT");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let calls = read_tape(&tape);
+    let statement_of = |needle: &str| {
+        calls
+            .iter()
+            .find(|e| {
+                e.db.as_ref()
+                    .is_some_and(|db| db.statements.iter().any(|s| s.sql.contains(needle)))
+            })
+            .unwrap_or_else(|| panic!("no call with {needle}"))
+    };
+    let big = statement_of("length(");
+    assert!(
+        !big.db.as_ref().unwrap().not_mockable.is_empty(),
+        "{:?}",
+        big.db
+    );
+    let cut = statement_of("generate_series");
+    assert!(cut.error.is_some(), "{:?}", cut.db);
+    statement_of("still here");
+}

@@ -87,25 +87,26 @@ impl Cutter for redis::Conversation {
     }
 }
 
-/// What a listener answers a client whose server it cannot reach, in the
-/// client's protocol: PostgreSQL's FATAL ErrorResponse (SQLSTATE 08006,
-/// connection failure) or a Redis error reply.
-pub fn unreachable_answer(postgres: bool, message: &str) -> Vec<u8> {
-    if postgres {
-        let error = reprise_model::SqlError {
-            severity: "FATAL".into(),
-            code: "08006".into(),
-            message: message.into(),
-            fields: Vec::new(),
-        };
-        let mut out = Vec::new();
-        pg::encode::backend::error(&mut out, b'E', &error);
-        out
-    } else {
-        let line: String = message
-            .chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect();
-        format!("-ERR {line}\r\n").into_bytes()
-    }
+/// A PostgreSQL FATAL ErrorResponse with SQLSTATE `code`: what a listener
+/// answers a client it cannot serve (08006 when the server cannot be
+/// reached, 08P01 for a start-up it cannot read), as a server would.
+pub fn postgres_fatal(code: &str, message: &str) -> Vec<u8> {
+    let error = reprise_model::SqlError {
+        severity: "FATAL".into(),
+        code: code.into(),
+        message: message.into(),
+        fields: Vec::new(),
+    };
+    let mut out = Vec::new();
+    pg::encode::backend::error(&mut out, b'E', &error);
+    out
+}
+
+/// A Redis error reply (`-ERR message`, control characters replaced).
+pub fn redis_error(message: &str) -> Vec<u8> {
+    let line: String = message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("-ERR {line}\r\n").into_bytes()
 }

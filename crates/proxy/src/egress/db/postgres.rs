@@ -149,7 +149,13 @@ async fn read_first(
                 return Err(format!("a start-up packet longer than {STARTUP_MAX} bytes"));
             }
             Ok(None) => {}
-            Err(error) => return Err(error.to_string()),
+            Err(error) => {
+                // Told as a server tells it, then closed.
+                let answer =
+                    reprise_wire::postgres_fatal("08P01", &format!("reprise --egress-db: {error}"));
+                let _ = client.write_all(&answer).await;
+                return Err(error.to_string());
+            }
         }
         let mut chunk = [0u8; 1024];
         let read = client

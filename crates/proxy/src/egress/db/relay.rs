@@ -238,8 +238,10 @@ async fn serve(
 async fn refuse(shared: &DbListener, mut client: TcpStream, why: &str) {
     shared.warn(format!("--egress-db {}: {why}", shared.db.name));
     let message = format!("reprise --egress-db {}: {why}", shared.db.name);
-    let answer =
-        reprise_wire::unreachable_answer(shared.db.protocol == DbProtocol::Postgres, &message);
+    let answer = match shared.db.protocol {
+        DbProtocol::Postgres => reprise_wire::postgres_fatal("08006", &message),
+        DbProtocol::Redis => reprise_wire::redis_error(&message),
+    };
     let _ = client.write_all(&answer).await;
     let _ = client.shutdown().await;
 }
