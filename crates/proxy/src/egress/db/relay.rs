@@ -544,3 +544,38 @@ fn record(connection: &Connection, cut: DbExchange, in_flight: InFlight) {
     };
     shared.recorder.submit_exchange(exchange);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(id: u8) -> InFlight {
+        InFlight::One {
+            trace: [id; 16],
+            id: [id; 16],
+        }
+    }
+
+    #[test]
+    fn an_exchange_is_linked_by_what_was_in_flight_when_it_began() {
+        let mut watch = Watch {
+            cutter: Box::new(reprise_wire::redis::Conversation::new(
+                reprise_wire::redis::RedisOptions { max_body: 1024 },
+            )),
+            in_flight: VecDeque::from([
+                (100, InFlight::Nothing),
+                (200, one(1)),
+                (300, InFlight::Several),
+                (400, one(2)),
+            ]),
+        };
+        // Before anything was seen: nothing.
+        assert_eq!(watch.in_flight_at(50), InFlight::Nothing);
+        assert_eq!(watch.in_flight_at(250), one(1));
+        assert_eq!(watch.in_flight_at(300), InFlight::Several);
+        // Exchanges come out in order: what came before is let go.
+        assert_eq!(watch.in_flight.len(), 2);
+        assert_eq!(watch.in_flight_at(1_000), one(2));
+        assert_eq!(watch.in_flight.len(), 1);
+    }
+}
