@@ -353,38 +353,75 @@ fn split(tape: &std::path::Path) -> (Vec<Exchange>, Vec<Exchange>) {
     read_tape(tape).into_iter().partition(|e| e.db.is_none())
 }
 
+/// The ledger recorded: real PostgreSQL and Redis (seeded), `reprise
+/// record` in front of the ledger with a database listener for each, and
+/// the ledger (with `env` added) reaching them through it.
+struct RecordedLedger {
+    // Dropped in this order: the service, the recorder, then the servers.
+    _ledger: Ledger,
+    recorder: Recorder,
+    tape: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+    _servers: (Postgres, Redis),
+}
+
+impl RecordedLedger {
+    fn start(env: &[(&str, &str)]) -> RecordedLedger {
+        let postgres = Postgres::start();
+        let redis = Redis::start();
+        init_ledger(&postgres, &redis);
+        let dir = tempfile::tempdir().unwrap();
+        let tape = temp_tape(&dir, "ledger.tape");
+        let (pg_port, redis_port, ledger_port) = (free_port(), free_port(), free_port());
+        let recorder = Recorder::start(
+            &format!("http://127.0.0.1:{ledger_port}"),
+            &tape,
+            &[
+                "--egress-db",
+                &format!("db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
+                "--egress-db",
+                &format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr()),
+            ],
+        );
+        let mut ledger_env = vec![
+            (
+                "LEDGER_PG",
+                format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
+            ),
+            ("LEDGER_REDIS", format!("redis://127.0.0.1:{redis_port}")),
+        ];
+        ledger_env.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
+        let ledger = Ledger::start(ledger_port, &ledger_env);
+        RecordedLedger {
+            _ledger: ledger,
+            recorder,
+            tape,
+            _dir: dir,
+            _servers: (postgres, redis),
+        }
+    }
+
+    /// Stops the recorder cleanly; the tape (in its folder) is kept.
+    fn stop(self) -> (tempfile::TempDir, std::path::PathBuf) {
+        let RecordedLedger {
+            _ledger,
+            recorder,
+            tape,
+            _dir,
+            _servers,
+        } = self;
+        recorder.stop_cleanly("-INT");
+        (_dir, tape)
+    }
+}
+
 fn parent_of<'a>(inbound: &'a [Exchange], call: &Exchange) -> Option<&'a Exchange> {
     inbound.iter().find(|i| i.id == call.parent_id)
 }
 
 #[test]
 fn a_service_one_call_at_a_time_has_each_database_call_linked_to_its_call() {
-    let postgres = Postgres::start();
-    let redis = Redis::start();
-    init_ledger(&postgres, &redis);
-    let dir = tempfile::tempdir().unwrap();
-    let tape = temp_tape(&dir, "ledger.tape");
-    let (pg_port, redis_port, ledger_port) = (free_port(), free_port(), free_port());
-    let recorder = Recorder::start(
-        &format!("http://127.0.0.1:{ledger_port}"),
-        &tape,
-        &[
-            "--egress-db",
-            &format!("db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
-            "--egress-db",
-            &format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr()),
-        ],
-    );
-    let _ledger = Ledger::start(
-        ledger_port,
-        &[
-            (
-                "LEDGER_PG",
-                format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
-            ),
-            ("LEDGER_REDIS", format!("redis://127.0.0.1:{redis_port}")),
-        ],
-    );
+    let ledger = RecordedLedger::start(&[]);
     let calls = [
         ("GET", "/users/1"),
         ("GET", "/users/1"),
@@ -392,10 +429,10 @@ fn a_service_one_call_at_a_time_has_each_database_call_linked_to_its_call() {
         ("GET", "/users/2"),
     ];
     for (method, path) in calls {
-        let (out, _) = curl(&["-sf", "-X", method, &recorder.url(path)]);
+        let (out, _) = curl(&["-sf", "-X", method, &ledger.recorder.url(path)]);
         assert!(out.contains("\"id\""), "{method} {path}: {out}");
     }
-    recorder.stop_cleanly("-INT");
+    let (_dir, tape) = ledger.stop();
 
     let (inbound, database) = split(&tape);
     assert_eq!(inbound.len(), calls.len());
@@ -465,38 +502,12 @@ fn a_service_one_call_at_a_time_has_each_database_call_linked_to_its_call() {
 
 #[test]
 fn under_concurrent_load_sqlcommenter_links_exactly_and_redis_calls_are_flagged() {
-    let postgres = Postgres::start();
-    let redis = Redis::start();
-    init_ledger(&postgres, &redis);
-    let dir = tempfile::tempdir().unwrap();
-    let tape = temp_tape(&dir, "ledger.tape");
-    let (pg_port, redis_port, ledger_port) = (free_port(), free_port(), free_port());
-    let recorder = Recorder::start(
-        &format!("http://127.0.0.1:{ledger_port}"),
-        &tape,
-        &[
-            "--egress-db",
-            &format!("db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
-            "--egress-db",
-            &format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr()),
-        ],
-    );
-    let _ledger = Ledger::start(
-        ledger_port,
-        &[
-            (
-                "LEDGER_PG",
-                format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
-            ),
-            ("LEDGER_REDIS", format!("redis://127.0.0.1:{redis_port}")),
-            ("LEDGER_SQLCOMMENTER", "1".into()),
-        ],
-    );
+    let ledger = RecordedLedger::start(&[("LEDGER_SQLCOMMENTER", "1")]);
     // 8 in flight at a time, reads and writes interleaved.
     let rounds = 6;
     std::thread::scope(|scope| {
         for worker in 0..8 {
-            let url = recorder.url("");
+            let url = ledger.recorder.url("");
             scope.spawn(move || {
                 for round in 0..rounds {
                     let user = 1 + (worker + round) % 5;
@@ -511,7 +522,7 @@ fn under_concurrent_load_sqlcommenter_links_exactly_and_redis_calls_are_flagged(
             });
         }
     });
-    recorder.stop_cleanly("-INT");
+    let (_dir, tape) = ledger.stop();
 
     let (inbound, database) = split(&tape);
     assert_eq!(inbound.len(), 8 * rounds);

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reprise_wire::pg::{self, FirstPacket};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::relay::{Connection, Io, relay};
@@ -137,9 +137,10 @@ async fn negotiate(
     }
 }
 
-/// Reads until `buffer` starts with a whole first packet.
+/// Reads until `buffer` starts with a whole first packet. What is not
+/// PostgreSQL is told to the client as a server tells it (FATAL 08P01).
 async fn read_first(
-    client: &mut TcpStream,
+    client: &mut (impl AsyncRead + AsyncWrite + Unpin),
     buffer: &mut Vec<u8>,
 ) -> Result<(FirstPacket, usize), String> {
     loop {
@@ -150,7 +151,6 @@ async fn read_first(
             }
             Ok(None) => {}
             Err(error) => {
-                // Told as a server tells it, then closed.
                 let answer =
                     reprise_wire::postgres_fatal("08P01", &format!("reprise --egress-db: {error}"));
                 let _ = client.write_all(&answer).await;
@@ -219,25 +219,9 @@ async fn start_tls(
     let mut client: Box<dyn Io> = Box::new(client);
     // The StartupMessage comes again, inside TLS.
     let mut buffer = Vec::with_capacity(256);
-    loop {
-        match pg::first_packet(&buffer) {
-            Ok(Some((FirstPacket::Startup { .. }, _))) => break,
-            Ok(Some(_)) => return Err("the client sent another request inside TLS".to_string()),
-            Ok(None) if buffer.len() > STARTUP_MAX => {
-                return Err(format!("a start-up packet longer than {STARTUP_MAX} bytes"));
-            }
-            Ok(None) => {}
-            Err(error) => return Err(error.to_string()),
-        }
-        let mut chunk = [0u8; 1024];
-        let read = client
-            .read(&mut chunk)
-            .await
-            .map_err(|e| format!("the client's connection broke: {e}"))?;
-        let Some(bytes) = chunk.get(..read).filter(|b| !b.is_empty()) else {
-            return Err("the client closed the connection before its start-up".to_string());
-        };
-        buffer.extend_from_slice(bytes);
+    match read_first(&mut client, &mut buffer).await? {
+        (FirstPacket::Startup { .. }, _) => {}
+        _ => return Err("the client sent another request inside TLS".to_string()),
     }
     Ok((client, server, buffer, true))
 }

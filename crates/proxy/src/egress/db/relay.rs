@@ -272,6 +272,18 @@ struct Watch {
 const IN_FLIGHT_KEPT: usize = 64;
 
 impl Watch {
+    /// Each of `exchanges` (in order) with what was in flight when it
+    /// began.
+    fn with_in_flight(&mut self, exchanges: Vec<DbExchange>) -> Vec<(DbExchange, InFlight)> {
+        exchanges
+            .into_iter()
+            .map(|exchange| {
+                let in_flight = self.in_flight_at(exchange.started_ns);
+                (exchange, in_flight)
+            })
+            .collect()
+    }
+
     /// What was in flight at `at_ns`: the last entry at or before it.
     fn in_flight_at(&mut self, at_ns: u64) -> InFlight {
         while self.in_flight.len() > 1 && self.in_flight.get(1).is_some_and(|(at, _)| *at <= at_ns)
@@ -346,13 +358,7 @@ pub(super) async fn relay(
     let closed = {
         let mut watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
         let exchanges = watch.cutter.close(now, broke.as_deref());
-        exchanges
-            .into_iter()
-            .map(|exchange| {
-                let in_flight = watch.in_flight_at(exchange.started_ns);
-                (exchange, in_flight)
-            })
-            .collect::<Vec<_>>()
+        watch.with_in_flight(exchanges)
     };
     for (exchange, in_flight) in closed {
         record(connection, exchange, in_flight);
@@ -422,13 +428,7 @@ fn see(connection: &Connection, watch: &Mutex<Watch>, direction: Direction, byte
             Direction::FromServer => watch.cutter.server(bytes, now),
         }
         let exchanges = watch.cutter.take();
-        exchanges
-            .into_iter()
-            .map(|exchange| {
-                let in_flight = watch.in_flight_at(exchange.started_ns);
-                (exchange, in_flight)
-            })
-            .collect::<Vec<_>>()
+        watch.with_in_flight(exchanges)
     };
     for (exchange, in_flight) in done {
         record(connection, exchange, in_flight);
