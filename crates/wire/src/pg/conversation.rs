@@ -234,6 +234,10 @@ impl State {
                 if b.batch.cut && draft.not_mockable.is_none() {
                     draft.not_mockable = Some("a message larger than the size cap".to_owned());
                 }
+                if b.batch.overflow && draft.not_mockable.is_none() {
+                    draft.not_mockable =
+                        Some("more messages in one batch than are kept".to_owned());
+                }
             }
         }
     }

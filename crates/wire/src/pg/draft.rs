@@ -10,6 +10,11 @@ use super::messages::{Backend, Column};
 use super::sql::{is_write, split_statements, traceparent};
 use crate::DbExchange;
 
+/// Notices kept per exchange (a loop of RAISE NOTICE could send millions).
+const MAX_NOTICES: usize = 100;
+/// Results kept per simple query (one per statement of its text).
+const MAX_RESULTS: usize = super::batch::MAX_STEPS;
+
 /// One request waiting for (or receiving) its answer.
 #[derive(Debug)]
 pub(crate) struct Draft {
@@ -44,6 +49,8 @@ pub(crate) struct SimpleDraft {
     pub sql: String,
     pub statements: Vec<SqlStatement>,
     pub current: Option<SqlStatement>,
+    /// More results than are kept.
+    pub overflow: bool,
 }
 
 #[derive(Debug, Default)]
@@ -85,7 +92,9 @@ impl Draft {
     pub(crate) fn apply(&mut self, msg: Backend<'_>, len: u64, max_body: u64) -> Outcome {
         self.answered = true;
         if let Backend::Notice(fields) = &msg {
-            self.notices.push(sql_error(fields));
+            if self.notices.len() < MAX_NOTICES {
+                self.notices.push(sql_error(fields));
+            }
             return Outcome::Continue;
         }
         if matches!(msg, Backend::CopyResponse(_)) {
@@ -101,6 +110,9 @@ impl Draft {
                 _ => Outcome::Continue,
             },
         };
+        if let Kind::Simple(SimpleDraft { overflow: true, .. }) = self.kind {
+            refusal = Some("more results than are kept");
+        }
         if let Some(why) = refusal {
             self.refuse(why);
         }
@@ -220,7 +232,11 @@ impl SimpleDraft {
 
     fn end_current(&mut self) {
         let s = self.current.take().unwrap_or_default();
-        self.statements.push(s);
+        if self.statements.len() < MAX_RESULTS {
+            self.statements.push(s);
+        } else {
+            self.overflow = true;
+        }
     }
 
     fn apply(
