@@ -584,3 +584,70 @@ fn the_serve_encoders_answer_real_psql() {
     server.join().unwrap();
     assert_eq!(said, "1,canned one\n2,\n");
 }
+
+#[test]
+fn the_serve_encoders_answer_psycopg_extended_and_prepared() {
+    let probe = Command::new("python3")
+        .args(["-c", "import psycopg"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("psycopg is not installed: skipping the psycopg client");
+        return;
+    }
+    let canned = SqlStatement {
+        columns: vec![
+            SqlColumn {
+                name: "id".into(),
+                type_oid: 23,
+                type_size: 4,
+                type_modifier: -1,
+                ..SqlColumn::default()
+            },
+            SqlColumn {
+                name: "name".into(),
+                type_oid: 25,
+                type_size: -1,
+                type_modifier: -1,
+                ..SqlColumn::default()
+            },
+        ],
+        rows: vec![SqlRow {
+            values: vec![
+                SqlValue {
+                    data: b"7".to_vec(),
+                    ..SqlValue::default()
+                },
+                SqlValue {
+                    null: true,
+                    ..SqlValue::default()
+                },
+            ],
+        }],
+        command_tag: "SELECT 1".into(),
+        ..SqlStatement::default()
+    };
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || serve_canned(listener, canned));
+    let script = format!(
+        "import psycopg\n\
+         with psycopg.connect('host=127.0.0.1 port={port} user=u dbname=d sslmode=disable') as c:\n\
+         \x20   print(c.execute('select %s::int as id, %s as name', (1, 'x')).fetchall())\n\
+         \x20   for _ in range(3):\n\
+         \x20       print(c.execute('select %s::int as id, null as name', (2,), prepare=True).fetchall())\n"
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    server.join().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "[(7, None)]\n".repeat(4)
+    );
+}
