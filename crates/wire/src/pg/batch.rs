@@ -367,7 +367,13 @@ mod tests {
         let mut names = Names::default();
         let mut b = Batch::default();
         for _ in 0..MAX_STEPS {
-            b.add(Extended::Execute { portal: "".into(), max_rows: 0 }, &mut names);
+            b.add(
+                Extended::Execute {
+                    portal: "".into(),
+                    max_rows: 0,
+                },
+                &mut names,
+            );
         }
         assert!(!b.overflow);
         b.add(parse("late", "select 2"), &mut names);

@@ -250,7 +250,11 @@ impl SimpleDraft {
             Backend::RowDescription(cols) => {
                 self.current().columns = columns(&cols, |c, _| c.format == 1);
             }
-            Backend::DataRow(values) => add_row(self.current(), &values, len, max_body, refusal),
+            Backend::DataRow(values) => {
+                let s = self.current();
+                let binary: Vec<bool> = s.columns.iter().map(|c| c.binary).collect();
+                add_row(s, &values, &binary, len, max_body, refusal);
+            }
             Backend::CommandComplete(tag) => {
                 self.current().command_tag = tag.into_owned();
                 self.end_current();
@@ -361,8 +365,27 @@ impl BatchDraft {
                 }
             }
             Backend::DataRow(values) => {
-                if let Some(s) = self.execute_at_cursor() {
-                    add_row(s, &values, len, max_body, refusal);
+                if let Some((at, Step::Execute { statement: i, .. })) = self.find(is(b'E')) {
+                    self.cursor = at;
+                    let formats = self
+                        .batch
+                        .result_formats
+                        .get(i)
+                        .map_or(&[][..], Vec::as_slice);
+                    let Some(s) = self.batch.statements.get_mut(i) else {
+                        return Outcome::Continue;
+                    };
+                    // Without a Describe in the batch (the client kept the
+                    // description), the Bind's result formats say which
+                    // values are binary.
+                    let binary: Vec<bool> = if s.columns.is_empty() {
+                        (0..values.len())
+                            .map(|n| format_of(formats, n) == 1)
+                            .collect()
+                    } else {
+                        s.columns.iter().map(|c| c.binary).collect()
+                    };
+                    add_row(s, &values, &binary, len, max_body, refusal);
                 }
             }
             Backend::CopyResponse(_) => {
@@ -440,6 +463,7 @@ fn columns(cols: &[Column<'_>], binary: impl Fn(&Column<'_>, usize) -> bool) -> 
 fn add_row(
     s: &mut SqlStatement,
     values: &[Option<&[u8]>],
+    binary: &[bool],
     len: u64,
     max_body: u64,
     refusal: &mut Option<&'static str>,
@@ -450,7 +474,6 @@ fn add_row(
         *refusal = Some("rows beyond the size cap");
         return;
     }
-    let binary: Vec<bool> = s.columns.iter().map(|c| c.binary).collect();
     s.rows.push(SqlRow {
         values: values
             .iter()
