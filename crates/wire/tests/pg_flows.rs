@@ -560,3 +560,29 @@ proptest! {
         prop_assert_eq!(strip_times(split), strip_times(whole));
     }
 }
+
+#[test]
+fn rows_are_binary_as_the_bind_asked_without_a_describe() {
+    // tokio-postgres and pgx keep the description from the prepare and
+    // send only Bind and Execute.
+    let mut c = Vec::new();
+    fe::bind(&mut c, "", "s0", &[1], &[Some(&1i32.to_be_bytes())], &[1]);
+    fe::execute(&mut c, "", 0);
+    fe::empty(&mut c, b'S');
+    let mut s = Vec::new();
+    be::empty(&mut s, b'2');
+    be::data_row(
+        &mut s,
+        &[SqlValue {
+            data: 5i32.to_be_bytes().to_vec(),
+            ..SqlValue::default()
+        }],
+    );
+    be::command_complete(&mut s, "SELECT 1");
+    be::ready_for_query(&mut s, b'I');
+    let out = run(&[startup_trust(), (c, s)]);
+    let st = &out[1].call.statements[0];
+    assert!(st.columns.is_empty());
+    assert!(st.rows[0].values[0].binary);
+    assert_eq!(st.rows[0].values[0].data, 5i32.to_be_bytes());
+}
