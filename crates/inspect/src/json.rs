@@ -7,7 +7,7 @@ use reprise_model::{Exchange, Header, display_id, time::format_ns_micros};
 use serde_json::{Map, Value, json};
 
 /// Puts `bytes` under `key`, as text or base64 (with `{key}_encoding`).
-fn put_bytes(object: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
+pub(crate) fn put_bytes(object: &mut Map<String, Value>, key: &str, bytes: &[u8]) {
     match std::str::from_utf8(bytes) {
         Ok(text) => {
             object.insert(key.to_string(), json!(text));
@@ -45,9 +45,37 @@ fn id_or_null(id: &[u8]) -> Value {
 }
 
 /// The short facts of an exchange: what `ls --json` prints per line.
+///
+/// A database or cache call has no request: its `method`, `path` and
+/// `authority` are what `ls` shows (the SQL verb or Redis command, the
+/// statement or command, the listener), and `db_status` its status
+/// column.
 pub fn summary(exchange: &Exchange) -> Value {
     let request = exchange.request.as_ref();
     let response = exchange.response.as_ref();
+    if let Some(head) = crate::db::head(exchange) {
+        return json!({
+            "id": display_id(&exchange.id),
+            "parent_id": id_or_null(&exchange.parent_id),
+            "recorded_at": format_ns_micros(exchange.recorded_at_ns),
+            "recorded_at_ns": exchange.recorded_at_ns,
+            "duration_ns": exchange.duration_ns,
+            "protocol": exchange.protocol_label(),
+            "role": role(exchange),
+            "method": head.method,
+            "scheme": null,
+            "authority": head.authority,
+            "path": head.path,
+            "status": null,
+            "grpc_status": null,
+            "db_status": head.status,
+            "error": exchange.error.as_ref().map(|e| json!({"kind": error_kind(e.kind()), "message": e.message})),
+            "request_bytes": head.request_bytes,
+            "response_bytes": head.response_bytes,
+            "truncated": head.truncated,
+            "redacted": exchange.flags.as_ref().is_some_and(|f| f.redacted),
+        });
+    }
     json!({
         "id": display_id(&exchange.id),
         "parent_id": id_or_null(&exchange.parent_id),
@@ -188,6 +216,9 @@ pub fn exchange(exchange: &Exchange) -> Value {
     }
     if !exchange.comment.is_empty() {
         object.insert("comment".into(), json!(exchange.comment));
+    }
+    if let Some(db) = &exchange.db {
+        object.insert("db".into(), crate::db::json::db_call(db));
     }
     Value::Object(object)
 }

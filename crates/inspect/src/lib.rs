@@ -11,6 +11,7 @@
 //! [`render_text`] prints and serde serializes.
 
 mod body;
+mod db;
 mod error;
 mod format;
 pub mod json;

@@ -52,7 +52,7 @@ pub fn ls(
             break;
         }
         let exchange = item?;
-        if !options.filter.matches(&exchange) {
+        if !crate::db::matches(&options.filter, &exchange) {
             continue;
         }
         if options.json {
@@ -89,6 +89,9 @@ fn status(exchange: &Exchange) -> String {
 /// One column-aligned line; the target comes last as it has no fixed width.
 /// Recorded text in it is escaped: one exchange is always one line.
 pub(crate) fn line(exchange: &Exchange) -> String {
+    if let Some(head) = crate::db::head(exchange) {
+        return db_line(exchange, &head);
+    }
     let request = exchange.request.as_ref();
     let method = request.map_or("-".into(), |r| escape(&r.method));
     let method = if exchange.is_downstream() {
@@ -111,5 +114,28 @@ pub(crate) fn line(exchange: &Exchange) -> String {
         human_size(request.map_or(0, |r| r.size())),
         human_size(exchange.response.as_ref().map_or(0, |r| r.size())),
         target,
+    )
+}
+
+/// The line of a database or cache call: its verb or command as the
+/// method, its command tag, error code or reply kind as the status, the
+/// listener and statement or command as the target.
+fn db_line(exchange: &Exchange, head: &crate::db::Head) -> String {
+    let method = if exchange.is_downstream() {
+        format!("↳{}", escape(&head.method))
+    } else {
+        escape(&head.method).into_owned()
+    };
+    format!(
+        "{:<32}  {:<24}  {:<5}  {:<8}  {:>6}  {:>8}  {:>8}  {:>8}  {}",
+        exchange.id_hex(),
+        format_ns(exchange.recorded_at_ns),
+        exchange.protocol_label(),
+        method,
+        escape(&head.status),
+        human_duration(exchange.duration_ns),
+        human_size(head.request_bytes),
+        human_size(head.response_bytes),
+        escape(&head.target()),
     )
 }

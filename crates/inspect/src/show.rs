@@ -7,6 +7,7 @@ use reprise_model::{Exchange, Header, Source, display_id, time::format_ns_micros
 
 use crate::InspectError;
 use crate::body::{indent, protobuf_message, show_stored_body};
+use crate::db::show::Limits;
 use crate::format::{human_duration, human_size};
 
 /// How to show.
@@ -16,8 +17,12 @@ pub struct ShowOptions {
     pub json: bool,
     /// Show bodies whole.
     pub full: bool,
-    /// Where bodies are cut unless `full` (default 64 KiB).
+    /// Where bodies are cut unless `full` (default 64 KiB); also the
+    /// most bytes of one SQL value, parameter or Redis argument shown.
     pub max_body_bytes: usize,
+    /// Rows of a SQL result, and elements of a Redis collection, shown
+    /// unless `full` (default 20); the rest are counted.
+    pub max_rows: usize,
 }
 
 impl Default for ShowOptions {
@@ -26,6 +31,7 @@ impl Default for ShowOptions {
             json: false,
             full: false,
             max_body_bytes: 64 << 10,
+            max_rows: 20,
         }
     }
 }
@@ -91,6 +97,10 @@ pub fn show(
     } else {
         options.max_body_bytes
     };
+    let limits = Limits {
+        rows: if options.full { 0 } else { options.max_rows },
+        value_bytes: max,
+    };
     if options.json {
         let mut value = crate::json::exchange(&exchange);
         value["downstream"] =
@@ -99,12 +109,12 @@ pub fn show(
             .map_err(std::io::Error::from)?;
         writeln!(out)?;
     } else {
-        out.write_all(render(&exchange, max).as_bytes())?;
+        out.write_all(render(&exchange, limits).as_bytes())?;
         if !children.is_empty() {
             writeln!(out, "\ndownstream calls ({}):", children.len())?;
             for child in &children {
                 writeln!(out)?;
-                out.write_all(indent(&render(child, max)).as_bytes())?;
+                out.write_all(indent(&render(child, limits)).as_bytes())?;
             }
         }
     }
@@ -156,7 +166,8 @@ fn body(
 }
 
 /// The text form of one exchange.
-fn render(exchange: &Exchange, max: usize) -> String {
+fn render(exchange: &Exchange, limits: Limits) -> String {
+    let max = limits.value_bytes;
     let mut out = String::new();
     let role = if exchange.is_downstream() {
         "downstream"
@@ -255,6 +266,9 @@ fn render(exchange: &Exchange, max: usize) -> String {
     }
     if !exchange.comment.is_empty() {
         out.push_str(&format!("  comment   {}\n", escape(&exchange.comment)));
+    }
+    if let Some(db) = &exchange.db {
+        crate::db::show::render(db, limits, &mut out);
     }
     if let Some(request) = &exchange.request {
         let scheme = if request.scheme.is_empty() {

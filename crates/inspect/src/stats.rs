@@ -74,17 +74,24 @@ pub struct Stats {
     pub peak_rate: u64,
     /// Latency over all exchanges, as for an endpoint.
     pub overall: Option<EndpointStats>,
-    /// Per endpoint, most frequent first.
+    /// Per endpoint, most frequent first (HTTP and gRPC calls).
     pub endpoints: Vec<EndpointStats>,
+    /// Database and cache calls, most frequent first: per PostgreSQL
+    /// statement template (`pg orders-db: select * from t where id = ?`,
+    /// literals as `?`) and per Redis command (`redis cache: GET`).
+    /// Statuses are `ok`, `failed` (the server answered with an error),
+    /// `error` (a transport error) and `none`.
+    pub db: Vec<EndpointStats>,
     /// Exchanges by status class.
     pub statuses: BTreeMap<String, u64>,
     /// Exchanges by protocol.
     pub protocols: BTreeMap<String, u64>,
-    /// Request body bytes (full sizes, as recorded).
+    /// Request body bytes (full sizes, as recorded); for database calls
+    /// the SQL and parameters, or the Redis arguments.
     pub request_bytes: u64,
-    /// Response body bytes.
+    /// Response body bytes; for database calls the rows or the reply.
     pub response_bytes: u64,
-    /// Exchanges with a body cut at the size cap.
+    /// Exchanges with a body (rows, reply) cut at the size cap.
     pub truncated: u64,
     /// Exchanges with redacted values.
     pub redacted: u64,
@@ -141,7 +148,16 @@ impl Endpoint {
     }
 }
 
-fn status_class(exchange: &Exchange) -> String {
+fn status_class(exchange: &Exchange, head: Option<&crate::db::Head>) -> String {
+    if let Some(head) = head {
+        return match (head.failed, &exchange.error, head.status.as_str()) {
+            (true, _, _) => "failed",
+            (false, Some(_), _) => "error",
+            (false, None, "-") => "none",
+            _ => "ok",
+        }
+        .to_string();
+    }
     match (&exchange.response, &exchange.error) {
         (Some(response), _) if (100..600).contains(&response.status) => {
             format!("{}xx", response.status / 100)
@@ -156,6 +172,8 @@ fn status_class(exchange: &Exchange) -> String {
 pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, InspectError> {
     let mut endpoints: HashMap<String, Endpoint> = HashMap::new();
     let mut other = Endpoint::new();
+    let mut db: HashMap<String, Endpoint> = HashMap::new();
+    let mut db_other = Endpoint::new();
     let mut overall = Endpoint::new();
     let mut per_second: HashMap<u64, u64> = HashMap::new();
     let mut stats = Stats {
@@ -169,6 +187,7 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
         peak_rate: 0,
         overall: None,
         endpoints: Vec::new(),
+        db: Vec::new(),
         statuses: BTreeMap::new(),
         protocols: BTreeMap::new(),
         request_bytes: 0,
@@ -182,7 +201,7 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
     let mut intact = reprise_model::Intact::new(source);
     for item in intact.by_ref() {
         let exchange = item?;
-        if !options.filter.matches(&exchange) {
+        if !crate::db::matches(&options.filter, &exchange) {
             continue;
         }
         stats.exchanges += 1;
@@ -196,7 +215,8 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
         *per_second
             .entry(exchange.recorded_at_ns / 1_000_000_000)
             .or_default() += 1;
-        let class = status_class(&exchange);
+        let head = crate::db::head(&exchange);
+        let class = status_class(&exchange, head.as_ref());
         *stats.statuses.entry(class.clone()).or_default() += 1;
         *stats
             .protocols
@@ -206,7 +226,14 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
         let response = exchange.response.as_ref();
         stats.request_bytes += request.map_or(0, |r| r.size());
         stats.response_bytes += response.map_or(0, |r| r.size());
-        if request.is_some_and(|r| r.body_truncated) || response.is_some_and(|r| r.body_truncated) {
+        if let Some(head) = &head {
+            stats.request_bytes += head.request_bytes;
+            stats.response_bytes += head.response_bytes;
+        }
+        if request.is_some_and(|r| r.body_truncated)
+            || response.is_some_and(|r| r.body_truncated)
+            || head.as_ref().is_some_and(|h| h.truncated)
+        {
             stats.truncated += 1;
         }
         if exchange.flags.as_ref().is_some_and(|f| f.redacted) {
@@ -219,15 +246,22 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
                 .or_default() += 1;
         }
         overall.add(&exchange, &class);
-        let key = endpoint_key(&exchange);
-        if let Some(endpoint) = endpoints.get_mut(&key) {
+        let (key, groups, rest) = match &head {
+            Some(head) => (
+                crate::db::stats_key(&exchange, head),
+                &mut db,
+                &mut db_other,
+            ),
+            None => (endpoint_key(&exchange), &mut endpoints, &mut other),
+        };
+        if let Some(endpoint) = groups.get_mut(&key) {
             endpoint.add(&exchange, &class);
-        } else if endpoints.len() < options.max_endpoints {
+        } else if groups.len() < options.max_endpoints {
             let mut endpoint = Endpoint::new();
             endpoint.add(&exchange, &class);
-            endpoints.insert(key, endpoint);
+            groups.insert(key, endpoint);
         } else {
-            other.add(&exchange, &class);
+            rest.add(&exchange, &class);
         }
     }
     stats.damage = intact.into_damage();
@@ -239,10 +273,14 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
         stats.peak_rate = per_second.values().copied().max().unwrap_or(0);
         stats.overall = Some(overall.finish("(all)".to_string()));
     }
-    let mut list: Vec<EndpointStats> = endpoints
-        .into_iter()
-        .map(|(key, e)| e.finish(key))
-        .collect();
+    stats.endpoints = ranked(endpoints, &other);
+    stats.db = ranked(db, &db_other);
+    Ok(stats)
+}
+
+/// The groups most frequent first, then `(other)` when some were not kept.
+fn ranked(groups: HashMap<String, Endpoint>, other: &Endpoint) -> Vec<EndpointStats> {
+    let mut list: Vec<EndpointStats> = groups.into_iter().map(|(key, e)| e.finish(key)).collect();
     list.sort_by(|a, b| {
         b.count
             .cmp(&a.count)
@@ -251,8 +289,7 @@ pub fn stats(source: &mut dyn Source, options: &StatsOptions) -> Result<Stats, I
     if other.count > 0 {
         list.push(other.finish("(other)".to_string()));
     }
-    stats.endpoints = list;
-    Ok(stats)
+    list
 }
 
 fn classes(map: &BTreeMap<String, u64>) -> String {
@@ -303,13 +340,31 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
             classes(&stats.errors)
         }
     )?;
-    if stats.endpoints.is_empty() {
-        return Ok(());
+    // The row over all exchanges closes the first table shown.
+    let overall = stats.overall.iter();
+    if !stats.endpoints.is_empty() {
+        writeln!(out)?;
+        let rows = stats.endpoints.iter().chain(overall.clone());
+        write!(out, "{}", table("endpoint", rows))?;
     }
-    // Endpoints are recorded text: the table shows them escaped, one
-    // line each, long ones shortened (`--json` keeps them whole).
+    if !stats.db.is_empty() {
+        writeln!(out)?;
+        let all = overall.filter(|_| stats.endpoints.is_empty());
+        write!(
+            out,
+            "{}",
+            table("database and cache calls", stats.db.iter().chain(all))
+        )?;
+    }
+    Ok(())
+}
+
+/// A table of groups. Their names are recorded text: the table shows them
+/// escaped, one line each, long ones shortened (`--json` keeps them
+/// whole).
+fn table<'a>(title: &str, rows: impl Iterator<Item = &'a EndpointStats>) -> Table {
     let mut table = Table::new(vec![
-        Column::left("endpoint").max_width(60),
+        Column::left(title).max_width(60),
         Column::right("count").width(7).gap(2),
         Column::right("p50").width(8).gap(2),
         Column::right("p90").width(8).gap(2),
@@ -317,7 +372,7 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
         Column::right("max").width(8).gap(2),
         Column::left("statuses").gap(2),
     ]);
-    for e in stats.endpoints.iter().chain(&stats.overall) {
+    for e in rows {
         table.row([
             e.endpoint.clone(),
             e.count.to_string(),
@@ -328,6 +383,5 @@ pub fn render_text(stats: &Stats, out: &mut dyn Write) -> std::io::Result<()> {
             classes(&e.statuses),
         ]);
     }
-    writeln!(out)?;
-    write!(out, "{table}")
+    table
 }
