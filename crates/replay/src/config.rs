@@ -48,6 +48,27 @@ pub struct ReplayConfig {
     /// The rules the results are redacted by before they are stored (the
     /// `--out` tape, mirror's `--shadow-out`); default: [`Redactor::new`].
     pub redactor: Redactor,
+    /// Told as each call starts and ends (`reprise test` scopes the mock's
+    /// database calls, which carry no headers, by the call in flight).
+    pub watcher: Option<CallWatcherHandle>,
+}
+
+/// What is told when each replayed call starts and ends.
+pub trait CallWatcher: Send + Sync {
+    /// The replay of the recorded exchange `recorded_id` is being sent.
+    fn started(&self, recorded_id: &[u8]);
+    /// It ended (answered, failed or timed out).
+    fn ended(&self, recorded_id: &[u8]);
+}
+
+/// A [`CallWatcher`] held by a [`ReplayConfig`].
+#[derive(Clone)]
+pub struct CallWatcherHandle(pub std::sync::Arc<dyn CallWatcher>);
+
+impl std::fmt::Debug for CallWatcherHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CallWatcher")
+    }
 }
 
 impl ReplayConfig {
@@ -69,6 +90,7 @@ impl ReplayConfig {
             max_body: 1 << 20,
             threads: None,
             redactor: Redactor::new(),
+            watcher: None,
         }
     }
 

@@ -489,6 +489,9 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             _ => sent,
         };
         shared.shards.sent(worker);
+        if let Some(watcher) = &config.watcher {
+            watcher.0.started(&call.recorded_id);
+        }
         // One timer per worker, moved for each call: cheaper than a new
         // timeout registered and dropped per call.
         let result = match sent.checked_add(config.timeout) {
@@ -507,6 +510,9 @@ async fn work(shared: Arc<Shared>, worker: usize) {
             None => client.send(&call, speed, keep, sent).await,
         };
         let ended = Instant::now();
+        if let Some(watcher) = &config.watcher {
+            watcher.0.ended(&call.recorded_id);
+        }
         let (outcome, status) = match &result {
             Ok(answer) => {
                 let status = answer.status.as_u16();

@@ -34,7 +34,9 @@ mod schedule;
 mod stats;
 
 pub use call::{Call, CallBuilder, REPLAY_HEADER, Skip, Wire, traceparent};
-pub use config::{ProtocolChoice, ReplayConfig, Rewrites, Target, TrustChoice};
+pub use config::{
+    CallWatcher, CallWatcherHandle, ProtocolChoice, ReplayConfig, Rewrites, Target, TrustChoice,
+};
 pub use engine::{Replay, StopHandle, plan};
 pub use error::ReplayError;
 pub use feed::Opener;
