@@ -34,6 +34,7 @@
 //! Paths use the one grammar of `reprise_model::redact::JsonPath`, which
 //! `--ignore` rules are written in.
 
+mod db;
 mod downstream;
 mod html;
 pub mod json;
@@ -44,6 +45,7 @@ mod pairing;
 mod report;
 mod schema;
 mod spill;
+mod sql;
 
 pub use downstream::{DownstreamSummary, compare_calls, describe, is_downstream_pattern};
 pub use json::{ChangeKind, Difference, diff, diff_with};
