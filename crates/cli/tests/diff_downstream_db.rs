@@ -292,6 +292,32 @@ fn a_changed_parameter_is_named_and_ignore_rules_apply() {
     .unwrap();
     let (code, stdout, _) = session.diff(&["--downstream", s(&mock), "--rules", s(&rules)]);
     assert_eq!(code, Some(0), "{stdout}");
+    // A baseline whose build sent the same: noise, and the rule to
+    // ignore it is suggested for the statement.
+    let replays = session.dir.path().join("baseline-replayed.tape");
+    std::fs::copy(&session.replayed, &replays).unwrap();
+    let suggested = session.dir.path().join("suggested.toml");
+    let (code, stdout, stderr) = session.diff(&[
+        "--downstream",
+        s(&mock),
+        "--baseline",
+        s(&replays),
+        "--baseline-downstream",
+        s(&mock),
+        "--suggest-rules",
+        s(&suggested),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("  {UPDATE_NAME}: $.params[0] 1 → 2   1× noise")),
+        "{stdout}"
+    );
+    let suggested = std::fs::read_to_string(&suggested).unwrap();
+    assert!(
+        suggested.contains(&format!("endpoint = \"{UPDATE_NAME}\""))
+            && suggested.contains("\"$.params[*]\""),
+        "{suggested}"
+    );
 }
 
 #[test]
