@@ -231,7 +231,8 @@ fn compare_pair(was: &Exchange, now: &Exchange, rules: &Rules) -> Vec<Difference
 /// with the calls recorded in it (`recorded`), both in the order they were
 /// made (by `link.order`, then start), by `rules`; counts what it saw in
 /// `summary`. Database calls that control a transaction or set a
-/// connection up are left out on both sides ([`db::is_session_call`]).
+/// connection up are left out on both sides: start-ups, BEGIN, COMMIT, session SET,
+/// Redis HELLO, AUTH, SELECT, CLIENT, PING, MULTI, EXEC...
 pub fn compare_calls(
     recorded: &[Exchange],
     made: &[Exchange],
@@ -273,14 +274,22 @@ pub fn compare_calls(
         }
     }
     let mut extra = Vec::new();
+    // Keys read once (a database call's means normalising its SQL), and
+    // only when a call is left to pair.
+    let (keys, verbs): (Vec<String>, Vec<Option<String>>) = if left.is_empty() {
+        Default::default()
+    } else {
+        recorded.iter().map(|c| (pairing_key(c), verb(c))).unzip()
+    };
     for j in left {
         let call = made[j];
         let key = pairing_key(call);
+        let call_verb = verb(call);
         let order = made_order[j];
         let unused = |i: &usize| !used[*i];
         let same_endpoint: Vec<usize> = (0..recorded.len())
             .filter(unused)
-            .filter(|&i| pairing_key(recorded[i]) == key)
+            .filter(|&i| keys.get(i) == Some(&key))
             .collect();
         let found = same_endpoint
             .iter()
@@ -291,7 +300,7 @@ pub fn compare_calls(
                 (0..recorded.len()).filter(unused).find(|&i| {
                     recorded_order[i] == order
                         && order != u32::MAX
-                        && verb(recorded[i]) == verb(call)
+                        && verbs.get(i) == Some(&call_verb)
                 })
             });
         match found {

@@ -27,6 +27,9 @@
 //!   the calls recorded under it: missing, extra, or with a changed
 //!   request ([`compare_request`], by field path), each a difference of
 //!   that exchange, so ignore rules, noise and exit codes apply alike.
+//!   PostgreSQL and Redis calls (`Exchange.db`) take part too, named by
+//!   their listener and normalised statement or command, compared by
+//!   statement and parameters or arguments by position.
 //!
 //! - [`Judgement`]: how a run that judges (diff, replay or mirror with
 //!   `--compare`, mock) ends, as one exit code table for all of them.
