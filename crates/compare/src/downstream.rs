@@ -23,11 +23,18 @@
 //! recorded call left over is missing. A call the mock answered with a
 //! recorded call outside the scope (the pool of unlinked calls) is
 //! counted, not charged to the exchange.
+//!
+//! Database and cache calls take part alike ([`crate::db`]): named
+//! `pg LISTENER STATEMENT` or `redis LISTENER COMMAND KEY`, paired after a
+//! miss by statement template or Redis command, compared by statement and
+//! parameters or arguments as a request body is; transaction control and
+//! connection set-up are left out on both sides.
 
 use reprise_model::{Exchange, is_id_segment};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::db;
 use crate::json::{ChangeKind, Difference};
 use crate::pair::{Rules, compare_request};
 
@@ -57,6 +64,12 @@ pub struct DownstreamSummary {
     /// exchange's scope, or answered by a recorded call outside their
     /// scope. Not charged to any exchange.
     pub pool_served: u64,
+    /// Database calls left out on either side: transaction control and
+    /// connection set-up (BEGIN, COMMIT, start-ups, session SET; Redis
+    /// HELLO, AUTH, SELECT, CLIENT, PING, MULTI/EXEC...), which follow the
+    /// client pool's state rather than the build. Not in `recorded` or
+    /// `made`.
+    pub session_calls: u64,
     /// Recorded downstream calls linked to no inbound exchange.
     pub unlinked_recorded: u64,
     /// Made calls scoped to an exchange that was not compared (not
@@ -74,8 +87,12 @@ pub(crate) fn position(call: &Exchange) -> (u32, u64) {
 }
 
 /// `METHOD authority/path`, the path without its query; with `fold`, id
-/// segments as `{id}` (the endpoint a report counts by).
+/// segments as `{id}` (the endpoint a report counts by). A database
+/// call's name is [`db::call_name`].
 fn call_name(call: &Exchange, fold: bool) -> String {
+    if db::is_db(call) {
+        return db::call_name(call, fold);
+    }
     let Some(request) = &call.request else {
         return "(no request)".to_string();
     };
@@ -135,15 +152,96 @@ fn whole_call(call: &Exchange, kind: ChangeKind) -> Difference {
     }
 }
 
+/// What pairs a call after a miss: its endpoint (`METHOD
+/// authority/path` with ids folded; a database call's template or a
+/// Redis command, [`crate::db::endpoint_key`]).
+fn pairing_key(call: &Exchange) -> String {
+    if db::is_db(call) {
+        db::endpoint_key(call)
+    } else {
+        call_name(call, true)
+    }
+}
+
+/// What pairs a call at the same position when nothing else does: its
+/// method, or a database call's verb.
+fn verb(call: &Exchange) -> Option<String> {
+    if db::is_db(call) {
+        Some(db::verb(call))
+    } else {
+        call.request.as_ref().map(|r| r.method.to_ascii_uppercase())
+    }
+}
+
+/// Each call's position with the calls left out before it not counted:
+/// a pool that opens one more transaction does not shift the calls after.
+fn positions(calls: &[&Exchange], left_out: &[u32]) -> Vec<u32> {
+    calls
+        .iter()
+        .map(|c| {
+            let order = position(c).0;
+            if order == u32::MAX {
+                return order;
+            }
+            let before = left_out.iter().filter(|o| **o < order).count();
+            order.saturating_sub(u32::try_from(before).unwrap_or(u32::MAX))
+        })
+        .collect()
+}
+
+/// The calls that take part, their positions, and how many were left out
+/// ([`db::is_session_call`]).
+fn taking_part(calls: &[Exchange]) -> (Vec<&Exchange>, Vec<u32>, u64) {
+    let (out, kept): (Vec<&Exchange>, Vec<&Exchange>) =
+        calls.iter().partition(|c| db::is_session_call(c));
+    let left_out: Vec<u32> = out.iter().map(|c| position(c).0).collect();
+    let order = positions(&kept, &left_out);
+    (kept, order, out.len() as u64)
+}
+
+/// The differences of one paired call's request, by path.
+fn compare_pair(was: &Exchange, now: &Exchange, rules: &Rules) -> Vec<Difference> {
+    match (db::is_db(was), db::is_db(now)) {
+        (false, false) => compare_request(was, now, rules),
+        (true, true) => db::compare(was, now, rules)
+            .into_iter()
+            .map(|d| Difference {
+                path: format!("body:{}", d.path),
+                pattern: format!("body:{}", d.pattern),
+                ..d
+            })
+            .collect(),
+        // The mock answered a database call with an HTTP call's answer
+        // (or the reverse): the protocol changed.
+        _ => {
+            let protocol = |e: &Exchange| Value::from(format!("{:?}", e.protocol()));
+            vec![Difference {
+                path: "protocol".into(),
+                pattern: "protocol".into(),
+                kind: ChangeKind::Changed,
+                recorded: Some(protocol(was)),
+                replayed: Some(protocol(now)),
+                detail: None,
+            }]
+        }
+    }
+}
+
 /// Compares the calls the new build made in one exchange's scope (`made`)
 /// with the calls recorded in it (`recorded`), both in the order they were
-/// made (by `link.order`, then start), by `rules`; counts what it saw in `summary`.
+/// made (by `link.order`, then start), by `rules`; counts what it saw in
+/// `summary`. Database calls that control a transaction or set a
+/// connection up are left out on both sides: start-ups, BEGIN, COMMIT, session SET,
+/// Redis HELLO, AUTH, SELECT, CLIENT, PING, MULTI, EXEC...
 pub fn compare_calls(
     recorded: &[Exchange],
     made: &[Exchange],
     rules: &Rules,
     summary: &mut DownstreamSummary,
 ) -> Vec<Difference> {
+    let (recorded, recorded_order, out_recorded) = taking_part(recorded);
+    let (made, made_order, out_made) = taking_part(made);
+    summary.session_calls += out_recorded + out_made;
     summary.recorded += recorded.len() as u64;
     summary.made += made.len() as u64;
     let mut used = vec![false; recorded.len()];
@@ -176,26 +274,33 @@ pub fn compare_calls(
         }
     }
     let mut extra = Vec::new();
+    // Keys read once (a database call's means normalising its SQL), and
+    // only when a call is left to pair.
+    let (keys, verbs): (Vec<String>, Vec<Option<String>>) = if left.is_empty() {
+        Default::default()
+    } else {
+        recorded.iter().map(|c| (pairing_key(c), verb(c))).unzip()
+    };
     for j in left {
-        let call = &made[j];
-        let template = call_name(call, true);
-        let order = position(call).0;
+        let call = made[j];
+        let key = pairing_key(call);
+        let call_verb = verb(call);
+        let order = made_order[j];
         let unused = |i: &usize| !used[*i];
         let same_endpoint: Vec<usize> = (0..recorded.len())
             .filter(unused)
-            .filter(|&i| call_name(&recorded[i], true) == template)
+            .filter(|&i| keys.get(i) == Some(&key))
             .collect();
-        let method = |e: &Exchange| e.request.as_ref().map(|r| r.method.to_ascii_uppercase());
         let found = same_endpoint
             .iter()
             .copied()
-            .find(|&i| position(&recorded[i]).0 == order)
+            .find(|&i| recorded_order[i] == order)
             .or_else(|| same_endpoint.first().copied())
             .or_else(|| {
                 (0..recorded.len()).filter(unused).find(|&i| {
-                    position(&recorded[i]).0 == order
+                    recorded_order[i] == order
                         && order != u32::MAX
-                        && method(&recorded[i]) == method(call)
+                        && verbs.get(i) == Some(&call_verb)
                 })
             });
         match found {
@@ -210,8 +315,8 @@ pub fn compare_calls(
     pairs.sort_unstable();
     let mut out = Vec::new();
     for (i, j) in pairs {
-        let (was, now) = (&recorded[i], &made[j]);
-        let differences = compare_request(was, now, rules);
+        let (was, now) = (recorded[i], made[j]);
+        let differences = compare_pair(was, now, rules);
         if differences.is_empty() {
             continue;
         }
@@ -238,7 +343,7 @@ pub fn compare_calls(
     }
     for j in extra {
         summary.extra += 1;
-        out.push(whole_call(&made[j], ChangeKind::Added));
+        out.push(whole_call(made[j], ChangeKind::Added));
     }
     out
 }

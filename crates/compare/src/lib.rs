@@ -27,6 +27,9 @@
 //!   the calls recorded under it: missing, extra, or with a changed
 //!   request ([`compare_request`], by field path), each a difference of
 //!   that exchange, so ignore rules, noise and exit codes apply alike.
+//!   PostgreSQL and Redis calls (`Exchange.db`) take part too, named by
+//!   their listener and normalised statement or command, compared by
+//!   statement and parameters or arguments by position.
 //!
 //! - [`Judgement`]: how a run that judges (diff, replay or mirror with
 //!   `--compare`, mock) ends, as one exit code table for all of them.
@@ -34,6 +37,7 @@
 //! Paths use the one grammar of `reprise_model::redact::JsonPath`, which
 //! `--ignore` rules are written in.
 
+mod db;
 mod downstream;
 mod html;
 pub mod json;
@@ -44,6 +48,7 @@ mod pairing;
 mod report;
 mod schema;
 mod spill;
+mod sql;
 
 pub use downstream::{DownstreamSummary, compare_calls, describe, is_downstream_pattern};
 pub use json::{ChangeKind, Difference, diff, diff_with};

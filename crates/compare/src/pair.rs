@@ -134,7 +134,16 @@ impl Rules {
         if self.endpoints.is_empty() {
             return (Cow::Borrowed(&self.ignore), Cow::Borrowed(&self.unordered));
         }
-        let endpoint = endpoint_key(recorded);
+        self.paths_named(&endpoint_key(recorded))
+    }
+
+    /// The ignore and unordered paths in force for the endpoint named
+    /// `endpoint` (a downstream call's with or without its `↳`; a
+    /// database call's as its pattern, `pg orders-db update users ...`).
+    pub(crate) fn paths_named(&self, endpoint: &str) -> (Cow<'_, [JsonPath]>, Cow<'_, [JsonPath]>) {
+        if self.endpoints.is_empty() {
+            return (Cow::Borrowed(&self.ignore), Cow::Borrowed(&self.unordered));
+        }
         let mut ignore = self.ignore.clone();
         let mut unordered = self.unordered.clone();
         let downstream = endpoint.strip_prefix('↳');

@@ -874,6 +874,7 @@ mod tests {
                 mock_misses: 21,
                 pool_served: 4,
                 unlinked_recorded: 5,
+                session_calls: 0,
                 outside_compared: 0,
             }
         );

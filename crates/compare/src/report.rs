@@ -198,6 +198,13 @@ impl DiffReport {
                     d.pool_served, d.unlinked_recorded, d.outside_compared
                 )?;
             }
+            if d.session_calls > 0 {
+                writeln!(
+                    out,
+                    "  database calls not compared: {} (transaction control and connection set-up, which follow the client's pool)",
+                    d.session_calls
+                )?;
+            }
         }
         // Endpoints, paths and values are recorded text: shown escaped,
         // long endpoints shortened in the table (`--json` keeps them whole).

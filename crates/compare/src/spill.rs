@@ -33,10 +33,14 @@ fn for_comparison(mut exchange: Exchange) -> Exchange {
 }
 
 /// What a downstream call needs to be paired and compared: its request
-/// (whole) and messages, its link and what answered it. The response is
-/// dropped: only what the service sent is compared.
+/// (whole) and messages, its link and what answered it. The response (a
+/// database call's rows or reply) is dropped: only what the service sent
+/// is compared.
 fn for_calls(mut exchange: Exchange) -> Exchange {
     exchange.response = None;
+    if let Some(db) = exchange.db.as_mut() {
+        crate::db::strip_answer(db);
+    }
     exchange
         .messages
         .retain(|m| m.direction() != Direction::Response);
