@@ -97,7 +97,7 @@ fn the_dependency_rules_hold() {
     };
     only("model", &[]);
     only("tape", &["model"]);
-    only("compare", &["model", "tape"]);
+    only("compare", &["model", "tape", "wire"]);
     only("mock", &["model", "net", "tape"]);
     never("tower", &["cli", "replay", "compare", "proxy"]);
     never("proxy", &["replay"]);

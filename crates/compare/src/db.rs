@@ -32,7 +32,7 @@ use serde_json::{Map, Value};
 
 use crate::json::{Difference, diff_with};
 use crate::pair::Rules;
-use crate::sql::normalize;
+use reprise_wire::pg::{Normalized, normalize};
 
 /// Characters of a statement or argument kept in a call's name: a name
 /// is read in a report line, and pairing uses the whole template anyway.
@@ -104,7 +104,7 @@ fn is_session_command(name: &str) -> bool {
 }
 
 /// A PostgreSQL call's statements that take part, normalised.
-fn compared_statements(db: &DbCall) -> Vec<(&SqlStatement, crate::sql::Normalized)> {
+fn compared_statements(db: &DbCall) -> Vec<(&SqlStatement, Normalized)> {
     db.statements
         .iter()
         .map(|s| (s, normalize(&s.sql)))

@@ -48,7 +48,6 @@ mod pairing;
 mod report;
 mod schema;
 mod spill;
-mod sql;
 
 pub use downstream::{DownstreamSummary, compare_calls, describe, is_downstream_pattern};
 pub use json::{ChangeKind, Difference, diff, diff_with};

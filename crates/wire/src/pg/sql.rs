@@ -14,11 +14,15 @@ pub struct Normalized {
     pub template: String,
     /// The literals replaced, in order, as written (quotes included).
     pub literals: Vec<String>,
+    /// As `template`, with the literals in place: the statement as sent,
+    /// less what differs without meaning (comments, layout, keyword case).
+    pub text: String,
 }
 
 /// Normalizes `sql` (see [`Normalized`]).
 pub fn normalize(sql: &str) -> Normalized {
     let mut template = String::with_capacity(sql.len());
+    let mut full = String::with_capacity(sql.len());
     let mut literals = Vec::new();
     let mut space = false;
     for t in tokens(sql) {
@@ -32,18 +36,31 @@ pub fn normalize(sql: &str) -> Normalized {
         }
         if space && !template.is_empty() {
             template.push(' ');
+            full.push(' ');
         }
         space = false;
         match t.kind {
             Kind::String | Kind::Number => {
                 literals.push(text.to_owned());
                 template.push('?');
+                full.push_str(text);
             }
-            Kind::Word => template.extend(text.chars().flat_map(char::to_lowercase)),
-            _ => template.push_str(text),
+            Kind::Word => {
+                let lower = text.chars().flat_map(char::to_lowercase);
+                template.extend(lower.clone());
+                full.extend(lower);
+            }
+            _ => {
+                template.push_str(text);
+                full.push_str(text);
+            }
         }
     }
-    Normalized { template, literals }
+    Normalized {
+        template,
+        literals,
+        text: full,
+    }
 }
 
 /// The words of `sql` outside literals and comments, lower-cased, with
