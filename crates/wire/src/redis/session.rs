@@ -1,0 +1,56 @@
+//! The server side of a connection, for the mock: client bytes in,
+//! commands out, with the parser the recorder uses.
+
+use super::command::{Command, CommandParser};
+use super::error::{Direction, RedisError};
+
+/// Reads the commands a client sends to the mock.
+#[derive(Debug)]
+pub struct Session {
+    parser: CommandParser,
+    offset: u64,
+    broken: Option<RedisError>,
+}
+
+impl Session {
+    /// A session keeping commands of up to `max_command` bytes whole
+    /// (bigger ones come out `truncated`).
+    pub fn new(max_command: u64) -> Self {
+        Session {
+            parser: CommandParser::new(max_command),
+            offset: 0,
+            broken: None,
+        }
+    }
+
+    /// Bytes from the client: the commands they complete, in order
+    /// (arguments as sent, secrets included: the mock matches with
+    /// [`command_key`](super::command_key), which redacts). After an error
+    /// the session stays broken: answer `-ERR Protocol error` and close,
+    /// as Redis does.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Command>, RedisError> {
+        if let Some(error) = &self.broken {
+            return Err(error.clone());
+        }
+        let mut input = bytes;
+        let mut commands = Vec::new();
+        while !input.is_empty() {
+            let offset = self.offset + (bytes.len() - input.len()) as u64;
+            match self.parser.parse(&mut input, 0) {
+                Ok(Some(command)) => commands.push(command),
+                Ok(None) => {}
+                Err(kind) => {
+                    let error = RedisError {
+                        direction: Direction::Client,
+                        offset,
+                        kind,
+                    };
+                    self.broken = Some(error.clone());
+                    return Err(error);
+                }
+            }
+        }
+        self.offset += bytes.len() as u64;
+        Ok(commands)
+    }
+}
