@@ -53,6 +53,7 @@ use tokio::sync::{Notify, watch};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::db::{DbConnections, DbListener, DbProtocol, DbScopes, DbTls};
 use crate::error::ServerError;
 use crate::fallthrough::{FallthroughBody, FallthroughLayer, FellThrough};
 use crate::listeners::{RecordedListener, RecordedRoute};
@@ -81,6 +82,9 @@ pub struct ServerOptions {
     pub out: Option<PathBuf>,
     /// How long calls in flight may take to finish at the stop.
     pub drain: Duration,
+    /// The TLS a PostgreSQL listener answers an SSLRequest with; without
+    /// it, `N` (no TLS).
+    pub db_tls: Option<DbTls>,
 }
 
 impl Default for ServerOptions {
@@ -91,6 +95,7 @@ impl Default for ServerOptions {
             log: None,
             out: None,
             drain: Duration::from_secs(5),
+            db_tls: None,
         }
     }
 }
@@ -103,6 +108,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("log", &self.log.is_some())
             .field("out", &self.out)
             .field("drain", &self.drain)
+            .field("db_tls", &self.db_tls.is_some())
             .finish()
     }
 }
@@ -147,6 +153,14 @@ pub struct Listening {
 
 impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let route = self.recorded.as_ref().and_then(|r| r.route.as_ref());
+        if let Some(route) = route.filter(|r| DbProtocol::of_scheme(&r.scheme).is_some()) {
+            return write!(
+                f,
+                "{}://{} (database {}, recorded at {})",
+                route.scheme, self.addr, route.name, route.authority
+            );
+        }
         write!(f, "http://{}", self.addr)?;
         match self.recorded.as_ref().and_then(|r| r.route.as_ref()) {
             Some(route) => write!(
@@ -315,14 +329,19 @@ impl std::fmt::Debug for MockServer {
 }
 
 /// What every listener's calls share.
-struct Handler {
-    store: Arc<MockStore>,
+pub(crate) struct Handler {
+    pub(crate) store: Arc<MockStore>,
     /// The scopes calls name; none with `inbound` (inbound calls belong
     /// to no replayed call: they are one pool).
     scopes: Option<ReplayScopes>,
+    /// The scopes of database calls: the replayed exchange in flight.
+    pub(crate) db_scopes: Arc<DbScopes>,
+    db_tls: Option<DbTls>,
+    /// Database connections open.
+    db_open: Arc<DbConnections>,
     fallthrough: Option<FallthroughLayer>,
-    log: Option<LogSink>,
-    out: Option<OutSender>,
+    pub(crate) log: Option<LogSink>,
+    pub(crate) out: Option<OutSender>,
     tally: Mutex<Tally>,
 }
 
@@ -358,6 +377,9 @@ impl MockServer {
             handler: Arc::new(Handler {
                 store,
                 scopes,
+                db_scopes: Arc::new(DbScopes::new()),
+                db_tls: options.db_tls,
+                db_open: Arc::new(DbConnections::default()),
                 fallthrough: options.fallthrough,
                 log: options.log,
                 out: sender,
@@ -394,6 +416,12 @@ impl MockServer {
         self.handler.stats()
     }
 
+    /// Where the replayer says which replayed exchange is in flight: the
+    /// scope of database calls (see [`DbScopes`]).
+    pub fn db_scopes(&self) -> Arc<DbScopes> {
+        Arc::clone(&self.handler.db_scopes)
+    }
+
     /// Serves `listeners` (each connection as `connections` says) until
     /// the handle's [`MockHandle::stop`]. Must run inside a tokio runtime.
     pub async fn serve(
@@ -418,12 +446,37 @@ impl MockServer {
             let addr = listener.local_addr().map_err(failed)?;
             listener.set_nonblocking(true).map_err(failed)?;
             let listener = tokio::net::TcpListener::from_std(listener).map_err(failed)?;
-            let service = self.service(&addr.to_string(), recorded.as_ref());
-            tasks.push(tokio::spawn(connections.serve(
-                listener,
-                service,
-                stopped.clone(),
-            )));
+            let database = recorded
+                .as_ref()
+                .and_then(|r| r.route.as_ref())
+                .and_then(|route| Some((DbProtocol::of_scheme(&route.scheme)?, route.clone())));
+            match database {
+                // A database's listener speaks its protocol, not HTTP.
+                Some((protocol, route)) => tasks.push(tokio::spawn(crate::db::serve_listener(
+                    Arc::clone(&self.handler),
+                    listener,
+                    DbListener {
+                        protocol,
+                        route,
+                        listen: Arc::from(
+                            recorded
+                                .as_ref()
+                                .map_or(addr.to_string(), |r| r.listen.clone()),
+                        ),
+                        tls: self.handler.db_tls.clone(),
+                    },
+                    Arc::clone(&self.handler.db_open),
+                    stopped.clone(),
+                ))),
+                None => {
+                    let service = self.service(&addr.to_string(), recorded.as_ref());
+                    tasks.push(tokio::spawn(connections.serve(
+                        listener,
+                        service,
+                        stopped.clone(),
+                    )));
+                }
+            }
             listening.push(Listening { addr, recorded });
         }
         Ok(MockHandle {
@@ -480,7 +533,12 @@ impl MockHandle {
         for task in self.tasks {
             let _ = task.await;
         }
-        let _ = tokio::time::timeout(self.server.drain, self.connections.all_closed()).await;
+        let db_open = Arc::clone(&self.server.handler.db_open);
+        let all_closed = async {
+            self.connections.all_closed().await;
+            db_open.all_closed().await;
+        };
+        let _ = tokio::time::timeout(self.server.drain, all_closed).await;
         self.server.finish()
     }
 }
@@ -690,7 +748,7 @@ impl MockHttp {
 
 impl Handler {
     /// Counts a call in its scope; gives its index there (0-based).
-    fn count(&self, key: Option<&ReplayKey>) -> u32 {
+    pub(crate) fn count(&self, key: Option<&ReplayKey>) -> u32 {
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let calls = match key {
             Some(key) => {
@@ -722,7 +780,7 @@ impl Handler {
     }
 
     /// Counts how a call of `key`'s scope was answered.
-    fn tally(&self, key: Option<&ReplayKey>, pool: Option<Pool>, miss: bool) {
+    pub(crate) fn tally(&self, key: Option<&ReplayKey>, pool: Option<Pool>, miss: bool) {
         let Some(key) = key else {
             return;
         };
