@@ -6,7 +6,8 @@
 //! Some commands are answered by the mock itself when nothing recorded
 //! matches, as the real server would answer them, and logged so: `AUTH`
 //! (any password), `SELECT`, `CLIENT SETNAME`/`SETINFO` (`+OK`), `PING`
-//! (`+PONG`, or its argument), and `HELLO` (a synthesised server map).
+//! (`+PONG`, or its argument), `ECHO` (its argument), and `HELLO` (a
+//! synthesised server map).
 
 use reprise_model::{DbCall, Protocol, RedisCommand, RespKind, RespValue};
 use reprise_wire::redis::{RespVersion, Session, encode, is_write, miss_reply, redact_command};
@@ -181,6 +182,12 @@ fn own_reply(
             return ok();
         }
         return None;
+    }
+    if name_is(args, "ECHO")
+        && let [_, echo] = args
+    {
+        // `redis-cli --pipe` ends its pipeline with one to know the end.
+        return Some((simple(RespKind::BulkString, echo), version));
     }
     if name_is(args, "PING") {
         return Some(match args.get(1) {
