@@ -336,7 +336,7 @@ pub(crate) struct Handler {
     scopes: Option<ReplayScopes>,
     /// The scopes of database calls: the replayed exchange in flight.
     pub(crate) db_scopes: Arc<DbScopes>,
-    db_tls: Option<DbTls>,
+    pub(crate) db_tls: Option<DbTls>,
     /// Database connections open.
     db_open: Arc<DbConnections>,
     fallthrough: Option<FallthroughLayer>,
@@ -414,6 +414,28 @@ impl MockServer {
     /// What it has done so far.
     pub fn stats(&self) -> MockStats {
         self.handler.stats()
+    }
+
+    /// A connection from `client` to the database listener standing in
+    /// for `recorded` (a route whose scheme is a database's), answered
+    /// sans I/O: feed it the client's bytes. `None` when `recorded` is
+    /// not a database's.
+    pub fn db_connection(
+        &self,
+        recorded: &RecordedListener,
+        client: &str,
+    ) -> Option<crate::db::DbConnection> {
+        let route = recorded.route.as_ref()?;
+        let protocol = DbProtocol::of_scheme(&route.scheme)?;
+        let number = self.handler.db_open.next_number();
+        let conn = crate::db::DbConn::new(
+            Arc::clone(&self.handler),
+            Arc::new(route.clone()),
+            Arc::from(recorded.listen.as_str()),
+            number,
+            client.to_string(),
+        );
+        Some(crate::db::DbConnection::new(conn, protocol))
     }
 
     /// Where the replayer says which replayed exchange is in flight: the

@@ -32,6 +32,7 @@
 //! MONITOR, a reply cut at the size cap) never answers: a call matching
 //! only it is a miss that says why.
 
+mod connection;
 pub mod key;
 mod pg;
 mod redis;
@@ -40,12 +41,13 @@ mod serve;
 mod store;
 mod stream;
 
+pub use connection::{DbConnection, DbStep};
 pub use key::CallKind;
 pub use scopes::DbScopes;
 pub use serve::{DbTls, MISS_SQLSTATE};
 pub use store::DbServed;
 
-pub(crate) use serve::{DbConnections, DbListener, serve_listener};
+pub(crate) use serve::{DbConn, DbConnections, DbListener, serve_listener};
 pub(crate) use store::recorded_calls;
 
 /// Which database protocol a listener speaks.

@@ -4,14 +4,11 @@
 //! statement from the recording, re-encoded for the messages the client
 //! sent this time.
 
-use reprise_model::{DbCall, Header, Protocol, SqlError, SqlStatement};
-use reprise_wire::pg::{Answer, FirstPacket, Session, SessionEvent, Unit, encode, serve as wire};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
-
+use super::connection::DbStep;
 use super::key::{one_line, params_text};
 use super::serve::{DbConn, MISS_SQLSTATE, Outcome};
-use super::stream::DbStream;
+use reprise_model::{DbCall, Header, Protocol, SqlError, SqlStatement};
+use reprise_wire::pg::{Answer, FirstPacket, Session, SessionEvent, Unit, encode, serve as wire};
 
 /// The server parameters a client is told when the recording has no
 /// start-up for the database: what libpq and drivers check.
@@ -26,80 +23,68 @@ const DEFAULT_PARAMETERS: &[(&str, &str)] = &[
     ("IntervalStyle", "postgres"),
 ];
 
-/// Serves one connection until the client leaves, breaks the protocol,
-/// or the mock stops (between units).
-pub(crate) async fn serve(conn: DbConn, mut stream: DbStream, mut stop: watch::Receiver<bool>) {
-    let mut session = Session::new(conn.max_body());
-    let mut status = b'I';
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let Some(read) = super::stream::read_some(&mut stream, &mut buf, &mut stop).await else {
-            return;
-        };
-        let events = match session.feed(buf.get(..read).unwrap_or_default()) {
+/// A PostgreSQL connection's state between reads.
+pub(crate) struct PgState {
+    session: Session,
+    /// The transaction status the next ReadyForQuery carries.
+    status: u8,
+}
+
+impl PgState {
+    pub(crate) fn new(conn: &DbConn) -> PgState {
+        PgState {
+            session: Session::new(conn.max_body()),
+            status: b'I',
+        }
+    }
+
+    /// Answers what `bytes` complete into `out`; what to do next.
+    pub(crate) fn feed(&mut self, conn: &DbConn, bytes: &[u8], out: &mut Vec<u8>) -> DbStep {
+        let events = match self.session.feed(bytes) {
             Ok(events) => events,
             Err(e) => {
                 conn.note(&format!(
                     "not PostgreSQL (or not protocol 3): {e}; connection closed"
                 ));
-                let mut out = Vec::new();
-                encode::backend::error(
-                    &mut out,
-                    b'E',
-                    &fatal("08P01", &format!("reprise mock: {e}")),
-                );
-                let _ = stream.write_all(&out).await;
-                let _ = stream.shutdown().await;
-                return;
+                encode::backend::error(out, b'E', &fatal("08P01", &format!("reprise mock: {e}")));
+                return DbStep::Close;
             }
         };
-        let mut out = Vec::new();
-        for event in events {
+        let count = events.len();
+        for (i, event) in events.into_iter().enumerate() {
             match event {
-                SessionEvent::First(FirstPacket::SslRequest) => {
-                    let Some(tls) = conn.tls.clone() else {
-                        out.push(b'N');
-                        continue;
-                    };
-                    // Nothing else can be pending: the client waits for
-                    // this byte before its handshake.
+                SessionEvent::First(FirstPacket::SslRequest) if conn.tls.is_some() => {
+                    // A client waits for this byte before its handshake:
+                    // anything sent after the request is not its own
+                    // (CVE-2021-23214), and is not answered.
+                    if i + 1 != count {
+                        conn.note("bytes after SSLRequest, before TLS; connection closed");
+                        return DbStep::Close;
+                    }
                     out.push(b'S');
-                    if stream.write_all(&out).await.is_err() {
-                        return;
-                    }
-                    out.clear();
-                    if let Err(why) = stream.upgrade(&conn.local_host, &tls).await {
-                        conn.note(&format!("{why}; connection closed"));
-                        return;
-                    }
+                    return DbStep::StartTls;
                 }
-                SessionEvent::First(FirstPacket::GssEncRequest) => out.push(b'N'),
-                SessionEvent::First(FirstPacket::CancelRequest { .. }) => {
-                    // Nothing runs long enough here to be cancelled.
-                    return;
+                SessionEvent::First(FirstPacket::SslRequest | FirstPacket::GssEncRequest) => {
+                    out.push(b'N');
                 }
+                // Nothing runs long enough here to be cancelled.
+                SessionEvent::First(FirstPacket::CancelRequest { .. }) => return DbStep::Close,
                 SessionEvent::First(FirstPacket::Startup { .. }) => {
                     let (pid, secret) = backend_key(&conn.connection);
-                    out.extend(wire::startup_ok(&server_parameters(&conn), pid, secret));
+                    out.extend(wire::startup_ok(&server_parameters(conn), pid, secret));
                 }
                 SessionEvent::Password => {}
                 SessionEvent::Unit(unit) => {
-                    let (bytes, failed) = answer(&conn, &unit, &mut status);
+                    let (bytes, failed) = answer(conn, &unit, &mut self.status);
                     out.extend(bytes);
                     if failed && matches!(unit, Unit::Extended { sync: false, .. }) {
-                        session.discard_until_sync();
+                        self.session.discard_until_sync();
                     }
                 }
-                SessionEvent::Terminate => {
-                    let _ = stream.write_all(&out).await;
-                    let _ = stream.shutdown().await;
-                    return;
-                }
+                SessionEvent::Terminate => return DbStep::Close,
             }
         }
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
-            return;
-        }
+        DbStep::Continue
     }
 }
 

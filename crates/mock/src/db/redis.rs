@@ -9,49 +9,44 @@
 //! (`+PONG`, or its argument), `ECHO` (its argument), and `HELLO` (a
 //! synthesised server map).
 
+use super::connection::DbStep;
+use super::serve::{DbConn, Outcome};
 use reprise_model::{DbCall, Protocol, RedisCommand, RespKind, RespValue};
 use reprise_wire::redis::{RespVersion, Session, encode, is_write, miss_reply, redact_command};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
 
-use super::serve::{DbConn, Outcome};
-use super::stream::{DbStream, read_some};
+/// A Redis connection's state between reads.
+pub(crate) struct RedisState {
+    session: Session,
+    version: RespVersion,
+}
 
-/// Serves one connection until the client leaves, breaks the protocol,
-/// or the mock stops (between reads).
-pub(crate) async fn serve(conn: DbConn, mut stream: DbStream, mut stop: watch::Receiver<bool>) {
-    let mut session = Session::new(conn.max_body());
-    let mut version = RespVersion::Resp2;
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        let Some(read) = read_some(&mut stream, &mut buf, &mut stop).await else {
-            return;
-        };
-        let (commands, broken) = match session.feed(buf.get(..read).unwrap_or_default()) {
+impl RedisState {
+    pub(crate) fn new(conn: &DbConn) -> RedisState {
+        RedisState {
+            session: Session::new(conn.max_body()),
+            version: RespVersion::Resp2,
+        }
+    }
+
+    /// Answers the commands `bytes` complete into `out`, in order; what
+    /// to do next.
+    pub(crate) fn feed(&mut self, conn: &DbConn, bytes: &[u8], out: &mut Vec<u8>) -> DbStep {
+        let (commands, broken) = match self.session.feed(bytes) {
             Ok(commands) => (commands, None),
             Err(e) => (Vec::new(), Some(e)),
         };
-        let mut out = Vec::new();
         for command in commands {
-            out.extend(answer(&conn, &command.args, &mut version));
+            out.extend(answer(conn, &command.args, &mut self.version));
         }
-        if let Some(e) = broken {
-            // As Redis does: say so, and close.
-            conn.note(&format!("{e}; connection closed"));
-            out.extend_from_slice(
-                format!("-ERR Protocol error: {}\r\n", e.kind)
-                    .replace(['\r', '\n'], " ")
-                    .trim_end()
-                    .as_bytes(),
-            );
-            out.extend_from_slice(b"\r\n");
-            let _ = stream.write_all(&out).await;
-            let _ = stream.shutdown().await;
-            return;
-        }
-        if !out.is_empty() && stream.write_all(&out).await.is_err() {
-            return;
-        }
+        let Some(e) = broken else {
+            return DbStep::Continue;
+        };
+        // As Redis does: say so, and close.
+        conn.note(&format!("{e}; connection closed"));
+        let line = format!("-ERR Protocol error: {}", e.kind).replace(['\r', '\n'], " ");
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        DbStep::Close
     }
 }
 

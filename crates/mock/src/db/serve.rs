@@ -18,6 +18,7 @@ use crate::scopes::ReplayKey;
 use crate::server::Handler;
 
 use super::DbProtocol;
+use super::connection::DbConnection;
 use super::stream::DbStream;
 
 /// The TLS configuration a PostgreSQL listener answers an SSLRequest
@@ -44,6 +45,11 @@ pub(crate) struct DbConnections {
 }
 
 impl DbConnections {
+    /// The number of the next connection (from 1).
+    pub(crate) fn next_number(&self) -> u64 {
+        self.accepted.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
     /// Ends once every connection is closed.
     pub(crate) async fn all_closed(&self) {
         loop {
@@ -214,6 +220,29 @@ pub(crate) struct DbListener {
     pub tls: Option<super::DbTls>,
 }
 
+impl DbConn {
+    /// A connection from `client` to the listener `listen` standing in
+    /// for `route`; the `number`th of the server's.
+    pub(crate) fn new(
+        handler: std::sync::Arc<Handler>,
+        route: Arc<RecordedRoute>,
+        listen: Arc<str>,
+        number: u64,
+        client: String,
+    ) -> DbConn {
+        let tls = handler.db_tls.clone();
+        DbConn {
+            connection: format!("{}#{number}", route.name),
+            handler,
+            route,
+            listener: listen,
+            client,
+            local_host: "localhost".to_string(),
+            tls,
+        }
+    }
+}
+
 /// Serves the database listener `listener` until `stop` turns true; each
 /// connection as its protocol says. Connections still open at the stop
 /// close between calls.
@@ -248,24 +277,22 @@ pub(crate) fn serve_listener(
             let _ = tcp.set_nodelay(true);
             open.count.fetch_add(1, Ordering::AcqRel);
             let guard = OpenGuard(Arc::clone(&open));
-            let number = open.accepted.fetch_add(1, Ordering::Relaxed) + 1;
-            let conn = DbConn {
-                handler: Arc::clone(&handler),
-                route: Arc::clone(&route),
-                listener: Arc::clone(&listen),
-                connection: format!("{}#{number}", route.name),
-                client: peer.to_string(),
-                local_host: local_host.clone(),
-                tls: tls.clone(),
-            };
+            let number = open.next_number();
+            let mut conn = DbConn::new(
+                Arc::clone(&handler),
+                Arc::clone(&route),
+                Arc::clone(&listen),
+                number,
+                peer.to_string(),
+            );
+            conn.local_host.clone_from(&local_host);
+            conn.tls.clone_from(&tls);
             let stop = stop.clone();
             tokio::spawn(async move {
                 let _guard = guard;
-                let stream = DbStream::Plain(tcp);
-                match protocol {
-                    DbProtocol::Postgres => super::pg::serve(conn, stream, stop).await,
-                    DbProtocol::Redis => super::redis::serve(conn, stream, stop).await,
-                }
+                DbConnection::new(conn, protocol)
+                    .serve(DbStream::Plain(tcp), stop)
+                    .await;
             });
         }
     }
