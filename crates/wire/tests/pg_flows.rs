@@ -3,8 +3,8 @@
 //! closes mid-answer, and the same exchanges however the bytes are cut.
 #![allow(clippy::unwrap_used)]
 
-use prost::Message;
 use proptest::prelude::*;
+use prost::Message;
 use reprise_model::{SqlColumn, SqlError, SqlValue};
 use reprise_wire::DbExchange;
 use reprise_wire::pg::encode::{backend as be, frontend as fe, message};
@@ -14,10 +14,17 @@ use reprise_wire::pg::{Conversation, PgOptions};
 type Round = (Vec<u8>, Vec<u8>);
 
 fn options() -> PgOptions {
-    PgOptions { max_body: 1 << 20, tls: false }
+    PgOptions {
+        max_body: 1 << 20,
+        tls: false,
+    }
 }
 
-fn run_with(rounds: &[Round], opts: PgOptions, cut: &dyn Fn(&[u8]) -> Vec<Vec<u8>>) -> (Vec<DbExchange>, Conversation) {
+fn run_with(
+    rounds: &[Round],
+    opts: PgOptions,
+    cut: &dyn Fn(&[u8]) -> Vec<Vec<u8>>,
+) -> (Vec<DbExchange>, Conversation) {
     let mut conv = Conversation::new(opts);
     let mut out = Vec::new();
     for (i, (c, s)) in rounds.iter().enumerate() {
@@ -41,7 +48,14 @@ fn run(rounds: &[Round]) -> Vec<DbExchange> {
 
 fn startup_trust() -> Round {
     let mut c = Vec::new();
-    fe::startup(&mut c, &[("user", "alice"), ("database", "shop"), ("application_name", "psql")]);
+    fe::startup(
+        &mut c,
+        &[
+            ("user", "alice"),
+            ("database", "shop"),
+            ("application_name", "psql"),
+        ],
+    );
     let mut s = Vec::new();
     be::authentication(&mut s, 0, &[]);
     be::parameter_status(&mut s, "server_version", "15.8");
@@ -97,7 +111,16 @@ fn transcript() -> Vec<Round> {
     // Simple query with two statements and a notice.
     let mut s = Vec::new();
     select_rows(&mut s, &["a", "b"], "SELECT 2");
-    be::error(&mut s, b'N', &SqlError { severity: "NOTICE".into(), code: "00000".into(), message: "hi".into(), fields: vec![] });
+    be::error(
+        &mut s,
+        b'N',
+        &SqlError {
+            severity: "NOTICE".into(),
+            code: "00000".into(),
+            message: "hi".into(),
+            fields: vec![],
+        },
+    );
     be::command_complete(&mut s, "UPDATE 1");
     be::ready_for_query(&mut s, b'I');
     rounds.push((query("select name from t; update t set a = 1 /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01'*/"), s));
@@ -112,7 +135,13 @@ fn transcript() -> Vec<Round> {
     let mut s = Vec::new();
     be::empty(&mut s, b'1');
     be::empty(&mut s, b'2');
-    be::row_description(&mut s, &[SqlColumn { binary: true, ..col("name", 25) }]);
+    be::row_description(
+        &mut s,
+        &[SqlColumn {
+            binary: true,
+            ..col("name", 25)
+        }],
+    );
     be::data_row(&mut s, &[text("x")]);
     be::empty(&mut s, b's');
     be::data_row(&mut s, &[text("y")]);
@@ -126,7 +155,11 @@ fn transcript() -> Vec<Round> {
     fe::execute(&mut c, "", 0);
     fe::empty(&mut c, b'S');
     let mut s = Vec::new();
-    be::error(&mut s, b'E', &error("42P01", "relation \"missing\" does not exist"));
+    be::error(
+        &mut s,
+        b'E',
+        &error("42P01", "relation \"missing\" does not exist"),
+    );
     be::ready_for_query(&mut s, b'E');
     rounds.push((c, s));
     rounds.push((query(""), {
@@ -146,11 +179,23 @@ fn startup_trust_records_parameters_and_pid() {
     assert_eq!(st.protocol_version, 196_608);
     assert_eq!(st.authentication, "trust");
     assert_eq!(st.backend_pid, 4242);
-    assert_eq!(st.parameters.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(), ["user", "database", "application_name"]);
+    assert_eq!(
+        st.parameters
+            .iter()
+            .map(|h| h.name.as_str())
+            .collect::<Vec<_>>(),
+        ["user", "database", "application_name"]
+    );
     assert_eq!(st.server_parameters[0].value, b"15.8");
     assert_eq!(out[0].call.transaction_status, "I");
     assert!(out[0].incomplete.is_none());
-    assert!(!out[0].call.encode_to_vec().windows(4).any(|w| w == 0xdead_beef_u32.to_be_bytes()));
+    assert!(
+        !out[0]
+            .call
+            .encode_to_vec()
+            .windows(4)
+            .any(|w| w == 0xdead_beef_u32.to_be_bytes())
+    );
 }
 
 #[test]
@@ -160,7 +205,9 @@ fn md5_and_scram_passwords_are_never_kept() {
     let mut s = Vec::new();
     be::authentication(&mut s, 5, b"salt");
     let mut p = Vec::new();
-    message(&mut p, b'p', |b| b.extend_from_slice(b"md5SECRETSECRETSECRET\0"));
+    message(&mut p, b'p', |b| {
+        b.extend_from_slice(b"md5SECRETSECRETSECRET\0")
+    });
     let mut s2 = Vec::new();
     be::authentication(&mut s2, 0, &[]);
     be::ready_for_query(&mut s2, b'I');
@@ -180,13 +227,18 @@ fn md5_and_scram_passwords_are_never_kept() {
     let mut s1 = Vec::new();
     be::authentication(&mut s1, 11, b"r=SECRETNONCEserver,s=SALT,i=4096");
     let mut p2 = Vec::new();
-    message(&mut p2, b'p', |b| b.extend_from_slice(b"c=biws,r=SECRETNONCEserver,p=SECRETPROOF"));
+    message(&mut p2, b'p', |b| {
+        b.extend_from_slice(b"c=biws,r=SECRETNONCEserver,p=SECRETPROOF")
+    });
     let mut s3 = Vec::new();
     be::authentication(&mut s3, 12, b"v=SECRETSIG");
     s3.extend_from_slice(&s2);
     let out = run(&[(c, s), (p1, s1), (p2, s3)]);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].call.startup.as_ref().unwrap().authentication, "SCRAM-SHA-256");
+    assert_eq!(
+        out[0].call.startup.as_ref().unwrap().authentication,
+        "SCRAM-SHA-256"
+    );
     assert!(!contains(&out[0].call.encode_to_vec(), b"SECRET"));
 }
 
@@ -198,10 +250,25 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn refused_startup_keeps_the_error() {
     let (c, _) = startup_trust();
     let mut s = Vec::new();
-    be::error(&mut s, b'E', &error("28P01", "password authentication failed for user \"alice\""));
+    be::error(
+        &mut s,
+        b'E',
+        &error("28P01", "password authentication failed for user \"alice\""),
+    );
     let out = run(&[(c, s)]);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].call.startup.as_ref().unwrap().error.as_ref().unwrap().code, "28P01");
+    assert_eq!(
+        out[0]
+            .call
+            .startup
+            .as_ref()
+            .unwrap()
+            .error
+            .as_ref()
+            .unwrap()
+            .code,
+        "28P01"
+    );
     assert!(out[0].incomplete.is_none());
 }
 
@@ -230,7 +297,10 @@ fn the_whole_transcript() {
     assert!(q.call.statements[1].sql.starts_with("update t set a = 1"));
     assert_eq!(q.call.notices[0].message, "hi");
     assert!(q.call.write);
-    assert_eq!(q.traceparent.as_deref(), Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"));
+    assert_eq!(
+        q.traceparent.as_deref(),
+        Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+    );
     assert_eq!((q.started_ns, q.ended_ns), (10, 15));
     // Extended with a suspended portal executed twice.
     let e = &out[2];
@@ -243,7 +313,10 @@ fn the_whole_transcript() {
     assert_eq!(a.params[0].data, 7i32.to_be_bytes());
     assert!(a.described && a.columns[0].binary && a.rows[0].values[0].binary);
     assert!(a.suspended && a.max_rows == 1);
-    assert_eq!((b.sql.as_str(), b.command_tag.as_str(), b.rows.len()), (a.sql.as_str(), "SELECT 1", 1));
+    assert_eq!(
+        (b.sql.as_str(), b.command_tag.as_str(), b.rows.len()),
+        (a.sql.as_str(), "SELECT 1", 1)
+    );
     assert_eq!(e.call.transaction_status, "T");
     assert!(!e.call.write);
     // The error, on the statement that failed.
@@ -281,7 +354,11 @@ fn flush_does_not_end_the_exchange_and_close_resolves_names() {
     fe::execute(&mut c3, "", 0);
     fe::empty(&mut c3, b'S');
     let mut s3 = Vec::new();
-    be::error(&mut s3, b'E', &error("26000", "prepared statement \"q\" does not exist"));
+    be::error(
+        &mut s3,
+        b'E',
+        &error("26000", "prepared statement \"q\" does not exist"),
+    );
     be::ready_for_query(&mut s3, b'I');
     let out = run(&[startup_trust(), (c, s), (c2, s2), (c3, s3)]);
     assert_eq!(out.len(), 3);
@@ -292,7 +369,10 @@ fn flush_does_not_end_the_exchange_and_close_resolves_names() {
     assert_eq!(st[0].columns[0].name, "int4");
     assert_eq!(st[0].rows[0].values[0].data, b"5");
     assert_eq!(out[1].call.statements[0].sql, "");
-    assert_eq!(out[1].call.statements[0].error.as_ref().unwrap().code, "26000");
+    assert_eq!(
+        out[1].call.statements[0].error.as_ref().unwrap().code,
+        "26000"
+    );
 }
 
 #[test]
@@ -303,13 +383,19 @@ fn copy_function_call_and_async_messages() {
     message(&mut c2, b'd', |b| b.extend_from_slice(b"1\tx\n"));
     message(&mut c2, b'c', |_| {});
     let mut s2 = Vec::new();
-    message(&mut s2, b'A', |b| b.extend_from_slice(b"\0\0\0\x01chan\0payload\0"));
+    message(&mut s2, b'A', |b| {
+        b.extend_from_slice(b"\0\0\0\x01chan\0payload\0")
+    });
     be::command_complete(&mut s2, "COPY 1");
     be::ready_for_query(&mut s2, b'I');
     let mut c3 = Vec::new();
-    message(&mut c3, b'F', |b| b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]));
+    message(&mut c3, b'F', |b| {
+        b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0])
+    });
     let mut s3 = Vec::new();
-    message(&mut s3, b'V', |b| b.extend_from_slice(&(-1i32).to_be_bytes()));
+    message(&mut s3, b'V', |b| {
+        b.extend_from_slice(&(-1i32).to_be_bytes())
+    });
     be::ready_for_query(&mut s3, b'I');
     let mut s4 = Vec::new();
     be::parameter_status(&mut s4, "TimeZone", "Europe/Paris");
@@ -342,8 +428,13 @@ fn rows_beyond_the_cap_are_counted_not_kept() {
     let big = "x".repeat(400);
     select_rows(&mut s, &[&big, &big, &big], "SELECT 3");
     be::ready_for_query(&mut s, b'I');
-    let opts = PgOptions { max_body: 1000, tls: false };
-    let (out, _) = run_with(&[startup_trust(), (query("select"), s)], opts, &|b| vec![b.to_vec()]);
+    let opts = PgOptions {
+        max_body: 1000,
+        tls: false,
+    };
+    let (out, _) = run_with(&[startup_trust(), (query("select"), s)], opts, &|b| {
+        vec![b.to_vec()]
+    });
     let st = &out[1].call.statements[0];
     assert_eq!(st.rows.len(), 2);
     assert!(st.rows_truncated);
@@ -359,8 +450,13 @@ fn a_huge_query_streams_past_the_cap() {
     be::data_row(&mut s, &[text(&"y".repeat(3 << 20))]);
     be::command_complete(&mut s, "SELECT 1");
     be::ready_for_query(&mut s, b'I');
-    let opts = PgOptions { max_body: 1 << 16, tls: false };
-    let (out, conv) = run_with(&[startup_trust(), (query(&sql), s)], opts, &|b| b.chunks(1 << 16).map(<[u8]>::to_vec).collect());
+    let opts = PgOptions {
+        max_body: 1 << 16,
+        tls: false,
+    };
+    let (out, conv) = run_with(&[startup_trust(), (query(&sql), s)], opts, &|b| {
+        b.chunks(1 << 16).map(<[u8]>::to_vec).collect()
+    });
     assert!(conv.broken().is_none());
     let st = &out[1].call.statements[0];
     assert!(st.sql.starts_with("select 'yyy") && st.sql.len() <= 16 * 1024);
@@ -372,11 +468,21 @@ fn a_huge_query_streams_past_the_cap() {
 fn closing_mid_answer_gives_incomplete_exchanges() {
     let mut s = Vec::new();
     select_rows(&mut s, &["a"], "SELECT 1");
-    let (out, mut conv) = run_with(&[startup_trust(), (query("select 1"), s[..s.len() - 3].to_vec())], options(), &|b| vec![b.to_vec()]);
+    let (out, mut conv) = run_with(
+        &[
+            startup_trust(),
+            (query("select 1"), s[..s.len() - 3].to_vec()),
+        ],
+        options(),
+        &|b| vec![b.to_vec()],
+    );
     assert_eq!(out.len(), 1);
     let closed = conv.close(99, None);
     assert_eq!(closed.len(), 1);
-    assert_eq!(closed[0].incomplete.as_deref(), Some("connection closed mid-message"));
+    assert_eq!(
+        closed[0].incomplete.as_deref(),
+        Some("connection closed mid-message")
+    );
     assert_eq!(closed[0].ended_ns, 99);
     assert_eq!(closed[0].call.statements[0].rows.len(), 1);
     let mut conv = Conversation::new(options());
@@ -389,7 +495,12 @@ fn closing_mid_answer_gives_incomplete_exchanges() {
 fn garbage_breaks_the_conversation_without_panicking() {
     let mut conv = Conversation::new(options());
     conv.client(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0);
-    assert!(conv.broken().unwrap().to_string().starts_with("not a PostgreSQL v3 start-up"));
+    assert!(
+        conv.broken()
+            .unwrap()
+            .to_string()
+            .starts_with("not a PostgreSQL v3 start-up")
+    );
     let mut conv = Conversation::new(options());
     let (c, s) = startup_trust();
     conv.client(&c, 0);
@@ -399,7 +510,13 @@ fn garbage_breaks_the_conversation_without_panicking() {
     assert!(conv.broken().is_some());
     let out = conv.close(4, None);
     assert_eq!(out.len(), 2);
-    assert!(out[1].incomplete.as_deref().unwrap().starts_with("stopped following the connection"));
+    assert!(
+        out[1]
+            .incomplete
+            .as_deref()
+            .unwrap()
+            .starts_with("stopped following the connection")
+    );
 }
 
 fn strip_times(mut v: Vec<DbExchange>) -> Vec<DbExchange> {
@@ -414,7 +531,9 @@ fn strip_times(mut v: Vec<DbExchange>) -> Vec<DbExchange> {
 fn one_byte_at_a_time_gives_the_same_exchanges() {
     let rounds = transcript();
     let whole = run(&rounds);
-    let (mut bytewise, mut conv) = run_with(&rounds, options(), &|b| b.chunks(1).map(<[u8]>::to_vec).collect());
+    let (mut bytewise, mut conv) = run_with(&rounds, options(), &|b| {
+        b.chunks(1).map(<[u8]>::to_vec).collect()
+    });
     bytewise.extend(conv.close(1000, None));
     assert_eq!(strip_times(bytewise), strip_times(whole));
 }
@@ -440,4 +559,30 @@ proptest! {
         split.extend(conv.close(1000, None));
         prop_assert_eq!(strip_times(split), strip_times(whole));
     }
+}
+
+#[test]
+fn rows_are_binary_as_the_bind_asked_without_a_describe() {
+    // tokio-postgres and pgx keep the description from the prepare and
+    // send only Bind and Execute.
+    let mut c = Vec::new();
+    fe::bind(&mut c, "", "s0", &[1], &[Some(&1i32.to_be_bytes())], &[1]);
+    fe::execute(&mut c, "", 0);
+    fe::empty(&mut c, b'S');
+    let mut s = Vec::new();
+    be::empty(&mut s, b'2');
+    be::data_row(
+        &mut s,
+        &[SqlValue {
+            data: 5i32.to_be_bytes().to_vec(),
+            ..SqlValue::default()
+        }],
+    );
+    be::command_complete(&mut s, "SELECT 1");
+    be::ready_for_query(&mut s, b'I');
+    let out = run(&[startup_trust(), (c, s)]);
+    let st = &out[1].call.statements[0];
+    assert!(st.columns.is_empty());
+    assert!(st.rows[0].values[0].binary);
+    assert_eq!(st.rows[0].values[0].data, 5i32.to_be_bytes());
 }

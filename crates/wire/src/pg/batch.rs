@@ -13,6 +13,10 @@ use super::client::Extended;
 /// connection (a client leaking them would otherwise grow memory without
 /// bound); beyond it, new names resolve to no SQL.
 const MAX_NAMES: usize = 10_000;
+/// At most this many messages are kept per batch (a pipeline that never
+/// syncs would otherwise grow memory without bound); beyond it they only
+/// update the connection's names.
+pub(crate) const MAX_STEPS: usize = 10_000;
 
 /// What one message of a batch asks for, pointing at its statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +109,8 @@ pub(crate) struct Batch {
     pub result_formats: Vec<Vec<i16>>,
     /// A message was larger than the size cap: SQL or parameters are cut.
     pub cut: bool,
+    /// More than [`MAX_STEPS`] messages: the rest were not kept.
+    pub overflow: bool,
     /// Statements of this batch parsed and not yet bound, by name.
     parsed: HashMap<String, usize>,
     /// Portals of this batch bound and not yet executed, by name.
@@ -121,6 +127,13 @@ impl Batch {
     /// Adds one message (not Sync or Flush), resolving names through and
     /// updating `names`.
     pub(crate) fn add(&mut self, msg: Extended, names: &mut Names) {
+        if self.steps.len() >= MAX_STEPS {
+            self.overflow = true;
+            // Keep the connection's names right for the batches to come.
+            let mut scratch = Batch::default();
+            scratch.add(msg, names);
+            return;
+        }
         match msg {
             Extended::Parse {
                 name,
@@ -347,6 +360,28 @@ mod tests {
         assert!(s.params[1].null);
         assert_eq!(b.result_formats[0], vec![1]);
         assert_eq!(b.steps.len(), 4);
+    }
+
+    #[test]
+    fn a_batch_keeps_at_most_max_steps_but_names_stay_right() {
+        let mut names = Names::default();
+        let mut b = Batch::default();
+        for _ in 0..MAX_STEPS {
+            b.add(
+                Extended::Execute {
+                    portal: "".into(),
+                    max_rows: 0,
+                },
+                &mut names,
+            );
+        }
+        assert!(!b.overflow);
+        b.add(parse("late", "select 2"), &mut names);
+        assert!(b.overflow);
+        assert_eq!(b.steps.len(), MAX_STEPS);
+        let mut next = Batch::default();
+        next.add(bind("", "late", b"1"), &mut names);
+        assert_eq!(next.statements[0].sql, "select 2");
     }
 
     #[test]

@@ -32,7 +32,10 @@ pub struct PgOptions {
 /// Feed the client's bytes with [`client`](Self::client) and the server's
 /// with [`server`](Self::server), in any chunks, each direction in order,
 /// and a client's bytes before the server's answer to them (feed a copy
-/// before passing the bytes on). Completed exchanges come out of
+/// before passing the bytes on), from the connection's first byte (the
+/// start-up packet the recorder looked at with
+/// [`first_packet`](super::first_packet) included; after a TLS handshake
+/// the recorder ended, the decrypted bytes). Completed exchanges come out of
 /// [`take`](Self::take), in order; [`close`](Self::close) ends the
 /// connection and returns what was still open, marked incomplete.
 ///
@@ -233,6 +236,10 @@ impl State {
                 b.batch.add(msg, &mut self.names);
                 if b.batch.cut && draft.not_mockable.is_none() {
                     draft.not_mockable = Some("a message larger than the size cap".to_owned());
+                }
+                if b.batch.overflow && draft.not_mockable.is_none() {
+                    draft.not_mockable =
+                        Some("more messages in one batch than are kept".to_owned());
                 }
             }
         }

@@ -10,6 +10,11 @@ use super::messages::{Backend, Column};
 use super::sql::{is_write, split_statements, traceparent};
 use crate::DbExchange;
 
+/// Notices kept per exchange (a loop of RAISE NOTICE could send millions).
+const MAX_NOTICES: usize = 100;
+/// Results kept per simple query (one per statement of its text).
+const MAX_RESULTS: usize = super::batch::MAX_STEPS;
+
 /// One request waiting for (or receiving) its answer.
 #[derive(Debug)]
 pub(crate) struct Draft {
@@ -44,6 +49,8 @@ pub(crate) struct SimpleDraft {
     pub sql: String,
     pub statements: Vec<SqlStatement>,
     pub current: Option<SqlStatement>,
+    /// More results than are kept.
+    pub overflow: bool,
 }
 
 #[derive(Debug, Default)]
@@ -85,7 +92,9 @@ impl Draft {
     pub(crate) fn apply(&mut self, msg: Backend<'_>, len: u64, max_body: u64) -> Outcome {
         self.answered = true;
         if let Backend::Notice(fields) = &msg {
-            self.notices.push(sql_error(fields));
+            if self.notices.len() < MAX_NOTICES {
+                self.notices.push(sql_error(fields));
+            }
             return Outcome::Continue;
         }
         if matches!(msg, Backend::CopyResponse(_)) {
@@ -101,6 +110,9 @@ impl Draft {
                 _ => Outcome::Continue,
             },
         };
+        if let Kind::Simple(SimpleDraft { overflow: true, .. }) = self.kind {
+            refusal = Some("more results than are kept");
+        }
         if let Some(why) = refusal {
             self.refuse(why);
         }
@@ -220,7 +232,11 @@ impl SimpleDraft {
 
     fn end_current(&mut self) {
         let s = self.current.take().unwrap_or_default();
-        self.statements.push(s);
+        if self.statements.len() < MAX_RESULTS {
+            self.statements.push(s);
+        } else {
+            self.overflow = true;
+        }
     }
 
     fn apply(
@@ -234,7 +250,11 @@ impl SimpleDraft {
             Backend::RowDescription(cols) => {
                 self.current().columns = columns(&cols, |c, _| c.format == 1);
             }
-            Backend::DataRow(values) => add_row(self.current(), &values, len, max_body, refusal),
+            Backend::DataRow(values) => {
+                let s = self.current();
+                let binary: Vec<bool> = s.columns.iter().map(|c| c.binary).collect();
+                add_row(s, &values, &binary, len, max_body, refusal);
+            }
             Backend::CommandComplete(tag) => {
                 self.current().command_tag = tag.into_owned();
                 self.end_current();
@@ -345,8 +365,27 @@ impl BatchDraft {
                 }
             }
             Backend::DataRow(values) => {
-                if let Some(s) = self.execute_at_cursor() {
-                    add_row(s, &values, len, max_body, refusal);
+                if let Some((at, Step::Execute { statement: i, .. })) = self.find(is(b'E')) {
+                    self.cursor = at;
+                    let formats = self
+                        .batch
+                        .result_formats
+                        .get(i)
+                        .map_or(&[][..], Vec::as_slice);
+                    let Some(s) = self.batch.statements.get_mut(i) else {
+                        return Outcome::Continue;
+                    };
+                    // Without a Describe in the batch (the client kept the
+                    // description), the Bind's result formats say which
+                    // values are binary.
+                    let binary: Vec<bool> = if s.columns.is_empty() {
+                        (0..values.len())
+                            .map(|n| format_of(formats, n) == 1)
+                            .collect()
+                    } else {
+                        s.columns.iter().map(|c| c.binary).collect()
+                    };
+                    add_row(s, &values, &binary, len, max_body, refusal);
                 }
             }
             Backend::CopyResponse(_) => {
@@ -424,6 +463,7 @@ fn columns(cols: &[Column<'_>], binary: impl Fn(&Column<'_>, usize) -> bool) -> 
 fn add_row(
     s: &mut SqlStatement,
     values: &[Option<&[u8]>],
+    binary: &[bool],
     len: u64,
     max_body: u64,
     refusal: &mut Option<&'static str>,
@@ -434,7 +474,6 @@ fn add_row(
         *refusal = Some("rows beyond the size cap");
         return;
     }
-    let binary: Vec<bool> = s.columns.iter().map(|c| c.binary).collect();
     s.rows.push(SqlRow {
         values: values
             .iter()

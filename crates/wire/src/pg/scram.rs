@@ -23,7 +23,9 @@
 //! | any | any | `require` | refused by the client (no `-PLUS`) |
 //!
 //! Not stripping would not help: a client choosing `-PLUS` binds to the
-//! recorder's certificate and the server's check fails.
+//! recorder's certificate and the server's check fails. The rows with TLS
+//! to the recorder are checked against PostgreSQL and psql by
+//! `tests/pg_channel_binding.rs`.
 
 use super::frame::be_i32;
 
