@@ -117,9 +117,10 @@ impl Conversation {
             && self.passthrough.is_none()
             && !input.is_empty()
         {
+            let parsed = self.commands.parse(&mut input, at_ns);
             let offset = self.client_offset + (bytes.len() - input.len()) as u64;
-            match self.commands.parse(&mut input, at_ns) {
-                Ok(Some(command)) => self.on_command(command, at_ns),
+            match parsed {
+                Ok(Some(command)) => self.on_command(command, offset, at_ns),
                 Ok(None) => {}
                 Err(kind) => self.break_with(Direction::Client, offset, kind, at_ns),
             }
@@ -138,8 +139,9 @@ impl Conversation {
             && self.passthrough.is_none()
             && !input.is_empty()
         {
+            let parsed = self.replies.parse(&mut input);
             let offset = self.server_offset + (bytes.len() - input.len()) as u64;
-            match self.replies.parse(&mut input) {
+            match parsed {
                 Ok(Some(reply)) => self.on_reply(reply, offset, at_ns),
                 Ok(None) => {}
                 Err(kind) => self.break_with(Direction::Server, offset, kind, at_ns),
@@ -194,7 +196,7 @@ impl Conversation {
         self.version
     }
 
-    fn on_command(&mut self, mut command: Command, at_ns: u64) {
+    fn on_command(&mut self, mut command: Command, offset: u64, at_ns: u64) {
         redact_command(&mut command.args);
         let name = command
             .args
@@ -229,7 +231,6 @@ impl Conversation {
             effect_of(&name, rest)
         };
         if self.pending.len() >= MAX_PENDING {
-            let offset = self.client_offset;
             self.break_with(
                 Direction::Client,
                 offset,

@@ -14,6 +14,10 @@ pub enum RespError {
     /// A line ended with LF alone where RESP requires CRLF.
     #[error("a line ended by LF without CR")]
     BareLineFeed,
+    /// A CR inside a line, where RESP forbids it (simple strings, errors,
+    /// numbers, headers).
+    #[error("a CR inside a line")]
+    CarriageReturnInLine,
     /// The first byte of a value is no RESP type.
     #[error("unknown type byte {0:#04x}")]
     UnknownType(u8),
@@ -88,7 +92,8 @@ impl fmt::Display for Direction {
 pub struct RedisError {
     /// The stream it is in.
     pub direction: Direction,
-    /// Offset of the byte that made it fail, from the stream's start.
+    /// Where, from the stream's start, it was found to fail: at the byte
+    /// that is wrong, or just after the line that is.
     pub offset: u64,
     /// What is wrong.
     pub kind: RespError,

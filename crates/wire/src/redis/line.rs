@@ -54,6 +54,9 @@ impl LineReader {
             _ if ending == Ending::Crlf => return Err(RespError::BareLineFeed),
             _ => {}
         }
+        if ending == Ending::Crlf && line.contains(&b'\r') {
+            return Err(RespError::CarriageReturnInLine);
+        }
         Ok(Some(line))
     }
 }
@@ -112,6 +115,16 @@ mod tests {
         let mut b: &[u8] = b"PING\n";
         let line = reader.read(&mut b, 64, Ending::LfOrCrlf).unwrap().unwrap();
         assert_eq!(&*line, b"PING");
+    }
+
+    #[test]
+    fn a_cr_inside_a_resp_line_is_refused() {
+        let mut reader = LineReader::default();
+        let mut a: &[u8] = b"+OK\r'\r\n";
+        assert_eq!(
+            reader.read(&mut a, 64, Ending::Crlf),
+            Err(RespError::CarriageReturnInLine)
+        );
     }
 
     #[test]

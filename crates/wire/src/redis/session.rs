@@ -35,8 +35,9 @@ impl Session {
         let mut input = bytes;
         let mut commands = Vec::new();
         while !input.is_empty() {
+            let parsed = self.parser.parse(&mut input, 0);
             let offset = self.offset + (bytes.len() - input.len()) as u64;
-            match self.parser.parse(&mut input, 0) {
+            match parsed {
                 Ok(Some(command)) => commands.push(command),
                 Ok(None) => {}
                 Err(kind) => {
@@ -52,5 +53,29 @@ impl Session {
         }
         self.offset += bytes.len() as u64;
         Ok(commands)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn chunking_does_not_change_errors() {
+        let bytes = b"*2\r\n$9\r\nSUBSCRI\rEB\n$1\r\nc\r\n";
+        let whole = Session::new(800).feed(bytes);
+        let mut bytewise = Session::new(800);
+        let mut split = Ok(Vec::new());
+        for b in bytes {
+            match bytewise.feed(std::slice::from_ref(b)) {
+                Ok(more) => split.as_mut().unwrap().extend(more),
+                Err(e) => {
+                    split = Err(e);
+                    break;
+                }
+            }
+        }
+        assert_eq!(whole, split);
     }
 }
