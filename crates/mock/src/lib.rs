@@ -101,7 +101,9 @@ mod service;
 mod store;
 
 pub use body::MockBody;
-pub use db::{CallKind, DbProtocol, DbScopes, DbServed, DbTls, MISS_SQLSTATE};
+pub use db::{
+    CallKind, DbConnection, DbProtocol, DbScopes, DbServed, DbStep, DbTls, MISS_SQLSTATE,
+};
 pub use error::{FallthroughError, MockError, ServerError};
 pub use fallthrough::{
     FALLTHROUGH_BODY, Fallthrough, FallthroughBody, FallthroughLayer, FellThrough, is_read,
