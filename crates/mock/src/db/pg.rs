@@ -4,11 +4,16 @@
 //! statement from the recording, re-encoded for the messages the client
 //! sent this time.
 
+use crate::MockMiss;
+
+use super::DbServed;
 use super::connection::DbStep;
 use super::key::{one_line, params_text};
 use super::serve::{DbConn, MISS_SQLSTATE, Outcome};
 use reprise_model::{DbCall, Header, Protocol, SqlError, SqlStatement};
-use reprise_wire::pg::{Answer, FirstPacket, Session, SessionEvent, Unit, encode, serve as wire};
+use reprise_wire::pg::{
+    Answer, FirstPacket, Session, SessionEvent, Step, Unit, encode, serve as wire,
+};
 
 /// The server parameters a client is told when the recording has no
 /// start-up for the database: what libpq and drivers check.
@@ -142,9 +147,13 @@ fn answer(conn: &DbConn, unit: &Unit, status: &mut u8) -> (Vec<u8>, bool) {
         }
     };
     let scope = conn.scope();
+    let parse_only = parse_only(unit);
+    // What answers a statement only parsed when nothing recorded does:
+    // ParseComplete, as the server would say.
+    let parsed = SqlStatement::default();
     let mut first: Option<(Option<crate::scopes::ReplayKey>, u32)> = None;
-    let mut results = Vec::new();
-    for statement in statements {
+    let mut results: Vec<Result<Option<DbServed<'_>>, MockMiss>> = Vec::new();
+    for (i, statement) in statements.iter().enumerate() {
         let (key, order) = conn.count(scope.as_ref());
         let call = format!(
             "{}: {}{}",
@@ -152,9 +161,20 @@ fn answer(conn: &DbConn, unit: &Unit, status: &mut u8) -> (Vec<u8>, bool) {
             one_line(&statement.sql),
             params_text(&statement.params)
         );
-        let result = store.answer_sql(scope.as_ref(), &conn.route.name, statement, call.clone());
+        let own = parse_only.get(i).copied().unwrap_or(false);
+        let result = match store.answer_sql(
+            scope.as_ref(),
+            &conn.route.name,
+            statement,
+            call.clone(),
+            !own,
+        ) {
+            Ok(served) => Ok(Some(served)),
+            Err(_) if own => Ok(None),
+            Err(miss) => Err(miss),
+        };
         let failed = match &result {
-            Ok(served) => {
+            Ok(Some(served)) => {
                 conn.answered(
                     key.as_ref(),
                     &call,
@@ -164,6 +184,10 @@ fn answer(conn: &DbConn, unit: &Unit, status: &mut u8) -> (Vec<u8>, bool) {
                     },
                 );
                 served.statement().is_none_or(|s| s.error.is_some())
+            }
+            Ok(None) => {
+                conn.answered(key.as_ref(), &call, &Outcome::Own);
+                false
             }
             Err(_) => {
                 conn.answered(key.as_ref(), &call, &Outcome::Missed);
@@ -183,15 +207,14 @@ fn answer(conn: &DbConn, unit: &Unit, status: &mut u8) -> (Vec<u8>, bool) {
     let answers: Vec<Answer<'_>> = results
         .iter()
         .zip(&misses)
-        .map(
-            |(result, message)| match result.as_ref().ok().and_then(|s| s.statement()) {
-                Some(statement) => Answer::Recorded(statement),
-                None => Answer::Miss {
-                    sqlstate: MISS_SQLSTATE,
-                    message,
-                },
+        .map(|(result, message)| match result {
+            Ok(Some(served)) => Answer::Recorded(served.statement().unwrap_or(&parsed)),
+            Ok(None) => Answer::Recorded(&parsed),
+            Err(_) => Answer::Miss {
+                sqlstate: MISS_SQLSTATE,
+                message,
             },
-        )
+        })
         .collect();
     let missed = results.iter().any(Result::is_err);
     let failed = missed
@@ -202,7 +225,7 @@ fn answer(conn: &DbConn, unit: &Unit, status: &mut u8) -> (Vec<u8>, bool) {
     // server would be in: a failed transaction, or idle.
     let recorded = results
         .iter()
-        .filter_map(|r| r.as_ref().ok())
+        .filter_map(|r| r.as_ref().ok().copied().flatten())
         .next_back()
         .and_then(|s| s.transaction_status());
     *status = match (missed, recorded) {
@@ -216,7 +239,7 @@ fn answer(conn: &DbConn, unit: &Unit, status: &mut u8) -> (Vec<u8>, bool) {
         let (key, order) = first.unwrap_or((None, 0));
         let recorded_id = results
             .iter()
-            .find_map(|r| r.as_ref().ok())
+            .find_map(|r| r.as_ref().ok().copied().flatten())
             .map(|s| s.exchange.id.clone());
         let mut exchange = conn.out_exchange(
             key.as_ref(),
@@ -241,6 +264,24 @@ fn answer(conn: &DbConn, unit: &Unit, status: &mut u8) -> (Vec<u8>, bool) {
         conn.keep(exchange);
     }
     (bytes, failed)
+}
+
+/// Which of a unit's statements the client only parsed (a Parse with no
+/// Bind, Describe or Execute: libpq's `PQsendPrepare`), which the mock
+/// may answer by itself.
+fn parse_only(unit: &Unit) -> Vec<bool> {
+    let Unit::Extended {
+        statements, steps, ..
+    } = unit
+    else {
+        return Vec::new();
+    };
+    (0..statements.len())
+        .map(|i| {
+            let mut mine = steps.iter().filter(|s| s.statement() == Some(i));
+            mine.clone().next().is_some() && mine.all(|s| matches!(s, Step::Parse { .. }))
+        })
+        .collect()
 }
 
 /// A statement as asked, with the answer it was given (none: skipped

@@ -117,16 +117,18 @@ impl MockStore {
     }
 
     /// The recorded statement that answers `statement` sent to the
-    /// database `route` in `scope`, or the miss (counted and kept, named
-    /// `call`).
+    /// database `route` in `scope`, or the miss (named `call`; counted
+    /// and kept only when `count_miss`: a statement the mock can answer
+    /// by itself is not a miss).
     pub fn answer_sql(
         &self,
         scope: Option<&MockScope>,
         route: &str,
         statement: &SqlStatement,
         call: String,
+        count_miss: bool,
     ) -> Result<DbServed<'_>, MockMiss> {
-        self.answer_db(scope, &sql_key(route, statement), call, true)
+        self.answer_db(scope, &sql_key(route, statement), call, count_miss)
     }
 
     /// The recorded reply to the Redis command `args` (its name, then its

@@ -85,7 +85,7 @@ fn redis(id: u8, parent: Option<u8>, at: u64, args: &[&str], reply: &str) -> Exc
 }
 
 fn tag_of(store: &MockStore, scope: Option<&MockScope>, statement: &SqlStatement) -> String {
-    match store.answer_sql(scope, "orders-db", statement, "call".into()) {
+    match store.answer_sql(scope, "orders-db", statement, "call".into(), true) {
         Ok(served) => served.statement().unwrap().command_tag.clone(),
         Err(miss) => format!("miss: {miss}"),
     }
@@ -151,7 +151,7 @@ fn a_scope_takes_its_own_statements_first_then_the_unlinked_pool() {
     assert_eq!(tag_of(&store, Some(&eight), &asked), "SELECT 8");
     let set = answered("SET application_name = 'a'", &[], "");
     let served = store
-        .answer_sql(Some(&eight), "orders-db", &set, "call".into())
+        .answer_sql(Some(&eight), "orders-db", &set, "call".into(), true)
         .unwrap();
     assert_eq!(served.pool, Pool::Unlinked);
     assert_eq!(store.report().unlinked, 1);
@@ -188,7 +188,13 @@ fn each_statement_of_a_recorded_exchange_is_a_call_and_names_do_not_matter() {
     assert_eq!(tag_of(&store, None, &answered("commit", &[], "")), "COMMIT");
     // The served exchange keeps the recorded exchange's id.
     let served = store
-        .answer_sql(None, "orders-db", &answered("BEGIN", &[], ""), "c".into())
+        .answer_sql(
+            None,
+            "orders-db",
+            &answered("BEGIN", &[], ""),
+            "c".into(),
+            true,
+        )
         .unwrap();
     assert_eq!(served.exchange.id, vec![1; 16]);
     assert_eq!(served.transaction_status(), Some(b'I'));
@@ -214,7 +220,13 @@ fn a_miss_names_the_nearest_statements_of_the_same_database() {
     );
     let asked = answered("SELECT * FROM users WHERE id = $1", &["2"], "");
     let miss = store
-        .answer_sql(None, "orders-db", &asked, "orders-db: SELECT ...".into())
+        .answer_sql(
+            None,
+            "orders-db",
+            &asked,
+            "orders-db: SELECT ...".into(),
+            true,
+        )
         .unwrap_err();
     assert_eq!(
         miss.nearest.len(),
@@ -252,6 +264,7 @@ fn a_call_matching_only_what_cannot_be_mocked_says_why() {
             "orders-db",
             &answered("COPY t FROM STDIN", &[], ""),
             "c".into(),
+            true,
         )
         .unwrap_err();
     assert_eq!(miss.reason, MissReason::NotMockable { why: "COPY".into() });
