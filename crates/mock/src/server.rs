@@ -78,6 +78,9 @@ pub struct ServerOptions {
     pub fallthrough: Option<FallthroughLayer>,
     /// A line per call (`--log`).
     pub log: Option<LogSink>,
+    /// A line per database connection closed for what it sent (garbage,
+    /// a protocol the mock does not speak), with or without `log`.
+    pub warn: Option<LogSink>,
     /// Write every call answered to this new tape (`--out`).
     pub out: Option<PathBuf>,
     /// How long calls in flight may take to finish at the stop.
@@ -93,6 +96,7 @@ impl Default for ServerOptions {
             authority: None,
             fallthrough: None,
             log: None,
+            warn: None,
             out: None,
             drain: Duration::from_secs(5),
             db_tls: None,
@@ -106,6 +110,7 @@ impl std::fmt::Debug for ServerOptions {
             .field("authority", &self.authority)
             .field("fallthrough", &self.fallthrough)
             .field("log", &self.log.is_some())
+            .field("warn", &self.warn.is_some())
             .field("out", &self.out)
             .field("drain", &self.drain)
             .field("db_tls", &self.db_tls.is_some())
@@ -341,6 +346,7 @@ pub(crate) struct Handler {
     db_open: Arc<DbConnections>,
     fallthrough: Option<FallthroughLayer>,
     pub(crate) log: Option<LogSink>,
+    pub(crate) warn: Option<LogSink>,
     pub(crate) out: Option<OutSender>,
     tally: Mutex<Tally>,
 }
@@ -382,6 +388,7 @@ impl MockServer {
                 db_open: Arc::new(DbConnections::default()),
                 fallthrough: options.fallthrough,
                 log: options.log,
+                warn: options.warn,
                 out: sender,
                 tally: Mutex::new(Tally::default()),
             }),

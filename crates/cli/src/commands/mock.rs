@@ -422,6 +422,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         authority: args.authority.clone(),
         fallthrough,
         log,
+        warn: Some(Arc::new(|line: &str| eprintln!("reprise: mock: {line}"))),
         out: args.out.clone(),
         drain: DRAIN,
         db_tls: db_tls(leaves.as_ref()),

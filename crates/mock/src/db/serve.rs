@@ -155,8 +155,8 @@ impl DbConn {
     /// A line about the connection itself (garbage, a protocol error).
     pub fn note(&self, line: &str) {
         let line = format!("{} {}: {}", self.connection, self.client, escape(line));
-        match &self.handler.log {
-            Some(log) => log(&line),
+        match self.handler.warn.as_ref().or(self.handler.log.as_ref()) {
+            Some(sink) => sink(&line),
             None => tracing::warn!("{line}"),
         }
     }
