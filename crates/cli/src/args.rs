@@ -241,15 +241,26 @@ pub struct MockArgs {
     /// one port. Calls come to it directly, or through it as an HTTP proxy
     /// (`http_proxy`, `https_proxy`: absolute-form requests and CONNECT
     /// tunnels carrying TLS, h2c or HTTP/1.1), which keeps each call's own
-    /// authority. Default 127.0.0.1:8081, unless --recorded-listeners.
+    /// authority. Default 127.0.0.1:8081, unless --recorded-listeners
+    /// (or --db with a recording of database calls only).
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Also listen where the recording's egress listeners were
-    /// (`record --egress`, `--egress-route`): the service reaches the mock
-    /// as it reached the recorder. A route's calls are matched with the
-    /// authority it forwarded to. Without --listen, only there.
+    /// (`record --egress`, `--egress-route`, `--egress-db`): the service
+    /// reaches the mock as it reached the recorder. A route's calls are
+    /// matched with the authority it forwarded to; a database's listener
+    /// speaks its protocol. Without --listen, only there.
     #[arg(long)]
     pub recorded_listeners: bool,
+    /// Answer the recording's database NAME (`record --egress-db
+    /// NAME=LISTEN=URL`) at LISTEN (IP:PORT), in the protocol it was
+    /// recorded in: PostgreSQL (TLS with a leaf of the reprise CA when the
+    /// client asks and there is one; any password) or Redis. Repeatable.
+    /// Also served at their recorded addresses with --recorded-listeners.
+    /// A database call carries no header naming its replayed call: it is
+    /// matched across the whole recording (see docs/cli.md).
+    #[arg(long = "db", value_name = "NAME=LISTEN")]
+    pub db: Vec<String>,
     /// Write every call the mock answered to this new tape (mode 0600):
     /// the call as received, the answer as served, the recorded call that
     /// answered it or the miss, linked to the replayed exchange.

@@ -25,6 +25,26 @@ impl MockStore {
         key: &CallKey,
         call: String,
     ) -> Result<(&Exchange, Pool), MockMiss> {
+        self.choose_in(scope, key, call, self.options.global, true)
+    }
+
+    /// [`choose`](Self::choose), with all recorded calls asked last when
+    /// `global` (and the scope recorded nothing).
+    pub(crate) fn choose_in(
+        &self,
+        scope: Option<&MockScope>,
+        key: &CallKey,
+        call: String,
+        global: bool,
+        count_miss: bool,
+    ) -> Result<(&Exchange, Pool), MockMiss> {
+        let miss = |call, replay_of, reason, nearest| {
+            if count_miss {
+                self.miss(call, replay_of, reason, nearest)
+            } else {
+                self.uncounted_miss(call, replay_of, reason, nearest)
+            }
+        };
         let replay_of = scope.and_then(MockScope::replay_of);
         let scoped = replay_of.and_then(|id| self.by_parent.get(id));
         // The scope's own recorded calls: what they missed for, kept for
@@ -45,7 +65,7 @@ impl MockStore {
         let mut pool_miss = None;
         for (pool, candidates) in [(Pool::Unlinked, &self.unlinked), (Pool::Global, &self.all)] {
             let asked = match pool {
-                Pool::Global => self.options.global && scoped.is_none(),
+                Pool::Global => global && scoped.is_none(),
                 _ => !candidates.is_empty(),
             };
             if !asked {
@@ -72,7 +92,7 @@ impl MockStore {
                     (Some(_), None) => MissReason::NotReplayed,
                     (Some(_), Some(_)) => MissReason::NothingRecorded,
                 };
-                return Err(self.miss(call, replay_of, reason, Vec::new()));
+                return Err(miss(call, replay_of, reason, Vec::new()));
             }
         };
         let nearest = match scope {
@@ -85,14 +105,21 @@ impl MockStore {
                 self.nearest(candidates, key, |i| usage.used.get(&(self.id, i)).copied())
             }
         };
-        let reason = if matching == 0 {
+        let unservable = self
+            .calls
+            .iter()
+            .find(|c| c.key == *key && c.not_mockable.is_some())
+            .and_then(|c| c.not_mockable.clone());
+        let reason = if let (0, Some(why)) = (matching, unservable) {
+            MissReason::NotMockable { why }
+        } else if matching == 0 {
             MissReason::NoMatch {
                 recorded: candidates.len(),
             }
         } else {
             MissReason::Exhausted { recorded: matching }
         };
-        Err(self.miss(call, replay_of, reason, nearest))
+        Err(miss(call, replay_of, reason, nearest))
     }
 
     /// Of `candidates`, the recorded call that answers `key` given what
@@ -110,7 +137,7 @@ impl MockStore {
         let matching: Vec<usize> = candidates
             .iter()
             .copied()
-            .filter(|&i| self.calls[i].key == *key)
+            .filter(|&i| self.calls[i].key == *key && self.calls[i].not_mockable.is_none())
             .collect();
         let unused = matching
             .iter()

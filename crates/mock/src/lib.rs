@@ -84,6 +84,7 @@
 
 mod body;
 mod choose;
+pub mod db;
 mod error;
 mod fallthrough;
 mod listeners;
@@ -100,6 +101,9 @@ mod service;
 mod store;
 
 pub use body::MockBody;
+pub use db::{
+    CallKind, DbConnection, DbProtocol, DbScopes, DbServed, DbStep, DbTls, MISS_SQLSTATE,
+};
 pub use error::{FallthroughError, MockError, ServerError};
 pub use fallthrough::{
     FALLTHROUGH_BODY, Fallthrough, FallthroughBody, FallthroughLayer, FellThrough, is_read,

@@ -2,7 +2,9 @@
 //! (`reprise record --egress ADDR`, `--egress-route NAME=LISTEN=URL`):
 //! where a mock must listen for the service to reach it unchanged.
 
-use reprise_model::Exchange;
+use reprise_model::{Exchange, Protocol};
+
+use crate::db::DbProtocol;
 
 /// A listener the recorder's downstream calls came through.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,15 +18,18 @@ pub struct RecordedListener {
     pub calls: usize,
 }
 
-/// An `--egress-route`: a listener whose calls all went to one
-/// downstream.
+/// An `--egress-route` or `--egress-db`: a listener whose calls all went
+/// to one downstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordedRoute {
     /// The route's name (`source.route`).
     pub name: String,
-    /// The downstream's scheme (`http`, `https`), as its calls recorded.
+    /// The downstream's scheme (`http`, `https`), as its calls recorded;
+    /// `postgres` or `redis` for a database (see
+    /// [`DbProtocol::of_scheme`]).
     pub scheme: String,
-    /// The downstream's authority, which its calls are matched with.
+    /// The downstream's authority, which its calls are matched with (a
+    /// database's: the server's `host:port` it relayed to).
     pub authority: String,
 }
 
@@ -32,6 +37,11 @@ impl std::fmt::Display for RecordedListener {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.route {
             None => write!(f, "{} (egress proxy)", self.listen),
+            Some(route) if DbProtocol::of_scheme(&route.scheme).is_some() => write!(
+                f,
+                "{} (database {} at {}://{})",
+                self.listen, route.name, route.scheme, route.authority
+            ),
             Some(route) => write!(
                 f,
                 "{} (route {} to {}://{})",
@@ -60,7 +70,20 @@ pub fn recorded_listeners<'a>(
             known.calls += 1;
             continue;
         }
+        let database = match exchange.protocol() {
+            Protocol::Postgres => Some(DbProtocol::Postgres),
+            Protocol::Redis => Some(DbProtocol::Redis),
+            _ => None,
+        };
         let route = (!source.route.is_empty()).then(|| {
+            if let Some(database) = database {
+                // A database's calls went to the server it relayed to.
+                return RecordedRoute {
+                    name: source.route.clone(),
+                    scheme: database.scheme().to_string(),
+                    authority: source.server_addr.clone(),
+                };
+            }
             let request = exchange.request.clone().unwrap_or_default();
             RecordedRoute {
                 name: source.route.clone(),
@@ -142,5 +165,35 @@ mod tests {
             "127.0.0.1:9001 (route pay to https://payments.example)"
         );
         assert!(recorded_listeners(&[]).is_empty());
+    }
+
+    #[test]
+    fn a_database_route_names_its_protocol_and_server() {
+        let mut pg = call("127.0.0.1:6432", "orders-db", "proxy", "");
+        pg.protocol = Protocol::Postgres as i32;
+        pg.request = None;
+        if let Some(source) = pg.source.as_mut() {
+            source.server_addr = "db:5432".into();
+        }
+        let mut redis = pg.clone();
+        redis.protocol = Protocol::Redis as i32;
+        if let Some(source) = redis.source.as_mut() {
+            source.listener = "127.0.0.1:6380".into();
+            source.route = "cache".into();
+            source.server_addr = "r:6379".into();
+        }
+        let found = recorded_listeners(&[pg.clone(), redis, pg]);
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[0].calls, 2);
+        assert_eq!(
+            found[0].to_string(),
+            "127.0.0.1:6432 (database orders-db at postgres://db:5432)"
+        );
+        let route = found[1].route.as_ref().unwrap();
+        assert_eq!(
+            DbProtocol::of_scheme(&route.scheme),
+            Some(DbProtocol::Redis)
+        );
+        assert_eq!(route.authority, "r:6379");
     }
 }

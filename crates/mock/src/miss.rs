@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use reprise_model::display_id;
 use reprise_model::key::{CallKey, KeyField};
 
+use crate::db::CallKind;
 use crate::scope::MockScope;
 use crate::store::{KEPT_MISSES, MockStore};
 
@@ -53,6 +54,13 @@ pub enum MissReason {
         /// How many times it was recorded.
         recorded: usize,
     },
+    /// The only recorded calls with this key cannot be answered by a
+    /// mock (a database call moving data with COPY, a pub/sub
+    /// subscription, a reply cut at the recorder's size cap).
+    NotMockable {
+        /// Why, as the recorder said.
+        why: String,
+    },
     /// A gRPC stream answered message by message (its client waits for
     /// answers) left the recorded call it was following: request message
     /// `at` (1-based) differs from the recorded one, is larger than the
@@ -77,6 +85,8 @@ pub struct Nearest {
     pub differs: Vec<KeyField>,
     /// The call of the same scope (1-based) it already answered.
     pub used_by: Option<u32>,
+    /// Which protocol it is a call of (names the differing fields).
+    pub kind: CallKind,
 }
 
 /// A downstream call the recording could not answer. It reaches the
@@ -122,13 +132,22 @@ impl fmt::Display for MockMiss {
                 f,
                 ": recorded {recorded} time(s), and every recorded response has been served"
             )?,
+            MissReason::NotMockable { why } => write!(
+                f,
+                ": it was recorded, but a mock cannot answer it ({})",
+                escape(why)
+            )?,
             MissReason::Diverged { recorded, at } => write!(
                 f,
                 ": the stream was answered from recorded call {recorded} as it went, and its request message {at} is not the recorded one (different, missing, larger than the body cap, or past the recorded end)"
             )?,
         }
         for near in &self.nearest {
-            let differs: Vec<&str> = near.differs.iter().map(|d| d.name()).collect();
+            let differs: Vec<&str> = near
+                .differs
+                .iter()
+                .map(|d| near.kind.field_name(*d))
+                .collect();
             write!(f, "; nearest {} {}", near.id, escape(&near.call))?;
             if differs.is_empty() {
                 write!(f, " (same key")?;
@@ -166,6 +185,23 @@ impl MockStore {
         self.miss(call, scope.and_then(MockScope::replay_of), reason, nearest)
     }
 
+    /// A miss that is not counted, kept or logged: a call the mock then
+    /// answers by itself (a Redis `AUTH` with no recording).
+    pub(crate) fn uncounted_miss(
+        &self,
+        call: String,
+        scope: Option<&[u8]>,
+        reason: MissReason,
+        nearest: Vec<Nearest>,
+    ) -> MockMiss {
+        MockMiss {
+            call,
+            scope: scope.map(display_id),
+            reason,
+            nearest,
+        }
+    }
+
     pub(crate) fn miss(
         &self,
         call: String,
@@ -174,12 +210,7 @@ impl MockStore {
         nearest: Vec<Nearest>,
     ) -> MockMiss {
         self.missed.fetch_add(1, Ordering::Relaxed);
-        let miss = MockMiss {
-            call,
-            scope: scope.map(display_id),
-            reason,
-            nearest,
-        };
+        let miss = self.uncounted_miss(call, scope, reason, nearest);
         tracing::warn!("{miss}");
         let mut misses = self.misses.lock().unwrap_or_else(PoisonError::into_inner);
         if misses.len() == KEPT_MISSES {

@@ -2,6 +2,8 @@
 
 use reprise_model::key::CallKey;
 
+use crate::db::CallKind;
+use crate::db::key::describe_db;
 use crate::miss::Nearest;
 use crate::store::MockStore;
 
@@ -14,16 +16,25 @@ impl MockStore {
         key: &CallKey,
         used_by: impl Fn(usize) -> Option<u32>,
     ) -> Vec<Nearest> {
+        let kind = CallKind::of(key);
         let mut nearest: Vec<Nearest> = candidates
             .iter()
-            .map(|&i| {
-                let recorded = &self.calls[i];
-                Nearest {
-                    id: recorded.exchange.id_hex(),
-                    call: describe(&recorded.key),
-                    differs: recorded.key.differences(key),
-                    used_by: used_by(i),
-                }
+            .map(|&i| (i, &self.calls[i]))
+            // A database call is near the calls of its own database
+            // only; an HTTP call, HTTP calls only.
+            .filter(|(_, recorded)| {
+                CallKind::of(&recorded.key) == kind
+                    && (kind == CallKind::Http || recorded.key.authority == key.authority)
+            })
+            .map(|(i, recorded)| Nearest {
+                id: recorded.exchange.id_hex(),
+                call: match kind {
+                    CallKind::Http => describe(&recorded.key),
+                    _ => describe_db(&recorded.exchange, &recorded.key),
+                },
+                differs: recorded.key.differences(key),
+                used_by: used_by(i),
+                kind,
             })
             .collect();
         nearest.sort_by_key(|n| n.differs.len());

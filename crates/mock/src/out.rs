@@ -49,6 +49,15 @@ pub(crate) struct OutSender {
     max_body: usize,
 }
 
+impl OutSender {
+    /// Writes an exchange built whole (a database call), redacted.
+    pub(crate) fn send(&self, mut exchange: Exchange) {
+        self.redactor.apply(&mut exchange);
+        // A closed tape takes nothing more: the call came too late.
+        let _ = self.sender.send(Message::Call(Box::new(exchange)));
+    }
+}
+
 impl OutTape {
     /// Creates the tape at `path` (mode 0600; an existing file or a
     /// symbolic link there is an error) and starts its writer.

@@ -53,6 +53,7 @@ use tokio::sync::{Notify, watch};
 use tower_layer::Layer;
 use tower_service::Service;
 
+use crate::db::{DbConnections, DbListener, DbProtocol, DbScopes, DbTls};
 use crate::error::ServerError;
 use crate::fallthrough::{FallthroughBody, FallthroughLayer, FellThrough};
 use crate::listeners::{RecordedListener, RecordedRoute};
@@ -77,10 +78,16 @@ pub struct ServerOptions {
     pub fallthrough: Option<FallthroughLayer>,
     /// A line per call (`--log`).
     pub log: Option<LogSink>,
+    /// A line per database connection closed for what it sent (garbage,
+    /// a protocol the mock does not speak), with or without `log`.
+    pub warn: Option<LogSink>,
     /// Write every call answered to this new tape (`--out`).
     pub out: Option<PathBuf>,
     /// How long calls in flight may take to finish at the stop.
     pub drain: Duration,
+    /// The TLS a PostgreSQL listener answers an SSLRequest with; without
+    /// it, `N` (no TLS).
+    pub db_tls: Option<DbTls>,
 }
 
 impl Default for ServerOptions {
@@ -89,8 +96,10 @@ impl Default for ServerOptions {
             authority: None,
             fallthrough: None,
             log: None,
+            warn: None,
             out: None,
             drain: Duration::from_secs(5),
+            db_tls: None,
         }
     }
 }
@@ -101,8 +110,10 @@ impl std::fmt::Debug for ServerOptions {
             .field("authority", &self.authority)
             .field("fallthrough", &self.fallthrough)
             .field("log", &self.log.is_some())
+            .field("warn", &self.warn.is_some())
             .field("out", &self.out)
             .field("drain", &self.drain)
+            .field("db_tls", &self.db_tls.is_some())
             .finish()
     }
 }
@@ -147,6 +158,14 @@ pub struct Listening {
 
 impl std::fmt::Display for Listening {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let route = self.recorded.as_ref().and_then(|r| r.route.as_ref());
+        if let Some(route) = route.filter(|r| DbProtocol::of_scheme(&r.scheme).is_some()) {
+            return write!(
+                f,
+                "{}://{} (database {}, recorded at {})",
+                route.scheme, self.addr, route.name, route.authority
+            );
+        }
         write!(f, "http://{}", self.addr)?;
         match self.recorded.as_ref().and_then(|r| r.route.as_ref()) {
             Some(route) => write!(
@@ -315,14 +334,20 @@ impl std::fmt::Debug for MockServer {
 }
 
 /// What every listener's calls share.
-struct Handler {
-    store: Arc<MockStore>,
+pub(crate) struct Handler {
+    pub(crate) store: Arc<MockStore>,
     /// The scopes calls name; none with `inbound` (inbound calls belong
     /// to no replayed call: they are one pool).
     scopes: Option<ReplayScopes>,
+    /// The scopes of database calls: the replayed exchange in flight.
+    pub(crate) db_scopes: Arc<DbScopes>,
+    pub(crate) db_tls: Option<DbTls>,
+    /// Database connections open.
+    db_open: Arc<DbConnections>,
     fallthrough: Option<FallthroughLayer>,
-    log: Option<LogSink>,
-    out: Option<OutSender>,
+    pub(crate) log: Option<LogSink>,
+    pub(crate) warn: Option<LogSink>,
+    pub(crate) out: Option<OutSender>,
     tally: Mutex<Tally>,
 }
 
@@ -358,8 +383,12 @@ impl MockServer {
             handler: Arc::new(Handler {
                 store,
                 scopes,
+                db_scopes: Arc::new(DbScopes::new()),
+                db_tls: options.db_tls,
+                db_open: Arc::new(DbConnections::default()),
                 fallthrough: options.fallthrough,
                 log: options.log,
+                warn: options.warn,
                 out: sender,
                 tally: Mutex::new(Tally::default()),
             }),
@@ -394,6 +423,34 @@ impl MockServer {
         self.handler.stats()
     }
 
+    /// A connection from `client` to the database listener standing in
+    /// for `recorded` (a route whose scheme is a database's), answered
+    /// sans I/O: feed it the client's bytes. `None` when `recorded` is
+    /// not a database's.
+    pub fn db_connection(
+        &self,
+        recorded: &RecordedListener,
+        client: &str,
+    ) -> Option<crate::db::DbConnection> {
+        let route = recorded.route.as_ref()?;
+        let protocol = DbProtocol::of_scheme(&route.scheme)?;
+        let number = self.handler.db_open.next_number();
+        let conn = crate::db::DbConn::new(
+            Arc::clone(&self.handler),
+            Arc::new(route.clone()),
+            Arc::from(recorded.listen.as_str()),
+            number,
+            client.to_string(),
+        );
+        Some(crate::db::DbConnection::new(conn, protocol))
+    }
+
+    /// Where the replayer says which replayed exchange is in flight: the
+    /// scope of database calls (see [`DbScopes`]).
+    pub fn db_scopes(&self) -> Arc<DbScopes> {
+        Arc::clone(&self.handler.db_scopes)
+    }
+
     /// Serves `listeners` (each connection as `connections` says) until
     /// the handle's [`MockHandle::stop`]. Must run inside a tokio runtime.
     pub async fn serve(
@@ -418,12 +475,37 @@ impl MockServer {
             let addr = listener.local_addr().map_err(failed)?;
             listener.set_nonblocking(true).map_err(failed)?;
             let listener = tokio::net::TcpListener::from_std(listener).map_err(failed)?;
-            let service = self.service(&addr.to_string(), recorded.as_ref());
-            tasks.push(tokio::spawn(connections.serve(
-                listener,
-                service,
-                stopped.clone(),
-            )));
+            let database = recorded
+                .as_ref()
+                .and_then(|r| r.route.as_ref())
+                .and_then(|route| Some((DbProtocol::of_scheme(&route.scheme)?, route.clone())));
+            match database {
+                // A database's listener speaks its protocol, not HTTP.
+                Some((protocol, route)) => tasks.push(tokio::spawn(crate::db::serve_listener(
+                    Arc::clone(&self.handler),
+                    listener,
+                    DbListener {
+                        protocol,
+                        route,
+                        listen: Arc::from(
+                            recorded
+                                .as_ref()
+                                .map_or(addr.to_string(), |r| r.listen.clone()),
+                        ),
+                        tls: self.handler.db_tls.clone(),
+                    },
+                    Arc::clone(&self.handler.db_open),
+                    stopped.clone(),
+                ))),
+                None => {
+                    let service = self.service(&addr.to_string(), recorded.as_ref());
+                    tasks.push(tokio::spawn(connections.serve(
+                        listener,
+                        service,
+                        stopped.clone(),
+                    )));
+                }
+            }
             listening.push(Listening { addr, recorded });
         }
         Ok(MockHandle {
@@ -480,7 +562,12 @@ impl MockHandle {
         for task in self.tasks {
             let _ = task.await;
         }
-        let _ = tokio::time::timeout(self.server.drain, self.connections.all_closed()).await;
+        let db_open = Arc::clone(&self.server.handler.db_open);
+        let all_closed = async {
+            self.connections.all_closed().await;
+            db_open.all_closed().await;
+        };
+        let _ = tokio::time::timeout(self.server.drain, all_closed).await;
         self.server.finish()
     }
 }
@@ -690,7 +777,7 @@ impl MockHttp {
 
 impl Handler {
     /// Counts a call in its scope; gives its index there (0-based).
-    fn count(&self, key: Option<&ReplayKey>) -> u32 {
+    pub(crate) fn count(&self, key: Option<&ReplayKey>) -> u32 {
         let mut tally = self.tally.lock().unwrap_or_else(PoisonError::into_inner);
         let calls = match key {
             Some(key) => {
@@ -722,7 +809,7 @@ impl Handler {
     }
 
     /// Counts how a call of `key`'s scope was answered.
-    fn tally(&self, key: Option<&ReplayKey>, pool: Option<Pool>, miss: bool) {
+    pub(crate) fn tally(&self, key: Option<&ReplayKey>, pool: Option<Pool>, miss: bool) {
         let Some(key) = key else {
             return;
         };

@@ -20,6 +20,9 @@ use crate::scope::{MockScope, MockUse};
 pub(crate) struct RecordedCall {
     pub exchange: Exchange,
     pub key: CallKey,
+    /// Why it can never answer a call (a database call the recorder marked
+    /// `not_mockable`: COPY, pub/sub, a reply cut at the size cap).
+    pub not_mockable: Option<String>,
 }
 
 /// Recorded downstream calls, ready to answer from.
@@ -44,6 +47,9 @@ pub struct MockStore {
     pub(crate) served_unlinked: AtomicU64,
     pub(crate) missed: AtomicU64,
     pub(crate) misses: Mutex<VecDeque<MockMiss>>,
+    /// The PostgreSQL connections' start-ups, in recorded order: never
+    /// matched, they give a database's server parameters.
+    pub(crate) startups: Vec<Exchange>,
 }
 
 impl fmt::Debug for MockStore {
@@ -76,24 +82,32 @@ impl MockStore {
             .collect();
         downstream.sort_by_key(|e| e.recorded_at_ns);
         let mut by_parent: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
+        let mut startups = Vec::new();
         let calls: Vec<RecordedCall> = downstream
             .into_iter()
-            .enumerate()
-            .map(|(i, exchange)| {
-                // A call with no parent belongs to no scope: it is in the
-                // unlinked pool.
-                if !exchange.parent_id.is_empty() {
-                    by_parent
-                        .entry(exchange.parent_id.clone())
-                        .or_default()
-                        .push(i);
-                }
-                RecordedCall {
-                    key: recorded_key(&exchange, &options),
-                    exchange,
+            .flat_map(|exchange| {
+                if exchange.db.is_some() {
+                    crate::db::recorded_calls(exchange, &mut startups)
+                } else {
+                    let key = recorded_key(&exchange, &options);
+                    vec![RecordedCall {
+                        key,
+                        exchange,
+                        not_mockable: None,
+                    }]
                 }
             })
             .collect();
+        for (i, call) in calls.iter().enumerate() {
+            // A call with no parent belongs to no scope: it is in the
+            // unlinked pool.
+            if !call.exchange.parent_id.is_empty() {
+                by_parent
+                    .entry(call.exchange.parent_id.clone())
+                    .or_default()
+                    .push(i);
+            }
+        }
         let shared = match &options.shared {
             Some(filter) => (0..calls.len())
                 .filter(|&i| filter.matches(&calls[i].exchange))
@@ -124,6 +138,7 @@ impl MockStore {
             served_unlinked: AtomicU64::new(0),
             missed: AtomicU64::new(0),
             misses: Mutex::new(VecDeque::new()),
+            startups,
         }
     }
 
@@ -168,7 +183,10 @@ impl MockStore {
     /// The egress listeners the recorded calls came through (see
     /// [`recorded_listeners`](crate::recorded_listeners)).
     pub fn recorded_listeners(&self) -> Vec<crate::RecordedListener> {
-        crate::recorded_listeners(self.exchanges())
+        let mut all: Vec<&Exchange> = self.exchanges().chain(&self.startups).collect();
+        all.sort_by_key(|e| e.recorded_at_ns);
+        all.dedup_by(|a, b| a.id == b.id);
+        crate::recorded_listeners(all)
     }
 
     /// The recorded calls held, in recorded order.

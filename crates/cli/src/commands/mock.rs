@@ -8,6 +8,9 @@
 //! but a recorded route's is an HTTP proxy too (the egress front of
 //! `reprise_intercept`): CONNECT tunnels carrying TLS (leaves from the
 //! reprise CA), h2c or HTTP/1.1 are answered from the recording.
+//! A recorded database (`--db NAME=LISTEN`, or its recorded address with
+//! `--recorded-listeners`) is answered in its own protocol, PostgreSQL or
+//! Redis, by the same server (`reprise_mock::db`).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,7 +33,8 @@ use reprise_mock::server::{
     Connections, MockHttp, MockListener, MockServer, MockStats, ServerOptions,
 };
 use reprise_mock::{
-    Exhausted, FALLTHROUGH_BODY, FallthroughLayer, MockOptions, MockStore, RecordedListener,
+    DbProtocol, Exhausted, FALLTHROUGH_BODY, FallthroughLayer, MockOptions, MockStore,
+    RecordedListener,
 };
 use reprise_model::select::ExchangeFilter;
 use reprise_model::{Intact, Source};
@@ -251,13 +255,15 @@ impl Connections for Gated {
 }
 
 /// The listeners to serve: `--listen` (by default, unless
-/// `--recorded-listeners`) and the recorded egress listeners.
+/// `--recorded-listeners`, or `--db` with no HTTP call recorded), the
+/// `--db` databases and the recorded egress listeners.
 fn bind(args: &MockArgs, store: &MockStore) -> anyhow::Result<Vec<MockListener>> {
     let mut listeners = Vec::new();
+    let http_recorded = store.exchanges().any(|e| e.db.is_none());
     let listen = match (&args.listen, args.recorded_listeners) {
         (Some(listen), _) => Some(listen.as_str()),
-        (None, false) => Some(DEFAULT_LISTEN),
-        (None, true) => None,
+        (None, false) if args.db.is_empty() || http_recorded => Some(DEFAULT_LISTEN),
+        (None, _) => None,
     };
     if let Some(listen) = listen {
         let addr: SocketAddr = listen.parse().with_context(|| {
@@ -267,15 +273,27 @@ fn bind(args: &MockArgs, store: &MockStore) -> anyhow::Result<Vec<MockListener>>
             .with_context(|| format!("--listen {addr}: cannot listen"))?;
         listeners.push(MockListener::new(listener));
     }
+    let databases = databases(args, store)?;
+    for (addr, recorded) in &databases {
+        let socket = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("--db {}={addr}: cannot listen", route_name(recorded)))?;
+        listeners.push(MockListener::recorded(socket, recorded.clone()));
+    }
     if args.recorded_listeners {
         let recorded: Vec<RecordedListener> = store.recorded_listeners();
         if recorded.is_empty() {
             bail!(
-                "{}: no egress listeners recorded (downstream calls recorded by reprise record --egress or --egress-route); --recorded-listeners has nowhere to listen",
+                "{}: no egress listeners recorded (downstream calls recorded by reprise record --egress, --egress-route or --egress-db); --recorded-listeners has nowhere to listen",
                 args.source.display()
             );
         }
-        for listener in recorded {
+        // A database --db places is served there only.
+        let placed = |l: &RecordedListener| {
+            databases
+                .iter()
+                .any(|(_, d)| route_name(d) == route_name(l) && d.route.is_some())
+        };
+        for listener in recorded.into_iter().filter(|l| !placed(l)) {
             let addr: SocketAddr = listener.listen.parse().with_context(|| {
                 format!("--recorded-listeners: {listener}: not an IP:PORT address")
             })?;
@@ -285,6 +303,71 @@ fn bind(args: &MockArgs, store: &MockStore) -> anyhow::Result<Vec<MockListener>>
         }
     }
     Ok(listeners)
+}
+
+fn route_name(listener: &RecordedListener) -> &str {
+    listener.route.as_ref().map_or("", |r| r.name.as_str())
+}
+
+/// The `--db NAME=LISTEN` databases: where to listen, and the recorded
+/// database each stands in for (its protocol comes from the recording).
+fn databases(
+    args: &MockArgs,
+    store: &MockStore,
+) -> anyhow::Result<Vec<(SocketAddr, RecordedListener)>> {
+    if args.db.is_empty() {
+        return Ok(Vec::new());
+    }
+    let recorded: Vec<RecordedListener> = store
+        .recorded_listeners()
+        .into_iter()
+        .filter(|l| {
+            l.route
+                .as_ref()
+                .is_some_and(|r| DbProtocol::of_scheme(&r.scheme).is_some())
+        })
+        .collect();
+    let mut found = Vec::new();
+    for spec in &args.db {
+        let Some((name, listen)) = spec.split_once('=') else {
+            bail!("--db {spec:?}: expected NAME=LISTEN, such as orders-db=127.0.0.1:6432");
+        };
+        let addr: SocketAddr = listen.parse().with_context(|| {
+            format!("--db {spec:?}: {listen:?} is not IP:PORT, such as 127.0.0.1:6432")
+        })?;
+        let Some(database) = recorded.iter().find(|l| route_name(l) == name) else {
+            let names: Vec<&str> = recorded.iter().map(route_name).collect();
+            bail!(
+                "--db {spec:?}: {} recorded no database {name:?} ({})",
+                args.source.display(),
+                if names.is_empty() {
+                    "it holds no database calls: record them with reprise record --egress-db"
+                        .to_string()
+                } else {
+                    format!("its databases: {}", names.join(", "))
+                }
+            );
+        };
+        if found
+            .iter()
+            .any(|(_, l): &(SocketAddr, RecordedListener)| route_name(l) == name)
+        {
+            bail!("--db {spec:?}: database {name:?} given twice");
+        }
+        found.push((addr, database.clone()));
+    }
+    Ok(found)
+}
+
+/// The TLS a PostgreSQL listener answers an SSLRequest with: a leaf of
+/// the reprise CA for the name the client asked for.
+fn db_tls(leaves: Option<&Arc<Leaves>>) -> Option<reprise_mock::DbTls> {
+    let leaves = Arc::clone(leaves?);
+    Some(Arc::new(move |host: &str| {
+        leaves
+            .server_config(host, None)
+            .map_err(|e| format!("no TLS leaf for {host:?}: {e}"))
+    }))
 }
 
 /// Serves until SIGINT or SIGTERM; exit 1 when a call was missed.
@@ -339,8 +422,10 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         authority: args.authority.clone(),
         fallthrough,
         log,
+        warn: Some(Arc::new(|line: &str| eprintln!("reprise: mock: {line}"))),
         out: args.out.clone(),
         drain: DRAIN,
+        db_tls: db_tls(leaves.as_ref()),
     };
     let calls = store.len();
     let server = MockServer::new(Arc::new(store), server_options)?;
@@ -421,7 +506,7 @@ async fn serve(
     }
     if without_ca {
         eprintln!(
-            "reprise: no reprise CA: CONNECT tunnels carrying TLS are refused (run `reprise ca init`, or give --ca-dir)"
+            "reprise: no reprise CA: CONNECT tunnels carrying TLS are refused and PostgreSQL clients asking for TLS are told no (run `reprise ca init`, or give --ca-dir)"
         );
     }
     tokio::select! {
