@@ -98,7 +98,7 @@ fn the_dependency_rules_hold() {
     only("model", &[]);
     only("tape", &["model"]);
     only("compare", &["model", "tape", "wire"]);
-    only("mock", &["model", "net", "tape"]);
+    only("mock", &["model", "net", "tape", "wire"]);
     never("tower", &["cli", "replay", "compare", "proxy"]);
     never("proxy", &["replay"]);
     never("replay", &["proxy"]);
