@@ -363,10 +363,12 @@ struct RecordedLedger {
     tape: std::path::PathBuf,
     _dir: tempfile::TempDir,
     _servers: (Postgres, Redis),
+    /// The ledger's environment, as the recorder's listeners reach it.
+    env: Vec<(&'static str, String)>,
 }
 
 impl RecordedLedger {
-    fn start(env: &[(&str, &str)]) -> RecordedLedger {
+    fn start(env: &[(&'static str, &str)]) -> RecordedLedger {
         let postgres = Postgres::start();
         let redis = Redis::start();
         init_ledger(&postgres, &redis);
@@ -383,7 +385,8 @@ impl RecordedLedger {
                 &format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr()),
             ],
         );
-        let mut ledger_env = vec![
+        let mut ledger_env: Vec<(&'static str, String)> = vec![
+            ("LEDGER_PORT", ledger_port.to_string()),
             (
                 "LEDGER_PG",
                 format!("postgres://postgres@127.0.0.1:{pg_port}/postgres"),
@@ -391,17 +394,19 @@ impl RecordedLedger {
             ("LEDGER_REDIS", format!("redis://127.0.0.1:{redis_port}")),
         ];
         ledger_env.extend(env.iter().map(|(k, v)| (*k, v.to_string())));
-        let ledger = Ledger::start(ledger_port, &ledger_env);
+        let ledger = Ledger::start(ledger_port, &ledger_env[1..]);
         RecordedLedger {
             _ledger: ledger,
             recorder,
             tape,
             _dir: dir,
             _servers: (postgres, redis),
+            env: ledger_env,
         }
     }
 
-    /// Stops the recorder cleanly; the tape (in its folder) is kept.
+    /// Stops the recorder cleanly, then the ledger and both servers; the
+    /// tape (in its folder) is kept.
     fn stop(self) -> (tempfile::TempDir, std::path::PathBuf) {
         let RecordedLedger {
             _ledger,
@@ -409,6 +414,7 @@ impl RecordedLedger {
             tape,
             _dir,
             _servers,
+            env: _,
         } = self;
         recorder.stop_cleanly("-INT");
         (_dir, tape)
@@ -795,4 +801,60 @@ fn bad_input_on_a_database_listener_is_told_and_recording_goes_on() {
     let cut = statement_of("generate_series");
     assert!(cut.error.is_some(), "{:?}", cut.db);
     statement_of("still here");
+}
+
+/// `reprise test TAPE --port PORT -- python3 ledger.py` with `env` (the
+/// ledger's settings) around it: exit code and all it printed.
+fn reprise_test_ledger(
+    tape: &std::path::Path,
+    port: &str,
+    env: &[(&str, String)],
+) -> (i32, String) {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new("timeout")
+        .args(["-s", "KILL", "180"])
+        .arg(env!("CARGO_BIN_EXE_reprise"))
+        .arg("test")
+        .arg(tape)
+        .args(["--port", port, "--out"])
+        .arg(out.path())
+        .args(["--", "python3", LEDGER])
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        format!("{}\n{}", text(&output.stdout), text(&output.stderr)),
+    )
+}
+
+#[test]
+fn reprise_test_replays_the_ledger_with_its_database_and_cache_stopped() {
+    let ledger = RecordedLedger::start(&[]);
+    for (method, path) in [
+        ("GET", "/users/1"),
+        ("GET", "/users/1"),
+        ("POST", "/users/2/visit"),
+        ("GET", "/users/3"),
+    ] {
+        let (out, _) = curl(&["-sf", "-X", method, &ledger.recorder.url(path)]);
+        assert!(out.contains("\"id\""), "{method} {path}: {out}");
+    }
+    let env = ledger.env.clone();
+    let port = env[0].1.clone();
+    // PostgreSQL and Redis go with the recorder: the replay has only the
+    // recording to answer the ledger's queries and commands.
+    let (_dir, tape) = ledger.stop();
+
+    let (code, said) = reprise_test_ledger(&tape, &port, &env);
+    assert_eq!(code, 0, "the same build: {said}");
+    assert!(said.contains("replaying one call at a time"), "{said}");
+
+    // A build that adds 2 visits where the recording added 1: the write
+    // differs, named by its parameter.
+    let mut changed = env.clone();
+    changed.push(("LEDGER_VISIT_DELTA", "2".into()));
+    let (code, said) = reprise_test_ledger(&tape, &port, &changed);
+    assert_eq!(code, 1, "a changed write: {said}");
+    assert!(said.contains("params[0]"), "{said}");
 }

@@ -23,6 +23,22 @@ use super::sandboxed::MockSummary;
 pub(crate) struct RunningMock {
     runtime: tokio::runtime::Runtime,
     serving: Serving,
+    /// Which replayed exchange is in flight, for the database calls
+    /// (which carry no headers to tell it).
+    db_scopes: Arc<reprise_mock::DbScopes>,
+}
+
+/// Tells the mock's database scopes which replayed exchange is in flight.
+struct ScopeWatcher(Arc<reprise_mock::DbScopes>);
+
+impl reprise_replay::CallWatcher for ScopeWatcher {
+    fn started(&self, recorded_id: &[u8]) {
+        self.0.entered(recorded_id);
+    }
+
+    fn ended(&self, recorded_id: &[u8]) {
+        self.0.left(recorded_id);
+    }
 }
 
 enum Serving {
@@ -59,6 +75,7 @@ pub(crate) fn start(
         ..ServerOptions::default()
     };
     let server = MockServer::new(Arc::new(store), options).context("the mock")?;
+    let db_scopes = server.db_scopes();
     let leaves = ca
         .map(|ca| Leaves::new(ca).map(Arc::new))
         .transpose()
@@ -81,10 +98,21 @@ pub(crate) fn start(
                 .context("the mock")?,
         )
     };
-    Ok(RunningMock { runtime, serving })
+    Ok(RunningMock {
+        runtime,
+        serving,
+        db_scopes,
+    })
 }
 
 impl RunningMock {
+    /// What the replay tells as each call starts and ends, so that the
+    /// mock serves a database call in the scope of the one replayed
+    /// exchange in flight.
+    pub(crate) fn watcher(&self) -> reprise_replay::CallWatcherHandle {
+        reprise_replay::CallWatcherHandle(Arc::new(ScopeWatcher(Arc::clone(&self.db_scopes))))
+    }
+
     /// Stops serving (calls in flight finish), closes the `out` tape;
     /// what was served and missed.
     pub(crate) fn stop(self) -> anyhow::Result<MockSummary> {

@@ -221,6 +221,16 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     let rules = super::diff::rules(&args.compare)?;
     let interrupt = interrupt::Interrupt::catch()?;
     let recording = read_recording(&args.recording)?;
+    let mut settings = settings;
+    if args.replay.concurrency.is_none() && linked_by_time(&recording) {
+        // A database call that carries no trace context is scoped by the
+        // one replayed exchange in flight: one at a time, each is exact.
+        eprintln!(
+            "reprise: the recording's database calls were linked by the call in flight: replaying one call at a time (give --concurrency to change it)"
+        );
+        settings.replay.concurrency = 1;
+    }
+    let settings = settings;
     let listeners = egress::recorded_listeners(&recording)?;
     let ca = egress::local_ca(args.ca_dir.as_deref())?;
     let recorded: Vec<_> = listeners.iter().map(|(_, l)| l.clone()).collect();
@@ -334,6 +344,18 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
 
 /// Every exchange of the recording; damage is an error, since the mock
 /// would miss the calls the damaged part held.
+/// Whether any downstream call of `recording` was linked to its parent by
+/// the call in flight (a database call without trace context).
+fn linked_by_time(recording: &[Exchange]) -> bool {
+    recording.iter().any(|e| {
+        e.db.is_some()
+            && matches!(
+                e.link_kind().map(|(kind, _)| kind),
+                Some(reprise_model::LinkKind::InFlight | reprise_model::LinkKind::Ambiguous)
+            )
+    })
+}
+
 fn read_recording(path: &Path) -> anyhow::Result<Vec<Exchange>> {
     let mut source: Box<dyn Source> = crate::input::open(path, &ExchangeFilter::new())?;
     let mut intact = Intact::new(source.as_mut());

@@ -210,7 +210,8 @@ pub(crate) fn run(setup: &Setup<'_>, build: Build) -> anyhow::Result<RunResult> 
     let results = SharedSink(Arc::new(Mutex::new(super::super::replay::results_tape(
         &build.replayed,
     )?)));
-    let config = setup.settings.replay.clone();
+    let mut config = setup.settings.replay.clone();
+    config.watcher = Some(mock.watcher());
     let recording_path = setup.recording_path.to_path_buf();
     // Under --faketime the calls go one by one, from memory.
     let inbound = match clock {
