@@ -83,7 +83,7 @@ say "pgbench -i -s 10"
 
 # --- Redis ----------------------------------------------------------------------
 start_server rd redis-server --port "$p_rd" --bind 127.0.0.1 --save '' --appendonly no \
-  --dir "$dir" --protected-mode no
+  --dir "$dir" --protected-mode no --logfile "$dir/redis-server.log"
 
 # --- haproxy: the reference relay -----------------------------------------------
 cat >"$dir/haproxy.cfg" <<CFG
@@ -137,7 +137,7 @@ wait_pg pr "$p_pr" r
 wait_redis rd "$p_rd" rd
 wait_redis rh "$p_rh" h
 wait_redis rr "$p_rr" r
-pg_version=$("$pg_bin/postgres" --version | awk '{print $NF}')
+pg_version=$("$pg_bin/postgres" --version | awk '{print $3}')
 redis_version=$(redis-server --version | sed -n 's/.*v=\([^ ]*\).*/\1/p')
 haproxy_version=$(haproxy -v | head -n 1 | awk '{print $3}')
 say "all targets answer; reprise $("$reprise" --version | awk '{print $NF}'), PostgreSQL $pg_version, Redis $redis_version, haproxy $haproxy_version"

@@ -858,3 +858,40 @@ fn reprise_test_replays_the_ledger_with_its_database_and_cache_stopped() {
     assert_eq!(code, 1, "a changed write: {said}");
     assert!(said.contains("params[0]"), "{said}");
 }
+
+#[test]
+fn what_psql_was_answered_through_the_recorder_the_mock_answers_again() {
+    let postgres = Postgres::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "answers.tape");
+    let pg_port = free_port();
+    let recorder = Recorder::start(
+        "http://127.0.0.1:9",
+        &tape,
+        &[
+            "--egress-db",
+            &format!("orders-db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
+        ],
+    );
+    let select = "SELECT 41 + 1 AS answer, 'ink' AS item";
+    let missing = "SELECT * FROM no_such_table";
+    let (recorded_out, _, ok) = psql(pg_port, select);
+    assert!(ok);
+    let (_, recorded_err, ok) = psql(pg_port, missing);
+    assert!(!ok);
+    recorder.stop_cleanly("-INT");
+    drop(postgres);
+
+    // The server is gone; the mock answers at the same address.
+    let mock = Recorder::mock(&tape, &["--recorded-listeners"]);
+    let (out, err, ok) = psql(pg_port, select);
+    assert!(ok, "{err}");
+    assert_eq!(out, recorded_out);
+    // The recorded error, with its SQLSTATE and message, is answered again.
+    let (_, err, ok) = psql(pg_port, missing);
+    assert!(!ok);
+    assert_eq!(err.trim(), recorded_err.trim());
+    assert!(err.contains("no_such_table"), "{err}");
+    let (code, stderr) = mock.stop("-INT");
+    assert_eq!(code, 0, "no miss: {stderr}");
+}
