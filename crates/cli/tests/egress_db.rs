@@ -803,12 +803,13 @@ fn bad_input_on_a_database_listener_is_told_and_recording_goes_on() {
     statement_of("still here");
 }
 
-/// `reprise test TAPE --port PORT -- python3 ledger.py` with `env` (the
-/// ledger's settings) around it: exit code and all it printed.
+/// `reprise test TAPE --port PORT EXTRA -- python3 ledger.py` with `env`
+/// (the ledger's settings) around it: exit code and all it printed.
 fn reprise_test_ledger(
     tape: &std::path::Path,
     port: &str,
     env: &[(&str, String)],
+    extra: &[&str],
 ) -> (i32, String) {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new("timeout")
@@ -818,6 +819,7 @@ fn reprise_test_ledger(
         .arg(tape)
         .args(["--port", port, "--out"])
         .arg(out.path())
+        .args(extra)
         .args(["--", "python3", LEDGER])
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
@@ -846,15 +848,29 @@ fn reprise_test_replays_the_ledger_with_its_database_and_cache_stopped() {
     // recording to answer the ledger's queries and commands.
     let (_dir, tape) = ledger.stop();
 
-    let (code, said) = reprise_test_ledger(&tape, &port, &env);
+    let (code, said) = reprise_test_ledger(&tape, &port, &env, &[]);
     assert_eq!(code, 0, "the same build: {said}");
     assert!(said.contains("replaying one call at a time"), "{said}");
+
+    // The same build asking PostgreSQL for TLS (recorded without): the
+    // mock in the sandbox answers with a leaf of the reprise CA.
+    let ca = _dir.path().join("ca");
+    let made = reprise(&["ca", "init", "--dir", s(&ca)]);
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let mut tls = env.clone();
+    for (name, value) in &mut tls {
+        if *name == "LEDGER_PG" {
+            value.push_str("?sslmode=require");
+        }
+    }
+    let (code, said) = reprise_test_ledger(&tape, &port, &tls, &["--ca-dir", s(&ca)]);
+    assert_eq!(code, 0, "the same build over TLS: {said}");
 
     // A build that adds 2 visits where the recording added 1: the write
     // differs, named by its parameter.
     let mut changed = env.clone();
     changed.push(("LEDGER_VISIT_DELTA", "2".into()));
-    let (code, said) = reprise_test_ledger(&tape, &port, &changed);
+    let (code, said) = reprise_test_ledger(&tape, &port, &changed, &[]);
     assert_eq!(code, 1, "a changed write: {said}");
     assert!(said.contains("params[0]"), "{said}");
 }
@@ -870,7 +886,10 @@ fn what_psql_was_answered_through_the_recorder_the_mock_answers_again() {
         &tape,
         &[
             "--egress-db",
-            &format!("orders-db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
+            &format!(
+                "orders-db=127.0.0.1:{pg_port}=postgres://{}",
+                postgres.addr()
+            ),
         ],
     );
     let select = "SELECT 41 + 1 AS answer, 'ink' AS item";

@@ -361,7 +361,7 @@ fn databases(
 
 /// The TLS a PostgreSQL listener answers an SSLRequest with: a leaf of
 /// the reprise CA for the name the client asked for.
-fn db_tls(leaves: Option<&Arc<Leaves>>) -> Option<reprise_mock::DbTls> {
+pub(crate) fn db_tls(leaves: Option<&Arc<Leaves>>) -> Option<reprise_mock::DbTls> {
     let leaves = Arc::clone(leaves?);
     Some(Arc::new(move |host: &str| {
         leaves

@@ -66,20 +66,22 @@ pub(crate) fn start(
         .enable_all()
         .build()
         .context("cannot start the mock's runtime")?;
+    let leaves = ca
+        .map(|ca| Leaves::new(ca).map(Arc::new))
+        .transpose()
+        .context("the local CA")?;
     let options = ServerOptions {
         out: Some(out),
         log: log.then(|| {
             Arc::new(|line: &str| eprintln!("reprise: mock: {line}"))
                 as reprise_mock::server::LogSink
         }),
+        // PostgreSQL clients that ask for TLS get a leaf of the same CA.
+        db_tls: crate::commands::mock::db_tls(leaves.as_ref()),
         ..ServerOptions::default()
     };
     let server = MockServer::new(Arc::new(store), options).context("the mock")?;
     let db_scopes = server.db_scopes();
-    let leaves = ca
-        .map(|ca| Leaves::new(ca).map(Arc::new))
-        .transpose()
-        .context("the local CA")?;
     let listeners: Vec<MockListener> = listeners
         .into_iter()
         .map(|(listener, recorded)| MockListener::recorded(listener, recorded))
