@@ -697,6 +697,7 @@ fn bad_input_on_a_database_listener_is_told_and_recording_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let tape = temp_tape(&dir, "bad.tape");
     let (pg_port, dead_port, unused) = (free_port(), free_port(), free_port());
+    let dead_cache = free_port();
     let recorder = Recorder::start(
         "http://127.0.0.1:9",
         &tape,
@@ -707,6 +708,8 @@ fn bad_input_on_a_database_listener_is_told_and_recording_goes_on() {
             &format!("db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr()),
             "--egress-db",
             &format!("gone=127.0.0.1:{dead_port}=postgres://127.0.0.1:{unused}"),
+            "--egress-db",
+            &format!("gone-cache=127.0.0.1:{dead_cache}=redis://127.0.0.1:{unused}"),
         ],
     );
     let mut skipped = Vec::new();
@@ -740,6 +743,16 @@ fn bad_input_on_a_database_listener_is_told_and_recording_goes_on() {
     assert!(!ok);
     assert!(err.contains("cannot reach"), "{err}");
     recorder.line_with("cannot reach", &mut skipped);
+    // The same for a Redis client, in RESP.
+    let (out, _, _) = run(
+        "redis-cli",
+        &["-h", "127.0.0.1", "-p", &dead_cache.to_string(), "PING"],
+        &[],
+    );
+    assert!(
+        out.contains("ERR reprise --egress-db gone-cache: cannot reach"),
+        "{out}"
+    );
 
     // A query larger than --max-body passes whole, and is recorded as not
     // mockable.

@@ -101,12 +101,3 @@ pub fn postgres_fatal(code: &str, message: &str) -> Vec<u8> {
     pg::encode::backend::error(&mut out, b'E', &error);
     out
 }
-
-/// A Redis error reply (`-ERR message`, control characters replaced).
-pub fn redis_error(message: &str) -> Vec<u8> {
-    let line: String = message
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    format!("-ERR {line}\r\n").into_bytes()
-}

@@ -137,12 +137,14 @@ pub fn encode_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
 /// `-ERR reprise mock miss: <detail>`, the detail's line breaks made
 /// spaces.
 pub fn miss_reply(detail: &str) -> Vec<u8> {
+    error_reply(&format!("reprise mock miss: {detail}"))
+}
+
+/// An `-ERR message` reply (CR and LF in `message` become spaces): what
+/// reprise answers a Redis client itself.
+pub fn error_reply(message: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    line(
-        b'-',
-        format!("ERR reprise mock miss: {detail}").as_bytes(),
-        &mut out,
-    );
+    line(b'-', format!("ERR {message}").as_bytes(), &mut out);
     out
 }
 

@@ -23,7 +23,7 @@ mod writes;
 
 pub use command::{Command, CommandParser, INLINE_LIMIT, MAX_ARGS};
 pub use conversation::{Conversation, MAX_PENDING, Passthrough, RedisOptions};
-pub use encode::{RespVersion, encode, encode_command, encode_into, miss_reply};
+pub use encode::{RespVersion, encode, encode_command, encode_into, error_reply, miss_reply};
 pub use error::{Direction, RedisError, RespError};
 pub use inline::split_inline;
 pub use key::{CommandKey, command_key};

@@ -240,7 +240,7 @@ async fn refuse(shared: &DbListener, mut client: TcpStream, why: &str) {
     let message = format!("reprise --egress-db {}: {why}", shared.db.name);
     let answer = match shared.db.protocol {
         DbProtocol::Postgres => reprise_wire::postgres_fatal("08006", &message),
-        DbProtocol::Redis => reprise_wire::redis_error(&message),
+        DbProtocol::Redis => reprise_wire::redis::error_reply(&message),
     };
     let _ = client.write_all(&answer).await;
     let _ = client.shutdown().await;
