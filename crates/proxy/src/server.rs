@@ -13,7 +13,9 @@
 //! recorder: judged, encoded and packed into tape blocks there); only
 //! full blocks cross to the recorder's thread, which writes them.
 //! Each `--egress-route` is served the same way, on the same threads
-//! (bound once per thread, its own forwarder per thread: `egress::listen`).
+//! (bound once per thread, its own forwarder per thread: `egress::listen`),
+//! and so is each `--egress-db` (its connections relayed and their
+//! exchanges packed on the thread that accepted them: `egress::db`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -221,7 +223,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
     // once per serving thread and served there, as the listener is.
     let mut egress_tasks = Vec::new();
     let mut egress_addresses = Vec::new();
-    let (tracing, mut routes) = if config.egress.enabled() {
+    let (tracing, mut egress) = if config.egress.enabled() {
         let links = Arc::new(LinkRegistry::new(config.egress.link_window));
         let https = config.egress.forward.is_some()
             || config.egress.routes.iter().any(|r| r.target.is_tls())
@@ -253,20 +255,10 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             }
             None => None,
         };
-        let routes = crate::egress::bind_routes(&config, listeners.len(), &taken)?;
+        let routes = crate::egress::bind_routes(&config, listeners.len(), &mut taken)?;
         egress_addresses.extend(routes.addresses.iter().cloned());
-        taken.extend(routes.addresses.iter().map(|(_, addr)| *addr));
-        let databases = crate::egress::start_db_listeners(
-            &config,
-            &recorder,
-            &links,
-            &Arc::new(database_tls(&egress_tls)),
-            &taken,
-            &stopped,
-        )
-        .await?;
-        egress_addresses.extend(databases.addresses);
-        egress_tasks.extend(databases.tasks);
+        let databases = crate::egress::bind_dbs(&config, listeners.len(), &mut taken)?;
+        egress_addresses.extend(databases.addresses.iter().cloned());
         if let Some(proxy) = forward_proxy {
             egress_addresses.push(("--egress".to_string(), proxy.addr));
             egress_tasks.push(proxy.task);
@@ -275,7 +267,14 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             links: Arc::clone(&links),
             fresh_trace: config.egress.fresh_trace,
         };
-        (Some(tracing), Some((routes, links, egress_tls)))
+        let egress = Egress {
+            routes,
+            databases,
+            database_tls: Arc::new(database_tls(&egress_tls)),
+            links,
+            tls: egress_tls,
+        };
+        (Some(tracing), Some(egress))
     } else {
         (None, None)
     };
@@ -306,11 +305,20 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         )?;
         forwarder.tracing = tracing.clone();
         let forwarder = Arc::new(forwarder);
-        let route_servers = match &mut routes {
-            Some((routes, links, egress_tls)) => {
-                routes.take(&config, &local, links, egress_tls, http1_connections)?
-            }
-            None => Vec::new(),
+        let (route_servers, db_servers) = match &mut egress {
+            Some(egress) => (
+                egress.routes.take(
+                    &config,
+                    &local,
+                    &egress.links,
+                    &egress.tls,
+                    http1_connections,
+                )?,
+                egress
+                    .databases
+                    .take(&config, &local, &egress.links, &egress.database_tls),
+            ),
+            None => (Vec::new(), Vec::new()),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -330,7 +338,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                     // The routes' listeners on this thread, served
                     // alongside the proxy's and drained with it.
                     let route_builder = Arc::new(builder(&forwarder.config));
-                    let routes: Vec<_> = route_servers
+                    let mut routes: Vec<_> = route_servers
                         .into_iter()
                         .map(|route| {
                             tokio::spawn(route.run(
@@ -340,6 +348,13 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                             ))
                         })
                         .collect();
+                    // And the database listeners', their connections
+                    // relayed and recorded here too.
+                    routes.extend(
+                        db_servers
+                            .into_iter()
+                            .map(|db| tokio::spawn(db.run(drain, stopped.clone()))),
+                    );
                     serve(listener, gate, acceptor, forwarder, stopped).await;
                     let mut result = Ok(());
                     for route in routes {
@@ -393,6 +408,18 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
         upstream,
         egress: egress_addresses,
     })
+}
+
+/// The egress listeners bound once per serving thread, and what their
+/// servers on every thread share.
+struct Egress {
+    routes: crate::egress::BoundRoutes,
+    databases: crate::egress::BoundDbs,
+    /// How database listeners reach their servers over TLS.
+    database_tls: Arc<rustls::ClientConfig>,
+    links: Arc<LinkRegistry>,
+    /// How routes reach https downstreams.
+    tls: rustls::ClientConfig,
 }
 
 /// The TLS a database listener reaches its server with: the egress

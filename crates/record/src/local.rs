@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use reprise_model::Role;
 use reprise_model::pack::{Packed, Packer};
+use reprise_model::{Exchange, Role};
 
 use crate::captured::Captured;
 use crate::metrics::Metrics;
@@ -33,13 +33,21 @@ pub(crate) struct Local {
     #[allow(clippy::vec_box)] // records travel boxed; the box is reused
     free: Vec<Box<Captured>>,
     /// Records waiting for the thread's [`Packing`] task, while one runs.
-    pending: VecDeque<Box<Captured>>,
+    pending: VecDeque<Pending>,
     /// The packing task, while one runs: `None` packs each record when it
     /// is submitted.
     packing: Option<PackingState>,
     tx: SyncSender<Message>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
+}
+
+/// A record waiting for the packing task.
+enum Pending {
+    /// A call the proxy captured.
+    Captured(Box<Captured>),
+    /// An exchange its recorder built whole (a database or cache call).
+    Built(Box<Exchange>),
 }
 
 /// Cleared records a thread keeps for its next calls, at most.
@@ -89,24 +97,101 @@ impl Local {
     /// Takes `captured` for packing: at once, or, while a packing task
     /// runs and has room, when the task next runs.
     pub(crate) fn submit(&mut self, captured: Box<Captured>) {
+        self.defer_or_pack(Pending::Captured(captured));
+    }
+
+    /// Takes `exchange`, built whole by its recorder, for packing as
+    /// [`Local::submit`] takes a call's record. The caller keeps it when
+    /// `--match` or the rate cap judge calls: it then follows its parent's
+    /// verdict on the writer thread.
+    pub(crate) fn submit_built(&mut self, exchange: Box<Exchange>) {
+        self.defer_or_pack(Pending::Built(exchange));
+    }
+
+    fn defer_or_pack(&mut self, record: Pending) {
         match &mut self.packing {
             Some(state) if self.pending.len() < PENDING_MAX => {
-                self.pending.push_back(captured);
+                self.pending.push_back(record);
                 if let Some(waker) = state.waker.take() {
                     waker.wake();
                 }
             }
             _ => {
                 self.pack_pending();
-                self.pack(captured);
+                self.pack_one(record);
             }
         }
     }
 
     /// Packs every record waiting for the packing task, in order.
     fn pack_pending(&mut self) {
-        while let Some(captured) = self.pending.pop_front() {
-            self.pack(captured);
+        while let Some(record) = self.pending.pop_front() {
+            self.pack_one(record);
+        }
+    }
+
+    fn pack_one(&mut self, record: Pending) {
+        match record {
+            Pending::Captured(captured) => self.pack(captured),
+            Pending::Built(exchange) => self.pack_built(*exchange),
+        }
+    }
+
+    /// Encodes and packs an exchange built whole, with the sampling note
+    /// (as the writer thread stores one); one bigger than
+    /// [`LOCAL_RECORD_MAX`] goes to the writer thread whole, after what
+    /// the thread packed before it.
+    fn pack_built(&mut self, mut exchange: Exchange) {
+        let rate = self.shared.judge.rules.sample_rate;
+        if rate < 1.0 {
+            exchange.flags.get_or_insert_default().sample_rate = Some(rate);
+        }
+        if reprise_model::encoded_len(&exchange) > LOCAL_RECORD_MAX {
+            // What was packed before it goes first (not what waits after
+            // it: this may run inside `pack_pending`).
+            if let Some(packed) = self.packer.flush() {
+                self.hand_over(packed);
+            }
+            self.send_one(Message::Built(Box::new(exchange)));
+            return;
+        }
+        self.scratch.clear();
+        reprise_model::encode(&exchange, &mut self.scratch);
+        self.add_scratch(exchange.recorded_at_ns);
+    }
+
+    /// Queues one record for the writer thread, or drops and counts it.
+    pub(crate) fn send_one(&self, message: Message) {
+        match self.tx.try_send(message) {
+            Ok(()) => {
+                self.metrics.queue_depth.inc();
+            }
+            Err(TrySendError::Full(_)) => {
+                self.metrics.dropped_queue_full.inc();
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.metrics.dropped_closed.inc();
+            }
+        }
+    }
+
+    /// Adds the record in `scratch` to the pack, handing the pack over
+    /// when full.
+    fn add_scratch(&mut self, recorded_at_ns: u64) {
+        match self.packer.add(&self.scratch, recorded_at_ns) {
+            Ok(Some(packed)) => self.hand_over(packed),
+            Ok(None) => {}
+            Err(error) => {
+                self.metrics.dropped_sink_error.inc();
+                self.shared
+                    .first_error
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert_with(|| error.to_string());
+            }
+        }
+        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.scratch = Vec::new();
         }
     }
 
@@ -139,20 +224,8 @@ impl Local {
             true
         };
         if keep {
-            match self.packer.add(&self.scratch, recorded_at_ns) {
-                Ok(Some(packed)) => self.hand_over(packed),
-                Ok(None) => {}
-                Err(error) => {
-                    self.metrics.dropped_sink_error.inc();
-                    shared
-                        .first_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get_or_insert_with(|| error.to_string());
-                }
-            }
-        }
-        if self.scratch.capacity() > SCRATCH_KEEP {
+            self.add_scratch(recorded_at_ns);
+        } else if self.scratch.capacity() > SCRATCH_KEEP {
             self.scratch = Vec::new();
         }
         captured.recycle();
@@ -350,6 +423,74 @@ mod tests {
             (&sink, &metrics),
             &["/1", "/2", "/3", "/big", "/4", "/5"],
             0,
+        );
+    }
+
+    #[test]
+    fn built_exchanges_are_packed_on_the_thread_in_order_with_the_calls() {
+        let (sink, metrics, recorder, thread) = recorder(false, None);
+        let local = recorder.local();
+        let mut packing = Box::pin(local.packing().unwrap());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        call(&local, "/1");
+        local.submit_exchange(database_call(None, "SELECT 1"));
+        let waiting = || local.local.as_ref().unwrap().lock().unwrap().pending.len();
+        assert_eq!(waiting(), 2, "not packed on the calls' path");
+        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(waiting(), 0);
+        assert_eq!(
+            metrics.queue_depth.get(),
+            0,
+            "packed here: nothing crossed the queue yet"
+        );
+        // One too big for the thread goes whole, after what it packed.
+        let mut big = database_call(None, "SELECT big");
+        if let Some(db) = big.db.as_mut() {
+            db.statements[0].params = vec![reprise_model::SqlValue {
+                data: vec![b'x'; LOCAL_RECORD_MAX + 1],
+                ..Default::default()
+            }];
+        }
+        local.submit_exchange(database_call(None, "SELECT 2"));
+        local.submit_exchange(big);
+        call(&local, "/3");
+        drop(packing);
+        drop(local);
+        closed_with(
+            thread,
+            &recorder,
+            (&sink, &metrics),
+            &["/1", "SELECT 1", "SELECT 2", "SELECT big", "/3"],
+            0,
+        );
+    }
+
+    #[test]
+    fn built_exchanges_carry_the_sampling_note() {
+        let sink = reprise_model::MemorySink::new();
+        let rules = crate::rules::Rules {
+            filter: reprise_model::select::ExchangeFilter::new(),
+            max_rate: None,
+            redactor: reprise_model::redact::Redactor::default(),
+            sample_rate: 0.25,
+        };
+        let metrics = Arc::new(Metrics::new());
+        let Ok((recorder, thread)) =
+            crate::Recorder::start(Box::new(sink.clone()), rules, 100, Arc::clone(&metrics))
+        else {
+            panic!("no recorder thread");
+        };
+        let local = recorder.local();
+        local.submit_exchange(database_call(None, "SELECT 1"));
+        drop(local);
+        assert_eq!(thread.close(&recorder, Duration::from_secs(5)), Ok(()));
+        let stored = sink.exchanges();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(
+            stored[0].flags.as_ref().and_then(|f| f.sample_rate),
+            Some(0.25)
         );
     }
 

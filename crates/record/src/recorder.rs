@@ -224,17 +224,7 @@ impl Recorder {
             }
             None => Message::Record(captured),
         };
-        match self.tx.try_send(message) {
-            Ok(()) => {
-                self.metrics.queue_depth.inc();
-            }
-            Err(TrySendError::Full(_)) => {
-                self.metrics.dropped_queue_full.inc();
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.dropped_closed.inc();
-            }
-        }
+        self.send(message);
     }
 }
 
@@ -244,7 +234,23 @@ impl Recorder {
     /// under `--match` or the rate cap, a downstream call with a parent
     /// follows its parent's verdict, as the proxy's do.
     pub fn submit_exchange(&self, exchange: reprise_model::Exchange) {
-        match self.tx.try_send(Message::Built(Box::new(exchange))) {
+        if let Some(local) = &self.local
+            && !self.shared.judge.gated()
+        {
+            // Packed on this thread, after the call's answer is passed on
+            // when the thread runs a packing task.
+            local
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .submit_built(Box::new(exchange));
+            return;
+        }
+        self.send(Message::Built(Box::new(exchange)));
+    }
+
+    /// Queues one record for the writer thread, or drops and counts it.
+    fn send(&self, message: Message) {
+        match self.tx.try_send(message) {
             Ok(()) => {
                 self.metrics.queue_depth.inc();
             }

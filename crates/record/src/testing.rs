@@ -131,14 +131,37 @@ pub(crate) fn closed_with(
     assert_eq!(metrics.queue_depth.get(), 0);
 }
 
+/// Each stored exchange's path, or a database call's first SQL.
 pub(crate) fn paths(sink: &reprise_model::MemorySink) -> Vec<String> {
     sink.exchanges()
         .iter()
-        .map(|e| {
-            e.request
-                .as_ref()
-                .map(|r| r.path.clone())
-                .unwrap_or_default()
+        .map(|e| match (&e.request, &e.db) {
+            (Some(request), _) => request.path.clone(),
+            (None, Some(db)) => db
+                .statements
+                .first()
+                .map(|s| s.sql.clone())
+                .unwrap_or_default(),
+            (None, None) => String::new(),
         })
         .collect()
+}
+
+/// A PostgreSQL call with the statement `sql`, as a database listener
+/// builds one, a child of `parent` when given.
+pub(crate) fn database_call(parent: Option<[u8; 16]>, sql: &str) -> reprise_model::Exchange {
+    reprise_model::Exchange {
+        id: reprise_model::id::new_id_bytes().to_vec(),
+        parent_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
+        role: Role::Downstream as i32,
+        protocol: reprise_model::Protocol::Postgres as i32,
+        db: Some(reprise_model::DbCall {
+            statements: vec![reprise_model::SqlStatement {
+                sql: sql.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

@@ -403,23 +403,6 @@ mod tests {
     use crate::metrics::HealthEvent;
     use crate::testing::*;
 
-    fn database_call(parent: Option<[u8; 16]>, sql: &str) -> reprise_model::Exchange {
-        reprise_model::Exchange {
-            id: reprise_model::id::new_id_bytes().to_vec(),
-            parent_id: parent.map(|p| p.to_vec()).unwrap_or_default(),
-            role: Role::Downstream as i32,
-            protocol: reprise_model::Protocol::Postgres as i32,
-            db: Some(reprise_model::DbCall {
-                statements: vec![reprise_model::SqlStatement {
-                    sql: sql.into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-    }
-
     fn sqls(sink: &reprise_model::MemorySink) -> Vec<String> {
         sink.exchanges()
             .iter()

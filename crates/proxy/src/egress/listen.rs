@@ -63,30 +63,21 @@ struct BoundRoute {
 }
 
 /// Binds every `--egress-route` of `config` `threads` times
-/// (`SO_REUSEPORT`, as the reverse proxy's listener). `taken`: the
+/// (`SO_REUSEPORT`, as the reverse proxy's listener). `listening`: the
 /// addresses this process already listens on (the reverse proxy's, and
-/// `--egress`), which a route may not share: `SO_REUSEPORT` would let it,
-/// and split their connections.
+/// `--egress`), which a route may not share ([`refuse_shared`]); the ones
+/// bound here are added to it.
 pub(crate) fn bind_routes(
     config: &ProxyConfig,
     threads: usize,
-    taken: &[SocketAddr],
+    listening: &mut Vec<SocketAddr>,
 ) -> Result<BoundRoutes, ProxyError> {
     let mut bound = BoundRoutes {
         addresses: Vec::new(),
         routes: Vec::new(),
     };
-    let mut listening: Vec<SocketAddr> = taken.to_vec();
     for route in &config.egress.routes {
-        if let Some(other) = listening.iter().find(|a| overlap(**a, route.listen)) {
-            return Err(ProxyError::Bind {
-                addr: route.listen,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    format!("{other} is already listened on by this process"),
-                ),
-            });
-        }
+        refuse_shared(listening, route.listen)?;
         let (mut listeners, addr) = crate::server::bind_shared(route.listen, threads)?;
         listening.push(addr);
         // Taken from the back, one per thread.
@@ -105,6 +96,22 @@ pub(crate) fn bind_routes(
         });
     }
     Ok(bound)
+}
+
+/// Refuses to bind `at` when this process already listens on an address
+/// (in `listening`) that would take the same connections: `SO_REUSEPORT`
+/// would let it, and split their connections between the two.
+pub(crate) fn refuse_shared(listening: &[SocketAddr], at: SocketAddr) -> Result<(), ProxyError> {
+    match listening.iter().find(|a| overlap(**a, at)) {
+        Some(other) => Err(ProxyError::Bind {
+            addr: at,
+            source: std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("{other} is already listened on by this process"),
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Whether listening on `a` and `b` (port 0: any free port) would take
@@ -483,7 +490,7 @@ mod tests {
     #[tokio::test]
     async fn a_route_is_bound_once_per_thread_and_never_on_an_address_taken() {
         let config = config_with(&["pay=127.0.0.1:0=http://127.0.0.1:9"]);
-        let bound = bind_routes(&config, 3, &[]).unwrap();
+        let bound = bind_routes(&config, 3, &mut Vec::new()).unwrap();
         let addr = bound.addresses[0].1;
         assert_ne!(addr.port(), 0);
         assert_eq!(bound.routes[0].listeners.len(), 3);
@@ -497,7 +504,7 @@ mod tests {
             format!("pay=0.0.0.0:{}=http://127.0.0.1:9", addr.port()),
         ] {
             let config = config_with(&[&spec]);
-            match bind_routes(&config, 1, &[addr]) {
+            match bind_routes(&config, 1, &mut vec![addr]) {
                 Err(ProxyError::Bind { source, .. }) => {
                     assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
                 }

@@ -27,11 +27,11 @@ mod listen;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub(crate) use db::start_db_listeners;
+pub(crate) use db::{BoundDbs, bind_dbs};
 pub use db::{DbProtocol, EgressDb, EgressDbError};
 pub use inbound::{CALLER_KEY, InboundTrace, InboundTracing, valid_traceparent};
 pub use layer::{EgressFuture, EgressRecordLayer, EgressRecorder, EgressSource, ForwardError};
-pub(crate) use listen::{bind_routes, start_forward_proxy};
+pub(crate) use listen::{BoundRoutes, bind_routes, refuse_shared, start_forward_proxy};
 pub use reprise_record::DEFAULT_LINK_WINDOW;
 
 use reprise_net::Upstream;

@@ -63,17 +63,17 @@ pub fn normalize(sql: &str) -> Normalized {
     }
 }
 
-/// The words of `sql` outside literals and comments, lower-cased, with
-/// parentheses and semicolons as their own entries.
-fn words(sql: &str) -> Vec<String> {
+/// The words of `sql` outside literals and comments, as written (compared
+/// without regard to case), with parentheses and semicolons as their own
+/// entries.
+fn words(sql: &str) -> Vec<&str> {
     tokens(sql)
         .into_iter()
         .filter_map(|t| {
             let text = sql.get(t.start..t.end).unwrap_or_default();
             match t.kind {
-                Kind::Word => Some(text.to_ascii_lowercase()),
-                Kind::Other if text == "(" || text == ")" => Some(text.to_owned()),
-                Kind::Semicolon => Some(";".to_owned()),
+                Kind::Word | Kind::Semicolon => Some(text),
+                Kind::Other if text == "(" || text == ")" => Some(text),
                 _ => None,
             }
         })
@@ -86,6 +86,11 @@ const WRITE_VERBS: &[&str] = &[
     "security",
 ];
 
+/// Whether the word `w` is one of `any` (lower-case), whatever its case.
+fn is(w: &str, any: &[&str]) -> bool {
+    any.iter().any(|a| w.eq_ignore_ascii_case(a))
+}
+
 /// Whether `sql` changes state: INSERT, UPDATE, DELETE, MERGE, TRUNCATE,
 /// COPY ... FROM, DDL (CREATE, ALTER, DROP, GRANT, REVOKE, COMMENT...),
 /// CALL, DO, a data-modifying CTE, `SELECT ... INTO`, `EXPLAIN ANALYZE` of a
@@ -93,29 +98,26 @@ const WRITE_VERBS: &[&str] = &[
 /// plain EXPLAIN are not. Several statements: true when any writes.
 pub fn is_write(sql: &str) -> bool {
     let words = words(sql);
-    words.split(|w| w == ";").any(statement_writes)
+    words.split(|w| *w == ";").any(statement_writes)
 }
 
-fn statement_writes(words: &[String]) -> bool {
-    let Some(first) = words.iter().find(|w| *w != "(") else {
+fn statement_writes(words: &[&str]) -> bool {
+    let Some(first) = words.iter().find(|w| **w != "(") else {
         return false;
     };
-    match first.as_str() {
+    match first.to_ascii_lowercase().as_str() {
         v if WRITE_VERBS.contains(&v) => true,
-        "copy" => words.iter().any(|w| w == "from"),
+        "copy" => words.iter().any(|w| is(w, &["from"])),
         "with" => words
             .iter()
-            .any(|w| matches!(w.as_str(), "insert" | "update" | "delete" | "merge")),
+            .any(|w| is(w, &["insert", "update", "delete", "merge"])),
         "select" => {
             // SELECT ... INTO new_table creates a table (not INTO inside a
             // subquery: PL/pgSQL does not reach here).
-            words.iter().any(|w| w == "into")
+            words.iter().any(|w| is(w, &["into"]))
         }
         "explain" => {
-            let analyze = words
-                .iter()
-                .take(6)
-                .any(|w| w == "analyze" || w == "analyse");
+            let analyze = words.iter().take(6).any(|w| is(w, &["analyze", "analyse"]));
             analyze
                 && words
                     .get(1..)
@@ -125,17 +127,17 @@ fn statement_writes(words: &[String]) -> bool {
     }
 }
 
-fn skip_explain_options(rest: &[String]) -> &[String] {
-    if rest.first().is_some_and(|w| w == "(") {
+fn skip_explain_options<'a, 'b>(rest: &'b [&'a str]) -> &'b [&'a str] {
+    if rest.first().is_some_and(|w| *w == "(") {
         let close = rest
             .iter()
-            .position(|w| w == ")")
+            .position(|w| *w == ")")
             .map_or(rest.len(), |p| p + 1);
         return rest.get(close..).unwrap_or_default();
     }
     let skip = rest
         .iter()
-        .take_while(|w| matches!(w.as_str(), "analyze" | "analyse" | "verbose"))
+        .take_while(|w| is(w, &["analyze", "analyse", "verbose"]))
         .count();
     rest.get(skip..).unwrap_or_default()
 }
@@ -181,6 +183,10 @@ pub(crate) fn split_statements(sql: &str) -> Vec<String> {
 /// URL-encoded by the spec (then a `'` inside is `\'`); a value that does
 /// not decode to a well-formed traceparent is ignored.
 pub fn traceparent(sql: &str) -> Option<String> {
+    if !sql.contains("/*") {
+        // No block comment, no sqlcommenter: most queries, not lexed.
+        return None;
+    }
     tokens(sql)
         .into_iter()
         .rev()

@@ -17,7 +17,7 @@ mod relay;
 
 use std::net::SocketAddr;
 
-pub(crate) use relay::start_db_listeners;
+pub(crate) use relay::{BoundDbs, bind_dbs};
 
 /// Which protocol a database listener speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

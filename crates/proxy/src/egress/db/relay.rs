@@ -18,7 +18,6 @@ use reprise_wire::{Cutter, DbExchange};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 use super::{DbProtocol, EgressDb};
 use crate::config::ProxyConfig;
@@ -29,20 +28,107 @@ use crate::listener::ConnectionGate;
 pub(super) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// The `--egress-db` listeners, listening.
-pub(crate) struct DbListeners {
+/// The `--egress-db` listeners, each bound once per serving thread
+/// (`SO_REUSEPORT`, as the reverse proxy's listener and the routes'), not
+/// yet served.
+pub(crate) struct BoundDbs {
     /// Each listener's name and address (the one bound, for port 0).
     pub(crate) addresses: Vec<(String, SocketAddr)>,
-    /// Their accept loops; each ends once its connections have (or the
-    /// drain has passed).
-    pub(crate) tasks: Vec<JoinHandle<()>>,
+    dbs: Vec<BoundDb>,
 }
 
-/// What every connection of one listener shares.
+struct BoundDb {
+    db: Arc<EgressDb>,
+    addr: SocketAddr,
+    /// One for all the listener's threads: `--max-connections` counts its
+    /// connections on every thread.
+    gate: ConnectionGate,
+    /// Connections numbered for `source.connection`, across threads.
+    connections: Arc<AtomicU64>,
+    /// One per serving thread, taken by [`BoundDbs::take`].
+    listeners: Vec<std::net::TcpListener>,
+}
+
+/// Binds every `--egress-db` of `config` `threads` times. `listening`:
+/// the addresses this process already listens on, which a database
+/// listener may not share (`SO_REUSEPORT` would let it, and split their
+/// connections); the ones bound here are added to it.
+pub(crate) fn bind_dbs(
+    config: &ProxyConfig,
+    threads: usize,
+    listening: &mut Vec<SocketAddr>,
+) -> Result<BoundDbs, ProxyError> {
+    let mut bound = BoundDbs {
+        addresses: Vec::new(),
+        dbs: Vec::new(),
+    };
+    for db in &config.egress.dbs {
+        crate::egress::refuse_shared(listening, db.listen)?;
+        let (mut listeners, addr) = crate::server::bind_shared(db.listen, threads)?;
+        listening.push(addr);
+        // Taken from the back, one per thread.
+        listeners.reverse();
+        bound.addresses.push((db.name.clone(), addr));
+        bound.dbs.push(BoundDb {
+            db: Arc::new(db.clone()),
+            addr,
+            gate: ConnectionGate::new(
+                &format!("--egress-db {}", db.name),
+                config.limits,
+                ConnectionMetrics::default(),
+            ),
+            connections: Arc::new(AtomicU64::new(0)),
+            listeners,
+        });
+    }
+    Ok(bound)
+}
+
+impl BoundDbs {
+    /// One serving thread's share: a [`DbServer`] per listener, recording
+    /// into `recorder` (the thread's handle) and linking by `links`;
+    /// `server_tls`, how servers are reached over TLS.
+    pub(crate) fn take(
+        &mut self,
+        config: &ProxyConfig,
+        recorder: &Recorder,
+        links: &Arc<LinkRegistry>,
+        server_tls: &Arc<rustls::ClientConfig>,
+    ) -> Vec<DbServer> {
+        let mut servers = Vec::with_capacity(self.dbs.len());
+        for bound in &mut self.dbs {
+            let Some(listener) = bound.listeners.pop() else {
+                continue;
+            };
+            servers.push(DbServer {
+                listener,
+                gate: bound.gate.clone(),
+                shared: Arc::new(DbListener {
+                    db: Arc::clone(&bound.db),
+                    addr: bound.addr,
+                    recorder: recorder.clone(),
+                    links: Arc::clone(links),
+                    sampler: config.sampler,
+                    service: config.service.clone(),
+                    max_body: u64::try_from(config.max_body).unwrap_or(u64::MAX),
+                    connect_timeout: config.connect_timeout,
+                    leaves: config.egress.leaves.clone(),
+                    server_tls: Arc::clone(server_tls),
+                    connections: Arc::clone(&bound.connections),
+                    warn: config.egress.warn.clone(),
+                }),
+            });
+        }
+        servers
+    }
+}
+
+/// What every connection of one listener on one serving thread shares.
 pub(super) struct DbListener {
-    pub(super) db: EgressDb,
+    pub(super) db: Arc<EgressDb>,
     /// The address bound.
     pub(super) addr: SocketAddr,
+    /// The serving thread's handle: its calls are packed on the thread.
     pub(super) recorder: Recorder,
     pub(super) links: Arc<LinkRegistry>,
     pub(super) sampler: Sampler,
@@ -55,8 +141,8 @@ pub(super) struct DbListener {
     pub(super) leaves: Option<Arc<reprise_intercept::Leaves>>,
     /// How the recorder reaches a server over TLS.
     pub(super) server_tls: Arc<rustls::ClientConfig>,
-    /// Connections numbered for `source.connection`.
-    pub(super) connections: AtomicU64,
+    /// Connections numbered for `source.connection`, across threads.
+    pub(super) connections: Arc<AtomicU64>,
     /// Where warnings go (the recorder's stderr).
     pub(super) warn: Option<reprise_intercept::WarnSink>,
 }
@@ -69,99 +155,53 @@ impl DbListener {
     }
 }
 
-/// Binds every `--egress-db` of `config` and serves it on this runtime
-/// until `stopped`. `taken`: the addresses this process already listens on.
-pub(crate) async fn start_db_listeners(
-    config: &ProxyConfig,
-    recorder: &Recorder,
-    links: &Arc<LinkRegistry>,
-    server_tls: &Arc<rustls::ClientConfig>,
-    taken: &[SocketAddr],
-    stopped: &watch::Receiver<bool>,
-) -> Result<DbListeners, ProxyError> {
-    let mut started = DbListeners {
-        addresses: Vec::new(),
-        tasks: Vec::new(),
-    };
-    for db in &config.egress.dbs {
-        if db.listen.port() != 0 && taken.contains(&db.listen) {
-            return Err(ProxyError::Bind {
-                addr: db.listen,
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AddrInUse,
-                    "already a listener of this recorder",
-                ),
-            });
-        }
-        let listener = TcpListener::bind(db.listen)
-            .await
-            .map_err(|source| ProxyError::Bind {
-                addr: db.listen,
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
-            addr: db.listen,
-            source,
-        })?;
-        let shared = Arc::new(DbListener {
-            db: db.clone(),
-            addr,
-            recorder: recorder.clone(),
-            links: Arc::clone(links),
-            sampler: config.sampler,
-            service: config.service.clone(),
-            max_body: u64::try_from(config.max_body).unwrap_or(u64::MAX),
-            connect_timeout: config.connect_timeout,
-            leaves: config.egress.leaves.clone(),
-            server_tls: Arc::clone(server_tls),
-            connections: AtomicU64::new(0),
-            warn: config.egress.warn.clone(),
-        });
-        let gate = ConnectionGate::new(
-            &format!("--egress-db {}", db.name),
-            config.limits,
-            ConnectionMetrics::default(),
-        );
-        started.addresses.push((db.name.clone(), addr));
-        started.tasks.push(tokio::spawn(accept_loop(
+/// One database listener on one serving thread.
+pub(crate) struct DbServer {
+    listener: std::net::TcpListener,
+    gate: ConnectionGate,
+    shared: Arc<DbListener>,
+}
+
+impl DbServer {
+    /// Serves the listener's connections on the current (the serving
+    /// thread's) runtime until `stopped` turns true; each connection then
+    /// has `drain` to end by itself.
+    pub(crate) async fn run(
+        self,
+        drain: Duration,
+        mut stopped: watch::Receiver<bool>,
+    ) -> Result<(), ProxyError> {
+        let DbServer {
             listener,
             gate,
             shared,
-            stopped.clone(),
-            config.drain_timeout,
-        )));
-    }
-    Ok(started)
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    gate: ConnectionGate,
-    shared: Arc<DbListener>,
-    mut stopped: watch::Receiver<bool>,
-    drain: Duration,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = gate.accept(&listener) => {
-                let _ = accepted.stream.set_nodelay(true);
-                let shared = Arc::clone(&shared);
-                let stopped = stopped.clone();
-                connections.spawn(async move {
-                    let peer = accepted.peer;
-                    // The place under --max-connections is held until the
-                    // connection ends.
-                    let (stream, _slot) = accepted.into_parts();
-                    serve(shared, stream, peer, stopped, drain).await;
-                });
+        } = self;
+        let addr = shared.addr;
+        let listener =
+            TcpListener::from_std(listener).map_err(|source| ProxyError::Bind { addr, source })?;
+        let mut connections = tokio::task::JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = gate.accept(&listener) => {
+                    let _ = accepted.stream.set_nodelay(true);
+                    let shared = Arc::clone(&shared);
+                    let stopped = stopped.clone();
+                    connections.spawn(async move {
+                        let peer = accepted.peer;
+                        // The place under --max-connections is held until
+                        // the connection ends.
+                        let (stream, _slot) = accepted.into_parts();
+                        serve(shared, stream, peer, stopped, drain).await;
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = stopped.changed() => break,
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            _ = stopped.changed() => break,
         }
+        drop(listener);
+        while connections.join_next().await.is_some() {}
+        Ok(())
     }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
 }
 
 /// One client connection: the server reached, the protocol's start
@@ -207,7 +247,16 @@ async fn serve(
     let connection = Connection {
         shared: Arc::clone(&shared),
         peer,
-        name: format!("{}#{number}", shared.db.name),
+        source: RecordSource {
+            service: shared.service.clone(),
+            recorder: "proxy".into(),
+            listener: shared.addr.to_string(),
+            route: shared.db.name.clone(),
+            client_addr: peer.to_string(),
+            server_addr: shared.db.server.clone(),
+            connection: format!("{}#{number}", shared.db.name),
+            ..Default::default()
+        },
         stopped,
         drain,
     };
@@ -250,9 +299,10 @@ async fn refuse(shared: &DbListener, mut client: TcpStream, why: &str) {
 pub(super) struct Connection {
     pub(super) shared: Arc<DbListener>,
     pub(super) peer: SocketAddr,
-    /// `source.connection`: the listener's name and the connection's
-    /// number.
-    pub(super) name: String,
+    /// What each exchange's `source` says of the connection (its
+    /// `connection`: the listener's name and the connection's number),
+    /// made once.
+    source: RecordSource,
     /// Set when the recorder stops: the connection then has the drain to
     /// end by itself.
     pub(super) stopped: watch::Receiver<bool>,
@@ -324,7 +374,8 @@ pub(super) async fn relay(
     let (server_read, mut server_write) = tokio::io::split(server);
     let mut broke = None;
     if !first.is_empty() {
-        see(connection, &watch, Direction::FromClient, &first);
+        let now = reprise_model::time::now_ns();
+        see(connection, &watch, Direction::FromClient, &first, now);
         if let Err(error) = server_write.write_all(&first).await {
             broke = Some(format!("the server's connection broke: {error}"));
         }
@@ -389,9 +440,15 @@ async fn pump(
             let _ = to.shutdown().await;
             return Ok(());
         };
-        // Seen before it is passed on: a question is always fed before
-        // its answer can come back.
-        see(connection, watch, direction, bytes);
+        let now = reprise_model::time::now_ns();
+        // A question is seen before it is passed on, so it is always fed
+        // before its answer can come back; an answer is passed on first,
+        // so the exchange it completes is cut and recorded off the call's
+        // latency (a question that arrives meanwhile is fed first: the
+        // conversation takes pipelined questions).
+        if let Direction::FromClient = direction {
+            see(connection, watch, direction, bytes, now);
+        }
         let passed = match &mut filter {
             Some(filter) => std::borrow::Cow::Owned(filter.feed(bytes)),
             None => std::borrow::Cow::Borrowed(bytes),
@@ -406,12 +463,21 @@ async fn pump(
         to.write_all(&passed)
             .await
             .map_err(|e| format!("the {to_name}'s connection broke: {e}"))?;
+        if let Direction::FromServer = direction {
+            see(connection, watch, direction, bytes, now);
+        }
     }
 }
 
 /// Feeds `bytes` to the conversation and records what it completed.
-fn see(connection: &Connection, watch: &Mutex<Watch>, direction: Direction, bytes: &[u8]) {
-    let now = reprise_model::time::now_ns();
+/// `now`: when they were read.
+fn see(
+    connection: &Connection,
+    watch: &Mutex<Watch>,
+    direction: Direction,
+    bytes: &[u8],
+    now: u64,
+) {
     let done = {
         let mut watch = watch.lock().unwrap_or_else(PoisonError::into_inner);
         match direction {
@@ -522,16 +588,7 @@ fn record(connection: &Connection, cut: DbExchange, in_flight: InFlight) {
         trace_id: trace_id.map(|t| t.to_vec()).unwrap_or_default(),
         recorded_at_ns: cut.started_ns,
         duration_ns: cut.ended_ns.saturating_sub(cut.started_ns),
-        source: Some(RecordSource {
-            service: shared.service.clone(),
-            recorder: "proxy".into(),
-            listener: shared.addr.to_string(),
-            route: shared.db.name.clone(),
-            client_addr: connection.peer.to_string(),
-            server_addr: shared.db.server.clone(),
-            connection: connection.name.clone(),
-            ..Default::default()
-        }),
+        source: Some(connection.source.clone()),
         protocol: match shared.db.protocol {
             DbProtocol::Postgres => Protocol::Postgres,
             DbProtocol::Redis => Protocol::Redis,
@@ -547,7 +604,39 @@ fn record(connection: &Connection, cut: DbExchange, in_flight: InFlight) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[tokio::test]
+    async fn a_database_listener_is_bound_once_per_thread_and_never_on_an_address_taken() {
+        let config_with = |spec: &str| {
+            let mut config = ProxyConfig::new(
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+                crate::config::Upstream::parse("http://127.0.0.1:1").unwrap(),
+            );
+            config.egress.dbs = vec![EgressDb::parse(spec).unwrap()];
+            config
+        };
+        let config = config_with("pg=127.0.0.1:0=postgres://127.0.0.1:9");
+        let mut listening = Vec::new();
+        let bound = bind_dbs(&config, 2, &mut listening).unwrap();
+        let addr = bound.addresses[0].1;
+        assert_ne!(addr.port(), 0);
+        assert_eq!(listening, [addr], "what it bound is taken from now on");
+        assert_eq!(bound.dbs[0].listeners.len(), 2);
+        for listener in &bound.dbs[0].listeners {
+            assert_eq!(listener.local_addr().unwrap(), addr);
+        }
+        // Another listener of this process (a route's, the proxy's, another
+        // database's) on that address would split its connections.
+        let spec = format!("cache=0.0.0.0:{}=redis://127.0.0.1:9", addr.port());
+        match bind_dbs(&config_with(&spec), 1, &mut listening) {
+            Err(ProxyError::Bind { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse, "{source}");
+            }
+            other => panic!("{spec}: {:?}", other.map(|b| b.addresses)),
+        }
+    }
 
     fn one(id: u8) -> InFlight {
         InFlight::One {
