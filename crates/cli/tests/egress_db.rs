@@ -1,7 +1,7 @@
 //! `reprise record --egress-db`: real PostgreSQL and Redis servers behind
 //! the recorder's database listeners, reached by their own clients (psql,
-//! pgbench, redis-cli); every byte passes, each query and command is
-//! recorded with its answer, and no secret reaches the tape.
+//! pgbench, redis-cli, redis-benchmark); every byte passes, each query and
+//! command is recorded with its answer, and no secret reaches the tape.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -83,6 +83,9 @@ fn statements(calls: &[Exchange]) -> Vec<String> {
         .flat_map(|db| db.statements.iter().map(|s| s.sql.clone()))
         .collect()
 }
+
+/// Of each of redis-benchmark's tests (SET, GET) through the recorder.
+const BENCH_REQUESTS: usize = 2000;
 
 #[test]
 fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
@@ -168,6 +171,29 @@ fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
     assert_eq!(redis_cli(redis_port, &["INCRBY", "stock:ink", "3"]), "10");
     assert_eq!(redis_cli(redis_port, &["GET", "stock:ink"]), "10");
     assert_eq!(redis_cli(redis_port, &["HGET", "nothing", "here"]), "");
+    // redis-benchmark for load: 4 clients, 8 commands pipelined at a time.
+    let (out, err, ok) = run(
+        "redis-benchmark",
+        &[
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &redis_port.to_string(),
+            "-a",
+            REDIS_PASSWORD,
+            "-t",
+            "set,get",
+            "-n",
+            &BENCH_REQUESTS.to_string(),
+            "-c",
+            "4",
+            "-P",
+            "8",
+            "--csv",
+        ],
+        &[],
+    );
+    assert!(ok && out.contains("\"GET\""), "redis-benchmark: {out}{err}");
 
     let stderr = recorder.stop_cleanly("-INT");
     assert!(!stderr.contains("panicked"), "{stderr}");
@@ -271,11 +297,47 @@ fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
         .filter_map(|e| e.db.as_ref()?.redis.as_ref())
         .map(|c| c.args.iter().map(|a| text(a)).collect())
         .collect();
-    // redis-cli sends AUTH first, redacted.
-    let auth = commands
-        .iter()
-        .filter(|c| c[0].eq_ignore_ascii_case("AUTH"));
-    assert_eq!(auth.count(), 4, "{commands:?}");
+    // Each connection (redis-cli's four, redis-benchmark's) sends AUTH
+    // first, redacted.
+    let mut first = std::collections::BTreeMap::new();
+    for call in &redis_calls {
+        let connection = call.source.as_ref().unwrap().connection.clone();
+        let command = call.db.as_ref().and_then(|db| db.redis.as_ref()).unwrap();
+        first
+            .entry(connection)
+            .or_insert_with(|| text(&command.args[0]));
+    }
+    assert!(first.len() > 4, "{first:?}");
+    assert!(
+        first.values().all(|c| c.eq_ignore_ascii_case("AUTH")),
+        "{first:?}"
+    );
+    // Every one of redis-benchmark's pipelined commands, with its reply:
+    // each SET stores one payload, each GET is answered it.
+    let benchmark = |name: &str| {
+        redis_calls
+            .iter()
+            .filter_map(|e| e.db.as_ref()?.redis.as_ref())
+            .filter(|c| {
+                c.args.len() >= 2
+                    && c.args[0].eq_ignore_ascii_case(name.as_bytes())
+                    && c.args[1] == b"key:__rand_int__"
+            })
+            .collect::<Vec<_>>()
+    };
+    let (sets, gets) = (benchmark("SET"), benchmark("GET"));
+    assert_eq!((sets.len(), gets.len()), (BENCH_REQUESTS, BENCH_REQUESTS));
+    let payload = &sets[0].args[2];
+    for set in &sets {
+        assert_eq!(&set.args[2], payload);
+        assert_eq!(
+            set.reply.as_ref().map(|r| r.data.as_slice()),
+            Some(&b"OK"[..])
+        );
+    }
+    for get in &gets {
+        assert_eq!(get.reply.as_ref().map(|r| &r.data), Some(payload));
+    }
     let set = redis_calls
         .iter()
         .filter_map(|e| e.db.as_ref())
