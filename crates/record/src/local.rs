@@ -152,27 +152,12 @@ impl Local {
             if let Some(packed) = self.packer.flush() {
                 self.hand_over(packed);
             }
-            self.send_one(Message::Built(Box::new(exchange)));
+            crate::recorder::queue_one(&self.tx, &self.metrics, Message::Built(Box::new(exchange)));
             return;
         }
         self.scratch.clear();
         reprise_model::encode(&exchange, &mut self.scratch);
         self.add_scratch(exchange.recorded_at_ns);
-    }
-
-    /// Queues one record for the writer thread, or drops and counts it.
-    pub(crate) fn send_one(&self, message: Message) {
-        match self.tx.try_send(message) {
-            Ok(()) => {
-                self.metrics.queue_depth.inc();
-            }
-            Err(TrySendError::Full(_)) => {
-                self.metrics.dropped_queue_full.inc();
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.dropped_closed.inc();
-            }
-        }
     }
 
     /// Adds the record in `scratch` to the pack, handing the pack over

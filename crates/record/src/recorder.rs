@@ -248,18 +248,22 @@ impl Recorder {
         self.send(Message::Built(Box::new(exchange)));
     }
 
-    /// Queues one record for the writer thread, or drops and counts it.
     fn send(&self, message: Message) {
-        match self.tx.try_send(message) {
-            Ok(()) => {
-                self.metrics.queue_depth.inc();
-            }
-            Err(TrySendError::Full(_)) => {
-                self.metrics.dropped_queue_full.inc();
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                self.metrics.dropped_closed.inc();
-            }
+        queue_one(&self.tx, &self.metrics, message);
+    }
+}
+
+/// Queues one record for the writer thread, or drops and counts it.
+pub(crate) fn queue_one(tx: &SyncSender<Message>, metrics: &Metrics, message: Message) {
+    match tx.try_send(message) {
+        Ok(()) => {
+            metrics.queue_depth.inc();
+        }
+        Err(TrySendError::Full(_)) => {
+            metrics.dropped_queue_full.inc();
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            metrics.dropped_closed.inc();
         }
     }
 }
