@@ -751,6 +751,153 @@ fn tls_is_ended_with_the_reprise_ca_and_made_again_to_the_server() {
     assert_eq!(answered.len(), 2);
 }
 
+/// `psql -c sql` through `port`, `input` on its standard input.
+fn psql_fed(port: u16, sql: &str, input: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new("psql")
+        .args(["-X", "-At", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+        .envs([("PGPASSWORD", PG_PASSWORD), ("PGSSLMODE", "disable")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(output.status.success(), "psql: {}", text(&output.stderr));
+    text(&output.stdout)
+}
+
+#[test]
+fn copy_and_pub_sub_pass_through_the_recorder_flagged_as_not_mockable() {
+    use std::io::{Read as _, Write as _};
+    let postgres = Postgres::start_with(PostgresOptions {
+        auth: PgAuth::Scram,
+        password: PG_PASSWORD.into(),
+        tls: false,
+    });
+    let redis = Redis::start_with(RedisOptions {
+        password: Some(REDIS_PASSWORD.into()),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let tape = temp_tape(&dir, "db.tape");
+    let (pg_port, redis_port) = (free_port(), free_port());
+    let pg = format!("ink-db=127.0.0.1:{pg_port}=postgres://{}", postgres.addr());
+    let cache = format!("cache=127.0.0.1:{redis_port}=redis://{}", redis.addr());
+    let recorder = Recorder::start(
+        "http://127.0.0.1:9",
+        &tape,
+        &["--egress-db", &pg, "--egress-db", &cache],
+    );
+
+    // COPY both ways: every row passes.
+    let (_, err, ok) = psql(pg_port, "CREATE TABLE inks (name text, n int)");
+    assert!(ok, "{err}");
+    let copied = psql_fed(pg_port, "COPY inks FROM STDIN", "ink\t7\nquill\t3\n\\.\n");
+    assert_eq!(copied.trim(), "COPY 2");
+    let out = psql_fed(
+        pg_port,
+        "COPY (SELECT name, n FROM inks ORDER BY name) TO STDOUT",
+        "",
+    );
+    assert_eq!(out, "ink\t7\nquill\t3\n");
+
+    // A subscriber through the recorder gets what is published.
+    let mut subscriber = std::net::TcpStream::connect(("127.0.0.1", redis_port)).unwrap();
+    subscriber
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let command = |args: &[&str]| {
+        let mut out = format!("*{}\r\n", args.len());
+        for arg in args {
+            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        out
+    };
+    subscriber
+        .write_all(command(&["AUTH", REDIS_PASSWORD]).as_bytes())
+        .unwrap();
+    subscriber
+        .write_all(command(&["SUBSCRIBE", "news"]).as_bytes())
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut read_until = |stream: &mut std::net::TcpStream, want: &str| {
+        let mut chunk = [0u8; 512];
+        while !text(&seen).contains(want) {
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "closed before {want:?}: {:?}", text(&seen));
+            seen.extend_from_slice(&chunk[..read]);
+        }
+    };
+    read_until(&mut subscriber, "subscribe\r\n$4\r\nnews\r\n:1\r\n");
+    assert_eq!(
+        redis_cli(redis_port, &["PUBLISH", "news", "fresh-ink"]),
+        "1"
+    );
+    read_until(&mut subscriber, "$9\r\nfresh-ink\r\n");
+    drop(subscriber);
+
+    let stderr = recorder.stop_cleanly("-INT");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let pg_calls = database_calls(&tape, "ink-db");
+    let copies: Vec<_> = pg_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .filter(|db| db.statements.iter().any(|s| s.copy))
+        .collect();
+    assert_eq!(copies.len(), 2, "{:?}", statements(&pg_calls));
+    for copy in &copies {
+        assert_eq!(copy.not_mockable, "COPY", "{copy:?}");
+    }
+    let tags: Vec<&str> = copies
+        .iter()
+        .map(|db| db.statements[0].command_tag.as_str())
+        .collect();
+    assert_eq!(tags, ["COPY 2", "COPY 2"]);
+    assert!(copies[0].write, "COPY FROM writes");
+    assert!(!copies[1].write, "COPY TO reads");
+
+    let redis_calls = database_calls(&tape, "cache");
+    let commands: Vec<(String, String)> = redis_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref())
+        .filter_map(|db| Some((text(&db.redis.as_ref()?.args[0]), db.not_mockable.clone())))
+        .collect();
+    // The subscriber's connection: AUTH, then SUBSCRIBE, flagged; what
+    // came after it passed unrecorded. PUBLISH is an ordinary call.
+    let subscribe = commands
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("SUBSCRIBE"))
+        .unwrap_or_else(|| panic!("{commands:?}"));
+    assert_eq!(subscribe.1, "pub/sub");
+    let publish = redis_calls
+        .iter()
+        .filter_map(|e| e.db.as_ref()?.redis.as_ref())
+        .find(|c| c.args[0].eq_ignore_ascii_case(b"PUBLISH"))
+        .unwrap();
+    assert_eq!(
+        publish.reply.as_ref().map(|r| r.data.as_slice()),
+        Some(&b"1"[..])
+    );
+    assert!(
+        !redis_calls.iter().any(|e| {
+            e.db.as_ref()
+                .and_then(|db| db.redis.as_ref())
+                .is_some_and(|c| {
+                    c.args.iter().any(|a| a == b"fresh-ink") && c.args[0] != b"PUBLISH"
+                })
+        }),
+        "the published message is not a recorded call"
+    );
+}
+
 #[test]
 fn bad_input_on_a_database_listener_is_told_and_recording_goes_on() {
     use std::io::{Read, Write};

@@ -107,7 +107,8 @@ fn statement_writes(words: &[&str]) -> bool {
     };
     match first.to_ascii_lowercase().as_str() {
         v if WRITE_VERBS.contains(&v) => true,
-        "copy" => words.iter().any(|w| is(w, &["from"])),
+        // COPY t FROM ...; not the FROM of `COPY (SELECT ... FROM t) TO`.
+        "copy" => top_level(words).any(|w| is(w, &["from"])),
         "with" => words
             .iter()
             .any(|w| is(w, &["insert", "update", "delete", "merge"])),
@@ -125,6 +126,20 @@ fn statement_writes(words: &[&str]) -> bool {
         }
         _ => false,
     }
+}
+
+/// The words of a statement outside parentheses.
+fn top_level<'a, 'b>(words: &'b [&'a str]) -> impl Iterator<Item = &'a str> + 'b {
+    let mut depth = 0usize;
+    words.iter().filter_map(move |w| {
+        match *w {
+            "(" => depth += 1,
+            ")" => depth = depth.saturating_sub(1),
+            _ if depth == 0 => return Some(*w),
+            _ => {}
+        }
+        None
+    })
 }
 
 fn skip_explain_options<'a, 'b>(rest: &'b [&'a str]) -> &'b [&'a str] {
@@ -272,6 +287,7 @@ mod tests {
             "MERGE INTO t USING s ON true WHEN MATCHED THEN DELETE",
             "truncate t",
             "copy t from stdin",
+            "COPY t (a, b) FROM STDIN WITH (FORMAT csv)",
             "create table x (a int)",
             "ALTER TABLE x ADD b int",
             "drop table x",
@@ -297,6 +313,7 @@ mod tests {
             "explain delete from t",
             "explain analyze select 1",
             "copy t to stdout",
+            "COPY (SELECT a FROM t) TO STDOUT",
             "with x as (select 1) select * from x",
             "select 'insert into t'",
             "-- delete\nselect 1",
