@@ -84,11 +84,9 @@ fn statements(calls: &[Exchange]) -> Vec<String> {
         .collect()
 }
 
-/// Of each of redis-benchmark's tests (SET, GET) through the recorder.
-const BENCH_REQUESTS: usize = 2000;
-
-#[test]
-fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
+/// PostgreSQL asking for SCRAM with [`PG_PASSWORD`], Redis for
+/// [`REDIS_PASSWORD`].
+fn servers_with_passwords() -> (Postgres, Redis) {
     let postgres = Postgres::start_with(PostgresOptions {
         auth: PgAuth::Scram,
         password: PG_PASSWORD.into(),
@@ -97,6 +95,15 @@ fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
     let redis = Redis::start_with(RedisOptions {
         password: Some(REDIS_PASSWORD.into()),
     });
+    (postgres, redis)
+}
+
+/// Of each of redis-benchmark's tests (SET, GET) through the recorder.
+const BENCH_REQUESTS: usize = 2000;
+
+#[test]
+fn psql_pgbench_and_redis_cli_through_the_recorder_are_recorded_call_by_call() {
+    let (postgres, redis) = servers_with_passwords();
     // pgbench's tables, made directly (not recorded).
     let bin = postgres.bin_dir().join("pgbench");
     let pgbench = bin.to_str().unwrap();
@@ -777,14 +784,7 @@ fn psql_fed(port: u16, sql: &str, input: &str) -> String {
 #[test]
 fn copy_and_pub_sub_pass_through_the_recorder_flagged_as_not_mockable() {
     use std::io::{Read as _, Write as _};
-    let postgres = Postgres::start_with(PostgresOptions {
-        auth: PgAuth::Scram,
-        password: PG_PASSWORD.into(),
-        tls: false,
-    });
-    let redis = Redis::start_with(RedisOptions {
-        password: Some(REDIS_PASSWORD.into()),
-    });
+    let (postgres, redis) = servers_with_passwords();
     let dir = tempfile::tempdir().unwrap();
     let tape = temp_tape(&dir, "db.tape");
     let (pg_port, redis_port) = (free_port(), free_port());

@@ -340,6 +340,14 @@ mod tests {
     use crate::testing::*;
     use std::task::{Context, Waker};
 
+    /// `local`'s packing task, polled once: waiting for records.
+    fn packing_started(local: &crate::Recorder) -> (Pin<Box<Packing>>, Context<'static>) {
+        let mut packing = Box::pin(local.packing().unwrap());
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        (packing, cx)
+    }
+
     #[test]
     fn a_local_handle_judges_and_packs_on_its_thread() {
         let (sink, metrics, recorder, thread) = recorder(true, None);
@@ -379,9 +387,7 @@ mod tests {
     fn with_a_packing_task_calls_are_packed_when_it_runs_in_their_order() {
         let (sink, metrics, recorder, thread) = recorder(false, None);
         let local = recorder.local();
-        let mut packing = Box::pin(local.packing().unwrap());
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        let (mut packing, mut cx) = packing_started(&local);
         call(&local, "/1");
         call(&local, "/2");
         let waiting = || local.local.as_ref().unwrap().lock().unwrap().pending.len();
@@ -415,9 +421,7 @@ mod tests {
     fn built_exchanges_are_packed_on_the_thread_in_order_with_the_calls() {
         let (sink, metrics, recorder, thread) = recorder(false, None);
         let local = recorder.local();
-        let mut packing = Box::pin(local.packing().unwrap());
-        let mut cx = Context::from_waker(Waker::noop());
-        assert!(packing.as_mut().poll(&mut cx).is_pending());
+        let (mut packing, mut cx) = packing_started(&local);
         call(&local, "/1");
         local.submit_exchange(database_call(None, "SELECT 1"));
         let waiting = || local.local.as_ref().unwrap().lock().unwrap().pending.len();
