@@ -544,3 +544,52 @@ with psycopg.connect("host=127.0.0.1 port={pg} user=app dbname=shop", autocommit
     let stderr = mock.stop_cleanly("-INT");
     assert!(stderr.contains("missed 0"), "{stderr}");
 }
+
+#[test]
+fn database_connections_wait_for_a_place_under_max_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let tape = recording(&dir);
+    let (mock, _, cache) = mock(&tape, &["--max-connections", "1"]);
+    let get = |stream: &mut TcpStream, key: &str| {
+        let command = format!("*2\r\n$3\r\nGET\r\n${}\r\n{key}\r\n", key.len());
+        stream.write_all(command.as_bytes()).unwrap();
+    };
+    let answer = |stream: &mut TcpStream| -> std::io::Result<String> {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 256];
+        while !all.ends_with(b"\r\n") || all.len() < 5 {
+            let n = stream.read(&mut buf)?;
+            assert!(n > 0, "closed: {all:?}");
+            all.extend_from_slice(&buf[..n]);
+        }
+        Ok(text(&all))
+    };
+    let mut first = TcpStream::connect(("127.0.0.1", cache)).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    get(&mut first, "user:1");
+    assert_eq!(answer(&mut first).unwrap(), "$3\r\nada\r\n");
+
+    // The first holds the one place: the second waits, as an HTTP
+    // listener's would, and the mock says so.
+    let mut second = TcpStream::connect(("127.0.0.1", cache)).unwrap();
+    get(&mut second, "user:2");
+    let mut skipped = Vec::new();
+    mock.line_with("connections open (--max-connections)", &mut skipped);
+    second
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let waiting = answer(&mut second);
+    assert!(waiting.is_err(), "answered over the limit: {waiting:?}");
+
+    // Once the first closes, the second is served.
+    drop(first);
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    assert_eq!(answer(&mut second).unwrap(), "$3\r\nbob\r\n");
+    drop(second);
+    let stderr = mock.stop_cleanly("-INT");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -230,6 +230,32 @@ pub trait Connections: Send + Sync + 'static {
 
     /// Ends once every connection is closed.
     fn all_closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    /// The next connection of `listener` under the same limits, for a
+    /// listener that serves its connections itself (a database's).
+    fn accept<'a>(
+        &'a self,
+        listener: &'a tokio::net::TcpListener,
+    ) -> Pin<Box<dyn Future<Output = AcceptedStream> + Send + 'a>>;
+}
+
+/// A connection [`Connections::accept`] admitted.
+pub struct AcceptedStream {
+    /// The client's connection.
+    pub stream: tokio::net::TcpStream,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Its place under the limits, held until dropped (when the
+    /// connection ends).
+    pub place: Box<dyn Send>,
+}
+
+impl std::fmt::Debug for AcceptedStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcceptedStream")
+            .field("peer", &self.peer)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Serves each connection with hyper (HTTP/1.1 and h2c on one port),
@@ -296,6 +322,28 @@ impl Connections for PlainConnections {
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 });
+            }
+        })
+    }
+
+    fn accept<'a>(
+        &'a self,
+        listener: &'a tokio::net::TcpListener,
+    ) -> Pin<Box<dyn Future<Output = AcceptedStream> + Send + 'a>> {
+        Box::pin(async move {
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        return AcceptedStream {
+                            stream,
+                            peer,
+                            place: Box::new(()),
+                        };
+                    }
+                    // Out of descriptors and the like: a moment for one
+                    // to close.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
             }
         })
     }
@@ -495,6 +543,7 @@ impl MockServer {
                         tls: self.handler.db_tls.clone(),
                     },
                     Arc::clone(&self.handler.db_open),
+                    Arc::clone(&connections),
                     stopped.clone(),
                 ))),
                 None => {

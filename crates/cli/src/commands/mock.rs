@@ -30,7 +30,7 @@ use reprise_intercept::{
     Arrival, BoxBody, BoxError, Front, FrontOptions, Handler, Leaves, Opening, Started, Target,
 };
 use reprise_mock::server::{
-    Connections, MockHttp, MockListener, MockServer, MockStats, ServerOptions,
+    AcceptedStream, Connections, MockHttp, MockListener, MockServer, MockStats, ServerOptions,
 };
 use reprise_mock::{
     DbProtocol, Exhausted, FALLTHROUGH_BODY, FallthroughLayer, MockOptions, MockStore,
@@ -251,6 +251,22 @@ impl Connections for Gated {
     fn all_closed(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         let gate = self.gate.clone();
         Box::pin(async move { gate.all_closed().await })
+    }
+
+    fn accept<'a>(
+        &'a self,
+        listener: &'a tokio::net::TcpListener,
+    ) -> Pin<Box<dyn Future<Output = AcceptedStream> + Send + 'a>> {
+        Box::pin(async move {
+            let accepted = self.gate.accept(listener).await;
+            let peer = accepted.peer;
+            let (stream, slot) = accepted.into_parts();
+            AcceptedStream {
+                stream,
+                peer,
+                place: Box::new(slot),
+            }
+        })
     }
 }
 

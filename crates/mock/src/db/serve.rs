@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Duration;
 
 use reprise_model::terminal::escape;
 use reprise_model::{Exchange, Flags, Protocol, Replay, Role, display_id};
@@ -15,7 +14,7 @@ use crate::listeners::RecordedRoute;
 use crate::respond::Pool;
 use crate::scope::MockScope;
 use crate::scopes::ReplayKey;
-use crate::server::Handler;
+use crate::server::{AcceptedStream, Connections, Handler};
 
 use super::DbProtocol;
 use super::connection::DbConnection;
@@ -256,6 +255,7 @@ pub(crate) fn serve_listener(
         tls,
     }: DbListener,
     open: Arc<DbConnections>,
+    connections: Arc<dyn Connections>,
     mut stop: watch::Receiver<bool>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let route = Arc::new(route);
@@ -264,15 +264,15 @@ pub(crate) fn serve_listener(
             .local_addr()
             .map_or_else(|_| "localhost".to_string(), |a| a.ip().to_string());
         loop {
-            let accepted = tokio::select! {
-                accepted = listener.accept() => accepted,
+            // Under the server's limits (`reprise mock`: --max-connections,
+            // as its HTTP listeners).
+            let AcceptedStream {
+                stream: tcp,
+                peer,
+                place,
+            } = tokio::select! {
+                accepted = connections.accept(&listener) => accepted,
                 _ = stop.wait_for(|stop| *stop) => return,
-            };
-            let Ok((tcp, peer)) = accepted else {
-                // Out of descriptors and the like: a moment for one to
-                // close.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
             };
             let _ = tcp.set_nodelay(true);
             open.count.fetch_add(1, Ordering::AcqRel);
@@ -289,7 +289,7 @@ pub(crate) fn serve_listener(
             conn.tls.clone_from(&tls);
             let stop = stop.clone();
             tokio::spawn(async move {
-                let _guard = guard;
+                let _guard = (guard, place);
                 DbConnection::new(conn, protocol)
                     .serve(DbStream::Plain(tcp), stop)
                     .await;
