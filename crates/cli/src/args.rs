@@ -481,9 +481,9 @@ pub struct RecordArgs {
     pub egress_routes: Vec<String>,
     /// Also record the service's calls to a PostgreSQL or Redis server: a
     /// TCP listener on LISTEN passing every byte to URL
-    /// (postgres://host:port, redis://host:port), each query or command
-    /// recorded with its answer as listener NAME (repeatable;
-    /// docs/databases.md).
+    /// (postgres://host:port, redis://host:port, rediss:// for TLS to the
+    /// server), each query or command recorded with its answer as
+    /// listener NAME (repeatable; docs/databases.md).
     #[arg(long = "egress-db", value_name = "NAME=LISTEN=URL")]
     pub egress_dbs: Vec<String>,
     /// How long after an inbound call finished a call carrying its trace

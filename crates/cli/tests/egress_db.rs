@@ -94,6 +94,7 @@ fn servers_with_passwords() -> (Postgres, Redis) {
     });
     let redis = Redis::start_with(RedisOptions {
         password: Some(REDIS_PASSWORD.into()),
+        ..Default::default()
     });
     (postgres, redis)
 }
@@ -756,6 +757,108 @@ fn tls_is_ended_with_the_reprise_ca_and_made_again_to_the_server() {
         .filter(|s| s.sql.contains("pg_stat_ssl"))
         .collect();
     assert_eq!(answered.len(), 2);
+}
+
+#[test]
+fn rediss_reaches_the_server_over_tls_and_records_as_redis_does() {
+    let redis = Redis::start_with(RedisOptions {
+        tls: true,
+        ..Default::default()
+    });
+    let tls_port = redis.tls_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let server_ca = dir.path().join("redis-ca.pem");
+    std::fs::write(&server_ca, redis.cert_pem().unwrap()).unwrap();
+    let tape = temp_tape(&dir, "db.tape");
+    let (trusted, untrusted) = (free_port(), free_port());
+    let recorder = Recorder::start(
+        "http://127.0.0.1:9",
+        &tape,
+        &[
+            "--egress-db",
+            &format!("cache=127.0.0.1:{trusted}=rediss://localhost:{tls_port}"),
+            "--egress-ca",
+            s(&server_ca),
+        ],
+    );
+    // Without --egress-ca, the system's roots do not trust the server.
+    let other_tape = temp_tape(&dir, "other.tape");
+    let other = Recorder::start(
+        "http://127.0.0.1:9",
+        &other_tape,
+        &[
+            "--egress-db",
+            &format!("other=127.0.0.1:{untrusted}=rediss://localhost:{tls_port}"),
+        ],
+    );
+    // The service speaks plain RESP to the listener; the listener TLS to
+    // the server.
+    let plain = |port: u16, args: &[&str]| {
+        let port = port.to_string();
+        let mut all = vec!["-h", "127.0.0.1", "-p", &port];
+        all.extend_from_slice(args);
+        let (out, err, ok) = run("redis-cli", &all, &[]);
+        assert!(ok, "redis-cli {args:?}: {err}");
+        out.trim().to_string()
+    };
+    assert_eq!(plain(trusted, &["SET", "ink", "blue"]), "OK");
+    assert_eq!(plain(trusted, &["GET", "ink"]), "blue");
+    // What the server said is what the direct TLS client sees.
+    let (out, err, ok) = run(
+        "redis-cli",
+        &[
+            "--tls",
+            "--cacert",
+            s(&server_ca),
+            "-h",
+            "localhost",
+            "-p",
+            &tls_port.to_string(),
+            "GET",
+            "ink",
+        ],
+        &[],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "blue");
+    // A server whose certificate is not trusted: the client is told, in
+    // RESP, and the recorder goes on.
+    let refused = plain(untrusted, &["GET", "ink"]);
+    assert!(
+        refused.contains("reprise --egress-db other") && refused.contains("TLS to the server"),
+        "{refused}"
+    );
+    assert_eq!(plain(trusted, &["GET", "ink"]), "blue");
+
+    let stderr = other.stop_cleanly("-INT");
+    assert!(stderr.contains("TLS to the server localhost"), "{stderr}");
+    assert!(database_calls(&other_tape, "other").is_empty());
+    let stderr = recorder.stop_cleanly("-INT");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let calls = database_calls(&tape, "cache");
+    let commands: Vec<String> = calls
+        .iter()
+        .filter_map(|e| e.db.as_ref()?.redis.as_ref())
+        .map(|c| c.args.iter().map(|a| text(a)).collect::<Vec<_>>().join(" "))
+        .collect();
+    assert!(
+        commands.contains(&"SET ink blue".to_string()),
+        "{commands:?}"
+    );
+    let get = calls
+        .iter()
+        .filter_map(|e| e.db.as_ref()?.redis.as_ref())
+        .find(|c| c.args[0].eq_ignore_ascii_case(b"GET"))
+        .unwrap();
+    assert_eq!(
+        get.reply.as_ref().map(|r| r.data.as_slice()),
+        Some(&b"blue"[..])
+    );
+    assert!(
+        calls
+            .iter()
+            .all(|e| e.source.as_ref().unwrap().server_addr == format!("localhost:{tls_port}"))
+    );
 }
 
 /// `psql -c sql` through `port`, `input` on its standard input.

@@ -231,7 +231,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                 .egress
                 .dbs
                 .iter()
-                .any(|d| d.protocol == crate::DbProtocol::Postgres && !d.server_plain);
+                .any(crate::EgressDb::server_may_use_tls);
         let trust = match (&config.egress.ca, https) {
             (Some(ca), _) => reprise_net::tls::Trust::CaFile(ca),
             (None, true) => reprise_net::tls::Trust::System,
@@ -271,6 +271,7 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
             routes,
             databases,
             database_tls: Arc::new(database_tls(&egress_tls)),
+            redis_tls: Arc::new(egress_tls.clone()),
             links,
             tls: egress_tls,
         };
@@ -314,9 +315,12 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
                     &egress.tls,
                     http1_connections,
                 )?,
-                egress
-                    .databases
-                    .take(&config, &local, &egress.links, &egress.database_tls),
+                egress.databases.take(
+                    &config,
+                    &local,
+                    &egress.links,
+                    (&egress.database_tls, &egress.redis_tls),
+                ),
             ),
             None => (Vec::new(), Vec::new()),
         };
@@ -415,8 +419,11 @@ pub async fn start(config: ProxyConfig, sink: Box<dyn Sink>) -> Result<RunningPr
 struct Egress {
     routes: crate::egress::BoundRoutes,
     databases: crate::egress::BoundDbs,
-    /// How database listeners reach their servers over TLS.
+    /// How PostgreSQL listeners reach their servers over TLS (ALPN
+    /// `postgresql`).
     database_tls: Arc<rustls::ClientConfig>,
+    /// How Redis listeners reach `rediss://` servers.
+    redis_tls: Arc<rustls::ClientConfig>,
     links: Arc<LinkRegistry>,
     /// How routes reach https downstreams.
     tls: rustls::ClientConfig,

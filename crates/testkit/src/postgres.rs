@@ -356,9 +356,10 @@ fn write_hba(data: &Path, auth: PgAuth) {
     fs::write(data.join("pg_hba.conf"), hba).unwrap();
 }
 
-/// Writes a self-signed certificate and its key (mode 0600, as postgres
-/// demands) into `dir` and returns the certificate's PEM.
-fn write_certificate(dir: &Path) -> String {
+/// Writes a self-signed certificate for localhost and 127.0.0.1 and its
+/// key (mode 0600, as postgres demands) into `dir` (`server.crt`,
+/// `server.key`) and returns the certificate's PEM.
+pub(crate) fn write_certificate(dir: &Path) -> String {
     use std::os::unix::fs::PermissionsExt;
     let certified =
         rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])

@@ -20,6 +20,10 @@ pub struct RedisOptions {
     /// The password of the default user (`--requirepass`): clients must
     /// `AUTH` before anything else.
     pub password: Option<String>,
+    /// Whether the server also listens for TLS (`--tls-port`, a
+    /// self-signed certificate for localhost and 127.0.0.1, see
+    /// [`Redis::cert_pem`]; clients are not asked for certificates).
+    pub tls: bool,
 }
 
 /// A running Redis server; dropping it stops the server and removes its
@@ -28,6 +32,8 @@ pub struct RedisOptions {
 pub struct Redis {
     child: Option<Child>,
     port: u16,
+    tls_port: Option<u16>,
+    cert_pem: Option<String>,
     options: RedisOptions,
     // Last: removed after the server has stopped.
     _dir: tempfile::TempDir,
@@ -46,8 +52,12 @@ impl Redis {
             .tempdir()
             .unwrap();
         let log_path = dir.path().join("redis.log");
+        let cert_pem = options
+            .tls
+            .then(|| crate::postgres::write_certificate(dir.path()));
         for _ in 0..3 {
             let port = free_port();
+            let tls_port = options.tls.then(free_port);
             let log = File::create(&log_path).unwrap();
             let mut command = Command::new("redis-server");
             command
@@ -62,6 +72,13 @@ impl Redis {
             if let Some(password) = &options.password {
                 command.args(["--requirepass", password]);
             }
+            if let Some(tls_port) = tls_port {
+                command
+                    .args(["--tls-port", &tls_port.to_string()])
+                    .args(["--tls-cert-file", "server.crt"])
+                    .args(["--tls-key-file", "server.key"])
+                    .args(["--tls-auth-clients", "no"]);
+            }
             let mut child = command
                 .spawn()
                 .unwrap_or_else(|e| panic!("{NOT_INSTALLED} ({e})"));
@@ -69,6 +86,8 @@ impl Redis {
                 return Self {
                     child: Some(child),
                     port,
+                    tls_port,
+                    cert_pem,
                     options,
                     _dir: dir,
                 };
@@ -87,6 +106,17 @@ impl Redis {
     /// The TCP port on 127.0.0.1.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The TLS port on 127.0.0.1, when started with `tls`.
+    pub fn tls_port(&self) -> Option<u16> {
+        self.tls_port
+    }
+
+    /// The self-signed certificate (PEM) the TLS port presents, when
+    /// started with `tls`.
+    pub fn cert_pem(&self) -> Option<&str> {
+        self.cert_pem.as_deref()
     }
 
     /// The server's address, 127.0.0.1:port.

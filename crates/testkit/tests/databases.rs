@@ -144,6 +144,7 @@ fn redis_without_password_answers_commands_and_stops() {
 fn redis_with_password_requires_auth() {
     let redis = Redis::start_with(RedisOptions {
         password: Some("hunter2".to_owned()),
+        ..Default::default()
     });
     assert_eq!(redis.cli(&["SET", "k", "v"]), "OK");
     assert_eq!(redis.cli(&["GET", "k"]), "v");

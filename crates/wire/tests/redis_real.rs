@@ -324,6 +324,7 @@ fn passwords_are_never_stored() {
     let password = "hunter2-not-for-tapes";
     let redis = Redis::start_with(ServerOptions {
         password: Some(password.to_owned()),
+        ..Default::default()
     });
     let relay = Relay::start(redis.addr(), 1 << 20);
     let out = cli(

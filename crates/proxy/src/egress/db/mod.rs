@@ -54,6 +54,10 @@ pub struct EgressDb {
     /// PostgreSQL: `?sslmode=disable` on the URL: the recorder never asks
     /// the server for TLS, even when the client asked the recorder for it.
     pub server_plain: bool,
+    /// Redis: `rediss://`: the recorder reaches the server over TLS from
+    /// the first byte (the system's roots, or `--egress-ca`); the
+    /// listener itself speaks plain RESP to the service.
+    pub server_tls: bool,
 }
 
 /// An `--egress-db` that cannot be used.
@@ -88,8 +92,18 @@ pub enum EgressDbError {
 }
 
 impl EgressDb {
+    /// Whether the recorder may reach the server over TLS (PostgreSQL
+    /// when its client asks, unless `sslmode=disable`; Redis with
+    /// `rediss://`).
+    pub fn server_may_use_tls(&self) -> bool {
+        match self.protocol {
+            DbProtocol::Postgres => !self.server_plain,
+            DbProtocol::Redis => self.server_tls,
+        }
+    }
+
     /// Parses `NAME=LISTEN=URL`; URL is `postgres://host[:port][/db][?sslmode=disable]`
-    /// (or `postgresql://`) or `redis://host[:port]`. A user, password or
+    /// (or `postgresql://`), `redis://host[:port]` or `rediss://host[:port]`. A user, password or
     /// database in the URL is ignored: the client sends its own.
     pub fn parse(spec: &str) -> Result<EgressDb, EgressDbError> {
         let mut parts = spec.splitn(3, '=');
@@ -119,18 +133,14 @@ impl EgressDb {
         })?;
         let (protocol, default_port) = match scheme.to_ascii_lowercase().as_str() {
             "postgres" | "postgresql" => (DbProtocol::Postgres, 5432),
-            "redis" => (DbProtocol::Redis, 6379),
-            "rediss" => {
-                return Err(bad(format!(
-                    "{url:?}: Redis over TLS (rediss://) is not supported yet; record the connection before TLS or use redis://"
-                )));
-            }
+            "redis" | "rediss" => (DbProtocol::Redis, 6379),
             other => {
                 return Err(bad(format!(
-                    "{url:?}: the scheme {other:?} is not a database reprise records: expected postgres:// or redis://"
+                    "{url:?}: the scheme {other:?} is not a database reprise records: expected postgres://, redis:// or rediss://"
                 )));
             }
         };
+        let server_tls = scheme.eq_ignore_ascii_case("rediss");
         let (authority, tail) = match rest.find(['/', '?']) {
             Some(at) => rest.split_at(at),
             None => (rest, ""),
@@ -180,6 +190,7 @@ impl EgressDb {
             protocol,
             server,
             server_plain,
+            server_tls,
         })
     }
 }
@@ -226,7 +237,13 @@ mod tests {
         assert!(said("d b=127.0.0.1:6432=postgres://x").contains("the name must be"));
         assert!(said("db=localhost=postgres://x").contains("is not an address"));
         assert!(said("db=127.0.0.1:1=mysql://x:3306").contains("not a database reprise records"));
-        assert!(said("db=127.0.0.1:1=rediss://x").contains("not supported yet"));
+        let tls = EgressDb::parse("db=127.0.0.1:1=rediss://cache.internal")
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (tls.protocol, tls.server.as_str(), tls.server_tls),
+            (DbProtocol::Redis, "cache.internal:6379", true)
+        );
+        assert!(tls.server_may_use_tls());
         assert!(said("db=127.0.0.1:1=postgres://x:port").contains("is not host:port"));
         assert!(
             said("db=127.0.0.1:1=postgres://x?application_name=a")

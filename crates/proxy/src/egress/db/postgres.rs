@@ -183,14 +183,7 @@ async fn start_tls(
     if !early.is_empty() {
         return Err("the client sent bytes before the answer to its SSLRequest".to_string());
     }
-    let host = shared
-        .db
-        .server
-        .rsplit_once(':')
-        .map_or(shared.db.server.as_str(), |(host, _)| host)
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
+    let host = super::relay::server_host(&shared.db.server).to_string();
     let config = leaves
         .server_config(&host, None)
         .map_err(|e| format!("cannot make a certificate for {host}: {e}"))?;

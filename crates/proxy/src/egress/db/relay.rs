@@ -87,13 +87,14 @@ pub(crate) fn bind_dbs(
 impl BoundDbs {
     /// One serving thread's share: a [`DbServer`] per listener, recording
     /// into `recorder` (the thread's handle) and linking by `links`;
-    /// `server_tls`, how servers are reached over TLS.
+    /// `(postgres_tls, redis_tls)`: how each protocol's servers are
+    /// reached over TLS.
     pub(crate) fn take(
         &mut self,
         config: &ProxyConfig,
         recorder: &Recorder,
         links: &Arc<LinkRegistry>,
-        server_tls: &Arc<rustls::ClientConfig>,
+        (postgres_tls, redis_tls): (&Arc<rustls::ClientConfig>, &Arc<rustls::ClientConfig>),
     ) -> Vec<DbServer> {
         let mut servers = Vec::with_capacity(self.dbs.len());
         for bound in &mut self.dbs {
@@ -113,7 +114,10 @@ impl BoundDbs {
                     max_body: u64::try_from(config.max_body).unwrap_or(u64::MAX),
                     connect_timeout: config.connect_timeout,
                     leaves: config.egress.leaves.clone(),
-                    server_tls: Arc::clone(server_tls),
+                    server_tls: Arc::clone(match bound.db.protocol {
+                        DbProtocol::Postgres => postgres_tls,
+                        DbProtocol::Redis => redis_tls,
+                    }),
                     connections: Arc::clone(&bound.connections),
                     warn: config.egress.warn.clone(),
                 }),
@@ -262,6 +266,17 @@ async fn serve(
     };
     match shared.db.protocol {
         DbProtocol::Redis => {
+            let server: Box<dyn Io> = if shared.db.server_tls {
+                match tls_to_server(&shared, server).await {
+                    Ok(server) => Box::new(server),
+                    Err(why) => {
+                        refuse(&shared, client, &why).await;
+                        return;
+                    }
+                }
+            } else {
+                Box::new(server)
+            };
             let cutter =
                 reprise_wire::redis::Conversation::new(reprise_wire::redis::RedisOptions {
                     max_body: shared.max_body,
@@ -269,7 +284,7 @@ async fn serve(
             relay(
                 &connection,
                 Box::new(client),
-                Box::new(server),
+                server,
                 Vec::new(),
                 Box::new(cutter),
                 None,
@@ -280,6 +295,36 @@ async fn serve(
             super::postgres::serve(&connection, client, server).await;
         }
     }
+}
+
+/// TLS to the server (`rediss://`), checked against the egress trust
+/// for the URL's host.
+async fn tls_to_server(
+    shared: &DbListener,
+    server: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let host = server_host(&shared.db.server);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host:?} is not a name TLS can check: {e}"))?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::clone(&shared.server_tls));
+    tokio::time::timeout(shared.connect_timeout, connector.connect(name, server))
+        .await
+        .map_err(|_| {
+            format!(
+                "TLS to the server {} took longer than {:?}",
+                shared.db.server, shared.connect_timeout
+            )
+        })?
+        .map_err(|e| format!("TLS to the server {}: {e}", shared.db.server))
+}
+
+/// The host of a `host:port` (an IPv6 literal without its brackets).
+pub(super) fn server_host(server: &str) -> &str {
+    server
+        .rsplit_once(':')
+        .map_or(server, |(host, _)| host)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
 }
 
 /// Tells a client its server cannot be reached, in its protocol, and
