@@ -211,6 +211,52 @@ impl LinkRegistry {
         table.expire(now, self.window);
     }
 
+    /// Links a downstream call starting now whose `traceparent` carries
+    /// `trace` ([`LinkRegistry::child`]), counted in `metrics`: its
+    /// parent (when one was found) and its link; `None` when its parent
+    /// was sampled out, so it is not recorded either (counted too). A call
+    /// with no parent is for the caller to sample on its own id.
+    pub fn link_by_trace(
+        &self,
+        trace: Option<[u8; 16]>,
+        metrics: &crate::Metrics,
+    ) -> Option<(Option<[u8; 16]>, reprise_model::Link)> {
+        use reprise_model::LinkKind;
+        let egress = &metrics.egress;
+        let link = |kind: LinkKind, order: u32| reprise_model::Link {
+            kind: kind as i32,
+            order,
+        };
+        match self.child(trace, Instant::now()) {
+            LinkAnswer::Child {
+                parent_id,
+                order,
+                sampled,
+            } => {
+                if !sampled {
+                    // Sampling follows the parent: none of its calls.
+                    egress.parent_sampled_out.inc();
+                    metrics.sampled_out.inc();
+                    return None;
+                }
+                egress.linked.inc();
+                Some((Some(parent_id), link(LinkKind::Trace, order)))
+            }
+            LinkAnswer::Ambiguous => {
+                egress.ambiguous.inc();
+                Some((None, link(LinkKind::Ambiguous, 0)))
+            }
+            LinkAnswer::Unknown => {
+                egress.unknown_trace.inc();
+                Some((None, link(LinkKind::Unlinked, 0)))
+            }
+            LinkAnswer::None => {
+                egress.unlinked.inc();
+                Some((None, link(LinkKind::Unlinked, 0)))
+            }
+        }
+    }
+
     /// The parent of a downstream call starting at `now` whose
     /// `traceparent` carries `trace` (`None`: no or a malformed one).
     pub fn child(&self, trace: Option<[u8; 16]>, now: Instant) -> LinkAnswer {

@@ -9,16 +9,15 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Request, Response};
 use pin_project_lite::pin_project;
 use reprise_model::sample::Sampler;
 use reprise_model::trace::trace_id_of;
-use reprise_model::{ErrorKind, Link, LinkKind, Role};
+use reprise_model::{ErrorKind, Role};
 use reprise_record::{
-    BodyCapture, Identity, LinkAnswer, LinkRegistry, Metrics, Origin, Recorder, Recording,
-    RequestHead, Side, Tap, TapBody,
+    BodyCapture, Identity, LinkRegistry, Metrics, Origin, Recorder, Recording, RequestHead, Side,
+    Tap, TapBody,
 };
 
 /// Why the inner service could not forward a call: recorded as the
@@ -133,39 +132,8 @@ impl<S> EgressRecorder<S> {
             .headers()
             .get("traceparent")
             .and_then(|v| trace_id_of(v.as_bytes()));
-        let egress = &metrics.egress;
-        let link = |kind: LinkKind, order: u32| Link {
-            kind: kind as i32,
-            order,
-        };
-        let (keep, parent_id, link) = match layer.links.child(trace, Instant::now()) {
-            LinkAnswer::Child {
-                parent_id,
-                order,
-                sampled,
-            } => {
-                if !sampled {
-                    // Sampling follows the parent: none of its calls.
-                    egress.parent_sampled_out.inc();
-                    metrics.sampled_out.inc();
-                    return None;
-                }
-                egress.linked.inc();
-                (true, Some(parent_id), link(LinkKind::Trace, order))
-            }
-            LinkAnswer::Ambiguous => {
-                egress.ambiguous.inc();
-                (layer.sampler.keep(&id), None, link(LinkKind::Ambiguous, 0))
-            }
-            LinkAnswer::Unknown => {
-                egress.unknown_trace.inc();
-                (layer.sampler.keep(&id), None, link(LinkKind::Unlinked, 0))
-            }
-            LinkAnswer::None => {
-                egress.unlinked.inc();
-                (layer.sampler.keep(&id), None, link(LinkKind::Unlinked, 0))
-            }
-        };
+        let (parent_id, link) = layer.links.link_by_trace(trace, metrics)?;
+        let keep = parent_id.is_some() || layer.sampler.keep(&id);
         if !keep {
             metrics.sampled_out.inc();
             return None;

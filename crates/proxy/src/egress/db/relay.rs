@@ -12,7 +12,7 @@ use reprise_model::sample::Sampler;
 use reprise_model::{
     ErrorKind, Exchange, Link, LinkKind, Protocol, RecordSource, Role, TransportError,
 };
-use reprise_record::{ConnectionMetrics, InFlight, LinkAnswer, LinkRegistry, Recorder};
+use reprise_record::{ConnectionMetrics, InFlight, LinkRegistry, Recorder};
 use reprise_wire::pg::ChannelBindingFilter;
 use reprise_wire::{Cutter, DbExchange};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -568,29 +568,10 @@ fn record(connection: &Connection, cut: DbExchange, in_flight: InFlight) {
         egress.unlinked.inc();
         (None, link(LinkKind::Unlinked, 0), None)
     } else if trace.is_some() {
-        match shared.links.child(trace, std::time::Instant::now()) {
-            LinkAnswer::Child {
-                parent_id,
-                order,
-                sampled,
-            } => {
-                if !sampled {
-                    egress.parent_sampled_out.inc();
-                    metrics.sampled_out.inc();
-                    return;
-                }
-                egress.linked.inc();
-                (Some(parent_id), link(LinkKind::Trace, order), trace)
-            }
-            LinkAnswer::Ambiguous => {
-                egress.ambiguous.inc();
-                (None, link(LinkKind::Ambiguous, 0), trace)
-            }
-            LinkAnswer::Unknown | LinkAnswer::None => {
-                egress.unknown_trace.inc();
-                (None, link(LinkKind::Unlinked, 0), trace)
-            }
-        }
+        let Some((parent, link)) = shared.links.link_by_trace(trace, metrics) else {
+            return;
+        };
+        (parent, link, trace)
     } else {
         match in_flight {
             InFlight::One { trace, id: parent } => match shared.links.adopt(trace, parent) {
