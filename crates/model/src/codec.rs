@@ -315,6 +315,65 @@ fn splice(
     Ok(())
 }
 
+/// The leading fields of a record, read off its encoding without
+/// decoding it (for a store that files records by them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHead<'a> {
+    /// The exchange's id (field 1).
+    pub id: &'a [u8],
+    /// Its trace id (field 3), empty when it has none.
+    pub trace_id: &'a [u8],
+    /// When it was recorded (field 4), 0 when unset.
+    pub recorded_at_ns: u64,
+}
+
+impl<'a> RecordHead<'a> {
+    /// The key a store partitions the record by: its trace id when it
+    /// has one (so an inbound call and the downstream calls made for it
+    /// land together, in order), else its id.
+    pub fn routing_key(&self) -> &'a [u8] {
+        if self.trace_id.is_empty() {
+            self.id
+        } else {
+            self.trace_id
+        }
+    }
+}
+
+/// Reads a record's [`RecordHead`]; `None` when its first fields are not
+/// well formed (the rest is checked by [`decode`], not here). prost
+/// writes fields in number order, so this stops at the first field past
+/// `recorded_at_ns`.
+pub fn peek_head(record: &[u8]) -> Option<RecordHead<'_>> {
+    let mut rest = record;
+    let mut head = RecordHead {
+        id: &[],
+        trace_id: &[],
+        recorded_at_ns: 0,
+    };
+    while !rest.is_empty() {
+        let (number, wire_type) = decode_key(&mut rest).ok()?;
+        if number > 4 {
+            break;
+        }
+        match (number, wire_type) {
+            (4, WireType::Varint) => head.recorded_at_ns = decode_varint(&mut rest).ok()?,
+            (_, WireType::LengthDelimited) => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                let value = rest.get(..len)?;
+                rest = &rest[len..];
+                match number {
+                    1 => head.id = value,
+                    3 => head.trace_id = value,
+                    _ => {}
+                }
+            }
+            (_, other) => skip_field(other, number, &mut rest, DecodeContext::default()).ok()?,
+        }
+    }
+    Some(head)
+}
+
 /// Bytes a length-delimited record with `len` payload bytes takes.
 pub fn delimited_len(len: usize) -> usize {
     encoded_len_varint(len as u64) + len
@@ -324,6 +383,21 @@ pub fn delimited_len(len: usize) -> usize {
 mod tests {
     use super::*;
     use crate::pb::{Header, Request, Response};
+
+    #[test]
+    fn the_head_is_read_without_decoding_and_keys_by_trace_else_id() {
+        let mut exchange = sample();
+        let bytes = encode_to_vec(&exchange);
+        let head = peek_head(&bytes).unwrap();
+        assert_eq!(head.routing_key(), &[7u8; 16][..]);
+        assert_eq!(head.recorded_at_ns, exchange.recorded_at_ns);
+        exchange.trace_id = vec![9; 16];
+        exchange.parent_id = vec![3; 16];
+        let bytes = encode_to_vec(&exchange);
+        assert_eq!(peek_head(&bytes).unwrap().routing_key(), &[9u8; 16][..]);
+        assert_eq!(peek_head(b"").unwrap().routing_key(), b"");
+        assert_eq!(peek_head(&[0x0a, 0x7f, 1]), None, "a length past the end");
+    }
 
     fn sample() -> Exchange {
         Exchange {

@@ -49,7 +49,7 @@ pub mod pb {
     include!(concat!(env!("OUT_DIR"), "/reprise.v1.rs"));
 }
 
-pub use codec::{DecodeError, decode, encode, encoded_len};
+pub use codec::{DecodeError, RecordHead, decode, encode, encoded_len, peek_head};
 pub use exchange::{
     HeaderList, display_id, endpoint_key, error_kind_label, is_id_segment, protocol_label,
 };

@@ -1,0 +1,135 @@
+//! What producers and consumers share: their settings, the last error a
+//! client reported, and the check that the topic is there.
+
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
+use rdkafka::client::Client;
+use rdkafka::error::KafkaError as RdError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::address::KafkaAddress;
+use crate::error::KafkaError;
+
+/// The header each message carries: the schema revision of its record,
+/// in decimal.
+pub const SCHEMA_HEADER: &str = "reprise-schema";
+
+/// How long opening a topic waits for a broker to answer, unless the
+/// caller says otherwise.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The settings reprise starts every client with; the caller adds its
+/// own, then the user's (`KafkaOptions::apply`), which win.
+pub(crate) fn config(address: &KafkaAddress) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &address.brokers)
+        .set("client.id", "reprise")
+        // librdkafka logs through the `log` crate, which reprise does not
+        // print; errors reach `LastError` instead.
+        .set("log_level", "3");
+    config
+}
+
+/// Keeps the last error a client reported (a refused connection, a TLS
+/// or SASL failure), to say why a broker did not answer.
+#[derive(Default)]
+pub(crate) struct LastError(Mutex<Option<String>>);
+
+impl LastError {
+    pub(crate) fn set(&self, error: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
+    }
+
+    pub(crate) fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// A client context that remembers the last error.
+pub(crate) trait Remembers: ClientContext {
+    fn last_error(&self) -> &LastError;
+}
+
+/// Why a client error happened, in one line: librdkafka's own reason
+/// when it gave one.
+pub(crate) fn reason(error: &RdError, reason: &str) -> String {
+    if reason.is_empty() {
+        error.to_string()
+    } else {
+        reprise_model::terminal::escape(reason).into_owned()
+    }
+}
+
+/// The topic's partitions, once a broker has answered; a clear error when
+/// none does within `timeout` or the topic is not there.
+pub(crate) fn partitions<C: Remembers>(
+    client: &Client<C>,
+    address: &KafkaAddress,
+    timeout: Duration,
+) -> Result<Vec<i32>, KafkaError> {
+    let metadata = client
+        .fetch_metadata(Some(&address.topic), timeout)
+        .map_err(|error| match error {
+            RdError::MetadataFetch(RDKafkaErrorCode::OperationTimedOut)
+            | RdError::MetadataFetch(RDKafkaErrorCode::AllBrokersDown)
+            | RdError::MetadataFetch(RDKafkaErrorCode::BrokerTransportFailure) => {
+                KafkaError::Unreachable {
+                    address: address.to_string(),
+                    timeout,
+                    why: client.context().last_error().get(),
+                }
+            }
+            other => KafkaError::Client {
+                address: address.to_string(),
+                detail: client
+                    .context()
+                    .last_error()
+                    .get()
+                    .unwrap_or_else(|| other.to_string()),
+            },
+        })?;
+    let topic = metadata.topics().iter().find(|t| t.name() == address.topic);
+    let no_topic = || KafkaError::NoTopic {
+        address: address.to_string(),
+        topic: address.topic.clone(),
+    };
+    let Some(topic) = topic else {
+        return Err(no_topic());
+    };
+    match topic.error() {
+        None => {}
+        Some(code) if RDKafkaErrorCode::from(code) == RDKafkaErrorCode::UnknownTopicOrPartition => {
+            return Err(no_topic());
+        }
+        Some(code) => {
+            return Err(KafkaError::Client {
+                address: address.to_string(),
+                detail: format!(
+                    "the brokers answered for the topic with {}",
+                    RDKafkaErrorCode::from(code)
+                ),
+            });
+        }
+    }
+    let mut partitions: Vec<i32> = topic.partitions().iter().map(|p| p.id()).collect();
+    if partitions.is_empty() {
+        return Err(no_topic());
+    }
+    partitions.sort_unstable();
+    Ok(partitions)
+}
+
+/// librdkafka refused a setting.
+pub(crate) fn refused(address: &KafkaAddress, error: &RdError) -> KafkaError {
+    KafkaError::Settings {
+        address: address.to_string(),
+        detail: reprise_model::error::one_line(error),
+    }
+}
