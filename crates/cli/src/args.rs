@@ -11,6 +11,15 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Command,
+    /// A librdkafka setting for every kafka:// topic this run reaches
+    /// (`security.protocol=SASL_SSL`, `sasl.username=...`,
+    /// `ssl.ca.location=FILE`); repeatable, and wins over --kafka-config.
+    #[arg(long = "kafka-option", global = true, value_name = "KEY=VALUE")]
+    pub kafka_option: Vec<String>,
+    /// A properties file of librdkafka settings (`KEY=VALUE` lines, as
+    /// Kafka's own `client.properties`) for every kafka:// topic.
+    #[arg(long = "kafka-config", global = true, value_name = "FILE")]
+    pub kafka_config: Option<std::path::PathBuf>,
 }
 
 /// The commands.

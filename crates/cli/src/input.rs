@@ -1,5 +1,6 @@
 //! Opening what the user names as an input: a tape, or a HAR or GoReplay
-//! file read on the fly (detected from the content, never the name).
+//! file read on the fly (detected from the content, never the name), or
+//! a Kafka topic (`kafka://BROKER[,BROKER...]/TOPIC[?QUERY]`).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,23 +26,44 @@ pub enum InputKind {
     Importable(reprise_interop::Format),
 }
 
+/// Where an input's exchanges are.
+enum Place {
+    /// A file (or a pipe's copy).
+    File {
+        file: File,
+        kind: InputKind,
+        pipe: bool,
+    },
+    /// A Kafka topic.
+    Kafka(reprise_kafka::KafkaAddress),
+}
+
 /// An input opened. A pipe (a FIFO, `<(command)`) can be read only once
 /// and only forward, while a tape is read at offsets and `diff` or
 /// `replay --loop` read their inputs more than once: so a pipe's content
 /// is copied to an unnamed temporary file (created 0600, gone at exit)
 /// the first time it is opened, and every reader of that path in this
 /// run reads the copy, a regular file.
+///
+/// A Kafka topic is read from `from=` to the end offsets seen the first
+/// time it is opened in this run, every time it is opened (unless
+/// followed), so that a command that reads it twice reads the same.
 pub struct Input {
     path: PathBuf,
-    file: File,
-    kind: InputKind,
-    pipe: bool,
+    place: Place,
 }
 
 impl Input {
     /// Opens `path`, copying a pipe's content aside, and says what it is
-    /// from its first bytes.
+    /// from its first bytes; a `kafka://` address names a topic, reached
+    /// when it is read.
     pub fn open(path: &Path) -> anyhow::Result<Input> {
+        if let Some(address) = crate::store::kafka_address(path)? {
+            return Ok(Input {
+                path: path.to_path_buf(),
+                place: Place::Kafka(address),
+            });
+        }
         if path.is_dir() {
             bail!("{}: is a directory, not a recording", path.display());
         }
@@ -92,9 +114,7 @@ impl Input {
         };
         Ok(Input {
             path: path.to_path_buf(),
-            file,
-            kind,
-            pipe,
+            place: Place::File { file, kind, pipe },
         })
     }
 
@@ -108,15 +128,20 @@ impl Input {
         follow: Option<reprise_tape::Follow>,
     ) -> anyhow::Result<Box<dyn Source>> {
         let path = self.path.display();
-        if follow.is_some() && self.pipe {
+        let (since_ns, until_ns) = filter.window();
+        let (file, kind, pipe) = match &self.place {
+            Place::File { file, kind, pipe } => (file, *kind, *pipe),
+            Place::Kafka(address) => {
+                return Ok(Box::new(kafka_source(address, since_ns, follow)?));
+            }
+        };
+        if follow.is_some() && pipe {
             bail!("{path}: is a pipe; following a tape as it grows needs the tape file itself");
         }
-        let file = self
-            .file
+        let file = file
             .try_clone()
             .with_context(|| format!("{path}: cannot read"))?;
-        let (since_ns, until_ns) = filter.window();
-        match self.kind {
+        match kind {
             InputKind::Tape => {
                 let options = ReaderOptions {
                     since_ns,
@@ -139,8 +164,13 @@ impl Input {
 
     /// Imports a HAR or GoReplay input into `sink`, from its start.
     pub fn import(&self, sink: &mut dyn Sink) -> anyhow::Result<reprise_interop::ImportReport> {
-        let mut file = self
-            .file
+        let Place::File { file, .. } = &self.place else {
+            bail!(
+                "{}: a Kafka topic holds reprise records already: read it directly, or copy it to a tape with `reprise copy`",
+                self.path.display()
+            );
+        };
+        let mut file = file
             .try_clone()
             .with_context(|| format!("{}: cannot read", self.path.display()))?;
         // The clone shares the file's position: start from the top.
@@ -150,6 +180,40 @@ impl Input {
         let name = self.path.display().to_string();
         Ok(reprise_interop::import_reader(reader, &name, sink)?)
     }
+}
+
+/// Reads a topic from `from=` (or `since_ns`, when later) to the end
+/// offsets seen the first time it was opened in this run, or on as it
+/// grows with `follow`.
+fn kafka_source(
+    address: &reprise_kafka::KafkaAddress,
+    since_ns: Option<u64>,
+    follow: Option<reprise_tape::Follow>,
+) -> anyhow::Result<reprise_kafka::KafkaSource> {
+    static ENDS: OnceLock<Mutex<HashMap<String, reprise_kafka::Ends>>> = OnceLock::new();
+    let key = address.to_string();
+    let ends = match follow {
+        Some(_) => None,
+        None => ENDS
+            .get_or_init(Mutex::default)
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .cloned(),
+    };
+    let options = reprise_kafka::SourceOptions {
+        follow: follow.map(|f| f.stop),
+        since_ns,
+        ends,
+        ..reprise_kafka::SourceOptions::default()
+    };
+    let source = reprise_kafka::KafkaSource::open(address, crate::store::kafka_options(), options)?;
+    ENDS.get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(key)
+        .or_insert_with(|| source.ends().clone());
+    Ok(source)
 }
 
 /// The copy of the pipe at `path`, made the first time it is opened in

@@ -12,6 +12,7 @@ mod commands;
 mod input;
 mod reflection;
 mod report_file;
+mod store;
 
 use std::io::Write;
 

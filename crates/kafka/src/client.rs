@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::client::Client;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -28,9 +29,10 @@ pub(crate) fn config(address: &KafkaAddress) -> ClientConfig {
     config
         .set("bootstrap.servers", &address.brokers)
         .set("client.id", "reprise")
-        // librdkafka logs through the `log` crate, which reprise does not
-        // print; errors reach `LastError` instead.
-        .set("log_level", "3");
+        // Warnings and errors reach the context's `log`, which keeps the
+        // last one (`LastError`) to say why a broker did not answer;
+        // nothing is printed.
+        .set("log_level", "4");
     config
 }
 
@@ -44,11 +46,29 @@ impl LastError {
         *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(error);
     }
 
+    /// Keeps `error` unless a more telling one is held: librdkafka's
+    /// "all brokers are down" follows the failure that brought them down.
+    pub(crate) fn client_error(&self, error: &RdError, reason: &str) {
+        let generic = error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown);
+        let mut held = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !(generic && held.is_some()) {
+            *held = Some(self::reason(error, reason));
+        }
+    }
+
     pub(crate) fn get(&self) -> Option<String> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+/// What a context does with librdkafka's log lines: keeps the last
+/// warning or error, prints nothing.
+pub(crate) fn log(last: &LastError, level: RDKafkaLogLevel, message: &str) {
+    if (level as i32) <= (RDKafkaLogLevel::Warning as i32) {
+        last.set(reprise_model::terminal::escape(message).into_owned());
     }
 }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
@@ -61,8 +62,12 @@ struct Deliveries {
 }
 
 impl ClientContext for Deliveries {
+    fn log(&self, level: RDKafkaLogLevel, _: &str, message: &str) {
+        client::log(&self.last_error, level, message);
+    }
+
     fn error(&self, error: RdError, reason: &str) {
-        self.last_error.set(client::reason(&error, reason));
+        self.last_error.client_error(&error, reason);
     }
 }
 

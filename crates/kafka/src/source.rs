@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use rdkafka::ClientContext;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -68,8 +69,12 @@ struct Context {
 }
 
 impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, _: &str, message: &str) {
+        client::log(&self.last_error, level, message);
+    }
+
     fn error(&self, error: RdError, reason: &str) {
-        self.last_error.set(client::reason(&error, reason));
+        self.last_error.client_error(&error, reason);
     }
 }
 
@@ -138,7 +143,23 @@ impl KafkaSource {
             .create_with_context(Context::default())
             .map_err(|e| client::refused(address, &e))?;
         let timeout = options.connect_timeout;
-        let partitions = client::partitions(consumer.client(), address, timeout)?;
+        let partitions = match client::partitions(consumer.client(), address, timeout) {
+            Err(KafkaError::Unreachable {
+                address,
+                timeout,
+                why: None,
+            }) => {
+                // A consumer's log lines and errors wait in its queue
+                // until it is polled: serve them, to say why.
+                let _ = consumer.poll(Duration::from_millis(100));
+                return Err(KafkaError::Unreachable {
+                    address,
+                    timeout,
+                    why: consumer.context().last_error.get(),
+                });
+            }
+            other => other?,
+        };
         let lost = |error: RdError| KafkaError::Client {
             address: address.to_string(),
             detail: consumer

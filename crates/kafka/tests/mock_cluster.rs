@@ -306,6 +306,37 @@ fn an_unreachable_broker_and_a_missing_topic_are_clear_errors_in_bounded_time() 
         KafkaSink::open(&address(&cluster, "present"), &bad, &SinkOptions::default()).unwrap_err();
     assert!(matches!(error, KafkaError::Settings { .. }), "{error}");
     assert!(error.to_string().contains("no.such.setting"), "{error}");
+    // SASL the cluster does not speak: the failure is named, in bound.
+    let mut sasl = KafkaOptions::new();
+    for setting in [
+        "security.protocol=SASL_PLAINTEXT",
+        "sasl.mechanism=PLAIN",
+        "sasl.username=reprise",
+        "sasl.password=not-shown",
+    ] {
+        sasl.add(setting).unwrap();
+    }
+    let present = address(&cluster, "present");
+    for error in [
+        KafkaSink::open(&present, &sasl, &options).unwrap_err(),
+        KafkaSource::open(
+            &present,
+            &sasl,
+            SourceOptions {
+                connect_timeout: Duration::from_secs(2),
+                ..SourceOptions::default()
+            },
+        )
+        .unwrap_err(),
+    ] {
+        let message = error.to_string();
+        assert!(
+            message.contains("no broker answered within 2s ("),
+            "{message}"
+        );
+        assert!(message.contains("SASL"), "{message}");
+        assert!(!message.contains("not-shown"), "{message}");
+    }
     // group= is not for a reader of the whole topic.
     let grouped = address(&cluster, "present?group=g");
     let error =

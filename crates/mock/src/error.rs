@@ -39,10 +39,10 @@ pub enum FallthroughError {
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// The `--out` tape could not be created or written.
-    #[error("--out {}: {reason}", path.display())]
+    #[error("--out {store}: {reason}")]
     Out {
-        /// The tape.
-        path: PathBuf,
+        /// The tape or topic.
+        store: String,
         /// What failed.
         reason: String,
     },

@@ -111,7 +111,7 @@ pub use fallthrough::{
 pub use listeners::{RecordedListener, RecordedRoute, recorded_listeners};
 pub use miss::{MissReason, MockMiss, MockReport, Nearest};
 pub use options::{Exhausted, MockOptions};
-pub use out::Tapped;
+pub use out::{OutStore, Tapped};
 pub use respond::{MockServed, Pool, RecordedFailure, own_answer};
 pub use scope::{MockScope, NAMED};
 pub use scopes::{ReplayKey, ReplayScopes};

@@ -7,7 +7,7 @@
 //! messages one by one); when the response ends, or is dropped unfinished,
 //! the exchange is redacted and handed to the writer thread.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -35,6 +35,49 @@ enum Message {
     Close,
 }
 
+/// Where `--out` writes, opened when the server starts: a new tape
+/// ([`OutStore::tape`]), or any store the caller opens (a Kafka topic).
+#[derive(Clone)]
+pub struct OutStore {
+    name: String,
+    open: Arc<dyn Fn() -> Result<Box<dyn Sink>, String> + Send + Sync>,
+}
+
+impl std::fmt::Debug for OutStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+impl OutStore {
+    /// A store named `name` (in messages), opened by `open`.
+    pub fn new(
+        name: impl Into<String>,
+        open: impl Fn() -> Result<Box<dyn Sink>, String> + Send + Sync + 'static,
+    ) -> OutStore {
+        OutStore {
+            name: name.into(),
+            open: Arc::new(open),
+        }
+    }
+
+    /// A new tape at `path` (mode 0600; an existing file or a symbolic
+    /// link there is an error).
+    pub fn tape(path: &Path) -> OutStore {
+        let at = path.to_path_buf();
+        OutStore::new(path.display().to_string(), move || {
+            TapeWriter::create(&at, WriterOptions::default())
+                .map(|writer| Box::new(writer) as Box<dyn Sink>)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// What it is called in messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The `--out` tape and the thread that writes it.
 pub(crate) struct OutTape {
     sender: mpsc::Sender<Message>,
@@ -59,26 +102,23 @@ impl OutSender {
 }
 
 impl OutTape {
-    /// Creates the tape at `path` (mode 0600; an existing file or a
-    /// symbolic link there is an error) and starts its writer.
-    pub fn create(
-        path: &Path,
+    /// Opens `store` and starts its writer.
+    pub fn start(
+        store: &OutStore,
         redactor: Redactor,
         max_body: usize,
     ) -> Result<(OutTape, OutSender), ServerError> {
-        let mut writer = TapeWriter::create(path, WriterOptions::default()).map_err(|source| {
-            ServerError::Out {
-                path: path.to_path_buf(),
-                reason: source.to_string(),
-            }
+        let mut writer = (store.open)().map_err(|reason| ServerError::Out {
+            store: store.name.clone(),
+            reason,
         })?;
         let (sender, receiver) = mpsc::channel();
-        let out_path: PathBuf = path.to_path_buf();
+        let name = store.name.clone();
         let thread = std::thread::Builder::new()
             .name("reprise-mock-out".into())
             .spawn(move || {
                 let failed = |e: reprise_model::StoreError| ServerError::Out {
-                    path: out_path.clone(),
+                    store: name.clone(),
                     reason: e.to_string(),
                 };
                 let mut written = 0;
@@ -90,7 +130,7 @@ impl OutTape {
                 Ok(written)
             })
             .map_err(|e| ServerError::Out {
-                path: path.to_path_buf(),
+                store: store.name.clone(),
                 reason: format!("cannot start its writer: {e}"),
             })?;
         let out = OutSender {

@@ -33,7 +33,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -58,7 +57,7 @@ use crate::error::ServerError;
 use crate::fallthrough::{FallthroughBody, FallthroughLayer, FellThrough};
 use crate::listeners::{RecordedListener, RecordedRoute};
 use crate::miss::{MockMiss, MockReport};
-use crate::out::{CallHead, Capture, OutSender, OutTape, Tapped};
+use crate::out::{CallHead, Capture, OutSender, OutStore, OutTape, Tapped};
 use crate::respond::{MockServed, Pool, own_answer};
 use crate::scopes::{ReplayKey, ReplayScopes};
 use crate::service::{BoxError, MockService};
@@ -81,8 +80,8 @@ pub struct ServerOptions {
     /// A line per database connection closed for what it sent (garbage,
     /// a protocol the mock does not speak), with or without `log`.
     pub warn: Option<LogSink>,
-    /// Write every call answered to this new tape (`--out`).
-    pub out: Option<PathBuf>,
+    /// Write every call answered there (`--out`).
+    pub out: Option<OutStore>,
     /// How long calls in flight may take to finish at the stop.
     pub drain: Duration,
     /// The TLS a PostgreSQL listener answers an SSLRequest with; without
@@ -416,9 +415,9 @@ impl MockServer {
     /// existing file there is an error).
     pub fn new(store: Arc<MockStore>, options: ServerOptions) -> Result<MockServer, ServerError> {
         let (out, sender) = match &options.out {
-            Some(path) => {
-                let (tape, sender) = OutTape::create(
-                    path,
+            Some(out) => {
+                let (tape, sender) = OutTape::start(
+                    out,
                     store.options().redactor.clone(),
                     store.options().max_body,
                 )?;

@@ -114,7 +114,7 @@ fn the_replayed_exchange_in_flight_scopes_statements_and_out_links_them() {
         MockOptions::default(),
     );
     let options = ServerOptions {
-        out: Some(out.clone()),
+        out: Some(reprise_mock::OutStore::tape(&out)),
         ..ServerOptions::default()
     };
     let server = MockServer::new(Arc::new(store), options).unwrap();

@@ -48,7 +48,7 @@ async fn a_server_on_a_callers_listener_counts_per_scope_and_writes_out() {
     let out = dir.path().join("made.tape");
     let options = ServerOptions {
         authority: Some("prices:8080".into()),
-        out: Some(out.clone()),
+        out: Some(reprise_mock::OutStore::tape(&out)),
         ..ServerOptions::default()
     };
     let server = MockServer::new(Arc::new(store), options).unwrap();

@@ -4,7 +4,7 @@ use anyhow::Context;
 use reprise_model::redact::Redactor;
 use reprise_model::store::{SinkTally, StoreError};
 use reprise_model::{Exchange, Sink};
-use reprise_tape::{TapeWriter, WriterOptions};
+use reprise_tape::WriterOptions;
 
 use crate::Outcome;
 use crate::args::ImportArgs;
@@ -14,18 +14,14 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
     let redactor = super::redactor(&args.redact)?;
     // Read the input's format first: a bad input must not leave an empty tape behind.
     let input = crate::input::Input::open(&args.input)?;
-    let mut writer = if args.append {
-        let (writer, report) = TapeWriter::open(&args.out, WriterOptions::default())?;
-        if let Some(cut) = report.cut {
-            eprintln!(
-                "reprise: tape {}: cut off a torn tail: {cut}",
-                args.out.display()
-            );
-        }
-        writer
-    } else {
-        TapeWriter::create(&args.out, WriterOptions::default())?
-    };
+    let mut writer = crate::store::open_tape(
+        &args.out,
+        crate::store::TapeOpening {
+            append: args.append,
+            inline: false,
+            zstd_level: WriterOptions::default().zstd_level,
+        },
+    )?;
     let imported = input.import(&mut Redacting {
         sink: &mut writer,
         redactor: &redactor,

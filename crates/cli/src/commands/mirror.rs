@@ -20,7 +20,7 @@ use reprise_replay::{Pacing, ProtocolChoice, Replay, ReplayConfig, Report, Targe
 use crate::Outcome;
 use crate::args::{MirrorArgs, UpstreamProtocolArg};
 use crate::commands::record::{duration, record_until_signal, size};
-use crate::commands::replay::results_tape;
+use crate::commands::replay::results_sink;
 
 /// The shadow's replay settings: as fast as the tape grows, on one
 /// thread (the shadow's copies take as little from the primary's
@@ -159,12 +159,21 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
     let results_path = shadow_out.clone();
     let asking = shadow_asking(args)?;
     let mut config = config;
+    if crate::store::is_kafka(&tape) {
+        // A topic holds more than this run records: the shadow sends
+        // only the calls recorded from now on.
+        let now = reprise_model::time::now_ns();
+        let (since, _) = config.filter.window();
+        if since.is_none_or(|since| since < now) {
+            config.filter = config.filter.clone().since(now);
+        }
+    }
     let started = record_until_signal(&args.record, "mirroring", move |_| {
         config.protocol = shadow_protocol(asking)?;
         // The shadow's tape is made only once the proxy is up, so a
         // failed start leaves none behind.
         let results: Option<Box<dyn Sink>> = match &results_path {
-            Some(path) => Some(Box::new(results_tape(path)?)),
+            Some(path) => Some(results_sink(path)?),
             None => None,
         };
         // The replay follows the tape the proxy has just opened.
@@ -180,7 +189,7 @@ pub fn run(args: &MirrorArgs) -> anyhow::Result<Outcome> {
             Ok(replay) => Ok((replay, live)),
             Err(error) => {
                 if let Some(path) = &results_path {
-                    let _ = std::fs::remove_file(path);
+                    crate::store::remove_new(path);
                 }
                 Err(anyhow::Error::new(error).context(format!("--shadow {shadow}")))
             }

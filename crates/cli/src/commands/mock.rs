@@ -439,7 +439,7 @@ pub fn run(args: &MockArgs) -> anyhow::Result<Outcome> {
         fallthrough,
         log,
         warn: Some(Arc::new(|line: &str| eprintln!("reprise: mock: {line}"))),
-        out: args.out.clone(),
+        out: args.out.as_deref().map(crate::store::mock_out),
         drain: DRAIN,
         db_tls: db_tls(leaves.as_ref()),
     };

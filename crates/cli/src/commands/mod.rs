@@ -17,6 +17,7 @@ use crate::args::{Cli, Command};
 
 /// Runs the command `cli` names.
 pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
+    crate::store::set_kafka_options(&cli.kafka_option, cli.kafka_config.as_deref())?;
     match cli.command {
         Command::Ls(args) => inspect::ls(&args),
         Command::Show(args) => inspect::show(&args),

@@ -1,7 +1,6 @@
 //! `reprise record`: the recording proxy until SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -10,7 +9,6 @@ use reprise_model::select::ExchangeFilter;
 use reprise_proxy::{
     ConnectionLimits, EgressConfig, EgressRoute, EgressStats, ProxyConfig, RecorderStats, Upstream,
 };
-use reprise_tape::{TapeWriter, WriterOptions};
 
 use crate::Outcome;
 use crate::args::{ConnectionArgs, RecordArgs};
@@ -183,36 +181,9 @@ pub(crate) fn compression(text: &str) -> anyhow::Result<Option<i32>> {
     }
 }
 
-/// Opens the tape: a new one, or (with `--append`) an existing one,
-/// compressed at `zstd_level` (`None`: not). `inline`: written on the
-/// caller's thread (the recorder's), see [`WriterOptions::inline`].
-pub(crate) fn open_tape(
-    path: &Path,
-    append: bool,
-    inline: bool,
-    zstd_level: Option<i32>,
-) -> anyhow::Result<TapeWriter> {
-    let options = WriterOptions {
-        inline,
-        zstd_level,
-        ..WriterOptions::default()
-    };
-    if append {
-        let (writer, report) = TapeWriter::open(path, options)?;
-        if let Some(cut) = report.cut {
-            eprintln!(
-                "reprise: tape {}: cut off a torn tail: {cut}",
-                path.display()
-            );
-        }
-        Ok(writer)
-    } else {
-        Ok(TapeWriter::create(path, options)?)
-    }
-}
-
-/// One line saying what was recorded and what was not.
-pub(crate) fn summary(stats: &RecorderStats) -> String {
+/// One line saying what was recorded and what was not, into a tape
+/// or (`kafka`) a topic.
+pub(crate) fn summary(stats: &RecorderStats, kafka: bool) -> String {
     let mut line = format!("{} exchanges seen, {} recorded", stats.seen, stats.recorded);
     let mut part = |n: u64, what: &str| {
         if n > 0 {
@@ -223,11 +194,19 @@ pub(crate) fn summary(stats: &RecorderStats) -> String {
     part(stats.unmatched, "not matching --match");
     part(stats.dropped_queue_full, "dropped (queue full)");
     part(stats.dropped_rate_limit, "dropped (--max-record-rate)");
-    part(stats.dropped_sink_error, "dropped (tape error)");
-    part(
-        stats.dropped_write_failed,
-        "dropped (the tape could not be written)",
-    );
+    let (refused, unwritten) = if kafka {
+        (
+            "dropped (the producer's queue was full: the broker was slow or unreachable)",
+            "dropped (never acknowledged by the broker)",
+        )
+    } else {
+        (
+            "dropped (tape error)",
+            "dropped (the tape could not be written)",
+        )
+    };
+    part(stats.dropped_sink_error, refused);
+    part(stats.dropped_write_failed, unwritten);
     part(stats.dropped_closed, "dropped (finished after the drain)");
     line
 }
@@ -287,8 +266,16 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         let mut interrupt =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .context("cannot handle SIGINT")?;
-        // The recorder's thread writes it: no writer thread of its own.
-        let writer = open_tape(&args.out, args.append, true, zstd_level)?;
+        // The recorder's thread writes a tape: no writer thread of its
+        // own. A topic is reached (or refused) now, not at the first call.
+        let writer = crate::store::open_sink(
+            &args.out,
+            crate::store::TapeOpening {
+                append: args.append,
+                inline: true,
+                zstd_level,
+            },
+        )?;
         let scheme = if config.tls.is_some() {
             "https"
         } else {
@@ -315,12 +302,12 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
                 (d.name.clone(), scheme)
             })
             .collect();
-        let proxy = match reprise_proxy::start(config, Box::new(writer)).await {
+        let proxy = match reprise_proxy::start(config, writer).await {
             Ok(proxy) => proxy,
             Err(error) => {
                 // Nothing was recorded: a new tape must not be left behind.
                 if !args.append {
-                    let _ = std::fs::remove_file(&args.out);
+                    crate::store::remove_new(&args.out);
                 }
                 return Err(error.into());
             }
@@ -349,14 +336,14 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
                 // The proxy goes, and a new tape with it.
                 let _ = proxy.shutdown().await;
                 if !args.append {
-                    let _ = std::fs::remove_file(&args.out);
+                    crate::store::remove_new(&args.out);
                 }
                 return Err(error);
             }
         };
         let mut line = format!(
             "reprise: {doing} {scheme}://{addr} -> {upstream} into {}",
-            args.out.display()
+            crate::store::describe(&args.out)
         );
         if let Some(admin) = proxy.admin_addr() {
             line.push_str(&format!(" (metrics: http://{admin}/metrics)"));
@@ -394,13 +381,16 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
         let stats = proxy
             .shutdown()
             .await
-            .with_context(|| format!("tape {}", args.out.display()))?;
-        let mut said = summary(&stats);
+            .with_context(|| crate::store::describe(&args.out))?;
+        let mut said = summary(&stats, crate::store::is_kafka(&args.out));
         if egress {
             said.push_str("; ");
             said.push_str(&egress_summary(&metrics.egress.snapshot()));
         }
-        eprintln!("reprise: {said}; tape {} synced", args.out.display());
+        eprintln!(
+            "reprise: {said}; {} synced",
+            crate::store::describe(&args.out)
+        );
         Ok((stats, extra))
     })
 }

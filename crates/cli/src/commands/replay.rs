@@ -15,7 +15,7 @@ use reprise_replay::{
 
 use crate::Outcome;
 use crate::args::{ProtocolArg, ReplayArgs};
-use crate::commands::record::{duration, open_tape, size};
+use crate::commands::record::{duration, size};
 
 /// How often a progress line is printed when stderr is not a terminal.
 const PLAIN_PROGRESS_EVERY: Duration = Duration::from_secs(5);
@@ -127,7 +127,7 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     super::diff::only_with_compare(&args.rules)?;
     let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
-        Some(path) => Some(Box::new(results_tape(path)?)),
+        Some(path) => Some(results_sink(path)?),
         None => None,
     };
     let signals = Signals::catch()?;
@@ -143,15 +143,24 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     })
 }
 
-/// A new tape for what a replay sent and got back, compressed as tapes
-/// are by default.
+/// How a replay's results tape is opened: a new tape, compressed as
+/// tapes are by default.
+fn results() -> crate::store::TapeOpening {
+    crate::store::TapeOpening {
+        append: false,
+        inline: false,
+        zstd_level: reprise_tape::WriterOptions::default().zstd_level,
+    }
+}
+
+/// Where what a replay sent and got back goes: a new tape, or a topic.
+pub(crate) fn results_sink(path: &Path) -> anyhow::Result<Box<dyn Sink>> {
+    crate::store::open_sink(path, results())
+}
+
+/// A new tape for what a replay sent and got back.
 pub(crate) fn results_tape(path: &Path) -> anyhow::Result<reprise_tape::TapeWriter> {
-    open_tape(
-        path,
-        false,
-        false,
-        reprise_tape::WriterOptions::default().zstd_level,
-    )
+    crate::store::open_tape(path, results())
 }
 
 /// `--compare`: replays to the target (and to the baseline target, at the
@@ -179,12 +188,7 @@ fn replay_and_compare(args: &ReplayArgs, config: ReplayConfig) -> anyhow::Result
     };
     let (opener_c, _) = opener(args.source.clone(), args, &config)?;
     let signals = Signals::catch()?;
-    let candidate = Replay::start(
-        config,
-        opener_c,
-        Some(Box::new(results_tape(&candidate_out)?)),
-        None,
-    )?;
+    let candidate = Replay::start(config, opener_c, Some(results_sink(&candidate_out)?), None)?;
     let baseline = match baseline {
         Some((config, out)) => {
             let (opener_b, _) = opener(args.source.clone(), args, &config)?;

@@ -234,7 +234,7 @@ fn record(tape: &Path, out: &mut impl Write) -> anyhow::Result<()> {
         let mix: Vec<String> = statuses.iter().map(|(s, n)| format!("{n}× {s}")).collect();
         writeln!(out, "   sent {CALLS} calls through it, half HTTP/1.1, half HTTP/2 (h2c): {}", mix.join(", "))?;
         let stats = proxy.shutdown().await?;
-        writeln!(out, "   stopped: {}; tape synced", super::record::summary(&stats))?;
+        writeln!(out, "   stopped: {}; tape synced", super::record::summary(&stats, false))?;
         Ok(())
     })
 }

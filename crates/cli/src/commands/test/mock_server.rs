@@ -71,7 +71,7 @@ pub(crate) fn start(
         .transpose()
         .context("the local CA")?;
     let options = ServerOptions {
-        out: Some(out),
+        out: Some(reprise_mock::OutStore::tape(&out)),
         log: log.then(|| {
             Arc::new(|line: &str| eprintln!("reprise: mock: {line}"))
                 as reprise_mock::server::LogSink
