@@ -315,3 +315,64 @@ fn the_tonic_example_replays_identically_with_its_downstream_mocked() {
     assert_eq!(code, 1, "{report:#}");
     unmocked.stop(&rt);
 }
+
+#[test]
+fn the_axum_example_records_into_a_kafka_topic_through_reprise_tape() {
+    use example_json_shop::{inventory, serve, shop};
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    cluster.create_topic("json-shop", 3, 1).unwrap();
+    let topic =
+        std::path::PathBuf::from(format!("kafka://{}/json-shop", cluster.bootstrap_servers()));
+    let rt = Runtime::new().unwrap();
+    let inventory_server = start(&rt, |l, rx| async move {
+        serve(l, inventory(), stopped(rx)).await.unwrap();
+    });
+    let recording = Reprise::start(config(Mode::Record, &topic, "json-shop")).unwrap();
+    let router = shop(&recording, &inventory_server.addr.to_string());
+    let shop_server = start(&rt, |l, rx| async move {
+        serve(l, router, stopped(rx)).await.unwrap();
+    });
+    let base = format!("http://{}", shop_server.addr);
+    for path in ["/order/pen?qty=3", "/order/ink?qty=50", "/order/paper"] {
+        let (_, status) = curl_status(&format!("{base}{path}"), None);
+        assert_eq!(status, "200", "{path}");
+    }
+    shop_server.stop(&rt);
+    let stats = shut(&rt, recording);
+    inventory_server.stop(&rt);
+    assert_eq!((stats.recorded, stats.dropped()), (6, 0), "{stats:?}");
+
+    // Each order and the inventory call made for it, read back from the
+    // topic: the downstream call is listed under its inbound call.
+    let ls = reprise(&["ls", s(&topic), "--json"]);
+    assert!(ls.status.success(), "{}", text(&ls.stderr));
+    let listed: Vec<serde_json::Value> = text(&ls.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 6, "{listed:?}");
+    let inbound: Vec<&serde_json::Value> =
+        listed.iter().filter(|e| e["role"] == "inbound").collect();
+    assert_eq!(inbound.len(), 3, "{listed:?}");
+    for parent in inbound {
+        let children = listed
+            .iter()
+            .filter(|e| e["parent_id"] == parent["id"])
+            .count();
+        assert_eq!(children, 1, "{parent}: {listed:?}");
+    }
+
+    // Mock mode answers from a tape, and a missing topic is said.
+    let error = Reprise::start(config(Mode::Mock, &topic, "json-shop"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("mock mode answers from a tape"), "{error}");
+    let absent =
+        std::path::PathBuf::from(format!("kafka://{}/absent", cluster.bootstrap_servers()));
+    let error = Reprise::start(config(Mode::Record, &absent, "json-shop"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(error.contains("topic \"absent\" does not exist"), "{error}");
+}

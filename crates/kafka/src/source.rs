@@ -86,7 +86,7 @@ impl Remembers for Context {
     }
 }
 
-/// A topic read as a recording's [`Source`].
+/// A topic read as a recording's [`Source`](reprise_model::Source).
 pub struct KafkaSource {
     consumer: BaseConsumer<Context>,
     address: KafkaAddress,

@@ -646,17 +646,28 @@ impl Reprise {
         let sampler = Reprise::check(&config, given)?;
         match config.mode {
             Mode::Record => {
+                let path = tape("write")?;
+                if is_kafka(&path) {
+                    let sink = kafka_sink(&path)?;
+                    return Reprise::record_from(config, sink, given);
+                }
                 // The recorder's thread writes it: no writer thread of its own.
                 let options = reprise_tape::WriterOptions {
                     inline: true,
                     ..reprise_tape::WriterOptions::default()
                 };
-                let (writer, _) = reprise_tape::TapeWriter::open(tape("write")?, options)
+                let (writer, _) = reprise_tape::TapeWriter::open(path, options)
                     .map_err(|source| Error::TapeOpen { source })?;
                 Reprise::record_from(config, Box::new(writer), given)
             }
             Mode::Mock => {
                 let path = tape("answer from")?;
+                if is_kafka(&path) {
+                    return Err(Error::KafkaTape {
+                        tape: path.display().to_string(),
+                        why: "mock mode answers from a tape: copy the topic to one first (`reprise copy`)",
+                    });
+                }
                 let mut options = config.mock.clone();
                 options.max_body = config.max_body;
                 options.redactor = config.redactor(given)?;
@@ -853,6 +864,48 @@ fn origin(config: &Config, role: Role, authority: &str) -> Origin {
         server_addr: String::new(),
         max_body: config.max_body,
     }
+}
+
+/// Whether `path` names a Kafka topic (`kafka://...`) rather than a tape.
+fn is_kafka(path: &std::path::Path) -> bool {
+    path.to_str().is_some_and(|p| {
+        p.get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("kafka://"))
+    })
+}
+
+/// The topic `path` names, opened for recording with the librdkafka
+/// settings of the properties file `REPRISE_KAFKA_CONFIG` names, if any.
+#[cfg(feature = "kafka")]
+fn kafka_sink(path: &std::path::Path) -> Result<Box<dyn Sink>, Error> {
+    let failed = |source| Error::Kafka { source };
+    let address =
+        reprise_kafka::KafkaAddress::parse(&path.display().to_string()).map_err(failed)?;
+    let mut settings = reprise_kafka::KafkaOptions::new();
+    if let Some(file) = std::env::var_os("REPRISE_KAFKA_CONFIG") {
+        let name = format!("REPRISE_KAFKA_CONFIG {}", file.to_string_lossy());
+        let text = std::fs::read_to_string(&file).map_err(|e| Error::KafkaTape {
+            tape: name.clone(),
+            why: if e.kind() == std::io::ErrorKind::NotFound {
+                "no such file"
+            } else {
+                "cannot be read"
+            },
+        })?;
+        settings.add_properties(&text, &name).map_err(failed)?;
+    }
+    let sink =
+        reprise_kafka::KafkaSink::open(&address, &settings, &Default::default()).map_err(failed)?;
+    Ok(Box::new(sink))
+}
+
+/// Without the `kafka` feature, a topic is refused by name.
+#[cfg(not(feature = "kafka"))]
+fn kafka_sink(path: &std::path::Path) -> Result<Box<dyn Sink>, Error> {
+    Err(Error::KafkaTape {
+        tape: path.display().to_string(),
+        why: "a Kafka topic: build reprise-tower with its `kafka` feature to record to one",
+    })
 }
 
 #[cfg(test)]

@@ -32,6 +32,24 @@ pub enum Error {
         /// message then names `REPRISE_TAPE`, else `tape(path)`).
         from_env: bool,
     },
+    /// `REPRISE_TAPE` names a Kafka topic where one cannot be used: this
+    /// build has no `kafka` feature, or mock mode (which answers from a
+    /// tape).
+    #[error("{tape}: {why}")]
+    KafkaTape {
+        /// The address given.
+        tape: String,
+        /// Why it cannot be used.
+        why: &'static str,
+    },
+    /// The Kafka topic could not be opened for recording.
+    #[cfg(feature = "kafka")]
+    #[error("cannot record: {source}")]
+    Kafka {
+        /// What the Kafka crate said (it names the address).
+        #[source]
+        source: reprise_kafka::KafkaError,
+    },
     /// The tape could not be opened for recording.
     #[error("cannot record: {source}")]
     TapeOpen {
