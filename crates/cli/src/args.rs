@@ -663,9 +663,11 @@ pub struct DiffArgs {
     /// The recording that was replayed (tape, HAR or .gor).
     #[arg(value_name = "RECORDED")]
     pub recorded: PathBuf,
-    /// The replay's results tape (`reprise replay --out`).
-    #[arg(value_name = "REPLAYED")]
-    pub replayed: PathBuf,
+    /// The replay's results (`reprise replay --out`): a tape or topic;
+    /// several (a group of replayers' results, each member's tape) are
+    /// merged, each recorded exchange compared once.
+    #[arg(value_name = "REPLAYED", required = true, num_args = 1..)]
+    pub replayed: Vec<PathBuf>,
     /// The same recording replayed against a second copy of the old build
     /// (`reprise replay --out`): what differs between the two copies is
     /// noise, not a regression.

@@ -323,3 +323,106 @@ fn a_mock_writes_the_calls_it_answered_to_a_topic() {
         text(&ls.stdout)
     );
 }
+
+/// The offsets group `group` has committed on `topic`, summed.
+fn committed(cluster: &Cluster, group: &str, topic: &str, partitions: i32) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap_servers())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for partition in 0..partitions {
+        list.add_partition(topic, partition);
+    }
+    let Ok(committed) = consumer.committed_offsets(list, Duration::from_secs(5)) else {
+        return 0;
+    };
+    committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            rdkafka::Offset::Offset(at) => at,
+            _ => 0,
+        })
+        .sum()
+}
+
+#[test]
+fn a_group_of_replayers_shares_a_topic_and_takes_over_from_one_killed_mid_run() {
+    let cluster = cluster(1, &[("recorded", 6), ("results", 3)]);
+    let nginx = Nginx::serving(&[("a.json", r#"{"ok":true}"#)]);
+    let recorded = topic(&cluster, "recorded");
+    let recorder = Recorder::start(&url(&nginx), &recorded, &[]);
+    calls(&recorder, "n", 120);
+    recorder.stop_cleanly("-INT");
+
+    let results = topic(&cluster, "results");
+    let grouped = format!("{}?group=replayers", s(&recorded));
+    let member = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reprise"));
+        command
+            .args([
+                "replay",
+                &grouped,
+                "--target",
+                &url(&nginx),
+                "--out",
+                s(&results),
+            ])
+            // 10 calls a second each: slow enough to kill one mid-run;
+            // few connections each (the test's nginx takes 64 in all).
+            .args(["--rate", "10", "--concurrency", "4", "-q"])
+            // Rebalances in seconds, not the default 45.
+            .args(["--kafka-option", "session.timeout.ms=6000"])
+            .args(["--kafka-option", "heartbeat.interval.ms=500"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut doomed = member();
+    let survivors = [member(), member()];
+    // Killed once the group has committed some of the work.
+    eventually("the group commits", 30, || {
+        committed(&cluster, "replayers", "recorded", 6) >= 15
+    });
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let mut replayed = 0;
+    for survivor in survivors {
+        let out = survivor.wait_with_output().unwrap();
+        let said = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{said}");
+        let calls: u64 = said
+            .split("this member replayed ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{said}"));
+        replayed += calls;
+    }
+    assert!(replayed > 0);
+    assert_eq!(committed(&cluster, "replayers", "recorded", 6), 120);
+
+    // The results of all three, merged: every recorded exchange compared
+    // once, however many were replayed twice.
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let diff = reprise(&["diff", s(&recorded), s(&results), "--json", s(json.path())]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "{}{}",
+        text(&diff.stdout),
+        text(&diff.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
+    assert_eq!(report["pairs"], 120, "{report}");
+    assert_eq!(report["identical"], 120, "{report}");
+    assert!(
+        report["not_compared"].as_object().unwrap().is_empty(),
+        "{report}"
+    );
+}

@@ -132,7 +132,7 @@ pub struct Paired {
 #[derive(Debug, Clone, Copy)]
 pub struct Pairing<'a> {
     recorded: &'a Path,
-    replayed: &'a Path,
+    replayed: &'a [PathBuf],
     rules: &'a Rules,
     noise: Noise<'a>,
     max_memory: usize,
@@ -142,9 +142,11 @@ pub struct Pairing<'a> {
 }
 
 impl<'a> Pairing<'a> {
-    /// Compares `replayed` (a replay's results) with `recorded` by
-    /// `rules`, every difference counting, within [`DEFAULT_MAX_MEMORY`].
-    pub fn new(recorded: &'a Path, replayed: &'a Path, rules: &'a Rules) -> Self {
+    /// Compares `replayed` (a replay's results; several are merged, each
+    /// recorded exchange compared once however often it was replayed)
+    /// with `recorded` by `rules`, every difference counting, within
+    /// [`DEFAULT_MAX_MEMORY`].
+    pub fn new(recorded: &'a Path, replayed: &'a [PathBuf], rules: &'a Rules) -> Self {
         Pairing {
             recorded,
             replayed,
@@ -229,7 +231,11 @@ impl<'a> Pairing<'a> {
             PartedInput::split(path, side, inputs, &spill, name, damage)
         };
         let mut rec = split(self.recorded, Side::Recorded, "recorded", &mut damage)?;
-        let mut cand = split(self.replayed, Side::Replayed, "replayed", &mut damage)?;
+        let mut cand = Vec::with_capacity(self.replayed.len());
+        for (i, path) in self.replayed.iter().enumerate() {
+            let name = format!("replayed-{i}");
+            cand.push(split(path, Side::Replayed, &name, &mut damage)?);
+        }
         let mut base = match self.noise {
             Noise::Baseline(path, _) => Some(split(path, Side::Replayed, "baseline", &mut damage)?),
             Noise::None | Noise::Guess => None,
@@ -273,16 +279,22 @@ impl<'a> Pairing<'a> {
                     drop(made);
                     let made = load_calls(&mut cand_calls, part, &mut damage, &mut 0)?;
                     let calls = view(downstream, &recorded, &made);
-                    cand.for_each(part, &mut damage, |(key, exchange)| {
-                        if let Some(original) = map.get(&key) {
-                            let verdict = judged(original, &exchange, rules, calls, &mut ignored);
-                            model.candidate(original, &verdict);
-                        }
-                    })?;
+                    let mut seen: HashSet<Vec<u8>> = HashSet::new();
+                    for input in &mut cand {
+                        input.for_each(part, &mut damage, |(key, exchange)| {
+                            if let Some(original) = map.get(&key)
+                                && seen.insert(key)
+                            {
+                                let verdict =
+                                    judged(original, &exchange, rules, calls, &mut ignored);
+                                model.candidate(original, &verdict);
+                            }
+                        })?;
+                    }
                     model.forget_calls();
                 }
                 base.must_hold_replays()?;
-                cand.must_hold_replays()?;
+                must_hold_replays(&cand)?;
                 model.decide();
                 Some(model)
             }
@@ -316,28 +328,33 @@ impl<'a> Pairing<'a> {
             let made = load_calls(&mut cand_calls, part, &mut damage, &mut summary.pool_served)?;
             let calls = view(downstream, &recorded, &made);
             let mut seen: HashSet<Vec<u8>> = HashSet::new();
-            cand.for_each(part, &mut damage, |(key, exchange)| match map.get(&key) {
-                Some(original) => {
-                    seen.insert(key);
-                    let verdict = judged(original, &exchange, rules, calls, &mut summary);
-                    match model.as_mut() {
-                        Some(model) => {
-                            let (verdict, noise) = model.judge(original, verdict);
-                            comparison.add_judged(original, Some(&exchange), &verdict, &noise);
+            for input in &mut cand {
+                input.for_each(part, &mut damage, |(key, exchange)| match map.get(&key) {
+                    // Replayed twice (a group's at-least-once replays, or
+                    // the same results given twice): compared once.
+                    Some(_) if seen.contains(&key) => comparison.repeated(),
+                    Some(original) => {
+                        seen.insert(key);
+                        let verdict = judged(original, &exchange, rules, calls, &mut summary);
+                        match model.as_mut() {
+                            Some(model) => {
+                                let (verdict, noise) = model.judge(original, verdict);
+                                comparison.add_judged(original, Some(&exchange), &verdict, &noise);
+                            }
+                            None if guessing => {
+                                let (verdict, noise) = guess(verdict);
+                                comparison.add_judged(original, Some(&exchange), &verdict, &noise);
+                            }
+                            None => comparison.add(original, Some(&exchange), &verdict),
                         }
-                        None if guessing => {
-                            let (verdict, noise) = guess(verdict);
-                            comparison.add_judged(original, Some(&exchange), &verdict, &noise);
-                        }
-                        None => comparison.add(original, Some(&exchange), &verdict),
                     }
-                }
-                None => comparison.add(
-                    &exchange,
-                    Some(&exchange),
-                    &Verdict::NotCompared(NotCompared::MissingRecording),
-                ),
-            })?;
+                    None => comparison.add(
+                        &exchange,
+                        Some(&exchange),
+                        &Verdict::NotCompared(NotCompared::MissingRecording),
+                    ),
+                })?;
+            }
             for (id, original) in &map {
                 if !seen.contains(id) {
                     comparison.add(
@@ -356,7 +373,7 @@ impl<'a> Pairing<'a> {
                 model.forget_calls();
             }
         }
-        cand.must_hold_replays()?;
+        must_hold_replays(&cand)?;
         for calls in cand_calls.iter().chain(&base_calls) {
             calls.must_hold_calls()?;
         }
@@ -373,6 +390,18 @@ impl<'a> Pairing<'a> {
             report: comparison.finish(),
             damage,
         })
+    }
+}
+
+/// An error unless some replay took part: several result sources (a
+/// group's members) may include one that replayed nothing.
+fn must_hold_replays(inputs: &[PartedInput<'_>]) -> Result<(), PairingError> {
+    if inputs.iter().any(PartedInput::holds_replays) {
+        return Ok(());
+    }
+    match inputs.first() {
+        Some(input) => input.must_hold_replays(),
+        None => Ok(()),
     }
 }
 
@@ -597,7 +626,7 @@ mod tests {
     fn run(inputs: &Inputs, noise: Noise<'_>, max_memory: usize) -> Paired {
         let rules = Rules::default();
         let scratch = tempfile::tempdir().expect("a temporary directory");
-        let paired = Pairing::new(Path::new("rec"), Path::new("cand"), &rules)
+        let paired = Pairing::new(Path::new("rec"), &[PathBuf::from("cand")], &rules)
             .noise(noise)
             .max_memory(max_memory)
             .scratch_in(scratch.path())
@@ -657,6 +686,51 @@ mod tests {
     }
 
     #[test]
+    fn results_split_among_sources_and_replayed_twice_count_each_exchange_once() {
+        // A group of two replayers: each has its share, and both replayed
+        // the exchanges 100..120 (taken over after a rebalance); one
+        // replayed nothing at all.
+        let share = |range: std::ops::Range<u32>| range.map(|i| replayed(i, true)).collect();
+        let inputs = inputs()
+            .with("a", share(0..120))
+            .with("b", share(100..290))
+            .with("idle", Vec::new());
+        let rules = Rules::default();
+        let sources = [
+            PathBuf::from("a"),
+            PathBuf::from("idle"),
+            PathBuf::from("b"),
+        ];
+        let whole = run(&inputs, Noise::None, DEFAULT_MAX_MEMORY).report;
+        for max_memory in [DEFAULT_MAX_MEMORY, 20 << 10] {
+            let merged = Pairing::new(Path::new("rec"), &sources, &rules)
+                .max_memory(max_memory)
+                .run(&inputs)
+                .expect("the comparison runs")
+                .report;
+            assert_eq!(merged.repeated, 20);
+            assert_eq!(merged.pairs, whole.pairs - 1, "less the stray replay");
+            assert_eq!(
+                (merged.identical, merged.regressed),
+                (whole.identical, whole.regressed)
+            );
+            assert_eq!(
+                merged.not_compared.get("recorded but not replayed"),
+                Some(&10)
+            );
+        }
+        let Err(none) =
+            Pairing::new(Path::new("rec"), &[PathBuf::from("idle")], &rules).run(&inputs)
+        else {
+            panic!("no replay at all is an error");
+        };
+        assert!(
+            none.to_string().contains("holds no replayed exchange"),
+            "{none}"
+        );
+    }
+
+    #[test]
     fn damage_is_reported_once_however_often_an_input_is_read() {
         let inputs = inputs().damaged("rec", "block 3 fails its checksum");
         for max_memory in [DEFAULT_MAX_MEMORY, 20 << 10] {
@@ -670,7 +744,7 @@ mod tests {
         let rules = Rules::default();
         let inputs = inputs().with("not-replays", (0..3).map(recorded).collect());
         for max_memory in [DEFAULT_MAX_MEMORY, 1] {
-            let error = Pairing::new(Path::new("rec"), Path::new("not-replays"), &rules)
+            let error = Pairing::new(Path::new("rec"), &[PathBuf::from("not-replays")], &rules)
                 .max_memory(max_memory)
                 .run(&inputs)
                 .expect_err("no replays");
@@ -680,7 +754,7 @@ mod tests {
                 "not-replays: holds no replayed exchange (expected the results of `reprise replay --out`)"
             );
         }
-        let error = Pairing::new(Path::new("rec"), Path::new("gone"), &rules)
+        let error = Pairing::new(Path::new("rec"), &[PathBuf::from("gone")], &rules)
             .max_memory(1)
             .run(&inputs)
             .expect_err("no such input");
@@ -824,7 +898,7 @@ mod tests {
         let scratch = tempfile::tempdir().expect("a temporary directory");
         let calls = [PathBuf::from("calls")];
         let base_calls = [PathBuf::from("base-calls")];
-        Pairing::new(Path::new("rec"), Path::new("cand"), rules)
+        Pairing::new(Path::new("rec"), &[PathBuf::from("cand")], rules)
             .noise(noise)
             .downstream(&calls, &base_calls)
             .max_memory(max_memory)
@@ -931,7 +1005,7 @@ mod tests {
         // calls: every nonce counts.
         let scratch = tempfile::tempdir().expect("a temporary directory");
         let calls = [PathBuf::from("calls")];
-        let blind = Pairing::new(Path::new("rec"), Path::new("cand"), &rules)
+        let blind = Pairing::new(Path::new("rec"), &[PathBuf::from("cand")], &rules)
             .noise(noise)
             .downstream(&calls, &[])
             .scratch_in(scratch.path())
@@ -947,7 +1021,7 @@ mod tests {
         let rules = Rules::default();
         let calls = [PathBuf::from("cand")];
         for max_memory in [DEFAULT_MAX_MEMORY, 1] {
-            let error = Pairing::new(Path::new("rec"), Path::new("cand"), &rules)
+            let error = Pairing::new(Path::new("rec"), &[PathBuf::from("cand")], &rules)
                 .downstream(&calls, &[])
                 .max_memory(max_memory)
                 .run(&inputs)

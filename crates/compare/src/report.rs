@@ -121,6 +121,11 @@ pub struct DiffReport {
     pub suppressed: Option<crate::noise::Suppressed>,
     /// The noise was guessed (`--auto-noise`), not learned from a baseline.
     pub noise_guessed: bool,
+    /// Replays of a recorded exchange already compared (several result
+    /// sources, a group's at-least-once replays): skipped, so that each
+    /// recorded exchange counts once.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub repeated: u64,
     /// Per endpoint, most regressed first.
     pub endpoints: Vec<EndpointDiff>,
     /// Regressed pairs grouped by their set of differences, largest first.
@@ -165,6 +170,13 @@ impl DiffReport {
             "diff: {} pairs: {} identical, {} regressed, {} noise only, {} not compared",
             self.pairs, self.identical, self.regressed, self.noise_only, not_compared
         )?;
+        if self.repeated > 0 {
+            writeln!(
+                out,
+                "  {} replays of exchanges already compared (replayed twice) were skipped: each recorded exchange counts once",
+                self.repeated
+            )?;
+        }
         if self.noise_guessed {
             writeln!(
                 out,
@@ -638,10 +650,20 @@ pub struct Comparison {
     not_compared: BTreeMap<NotCompared, u64>,
     suppressed: Option<crate::noise::Suppressed>,
     noise_guessed: bool,
+    repeated: u64,
     downstream: Option<crate::DownstreamSummary>,
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 impl Comparison {
+    /// Counts a replay of an exchange already compared, skipped.
+    pub fn repeated(&mut self) {
+        self.repeated += 1;
+    }
+
     /// Notes what comparing downstream calls saw, for the report.
     pub fn downstream(&mut self, summary: crate::DownstreamSummary) {
         self.downstream = Some(summary);
@@ -828,6 +850,7 @@ impl Comparison {
             noise_only: endpoints.iter().map(|e| e.noise_only).sum(),
             suppressed: self.suppressed,
             noise_guessed: self.noise_guessed,
+            repeated: self.repeated,
             downstream: self.downstream,
             not_compared: self
                 .not_compared

@@ -292,6 +292,11 @@ impl<'a> PartedInput<'a> {
         Ok(())
     }
 
+    /// Whether some exchange took part.
+    pub(crate) fn holds_replays(&self) -> bool {
+        self.count > 0
+    }
+
     /// An error unless some exchange took part (for a replay's results).
     pub(crate) fn must_hold_replays(&self) -> Result<(), PairingError> {
         if self.count == 0 {

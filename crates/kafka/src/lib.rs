@@ -8,6 +8,8 @@
 //!   producer whose queue is the recording's bypass.
 //! - [`KafkaSource`] reads every partition from `from=` to the end
 //!   offsets seen when it opened, or on with `follow`.
+//! - [`GroupSource`] reads a member's share of a topic in a consumer
+//!   group (`group=NAME`), committing what its user settles ([`Acks`]).
 //! - [`KafkaOptions`] carries the librdkafka settings a real cluster
 //!   needs (`security.protocol`, SASL, TLS) from `--kafka-option` or a
 //!   properties file.
@@ -18,11 +20,13 @@
 mod address;
 mod client;
 mod error;
+mod group;
 mod sink;
 mod source;
 
 pub use address::{KafkaAddress, KafkaOptions, SCHEME, Start, is_kafka};
 pub use client::{CONNECT_TIMEOUT, SCHEMA_HEADER};
 pub use error::KafkaError;
+pub use group::{Acks, GroupSource};
 pub use sink::{KafkaSink, SinkOptions};
 pub use source::{Ends, KafkaSource, SourceOptions};

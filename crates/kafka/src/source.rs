@@ -49,6 +49,8 @@ pub struct SourceOptions {
     pub ends: Option<Ends>,
     /// How long reading goes on with no broker answering before it fails.
     pub lost_after: Duration,
+    /// Set to end a group member's reading at once (a stopped replay).
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for SourceOptions {
@@ -59,6 +61,7 @@ impl Default for SourceOptions {
             since_ns: None,
             ends: None,
             lost_after: Duration::from_secs(30),
+            stop: None,
         }
     }
 }
@@ -121,7 +124,7 @@ impl KafkaSource {
         if address.group.is_some() {
             return Err(KafkaError::Address {
                 address: address.to_string(),
-                why: "group= shares a topic among `reprise replay` processes; this command reads the whole topic (leave group= out)".into(),
+                why: "group= shares a topic among `reprise replay` processes (GroupSource); this command reads the whole topic (leave group= out)".into(),
             });
         }
         let mut config = client::config(address);
@@ -304,38 +307,42 @@ impl KafkaSource {
     fn failed(&self, detail: String) -> StoreError {
         StoreError::failed(self.address.to_string(), detail)
     }
+}
 
-    /// The exchange a message holds, or why it holds none.
-    fn record(&self, message: &BorrowedMessage<'_>) -> Result<Exchange, StoreError> {
-        let damaged = |why: String| StoreError::Damaged {
-            store: self.address.to_string(),
-            detail: format!(
-                "partition {} offset {}: not a reprise record, skipped: {why}",
-                message.partition(),
-                message.offset()
-            ),
-        };
-        let revision = message.headers().and_then(|headers| {
-            headers
-                .iter()
-                .find(|h| h.key == SCHEMA_HEADER)
-                .and_then(|h| h.value)
-        });
-        let Some(revision) = revision else {
-            return Err(damaged(format!("no {SCHEMA_HEADER} header")));
-        };
-        let known = std::str::from_utf8(revision)
-            .ok()
-            .and_then(|r| r.parse::<u16>().ok())
-            .ok_or_else(|| damaged(format!("{SCHEMA_HEADER} is not a number")))?;
-        let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
-        let decoded = if known <= reprise_model::SCHEMA_REVISION {
-            reprise_model::codec::decode_known(payload)
-        } else {
-            reprise_model::codec::decode_bytes(payload)
-        };
-        decoded.map_err(|e| damaged(e.to_string()))
-    }
+/// The exchange a message of `address` holds, or why it holds none (a
+/// damage report naming its partition and offset).
+pub(crate) fn decode_message(
+    address: &KafkaAddress,
+    message: &BorrowedMessage<'_>,
+) -> Result<Exchange, StoreError> {
+    let damaged = |why: String| StoreError::Damaged {
+        store: address.to_string(),
+        detail: format!(
+            "partition {} offset {}: not a reprise record, skipped: {why}",
+            message.partition(),
+            message.offset()
+        ),
+    };
+    let revision = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == SCHEMA_HEADER)
+            .and_then(|h| h.value)
+    });
+    let Some(revision) = revision else {
+        return Err(damaged(format!("no {SCHEMA_HEADER} header")));
+    };
+    let known = std::str::from_utf8(revision)
+        .ok()
+        .and_then(|r| r.parse::<u16>().ok())
+        .ok_or_else(|| damaged(format!("{SCHEMA_HEADER} is not a number")))?;
+    let payload = bytes::Bytes::copy_from_slice(message.payload().unwrap_or_default());
+    let decoded = if known <= reprise_model::SCHEMA_REVISION {
+        reprise_model::codec::decode_known(payload)
+    } else {
+        reprise_model::codec::decode_bytes(payload)
+    };
+    decoded.map_err(|e| damaged(e.to_string()))
 }
 
 impl Iterator for KafkaSource {
@@ -396,7 +403,7 @@ impl Iterator for KafkaSource {
                             .payload()
                             .and_then(reprise_model::peek_head)
                             .is_some_and(|head| head.recorded_at_ns < self.since_ns);
-                    let record = (!early).then(|| self.record(&message));
+                    let record = (!early).then(|| decode_message(&self.address, &message));
                     drop(message);
                     self.reached(partition, offset + 1);
                     if let Some(record) = record {

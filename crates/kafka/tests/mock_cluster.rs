@@ -14,7 +14,8 @@ use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use reprise_kafka::{
-    KafkaAddress, KafkaError, KafkaOptions, KafkaSink, KafkaSource, SinkOptions, SourceOptions,
+    GroupSource, KafkaAddress, KafkaError, KafkaOptions, KafkaSink, KafkaSource, SinkOptions,
+    SourceOptions,
 };
 use reprise_model::{Exchange, Sink, StoreError};
 
@@ -398,4 +399,75 @@ fn a_broker_that_goes_away_costs_exchanges_not_waiting_and_recording_resumes() {
         read.iter().any(|e| e.id == all[119].id),
         "recording resumed"
     );
+}
+
+fn group_settings() -> KafkaOptions {
+    let mut settings = KafkaOptions::new();
+    // Rebalances in seconds, not the default 45.
+    settings.add("session.timeout.ms=6000").unwrap();
+    settings.add("heartbeat.interval.ms=500").unwrap();
+    settings
+}
+
+/// One member's run: reads its share, settling each exchange at once
+/// (or none, with `settle` false, for `stop_after` exchanges, then
+/// dies); gives the ids it read.
+fn member(
+    address: KafkaAddress,
+    settle: bool,
+    stop_after: Option<usize>,
+) -> std::thread::JoinHandle<Vec<Vec<u8>>> {
+    std::thread::spawn(move || {
+        let (source, acks) =
+            GroupSource::join(&address, &group_settings(), SourceOptions::default()).unwrap();
+        let mut read = Vec::new();
+        for item in source {
+            let exchange = item.unwrap();
+            if settle {
+                acks.settled(&exchange.id);
+            }
+            read.push(exchange.id);
+            if stop_after.is_some_and(|n| read.len() >= n) {
+                // Dies: nothing more settled, nothing committed.
+                return read;
+            }
+        }
+        acks.finish().unwrap();
+        read
+    })
+}
+
+#[test]
+fn a_group_shares_a_topic_each_exchange_read_once_and_a_dead_member_is_taken_over() {
+    let cluster = cluster("shared", 4);
+    let address = address(&cluster, "shared");
+    let mut sink =
+        KafkaSink::open(&address, &KafkaOptions::new(), &SinkOptions::default()).unwrap();
+    let written = exchanges(400, T0);
+    for exchange in &written {
+        sink.append(exchange.clone()).unwrap();
+    }
+    sink.close().unwrap();
+    let all: HashSet<Vec<u8>> = written.iter().map(|e| e.id.clone()).collect();
+
+    // Two members, settling as they go: together each exchange once.
+    let grouped = KafkaAddress::parse(&format!("{address}?group=two")).unwrap();
+    let a = member(grouped.clone(), true, None);
+    let b = member(grouped.clone(), true, None);
+    let (a, b) = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(a.len() + b.len(), 400, "{} + {}", a.len(), b.len());
+    let union: HashSet<Vec<u8>> = a.iter().chain(&b).cloned().collect();
+    assert_eq!(union, all);
+    // Done: the group starts again where it committed, with nothing left.
+    let again = member(grouped, true, None).join().unwrap();
+    assert!(again.is_empty(), "{}", again.len());
+
+    // A member that dies having settled nothing: the survivor reads
+    // everything it had, and the group still ends.
+    let grouped = KafkaAddress::parse(&format!("{address}?group=dying")).unwrap();
+    let dead = member(grouped.clone(), false, Some(50)).join().unwrap();
+    assert_eq!(dead.len(), 50);
+    let survivor = member(grouped, true, None).join().unwrap();
+    let survived: HashSet<Vec<u8>> = survivor.iter().cloned().collect();
+    assert_eq!(survived, all, "the survivor read {} of 400", survived.len());
 }

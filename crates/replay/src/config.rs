@@ -51,6 +51,28 @@ pub struct ReplayConfig {
     /// Told as each call starts and ends (`reprise test` scopes the mock's
     /// database calls, which carry no headers, by the call in flight).
     pub watcher: Option<CallWatcherHandle>,
+    /// Told once each recorded exchange read is settled (a group member
+    /// commits its offset then).
+    pub settled: Option<SettledHandle>,
+}
+
+/// What is told when a recorded exchange is settled: its replay was sent
+/// and its result handed to the results store (or, with none, its call
+/// ended), or the reader left it out (filtered, not replayable). An
+/// exchange read but not handed over (a limit, a stop) is never settled.
+pub trait Settled: Send + Sync {
+    /// The recorded exchange `recorded_id` is settled.
+    fn settled(&self, recorded_id: &[u8]);
+}
+
+/// A [`Settled`] held by a [`ReplayConfig`].
+#[derive(Clone)]
+pub struct SettledHandle(pub std::sync::Arc<dyn Settled>);
+
+impl std::fmt::Debug for SettledHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Settled")
+    }
 }
 
 /// What is told when each replayed call starts and ends.
@@ -91,6 +113,7 @@ impl ReplayConfig {
             threads: None,
             redactor: Redactor::new(),
             watcher: None,
+            settled: None,
         }
     }
 

@@ -116,9 +116,10 @@ impl Replay {
         let (results_tx, writer) = match results {
             Some(sink) => {
                 let (tx, rx) = mpsc::channel(RESULTS_QUEUE);
+                let settled = config.settled.clone();
                 let writer = std::thread::Builder::new()
                     .name("reprise-results".into())
-                    .spawn(move || write_results(rx, sink))
+                    .spawn(move || write_results(rx, sink, settled))
                     .map_err(ReplayError::Start)?;
                 (Some(tx), Some(writer))
             }
@@ -150,6 +151,7 @@ impl Replay {
             duration: shared.config.duration,
             live: live.is_some(),
             stop: stop.clone(),
+            settled: shared.config.settled.clone(),
         };
         let feed_owner = shared.clone();
         let reader = std::thread::Builder::new()
@@ -356,6 +358,8 @@ pub fn plan(
         duration: config.duration,
         live: live.is_some(),
         stop,
+        // A plan (a dry run) sends nothing: nothing is settled.
+        settled: None,
     };
     let reader_feed = feed.clone();
     let reader = std::thread::Builder::new()
@@ -563,6 +567,8 @@ async fn work(shared: Arc<Shared>, worker: usize) {
                 // The writer failed; it reports why when the replay ends.
                 shared.feed.stop();
             }
+        } else if let Some(settled) = &config.settled {
+            settled.0.settled(&call.recorded_id);
         }
     }
 }
@@ -587,16 +593,72 @@ fn example(
     }
 }
 
+/// How long, at most, a written result waits before the exchange it
+/// replays is settled (the sink synced first).
+const SETTLE_EVERY: Duration = Duration::from_millis(200);
+
 fn write_results(
     mut rx: mpsc::Receiver<Exchange>,
     mut sink: Box<dyn Sink>,
+    settled: Option<crate::config::SettledHandle>,
 ) -> Result<u64, StoreError> {
     let mut written = 0;
-    while let Some(exchange) = rx.blocking_recv() {
+    // Settled only once the sink says they are stored (synced): a
+    // group's member commits their offsets then, and a result lost in a
+    // crash is replayed again by the member that takes over.
+    let mut unsettled: Vec<Vec<u8>> = Vec::new();
+    let mut synced = Instant::now();
+    let settle = |sink: &mut Box<dyn Sink>, unsettled: &mut Vec<Vec<u8>>| {
+        if let Some(settled) = &settled
+            && !unsettled.is_empty()
+        {
+            sink.sync()?;
+            for id in unsettled.drain(..) {
+                settled.0.settled(&id);
+            }
+        }
+        Ok::<(), StoreError>(())
+    };
+    loop {
+        let next = if settled.is_some() && !unsettled.is_empty() {
+            let left = SETTLE_EVERY.saturating_sub(synced.elapsed());
+            match rx.try_recv() {
+                Ok(exchange) => Some(exchange),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) if left.is_zero() => {
+                    settle(&mut sink, &mut unsettled)?;
+                    synced = Instant::now();
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::park_timeout(left.min(Duration::from_millis(5)));
+                    continue;
+                }
+            }
+        } else {
+            rx.blocking_recv()
+        };
+        let Some(exchange) = next else { break };
+        let recorded_id = exchange
+            .replay
+            .as_ref()
+            .filter(|_| settled.is_some())
+            .map(|replay| replay.recorded_id.clone());
         sink.append(exchange)?;
+        if let Some(id) = recorded_id {
+            if unsettled.is_empty() {
+                synced = Instant::now();
+            }
+            unsettled.push(id);
+        }
         written += 1;
     }
     sink.close()?;
+    if let Some(settled) = &settled {
+        for id in unsettled.drain(..) {
+            settled.0.settled(&id);
+        }
+    }
     Ok(written)
 }
 

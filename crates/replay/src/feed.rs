@@ -215,6 +215,8 @@ pub struct Reader {
     pub live: bool,
     /// Set when the replay is stopped from outside.
     pub stop: Arc<AtomicBool>,
+    /// Told of each exchange left out.
+    pub settled: Option<crate::config::SettledHandle>,
 }
 
 impl Reader {
@@ -325,8 +327,14 @@ impl Reader {
         endpoints: &mut HashMap<String, usize>,
         report: &mut ReadReport,
     ) -> Option<Arc<Call>> {
+        let left_out = || {
+            if let Some(settled) = &self.settled {
+                settled.0.settled(&exchange.id);
+            }
+        };
         if !self.filter.matches(exchange) {
             report.filtered += 1;
+            left_out();
             return None;
         }
         let key = endpoint_key(exchange);
@@ -339,6 +347,7 @@ impl Reader {
             }
             Err(skip) => {
                 *report.skipped.entry(skip).or_default() += 1;
+                left_out();
                 None
             }
         }

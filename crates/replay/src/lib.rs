@@ -35,7 +35,8 @@ mod stats;
 
 pub use call::{Call, CallBuilder, REPLAY_HEADER, Skip, Wire, traceparent};
 pub use config::{
-    CallWatcher, CallWatcherHandle, ProtocolChoice, ReplayConfig, Rewrites, Target, TrustChoice,
+    CallWatcher, CallWatcherHandle, ProtocolChoice, ReplayConfig, Rewrites, Settled, SettledHandle,
+    Target, TrustChoice,
 };
 pub use engine::{Replay, StopHandle, plan};
 pub use error::ReplayError;

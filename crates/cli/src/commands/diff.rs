@@ -289,7 +289,7 @@ pub(crate) fn diff_with(
     diff_all(
         recorded,
         window,
-        replayed,
+        &[replayed.to_path_buf()],
         noise,
         rules,
         max_memory,
@@ -303,7 +303,7 @@ pub(crate) fn diff_with(
 pub(crate) fn diff_all(
     recorded: &Path,
     window: &ExchangeFilter,
-    replayed: &Path,
+    replayed: &[PathBuf],
     noise: Noise<'_>,
     rules: &Rules,
     max_memory: usize,

@@ -113,6 +113,13 @@ fn opener(
 
 /// Runs `reprise replay`.
 pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
+    let grouped = crate::store::kafka_address(&args.source)?.is_some_and(|a| a.group.is_some());
+    if grouped && (args.compare || args.dry_run) {
+        bail!(
+            "{}: --compare and --dry-run do not go with group=: each member replays a share; compare the members' results together with `reprise diff RECORDED RESULTS...`",
+            args.source.display()
+        );
+    }
     let mut config = config(args)?;
     if args.dry_run {
         if args.repeat && config.limit.is_none() {
@@ -125,6 +132,11 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
         return replay_and_compare(args, config);
     }
     super::diff::only_with_compare(&args.rules)?;
+    if let Some(address) = crate::store::kafka_address(&args.source)?
+        && address.group.is_some()
+    {
+        return replay_group(args, config, &address);
+    }
     let (opener, live) = opener(args.source.clone(), args, &config)?;
     let results: Option<Box<dyn Sink>> = match &args.out {
         Some(path) => Some(results_sink(path)?),
@@ -136,6 +148,82 @@ pub(crate) fn run(args: &ReplayArgs) -> anyhow::Result<Outcome> {
     show_progress(&replay, args.quiet);
     let report = replay.wait()?;
     finish(args, &report)?;
+    Ok(if report.recording.damage.is_empty() {
+        Outcome::Success
+    } else {
+        Outcome::Damaged
+    })
+}
+
+/// Settles a group member's exchanges as the replay settles them.
+struct GroupAcks(reprise_kafka::Acks);
+
+impl reprise_replay::Settled for GroupAcks {
+    fn settled(&self, recorded_id: &[u8]) {
+        self.0.settled(recorded_id);
+    }
+}
+
+/// `reprise replay kafka://.../TOPIC?group=NAME`: one member of a group
+/// of replayers, replaying the partitions the group gives it (and those
+/// of a member that dies), committing each exchange once its result is
+/// written; it ends when the group has replayed the whole topic (as it
+/// was when the member joined), or follows it with `--follow`.
+fn replay_group(
+    args: &ReplayArgs,
+    mut config: ReplayConfig,
+    address: &reprise_kafka::KafkaAddress,
+) -> anyhow::Result<Outcome> {
+    if args.repeat {
+        bail!("--loop does not go with group=: a group replays each exchange once");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let options = reprise_kafka::SourceOptions {
+        follow: args.follow.then(|| Arc::clone(&stop)),
+        stop: Some(Arc::clone(&stop)),
+        ..reprise_kafka::SourceOptions::default()
+    };
+    let (source, acks) =
+        reprise_kafka::GroupSource::join(address, crate::store::kafka_options(), options)?;
+    config.settled = Some(reprise_replay::SettledHandle(Arc::new(GroupAcks(
+        acks.clone(),
+    ))));
+    let results: Option<Box<dyn Sink>> = match &args.out {
+        Some(path) => Some(results_sink(path)?),
+        None => None,
+    };
+    let mut first: Option<Box<dyn reprise_model::Source>> = Some(Box::new(source));
+    let name = address.to_string();
+    let opener: Opener = Box::new(move || {
+        first.take().ok_or_else(|| {
+            reprise_model::StoreError::failed(name.clone(), "a group's share is read once")
+        })
+    });
+    let signals = Signals::catch()?;
+    // Calls are handed over as they come (the partitions interleave,
+    // and a member waits for the others at the end).
+    let replay = Replay::start(config, opener, results, Some(stop))?;
+    signals.stop(vec![replay.stop_handle()]);
+    show_progress(&replay, args.quiet);
+    let report = replay.wait()?;
+    acks.finish()?;
+    let stdout = std::io::stdout();
+    report.render(&mut stdout.lock())?;
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    crate::report_damage(&report.recording.damage);
+    let group = address.group.as_deref().unwrap_or_default();
+    let duplicates = acks.duplicates();
+    eprintln!(
+        "reprise: group {group}: this member replayed {} calls{}",
+        report.calls,
+        if duplicates > 0 {
+            format!(", skipped {duplicates} handed to it twice")
+        } else {
+            String::new()
+        }
+    );
     Ok(if report.recording.damage.is_empty() {
         Outcome::Success
     } else {

@@ -288,7 +288,7 @@ pub(crate) fn run(args: &TestArgs) -> anyhow::Result<Outcome> {
     let (diff, damage) = super::diff::diff_all(
         &args.recording,
         &ExchangeFilter::new(),
-        &candidate.replayed,
+        std::slice::from_ref(&candidate.replayed),
         noise,
         &rules,
         settings.max_memory,
