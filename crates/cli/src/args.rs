@@ -35,6 +35,9 @@ pub enum Command {
     Import(ImportArgs),
     /// Export a recording to HAR 1.2.
     Export(ExportArgs),
+    /// Copy a recording (tape, HAR, .gor or Kafka topic) to a tape or a
+    /// Kafka topic, streaming.
+    Copy(CopyArgs),
     /// Record: a reverse proxy in front of a service, writing every
     /// exchange it forwards to a tape.
     Record(Box<RecordArgs>),
@@ -184,6 +187,32 @@ pub struct ImportArgs {
     /// browser carries its cookies and tokens).
     #[command(flatten)]
     pub redact: RedactArgs,
+}
+
+/// `reprise copy`.
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// What to copy: a tape, a HAR or .gor file, or a kafka:// topic.
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+    /// Where: a new tape (or an existing one with --append), or a
+    /// kafka:// topic (appended to).
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+    /// Append to the tape if it exists (by default an existing tape is an
+    /// error).
+    #[arg(long)]
+    pub append: bool,
+    /// Which exchanges to copy.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Redaction on the way, as `record` does (a HAR saved from a
+    /// browser carries its cookies and tokens).
+    #[command(flatten)]
+    pub redact: RedactArgs,
+    /// No progress line.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 /// `reprise export`.

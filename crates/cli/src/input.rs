@@ -118,6 +118,19 @@ impl Input {
         })
     }
 
+    /// What kind of file it is (`None` for a topic).
+    pub fn kind(&self) -> Option<InputKind> {
+        match &self.place {
+            Place::File { kind, .. } => Some(*kind),
+            Place::Kafka(_) => None,
+        }
+    }
+
+    /// The input as named.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// The input's exchanges from the start, restricted to the filter's
     /// time window (a tape skips whole blocks outside it); with `follow`,
     /// a tape is read on as it grows until its stop flag is set. Each

@@ -68,8 +68,18 @@ pub struct TapeOpening {
 /// Opens where `path` says a recording goes: a topic (always appended
 /// to; reached within a bound, and there, or an error now), or a tape.
 pub fn open_sink(path: &Path, how: TapeOpening) -> anyhow::Result<Box<dyn Sink>> {
+    open_sink_with(path, how, SinkOptions::default())
+}
+
+/// Like [`open_sink`], a topic written as `kafka` says (a copy waits
+/// for room in the producer's queue; a recording never does).
+pub fn open_sink_with(
+    path: &Path,
+    how: TapeOpening,
+    kafka: SinkOptions,
+) -> anyhow::Result<Box<dyn Sink>> {
     if let Some(address) = kafka_address(path)? {
-        let sink = KafkaSink::open(&address, kafka_options(), &SinkOptions::default())?;
+        let sink = KafkaSink::open(&address, kafka_options(), &kafka)?;
         return Ok(Box::new(sink));
     }
     Ok(Box::new(open_tape(path, how)?))

@@ -426,3 +426,66 @@ fn a_group_of_replayers_shares_a_topic_and_takes_over_from_one_killed_mid_run() 
         "{report}"
     );
 }
+
+#[test]
+fn copy_moves_recordings_between_tapes_topics_and_har_files() {
+    let cluster = cluster(1, &[("copied", 3), ("har", 2)]);
+    let dir = tempfile::tempdir().unwrap();
+    let tape = dir.path().join("recorded.tape");
+    let exchanges: Vec<_> = (0..300)
+        .map(|i| support::answered(i, &format!(r#"{{"n":{i}}}"#)))
+        .collect();
+    support::write_exchanges(&tape, &exchanges);
+
+    // Tape -> topic -> tape: the same exchanges.
+    let copied = topic(&cluster, "copied");
+    let out = reprise(&["copy", s(&tape), s(&copied)]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with(&format!(
+            "copied 300 exchanges from {} to topic {}",
+            s(&tape),
+            s(&copied)
+        )),
+        "{}",
+        text(&out.stdout)
+    );
+    let back = dir.path().join("back.tape");
+    let out = reprise(&["copy", s(&copied), s(&back), "--path", "/calls/1*"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut read = support::read_tape(&back);
+    read.sort_by_key(|e| e.request.as_ref().unwrap().path.clone());
+    let mut want: Vec<_> = exchanges
+        .iter()
+        .filter(|e| e.request.as_ref().unwrap().path.starts_with("/calls/1"))
+        .cloned()
+        .collect();
+    want.sort_by_key(|e| e.request.as_ref().unwrap().path.clone());
+    assert_eq!(read.len(), 111);
+    assert_eq!(read, want);
+    // An existing tape is not written over.
+    let out = reprise(&["copy", s(&copied), s(&back)]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+
+    // A HAR file (46 calls to httpbin, recorded by mitmproxy) streams
+    // into a topic, redacted on the way.
+    let har = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/httpbin.har");
+    let out = reprise(&["copy", s(&har), s(&topic(&cluster, "har"))]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stats = reprise(&["stats", s(&topic(&cluster, "har")), "--json"]);
+    let stats: serde_json::Value = serde_json::from_slice(&stats.stdout).unwrap();
+    assert_eq!(stats["exchanges"], 46, "{stats}");
+
+    // Nowhere to copy to: a clear error, nothing left behind.
+    let out = reprise(&["copy", s(&tape), s(&topic(&cluster, "absent"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("does not exist"),
+        "{}",
+        text(&out.stderr)
+    );
+    let missing = dir.path().join("missing.tape");
+    let out = reprise(&["copy", s(&missing), s(&dir.path().join("x.tape"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!dir.path().join("x.tape").exists());
+}

@@ -41,6 +41,10 @@ pub struct SinkOptions {
     /// How long closing waits for the queue to be delivered; what is
     /// still queued then is counted as unwritten.
     pub close_timeout: Duration,
+    /// Wait for room when the producer's queue is full, instead of
+    /// refusing the exchange: for a copy, not for a recording (whose
+    /// calls must never wait on the broker).
+    pub wait_when_full: bool,
 }
 
 impl Default for SinkOptions {
@@ -48,6 +52,7 @@ impl Default for SinkOptions {
         SinkOptions {
             connect_timeout: client::CONNECT_TIMEOUT,
             close_timeout: Duration::from_secs(10),
+            wait_when_full: false,
         }
     }
 }
@@ -102,6 +107,7 @@ pub struct KafkaSink {
     address: KafkaAddress,
     refused: u64,
     close_timeout: Duration,
+    wait_when_full: bool,
     revision: String,
     closed: bool,
 }
@@ -148,6 +154,7 @@ impl KafkaSink {
             address: address.clone(),
             refused: 0,
             close_timeout: options.close_timeout,
+            wait_when_full: options.wait_when_full,
             revision: reprise_model::SCHEMA_REVISION.to_string(),
             closed: false,
         })
@@ -176,32 +183,45 @@ impl KafkaSink {
             .payload(record)
             .key(key)
             .headers(headers);
-        let message = if millis > 0 {
+        let mut message = if millis > 0 {
             message.timestamp(millis)
         } else {
             message
         };
-        match self.producer.send(message) {
-            Ok(()) => Ok(()),
-            Err((error, _)) => {
-                self.refused += 1;
-                let why = match error.rdkafka_error_code() {
-                    Some(RDKafkaErrorCode::QueueFull) => {
-                        "the producer's queue is full (the broker is slow or unreachable): exchange dropped"
-                            .to_string()
-                    }
-                    Some(RDKafkaErrorCode::MessageSizeTooLarge) => format!(
-                        "a record of {} bytes is over the producer's message.max.bytes: exchange dropped",
-                        record.len()
-                    ),
-                    _ => format!("exchange dropped: {error}"),
-                };
-                Err(StoreError::Unwritten {
-                    store: self.address.to_string(),
-                    detail: why,
-                    source: None,
-                })
+        loop {
+            match self.producer.send(message) {
+                Ok(()) => return Ok(()),
+                Err((error, again))
+                    if self.wait_when_full
+                        && error.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull) =>
+                {
+                    // Room comes as the broker acknowledges: the
+                    // producer's thread serves the deliveries.
+                    let _ = self.producer.flush(Duration::from_millis(10));
+                    message = again;
+                }
+                Err((error, _)) => return Err(self.refuse(&error, record.len())),
             }
+        }
+    }
+
+    /// Counts and says why a record was refused.
+    fn refuse(&mut self, error: &RdError, len: usize) -> StoreError {
+        self.refused += 1;
+        let why = match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::QueueFull) => {
+                "the producer's queue is full (the broker is slow or unreachable): exchange dropped"
+                    .to_string()
+            }
+            Some(RDKafkaErrorCode::MessageSizeTooLarge) => format!(
+                "a record of {len} bytes is over the producer's message.max.bytes: exchange dropped"
+            ),
+            _ => format!("exchange dropped: {error}"),
+        };
+        StoreError::Unwritten {
+            store: self.address.to_string(),
+            detail: why,
+            source: None,
         }
     }
 }

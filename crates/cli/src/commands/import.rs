@@ -55,9 +55,9 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
 
 /// A sink that redacts each exchange before handing it on: an import
 /// stores nothing the recorder would not.
-struct Redacting<'a> {
-    sink: &'a mut dyn Sink,
-    redactor: &'a Redactor,
+pub(crate) struct Redacting<'a> {
+    pub(crate) sink: &'a mut dyn Sink,
+    pub(crate) redactor: &'a Redactor,
 }
 
 impl Sink for Redacting<'_> {

@@ -1,6 +1,7 @@
 //! One function per command.
 
 mod ca;
+mod copy;
 mod demo;
 mod diff;
 mod export;
@@ -24,6 +25,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Stats(args) => inspect::stats(&args),
         Command::Import(args) => import::run(&args),
         Command::Export(args) => export::run(&args),
+        Command::Copy(args) => copy::run(&args),
         Command::Record(args) => record::run(&args),
         Command::Replay(args) => replay::run(&args),
         Command::Diff(args) => diff::run(&args),
