@@ -206,6 +206,9 @@ pub struct CopyArgs {
     /// Which exchanges to copy.
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Copy at most N exchanges (those the filters let through).
+    #[arg(long, value_name = "N")]
+    pub limit: Option<u64>,
     /// Redaction on the way, as `record` does (a HAR saved from a
     /// browser carries its cookies and tokens).
     #[command(flatten)]

@@ -35,7 +35,9 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<Outcome> {
     };
     let mut sink = crate::store::open_sink_with(&args.dest, how, kafka)?;
     let progress = Progress::new(args.quiet);
-    let copied = copy(&input, &filter, &mut *sink, &redactor, &progress);
+    let copied = copy(
+        &input, &filter, args.limit, &mut *sink, &redactor, &progress,
+    );
     let closed = sink.close();
     progress.done();
     let (copied, damage) = match copied {
@@ -81,12 +83,16 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<Outcome> {
 fn copy(
     input: &crate::input::Input,
     filter: &reprise_model::select::ExchangeFilter,
+    limit: Option<u64>,
     sink: &mut dyn Sink,
     redactor: &reprise_model::redact::Redactor,
     progress: &Progress,
 ) -> anyhow::Result<(u64, Vec<String>)> {
     let mut redacting = Redacting { sink, redactor };
-    if matches!(input.kind(), Some(InputKind::Importable(_))) && filter.is_empty() {
+    if matches!(input.kind(), Some(InputKind::Importable(_)))
+        && filter.is_empty()
+        && limit.is_none()
+    {
         // A HAR or .gor file goes through its importer straight into the
         // sink, without holding it in memory.
         let report = input.import(&mut Counting {
@@ -103,6 +109,9 @@ fn copy(
     let source = input.source(filter, None)?;
     let mut damage = Vec::new();
     for item in source {
+        if limit.is_some_and(|limit| progress.count() >= limit) {
+            break;
+        }
         match item {
             Ok(exchange) if filter.matches(&exchange) => {
                 redacting.append(exchange)?;
