@@ -436,6 +436,18 @@ pub struct RecordArgs {
     /// Append to the tape if it exists.
     #[arg(long)]
     pub append: bool,
+    /// Write a directory of tapes at --out, a new tape once the current
+    /// one holds SIZE (K, M, G, KiB, MiB, GiB suffixes).
+    #[arg(long, value_name = "SIZE")]
+    pub rotate_size: Option<String>,
+    /// Write a directory of tapes at --out, a new tape every DURATION
+    /// (`1h`, `15min`).
+    #[arg(long, value_name = "DURATION")]
+    pub rotate_every: Option<String>,
+    /// With --rotate-size or --rotate-every: keep the newest N tapes, the
+    /// oldest removed.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
     /// The service name stored with each exchange.
     #[arg(long, value_name = "NAME", default_value = "")]
     pub service: String,

@@ -36,6 +36,12 @@ enum Place {
     },
     /// A Kafka topic.
     Kafka(reprise_kafka::KafkaAddress),
+    /// Several tapes of a directory, in name order (a rotated
+    /// recording): every `.tape` file, or those a glob picks.
+    Tapes {
+        dir: PathBuf,
+        glob: Option<globset::GlobMatcher>,
+    },
 }
 
 /// An input opened. A pipe (a FIFO, `<(command)`) can be read only once
@@ -65,7 +71,22 @@ impl Input {
             });
         }
         if path.is_dir() {
-            bail!("{}: is a directory, not a recording", path.display());
+            return Ok(Input {
+                path: path.to_path_buf(),
+                place: Place::Tapes {
+                    dir: path.to_path_buf(),
+                    glob: None,
+                },
+            });
+        }
+        if let Some((dir, glob)) = tape_glob(path)? {
+            return Ok(Input {
+                path: path.to_path_buf(),
+                place: Place::Tapes {
+                    dir,
+                    glob: Some(glob),
+                },
+            });
         }
         let cannot_read = || format!("{}: cannot read", path.display());
         // Without opening it: opening a FIFO waits for its writer. Only a
@@ -123,6 +144,7 @@ impl Input {
         match &self.place {
             Place::File { kind, .. } => Some(*kind),
             Place::Kafka(_) => None,
+            Place::Tapes { .. } => Some(InputKind::Tape),
         }
     }
 
@@ -146,6 +168,23 @@ impl Input {
             Place::File { file, kind, pipe } => (file, *kind, *pipe),
             Place::Kafka(address) => {
                 return Ok(Box::new(kafka_source(address, since_ns, follow)?));
+            }
+            Place::Tapes { dir, glob } => {
+                let pick: reprise_tape::TapeFilter = match glob.clone() {
+                    Some(glob) => Box::new(move |p: &Path| {
+                        p.file_name().is_some_and(|name| glob.is_match(name))
+                    }),
+                    None => reprise_tape::TapeSeries::every_tape(),
+                };
+                let options = ReaderOptions {
+                    since_ns,
+                    until_ns,
+                    follow,
+                    ..ReaderOptions::default()
+                };
+                return Ok(Box::new(reprise_tape::TapeSeries::open(
+                    dir, pick, options,
+                )?));
             }
         };
         if follow.is_some() && pipe {
@@ -177,11 +216,16 @@ impl Input {
 
     /// Imports a HAR or GoReplay input into `sink`, from its start.
     pub fn import(&self, sink: &mut dyn Sink) -> anyhow::Result<reprise_interop::ImportReport> {
-        let Place::File { file, .. } = &self.place else {
-            bail!(
-                "{}: a Kafka topic holds reprise records already: read it directly, or copy it to a tape with `reprise copy`",
+        let file = match &self.place {
+            Place::File { file, .. } => file,
+            Place::Kafka(_) => bail!(
+                "{}: a Kafka topic holds reprise records already: read it directly, or copy it with `reprise copy`",
                 self.path.display()
-            );
+            ),
+            Place::Tapes { .. } => bail!(
+                "{}: is a directory (of tapes); import reads a HAR or .gor file",
+                self.path.display()
+            ),
         };
         let mut file = file
             .try_clone()
@@ -193,6 +237,37 @@ impl Input {
         let name = self.path.display().to_string();
         Ok(reprise_interop::import_reader(reader, &name, sink)?)
     }
+}
+
+/// A path whose file name is a glob (`rec/*.tape`, `rec/reprise-20261207*`)
+/// and that names no file: its directory and the glob. An error when its
+/// directory is a glob too or does not exist.
+fn tape_glob(path: &Path) -> anyhow::Result<Option<(PathBuf, globset::GlobMatcher)>> {
+    let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+        return Ok(None);
+    };
+    let globbing = |text: &str| text.contains(['*', '?', '[']);
+    if !globbing(name) || path.exists() {
+        return Ok(None);
+    }
+    let dir = match path.parent() {
+        Some(dir) if dir.as_os_str().is_empty() => PathBuf::from("."),
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    if dir.to_str().is_some_and(globbing) {
+        bail!(
+            "{}: only the file name may be a glob (tapes of one directory)",
+            path.display()
+        );
+    }
+    if !dir.is_dir() {
+        bail!("{}: no such directory", dir.display());
+    }
+    let glob = globset::Glob::new(name)
+        .with_context(|| format!("{}: not a glob", path.display()))?
+        .compile_matcher();
+    Ok(Some((dir, glob)))
 }
 
 /// Reads a topic from `from=` (or `since_ns`, when later) to the end

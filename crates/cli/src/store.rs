@@ -63,6 +63,9 @@ pub struct TapeOpening {
     pub inline: bool,
     /// The zstd level of its blocks, `None` for none.
     pub zstd_level: Option<i32>,
+    /// A directory of tapes, rotated so (`--rotate-size`,
+    /// `--rotate-every`, `--keep`), instead of one tape.
+    pub rotation: Option<reprise_tape::Rotation>,
 }
 
 /// Opens where `path` says a recording goes: a topic (always appended
@@ -79,8 +82,23 @@ pub fn open_sink_with(
     kafka: SinkOptions,
 ) -> anyhow::Result<Box<dyn Sink>> {
     if let Some(address) = kafka_address(path)? {
+        if how.rotation.is_some() {
+            bail!(
+                "{address}: --rotate-size, --rotate-every and --keep write a directory of tapes, not a topic (retention is the topic's own)"
+            );
+        }
         let sink = KafkaSink::open(&address, kafka_options(), &kafka)?;
         return Ok(Box::new(sink));
+    }
+    if let Some(rotation) = how.rotation {
+        let options = WriterOptions {
+            inline: how.inline,
+            zstd_level: how.zstd_level,
+            ..WriterOptions::default()
+        };
+        return Ok(Box::new(reprise_tape::RotatingTape::create(
+            path, options, rotation,
+        )?));
     }
     Ok(Box::new(open_tape(path, how)?))
 }
@@ -121,6 +139,7 @@ pub fn mock_out(path: &Path) -> reprise_mock::OutStore {
                 append: false,
                 inline: false,
                 zstd_level: None,
+                rotation: None,
             };
             open_sink(&at, how).map_err(|e| crate::one_line(&e))
         });
@@ -129,9 +148,9 @@ pub fn mock_out(path: &Path) -> reprise_mock::OutStore {
 }
 
 /// Removes what a command made at `path` and must not leave behind (a
-/// new tape, when the command failed): never a topic.
+/// new tape, when the command failed): never a topic or a directory.
 pub fn remove_new(path: &Path) {
-    if !is_kafka(path) {
+    if !is_kafka(path) && !path.is_dir() {
         let _ = std::fs::remove_file(path);
     }
 }
@@ -141,6 +160,8 @@ pub fn remove_new(path: &Path) {
 pub fn describe(path: &Path) -> String {
     if is_kafka(path) {
         format!("topic {}", path.display())
+    } else if path.is_dir() {
+        format!("tapes in {}", path.display())
     } else {
         format!("tape {}", path.display())
     }

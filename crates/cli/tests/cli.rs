@@ -369,9 +369,17 @@ fn bad_input_gets_one_clear_line_and_exit_2() {
     let tape = import(&sample_har(), dir.path(), "s.tape");
     let x_tape = dir.path().join("x.tape");
     let sample = sample_har();
+    let no_tapes = dir.path().join("no-tapes");
+    std::fs::create_dir(&no_tapes).unwrap();
+    std::fs::write(no_tapes.join("notes.txt"), b"not a tape").unwrap();
+    let no_glob_dir = dir.path().join("nowhere/*.tape");
+    let no_match = dir.path().join("none-*.tape");
     let cases: Vec<(Vec<&str>, String)> = vec![
         (vec!["ls", s(&missing)], format!("{}: cannot read: No such file or directory (os error 2)", missing.display())),
-        (vec!["ls", s(dir.path())], format!("{}: is a directory, not a recording", dir.path().display())),
+        (vec!["ls", s(&no_tapes)], format!("{}: holds no tape (no .tape file matched)", no_tapes.display())),
+        (vec!["ls", s(&no_match)], format!("{}: holds no tape (no .tape file matched)", dir.path().display())),
+        (vec!["ls", s(&no_glob_dir)], format!("{}: no such directory", dir.path().join("nowhere").display())),
+        (vec!["import", s(&no_tapes), "--out", s(&x_tape)], format!("{}: is a directory (of tapes); import reads a HAR or .gor file", no_tapes.display())),
         (vec!["stats", s(&empty)], format!("{}: empty file, not a recording", empty.display())),
         (
             vec!["ls", s(&random)],

@@ -84,6 +84,14 @@ pub enum TapeError {
     /// The path is a directory.
     #[error("tape {0}: is a directory, not a tape file")]
     IsDirectory(PathBuf),
+    /// A rotated recording's directory cannot be used as asked.
+    #[error("{path}: {why}")]
+    Rotation {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        why: &'static str,
+    },
     /// The file exists and the writer was asked to create a new one.
     #[error("tape {0}: already exists (append to it, or choose another path)")]
     Exists(PathBuf),
@@ -217,6 +225,7 @@ impl From<TapeError> for StoreError {
                     | TapeError::Unwritten { path, .. }
                     | TapeError::Lost { path, .. }
                     | TapeError::PackTooLarge { path, .. } => format!("tape {}", path.display()),
+                    TapeError::Rotation { path, .. } => path.display().to_string(),
                     TapeError::Damaged { .. } => String::new(),
                 };
                 let full = other.to_string();

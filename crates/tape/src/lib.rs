@@ -18,11 +18,13 @@ mod error;
 pub mod format;
 mod reader;
 mod records;
+mod rotate;
 mod walker;
 mod writer;
 
 pub use error::{Damage, DamageKind, TapeError};
 pub use reader::{Follow, ReadStats, ReaderOptions, TapeReader, block_index};
+pub use rotate::{RotatingTape, Rotation, TapeFilter, TapeSeries, tapes_in};
 pub use writer::{
     AppendReport, PACKED_BLOCK_BYTES, TapePacker, TapeWriter, WriterOptions, WriterStats,
     zstd_levels,

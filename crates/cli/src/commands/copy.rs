@@ -25,6 +25,7 @@ pub fn run(args: &CopyArgs) -> anyhow::Result<Outcome> {
         append: args.append,
         inline: false,
         zstd_level: reprise_tape::WriterOptions::default().zstd_level,
+        rotation: None,
     };
     let kafka = reprise_kafka::SinkOptions {
         // A copy waits for the broker; it has no calls to keep moving.

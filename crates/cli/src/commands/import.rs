@@ -20,6 +20,7 @@ pub fn run(args: &ImportArgs) -> anyhow::Result<Outcome> {
             append: args.append,
             inline: false,
             zstd_level: WriterOptions::default().zstd_level,
+            rotation: None,
         },
     )?;
     let imported = input.import(&mut Redacting {

@@ -181,6 +181,40 @@ pub(crate) fn compression(text: &str) -> anyhow::Result<Option<i32>> {
     }
 }
 
+/// `--rotate-size`, `--rotate-every` and `--keep`: a directory of tapes,
+/// or (none given) one tape.
+pub(crate) fn rotation(args: &RecordArgs) -> anyhow::Result<Option<reprise_tape::Rotation>> {
+    let size = args
+        .rotate_size
+        .as_deref()
+        .map(|text| size("--rotate-size", text).map(|n| n as u64))
+        .transpose()?;
+    let every = args
+        .rotate_every
+        .as_deref()
+        .map(|text| duration("--rotate-every", text))
+        .transpose()?;
+    if size == Some(0) || every.is_some_and(|d| d.is_zero()) {
+        bail!("--rotate-size and --rotate-every take a size or duration above 0");
+    }
+    if size.is_none() && every.is_none() {
+        if args.keep.is_some() {
+            bail!(
+                "--keep goes with --rotate-size or --rotate-every (it keeps the newest tapes of a rotated recording)"
+            );
+        }
+        return Ok(None);
+    }
+    if args.keep == Some(0) {
+        bail!("--keep 0 would remove the tape being written: keep 1 or more");
+    }
+    Ok(Some(reprise_tape::Rotation {
+        size,
+        every,
+        keep: args.keep,
+    }))
+}
+
 /// One line saying what was recorded and what was not, into a tape
 /// or (`kafka`) a topic.
 pub(crate) fn summary(stats: &RecorderStats, kafka: bool) -> String {
@@ -274,6 +308,7 @@ pub(crate) fn record_until_signal<T: Send + 'static>(
                 append: args.append,
                 inline: true,
                 zstd_level,
+                rotation: rotation(args)?,
             },
         )?;
         let scheme = if config.tls.is_some() {

@@ -238,6 +238,7 @@ fn results() -> crate::store::TapeOpening {
         append: false,
         inline: false,
         zstd_level: reprise_tape::WriterOptions::default().zstd_level,
+        rotation: None,
     }
 }
 
