@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
-use support::{Nginx, Recorder, counter, curl, eventually, reprise, text};
+use support::{Nginx, Recorder, calls, counter, curl, eventually, reprise, text};
 
 type Cluster = MockCluster<'static, DefaultProducerContext>;
 
@@ -37,16 +37,18 @@ fn s(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// `n` calls to the recorder on one keep-alive connection, each path
-/// marked with its number and `tag`.
-fn calls(recorder: &Recorder, tag: &str, n: usize) {
-    let urls: Vec<String> = (0..n)
-        .map(|i| recorder.url(&format!("/a.json?{tag}={i}")))
-        .collect();
-    let mut args = vec!["-w", "\n%{http_code}\n"];
-    args.extend(urls.iter().map(String::as_str));
-    let (codes, _) = curl(&args);
-    assert_eq!(codes.lines().filter(|c| *c == "200").count(), n, "{codes}");
+/// `reprise diff RECORDED REPLAYED`, which must pass: its JSON report.
+fn diff_passes(recorded: &Path, replayed: &Path) -> serde_json::Value {
+    let json = tempfile::NamedTempFile::new().unwrap();
+    let diff = reprise(&["diff", s(recorded), s(replayed), "--json", s(json.path())]);
+    assert_eq!(
+        diff.status.code(),
+        Some(0),
+        "{}{}",
+        text(&diff.stdout),
+        text(&diff.stderr)
+    );
+    serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap()
 }
 
 #[test]
@@ -92,17 +94,7 @@ fn a_recording_into_a_topic_is_read_back_by_ls_stats_replay_and_diff() {
         s(&results),
     ]);
     assert!(replay.status.success(), "{}", text(&replay.stderr));
-    let json = tempfile::NamedTempFile::new().unwrap();
-    let diff = reprise(&["diff", s(&exchanges), s(&results), "--json", s(json.path())]);
-    assert_eq!(
-        diff.status.code(),
-        Some(0),
-        "{}{}",
-        text(&diff.stdout),
-        text(&diff.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
+    let report = diff_passes(&exchanges, &results);
     assert_eq!(report["pairs"], 60, "{report}");
     assert_eq!(report["identical"], 60, "{report}");
 
@@ -408,17 +400,7 @@ fn a_group_of_replayers_shares_a_topic_and_takes_over_from_one_killed_mid_run() 
 
     // The results of all three, merged: every recorded exchange compared
     // once, however many were replayed twice.
-    let json = tempfile::NamedTempFile::new().unwrap();
-    let diff = reprise(&["diff", s(&recorded), s(&results), "--json", s(json.path())]);
-    assert_eq!(
-        diff.status.code(),
-        Some(0),
-        "{}{}",
-        text(&diff.stdout),
-        text(&diff.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
+    let report = diff_passes(&recorded, &results);
     assert_eq!(report["pairs"], 120, "{report}");
     assert_eq!(report["identical"], 120, "{report}");
     assert!(

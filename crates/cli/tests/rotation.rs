@@ -10,18 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{Nginx, Recorder, curl, reprise, s, text};
-
-/// `n` calls through the recorder, paths `/a.json?TAG=i`.
-fn calls(recorder: &Recorder, tag: &str, n: usize) {
-    let urls: Vec<String> = (0..n)
-        .map(|i| recorder.url(&format!("/a.json?{tag}={i}")))
-        .collect();
-    let mut args = vec!["-w", "\n%{http_code}\n"];
-    args.extend(urls.iter().map(String::as_str));
-    let (codes, _) = curl(&args);
-    assert_eq!(codes.lines().filter(|c| *c == "200").count(), n, "{codes}");
-}
+use support::{Nginx, Recorder, calls, reprise, s, text};
 
 /// A JSON body of 4 KiB that zstd cannot shrink much: a few calls fill
 /// a small tape.

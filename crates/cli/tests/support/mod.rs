@@ -283,6 +283,18 @@ pub fn temp_tape(dir: &tempfile::TempDir, name: &str) -> PathBuf {
     dir.path().join(name)
 }
 
+/// `n` calls through `recorder` on one keep-alive connection (curl),
+/// paths `/a.json?TAG=i`; each must be answered 200.
+pub fn calls(recorder: &Recorder, tag: &str, n: usize) {
+    let urls: Vec<String> = (0..n)
+        .map(|i| recorder.url(&format!("/a.json?{tag}={i}")))
+        .collect();
+    let mut args = vec!["-w", "\n%{http_code}\n"];
+    args.extend(urls.iter().map(String::as_str));
+    let (codes, _) = curl(&args);
+    assert_eq!(codes.lines().filter(|c| *c == "200").count(), n, "{codes}");
+}
+
 pub fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "20"])
