@@ -146,6 +146,71 @@ pub(crate) fn partitions<C: Remembers>(
     Ok(partitions)
 }
 
+/// Each partition's first offset and the offset after its last message,
+/// as a fetch finds them: the broker's watermarks (ListOffsets), then
+/// each partition's last message read, and on to the end of its batch. A
+/// broker whose ListOffsets answer falls short of its last message
+/// (tansu 0.6 answers the last batch's first offset + 1) is read past.
+pub(crate) fn ends(
+    address: &KafkaAddress,
+    settings: &crate::address::KafkaOptions,
+    partitions: &[i32],
+    timeout: Duration,
+) -> Result<std::collections::HashMap<i32, (i64, i64)>, KafkaError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let mut config = config(address);
+    config
+        .set(
+            "group.id",
+            format!(
+                "reprise-ends-{}",
+                reprise_model::display_id(&reprise_model::id::new_id())
+            ),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true");
+    settings.apply(&mut config);
+    let consumer: BaseConsumer = config.create().map_err(|e| refused(address, &e))?;
+    let failed = |error: RdError| KafkaError::Client {
+        address: address.to_string(),
+        detail: error.to_string(),
+    };
+    let mut ends = std::collections::HashMap::new();
+    let mut last = rdkafka::TopicPartitionList::new();
+    for &partition in partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(&address.topic, partition, timeout)
+            .map_err(failed)?;
+        ends.insert(partition, (low, high));
+        if high > low {
+            last.add_partition_offset(&address.topic, partition, rdkafka::Offset::Offset(high - 1))
+                .map_err(failed)?;
+        }
+    }
+    if last.count() == 0 {
+        return Ok(ends);
+    }
+    consumer.assign(&last).map_err(failed)?;
+    let mut waiting: std::collections::HashSet<i32> =
+        last.elements().iter().map(|e| e.partition()).collect();
+    let deadline = std::time::Instant::now() + timeout;
+    while !waiting.is_empty() && std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                use rdkafka::message::Message;
+                if let Some((_, end)) = ends.get_mut(&message.partition()) {
+                    *end = (*end).max(message.offset() + 1);
+                }
+            }
+            Some(Err(RdError::PartitionEOF(partition))) => {
+                waiting.remove(&partition);
+            }
+            _ => {}
+        }
+    }
+    Ok(ends)
+}
+
 /// librdkafka refused a setting.
 pub(crate) fn refused(address: &KafkaAddress, error: &RdError) -> KafkaError {
     KafkaError::Settings {

@@ -279,13 +279,10 @@ impl GroupSource {
             address: address.to_string(),
             detail: error.to_string(),
         };
-        let mut ends = HashMap::new();
-        for &partition in &partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(&address.topic, partition, timeout)
-                .map_err(lost)?;
-            ends.insert(partition, (high, low));
-        }
+        let ends: HashMap<i32, (i64, i64)> = client::ends(address, settings, &partitions, timeout)?
+            .into_iter()
+            .map(|(partition, (low, end))| (partition, (end, low)))
+            .collect();
         consumer.subscribe(&[&address.topic]).map_err(lost)?;
         let consumer = Arc::new(consumer);
         let acks = Acks {

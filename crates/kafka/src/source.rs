@@ -97,6 +97,8 @@ pub struct KafkaSource {
     /// Partitions not yet read to their end.
     open: HashMap<i32, i64>,
     follow: Option<Arc<AtomicBool>>,
+    /// The settings, for the clients that find where partitions end.
+    settings: KafkaOptions,
     /// Messages recorded before this (ns) are skipped.
     since_ns: u64,
     lost_after: Duration,
@@ -173,16 +175,12 @@ impl KafkaSource {
         };
         let ends = match options.ends {
             Some(ends) => ends,
-            None => {
-                let mut ends = HashMap::new();
-                for &partition in &partitions {
-                    let (_, high) = consumer
-                        .fetch_watermarks(&address.topic, partition, timeout)
-                        .map_err(lost)?;
-                    ends.insert(partition, high);
-                }
-                Ends(ends)
-            }
+            None => Ends(
+                client::ends(address, settings, &partitions, timeout)?
+                    .into_iter()
+                    .map(|(partition, (_, end))| (partition, end))
+                    .collect(),
+            ),
         };
         // Where each partition starts.
         let from = address.from.unwrap_or(Start::Beginning);
@@ -240,6 +238,7 @@ impl KafkaSource {
             ends,
             open,
             follow: options.follow,
+            settings: settings.clone(),
             since_ns: since.unwrap_or(0),
             lost_after: options.lost_after,
             heard: Instant::now(),
@@ -280,11 +279,15 @@ impl KafkaSource {
     fn stop_following(&mut self) -> Result<(), StoreError> {
         self.follow = None;
         let partitions: Vec<i32> = self.open.keys().copied().collect();
+        let ends = client::ends(
+            &self.address,
+            &self.settings,
+            &partitions,
+            Duration::from_secs(10),
+        )
+        .map_err(|e| self.failed(e.to_string()))?;
         for partition in partitions {
-            let (_, high) = self
-                .consumer
-                .fetch_watermarks(&self.address.topic, partition, Duration::from_secs(10))
-                .map_err(|e| self.failed(e.to_string()))?;
+            let high = ends.get(&partition).map_or(0, |(_, end)| *end);
             let position = self.position_of(partition);
             if position.is_some_and(|at| at >= high) || high == 0 {
                 self.open.remove(&partition);
