@@ -196,8 +196,14 @@ for ((run = 1; run <= runs; run++)); do
   done
 done
 
+# The broker goes when its stdin closes.
+exec 7>&-
+wait "${server_pid[broker]}" 2>/dev/null || true
+unset "server_pid[broker]"
+
 # --- the report ---------------------------------------------------------------
-median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
+median() { python3 -c "import statistics,sys; print(round(statistics.median(float(x) for x in sys.argv[1:]), 1))" $1; }
+rounded() { python3 -c "import sys; print(' '.join(str(round(float(x), 1)) for x in sys.argv[1:]))" $1; }
 paired() { python3 -c "
 import statistics,sys
 a=[float(x) for x in sys.argv[1].split()]; b=[float(x) for x in sys.argv[2].split()]
@@ -213,8 +219,8 @@ $(report_machine)
 
 | recording, wrk -t2 -c$conns | calls/s (median) | runs |
 |---|---:|---|
-| (t) record --out tape | $t | ${rec[t]}|
-| (k) record --out kafka:// | $k | ${rec[k]}|
+| (t) record --out tape | $t | $(rounded "${rec[t]}") |
+| (k) record --out kafka:// | $k | $(rounded "${rec[k]}") |
 
 - (k)/(t): $(python3 -c "print(round($k / $t, 2))") (ratio of medians), $(python3 -c "print(round($(paired "${rec[k]}" "${rec[t]}"), 2))") (median of paired runs); target >= 0.9
 - (t): $t_summary
@@ -222,15 +228,15 @@ $(report_machine)
 
 | copy of the same messages | MB/s (median) | runs |
 |---|---:|---|
-| (ck) reprise copy tape -> topic | $ck | ${copy[ck]}|
-| (py) confluent-kafka producer | $pyr | ${copy[py]}|
+| (ck) reprise copy tape -> topic | $ck | $(rounded "${copy[ck]}") |
+| (py) confluent-kafka producer | $pyr | $(rounded "${copy[py]}") |
 
 - (ck)/(py): $(python3 -c "print(round($ck / $pyr, 2))") (ratio of medians), $(python3 -c "print(round($(paired "${copy[ck]}" "${copy[py]}"), 2))") (median of paired runs); target >= 1.0
 
 | group replay, $replay_calls calls, --max | calls/s (median) | runs |
 |---|---:|---|
-| (g1) one member | $g1 | ${group[g1]}|
-| (g2) two members | $g2 | ${group[g2]}|
+| (g1) one member | $g1 | $(rounded "${group[g1]}") |
+| (g2) two members | $g2 | $(rounded "${group[g2]}") |
 
 - (g2)/(g1): $(python3 -c "print(round($g2 / $g1, 2))")
 EOF
