@@ -239,16 +239,63 @@ fn unreachable_brokers_missing_topics_bad_addresses_and_foreign_messages_are_cle
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("--kafka-option \"nonsense\": expected KEY=VALUE"));
-    let out = reprise(&["import", "x.har", "--out", s(&topic(&cluster, "mixed"))]);
+    // What a group of replayers does not do, said before anything is sent.
+    let grouped = format!("{}?group=g", s(&topic(&cluster, "mixed")));
+    let timed = format!(
+        "{}?group=g&from=2026-12-07T10:00:00Z",
+        s(&topic(&cluster, "mixed"))
+    );
+    for (args, says) in [
+        (
+            vec![grouped.as_str(), "--compare"],
+            "--compare and --dry-run do not go with group=",
+        ),
+        (
+            vec![grouped.as_str(), "--dry-run"],
+            "--compare and --dry-run do not go with group=",
+        ),
+        (
+            vec![grouped.as_str(), "--loop"],
+            "--loop does not go with group=",
+        ),
+        (vec![timed.as_str()], "from=TIME does not go with group="),
+    ] {
+        let mut command = vec!["replay"];
+        command.extend(args.iter().copied());
+        command.extend(["--target", "http://127.0.0.1:9"]);
+        let out = reprise(&command);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(says),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    // A reader of the whole topic is not a group member.
+    let out = reprise(&["ls", &grouped]);
     assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("leave group= out"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let har = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples/httpbin.har");
+    let out = reprise(&["import", s(&har), "--out", s(&topic(&cluster, "mixed"))]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("a Kafka topic cannot be written here"),
+        "{}",
+        text(&out.stderr)
+    );
 
     // A record, then a message another program wrote: the record is
     // listed, the message named and skipped, exit 3 (damaged input).
-    let dir = tempfile::tempdir().unwrap();
-    let tape = dir.path().join("one.tape");
-    support::write_exchanges(&tape, &[support::answered(1, "{}")]);
-    // Tape to topic: through a replay's results would need a target; a
-    // mock's --out is another writer, so the topic is filled by `record`.
     let recorder = Recorder::start(&url(&nginx), &topic(&cluster, "mixed"), &[]);
     calls(&recorder, "n", 1);
     recorder.stop_cleanly("-INT");

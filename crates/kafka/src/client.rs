@@ -77,6 +77,30 @@ pub(crate) trait Remembers: ClientContext {
     fn last_error(&self) -> &LastError;
 }
 
+/// Makes `$context` (a struct with a `last_error: LastError` field) a
+/// client context that keeps librdkafka's last warning or error and
+/// prints nothing: [`ClientContext`] and [`Remembers`].
+macro_rules! remembering_context {
+    ($context:ty) => {
+        impl rdkafka::ClientContext for $context {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, _: &str, message: &str) {
+                $crate::client::log(&self.last_error, level, message);
+            }
+
+            fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+                self.last_error.client_error(&error, reason);
+            }
+        }
+
+        impl $crate::client::Remembers for $context {
+            fn last_error(&self) -> &$crate::client::LastError {
+                &self.last_error
+            }
+        }
+    };
+}
+pub(crate) use remembering_context;
+
 /// Why a client error happened, in one line: librdkafka's own reason
 /// when it gave one.
 pub(crate) fn reason(error: &RdError, reason: &str) -> String {

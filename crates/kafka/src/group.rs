@@ -22,17 +22,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{BorrowedMessage, Message};
 use reprise_model::{Exchange, StoreError};
 
 use crate::address::{KafkaAddress, KafkaOptions, Start};
-use crate::client::{self, LastError, Remembers};
+use crate::client::{self, LastError};
 use crate::error::KafkaError;
 use crate::source::{SourceOptions, decode_message};
 
@@ -125,15 +123,7 @@ struct GroupContext {
     shared: Arc<Shared>,
 }
 
-impl ClientContext for GroupContext {
-    fn log(&self, level: RDKafkaLogLevel, _: &str, message: &str) {
-        client::log(&self.last_error, level, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        self.last_error.client_error(&error, reason);
-    }
-}
+client::remembering_context!(GroupContext);
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -145,12 +135,6 @@ impl ConsumerContext for GroupContext {
             }
             pending.forget(&partitions);
         }
-    }
-}
-
-impl Remembers for GroupContext {
-    fn last_error(&self) -> &LastError {
-        &self.last_error
     }
 }
 

@@ -18,8 +18,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rdkafka::ClientContext;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
@@ -30,7 +28,7 @@ use reprise_model::pack::{Packed, PackedError};
 use reprise_model::{Exchange, Sink, SinkTally, StoreError};
 
 use crate::address::{KafkaAddress, KafkaOptions};
-use crate::client::{self, LastError, Remembers, SCHEMA_HEADER};
+use crate::client::{self, LastError, SCHEMA_HEADER};
 use crate::error::KafkaError;
 
 /// How a [`KafkaSink`] waits.
@@ -67,21 +65,7 @@ struct Deliveries {
     last_error: LastError,
 }
 
-impl ClientContext for Deliveries {
-    fn log(&self, level: RDKafkaLogLevel, _: &str, message: &str) {
-        client::log(&self.last_error, level, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        self.last_error.client_error(&error, reason);
-    }
-}
-
-impl Remembers for Deliveries {
-    fn last_error(&self) -> &LastError {
-        &self.last_error
-    }
-}
+client::remembering_context!(Deliveries);
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = ();

@@ -13,17 +13,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rdkafka::ClientContext;
 use rdkafka::Offset;
 use rdkafka::TopicPartitionList;
-use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError as RdError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use reprise_model::{Exchange, StoreError};
 
 use crate::address::{KafkaAddress, KafkaOptions, Start};
-use crate::client::{self, LastError, Remembers, SCHEMA_HEADER};
+use crate::client::{self, LastError, SCHEMA_HEADER};
 use crate::error::KafkaError;
 
 /// Where each partition ends for a reader: the offset after its last
@@ -71,23 +69,9 @@ struct Context {
     last_error: LastError,
 }
 
-impl ClientContext for Context {
-    fn log(&self, level: RDKafkaLogLevel, _: &str, message: &str) {
-        client::log(&self.last_error, level, message);
-    }
-
-    fn error(&self, error: RdError, reason: &str) {
-        self.last_error.client_error(&error, reason);
-    }
-}
+client::remembering_context!(Context);
 
 impl ConsumerContext for Context {}
-
-impl Remembers for Context {
-    fn last_error(&self) -> &LastError {
-        &self.last_error
-    }
-}
 
 /// A topic read as a recording's [`Source`](reprise_model::Source).
 pub struct KafkaSource {
